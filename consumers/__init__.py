@@ -1,0 +1,1 @@
+"""Kafka input loops: attach events and registry events in, batches out to the engine."""

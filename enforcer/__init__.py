@@ -1,0 +1,1 @@
+"""eir-enforcer: the engine: IMEI identities, lists, registry state, decisions, CLI."""

@@ -1,0 +1,68 @@
+"""Building a generation of state from the registry's files, ready to snapshot or swap in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from enforcer.config import Config
+from enforcer.imei import ImeiRules
+from enforcer.listfile import ListFileReader, LoadReport
+from enforcer.lists import Lists
+from enforcer.pairset import PairSet
+from enforcer.registry import Cartables, DeviceColumns, build_registry
+from enforcer.registryfile import RegistryFileReader
+from enforcer.state import EnforcementState
+from rules.policy import Policy
+
+
+@dataclass(frozen=True)
+class SourceFiles:
+    white: Path
+    black: Path | None = None
+    devices: Path | None = None
+    cartables: Path | None = None
+    operator_sims: Path | None = None
+
+
+@dataclass
+class BuildReport:
+    generation: int
+    files: dict[str, LoadReport] = field(default_factory=dict)
+    device_imeis_not_registered: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {"generation": self.generation,
+                "files": {k: v.as_json() for k, v in self.files.items()},
+                "device_imeis_not_registered": self.device_imeis_not_registered}
+
+
+def imei_rules(config: Config) -> ImeiRules:
+    return ImeiRules.from_config(config.imei.test_tac_prefixes, config.imei.placeholders)
+
+
+def build_from_files(files: SourceFiles, config: Config, policy: Policy,
+                     generation: int) -> tuple[EnforcementState, BuildReport]:
+    rules = imei_rules(config)
+    lists_reader = ListFileReader(rules, config.lists.csv_chunk_lines,
+                                  config.lists.bad_rows_reported)
+    registry_reader = RegistryFileReader(rules, lists_reader, config.lists.csv_chunk_lines)
+    report = BuildReport(generation)
+    white, report.files["white"] = lists_reader.read_white(files.white)
+    black = None
+    if files.black:
+        black, report.files["black"] = lists_reader.read_black(files.black)
+    lists = Lists.build(generation, white, black)
+    devices = DeviceColumns.empty()
+    if files.devices:
+        devices, report.files["devices"] = registry_reader.read_devices(files.devices)
+    cartables = Cartables.empty()
+    if files.cartables:
+        cartables, report.files["cartables"] = registry_reader.read_cartables(files.cartables)
+    operator_sims = PairSet.empty()
+    if files.operator_sims:
+        operator_sims, report.files["operator_sims"] = \
+            registry_reader.read_operator_sims(files.operator_sims)
+    registry, report.device_imeis_not_registered = build_registry(
+        lists.white_index, devices, cartables, operator_sims)
+    return EnforcementState(lists, registry, policy), report

@@ -1,0 +1,170 @@
+"""The `eir-enforcer` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import orjson
+
+from enforcer.build import SourceFiles, build_from_files, imei_rules
+from enforcer.clock import SystemClock, parse_time_ms
+from enforcer.config import Config, ConfigError, load_config
+from enforcer.decide import decide, decision_at
+from enforcer.events import AttachBatch, AttachEvent
+from enforcer.imei import parse_imei
+from enforcer.logs import setup_logging
+from enforcer.state import EnforcementState, load_snapshot, save_snapshot
+from enforcer.synth import CountrySpec, build_country
+from enforcer.tour import run_tour
+from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
+from rules.policy import PolicyError, load_policy
+
+EXIT_USAGE = 2
+
+
+def _print(obj: object) -> None:
+    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+
+
+def _state_dir(args: argparse.Namespace, config: Config) -> Path:
+    return Path(args.state or config.state.dir)
+
+
+def cmd_imei(args: argparse.Namespace, config: Config) -> int:
+    rules = imei_rules(config)
+    for value in args.values:
+        _print(parse_imei(value, rules).as_json())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    policy = load_policy(config.policy.file or None)
+    try:
+        imsi = parse_imsi(args.imsi)
+        msisdn = parse_msisdn(args.msisdn)
+    except IdentityError as exc:
+        print(f"eir-enforcer check: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    state = load_snapshot(_state_dir(args, config), policy)
+    when = parse_time_ms(args.time) if args.time else SystemClock().now_ms()
+    imei = parse_imei(args.imei, imei_rules(config))
+    batch = AttachBatch.from_events([AttachEvent(imei, imsi, msisdn, when, args.emergency)])
+    decision = decision_at(decide(batch, state), batch, 0)
+    _print({"imei": imei.as_json(), "generation": state.generation, **decision.as_json()})
+    return 0
+
+
+def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
+    state = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
+    stats = state.lists.stats()
+    stats["registry"] = {"devices": state.registry.devices, "bytes": state.registry.nbytes}
+    _print(stats)
+    return 0
+
+
+def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
+    policy = load_policy(config.policy.file or None)
+    directory = _state_dir(args, config)
+    generation = 1
+    if (directory / "CURRENT").exists():
+        generation = load_snapshot(directory, policy).generation + 1
+    files = SourceFiles(args.white, args.black, args.devices, args.cartables, args.operator_sims)
+    state, report = build_from_files(files, config, policy, generation)
+    save_snapshot(state, directory)
+    _print(report.as_json())
+    return 0
+
+
+def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
+    country = build_country(CountrySpec(devices=args.devices, imeis=args.imeis, seed=args.seed))
+    state = EnforcementState(country.lists, country.registry,
+                             load_policy(config.policy.file or None))
+    target = save_snapshot(state, _state_dir(args, config))
+    _print({"snapshot": str(target), "devices": country.registry.devices,
+            "imeis": len(country.lists.white)})
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    return run_tour(config, devices=args.devices, events=args.events)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eir-enforcer",
+        description="Enforce a national device registry on an operator's network.")
+    parser.add_argument("--config", help="TOML configuration file (environment: EIR_*)")
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("imei", help="parse IMEIs and print one JSON object per value",
+                       description="Parse each VALUE (IMEI, IMEISV, imei-/imeisv- PEI) and "
+                       "print its key, TAC, SNR, SVN, check-digit state and problems as JSON.")
+    p.add_argument("values", nargs="+", metavar="VALUE")
+    p.set_defaults(run=cmd_imei)
+
+    p = sub.add_parser("check", help="decide one attach against a state snapshot",
+                       description="Print, as JSON, the decision for one attach event.")
+    p.add_argument("--imei", required=True)
+    p.add_argument("--imsi", required=True)
+    p.add_argument("--msisdn", required=True)
+    p.add_argument("--emergency", action="store_true", help="an emergency attach")
+    p.add_argument("--time", help="event time, ISO-8601 or epoch ms (default: now)")
+    p.add_argument("--state", help="snapshot directory (default: state.dir)")
+    p.set_defaults(run=cmd_check)
+
+    lists = sub.add_parser("lists", help="the white, black and cut-off lists",
+                           description="Inspect the lists of the current snapshot.")
+    lists_sub = lists.add_subparsers(dest="lists_command", required=True)
+    p = lists_sub.add_parser("stats", help="sizes, memory and generation",
+                             description="Print list sizes, memory and generation as JSON.")
+    p.add_argument("--state", help="snapshot directory (default: state.dir)")
+    p.set_defaults(run=cmd_lists_stats)
+
+    state = sub.add_parser("state", help="build state snapshots",
+                           description="Build a snapshot of lists and registry.")
+    state_sub = state.add_subparsers(dest="state_command", required=True)
+    p = state_sub.add_parser("build", help="from the registry's CSV files (gzip accepted)",
+                             description="Build the next generation from registry files and "
+                             "snapshot it; bad rows are reported with line numbers.")
+    p.add_argument("--white", type=Path, required=True, help="registered IMEIs: imei")
+    p.add_argument("--black", type=Path, help="black list: imei,reason")
+    p.add_argument("--devices", type=Path,
+                   help="devices: imeis(;-separated, slot order),owner_msisdn,source,registered_on")
+    p.add_argument("--cartables", type=Path, help="national-ID cartables: cartable_id,msisdn")
+    p.add_argument("--operator-sims", type=Path, help="operator SIMs: imei,msisdn")
+    p.add_argument("--state", help="snapshot directory (default: state.dir)")
+    p.set_defaults(run=cmd_state_build)
+    p = state_sub.add_parser("synth", help="a synthetic country",
+                             description="Build and snapshot a synthetic country.")
+    p.add_argument("--devices", type=int, default=1_000_000)
+    p.add_argument("--imeis", type=int, help="default: half the devices dual-SIM")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--state", help="snapshot directory (default: state.dir)")
+    p.set_defaults(run=cmd_state_synth)
+
+    p = sub.add_parser("demo", help="a tour of the engine on a synthetic country",
+                       description="Build a synthetic country, decide synthetic attach "
+                       "traffic and show what the engine does with each kind of attach.")
+    p.add_argument("--devices", type=int, default=1_000_000)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level.upper())
+    try:
+        config = load_config(args.config)
+        return args.run(args, config)
+    except (ConfigError, PolicyError, FileNotFoundError) as exc:
+        print(f"eir-enforcer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

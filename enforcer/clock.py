@@ -1,0 +1,45 @@
+"""Time, injected: the system clock in production, a clock the tests and the demo move."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Protocol
+
+MS_PER_S = 1000
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class ManualClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now_ms: int) -> None:
+        self._now_ms = now_ms
+
+    def now_ms(self) -> int:
+        return self._now_ms
+
+    def advance(self, ms: int) -> None:
+        self._now_ms += ms
+
+
+def parse_time_ms(text: str) -> int:
+    """ISO-8601 (naive means UTC) or epoch milliseconds."""
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * MS_PER_S)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / MS_PER_S, tz=timezone.utc).isoformat(timespec="seconds")

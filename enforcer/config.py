@@ -1,0 +1,138 @@
+"""One typed configuration object: defaults.toml, then the operator's TOML file, then
+environment variables EIR_<SECTION>__<KEY>."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+DEFAULTS = Path(__file__).with_name("defaults.toml")
+ENV_PREFIX = "EIR_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or of the wrong type; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ImeiConfig:
+    test_tac_prefixes: list[str]
+    placeholders: list[str]
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: str
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    file: str
+
+
+@dataclass(frozen=True)
+class ListsConfig:
+    csv_chunk_lines: int
+    bad_rows_reported: int
+
+
+@dataclass(frozen=True)
+class Config:
+    imei: ImeiConfig
+    state: StateConfig
+    policy: PolicyConfig
+    lists: ListsConfig
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    merged = _read_toml(DEFAULTS)
+    if path:
+        _merge(merged, _read_toml(Path(path)), where="")
+    _apply_env(merged, os.environ if environ is None else environ)
+    return _build(Config, merged, "")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> None:
+    for key, value in override.items():
+        name = f"{where}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown configuration key '{name}'")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"configuration key '{name}' must be a table")
+            _merge(base[key], value, f"{name}.")
+        else:
+            base[key] = value
+
+
+def _apply_env(merged: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for var, text in environ.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        section, _, key = var[len(ENV_PREFIX):].lower().partition("__")
+        if section not in merged or key not in merged[section]:
+            raise ConfigError(f"environment variable {var} names no configuration key")
+        current = merged[section][key]
+        merged[section][key] = _parse_env(var, text, current)
+
+
+def _parse_env(var: str, text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"environment variable {var} must be true or false")
+        return text.lower() in ("true", "1")
+    if isinstance(current, list):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if isinstance(current, (int, float)):
+        try:
+            return type(current)(text)
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {var} must be a number") from exc
+    return text
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        name = f"{where}{f.name}"
+        if f.name not in data:
+            raise ConfigError(f"configuration key '{name}' is missing")
+        hint = hints[f.name]
+        value = data[f.name]
+        if is_dataclass(hint):
+            values[f.name] = _build(hint, value, f"{name}.")
+        else:
+            values[f.name] = _check_type(name, value, hint)
+    return cls(**values)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    origin = getattr(hint, "__origin__", None)
+    if origin is list:
+        (item,) = hint.__args__
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            raise ConfigError(f"configuration key '{name}' must be a list of {item.__name__}")
+        return value
+    if isinstance(hint, types.UnionType):
+        hint = tuple(hint.__args__)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"configuration key '{name}' has the wrong type")
+    return value

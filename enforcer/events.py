@@ -1,0 +1,54 @@
+"""Attach events: one parsed event, and a batch of them as columns for the decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from enforcer.imei import ImeiParse
+from enforcer.subscriber import Imsi
+
+# No IMEI key is this large (keys are below 10^14), so it is in no list and no registry.
+NO_KEY = np.uint64(np.iinfo(np.uint64).max)
+
+
+@dataclass(frozen=True, slots=True)
+class AttachEvent:
+    imei: ImeiParse
+    imsi: Imsi
+    msisdn: int
+    ts_ms: int
+    emergency: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class AttachBatch:
+    imei_key: np.ndarray  # uint64, NO_KEY where the IMEI yielded no key
+    malformed: np.ndarray  # bool
+    imsi: np.ndarray  # uint64
+    mcc: np.ndarray  # uint16, the IMSI's country
+    msisdn: np.ndarray  # uint64
+    ts_ms: np.ndarray  # int64, event time
+    emergency: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.imei_key)
+
+    @classmethod
+    def from_events(cls, events: Sequence[AttachEvent]) -> AttachBatch:
+        return cls(
+            imei_key=np.fromiter(
+                (NO_KEY if e.imei.key is None else int(e.imei.key) for e in events),
+                dtype=np.uint64, count=len(events)),
+            malformed=np.fromiter((e.imei.malformed for e in events), bool, len(events)),
+            imsi=np.fromiter((e.imsi.value for e in events), np.uint64, len(events)),
+            mcc=np.fromiter((e.imsi.mcc for e in events), np.uint16, len(events)),
+            msisdn=np.fromiter((e.msisdn for e in events), np.uint64, len(events)),
+            ts_ms=np.fromiter((e.ts_ms for e in events), np.int64, len(events)),
+            emergency=np.fromiter((e.emergency for e in events), bool, len(events)),
+        )
+
+    def take(self, order: np.ndarray) -> AttachBatch:
+        return AttachBatch(*(getattr(self, f)[order] for f in self.__dataclass_fields__))

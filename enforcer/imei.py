@@ -1,0 +1,170 @@
+"""IMEI identity: every form a network or a registry file sends, reduced to the 14-digit key.
+
+The parser never raises. A value that cannot yield a key says why in `problems`; a value
+that yields a key but is not a real device identity (all zeros, a test TAC, a placeholder
+burnt into cheap basebands) keeps its key and is flagged `malformed` with the reason.
+A wrong Luhn digit is a finding (`check_digit = mismatch`), never a malformation: networks
+do not reliably send the check digit.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+KEY_DIGITS = 14
+TAC_DIGITS = 8
+IMEI_DIGITS = 15
+IMEISV_DIGITS = 16
+PEI_PREFIXES = ("imei-", "imeisv-")
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+# 3GPP TS 23.003 §6.2.1: the check digit is sent as a spare 0 over the air.
+SPARE_CHECK_DIGIT = "0"
+
+
+class CheckDigit(StrEnum):
+    VALID = "valid"
+    MISMATCH = "mismatch"
+    ABSENT = "absent"
+
+
+class Problem(StrEnum):
+    EMPTY = "empty"
+    NON_DIGIT = "non_digit"
+    HEX = "hex"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    ALL_ZEROS = "all_zeros"
+    REPEATED_DIGIT = "repeated_digit"
+    TEST_TAC = "test_tac"
+    PLACEHOLDER = "placeholder"
+
+
+@dataclass(frozen=True, slots=True)
+class ImeiRules:
+    """What counts as a test TAC or a placeholder IMEI; loaded from configuration."""
+
+    test_tac_prefixes: tuple[str, ...]
+    placeholder_keys: frozenset[str]
+
+    @classmethod
+    def from_config(cls, test_tac_prefixes: list[str], placeholders: list[str]) -> ImeiRules:
+        return cls(
+            test_tac_prefixes=tuple(test_tac_prefixes),
+            placeholder_keys=frozenset(p.strip()[:KEY_DIGITS] for p in placeholders),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImeiParse:
+    input: str
+    key: str | None
+    tac: str | None
+    snr: str | None
+    svn: str | None
+    check_digit: CheckDigit
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def malformed(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def imei_key(self) -> int | None:
+        return None if self.key is None else int(self.key)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "key": self.key,
+            "tac": self.tac,
+            "snr": self.snr,
+            "svn": self.svn,
+            "check_digit": self.check_digit.value,
+            "malformed": self.malformed,
+            "problems": [p.value for p in self.problems],
+        }
+
+
+def luhn_digit(digits14: str) -> str:
+    """The IMEI check digit over TAC+SNR: every second digit from the left is doubled."""
+    total = 0
+    for position, char in enumerate(digits14):
+        d = ord(char) - 48
+        if position % 2:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return str(-total % 10)
+
+
+def _ascii_digits(text: str) -> str:
+    # Registry files from Iran may carry Persian or Arabic-Indic digits; they are digits.
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return value if isinstance(value, str) else repr(value)
+
+
+def _failure(raw: str, problem: Problem) -> ImeiParse:
+    return ImeiParse(raw, None, None, None, None, CheckDigit.ABSENT, (problem,))
+
+
+def parse_imei(value: Any, rules: ImeiRules) -> ImeiParse:
+    raw = _as_text(value)
+    text = raw.strip()
+    lowered = text.lower()
+    for prefix in PEI_PREFIXES:
+        if lowered.startswith(prefix):
+            text = text[len(prefix):]
+            break
+    if not text:
+        return _failure(raw, Problem.EMPTY)
+    digits = _ascii_digits(text)
+    if not (digits.isascii() and digits.isdigit()):
+        hexlike = all(c in HEX_DIGITS for c in digits)
+        return _failure(raw, Problem.HEX if hexlike else Problem.NON_DIGIT)
+    if len(digits) < KEY_DIGITS:
+        return _failure(raw, Problem.TOO_SHORT)
+    if len(digits) > IMEISV_DIGITS:
+        return _failure(raw, Problem.TOO_LONG)
+
+    key = digits[:KEY_DIGITS]
+    svn = None
+    check = CheckDigit.ABSENT
+    if len(digits) == IMEI_DIGITS:
+        sent = digits[KEY_DIGITS]
+        if sent == luhn_digit(key):
+            check = CheckDigit.VALID
+        elif sent != SPARE_CHECK_DIGIT:
+            check = CheckDigit.MISMATCH
+    elif len(digits) == IMEISV_DIGITS:
+        svn = digits[KEY_DIGITS:]
+
+    return ImeiParse(
+        raw, key, key[:TAC_DIGITS], key[TAC_DIGITS:], svn, check, _key_problems(key, rules)
+    )
+
+
+def _key_problems(key: str, rules: ImeiRules) -> tuple[Problem, ...]:
+    problems: list[Problem] = []
+    if key.count(key[0]) == KEY_DIGITS:
+        problems.append(Problem.ALL_ZEROS if key[0] == "0" else Problem.REPEATED_DIGIT)
+    if key.startswith(rules.test_tac_prefixes):
+        problems.append(Problem.TEST_TAC)
+    if key in rules.placeholder_keys:
+        problems.append(Problem.PLACEHOLDER)
+    return tuple(problems)

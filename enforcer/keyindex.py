@@ -1,0 +1,131 @@
+"""Vectorized membership and rank over a set of 14-digit IMEI keys.
+
+pyroaring answers one key at a time from Python (about 0.8 µs per `in`, and BitMap64.rank
+costs over 100 µs), far too slow for a million decisions a second. This index keeps the
+same layout as roaring's array containers, the keys grouped by their high bits with the low
+16 bits stored as sorted uint16, and answers a whole batch with a handful of numpy passes.
+The position it returns (the key's rank) lets other columns be aligned to the set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyroaring import BitMap64
+
+from enforcer.roaringfmt import index_arrays
+
+CHUNK_BITS = 16
+LOW_MASK = np.uint64((1 << CHUNK_BITS) - 1)
+ABSENT = -1
+
+
+@dataclass(frozen=True, eq=False)
+class KeyIndex:
+    chunk_high: np.ndarray  # uint64, sorted: key >> CHUNK_BITS of each non-empty chunk
+    chunk_start: np.ndarray  # int64, len(chunk_high) + 1: first row of each chunk
+    low: np.ndarray  # uint16, key & LOW_MASK, sorted within each chunk
+    search_steps: int
+
+    @classmethod
+    def from_sorted_keys(cls, keys: np.ndarray) -> KeyIndex:
+        keys = np.asarray(keys, dtype=np.uint64)
+        high = keys >> np.uint64(CHUNK_BITS)
+        if len(keys):
+            starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
+        else:
+            starts = np.zeros(0, dtype=np.int64)
+        chunk_start = np.append(starts, len(keys)).astype(np.int64)
+        widest = int(np.diff(chunk_start).max()) if len(starts) else 0
+        return cls(
+            chunk_high=high[starts],
+            chunk_start=chunk_start,
+            low=(keys & LOW_MASK).astype(np.uint16),
+            search_steps=steps_for(widest),
+        )
+
+    @classmethod
+    def from_bitmap(cls, bitmap: BitMap64) -> KeyIndex:
+        chunk_high, chunk_start, low = index_arrays(bitmap.serialize())
+        widest = int(np.diff(chunk_start).max()) if len(chunk_high) else 0
+        return cls(chunk_high, chunk_start, low, steps_for(widest))
+
+    @classmethod
+    def empty(cls) -> KeyIndex:
+        return cls.from_sorted_keys(np.zeros(0, dtype=np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.low)
+
+    @property
+    def nbytes(self) -> int:
+        return self.chunk_high.nbytes + self.chunk_start.nbytes + self.low.nbytes
+
+    def keys(self) -> np.ndarray:
+        counts = np.diff(self.chunk_start)
+        high = np.repeat(self.chunk_high, counts)
+        return (high << np.uint64(CHUNK_BITS)) | self.low.astype(np.uint64)
+
+    def keys_at(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        chunk = np.searchsorted(self.chunk_start, rows, side="right") - 1
+        return (self.chunk_high[chunk] << np.uint64(CHUNK_BITS)) | self.low[rows].astype(np.uint64)
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        """Rank of each key in the set, or ABSENT; int64, in the order given."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if not len(self.low) or not len(keys):
+            return np.full(len(keys), ABSENT, dtype=np.int64)
+        if len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()):
+            return self.rows_sorted(keys)
+        # Searching in key order keeps each step's reads close together in memory.
+        order = np.argsort(keys, kind="stable")
+        ranked = self.rows_sorted(keys[order])
+        out = np.empty_like(ranked)
+        out[order] = ranked
+        return out
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        return self.rows(keys) != ABSENT
+
+    def rows_sorted(self, keys: np.ndarray) -> np.ndarray:
+        """`rows` for keys already in ascending order (any order is correct, this is faster)."""
+        if not len(self.low) or not len(keys):
+            return np.full(len(keys), ABSENT, dtype=np.int64)
+        high = keys >> np.uint64(CHUNK_BITS)
+        low = (keys & LOW_MASK).astype(np.uint16)
+        chunk = np.searchsorted(self.chunk_high, high)
+        np.minimum(chunk, len(self.chunk_high) - 1, out=chunk)
+        in_chunk = self.chunk_high[chunk] == high
+        start = self.chunk_start[chunk]
+        end = np.where(in_chunk, self.chunk_start[chunk + 1], start)
+        return find_in_ranges(self.low, start, end, low, self.search_steps)
+
+
+def find_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray,
+                   targets: np.ndarray, steps: int) -> np.ndarray:
+    """Position of each target within its sorted slice values[start:end], or ABSENT.
+
+    A branchless lower bound run on the whole batch at once: the answer stays within
+    [base, base + span), and `steps` halvings bring every span down to one.
+    """
+    if not len(values):
+        return np.full(len(targets), ABSENT, dtype=np.int64)
+    base = np.minimum(start, len(values) - 1)
+    span = end - start
+    for _ in range(steps):
+        half = span >> 1
+        probe = base + half
+        base = np.where(values[probe] < targets, probe, base)
+        span -= half
+    nonempty = end > start
+    base = np.where(nonempty & (values[base] < targets), base + 1, base)
+    inside = nonempty & (base < end)
+    found = inside & (values[np.minimum(base, len(values) - 1)] == targets)
+    return np.where(found, base, ABSENT)
+
+
+def steps_for(widest: int) -> int:
+    """Halvings that bring a span of `widest` down to one."""
+    return max(widest - 1, 0).bit_length()

@@ -1,0 +1,132 @@
+"""The white, black and cut-off lists of one generation.
+
+The roaring bitmaps are the lists of record: what snapshots store and what set algebra
+(diffs, unions) works on. Each generation also carries lookup views built from them once,
+aside, before it is swapped in: vectorized indexes for the decision's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from pyroaring import BitMap64
+
+from enforcer.keyindex import ABSENT, KeyIndex
+from enforcer.pairset import PairSet
+from enforcer.roaringfmt import bitmap_from_sorted_keys
+
+
+class BlackReason(StrEnum):
+    STOLEN = "stolen"
+    LOST = "lost"
+    CLONED = "cloned"
+    FRAUD = "fraud"
+    COURT_ORDER = "court_order"
+
+
+# An IMEI black-listed for several reasons reports the first of this order.
+BLACK_REASONS: tuple[BlackReason, ...] = tuple(BlackReason)
+NO_REASON = 255
+
+
+def keys_of(bitmap: BitMap64) -> np.ndarray:
+    return np.frombuffer(bitmap.to_array(), dtype=np.uint64)
+
+
+def bitmap_bytes(bitmap: BitMap64) -> int:
+    stats = bitmap.get_statistics()
+    return (stats["n_bytes_array_containers"] + stats["n_bytes_bitset_containers"]
+            + stats["n_bytes_run_containers"])
+
+
+@dataclass(frozen=True, eq=False)
+class Lists:
+    generation: int
+    white: BitMap64
+    black: dict[BlackReason, BitMap64]
+    cut_imeis: BitMap64
+    cut_pairs: PairSet
+    white_index: KeyIndex = field(repr=False)
+    black_index: KeyIndex = field(repr=False)
+    black_reason: np.ndarray = field(repr=False)  # uint8 per black_index row: BLACK_REASONS
+    cut_imei_index: KeyIndex = field(repr=False)
+
+    @classmethod
+    def build(cls, generation: int, white: BitMap64,
+              black: dict[BlackReason, BitMap64] | None = None,
+              cut_imeis: BitMap64 | None = None,
+              cut_pairs: PairSet | None = None) -> Lists:
+        black = {r: (black or {}).get(r, BitMap64()) for r in BLACK_REASONS}
+        cut_imeis = cut_imeis if cut_imeis is not None else BitMap64()
+        cut_pairs = cut_pairs if cut_pairs is not None else PairSet.empty()
+        union = BitMap64.union(*black.values()) if black else BitMap64()
+        black_index = KeyIndex.from_bitmap(union)
+        reason = np.full(len(black_index), NO_REASON, dtype=np.uint8)
+        for code in reversed(range(len(BLACK_REASONS))):
+            reason[black_index.rows(keys_of(black[BLACK_REASONS[code]]))] = code
+        return cls(generation, white, black, cut_imeis, cut_pairs,
+                   KeyIndex.from_bitmap(white), black_index, reason,
+                   KeyIndex.from_bitmap(cut_imeis))
+
+    @classmethod
+    def from_keys(cls, generation: int, white: np.ndarray,
+                  black: dict[BlackReason, np.ndarray] | None = None) -> Lists:
+        """Build from arrays of keys, e.g. a synthetic country."""
+        return cls.build(
+            generation,
+            bitmap_from_sorted_keys(np.unique(np.asarray(white, dtype=np.uint64))),
+            {r: bitmap_from_sorted_keys(np.unique(np.asarray(k, dtype=np.uint64)))
+             for r, k in (black or {}).items()},
+        )
+
+    def black_reasons(self, imei_keys: np.ndarray) -> np.ndarray:
+        """BLACK_REASONS code per key, NO_REASON where the key is not black-listed."""
+        rows = self.black_index.rows(imei_keys)
+        return np.where(rows != ABSENT, self.black_reason[np.maximum(rows, 0)], NO_REASON) \
+            if len(self.black_reason) else np.full(len(rows), NO_REASON, dtype=np.uint8)
+
+    def stats(self) -> dict[str, object]:
+        def one(bitmap: BitMap64, index: KeyIndex | None) -> dict[str, int]:
+            entry = {"count": len(bitmap), "bitmap_bytes": bitmap_bytes(bitmap)}
+            if index is not None:
+                entry["index_bytes"] = index.nbytes
+            return entry
+
+        black = {r.value: one(b, None) for r, b in self.black.items()}
+        return {
+            "generation": self.generation,
+            "white": one(self.white, self.white_index),
+            "black": {"count": len(self.black_index), "index_bytes": self.black_index.nbytes,
+                      "by_reason": black},
+            "cut_imeis": one(self.cut_imeis, self.cut_imei_index),
+            "cut_pairs": {"count": len(self.cut_pairs), "bytes": self.cut_pairs.nbytes},
+        }
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "white.roaring").write_bytes(self.white.serialize())
+        for reason, bitmap in self.black.items():
+            (directory / f"black-{reason.value}.roaring").write_bytes(bitmap.serialize())
+        (directory / "cut-imeis.roaring").write_bytes(self.cut_imeis.serialize())
+        self.cut_pairs.save("cut-pairs", directory)
+        (directory / "lists.json").write_text(json.dumps({"generation": self.generation}))
+
+    @classmethod
+    def load(cls, directory: Path) -> Lists:
+        meta = json.loads((directory / "lists.json").read_text())
+
+        def bitmap(name: str) -> BitMap64:
+            path = directory / name
+            return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
+
+        return cls.build(
+            meta["generation"],
+            bitmap("white.roaring"),
+            {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
+            bitmap("cut-imeis.roaring"),
+            PairSet.load("cut-pairs", directory),
+        )

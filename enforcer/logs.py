@@ -1,0 +1,31 @@
+"""Structured logs: one JSON object per line on stderr. Callers pass phone numbers through
+`subscriber.mask`; the formatter never sees them in clear."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import orjson
+
+from enforcer.clock import iso
+
+STANDARD = frozenset(vars(logging.makeLogRecord({})))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": iso(int(record.created * 1000)), "level": record.levelname.lower(),
+                 "logger": record.name, "event": record.getMessage()}
+        entry.update({k: v for k, v in vars(record).items() if k not in STANDARD})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,69 @@
+"""A set of (IMEI key, number) pairs, vectorized: cut-off (IMEI, IMSI) pairs and operator
+SIMs (IMEI, MSISDN). Grouped by IMEI key, the numbers sorted within each group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from enforcer.keyindex import ABSENT, KeyIndex, find_in_ranges, steps_for
+
+
+@dataclass(frozen=True, eq=False)
+class PairSet:
+    index: KeyIndex  # the distinct IMEI keys that have at least one pair
+    start: np.ndarray  # int64, len(index) + 1: each IMEI key's slice of `number`
+    number: np.ndarray  # uint64
+    steps: int
+
+    @classmethod
+    def from_pairs(cls, imei_keys: np.ndarray, numbers: np.ndarray) -> PairSet:
+        imei_keys = np.asarray(imei_keys, dtype=np.uint64)
+        numbers = np.asarray(numbers, dtype=np.uint64)
+        order = np.lexsort((numbers, imei_keys))
+        imei_keys, numbers = imei_keys[order], numbers[order]
+        if len(imei_keys):
+            keep = np.r_[True, (imei_keys[1:] != imei_keys[:-1]) | (numbers[1:] != numbers[:-1])]
+            imei_keys, numbers = imei_keys[keep], numbers[keep]
+            firsts = np.flatnonzero(np.r_[True, imei_keys[1:] != imei_keys[:-1]])
+        else:
+            firsts = np.zeros(0, dtype=np.int64)
+        start = np.append(firsts, len(imei_keys)).astype(np.int64)
+        widest = int(np.diff(start).max()) if len(firsts) else 0
+        return cls(KeyIndex.from_sorted_keys(imei_keys[firsts]), start, numbers, steps_for(widest))
+
+    @classmethod
+    def empty(cls) -> PairSet:
+        return cls.from_pairs(np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.number)
+
+    @property
+    def nbytes(self) -> int:
+        return self.index.nbytes + self.start.nbytes + self.number.nbytes
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.repeat(self.index.keys(), np.diff(self.start)), self.number
+
+    def contains(self, imei_keys: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        group = self.index.rows(imei_keys)
+        has = group != ABSENT
+        out = np.zeros(len(group), dtype=bool)
+        if has.any():
+            g = group[has]
+            hit = find_in_ranges(self.number, self.start[g], self.start[g + 1],
+                                 np.asarray(numbers, dtype=np.uint64)[has], self.steps)
+            out[has] = hit != ABSENT
+        return out
+
+    def save(self, stem: str, directory) -> None:
+        imeis, numbers = self.pairs()
+        np.save(directory / f"{stem}-imei.npy", imeis)
+        np.save(directory / f"{stem}-number.npy", numbers)
+
+    @classmethod
+    def load(cls, stem: str, directory) -> PairSet:
+        return cls.from_pairs(np.load(directory / f"{stem}-imei.npy"),
+                              np.load(directory / f"{stem}-number.npy"))

@@ -1,0 +1,219 @@
+"""Registry state: devices (their IMEIs in slot order), owners, national-ID cartables,
+operator SIMs, registration source and date, held as columns sized for a whole country.
+
+Rows are the white list's rows (registered IMEIs in key order, as ranked by
+`Lists.white_index`), so the decision finds an IMEI's device with the same lookup that told
+it the IMEI is registered. Per IMEI one uint32 (device and slot); per device an owner
+MSISDN, a source and a date; 150 M devices with 300 M IMEIs take about 3 GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from enforcer.keyindex import ABSENT, KeyIndex
+from enforcer.pairset import PairSet
+
+SLOT_BITS = 3
+SLOT_MASK = np.uint32((1 << SLOT_BITS) - 1)
+MAX_SLOTS = 1 << SLOT_BITS
+NO_DEVICE = np.uint32(np.iinfo(np.uint32).max)
+MAX_DEVICES = int(NO_DEVICE) >> SLOT_BITS
+NO_OWNER = np.uint64(0)
+NO_CARTABLE = np.uint32(np.iinfo(np.uint32).max)
+EPOCH = date(1970, 1, 1)
+
+
+class Source(StrEnum):
+    IMPORT = "import"
+    PASSENGER = "passenger"
+    PRE_SCHEME = "pre_scheme"
+    REPAIR = "repair"
+
+
+SOURCES: tuple[Source, ...] = tuple(Source)
+
+
+def day_number(day: date) -> int:
+    return (day - EPOCH).days
+
+
+@dataclass(frozen=True, eq=False)
+class Cartables:
+    """National-ID cartables: the SIMs of one person, any of which counts as the owner."""
+
+    msisdn: np.ndarray  # uint64, sorted
+    cartable: np.ndarray  # uint32, aligned with msisdn
+
+    @classmethod
+    def from_links(cls, msisdns: np.ndarray, cartables: np.ndarray) -> Cartables:
+        msisdns = np.asarray(msisdns, dtype=np.uint64)
+        order = np.argsort(msisdns, kind="stable")
+        return cls(msisdns[order], np.asarray(cartables, dtype=np.uint32)[order])
+
+    @classmethod
+    def empty(cls) -> Cartables:
+        return cls.from_links(np.zeros(0, np.uint64), np.zeros(0, np.uint32))
+
+    def of(self, msisdns: np.ndarray) -> np.ndarray:
+        if not len(self.msisdn):
+            return np.full(len(msisdns), NO_CARTABLE, dtype=np.uint32)
+        at = np.minimum(np.searchsorted(self.msisdn, msisdns), len(self.msisdn) - 1)
+        return np.where(self.msisdn[at] == msisdns, self.cartable[at], NO_CARTABLE)
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    imei_key: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    device: int
+    owner: int | None
+    source: Source
+    registered_on: date
+    slots: tuple[DeviceSlot, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Registry:
+    device_of_row: np.ndarray  # uint32 per white-list row: device << SLOT_BITS | slot
+    owner: np.ndarray  # uint64 MSISDN per device, NO_OWNER when in no cartable
+    source: np.ndarray  # uint8 per device, index into SOURCES
+    registered_on: np.ndarray  # uint16 per device, days since 1970-01-01
+    cartables: Cartables
+    operator_sims: PairSet  # (IMEI key, MSISDN)
+
+    @classmethod
+    def empty(cls, rows: int) -> Registry:
+        return cls(np.full(rows, NO_DEVICE, dtype=np.uint32), np.zeros(0, np.uint64),
+                   np.zeros(0, np.uint8), np.zeros(0, np.uint16), Cartables.empty(),
+                   PairSet.empty())
+
+    @property
+    def devices(self) -> int:
+        return len(self.owner)
+
+    @property
+    def nbytes(self) -> int:
+        columns = (self.device_of_row, self.owner, self.source, self.registered_on,
+                   self.cartables.msisdn, self.cartables.cartable)
+        return sum(c.nbytes for c in columns) + self.operator_sims.nbytes
+
+    def device_slots(self, rows: np.ndarray) -> np.ndarray:
+        """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""
+        return np.where(rows != ABSENT, self.device_of_row[np.maximum(rows, 0)], NO_DEVICE)
+
+    def owners(self, device_slots: np.ndarray) -> np.ndarray:
+        has = device_slots != NO_DEVICE
+        devices = np.where(has, device_slots >> np.uint32(SLOT_BITS), 0)
+        if not len(self.owner):
+            return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
+        return np.where(has, self.owner[devices], NO_OWNER)
+
+    def same_cartable(self, owners: np.ndarray, msisdns: np.ndarray) -> np.ndarray:
+        a, b = self.cartables.of(owners), self.cartables.of(msisdns)
+        return (a != NO_CARTABLE) & (a == b)
+
+    def device(self, device: int, white_index: KeyIndex) -> DeviceView:
+        rows = np.flatnonzero((self.device_of_row >> np.uint32(SLOT_BITS)) == device)
+        slots = sorted(
+            (DeviceSlot(int(k), int(s)) for k, s in
+             zip(white_index.keys_at(rows), self.device_of_row[rows] & SLOT_MASK)),
+            key=lambda s: s.slot)
+        owner = int(self.owner[device])
+        return DeviceView(
+            device, owner if owner != NO_OWNER else None, SOURCES[self.source[device]],
+            date.fromordinal(EPOCH.toordinal() + int(self.registered_on[device])),
+            tuple(slots))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("device_of_row", "owner", "source", "registered_on"):
+            np.save(directory / f"{name}.npy", getattr(self, name))
+        np.save(directory / "cartable-msisdn.npy", self.cartables.msisdn)
+        np.save(directory / "cartable-id.npy", self.cartables.cartable)
+        self.operator_sims.save("operator-sims", directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> Registry:
+        def column(name: str) -> np.ndarray:
+            return np.load(directory / f"{name}.npy")
+
+        return cls(column("device_of_row"), column("owner"), column("source"),
+                   column("registered_on"),
+                   Cartables(column("cartable-msisdn"), column("cartable-id")),
+                   PairSet.load("operator-sims", directory))
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """One device as the registry states it."""
+
+    imeis: tuple[int, ...]  # IMEI keys in slot order
+    owner: int | None  # the owning SIM's MSISDN; None when in no cartable
+    source: Source
+    registered_on: date
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceColumns:
+    """Devices as columns, the input of `build_registry`: one entry per IMEI, one per device."""
+
+    imei_key: np.ndarray  # uint64 per IMEI
+    imei_device: np.ndarray  # int64 per IMEI: the device it belongs to
+    imei_slot: np.ndarray  # uint8 per IMEI: its slot, 0 first
+    owner: np.ndarray  # uint64 per device, NO_OWNER when in no cartable
+    source: np.ndarray  # uint8 per device
+    registered_on: np.ndarray  # uint16 per device
+
+    @classmethod
+    def empty(cls) -> DeviceColumns:
+        return cls.from_records([])
+
+    @classmethod
+    def from_records(cls, records: Iterable[DeviceRecord]) -> DeviceColumns:
+        keys: list[int] = []
+        devices: list[int] = []
+        slots: list[int] = []
+        owners: list[int] = []
+        sources: list[int] = []
+        days: list[int] = []
+        for device, record in enumerate(records):
+            keys.extend(record.imeis)
+            devices.extend([device] * len(record.imeis))
+            slots.extend(range(len(record.imeis)))
+            owners.append(int(NO_OWNER) if record.owner is None else record.owner)
+            sources.append(SOURCES.index(record.source))
+            days.append(day_number(record.registered_on))
+        return cls(np.array(keys, np.uint64), np.array(devices, np.int64),
+                   np.array(slots, np.uint8), np.array(owners, np.uint64),
+                   np.array(sources, np.uint8), np.array(days, np.uint16))
+
+
+def build_registry(white_index: KeyIndex, devices: DeviceColumns,
+                   cartables: Cartables, operator_sims: PairSet) -> tuple[Registry, int]:
+    """The registry aligned to `white_index`; also how many device IMEIs are not registered
+    (they are left out: a device's IMEI must be on the white list)."""
+    if len(devices.owner) > MAX_DEVICES:
+        raise ValueError(f"at most {MAX_DEVICES} devices fit, got {len(devices.owner)}")
+    if len(devices.imei_slot) and int(devices.imei_slot.max()) >= MAX_SLOTS:
+        raise ValueError(f"a device has at most {MAX_SLOTS} slots")
+    rows = white_index.rows(devices.imei_key)
+    known = rows != ABSENT
+    device_of_row = np.full(len(white_index), NO_DEVICE, dtype=np.uint32)
+    device_of_row[rows[known]] = (
+        (devices.imei_device[known].astype(np.uint32) << np.uint32(SLOT_BITS))
+        | devices.imei_slot[known].astype(np.uint32))
+    registry = Registry(device_of_row, np.asarray(devices.owner, np.uint64),
+                        np.asarray(devices.source, np.uint8),
+                        np.asarray(devices.registered_on, np.uint16), cartables, operator_sims)
+    return registry, int((~known).sum())

@@ -1,0 +1,79 @@
+"""The state a decision reads: one generation of lists, the registry aligned to it, and the
+policy. A new generation is built aside and swapped in with one reference assignment, so a
+batch that took `holder.current` sees the old state or the new one, never a mix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from enforcer.lists import Lists
+from enforcer.registry import Registry
+from rules.policy import Policy
+
+CURRENT = "CURRENT"
+
+
+@dataclass(frozen=True, eq=False)
+class EnforcementState:
+    lists: Lists
+    registry: Registry
+    policy: Policy
+
+    def __post_init__(self) -> None:
+        if len(self.registry.device_of_row) != len(self.lists.white_index):
+            raise ValueError("the registry is not aligned to this generation's white list")
+
+    @property
+    def generation(self) -> int:
+        return self.lists.generation
+
+
+class StateHolder:
+    def __init__(self, state: EnforcementState) -> None:
+        self._state = state
+        self._swap_lock = threading.Lock()
+
+    @property
+    def current(self) -> EnforcementState:
+        return self._state
+
+    def swap(self, new: EnforcementState) -> EnforcementState:
+        with self._swap_lock:
+            if new.generation <= self._state.generation:
+                raise ValueError(f"generation {new.generation} is not newer than "
+                                 f"{self._state.generation}")
+            old, self._state = self._state, new
+            return old
+
+
+def save_snapshot(state: EnforcementState, directory: Path) -> Path:
+    """Write the generation beside the others, then point CURRENT at it (atomic rename)."""
+    target = directory / f"gen-{state.generation:08d}"
+    scratch = directory / f".gen-{state.generation:08d}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    state.lists.save(scratch / "lists")
+    state.registry.save(scratch / "registry")
+    shutil.rmtree(target, ignore_errors=True)
+    scratch.rename(target)
+    pointer = directory / f".{CURRENT}.partial"
+    pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name}))
+    os.replace(pointer, directory / CURRENT)
+    for old in directory.glob("gen-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
+    pointer = directory / CURRENT
+    if not pointer.exists():
+        raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
+                                "with 'eir-enforcer state build' or 'eir-enforcer state synth'")
+    target = directory / json.loads(pointer.read_text())["dir"]
+    return EnforcementState(Lists.load(target / "lists"), Registry.load(target / "registry"),
+                            policy)

@@ -1,0 +1,71 @@
+"""SIM identities: IMSI (the subscription) and MSISDN (its phone number), and masking them
+for logs and listings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MCC_DIGITS = 3
+# DOMAIN.md: an IMSI is MCC (3) + MNC (2-3) + MSIN, 14-15 digits in all.
+IMSI_MIN_DIGITS, IMSI_MAX_DIGITS = 14, 15
+# E.164 allows at most 15 digits; anything under 7 is no subscriber number.
+MSISDN_MIN_DIGITS, MSISDN_MAX_DIGITS = 7, 15
+MASK_KEEP_HEAD, MASK_KEEP_TAIL = 5, 2
+PEI_STYLE_PREFIXES = {"imsi": "imsi-", "msisdn": "msisdn-"}
+
+
+class IdentityError(ValueError):
+    """An IMSI or MSISDN that is not one; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Imsi:
+    digits: str
+
+    @property
+    def value(self) -> int:
+        return int(self.digits)
+
+    @property
+    def mcc(self) -> int:
+        return int(self.digits[:MCC_DIGITS])
+
+
+def _digits(value: Any, what: str, prefix: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise IdentityError(f"{what} must be a string of digits, got {type(value).__name__}")
+    text = str(value).strip()
+    if text.lower().startswith(prefix):
+        text = text[len(prefix):]
+    if not (text.isascii() and text.isdigit()):
+        raise IdentityError(f"{what} must contain only digits")
+    return text
+
+
+def parse_imsi(value: Any) -> Imsi:
+    digits = _digits(value, "IMSI", PEI_STYLE_PREFIXES["imsi"])
+    if not IMSI_MIN_DIGITS <= len(digits) <= IMSI_MAX_DIGITS:
+        raise IdentityError(
+            f"IMSI must have {IMSI_MIN_DIGITS}-{IMSI_MAX_DIGITS} digits, got {len(digits)}")
+    return Imsi(digits)
+
+
+def parse_msisdn(value: Any) -> int:
+    text = value.strip().removeprefix("+") if isinstance(value, str) else value
+    digits = _digits(text, "MSISDN", PEI_STYLE_PREFIXES["msisdn"])
+    if not MSISDN_MIN_DIGITS <= len(digits) <= MSISDN_MAX_DIGITS:
+        raise IdentityError(
+            f"MSISDN must have {MSISDN_MIN_DIGITS}-{MSISDN_MAX_DIGITS} digits, got {len(digits)}")
+    if digits[0] == "0":
+        raise IdentityError("MSISDN must be in international form (no leading 0)")
+    return int(digits)
+
+
+def mask(number: int | str) -> str:
+    """98912*****67: enough to tell numbers apart in a log, not enough to call one."""
+    text = str(number)
+    hidden = len(text) - MASK_KEEP_HEAD - MASK_KEEP_TAIL
+    if hidden <= 0:
+        return "*" * len(text)
+    return text[:MASK_KEEP_HEAD] + "*" * hidden + text[-MASK_KEEP_TAIL:]

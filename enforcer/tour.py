@@ -1,0 +1,108 @@
+"""`eir-enforcer demo`: what the engine does, shown on a synthetic country."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from enforcer.config import Config
+from enforcer.clock import SystemClock, iso
+from enforcer.decide import Decisions, decide, decision_at
+from enforcer.events import AttachBatch
+from enforcer.events import NO_KEY
+from enforcer.lists import NO_REASON
+from enforcer.state import EnforcementState, load_snapshot, save_snapshot
+from enforcer.subscriber import mask
+from enforcer.synth import CountrySpec, TrafficMix, attach_traffic, build_country
+from rules.policy import VERDICTS, load_policy
+
+MB = 1 << 20
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run_tour(config: Config, devices: int, events: int) -> int:
+    policy = load_policy(config.policy.file or None)
+    _say(f"eir-enforcer demo: the enforcement core on a synthetic country of "
+         f"{devices:,} devices")
+    started = time.perf_counter()
+    country = build_country(CountrySpec(devices=devices))
+    lists, registry = country.lists, country.registry
+    _say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white):,} registered "
+         f"IMEIs ({len(lists.white_index.chunk_high):,} chunks of 65,536 keys), "
+         f"{len(lists.black_index):,} black-listed, {registry.devices:,} devices, "
+         f"{len(registry.cartables.msisdn):,} SIMs in national-ID cartables, "
+         f"{len(registry.operator_sims):,} operator SIMs")
+    stats = lists.stats()
+    _say(f"   memory: white list {stats['white']['bitmap_bytes'] / MB:.1f} MB as roaring "
+         f"+ {stats['white']['index_bytes'] / MB:.1f} MB lookup index; registry "
+         f"{registry.nbytes / MB:.1f} MB")
+
+    directory = Path(config.state.dir)
+    save_snapshot(EnforcementState(lists, registry, policy), directory)
+    started = time.perf_counter()
+    state = load_snapshot(directory, policy)
+    _say(f"2. Snapshot written to {directory}/ and loaded back in "
+         f"{time.perf_counter() - started:.2f} s (generation {state.generation})")
+
+    mix = TrafficMix()
+    batch = attach_traffic(country, events, mix, seed=1, start_ms=SystemClock().now_ms())
+    started = time.perf_counter()
+    decisions = decide(batch, state)
+    took = time.perf_counter() - started
+    _say(f"3. Decided {events:,} attach events in {took:.2f} s: "
+         f"{events / took:,.0f} decisions/s on one core")
+    verdicts = np.bincount(decisions.verdict, minlength=len(VERDICTS))
+    _say("   verdicts: " + ", ".join(f"{v.value} {n / events:.1%}"
+                                      for v, n in zip(VERDICTS, verdicts)))
+    counts = np.bincount(decisions.rule, minlength=len(policy.rules))
+    _say("   by rule:  " + ", ".join(f"{r.name} {n:,}" for r, n in zip(policy.rules, counts) if n))
+
+    _say("4. One attach of each kind (SIM numbers masked):")
+    for index, rule in enumerate(policy.rules):
+        hits = np.flatnonzero(decisions.rule == index)
+        if len(hits):
+            _show(rule.name, batch, decisions, int(hits[0]))
+    _show_emergency(batch, decisions, state)
+    _say()
+    _say("Try one yourself, against the snapshot just written:")
+    owner_rule = [r.name for r in policy.rules].index("owner")
+    row = int(np.flatnonzero(decisions.rule == owner_rule)[0])
+    _say(f"   eir-enforcer check --imei {int(batch.imei_key[row]):014d} "
+         f"--imsi {int(batch.imsi[row])} --msisdn {int(batch.msisdn[row])} --state {directory}")
+    return 0
+
+
+def _show(label: str, batch: AttachBatch, decisions: Decisions, i: int) -> None:
+    d = decision_at(decisions, batch, i)
+    key = int(batch.imei_key[i])
+    imei = f"{key:014d}" if key != NO_KEY else "(malformed)"
+    line = (f"   {label:<15} IMEI {imei:<15} SIM {mask(int(batch.msisdn[i]))} "
+            f"-> {d.verdict.value} ({d.reason})")
+    if d.notice:
+        line += (f"; notice {d.notice.kind} on the {d.notice.scope.value}, cutoff "
+                 f"{iso(d.notice.deadline_ms)[:10]}")
+        if d.notice.reminder_days:
+            line += ", reminders " + " and ".join(f"{r} d" for r in d.notice.reminder_days) \
+                + " before"
+        if not d.notice.sms:
+            line += ", no SMS"
+    if d.cutoff_now:
+        line += f"; cut off the {d.cutoff_now.value} now"
+    _say(line)
+
+
+def _show_emergency(batch: AttachBatch, decisions: Decisions, state: EnforcementState) -> None:
+    black = np.flatnonzero(decisions.black_reason != NO_REASON)
+    if not len(black):
+        return
+    i = int(black[0])
+    one = batch.take(np.array([i]))
+    one = AttachBatch(one.imei_key, one.malformed, one.imsi, one.mcc, one.msisdn, one.ts_ms,
+                      np.ones(1, dtype=bool))
+    _show("emergency", one, decide(one, state), 0)
+    _say("   (the same black-listed IMEI, attaching for an emergency call: never refused)")
