@@ -1,0 +1,151 @@
+"""The command line, run as a user runs it: a real process, real files, JSON out."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from enforcer.imei import luhn_digit
+
+CLI = [sys.executable, "-m", "enforcer.cli"]
+
+
+def run(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=check, env=env)
+
+
+def lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_imei_prints_one_json_object_per_value() -> None:
+    out = lines(run("imei", "490154203237518", "imeisv-3520990017614823", "12*34").stdout)
+    assert [o["key"] for o in out] == ["49015420323751", "35209900176148", None]
+    assert all(set(o) == {"input", "key", "tac", "snr", "svn", "check_digit", "malformed",
+                          "problems"} for o in out)
+    assert out[1]["svn"] == "23" and out[2]["problems"] == ["non_digit"]
+
+
+@pytest.mark.parametrize("command", [[], ["imei"], ["check"], ["lists"], ["lists", "stats"],
+                                     ["state"], ["state", "build"], ["state", "synth"],
+                                     ["demo"]])
+def test_every_subcommand_has_help(command: list[str]) -> None:
+    assert "usage: eir-enforcer" in run(*command, "--help").stdout
+
+
+@pytest.fixture()
+def registry_files(tmp_path: Path) -> dict[str, Path]:
+    def imei(key: int) -> str:
+        return f"{key:014d}" + luhn_digit(f"{key:014d}")
+
+    files = {
+        "white": ("imei\n" + "".join(f"{imei(35209900000000 + i)}\n" for i in range(10))
+                  + "bogus\n"),
+        "black": "35209900000009,stolen\n35777700000000,lost\n",
+        "devices": ("imeis,owner_msisdn,source,registered_on\n"
+                    "35209900000000;35209900000001,989121111111,import,2024-03-01\n"
+                    "35209900000002,,import,2024-03-02\n"
+                    "35209900000003,989121111111,smuggled,2024-03-02\n"),
+        "cartables": "cartable_id,msisdn\n7,989121111111\n7,989123333333\n",
+        "operator-sims": "35209900000001,989124444444\n",
+    }
+    paths = {}
+    for name, text in files.items():
+        path = tmp_path / f"{name}.csv.gz"
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+        paths[name] = path
+    return paths
+
+
+def build(registry_files: dict[str, Path], state: Path) -> dict:
+    args = [arg for name, path in registry_files.items() for arg in (f"--{name}", str(path))]
+    return json.loads(run("state", "build", *args, "--state", str(state)).stdout)
+
+
+def check(state: Path, imei: str, msisdn: str, *extra: str) -> dict:
+    imsi = "43211" + msisdn[-10:]
+    return json.loads(run("check", "--imei", imei, "--imsi", imsi, "--msisdn", msisdn,
+                          "--time", "2026-11-23T08:00:00", "--state", str(state),
+                          *extra).stdout)
+
+
+def test_state_build_reports_bad_rows_and_check_decides(registry_files, tmp_path) -> None:
+    state = tmp_path / "state"
+    report = build(registry_files, state)
+    assert report["generation"] == 1
+    assert report["files"]["white"]["loaded"] == 10
+    assert report["files"]["white"]["bad_rows"] == [
+        {"line": 12, "reason": "non_digit", "text": "bogus"}]
+    assert report["files"]["devices"]["bad_rows"][0]["reason"] == "unknown_source"
+
+    owner = check(state, "352099000000018", "989121111111")
+    assert (owner["verdict"], owner["rule"], owner["slot"]) == ("WHITELISTED", "owner", 1)
+    assert check(state, "35209900000000", "989123333333")["verdict"] == "WHITELISTED"
+    assert check(state, "35209900000001", "989124444444")["rule"] == "owner"
+    buyer = check(state, "35209900000000", "989122222222")
+    assert buyer["verdict"] == "GREYLISTED"
+    assert buyer["effects"]["open_notice"]["kind"] == "ownership_transfer"
+    seen = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
+    deadline = datetime.fromtimestamp(buyer["effects"]["open_notice"]["deadline_ms"] / 1000,
+                                      tz=timezone.utc)
+    assert deadline - seen == timedelta(days=30)
+    assert check(state, "35209900000002", "989122222222")["rule"] == "no_cartable"
+    stolen = check(state, "35209900000009", "989122222222")
+    assert (stolen["verdict"], stolen["black_reason"]) == ("BLACKLISTED", "stolen")
+    assert check(state, "35209900000009", "989122222222", "--emergency")["verdict"] == \
+        "WHITELISTED"
+    assert check(state, "35888800000000", "989122222222")["rule"] == "unregistered"
+
+
+def test_rebuilding_makes_the_next_generation(registry_files, tmp_path) -> None:
+    state = tmp_path / "state"
+    build(registry_files, state)
+    assert build(registry_files, state)["generation"] == 2
+    stats = json.loads(run("lists", "stats", "--state", str(state)).stdout)
+    assert stats["generation"] == 2
+    assert stats["white"]["count"] == 10 and stats["black"]["count"] == 2
+    assert stats["black"]["by_reason"]["lost"]["count"] == 1
+    assert stats["registry"]["devices"] == 2
+    assert stats["white"]["bitmap_bytes"] > 0
+
+
+def test_check_refuses_a_bad_imsi_clearly(registry_files, tmp_path) -> None:
+    state = tmp_path / "state"
+    build(registry_files, state)
+    result = run("check", "--imei", "35209900000000", "--imsi", "4321", "--msisdn",
+                 "989121111111", "--state", str(state), check=False)
+    assert result.returncode == 2 and "IMSI must have 14-15 digits" in result.stderr
+
+
+def test_an_invalid_policy_is_refused_at_start(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('home_mcc = [432]\n[fallback]\nverdict = "WHITELISTED"\nreason = "x"\n'
+                      '[[rules]]\nname = "e"\nwhen = "emergency"\nverdict = "MAYBE"\n'
+                      'reason = "r"\n')
+    result = run("lists", "stats", "--state", str(tmp_path), check=False,
+                 env={"EIR_POLICY__FILE": str(policy), "PATH": ""})
+    assert result.returncode == 2
+    assert "rules[0].verdict: 'MAYBE' is not one of" in result.stderr
+
+
+def test_missing_snapshot_says_how_to_make_one(tmp_path: Path) -> None:
+    result = run("lists", "stats", "--state", str(tmp_path / "none"), check=False)
+    assert result.returncode == 2 and "eir-enforcer state build" in result.stderr
+
+
+def test_synthetic_snapshot_and_demo(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    out = json.loads(run("state", "synth", "--devices", "5000", "--state", str(state)).stdout)
+    assert out["devices"] == 5000 and out["imeis"] == 7500
+    demo = run("demo", "--devices", "20000", "--events", "20000",
+               env={"EIR_STATE__DIR": str(tmp_path / "demo"), "PATH": ""}).stdout
+    for shown in ("decisions/s", "owner", "other_cartable", "unregistered", "roamer",
+                  "blacklisted", "malformed", "emergency", "eir-enforcer check"):
+        assert shown in demo

@@ -1,0 +1,135 @@
+"""List files in, roaring lists out; snapshots; a new generation swapped in atomically."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enforcer.events import AttachBatch
+from enforcer.imei import ImeiRules, luhn_digit
+from enforcer.listfile import ListFileReader
+from enforcer.lists import BlackReason, Lists
+from enforcer.registry import Registry
+from enforcer.state import EnforcementState, StateHolder, load_snapshot, save_snapshot
+from enforcer.decide import decide
+from rules.policy import Policy
+
+
+def reader(rules: ImeiRules, chunk_lines: int = 3) -> ListFileReader:
+    return ListFileReader(rules, chunk_lines=chunk_lines, report_limit=5)
+
+
+def test_white_list_with_header_and_bad_rows(tmp_path: Path, rules: ImeiRules) -> None:
+    path = tmp_path / "white.csv"
+    clean = "35345678901234" + luhn_digit("35345678901234")
+    path.write_text("imei\n490154203237518\n35209900176148\n\nnot-an-imei\n"
+                    f"3520990017614823\n12345\nimei-{clean}\n490154203237519\n")
+    white, report = reader(rules).read_white(path)
+    assert sorted(white) == [35209900176148, 35345678901234, 49015420323751]
+    assert report.rows == 7 and report.loaded == 3 and report.bad == 2
+    assert [(b.line, b.reason) for b in report.bad_rows] == [(5, "non_digit"), (7, "too_short")]
+    assert report.check_digit_mismatch == 1
+
+
+def test_gzip_without_header_is_detected_by_content(tmp_path: Path, rules: ImeiRules) -> None:
+    path = tmp_path / "white.dat"
+    with gzip.open(path, "wt") as f:
+        f.writelines(f"{35209900000000 + i}\n" for i in range(1000))
+    white, report = reader(rules, chunk_lines=64).read_white(path)
+    assert len(white) == 1000 and report.bad == 0
+
+
+def test_black_list_reasons(tmp_path: Path, rules: ImeiRules) -> None:
+    path = tmp_path / "black.csv"
+    path.write_text("imei,reason\n35209900176148,stolen\n490154203237518,COURT_ORDER\n"
+                    "35345678901234\n35345678901235,borrowed\n")
+    black, report = reader(rules).read_black(path)
+    assert list(black[BlackReason.STOLEN]) == [35209900176148]
+    assert list(black[BlackReason.COURT_ORDER]) == [49015420323751]
+    assert [(b.line, b.reason) for b in report.bad_rows] == [
+        (4, "missing_reason"), (5, "unknown_reason")]
+
+
+def test_bad_row_report_is_bounded_but_counts_all(tmp_path: Path, rules: ImeiRules) -> None:
+    path = tmp_path / "white.csv"
+    path.write_text("x\n" * 50)
+    _, report = reader(rules).read_white(path)
+    assert report.bad == 50 and len(report.bad_rows) == 5
+
+
+def test_snapshot_round_trip(tmp_path: Path, policy: Policy) -> None:
+    lists = Lists.from_keys(3, np.array([1, 2, 3, 10**13], np.uint64),
+                            {BlackReason.LOST: np.array([7], np.uint64)})
+    state = EnforcementState(lists, Registry.empty(len(lists.white_index)), policy)
+    save_snapshot(state, tmp_path)
+    again = load_snapshot(tmp_path, policy)
+    assert again.generation == 3
+    assert list(again.lists.white) == [1, 2, 3, 10**13]
+    assert list(again.lists.black[BlackReason.LOST]) == [7]
+    assert again.lists.stats() == lists.stats()
+
+
+def test_snapshot_keeps_only_the_current_generation(tmp_path: Path, policy: Policy) -> None:
+    for generation in (1, 2):
+        lists = Lists.from_keys(generation, np.arange(generation, dtype=np.uint64))
+        save_snapshot(EnforcementState(lists, Registry.empty(generation), policy), tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000002"]
+    assert load_snapshot(tmp_path, policy).generation == 2
+
+
+def test_decisions_in_flight_see_one_generation_or_the_other(policy: Policy) -> None:
+    """Even generations register the even keys, odd ones the odd keys: every batch decided
+    while generations are being swapped sees exactly one of the two."""
+    keys = np.arange(35_000_000_000_000, 35_000_000_004_000, dtype=np.uint64)
+    n = len(keys)
+    whites = {0: keys[0::2], 1: keys[1::2]}
+
+    def generation(g: int) -> EnforcementState:
+        white = whites[g % 2]
+        return EnforcementState(Lists.from_keys(g, white), Registry.empty(len(white)), policy)
+
+    prebuilt = {0: generation(2), 1: generation(3)}
+    holder = StateHolder(prebuilt[0])
+    batch = AttachBatch(keys, np.zeros(n, bool), np.full(n, 432111234567890, np.uint64),
+                        np.full(n, 432, np.uint16), np.full(n, 989121234567, np.uint64),
+                        np.zeros(n, np.int64), np.zeros(n, bool))
+    no_cartable = [r.name for r in policy.rules].index("no_cartable")
+    stop = threading.Event()
+    swaps = 0
+
+    def swapper() -> None:
+        nonlocal swaps
+        g = 4
+        while not stop.is_set():
+            template = prebuilt[g % 2]
+            holder.swap(EnforcementState(Lists.build(g, template.lists.white),
+                                         template.registry, policy))
+            g += 1
+            swaps += 1
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    seen = set()
+    try:
+        for _ in range(100):
+            registered = decide(batch, holder.current).rule == no_cartable
+            even, odd = registered[0::2], registered[1::2]
+            assert (even.all() and not odd.any()) or (odd.all() and not even.any())
+            seen.add(bool(even[0]))
+    finally:
+        stop.set()
+        thread.join()
+    assert swaps > 1 and seen == {True, False}
+
+
+def test_swap_refuses_an_older_generation(policy: Policy) -> None:
+    state = EnforcementState(Lists.from_keys(5, np.array([1], np.uint64)), Registry.empty(1),
+                             policy)
+    holder = StateHolder(state)
+    with pytest.raises(ValueError):
+        holder.swap(EnforcementState(Lists.from_keys(5, np.array([1], np.uint64)),
+                                     Registry.empty(1), policy))

@@ -1,0 +1,100 @@
+"""The policy and the configuration: defaults load, invalid input is refused naming the key."""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from enforcer.config import ConfigError, load_config
+from rules.policy import DEFAULT_POLICY, Condition, PolicyError, Scope, Verdict, load_policy, \
+    parse_policy
+
+DEFAULT = tomllib.loads(DEFAULT_POLICY.read_text())
+
+
+def test_default_policy_is_the_documented_order() -> None:
+    policy = load_policy()
+    assert [r.when for r in policy.rules[:-1]] == [
+        Condition.EMERGENCY, Condition.BLACKLISTED, Condition.CUT_OFF, Condition.MALFORMED,
+        Condition.OWNER_OR_OPERATOR_SIM, Condition.OTHER_CARTABLE, Condition.NO_CARTABLE,
+        Condition.UNREGISTERED_HOME, Condition.UNREGISTERED_ROAMER]
+    assert policy.rules[-1].name == "fallback"
+    transfer = policy.rule("other_cartable")
+    assert (transfer.notice_kind, transfer.grace_days, transfer.reminder_days,
+            transfer.cutoff_scope) == ("ownership_transfer", 30, (7, 1), Scope.PAIR)
+    assert policy.rule("roamer").sms is False
+    assert policy.home_mcc == (432,)
+
+
+def edit(change) -> dict:
+    data = copy.deepcopy(DEFAULT)
+    change(data)
+    return data
+
+
+def rule(data: dict, name: str) -> dict:
+    return next(r for r in data["rules"] if r["name"] == name)
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    (lambda d: rule(d, "malformed").update(verdict="GREY"), "rules[3].verdict"),
+    (lambda d: rule(d, "other_cartable").update(grace_days=0), "rules[5].grace_days"),
+    (lambda d: rule(d, "other_cartable").update(reminder_days=[40]), "rules[5].reminder_days"),
+    (lambda d: rule(d, "other_cartable").pop("cutoff_scope"), "rules[5].cutoff_scope"),
+    (lambda d: rule(d, "unregistered").update(cutoff_scope="device"), "rules[7].cutoff_scope"),
+    (lambda d: rule(d, "owner").update(when="owner"), "rules[4].when"),
+    (lambda d: rule(d, "owner").update(colour="blue"), "rules[4].colour"),
+    (lambda d: rule(d, "owner").update(grace_days=3), "rules[4].grace_days"),
+    (lambda d: rule(d, "roamer").update(exempt_tacs=["123"]), "rules[8].exempt_tacs"),
+    (lambda d: rule(d, "roamer").update(exempt_when=["sometimes"]), "rules[8].exempt_when[0]"),
+    (lambda d: rule(d, "emergency").update(verdict="BLACKLISTED"), "rules[0].verdict"),
+    (lambda d: d["rules"].reverse(), "rules[0].when"),
+    (lambda d: d["rules"].append(dict(d["rules"][4])), "rules[9].name"),
+    (lambda d: d.update(home_mcc=[43]), "home_mcc"),
+    (lambda d: d.pop("fallback"), "fallback"),
+    (lambda d: d.update(colour=1), "colour"),
+])
+def test_invalid_policy_is_refused_naming_the_key(change, key: str) -> None:
+    with pytest.raises(PolicyError, match="^" + re.escape(key)):
+        parse_policy(edit(change))
+
+
+def test_policy_file_that_is_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text("[[rules]\n")
+    with pytest.raises(PolicyError, match="not valid TOML"):
+        load_policy(path)
+
+
+def test_config_defaults_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "eir.toml"
+    path.write_text('[state]\ndir = "/var/lib/eir"\n[lists]\nbad_rows_reported = 3\n')
+    config = load_config(path, environ={"EIR_LISTS__CSV_CHUNK_LINES": "500",
+                                        "EIR_IMEI__PLACEHOLDERS": "111, 222"})
+    assert config.state.dir == "/var/lib/eir"
+    assert config.lists.bad_rows_reported == 3
+    assert config.lists.csv_chunk_lines == 500
+    assert config.imei.placeholders == ["111", "222"]
+    assert load_config(environ={}).lists.csv_chunk_lines == 1_000_000
+
+
+@pytest.mark.parametrize(("text", "environ", "message"), [
+    ("[state]\ndirectory = 'x'\n", {}, "state.directory"),
+    ("[lists]\ncsv_chunk_lines = 'many'\n", {}, "lists.csv_chunk_lines"),
+    ("", {"EIR_LISTS__CSV_CHUNK_LINES": "many"}, "EIR_LISTS__CSV_CHUNK_LINES"),
+    ("", {"EIR_NOPE__X": "1"}, "EIR_NOPE__X"),
+])
+def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, environ: dict,
+                                             message: str) -> None:
+    path = tmp_path / "eir.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ=environ)
+
+
+def test_verdicts_are_the_3gpp_equipment_statuses() -> None:
+    assert [v.value for v in Verdict] == ["WHITELISTED", "GREYLISTED", "BLACKLISTED"]
