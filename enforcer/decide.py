@@ -83,7 +83,7 @@ class Decision:
 
 def decide(batch: AttachBatch, state: EnforcementState) -> Decisions:
     # Work in IMEI-key order: every index lookup then reads memory front to back.
-    order = np.argsort(batch.imei_key, kind="stable")
+    order = np.argsort(batch.imei_key)
     rule, black, device_slot = _decide_sorted(batch.take(order), state)
     out_rule = np.empty_like(rule)
     out_rule[order] = rule

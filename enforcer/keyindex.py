@@ -47,7 +47,12 @@ class KeyIndex:
 
     @classmethod
     def from_bitmap(cls, bitmap: BitMap64) -> KeyIndex:
-        chunk_high, chunk_start, low = index_arrays(bitmap.serialize())
+        return cls.from_portable(bitmap.serialize())
+
+    @classmethod
+    def from_portable(cls, serialized: bytes) -> KeyIndex:
+        """From a BitMap64 in its portable serialization, e.g. a snapshot file's bytes."""
+        chunk_high, chunk_start, low = index_arrays(serialized)
         widest = int(np.diff(chunk_start).max()) if len(chunk_high) else 0
         return cls(chunk_high, chunk_start, low, steps_for(widest))
 
@@ -80,7 +85,7 @@ class KeyIndex:
         if len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()):
             return self.rows_sorted(keys)
         # Searching in key order keeps each step's reads close together in memory.
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)
         ranked = self.rows_sorted(keys[order])
         out = np.empty_like(ranked)
         out[order] = ranked
@@ -114,10 +119,14 @@ def find_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray,
         return np.full(len(targets), ABSENT, dtype=np.int64)
     base = np.minimum(start, len(values) - 1)
     span = end - start
-    for _ in range(steps):
-        half = span >> 1
-        probe = base + half
-        base = np.where(values[probe] < targets, probe, base)
+    half, probe = np.empty_like(span), np.empty_like(base)
+    probed, below = np.empty(len(base), dtype=values.dtype), np.empty(len(base), dtype=bool)
+    for _ in range(steps):  # in place: a batch of a million allocates nothing per step
+        np.right_shift(span, 1, out=half)
+        np.add(base, half, out=probe)
+        np.take(values, probe, out=probed)
+        np.less(probed, targets, out=below)
+        np.copyto(base, probe, where=below)
         span -= half
     nonempty = end > start
     base = np.where(nonempty & (values[base] < targets), base + 1, base)

@@ -59,7 +59,9 @@ class Lists:
     def build(cls, generation: int, white: BitMap64,
               black: dict[BlackReason, BitMap64] | None = None,
               cut_imeis: BitMap64 | None = None,
-              cut_pairs: PairSet | None = None) -> Lists:
+              cut_pairs: PairSet | None = None,
+              white_index: KeyIndex | None = None) -> Lists:
+        """`white_index`, when the caller has it already, must be the index of `white`."""
         black = {r: (black or {}).get(r, BitMap64()) for r in BLACK_REASONS}
         cut_imeis = cut_imeis if cut_imeis is not None else BitMap64()
         cut_pairs = cut_pairs if cut_pairs is not None else PairSet.empty()
@@ -69,7 +71,7 @@ class Lists:
         for code in reversed(range(len(BLACK_REASONS))):
             reason[black_index.rows(keys_of(black[BLACK_REASONS[code]]))] = code
         return cls(generation, white, black, cut_imeis, cut_pairs,
-                   KeyIndex.from_bitmap(white), black_index, reason,
+                   white_index or KeyIndex.from_bitmap(white), black_index, reason,
                    KeyIndex.from_bitmap(cut_imeis))
 
     @classmethod
@@ -123,10 +125,12 @@ class Lists:
             path = directory / name
             return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
 
+        white = (directory / "white.roaring").read_bytes()
         return cls.build(
             meta["generation"],
-            bitmap("white.roaring"),
+            BitMap64.deserialize(white),
             {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
             bitmap("cut-imeis.roaring"),
             PairSet.load("cut-pairs", directory),
+            white_index=KeyIndex.from_portable(white),
         )

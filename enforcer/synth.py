@@ -13,11 +13,15 @@ from datetime import date
 import numpy as np
 
 from enforcer.events import NO_KEY, AttachBatch
-from enforcer.lists import BLACK_REASONS, Lists
-from enforcer.registry import (NO_OWNER, SOURCES, Cartables, DeviceColumns, Registry,
-                               build_registry, day_number)
+from enforcer.keyindex import CHUNK_BITS
+from pyroaring import BitMap64
+
+from enforcer.lists import BLACK_REASONS, BlackReason, Lists
 from enforcer.pairset import PairSet
+from enforcer.registry import (NO_OWNER, SLOT_BITS, SOURCES, Cartables, Registry, day_number,
+                               pack_msisdns)
 from enforcer.roaringfmt import bitmap_from_sorted_keys
+from enforcer.state import EnforcementState
 
 SNR_SPACE = 1_000_000
 MSISDN_BASE = 989_000_000_000  # Iranian mobile numbers: 98 9xx xxx xxxx
@@ -49,8 +53,6 @@ class CountrySpec:
 class Country:
     lists: Lists
     registry: Registry
-    device_imeis: np.ndarray  # uint64, registered IMEIs that belong to a device
-    imei_device: np.ndarray  # int64, aligned with device_imeis
     black_keys: np.ndarray  # uint64, every black-listed key
     unregistered_tacs: np.ndarray  # uint64, TACs no registered device uses
     subscribers: np.ndarray  # uint64, MSISDNs in use
@@ -61,6 +63,8 @@ def home_imsi(msisdn: np.ndarray) -> np.ndarray:
 
 
 def build_country(spec: CountrySpec, generation: int = 1) -> Country:
+    """Built sorted by construction (no argsort over all keys), so that a country of 300 M
+    IMEIs fits a 24 GB machine while it is being built."""
     rng = np.random.default_rng(spec.seed)
     n_dev = spec.devices
     n_imeis = spec.imeis if spec.imeis is not None else n_dev + n_dev // 2
@@ -70,55 +74,64 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
     all_tacs = _tacs(rng, 2 * n_tacs)
     tacs, spare_tacs = all_tacs[:n_tacs], all_tacs[n_tacs:]
     primary = _primary_keys(rng, tacs, n_dev, spec.tac_zipf)
-    dual = np.zeros(n_dev, dtype=bool)
-    dual[rng.choice(n_dev, n_imeis - n_dev, replace=False)] = True
-    second = primary[dual] + np.uint64(1)
-    keys = np.concatenate([primary, second])
-    device = np.concatenate([np.arange(n_dev), np.flatnonzero(dual)]).astype(np.int64)
-    slot = np.concatenate([np.zeros(n_dev, np.uint8), np.ones(len(second), np.uint8)])
-    order = np.argsort(keys)
-    keys, device, slot = keys[order], device[order], slot[order]
+    # Devices are numbered in the order of their first IMEI; a dual-SIM phone's second IMEI
+    # is the next serial number, so it sorts right after the first.
+    imeis_per_device = np.ones(n_dev, dtype=np.uint8)
+    imeis_per_device[rng.choice(n_dev, n_imeis - n_dev, replace=False)] = 2
+    device = np.repeat(np.arange(n_dev, dtype=np.uint32), imeis_per_device)
+    slot = np.ones(len(device), dtype=np.uint8)
+    slot[np.r_[0, np.cumsum(imeis_per_device[:-1], dtype=np.int64)]] = 0
+    del imeis_per_device
+    keys = primary[device] + slot
+    del primary
 
-    subscribers = np.unique(np.uint64(MSISDN_BASE) + rng.choice(
-        MSISDN_SPAN, max(int(n_dev * spec.subscribers_per_device), 1), replace=False
-    ).astype(np.uint64))
+    subscribers = np.uint64(MSISDN_BASE) + _sorted_distinct(
+        rng, max(int(n_dev * spec.subscribers_per_device), 1), MSISDN_SPAN)
     owner = subscribers[rng.integers(0, len(subscribers), n_dev)]
-    owner[rng.random(n_dev) < spec.unowned_share] = NO_OWNER
+    owner[rng.random(n_dev, dtype=np.float32) < spec.unowned_share] = NO_OWNER
     first, last = day_number(FIRST_REGISTRATION), day_number(LAST_REGISTRATION)
-    columns = DeviceColumns(
-        imei_key=keys, imei_device=device, imei_slot=slot, owner=owner,
+    lists = Lists.build(generation, bitmap_from_sorted_keys(keys), _black(rng, spec, keys,
+                                                                          spare_tacs))
+    linked = subscribers[rng.random(len(subscribers), dtype=np.float32)
+                         < spec.national_cartable_share]
+    op_imeis = keys[rng.choice(len(keys), int(len(keys) * spec.operator_sim_share))]
+    registry = Registry(
+        device_of_row=(device << np.uint32(SLOT_BITS)) | slot,  # rows are `keys`, in order
+        owner=pack_msisdns(owner),
         source=rng.choice(len(SOURCES), n_dev, p=spec.source_share).astype(np.uint8),
-        registered_on=rng.integers(first, last, n_dev).astype(np.uint16))
+        registered_on=rng.integers(first, last, n_dev).astype(np.uint16),
+        cartables=Cartables.from_links(linked, np.arange(len(linked), dtype=np.uint32) // 2),
+        operator_sims=PairSet.from_pairs(
+            op_imeis, subscribers[rng.integers(0, len(subscribers), len(op_imeis))]))
+    return Country(lists, registry, lists.black_index.keys(), spare_tacs,
+                   subscribers)
 
-    linked = subscribers[rng.random(len(subscribers)) < spec.national_cartable_share]
-    cartables = Cartables.from_links(linked, np.arange(len(linked), dtype=np.uint32) // 2)
-    op_imeis = keys[rng.random(len(keys)) < spec.operator_sim_share]
-    operator_sims = PairSet.from_pairs(
-        op_imeis, subscribers[rng.integers(0, len(subscribers), len(op_imeis))])
 
+def _black(rng: np.random.Generator, spec: CountrySpec, keys: np.ndarray,
+           spare_tacs: np.ndarray) -> dict[BlackReason, BitMap64]:
     n_black = int(len(keys) * spec.black_share)
     black_keys = np.unique(np.concatenate([
-        keys[rng.integers(0, len(keys), n_black)],
-        _keys_in(rng, spare_tacs, n_black)]))
+        keys[rng.integers(0, len(keys), n_black)], _keys_in(rng, spare_tacs, n_black)]))
     reason = rng.integers(0, len(BLACK_REASONS), len(black_keys))
-    black = {r: bitmap_from_sorted_keys(black_keys[reason == code])
-             for code, r in enumerate(BLACK_REASONS)}
-    lists = Lists.build(generation, bitmap_from_sorted_keys(keys), black)
-    del order
-    registry, _ = build_registry(lists.white_index, columns, cartables, operator_sims)
-    return Country(lists, registry, keys, device, black_keys, spare_tacs, subscribers)
+    return {r: bitmap_from_sorted_keys(black_keys[reason == code])
+            for code, r in enumerate(BLACK_REASONS)}
+
+
+def _sorted_distinct(rng: np.random.Generator, n: int, span: int) -> np.ndarray:
+    """n distinct sorted values below span: sorted draws from [0, span - n], plus their rank."""
+    draws = np.sort(rng.integers(0, span - n + 1, n, dtype=np.uint64))
+    return draws + np.arange(n, dtype=np.uint64)
 
 
 def _tacs(rng: np.random.Generator, count: int) -> np.ndarray:
     body = rng.choice(REPORTING_BODIES, count, p=REPORTING_BODY_SHARE).astype(np.uint64)
-    tacs = np.unique(body * np.uint64(10**6) + rng.integers(0, 10**6, count * 2, dtype=np.uint64)
-                     [:count])
+    tacs = np.unique(body * np.uint64(10**6) + rng.integers(0, 10**6, count, dtype=np.uint64))
     rng.shuffle(tacs)
     return tacs
 
 
 def _primary_keys(rng: np.random.Generator, tacs: np.ndarray, n: int, zipf: float) -> np.ndarray:
-    """n distinct keys with even serial numbers, TACs chosen by Zipf popularity."""
+    """n distinct sorted keys with even serial numbers, TACs chosen by Zipf popularity."""
     weights = 1.0 / np.arange(1, len(tacs) + 1) ** zipf
     weights /= weights.sum()
     per_tac_cap = SNR_SPACE // 2
@@ -129,14 +142,16 @@ def _primary_keys(rng: np.random.Generator, tacs: np.ndarray, n: int, zipf: floa
         extra = np.minimum(room, rng.multinomial(short, room / room.sum()))
         counts += extra
         short -= int(extra.sum())
-    out = np.empty(n, dtype=np.uint64)
-    at = 0
-    for tac, count in zip(tacs, counts):
-        if count:
-            snr = rng.choice(per_tac_cap, int(count), replace=False).astype(np.uint64) * 2
-            out[at:at + count] = tac * np.uint64(SNR_SPACE) + snr
-            at += count
-    return out
+    order = np.argsort(tacs)
+    tacs, counts = tacs[order], counts[order]
+    # Within each TAC: sorted draws from [0, cap - count] plus their rank are distinct.
+    group = np.repeat(np.arange(len(tacs)), counts)
+    draws = rng.integers(0, per_tac_cap - counts[group] + 1, dtype=np.uint64)
+    draws = np.sort(group.astype(np.uint64) * np.uint64(per_tac_cap) + draws) \
+        - group.astype(np.uint64) * np.uint64(per_tac_cap)
+    first_of_group = np.r_[0, np.cumsum(counts)[:-1]]
+    rank = np.arange(n, dtype=np.uint64) - first_of_group[group].astype(np.uint64)
+    return tacs[group] * np.uint64(SNR_SPACE) + (draws + rank) * np.uint64(2)
 
 
 def _keys_in(rng: np.random.Generator, tacs: np.ndarray, n: int) -> np.ndarray:
@@ -188,3 +203,19 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
         imei_key=keys, malformed=malformed, imsi=imsi, mcc=mcc, msisdn=msisdn,
         ts_ms=start_ms + np.arange(n, dtype=np.int64) * step_ms,
         emergency=np.zeros(n, dtype=bool))
+
+
+def country_from_state(state: EnforcementState, seed: int = 5) -> Country:
+    """Enough of a Country to make traffic against a loaded snapshot."""
+    rng = np.random.default_rng(seed)
+    owners = state.registry.owners(state.registry.device_of_row[
+        rng.integers(0, len(state.registry.device_of_row), 100_000)])
+    subscribers = np.unique(owners[owners != NO_OWNER])
+    # A chunk of 2^16 keys lies within at most two TACs (a TAC spans 10^6 keys).
+    first_key = state.lists.white_index.chunk_high << np.uint64(CHUNK_BITS)
+    last_key = first_key + np.uint64((1 << CHUNK_BITS) - 1)
+    used_tacs = np.union1d(first_key // np.uint64(SNR_SPACE), last_key // np.uint64(SNR_SPACE))
+    candidates = _tacs(rng, 1000)
+    spare = candidates[~np.isin(candidates, used_tacs)]
+    return Country(state.lists, state.registry, state.lists.black_index.keys(), spare,
+                   subscribers)

@@ -1,0 +1,52 @@
+"""What every benchmark needs: one core, resident memory, timing, the closing JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable
+
+KIB_PER_MIB = 1024
+
+
+def pin_to_one_core() -> int:
+    """Run on a single core, as the figures claim; returns the core."""
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_mb() -> float:
+    return _status_kib("VmRSS") / KIB_PER_MIB
+
+
+def peak_rss_mb() -> float:
+    return _status_kib("VmHWM") / KIB_PER_MIB
+
+
+def best_of(runs: int, work: Callable[[], object]) -> tuple[float, object]:
+    """Fastest wall time of `runs` runs, and the last run's result."""
+    best, result = float("inf"), None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = work()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def emit(figures: dict[str, object]) -> None:
+    """The last line of every benchmark: its figures as one JSON object."""
+    print(json.dumps(figures), flush=True)
