@@ -57,14 +57,14 @@ def stage_load(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     state = load_snapshot(args.dir, load_policy())
     load_s = time.perf_counter() - started
-    resident = rss_mb()
+    resident, load_peak = rss_mb(), peak_rss_mb()
     stats = state.lists.stats()
     country = country_from_state(state)
     batch = attach_traffic(country, DECIDE_EVENTS, TrafficMix(), seed=1, start_ms=START_MS)
     del country
     took, _ = best_of(3, lambda: decide(batch, state))
     return {"load_s": round(load_s, 1), "rss_mb": round(resident),
-            "interpreter_mb": round(before), "load_peak_rss_mb": round(peak_rss_mb()),
+            "interpreter_mb": round(before), "load_peak_rss_mb": round(load_peak),
             "white_bitmap_mb": round(stats["white"]["bitmap_bytes"] / 2**20),
             "white_index_mb": round(stats["white"]["index_bytes"] / 2**20),
             "registry_mb": round(state.registry.nbytes / 2**20),

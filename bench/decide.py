@@ -19,7 +19,7 @@ from measure import best_of, emit, peak_rss_mb, pin_to_one_core, rss_mb, say
 
 from enforcer.decide import decide
 from enforcer.lists import keys_of
-from enforcer.registry import SLOT_BITS, unpack_msisdns
+from enforcer.registry import NO_DEVICE, SLOT_BITS, unpack_msisdns
 from enforcer.state import EnforcementState
 from enforcer.synth import Country, CountrySpec, TrafficMix, attach_traffic, build_country
 from rules.policy import load_policy
@@ -31,7 +31,9 @@ def baseline_tables(country: Country) -> dict:
     """The same state as plain Python dicts and sets."""
     lists, registry = country.lists, country.registry
     keys = lists.white_index.keys().tolist()
-    device = (registry.device_of_row >> np.uint32(SLOT_BITS)).tolist()
+    device_slot = registry.device_slots(np.arange(registry.rows))
+    device = np.where(device_slot == NO_DEVICE, -1,
+                      device_slot >> np.uint32(SLOT_BITS)).tolist()
     return {
         "white": set(keys),
         "device_of": dict(zip(keys, device)),
@@ -61,8 +63,8 @@ def baseline_decide(events: list[tuple], t: dict, home: set[int]) -> list[str]:
         elif malformed:
             out.append("malformed")
         elif key in white:
-            device = device_of.get(key)
-            owner = owner_of[device] if device is not None else 0
+            device = device_of.get(key, -1)
+            owner = owner_of[device] if device >= 0 else 0
             group = cartable.get(owner)
             if (owner and (owner == msisdn or (group is not None
                                                and group == cartable.get(msisdn)))) \

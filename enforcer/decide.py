@@ -9,6 +9,7 @@ deadline of a notice is counted from the event's own time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -145,7 +146,8 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState
     return rule, black, device_slot
 
 
-def _applies(rule: Rule, holds, keys: np.ndarray) -> np.ndarray:
+def _applies(rule: Rule, holds: Callable[[Condition], np.ndarray],
+             keys: np.ndarray) -> np.ndarray:
     mask = holds(rule.when).copy()
     for condition in rule.exempt_when:
         mask &= ~holds(condition)

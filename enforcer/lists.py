@@ -65,11 +65,13 @@ class Lists:
         black = {r: (black or {}).get(r, BitMap64()) for r in BLACK_REASONS}
         cut_imeis = cut_imeis if cut_imeis is not None else BitMap64()
         cut_pairs = cut_pairs if cut_pairs is not None else PairSet.empty()
-        union = BitMap64.union(*black.values()) if black else BitMap64()
-        black_index = KeyIndex.from_bitmap(union)
+        # Not a union bitmap: black-listed IMEIs are scattered, one roaring container each
+        # (about 70 bytes a key), so a second bitmap of them all would cost hundreds of MB.
+        by_reason = [keys_of(black[r]) for r in BLACK_REASONS]
+        black_index = KeyIndex.from_sorted_keys(np.unique(np.concatenate(by_reason)))
         reason = np.full(len(black_index), NO_REASON, dtype=np.uint8)
         for code in reversed(range(len(BLACK_REASONS))):
-            reason[black_index.rows(keys_of(black[BLACK_REASONS[code]]))] = code
+            reason[black_index.rows(by_reason[code])] = code
         return cls(generation, white, black, cut_imeis, cut_pairs,
                    white_index or KeyIndex.from_bitmap(white), black_index, reason,
                    KeyIndex.from_bitmap(cut_imeis))
@@ -88,8 +90,9 @@ class Lists:
     def black_reasons(self, imei_keys: np.ndarray) -> np.ndarray:
         """BLACK_REASONS code per key, NO_REASON where the key is not black-listed."""
         rows = self.black_index.rows(imei_keys)
-        return np.where(rows != ABSENT, self.black_reason[np.maximum(rows, 0)], NO_REASON) \
-            if len(self.black_reason) else np.full(len(rows), NO_REASON, dtype=np.uint8)
+        if not len(self.black_reason):
+            return np.full(len(rows), NO_REASON, dtype=np.uint8)
+        return np.where(rows != ABSENT, self.black_reason[np.maximum(rows, 0)], NO_REASON)
 
     def stats(self) -> dict[str, object]:
         def one(bitmap: BitMap64, index: KeyIndex | None) -> dict[str, int]:

@@ -3,8 +3,10 @@ operator SIMs, registration source and date, held as columns sized for a whole c
 
 Rows are the white list's rows (registered IMEIs in key order, as ranked by
 `Lists.white_index`), so the decision finds an IMEI's device with the same lookup that told
-it the IMEI is registered. Per IMEI one uint32 (device and slot); per device an owner
-MSISDN, a source and a date; 150 M devices with 300 M IMEIs take about 3 GB.
+it the IMEI is registered. Devices are numbered in the order of their first IMEI, so a bit
+per row and its rank give a first slot its device; only the other slots (a dual-SIM
+phone's second IMEI) store their device. Per device: owner MSISDN, source and date.
+150 M devices with 300 M IMEIs take about 2.1 GB.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from enforcer.keyindex import ABSENT, KeyIndex
 from enforcer.pairset import PairSet
+from enforcer.rankbits import RankBits
 
 SLOT_BITS = 3
 SLOT_MASK = np.uint32((1 << SLOT_BITS) - 1)
@@ -103,7 +106,9 @@ class DeviceView:
 
 @dataclass(frozen=True, eq=False)
 class Registry:
-    device_of_row: np.ndarray  # uint32 per white-list row: device << SLOT_BITS | slot
+    first_slot: RankBits  # per white-list row: the first IMEI of a device; rank = device
+    other_slot: RankBits  # per white-list row: another slot of a device
+    other_device: np.ndarray  # uint32 per other_slot row, in row order: device << SLOT_BITS | slot
     owner: np.ndarray  # OWNER_DTYPE: packed MSISDN per device, NO_OWNER when in no cartable
     source: np.ndarray  # uint8 per device, index into SOURCES
     registered_on: np.ndarray  # uint16 per device, days since 1970-01-01
@@ -112,9 +117,14 @@ class Registry:
 
     @classmethod
     def empty(cls, rows: int) -> Registry:
-        return cls(np.full(rows, NO_DEVICE, dtype=np.uint32), np.zeros(0, OWNER_DTYPE),
+        none = RankBits.from_mask(np.zeros(rows, dtype=bool))
+        return cls(none, none, np.zeros(0, np.uint32), np.zeros(0, OWNER_DTYPE),
                    np.zeros(0, np.uint8), np.zeros(0, np.uint16), Cartables.empty(),
                    PairSet.empty())
+
+    @property
+    def rows(self) -> int:
+        return self.first_slot.rows
 
     @property
     def devices(self) -> int:
@@ -122,13 +132,22 @@ class Registry:
 
     @property
     def nbytes(self) -> int:
-        columns = (self.device_of_row, self.owner, self.source, self.registered_on,
+        columns = (self.other_device, self.owner, self.source, self.registered_on,
                    self.cartables.msisdn, self.cartables.cartable)
-        return sum(c.nbytes for c in columns) + self.operator_sims.nbytes
+        return (sum(c.nbytes for c in columns) + self.first_slot.nbytes
+                + self.other_slot.nbytes + self.operator_sims.nbytes)
 
     def device_slots(self, rows: np.ndarray) -> np.ndarray:
         """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""
-        return np.where(rows != ABSENT, self.device_of_row[np.maximum(rows, 0)], NO_DEVICE)
+        out = np.full(len(rows), NO_DEVICE, dtype=np.uint32)
+        valid = rows != ABSENT
+        at = np.where(valid, rows, 0)
+        first = valid & self.first_slot.test(at)
+        out[first] = self.first_slot.rank(at[first]).astype(np.uint32) << np.uint32(SLOT_BITS)
+        other = valid & ~first & self.other_slot.test(at)
+        if other.any():
+            out[other] = self.other_device[self.other_slot.rank(at[other])]
+        return out
 
     def owners(self, device_slots: np.ndarray) -> np.ndarray:
         has = device_slots != NO_DEVICE
@@ -142,11 +161,12 @@ class Registry:
         return (a != NO_CARTABLE) & (a == b)
 
     def device(self, device: int, white_index: KeyIndex) -> DeviceView:
-        rows = np.flatnonzero((self.device_of_row >> np.uint32(SLOT_BITS)) == device)
-        slots = sorted(
-            (DeviceSlot(int(k), int(s)) for k, s in
-             zip(white_index.keys_at(rows), self.device_of_row[rows] & SLOT_MASK)),
-            key=lambda s: s.slot)
+        others = np.flatnonzero((self.other_device >> np.uint32(SLOT_BITS)) == device)
+        rows = [self.first_slot.select(device)] + [self.other_slot.select(int(j)) for j in others]
+        slot_numbers = [0] + [int(s) for s in self.other_device[others] & SLOT_MASK]
+        keys = white_index.keys_at(np.array(rows, dtype=np.int64))
+        slots = sorted((DeviceSlot(int(k), s) for k, s in zip(keys, slot_numbers)),
+                       key=lambda s: s.slot)
         owner = int(unpack_msisdns(self.owner[device:device + 1])[0])
         return DeviceView(
             device, owner if owner != NO_OWNER else None, SOURCES[self.source[device]],
@@ -155,7 +175,9 @@ class Registry:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        for name in ("device_of_row", "owner", "source", "registered_on"):
+        self.first_slot.save("first-slot", directory)
+        self.other_slot.save("other-slot", directory)
+        for name in ("other_device", "owner", "source", "registered_on"):
             np.save(directory / f"{name}.npy", getattr(self, name))
         np.save(directory / "cartable-msisdn.npy", self.cartables.msisdn)
         np.save(directory / "cartable-id.npy", self.cartables.cartable)
@@ -166,7 +188,8 @@ class Registry:
         def column(name: str) -> np.ndarray:
             return np.load(directory / f"{name}.npy")
 
-        return cls(column("device_of_row"), column("owner"), column("source"),
+        return cls(RankBits.load("first-slot", directory), RankBits.load("other-slot", directory),
+                   column("other_device"), column("owner"), column("source"),
                    column("registered_on"),
                    Cartables(column("cartable-msisdn"), column("cartable-id")),
                    PairSet.load("operator-sims", directory))
@@ -219,19 +242,34 @@ class DeviceColumns:
 
 def build_registry(white_index: KeyIndex, devices: DeviceColumns,
                    cartables: Cartables, operator_sims: PairSet) -> tuple[Registry, int]:
-    """The registry aligned to `white_index`; also how many device IMEIs are not registered
-    (they are left out: a device's IMEI must be on the white list)."""
-    if len(devices.owner) > MAX_DEVICES:
-        raise ValueError(f"at most {MAX_DEVICES} devices fit, got {len(devices.owner)}")
+    """The registry aligned to `white_index`, devices renumbered in the order of their first
+    IMEI; also how many devices were left out because an IMEI of theirs is not registered
+    (a device's IMEIs must all be on the white list)."""
     if len(devices.imei_slot) and int(devices.imei_slot.max()) >= MAX_SLOTS:
         raise ValueError(f"a device has at most {MAX_SLOTS} slots")
+    n_dev = len(devices.owner)
     rows = white_index.rows(devices.imei_key)
-    known = rows != ABSENT
-    device_of_row = np.full(len(white_index), NO_DEVICE, dtype=np.uint32)
-    device_of_row[rows[known]] = (
-        (devices.imei_device[known].astype(np.uint32) << np.uint32(SLOT_BITS))
-        | devices.imei_slot[known].astype(np.uint32))
-    registry = Registry(device_of_row, pack_msisdns(devices.owner),
-                        np.asarray(devices.source, np.uint8),
-                        np.asarray(devices.registered_on, np.uint16), cartables, operator_sims)
-    return registry, int((~known).sum())
+    missing = np.zeros(n_dev, dtype=bool)
+    missing[devices.imei_device[rows == ABSENT]] = True
+    keep = ~missing[devices.imei_device]
+    rows, old = rows[keep], devices.imei_device[keep]
+    slot = devices.imei_slot[keep]
+    first = slot == 0
+    # A device's new number is the rank of its first IMEI's row among all first IMEIs.
+    by_row = np.argsort(rows[first], kind="stable")
+    old_of_new = old[first][by_row]
+    if len(old_of_new) > MAX_DEVICES:
+        raise ValueError(f"at most {MAX_DEVICES} devices fit, got {len(old_of_new)}")
+    new_of_old = np.zeros(n_dev, dtype=np.uint32)
+    new_of_old[old_of_new] = np.arange(len(old_of_new), dtype=np.uint32)
+    other_rows = rows[~first]
+    order = np.argsort(other_rows, kind="stable")
+    other_device = ((new_of_old[old[~first]] << np.uint32(SLOT_BITS))
+                    | slot[~first].astype(np.uint32))[order]
+    registry = Registry(
+        RankBits.from_positions(len(white_index), rows[first]),
+        RankBits.from_positions(len(white_index), other_rows),
+        other_device, pack_msisdns(np.asarray(devices.owner, np.uint64)[old_of_new]),
+        np.asarray(devices.source, np.uint8)[old_of_new],
+        np.asarray(devices.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
+    return registry, int(missing.sum())

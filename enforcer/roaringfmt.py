@@ -12,6 +12,7 @@ list never exists as a 2.4 GB array of uint64.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 from pyroaring import BitMap64
@@ -81,25 +82,46 @@ def _interleave(low: np.ndarray, starts: np.ndarray, cards: np.ndarray,
     return b"".join(out)
 
 
+@dataclass(frozen=True)
+class _Bucket:
+    """The header of one 32-bit bitmap inside a portable BitMap64."""
+
+    high: int
+    keys16: np.ndarray
+    card: np.ndarray  # int64
+    is_run: np.ndarray
+    offsets: np.ndarray | None  # absolute; None for a small run-format bitmap
+    data: int  # where the containers start
+
+
 def index_arrays(buf: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk_high, chunk_start, low) of a KeyIndex, read from a portable BitMap64."""
+    """(chunk_high, chunk_start, low) of a KeyIndex, read from a portable BitMap64.
+
+    Headers first, then the containers straight into one preallocated array: building
+    pieces and concatenating them leaves the heap fragmented by hundreds of MB at scale."""
     (n_buckets,) = struct.unpack_from("<Q", buf, 0)
     pos = 8
-    highs, cards, lows = [], [], []
+    buckets = []
     for _ in range(n_buckets):
-        (bucket,) = struct.unpack_from("<I", buf, pos)
-        keys16, card, low, pos = _read32(buf, pos + 4)
-        highs.append((np.uint64(bucket) << np.uint64(CONTAINER_BITS)) | keys16.astype(np.uint64))
-        cards.append(card)
-        lows.append(low)
-    if not highs:
+        (high,) = struct.unpack_from("<I", buf, pos)
+        bucket = _read_header(buf, pos + 4, high)
+        buckets.append(bucket)
+        pos = _containers_end(buf, bucket)
+    if not buckets:
         return np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, np.uint16)
-    card_all = np.concatenate(cards)
-    chunk_start = np.concatenate(([0], np.cumsum(card_all))).astype(np.int64)
-    return np.concatenate(highs), chunk_start, np.concatenate(lows)
+    card = np.concatenate([b.card for b in buckets])
+    chunk_start = np.concatenate(([0], np.cumsum(card))).astype(np.int64)
+    chunk_high = np.concatenate([
+        (np.uint64(b.high) << np.uint64(CONTAINER_BITS)) | b.keys16.astype(np.uint64)
+        for b in buckets])
+    low = np.empty(int(chunk_start[-1]), dtype=np.uint16)
+    at = 0
+    for bucket in buckets:
+        at = _fill_containers(buf, bucket, low, at)
+    return chunk_high, chunk_start, low
 
 
-def _read32(buf: bytes, pos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _read_header(buf: bytes, pos: int, high: int) -> _Bucket:
     start = pos
     (cookie,) = struct.unpack_from("<I", buf, pos)
     if cookie == COOKIE_NO_RUNS:
@@ -118,40 +140,63 @@ def _read32(buf: bytes, pos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, i
     header = np.frombuffer(buf, "<u2", 2 * n, pos)
     keys16, card = header[0::2].copy(), header[1::2].astype(np.int64) + 1
     pos += 4 * n
+    offsets = None
     if cookie == COOKIE_NO_RUNS or n >= NO_OFFSET_THRESHOLD:
         offsets = start + np.frombuffer(buf, "<u4", n, pos).astype(np.int64)
         pos += 4 * n
-    else:
-        offsets = None
-    low, end = _read_containers(buf, pos, offsets, card, is_run)
-    return keys16, card, low, end
+    return _Bucket(high, keys16, card, is_run, offsets, pos)
 
 
-def _read_containers(buf: bytes, pos: int, offsets: np.ndarray | None,
-                     card: np.ndarray, is_run: np.ndarray) -> tuple[np.ndarray, int]:
-    is_array = ~is_run & (card <= ARRAY_MAX)
-    if offsets is not None and is_array.all() and len(card):
-        # The common case, every container an array: one contiguous copy.
-        total = int(card.sum())
-        first = int(offsets[0])
-        return np.frombuffer(buf, "<u2", total, first).copy(), first + 2 * total
-    parts = []
+def _container_spans(buf: bytes, bucket: _Bucket) -> tuple[np.ndarray, np.ndarray]:
+    """Offset and size in bytes of each container of the bucket."""
+    card = bucket.card
+    size = np.where(card <= ARRAY_MAX, 2 * card, BITSET_BYTES)
+    if bucket.offsets is not None:
+        for i in np.flatnonzero(bucket.is_run):
+            size[i] = 2 + 4 * struct.unpack_from("<H", buf, int(bucket.offsets[i]))[0]
+        return bucket.offsets, size
+    offsets = np.empty(len(card), dtype=np.int64)  # a small run-format bitmap: walk it
+    pos = bucket.data
     for i in range(len(card)):
-        at = int(offsets[i]) if offsets is not None else pos
-        if is_run[i]:
-            (n_runs,) = struct.unpack_from("<H", buf, at)
-            runs = np.frombuffer(buf, "<u2", 2 * n_runs, at + 2).astype(np.int64)
-            begin, length = runs[0::2], runs[1::2] + 1
-            base = np.repeat(begin - np.concatenate(([0], np.cumsum(length)[:-1])), length)
-            parts.append((base + np.arange(int(length.sum()))).astype(np.uint16))
-            size = 2 + 4 * n_runs
-        elif is_array[i]:
-            parts.append(np.frombuffer(buf, "<u2", int(card[i]), at).copy())
-            size = 2 * int(card[i])
-        else:
-            bits = np.unpackbits(np.frombuffer(buf, np.uint8, BITSET_BYTES, at), bitorder="little")
-            parts.append(np.flatnonzero(bits).astype(np.uint16))
-            size = BITSET_BYTES
-        pos = at + size
-    low = np.concatenate(parts) if parts else np.zeros(0, np.uint16)
-    return low, pos
+        offsets[i] = pos
+        if bucket.is_run[i]:
+            size[i] = 2 + 4 * struct.unpack_from("<H", buf, pos)[0]
+        pos += int(size[i])
+    return offsets, size
+
+
+def _containers_end(buf: bytes, bucket: _Bucket) -> int:
+    if not len(bucket.card):
+        return bucket.data
+    offsets, size = _container_spans(buf, bucket)
+    return int(offsets[-1] + size[-1])
+
+
+def _fill_containers(buf: bytes, bucket: _Bucket, low: np.ndarray, at: int) -> int:
+    card = bucket.card
+    offsets, _ = _container_spans(buf, bucket)
+    starts = at + np.concatenate(([0], np.cumsum(card)))
+    special = np.flatnonzero(bucket.is_run | (card > ARRAY_MAX)).tolist()
+    # Array containers between two special ones lie back to back: one copy for each stretch.
+    begin = 0
+    for end in special + [len(card)]:
+        if end > begin:
+            total = int(starts[end] - starts[begin])
+            low[starts[begin]:starts[end]] = np.frombuffer(buf, "<u2", total, int(offsets[begin]))
+        if end < len(card):
+            _fill_special(buf, bucket, end, int(offsets[end]), low[starts[end]:starts[end + 1]])
+        begin = end + 1
+    return int(starts[-1])
+
+
+def _fill_special(buf: bytes, bucket: _Bucket, i: int, offset: int, out: np.ndarray) -> None:
+    if bucket.is_run[i]:
+        (n_runs,) = struct.unpack_from("<H", buf, offset)
+        runs = np.frombuffer(buf, "<u2", 2 * n_runs, offset + 2).astype(np.int64)
+        begin, length = runs[0::2], runs[1::2] + 1
+        shift = np.repeat(begin - np.concatenate(([0], np.cumsum(length)[:-1])), length)
+        out[:] = shift + np.arange(len(out))
+    else:
+        bits = np.unpackbits(np.frombuffer(buf, np.uint8, BITSET_BYTES, offset),
+                             bitorder="little")
+        out[:] = np.flatnonzero(bits)

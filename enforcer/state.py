@@ -16,6 +16,8 @@ from enforcer.registry import Registry
 from rules.policy import Policy
 
 CURRENT = "CURRENT"
+# Bumped whenever the files of a snapshot change meaning; older snapshots are refused.
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,7 +27,7 @@ class EnforcementState:
     policy: Policy
 
     def __post_init__(self) -> None:
-        if len(self.registry.device_of_row) != len(self.lists.white_index):
+        if self.registry.rows != len(self.lists.white_index):
             raise ValueError("the registry is not aligned to this generation's white list")
 
     @property
@@ -61,7 +63,8 @@ def save_snapshot(state: EnforcementState, directory: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
     pointer = directory / f".{CURRENT}.partial"
-    pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name}))
+    pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name,
+                                   "format": SNAPSHOT_FORMAT}))
     os.replace(pointer, directory / CURRENT)
     for old in directory.glob("gen-*"):
         if old != target:
@@ -74,6 +77,10 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
     if not pointer.exists():
         raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
                                 "with 'eir-enforcer state build' or 'eir-enforcer state synth'")
-    target = directory / json.loads(pointer.read_text())["dir"]
+    current = json.loads(pointer.read_text())
+    if current.get("format") != SNAPSHOT_FORMAT:
+        raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
+                                f", this version reads format {SNAPSHOT_FORMAT}; rebuild it")
+    target = directory / current["dir"]
     return EnforcementState(Lists.load(target / "lists"), Registry.load(target / "registry"),
                             policy)

@@ -12,12 +12,13 @@ from datetime import date
 
 import numpy as np
 
-from enforcer.events import NO_KEY, AttachBatch
-from enforcer.keyindex import CHUNK_BITS
 from pyroaring import BitMap64
 
+from enforcer.events import NO_KEY, AttachBatch
+from enforcer.keyindex import CHUNK_BITS
 from enforcer.lists import BLACK_REASONS, BlackReason, Lists
 from enforcer.pairset import PairSet
+from enforcer.rankbits import RankBits
 from enforcer.registry import (NO_OWNER, SLOT_BITS, SOURCES, Cartables, Registry, day_number,
                                pack_msisdns)
 from enforcer.roaringfmt import bitmap_from_sorted_keys
@@ -95,8 +96,11 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
     linked = subscribers[rng.random(len(subscribers), dtype=np.float32)
                          < spec.national_cartable_share]
     op_imeis = keys[rng.choice(len(keys), int(len(keys) * spec.operator_sim_share))]
+    first_imei = slot == 0  # rows are `keys`, in order; devices numbered by first IMEI
     registry = Registry(
-        device_of_row=(device << np.uint32(SLOT_BITS)) | slot,  # rows are `keys`, in order
+        first_slot=RankBits.from_mask(first_imei),
+        other_slot=RankBits.from_mask(~first_imei),
+        other_device=(device[~first_imei] << np.uint32(SLOT_BITS)) | slot[~first_imei],
         owner=pack_msisdns(owner),
         source=rng.choice(len(SOURCES), n_dev, p=spec.source_share).astype(np.uint8),
         registered_on=rng.integers(first, last, n_dev).astype(np.uint16),
@@ -176,16 +180,26 @@ class TrafficMix:
         return shares / shares.sum()
 
 
+def _owned_rows(rng: np.random.Generator, registry: Registry, n: int) -> np.ndarray:
+    """n random white-list rows of owned devices, drawn without touching every row."""
+    picked: list[np.ndarray] = []
+    have = 0
+    while have < n:
+        rows = rng.integers(0, registry.rows, 2 * (n - have) + 16)
+        rows = rows[registry.owners(registry.device_slots(rows)) != NO_OWNER]
+        picked.append(rows)
+        have += len(rows)
+    return np.concatenate(picked)[:n]
+
+
 def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
                    start_ms: int, step_ms: int = 1) -> AttachBatch:
     """n attach events in the given mix, as a batch."""
     rng = np.random.default_rng(seed)
     kind = rng.choice(6, n, p=mix.shares())
-    owned_rows = np.flatnonzero(country.registry.owners(country.registry.device_of_row)
-                                != NO_OWNER)
-    pick = owned_rows[rng.integers(0, len(owned_rows), n)]
+    pick = _owned_rows(rng, country.registry, n)
     keys = country.lists.white_index.keys_at(pick)
-    msisdn = country.registry.owners(country.registry.device_of_row[pick])
+    msisdn = country.registry.owners(country.registry.device_slots(pick))
     # another cartable's SIM: a random subscriber (a collision with the owner is negligible)
     other = kind == 1
     msisdn[other] = country.subscribers[rng.integers(0, len(country.subscribers), other.sum())]
@@ -208,8 +222,8 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
 def country_from_state(state: EnforcementState, seed: int = 5) -> Country:
     """Enough of a Country to make traffic against a loaded snapshot."""
     rng = np.random.default_rng(seed)
-    owners = state.registry.owners(state.registry.device_of_row[
-        rng.integers(0, len(state.registry.device_of_row), 100_000)])
+    owners = state.registry.owners(state.registry.device_slots(
+        rng.integers(0, state.registry.rows, 100_000)))
     subscribers = np.unique(owners[owners != NO_OWNER])
     # A chunk of 2^16 keys lies within at most two TACs (a TAC spans 10^6 keys).
     first_key = state.lists.white_index.chunk_high << np.uint64(CHUNK_BITS)

@@ -1,0 +1,81 @@
+"""A bit vector that counts: which rows have a property, and how many before a given row
+have it (rank), for a whole batch of rows at once. One bit a row plus 4 bytes per 64 rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WORD_BITS = 64
+ONE = np.uint64(1)
+MAX_ROWS = 1 << 32  # counts are uint32
+
+
+@dataclass(frozen=True, eq=False)
+class RankBits:
+    words: np.ndarray  # uint64, bit i of word w is row w * 64 + i
+    before: np.ndarray  # uint32, set bits in all earlier words
+    rows: int
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> RankBits:
+        if len(mask) >= MAX_ROWS:
+            raise ValueError(f"at most {MAX_ROWS} rows")
+        packed = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
+        padded = np.zeros(-(-len(packed) // 8) * 8, dtype=np.uint8)
+        padded[:len(packed)] = packed
+        words = padded.view("<u8").astype(np.uint64)
+        counts = np.bitwise_count(words).astype(np.uint32)
+        before = np.zeros(len(words), dtype=np.uint32)
+        np.cumsum(counts[:-1], out=before[1:])
+        return cls(words, before, len(mask))
+
+    @classmethod
+    def from_positions(cls, rows: int, positions: np.ndarray) -> RankBits:
+        mask = np.zeros(rows, dtype=bool)
+        mask[positions] = True
+        return cls.from_mask(mask)
+
+    @property
+    def count(self) -> int:
+        return int(self.before[-1] + np.bitwise_count(self.words[-1])) if len(self.words) else 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.words.nbytes + self.before.nbytes
+
+    def test(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.uint64)
+        word = self.words[rows >> np.uint64(6)]
+        return ((word >> (rows & np.uint64(WORD_BITS - 1))) & ONE).astype(bool)
+
+    def rank(self, rows: np.ndarray) -> np.ndarray:
+        """Set bits strictly before each row; int64."""
+        rows = np.asarray(rows, dtype=np.uint64)
+        at = rows >> np.uint64(6)
+        below = (ONE << (rows & np.uint64(WORD_BITS - 1))) - ONE
+        return self.before[at].astype(np.int64) + np.bitwise_count(self.words[at] & below)
+
+    def select(self, k: int) -> int:
+        """The row of the k-th set bit (0-based)."""
+        word = int(np.searchsorted(self.before, k, side="right")) - 1
+        bits, left = int(self.words[word]), k - int(self.before[word])
+        for bit in range(WORD_BITS):
+            if bits >> bit & 1:
+                if left == 0:
+                    return word * WORD_BITS + bit
+                left -= 1
+        raise IndexError(k)
+
+    def save(self, stem: str, directory: Path) -> None:
+        np.save(directory / f"{stem}-words.npy", self.words)
+        np.save(directory / f"{stem}-before.npy", self.before)
+        (directory / f"{stem}-rows.txt").write_text(str(self.rows))
+
+    @classmethod
+    def load(cls, stem: str, directory: Path) -> RankBits:
+        return cls(np.load(directory / f"{stem}-words.npy"),
+                   np.load(directory / f"{stem}-before.npy"),
+                   int((directory / f"{stem}-rows.txt").read_text()))
