@@ -29,6 +29,7 @@ MSISDN_BASE = 989_000_000_000  # Iranian mobile numbers: 98 9xx xxx xxxx
 MSISDN_SPAN = 1_000_000_000
 HOME_IMSI_BASE = 432_11 * 10**10  # MCC 432, MNC 11, 10-digit MSIN
 ROAMER_IMSI_BASE = 310_260 * 10**9  # MCC 310 (a foreign network), MNC 260
+ROAMER_MSISDN_BASE = 1_415_000_0000  # +1 415 numbers
 REPORTING_BODIES = (35, 86, 1, 99)
 REPORTING_BODY_SHARE = (0.6, 0.3, 0.05, 0.05)
 FIRST_REGISTRATION = date(2019, 12, 1)
@@ -192,6 +193,12 @@ def _owned_rows(rng: np.random.Generator, registry: Registry, n: int) -> np.ndar
     return np.concatenate(picked)[:n]
 
 
+def unowned_device_rows(registry: Registry, limit: int) -> np.ndarray:
+    """Up to `limit` white-list rows of registered devices in no cartable."""
+    rows = np.arange(min(registry.rows, limit * 200))
+    return rows[registry.owners(registry.device_slots(rows)) == NO_OWNER][:limit]
+
+
 def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
                    start_ms: int, step_ms: int = 1) -> AttachBatch:
     """n attach events in the given mix, as a batch."""
@@ -212,6 +219,8 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
     imsi = home_imsi(msisdn)
     roam = kind == 5
     imsi[roam] = np.uint64(ROAMER_IMSI_BASE) + rng.integers(0, 10**9, roam.sum(), dtype=np.uint64)
+    msisdn[roam] = np.uint64(ROAMER_MSISDN_BASE) + rng.integers(0, 10**7, roam.sum(),
+                                                                 dtype=np.uint64)
     mcc = (imsi // np.uint64(10**12)).astype(np.uint16)
     return AttachBatch(
         imei_key=keys, malformed=malformed, imsi=imsi, mcc=mcc, msisdn=msisdn,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +18,8 @@ from enforcer.events import NO_KEY
 from enforcer.lists import NO_REASON
 from enforcer.state import EnforcementState, load_snapshot, save_snapshot
 from enforcer.subscriber import mask
-from enforcer.synth import CountrySpec, TrafficMix, attach_traffic, build_country
+from enforcer.synth import (Country, CountrySpec, TrafficMix, attach_traffic, build_country,
+                            unowned_device_rows)
 from rules.policy import VERDICTS, load_policy
 
 MB = 1 << 20
@@ -67,14 +71,33 @@ def run_tour(config: Config, devices: int, events: int) -> int:
         hits = np.flatnonzero(decisions.rule == index)
         if len(hits):
             _show(rule.name, batch, decisions, int(hits[0]))
+    _show_unowned(country, batch, state)
     _show_emergency(batch, decisions, state)
     _say()
     _say("Try one yourself, against the snapshot just written:")
     owner_rule = [r.name for r in policy.rules].index("owner")
     row = int(np.flatnonzero(decisions.rule == owner_rule)[0])
-    _say(f"   eir-enforcer check --imei {int(batch.imei_key[row]):014d} "
+    _say(f"   {_command()} check --imei {int(batch.imei_key[row]):014d} "
          f"--imsi {int(batch.imsi[row])} --msisdn {int(batch.msisdn[row])} --state {directory}")
     return 0
+
+
+def _command() -> str:
+    """How to call eir-enforcer from here: the console script of this environment."""
+    script = Path(sys.executable).with_name("eir-enforcer")
+    return os.path.relpath(script) if script.exists() else "eir-enforcer"
+
+
+def _one(batch: AttachBatch, i: int, **changes: np.ndarray) -> AttachBatch:
+    one = batch.take(np.array([i]))
+    return dataclasses.replace(one, **changes)
+
+
+def _show_unowned(country: Country, batch: AttachBatch, state: EnforcementState) -> None:
+    rows = unowned_device_rows(country.registry, 1)
+    if len(rows):
+        one = _one(batch, 0, imei_key=country.lists.white_index.keys_at(rows))
+        _show("no_cartable", one, decide(one, state), 0)
 
 
 def _show(label: str, batch: AttachBatch, decisions: Decisions, i: int) -> None:
@@ -100,9 +123,6 @@ def _show_emergency(batch: AttachBatch, decisions: Decisions, state: Enforcement
     black = np.flatnonzero(decisions.black_reason != NO_REASON)
     if not len(black):
         return
-    i = int(black[0])
-    one = batch.take(np.array([i]))
-    one = AttachBatch(one.imei_key, one.malformed, one.imsi, one.mcc, one.msisdn, one.ts_ms,
-                      np.ones(1, dtype=bool))
+    one = _one(batch, int(black[0]), emergency=np.ones(1, dtype=bool))
     _show("emergency", one, decide(one, state), 0)
     _say("   (the same black-listed IMEI, attaching for an emergency call: never refused)")

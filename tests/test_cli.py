@@ -146,6 +146,6 @@ def test_synthetic_snapshot_and_demo(tmp_path: Path) -> None:
     assert out["devices"] == 5000 and out["imeis"] == 7500
     demo = run("demo", "--devices", "20000", "--events", "20000",
                env={"EIR_STATE__DIR": str(tmp_path / "demo"), "PATH": ""}).stdout
-    for shown in ("decisions/s", "owner", "other_cartable", "unregistered", "roamer",
+    for shown in ("decisions/s", "owner", "other_cartable", "no_cartable", "unregistered", "roamer",
                   "blacklisted", "malformed", "emergency", "eir-enforcer check"):
         assert shown in demo
