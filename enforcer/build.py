@@ -10,7 +10,7 @@ from enforcer.imei import ImeiRules
 from enforcer.listfile import ListFileReader, LoadReport
 from enforcer.lists import Lists
 from enforcer.pairset import PairSet
-from enforcer.registry import Cartables, DeviceColumns, build_registry
+from enforcer.registry import Cartables, DeviceColumns, RegistryBuild, build_registry
 from enforcer.registryfile import RegistryFileReader
 from enforcer.state import EnforcementState
 from rules.policy import Policy
@@ -29,12 +29,12 @@ class SourceFiles:
 class BuildReport:
     generation: int
     files: dict[str, LoadReport] = field(default_factory=dict)
-    device_imeis_not_registered: int = 0
+    registry: RegistryBuild | None = None
 
     def as_json(self) -> dict[str, object]:
         return {"generation": self.generation,
                 "files": {k: v.as_json() for k, v in self.files.items()},
-                "device_imeis_not_registered": self.device_imeis_not_registered}
+                "registry": self.registry.as_json() if self.registry else None}
 
 
 def imei_rules(config: Config) -> ImeiRules:
@@ -63,6 +63,6 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
     if files.operator_sims:
         operator_sims, report.files["operator_sims"] = \
             registry_reader.read_operator_sims(files.operator_sims)
-    registry, report.device_imeis_not_registered = build_registry(
+    registry, report.registry = build_registry(
         lists.white_index, devices, cartables, operator_sims)
     return EnforcementState(lists, registry, policy), report

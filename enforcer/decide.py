@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from enforcer.events import AttachBatch
+from enforcer.imei import SNR_SPACE
 from enforcer.keyindex import ABSENT
 from enforcer.lists import BLACK_REASONS, NO_REASON, BlackReason
 from enforcer.registry import NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK
@@ -21,7 +22,6 @@ from enforcer.state import EnforcementState
 from rules.policy import VERDICTS, Condition, Policy, Rule, Scope, Verdict
 
 MS_PER_DAY = 86_400_000
-SNR_SPACE = np.uint64(1_000_000)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +152,7 @@ def _applies(rule: Rule, holds: Callable[[Condition], np.ndarray],
     for condition in rule.exempt_when:
         mask &= ~holds(condition)
     if rule.exempt_tacs:
-        mask &= ~np.isin(keys // SNR_SPACE, np.array(rule.exempt_tacs, dtype=np.uint64))
+        mask &= ~np.isin(keys // np.uint64(SNR_SPACE), np.array(rule.exempt_tacs, dtype=np.uint64))
     return mask
 
 

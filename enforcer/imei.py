@@ -9,6 +9,7 @@ do not reliably send the check digit.
 
 from __future__ import annotations
 
+import numbers
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,9 +17,11 @@ from typing import Any
 
 KEY_DIGITS = 14
 TAC_DIGITS = 8
+SNR_SPACE = 10**(KEY_DIGITS - TAC_DIGITS)  # serial numbers under one TAC
 IMEI_DIGITS = 15
 IMEISV_DIGITS = 16
-PEI_PREFIXES = ("imei-", "imeisv-")
+# 3GPP TS 29.571 Pei: "imei-" and 15 digits, or "imeisv-" and 16.
+PEI_FORMS = {"imei-": 15, "imeisv-": 16}
 HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 # 3GPP TS 23.003 §6.2.1: the check digit is sent as a spare 0 over the air.
 SPARE_CHECK_DIGIT = "0"
@@ -40,6 +43,7 @@ class Problem(StrEnum):
     REPEATED_DIGIT = "repeated_digit"
     TEST_TAC = "test_tac"
     PLACEHOLDER = "placeholder"
+    PEI_FORM = "pei_form"  # imei-/imeisv- followed by the wrong number of digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +116,8 @@ def _as_text(value: Any) -> str:
         return ""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
     return value if isinstance(value, str) else repr(value)
 
 
@@ -127,9 +129,10 @@ def parse_imei(value: Any, rules: ImeiRules) -> ImeiParse:
     raw = _as_text(value)
     text = raw.strip()
     lowered = text.lower()
-    for prefix in PEI_PREFIXES:
+    pei_digits = None
+    for prefix, digits in PEI_FORMS.items():
         if lowered.startswith(prefix):
-            text = text[len(prefix):]
+            text, pei_digits = text[len(prefix):], digits
             break
     if not text:
         return _failure(raw, Problem.EMPTY)
@@ -154,9 +157,10 @@ def parse_imei(value: Any, rules: ImeiRules) -> ImeiParse:
     elif len(digits) == IMEISV_DIGITS:
         svn = digits[KEY_DIGITS:]
 
-    return ImeiParse(
-        raw, key, key[:TAC_DIGITS], key[TAC_DIGITS:], svn, check, _key_problems(key, rules)
-    )
+    problems = _key_problems(key, rules)
+    if pei_digits is not None and len(digits) != pei_digits:
+        problems += (Problem.PEI_FORM,)
+    return ImeiParse(raw, key, key[:TAC_DIGITS], key[TAC_DIGITS:], svn, check, problems)
 
 
 def _key_problems(key: str, rules: ImeiRules) -> tuple[Problem, ...]:

@@ -30,7 +30,10 @@ class KeyIndex:
 
     @classmethod
     def from_sorted_keys(cls, keys: np.ndarray) -> KeyIndex:
+        """From strictly increasing keys (a duplicate would shift every later rank)."""
         keys = np.asarray(keys, dtype=np.uint64)
+        if len(keys) > 1 and not bool((keys[1:] > keys[:-1]).all()):
+            raise ValueError("keys must be strictly increasing")
         high = keys >> np.uint64(CHUNK_BITS)
         if len(keys):
             starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
@@ -56,10 +59,6 @@ class KeyIndex:
         widest = int(np.diff(chunk_start).max()) if len(chunk_high) else 0
         return cls(chunk_high, chunk_start, low, steps_for(widest))
 
-    @classmethod
-    def empty(cls) -> KeyIndex:
-        return cls.from_sorted_keys(np.zeros(0, dtype=np.uint64))
-
     def __len__(self) -> int:
         return len(self.low)
 
@@ -74,6 +73,8 @@ class KeyIndex:
 
     def keys_at(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(self.low)):
+            raise IndexError("a row outside the index (ABSENT has no key)")
         chunk = np.searchsorted(self.chunk_start, rows, side="right") - 1
         return (self.chunk_high[chunk] << np.uint64(CHUNK_BITS)) | self.low[rows].astype(np.uint64)
 
@@ -96,6 +97,7 @@ class KeyIndex:
 
     def rows_sorted(self, keys: np.ndarray) -> np.ndarray:
         """`rows` for keys already in ascending order (any order is correct, this is faster)."""
+        keys = np.asarray(keys, dtype=np.uint64)
         if not len(self.low) or not len(keys):
             return np.full(len(keys), ABSENT, dtype=np.int64)
         high = keys >> np.uint64(CHUNK_BITS)

@@ -13,14 +13,13 @@ from typing import IO, Iterator
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.imei import CheckDigit, ImeiRules, parse_imei
+from enforcer.imei import IMEISV_DIGITS, KEY_DIGITS, CheckDigit, ImeiRules, parse_imei
 from enforcer.lists import BLACK_REASONS, BlackReason
 from enforcer.roaringfmt import bitmap_from_sorted_keys
 
 GZIP_MAGIC = b"\x1f\x8b"
 HEADER_NAMES = frozenset({"imei", "imei_key", "pei", "imeisv", "imeis", "cartable_id"})
-KEY_DIGITS = 14
-SHORTEST, LONGEST = 14, 16
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,8 @@ class ListFileReader:
 
     def _key(self, field_: bytes, number: int, text: bytes, report: LoadReport) -> int | None:
         # Fast path for the overwhelmingly common clean row; anything else gets the full parser.
-        if SHORTEST <= len(field_) <= LONGEST and field_.isdigit() and len(field_) != 15:
+        # (15 digits carry a check digit to verify, so they take the full parser.)
+        if len(field_) in (KEY_DIGITS, IMEISV_DIGITS) and field_.isdigit():
             return int(field_[:KEY_DIGITS])
         parsed = parse_imei(field_.decode("utf-8", "replace"), self._rules)
         if parsed.key is None:
@@ -118,6 +118,7 @@ def csv_row_chunks(path: Path, chunk_lines: int
     and a header on line 1 are skipped, fields are stripped of spaces and quotes."""
     with _open(path) as stream:
         number = 0
+        first = True
         while True:
             lines = list(islice(stream, chunk_lines))
             if not lines:
@@ -128,9 +129,16 @@ def csv_row_chunks(path: Path, chunk_lines: int
                 text = raw.strip()
                 if not text:
                     continue
+                if first:
+                    # Spreadsheet exports start with a byte-order mark; a header may follow.
+                    text = text.removeprefix(UTF8_BOM).strip()
+                    if not text:
+                        continue
+                    first = False
+                    name = text.split(b",", 1)[0].strip().strip(b'"')
+                    if name.decode("utf-8", "replace").lower() in HEADER_NAMES:
+                        continue
                 fields = [f.strip().strip(b'"') for f in text.split(b",")]
-                if number == 1 and fields[0].decode("utf-8", "replace").lower() in HEADER_NAMES:
-                    continue
                 rows.append((number, fields, text))
             yield rows
 

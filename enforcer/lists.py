@@ -73,7 +73,8 @@ class Lists:
         for code in reversed(range(len(BLACK_REASONS))):
             reason[black_index.rows(by_reason[code])] = code
         return cls(generation, white, black, cut_imeis, cut_pairs,
-                   white_index or KeyIndex.from_bitmap(white), black_index, reason,
+                   white_index if white_index is not None else KeyIndex.from_bitmap(white),
+                   black_index, reason,
                    KeyIndex.from_bitmap(cut_imeis))
 
     @classmethod

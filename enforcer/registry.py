@@ -29,10 +29,14 @@ MAX_SLOTS = 1 << SLOT_BITS
 NO_DEVICE = np.uint32(np.iinfo(np.uint32).max)
 MAX_DEVICES = int(NO_DEVICE) >> SLOT_BITS
 NO_OWNER = np.uint64(0)
-# An owner's MSISDN is kept in 48 bits (6 bytes instead of 8: 300 MB less for 150 M devices);
-# every E.164 number of up to 14 digits fits. Packed, not aligned: itemsize 6.
+# An owner's MSISDN is kept in 48 bits (6 bytes instead of 8: 300 MB less for 150 M devices).
+# E.164 allows 15 digits, 48 bits hold every number of up to 14 (Iran's have 12); a longer
+# owner number is a bad row of the devices file. Packed, not aligned: itemsize 6.
 OWNER_DTYPE = np.dtype([("low", "<u4"), ("high", "<u2")])
+LOW_BITS = 32
+LOW_MASK = np.uint64((1 << LOW_BITS) - 1)
 OWNER_LIMIT = 1 << 48
+FIRST_DAY, LAST_DAY = 0, int(np.iinfo(np.uint16).max)  # registered_on's range
 NO_CARTABLE = np.uint32(np.iinfo(np.uint32).max)
 EPOCH = date(1970, 1, 1)
 
@@ -56,13 +60,14 @@ def pack_msisdns(msisdns: np.ndarray) -> np.ndarray:
     if len(msisdns) and int(msisdns.max()) >= OWNER_LIMIT:
         raise ValueError("an owner MSISDN has more than 14 digits")
     packed = np.empty(len(msisdns), dtype=OWNER_DTYPE)
-    packed["low"] = msisdns & np.uint64(0xFFFFFFFF)
-    packed["high"] = msisdns >> np.uint64(32)
+    packed["low"] = msisdns & LOW_MASK
+    packed["high"] = msisdns >> np.uint64(LOW_BITS)
     return packed
 
 
 def unpack_msisdns(packed: np.ndarray) -> np.ndarray:
-    return packed["low"].astype(np.uint64) | (packed["high"].astype(np.uint64) << np.uint64(32))
+    return packed["low"].astype(np.uint64) | (packed["high"].astype(np.uint64)
+                                              << np.uint64(LOW_BITS))
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +145,8 @@ class Registry:
     def device_slots(self, rows: np.ndarray) -> np.ndarray:
         """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""
         out = np.full(len(rows), NO_DEVICE, dtype=np.uint32)
+        if not self.rows:
+            return out
         valid = rows != ABSENT
         at = np.where(valid, rows, 0)
         first = valid & self.first_slot.test(at)
@@ -240,24 +247,48 @@ class DeviceColumns:
                    np.array(sources, np.uint8), np.array(days, np.uint16))
 
 
+@dataclass(frozen=True)
+class RegistryBuild:
+    """What building the registry kept and left out, for the operator's report."""
+
+    devices: int
+    left_out_unregistered: int  # an IMEI of the device is not on the white list
+    left_out_conflicting: int  # an IMEI already claimed by an earlier device, or bad slots
+
+    def as_json(self) -> dict[str, int]:
+        return {"devices": self.devices, "left_out_unregistered": self.left_out_unregistered,
+                "left_out_conflicting": self.left_out_conflicting}
+
+
 def build_registry(white_index: KeyIndex, devices: DeviceColumns,
-                   cartables: Cartables, operator_sims: PairSet) -> tuple[Registry, int]:
+                   cartables: Cartables, operator_sims: PairSet) -> tuple[Registry, RegistryBuild]:
     """The registry aligned to `white_index`, devices renumbered in the order of their first
-    IMEI; also how many devices were left out because an IMEI of theirs is not registered
-    (a device's IMEIs must all be on the white list)."""
+    IMEI. A device is left out when one of its IMEIs is not registered, when an earlier
+    device (in input order) already has one of its IMEIs, or when its slots are not 0, 1, …
+    each once: one IMEI belongs to one slot of one device."""
     if len(devices.imei_slot) and int(devices.imei_slot.max()) >= MAX_SLOTS:
         raise ValueError(f"a device has at most {MAX_SLOTS} slots")
     n_dev = len(devices.owner)
+    device, slot = devices.imei_device, devices.imei_slot.astype(np.int64)
     rows = white_index.rows(devices.imei_key)
-    missing = np.zeros(n_dev, dtype=bool)
-    missing[devices.imei_device[rows == ABSENT]] = True
-    keep = ~missing[devices.imei_device]
-    rows, old = rows[keep], devices.imei_device[keep]
-    slot = devices.imei_slot[keep]
+    unregistered = np.zeros(n_dev, dtype=bool)
+    unregistered[device[rows == ABSENT]] = True
+    slots_per_device = np.bincount(device, minlength=n_dev)
+    slot_sum = np.bincount(device, weights=slot, minlength=n_dev)
+    distinct = np.unique(device * MAX_SLOTS + slot)
+    distinct_per_device = np.bincount(distinct // MAX_SLOTS, minlength=n_dev)
+    conflicting = (distinct_per_device != slots_per_device) | (slots_per_device == 0) \
+        | (slot_sum != slots_per_device * (slots_per_device - 1) // 2)
+    live = np.flatnonzero(~unregistered[device] & ~conflicting[device])
+    by_row = live[np.lexsort((device[live], rows[live]))]
+    taken = np.flatnonzero(rows[by_row][1:] == rows[by_row][:-1]) + 1
+    conflicting[device[by_row[taken]]] = True
+
+    keep = ~unregistered[device] & ~conflicting[device]
+    rows, old, slot = rows[keep], device[keep], slot[keep]
     first = slot == 0
     # A device's new number is the rank of its first IMEI's row among all first IMEIs.
-    by_row = np.argsort(rows[first], kind="stable")
-    old_of_new = old[first][by_row]
+    old_of_new = old[first][np.argsort(rows[first], kind="stable")]
     if len(old_of_new) > MAX_DEVICES:
         raise ValueError(f"at most {MAX_DEVICES} devices fit, got {len(old_of_new)}")
     new_of_old = np.zeros(n_dev, dtype=np.uint32)
@@ -272,4 +303,5 @@ def build_registry(white_index: KeyIndex, devices: DeviceColumns,
         other_device, pack_msisdns(np.asarray(devices.owner, np.uint64)[old_of_new]),
         np.asarray(devices.source, np.uint8)[old_of_new],
         np.asarray(devices.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
-    return registry, int(missing.sum())
+    return registry, RegistryBuild(len(old_of_new), int(unregistered.sum()),
+                                   int((conflicting & ~unregistered).sum()))

@@ -17,7 +17,8 @@ import numpy as np
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.listfile import ListFileReader, LoadReport, csv_row_chunks
 from enforcer.pairset import PairSet
-from enforcer.registry import MAX_SLOTS, Cartables, DeviceColumns, DeviceRecord, Source
+from enforcer.registry import (FIRST_DAY, LAST_DAY, MAX_SLOTS, NO_CARTABLE, OWNER_LIMIT,
+                               Cartables, DeviceColumns, DeviceRecord, Source, day_number)
 from enforcer.subscriber import IdentityError, parse_msisdn
 
 SLOT_SEPARATOR = b";"
@@ -60,6 +61,8 @@ class RegistryFileReader:
                 owner = parse_msisdn(fields[1].decode("utf-8", "replace"))
             except IdentityError:
                 return "bad_owner_msisdn"
+            if owner >= OWNER_LIMIT:
+                return "owner_msisdn_too_long"
         try:
             source = Source(fields[2].decode("utf-8", "replace"))
         except ValueError:
@@ -68,6 +71,8 @@ class RegistryFileReader:
             day = date.fromisoformat(fields[3].decode("ascii", "replace"))
         except ValueError:
             return "bad_registered_on"
+        if not FIRST_DAY <= day_number(day) <= LAST_DAY:
+            return "registered_on_out_of_range"
         return DeviceRecord(tuple(imeis), owner, source, day)
 
     def read_cartables(self, path: Path) -> tuple[Cartables, LoadReport]:
@@ -82,6 +87,9 @@ class RegistryFileReader:
                     msisdn = parse_msisdn(fields[1].decode("utf-8", "replace"))
                 except (ValueError, IndexError):
                     self._reader.bad(report, number, "bad_cartable_row", text)
+                    continue
+                if not 0 <= cartable < NO_CARTABLE:
+                    self._reader.bad(report, number, "cartable_id_out_of_range", text)
                     continue
                 ids.append(cartable)
                 msisdns.append(msisdn)

@@ -15,6 +15,7 @@ import numpy as np
 from pyroaring import BitMap64
 
 from enforcer.events import NO_KEY, AttachBatch
+from enforcer.imei import SNR_SPACE
 from enforcer.keyindex import CHUNK_BITS
 from enforcer.lists import BLACK_REASONS, BlackReason, Lists
 from enforcer.pairset import PairSet
@@ -24,7 +25,6 @@ from enforcer.registry import (NO_OWNER, SLOT_BITS, SOURCES, Cartables, Registry
 from enforcer.roaringfmt import bitmap_from_sorted_keys
 from enforcer.state import EnforcementState
 
-SNR_SPACE = 1_000_000
 MSISDN_BASE = 989_000_000_000  # Iranian mobile numbers: 98 9xx xxx xxxx
 MSISDN_SPAN = 1_000_000_000
 HOME_IMSI_BASE = 432_11 * 10**10  # MCC 432, MNC 11, 10-digit MSIN

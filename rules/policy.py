@@ -9,9 +9,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from enforcer.imei import TAC_DIGITS
+
 DEFAULT_POLICY = Path(__file__).with_name("default.toml")
 MCC_RANGE = range(100, 1000)
-TAC_DIGITS = 8
+MAX_RULES = 256  # the decision keeps each event's rule in a uint8
 
 
 class Verdict(StrEnum):
@@ -102,6 +104,8 @@ def parse_policy(data: dict[str, Any]) -> Policy:
     raw_rules = _required(data, "rules", "rules")
     if not isinstance(raw_rules, list) or not raw_rules:
         raise PolicyError("rules: must be a non-empty array of tables ([[rules]])")
+    if len(raw_rules) >= MAX_RULES:
+        raise PolicyError(f"rules: at most {MAX_RULES - 1} rules (and the fallback)")
     rules = [_rule(r, f"rules[{i}]") for i, r in enumerate(raw_rules)]
     fallback = _fallback(_required(data, "fallback", "fallback"))
     names = [r.name for r in rules]
@@ -145,8 +149,10 @@ def _rule(raw: Any, where: str) -> Rule:
         grace = _required(raw, "grace_days", f"{where}.grace_days")
         if not isinstance(grace, int) or isinstance(grace, bool) or grace <= 0:
             raise PolicyError(f"{where}.grace_days: must be a positive integer")
-        reminders = tuple(raw.get("reminder_days", []))
-        if not all(isinstance(d, int) and 0 < d < grace for d in reminders):
+        reminders = raw.get("reminder_days", [])
+        if not isinstance(reminders, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 < d < grace
+                for d in reminders):
             raise PolicyError(f"{where}.reminder_days: each must be a whole number of days "
                               f"between 1 and grace_days - 1 ({grace - 1})")
     else:
@@ -161,6 +167,9 @@ def _rule(raw: Any, where: str) -> Rule:
     exempt = raw.get("exempt_when", [])
     if not isinstance(exempt, list):
         raise PolicyError(f"{where}.exempt_when: must be a list of conditions")
+    if raw.get("when") in exempt:
+        raise PolicyError(f"{where}.exempt_when: exempting the rule's own condition means "
+                          "it never applies; remove the rule instead")
     tacs = raw.get("exempt_tacs", [])
     if not isinstance(tacs, list) or not all(
             isinstance(t, str) and len(t) == TAC_DIGITS and t.isdigit() for t in tacs):

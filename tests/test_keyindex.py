@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
 from enforcer.keyindex import ABSENT, KeyIndex
 from enforcer.pairset import PairSet
-from enforcer.roaringfmt import bitmap_from_sorted_keys, index_arrays
+from enforcer.roaringfmt import bitmap_from_sorted_keys
 
 KEY_LIMIT = 10**14 - 1
 # Keys bunched near a few bases, so chunks get dense (bitset containers) and runs appear.
@@ -52,12 +53,47 @@ def test_index_read_from_any_pyroaring_bitmap(keys: list[int], optimize: bool) -
     assert index.keys_at(rows).tolist() == keys
 
 
-def test_dense_chunk_becomes_a_bitset_container_and_reads_back() -> None:
-    keys = np.arange(10**12, 10**12 + 20_000, dtype=np.uint64)
-    bitmap = bitmap_from_sorted_keys(keys)
-    assert bitmap.get_statistics()["n_bitset_containers"] >= 1
-    high, start, low = index_arrays(bitmap.serialize())
-    assert int(start[-1]) == len(keys)
+def dense_keys(seed: int) -> np.ndarray:
+    """Chunks holding more than 4,096 keys (bitset containers) next to sparse ones, across
+    two 32-bit buckets, with whole runs of consecutive keys."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        35_000_000 * 10**6 + rng.choice(65_536, 20_000, replace=False),  # dense, random
+        35_000_000 * 10**6 + 65_536 + rng.choice(65_536, 300, replace=False),  # sparse
+        (7 << 32) + np.arange(1_000, 9_000),  # a run
+        (7 << 32) + 70_000 + rng.choice(65_536, 4_097, replace=False),  # just over 4,096
+        rng.integers(0, 10**14, 500),
+    ]
+    return np.unique(np.concatenate(parts).astype(np.uint64))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bulk_build_of_dense_chunks_equals_pyroaring(seed: int) -> None:
+    keys = dense_keys(seed)
+    assert bitmap_from_sorted_keys(keys) == BitMap64(keys.tolist())
+
+
+@pytest.mark.parametrize(("seed", "optimize"), [(s, o) for s in range(4) for o in (False, True)])
+def test_index_reads_bitset_and_run_containers(seed: int, optimize: bool) -> None:
+    bitmap = BitMap64(dense_keys(seed).tolist())
+    if optimize:
+        bitmap.run_optimize()
+    index = KeyIndex.from_bitmap(bitmap)
+    expected = np.frombuffer(bitmap.to_array(), dtype=np.uint64)
+    assert np.array_equal(index.keys(), expected)
+    probes = np.concatenate([expected[::7], expected[::11] + np.uint64(1)])
+    rank = {int(k): i for i, k in enumerate(expected)}
+    assert index.rows(probes).tolist() == [rank.get(int(p), ABSENT) for p in probes]
+
+
+def test_keys_must_be_strictly_increasing() -> None:
+    with pytest.raises(ValueError):
+        KeyIndex.from_sorted_keys(np.array([3, 3, 4], np.uint64))
+
+
+def test_an_absent_row_has_no_key() -> None:
+    with pytest.raises(IndexError):
+        KeyIndex.from_sorted_keys(np.array([10, 20], np.uint64)).keys_at(np.array([ABSENT]))
 
 
 @given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 5)), max_size=80),

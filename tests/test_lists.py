@@ -35,6 +35,14 @@ def test_white_list_with_header_and_bad_rows(tmp_path: Path, rules: ImeiRules) -
     assert report.check_digit_mismatch == 1
 
 
+def test_header_after_a_byte_order_mark_and_blank_lines(tmp_path: Path,
+                                                         rules: ImeiRules) -> None:
+    path = tmp_path / "white.csv"
+    path.write_bytes(b"\xef\xbb\xbf\n\n\"IMEI\"\n35209900176148\n")
+    white, report = reader(rules).read_white(path)
+    assert list(white) == [35209900176148] and report.bad == 0
+
+
 def test_gzip_without_header_is_detected_by_content(tmp_path: Path, rules: ImeiRules) -> None:
     path = tmp_path / "white.dat"
     with gzip.open(path, "wt") as f:

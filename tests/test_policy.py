@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.config import ConfigError, load_config
-from rules.policy import DEFAULT_POLICY, Condition, PolicyError, Scope, Verdict, load_policy, \
-    parse_policy
+from rules.policy import DEFAULT_POLICY, Condition, PolicyError, Scope, load_policy, parse_policy
 
 DEFAULT = tomllib.loads(DEFAULT_POLICY.read_text())
 
@@ -51,6 +50,11 @@ def rule(data: dict, name: str) -> dict:
     (lambda d: rule(d, "owner").update(grace_days=3), "rules[4].grace_days"),
     (lambda d: rule(d, "roamer").update(exempt_tacs=["123"]), "rules[8].exempt_tacs"),
     (lambda d: rule(d, "roamer").update(exempt_when=["sometimes"]), "rules[8].exempt_when[0]"),
+    (lambda d: rule(d, "roamer").update(exempt_when=["unregistered_roamer"]),
+     "rules[8].exempt_when"),
+    (lambda d: rule(d, "other_cartable").update(reminder_days=7), "rules[5].reminder_days"),
+    (lambda d: d["rules"].extend(dict(d["rules"][4], name=f"r{i}") for i in range(250)),
+     "rules"),
     (lambda d: rule(d, "emergency").update(verdict="BLACKLISTED"), "rules[0].verdict"),
     (lambda d: d["rules"].reverse(), "rules[0].when"),
     (lambda d: d["rules"].append(dict(d["rules"][4])), "rules[9].name"),
@@ -95,6 +99,3 @@ def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, environ:
     with pytest.raises(ConfigError, match=message):
         load_config(path, environ=environ)
 
-
-def test_verdicts_are_the_3gpp_equipment_statuses() -> None:
-    assert [v.value for v in Verdict] == ["WHITELISTED", "GREYLISTED", "BLACKLISTED"]

@@ -12,46 +12,75 @@ from hypothesis import strategies as st
 from enforcer.keyindex import KeyIndex
 from enforcer.pairset import PairSet
 from enforcer.rankbits import RankBits
-from enforcer.registry import (Cartables, DeviceColumns, DeviceRecord, DeviceSlot, Registry,
-                               Source, build_registry)
+from enforcer.registry import (NO_DEVICE, Cartables, DeviceColumns, DeviceRecord, DeviceSlot,
+                               Registry, RegistryBuild, Source, build_registry)
 
 WHITE = np.array([11, 12, 20, 30, 31, 32, 40], dtype=np.uint64)
 DAY = date(2025, 1, 2)
 
 
-def build(records: list[DeviceRecord]) -> tuple[Registry, int, KeyIndex]:
+def build(records: list[DeviceRecord] | DeviceColumns
+          ) -> tuple[Registry, RegistryBuild, KeyIndex]:
     index = KeyIndex.from_sorted_keys(WHITE)
-    registry, missing = build_registry(index, DeviceColumns.from_records(records),
-                                       Cartables.empty(), PairSet.empty())
-    return registry, missing, index
+    columns = records if isinstance(records, DeviceColumns) else \
+        DeviceColumns.from_records(records)
+    registry, built = build_registry(index, columns, Cartables.empty(), PairSet.empty())
+    return registry, built, index
+
+
+def owners_of(registry: Registry, index: KeyIndex, keys: list[int]) -> list[int]:
+    rows = index.rows(np.array(keys, dtype=np.uint64))
+    return registry.owners(registry.device_slots(rows)).tolist()
 
 
 def test_devices_in_any_order_keep_their_slots_and_owners() -> None:
-    registry, missing, index = build([
+    registry, built, index = build([
         DeviceRecord((32, 30, 31), 989120000003, Source.PASSENGER, DAY),
         DeviceRecord((20,), None, Source.IMPORT, DAY),
         DeviceRecord((12, 11), 989120000001, Source.REPAIR, date(2020, 5, 6)),
     ])
-    assert missing == 0 and registry.devices == 3
-    slots = registry.device_slots(index.rows(np.array([32, 30, 31, 20, 12, 11, 40], np.uint64)))
-    devices, slot_numbers = slots[:-1] >> 3, slots[:-1] & 7
-    assert slot_numbers.tolist() == [0, 1, 2, 0, 0, 1]
-    assert devices[0] == devices[1] == devices[2] and devices[4] == devices[5]
-    assert len({int(devices[0]), int(devices[3]), int(devices[4])}) == 3
-    assert registry.owners(slots).tolist() == [989120000003] * 3 + [0] + [989120000001] * 2 + [0]
-    view = registry.device(int(devices[4]), index)
-    assert view.slots == (DeviceSlot(12, 0), DeviceSlot(11, 1))
-    assert (view.owner, view.source, view.registered_on) == (989120000001, Source.REPAIR,
-                                                             date(2020, 5, 6))
-    assert registry.device(int(devices[3]), index).owner is None
+    assert built == RegistryBuild(3, 0, 0)
+    assert owners_of(registry, index, [32, 30, 31, 20, 12, 11, 40]) == \
+        [989120000003] * 3 + [0] + [989120000001] * 2 + [0]
+    views = {registry.device(d, index).slots[0].imei_key: registry.device(d, index)
+             for d in range(3)}
+    assert views[32].slots == (DeviceSlot(32, 0), DeviceSlot(30, 1), DeviceSlot(31, 2))
+    assert views[12].slots == (DeviceSlot(12, 0), DeviceSlot(11, 1))
+    assert (views[12].owner, views[12].source, views[12].registered_on) == (
+        989120000001, Source.REPAIR, date(2020, 5, 6))
+    assert views[20].owner is None and views[20].slots == (DeviceSlot(20, 0),)
+
+
+def test_an_imei_claimed_by_two_devices_stays_with_the_first() -> None:
+    registry, built, index = build([DeviceRecord((11,), 111, Source.IMPORT, DAY),
+                                    DeviceRecord((11,), 222, Source.IMPORT, DAY),
+                                    DeviceRecord((30,), 333, Source.IMPORT, DAY),
+                                    DeviceRecord((40, 20), 444, Source.IMPORT, DAY),
+                                    DeviceRecord((31, 20), 555, Source.IMPORT, DAY),
+                                    DeviceRecord((32,), 666, Source.IMPORT, DAY)])
+    assert built == RegistryBuild(4, 0, 2)
+    assert owners_of(registry, index, [11, 30, 40, 20, 31, 32]) == [111, 333, 444, 444, 0, 666]
+
+
+def test_a_device_without_a_first_slot_is_left_out() -> None:
+    columns = DeviceColumns(np.array([30, 31, 40], np.uint64), np.array([0, 0, 1], np.int64),
+                            np.array([1, 2, 0], np.uint8), np.array([111, 222], np.uint64),
+                            np.zeros(2, np.uint8), np.zeros(2, np.uint16))
+    registry, built, index = build(columns)
+    assert built == RegistryBuild(1, 0, 1)
+    assert owners_of(registry, index, [30, 31, 40]) == [0, 0, 222]
 
 
 def test_a_device_with_an_unregistered_imei_is_left_out_and_counted() -> None:
-    registry, missing, index = build([DeviceRecord((40, 99), 989120000001, Source.IMPORT, DAY),
-                                      DeviceRecord((20,), 989120000002, Source.IMPORT, DAY)])
-    assert missing == 1 and registry.devices == 1
-    assert registry.owners(registry.device_slots(index.rows(
-        np.array([40, 20], np.uint64)))).tolist() == [0, 989120000002]
+    registry, built, index = build([DeviceRecord((40, 99), 989120000001, Source.IMPORT, DAY),
+                                    DeviceRecord((20,), 989120000002, Source.IMPORT, DAY)])
+    assert built == RegistryBuild(1, 1, 0)
+    assert owners_of(registry, index, [40, 20]) == [0, 989120000002]
+
+
+def test_an_empty_registry_answers_no_device() -> None:
+    empty = Registry.empty(0)
+    assert empty.device_slots(np.array([-1, -1])).tolist() == [int(NO_DEVICE)] * 2
 
 
 def test_registry_snapshot_round_trip(tmp_path: Path) -> None:
