@@ -103,7 +103,7 @@ def main() -> None:
     for size in (10_000, 100_000):
         parts = [batch.take(np.arange(i, min(i + size, args.events)))
                  for i in range(0, args.events, size)]
-        took, _ = best_of(args.runs, lambda: [decide(p, state) for p in parts])
+        took, _ = best_of(args.runs, lambda parts=parts: [decide(p, state) for p in parts])
         sizes[size] = args.events / took
         say(f"          in batches of {size:,}: {sizes[size]:,.0f}/s")
     engine_rss = rss_mb()

@@ -16,7 +16,7 @@ from enforcer.decide import decide, decision_at
 from enforcer.events import AttachBatch, AttachEvent
 from enforcer.imei import parse_imei
 from enforcer.logs import setup_logging
-from enforcer.state import EnforcementState, load_snapshot, save_snapshot
+from enforcer.state import EnforcementState, has_snapshot, load_snapshot, save_snapshot
 from enforcer.synth import CountrySpec, build_country
 from enforcer.tour import run_tour
 from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
@@ -69,7 +69,7 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
     policy = load_policy(config.policy.file or None)
     directory = _state_dir(args, config)
     generation = 1
-    if (directory / "CURRENT").exists():
+    if has_snapshot(directory):
         generation = load_snapshot(directory, policy).generation + 1
     files = SourceFiles(args.white, args.black, args.devices, args.cartables, args.operator_sims)
     state, report = build_from_files(files, config, policy, generation)

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 MS_PER_S = 1000
+NS_PER_MS = 1_000_000
 
 
 class Clock(Protocol):
@@ -15,20 +16,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-
-class ManualClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now_ms: int) -> None:
-        self._now_ms = now_ms
-
-    def now_ms(self) -> int:
-        return self._now_ms
-
-    def advance(self, ms: int) -> None:
-        self._now_ms += ms
+        return time.time_ns() // NS_PER_MS
 
 
 def parse_time_ms(text: str) -> int:

@@ -163,8 +163,7 @@ def decision_at(decisions: Decisions, batch: AttachBatch, i: int) -> Decision:
     device_slot = decisions.device_slot[i]
     has_device = device_slot != NO_DEVICE
     notice = None
-    if rule.opens_notice:
-        assert rule.notice_kind is not None and rule.cutoff_scope is not None
+    if rule.opens_notice and rule.notice_kind and rule.cutoff_scope:  # the policy ensures both
         notice = NoticeRequest(
             rule.notice_kind, rule.cutoff_scope,
             int(batch.ts_ms[i]) + rule.grace_days * MS_PER_DAY, rule.reminder_days, rule.sms)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.roaringfmt import index_arrays
+from enforcer.roaringfmt import CONTAINER_BITS, index_arrays, run_starts
 
-CHUNK_BITS = 16
+CHUNK_BITS = CONTAINER_BITS  # the same grouping as roaring's containers
 LOW_MASK = np.uint64((1 << CHUNK_BITS) - 1)
 ABSENT = -1
 
@@ -35,17 +35,13 @@ class KeyIndex:
         if len(keys) > 1 and not bool((keys[1:] > keys[:-1]).all()):
             raise ValueError("keys must be strictly increasing")
         high = keys >> np.uint64(CHUNK_BITS)
-        if len(keys):
-            starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
-        else:
-            starts = np.zeros(0, dtype=np.int64)
+        starts = run_starts(high)
         chunk_start = np.append(starts, len(keys)).astype(np.int64)
-        widest = int(np.diff(chunk_start).max()) if len(starts) else 0
         return cls(
             chunk_high=high[starts],
             chunk_start=chunk_start,
             low=(keys & LOW_MASK).astype(np.uint16),
-            search_steps=steps_for(widest),
+            search_steps=steps_for(chunk_start),
         )
 
     @classmethod
@@ -56,8 +52,7 @@ class KeyIndex:
     def from_portable(cls, serialized: bytes) -> KeyIndex:
         """From a BitMap64 in its portable serialization, e.g. a snapshot file's bytes."""
         chunk_high, chunk_start, low = index_arrays(serialized)
-        widest = int(np.diff(chunk_start).max()) if len(chunk_high) else 0
-        return cls(chunk_high, chunk_start, low, steps_for(widest))
+        return cls(chunk_high, chunk_start, low, steps_for(chunk_start))
 
     def __len__(self) -> int:
         return len(self.low)
@@ -137,6 +132,7 @@ def find_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray,
     return np.where(found, base, ABSENT)
 
 
-def steps_for(widest: int) -> int:
-    """Halvings that bring a span of `widest` down to one."""
+def steps_for(bounds: np.ndarray) -> int:
+    """Halvings that bring the widest of the spans between `bounds` down to one."""
+    widest = int(np.diff(bounds).max()) if len(bounds) > 1 else 0
     return max(widest - 1, 0).bit_length()

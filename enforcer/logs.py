@@ -8,14 +8,14 @@ import sys
 
 import orjson
 
-from enforcer.clock import iso
+from enforcer.clock import MS_PER_S, iso
 
 STANDARD = frozenset(vars(logging.makeLogRecord({})))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": iso(int(record.created * 1000)), "level": record.levelname.lower(),
+        entry = {"ts": iso(int(record.created * MS_PER_S)), "level": record.levelname.lower(),
                  "logger": record.name, "event": record.getMessage()}
         entry.update({k: v for k, v in vars(record).items() if k not in STANDARD})
         if record.exc_info:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enforcer.keyindex import ABSENT, KeyIndex, find_in_ranges, steps_for
+from enforcer.roaringfmt import run_starts
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,12 +27,9 @@ class PairSet:
         if len(imei_keys):
             keep = np.r_[True, (imei_keys[1:] != imei_keys[:-1]) | (numbers[1:] != numbers[:-1])]
             imei_keys, numbers = imei_keys[keep], numbers[keep]
-            firsts = np.flatnonzero(np.r_[True, imei_keys[1:] != imei_keys[:-1]])
-        else:
-            firsts = np.zeros(0, dtype=np.int64)
+        firsts = run_starts(imei_keys)
         start = np.append(firsts, len(imei_keys)).astype(np.int64)
-        widest = int(np.diff(start).max()) if len(firsts) else 0
-        return cls(KeyIndex.from_sorted_keys(imei_keys[firsts]), start, numbers, steps_for(widest))
+        return cls(KeyIndex.from_sorted_keys(imei_keys[firsts]), start, numbers, steps_for(start))
 
     @classmethod
     def empty(cls) -> PairSet:

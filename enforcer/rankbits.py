@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 WORD_BITS = 64
+WORD_SHIFT = np.uint64(6)  # row >> 6 is the row's word
+BIT_MASK = np.uint64(WORD_BITS - 1)
+BYTES_PER_WORD = 8
 ONE = np.uint64(1)
 MAX_ROWS = 1 << 32  # counts are uint32
 
@@ -24,7 +27,7 @@ class RankBits:
         if len(mask) >= MAX_ROWS:
             raise ValueError(f"at most {MAX_ROWS} rows")
         packed = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
-        padded = np.zeros(-(-len(packed) // 8) * 8, dtype=np.uint8)
+        padded = np.zeros(-(-len(packed) // BYTES_PER_WORD) * BYTES_PER_WORD, dtype=np.uint8)
         padded[:len(packed)] = packed
         words = padded.view("<u8").astype(np.uint64)
         counts = np.bitwise_count(words).astype(np.uint32)
@@ -48,14 +51,14 @@ class RankBits:
 
     def test(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.uint64)
-        word = self.words[rows >> np.uint64(6)]
-        return ((word >> (rows & np.uint64(WORD_BITS - 1))) & ONE).astype(bool)
+        word = self.words[rows >> WORD_SHIFT]
+        return ((word >> (rows & BIT_MASK)) & ONE).astype(bool)
 
     def rank(self, rows: np.ndarray) -> np.ndarray:
         """Set bits strictly before each row; int64."""
         rows = np.asarray(rows, dtype=np.uint64)
-        at = rows >> np.uint64(6)
-        below = (ONE << (rows & np.uint64(WORD_BITS - 1))) - ONE
+        at = rows >> WORD_SHIFT
+        below = (ONE << (rows & BIT_MASK)) - ONE
         return self.before[at].astype(np.int64) + np.bitwise_count(self.words[at] & below)
 
     def select(self, k: int) -> int:

@@ -23,6 +23,13 @@ NO_OFFSET_THRESHOLD = 4
 ARRAY_MAX = 4096
 BITSET_BYTES = 8192
 CONTAINER_BITS = 16
+BUCKET_BITS = 32
+LOW16 = 0xFFFF
+LOW32 = 0xFFFFFFFF
+COOKIE_HEADER_BYTES = 8  # cookie and container count, in the format without runs
+DESCRIPTION_BYTES = 4  # per container: uint16 key and uint16 cardinality - 1
+OFFSET_BYTES = 4  # per container: uint32 offset
+RUN_BYTES = 4  # per run: uint16 start and uint16 length - 1
 
 
 def bitmap_from_sorted_keys(keys: np.ndarray) -> BitMap64:
@@ -32,17 +39,18 @@ def bitmap_from_sorted_keys(keys: np.ndarray) -> BitMap64:
 
 def serialize_sorted_keys(keys: np.ndarray) -> bytes:
     keys = np.asarray(keys, dtype=np.uint64)
-    high = (keys >> np.uint64(32)).astype(np.uint32)
-    bucket_starts = _run_starts(high)
+    high = (keys >> np.uint64(BUCKET_BITS)).astype(np.uint32)
+    bucket_starts = run_starts(high)
     bounds = np.append(bucket_starts, len(keys))
     parts = [struct.pack("<Q", len(bucket_starts))]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         parts.append(struct.pack("<I", int(high[lo])))
-        parts.append(_serialize32((keys[lo:hi] & np.uint64(0xFFFFFFFF)).astype(np.uint32)))
+        parts.append(_serialize32((keys[lo:hi] & np.uint64(LOW32)).astype(np.uint32)))
     return b"".join(parts)
 
 
-def _run_starts(values: np.ndarray) -> np.ndarray:
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins, in a sorted array."""
     if not len(values):
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
@@ -50,16 +58,16 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
 
 def _serialize32(values: np.ndarray) -> bytes:
     container = (values >> np.uint32(CONTAINER_BITS)).astype(np.uint16)
-    starts = _run_starts(container)
+    starts = run_starts(container)
     cards = np.diff(np.append(starts, len(values)))
     n = len(starts)
     header = np.empty(2 * n, dtype="<u2")
     header[0::2] = container[starts]
     header[1::2] = cards - 1
     sizes = np.where(cards > ARRAY_MAX, BITSET_BYTES, 2 * cards)
-    first = 8 + 4 * n + 4 * n
+    first = COOKIE_HEADER_BYTES + (DESCRIPTION_BYTES + OFFSET_BYTES) * n
     offsets = (first + np.concatenate(([0], np.cumsum(sizes)[:-1]))).astype("<u4")
-    low = (values & np.uint32(0xFFFF)).astype("<u2")
+    low = (values & np.uint32(LOW16)).astype("<u2")
     body = []
     for i in np.flatnonzero(cards > ARRAY_MAX):
         bits = np.zeros(1 << CONTAINER_BITS, dtype=np.uint8)
@@ -126,9 +134,9 @@ def _read_header(buf: bytes, pos: int, high: int) -> _Bucket:
     (cookie,) = struct.unpack_from("<I", buf, pos)
     if cookie == COOKIE_NO_RUNS:
         (n,) = struct.unpack_from("<I", buf, pos + 4)
-        pos += 8
+        pos += COOKIE_HEADER_BYTES
         is_run = np.zeros(n, dtype=bool)
-    elif cookie & 0xFFFF == COOKIE_RUNS:
+    elif cookie & LOW16 == COOKIE_RUNS:
         n = (cookie >> 16) + 1
         pos += 4
         flag_bytes = (n + 7) // 8
@@ -139,11 +147,11 @@ def _read_header(buf: bytes, pos: int, high: int) -> _Bucket:
         raise ValueError(f"not a portable roaring bitmap (cookie {cookie})")
     header = np.frombuffer(buf, "<u2", 2 * n, pos)
     keys16, card = header[0::2].copy(), header[1::2].astype(np.int64) + 1
-    pos += 4 * n
+    pos += DESCRIPTION_BYTES * n
     offsets = None
     if cookie == COOKIE_NO_RUNS or n >= NO_OFFSET_THRESHOLD:
         offsets = start + np.frombuffer(buf, "<u4", n, pos).astype(np.int64)
-        pos += 4 * n
+        pos += OFFSET_BYTES * n
     return _Bucket(high, keys16, card, is_run, offsets, pos)
 
 
@@ -153,16 +161,21 @@ def _container_spans(buf: bytes, bucket: _Bucket) -> tuple[np.ndarray, np.ndarra
     size = np.where(card <= ARRAY_MAX, 2 * card, BITSET_BYTES)
     if bucket.offsets is not None:
         for i in np.flatnonzero(bucket.is_run):
-            size[i] = 2 + 4 * struct.unpack_from("<H", buf, int(bucket.offsets[i]))[0]
+            size[i] = _run_container_bytes(buf, int(bucket.offsets[i]))
         return bucket.offsets, size
     offsets = np.empty(len(card), dtype=np.int64)  # a small run-format bitmap: walk it
     pos = bucket.data
     for i in range(len(card)):
         offsets[i] = pos
         if bucket.is_run[i]:
-            size[i] = 2 + 4 * struct.unpack_from("<H", buf, pos)[0]
+            size[i] = _run_container_bytes(buf, pos)
         pos += int(size[i])
     return offsets, size
+
+
+def _run_container_bytes(buf: bytes, offset: int) -> int:
+    (n_runs,) = struct.unpack_from("<H", buf, offset)
+    return 2 + RUN_BYTES * n_runs
 
 
 def _containers_end(buf: bytes, bucket: _Bucket) -> int:

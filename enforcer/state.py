@@ -72,6 +72,10 @@ def save_snapshot(state: EnforcementState, directory: Path) -> Path:
     return target
 
 
+def has_snapshot(directory: Path) -> bool:
+    return (directory / CURRENT).exists()
+
+
 def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
     pointer = directory / CURRENT
     if not pointer.exists():

@@ -27,8 +27,20 @@ from enforcer.state import EnforcementState
 
 MSISDN_BASE = 989_000_000_000  # Iranian mobile numbers: 98 9xx xxx xxxx
 MSISDN_SPAN = 1_000_000_000
-HOME_IMSI_BASE = 432_11 * 10**10  # MCC 432, MNC 11, 10-digit MSIN
-ROAMER_IMSI_BASE = 310_260 * 10**9  # MCC 310 (a foreign network), MNC 260
+HOME_MSIN_SPACE = 10**10
+HOME_IMSI_BASE = 432_11 * HOME_MSIN_SPACE  # MCC 432, MNC 11, 10-digit MSIN
+ROAMER_MSIN_SPACE = 10**9
+ROAMER_IMSI_BASE = 310_260 * ROAMER_MSIN_SPACE  # MCC 310 (a foreign network), MNC 260
+IMSI_DIGITS = 15  # both bases above make 15-digit IMSIs
+MCC_DIVISOR = 10**(IMSI_DIGITS - 3)
+ROAMER_NUMBER_SPACE = 10**7
+DEVICES_PER_TAC = 2000
+MIN_TACS = 20
+TAC_BODY_SPACE = 10**6  # the six digits after a TAC's two-digit reporting body
+SPARE_TAC_CANDIDATES = 1000
+OWNER_SAMPLE = 100_000
+# 1 device in 50 is in no cartable: 200 rows scanned per row wanted find enough.
+UNOWNED_SCAN_PER_ROW = 200
 ROAMER_MSISDN_BASE = 1_415_000_0000  # +1 415 numbers
 REPORTING_BODIES = (35, 86, 1, 99)
 REPORTING_BODY_SHARE = (0.6, 0.3, 0.05, 0.05)
@@ -61,7 +73,7 @@ class Country:
 
 
 def home_imsi(msisdn: np.ndarray) -> np.ndarray:
-    return np.uint64(HOME_IMSI_BASE) + (msisdn % np.uint64(10**10))
+    return np.uint64(HOME_IMSI_BASE) + (msisdn % np.uint64(HOME_MSIN_SPACE))
 
 
 def build_country(spec: CountrySpec, generation: int = 1) -> Country:
@@ -72,7 +84,7 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
     n_imeis = spec.imeis if spec.imeis is not None else n_dev + n_dev // 2
     if not n_dev <= n_imeis <= 2 * n_dev:
         raise ValueError("each device has one or two IMEIs: devices <= imeis <= 2 * devices")
-    n_tacs = spec.tacs or max(n_dev // 2000, 20)
+    n_tacs = spec.tacs or max(n_dev // DEVICES_PER_TAC, MIN_TACS)
     all_tacs = _tacs(rng, 2 * n_tacs)
     tacs, spare_tacs = all_tacs[:n_tacs], all_tacs[n_tacs:]
     primary = _primary_keys(rng, tacs, n_dev, spec.tac_zipf)
@@ -130,7 +142,8 @@ def _sorted_distinct(rng: np.random.Generator, n: int, span: int) -> np.ndarray:
 
 def _tacs(rng: np.random.Generator, count: int) -> np.ndarray:
     body = rng.choice(REPORTING_BODIES, count, p=REPORTING_BODY_SHARE).astype(np.uint64)
-    tacs = np.unique(body * np.uint64(10**6) + rng.integers(0, 10**6, count, dtype=np.uint64))
+    tacs = np.unique(body * np.uint64(TAC_BODY_SPACE)
+                     + rng.integers(0, TAC_BODY_SPACE, count, dtype=np.uint64))
     rng.shuffle(tacs)
     return tacs
 
@@ -195,7 +208,7 @@ def _owned_rows(rng: np.random.Generator, registry: Registry, n: int) -> np.ndar
 
 def unowned_device_rows(registry: Registry, limit: int) -> np.ndarray:
     """Up to `limit` white-list rows of registered devices in no cartable."""
-    rows = np.arange(min(registry.rows, limit * 200))
+    rows = np.arange(min(registry.rows, limit * UNOWNED_SCAN_PER_ROW))
     return rows[registry.owners(registry.device_slots(rows)) == NO_OWNER][:limit]
 
 
@@ -218,10 +231,11 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
     keys[malformed] = NO_KEY
     imsi = home_imsi(msisdn)
     roam = kind == 5
-    imsi[roam] = np.uint64(ROAMER_IMSI_BASE) + rng.integers(0, 10**9, roam.sum(), dtype=np.uint64)
-    msisdn[roam] = np.uint64(ROAMER_MSISDN_BASE) + rng.integers(0, 10**7, roam.sum(),
+    imsi[roam] = np.uint64(ROAMER_IMSI_BASE) + rng.integers(0, ROAMER_MSIN_SPACE, roam.sum(),
+                                                             dtype=np.uint64)
+    msisdn[roam] = np.uint64(ROAMER_MSISDN_BASE) + rng.integers(0, ROAMER_NUMBER_SPACE, roam.sum(),
                                                                  dtype=np.uint64)
-    mcc = (imsi // np.uint64(10**12)).astype(np.uint16)
+    mcc = (imsi // np.uint64(MCC_DIVISOR)).astype(np.uint16)
     return AttachBatch(
         imei_key=keys, malformed=malformed, imsi=imsi, mcc=mcc, msisdn=msisdn,
         ts_ms=start_ms + np.arange(n, dtype=np.int64) * step_ms,
@@ -232,13 +246,13 @@ def country_from_state(state: EnforcementState, seed: int = 5) -> Country:
     """Enough of a Country to make traffic against a loaded snapshot."""
     rng = np.random.default_rng(seed)
     owners = state.registry.owners(state.registry.device_slots(
-        rng.integers(0, state.registry.rows, 100_000)))
+        rng.integers(0, state.registry.rows, OWNER_SAMPLE)))
     subscribers = np.unique(owners[owners != NO_OWNER])
     # A chunk of 2^16 keys lies within at most two TACs (a TAC spans 10^6 keys).
     first_key = state.lists.white_index.chunk_high << np.uint64(CHUNK_BITS)
     last_key = first_key + np.uint64((1 << CHUNK_BITS) - 1)
     used_tacs = np.union1d(first_key // np.uint64(SNR_SPACE), last_key // np.uint64(SNR_SPACE))
-    candidates = _tacs(rng, 1000)
+    candidates = _tacs(rng, SPARE_TAC_CANDIDATES)
     spare = candidates[~np.isin(candidates, used_tacs)]
     return Country(state.lists, state.registry, state.lists.black_index.keys(), spare,
                    subscribers)
