@@ -41,11 +41,67 @@ class ListsConfig:
 
 
 @dataclass(frozen=True)
+class ServicesConfig:
+    dir: str
+    kafka_port: int
+    postgres_port: int
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: str
+    ssl_cafile: str
+    client_id: str
+    group_id: str
+    session_timeout_ms: int
+    attach_topic: str
+    attach_dlq_topic: str
+    notifications_topic: str
+    commands_topic: str
+    verdicts_topic: str
+    publish_verdicts: bool
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    dsn: str
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    batch_max_events: int
+    batch_max_wait_ms: int
+    max_event_age_days: int
+    max_event_future_s: int
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    resolution_s: int
+    dedupe_pairs: int
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    port: int
+
+
+@dataclass(frozen=True)
 class Config:
     imei: ImeiConfig
     state: StateConfig
     policy: PolicyConfig
     lists: ListsConfig
+    services: ServicesConfig
+    kafka: KafkaConfig
+    postgres: PostgresConfig
+    worker: WorkerConfig
+    history: HistoryConfig
+    metrics: MetricsConfig
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations and the tables the worker writes."""

@@ -1,0 +1,88 @@
+"""Writing and reading slot_usage. Writes are one multi-row upsert per batch; replaying a
+batch changes nothing (first_seen takes the least, last_seen the greatest, days the union)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import psycopg
+
+from enforcer.history import NO_SLOT, SlotUsageRows
+
+EPOCH = date(1970, 1, 1)
+# Creating a month's partition takes this advisory lock, so two workers never race on it.
+PARTITION_LOCK = 7_253_002
+
+UPSERT = """
+INSERT INTO slot_usage (month, imei_key, imsi, msisdn, slot, first_seen, last_seen, days)
+SELECT date '1970-01-01' + m, k, i, s, NULLIF(sl, -1),
+       to_timestamp(f / 1000.0), to_timestamp(l / 1000.0), d
+FROM unnest(%s::int4[], %s::int8[], %s::int8[], %s::int8[], %s::int2[], %s::int8[],
+            %s::int8[], %s::int4[]) AS u(m, k, i, s, sl, f, l, d)
+ON CONFLICT (month, imei_key, imsi) DO UPDATE SET
+    msisdn = CASE WHEN excluded.last_seen >= slot_usage.last_seen
+                  THEN excluded.msisdn ELSE slot_usage.msisdn END,
+    slot = coalesce(excluded.slot, slot_usage.slot),
+    first_seen = least(slot_usage.first_seen, excluded.first_seen),
+    last_seen = greatest(slot_usage.last_seen, excluded.last_seen),
+    days = slot_usage.days | excluded.days
+"""
+
+
+def partition_name(month: date) -> str:
+    return f"slot_usage_{month.year:04d}_{month.month:02d}"
+
+
+def _next_month(month: date) -> date:
+    return (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+class HistoryStore:
+    def __init__(self) -> None:
+        self._partitions: set[int] = set()
+
+    def ensure_partitions(self, conn: psycopg.Connection, months: set[int]) -> None:
+        for month_day in sorted(months - self._partitions):
+            month = EPOCH + timedelta(days=month_day)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+                conn.execute(psycopg.sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF slot_usage "
+                    "FOR VALUES FROM ({}) TO ({})").format(
+                        psycopg.sql.Identifier(partition_name(month)),
+                        psycopg.sql.Literal(month), psycopg.sql.Literal(_next_month(month))))
+            self._partitions.add(month_day)
+
+    def write(self, conn: psycopg.Connection, rows: SlotUsageRows) -> int:
+        """Upsert `rows` in the caller's transaction; returns how many."""
+        if not len(rows):
+            return 0
+        conn.execute(UPSERT, (rows.month.tolist(), rows.imei_key.astype("int64").tolist(),
+                              rows.imsi.astype("int64").tolist(),
+                              rows.msisdn.astype("int64").tolist(), rows.slot.tolist(),
+                              rows.first_seen_ms.tolist(), rows.last_seen_ms.tolist(),
+                              rows.days.tolist()))
+        return len(rows)
+
+
+@dataclass(frozen=True)
+class Usage:
+    imei_key: int
+    imsi: int
+    msisdn: int
+    slot: int | None
+    first_seen: datetime
+    last_seen: datetime
+    days_seen: int
+
+
+def usage_of(conn: psycopg.Connection, imei_keys: list[int]) -> list[Usage]:
+    """Every SIM that used these IMEIs, over all months kept, oldest first."""
+    rows = conn.execute(
+        "SELECT imei_key, imsi, (array_agg(msisdn ORDER BY last_seen DESC))[1],"
+        " max(slot), min(first_seen), max(last_seen), sum(bit_count(days::bit(32)))::int"
+        " FROM slot_usage WHERE imei_key = ANY(%s) GROUP BY imei_key, imsi"
+        " ORDER BY min(first_seen)", (imei_keys,)).fetchall()
+    return [Usage(k, i, m, s if s != NO_SLOT else None, f, last, d)
+            for k, i, m, s, f, last, d in rows]
