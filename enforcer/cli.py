@@ -8,17 +8,22 @@ from pathlib import Path
 from typing import Sequence
 
 import orjson
+import psycopg
 
 from enforcer.build import SourceFiles, build_from_files, imei_rules
 from enforcer.clock import SystemClock, parse_time_ms
 from enforcer.config import Config, ConfigError, load_config
+from enforcer.db.migrate import migrate
+from enforcer.devicehistory import device_history
 from enforcer.decide import decide, decision_at
 from enforcer.events import AttachBatch, AttachEvent
 from enforcer.imei import parse_imei
 from enforcer.logs import setup_logging
 from enforcer.state import EnforcementState, has_snapshot, load_snapshot, save_snapshot
 from enforcer.synth import CountrySpec, build_country
+from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
 from enforcer.tour import run_tour
+from enforcer.worker import NotReady, run_worker
 from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
 from rules.policy import PolicyError, load_policy
 
@@ -88,6 +93,44 @@ def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _services(config: Config) -> EmbeddedServices:
+    return EmbeddedServices.at(Path(config.services.dir),
+                               ServicePorts(config.services.kafka_port,
+                                            config.services.postgres_port),
+                               config.postgres.dsn.rsplit("/", 1)[-1])
+
+
+def cmd_services(args: argparse.Namespace, config: Config) -> int:
+    services = _services(config)
+    if args.action == "up":
+        services.up()
+    elif args.action == "down":
+        services.down()
+    _print({"services": [s.as_json() for s in services.status()],
+            "kafka": services.broker.bootstrap, "postgres": services.postgres.dsn})
+    return 0
+
+
+def cmd_db_migrate(args: argparse.Namespace, config: Config) -> int:
+    _print({"applied": migrate(config.postgres.dsn)})
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    return run_worker(config)
+
+
+def cmd_history(args: argparse.Namespace, config: Config) -> int:
+    imei = parse_imei(args.imei, imei_rules(config))
+    if imei.imei_key is None:
+        print(f"eir-enforcer history: {args.imei!r} is not an IMEI "
+              f"({', '.join(p.value for p in imei.problems)})", file=sys.stderr)
+        return EXIT_USAGE
+    state = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
+    _print(device_history(state, config.postgres.dsn, imei.imei_key, args.reveal))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     return run_tour(config, devices=args.devices, events=args.events)
 
@@ -146,6 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_state_synth)
 
+    p = sub.add_parser("services", help="embedded broker and database for a laptop or tests",
+                       description="Start, stop or show the embedded Kafka-compatible broker "
+                       "and PostgreSQL under services.dir, on the configured loopback ports.")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.set_defaults(run=cmd_services)
+
+    db = sub.add_parser("db", help="the database", description="Database maintenance.")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    p = db_sub.add_parser("migrate", help="apply the schema migrations",
+                          description="Apply every migration not yet applied (safe to run "
+                          "twice, and from several workers at once).")
+    p.set_defaults(run=cmd_db_migrate)
+
+    p = sub.add_parser("run", help="the worker: attach events from Kafka",
+                       description="Consume attach events, decide, record slot usage and "
+                       "emit effects until SIGTERM or SIGINT.")
+    p.set_defaults(run=cmd_run)
+
+    p = sub.add_parser("history", help="which SIMs used each slot of a device",
+                       description="List the SIMs that used each slot of this IMEI's device, "
+                       "with first and last seen. Numbers are masked unless --reveal.")
+    p.add_argument("imei")
+    p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
+    p.add_argument("--state", help="snapshot directory (default: state.dir)")
+    p.set_defaults(run=cmd_history)
+
     p = sub.add_parser("demo", help="a tour of the engine on a synthetic country",
                        description="Build a synthetic country, decide synthetic attach "
                        "traffic and show what the engine does with each kind of attach.")
@@ -161,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         return args.run(args, config)
-    except (ConfigError, PolicyError, FileNotFoundError) as exc:
+    except (ConfigError, PolicyError, FileNotFoundError, NotReady, ServiceError,
+            psycopg.OperationalError) as exc:
         print(f"eir-enforcer: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

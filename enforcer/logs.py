@@ -29,3 +29,5 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The Kafka client narrates every connection at INFO; only its warnings matter here.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))

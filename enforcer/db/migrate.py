@@ -46,3 +46,12 @@ def migrate(dsn: str) -> list[str]:
                          (migration.version, migration.name))
             applied_now.append(f"{migration.version:04d}_{migration.name}")
     return applied_now
+
+
+def pending(dsn: str) -> list[str]:
+    """Migrations not yet applied to this database."""
+    with psycopg.connect(dsn) as conn:
+        exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0]
+        done = set() if exists is None else {
+            v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    return [f"{m.version:04d}_{m.name}" for m in migrations() if m.version not in done]

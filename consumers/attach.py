@@ -1,0 +1,237 @@
+"""The attach-event loop: decode -> decide -> write history -> emit effects -> commit offsets.
+
+Offsets are committed only after the batch's database transaction has committed and every
+message it produced (dead letters, effects) has been acknowledged, so a crash anywhere
+replays the batch, and replaying changes nothing (the history upsert and the effects'
+idempotency keys make it so). A failed batch is consumed again after a backoff: the loop
+seeks back rather than stopping, so it keeps its partitions and never dies of input.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import orjson
+import psycopg
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from consumers.decode import DeadLetter, TimeWindow, decode_attach
+from enforcer.clock import Clock
+from enforcer.config import Config
+from enforcer.db.history import HistoryStore
+from enforcer.decide import decide
+from enforcer.effects import Stream, effects_of, verdicts_of
+from enforcer.events import AttachBatch, AttachEvent
+from enforcer.history import SightingCache, aggregate
+from enforcer.imei import ImeiRules
+from enforcer.state import StateHolder
+from metrics.worker import WorkerMetrics
+
+log = logging.getLogger("eir.worker")
+
+MS_PER_S = 1000
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+LAG_EVERY_S = 5.0
+FLUSH_TIMEOUT_S = 30.0
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+class RecentKeys:
+    """Idempotency keys already delivered, bounded: two generations of sets."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(capacity // 2, 1)
+        self._young: set[str] = set()
+        self._old: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._young or key in self._old
+
+    def add(self, key: str) -> None:
+        self._young.add(key)
+        if len(self._young) >= self._capacity:
+            self._old, self._young = self._young, set()
+
+
+@dataclass
+class BatchOutcome:
+    events: int
+    dead_letters: int
+    history_rows: int
+    effects: int
+
+
+class AttachWorker:
+    def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
+                 metrics: WorkerMetrics, consumer, producer,
+                 connect: Callable[[], psycopg.Connection]) -> None:
+        self._config = config
+        self._holder = holder
+        self._rules = rules
+        self._clock = clock
+        self._metrics = metrics
+        self._consumer = consumer
+        self._producer = producer
+        self._connect = connect
+        self._conn: psycopg.Connection | None = None
+        self._store = HistoryStore()
+        self._sightings = SightingCache(config.history.dedupe_pairs,
+                                        config.history.resolution_s * MS_PER_S)
+        self._sent = RecentKeys(config.history.dedupe_pairs)
+        self._topics = {Stream.NOTIFICATIONS: config.kafka.notifications_topic,
+                        Stream.COMMANDS: config.kafka.commands_topic,
+                        Stream.VERDICTS: config.kafka.verdicts_topic}
+        self._last_lag = 0.0
+        self._publish_state_metrics()
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = BACKOFF_FIRST_S
+        log.info("worker started", extra={"topic": self._config.kafka.attach_topic,
+                                          "generation": self._holder.current.generation})
+        while not stop.is_set():
+            polled = self._consumer.poll(timeout_ms=self._config.worker.batch_max_wait_ms,
+                                         max_records=self._config.worker.batch_max_events)
+            records = [r for part in polled.values() for r in part]
+            if records:
+                try:
+                    self.handle(records)
+                    backoff = BACKOFF_FIRST_S
+                except Exception as exc:  # noqa: BLE001 - whatever failed, replay the batch
+                    self._rewind(records)
+                    self._drop_connection()
+                    log.warning("batch failed, will be consumed again",
+                                extra={"error": repr(exc), "retry_in_s": backoff,
+                                       "events": len(records)})
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+            self._report_lag()
+        log.info("worker stopping")
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+        self._producer.close()
+        self._drop_connection()
+
+    def handle(self, records: list[ConsumerRecord]) -> BatchOutcome:
+        started = time.perf_counter()
+        now = self._clock.now_ms()
+        window = TimeWindow.around(now, self._config.worker.max_event_age_days,
+                                   self._config.worker.max_event_future_s)
+        events: list[AttachEvent] = []
+        dead: list[tuple[ConsumerRecord, DeadLetter]] = []
+        for record in records:
+            decoded = decode_attach(record.value, self._rules, window)
+            if isinstance(decoded, DeadLetter):
+                dead.append((record, decoded))
+            else:
+                events.append(decoded)
+        state = self._holder.current
+        batch = AttachBatch.from_events(events)
+        decisions = decide(batch, state)
+
+        rows = aggregate(batch, decisions)
+        rows = rows.take(np.flatnonzero(self._sightings.needed(rows)))
+        conn = self._connection()
+        try:
+            self._store.ensure_partitions(conn, set(rows.month.tolist()))
+            with conn.transaction():
+                self._store.write(conn, rows)
+        except Exception:
+            self._metrics.batch_failures.labels("database").inc()
+            raise
+
+        outgoing = [o for o in effects_of(batch, decisions) if o.idempotency_key not in self._sent]
+        if self._config.kafka.publish_verdicts:
+            outgoing += verdicts_of(batch, decisions)
+        try:
+            for record, letter in dead:
+                self._dead_letter(record, letter)
+            for message in outgoing:
+                self._producer.send(self._topics[message.stream], key=message.key,
+                                    value=orjson.dumps(message.value),
+                                    headers=[(IDEMPOTENCY_HEADER,
+                                              message.idempotency_key.encode())])
+            self._producer.flush(timeout=FLUSH_TIMEOUT_S)
+            self._consumer.commit()
+        except Exception:
+            self._metrics.batch_failures.labels("kafka").inc()
+            raise
+        # Only now is all of it durable: remember it, so repeats cost nothing.
+        self._sightings.remember(rows)
+        for message in outgoing:
+            self._sent.add(message.idempotency_key)
+        self._count(batch, decisions, dead, rows, outgoing, now, started)
+        return BatchOutcome(len(events), len(dead), len(rows), len(outgoing))
+
+    def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
+        headers = list(record.headers or []) + [
+            ("dlq-reason", letter.reason.encode()), ("dlq-detail", letter.detail.encode()),
+            ("dlq-source-topic", record.topic.encode()),
+            ("dlq-source-partition", str(record.partition).encode()),
+            ("dlq-source-offset", str(record.offset).encode())]
+        self._producer.send(self._config.kafka.attach_dlq_topic, key=record.key,
+                            value=record.value or b"", headers=headers)
+
+    def _count(self, batch: AttachBatch, decisions, dead, rows, outgoing, now: int,
+               started: float) -> None:
+        m = self._metrics
+        rules = decisions.policy.rules
+        for rule, count in zip(*np.unique(decisions.rule, return_counts=True)):
+            m.events.labels(rules[rule].verdict.value, rules[rule].name).inc(int(count))
+        for _, letter in dead:
+            m.dead_letters.labels(letter.reason).inc()
+        for message in outgoing:
+            m.effects.labels(message.stream.value).inc()
+        m.history_rows.inc(len(rows))
+        for age in ((now - batch.ts_ms) / MS_PER_S).tolist():
+            m.event_age.observe(age)
+        m.batch_seconds.observe(time.perf_counter() - started)
+
+    def _publish_state_metrics(self) -> None:
+        lists = self._holder.current.lists
+        self._metrics.generation.set(lists.generation)
+        self._metrics.list_size.labels("white").set(len(lists.white))
+        self._metrics.list_size.labels("black").set(len(lists.black_index))
+        self._metrics.list_size.labels("cut_imeis").set(len(lists.cut_imeis))
+        self._metrics.list_size.labels("cut_pairs").set(len(lists.cut_pairs))
+
+    def _rewind(self, records: list[ConsumerRecord]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _report_lag(self) -> None:
+        if time.monotonic() - self._last_lag < LAG_EVERY_S:
+            return
+        self._last_lag = time.monotonic()
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return
+        ends = self._consumer.end_offsets(assigned)
+        for tp in assigned:
+            lag = max(ends.get(tp, 0) - self._consumer.position(tp), 0)
+            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)

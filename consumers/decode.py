@@ -1,0 +1,123 @@
+"""Attach-event messages in, parsed events or dead letters out. Pure: the caller gives the
+time, so an absurd timestamp is judged against the injected clock.
+
+Message value: JSON `{"imei", "imsi", "msisdn", "ts"}` plus optional `"mcc_mnc"`, `"rat"`,
+`"cell"`, `"emergency"`; `ts` is ISO-8601 or epoch milliseconds; the IMEI may be any form
+the core parses (a malformed IMEI is a decision, not a dead letter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from enforcer.events import AttachEvent
+from enforcer.imei import ImeiRules, parse_imei
+from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
+
+MS_PER_S = 1000
+MS_PER_DAY = 86_400_000
+REQUIRED = ("imei", "imsi", "msisdn", "ts")
+OPTIONAL_TEXT = ("mcc_mnc", "rat", "cell")
+# A longer value is no attach event; refusing it early bounds the work one message costs.
+MAX_MESSAGE_BYTES = 4096
+
+
+class Reason:
+    """Dead-letter reason codes, as they appear in the DLQ's `reason` header."""
+
+    TOO_LARGE = "too_large"
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    BAD_IMEI = "bad_imei"
+    BAD_IMSI = "bad_imsi"
+    BAD_MSISDN = "bad_msisdn"
+    BAD_TS = "bad_ts"
+    ABSURD_TS = "absurd_ts"
+    BAD_FIELD = "bad_field"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Event times outside [now - max_age, now + max_future] are absurd."""
+
+    now_ms: int
+    max_age_ms: int
+    max_future_ms: int
+
+    @classmethod
+    def around(cls, now_ms: int, max_age_days: int, max_future_s: int) -> TimeWindow:
+        return cls(now_ms, max_age_days * MS_PER_DAY, max_future_s * MS_PER_S)
+
+    def admits(self, ts_ms: int) -> bool:
+        return self.now_ms - self.max_age_ms <= ts_ms <= self.now_ms + self.max_future_ms
+
+
+def decode_attach(value: bytes | None, rules: ImeiRules,
+                  window: TimeWindow) -> AttachEvent | DeadLetter:
+    if value is None:
+        return DeadLetter(Reason.NOT_JSON, "empty message")
+    if len(value) > MAX_MESSAGE_BYTES:
+        return DeadLetter(Reason.TOO_LARGE, f"{len(value)} bytes, at most {MAX_MESSAGE_BYTES}")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return DeadLetter(Reason.NOT_JSON, str(exc))
+    if not isinstance(data, dict):
+        return DeadLetter(Reason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}")
+    for name in REQUIRED:
+        if data.get(name) is None:
+            return DeadLetter(Reason.MISSING_FIELD, name)
+    imei = data["imei"]
+    if isinstance(imei, bool) or not isinstance(imei, (str, int)):
+        return DeadLetter(Reason.BAD_IMEI, f"imei is a {type(imei).__name__}")
+    try:
+        imsi = parse_imsi(data["imsi"])
+    except IdentityError as exc:
+        return DeadLetter(Reason.BAD_IMSI, str(exc))
+    try:
+        msisdn = parse_msisdn(data["msisdn"])
+    except IdentityError as exc:
+        return DeadLetter(Reason.BAD_MSISDN, str(exc))
+    ts = _timestamp_ms(data["ts"])
+    if ts is None:
+        return DeadLetter(Reason.BAD_TS, "ts is neither ISO-8601 nor epoch milliseconds")
+    if not window.admits(ts):
+        return DeadLetter(Reason.ABSURD_TS, f"ts {ts} is outside the accepted window")
+    emergency = data.get("emergency", False)
+    if not isinstance(emergency, bool):
+        return DeadLetter(Reason.BAD_FIELD, "emergency must be true or false")
+    for name in OPTIONAL_TEXT:
+        if name in data and data[name] is not None and not isinstance(data[name], str):
+            return DeadLetter(Reason.BAD_FIELD, f"{name} must be a string")
+    return AttachEvent(parse_imei(imei, rules), imsi, msisdn, ts, emergency)
+
+
+def _timestamp_ms(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, str):
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * MS_PER_S)

@@ -1,0 +1,87 @@
+"""The hand-off from decisions to the rest of the network, as messages (docs/messages.md).
+
+Pure: a decided batch in, the messages it asks for out. Each message carries an idempotency
+key derived from what it is about (kind, IMEI, and IMSI when the scope is a pair), so a
+replayed batch asks for the same keys and whoever consumes them can drop the repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from enforcer.clock import iso
+from enforcer.decide import Decisions, decision_at
+from enforcer.events import NO_KEY, AttachBatch
+from rules.policy import Scope
+
+ANY_SIM = "*"
+
+
+class Stream(StrEnum):
+    """Which configured topic a message goes to."""
+
+    NOTIFICATIONS = "notifications"
+    COMMANDS = "commands"
+    VERDICTS = "verdicts"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    stream: Stream
+    key: bytes  # the IMEI key, so one device's messages stay in one partition
+    idempotency_key: str
+    value: dict[str, object]
+
+
+def _subject(scope: Scope, imei_key: int, imsi: int) -> str:
+    return f"{imei_key:014d}:{imsi if scope is Scope.PAIR else ANY_SIM}"
+
+
+def effects_of(batch: AttachBatch, decisions: Decisions) -> list[Outgoing]:
+    """Notice and cutoff requests, one per idempotency key (the batch's first sighting)."""
+    rules = decisions.policy.rules
+    wants = np.array([r.opens_notice or r.cutoff_now for r in rules], dtype=bool)
+    out: dict[str, Outgoing] = {}
+    for i in np.flatnonzero(wants[decisions.rule]).tolist():
+        d = decision_at(decisions, batch, i)
+        imei_key, imsi, msisdn = (int(batch.imei_key[i]), int(batch.imsi[i]),
+                                  int(batch.msisdn[i]))
+        common = {"imei": f"{imei_key:014d}", "imsi": str(imsi), "msisdn": str(msisdn),
+                  "seen_at": iso(int(batch.ts_ms[i])), "rule": d.rule, "reason": d.reason}
+        if d.notice is not None:
+            key = f"notice:{d.notice.kind}:{_subject(d.notice.scope, imei_key, imsi)}"
+            message = Outgoing(Stream.NOTIFICATIONS, str(imei_key).encode(), key, {
+                "type": "notice_requested", "idempotency_key": key, "kind": d.notice.kind,
+                "scope": d.notice.scope.value, "deadline": iso(d.notice.deadline_ms),
+                "reminder_days": list(d.notice.reminder_days), "sms": d.notice.sms,
+                **common})
+        elif d.cutoff_now is not None:
+            key = f"cutoff:{d.cutoff_now.value}:{_subject(d.cutoff_now, imei_key, imsi)}"
+            message = Outgoing(Stream.COMMANDS, str(imei_key).encode(), key, {
+                "type": "cutoff_requested", "idempotency_key": key, "action": "cutoff",
+                "scope": d.cutoff_now.value,
+                "black_reason": d.black_reason.value if d.black_reason else None, **common})
+        else:
+            continue
+        out.setdefault(key, message)
+    return list(out.values())
+
+
+def verdicts_of(batch: AttachBatch, decisions: Decisions) -> list[Outgoing]:
+    """Every decision, for operators who want the full stream (off by default)."""
+    names = [r.name for r in decisions.policy.rules]
+    verdicts = [r.verdict.value for r in decisions.policy.rules]
+    reasons = [r.reason for r in decisions.policy.rules]
+    out = []
+    for key, imsi, msisdn, ts, rule in zip(
+            batch.imei_key.tolist(), batch.imsi.tolist(), batch.msisdn.tolist(),
+            batch.ts_ms.tolist(), decisions.rule.tolist()):
+        idempotency = f"verdict:{key}:{imsi}:{ts}"
+        out.append(Outgoing(Stream.VERDICTS, str(key).encode(), idempotency, {
+            "imei": f"{key:014d}" if key != NO_KEY else None, "imsi": str(imsi),
+            "msisdn": str(msisdn), "ts": iso(ts), "verdict": verdicts[rule],
+            "rule": names[rule], "reason": reasons[rule]}))
+    return out

@@ -1,0 +1,56 @@
+"""`eir-enforcer run`: wire the attach worker to its adapters and run it until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from functools import partial
+from pathlib import Path
+
+import psycopg
+
+from consumers.attach import AttachWorker
+from consumers.kafka import attach_consumer, producer
+from enforcer.build import imei_rules
+from enforcer.clock import Clock, SystemClock
+from enforcer.config import Config
+from enforcer.db.migrate import pending
+from enforcer.state import StateHolder, load_snapshot
+from metrics.worker import WorkerMetrics
+from rules.policy import load_policy
+
+log = logging.getLogger("eir.worker")
+
+
+class NotReady(RuntimeError):
+    """The worker cannot start yet; the message says what to do."""
+
+
+def build_worker(config: Config, clock: Clock | None = None) -> AttachWorker:
+    missing = pending(config.postgres.dsn)
+    if missing:
+        raise NotReady(f"database migrations not applied: {', '.join(missing)}; "
+                       "run 'eir-enforcer db migrate'")
+    policy = load_policy(config.policy.file or None)
+    holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
+    metrics = WorkerMetrics()
+    if config.metrics.port:
+        metrics.serve(config.metrics.port)
+    return AttachWorker(
+        config, holder, imei_rules(config), clock or SystemClock(), metrics,
+        attach_consumer(config.kafka, config.worker.batch_max_events),
+        producer(config.kafka), partial(psycopg.connect, config.postgres.dsn, autocommit=True))
+
+
+def run_worker(config: Config) -> int:
+    worker = build_worker(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        worker.run(stop)
+    finally:
+        worker.close()
+    log.info("worker stopped")
+    return 0

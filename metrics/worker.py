@@ -1,0 +1,38 @@
+"""The worker's Prometheus metrics, in a registry of its own (one per worker, so that
+tests may run several in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+BATCH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+AGE_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0, 86400.0)
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("eir_events_consumed", "Attach events decided, by verdict and "
+                              "rule.", ["verdict", "rule"], registry=r)
+        self.dead_letters = Counter("eir_dlq_messages", "Messages sent to a dead-letter "
+                                    "topic, by reason.", ["reason"], registry=r)
+        self.batch_seconds = Histogram("eir_batch_duration_seconds", "Time to handle one "
+                                       "batch, decode to offset commit.", registry=r,
+                                       buckets=BATCH_SECONDS)
+        self.event_age = Histogram("eir_event_age_seconds", "Now minus the event's own time, "
+                                   "when it is decided.", registry=r, buckets=AGE_SECONDS)
+        self.lag = Gauge("eir_consumer_lag", "Messages not yet consumed, per partition.",
+                         ["topic", "partition"], registry=r)
+        self.history_rows = Counter("eir_history_rows_written", "slot_usage rows upserted.",
+                                    registry=r)
+        self.effects = Counter("eir_effects_sent", "Effect messages produced, by stream.",
+                               ["stream"], registry=r)
+        self.list_size = Gauge("eir_list_size", "Entries in each list.", ["list"], registry=r)
+        self.generation = Gauge("eir_lists_generation", "Generation of the lists in use.",
+                                registry=r)
+        self.batch_failures = Counter("eir_batch_failures", "Batches that failed and will be "
+                                      "consumed again, by stage.", ["stage"], registry=r)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="0.0.0.0", registry=self.registry)  # noqa: S104

@@ -1,0 +1,51 @@
+"""Test helpers that talk to the real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+READ_TIMEOUT_MS = 4000
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def produce(bootstrap: str, topic: str, messages: list[object], key: bytes = b"k") -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for m in messages:
+        value = m if isinstance(m, bytes) else orjson.dumps(m)
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_all(bootstrap: str, topic: str) -> list:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=READ_TIMEOUT_MS)
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offset on partition 0 of topic (0 when none)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    found = offsets.get(TopicPartition(topic, 0))
+    return found.offset if found is not None and found.offset >= 0 else 0
+
+
+def wait_for(condition, timeout_s: float = 60.0, every_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(every_s)

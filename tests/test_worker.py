@@ -1,0 +1,215 @@
+"""The worker against the real broker and the real database: events in, history rows,
+dead letters and effect messages out, offsets committed only after the database commit,
+restarts that neither lose nor double-count, and a SIGTERM that drains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from enforcer.config import Config, load_config
+from enforcer.state import save_snapshot
+from enforcer.worker import build_worker
+from tests.kafkatools import committed, produce, read_all, unique, wait_for
+from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi, make_state
+
+MINUTE_MS = 60_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def attach(imei: str | int, msisdn: int, ts: int, **extra: object) -> dict[str, object]:
+    return {"imei": str(imei), "imsi": home_imsi(msisdn), "msisdn": str(msisdn), "ts": ts,
+            **extra}
+
+
+@pytest.fixture()
+def env(services, dsn, policy, tmp_path: Path) -> dict[str, str]:
+    """Configuration for one worker on its own topics, group and database."""
+    state_dir = tmp_path / "state"
+    save_snapshot(make_state(policy), state_dir)
+    topic = unique("attach")
+    return {
+        "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
+        "EIR_KAFKA__ATTACH_TOPIC": topic, "EIR_KAFKA__ATTACH_DLQ_TOPIC": f"{topic}.dlq",
+        "EIR_KAFKA__NOTIFICATIONS_TOPIC": f"{topic}.notifications",
+        "EIR_KAFKA__COMMANDS_TOPIC": f"{topic}.commands",
+        "EIR_KAFKA__GROUP_ID": unique("group"), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "EIR_POSTGRES__DSN": dsn, "EIR_STATE__DIR": str(state_dir), "EIR_METRICS__PORT": "0",
+        "EIR_WORKER__BATCH_MAX_WAIT_MS": "100",
+    }
+
+
+class Running:
+    """A worker in a thread of this process."""
+
+    def __init__(self, config: Config) -> None:
+        self.worker = build_worker(config)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,))
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.worker.close()
+
+
+@pytest.fixture()
+def worker(env):
+    running: list[Running] = []
+
+    def start() -> Running:
+        running.append(Running(load_config(environ=env)))
+        return running[-1]
+
+    yield start
+    for r in running:
+        r.close()
+
+
+def history(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT imei_key, imsi, msisdn, slot, first_seen, last_seen, days"
+                            " FROM slot_usage ORDER BY imei_key, imsi").fetchall()
+
+
+def test_events_in_history_rows_and_effects_out(env, worker, dsn) -> None:
+    t = now_ms()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
+        attach(full(DUAL[0]), OWNER, t), attach(DUAL[1], BUYER, t + 1),
+        attach(SINGLE, BUYER, t + 2), attach(full(STOLEN), OWNER, t + 3),
+        attach(SINGLE, BUYER, t + 4)])
+    worker()
+    wait_for(lambda: len(history(dsn)) == 4)
+    rows = {(r[0], r[2]): r for r in history(dsn)}
+    assert rows[(DUAL[0], OWNER)][3] == 0 and rows[(DUAL[1], BUYER)][3] == 1
+    notices = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__NOTIFICATIONS_TOPIC"])
+    keys = sorted(dict(m.headers)["idempotency-key"].decode() for m in notices)
+    assert keys == [f"notice:ownership_transfer:{DUAL[1]}:{home_imsi(BUYER)}",
+                    f"notice:ownership_transfer:{SINGLE}:{home_imsi(BUYER)}"]
+    commands = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__COMMANDS_TOPIC"])
+    assert [dict(m.headers)["idempotency-key"].decode() for m in commands] == [
+        f"cutoff:imei:{STOLEN}:*"]
+    wait_for(lambda: committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"]) == 5)
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_with_reasons(env, worker, dsn) -> None:
+    t = now_ms()
+    bad = [b"not json", b"[1, 2]", attach(SINGLE, OWNER, t) | {"imsi": "12"},
+           attach(SINGLE, OWNER, t) | {"msisdn": None}, attach(SINGLE, OWNER, 1),
+           attach(SINGLE, OWNER, "yesterday"), b"\xff\xfe", b"x" * 5000]
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
+            bad + [attach(SINGLE, OWNER, t)])
+    worker()
+    wait_for(lambda: len(history(dsn)) == 1)
+    dlq = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_DLQ_TOPIC"])
+    reasons = [dict(m.headers)["dlq-reason"].decode() for m in dlq]
+    assert reasons == ["not_json", "not_an_object", "bad_imsi", "missing_field", "absurd_ts",
+                       "bad_ts", "not_json", "too_large"]
+    first = dict(dlq[0].headers)
+    assert dlq[0].value == b"not json"
+    assert (first["dlq-source-topic"].decode(), first["dlq-source-offset"]) == (
+        env["EIR_KAFKA__ATTACH_TOPIC"], b"0")
+
+
+def test_offsets_are_committed_only_after_the_database_commit(env, worker, dsn) -> None:
+    with psycopg.connect(dsn) as conn:  # the history table goes missing: writes fail
+        conn.execute("ALTER TABLE slot_usage RENAME TO slot_usage_away")
+    t = now_ms()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(SINGLE, OWNER, t), attach(DUAL[0], OWNER, t)])
+    running = worker()
+    wait_for(lambda: running.worker._metrics.batch_failures.labels("database")._value.get() >= 2)
+    assert committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                     env["EIR_KAFKA__ATTACH_TOPIC"]) == 0
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ALTER TABLE slot_usage_away RENAME TO slot_usage")
+    wait_for(lambda: len(history(dsn)) == 2)
+    wait_for(lambda: committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"]) == 2)
+
+
+def test_two_forms_of_one_imei_land_on_one_key(env, worker, dsn) -> None:
+    t = now_ms()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
+        attach(f"imei-{full(SINGLE)}", OWNER, t), attach(f"imeisv-{SINGLE}42", OWNER, t + 1),
+        attach(f" {SINGLE} ", OWNER, t + 2)])
+    worker()
+    wait_for(lambda: committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"]) == 3)
+    assert [(r[0], r[2]) for r in history(dsn)] == [(SINGLE, OWNER)]
+
+
+def spawn(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "enforcer.cli", "run"],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def stream(count: int) -> list[dict[str, object]]:
+    """count attaches of 50 SIMs on SINGLE, a minute apart, ending now: 50 pairs over days."""
+    start = now_ms() - count * MINUTE_MS
+    return [attach(SINGLE, 989120000000 + i % 50, start + i * MINUTE_MS) for i in range(count)]
+
+
+def expected_history(events: list[dict[str, object]]) -> dict[int, tuple[int, int]]:
+    """msisdn -> (first_seen ms, last_seen ms) from the events themselves."""
+    out: dict[int, tuple[int, int]] = {}
+    for e in events:
+        msisdn, ts = int(e["msisdn"]), int(e["ts"])
+        first, last = out.get(msisdn, (ts, ts))
+        out[msisdn] = (min(first, ts), max(last, ts))
+    return out
+
+
+def test_a_killed_worker_resumes_without_losing_or_double_counting(env, dsn) -> None:
+    events = stream(3000)
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], events)
+    small_batches = {**env, "EIR_WORKER__BATCH_MAX_EVENTS": "200"}
+    first = spawn(small_batches)
+    bootstrap, group, topic = (env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"])
+    wait_for(lambda: committed(bootstrap, group, topic) >= 400, every_s=0.05)
+    first.kill()
+    first.wait()
+    assert committed(bootstrap, group, topic) < len(events)
+    second = spawn(small_batches)
+    try:
+        wait_for(lambda: committed(bootstrap, group, topic) == len(events))
+    finally:
+        second.terminate()
+        second.wait()
+    rows = history(dsn)
+    expected = expected_history(events)
+    assert len(rows) == len(expected)
+    for _, _, msisdn, _, first_seen, last_seen, _ in rows:
+        first_ms, last_ms = expected[msisdn]
+        assert int(first_seen.timestamp() * 1000) == first_ms
+        assert int(last_seen.timestamp() * 1000) // 3_600_000 == last_ms // 3_600_000
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_0(env, dsn) -> None:
+    events = stream(2000)
+    bootstrap, group, topic = (env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"])
+    produce(bootstrap, topic, events)
+    process = spawn({**env, "EIR_WORKER__BATCH_MAX_EVENTS": "100"})
+    wait_for(lambda: committed(bootstrap, group, topic) >= 100, every_s=0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, process.stderr.read().decode()
+    done = committed(bootstrap, group, topic)
+    assert done % 100 == 0 or done == len(events)
+    seen = {r[2] for r in history(dsn)}
+    assert seen == {int(e["msisdn"]) for e in events[:done]}
