@@ -91,6 +91,10 @@ class AttachWorker:
         self._last_lag = 0.0
         self._publish_state_metrics()
 
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return self._metrics
+
     def run(self, stop: threading.Event) -> None:
         backoff = BACKOFF_FIRST_S
         log.info("worker started", extra={"topic": self._config.kafka.attach_topic,

@@ -22,7 +22,7 @@ from enforcer.logs import setup_logging
 from enforcer.state import EnforcementState, has_snapshot, load_snapshot, save_snapshot
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
-from enforcer.tour import run_tour
+from enforcer.demo import DemoOptions, run_demo
 from enforcer.worker import NotReady, run_worker
 from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
 from rules.policy import PolicyError, load_policy
@@ -132,7 +132,8 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
-    return run_tour(config, devices=args.devices, events=args.events)
+    return run_demo(config, DemoOptions(args.devices, args.rate, args.duration, args.bad_share,
+                                        args.keep_services))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,11 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_history)
 
-    p = sub.add_parser("demo", help="a tour of the engine on a synthetic country",
-                       description="Build a synthetic country, decide synthetic attach "
-                       "traffic and show what the engine does with each kind of attach.")
+    p = sub.add_parser("demo", help="the worker on embedded services, with synthetic traffic",
+                       description="Build a synthetic country and show how each kind of attach "
+                       "is decided, then start the embedded broker and PostgreSQL, feed the "
+                       "worker steady synthetic traffic and show its progress live.")
     p.add_argument("--devices", type=int, default=1_000_000)
-    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--rate", type=int, default=5_000, help="attach events per second")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (Ctrl-C stops too)")
+    p.add_argument("--bad-share", type=float, default=0.001,
+                   help="share of broken messages, to show the dead-letter topic")
+    p.add_argument("--keep-services", action="store_true",
+                   help="leave the broker and database running afterwards")
     p.set_defaults(run=cmd_demo)
     return parser
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -14,8 +14,9 @@ from enforcer.subscriber import Imsi
 NO_KEY = np.uint64(np.iinfo(np.uint64).max)
 
 
-@dataclass(frozen=True, slots=True)
-class AttachEvent:
+class AttachEvent(NamedTuple):
+    """One parsed attach (a NamedTuple: one is built per event on the hot path)."""
+
     imei: ImeiParse
     imsi: Imsi
     msisdn: int

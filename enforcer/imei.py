@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numbers
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 KEY_DIGITS = 14
 TAC_DIGITS = 8
@@ -61,15 +61,17 @@ class ImeiRules:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ImeiParse:
+class ImeiParse(NamedTuple):
+    """One parsed IMEI. A NamedTuple, not a dataclass: it is built once per attach event,
+    and a frozen dataclass costs several times as much to construct."""
+
     input: str
     key: str | None
     tac: str | None
     snr: str | None
     svn: str | None
     check_digit: CheckDigit
-    problems: tuple[Problem, ...] = field(default=())
+    problems: tuple[Problem, ...] = ()
 
     @property
     def malformed(self) -> bool:
@@ -92,15 +94,16 @@ class ImeiParse:
         }
 
 
+# Luhn doubles every second digit from the left; these are the doubled digits' digit sums.
+_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+_ZERO = ord("0")
+
+
 def luhn_digit(digits14: str) -> str:
-    """The IMEI check digit over TAC+SNR: every second digit from the left is doubled."""
-    total = 0
-    for position, char in enumerate(digits14):
-        d = ord(char) - 48
-        if position % 2:
-            d *= 2
-            d -= 9 if d > 9 else 0
-        total += d
+    """The IMEI check digit over TAC+SNR (ASCII digits)."""
+    raw = digits14.encode()
+    plain, doubled = raw[0::2], raw[1::2].translate(_DOUBLED)
+    total = sum(plain) - _ZERO * len(plain) + sum(doubled)
     return str(-total % 10)
 
 
@@ -126,6 +129,9 @@ def _failure(raw: str, problem: Problem) -> ImeiParse:
 
 
 def parse_imei(value: Any, rules: ImeiRules) -> ImeiParse:
+    if type(value) is str and KEY_DIGITS <= len(value) <= IMEISV_DIGITS \
+            and value.isdigit() and value.isascii():
+        return _from_digits(value, value, rules, None)
     raw = _as_text(value)
     text = raw.strip()
     lowered = text.lower()
@@ -145,6 +151,11 @@ def parse_imei(value: Any, rules: ImeiRules) -> ImeiParse:
     if len(digits) > IMEISV_DIGITS:
         return _failure(raw, Problem.TOO_LONG)
 
+    return _from_digits(raw, digits, rules, pei_digits)
+
+
+def _from_digits(raw: str, digits: str, rules: ImeiRules, pei_digits: int | None) -> ImeiParse:
+    """14 to 16 ASCII digits: the key, the check digit or SVN, and the key's problems."""
     key = digits[:KEY_DIGITS]
     svn = None
     check = CheckDigit.ABSENT
@@ -156,7 +167,6 @@ def parse_imei(value: Any, rules: ImeiRules) -> ImeiParse:
             check = CheckDigit.MISMATCH
     elif len(digits) == IMEISV_DIGITS:
         svn = digits[KEY_DIGITS:]
-
     problems = _key_problems(key, rules)
     if pei_digits is not None and len(digits) != pei_digits:
         problems += (Problem.PEI_FORM,)

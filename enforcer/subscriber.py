@@ -3,8 +3,7 @@ for logs and listings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 MCC_DIGITS = 3
 # DOMAIN.md: an IMSI is MCC (3) + MNC (2-3) + MSIN, 14-15 digits in all.
@@ -19,8 +18,7 @@ class IdentityError(ValueError):
     """An IMSI or MSISDN that is not one; the message says which and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Imsi:
+class Imsi(NamedTuple):
     digits: str
 
     @property
@@ -33,6 +31,8 @@ class Imsi:
 
 
 def _digits(value: Any, what: str, prefix: str) -> str:
+    if type(value) is str and value.isdigit() and value.isascii():
+        return value  # the common case, first
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise IdentityError(f"{what} must be a string of digits, got {type(value).__name__}")
     text = str(value).strip()
@@ -52,7 +52,8 @@ def parse_imsi(value: Any) -> Imsi:
 
 
 def parse_msisdn(value: Any) -> int:
-    text = value.strip().removeprefix("+") if isinstance(value, str) else value
+    text = value.strip().removeprefix("+") if type(value) is str and not value.isdigit() \
+        else value
     digits = _digits(text, "MSISDN", PEI_STYLE_PREFIXES["msisdn"])
     if not MSISDN_MIN_DIGITS <= len(digits) <= MSISDN_MAX_DIGITS:
         raise IdentityError(

@@ -1,4 +1,4 @@
-"""`eir-enforcer demo`: what the engine does, shown on a synthetic country."""
+"""The first half of `eir-enforcer demo`: what the engine decides, on a synthetic country."""
 
 from __future__ import annotations
 
@@ -25,24 +25,24 @@ from rules.policy import VERDICTS, load_policy
 MB = 1 << 20
 
 
-def _say(text: str = "") -> None:
+def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def run_tour(config: Config, devices: int, events: int) -> int:
+def run_tour(config: Config, devices: int, events: int) -> Country:
+    """Build and snapshot a synthetic country, decide a batch of traffic, show each kind."""
     policy = load_policy(config.policy.file or None)
-    _say(f"eir-enforcer demo: the enforcement core on a synthetic country of "
-         f"{devices:,} devices")
+    say(f"eir-enforcer demo: a synthetic country of {devices:,} devices")
     started = time.perf_counter()
     country = build_country(CountrySpec(devices=devices))
     lists, registry = country.lists, country.registry
-    _say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white):,} registered "
+    say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white):,} registered "
          f"IMEIs ({len(lists.white_index.chunk_high):,} chunks of 65,536 keys), "
          f"{len(lists.black_index):,} black-listed, {registry.devices:,} devices, "
          f"{len(registry.cartables.msisdn):,} SIMs in national-ID cartables, "
          f"{len(registry.operator_sims):,} operator SIMs")
     stats = lists.stats()
-    _say(f"   memory: white list {stats['white']['bitmap_bytes'] / MB:.1f} MB as roaring "
+    say(f"   memory: white list {stats['white']['bitmap_bytes'] / MB:.1f} MB as roaring "
          f"+ {stats['white']['index_bytes'] / MB:.1f} MB lookup index; registry "
          f"{registry.nbytes / MB:.1f} MB")
 
@@ -50,7 +50,7 @@ def run_tour(config: Config, devices: int, events: int) -> int:
     save_snapshot(EnforcementState(lists, registry, policy), directory)
     started = time.perf_counter()
     state = load_snapshot(directory, policy)
-    _say(f"2. Snapshot written to {directory}/ and loaded back in "
+    say(f"2. Snapshot written to {directory}/ and loaded back in "
          f"{time.perf_counter() - started:.2f} s (generation {state.generation})")
 
     mix = TrafficMix()
@@ -58,31 +58,29 @@ def run_tour(config: Config, devices: int, events: int) -> int:
     started = time.perf_counter()
     decisions = decide(batch, state)
     took = time.perf_counter() - started
-    _say(f"3. Decided {events:,} attach events in {took:.2f} s: "
+    say(f"3. Decided {events:,} attach events in {took:.2f} s: "
          f"{events / took:,.0f} decisions/s on one core")
     verdicts = np.bincount(decisions.verdict, minlength=len(VERDICTS))
-    _say("   verdicts: " + ", ".join(f"{v.value} {n / events:.1%}"
+    say("   verdicts: " + ", ".join(f"{v.value} {n / events:.1%}"
                                       for v, n in zip(VERDICTS, verdicts)))
     counts = np.bincount(decisions.rule, minlength=len(policy.rules))
-    _say("   by rule:  " + ", ".join(f"{r.name} {n:,}" for r, n in zip(policy.rules, counts) if n))
+    say("   by rule:  " + ", ".join(f"{r.name} {n:,}" for r, n in zip(policy.rules, counts) if n))
 
-    _say("4. One attach of each kind (SIM numbers masked):")
+    say("4. One attach of each kind (SIM numbers masked):")
     for index, rule in enumerate(policy.rules):
         hits = np.flatnonzero(decisions.rule == index)
         if len(hits):
             _show(rule.name, batch, decisions, int(hits[0]))
     _show_unowned(country, batch, state)
     _show_emergency(batch, decisions, state)
-    _say()
-    _say("Try one yourself, against the snapshot just written:")
     owner_rule = [r.name for r in policy.rules].index("owner")
     row = int(np.flatnonzero(decisions.rule == owner_rule)[0])
-    _say(f"   {_command()} check --imei {int(batch.imei_key[row]):014d} "
+    say(f"   try one yourself: {command()} check --imei {int(batch.imei_key[row]):014d} "
          f"--imsi {int(batch.imsi[row])} --msisdn {int(batch.msisdn[row])} --state {directory}")
-    return 0
+    return country
 
 
-def _command() -> str:
+def command() -> str:
     """How to call eir-enforcer from here: the console script of this environment."""
     script = Path(sys.executable).with_name("eir-enforcer")
     return os.path.relpath(script) if script.exists() else "eir-enforcer"
@@ -116,7 +114,7 @@ def _show(label: str, batch: AttachBatch, decisions: Decisions, i: int) -> None:
             line += ", no SMS"
     if d.cutoff_now:
         line += f"; cut off the {d.cutoff_now.value} now"
-    _say(line)
+    say(line)
 
 
 def _show_emergency(batch: AttachBatch, decisions: Decisions, state: EnforcementState) -> None:
@@ -125,4 +123,4 @@ def _show_emergency(batch: AttachBatch, decisions: Decisions, state: Enforcement
         return
     one = _one(batch, int(black[0]), emergency=np.ones(1, dtype=bool))
     _show("emergency", one, decide(one, state), 0)
-    _say("   (the same black-listed IMEI, attaching for an emergency call: never refused)")
+    say("   (the same black-listed IMEI, attaching for an emergency call: never refused)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.imei import luhn_digit
+from enforcer.services import free_port
 
 CLI = [sys.executable, "-m", "enforcer.cli"]
 
@@ -148,12 +150,26 @@ def test_missing_snapshot_says_how_to_make_one(tmp_path: Path) -> None:
     assert result.returncode == 2 and "eir-enforcer state build" in result.stderr
 
 
-def test_synthetic_snapshot_and_demo(tmp_path: Path) -> None:
+def test_synthetic_snapshot(tmp_path: Path) -> None:
     state = tmp_path / "state"
     out = json.loads(run("state", "synth", "--devices", "5000", "--state", str(state)).stdout)
     assert out["devices"] == 5000 and out["imeis"] == 7500
-    demo = run("demo", "--devices", "20000", "--events", "20000",
-               env={"EIR_STATE__DIR": str(tmp_path / "demo"), "PATH": ""}).stdout
-    for shown in ("decisions/s", "owner", "other_cartable", "no_cartable", "unregistered", "roamer",
-                  "blacklisted", "malformed", "emergency", "eir-enforcer check"):
+
+
+def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
+        tmp_path: Path) -> None:
+    kafka, postgres, metrics = free_port(), free_port(), free_port()
+    env = {"EIR_STATE__DIR": str(tmp_path / "state"), "EIR_SERVICES__DIR": str(tmp_path / "svc"),
+           "EIR_SERVICES__KAFKA_PORT": str(kafka), "EIR_SERVICES__POSTGRES_PORT": str(postgres),
+           "EIR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
+           "EIR_POSTGRES__DSN": f"postgresql://postgres@127.0.0.1:{postgres}/eir",
+           "EIR_METRICS__PORT": str(metrics), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+           "PATH": os.environ["PATH"]}
+    demo = run("demo", "--devices", "20000", "--rate", "500", "--duration", "15",
+               env=env).stdout
+    for shown in ("decisions/s", "owner", "other_cartable", "no_cartable", "unregistered",
+                  "roamer", "blacklisted", "malformed", "emergency", "eir-enforcer check",
+                  "slot_usage holds", "eir-enforcer history"):
         assert shown in demo
+    progress = [line for line in demo.splitlines() if " decided " in line]
+    assert int(progress[-1].split("decided")[1].split()[0].replace(",", "")) > 0

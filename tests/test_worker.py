@@ -131,7 +131,7 @@ def test_offsets_are_committed_only_after_the_database_commit(env, worker, dsn) 
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
             [attach(SINGLE, OWNER, t), attach(DUAL[0], OWNER, t)])
     running = worker()
-    wait_for(lambda: running.worker._metrics.batch_failures.labels("database")._value.get() >= 2)
+    wait_for(lambda: running.worker.metrics.batch_failures.labels("database")._value.get() >= 2)
     assert committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
                      env["EIR_KAFKA__ATTACH_TOPIC"]) == 0
     with psycopg.connect(dsn) as conn:

@@ -1,0 +1,160 @@
+"""The worker end to end against the raw Kafka client, on the embedded broker and database.
+
+    python bench/pipeline.py [--events 1000000] [--devices 1000000]
+
+Pre-loads the attach topic with a warm-up pass (every active pair once) and then --events
+attaches of which 95 % repeat a pair seen within the hour (steady state). Measures, in the
+same run and on the same topic: the raw consume rate of kafka-python doing nothing with the
+messages, and the worker's end-to-end rate (consume, decode, decide, history, commit) over
+the measured events, with the database writes per event. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psycopg
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from measure import emit, say
+
+from enforcer.config import load_config
+from enforcer.db.migrate import migrate
+from enforcer.state import EnforcementState, save_snapshot
+from enforcer.synth import CountrySpec, build_country, home_imsi
+from enforcer.services import EmbeddedServices, ServicePorts, free_port
+from enforcer.worker import build_worker
+from rules.policy import load_policy
+
+TOPIC = "attach-bench"
+REPEAT_SHARE = 0.95
+ACTIVE_PAIRS = 100_000
+HOUR_MS = 3_600_000
+POLL_RECORDS = 5000
+SPREAD_MS = 50 * 60_000  # every event inside one hour: the resolution bucket
+
+
+def pairs(country, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n (IMEI key, owner MSISDN) pairs of owned devices."""
+    rows = rng.integers(0, country.registry.rows, n * 2)
+    owners = country.registry.owners(country.registry.device_slots(rows))
+    rows, owners = rows[owners != 0][:n], owners[owners != 0][:n]
+    return country.lists.white_index.keys_at(rows), owners
+
+
+def messages(keys: np.ndarray, msisdns: np.ndarray, ts: np.ndarray) -> list[tuple[bytes, bytes]]:
+    imsis = home_imsi(msisdns)
+    return [(f"{k:014d}".encode(), orjson.dumps({"imei": f"{k:014d}", "imsi": str(i),
+                                                  "msisdn": str(m), "ts": t}))
+            for k, i, m, t in zip(keys.tolist(), imsis.tolist(), msisdns.tolist(), ts.tolist())]
+
+
+def preload(bootstrap: str, batches: list[list[tuple[bytes, bytes]]]) -> None:
+    # One partition: the warm-up is consumed before every measured event, in order (the
+    # broker's auto-created topics have four, which would interleave the two).
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20)
+    for batch in batches:
+        for key, value in batch:
+            producer.send(TOPIC, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def raw_consume(bootstrap: str, total: int) -> float:
+    consumer = KafkaConsumer(TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, max_poll_records=POLL_RECORDS)
+    seen, started = 0, None
+    while seen < total:
+        got = consumer.poll(timeout_ms=1000, max_records=POLL_RECORDS)
+        if got and started is None:
+            started = time.perf_counter()
+        seen += sum(len(v) for v in got.values())
+    took = time.perf_counter() - started
+    consumer.close()
+    return total / took
+
+
+def counter(worker, name: str) -> float:
+    return sum(s.value for f in worker.metrics.registry.collect() for s in f.samples
+               if s.name == name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="eir-pipeline-"))
+    services = EmbeddedServices.at(scratch / "services", ServicePorts(free_port(), free_port()),
+                                   "eir")
+    try:
+        services.up()
+        config = load_config(environ={
+            "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
+            "EIR_KAFKA__ATTACH_TOPIC": TOPIC, "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "EIR_POSTGRES__DSN": services.postgres.dsn, "EIR_STATE__DIR": str(scratch / "state"),
+            "EIR_METRICS__PORT": "0", "EIR_WORKER__BATCH_MAX_EVENTS": str(POLL_RECORDS)})
+        migrate(config.postgres.dsn)
+        country = build_country(CountrySpec(devices=args.devices))
+        save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
+                      Path(config.state.dir))
+        rng = np.random.default_rng(11)
+        start = (time.time_ns() // 1_000_000 // HOUR_MS - 1) * HOUR_MS
+        active_keys, active_msisdns = pairs(country, ACTIVE_PAIRS, rng)
+        warm = messages(active_keys, active_msisdns, np.full(len(active_keys), start))
+        repeat = rng.random(args.events) < REPEAT_SHARE
+        pick = rng.integers(0, len(active_keys), args.events)
+        new_keys, new_msisdns = pairs(country, int((~repeat).sum()), rng)
+        keys, msisdns = active_keys[pick], active_msisdns[pick]
+        keys[~repeat], msisdns[~repeat] = new_keys, new_msisdns
+        ts = start + 1 + np.sort(rng.integers(0, SPREAD_MS, args.events))
+        measured = messages(keys, msisdns, ts)
+        total = len(warm) + len(measured)
+        say(f"pre-loading {total:,} attach events ({len(warm):,} warm-up) ...")
+        preload(services.broker.bootstrap, [warm, measured])
+
+        raw = raw_consume(services.broker.bootstrap, total)
+        say(f"raw kafka-python consume: {raw:,.0f} messages/s")
+
+        worker = build_worker(config)
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,))
+        thread.start()
+        while counter(worker, "eir_events_consumed_total") < len(warm):
+            time.sleep(0.01)
+        t0, rows0 = time.perf_counter(), counter(worker, "eir_history_rows_written_total")
+        while counter(worker, "eir_events_consumed_total") < total:
+            time.sleep(0.01)
+        took = time.perf_counter() - t0
+        written = counter(worker, "eir_history_rows_written_total") - rows0
+        stop.set()
+        thread.join()
+        worker.close()
+        with psycopg.connect(config.postgres.dsn) as conn:
+            (rows,) = conn.execute("SELECT count(*) FROM slot_usage").fetchone()
+        per_s = len(measured) / took
+        say(f"worker end to end: {per_s:,.0f} events/s; {written / len(measured):.4f} database "
+            f"row writes per event; slot_usage holds {rows:,} rows")
+        emit({"events": len(measured), "warmup_events": len(warm),
+              "raw_consume_per_s": round(raw), "worker_per_s": round(per_s),
+              "ratio": round(per_s / raw, 3),
+              "db_writes_per_event": round(written / len(measured), 4),
+              "slot_usage_rows": rows, "repeat_share": REPEAT_SHARE})
+    finally:
+        services.down()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""`eir-enforcer demo`: the worker on the embedded broker and database, fed a synthetic
+country and steady attach traffic, with live progress and /metrics. Stops on Ctrl-C or
+after --duration."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psycopg
+from kafka import KafkaProducer
+
+from consumers.kafka import security
+from enforcer.config import Config
+from enforcer.db.migrate import migrate
+from enforcer.events import NO_KEY
+from enforcer.services import EmbeddedServices, ServicePorts
+from enforcer.synth import Country, TrafficMix, attach_traffic
+from enforcer.tour import command, run_tour, say
+from enforcer.worker import build_worker
+from metrics.worker import WorkerMetrics
+
+MS_PER_S = 1000
+# How a malformed IMEI arrives in the demo's traffic: a placeholder burnt into basebands.
+MALFORMED_IMEI = "004999010640000"
+BAD_MESSAGE = b'{"imei": "35209900176148", "imsi": "not-an-imsi"}'
+TICK_S = 1.0
+TOUR_EVENTS = 1_000_000
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    devices: int
+    rate: int  # attach events per second
+    duration_s: float
+    bad_share: float
+    keep_services: bool
+
+
+def _encode(country: Country, count: int, seed: int, now_ms: int,
+            bad_share: float) -> list[tuple[bytes, bytes]]:
+    batch = attach_traffic(country, count, TrafficMix(), seed=seed, start_ms=now_ms, step_ms=0)
+    rng = np.random.default_rng(seed)
+    bad = rng.random(count) < bad_share
+    out = []
+    for i, (key, imsi, msisdn, ts) in enumerate(zip(
+            batch.imei_key.tolist(), batch.imsi.tolist(), batch.msisdn.tolist(),
+            batch.ts_ms.tolist())):
+        imei = MALFORMED_IMEI if key == NO_KEY else f"{key:014d}"
+        value = BAD_MESSAGE if bad[i] else orjson.dumps(
+            {"imei": imei, "imsi": str(imsi), "msisdn": str(msisdn), "ts": ts})
+        out.append((imei.encode(), value))
+    return out
+
+
+def _produce(config: Config, country: Country, options: DemoOptions,
+             stop: threading.Event, sent: list[int]) -> None:
+    """Attach traffic at a steady rate, keyed by IMEI so a device stays in one partition."""
+    producer = KafkaProducer(**security(config.kafka))
+    second = 0
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            for key, value in _encode(country, options.rate, second,
+                                      time.time_ns() // 1_000_000, options.bad_share):
+                producer.send(config.kafka.attach_topic, key=key, value=value)
+            producer.flush()
+            sent[0] += options.rate
+            second += 1
+            stop.wait(max(TICK_S - (time.monotonic() - started), 0))
+    finally:
+        producer.close()
+
+
+def _total(metrics: WorkerMetrics, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def _progress(metrics: WorkerMetrics, sent: int, took_s: float, last: float) -> tuple[str, float]:
+    decided = _total(metrics, "eir_events_consumed_total")
+    mix = {v: _total(metrics, "eir_events_consumed_total", verdict=v)
+           for v in ("WHITELISTED", "GREYLISTED", "BLACKLISTED")}
+    share = " ".join(f"{v[0]}{n / decided:.1%}" for v, n in mix.items()) if decided else "-"
+    writes = _total(metrics, "eir_history_rows_written_total")
+    line = (f"  {took_s:5.0f} s  sent {sent:>9,}  decided {decided:>9,.0f} "
+            f"({(decided - last) / TICK_S:>7,.0f}/s)  {share}  "
+            f"DLQ {_total(metrics, 'eir_dlq_messages_total'):>6,.0f}  "
+            f"lag {_total(metrics, 'eir_consumer_lag'):>7,.0f}  history rows {writes:>8,.0f}"
+            f" ({writes / decided if decided else 0:.3f}/event)  "
+            f"effects {_total(metrics, 'eir_effects_sent_total'):>7,.0f}")
+    return line, decided
+
+
+def run_demo(config: Config, options: DemoOptions) -> int:
+    country = run_tour(config, devices=options.devices,
+                       events=min(options.devices, TOUR_EVENTS))
+    services = EmbeddedServices.at(
+        Path(config.services.dir),
+        ServicePorts(config.services.kafka_port, config.services.postgres_port),
+        config.postgres.dsn.rsplit("/", 1)[-1])
+    say(f"5. Starting the embedded broker and PostgreSQL under {config.services.dir}/ ...")
+    services.up()
+    migrate(config.postgres.dsn)
+    worker = build_worker(config)
+    say(f"6. The worker consumes '{config.kafka.attach_topic}' ({options.rate:,} attaches/s, "
+        f"{options.bad_share:.1%} of them broken); metrics on "
+        f"http://127.0.0.1:{config.metrics.port}/metrics. Ctrl-C stops.")
+    stop, sent = threading.Event(), [0]
+    producer = threading.Thread(target=_produce, args=(config, country, options, stop, sent))
+    consumer = threading.Thread(target=worker.run, args=(stop,))
+    producer.start()
+    consumer.start()
+    started, last = time.monotonic(), 0.0
+    try:
+        while time.monotonic() - started < options.duration_s:
+            time.sleep(TICK_S)
+            line, last = _progress(worker.metrics, sent[0], time.monotonic() - started, last)
+            say(line)
+    except KeyboardInterrupt:
+        say("  stopping ...")
+    finally:
+        stop.set()
+        producer.join()
+        consumer.join()
+        worker.close()
+    _summary(config)
+    if options.keep_services:
+        say(f"Services left running; stop them with: {command()} services down")
+    else:
+        services.down()
+    return 0
+
+
+def _summary(config: Config) -> None:
+    with psycopg.connect(config.postgres.dsn) as conn:
+        (rows, pairs) = conn.execute(
+            "SELECT count(*), count(DISTINCT (imei_key, imsi)) FROM slot_usage").fetchone()
+        (imei,) = conn.execute("SELECT imei_key FROM slot_usage WHERE slot = 1"
+                               " ORDER BY last_seen DESC LIMIT 1").fetchone() or (None,)
+    say(f"7. slot_usage holds {rows:,} rows for {pairs:,} (IMEI, IMSI) pairs.")
+    if imei is not None:
+        say(f"   who used that device: {command()} history {imei:014d}")
