@@ -38,7 +38,7 @@ TOPIC = "attach-bench"
 REPEAT_SHARE = 0.95
 ACTIVE_PAIRS = 100_000
 HOUR_MS = 3_600_000
-POLL_RECORDS = 5000
+POLL_RECORDS = 20000  # the worker's default batch_max_events, for both sides
 SPREAD_MS = 50 * 60_000  # every event inside one hour: the resolution bucket
 
 

@@ -51,5 +51,11 @@ class AttachBatch:
             emergency=np.fromiter((e.emergency for e in events), bool, len(events)),
         )
 
+    @classmethod
+    def empty(cls) -> AttachBatch:
+        none = np.zeros(0, dtype=np.uint64)
+        return cls(none, none.astype(bool), none, none.astype(np.uint16), none,
+                   none.astype(np.int64), none.astype(bool))
+
     def take(self, order: np.ndarray) -> AttachBatch:
         return AttachBatch(*(getattr(self, f)[order] for f in self.__dataclass_fields__))

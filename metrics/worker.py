@@ -20,8 +20,9 @@ class WorkerMetrics:
         self.batch_seconds = Histogram("eir_batch_duration_seconds", "Time to handle one "
                                        "batch, decode to offset commit.", registry=r,
                                        buckets=BATCH_SECONDS)
-        self.event_age = Histogram("eir_event_age_seconds", "Now minus the event's own time, "
-                                   "when it is decided.", registry=r, buckets=AGE_SECONDS)
+        self.event_age = Histogram("eir_event_age_seconds", "Now minus the time of the oldest "
+                                   "event of each batch, when the batch is decided.",
+                                   registry=r, buckets=AGE_SECONDS)
         self.lag = Gauge("eir_consumer_lag", "Messages not yet consumed, per partition.",
                          ["topic", "partition"], registry=r)
         self.history_rows = Counter("eir_history_rows_written", "slot_usage rows upserted.",

@@ -99,3 +99,9 @@ def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, environ:
     with pytest.raises(ConfigError, match=message):
         load_config(path, environ=environ)
 
+
+
+def test_the_production_example_configuration_loads() -> None:
+    config = load_config(Path(__file__).parents[1] / "deploy" / "eir-enforcer.toml", environ={})
+    assert config.kafka.security_protocol == "SASL_SSL"
+    assert config.postgres.dsn.startswith("postgresql://eir@pg.core.example")

@@ -10,12 +10,16 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+
+import orjson
 
 import psycopg
 import pytest
 
 from enforcer.config import Config, load_config
+from enforcer.services import free_port
 from enforcer.state import save_snapshot
 from enforcer.worker import build_worker
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
@@ -213,3 +217,69 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(env, dsn) -> None:
     assert done % 100 == 0 or done == len(events)
     seen = {r[2] for r in history(dsn)}
     assert seen == {int(e["msisdn"]) for e in events[:done]}
+
+
+def test_metrics_are_served_while_the_worker_runs(env, dsn) -> None:
+    port = free_port()
+    t = now_ms()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
+        attach(SINGLE, OWNER, t), attach(SINGLE, BUYER, t + 1), b"junk"])
+    process = spawn({**env, "EIR_METRICS__PORT": str(port)})
+    try:
+        def scrape() -> str:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+                    return response.read().decode()
+            except OSError:
+                return ""
+
+        wait_for(lambda: 'eir_dlq_messages_total{reason="not_json"} 1.0' in scrape())
+        text = scrape()
+    finally:
+        process.terminate()
+        process.wait()
+    assert 'eir_events_consumed_total{rule="owner",verdict="WHITELISTED"} 1.0' in text
+    assert 'eir_events_consumed_total{rule="other_cartable",verdict="GREYLISTED"} 1.0' in text
+    assert "eir_history_rows_written_total 2.0" in text
+    assert 'eir_list_size{list="white"} 7.0' in text
+    assert "eir_lists_generation 1.0" in text
+    assert "eir_batch_duration_seconds_count" in text and "eir_event_age_seconds_count" in text
+
+
+def test_every_verdict_can_be_published(env, worker) -> None:
+    env["EIR_KAFKA__PUBLISH_VERDICTS"] = "true"
+    env["EIR_KAFKA__VERDICTS_TOPIC"] = f"{env['EIR_KAFKA__ATTACH_TOPIC']}.verdicts"
+    t = now_ms()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(SINGLE, OWNER, t), attach(full(STOLEN), BUYER, t + 1)])
+    worker()
+    wait_for(lambda: committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"]) == 2)
+    verdicts = [orjson.loads(m.value) for m in read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
+                                                        env["EIR_KAFKA__VERDICTS_TOPIC"])]
+    assert [(v["imei"], v["verdict"], v["rule"]) for v in verdicts] == [
+        (f"{SINGLE:014d}", "WHITELISTED", "owner"), (f"{STOLEN:014d}", "BLACKLISTED",
+                                                     "blacklisted")]
+
+
+def test_history_lists_the_sims_of_each_slot_masked_unless_revealed(env, worker, dsn) -> None:
+    t = now_ms()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
+        attach(DUAL[0], OWNER, t - 3 * 86_400_000), attach(DUAL[0], OWNER, t),
+        attach(DUAL[1], BUYER, t)])
+    worker()
+    wait_for(lambda: len(history(dsn)) == 2)
+
+    def show(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "enforcer.cli", "history", str(DUAL[1]),
+                              *extra], env={**os.environ, **env}, capture_output=True,
+                             text=True, check=True)
+        return orjson.loads(out.stdout)
+
+    masked, revealed = show(), show("--reveal")
+    assert [s["slot"] for s in masked["slots"]] == [0, 1]
+    (owner_use,) = revealed["slots"][0]["sims"]
+    assert (owner_use["msisdn"], owner_use["days_seen"]) == (str(OWNER), 2)
+    assert revealed["slots"][1]["sims"][0]["imsi"] == home_imsi(BUYER)
+    assert masked["slots"][1]["sims"][0]["msisdn"] == "98912*****22"
+    assert str(OWNER) not in orjson.dumps(masked).decode()

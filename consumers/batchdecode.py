@@ -1,0 +1,144 @@
+"""Decode a whole poll of attach messages into one batch of columns.
+
+Almost every message has the usual shape: string digits for IMEI, IMSI and MSISDN and an
+epoch-millisecond `ts`. Those go straight to numpy columns, parsed with vectorized string
+operations, with no Python object per event. Every other message (a prefix, whitespace,
+a number where a string is usual, anything broken) goes through `decode_attach`, the
+reference decoder, so both paths give the same answer; a property test holds them to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import orjson
+
+from consumers.decode import (MAX_MESSAGE_BYTES, OPTIONAL_TEXT, DeadLetter, TimeWindow,
+                              decode_attach)
+from enforcer.events import AttachBatch, AttachEvent
+from enforcer.imei import IMEISV_DIGITS, KEY_DIGITS, ImeiRules
+from enforcer.subscriber import (IMSI_MAX_DIGITS, IMSI_MIN_DIGITS, MCC_DIGITS,
+                                 MSISDN_MAX_DIGITS, MSISDN_MIN_DIGITS)
+
+@dataclass(frozen=True, eq=False)
+class DecodedPoll:
+    batch: AttachBatch  # the decodable messages, in their order in the poll
+    positions: np.ndarray  # int64: each batch event's position in the poll
+    dead: list[tuple[int, DeadLetter]]  # position in the poll, why
+
+
+def decode_poll(values: Sequence[bytes | None], rules: ImeiRules,
+                window: TimeWindow) -> DecodedPoll:
+    usual: list[int] = []
+    fields: list[tuple[str, str, str, int, bool]] = []
+    unusual: list[int] = []
+    for i, value in enumerate(values):
+        shape = _usual_shape(value)
+        if shape is None:
+            unusual.append(i)
+        else:
+            usual.append(i)
+            fields.append(shape)
+    fast, rejected = _columns(fields, rules, window)
+    unusual = sorted(unusual + [usual[j] for j in rejected])
+    keep = np.setdiff1d(np.arange(len(usual)), np.array(rejected, dtype=np.int64))
+    events: list[AttachEvent] = []
+    event_positions: list[int] = []
+    dead: list[tuple[int, DeadLetter]] = []
+    for i in unusual:
+        decoded = decode_attach(values[i], rules, window)
+        if isinstance(decoded, DeadLetter):
+            dead.append((i, decoded))
+        else:
+            events.append(decoded)
+            event_positions.append(i)
+    slow = AttachBatch.from_events(events)
+    positions = np.concatenate([np.array(usual, dtype=np.int64)[keep],
+                                np.array(event_positions, dtype=np.int64)])
+    both = AttachBatch(*(np.concatenate([getattr(fast.take(keep), f), getattr(slow, f)])
+                         for f in AttachBatch.__dataclass_fields__))
+    order = np.argsort(positions, kind="stable")
+    return DecodedPoll(both.take(order), positions[order], dead)
+
+
+def _usual_shape(value: bytes | None) -> tuple[str, str, str, int, bool] | None:
+    if value is None or len(value) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict:
+        return None
+    imei, imsi, msisdn, ts = data.get("imei"), data.get("imsi"), data.get("msisdn"), \
+        data.get("ts")
+    emergency = data.get("emergency", False)
+    if not (type(imei) is str and type(imsi) is str and type(msisdn) is str
+            and type(ts) is int and type(emergency) is bool):
+        return None
+    for name in OPTIONAL_TEXT:
+        extra = data.get(name)
+        if extra is not None and type(extra) is not str:
+            return None
+    return imei, imsi, msisdn, ts, emergency
+
+
+def _ascii(texts: list[str], width: int) -> np.ndarray | None:
+    """Fixed-width bytes one wider than the widest usual value (so that a longer one shows
+    as too long), or None when a text is not ASCII."""
+    try:
+        return np.array(texts, dtype=f"S{width + 1}")
+    except UnicodeEncodeError:
+        return None
+
+
+def _columns(fields: list[tuple[str, str, str, int, bool]], rules: ImeiRules,
+             window: TimeWindow) -> tuple[AttachBatch, list[int]]:
+    """The usual messages as columns, and which of them the vectorized checks could not
+    vouch for (they go to the reference decoder instead)."""
+    if not fields:
+        return AttachBatch.empty(), []
+    imeis, imsis, msisdns, ts, emergency = (list(c) for c in zip(*fields))
+    imei = _ascii(imeis, IMEISV_DIGITS)
+    imsi = _ascii(imsis, IMSI_MAX_DIGITS)
+    msisdn = _ascii(msisdns, MSISDN_MAX_DIGITS)
+    if imei is None or imsi is None or msisdn is None:
+        return AttachBatch.empty(), list(range(len(fields)))
+    ts_ms = np.array(ts, dtype=object)
+    in_range = np.array([-(1 << 63) <= t < (1 << 63) for t in ts], dtype=bool)
+    ts_ms = np.where(in_range, ts_ms, 0).astype(np.int64)
+    imei_len, imsi_len, msisdn_len = (np.strings.str_len(a) for a in (imei, imsi, msisdn))
+    good = (in_range & np.strings.isdigit(imei) & (imei_len >= KEY_DIGITS)
+            & (imei_len <= IMEISV_DIGITS)
+            & np.strings.isdigit(imsi) & (imsi_len >= IMSI_MIN_DIGITS)
+            & (imsi_len <= IMSI_MAX_DIGITS)
+            & np.strings.isdigit(msisdn) & (msisdn_len >= MSISDN_MIN_DIGITS)
+            & (msisdn_len <= MSISDN_MAX_DIGITS) & ~np.strings.startswith(msisdn, b"0")
+            & (ts_ms >= window.now_ms - window.max_age_ms)
+            & (ts_ms <= window.now_ms + window.max_future_ms))
+    rejected = np.flatnonzero(~good).tolist()
+    key14 = np.where(good, imei, b"0" * KEY_DIGITS).astype(f"S{KEY_DIGITS}")
+    imsi_ok = np.where(good, imsi, b"0" * IMSI_MIN_DIGITS)
+    batch = AttachBatch(
+        imei_key=key14.astype(np.uint64),
+        malformed=_malformed(key14, rules),
+        imsi=imsi_ok.astype(np.uint64),
+        mcc=imsi_ok.astype(f"S{MCC_DIGITS}").astype(np.uint16),
+        msisdn=np.where(good, msisdn, b"0").astype(np.uint64),
+        ts_ms=ts_ms,
+        emergency=np.array(emergency, dtype=bool))
+    return batch, rejected
+
+
+def _malformed(key14: np.ndarray, rules: ImeiRules) -> np.ndarray:
+    """The problems a 14-digit key can have: one digit repeated, a test TAC, a placeholder."""
+    digits = np.frombuffer(key14.tobytes(), dtype=np.uint8).reshape(len(key14), KEY_DIGITS)
+    repeated = (digits == digits[:, :1]).all(axis=1)
+    test_tac = np.zeros(len(key14), dtype=bool)
+    for prefix in rules.test_tac_prefixes:
+        test_tac |= np.strings.startswith(key14, prefix.encode())
+    placeholder = np.isin(key14, np.array(sorted(rules.placeholder_keys), dtype=f"S{KEY_DIGITS}"))
+    return repeated | test_tac | placeholder
+

@@ -1,0 +1,82 @@
+"""Decoding attach messages: the reference decoder's dead-letter reasons, and the vectorized
+poll decoder held to the reference's answers on generated messages."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumers.batchdecode import decode_poll
+from consumers.decode import DeadLetter, TimeWindow, decode_attach
+from enforcer.events import NO_KEY
+from enforcer.imei import ImeiRules
+
+NOW = 1_790_000_000_000
+WINDOW = TimeWindow.around(NOW, 60, 300)
+GOOD = {"imei": "352099001761481", "imsi": "432111234567890", "msisdn": "989121234567",
+        "ts": NOW}
+
+
+def encode(message: object) -> bytes:
+    return message if isinstance(message, bytes) else orjson.dumps(message)
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (b"", "not_json"), (b"{", "not_json"), (b"[]", "not_an_object"),
+    (b"x" * 5000, "too_large"),
+    ({k: v for k, v in GOOD.items() if k != "ts"}, "missing_field"),
+    (GOOD | {"msisdn": None}, "missing_field"),
+    (GOOD | {"imei": 3.5}, "bad_imei"), (GOOD | {"imei": True}, "bad_imei"),
+    (GOOD | {"imsi": "43211"}, "bad_imsi"), (GOOD | {"imsi": "imsi-abc"}, "bad_imsi"),
+    (GOOD | {"msisdn": "0912123456"}, "bad_msisdn"), (GOOD | {"msisdn": "98-912"}, "bad_msisdn"),
+    (GOOD | {"ts": "yesterday"}, "bad_ts"), (GOOD | {"ts": True}, "bad_ts"),
+    (GOOD | {"ts": 1}, "absurd_ts"), (GOOD | {"ts": NOW + 3_600_000}, "absurd_ts"),
+    (GOOD | {"emergency": "yes"}, "bad_field"), (GOOD | {"rat": 5}, "bad_field"),
+])
+def test_reference_dead_letter_reasons(rules: ImeiRules, message: object, reason: str) -> None:
+    decoded = decode_attach(encode(message), rules, WINDOW)
+    assert isinstance(decoded, DeadLetter) and decoded.reason == reason
+
+
+def test_accepted_forms(rules: ImeiRules) -> None:
+    for message in (GOOD, GOOD | {"ts": "2026-09-21T12:00:00Z"}, GOOD | {"imsi": 432111234567890},
+                    GOOD | {"msisdn": "+989121234567"}, GOOD | {"imei": "imei-352099001761481"},
+                    GOOD | {"emergency": True, "rat": "NR", "cell": "abc", "extra": [1]}):
+        assert not isinstance(decode_attach(encode(message), rules, WINDOW), DeadLetter)
+
+
+digits = st.text(alphabet="0123456789", min_size=0, max_size=18)
+texts = st.one_of(digits, st.text(max_size=20), st.sampled_from(
+    ["imei-352099001761481", " 35209900176148", "۳۵۲۰۹۹۰۰۱۷۶۱۴۸۱", "004999010640000",
+     "00441234123456", "77777777777777", "0912123456", "+989121234567", "imsi-432111234567890"]))
+values = st.one_of(texts, st.integers(-10, 10**16), st.none(), st.booleans(), st.floats())
+messages = st.one_of(
+    st.fixed_dictionaries({"imei": texts, "imsi": texts, "msisdn": texts,
+                           "ts": st.integers(NOW - 70 * 86_400_000, NOW + 600_000)},
+                          optional={"emergency": st.one_of(st.booleans(), values),
+                                    "rat": st.one_of(st.text(max_size=3), values)}),
+    st.fixed_dictionaries({"imei": values, "imsi": values, "msisdn": values, "ts": values}),
+    st.just(GOOD), st.binary(max_size=30))
+
+
+@given(st.lists(messages, max_size=25))
+@settings(max_examples=400, deadline=None)
+def test_poll_decoder_agrees_with_the_reference(rules: ImeiRules, batch: list) -> None:
+    values = [encode(m) for m in batch]
+    poll = decode_poll(values, rules, WINDOW)
+    expected_events, expected_dead = [], []
+    for i, value in enumerate(values):
+        one = decode_attach(value, rules, WINDOW)
+        (expected_dead if isinstance(one, DeadLetter) else expected_events).append((i, one))
+    assert [(i, d.reason) for i, d in poll.dead] == [(i, d.reason) for i, d in expected_dead]
+    assert poll.positions.tolist() == [i for i, _ in expected_events]
+    b = poll.batch
+    for row, (_, event) in enumerate(expected_events):
+        key = NO_KEY if event.imei.key is None else int(event.imei.key)
+        assert (int(b.imei_key[row]), bool(b.malformed[row]), int(b.imsi[row]),
+                int(b.mcc[row]), int(b.msisdn[row]), int(b.ts_ms[row]),
+                bool(b.emergency[row])) == (
+            int(key), event.imei.malformed, event.imsi.value, event.imsi.mcc, event.msisdn,
+            event.ts_ms, event.emergency)
