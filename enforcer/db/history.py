@@ -58,11 +58,12 @@ class HistoryStore:
         """Upsert `rows` in the caller's transaction; returns how many."""
         if not len(rows):
             return 0
+        # Binary parameters: text ones quote every array element through a regex.
         conn.execute(UPSERT, (rows.month.tolist(), rows.imei_key.astype("int64").tolist(),
                               rows.imsi.astype("int64").tolist(),
                               rows.msisdn.astype("int64").tolist(), rows.slot.tolist(),
                               rows.first_seen_ms.tolist(), rows.last_seen_ms.tolist(),
-                              rows.days.tolist()))
+                              rows.days.tolist()), binary=True)
         return len(rows)
 
 
