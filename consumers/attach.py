@@ -23,7 +23,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.batchdecode import decode_poll
 from consumers.decode import DeadLetter, TimeWindow
-from enforcer.clock import Clock
+from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
 from enforcer.decide import decide
@@ -36,7 +36,6 @@ from metrics.worker import WorkerMetrics
 
 log = logging.getLogger("eir.worker")
 
-MS_PER_S = 1000
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 LAG_EVERY_S = 5.0

@@ -14,12 +14,11 @@ from typing import Any
 
 import orjson
 
+from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.events import AttachEvent
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
 
-MS_PER_S = 1000
-MS_PER_DAY = 86_400_000
 REQUIRED = ("imei", "imsi", "msisdn", "ts")
 OPTIONAL_TEXT = ("mcc_mnc", "rat", "cell")
 # A longer value is no attach event; refusing it early bounds the work one message costs.

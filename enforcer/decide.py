@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from enforcer.clock import MS_PER_DAY
 from enforcer.events import AttachBatch
 from enforcer.imei import SNR_SPACE
 from enforcer.keyindex import ABSENT
@@ -21,7 +22,6 @@ from enforcer.registry import NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK
 from enforcer.state import EnforcementState
 from rules.policy import VERDICTS, Condition, Policy, Rule, Scope, Verdict
 
-MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,6 @@ from enforcer.tour import command, run_tour, say
 from enforcer.worker import build_worker
 from metrics.worker import WorkerMetrics
 
-MS_PER_S = 1000
 # How a malformed IMEI arrives in the demo's traffic: a placeholder burnt into basebands.
 MALFORMED_IMEI = "004999010640000"
 BAD_MESSAGE = b'{"imei": "35209900176148", "imsi": "not-an-imsi"}'

@@ -17,7 +17,6 @@ from enforcer.events import NO_KEY, AttachBatch
 from enforcer.registry import NO_DEVICE, SLOT_MASK
 
 NO_SLOT = -1
-MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,7 +8,8 @@ import tomllib
 import numpy as np
 import pytest
 
-from enforcer.decide import MS_PER_DAY, Decision, decide, decision_at
+from enforcer.clock import MS_PER_DAY
+from enforcer.decide import Decision, decide, decision_at
 from enforcer.events import AttachBatch, AttachEvent
 from enforcer.imei import ImeiRules, luhn_digit, parse_imei
 from enforcer.lists import BlackReason, Lists
