@@ -29,7 +29,7 @@ from measure import emit, say
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
 from enforcer.state import EnforcementState, save_snapshot
-from enforcer.synth import CountrySpec, build_country, home_imsi
+from enforcer.synth import CountrySpec, build_country, home_imsi, owned_rows
 from enforcer.services import EmbeddedServices, ServicePorts, free_port
 from enforcer.worker import build_worker
 from rules.policy import load_policy
@@ -44,9 +44,8 @@ SPREAD_MS = 50 * 60_000  # every event inside one hour: the resolution bucket
 
 def pairs(country, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """n (IMEI key, owner MSISDN) pairs of owned devices."""
-    rows = rng.integers(0, country.registry.rows, n * 2)
+    rows = owned_rows(rng, country.registry, n)
     owners = country.registry.owners(country.registry.device_slots(rows))
-    rows, owners = rows[owners != 0][:n], owners[owners != 0][:n]
     return country.lists.white_index.keys_at(rows), owners
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -58,14 +57,6 @@ class RecentKeys:
         self._young.add(key)
         if len(self._young) >= self._capacity:
             self._old, self._young = self._young, set()
-
-
-@dataclass
-class BatchOutcome:
-    events: int
-    dead_letters: int
-    history_rows: int
-    effects: int
 
 
 class AttachWorker:
@@ -123,7 +114,7 @@ class AttachWorker:
         self._producer.close()
         self._drop_connection()
 
-    def handle(self, records: list[ConsumerRecord]) -> BatchOutcome:
+    def handle(self, records: list[ConsumerRecord]) -> None:
         started = time.perf_counter()
         now = self._clock.now_ms()
         window = TimeWindow.around(now, self._config.worker.max_event_age_days,
@@ -165,7 +156,6 @@ class AttachWorker:
         for message in outgoing:
             self._sent.add(message.idempotency_key)
         self._count(batch, decisions, dead, rows, outgoing, now, started)
-        return BatchOutcome(len(batch), len(dead), len(rows), len(outgoing))
 
     def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
         headers = list(record.headers or []) + [

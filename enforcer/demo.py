@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from consumers.kafka import security
 from enforcer.config import Config
 from enforcer.db.migrate import migrate
-from enforcer.events import NO_KEY
+from enforcer.events import NO_KEY, AttachBatch
 from enforcer.services import EmbeddedServices, ServicePorts
 from enforcer.synth import Country, TrafficMix, attach_traffic
 from enforcer.tour import command, run_tour, say
@@ -28,6 +28,7 @@ from metrics.worker import WorkerMetrics
 MALFORMED_IMEI = "004999010640000"
 BAD_MESSAGE = b'{"imei": "35209900176148", "imsi": "not-an-imsi"}'
 TICK_S = 1.0
+POOL_SECONDS = 10
 TOUR_EVENTS = 1_000_000
 
 
@@ -40,18 +41,18 @@ class DemoOptions:
     keep_services: bool
 
 
-def _encode(country: Country, count: int, seed: int, now_ms: int,
+def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
             bad_share: float) -> list[tuple[bytes, bytes]]:
-    batch = attach_traffic(country, count, TrafficMix(), seed=seed, start_ms=now_ms, step_ms=0)
+    """count attaches drawn from the pool, stamped now: devices attach again and again."""
     rng = np.random.default_rng(seed)
+    batch = pool.take(rng.integers(0, len(pool), count))
     bad = rng.random(count) < bad_share
     out = []
-    for i, (key, imsi, msisdn, ts) in enumerate(zip(
-            batch.imei_key.tolist(), batch.imsi.tolist(), batch.msisdn.tolist(),
-            batch.ts_ms.tolist())):
+    for i, (key, imsi, msisdn) in enumerate(zip(
+            batch.imei_key.tolist(), batch.imsi.tolist(), batch.msisdn.tolist())):
         imei = MALFORMED_IMEI if key == NO_KEY else f"{key:014d}"
         value = BAD_MESSAGE if bad[i] else orjson.dumps(
-            {"imei": imei, "imsi": str(imsi), "msisdn": str(msisdn), "ts": ts})
+            {"imei": imei, "imsi": str(imsi), "msisdn": str(msisdn), "ts": now_ms})
         out.append((imei.encode(), value))
     return out
 
@@ -60,11 +61,14 @@ def _produce(config: Config, country: Country, options: DemoOptions,
              stop: threading.Event, sent: list[int]) -> None:
     """Attach traffic at a steady rate, keyed by IMEI so a device stays in one partition."""
     producer = KafkaProducer(**security(config.kafka))
+    # The SIMs active in the demo's hour: each attaches about every POOL_SECONDS seconds.
+    pool = attach_traffic(country, options.rate * POOL_SECONDS, TrafficMix(), seed=0,
+                          start_ms=0)
     second = 0
     try:
         while not stop.is_set():
             started = time.monotonic()
-            for key, value in _encode(country, options.rate, second,
+            for key, value in _encode(pool, options.rate, second,
                                       time.time_ns() // 1_000_000, options.bad_share):
                 producer.send(config.kafka.attach_topic, key=key, value=value)
             producer.flush()
@@ -84,19 +88,22 @@ def _total(metrics: WorkerMetrics, name: str, **labels: str) -> float:
     return total
 
 
-def _progress(metrics: WorkerMetrics, sent: int, took_s: float, last: float) -> tuple[str, float]:
+def _progress(metrics: WorkerMetrics, sent: int, took_s: float,
+              last: tuple[float, float]) -> tuple[str, tuple[float, float]]:
+    """One progress line; per-second figures against `last` (events decided, rows written)."""
     decided = _total(metrics, "eir_events_consumed_total")
+    writes = _total(metrics, "eir_history_rows_written_total")
     mix = {v: _total(metrics, "eir_events_consumed_total", verdict=v)
            for v in ("WHITELISTED", "GREYLISTED", "BLACKLISTED")}
     share = " ".join(f"{v[0]}{n / decided:.1%}" for v, n in mix.items()) if decided else "-"
-    writes = _total(metrics, "eir_history_rows_written_total")
+    new_events, new_writes = decided - last[0], writes - last[1]
     line = (f"  {took_s:5.0f} s  sent {sent:>9,}  decided {decided:>9,.0f} "
-            f"({(decided - last) / TICK_S:>7,.0f}/s)  {share}  "
+            f"({new_events / TICK_S:>7,.0f}/s)  {share}  "
             f"DLQ {_total(metrics, 'eir_dlq_messages_total'):>6,.0f}  "
             f"lag {_total(metrics, 'eir_consumer_lag'):>7,.0f}  history rows {writes:>8,.0f}"
-            f" ({writes / decided if decided else 0:.3f}/event)  "
+            f" ({new_writes / new_events if new_events else 0:.3f} writes/event now)  "
             f"effects {_total(metrics, 'eir_effects_sent_total'):>7,.0f}")
-    return line, decided
+    return line, (decided, writes)
 
 
 def run_demo(config: Config, options: DemoOptions) -> int:
@@ -118,7 +125,7 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     consumer = threading.Thread(target=worker.run, args=(stop,))
     producer.start()
     consumer.start()
-    started, last = time.monotonic(), 0.0
+    started, last = time.monotonic(), (0.0, 0.0)
     try:
         while time.monotonic() - started < options.duration_s:
             time.sleep(TICK_S)

@@ -194,7 +194,7 @@ class TrafficMix:
         return shares / shares.sum()
 
 
-def _owned_rows(rng: np.random.Generator, registry: Registry, n: int) -> np.ndarray:
+def owned_rows(rng: np.random.Generator, registry: Registry, n: int) -> np.ndarray:
     """n random white-list rows of owned devices, drawn without touching every row."""
     picked: list[np.ndarray] = []
     have = 0
@@ -217,7 +217,7 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
     """n attach events in the given mix, as a batch."""
     rng = np.random.default_rng(seed)
     kind = rng.choice(6, n, p=mix.shares())
-    pick = _owned_rows(rng, country.registry, n)
+    pick = owned_rows(rng, country.registry, n)
     keys = country.lists.white_index.keys_at(pick)
     msisdn = country.registry.owners(country.registry.device_slots(pick))
     # another cartable's SIM: a random subscriber (a collision with the owner is negligible)
