@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Callable
 
+import msgspec
 import numpy as np
-import orjson
 import psycopg
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -143,7 +143,7 @@ class AttachWorker:
                 self._dead_letter(record, letter)
             for message in outgoing:
                 self._producer.send(self._topics[message.stream], key=message.key,
-                                    value=orjson.dumps(message.value),
+                                    value=msgspec.json.encode(message.value),
                                     headers=[(IDEMPOTENCY_HEADER,
                                               message.idempotency_key.encode())])
             self._producer.flush(timeout=FLUSH_TIMEOUT_S)

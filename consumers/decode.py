@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
+import msgspec
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.events import AttachEvent
@@ -69,8 +69,8 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
     if len(value) > MAX_MESSAGE_BYTES:
         return DeadLetter(Reason.TOO_LARGE, f"{len(value)} bytes, at most {MAX_MESSAGE_BYTES}")
     try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+        data = msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
         return DeadLetter(Reason.NOT_JSON, str(exc))
     if not isinstance(data, dict):
         return DeadLetter(Reason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import orjson
+import msgspec
 import psycopg
 
 from enforcer.build import SourceFiles, build_from_files, imei_rules
@@ -31,7 +31,7 @@ EXIT_USAGE = 2
 
 
 def _print(obj: object) -> None:
-    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
 
 
 def _state_dir(args: argparse.Namespace, config: Config) -> Path:

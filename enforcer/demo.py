@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
-import orjson
 import psycopg
 from kafka import KafkaProducer
 
@@ -51,7 +51,7 @@ def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
     for i, (key, imsi, msisdn) in enumerate(zip(
             batch.imei_key.tolist(), batch.imsi.tolist(), batch.msisdn.tolist())):
         imei = MALFORMED_IMEI if key == NO_KEY else f"{key:014d}"
-        value = BAD_MESSAGE if bad[i] else orjson.dumps(
+        value = BAD_MESSAGE if bad[i] else msgspec.json.encode(
             {"imei": imei, "imsi": str(imsi), "msisdn": str(msisdn), "ts": now_ms})
         out.append((imei.encode(), value))
     return out

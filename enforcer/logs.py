@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-import orjson
+import msgspec
 
 from enforcer.clock import MS_PER_S, iso
 
@@ -20,7 +20,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in STANDARD})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return msgspec.json.encode(entry, enc_hook=str).decode()
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-import orjson
+import msgspec
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 READ_TIMEOUT_MS = 4000
@@ -18,7 +18,7 @@ def unique(prefix: str) -> str:
 def produce(bootstrap: str, topic: str, messages: list[object], key: bytes = b"k") -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     for m in messages:
-        value = m if isinstance(m, bytes) else orjson.dumps(m)
+        value = m if isinstance(m, bytes) else msgspec.json.encode(m)
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
