@@ -28,7 +28,8 @@ from enforcer.db.history import HistoryStore
 from enforcer.decide import decide
 from enforcer.effects import Stream, effects_of, verdicts_of
 from enforcer.events import AttachBatch
-from enforcer.history import SightingCache, aggregate
+from enforcer.history import aggregate
+from enforcer.sightings import SightingCache
 from enforcer.imei import ImeiRules
 from enforcer.state import StateHolder
 from metrics.worker import WorkerMetrics

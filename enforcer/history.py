@@ -1,9 +1,7 @@
 """Slot-usage history: which SIM used which IMEI, when first and last, on which days.
 
-`aggregate` turns a decided batch into one row per (month, IMEI key, IMSI), pure numpy.
-`SightingCache` remembers what the database already holds for recent pairs, so that a pair
-seen again within the resolution (default an hour) on a day already recorded costs no
-write: at steady state almost every attach is such a repeat.
+`aggregate` turns a decided batch into one row per (month, IMEI key, IMSI), pure numpy;
+`enforcer.sightings` decides which of those rows the database does not hold yet.
 """
 
 from __future__ import annotations
@@ -73,49 +71,3 @@ def aggregate(batch: AttachBatch, decisions: Decisions) -> SlotUsageRows:
         month=month[starts], imei_key=key[starts], imsi=imsi[starts], msisdn=msisdn[ends],
         slot=slot[ends], first_seen_ms=ts[starts], last_seen_ms=ts[ends],
         days=np.bitwise_or.reduceat(day_bit, starts))
-
-
-class SightingCache:
-    """What the database holds for recently seen pairs: the resolution bucket of last_seen,
-    the days bitmask and the MSISDN. Two generations of dicts: when the young one is full
-    it becomes the old one, so memory stays bounded and recent pairs stay remembered."""
-
-    def __init__(self, capacity: int, resolution_ms: int) -> None:
-        self._capacity = max(capacity // 2, 1)
-        self._resolution_ms = resolution_ms
-        self._young: dict[tuple[int, int, int], tuple[int, int, int]] = {}
-        self._old: dict[tuple[int, int, int], tuple[int, int, int]] = {}
-
-    def __len__(self) -> int:
-        return len(self._young) + len(self._old)
-
-    def _get(self, key: tuple[int, int, int]) -> tuple[int, int, int] | None:
-        found = self._young.get(key)
-        return found if found is not None else self._old.get(key)
-
-    def needed(self, rows: SlotUsageRows) -> np.ndarray:
-        """Which rows would change what the database holds, beyond the resolution."""
-        out = np.ones(len(rows), dtype=bool)
-        buckets = (rows.last_seen_ms // self._resolution_ms).tolist()
-        for i, key in enumerate(zip(rows.month.tolist(), rows.imei_key.tolist(),
-                                    rows.imsi.tolist())):
-            known = self._get(key)
-            if known is None:
-                continue
-            bucket, days, msisdn = known
-            out[i] = (buckets[i] > bucket or int(rows.days[i]) & ~days != 0
-                      or int(rows.msisdn[i]) != msisdn)
-        return out
-
-    def remember(self, rows: SlotUsageRows) -> None:
-        """After the database committed `rows`."""
-        buckets = (rows.last_seen_ms // self._resolution_ms).tolist()
-        for key, bucket, days, msisdn in zip(
-                zip(rows.month.tolist(), rows.imei_key.tolist(), rows.imsi.tolist()),
-                buckets, rows.days.tolist(), rows.msisdn.tolist()):
-            known = self._get(key)
-            if known is not None:
-                bucket, days = max(bucket, known[0]), days | known[1]
-            self._young[key] = (bucket, days, msisdn)
-            if len(self._young) >= self._capacity:
-                self._old, self._young = self._young, {}

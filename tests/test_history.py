@@ -13,7 +13,8 @@ from enforcer.db.history import HistoryStore, usage_of
 from enforcer.db.migrate import migrate, migrations
 from enforcer.decide import decide
 from enforcer.events import AttachBatch, AttachEvent
-from enforcer.history import SightingCache, aggregate
+from enforcer.history import aggregate
+from enforcer.sightings import SightingCache
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.state import EnforcementState
 from enforcer.subscriber import parse_imsi

@@ -20,7 +20,7 @@ SELECT date '1970-01-01' + m, k, i, s, NULLIF(sl, -1),
        to_timestamp(f / 1000.0), to_timestamp(l / 1000.0), d
 FROM unnest(%s::int4[], %s::int8[], %s::int8[], %s::int8[], %s::int2[], %s::int8[],
             %s::int8[], %s::int4[]) AS u(m, k, i, s, sl, f, l, d)
-ON CONFLICT (month, imei_key, imsi) DO UPDATE SET
+ON CONFLICT (imei_key, imsi, month) DO UPDATE SET
     msisdn = CASE WHEN excluded.last_seen >= slot_usage.last_seen
                   THEN excluded.msisdn ELSE slot_usage.msisdn END,
     slot = coalesce(excluded.slot, slot_usage.slot),
