@@ -77,6 +77,7 @@ class WorkerConfig:
     batch_max_wait_ms: int
     max_event_age_days: int
     max_event_future_s: int
+    gc_threshold: int
 
 
 @dataclass(frozen=True)

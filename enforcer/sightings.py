@@ -109,7 +109,11 @@ class SightingCache:
         """After the database committed `rows` (unique pairs, as aggregated)."""
         if not len(rows):
             return
-        rows = rows.take(np.arange(min(len(rows), self._per_generation)))
+        if len(rows) > self._per_generation:
+            # More than a generation holds: remembering only some would leave what the
+            # others replace standing, so forget everything instead.
+            self._old, self._young = _Table(self._bits), _Table(self._bits)
+            return
         known, bucket, days, _ = self._known(rows)
         bucket = np.where(known, np.maximum(bucket, rows.last_seen_ms // self._resolution_ms),
                           rows.last_seen_ms // self._resolution_ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -37,10 +38,21 @@ def build_worker(config: Config, clock: Clock | None = None) -> AttachWorker:
     metrics = WorkerMetrics()
     if config.metrics.port:
         metrics.serve(config.metrics.port)
-    return AttachWorker(
+    worker = AttachWorker(
         config, holder, imei_rules(config), clock or SystemClock(), metrics,
         attach_consumer(config.kafka, config.worker.batch_max_events),
         producer(config.kafka), partial(psycopg.connect, config.postgres.dsn, autocommit=True))
+    tune_gc(config.worker.gc_threshold)
+    return worker
+
+
+def tune_gc(threshold: int) -> None:
+    """What is loaded at start (the state, the modules) lives as long as the process: frozen,
+    the collector stops walking it at every full collection. Collections come less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(threshold, older, oldest)
 
 
 def run_worker(config: Config) -> int:

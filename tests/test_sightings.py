@@ -82,3 +82,12 @@ def test_with_room_for_every_pair_it_answers_as_a_dictionary_does(stream) -> Non
 @given(batches, st.integers(2, 40))
 def test_when_it_forgets_it_never_skips_a_needed_write(stream, capacity: int) -> None:
     replay(SightingCache(capacity, RESOLUTION_MS), Model(), stream, exact=False)
+
+
+def test_a_batch_larger_than_a_generation_leaves_nothing_stale() -> None:
+    cache = SightingCache(2, RESOLUTION_MS)
+    first = rows_of([(0, 1, 1, 0, 1, 1)])
+    cache.remember(first)
+    # The same pair with another number, among more pairs than one generation holds.
+    cache.remember(rows_of([(0, 2, 1, 0, 1, 1), (0, 3, 1, 0, 1, 1), (0, 1, 1, 0, 1, 2)]))
+    assert cache.needed(first).tolist() == [True]
