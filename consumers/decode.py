@@ -88,7 +88,7 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
         msisdn = parse_msisdn(data["msisdn"])
     except IdentityError as exc:
         return DeadLetter(Reason.BAD_MSISDN, str(exc))
-    ts = _timestamp_ms(data["ts"])
+    ts = timestamp_ms(data["ts"])
     if ts is None:
         return DeadLetter(Reason.BAD_TS, "ts is neither ISO-8601 nor epoch milliseconds")
     if not window.admits(ts):
@@ -102,7 +102,7 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
     return AttachEvent(parse_imei(imei, rules), imsi, msisdn, ts, emergency)
 
 
-def _timestamp_ms(value: Any) -> int | None:
+def timestamp_ms(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
