@@ -55,9 +55,9 @@ class _Wire(msgspec.Struct, tag_field="type"):
 
 
 class _DeviceRegistered(_Wire, tag="device_registered"):
+    device_id: str  # required: a replayed registration must name the same device
     imeis: list[Number]
     source: Source
-    device_id: str | None = None
     entry_date: date | None = None
 
 

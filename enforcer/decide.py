@@ -18,7 +18,7 @@ from enforcer.events import AttachBatch
 from enforcer.imei import SNR_SPACE
 from enforcer.keyindex import ABSENT
 from enforcer.lists import BLACK_REASONS, NO_REASON, BlackReason
-from enforcer.registry import NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK
+from enforcer.registry import NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK
 from enforcer.state import EnforcementState
 from rules.policy import VERDICTS, Condition, Policy, Rule, Scope, Verdict
 
@@ -97,23 +97,33 @@ def decide(batch: AttachBatch, state: EnforcementState) -> Decisions:
 
 def _decide_sorted(batch: AttachBatch, state: EnforcementState
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lists, registry, policy = state.lists, state.registry, state.policy
+    lists, registry, policy, overlay = state.lists, state.registry, state.policy, state.overlay
     keys = batch.imei_key
     rows = lists.white_index.rows_sorted(keys)
     registered = rows != ABSENT
     black = lists.black_reasons(keys)
     device_slot = registry.device_slots(rows)
-    owner = registry.owners(device_slot)
+    if len(overlay):  # the registry's changes since the snapshot
+        registered, device_slot, black = overlay.patch_imeis(keys, registered, device_slot,
+                                                             black)
+    owner = overlay.patch_owners(device_slot, registry.owners(device_slot))
     owned = owner != NO_OWNER
     owner_sim = owned & (owner == batch.msisdn)
     # Only the few events not from the owner's own SIM need the cartable and operator SIMs.
     others = np.flatnonzero(registered & ~owner_sim)
     if len(others):
-        also = registry.operator_sims.contains(keys[others], batch.msisdn[others])
+        also = overlay.patch_operator_sims(
+            keys[others], batch.msisdn[others],
+            registry.operator_sims.contains(keys[others], batch.msisdn[others]))
         owned_others = owned[others]
         if owned_others.any():
             sub = others[owned_others]
-            also[owned_others] |= registry.same_cartable(owner[sub], batch.msisdn[sub])
+
+            def cartable(numbers: np.ndarray) -> np.ndarray:
+                return overlay.patch_cartables(numbers, registry.cartables.of(numbers))
+
+            a, b = cartable(owner[sub]), cartable(batch.msisdn[sub])
+            also[owned_others] |= (a != NO_CARTABLE) & (a == b)
         owner_sim[others] = also
     roamer = ~np.isin(batch.mcc, np.array(policy.home_mcc, dtype=np.uint16))
 

@@ -157,15 +157,12 @@ class Registry:
         return out
 
     def owners(self, device_slots: np.ndarray) -> np.ndarray:
-        has = device_slots != NO_DEVICE
-        devices = np.where(has, device_slots >> np.uint32(SLOT_BITS), 0)
+        """NO_OWNER too for devices numbered past this registry's (registered since)."""
+        devices = device_slots >> np.uint32(SLOT_BITS)
+        has = (device_slots != NO_DEVICE) & (devices < len(self.owner))
         if not len(self.owner):
             return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
-        return np.where(has, unpack_msisdns(self.owner[devices]), NO_OWNER)
-
-    def same_cartable(self, owners: np.ndarray, msisdns: np.ndarray) -> np.ndarray:
-        a, b = self.cartables.of(owners), self.cartables.of(msisdns)
-        return (a != NO_CARTABLE) & (a == b)
+        return np.where(has, unpack_msisdns(self.owner[np.where(has, devices, 0)]), NO_OWNER)
 
     def device(self, device: int, white_index: KeyIndex) -> DeviceView:
         others = np.flatnonzero((self.other_device >> np.uint32(SLOT_BITS)) == device)

@@ -8,10 +8,12 @@ import json
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from enforcer.lists import Lists
+from enforcer.overlay import Overlay, empty_overlay
 from enforcer.registry import Registry
 from rules.policy import Policy
 
@@ -25,10 +27,13 @@ class EnforcementState:
     lists: Lists
     registry: Registry
     policy: Policy
+    overlay: Overlay = field(default=None)  # type: ignore[assignment]  # empty if not given
 
     def __post_init__(self) -> None:
         if self.registry.rows != len(self.lists.white_index):
             raise ValueError("the registry is not aligned to this generation's white list")
+        if self.overlay is None:
+            object.__setattr__(self, "overlay", empty_overlay(self.registry))
 
     @property
     def generation(self) -> int:
@@ -43,6 +48,11 @@ class StateHolder:
     @property
     def current(self) -> EnforcementState:
         return self._state
+
+    def update(self, change: Callable[[EnforcementState], EnforcementState]) -> None:
+        """Replace the state with `change(current)`, atomically with respect to swaps."""
+        with self._swap_lock:
+            self._state = change(self._state)
 
     def swap(self, new: EnforcementState) -> EnforcementState:
         with self._swap_lock:

@@ -1,0 +1,214 @@
+"""Registry changes since the snapshot, laid over it.
+
+The snapshot's columns are sized for a country and built aside; a registration, a transfer or
+a black-listing must count within a second. So changes go to an overlay: small maps from
+IMEI key, device, MSISDN or (IMEI, MSISDN) pair to what is true now, and the decision
+consults them after the snapshot, for the whole batch at once (`patch_*`). Applying a change
+is pure and returns a new overlay; the worker swaps it in as it swaps generations. A new
+national snapshot folds the overlay in and starts it empty again.
+
+Devices registered by events are numbered after the snapshot's devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timezone
+from typing import Mapping
+
+import numpy as np
+
+from enforcer.lists import BLACK_REASONS, NO_REASON, Lists
+from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, DeviceDeregistered,
+                                DeviceRegistered, ImeiReplaced, OperatorSimChanged,
+                                OwnershipSet)
+from enforcer.registry import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
+                               Registry, Source)
+
+
+class Inapplicable(ValueError):
+    """The change names something the state does not have (e.g. an unknown device)."""
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """A device registered by an event: what the snapshot's columns hold for the others."""
+
+    source: Source
+    registered_on: date
+
+
+class _Patch:
+    """Sorted keys and their values, looked up for a whole column at once."""
+
+    def __init__(self, mapping: Mapping[int, int], value_dtype: type) -> None:
+        keys = np.array(sorted(mapping), dtype=np.uint64)
+        self.keys = keys
+        self.values = np.array([mapping[k] for k in keys.tolist()], dtype=value_dtype)
+
+    def find(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which queries have an entry, the entry's value where they do)."""
+        if not len(self.keys):
+            return np.zeros(len(query), dtype=bool), np.zeros(len(query), self.values.dtype)
+        at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        return self.keys[at] == query, self.values[at]
+
+
+@dataclass(frozen=True, eq=False)
+class Overlay:
+    base_devices: int  # devices in the snapshot; event-registered ones are numbered after
+    imeis: Mapping[int, int] = field(default_factory=dict)  # key -> device_slot | NO_DEVICE
+    owners: Mapping[int, int] = field(default_factory=dict)  # device -> MSISDN | NO_OWNER
+    device_ids: Mapping[str, int] = field(default_factory=dict)  # registry's id -> device
+    devices: Mapping[int, NewDevice] = field(default_factory=dict)
+    cartables: Mapping[int, int] = field(default_factory=dict)  # MSISDN -> cartable | NO_...
+    operator_sims: Mapping[tuple[int, int], bool] = field(default_factory=dict)
+    black: Mapping[int, int] = field(default_factory=dict)  # key -> BLACK_REASONS | NO_REASON
+    _imei_patch: _Patch = field(init=False, repr=False)
+    _owner_patch: _Patch = field(init=False, repr=False)
+    _cartable_patch: _Patch = field(init=False, repr=False)
+    _black_patch: _Patch = field(init=False, repr=False)
+    _operator_keys: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_imei_patch", _Patch(self.imeis, np.uint32))
+        object.__setattr__(self, "_owner_patch", _Patch(self.owners, np.uint64))
+        object.__setattr__(self, "_cartable_patch", _Patch(self.cartables, np.uint32))
+        object.__setattr__(self, "_black_patch", _Patch(self.black, np.uint8))
+        object.__setattr__(self, "_operator_keys",
+                           np.unique(np.array([k for k, _ in self.operator_sims],
+                                              dtype=np.uint64)))
+
+    def __len__(self) -> int:
+        return (len(self.imeis) + len(self.owners) + len(self.cartables)
+                + len(self.operator_sims) + len(self.black))
+
+    @property
+    def next_device(self) -> int:
+        return self.base_devices + len(self.devices)
+
+    # The decision's side: patch what the snapshot answered, for a whole batch.
+
+    def patch_imeis(self, keys: np.ndarray, registered: np.ndarray, device_slot: np.ndarray,
+                    black: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        has, slot = self._imei_patch.find(keys)
+        device_slot = np.where(has, slot, device_slot)
+        registered = np.where(has, slot != NO_DEVICE, registered)
+        has, code = self._black_patch.find(keys)
+        return registered, device_slot, np.where(has, code, black)
+
+    def patch_owners(self, device_slot: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        device = np.where(device_slot != NO_DEVICE, device_slot >> np.uint32(SLOT_BITS), 0)
+        has, value = self._owner_patch.find(device.astype(np.uint64))
+        return np.where(has & (device_slot != NO_DEVICE), value, owner)
+
+    def patch_cartables(self, msisdns: np.ndarray, cartable: np.ndarray) -> np.ndarray:
+        has, value = self._cartable_patch.find(msisdns)
+        return np.where(has, value, cartable)
+
+    def patch_operator_sims(self, keys: np.ndarray, msisdns: np.ndarray,
+                            is_operator: np.ndarray) -> np.ndarray:
+        if not len(self._operator_keys):
+            return is_operator
+        out = is_operator.copy()
+        for i in np.flatnonzero(np.isin(keys, self._operator_keys)).tolist():
+            value = self.operator_sims.get((int(keys[i]), int(msisdns[i])))
+            if value is not None:
+                out[i] = value
+        return out
+
+    # The registry's side: one change at a time, pure.
+
+    def apply(self, change: Change, time_ms: int, lists: Lists, registry: Registry) -> Overlay:
+        match change:
+            case DeviceRegistered():
+                return self._registered(change, time_ms, lists, registry)
+            case DeviceDeregistered():
+                device = self._device_of(change.device.device_id, change.device.imei_keys,
+                                         lists, registry)
+                imeis = dict(self.imeis)
+                for key in self._keys_of(device, lists, registry):
+                    imeis[key] = int(NO_DEVICE)
+                device_ids = {i: d for i, d in self.device_ids.items() if d != device}
+                return replace(self, imeis=imeis, owners={**self.owners, device: int(NO_OWNER)},
+                               device_ids=device_ids)
+            case OwnershipSet():
+                device = self._device_of(change.device.device_id, change.device.imei_keys,
+                                         lists, registry)
+                return replace(self, owners={**self.owners, device: change.owner_msisdn})
+            case CartableChanged():
+                cartables = dict(self.cartables)
+                for msisdn in change.msisdns:
+                    if change.linked:
+                        cartables[msisdn] = change.cartable_id
+                    elif self._cartable(msisdn, registry) == change.cartable_id:
+                        cartables[msisdn] = int(NO_CARTABLE)
+                return replace(self, cartables=cartables)
+            case OperatorSimChanged():
+                pair = (change.imei_key, change.msisdn)
+                return replace(self, operator_sims={**self.operator_sims, pair: change.set})
+            case ImeiReplaced():
+                slot = self.device_slot(change.old_key, lists, registry)
+                if slot == NO_DEVICE:
+                    raise Inapplicable(f"IMEI {change.old_key:014d} is in no device")
+                return replace(self, imeis={**self.imeis, change.old_key: int(NO_DEVICE),
+                                            change.new_key: slot})
+            case BlacklistChanged():
+                code = BLACK_REASONS.index(change.reason) if change.reason else NO_REASON
+                return replace(self, black={**self.black, **dict.fromkeys(change.imei_keys,
+                                                                          code)})
+        raise AssertionError(f"no rule for {type(change).__name__}")  # Change is closed
+
+    def _registered(self, change: DeviceRegistered, time_ms: int, lists: Lists,
+                    registry: Registry) -> Overlay:
+        known = self.device_ids.get(change.device.device_id or "")
+        device = known if known is not None else self.next_device
+        imeis = dict(self.imeis)
+        if known is not None:  # registered again: its slots are what this event says
+            for key in self._keys_of(device, lists, registry):
+                imeis[key] = int(NO_DEVICE)
+        for slot, key in enumerate(change.device.imei_keys[:MAX_SLOTS]):
+            imeis[key] = (device << SLOT_BITS) | slot
+        day = change.entry_date or datetime.fromtimestamp(time_ms / 1000, timezone.utc).date()
+        device_ids = dict(self.device_ids)
+        if change.device.device_id is not None:
+            device_ids[change.device.device_id] = device
+        return replace(self, imeis=imeis, owners={**self.owners, device: int(NO_OWNER)},
+                       device_ids=device_ids,
+                       devices={**self.devices, device: NewDevice(change.source, day)})
+
+    def device_slot(self, key: int, lists: Lists, registry: Registry) -> int:
+        if key in self.imeis:
+            return self.imeis[key]
+        rows = lists.white_index.rows(np.array([key], dtype=np.uint64))
+        return int(registry.device_slots(rows)[0])
+
+    def _device_of(self, device_id: str | None, keys: tuple[int, ...], lists: Lists,
+                   registry: Registry) -> int:
+        if device_id is not None and device_id in self.device_ids:
+            return self.device_ids[device_id]
+        if keys:
+            slot = self.device_slot(keys[0], lists, registry)
+            if slot != NO_DEVICE:
+                return slot >> SLOT_BITS
+        raise Inapplicable(f"no device {device_id or ''} with IMEI "
+                           f"{', '.join(f'{k:014d}' for k in keys) or '(none given)'}")
+
+    def _keys_of(self, device: int, lists: Lists, registry: Registry) -> list[int]:
+        """The IMEI keys that are the device's slots now."""
+        keys = set()
+        if device < self.base_devices:
+            keys = {s.imei_key for s in registry.device(device, lists.white_index).slots}
+        keys |= {k for k, s in self.imeis.items()
+                 if s != NO_DEVICE and s >> SLOT_BITS == device}
+        slots = {k: self.device_slot(k, lists, registry) for k in keys}
+        return sorted(k for k, s in slots.items() if s != NO_DEVICE and s >> SLOT_BITS == device)
+
+    def _cartable(self, msisdn: int, registry: Registry) -> int:
+        if msisdn in self.cartables:
+            return self.cartables[msisdn]
+        return int(registry.cartables.of(np.array([msisdn], dtype=np.uint64))[0])
+
+
+def empty_overlay(registry: Registry) -> Overlay:
+    return Overlay(base_devices=registry.devices)

@@ -1,0 +1,121 @@
+"""Registry changes laid over the snapshot: after each kind of change, the next attach is
+decided as the registry now says."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+
+from enforcer.lists import BlackReason
+from enforcer.overlay import Inapplicable
+from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Device,
+                                DeviceDeregistered, DeviceRegistered, ImeiReplaced,
+                                OperatorSimChanged, OwnershipSet, Via)
+from enforcer.registry import Source
+from enforcer.state import EnforcementState, StateHolder
+from rules.policy import Verdict
+from tests.test_decide import (BUYER, DUAL, HELPER, OWNER, SINGLE, SPOUSE, STOLEN, STRANGER, T0,
+                               UNOWNED, UNREGISTERED, attach, make_state)
+
+NEW_IMEIS = (35777777000000, 35777777000010)
+
+
+@pytest.fixture()
+def state(policy) -> EnforcementState:
+    return make_state(policy)
+
+
+def applied(state: EnforcementState, *changes: Change) -> EnforcementState:
+    holder = StateHolder(state)
+    for change in changes:
+        holder.update(lambda s, c=change: replace(
+            s, overlay=s.overlay.apply(c, T0, s.lists, s.registry)))
+    return holder.current
+
+
+def rule(state: EnforcementState, rules, imei: int, msisdn: int) -> str:
+    return attach(state, rules, imei, msisdn).rule
+
+
+def test_a_registered_device_is_known_at_its_next_attach(state, rules) -> None:
+    assert rule(state, rules, NEW_IMEIS[1], BUYER) == "unregistered"
+    after = applied(state, DeviceRegistered(Device("D9", NEW_IMEIS), Source.PASSENGER,
+                                            date(2026, 9, 1)))
+    d = attach(after, rules, NEW_IMEIS[1], BUYER)
+    assert d.rule == "no_cartable" and d.slot == 1 and d.device == state.registry.devices
+
+
+def test_activation_makes_the_sim_the_owner(state, rules) -> None:
+    after = applied(state, DeviceRegistered(Device("D9", NEW_IMEIS), Source.IMPORT, None),
+                    OwnershipSet(Device("D9", ()), BUYER, Via.ACTIVATION))
+    assert rule(after, rules, NEW_IMEIS[0], BUYER) == "owner"
+    assert rule(after, rules, NEW_IMEIS[0], STRANGER) == "other_cartable"
+
+
+def test_a_transfer_moves_a_snapshot_device_to_the_buyer(state, rules) -> None:
+    assert rule(state, rules, SINGLE, BUYER) == "other_cartable"
+    after = applied(state, OwnershipSet(Device(None, (SINGLE,)), BUYER, Via.TRANSFER_DIRECT))
+    assert rule(after, rules, SINGLE, BUYER) == "owner"
+    assert rule(after, rules, SINGLE, OWNER) == "other_cartable"
+
+
+def test_a_deregistered_device_is_unregistered_again(state, rules) -> None:
+    after = applied(state, DeviceDeregistered(Device(None, (DUAL[1],))))
+    assert rule(after, rules, DUAL[0], OWNER) == "unregistered"
+    assert rule(after, rules, DUAL[1], OWNER) == "unregistered"
+
+
+def test_cartable_links_make_every_sim_of_the_person_an_owner(state, rules) -> None:
+    after = applied(state, CartableChanged(1, (BUYER,), linked=True))
+    assert rule(after, rules, SINGLE, BUYER) == "owner"
+    unlinked = applied(after, CartableChanged(1, (SPOUSE,), linked=False))
+    assert rule(unlinked, rules, SINGLE, SPOUSE) == "other_cartable"
+    assert rule(unlinked, rules, SINGLE, BUYER) == "owner"
+
+
+def test_unlinking_from_another_cartable_changes_nothing(state, rules) -> None:
+    after = applied(state, CartableChanged(2, (SPOUSE,), linked=False))
+    assert rule(after, rules, SINGLE, SPOUSE) == "owner"
+
+
+def test_operator_sims_are_set_and_removed(state, rules) -> None:
+    after = applied(state, OperatorSimChanged(DUAL[0], STRANGER, True))
+    assert rule(after, rules, DUAL[0], STRANGER) == "owner"
+    removed = applied(after, OperatorSimChanged(DUAL[1], HELPER, False))
+    assert rule(removed, rules, DUAL[1], HELPER) == "other_cartable"
+    assert rule(removed, rules, UNOWNED, HELPER) == "owner"  # another IMEI's stays
+
+
+def test_a_repair_moves_the_slot_to_the_new_imei(state, rules) -> None:
+    after = applied(state, ImeiReplaced(SINGLE, NEW_IMEIS[0]))
+    d = attach(after, rules, NEW_IMEIS[0], OWNER)
+    assert d.rule == "owner" and d.slot == 0
+    assert rule(after, rules, SINGLE, OWNER) == "unregistered"
+
+
+def test_a_repair_of_an_imei_in_no_device_is_inapplicable(state) -> None:
+    with pytest.raises(Inapplicable):
+        applied(state, ImeiReplaced(UNREGISTERED, NEW_IMEIS[0]))
+
+
+def test_black_listing_and_lifting_it(state, rules) -> None:
+    after = applied(state, BlacklistChanged((SINGLE,), BlackReason.COURT_ORDER))
+    d = attach(after, rules, SINGLE, OWNER)
+    assert d.verdict is Verdict.BLACKLISTED and d.black_reason is BlackReason.COURT_ORDER
+    lifted = applied(after, BlacklistChanged((SINGLE, STOLEN), None))
+    assert rule(lifted, rules, SINGLE, OWNER) == "owner"
+    assert rule(lifted, rules, STOLEN, OWNER) == "owner"
+
+
+def test_ownership_of_an_unknown_device_is_inapplicable(state) -> None:
+    with pytest.raises(Inapplicable):
+        applied(state, OwnershipSet(Device("nope", ()), BUYER, Via.ACTIVATION))
+
+
+def test_applying_a_change_twice_is_applying_it_once(state, rules) -> None:
+    change = OwnershipSet(Device(None, (SINGLE,)), BUYER, Via.TRANSFER_INDIRECT)
+    once, twice = applied(state, change), applied(state, change, change)
+    assert once.overlay.owners == twice.overlay.owners
+    assert rule(twice, rules, SINGLE, BUYER) == "owner"
