@@ -17,11 +17,11 @@ from typing import Callable
 import msgspec
 import numpy as np
 import psycopg
-from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.batchdecode import decode_poll
 from consumers.decode import DeadLetter, TimeWindow
+from consumers.replay import dead_letter_headers, rewind
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
@@ -100,7 +100,7 @@ class AttachWorker:
                     self.handle(records)
                     backoff = BACKOFF_FIRST_S
                 except Exception as exc:  # noqa: BLE001 - whatever failed, replay the batch
-                    self._rewind(records)
+                    rewind(self._consumer, records)
                     self._drop_connection()
                     log.warning("batch failed, will be consumed again",
                                 extra={"error": repr(exc), "retry_in_s": backoff,
@@ -159,13 +159,9 @@ class AttachWorker:
         self._count(batch, decisions, dead, rows, outgoing, now, started)
 
     def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
-        headers = list(record.headers or []) + [
-            ("dlq-reason", letter.reason.encode()), ("dlq-detail", letter.detail.encode()),
-            ("dlq-source-topic", record.topic.encode()),
-            ("dlq-source-partition", str(record.partition).encode()),
-            ("dlq-source-offset", str(record.offset).encode())]
         self._producer.send(self._config.kafka.attach_dlq_topic, key=record.key,
-                            value=record.value or b"", headers=headers)
+                            value=record.value or b"",
+                            headers=dead_letter_headers(record, letter))
 
     def _count(self, batch: AttachBatch, decisions, dead, rows, outgoing, now: int,
                started: float) -> None:
@@ -189,16 +185,6 @@ class AttachWorker:
         self._metrics.list_size.labels("black").set(len(lists.black_index))
         self._metrics.list_size.labels("cut_imeis").set(len(lists.cut_imeis))
         self._metrics.list_size.labels("cut_pairs").set(len(lists.cut_pairs))
-
-    def _rewind(self, records: list[ConsumerRecord]) -> None:
-        first: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            first[tp] = min(first.get(tp, record.offset), record.offset)
-        assigned = self._consumer.assignment()
-        for tp, offset in first.items():
-            if tp in assigned:
-                self._consumer.seek(tp, offset)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

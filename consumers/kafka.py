@@ -37,3 +37,9 @@ def attach_consumer(config: KafkaConfig, max_records: int) -> KafkaConsumer:
 def producer(config: KafkaConfig) -> KafkaProducer:
     # acks=all: a message counts as sent only once every in-sync replica has it.
     return KafkaProducer(acks="all", linger_ms=PRODUCER_LINGER_MS, **security(config))
+
+
+def registry_consumer(config: KafkaConfig) -> KafkaConsumer:
+    """No group: every worker reads every partition, from positions kept in PostgreSQL."""
+    return KafkaConsumer(group_id=None, enable_auto_commit=False,
+                         auto_offset_reset="earliest", **security(config))

@@ -64,6 +64,8 @@ class KafkaConfig:
     commands_topic: str
     verdicts_topic: str
     publish_verdicts: bool
+    registry_topic: str
+    registry_dlq_topic: str
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,11 @@ class WorkerConfig:
     max_event_age_days: int
     max_event_future_s: int
     gc_threshold: int
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    max_event_age_days: int
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,7 @@ class Config:
     kafka: KafkaConfig
     postgres: PostgresConfig
     worker: WorkerConfig
+    registry: RegistryConfig
     history: HistoryConfig
     metrics: MetricsConfig
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import psycopg
 
 from consumers.attach import AttachWorker
-from consumers.kafka import attach_consumer, producer
+from consumers.kafka import attach_consumer, producer, registry_consumer
+from consumers.registry import RegistryFollower
 from enforcer.build import imei_rules
 from enforcer.clock import Clock, SystemClock
 from enforcer.config import Config
@@ -28,7 +29,33 @@ class NotReady(RuntimeError):
     """The worker cannot start yet; the message says what to do."""
 
 
-def build_worker(config: Config, clock: Clock | None = None) -> AttachWorker:
+class Worker:
+    """The attach loop in the caller's thread and the registry loop beside it, on one state."""
+
+    def __init__(self, attach: AttachWorker, registry: RegistryFollower) -> None:
+        self._attach = attach
+        self._registry = registry
+
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return self._attach.metrics
+
+    def run(self, stop: threading.Event) -> None:
+        follower = threading.Thread(target=self._registry.run, args=(stop,),
+                                    name="eir-registry")
+        follower.start()
+        try:
+            self._attach.run(stop)
+        finally:
+            stop.set()
+            follower.join()
+
+    def close(self) -> None:
+        self._attach.close()
+        self._registry.close()
+
+
+def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     missing = pending(config.postgres.dsn)
     if missing:
         raise NotReady(f"database migrations not applied: {', '.join(missing)}; "
@@ -36,12 +63,20 @@ def build_worker(config: Config, clock: Clock | None = None) -> AttachWorker:
     policy = load_policy(config.policy.file or None)
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     metrics = WorkerMetrics()
+    clock = clock or SystemClock()
+    rules = imei_rules(config)
+    connect = partial(psycopg.connect, config.postgres.dsn, autocommit=True)
+    messages = producer(config.kafka)
+    registry = RegistryFollower(config, holder, rules, clock, metrics,
+                                registry_consumer(config.kafka), messages, connect)
+    registry.restore()  # before any attach is decided
     if config.metrics.port:
         metrics.serve(config.metrics.port)
-    worker = AttachWorker(
-        config, holder, imei_rules(config), clock or SystemClock(), metrics,
-        attach_consumer(config.kafka, config.worker.batch_max_events),
-        producer(config.kafka), partial(psycopg.connect, config.postgres.dsn, autocommit=True))
+    worker = Worker(
+        AttachWorker(config, holder, rules, clock, metrics,
+                     attach_consumer(config.kafka, config.worker.batch_max_events),
+                     messages, connect),
+        registry)
     tune_gc(config.worker.gc_threshold)
     return worker
 

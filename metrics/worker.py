@@ -32,6 +32,11 @@ class WorkerMetrics:
         self.list_size = Gauge("eir_list_size", "Entries in each list.", ["list"], registry=r)
         self.generation = Gauge("eir_lists_generation", "Generation of the lists in use.",
                                 registry=r)
+        self.registry_events = Counter("eir_registry_events", "Registry events read, by "
+                                       "outcome (applied, replayed, dead_lettered).",
+                                       ["outcome"], registry=r)
+        self.registry_overlay = Gauge("eir_registry_overlay_entries", "Registry changes held "
+                                      "over the snapshot.", registry=r)
         self.batch_failures = Counter("eir_batch_failures", "Batches that failed and will be "
                                       "consumed again, by stage.", ["stage"], registry=r)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -8,11 +9,15 @@ import psycopg
 import pytest
 
 from enforcer.build import imei_rules
-from enforcer.config import load_config
+from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
 from enforcer.imei import ImeiRules
 from enforcer.services import EmbeddedServices, ServicePorts, free_port
+from enforcer.state import save_snapshot
+from enforcer.worker import build_worker
 from rules.policy import Policy, load_policy
+from tests.kafkatools import unique
+from tests.test_decide import make_state
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +59,50 @@ def dsn(services: EmbeddedServices) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
             psycopg.sql.Identifier(name)))
+
+
+@pytest.fixture()
+def env(services, dsn, policy, tmp_path: Path) -> dict[str, str]:
+    """Configuration for one worker on its own topics, group and database."""
+    state_dir = tmp_path / "state"
+    save_snapshot(make_state(policy), state_dir)
+    topic = unique("attach")
+    return {
+        "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
+        "EIR_KAFKA__ATTACH_TOPIC": topic, "EIR_KAFKA__ATTACH_DLQ_TOPIC": f"{topic}.dlq",
+        "EIR_KAFKA__NOTIFICATIONS_TOPIC": f"{topic}.notifications",
+        "EIR_KAFKA__COMMANDS_TOPIC": f"{topic}.commands",
+        "EIR_KAFKA__REGISTRY_TOPIC": f"{topic}.registry",
+        "EIR_KAFKA__REGISTRY_DLQ_TOPIC": f"{topic}.registry.dlq",
+        "EIR_KAFKA__GROUP_ID": unique("group"), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "EIR_POSTGRES__DSN": dsn, "EIR_STATE__DIR": str(state_dir), "EIR_METRICS__PORT": "0",
+        "EIR_WORKER__BATCH_MAX_WAIT_MS": "100",
+    }
+
+
+class Running:
+    """A worker in a thread of this process."""
+
+    def __init__(self, config: Config) -> None:
+        self.worker = build_worker(config)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,))
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.worker.close()
+
+
+@pytest.fixture()
+def worker(env):
+    running: list[Running] = []
+
+    def start() -> Running:
+        running.append(Running(load_config(environ=env)))
+        return running[-1]
+
+    yield start
+    for r in running:
+        r.close()

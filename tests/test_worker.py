@@ -8,22 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import msgspec
-
 import psycopg
-import pytest
 
-from enforcer.config import Config, load_config
 from enforcer.services import free_port
-from enforcer.state import save_snapshot
-from enforcer.worker import build_worker
-from tests.kafkatools import committed, produce, read_all, unique, wait_for
-from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi, make_state
+from tests.kafkatools import committed, produce, read_all, wait_for
+from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi
 
 MINUTE_MS = 60_000
 
@@ -35,51 +28,6 @@ def now_ms() -> int:
 def attach(imei: str | int, msisdn: int, ts: int, **extra: object) -> dict[str, object]:
     return {"imei": str(imei), "imsi": home_imsi(msisdn), "msisdn": str(msisdn), "ts": ts,
             **extra}
-
-
-@pytest.fixture()
-def env(services, dsn, policy, tmp_path: Path) -> dict[str, str]:
-    """Configuration for one worker on its own topics, group and database."""
-    state_dir = tmp_path / "state"
-    save_snapshot(make_state(policy), state_dir)
-    topic = unique("attach")
-    return {
-        "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
-        "EIR_KAFKA__ATTACH_TOPIC": topic, "EIR_KAFKA__ATTACH_DLQ_TOPIC": f"{topic}.dlq",
-        "EIR_KAFKA__NOTIFICATIONS_TOPIC": f"{topic}.notifications",
-        "EIR_KAFKA__COMMANDS_TOPIC": f"{topic}.commands",
-        "EIR_KAFKA__GROUP_ID": unique("group"), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "EIR_POSTGRES__DSN": dsn, "EIR_STATE__DIR": str(state_dir), "EIR_METRICS__PORT": "0",
-        "EIR_WORKER__BATCH_MAX_WAIT_MS": "100",
-    }
-
-
-class Running:
-    """A worker in a thread of this process."""
-
-    def __init__(self, config: Config) -> None:
-        self.worker = build_worker(config)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,))
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.worker.close()
-
-
-@pytest.fixture()
-def worker(env):
-    running: list[Running] = []
-
-    def start() -> Running:
-        running.append(Running(load_config(environ=env)))
-        return running[-1]
-
-    yield start
-    for r in running:
-        r.close()
 
 
 def history(dsn: str) -> list[tuple]:

@@ -1,0 +1,164 @@
+"""The registry-event loop: every worker reads every partition of `registry-events` and lays
+each change over its state within a poll, after storing it in PostgreSQL.
+
+At start the overlay is rebuilt from the stored, applied events (oldest first) and each
+partition is read from after the highest offset stored by any worker, so a restart replays
+nothing from the topic that the database already has. An event is stored before it is
+applied: a crash in between leaves it stored, and the next start applies it. Bad events,
+and changes the state cannot take (an unknown device), go to the dead-letter topic once, by
+whichever worker stored them first. A replayed event_id changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Callable
+
+import psycopg
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from consumers.decode import DeadLetter, TimeWindow
+from consumers.registrydecode import decode_registry_event
+from consumers.replay import dead_letter_headers, rewind
+from enforcer.clock import MS_PER_S, Clock
+from enforcer.config import Config
+from enforcer.db.registry import Position, Stored, applied_events, next_offsets, store
+from enforcer.imei import ImeiRules
+from enforcer.overlay import Inapplicable
+from enforcer.regevents import RegistryEvent
+from enforcer.state import EnforcementState, StateHolder
+from metrics.worker import WorkerMetrics
+
+log = logging.getLogger("eir.registry")
+
+POLL_MS = 200  # well inside the one second a change may take to count
+RETRY_S = 2.0
+INAPPLICABLE = "inapplicable"
+
+
+def _with(event: RegistryEvent) -> Callable[[EnforcementState], EnforcementState]:
+    def change(state: EnforcementState) -> EnforcementState:
+        return replace(state, overlay=state.overlay.apply(event.change, event.time_ms,
+                                                          state.lists, state.registry))
+    return change
+
+
+class RegistryFollower:
+    def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
+                 metrics: WorkerMetrics, consumer, producer,
+                 connect: Callable[[], psycopg.Connection]) -> None:
+        self._config = config
+        self._holder = holder
+        self._rules = rules
+        self._clock = clock
+        self._metrics = metrics
+        self._consumer = consumer
+        self._producer = producer
+        self._connect = connect
+        self._starts: dict[int, int] = {}  # partition -> first offset not yet restored
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+    def _window(self, now_ms: int) -> TimeWindow:
+        return TimeWindow.around(now_ms, self._config.registry.max_event_age_days,
+                                 self._config.worker.max_event_future_s)
+
+    def restore(self) -> int:
+        """Lay every stored, applied event over the state; returns how many. Where to read
+        the topic from is taken from the same snapshot of the table, so that what other
+        workers store meanwhile is read from the topic rather than skipped."""
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            stored = applied_events(conn)
+            self._starts = next_offsets(conn, self._config.kafka.registry_topic)
+        for row in stored:
+            # Judged against the time it arrived, as it was then.
+            received_ms = int(row.received_at.timestamp() * MS_PER_S)
+            event = decode_registry_event(row.body, self._rules, self._window(received_ms))
+            if isinstance(event, RegistryEvent):
+                self._holder.update(_with(event))
+        self._metrics.registry_overlay.set(len(self._holder.current.overlay))
+        log.info("registry events restored", extra={"events": len(stored)})
+        return len(stored)
+
+    def run(self, stop: threading.Event) -> None:
+        topic = self._config.kafka.registry_topic
+        partitions = self._partitions(topic, stop)
+        starts = self._starts
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        self._consumer.assign(assigned)
+        for tp in assigned:
+            if tp.partition in starts:
+                self._consumer.seek(tp, starts[tp.partition])
+            else:
+                self._consumer.seek_to_beginning(tp)
+        conn = None
+        while not stop.is_set():
+            polled = self._consumer.poll(timeout_ms=POLL_MS)
+            records = [r for part in polled.values() for r in part]
+            done = 0
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                for record in records:
+                    self._handle(conn, record)
+                    done += 1
+            except (psycopg.Error, OSError) as exc:
+                log.warning("registry events not stored, will be read again",
+                            extra={"error": repr(exc)})
+                rewind(self._consumer, records[done:])  # the ones before are stored
+                conn = None
+                stop.wait(RETRY_S)
+        if conn is not None:
+            conn.close()
+
+    def _partitions(self, topic: str, stop: threading.Event) -> list[int]:
+        while not stop.is_set():
+            found = self._consumer.partitions_for_topic(topic)
+            if found:
+                return sorted(found)
+            stop.wait(RETRY_S)  # the topic does not exist yet
+        return []
+
+    def _handle(self, conn: psycopg.Connection, record: ConsumerRecord) -> None:
+        now = self._clock.now_ms()
+        decoded = decode_registry_event(record.value, self._rules, self._window(now))
+        at = Position(record.topic, record.partition, record.offset)
+        received = datetime.fromtimestamp(now / MS_PER_S, timezone.utc)
+        if isinstance(decoded, DeadLetter):
+            event_id = f"{record.topic}:{record.partition}:{record.offset}"
+            if store(conn, event_id, False, decoded.reason, record.value or b"", at,
+                     received) is Stored.NEW:
+                self._dead_letter(record, decoded)
+            return
+        try:
+            change = _with(decoded)
+            change(self._holder.current)  # pure: tried on the current state first
+        except Inapplicable as exc:
+            letter = DeadLetter(INAPPLICABLE, str(exc))
+            if store(conn, decoded.event_id, False, letter.reason, record.value or b"", at,
+                     received) is Stored.NEW:
+                self._dead_letter(record, letter)
+            return
+        outcome = store(conn, decoded.event_id, True, None, record.value or b"", at, received)
+        if outcome is Stored.REPLAY:
+            self._metrics.registry_events.labels("replayed").inc()
+            return
+        self._holder.update(change)
+        self._metrics.registry_events.labels("applied").inc()
+        self._metrics.registry_overlay.set(len(self._holder.current.overlay))
+        log.info("registry event applied", extra={"event_id": decoded.event_id,
+                                                  "type": type(decoded.change).__name__})
+
+    def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
+        self._metrics.registry_events.labels("dead_lettered").inc()
+        self._metrics.dead_letters.labels(letter.reason).inc()
+        self._producer.send(self._config.kafka.registry_dlq_topic, key=record.key,
+                            value=record.value or b"",
+                            headers=dead_letter_headers(record, letter))
+        self._producer.flush()

@@ -1,0 +1,126 @@
+"""Registry events end to end, on the real broker and database: an event on the topic, then
+the next attach decided as the registry now says; a restart that keeps the state without the
+topic; replayed, invalid and inapplicable events."""
+
+from __future__ import annotations
+
+import msgspec
+import psycopg
+
+from enforcer.config import load_config
+from tests.kafkatools import committed, produce, read_all, unique, wait_for
+from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER
+from tests.conftest import Running
+from tests.test_worker import attach, now_ms
+
+NEW_IMEIS = ("35777777000000", "35777777000010")
+
+
+def registry_event(event_id: str, type_: str, **body: object) -> dict[str, object]:
+    return {"event_id": event_id, "type": type_, "time": now_ms(), **body}
+
+
+def applied(running: Running) -> float:
+    return running.worker.metrics.registry_events.labels("applied")._value.get()
+
+
+def verdicts_of(env: dict[str, str], attaches: list[dict[str, object]]) -> set[tuple]:
+    """Send attaches, wait until they are decided; (imei, msisdn, rule) of each."""
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    before = committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic)
+    produce(bootstrap, topic, attaches)
+    wait_for(lambda: committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic)
+             == before + len(attaches))
+    out = set()
+    for message in read_all(bootstrap, env["EIR_KAFKA__VERDICTS_TOPIC"]):
+        v = msgspec.json.decode(message.value)
+        out.add((v["imei"], v["msisdn"], v["rule"]))
+    return out
+
+
+def with_verdicts(env: dict[str, str]) -> dict[str, str]:
+    env["EIR_KAFKA__PUBLISH_VERDICTS"] = "true"
+    env["EIR_KAFKA__VERDICTS_TOPIC"] = f"{env['EIR_KAFKA__ATTACH_TOPIC']}.verdicts"
+    return env
+
+
+def test_each_change_counts_at_the_next_attach(env, worker) -> None:
+    with_verdicts(env)
+    running = worker()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"], [
+        registry_event("r1", "device_registered", device_id="D9", imeis=list(NEW_IMEIS),
+                       source="import"),
+        registry_event("r2", "ownership_set", device_id="D9", owner_msisdn=str(BUYER),
+                       via="activation"),
+        registry_event("r3", "blacklisted", imeis=[str(SINGLE)], reason="court_order"),
+        registry_event("r4", "operator_sim_set", imei=NEW_IMEIS[1], msisdn=str(STRANGER))],
+        key=b"D9")
+    wait_for(lambda: applied(running) == 4)
+    t = now_ms()
+    got = verdicts_of(env, [attach(NEW_IMEIS[0], BUYER, t), attach(NEW_IMEIS[0], OWNER, t),
+                            attach(NEW_IMEIS[1], STRANGER, t), attach(SINGLE, OWNER, t)])
+    assert got == {(NEW_IMEIS[0], str(BUYER), "owner"),
+                   (NEW_IMEIS[0], str(OWNER), "other_cartable"),
+                   (NEW_IMEIS[1], str(STRANGER), "owner"),
+                   (f"{SINGLE:014d}", str(OWNER), "blacklisted")}
+
+
+def test_a_restarted_worker_keeps_the_state_without_the_topic(env, worker, dsn) -> None:
+    with_verdicts(env)
+    first = worker()
+    # Decided once: the first worker has joined its group before it stops.
+    assert (f"{SINGLE:014d}", str(BUYER), "other_cartable") in verdicts_of(
+        env, [attach(SINGLE, BUYER, now_ms())])
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"], [
+        registry_event("t1", "ownership_set", imeis=[str(SINGLE)], owner_msisdn=str(BUYER),
+                       via="transfer_direct")])
+    wait_for(lambda: applied(first) == 1)
+    first.close()
+    env["EIR_KAFKA__REGISTRY_TOPIC"] = unique("registry-empty")  # nothing to replay there
+    worker()
+    got = verdicts_of(env, [attach(SINGLE, BUYER, now_ms())])
+    assert (f"{SINGLE:014d}", str(BUYER), "owner") in got
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT event_id, applied FROM registry_events").fetchall() == [
+            ("t1", True)]
+
+
+def test_replayed_invalid_and_inapplicable_events(env, worker, dsn) -> None:
+    with_verdicts(env)
+    running = worker()
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"]
+    to_buyer = registry_event("e1", "ownership_set", imeis=[str(SINGLE)],
+                              owner_msisdn=str(BUYER), via="transfer_direct")
+    produce(bootstrap, topic, [
+        to_buyer,
+        registry_event("e2", "ownership_set", imeis=[str(SINGLE)], owner_msisdn=str(STRANGER),
+                       via="transfer_indirect"),
+        to_buyer,  # replayed: the owner stays STRANGER
+        b"not json",
+        registry_event("e3", "ownership_set", device_id="nobody", owner_msisdn=str(BUYER),
+                       via="activation"),
+        registry_event("e4", "device_exploded")], key=str(SINGLE).encode())
+    wait_for(lambda: len(read_all(bootstrap, env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])) == 3)
+    assert applied(running) == 2
+    assert running.worker.metrics.registry_events.labels("replayed")._value.get() == 1
+    dlq = read_all(bootstrap, env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])
+    assert [dict(m.headers)["dlq-reason"].decode() for m in dlq] == [
+        "not_json", "inapplicable", "unknown_type"]
+    got = verdicts_of(env, [attach(SINGLE, STRANGER, now_ms()), attach(SINGLE, BUYER, now_ms())])
+    assert got == {(f"{SINGLE:014d}", str(STRANGER), "owner"),
+                   (f"{SINGLE:014d}", str(BUYER), "other_cartable")}
+
+
+def test_two_workers_dead_letter_a_bad_event_once(env, dsn) -> None:
+    config = load_config(environ=env)
+    first, second = Running(config), Running(config)
+    try:
+        produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"],
+                [b"{broken", registry_event("w1", "blacklisted", imeis=[str(SINGLE)],
+                                            reason="stolen")])
+        wait_for(lambda: applied(first) == 1 and applied(second) == 1)
+    finally:
+        first.close()
+        second.close()
+    assert len(read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
+                        env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])) == 1
