@@ -18,6 +18,7 @@ from enforcer.devicehistory import device_history
 from enforcer.decide import decide, decision_at
 from enforcer.events import AttachBatch, AttachEvent
 from enforcer.imei import parse_imei
+from enforcer.importing import Kind, import_file
 from enforcer.logs import setup_logging
 from enforcer.state import EnforcementState, has_snapshot, load_snapshot, save_snapshot
 from enforcer.synth import CountrySpec, build_country
@@ -28,6 +29,7 @@ from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
 from rules.policy import PolicyError, load_policy
 
 EXIT_USAGE = 2
+EXIT_REFUSED = 3  # a national snapshot failed its safety checks: nothing was swapped
 
 
 def _print(obj: object) -> None:
@@ -80,6 +82,19 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
     state, report = build_from_files(files, config, policy, generation)
     save_snapshot(state, directory)
     _print(report.as_json())
+    return 0
+
+
+def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
+    directory = _state_dir(args, config)
+    state = load_snapshot(directory, load_policy(config.policy.file or None))
+    new, report = import_file(state, Kind(args.kind), args.file, config)
+    if new is not None:
+        save_snapshot(new, directory)
+    _print(report.as_json())
+    if report.refused:
+        print(f"eir-enforcer registry import: refused: {report.refused}", file=sys.stderr)
+        return EXIT_REFUSED
     return 0
 
 
@@ -189,6 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_state_synth)
+
+    registry = sub.add_parser("registry", help="the national registry's snapshots",
+                              description="Keep the state in step with the registry's files.")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    p = registry_sub.add_parser(
+        "import", help="a white list, black list or devices file (CSV, gzip accepted)",
+        description="Stream FILE, compare it with the current snapshot (added, removed, "
+        "changed), and swap in the next generation; refused, with the reason and exit code "
+        f"{EXIT_REFUSED}, when too many rows are bad or the list shrinks too much "
+        "(lists.max_bad_share, lists.max_shrink_share).")
+    p.add_argument("file", type=Path)
+    p.add_argument("--kind", required=True, choices=[k.value for k in Kind],
+                   help="white: imei; black: imei,reason; owners: the devices file "
+                   "(imeis,owner_msisdn,source,registered_on)")
+    p.add_argument("--state", help="snapshot directory (default: state.dir)")
+    p.set_defaults(run=cmd_registry_import)
 
     p = sub.add_parser("services", help="embedded broker and database for a laptop or tests",
                        description="Start, stop or show the embedded Kafka-compatible broker "

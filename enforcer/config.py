@@ -38,6 +38,8 @@ class PolicyConfig:
 class ListsConfig:
     csv_chunk_lines: int
     bad_rows_reported: int
+    max_bad_share: float
+    max_shrink_share: float
 
 
 @dataclass(frozen=True)

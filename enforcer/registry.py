@@ -39,6 +39,7 @@ OWNER_LIMIT = 1 << 48
 FIRST_DAY, LAST_DAY = 0, int(np.iinfo(np.uint16).max)  # registered_on's range
 NO_CARTABLE = np.uint32(np.iinfo(np.uint32).max)
 EPOCH = date(1970, 1, 1)
+COLUMN_CHUNK_ROWS = 1 << 24  # rows turned back into device columns at a time
 
 
 class Source(StrEnum):
@@ -163,6 +164,22 @@ class Registry:
         if not len(self.owner):
             return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
         return np.where(has, unpack_msisdns(self.owner[np.where(has, devices, 0)]), NO_OWNER)
+
+    def device_columns(self, white_index: KeyIndex) -> DeviceColumns:
+        """Every device as `build_registry` takes it: to rebuild against another white list."""
+        keys, devices, slots = [], [], []
+        for start in range(0, self.rows, COLUMN_CHUNK_ROWS):
+            rows = np.arange(start, min(start + COLUMN_CHUNK_ROWS, self.rows), dtype=np.int64)
+            device_slot = self.device_slots(rows)
+            has = device_slot != NO_DEVICE
+            keys.append(white_index.keys_at(rows[has]))
+            devices.append((device_slot[has] >> np.uint32(SLOT_BITS)).astype(np.int64))
+            slots.append((device_slot[has] & SLOT_MASK).astype(np.uint8))
+        return DeviceColumns(
+            np.concatenate(keys or [np.zeros(0, np.uint64)]),
+            np.concatenate(devices or [np.zeros(0, np.int64)]),
+            np.concatenate(slots or [np.zeros(0, np.uint8)]),
+            unpack_msisdns(self.owner), self.source.copy(), self.registered_on.copy())
 
     def device(self, device: int, white_index: KeyIndex) -> DeviceView:
         others = np.flatnonzero((self.other_device >> np.uint32(SLOT_BITS)) == device)
