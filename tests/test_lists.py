@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enforcer.events import AttachBatch
 from enforcer.imei import ImeiRules, luhn_digit
-from enforcer.listfile import ListFileReader
-from enforcer.lists import BlackReason, Lists
+from enforcer.listfile import ListFileReader, LoadReport
+from enforcer.lists import BlackReason, Lists, keys_of
 from enforcer.registry import Registry
 from enforcer.state import EnforcementState, StateHolder, load_snapshot, save_snapshot
 from enforcer.decide import decide
@@ -141,3 +143,32 @@ def test_swap_refuses_an_older_generation(policy: Policy) -> None:
     with pytest.raises(ValueError):
         holder.swap(EnforcementState(Lists.from_keys(5, np.array([1], np.uint64)),
                                      Registry.empty(1), policy))
+
+
+line_texts = st.one_of(
+    st.integers(0, 10**14 - 1).map(lambda k: f"{k:014d}"),
+    st.integers(0, 10**15 - 1).map(lambda k: f"{k:015d}"),
+    st.integers(0, 10**16 - 1).map(lambda k: f"{k:016d}"),
+    st.sampled_from(["", "imei", " 35209900176148", "35209900176148\r", "x1", "3520990017614",
+                     "۳۵۲۰۹۹۰۰۱۷۶۱۴۸۱", "\ufeffimei", "35209900176148,extra", "\r"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.lists(line_texts, min_size=1, max_size=30),
+                          st.integers(0, 10**14 - 1).flatmap(
+                              lambda k: st.integers(1, 40).map(
+                                  lambda n: [f"{k + i:015d}" for i in range(n)]))),
+                max_size=6), st.booleans())
+def test_the_block_reader_agrees_with_reading_line_by_line(tmp_path_factory, rules: ImeiRules,
+                                                           runs, crlf: bool) -> None:
+    end = "\r\n" if crlf else "\n"
+    path = tmp_path_factory.mktemp("white") / "white.csv"
+    path.write_bytes("".join(line + end for run in runs for line in run).encode())
+    reader = ListFileReader(rules, chunk_lines=2, report_limit=1000)  # blocks of ~32 bytes
+    white, report = reader.read_white(path)
+    reference = LoadReport(str(path))
+    keys = [k for k, _ in reader._chunks(path, reference, with_reason=False)]  # line by line
+    expected = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
+    assert keys_of(white).tolist() == expected.tolist()
+    reference.loaded = len(expected)
+    assert report.as_json() == reference.as_json()
