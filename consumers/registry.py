@@ -80,8 +80,14 @@ class RegistryFollower:
             # Judged against the time it arrived, as it was then.
             received_ms = int(row.received_at.timestamp() * MS_PER_S)
             event = decode_registry_event(row.body, self._rules, self._window(received_ms))
-            if isinstance(event, RegistryEvent):
+            if not isinstance(event, RegistryEvent):
+                continue
+            try:
                 self._holder.update(_with(event))
+            except Inapplicable as exc:  # the snapshot changed under it since (an import)
+                self._metrics.registry_events.labels("inapplicable_on_restore").inc()
+                log.warning("stored registry event no longer applies",
+                            extra={"event_id": event.event_id, "error": str(exc)})
         self._metrics.registry_overlay.set(len(self._holder.current.overlay))
         log.info("registry events restored", extra={"events": len(stored)})
         return len(stored)

@@ -4,12 +4,17 @@ topic; replayed, invalid and inapplicable events."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import msgspec
 import psycopg
 
 from enforcer.config import load_config
+from enforcer.registry import Registry
+from enforcer.state import save_snapshot
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
-from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER
+from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER, make_state
 from tests.conftest import Running
 from tests.test_worker import attach, now_ms
 
@@ -124,3 +129,25 @@ def test_two_workers_dead_letter_a_bad_event_once(env, dsn) -> None:
         second.close()
     assert len(read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
                         env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])) == 1
+
+
+def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, worker,
+                                                                      policy) -> None:
+    with_verdicts(env)
+    first = worker()
+    assert verdicts_of(env, [attach(SINGLE, BUYER, now_ms())])  # the group is joined
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"], [
+        registry_event("x1", "ownership_set", imeis=[str(SINGLE)], owner_msisdn=str(BUYER),
+                       via="transfer_direct")])
+    wait_for(lambda: applied(first) == 1)
+    first.close()
+    # A new snapshot in which no device has that IMEI any more (as after an import).
+    state = make_state(policy)
+    save_snapshot(replace(state, lists=replace(state.lists, generation=2),
+                          registry=Registry.empty(state.registry.rows)),
+                  Path(env["EIR_STATE__DIR"]))
+    second = worker()
+    assert second.worker.metrics.registry_events.labels(
+        "inapplicable_on_restore")._value.get() == 1
+    assert (f"{SINGLE:014d}", str(BUYER), "no_cartable") in verdicts_of(
+        env, [attach(SINGLE, BUYER, now_ms() + 1)])
