@@ -99,7 +99,7 @@ def test_repeats_within_the_resolution_cost_no_write(dsn, rules, policy) -> None
 
 def test_migrations_apply_once_even_from_several_workers_at_once(dsn) -> None:
     with psycopg.connect(dsn) as conn:
-        conn.execute("DROP TABLE slot_usage, schema_migrations")
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")  # a new database
     with ThreadPoolExecutor(4) as pool:
         applied = list(pool.map(lambda _: migrate(dsn), range(4)))
     everything = [f"{m.version:04d}_{m.name}" for m in migrations()]
