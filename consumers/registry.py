@@ -26,7 +26,8 @@ from consumers.registrydecode import decode_registry_event
 from consumers.replay import dead_letter_headers, rewind
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
-from enforcer.db.registry import Position, Stored, applied_events, next_offsets, store
+from enforcer.db.registry import (Position, Stored, StoredEvent, applied_events, next_offsets,
+                                  store)
 from enforcer.imei import ImeiRules
 from enforcer.overlay import Inapplicable
 from enforcer.regevents import RegistryEvent
@@ -45,6 +46,27 @@ def _with(event: RegistryEvent) -> Callable[[EnforcementState], EnforcementState
         return replace(state, overlay=state.overlay.apply(event.change, event.time_ms,
                                                           state.lists, state.registry))
     return change
+
+
+def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules,
+             config: Config) -> int:
+    """Apply stored events over the holder's state, oldest first; returns how many no
+    longer apply (the snapshot changed under them since, as an import does)."""
+    skipped = 0
+    for row in stored:
+        # Judged against the time it arrived, as it was then.
+        received_ms = int(row.received_at.timestamp() * MS_PER_S)
+        event = decode_registry_event(row.body, rules, TimeWindow.around(
+            received_ms, config.registry.max_event_age_days, config.worker.max_event_future_s))
+        if not isinstance(event, RegistryEvent):
+            continue
+        try:
+            holder.update(_with(event))
+        except Inapplicable as exc:
+            skipped += 1
+            log.warning("stored registry event no longer applies",
+                        extra={"event_id": event.event_id, "error": str(exc)})
+    return skipped
 
 
 class RegistryFollower:
@@ -76,18 +98,8 @@ class RegistryFollower:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             stored = applied_events(conn)
             self._starts = next_offsets(conn, self._config.kafka.registry_topic)
-        for row in stored:
-            # Judged against the time it arrived, as it was then.
-            received_ms = int(row.received_at.timestamp() * MS_PER_S)
-            event = decode_registry_event(row.body, self._rules, self._window(received_ms))
-            if not isinstance(event, RegistryEvent):
-                continue
-            try:
-                self._holder.update(_with(event))
-            except Inapplicable as exc:  # the snapshot changed under it since (an import)
-                self._metrics.registry_events.labels("inapplicable_on_restore").inc()
-                log.warning("stored registry event no longer applies",
-                            extra={"event_id": event.event_id, "error": str(exc)})
+        skipped = lay_over(self._holder, stored, self._rules, self._config)
+        self._metrics.registry_events.labels("inapplicable_on_restore").inc(skipped)
         self._metrics.registry_overlay.set(len(self._holder.current.overlay))
         log.info("registry events restored", extra={"events": len(stored)})
         return len(stored)

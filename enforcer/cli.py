@@ -21,6 +21,7 @@ from enforcer.imei import parse_imei
 from enforcer.importing import Kind, import_file
 from enforcer.logs import setup_logging
 from enforcer.state import EnforcementState, has_snapshot, load_snapshot, save_snapshot
+from enforcer.statusquery import ask, current_state
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
 from enforcer.demo import DemoOptions, run_demo
@@ -141,8 +142,29 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
         print(f"eir-enforcer history: {args.imei!r} is not an IMEI "
               f"({', '.join(p.value for p in imei.problems)})", file=sys.stderr)
         return EXIT_USAGE
-    state = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
-    _print(device_history(state, config.postgres.dsn, imei.imei_key, args.reveal))
+    snapshot = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
+    with psycopg.connect(config.postgres.dsn) as conn:
+        state = current_state(snapshot, conn, config)
+        _print(device_history(state, conn, imei.imei_key, args.reveal))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    imei = parse_imei(args.imei, imei_rules(config))
+    try:
+        requester = parse_msisdn(args.msisdn)
+    except IdentityError as exc:
+        print(f"eir-enforcer status: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if imei.imei_key is None:
+        print(f"eir-enforcer status: {args.imei!r} is not an IMEI "
+              f"({', '.join(p.value for p in imei.problems)})", file=sys.stderr)
+        return EXIT_USAGE
+    snapshot = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
+    with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
+        state = current_state(snapshot, conn, config)
+        answer = ask(state, conn, imei.imei_key, requester, "cli")
+    _print({"imei": f"{imei.imei_key:014d}", **answer.as_json()})
     return 0
 
 
@@ -246,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_history)
+
+    p = sub.add_parser("status", help="the IMEI status query of a used phone's buyer",
+                       description="What the registry and the network know of this IMEI's "
+                       "device, as the buyer may see it: which slots the requester has not "
+                       "used yet; else owned, black-listed, or the last other SIM seen with "
+                       "it and when. Every query is recorded (status_queries).")
+    p.add_argument("imei")
+    p.add_argument("--msisdn", required=True, help="the requester's number")
+    p.add_argument("--state", help="snapshot directory (default: state.dir)")
+    p.set_defaults(run=cmd_status)
 
     p = sub.add_parser("demo", help="the worker on embedded services, with synthetic traffic",
                        description="Build a synthetic country and show how each kind of attach "

@@ -127,7 +127,7 @@ class Overlay:
                 device = self._device_of(change.device.device_id, change.device.imei_keys,
                                          lists, registry)
                 imeis = dict(self.imeis)
-                for key in self._keys_of(device, lists, registry):
+                for key in self.device_keys(device, lists, registry):
                     imeis[key] = int(NO_DEVICE)
                 device_ids = {i: d for i, d in self.device_ids.items() if d != device}
                 return replace(self, imeis=imeis, owners={**self.owners, device: int(NO_OWNER)},
@@ -165,7 +165,7 @@ class Overlay:
         device = known if known is not None else self.next_device
         imeis = dict(self.imeis)
         if known is not None:  # registered again: its slots are what this event says
-            for key in self._keys_of(device, lists, registry):
+            for key in self.device_keys(device, lists, registry):
                 imeis[key] = int(NO_DEVICE)
         for slot, key in enumerate(change.device.imei_keys[:MAX_SLOTS]):
             imeis[key] = (device << SLOT_BITS) | slot
@@ -194,7 +194,7 @@ class Overlay:
         raise Inapplicable(f"no device {device_id or ''} with IMEI "
                            f"{', '.join(f'{k:014d}' for k in keys) or '(none given)'}")
 
-    def _keys_of(self, device: int, lists: Lists, registry: Registry) -> list[int]:
+    def device_keys(self, device: int, lists: Lists, registry: Registry) -> list[int]:
         """The IMEI keys that are the device's slots now."""
         keys = set()
         if device < self.base_devices:
