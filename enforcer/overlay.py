@@ -4,8 +4,10 @@ The snapshot's columns are sized for a country and built aside; a registration, 
 a black-listing must count within a second. So changes go to an overlay: small maps from
 IMEI key, device, MSISDN or (IMEI, MSISDN) pair to what is true now, and the decision
 consults them after the snapshot, for the whole batch at once (`patch_*`). Applying a change
-is pure and returns a new overlay; the worker swaps it in as it swaps generations. A new
-national snapshot folds the overlay in and starts it empty again.
+is pure and returns a new overlay; the worker swaps it in as it swaps generations. The
+overlay is rebuilt at each start from the events stored in PostgreSQL, over whatever
+snapshot is current then: a national snapshot that already holds a change makes applying it
+again change nothing.
 
 Devices registered by events are numbered after the snapshot's devices.
 """
