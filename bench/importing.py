@@ -31,6 +31,7 @@ from measure import emit, peak_rss_mb, say
 from enforcer.build import imei_rules
 from enforcer.config import load_config
 from enforcer.digits import luhn_digits
+from enforcer.imei import KEY_DIGITS
 from enforcer.importing import Kind, import_file
 from enforcer.listfile import ListFileReader, LoadReport
 from enforcer.lists import Lists, keys_of
@@ -43,7 +44,6 @@ from rules.policy import load_policy
 MISSING_EVERY = 100  # 1 % registered since the current snapshot: the import adds them
 BASELINE_ROWS = 2_000_000
 WRITE_ROWS = 10_000_000  # keys turned into CSV lines at a time
-KEY_DIGITS = 14
 
 
 def write_csv(keys: np.ndarray, path: Path) -> None:

@@ -48,6 +48,11 @@ def _with(event: RegistryEvent) -> Callable[[EnforcementState], EnforcementState
     return change
 
 
+def registry_window(config: Config, now_ms: int) -> TimeWindow:
+    return TimeWindow.around(now_ms, config.registry.max_event_age_days,
+                             config.worker.max_event_future_s)
+
+
 def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules,
              config: Config) -> int:
     """Apply stored events over the holder's state, oldest first; returns how many no
@@ -56,8 +61,7 @@ def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules,
     for row in stored:
         # Judged against the time it arrived, as it was then.
         received_ms = int(row.received_at.timestamp() * MS_PER_S)
-        event = decode_registry_event(row.body, rules, TimeWindow.around(
-            received_ms, config.registry.max_event_age_days, config.worker.max_event_future_s))
+        event = decode_registry_event(row.body, rules, registry_window(config, received_ms))
         if not isinstance(event, RegistryEvent):
             continue
         try:
@@ -85,10 +89,6 @@ class RegistryFollower:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
-
-    def _window(self, now_ms: int) -> TimeWindow:
-        return TimeWindow.around(now_ms, self._config.registry.max_event_age_days,
-                                 self._config.worker.max_event_future_s)
 
     def restore(self) -> int:
         """Lay every stored, applied event over the state; returns how many. Where to read
@@ -145,7 +145,8 @@ class RegistryFollower:
 
     def _handle(self, conn: psycopg.Connection, record: ConsumerRecord) -> None:
         now = self._clock.now_ms()
-        decoded = decode_registry_event(record.value, self._rules, self._window(now))
+        decoded = decode_registry_event(record.value, self._rules,
+                                        registry_window(self._config, now))
         at = Position(record.topic, record.partition, record.offset)
         received = datetime.fromtimestamp(now / MS_PER_S, timezone.utc)
         if isinstance(decoded, DeadLetter):

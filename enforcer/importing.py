@@ -65,7 +65,8 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
     if kind is Kind.WHITE:
         white, loaded = lists_reader.read_white(path)
         report = ImportReport(kind, loaded, before=len(old.white), after=len(white),
-                              added=len(white - old.white), removed=len(old.white - white))
+                              added=white.difference_cardinality(old.white),
+                              removed=old.white.difference_cardinality(white))
         lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
         devices = state.registry.device_columns(old.white_index)
     elif kind is Kind.BLACK:

@@ -85,7 +85,7 @@ class ListFileReader:
             for code, reason in enumerate(BLACK_REASONS):
                 chosen = keys[reasons == code]
                 if len(chosen):
-                    black[reason] |= bitmap_from_sorted_keys(np.unique(chosen))
+                    black[reason] |= bitmap_from_sorted_keys(sorted_unique(chosen))
         report.loaded = len(BitMap64.union(*black.values()))
         return black, report
 

@@ -15,6 +15,7 @@ Devices registered by events are numbered after the snapshot's devices.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import date, datetime, timezone
 from typing import Mapping
 
@@ -66,20 +67,27 @@ class Overlay:
     cartables: Mapping[int, int] = field(default_factory=dict)  # MSISDN -> cartable | NO_...
     operator_sims: Mapping[tuple[int, int], bool] = field(default_factory=dict)
     black: Mapping[int, int] = field(default_factory=dict)  # key -> BLACK_REASONS | NO_REASON
-    _imei_patch: _Patch = field(init=False, repr=False)
-    _owner_patch: _Patch = field(init=False, repr=False)
-    _cartable_patch: _Patch = field(init=False, repr=False)
-    _black_patch: _Patch = field(init=False, repr=False)
-    _operator_keys: np.ndarray = field(init=False, repr=False)
+    # The lookups are built when a decision first needs them, not at each change: a burst
+    # of events, or the thousands restored at start, cost one build, not one each.
+    @cached_property
+    def _imei_patch(self) -> _Patch:
+        return _Patch(self.imeis, np.uint32)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_imei_patch", _Patch(self.imeis, np.uint32))
-        object.__setattr__(self, "_owner_patch", _Patch(self.owners, np.uint64))
-        object.__setattr__(self, "_cartable_patch", _Patch(self.cartables, np.uint32))
-        object.__setattr__(self, "_black_patch", _Patch(self.black, np.uint8))
-        object.__setattr__(self, "_operator_keys",
-                           np.unique(np.array([k for k, _ in self.operator_sims],
-                                              dtype=np.uint64)))
+    @cached_property
+    def _owner_patch(self) -> _Patch:
+        return _Patch(self.owners, np.uint64)
+
+    @cached_property
+    def _cartable_patch(self) -> _Patch:
+        return _Patch(self.cartables, np.uint32)
+
+    @cached_property
+    def _black_patch(self) -> _Patch:
+        return _Patch(self.black, np.uint8)
+
+    @cached_property
+    def _operator_keys(self) -> np.ndarray:
+        return np.unique(np.array([k for k, _ in self.operator_sims], dtype=np.uint64))
 
     def __len__(self) -> int:
         return (len(self.imeis) + len(self.owners) + len(self.cartables)
