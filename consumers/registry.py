@@ -15,7 +15,7 @@ import logging
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Mapping
 
 import psycopg
 from kafka import TopicPartition
@@ -29,7 +29,7 @@ from enforcer.config import Config
 from enforcer.db.registry import (Position, Stored, StoredEvent, applied_events, next_offsets,
                                   store)
 from enforcer.imei import ImeiRules
-from enforcer.overlay import Inapplicable
+from enforcer.overlay import Inapplicable, OverlayDraft
 from enforcer.regevents import RegistryEvent
 from enforcer.state import EnforcementState, StateHolder
 from metrics.worker import WorkerMetrics
@@ -41,35 +41,40 @@ RETRY_S = 2.0
 INAPPLICABLE = "inapplicable"
 
 
-def _with(event: RegistryEvent) -> Callable[[EnforcementState], EnforcementState]:
-    def change(state: EnforcementState) -> EnforcementState:
-        return replace(state, overlay=state.overlay.apply(event.change, event.time_ms,
-                                                          state.lists, state.registry))
-    return change
-
-
 def registry_window(config: Config, now_ms: int) -> TimeWindow:
     return TimeWindow.around(now_ms, config.registry.max_event_age_days,
                              config.worker.max_event_future_s)
 
 
-def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules,
-             config: Config) -> int:
-    """Apply stored events over the holder's state, oldest first; returns how many no
-    longer apply (the snapshot changed under them since, as an import does)."""
-    skipped = 0
+def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
+                   config: Config) -> list[RegistryEvent]:
+    events = []
     for row in stored:
         # Judged against the time it arrived, as it was then.
         received_ms = int(row.received_at.timestamp() * MS_PER_S)
         event = decode_registry_event(row.body, rules, registry_window(config, received_ms))
-        if not isinstance(event, RegistryEvent):
-            continue
-        try:
-            holder.update(_with(event))
-        except Inapplicable as exc:
-            skipped += 1
+        if isinstance(event, RegistryEvent):
+            events.append(event)
+    return events
+
+
+def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
+             positions: Mapping[int, int] | None = None) -> int:
+    """Apply stored events over the holder's state, oldest first; returns how many no
+    longer apply (the snapshot changed under them since, as an import does)."""
+    events = stored_changes(stored, rules, config)
+    skipped = 0
+
+    def change(state: EnforcementState) -> EnforcementState:
+        nonlocal skipped
+        overlay, refused = state.overlay.apply_all(events, state.lists, state.registry)
+        for event, exc in refused:
             log.warning("stored registry event no longer applies",
                         extra={"event_id": event.event_id, "error": str(exc)})
+        skipped = len(refused)
+        return replace(state, overlay=overlay.at(positions or {}))
+
+    holder.update(change)
     return skipped
 
 
@@ -98,7 +103,7 @@ class RegistryFollower:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             stored = applied_events(conn)
             self._starts = next_offsets(conn, self._config.kafka.registry_topic)
-        skipped = lay_over(self._holder, stored, self._rules, self._config)
+        skipped = lay_over(self._holder, stored, self._rules, self._config, self._starts)
         self._metrics.registry_events.labels("inapplicable_on_restore").inc(skipped)
         self._metrics.registry_overlay.set(len(self._holder.current.overlay))
         log.info("registry events restored", extra={"events": len(stored)})
@@ -119,12 +124,16 @@ class RegistryFollower:
         while not stop.is_set():
             polled = self._consumer.poll(timeout_ms=POLL_MS)
             records = [r for part in polled.values() for r in part]
+            if not records:
+                continue
+            state = self._holder.current
+            draft = OverlayDraft(state.overlay, state.lists, state.registry)
             done = 0
             try:
                 if conn is None or conn.closed:
                     conn = self._connect()
                 for record in records:
-                    self._handle(conn, record)
+                    self._handle(conn, record, draft)
                     done += 1
             except (psycopg.Error, OSError) as exc:
                 log.warning("registry events not stored, will be read again",
@@ -132,8 +141,23 @@ class RegistryFollower:
                 rewind(self._consumer, records[done:])  # the ones before are stored
                 conn = None
                 stop.wait(RETRY_S)
+            self._commit(draft, records[:done])
         if conn is not None:
             conn.close()
+
+    def _commit(self, draft: OverlayDraft, records: list[ConsumerRecord]) -> None:
+        """The poll's changes in place, and how far each partition has been read."""
+        positions = {r.partition: r.offset + 1 for r in records}
+
+        def change(state: EnforcementState) -> EnforcementState:
+            if state.overlay is draft.origin:
+                return replace(state, overlay=draft.finish(positions))
+            # A new generation came in meanwhile: the same events over it.
+            overlay, _ = state.overlay.apply_all(draft.applied, state.lists, state.registry)
+            return replace(state, overlay=overlay.at(positions))
+
+        self._holder.update(change)
+        self._metrics.registry_overlay.set(len(self._holder.current.overlay))
 
     def _partitions(self, topic: str, stop: threading.Event) -> list[int]:
         while not stop.is_set():
@@ -143,7 +167,8 @@ class RegistryFollower:
             stop.wait(RETRY_S)  # the topic does not exist yet
         return []
 
-    def _handle(self, conn: psycopg.Connection, record: ConsumerRecord) -> None:
+    def _handle(self, conn: psycopg.Connection, record: ConsumerRecord,
+                draft: OverlayDraft) -> None:
         now = self._clock.now_ms()
         decoded = decode_registry_event(record.value, self._rules,
                                         registry_window(self._config, now))
@@ -156,8 +181,7 @@ class RegistryFollower:
                 self._dead_letter(record, decoded)
             return
         try:
-            change = _with(decoded)
-            change(self._holder.current)  # pure: tried on the current state first
+            draft.check(decoded.change)
         except Inapplicable as exc:
             letter = DeadLetter(INAPPLICABLE, str(exc))
             if store(conn, decoded.event_id, False, letter.reason, record.value or b"", at,
@@ -168,9 +192,8 @@ class RegistryFollower:
         if outcome is Stored.REPLAY:
             self._metrics.registry_events.labels("replayed").inc()
             return
-        self._holder.update(change)
+        draft.apply(decoded)
         self._metrics.registry_events.labels("applied").inc()
-        self._metrics.registry_overlay.set(len(self._holder.current.overlay))
         log.info("registry event applied", extra={"event_id": decoded.event_id,
                                                   "type": type(decoded.change).__name__})
 

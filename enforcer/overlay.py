@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from datetime import date, datetime, timezone
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from enforcer.lists import BLACK_REASONS, NO_REASON, Lists
 from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, DeviceDeregistered,
                                 DeviceRegistered, ImeiReplaced, OperatorSimChanged,
-                                OwnershipSet)
+                                OwnershipSet, RegistryEvent)
 from enforcer.registry import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
                                Registry, Source)
 
@@ -59,14 +59,22 @@ class _Patch:
 
 @dataclass(frozen=True, eq=False)
 class Overlay:
+    """Never changed once made (a decision may be reading it): `OverlayDraft` changes a
+    private copy and makes the next one from it."""
+
     base_devices: int  # devices in the snapshot; event-registered ones are numbered after
-    imeis: Mapping[int, int] = field(default_factory=dict)  # key -> device_slot | NO_DEVICE
-    owners: Mapping[int, int] = field(default_factory=dict)  # device -> MSISDN | NO_OWNER
-    device_ids: Mapping[str, int] = field(default_factory=dict)  # registry's id -> device
-    devices: Mapping[int, NewDevice] = field(default_factory=dict)
-    cartables: Mapping[int, int] = field(default_factory=dict)  # MSISDN -> cartable | NO_...
-    operator_sims: Mapping[tuple[int, int], bool] = field(default_factory=dict)
-    black: Mapping[int, int] = field(default_factory=dict)  # key -> BLACK_REASONS | NO_REASON
+    imeis: dict[int, int] = field(default_factory=dict)  # key -> device_slot | NO_DEVICE
+    owners: dict[int, int] = field(default_factory=dict)  # device -> MSISDN | NO_OWNER
+    device_ids: dict[str, int] = field(default_factory=dict)  # registry's id -> device
+    devices: dict[int, NewDevice] = field(default_factory=dict)
+    cartables: dict[int, int] = field(default_factory=dict)  # MSISDN -> cartable | NO_...
+    operator_sims: dict[tuple[int, int], bool] = field(default_factory=dict)
+    black: dict[int, int] = field(default_factory=dict)  # key -> BLACK_REASONS | NO_REASON
+    # The events these maps hold, in the order applied: laid again over a new snapshot.
+    events: tuple[RegistryEvent, ...] = ()
+    # The registry topic's partitions read this far (partition -> next offset): every event
+    # stored before these positions is in the maps (what the consistency check relies on).
+    read_to: dict[int, int] = field(default_factory=dict)
     # The lookups are built when a decision first needs them, not at each change: a burst
     # of events, or the thousands restored at start, cost one build, not one each.
     @cached_property
@@ -127,65 +135,102 @@ class Overlay:
                 out[i] = value
         return out
 
-    # The registry's side: one change at a time, pure.
+    # The registry's side: changes applied, pure.
 
     def apply(self, change: Change, time_ms: int, lists: Lists, registry: Registry) -> Overlay:
+        draft = OverlayDraft(self, lists, registry)
+        draft.apply(RegistryEvent("", time_ms, change))
+        return draft.finish()
+
+    def apply_all(self, events: Iterable[RegistryEvent], lists: Lists,
+                  registry: Registry) -> tuple[Overlay, list[tuple[RegistryEvent, Inapplicable]]]:
+        """The events that apply, applied in order; and those that do not, with why."""
+        draft = OverlayDraft(self, lists, registry)
+        refused = []
+        for event in events:
+            try:
+                draft.apply(event)
+            except Inapplicable as exc:
+                refused.append((event, exc))
+        return draft.finish(), refused
+
+    def rebase(self, lists: Lists, registry: Registry) -> tuple[Overlay, int]:
+        """The same events over another snapshot; and how many no longer apply there (a
+        device the new snapshot does not have)."""
+        fresh = Overlay(base_devices=registry.devices, read_to=self.read_to)
+        rebased, refused = fresh.apply_all(self.events, lists, registry)
+        return rebased, len(refused)
+
+    def at(self, positions: Mapping[int, int]) -> Overlay:
+        return replace(self, read_to={**self.read_to, **positions})
+
+    def _copy(self) -> Overlay:
+        return replace(self, imeis=dict(self.imeis), owners=dict(self.owners),
+                       device_ids=dict(self.device_ids), devices=dict(self.devices),
+                       cartables=dict(self.cartables), operator_sims=dict(self.operator_sims),
+                       black=dict(self.black))
+
+    def _check(self, change: Change, lists: Lists, registry: Registry) -> None:
+        match change:
+            case DeviceDeregistered() | OwnershipSet():
+                self._device_of(change.device.device_id, change.device.imei_keys, lists,
+                                registry)
+            case ImeiReplaced():
+                if self.device_slot(change.old_key, lists, registry) == NO_DEVICE:
+                    raise Inapplicable(f"IMEI {change.old_key:014d} is in no device")
+
+    def _mutate(self, change: Change, time_ms: int, lists: Lists, registry: Registry) -> None:
+        """Only ever on a private copy (`OverlayDraft`); `_check` has passed."""
+        imeis = self.imeis
         match change:
             case DeviceRegistered():
-                return self._registered(change, time_ms, lists, registry)
+                self._registered(change, time_ms, lists, registry)
             case DeviceDeregistered():
                 device = self._device_of(change.device.device_id, change.device.imei_keys,
                                          lists, registry)
-                imeis = dict(self.imeis)
                 for key in self.device_keys(device, lists, registry):
                     imeis[key] = int(NO_DEVICE)
-                device_ids = {i: d for i, d in self.device_ids.items() if d != device}
-                return replace(self, imeis=imeis, owners={**self.owners, device: int(NO_OWNER)},
-                               device_ids=device_ids)
+                for device_id in [i for i, d in self.device_ids.items() if d == device]:
+                    del self.device_ids[device_id]
+                self.owners[device] = int(NO_OWNER)
             case OwnershipSet():
                 device = self._device_of(change.device.device_id, change.device.imei_keys,
                                          lists, registry)
-                return replace(self, owners={**self.owners, device: change.owner_msisdn})
+                self.owners[device] = change.owner_msisdn
             case CartableChanged():
-                cartables = dict(self.cartables)
                 for msisdn in change.msisdns:
                     if change.linked:
-                        cartables[msisdn] = change.cartable_id
+                        self.cartables[msisdn] = change.cartable_id
                     elif self._cartable(msisdn, registry) == change.cartable_id:
-                        cartables[msisdn] = int(NO_CARTABLE)
-                return replace(self, cartables=cartables)
+                        self.cartables[msisdn] = int(NO_CARTABLE)
             case OperatorSimChanged():
                 pair = (change.imei_key, change.msisdn)
-                return replace(self, operator_sims={**self.operator_sims, pair: change.set})
+                self.operator_sims[pair] = change.set
             case ImeiReplaced():
                 slot = self.device_slot(change.old_key, lists, registry)
-                if slot == NO_DEVICE:
-                    raise Inapplicable(f"IMEI {change.old_key:014d} is in no device")
-                return replace(self, imeis={**self.imeis, change.old_key: int(NO_DEVICE),
-                                            change.new_key: slot})
+                imeis[change.old_key] = int(NO_DEVICE)
+                imeis[change.new_key] = slot
             case BlacklistChanged():
                 code = BLACK_REASONS.index(change.reason) if change.reason else NO_REASON
-                return replace(self, black={**self.black, **dict.fromkeys(change.imei_keys,
-                                                                          code)})
-        raise AssertionError(f"no rule for {type(change).__name__}")  # Change is closed
+                self.black.update(dict.fromkeys(change.imei_keys, code))
+            case _:
+                raise AssertionError(f"no rule for {type(change).__name__}")  # Change is closed
 
     def _registered(self, change: DeviceRegistered, time_ms: int, lists: Lists,
-                    registry: Registry) -> Overlay:
+                    registry: Registry) -> None:
+        imeis = self.imeis
         known = self.device_ids.get(change.device.device_id or "")
         device = known if known is not None else self.next_device
-        imeis = dict(self.imeis)
         if known is not None:  # registered again: its slots are what this event says
             for key in self.device_keys(device, lists, registry):
                 imeis[key] = int(NO_DEVICE)
         for slot, key in enumerate(change.device.imei_keys[:MAX_SLOTS]):
             imeis[key] = (device << SLOT_BITS) | slot
         day = change.entry_date or datetime.fromtimestamp(time_ms / 1000, timezone.utc).date()
-        device_ids = dict(self.device_ids)
         if change.device.device_id is not None:
-            device_ids[change.device.device_id] = device
-        return replace(self, imeis=imeis, owners={**self.owners, device: int(NO_OWNER)},
-                       device_ids=device_ids,
-                       devices={**self.devices, device: NewDevice(change.source, day)})
+            self.device_ids[change.device.device_id] = device
+        self.owners[device] = int(NO_OWNER)
+        self.devices[device] = NewDevice(change.source, day)
 
     def device_slot(self, key: int, lists: Lists, registry: Registry) -> int:
         if key in self.imeis:
@@ -218,6 +263,32 @@ class Overlay:
         if msisdn in self.cartables:
             return self.cartables[msisdn]
         return int(registry.cartables.of(np.array([msisdn], dtype=np.uint64))[0])
+
+
+class OverlayDraft:
+    """Events applied in place to a private copy of an overlay: a poll of events, or the
+    thousands restored at start, cost one copy of the maps rather than one each."""
+
+    def __init__(self, origin: Overlay, lists: Lists, registry: Registry) -> None:
+        self.origin = origin
+        self.applied: list[RegistryEvent] = []
+        self._lists = lists
+        self._registry = registry
+        self._work = origin._copy()
+
+    def check(self, change: Change) -> None:
+        """Raises Inapplicable when the change names something the state does not have."""
+        self._work._check(change, self._lists, self._registry)
+
+    def apply(self, event: RegistryEvent) -> None:
+        """Raises Inapplicable, and changes nothing, when the change does not apply."""
+        self.check(event.change)
+        self._work._mutate(event.change, event.time_ms, self._lists, self._registry)
+        self.applied.append(event)
+
+    def finish(self, positions: Mapping[int, int] | None = None) -> Overlay:
+        done = replace(self._work, events=self.origin.events + tuple(self.applied))
+        return done.at(positions) if positions else done
 
 
 def empty_overlay(registry: Registry) -> Overlay:

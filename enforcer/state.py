@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -54,13 +54,16 @@ class StateHolder:
         with self._swap_lock:
             self._state = change(self._state)
 
-    def swap(self, new: EnforcementState) -> EnforcementState:
+    def swap(self, new: EnforcementState) -> int:
+        """Put a newer generation in place, with the registry's changes laid over it again;
+        returns how many of those no longer apply to it."""
         with self._swap_lock:
             if new.generation <= self._state.generation:
                 raise ValueError(f"generation {new.generation} is not newer than "
                                  f"{self._state.generation}")
-            old, self._state = self._state, new
-            return old
+            overlay, stale = self._state.overlay.rebase(new.lists, new.registry)
+            self._state = replace(new, overlay=overlay)
+            return stale
 
 
 def save_snapshot(state: EnforcementState, directory: Path) -> Path:

@@ -8,12 +8,12 @@ from datetime import date
 
 import pytest
 
-from enforcer.lists import BlackReason
+from enforcer.lists import BlackReason, Lists
 from enforcer.overlay import Inapplicable
 from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Device,
                                 DeviceDeregistered, DeviceRegistered, ImeiReplaced,
-                                OperatorSimChanged, OwnershipSet, Via)
-from enforcer.registry import Source
+                                OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
+from enforcer.registry import DeviceColumns, DeviceRecord, Source, build_registry
 from enforcer.state import EnforcementState, StateHolder
 from rules.policy import Verdict
 from tests.test_decide import (BUYER, DUAL, HELPER, OWNER, SINGLE, SPOUSE, STOLEN, STRANGER, T0,
@@ -119,3 +119,43 @@ def test_applying_a_change_twice_is_applying_it_once(state, rules) -> None:
     once, twice = applied(state, change), applied(state, change, change)
     assert once.overlay.owners == twice.overlay.owners
     assert rule(twice, rules, SINGLE, BUYER) == "owner"
+
+
+def next_generation_without_single(state: EnforcementState) -> EnforcementState:
+    """Generation 2: SINGLE's device is gone from the registry's snapshot."""
+    lists = Lists.build(2, state.lists.white, {}, white_index=state.lists.white_index)
+    devices = DeviceColumns.from_records([
+        DeviceRecord(DUAL, OWNER, Source.IMPORT, date(2024, 3, 1))])
+    registry, _ = build_registry(lists.white_index, devices, state.registry.cartables,
+                                 state.registry.operator_sims)
+    return EnforcementState(lists, registry, state.policy)
+
+
+def test_a_new_generation_keeps_the_changes_that_still_apply(state, rules) -> None:
+    holder = StateHolder(applied(
+        state, DeviceRegistered(Device("D9", NEW_IMEIS), Source.IMPORT, None),
+        OwnershipSet(Device("D9", ()), BUYER, Via.ACTIVATION),
+        OwnershipSet(Device(None, (SINGLE,)), BUYER, Via.TRANSFER_DIRECT),
+        OwnershipSet(Device(None, (DUAL[0],)), STRANGER, Via.TRANSFER_DIRECT)))
+    stale = holder.swap(next_generation_without_single(state))
+    after = holder.current
+    assert stale == 1  # the transfer of SINGLE's device, which the new snapshot lacks
+    assert rule(after, rules, NEW_IMEIS[1], BUYER) == "owner"
+    assert rule(after, rules, DUAL[1], STRANGER) == "owner"
+    assert rule(after, rules, SINGLE, BUYER) != "owner"  # gone with the device
+    assert len(after.overlay.events) == 3
+
+
+def test_many_changes_at_once_equal_one_at_a_time(state, rules) -> None:
+    changes = [OwnershipSet(Device(None, (SINGLE,)), BUYER, Via.TRANSFER_DIRECT),
+               ImeiReplaced(UNREGISTERED, NEW_IMEIS[0]),  # inapplicable: in no device
+               BlacklistChanged((DUAL[0],), BlackReason.LOST),
+               CartableChanged(1, (STRANGER,), linked=True)]
+    events = [RegistryEvent(f"e{i}", T0, c) for i, c in enumerate(changes)]
+    together, refused = state.overlay.apply_all(events, state.lists, state.registry)
+    assert [e.event_id for e, _ in refused] == ["e1"]
+    one_by_one = applied(state, changes[0], *changes[2:])
+    for imei, msisdn in [(SINGLE, BUYER), (DUAL[0], OWNER), (SINGLE, STRANGER)]:
+        assert (rule(replace(state, overlay=together), rules, imei, msisdn)
+                == rule(one_by_one, rules, imei, msisdn))
+    assert state.overlay.owners == {}  # the original is untouched
