@@ -20,7 +20,8 @@ from enforcer.events import AttachBatch, AttachEvent
 from enforcer.imei import parse_imei
 from enforcer.importing import Kind, import_file
 from enforcer.logs import setup_logging
-from enforcer.state import EnforcementState, has_snapshot, load_snapshot, save_snapshot
+from enforcer.state import (EnforcementState, SnapshotConflict, load_snapshot, next_generation,
+                            save_snapshot)
 from enforcer.statusquery import ask, current_state
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
@@ -76,9 +77,7 @@ def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
 def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
     policy = load_policy(config.policy.file or None)
     directory = _state_dir(args, config)
-    generation = 1
-    if has_snapshot(directory):
-        generation = load_snapshot(directory, policy).generation + 1
+    generation = next_generation(directory)
     files = SourceFiles(args.white, args.black, args.devices, args.cartables, args.operator_sims)
     state, report = build_from_files(files, config, policy, generation)
     save_snapshot(state, directory)
@@ -100,10 +99,12 @@ def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
-    country = build_country(CountrySpec(devices=args.devices, imeis=args.imeis, seed=args.seed))
+    directory = _state_dir(args, config)
+    country = build_country(CountrySpec(devices=args.devices, imeis=args.imeis, seed=args.seed),
+                            next_generation(directory))
     state = EnforcementState(country.lists, country.registry,
                              load_policy(config.policy.file or None))
-    target = save_snapshot(state, _state_dir(args, config))
+    target = save_snapshot(state, directory)
     _print({"snapshot": str(target), "devices": country.registry.devices,
             "imeis": len(country.lists.white)})
     return 0
@@ -301,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         return args.run(args, config)
     except (ConfigError, PolicyError, FileNotFoundError, NotReady, ServiceError,
-            psycopg.OperationalError) as exc:
+            SnapshotConflict, psycopg.OperationalError) as exc:
         print(f"eir-enforcer: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -82,6 +82,7 @@ class WorkerConfig:
     max_event_age_days: int
     max_event_future_s: int
     gc_threshold: int
+    name: str
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,21 @@ class RegistryConfig:
 class HistoryConfig:
     resolution_s: int
     dedupe_pairs: int
+    keep_days: int
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    timezone: str
+    reconcile_cron: str
+    consistency_cron: str
+    retention_cron: str
+    lock_wait_s: float
+    attempts: int
+    retry_delay_s: float
+    drop_dir: str
+    drop_settle_s: float
+    consistency_shards: int
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,7 @@ class Config:
     worker: WorkerConfig
     registry: RegistryConfig
     history: HistoryConfig
+    jobs: JobsConfig
     metrics: MetricsConfig
 
 

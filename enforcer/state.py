@@ -4,6 +4,7 @@ batch that took `holder.current` sees the old state or the new one, never a mix.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from enforcer.registry import Registry
 from rules.policy import Policy
 
 CURRENT = "CURRENT"
+LOCK = ".lock"
 # Bumped whenever the files of a snapshot change meaning; older snapshots are refused.
 SNAPSHOT_FORMAT = 1
 
@@ -66,8 +68,25 @@ class StateHolder:
             return stale
 
 
+class SnapshotConflict(RuntimeError):
+    """Another process saved this generation, or a later one, first."""
+
+
 def save_snapshot(state: EnforcementState, directory: Path) -> Path:
-    """Write the generation beside the others, then point CURRENT at it (atomic rename)."""
+    """Write the generation beside the others, then point CURRENT at it (atomic rename).
+    Two importers (a worker's job, an operator's command) may race: the file lock lets one
+    write at a time, and a generation not newer than CURRENT's is refused, not written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = snapshot_generation(directory)
+        if current is not None and current >= state.generation:
+            raise SnapshotConflict(f"generation {state.generation} is not newer than "
+                                   f"{current}, saved meanwhile in {directory}; run again")
+        return _write(state, directory)
+
+
+def _write(state: EnforcementState, directory: Path) -> Path:
     target = directory / f"gen-{state.generation:08d}"
     scratch = directory / f".gen-{state.generation:08d}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -83,6 +102,18 @@ def save_snapshot(state: EnforcementState, directory: Path) -> Path:
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def snapshot_generation(directory: Path) -> int | None:
+    """The generation CURRENT points at, without loading it."""
+    pointer = directory / CURRENT
+    if not pointer.exists():
+        return None
+    return int(json.loads(pointer.read_text())["generation"])
+
+
+def next_generation(directory: Path) -> int:
+    return (snapshot_generation(directory) or 0) + 1
 
 
 def has_snapshot(directory: Path) -> bool:

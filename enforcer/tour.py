@@ -16,7 +16,7 @@ from enforcer.decide import Decisions, decide, decision_at
 from enforcer.events import AttachBatch
 from enforcer.events import NO_KEY
 from enforcer.lists import NO_REASON
-from enforcer.state import EnforcementState, load_snapshot, save_snapshot
+from enforcer.state import EnforcementState, load_snapshot, next_generation, save_snapshot
 from enforcer.subscriber import mask
 from enforcer.synth import (Country, CountrySpec, TrafficMix, attach_traffic, build_country,
                             unowned_device_rows)
@@ -34,7 +34,8 @@ def run_tour(config: Config, devices: int, events: int) -> Country:
     policy = load_policy(config.policy.file or None)
     say(f"eir-enforcer demo: a synthetic country of {devices:,} devices")
     started = time.perf_counter()
-    country = build_country(CountrySpec(devices=devices))
+    directory = Path(config.state.dir)
+    country = build_country(CountrySpec(devices=devices), next_generation(directory))
     lists, registry = country.lists, country.registry
     say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white):,} registered "
          f"IMEIs ({len(lists.white_index.chunk_high):,} chunks of 65,536 keys), "
@@ -46,7 +47,6 @@ def run_tour(config: Config, devices: int, events: int) -> Country:
          f"+ {stats['white']['index_bytes'] / MB:.1f} MB lookup index; registry "
          f"{registry.nbytes / MB:.1f} MB")
 
-    directory = Path(config.state.dir)
     save_snapshot(EnforcementState(lists, registry, policy), directory)
     started = time.perf_counter()
     state = load_snapshot(directory, policy)

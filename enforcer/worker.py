@@ -16,8 +16,11 @@ from consumers.kafka import attach_consumer, producer, registry_consumer
 from consumers.registry import RegistryFollower
 from enforcer.build import imei_rules
 from enforcer.clock import Clock, SystemClock
-from enforcer.config import Config
+from enforcer.config import Config, JobsConfig
+from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import pending
+from enforcer.jobs import worker_jobs
+from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
 from metrics.worker import WorkerMetrics
 from rules.policy import load_policy
@@ -30,24 +33,37 @@ class NotReady(RuntimeError):
 
 
 class Worker:
-    """The attach loop in the caller's thread and the registry loop beside it, on one state."""
+    """The attach loop in the caller's thread, the registry loop beside it, and the
+    scheduled jobs, on one state."""
 
-    def __init__(self, attach: AttachWorker, registry: RegistryFollower) -> None:
+    def __init__(self, attach: AttachWorker, registry: RegistryFollower, jobs: list[Job],
+                 runner: JobRunner, stopping: threading.Event, settings: JobsConfig) -> None:
         self._attach = attach
         self._registry = registry
+        self._jobs = {job.name: job for job in jobs}
+        self._runner = runner
+        self._stopping = stopping  # the runner's: set when the worker stops
+        self._scheduler = scheduler_for(jobs, runner, settings)
 
     @property
     def metrics(self) -> WorkerMetrics:
         return self._attach.metrics
 
+    def run_job(self, name: str) -> Outcome:
+        """Run a scheduled job now, in the caller's thread, as its schedule would."""
+        return self._runner.run(self._jobs[name])
+
     def run(self, stop: threading.Event) -> None:
         follower = threading.Thread(target=self._registry.run, args=(stop,),
                                     name="eir-registry")
         follower.start()
+        self._scheduler.start()
         try:
             self._attach.run(stop)
         finally:
             stop.set()
+            self._stopping.set()
+            self._scheduler.shutdown(wait=True)
             follower.join()
 
     def close(self) -> None:
@@ -72,11 +88,15 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     registry.restore()  # before any attach is decided
     if config.metrics.port:
         metrics.serve(config.metrics.port)
+    stopping = threading.Event()
+    runner = JobRunner(config.jobs, connect, worker_name(config.worker.name), clock,
+                       metrics.jobs, stopping)
     worker = Worker(
         AttachWorker(config, holder, rules, clock, metrics,
                      attach_consumer(config.kafka, config.worker.batch_max_events),
                      messages, connect),
-        registry)
+        registry, worker_jobs(config, holder, rules, clock, connect), runner, stopping,
+        config.jobs)
     tune_gc(config.worker.gc_threshold)
     return worker
 

@@ -16,7 +16,8 @@ from enforcer.imei import ImeiRules, luhn_digit
 from enforcer.listfile import ListFileReader, LoadReport
 from enforcer.lists import BlackReason, Lists, keys_of
 from enforcer.registry import Registry
-from enforcer.state import EnforcementState, StateHolder, load_snapshot, save_snapshot
+from enforcer.state import (EnforcementState, SnapshotConflict, StateHolder, load_snapshot,
+                            save_snapshot)
 from enforcer.decide import decide
 from rules.policy import Policy
 
@@ -172,3 +173,15 @@ def test_the_block_reader_agrees_with_reading_line_by_line(tmp_path_factory, rul
     assert keys_of(white).tolist() == expected.tolist()
     reference.loaded = len(expected)
     assert report.as_json() == reference.as_json()
+
+
+def test_a_generation_saved_meanwhile_by_another_importer_is_not_overwritten(
+        tmp_path: Path, policy: Policy) -> None:
+    first = EnforcementState(Lists.from_keys(2, np.array([1], np.uint64)), Registry.empty(1),
+                             policy)
+    save_snapshot(first, tmp_path)
+    racing = EnforcementState(Lists.from_keys(2, np.array([1, 2], np.uint64)),
+                              Registry.empty(2), policy)
+    with pytest.raises(SnapshotConflict, match="not newer than 2"):
+        save_snapshot(racing, tmp_path)
+    assert len(load_snapshot(tmp_path, policy).lists.white) == 1

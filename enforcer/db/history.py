@@ -87,3 +87,30 @@ def usage_of(conn: psycopg.Connection, imei_keys: list[int]) -> list[Usage]:
         " ORDER BY min(first_seen)", (imei_keys,)).fetchall()
     return [Usage(k, i, m, s if s != NO_SLOT else None, f, last, d)
             for k, i, m, s, f, last, d in rows]
+
+
+def monthly_partitions(conn: psycopg.Connection) -> list[tuple[date, str]]:
+    """slot_usage's partitions, oldest first: (first day of the month, table name)."""
+    names = [name for (name,) in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'slot_usage'::regclass")]
+    months = []
+    for name in names:
+        year, month = name.removeprefix("slot_usage_").split("_")
+        months.append((date(int(year), int(month), 1), name))
+    return sorted(months)
+
+
+def drop_months_before(conn: psycopg.Connection, first_kept: date) -> list[str]:
+    """Detach (without blocking the writers of other months), then drop, each older month.
+    Needs an autocommit connection: a concurrent detach cannot run in a transaction."""
+    dropped = []
+    for month, name in monthly_partitions(conn):
+        if month >= first_kept:
+            break
+        table = psycopg.sql.Identifier(name)
+        conn.execute(psycopg.sql.SQL(
+            "ALTER TABLE slot_usage DETACH PARTITION {} CONCURRENTLY").format(table))
+        conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(table))
+        dropped.append(name)
+    return dropped

@@ -23,6 +23,7 @@ class StoredEvent:
     seq: int
     body: bytes
     received_at: datetime
+    at: Position
 
 
 class Stored(Enum):
@@ -48,8 +49,10 @@ def store(conn: psycopg.Connection, event_id: str, applied: bool, reason: str | 
 
 
 def applied_events(conn: psycopg.Connection) -> list[StoredEvent]:
-    return [StoredEvent(*r) for r in conn.execute(
-        "SELECT seq, body, received_at FROM registry_events WHERE applied ORDER BY seq")]
+    return [StoredEvent(seq, body, received, Position(topic, partition, offset))
+            for seq, body, received, topic, partition, offset in conn.execute(
+                "SELECT seq, body, received_at, source_topic, source_partition, source_offset"
+                " FROM registry_events WHERE applied ORDER BY seq")]
 
 
 def next_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:

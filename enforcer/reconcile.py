@@ -1,0 +1,87 @@
+"""The snapshot reconcile job: national snapshots delivered to the drop directory are
+imported, saved as the next generation and swapped into this worker; a generation another
+worker (or `eir-enforcer registry import`) saved is adopted.
+
+Crash-safe by order: the snapshot is saved (atomic rename) before the file moves to done/, so
+a crash in between imports the file again at the next run, which changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import msgspec
+
+from enforcer.clock import MS_PER_S, Clock
+from enforcer.config import Config
+from enforcer.importing import Kind, import_file
+from enforcer.state import StateHolder, load_snapshot, save_snapshot, snapshot_generation
+
+log = logging.getLogger("eir.reconcile")
+
+DONE = "done"
+REFUSED = "refused"
+SUFFIXES = (".csv", ".csv.gz")
+
+
+def kind_of(path: Path) -> Kind | None:
+    if not path.name.endswith(SUFFIXES):
+        return None
+    return next((kind for kind in Kind if path.name.startswith(kind.value)), None)
+
+
+def delivered(drop: Path, now_ms: int, settle_s: float) -> list[Path]:
+    """Files ready to take, in name order (deliveries are named by date)."""
+    if not drop.is_dir():
+        return []
+    ready = []
+    for path in sorted(drop.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or path.name.endswith(".partial"):
+            continue
+        if now_ms / MS_PER_S - path.stat().st_mtime < settle_s:
+            continue
+        ready.append(path)
+    return ready
+
+
+def _set_aside(path: Path, folder: str, report: dict[str, object] | None = None) -> None:
+    target = path.parent / folder
+    target.mkdir(exist_ok=True)
+    if report is not None:
+        (target / f"{path.name}.report.json").write_bytes(msgspec.json.encode(report))
+    os.replace(path, target / path.name)
+
+
+def reconcile(holder: StateHolder, config: Config, clock: Clock) -> dict[str, int]:
+    counts = {"adopted": 0, "imported": 0, "refused": 0, "stale_events": 0}
+    directory = Path(config.state.dir)
+    on_disk = snapshot_generation(directory)
+    if on_disk is not None and on_disk > holder.current.generation:
+        counts["stale_events"] += holder.swap(load_snapshot(directory, holder.current.policy))
+        counts["adopted"] += 1
+        log.info("snapshot adopted", extra={"generation": on_disk})
+    drop = Path(config.jobs.drop_dir)
+    for path in delivered(drop, clock.now_ms(), config.jobs.drop_settle_s):
+        kind = kind_of(path)
+        if kind is None:
+            counts["refused"] += 1
+            _set_aside(path, REFUSED, {"refused": "not a white*, black* or owners* .csv "
+                                                  "or .csv.gz file"})
+            log.warning("snapshot refused", extra={"delivery": path.name, "why": "name"})
+            continue
+        new, report = import_file(holder.current, kind, path, config)
+        if new is None:
+            counts["refused"] += 1
+            _set_aside(path, REFUSED, report.as_json())
+            log.warning("snapshot refused",
+                        extra={"delivery": path.name, "why": report.refused})
+            continue
+        save_snapshot(new, directory)
+        counts["stale_events"] += holder.swap(new)
+        counts["imported"] += 1
+        _set_aside(path, DONE, report.as_json())
+        log.info("snapshot imported",
+                 extra={"delivery": path.name, "report": report.as_json()})
+    return counts

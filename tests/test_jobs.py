@@ -1,0 +1,211 @@
+"""Scheduled jobs on the real broker and database: a national snapshot dropped in the drop
+directory reaches every worker's decisions; drift between memory and PostgreSQL is found and
+repaired; old history months are dropped; one worker at a time runs a job; a failed run is
+retried; every run is in job_runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import msgspec
+import psycopg
+import pytest
+
+from enforcer.clock import SystemClock
+from enforcer.config import ConfigError, load_config
+from enforcer.db.history import monthly_partitions
+from enforcer.db.jobs import Outcome, recent_runs
+from enforcer.db.registry import Position, store
+from enforcer.jobs import first_month_kept
+from enforcer.schedule import Job, JobRunner, cron_trigger
+from metrics.worker import WorkerMetrics
+from tests.kafkatools import committed, produce, wait_for
+from tests.test_decide import BUYER, CLONED, OWNER, SINGLE, STOLEN
+from tests.test_registry_events import registry_event, verdicts_of, with_verdicts
+from tests.test_worker import attach, now_ms
+
+
+def runs(dsn: str, job: str) -> list:
+    with psycopg.connect(dsn) as conn:
+        return sorted(recent_runs(conn, job), key=lambda r: r.id)
+
+
+def decided_one(env: dict[str, str]) -> None:
+    """One attach decided: the group has settled (see the worker tests)."""
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    before = committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic)
+    produce(bootstrap, topic, [attach(SINGLE, OWNER, now_ms())])
+    wait_for(lambda: committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic) == before + 1)
+
+
+def test_a_dropped_black_list_reaches_every_worker(env, worker, tmp_path: Path) -> None:
+    with_verdicts(env)
+    first = worker()
+    second = worker()
+    decided_one(env)
+    drop = Path(env["EIR_JOBS__DROP_DIR"])
+    drop.mkdir()
+    (drop / "black-2026-11-23.csv").write_text(
+        f"imei,reason\n{STOLEN:014d},stolen\n{CLONED:014d},cloned\n{SINGLE:014d},stolen\n")
+
+    assert first.worker.run_job("reconcile") is Outcome.OK
+    assert second.worker.run_job("reconcile") is Outcome.OK
+    done = runs(env["EIR_POSTGRES__DSN"], "reconcile")
+    assert [(r.outcome, r.counts["imported"], r.counts["adopted"]) for r in done] == [
+        ("ok", 1, 0), ("ok", 0, 1)]
+    assert (drop / "done" / "black-2026-11-23.csv").exists()
+    report = msgspec.json.decode((drop / "done" / "black-2026-11-23.csv.report.json")
+                                 .read_bytes())
+    assert (report["added"], report["generation"]) == (1, 2)
+
+    first.close()  # the second worker takes every partition and decides alone
+    assert ((f"{SINGLE:014d}", str(OWNER), "blacklisted")
+            in verdicts_of(env, [attach(SINGLE, OWNER, now_ms())]))
+
+
+def test_a_truncated_snapshot_is_set_aside_and_changes_nothing(env, worker) -> None:
+    with_verdicts(env)
+    running = worker()
+    drop = Path(env["EIR_JOBS__DROP_DIR"])
+    drop.mkdir()
+    (drop / "white-2026-11-23.csv.gz").write_bytes(b"not gzip")
+    (drop / "white-2026-11-24.csv").write_text(f"imei\n{SINGLE:014d}\n")  # 1 of 6 left
+    (drop / "owners-late.csv.partial").write_text("still being written")
+
+    assert running.worker.run_job("reconcile") is Outcome.OK
+    (run,) = runs(env["EIR_POSTGRES__DSN"], "reconcile")
+    assert run.counts == {"adopted": 0, "imported": 0, "refused": 2, "stale_events": 0}
+    refused = msgspec.json.decode(
+        (drop / "refused" / "white-2026-11-24.csv.report.json").read_bytes())
+    assert "shrink" in refused["refused"]
+    assert (drop / "owners-late.csv.partial").exists()
+    assert ((f"{SINGLE:014d}", str(OWNER), "owner")
+            in verdicts_of(env, [attach(SINGLE, OWNER, now_ms())]))
+
+
+def test_drift_from_the_database_is_found_and_repaired(env, worker) -> None:
+    with_verdicts(env)
+    running = worker()
+    decided_one(env)
+    # A transfer stored (by a worker of an earlier deployment, under another topic) that
+    # this worker never read: memory and database disagree.
+    body = msgspec.json.encode(registry_event(
+        "lost-1", "ownership_set", imeis=[f"{SINGLE:014d}"], owner_msisdn=str(BUYER),
+        via="transfer_direct"))
+    with psycopg.connect(env["EIR_POSTGRES__DSN"], autocommit=True) as conn:
+        store(conn, "lost-1", True, None, body, Position("registry-events-old", 0, 7),
+              datetime.now(timezone.utc))
+    assert running.worker.run_job("consistency") is Outcome.OK
+    assert running.worker.run_job("consistency") is Outcome.OK
+    first, second = runs(env["EIR_POSTGRES__DSN"], "consistency")
+    assert first.counts["drifted_shards"] >= 1 and first.counts["repaired"] == 1
+    assert second.counts["drifted_shards"] == 0 and second.counts["events"] == 1
+    metrics = running.worker.metrics.registry
+    assert metrics.get_sample_value("eir_job_items_total", {
+        "job": "consistency", "item": "repaired"}) == 1
+    assert ((f"{SINGLE:014d}", str(BUYER), "owner")
+            in verdicts_of(env, [attach(SINGLE, BUYER, now_ms())]))
+
+
+def test_history_months_past_retention_are_dropped(env, worker) -> None:
+    running = worker()
+    with psycopg.connect(env["EIR_POSTGRES__DSN"], autocommit=True) as conn:
+        for name, start, end in [("slot_usage_2020_01", "2020-01-01", "2020-02-01"),
+                                 ("slot_usage_2020_02", "2020-02-01", "2020-03-01")]:
+            conn.execute(f"CREATE TABLE {name} PARTITION OF slot_usage"  # noqa: S608
+                         f" FOR VALUES FROM ('{start}') TO ('{end}')")
+    decided_one(env)  # writes this month's partition and row
+    assert running.worker.run_job("retention") is Outcome.OK
+    with psycopg.connect(env["EIR_POSTGRES__DSN"]) as conn:
+        left = [name for _, name in monthly_partitions(conn)]
+        rows = conn.execute("SELECT count(*) FROM slot_usage").fetchone()[0]
+    today = date.today()
+    assert left == [f"slot_usage_{today.year:04d}_{today.month:02d}"] and rows == 1
+    (run,) = runs(env["EIR_POSTGRES__DSN"], "retention")
+    assert run.counts == {"partitions_dropped": 2}
+    assert running.worker.metrics.registry.get_sample_value(
+        "eir_job_last_success_timestamp_seconds", {"job": "retention"}) > 0
+
+
+def test_retention_keeps_what_an_accepted_event_could_reach() -> None:
+    assert first_month_kept(date(2026, 11, 23), 400, 60) == date(2025, 10, 1)
+    assert first_month_kept(date(2026, 11, 23), 10, 60) == date(2026, 9, 1)
+
+
+def runner(env: dict[str, str], name: str, metrics: WorkerMetrics, **jobs: str) -> JobRunner:
+    config = load_config(environ={**env, **{f"EIR_JOBS__{k.upper()}": v for k, v in jobs.items()}})
+    return JobRunner(config.jobs, lambda: psycopg.connect(config.postgres.dsn, autocommit=True),
+                     name, SystemClock(), metrics.jobs, threading.Event())
+
+
+def slow_job(seconds: float) -> Job:
+    return Job("slow", "", lambda: time.sleep(seconds) or {"slept": 1})
+
+
+def test_one_worker_at_a_time_runs_a_job(env) -> None:
+    metrics = WorkerMetrics()
+    outcomes: list[Outcome] = []
+    threads = [threading.Thread(target=lambda n=n: outcomes.append(
+        runner(env, n, metrics).run(slow_job(1.0)))) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first, second = runs(env["EIR_POSTGRES__DSN"], "slow")
+    assert outcomes == [Outcome.OK, Outcome.OK]
+    assert {first.worker, second.worker} == {"a", "b"}
+    assert second.started_at >= first.ended_at  # the second waited for the first
+
+
+def test_a_worker_that_cannot_wait_skips_the_run(env) -> None:
+    metrics = WorkerMetrics()
+    holder = threading.Thread(target=lambda: runner(env, "a", metrics).run(slow_job(2.0)))
+    holder.start()
+    wait_for(lambda: len(runs(env["EIR_POSTGRES__DSN"], "slow")) == 1, every_s=0.05)
+    assert runner(env, "b", metrics, lock_wait_s="0").run(slow_job(0)) is Outcome.SKIPPED
+    holder.join()
+    outcomes = {r.worker: r.outcome for r in runs(env["EIR_POSTGRES__DSN"], "slow")}
+    assert outcomes == {"a": "ok", "b": "skipped"}
+
+
+def test_a_failed_run_is_retried_and_both_are_recorded(env) -> None:
+    metrics = WorkerMetrics()
+    tries = []
+
+    def flaky() -> dict[str, int]:
+        tries.append(1)
+        if len(tries) == 1:
+            raise OSError("the drop directory's mount went away")
+        return {"done": 1}
+
+    assert runner(env, "a", metrics).run(Job("flaky", "", flaky)) is Outcome.OK
+    failed, ok = runs(env["EIR_POSTGRES__DSN"], "flaky")
+    assert (failed.outcome, failed.attempt, ok.outcome, ok.attempt) == ("failed", 1, "ok", 2)
+    assert "mount went away" in failed.error
+    assert metrics.registry.get_sample_value(
+        "eir_job_runs_total", {"job": "flaky", "outcome": "failed"}) == 1
+
+
+def test_a_job_that_keeps_failing_stops_after_its_attempts(env) -> None:
+    metrics = WorkerMetrics()
+    job = Job("broken", "", lambda: 1 / 0)
+    assert runner(env, "a", metrics, attempts="2").run(job) is Outcome.FAILED
+    assert [r.outcome for r in runs(env["EIR_POSTGRES__DSN"], "broken")] == ["failed"] * 2
+
+
+def test_jobs_run_on_their_schedules(env, worker) -> None:
+    env["EIR_JOBS__RETENTION_CRON"] = "*/1 * * * * *"  # every second, seconds first
+    worker()
+    wait_for(lambda: len(runs(env["EIR_POSTGRES__DSN"], "retention")) >= 2, timeout_s=20)
+    assert {r.outcome for r in runs(env["EIR_POSTGRES__DSN"], "retention")} == {"ok"}
+
+
+def test_a_bad_cron_expression_is_named() -> None:
+    with pytest.raises(ConfigError, match="'61 \\* \\* \\* \\*'"):
+        cron_trigger("61 * * * *", "Asia/Tehran")
+    with pytest.raises(ConfigError, match="5 fields"):
+        cron_trigger("daily", "UTC")
+    assert cron_trigger("0 3 * * mon-fri", "Asia/Tehran")
