@@ -103,7 +103,7 @@ def main() -> None:
             "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
             "EIR_KAFKA__ATTACH_TOPIC": TOPIC, "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "EIR_POSTGRES__DSN": services.postgres.dsn, "EIR_STATE__DIR": str(scratch / "state"),
-            "EIR_METRICS__PORT": "0", "EIR_WORKER__BATCH_MAX_EVENTS": str(POLL_RECORDS)})
+            "EIR_HTTP__PORT": "0", "EIR_WORKER__BATCH_MAX_EVENTS": str(POLL_RECORDS)})
         migrate(config.postgres.dsn)
         country = build_country(CountrySpec(devices=args.devices))
         save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),

@@ -22,7 +22,7 @@ from enforcer.importing import Kind, import_file
 from enforcer.logs import setup_logging
 from enforcer.state import (EnforcementState, SnapshotConflict, load_snapshot, next_generation,
                             save_snapshot)
-from enforcer.statusquery import ask, current_state
+from enforcer.statusquery import Caller, ask, current_state
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
 from enforcer.demo import DemoOptions, run_demo
@@ -164,7 +164,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     snapshot = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
     with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
         state = current_state(snapshot, conn, config)
-        answer = ask(state, conn, imei.imei_key, requester, "cli")
+        answer = ask(state, conn, imei.imei_key, requester, Caller("cli"))
     _print({"imei": f"{imei.imei_key:014d}", **answer.as_json()})
     return 0
 

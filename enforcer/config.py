@@ -112,8 +112,12 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
-class MetricsConfig:
+class HttpConfig:
     port: int
+    tokens: list[str]
+    rate_per_s: float
+    burst: int
+    pool_size: int
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ class Config:
     registry: RegistryConfig
     history: HistoryConfig
     jobs: JobsConfig
-    metrics: MetricsConfig
+    http: HttpConfig
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -119,7 +119,7 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     worker = build_worker(config)
     say(f"6. The worker consumes '{config.kafka.attach_topic}' ({options.rate:,} attaches/s, "
         f"{options.bad_share:.1%} of them broken); metrics on "
-        f"http://127.0.0.1:{config.metrics.port}/metrics. Ctrl-C stops.")
+        f"http://127.0.0.1:{config.http.port}/metrics. Ctrl-C stops.")
     stop, sent = threading.Event(), [0]
     producer = threading.Thread(target=_produce, args=(config, country, options, stop, sent))
     consumer = threading.Thread(target=worker.run, args=(stop,))

@@ -3,6 +3,8 @@ from PostgreSQL), the slot-usage history, the pure answer, and the audit row."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 
 from consumers.registry import lay_over
@@ -22,11 +24,31 @@ def current_state(snapshot: EnforcementState, conn: psycopg.Connection,
     return holder.current
 
 
+@dataclass(frozen=True)
+class Caller:
+    channel: str  # "cli" or "http"
+    client: str | None = None  # the HTTP client's token name
+    peer: str | None = None  # its address
+
+
 def ask(state: EnforcementState, conn: psycopg.Connection, imei_key: int, requester: int,
-        channel: str) -> StatusAnswer:
+        caller: Caller) -> StatusAnswer:
+    """The answer, given only once its audit row is written."""
     device = device_now(state, imei_key)
     answer = imei_status(device, usage_of(conn, [key for _, key in device.slots]), requester)
-    conn.execute("INSERT INTO status_queries (imei_key, requester, status, revealed, channel)"
-                 " VALUES (%s, %s, %s, %s, %s)",
-                 (imei_key, requester, answer.status.value, answer.previous_msisdn, channel))
+    _audit(conn, imei_key, requester, caller, answer.status.value, answer.previous_msisdn, None)
     return answer
+
+
+def refuse(conn: psycopg.Connection, imei_key: int | None, requester: int | None,
+           caller: Caller, reason: str) -> None:
+    _audit(conn, imei_key, requester, caller, None, None, reason)
+
+
+def _audit(conn: psycopg.Connection, imei_key: int | None, requester: int | None,
+           caller: Caller, status: str | None, revealed: int | None,
+           refused: str | None) -> None:
+    conn.execute("INSERT INTO status_queries (imei_key, requester, status, revealed, channel,"
+                 " client, peer, refused) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                 (imei_key, requester, status, revealed, caller.channel, caller.client,
+                  caller.peer, refused))

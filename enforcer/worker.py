@@ -19,6 +19,7 @@ from enforcer.clock import Clock, SystemClock
 from enforcer.config import Config, JobsConfig
 from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import pending
+from enforcer.httpapi import HttpServer, serve_http
 from enforcer.jobs import worker_jobs
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
@@ -37,8 +38,10 @@ class Worker:
     scheduled jobs, on one state."""
 
     def __init__(self, attach: AttachWorker, registry: RegistryFollower, jobs: list[Job],
-                 runner: JobRunner, stopping: threading.Event, settings: JobsConfig) -> None:
+                 runner: JobRunner, stopping: threading.Event, settings: JobsConfig,
+                 http: HttpServer | None) -> None:
         self._attach = attach
+        self._http = http
         self._registry = registry
         self._jobs = {job.name: job for job in jobs}
         self._runner = runner
@@ -66,7 +69,13 @@ class Worker:
             self._scheduler.shutdown(wait=True)
             follower.join()
 
+    @property
+    def http_port(self) -> int | None:
+        return self._http.port if self._http else None
+
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
         self._attach.close()
         self._registry.close()
 
@@ -86,8 +95,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     registry = RegistryFollower(config, holder, rules, clock, metrics,
                                 registry_consumer(config.kafka), messages, connect)
     registry.restore()  # before any attach is decided
-    if config.metrics.port:
-        metrics.serve(config.metrics.port)
+    http = serve_http(config, holder, rules, metrics)
     stopping = threading.Event()
     runner = JobRunner(config.jobs, connect, worker_name(config.worker.name), clock,
                        metrics.jobs, stopping)
@@ -96,7 +104,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
                      attach_consumer(config.kafka, config.worker.batch_max_events),
                      messages, connect),
         registry, worker_jobs(config, holder, rules, clock, connect), runner, stopping,
-        config.jobs)
+        config.jobs, http)
     tune_gc(config.worker.gc_threshold)
     return worker
 

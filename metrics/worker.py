@@ -3,8 +3,9 @@ tests may run several in one process)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from metrics.http import HttpMetrics
 from metrics.jobs import JobMetrics
 
 BATCH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -42,6 +43,4 @@ class WorkerMetrics:
         self.batch_failures = Counter("eir_batch_failures", "Batches that failed and will be "
                                       "consumed again, by stage.", ["stage"], registry=r)
         self.jobs = JobMetrics(r)
-
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="0.0.0.0", registry=self.registry)  # noqa: S104
+        self.http = HttpMetrics(r)

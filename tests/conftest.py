@@ -75,7 +75,7 @@ def env(services, dsn, policy, tmp_path: Path) -> dict[str, str]:
         "EIR_KAFKA__REGISTRY_TOPIC": f"{topic}.registry",
         "EIR_KAFKA__REGISTRY_DLQ_TOPIC": f"{topic}.registry.dlq",
         "EIR_KAFKA__GROUP_ID": unique("group"), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "EIR_POSTGRES__DSN": dsn, "EIR_STATE__DIR": str(state_dir), "EIR_METRICS__PORT": "0",
+        "EIR_POSTGRES__DSN": dsn, "EIR_STATE__DIR": str(state_dir), "EIR_HTTP__PORT": "0",
         "EIR_WORKER__BATCH_MAX_WAIT_MS": "100",
         # Jobs run when a test runs them (Worker.run_job), not on their schedules.
         "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__CONSISTENCY_CRON": "",

@@ -163,7 +163,7 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
            "EIR_SERVICES__KAFKA_PORT": str(kafka), "EIR_SERVICES__POSTGRES_PORT": str(postgres),
            "EIR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
            "EIR_POSTGRES__DSN": f"postgresql://postgres@127.0.0.1:{postgres}/eir",
-           "EIR_METRICS__PORT": str(metrics), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+           "EIR_HTTP__PORT": str(metrics), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
            "PATH": os.environ["PATH"]}
     demo = run("demo", "--devices", "20000", "--rate", "500", "--duration", "15",
                env=env).stdout

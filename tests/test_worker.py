@@ -172,7 +172,7 @@ def test_metrics_are_served_while_the_worker_runs(env, dsn) -> None:
     t = now_ms()
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
         attach(SINGLE, OWNER, t), attach(SINGLE, BUYER, t + 1), b"junk"])
-    process = spawn({**env, "EIR_METRICS__PORT": str(port)})
+    process = spawn({**env, "EIR_HTTP__PORT": str(port)})
     try:
         def scrape() -> str:
             try:
