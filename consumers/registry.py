@@ -132,8 +132,10 @@ class RegistryFollower:
             try:
                 if conn is None or conn.closed:
                     conn = self._connect()
-                for record in records:
-                    self._handle(conn, record, draft)
+                decoded = [self._decode(record) for record in records]
+                draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
+                for record, event in zip(records, decoded):
+                    self._handle(conn, record, event, draft)
                     done += 1
             except (psycopg.Error, OSError) as exc:
                 log.warning("registry events not stored, will be read again",
@@ -167,13 +169,14 @@ class RegistryFollower:
             stop.wait(RETRY_S)  # the topic does not exist yet
         return []
 
+    def _decode(self, record: ConsumerRecord) -> RegistryEvent | DeadLetter:
+        return decode_registry_event(record.value, self._rules,
+                                     registry_window(self._config, self._clock.now_ms()))
+
     def _handle(self, conn: psycopg.Connection, record: ConsumerRecord,
-                draft: OverlayDraft) -> None:
-        now = self._clock.now_ms()
-        decoded = decode_registry_event(record.value, self._rules,
-                                        registry_window(self._config, now))
+                decoded: RegistryEvent | DeadLetter, draft: OverlayDraft) -> None:
         at = Position(record.topic, record.partition, record.offset)
-        received = datetime.fromtimestamp(now / MS_PER_S, timezone.utc)
+        received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
         if isinstance(decoded, DeadLetter):
             event_id = f"{record.topic}:{record.partition}:{record.offset}"
             if store(conn, event_id, False, decoded.reason, record.value or b"", at,

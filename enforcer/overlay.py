@@ -75,6 +75,11 @@ class Overlay:
     # The registry topic's partitions read this far (partition -> next offset): every event
     # stored before these positions is in the maps (what the consistency check relies on).
     read_to: dict[int, int] = field(default_factory=dict)
+    # The snapshot's answer for IMEIs changes have named (key -> device_slot): a cache,
+    # shared by the overlays made from this one, which all lie over the same snapshot. A
+    # lookup of one key costs about as much as one of thousands, so a batch of events is
+    # looked up at once (`prefetch`).
+    snapshot_slots: dict[int, int] = field(default_factory=dict, repr=False)
     # The lookups are built when a decision first needs them, not at each change: a burst
     # of events, or the thousands restored at start, cost one build, not one each.
     @cached_property
@@ -145,6 +150,8 @@ class Overlay:
     def apply_all(self, events: Iterable[RegistryEvent], lists: Lists,
                   registry: Registry) -> tuple[Overlay, list[tuple[RegistryEvent, Inapplicable]]]:
         """The events that apply, applied in order; and those that do not, with why."""
+        events = list(events)
+        self.prefetch([k for e in events for k in mentioned_keys(e.change)], lists, registry)
         draft = OverlayDraft(self, lists, registry)
         refused = []
         for event in events:
@@ -232,11 +239,19 @@ class Overlay:
         self.owners[device] = int(NO_OWNER)
         self.devices[device] = NewDevice(change.source, day)
 
+    def prefetch(self, keys: list[int], lists: Lists, registry: Registry) -> None:
+        missing = np.unique(np.array([k for k in keys if k not in self.snapshot_slots],
+                                     dtype=np.uint64))
+        if len(missing):
+            slots = registry.device_slots(lists.white_index.rows(missing))
+            self.snapshot_slots.update(zip(missing.tolist(), slots.tolist()))
+
     def device_slot(self, key: int, lists: Lists, registry: Registry) -> int:
         if key in self.imeis:
             return self.imeis[key]
-        rows = lists.white_index.rows(np.array([key], dtype=np.uint64))
-        return int(registry.device_slots(rows)[0])
+        if key not in self.snapshot_slots:
+            self.prefetch([key], lists, registry)
+        return self.snapshot_slots[key]
 
     def _device_of(self, device_id: str | None, keys: tuple[int, ...], lists: Lists,
                    registry: Registry) -> int:
@@ -265,6 +280,16 @@ class Overlay:
         return int(registry.cartables.of(np.array([msisdn], dtype=np.uint64))[0])
 
 
+def mentioned_keys(change: Change) -> tuple[int, ...]:
+    """The IMEIs whose device applying the change looks up."""
+    match change:
+        case DeviceRegistered() | DeviceDeregistered() | OwnershipSet():
+            return change.device.imei_keys
+        case ImeiReplaced():
+            return (change.old_key,)
+    return ()
+
+
 class OverlayDraft:
     """Events applied in place to a private copy of an overlay: a poll of events, or the
     thousands restored at start, cost one copy of the maps rather than one each."""
@@ -275,6 +300,10 @@ class OverlayDraft:
         self._lists = lists
         self._registry = registry
         self._work = origin._copy()
+
+    def prefetch(self, changes: list[Change]) -> None:
+        self._work.prefetch([k for c in changes for k in mentioned_keys(c)], self._lists,
+                            self._registry)
 
     def check(self, change: Change) -> None:
         """Raises Inapplicable when the change names something the state does not have."""
