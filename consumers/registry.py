@@ -24,6 +24,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from consumers.decode import DeadLetter, TimeWindow
 from consumers.registrydecode import decode_registry_event
 from consumers.replay import dead_letter_headers, rewind
+from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.registry import (Position, Stored, StoredEvent, applied_events, next_offsets,
@@ -137,25 +138,31 @@ class RegistryFollower:
                 for record, event in zip(records, decoded):
                     self._handle(conn, record, event, draft)
                     done += 1
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # whatever failed, the rest is read again
                 log.warning("registry events not stored, will be read again",
-                            extra={"error": repr(exc)})
+                            extra={"error": describe(exc)})
                 rewind(self._consumer, records[done:])  # the ones before are stored
                 conn = None
                 stop.wait(RETRY_S)
-            self._commit(draft, records[:done])
+            finally:
+                # Stored as applied means applied in memory too, whatever failed after.
+                self._commit(draft, records[:done])
         if conn is not None:
             conn.close()
 
     def _commit(self, draft: OverlayDraft, records: list[ConsumerRecord]) -> None:
         """The poll's changes in place, and how far each partition has been read."""
+        if not records:
+            return
         positions = {r.partition: r.offset + 1 for r in records}
 
         def change(state: EnforcementState) -> EnforcementState:
             if state.overlay is draft.origin:
                 return replace(state, overlay=draft.finish(positions))
             # A new generation came in meanwhile: the same events over it.
-            overlay, _ = state.overlay.apply_all(draft.applied, state.lists, state.registry)
+            overlay, refused = state.overlay.apply_all(draft.applied, state.lists,
+                                                       state.registry)
+            self._metrics.registry_events.labels("inapplicable_after_swap").inc(len(refused))
             return replace(state, overlay=overlay.at(positions))
 
         self._holder.update(change)

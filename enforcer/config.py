@@ -113,11 +113,14 @@ class JobsConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
+    bind: str
     port: int
+    timeout_s: float
     tokens: list[str]
     rate_per_s: float
     burst: int
     pool_size: int
+    db_wait_s: float
 
 
 @dataclass(frozen=True)

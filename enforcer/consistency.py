@@ -29,7 +29,8 @@ _U64 = np.uint64
 
 
 class StateMoved(RuntimeError):
-    """The state changed while it was being checked; the next attempt checks again."""
+    """A new generation came in while the state was being checked; the next attempt
+    checks again."""
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,12 @@ def check_consistency(holder: StateHolder, conn: psycopg.Connection, rules: Imei
                            "database": d.database})
     if drift:
         def repair(current: EnforcementState) -> EnforcementState:
-            if current.overlay is not state.overlay:
-                raise StateMoved("registry changes arrived during the check")
-            return replace(current, overlay=expected)
+            if current.lists is not state.lists:
+                raise StateMoved("a new generation came in during the check")
+            # What the follower applied meanwhile, over the database's picture.
+            arrived = current.overlay.events[len(state.overlay.events):]
+            repaired, _ = expected.apply_all(arrived, current.lists, current.registry)
+            return replace(current, overlay=repaired.at(current.overlay.read_to))
         holder.update(repair)
     return {"events": len(stored), "shards": shards * len(MAPS), "drifted_shards": len(drift),
             "repaired": int(bool(drift))}

@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from enforcer.config import Config, ConfigError, HttpConfig
 from enforcer.imei import ImeiRules, parse_imei
+from enforcer.logs import describe
 from enforcer.state import StateHolder
 from enforcer.statusquery import Caller, ask, refuse
 from enforcer.subscriber import IdentityError, parse_msisdn
@@ -34,7 +35,8 @@ log = logging.getLogger("eir.http")
 STATUS_PATH = re.compile(r"^/v1/imei/([^/]{1,64})/status$")
 JSON = "application/json"
 HTTP = "http"
-POOL_WAIT_S = 2.0
+MIN_SECRET_CHARS = 16
+RETRY_AFTER_UNAVAILABLE_S = 5
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,14 @@ class Client:
 
 
 def parse_tokens(entries: list[str]) -> list[Client]:
-    clients = []
+    clients: list[Client] = []
     for entry in entries:
         name, sep, secret = entry.partition(":")
-        if not sep or not name or len(secret) < 16:
-            raise ConfigError("http.tokens entries are name:secret, the secret at least 16 "
-                              f"characters (entry for {name or '?'!r})")
+        if not sep or not name or len(secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"http.tokens entries are name:secret, the secret at least "
+                              f"{MIN_SECRET_CHARS} characters (entry for {name or '?'!r})")
+        if any(c.name == name for c in clients):
+            raise ConfigError(f"http.tokens names client {name!r} twice")
         clients.append(Client(name, secret.encode()))
     return clients
 
@@ -106,11 +110,11 @@ class StatusQueries:
                 found = client
         return found
 
-    def _wait(self, client: Client) -> float:
+    def _wait(self, who: str) -> float:
         now = self._monotonic()
         with self._lock:
             bucket = self._buckets.setdefault(
-                client.name, TokenBucket(self._settings.rate_per_s, self._settings.burst, now))
+                who, TokenBucket(self._settings.rate_per_s, self._settings.burst, now))
             return bucket.take(now)
 
     def answer(self, imei_text: str, msisdn_text: str | None, authorization: str | None,
@@ -123,10 +127,13 @@ class StatusQueries:
         client = self._client(authorization)
         caller = Caller(HTTP, client.name if client else None, peer)
         if client is None:
+            if self._wait(f"peer {peer}"):
+                self._metrics.http.status_queries.labels(HTTP, "unauthorized_flood").inc()
+                return Reply(HTTPStatus.TOO_MANY_REQUESTS, {"error": "rate_limited"})
             return self._refuse(imei.imei_key, requester, caller, HTTPStatus.UNAUTHORIZED,
                                 "unauthorized", "a valid bearer token is required",
                                 {"WWW-Authenticate": 'Bearer realm="eir-enforcer"'})
-        wait = self._wait(client)
+        wait = self._wait(f"client {client.name}")
         if wait:
             return self._refuse(imei.imei_key, requester, caller, HTTPStatus.TOO_MANY_REQUESTS,
                                 "rate_limited", f"at most {self._settings.rate_per_s:g} queries"
@@ -139,13 +146,14 @@ class StatusQueries:
                                 "bad_msisdn", "msisdn= must be the requester's number, in "
                                 "international form")
         try:
-            with self._pool.connection(timeout=POOL_WAIT_S) as conn:
+            with self._pool.connection(timeout=self._settings.db_wait_s) as conn:
                 answer = ask(self._holder.current, conn, imei.imei_key, requester, caller)
         except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("status query not answered", extra={"error": repr(exc)})
+            log.warning("status query not answered", extra={"error": describe(exc)})
             return Reply(HTTPStatus.SERVICE_UNAVAILABLE,
                          {"error": "unavailable", "detail": "the database cannot record "
-                          "the query now; ask again later"}, {"Retry-After": "5"})
+                          "the query now; ask again later"},
+                         {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)})
         self._metrics.http.status_queries.labels(HTTP, answer.status.value).inc()
         return Reply(HTTPStatus.OK, {"imei": f"{imei.imei_key:014d}", **answer.as_json()})
 
@@ -154,19 +162,19 @@ class StatusQueries:
                 headers: dict[str, str] | None = None) -> Reply:
         self._metrics.http.status_queries.labels(HTTP, reason).inc()
         try:
-            with self._pool.connection(timeout=POOL_WAIT_S) as conn:
+            with self._pool.connection(timeout=self._settings.db_wait_s) as conn:
                 refuse(conn, imei_key, requester, caller, reason)
         except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("refused status query not recorded", extra={"error": repr(exc)})
+            log.warning("refused status query not recorded", extra={"error": describe(exc)})
         return Reply(status, {"error": reason, "detail": detail}, headers or {})
 
 
 class HttpServer:
-    def __init__(self, port: int, metrics: WorkerMetrics, queries: StatusQueries,
+    def __init__(self, settings: HttpConfig, metrics: WorkerMetrics, queries: StatusQueries,
                  pool: ConnectionPool) -> None:
-        handler = _handler(metrics, queries)
+        handler = _handler(metrics, queries, settings.timeout_s)
         self._pool = pool
-        self._server = ThreadingHTTPServer(("0.0.0.0", port), handler)  # noqa: S104
+        self._server = ThreadingHTTPServer((settings.bind, settings.port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="eir-http",
                                         daemon=True)
@@ -190,18 +198,22 @@ def serve_http(config: Config, holder: StateHolder, rules: ImeiRules,
     if not config.http.port:
         return None
     clients = parse_tokens(config.http.tokens)
+    if config.http.rate_per_s <= 0 or config.http.burst < 1:
+        raise ConfigError("http.rate_per_s must be above 0 and http.burst at least 1")
     pool = ConnectionPool(config.postgres.dsn, min_size=1, max_size=config.http.pool_size,
                           kwargs={"autocommit": True}, open=True, name="eir-http")
-    server = HttpServer(config.http.port, metrics,
+    server = HttpServer(config.http, metrics,
                         StatusQueries(config.http, clients, holder, rules, pool, metrics),
                         pool)
     server.start()
     return server
 
 
-def _handler(metrics: WorkerMetrics, queries: StatusQueries) -> type[BaseHTTPRequestHandler]:
+def _handler(metrics: WorkerMetrics, queries: StatusQueries,
+             timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "eir-enforcer"
+        timeout = timeout_s
 
         def do_GET(self) -> None:  # the name http.server calls
             began = time.monotonic()

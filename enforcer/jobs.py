@@ -45,5 +45,5 @@ def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Cl
             return {"partitions_dropped": len(drop_months_before(conn, first_kept))}
 
     return [Job(RECONCILE, config.jobs.reconcile_cron, reconcile_job),
-            Job(CONSISTENCY, config.jobs.consistency_cron, consistency_job),
+            Job(CONSISTENCY, config.jobs.consistency_cron, consistency_job, exclusive=False),
             Job(RETENTION, config.jobs.retention_cron, retention_job)]

@@ -7,6 +7,7 @@ import logging
 import sys
 
 import msgspec
+import psycopg
 
 from enforcer.clock import MS_PER_S, iso
 
@@ -21,6 +22,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry, enc_hook=str).decode()
+
+
+def describe(exc: BaseException) -> str:
+    """An error as a log may show it. A database error's message can quote the row it
+    failed on (numbers and all): only its class and SQLSTATE are told."""
+    if isinstance(exc, psycopg.Error):
+        return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
+    return repr(exc)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -60,7 +60,8 @@ class _Patch:
 @dataclass(frozen=True, eq=False)
 class Overlay:
     """Never changed once made (a decision may be reading it): `OverlayDraft` changes a
-    private copy and makes the next one from it."""
+    private copy and makes the next one from it. Only `snapshot_slots`, a cache of the
+    snapshot's answers for the IMEIs registry events named, grows."""
 
     base_devices: int  # devices in the snapshot; event-registered ones are numbered after
     imeis: dict[int, int] = field(default_factory=dict)  # key -> device_slot | NO_DEVICE
@@ -249,9 +250,11 @@ class Overlay:
     def device_slot(self, key: int, lists: Lists, registry: Registry) -> int:
         if key in self.imeis:
             return self.imeis[key]
-        if key not in self.snapshot_slots:
-            self.prefetch([key], lists, registry)
-        return self.snapshot_slots[key]
+        if key in self.snapshot_slots:
+            return self.snapshot_slots[key]
+        # Not cached: what outside callers ask (a status query) must not grow the cache.
+        rows = lists.white_index.rows(np.array([key], dtype=np.uint64))
+        return int(registry.device_slots(rows)[0])
 
     def _device_of(self, device_id: str | None, keys: tuple[int, ...], lists: Lists,
                    registry: Registry) -> int:

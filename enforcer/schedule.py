@@ -25,6 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import ConfigError, JobsConfig
 from enforcer.db.jobs import Outcome, release_lock, run_ended, run_started, take_lock
+from enforcer.logs import describe
 from metrics.jobs import JobMetrics
 
 log = logging.getLogger("eir.jobs")
@@ -37,6 +38,9 @@ class Job:
     name: str
     cron: str  # empty: not scheduled (it can still be run on demand)
     work: Callable[[], Counts]
+    # One worker at a time (the job changes what all share); False for a job that looks
+    # only at this worker's own memory, which every worker may run at once.
+    exclusive: bool = True
 
 
 def worker_name(configured: str) -> str:
@@ -58,15 +62,15 @@ class JobRunner:
         """Up to `attempts` tries, `retry_delay_s` apart; the last try's outcome."""
         outcome = Outcome.FAILED
         for attempt in range(1, self._settings.attempts + 1):
+            if attempt > 1 and self._stop.wait(self._settings.retry_delay_s):
+                break
             try:
                 outcome = self._attempt(job, attempt)
             except psycopg.Error as exc:  # the database itself: the run could not even start
-                log.warning("job not run", extra={"job": job.name, "error": repr(exc)})
+                log.warning("job not run", extra={"job": job.name, "error": describe(exc)})
                 outcome = Outcome.FAILED
             self._metrics.runs.labels(job.name, outcome.value).inc()
             if outcome is not Outcome.FAILED:
-                break
-            if self._stop.wait(self._settings.retry_delay_s):
                 break
         return outcome
 
@@ -75,6 +79,8 @@ class JobRunner:
 
     def _attempt(self, job: Job, attempt: int) -> Outcome:
         with self._connect() as conn:
+            if not job.exclusive:
+                return self._locked(conn, job, attempt)
             if not take_lock(conn, job.name, self._settings.lock_wait_s, self._stop):
                 run_id = run_started(conn, job.name, self._worker, attempt, self._now())
                 run_ended(conn, run_id, self._now(), Outcome.SKIPPED)
@@ -86,13 +92,15 @@ class JobRunner:
                 release_lock(conn, job.name)
 
     def _locked(self, conn: psycopg.Connection, job: Job, attempt: int) -> Outcome:
+        """The run itself (under the job's lock when it is exclusive)."""
         run_id = run_started(conn, job.name, self._worker, attempt, self._now())
         began = time.monotonic()
         try:
             counts = job.work()
         except Exception as exc:  # whatever a job raises is recorded and retried
-            run_ended(conn, run_id, self._now(), Outcome.FAILED, error=repr(exc))
-            log.exception("job failed", extra={"job": job.name, "attempt": attempt})
+            run_ended(conn, run_id, self._now(), Outcome.FAILED, error=describe(exc))
+            log.warning("job failed", extra={"job": job.name, "attempt": attempt,
+                                             "error": describe(exc)})
             return Outcome.FAILED
         finally:
             self._metrics.duration.labels(job.name).observe(time.monotonic() - began)

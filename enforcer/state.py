@@ -83,10 +83,10 @@ def save_snapshot(state: EnforcementState, directory: Path) -> Path:
         if current is not None and current >= state.generation:
             raise SnapshotConflict(f"generation {state.generation} is not newer than "
                                    f"{current}, saved meanwhile in {directory}; run again")
-        return _write(state, directory)
+        return _write(state, directory, current)
 
 
-def _write(state: EnforcementState, directory: Path) -> Path:
+def _write(state: EnforcementState, directory: Path, previous: int | None) -> Path:
     target = directory / f"gen-{state.generation:08d}"
     scratch = directory / f".gen-{state.generation:08d}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -98,8 +98,10 @@ def _write(state: EnforcementState, directory: Path) -> Path:
     pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name,
                                    "format": SNAPSHOT_FORMAT}))
     os.replace(pointer, directory / CURRENT)
+    # The one before stays: a worker may be loading it, having read CURRENT just before.
+    keep = {target, directory / f"gen-{previous:08d}"} if previous else {target}
     for old in directory.glob("gen-*"):
-        if old != target:
+        if old not in keep:
             shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -114,10 +116,6 @@ def snapshot_generation(directory: Path) -> int | None:
 
 def next_generation(directory: Path) -> int:
     return (snapshot_generation(directory) or 0) + 1
-
-
-def has_snapshot(directory: Path) -> bool:
-    return (directory / CURRENT).exists()
 
 
 def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:

@@ -10,13 +10,14 @@ from functools import partial
 from pathlib import Path
 
 import psycopg
+from apscheduler.schedulers.base import BaseScheduler
 
 from consumers.attach import AttachWorker
 from consumers.kafka import attach_consumer, producer, registry_consumer
 from consumers.registry import RegistryFollower
 from enforcer.build import imei_rules
 from enforcer.clock import Clock, SystemClock
-from enforcer.config import Config, JobsConfig
+from enforcer.config import Config
 from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import pending
 from enforcer.httpapi import HttpServer, serve_http
@@ -38,7 +39,7 @@ class Worker:
     scheduled jobs, on one state."""
 
     def __init__(self, attach: AttachWorker, registry: RegistryFollower, jobs: list[Job],
-                 runner: JobRunner, stopping: threading.Event, settings: JobsConfig,
+                 runner: JobRunner, stopping: threading.Event, scheduler: BaseScheduler,
                  http: HttpServer | None) -> None:
         self._attach = attach
         self._http = http
@@ -46,7 +47,7 @@ class Worker:
         self._jobs = {job.name: job for job in jobs}
         self._runner = runner
         self._stopping = stopping  # the runner's: set when the worker stops
-        self._scheduler = scheduler_for(jobs, runner, settings)
+        self._scheduler = scheduler
 
     @property
     def metrics(self) -> WorkerMetrics:
@@ -95,16 +96,17 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     registry = RegistryFollower(config, holder, rules, clock, metrics,
                                 registry_consumer(config.kafka), messages, connect)
     registry.restore()  # before any attach is decided
-    http = serve_http(config, holder, rules, metrics)
     stopping = threading.Event()
     runner = JobRunner(config.jobs, connect, worker_name(config.worker.name), clock,
                        metrics.jobs, stopping)
+    jobs = worker_jobs(config, holder, rules, clock, connect)
+    scheduler = scheduler_for(jobs, runner, config.jobs)  # a bad cron stops us here
+    http = serve_http(config, holder, rules, metrics)
     worker = Worker(
         AttachWorker(config, holder, rules, clock, metrics,
                      attach_consumer(config.kafka, config.worker.batch_max_events),
                      messages, connect),
-        registry, worker_jobs(config, holder, rules, clock, connect), runner, stopping,
-        config.jobs, http)
+        registry, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker
 

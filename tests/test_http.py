@@ -9,6 +9,7 @@ import urllib.request
 import msgspec
 import psycopg
 
+from enforcer.httpapi import TokenBucket
 from enforcer.services import free_port
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, SINGLE, STRANGER, UNOWNED
@@ -97,7 +98,7 @@ def test_calls_without_a_valid_token_or_arguments_are_refused_and_recorded(env, 
 
 
 def test_each_client_is_held_to_its_rate(env, worker) -> None:
-    _, port = served(env, worker, rate_per_s="0.5", burst="3")
+    _, port = served(env, worker, rate_per_s="0.01", burst="3")
     codes = [get(port, status_path(SINGLE, BUYER))[0] for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
     code, body, headers = get(port, status_path(SINGLE, BUYER))
@@ -112,3 +113,21 @@ def test_metrics_are_served_beside_the_query(env, worker) -> None:
         text = response.read().decode()
     assert "# TYPE eir_job_runs_total counter" in text
     assert "# TYPE eir_status_queries_total counter" in text
+
+
+def test_calls_without_a_token_past_the_rate_are_counted_not_recorded(env, worker) -> None:
+    running, port = served(env, worker, rate_per_s="0.01", burst="2")
+    codes = [get(port, status_path(SINGLE, BUYER), token=None)[0] for _ in range(5)]
+    assert codes == [401, 401, 429, 429, 429]
+    assert len(audit(env["EIR_POSTGRES__DSN"])) == 2
+    assert running.worker.metrics.registry.get_sample_value(
+        "eir_status_queries_total", {"channel": "http", "outcome": "unauthorized_flood"}) == 3
+    assert get(port, status_path(SINGLE, BUYER))[0] == 200  # a client is held to its own rate
+
+
+def test_a_token_bucket_refills_at_its_rate() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+    assert bucket.take(0.5) == 0.0 and bucket.take(0.5) == 0.5
+    assert bucket.take(100.0) == 0.0  # never more than the burst saved up
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.5]

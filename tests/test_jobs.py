@@ -114,18 +114,21 @@ def test_history_months_past_retention_are_dropped(env, worker) -> None:
     running = worker()
     with psycopg.connect(env["EIR_POSTGRES__DSN"], autocommit=True) as conn:
         for name, start, end in [("slot_usage_2020_01", "2020-01-01", "2020-02-01"),
-                                 ("slot_usage_2020_02", "2020-02-01", "2020-03-01")]:
+                                 ("slot_usage_2020_02", "2020-02-01", "2020-03-01"),
+                                 ("slot_usage_2020_03", "2020-03-01", "2020-04-01")]:
             conn.execute(f"CREATE TABLE {name} PARTITION OF slot_usage"  # noqa: S608
                          f" FOR VALUES FROM ('{start}') TO ('{end}')")
+        # Left detached by a retention run that died before its DROP.
+        conn.execute("ALTER TABLE slot_usage DETACH PARTITION slot_usage_2020_03")
     decided_one(env)  # writes this month's partition and row
     assert running.worker.run_job("retention") is Outcome.OK
     with psycopg.connect(env["EIR_POSTGRES__DSN"]) as conn:
-        left = [name for _, name in monthly_partitions(conn)]
+        left = [name for _, name, _ in monthly_partitions(conn)]
         rows = conn.execute("SELECT count(*) FROM slot_usage").fetchone()[0]
-    today = date.today()
+    today = datetime.now(timezone.utc).date()  # the job's clock
     assert left == [f"slot_usage_{today.year:04d}_{today.month:02d}"] and rows == 1
     (run,) = runs(env["EIR_POSTGRES__DSN"], "retention")
-    assert run.counts == {"partitions_dropped": 2}
+    assert run.counts == {"partitions_dropped": 3}
     assert running.worker.metrics.registry.get_sample_value(
         "eir_job_last_success_timestamp_seconds", {"job": "retention"}) > 0
 

@@ -84,12 +84,14 @@ def test_snapshot_round_trip(tmp_path: Path, policy: Policy) -> None:
     assert again.lists.stats() == lists.stats()
 
 
-def test_snapshot_keeps_only_the_current_generation(tmp_path: Path, policy: Policy) -> None:
-    for generation in (1, 2):
+def test_snapshot_keeps_the_current_generation_and_the_one_before(
+        tmp_path: Path, policy: Policy) -> None:
+    """The one before stays for a worker that read CURRENT just before it moved."""
+    for generation in (1, 2, 3):
         lists = Lists.from_keys(generation, np.arange(generation, dtype=np.uint64))
         save_snapshot(EnforcementState(lists, Registry.empty(generation), policy), tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000002"]
-    assert load_snapshot(tmp_path, policy).generation == 2
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000002", "gen-00000003"]
+    assert load_snapshot(tmp_path, policy).generation == 3
 
 
 def test_decisions_in_flight_see_one_generation_or_the_other(policy: Policy) -> None:

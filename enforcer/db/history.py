@@ -89,28 +89,47 @@ def usage_of(conn: psycopg.Connection, imei_keys: list[int]) -> list[Usage]:
             for k, i, m, s, f, last, d in rows]
 
 
-def monthly_partitions(conn: psycopg.Connection) -> list[tuple[date, str]]:
-    """slot_usage's partitions, oldest first: (first day of the month, table name)."""
-    names = [name for (name,) in conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'slot_usage'::regclass")]
-    months = []
-    for name in names:
-        year, month = name.removeprefix("slot_usage_").split("_")
-        months.append((date(int(year), int(month), 1), name))
-    return sorted(months)
+MONTH_TABLE = r"^slot_usage_\d{4}_\d{2}$"
+DETACH_CONCURRENTLY = "ALTER TABLE slot_usage DETACH PARTITION {} CONCURRENTLY"
+DETACH_FINALIZE = "ALTER TABLE slot_usage DETACH PARTITION {} FINALIZE"
+
+
+def _month_of(name: str) -> date:
+    year, month = name.removeprefix("slot_usage_").split("_")
+    return date(int(year), int(month), 1)
+
+
+def monthly_partitions(conn: psycopg.Connection) -> list[tuple[date, str, bool]]:
+    """slot_usage's month tables, oldest first: (first day of the month, table name, still
+    attached). A table left detached by an interrupted retention run is listed too."""
+    rows = conn.execute(
+        "SELECT c.relname, i.inhrelid IS NOT NULL AND NOT i.inhdetachpending"
+        " FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid"
+        " AND i.inhparent = 'slot_usage'::regclass"
+        " WHERE c.relkind = 'r' AND c.relname ~ %s"
+        " AND c.relnamespace = (SELECT relnamespace FROM pg_class"
+        " WHERE oid = 'slot_usage'::regclass)",
+        (MONTH_TABLE,)).fetchall()
+    return sorted((_month_of(name), name, attached) for name, attached in rows)
 
 
 def drop_months_before(conn: psycopg.Connection, first_kept: date) -> list[str]:
     """Detach (without blocking the writers of other months), then drop, each older month.
-    Needs an autocommit connection: a concurrent detach cannot run in a transaction."""
+    Needs an autocommit connection: a concurrent detach cannot run in a transaction. A run
+    interrupted between the two leaves a table detached, or pending detach; the next run
+    finishes it."""
     dropped = []
-    for month, name in monthly_partitions(conn):
+    for month, name, _ in monthly_partitions(conn):
         if month >= first_kept:
             break
         table = psycopg.sql.Identifier(name)
-        conn.execute(psycopg.sql.SQL(
-            "ALTER TABLE slot_usage DETACH PARTITION {} CONCURRENTLY").format(table))
+        pending = conn.execute(
+            "SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE c.relname = %s AND i.inhparent = 'slot_usage'::regclass",
+            (name,)).fetchone()
+        if pending is not None:
+            detach = DETACH_FINALIZE if pending[0] else DETACH_CONCURRENTLY
+            conn.execute(psycopg.sql.SQL(detach).format(table))
         conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(table))
         dropped.append(name)
     return dropped

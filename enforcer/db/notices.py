@@ -1,0 +1,162 @@
+"""Notices, their transitions and the outbox in PostgreSQL. Each function works in the
+caller's transaction, so that a state change and the messages it sends commit together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import psycopg
+
+from enforcer.clock import MS_PER_S
+from enforcer.notices import Notice, NoticeState
+from enforcer.opening import Sightings
+from rules.policy import Rule, Scope
+
+LIVE_STATES = "('open', 'warned', 'reminded', 'cut')"
+
+SEE = """
+INSERT INTO notices (kind, scope, imei_key, subject_imsi, imsi, msisdn, rule, state, opened_at,
+                     last_seen, deadline, reminder_days, sms, next_due)
+SELECT kind, scope, imei_key, subject_imsi, imsi, msisdn, rule, 'open', to_timestamp(f / 1e3),
+       to_timestamp(l / 1e3), to_timestamp(d / 1e3),
+       coalesce(string_to_array(nullif(days, ''), ',')::integer[], '{}'), sms,
+       to_timestamp(f / 1e3)
+FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+            %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::boolean[])
+     AS u(kind, scope, imei_key, subject_imsi, imsi, msisdn, rule, f, l, d, days, sms)
+ON CONFLICT (kind, imei_key, subject_imsi) WHERE state IN ('open', 'warned', 'reminded', 'cut')
+DO UPDATE SET last_seen = greatest(notices.last_seen, excluded.last_seen)
+RETURNING id, opened_at, xmax = 0
+"""
+
+COLUMNS = ("id, kind, scope, imei_key, imsi, msisdn, rule, state, opened_at, deadline,"
+           " last_seen, reminder_days, reminders_done, sms, last_sms_at")
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * MS_PER_S)
+
+
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / MS_PER_S, timezone.utc)
+
+
+def _notice(row: tuple) -> Notice:
+    (id_, kind, scope, imei_key, imsi, msisdn, rule, state, opened, deadline, last_seen,
+     days, done, sms, last_sms) = row
+    return Notice(id_, kind, Scope(scope), imei_key, imsi, msisdn, rule, NoticeState(state),
+                  _ms(opened), _ms(deadline), _ms(last_seen), tuple(days), done, sms,
+                  _ms(last_sms))
+
+
+def see(conn: psycopg.Connection, sightings: Sightings, rules: tuple[Rule, ...]) -> int:
+    """Open a notice for each subject that has no live one; the others are seen again.
+    Returns how many opened."""
+    if not len(sightings):
+        return 0
+    rows = sightings.rows(rules)
+    columns = [list(c) for c in zip(*rows)]
+    columns[10] = [",".join(map(str, days)) for days in columns[10]]
+    opened = [(id_, at) for id_, at, new in conn.execute(SEE, columns, binary=True) if new]
+    if opened:
+        conn.execute("INSERT INTO notice_transitions (notice_id, at, to_state)"
+                     " SELECT unnest(%s::bigint[]), unnest(%s::timestamptz[]), 'open'",
+                     ([i for i, _ in opened], [a for _, a in opened]))
+    return len(opened)
+
+
+def take_due(conn: psycopg.Connection, now_ms: int, limit: int) -> list[Notice]:
+    """Due notices, locked for this transaction; those another sweeper holds are skipped."""
+    return [_notice(r) for r in conn.execute(
+        f"SELECT {COLUMNS} FROM notices WHERE next_due <= %s ORDER BY next_due"  # noqa: S608
+        " LIMIT %s FOR UPDATE SKIP LOCKED", (_at(now_ms), limit))]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A notice as it stands after a step, and what to record of it."""
+
+    notice: Notice
+    from_state: NoticeState
+    next_due_ms: int | None
+    step: str | None
+    reason: str | None = None
+
+
+def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None:
+    if not changes:
+        return
+    n = [c.notice for c in changes]
+    conn.execute(
+        "UPDATE notices SET state = u.state, reminders_done = u.done, last_sms_at = u.sms,"
+        " next_due = u.due, closed_reason = coalesce(u.reason, notices.closed_reason),"
+        " updated_at = clock_timestamp()"
+        " FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[],"
+        " %s::timestamptz[], %s::text[]) AS u(id, state, done, sms, due, reason)"
+        " WHERE notices.id = u.id",
+        ([x.id for x in n], [x.state.value for x in n], [x.reminders_done for x in n],
+         [_at(x.last_sms_ms) for x in n], [_at(c.next_due_ms) for c in changes],
+         [c.reason for c in changes]))
+    moved = [c for c in changes if c.step or c.notice.state is not c.from_state]
+    if moved:
+        conn.execute(
+            "INSERT INTO notice_transitions (notice_id, at, from_state, to_state, step, reason)"
+            " SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[])",
+            ([c.notice.id for c in moved], [_at(now_ms)] * len(moved),
+             [c.from_state.value for c in moved], [c.notice.state.value for c in moved],
+             [c.step for c in moved], [c.reason for c in moved]))
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    stream: str
+    key: bytes
+    idempotency_key: str
+    body: bytes
+
+
+def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
+    if messages:
+        conn.execute(
+            "INSERT INTO outbox (stream, key, idempotency_key, body)"
+            " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::bytea[])"
+            " ON CONFLICT DO NOTHING",
+            ([m.stream for m in messages], [m.key for m in messages],
+             [m.idempotency_key for m in messages], [m.body for m in messages]))
+
+
+def unsent(conn: psycopg.Connection, limit: int) -> list[tuple[int, OutboxMessage]]:
+    """The oldest unsent messages, locked for this transaction (relays share the work)."""
+    return [(id_, OutboxMessage(stream, bytes(key), ikey, bytes(body)))
+            for id_, stream, key, ikey, body in conn.execute(
+                "SELECT id, stream, key, idempotency_key, body FROM outbox"
+                " WHERE sent_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", (limit,))]
+
+
+def mark_sent(conn: psycopg.Connection, ids: list[int]) -> None:
+    conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s)", (ids,))
+
+
+def live_about(conn: psycopg.Connection, imei_keys: list[int],
+               msisdns: list[int]) -> list[Notice]:
+    """Live notices on these IMEIs or SIMs, locked: the registry may have resolved them."""
+    return [_notice(r) for r in conn.execute(
+        f"SELECT {COLUMNS} FROM notices WHERE state IN {LIVE_STATES}"  # noqa: S608
+        " AND (imei_key = ANY(%s) OR msisdn = ANY(%s)) ORDER BY id FOR UPDATE SKIP LOCKED",
+        (imei_keys, msisdns))]
+
+
+def cut_subjects(conn: psycopg.Connection, since: datetime | None
+                 ) -> tuple[list[tuple[str, int, int, bool]], datetime]:
+    """(scope, IMEI key, IMSI, cut now?) of notices changed since `since` (all cut ones when
+    None), and the database's time to ask from next."""
+    (now,) = conn.execute("SELECT clock_timestamp()").fetchone()
+    if since is None:
+        rows = conn.execute("SELECT scope, imei_key, subject_imsi, true FROM notices"
+                            " WHERE state = 'cut'").fetchall()
+    else:
+        rows = conn.execute("SELECT scope, imei_key, subject_imsi, state = 'cut' FROM notices"
+                            " WHERE updated_at >= %s", (since,)).fetchall()
+    return rows, now

@@ -1,0 +1,73 @@
+"""Which notices a decided batch opens or sees again, pure: one row per subject (kind, IMEI
+key, and IMSI when the notice is pair-scoped), anchored at its first sighting in the batch.
+Whether the subject already has a live notice is the database's to say (it keeps the
+earlier deadline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from enforcer.clock import MS_PER_DAY
+from enforcer.decide import Decisions
+from enforcer.events import AttachBatch
+from rules.policy import Rule, Scope
+
+IMEI_SUBJECT = 0  # subject_imsi of an IMEI-scoped notice
+
+
+@dataclass(frozen=True, eq=False)
+class Sightings:
+    """Subjects of notices seen in a batch, as columns."""
+
+    rule: np.ndarray  # uint8, index into the policy's rules
+    imei_key: np.ndarray  # uint64
+    subject_imsi: np.ndarray  # uint64, IMEI_SUBJECT when IMEI-scoped
+    imsi: np.ndarray  # uint64, the first sighting's
+    msisdn: np.ndarray  # uint64, the first sighting's
+    first_ms: np.ndarray  # int64
+    last_ms: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.imei_key)
+
+    def rows(self, rules: tuple[Rule, ...]) -> list[tuple]:
+        """(kind, scope, imei_key, subject_imsi, imsi, msisdn, rule name, first_ms, last_ms,
+        deadline_ms, reminder_days, sms) per subject."""
+        out = []
+        for r, key, subject, imsi, msisdn, first, last in zip(
+                self.rule.tolist(), self.imei_key.tolist(), self.subject_imsi.tolist(),
+                self.imsi.tolist(), self.msisdn.tolist(), self.first_ms.tolist(),
+                self.last_ms.tolist()):
+            rule = rules[r]
+            out.append((rule.notice_kind, rule.cutoff_scope.value, key, subject, imsi, msisdn,
+                        rule.name, first, last, first + rule.grace_days * MS_PER_DAY,
+                        list(rule.reminder_days), rule.sms))
+        return out
+
+
+def notice_sightings(batch: AttachBatch, decisions: Decisions) -> Sightings:
+    rules = decisions.policy.rules
+    opens = np.array([r.opens_notice for r in rules], dtype=bool)
+    pair = np.array([r.cutoff_scope is Scope.PAIR for r in rules], dtype=bool)
+    kinds = sorted({r.notice_kind for r in rules if r.opens_notice})
+    kind_of = np.array([kinds.index(r.notice_kind) if r.opens_notice else -1 for r in rules])
+    at = np.flatnonzero(opens[decisions.rule])
+    rule = decisions.rule[at]
+    key, imsi, ts = batch.imei_key[at], batch.imsi[at], batch.ts_ms[at]
+    subject = np.where(pair[rule], imsi, np.uint64(IMEI_SUBJECT))
+    kind = kind_of[rule]
+    # A subject is one kind of notice on one IMEI (and SIM): rules sharing a kind share it.
+    order = np.lexsort((ts, subject, key, kind))
+    rule, key, subject, ts, at = rule[order], key[order], subject[order], ts[order], at[order]
+    kind = kind[order]
+    if len(order):
+        new = np.r_[True, (kind[1:] != kind[:-1]) | (key[1:] != key[:-1])
+                    | (subject[1:] != subject[:-1])]
+    else:
+        new = np.zeros(0, dtype=bool)
+    first = np.flatnonzero(new)
+    last = np.r_[first[1:] - 1, len(order) - 1] if len(first) else first
+    return Sightings(rule[first], key[first], subject[first], batch.imsi[at[first]],
+                     batch.msisdn[at[first]], ts[first], ts[last])
