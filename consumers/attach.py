@@ -25,12 +25,14 @@ from consumers.replay import dead_letter_headers, rewind
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
+from enforcer.db.notices import see
 from enforcer.decide import decide
 from enforcer.effects import Stream, effects_of, verdicts_of
 from enforcer.events import AttachBatch
 from enforcer.history import aggregate
 from enforcer.sightings import SightingCache
 from enforcer.imei import ImeiRules
+from enforcer.opening import notice_sightings
 from enforcer.state import StateHolder
 from metrics.worker import WorkerMetrics
 
@@ -63,8 +65,10 @@ class RecentKeys:
 class AttachWorker:
     def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
                  metrics: WorkerMetrics, consumer, producer,
-                 connect: Callable[[], psycopg.Connection]) -> None:
+                 connect: Callable[[], psycopg.Connection],
+                 opened: Callable[[], None] = lambda: None) -> None:
         self._config = config
+        self._opened = opened
         self._holder = holder
         self._rules = rules
         self._clock = clock
@@ -127,11 +131,13 @@ class AttachWorker:
 
         rows = aggregate(batch, decisions)
         rows = rows.take(np.flatnonzero(self._sightings.needed(rows)))
+        sightings = notice_sightings(batch, decisions)
         conn = self._connection()
         try:
             self._store.ensure_partitions(conn, set(rows.month.tolist()))
             with conn.transaction():
                 self._store.write(conn, rows)
+                opened = see(conn, sightings, decisions.policy.rules)
         except Exception:
             self._metrics.batch_failures.labels("database").inc()
             raise
@@ -157,6 +163,10 @@ class AttachWorker:
         for message in outgoing:
             self._sent.add(message.idempotency_key)
         self._count(batch, decisions, dead, rows, outgoing, now, started)
+        if opened:
+            for kind, count in opened.items():
+                self._metrics.notices.opened.labels(kind).inc(count)
+            self._opened()  # their warnings go out now, not at the next sweep
 
     def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
         self._producer.send(self._config.kafka.attach_dlq_topic, key=record.key,

@@ -30,7 +30,7 @@ from enforcer.config import Config
 from enforcer.db.registry import (Position, Stored, StoredEvent, applied_events, next_offsets,
                                   store)
 from enforcer.imei import ImeiRules
-from enforcer.overlay import Inapplicable, OverlayDraft
+from enforcer.overlay import Inapplicable, OverlayDraft, touched_by
 from enforcer.regevents import RegistryEvent
 from enforcer.state import EnforcementState, StateHolder
 from metrics.worker import WorkerMetrics
@@ -82,7 +82,9 @@ def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, c
 class RegistryFollower:
     def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
                  metrics: WorkerMetrics, consumer, producer,
-                 connect: Callable[[], psycopg.Connection]) -> None:
+                 connect: Callable[[], psycopg.Connection],
+                 touched: Callable[[set[int], set[int]], None] = lambda imeis, msisdns: None
+                 ) -> None:
         self._config = config
         self._holder = holder
         self._rules = rules
@@ -91,6 +93,7 @@ class RegistryFollower:
         self._consumer = consumer
         self._producer = producer
         self._connect = connect
+        self._touched = touched  # told which IMEIs and SIMs each poll's changes touched
         self._starts: dict[int, int] = {}  # partition -> first offset not yet restored
 
     def close(self) -> None:
@@ -166,7 +169,17 @@ class RegistryFollower:
             return replace(state, overlay=overlay.at(positions))
 
         self._holder.update(change)
-        self._metrics.registry_overlay.set(len(self._holder.current.overlay))
+        state = self._holder.current
+        self._metrics.registry_overlay.set(len(state.overlay))
+        if draft.applied:
+            imeis: set[int] = set()
+            msisdns: set[int] = set()
+            for event in draft.applied:
+                more_imeis, more_msisdns = touched_by(event.change, state.overlay, state.lists,
+                                                      state.registry)
+                imeis |= more_imeis
+                msisdns |= more_msisdns
+            self._touched(imeis, msisdns)
 
     def _partitions(self, topic: str, stop: threading.Event) -> list[int]:
         while not stop.is_set():

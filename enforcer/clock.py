@@ -32,3 +32,16 @@ def parse_time_ms(text: str) -> int:
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / MS_PER_S, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+class ManualClock:
+    """Time that moves only when told to: the tests and the demo run 30 days in seconds."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._ms = start_ms
+
+    def now_ms(self) -> int:
+        return self._ms
+
+    def advance(self, ms: int) -> None:
+        self._ms += ms

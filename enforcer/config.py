@@ -112,6 +112,33 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class NoticeTemplates:
+    warning_fa: str
+    warning_en: str
+    reminder_fa: str
+    reminder_en: str
+    cutoff_fa: str
+    cutoff_en: str
+    resolved_fa: str
+    resolved_en: str
+
+
+@dataclass(frozen=True)
+class NoticesConfig:
+    sweep_every_s: float
+    batch: int
+    quiet_start: str
+    quiet_end: str
+    timezone: str
+    sms_gap_hours: float
+    lapse_days: int
+    language: str
+    ussd_code: str
+    resolved_sms: bool
+    templates: NoticeTemplates
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     bind: str
     port: int
@@ -136,6 +163,7 @@ class Config:
     registry: RegistryConfig
     history: HistoryConfig
     jobs: JobsConfig
+    notices: NoticesConfig
     http: HttpConfig
 
 

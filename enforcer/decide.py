@@ -82,10 +82,13 @@ class Decision:
         }
 
 
-def decide(batch: AttachBatch, state: EnforcementState) -> Decisions:
+def decide(batch: AttachBatch, state: EnforcementState,
+           with_cutoffs: bool = True) -> Decisions:
+    """`with_cutoffs=False`: as if nothing were cut off, to see what a cut-off subject
+    would be decided now (has the registry resolved it?)."""
     # Work in IMEI-key order: every index lookup then reads memory front to back.
     order = np.argsort(batch.imei_key)
-    rule, black, device_slot = _decide_sorted(batch.take(order), state)
+    rule, black, device_slot = _decide_sorted(batch.take(order), state, with_cutoffs)
     out_rule = np.empty_like(rule)
     out_rule[order] = rule
     out_black = np.empty_like(black)
@@ -95,7 +98,7 @@ def decide(batch: AttachBatch, state: EnforcementState) -> Decisions:
     return Decisions(out_rule, out_black, out_slot, state.policy, state.generation)
 
 
-def _decide_sorted(batch: AttachBatch, state: EnforcementState
+def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lists, registry, policy, overlay = state.lists, state.registry, state.policy, state.overlay
     keys = batch.imei_key
@@ -128,7 +131,10 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState
     roamer = ~np.isin(batch.mcc, np.array(policy.home_mcc, dtype=np.uint16))
 
     def cut_off() -> np.ndarray:
-        return lists.cut_imei_index.contains(keys) | lists.cut_pairs.contains(keys, batch.imsi)
+        if not with_cutoffs:
+            return np.zeros(len(keys), dtype=bool)
+        return (lists.cut_imei_index.contains(keys) | lists.cut_pairs.contains(keys, batch.imsi)
+                | state.cutoffs.contains(keys, batch.imsi))
 
     conditions = {
         Condition.EMERGENCY: lambda: batch.emergency,

@@ -1,8 +1,8 @@
 """The hand-off from decisions to the rest of the network, as messages (docs/messages.md).
 
 Pure: a decided batch in, the messages it asks for out. Each message carries an idempotency
-key derived from what it is about (kind, IMEI, and IMSI when the scope is a pair), so a
-replayed batch asks for the same keys and whoever consumes them can drop the repeats.
+key derived from what it is about (IMEI, and IMSI when the scope is a pair), so a replayed
+batch asks for the same keys and whoever consumes them can drop the repeats.
 """
 
 from __future__ import annotations
@@ -41,32 +41,24 @@ def _subject(scope: Scope, imei_key: int, imsi: int) -> str:
 
 
 def effects_of(batch: AttachBatch, decisions: Decisions) -> list[Outgoing]:
-    """Notice and cutoff requests, one per idempotency key (the batch's first sighting)."""
+    """Cutoff requests of black-listed IMEIs, one per idempotency key. (Notices go through
+    the notices table and its outbox: `enforcer/sweep.py`.)"""
     rules = decisions.policy.rules
-    wants = np.array([r.opens_notice or r.cutoff_now for r in rules], dtype=bool)
+    wants = np.array([r.cutoff_now for r in rules], dtype=bool)
     out: dict[str, Outgoing] = {}
     for i in np.flatnonzero(wants[decisions.rule]).tolist():
         d = decision_at(decisions, batch, i)
+        if d.cutoff_now is None:
+            continue
         imei_key, imsi, msisdn = (int(batch.imei_key[i]), int(batch.imsi[i]),
                                   int(batch.msisdn[i]))
-        common = {"imei": f"{imei_key:014d}", "imsi": str(imsi), "msisdn": str(msisdn),
-                  "seen_at": iso(int(batch.ts_ms[i])), "rule": d.rule, "reason": d.reason}
-        if d.notice is not None:
-            key = f"notice:{d.notice.kind}:{_subject(d.notice.scope, imei_key, imsi)}"
-            message = Outgoing(Stream.NOTIFICATIONS, str(imei_key).encode(), key, {
-                "type": "notice_requested", "idempotency_key": key, "kind": d.notice.kind,
-                "scope": d.notice.scope.value, "deadline": iso(d.notice.deadline_ms),
-                "reminder_days": list(d.notice.reminder_days), "sms": d.notice.sms,
-                **common})
-        elif d.cutoff_now is not None:
-            key = f"cutoff:{d.cutoff_now.value}:{_subject(d.cutoff_now, imei_key, imsi)}"
-            message = Outgoing(Stream.COMMANDS, str(imei_key).encode(), key, {
-                "type": "cutoff_requested", "idempotency_key": key, "action": "cutoff",
-                "scope": d.cutoff_now.value,
-                "black_reason": d.black_reason.value if d.black_reason else None, **common})
-        else:
-            continue
-        out.setdefault(key, message)
+        key = f"cutoff:{d.cutoff_now.value}:{_subject(d.cutoff_now, imei_key, imsi)}"
+        out.setdefault(key, Outgoing(Stream.COMMANDS, str(imei_key).encode(), key, {
+            "type": "cutoff_requested", "idempotency_key": key, "action": "cutoff",
+            "scope": d.cutoff_now.value,
+            "black_reason": d.black_reason.value if d.black_reason else None,
+            "imei": f"{imei_key:014d}", "imsi": str(imsi), "msisdn": str(msisdn),
+            "seen_at": iso(int(batch.ts_ms[i])), "rule": d.rule, "reason": d.reason}))
     return list(out.values())
 
 

@@ -293,6 +293,29 @@ def mentioned_keys(change: Change) -> tuple[int, ...]:
     return ()
 
 
+def touched_by(change: Change, overlay: Overlay, lists: Lists,
+               registry: Registry) -> tuple[set[int], set[int]]:
+    """(IMEI keys, MSISDNs) whose notices the change may resolve, judged after it."""
+    imeis, msisdns = set(mentioned_keys(change)), set()
+    match change:
+        case DeviceRegistered() | DeviceDeregistered() | OwnershipSet():
+            device = overlay.device_ids.get(change.device.device_id or "")
+            if device is not None:
+                imeis |= set(overlay.device_keys(device, lists, registry))
+            if isinstance(change, OwnershipSet):
+                msisdns.add(change.owner_msisdn)
+        case CartableChanged():
+            msisdns |= set(change.msisdns)
+        case OperatorSimChanged():
+            imeis.add(change.imei_key)
+            msisdns.add(change.msisdn)
+        case ImeiReplaced():
+            imeis.add(change.new_key)
+        case BlacklistChanged():
+            imeis |= set(change.imei_keys)
+    return imeis, msisdns
+
+
 class OverlayDraft:
     """Events applied in place to a private copy of an overlay: a poll of events, or the
     thousands restored at start, cost one copy of the maps rather than one each."""

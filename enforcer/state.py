@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from enforcer.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.lists import Lists
 from enforcer.overlay import Overlay, empty_overlay
 from enforcer.registry import Registry
@@ -30,6 +31,7 @@ class EnforcementState:
     registry: Registry
     policy: Policy
     overlay: Overlay = field(default=None)  # type: ignore[assignment]  # empty if not given
+    cutoffs: CutOffs = NO_CUTOFFS  # this operator's own, from the notices table
 
     def __post_init__(self) -> None:
         if self.registry.rows != len(self.lists.white_index):
@@ -64,7 +66,7 @@ class StateHolder:
                 raise ValueError(f"generation {new.generation} is not newer than "
                                  f"{self._state.generation}")
             overlay, stale = self._state.overlay.rebase(new.lists, new.registry)
-            self._state = replace(new, overlay=overlay)
+            self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs)
             return stale
 
 

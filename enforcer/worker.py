@@ -24,6 +24,7 @@ from enforcer.httpapi import HttpServer, serve_http
 from enforcer.jobs import worker_jobs
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
+from enforcer.sweep import NoticeSweeper, schedule_sweeps, wake_sweeper
 from metrics.worker import WorkerMetrics
 from rules.policy import load_policy
 
@@ -93,19 +94,27 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     rules = imei_rules(config)
     connect = partial(psycopg.connect, config.postgres.dsn, autocommit=True)
     messages = producer(config.kafka)
-    registry = RegistryFollower(config, holder, rules, clock, metrics,
-                                registry_consumer(config.kafka), messages, connect)
-    registry.restore()  # before any attach is decided
     stopping = threading.Event()
     runner = JobRunner(config.jobs, connect, worker_name(config.worker.name), clock,
                        metrics.jobs, stopping)
     jobs = worker_jobs(config, holder, rules, clock, connect)
     scheduler = scheduler_for(jobs, runner, config.jobs)  # a bad cron stops us here
+    sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages)
+    schedule_sweeps(scheduler, sweeper, config)
+
+    def touched(imeis: set[int], msisdns: set[int]) -> None:
+        sweeper.touch(imeis, msisdns)
+        wake_sweeper(scheduler)
+
+    registry = RegistryFollower(config, holder, rules, clock, metrics,
+                                registry_consumer(config.kafka), messages, connect, touched)
+    registry.restore()  # before any attach is decided
+    sweeper.run_once()  # this worker's cutoffs, and what fell due while it was down
     http = serve_http(config, holder, rules, metrics)
     worker = Worker(
         AttachWorker(config, holder, rules, clock, metrics,
                      attach_consumer(config.kafka, config.worker.batch_max_events),
-                     messages, connect),
+                     messages, connect, lambda: wake_sweeper(scheduler)),
         registry, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker

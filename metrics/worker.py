@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from metrics.http import HttpMetrics
 from metrics.jobs import JobMetrics
+from metrics.notices import NoticeMetrics
 
 BATCH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 AGE_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0, 86400.0)
@@ -44,3 +45,4 @@ class WorkerMetrics:
                                       "consumed again, by stage.", ["stage"], registry=r)
         self.jobs = JobMetrics(r)
         self.http = HttpMetrics(r)
+        self.notices = NoticeMetrics(r)

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from enforcer.build import imei_rules
+from enforcer.clock import Clock
 from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
 from enforcer.imei import ImeiRules
@@ -81,14 +82,17 @@ def env(services, dsn, policy, tmp_path: Path) -> dict[str, str]:
         "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__CONSISTENCY_CRON": "",
         "EIR_JOBS__RETENTION_CRON": "", "EIR_JOBS__DROP_DIR": str(tmp_path / "drop"),
         "EIR_JOBS__DROP_SETTLE_S": "0", "EIR_JOBS__RETRY_DELAY_S": "0.1",
+        # Sweeps often; no quiet hours unless a test asks for them.
+        "EIR_NOTICES__SWEEP_EVERY_S": "0.3", "EIR_NOTICES__QUIET_START": "00:00",
+        "EIR_NOTICES__QUIET_END": "00:00",
     }
 
 
 class Running:
     """A worker in a thread of this process."""
 
-    def __init__(self, config: Config) -> None:
-        self.worker = build_worker(config)
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.worker = build_worker(config, clock)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.worker.run, args=(self.stop,))
         self.thread.start()
@@ -103,8 +107,8 @@ class Running:
 def worker(env):
     running: list[Running] = []
 
-    def start() -> Running:
-        running.append(Running(load_config(environ=env)))
+    def start(clock: Clock | None = None) -> Running:
+        running.append(Running(load_config(environ=env), clock))
         return running[-1]
 
     yield start

@@ -46,10 +46,16 @@ def test_events_in_history_rows_and_effects_out(env, worker, dsn) -> None:
     wait_for(lambda: len(history(dsn)) == 4)
     rows = {(r[0], r[2]): r for r in history(dsn)}
     assert rows[(DUAL[0], OWNER)][3] == 0 and rows[(DUAL[1], BUYER)][3] == 1
+    # SINGLE seen twice with the buyer's SIM: one notice, one warning.
+    wait_for(lambda: len(read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
+                                  env["EIR_KAFKA__NOTIFICATIONS_TOPIC"])) == 2)
     notices = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__NOTIFICATIONS_TOPIC"])
-    keys = sorted(dict(m.headers)["idempotency-key"].decode() for m in notices)
-    assert keys == [f"notice:ownership_transfer:{DUAL[1]}:{home_imsi(BUYER)}",
-                    f"notice:ownership_transfer:{SINGLE}:{home_imsi(BUYER)}"]
+    warned = sorted((b["imei"], b["msisdn"], b["step"], b["kind"])
+                    for b in (msgspec.json.decode(m.value) for m in notices))
+    assert warned == [(f"{DUAL[1]:014d}", str(BUYER), "warning", "ownership_transfer"),
+                      (f"{SINGLE:014d}", str(BUYER), "warning", "ownership_transfer")]
+    assert all(dict(m.headers)["idempotency-key"].decode().endswith("-warning")
+               for m in notices)
     commands = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__COMMANDS_TOPIC"])
     assert [dict(m.headers)["idempotency-key"].decode() for m in commands] == [
         f"cutoff:imei:{STOLEN}:*"]

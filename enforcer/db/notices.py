@@ -3,12 +3,14 @@ caller's transaction, so that a state change and the messages it sends commit to
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import psycopg
 
 from enforcer.clock import MS_PER_S
+from enforcer.noticemessages import OutboxMessage
 from enforcer.notices import Notice, NoticeState
 from enforcer.opening import Sightings
 from rules.policy import Rule, Scope
@@ -27,7 +29,7 @@ FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s
      AS u(kind, scope, imei_key, subject_imsi, imsi, msisdn, rule, f, l, d, days, sms)
 ON CONFLICT (kind, imei_key, subject_imsi) WHERE state IN ('open', 'warned', 'reminded', 'cut')
 DO UPDATE SET last_seen = greatest(notices.last_seen, excluded.last_seen)
-RETURNING id, opened_at, xmax = 0
+RETURNING id, opened_at, kind, xmax = 0
 """
 
 COLUMNS = ("id, kind, scope, imei_key, imsi, msisdn, rule, state, opened_at, deadline,"
@@ -50,20 +52,22 @@ def _notice(row: tuple) -> Notice:
                   _ms(last_sms))
 
 
-def see(conn: psycopg.Connection, sightings: Sightings, rules: tuple[Rule, ...]) -> int:
+def see(conn: psycopg.Connection, sightings: Sightings,
+        rules: tuple[Rule, ...]) -> Counter[str]:
     """Open a notice for each subject that has no live one; the others are seen again.
-    Returns how many opened."""
+    Returns how many opened, by kind."""
     if not len(sightings):
-        return 0
+        return Counter()
     rows = sightings.rows(rules)
     columns = [list(c) for c in zip(*rows)]
     columns[10] = [",".join(map(str, days)) for days in columns[10]]
-    opened = [(id_, at) for id_, at, new in conn.execute(SEE, columns, binary=True) if new]
+    opened = [(i, at, kind) for i, at, kind, new in conn.execute(SEE, columns, binary=True)
+              if new]
     if opened:
         conn.execute("INSERT INTO notice_transitions (notice_id, at, to_state)"
                      " SELECT unnest(%s::bigint[]), unnest(%s::timestamptz[]), 'open'",
-                     ([i for i, _ in opened], [a for _, a in opened]))
-    return len(opened)
+                     ([i for i, _, _ in opened], [a for _, a, _ in opened]))
+    return Counter(kind for _, _, kind in opened)
 
 
 def take_due(conn: psycopg.Connection, now_ms: int, limit: int) -> list[Notice]:
@@ -107,14 +111,6 @@ def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None
             ([c.notice.id for c in moved], [_at(now_ms)] * len(moved),
              [c.from_state.value for c in moved], [c.notice.state.value for c in moved],
              [c.step for c in moved], [c.reason for c in moved]))
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    stream: str
-    key: bytes
-    idempotency_key: str
-    body: bytes
 
 
 def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:

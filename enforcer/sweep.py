@@ -1,0 +1,242 @@
+"""The notices' shell: the due sweep, cancellation by the registry, the outbox relay, and
+this worker's copy of the cut-off list.
+
+Every worker runs it; due notices are taken `FOR UPDATE SKIP LOCKED`, so workers sweeping
+together never take the same notice. A step's state change and its messages commit in one
+transaction (the outbox); the relay publishes them and marks them sent after the broker has
+them, so a crash anywhere sends a step again at worst, under the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Callable
+
+import psycopg
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from enforcer.clock import MS_PER_DAY, Clock
+from enforcer.config import Config
+from enforcer.cutoffs import CutOffs
+from enforcer.db.notices import (Change, cut_subjects, enqueue, live_about, mark_sent, record,
+                                 take_due, unsent)
+from enforcer.effects import Stream
+from enforcer.logs import describe
+from enforcer.noticemessages import OutboxMessage, step_messages
+from enforcer.notices import Notice, NoticeState, Pace, QuietHours, Step, advance
+from enforcer.resolution import resolutions
+from enforcer.state import StateHolder
+from metrics.notices import NoticeMetrics
+from rules.policy import Scope
+
+log = logging.getLogger("eir.notices")
+
+MS_PER_HOUR = 3_600_000
+FLUSH_TIMEOUT_S = 30.0
+IDEMPOTENCY_HEADER = "idempotency-key"
+# Changes committed this long before the last look are looked at again: a transaction may
+# commit after a later one's timestamp was read.
+FOLLOW_OVERLAP = timedelta(seconds=60)
+
+
+def pace_of(config: Config) -> Pace:
+    n = config.notices
+    return Pace(QuietHours.parse(n.quiet_start, n.quiet_end, n.timezone),
+                int(n.sms_gap_hours * MS_PER_HOUR), n.lapse_days * MS_PER_DAY)
+
+
+def _subject(notice: Notice) -> tuple[int, int | None]:
+    return notice.imei_key, notice.imsi if notice.scope is Scope.PAIR else None
+
+
+class NoticeSweeper:
+    def __init__(self, config: Config, holder: StateHolder, clock: Clock,
+                 metrics: NoticeMetrics, connect: Callable[[], psycopg.Connection],
+                 producer) -> None:
+        self._config = config
+        self._holder = holder
+        self._clock = clock
+        self._metrics = metrics
+        self._connect = connect
+        self._producer = producer
+        self._pace = pace_of(config)
+        self._topics = {Stream.NOTIFICATIONS.value: config.kafka.notifications_topic,
+                        Stream.COMMANDS.value: config.kafka.commands_topic}
+        self._touched_imeis: set[int] = set()
+        self._touched_msisdns: set[int] = set()
+        self._touched_lock = threading.Lock()
+        self._followed_to: datetime | None = None
+
+    def touch(self, imei_keys: set[int], msisdns: set[int]) -> None:
+        """The registry changed these IMEIs and SIMs: their notices may be resolved."""
+        with self._touched_lock:
+            self._touched_imeis |= imei_keys
+            self._touched_msisdns |= msisdns
+
+    def run_once(self) -> dict[str, int]:
+        """One round: follow other workers' cutoffs, cancel what the registry resolved,
+        take the due steps, publish the outbox."""
+        with self._connect() as conn:
+            followed = self.follow_cutoffs(conn)
+            cancelled = self.cancel_resolved(conn)
+            swept = self.sweep(conn)
+            published = self.relay(conn)
+            self._count_outbox(conn)
+        return {"followed": followed, "cancelled": cancelled, "swept": swept,
+                "published": published}
+
+    def sweep(self, conn: psycopg.Connection) -> int:
+        total = 0
+        while True:
+            now = self._clock.now_ms()
+            with conn.transaction():
+                due = take_due(conn, now, self._config.notices.batch)
+                state = self._holder.current
+                resolved = resolutions(due, state, now)
+                changes, messages, cut = [], [], []
+                for notice in due:
+                    if notice.id in resolved:
+                        change, more = self._cancel(notice, resolved[notice.id].rule, False)
+                        changes.append(change)
+                        messages += more
+                        continue
+                    step = advance(notice, now, self._pace)
+                    changes.append(Change(step.notice, notice.state, step.next_due_ms,
+                                          step.sent.value if step.sent else None,
+                                          "not_seen" if step.notice.state is NoticeState.LAPSED
+                                          else None))
+                    if step.sent is not None:
+                        messages += step_messages(step.notice, step.sent, self._config.notices)
+                    if step.notice.state is NoticeState.CUT:
+                        cut.append(_subject(notice))
+                record(conn, changes, now)
+                enqueue(conn, messages)
+            self._remember(cut, [])
+            self._count(changes)
+            total += len(due)
+            if len(due) < self._config.notices.batch:
+                return total
+
+    def cancel_resolved(self, conn: psycopg.Connection) -> int:
+        with self._touched_lock:
+            imeis, msisdns = self._touched_imeis, self._touched_msisdns
+            self._touched_imeis, self._touched_msisdns = set(), set()
+        if not imeis and not msisdns:
+            return 0
+        now = self._clock.now_ms()
+        try:
+            with conn.transaction():
+                live = live_about(conn, sorted(imeis), sorted(msisdns))
+                resolved = resolutions(live, self._holder.current, now)
+                changes, messages, restored = [], [], []
+                for notice in live:
+                    if notice.id not in resolved:
+                        continue
+                    how = resolved[notice.id]
+                    change, more = self._cancel(notice, how.rule, how.restore)
+                    changes.append(change)
+                    messages += more
+                    if notice.state is NoticeState.CUT:
+                        restored.append(_subject(notice))
+                record(conn, changes, now)
+                enqueue(conn, messages)
+        except Exception:
+            self.touch(imeis, msisdns)  # looked at again next round
+            raise
+        self._remember([], restored)
+        self._count(changes)
+        return len(changes)
+
+    def _cancel(self, notice: Notice, rule: str,
+                restore: bool) -> tuple[Change, list[OutboxMessage]]:
+        cancelled = replace(notice, state=NoticeState.CANCELLED)
+        was_cut = notice.state is NoticeState.CUT
+        messages = (step_messages(cancelled, Step.RESOLVED, self._config.notices)
+                    if was_cut and restore else [])
+        step = Step.RESOLVED.value if messages else None
+        log.info("notice cancelled by the registry",
+                 extra={"notice_id": notice.id, "kind": notice.kind, "now_decided_by": rule})
+        return Change(cancelled, notice.state, None, step, rule), messages
+
+    def relay(self, conn: psycopg.Connection) -> int:
+        total = 0
+        while True:
+            with conn.transaction():
+                rows = unsent(conn, self._config.notices.batch)
+                for _, m in rows:
+                    self._producer.send(self._topics[m.stream], key=m.key, value=m.body,
+                                        headers=[(IDEMPOTENCY_HEADER,
+                                                  m.idempotency_key.encode())])
+                self._producer.flush(timeout=FLUSH_TIMEOUT_S)
+                mark_sent(conn, [i for i, _ in rows])
+            for _, m in rows:
+                self._metrics.published.labels(m.stream).inc()
+            total += len(rows)
+            if len(rows) < self._config.notices.batch:
+                return total
+
+    def follow_cutoffs(self, conn: psycopg.Connection) -> int:
+        """Cutoffs and restores made by any worker, into this worker's memory; the whole
+        list the first time."""
+        since = None if self._followed_to is None else self._followed_to - FOLLOW_OVERLAP
+        rows, self._followed_to = cut_subjects(conn, since)
+        cut, restored = [], []
+        for scope, imei_key, subject, is_cut in rows:
+            item = (imei_key, None if scope == Scope.IMEI.value else subject)
+            (cut if is_cut else restored).append(item)
+        if since is None:
+            whole = CutOffs.of({k for k, i in cut if i is None},
+                               {(k, i) for k, i in cut if i is not None})
+            self._holder.update(lambda s: replace(s, cutoffs=whole))
+            self._remember([], [])
+        else:
+            self._remember(cut, restored)
+        return len(rows)
+
+    def _remember(self, cut: list[tuple[int, int | None]],
+                  restored: list[tuple[int, int | None]]) -> None:
+        if cut or restored:
+            self._holder.update(
+                lambda s: replace(s, cutoffs=s.cutoffs.changed(cut, restored)))
+        cutoffs = self._holder.current.cutoffs
+        self._metrics.cutoffs.labels("imei").set(len(cutoffs.imeis))
+        self._metrics.cutoffs.labels("pair").set(len(cutoffs.pairs))
+
+    def _count(self, changes: list[Change]) -> None:
+        for c in changes:
+            if c.step:
+                self._metrics.steps.labels(c.notice.kind, c.step).inc()
+            if c.notice.state in (NoticeState.CANCELLED, NoticeState.LAPSED):
+                self._metrics.closed.labels(c.notice.kind, c.notice.state.value).inc()
+
+    def _count_outbox(self, conn: psycopg.Connection) -> None:
+        backlog, oldest = conn.execute(
+            "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)),"
+            " 0) FROM outbox WHERE sent_at IS NULL").fetchone()
+        self._metrics.outbox_backlog.set(backlog)
+        self._metrics.outbox_oldest.set(float(oldest))
+
+
+SWEEP_JOB = "notices"
+
+
+def schedule_sweeps(scheduler: BaseScheduler, sweeper: NoticeSweeper, config: Config) -> None:
+    """Every notices.sweep_every_s, and at once when woken; one round at a time."""
+    def sweep() -> None:
+        try:
+            sweeper.run_once()
+        except Exception as exc:  # the next round tries again; nothing is half-done
+            log.warning("notice sweep failed", extra={"error": describe(exc)})
+
+    scheduler.add_job(sweep, IntervalTrigger(seconds=config.notices.sweep_every_s),
+                      id=SWEEP_JOB, max_instances=1, coalesce=True)
+
+
+def wake_sweeper(scheduler: BaseScheduler) -> None:
+    """Run the sweep now rather than at its next interval (a no-op before the start)."""
+    if scheduler.running:
+        scheduler.modify_job(SWEEP_JOB, next_run_time=datetime.now(scheduler.timezone))

@@ -1,0 +1,28 @@
+"""Metrics of notices, their steps and the outbox."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class NoticeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.opened = Counter("eir_notices_opened", "Notices opened, by kind.", ["kind"],
+                              registry=registry)
+        self.steps = Counter("eir_notice_steps", "Notice steps taken, by kind and step "
+                             "(warning, reminder, cutoff, resolved).", ["kind", "step"],
+                             registry=registry)
+        self.closed = Counter("eir_notices_closed", "Notices closed without a cutoff, by kind "
+                              "and how (cancelled, lapsed).", ["kind", "state"],
+                              registry=registry)
+        self.live = Gauge("eir_notices", "Live notices, by kind and state (as last counted).",
+                          ["kind", "state"], registry=registry)
+        self.outbox_backlog = Gauge("eir_outbox_backlog", "Outbox messages not yet "
+                                    "published.", registry=registry)
+        self.outbox_oldest = Gauge("eir_outbox_oldest_age_seconds", "Age of the oldest "
+                                   "message not yet published (0 when none).",
+                                   registry=registry)
+        self.published = Counter("eir_outbox_published", "Outbox messages published, by "
+                                 "stream.", ["stream"], registry=registry)
+        self.cutoffs = Gauge("eir_cutoffs", "Subjects cut off in this worker's memory, by "
+                             "scope.", ["scope"], registry=registry)
