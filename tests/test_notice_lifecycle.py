@@ -1,0 +1,143 @@
+"""Notices end to end on the real broker and database, with a clock the test moves: first
+sighting, warning, two reminders, cutoff, the next attach refused, the registry's transfer,
+restore; the same resolved by an operator SIM; quiet hours; two workers sweeping together."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import msgspec
+import psycopg
+
+from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
+from tests.kafkatools import produce, read_all, wait_for
+from tests.test_decide import BUYER, SINGLE
+from tests.test_registry_events import registry_event, verdicts_of, with_verdicts
+from tests.test_worker import attach
+
+MINUTE = 60_000
+T0 = int(datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Tehran")).timestamp() * MS_PER_S)
+
+
+def sent(env: dict[str, str], stream: str) -> list[dict]:
+    topic = env[f"EIR_KAFKA__{stream.upper()}_TOPIC"]
+    return [msgspec.json.decode(m.value) | {"header": dict(m.headers)["idempotency-key"].decode()}
+            for m in read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], topic)]
+
+
+def steps(env: dict[str, str]) -> list[str]:
+    return [m["idempotency_key"].split("-", 2)[2] for m in sent(env, "notifications")]
+
+
+def transitions(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT from_state, to_state, step, reason FROM notice_transitions"
+                            " ORDER BY id").fetchall()
+
+
+def seen_again(env: dict[str, str], ts: int) -> None:
+    """The pair attaches again, and the notice has recorded it (else it would lapse)."""
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(SINGLE, BUYER, ts)])
+
+    def recorded() -> bool:
+        with psycopg.connect(env["EIR_POSTGRES__DSN"]) as conn:
+            (last,) = conn.execute("SELECT max(last_seen) FROM notices").fetchone()
+        return last is not None and int(last.timestamp() * MS_PER_S) == ts
+    wait_for(recorded)
+
+
+def at_day(clock: ManualClock, day: float) -> None:
+    clock.advance(T0 + int(day * MS_PER_DAY) - clock.now_ms())
+
+
+def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker) -> None:
+    with_verdicts(env)
+    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
+    clock = ManualClock(T0)
+    worker(clock)
+    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [attach(SINGLE, BUYER, T0)])
+    wait_for(lambda: steps(env) == ["warning"])
+    warning = sent(env, "notifications")[0]
+    assert (warning["msisdn"], warning["imei"], warning["deadline"]) == (
+        str(BUYER), f"{SINGLE:014d}", "2026-12-23T06:30:00+00:00")
+    assert "1405/10/02" in warning["text"]  # 2026-12-23 in the Persian calendar
+    assert warning["header"] == warning["idempotency_key"]
+
+    at_day(clock, 23 + 1 / 1440)
+    wait_for(lambda: steps(env) == ["warning", "reminder-1"])
+    seen_again(env, clock.now_ms())
+    at_day(clock, 29 + 1 / 1440)
+    wait_for(lambda: steps(env) == ["warning", "reminder-1", "reminder-2"])
+    at_day(clock, 30 + 1 / 1440)
+    wait_for(lambda: len(sent(env, "commands")) == 1)
+    (cutoff,) = sent(env, "commands")
+    assert (cutoff["action"], cutoff["scope"], cutoff["imei"], cutoff["msisdn"]) == (
+        "cutoff", "pair", f"{SINGLE:014d}", str(BUYER))
+    assert ((f"{SINGLE:014d}", str(BUYER), "cut_off")
+            in verdicts_of(env, [attach(SINGLE, BUYER, clock.now_ms())]))
+
+    produce(bootstrap, env["EIR_KAFKA__REGISTRY_TOPIC"], [registry_event(
+        "transfer-1", "ownership_set", imeis=[f"{SINGLE:014d}"], owner_msisdn=str(BUYER),
+        via="transfer_direct") | {"time": clock.now_ms()}])
+    wait_for(lambda: len(sent(env, "commands")) == 2)
+    restore = sent(env, "commands")[1]
+    assert (restore["action"], restore["notice_id"]) == ("restore", cutoff["notice_id"])
+    assert steps(env) == ["warning", "reminder-1", "reminder-2", "cutoff", "resolved"]
+    assert ((f"{SINGLE:014d}", str(BUYER), "owner")
+            in verdicts_of(env, [attach(SINGLE, BUYER, clock.now_ms())]))
+    assert transitions(env["EIR_POSTGRES__DSN"]) == [
+        (None, "open", None, None), ("open", "warned", "warning", None),
+        ("warned", "reminded", "reminder", None), ("reminded", "reminded", "reminder", None),
+        ("reminded", "cut", "cutoff", None), ("cut", "cancelled", "resolved", "owner")]
+
+
+def test_an_operator_sim_set_for_a_cut_pair_restores_it(env, worker) -> None:
+    with_verdicts(env)
+    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
+    clock = ManualClock(T0)
+    worker(clock)
+    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [attach(SINGLE, BUYER, T0)])
+    wait_for(lambda: steps(env) == ["warning"])
+    at_day(clock, 29.5)  # nobody swept since the warning: of the two reminders, the latest
+    wait_for(lambda: steps(env) == ["warning", "reminder-2"])
+    seen_again(env, clock.now_ms())
+    at_day(clock, 30 + 1 / 1440)
+    wait_for(lambda: [m["action"] for m in sent(env, "commands")] == ["cutoff"])
+    produce(bootstrap, env["EIR_KAFKA__REGISTRY_TOPIC"], [registry_event(
+        "opsim-1", "operator_sim_set", imei=f"{SINGLE:014d}", msisdn=str(BUYER))
+        | {"time": clock.now_ms()}])
+    wait_for(lambda: [m["action"] for m in sent(env, "commands")] == ["cutoff", "restore"])
+    assert steps(env) == ["warning", "reminder-2", "cutoff", "resolved"]
+    assert ((f"{SINGLE:014d}", str(BUYER), "owner")
+            in verdicts_of(env, [attach(SINGLE, BUYER, clock.now_ms())]))
+
+
+def test_sms_wait_for_the_end_of_the_quiet_hours(env, worker) -> None:
+    env.update({"EIR_NOTICES__QUIET_START": "22:00", "EIR_NOTICES__QUIET_END": "08:00"})
+    night = T0 + 13 * 60 * MINUTE  # 23:00 in Tehran
+    clock = ManualClock(night)
+    worker(clock)
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(SINGLE, BUYER, night)])
+    wait_for(lambda: len(transitions(env["EIR_POSTGRES__DSN"])) == 1)  # opened, held
+    clock.advance(8 * 60 * MINUTE + 59 * MINUTE)  # 07:59, after sweeps all night
+    assert steps(env) == []
+    clock.advance(MINUTE)  # 08:00
+    wait_for(lambda: steps(env) == ["warning"])
+
+
+def test_two_workers_sweeping_together_send_each_step_once(env, worker) -> None:
+    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
+    clock = ManualClock(T0)
+    worker(clock)
+    worker(clock)
+    buyers = [BUYER + i for i in range(60)]
+    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [attach(SINGLE, b, T0) for b in buyers])
+    wait_for(lambda: len(steps(env)) >= 60)
+    at_day(clock, 23 + 1 / 1440)
+    wait_for(lambda: len(steps(env)) >= 120)
+    keys = [m["idempotency_key"] for m in sent(env, "notifications")]
+    assert len(keys) == len(set(keys)) == 120
+    assert sorted({m["msisdn"] for m in sent(env, "notifications")}) == sorted(map(str, buyers))
