@@ -16,7 +16,7 @@ from typing import Annotated, Sequence
 import msgspec
 import numpy as np
 
-from consumers.decode import (MAX_MESSAGE_BYTES, DeadLetter, TimeWindow,
+from consumers.decode import (JSON_ERRORS, MAX_MESSAGE_BYTES, DeadLetter, TimeWindow,
                               decode_attach)
 from enforcer.digits import decimal_values
 from enforcer.events import AttachBatch, AttachEvent
@@ -59,7 +59,7 @@ def decode_poll(values: Sequence[bytes | None], rules: ImeiRules,
         try:
             fields.append(_usual.decode(value))
             usual.append(i)
-        except msgspec.DecodeError:
+        except JSON_ERRORS:
             unusual.append(i)
     fast, rejected = _columns(fields, rules, window)
     unusual = sorted(unusual + [usual[j] for j in rejected])

@@ -24,6 +24,10 @@ OPTIONAL_TEXT = ("mcc_mnc", "rat", "cell")
 # A longer value is no attach event; refusing it early bounds the work one message costs.
 MAX_MESSAGE_BYTES = 4096
 
+# msgspec raises UnicodeDecodeError, not DecodeError, for bytes that are not UTF-8 inside a
+# JSON string: both mean "not JSON".
+JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
 
 class Reason:
     """Dead-letter reason codes, as they appear in the DLQ's `reason` header."""
@@ -70,7 +74,7 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
         return DeadLetter(Reason.TOO_LARGE, f"{len(value)} bytes, at most {MAX_MESSAGE_BYTES}")
     try:
         data = msgspec.json.decode(value)
-    except msgspec.DecodeError as exc:
+    except JSON_ERRORS as exc:
         return DeadLetter(Reason.NOT_JSON, str(exc))
     if not isinstance(data, dict):
         return DeadLetter(Reason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}")

@@ -23,7 +23,7 @@ from typing import Annotated, Union
 
 import msgspec
 
-from consumers.decode import DeadLetter, Reason, TimeWindow, timestamp_ms
+from consumers.decode import JSON_ERRORS, DeadLetter, Reason, TimeWindow, timestamp_ms
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.lists import BlackReason
 from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Device,
@@ -131,7 +131,7 @@ def decode_registry_event(value: bytes | None, rules: ImeiRules,
         wire = _decoder.decode(value)
     except msgspec.ValidationError as exc:
         return _shape_letter(value, str(exc))
-    except msgspec.DecodeError as exc:
+    except JSON_ERRORS as exc:
         return DeadLetter(Reason.NOT_JSON, str(exc))
     time_ms = timestamp_ms(wire.time)
     if time_ms is None:
@@ -148,7 +148,7 @@ def _shape_letter(value: bytes, detail: str) -> DeadLetter:
     """Tell an unknown type apart from a known one in the wrong shape."""
     try:
         data = msgspec.json.decode(value)
-    except msgspec.DecodeError:
+    except JSON_ERRORS:
         return DeadLetter(Reason.NOT_JSON, detail)
     if not isinstance(data, dict):
         return DeadLetter(Reason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}")

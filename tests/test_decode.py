@@ -25,6 +25,7 @@ def encode(message: object) -> bytes:
 
 @pytest.mark.parametrize(("message", "reason"), [
     (b"", "not_json"), (b"{", "not_json"), (b"[]", "not_an_object"),
+    (b'{"imei": "\x80"}', "not_json"),  # not UTF-8 inside a string
     (b"x" * 5000, "too_large"),
     ({k: v for k, v in GOOD.items() if k != "ts"}, "missing_field"),
     (GOOD | {"msisdn": None}, "missing_field"),
@@ -80,3 +81,10 @@ def test_poll_decoder_agrees_with_the_reference(rules: ImeiRules, batch: list) -
                 bool(b.emergency[row])) == (
             int(key), event.imei.malformed, event.imsi.value, event.imsi.mcc, event.msisdn,
             event.ts_ms, event.emergency)
+
+
+def test_a_poll_with_bytes_that_are_not_utf8_in_a_string_dead_letters_them(
+        rules: ImeiRules) -> None:
+    poll = decode_poll([b'{"imei": "\xff", "imsi": 1}', encode(GOOD)], rules, WINDOW)
+    assert [(i, d.reason) for i, d in poll.dead] == [(0, "not_json")]
+    assert poll.positions.tolist() == [1]
