@@ -23,6 +23,9 @@ from enforcer.logs import setup_logging
 from enforcer.state import (EnforcementState, SnapshotConflict, load_snapshot, next_generation,
                             save_snapshot)
 from enforcer.statusquery import Caller, ask, current_state
+from enforcer.db.notices import find
+from enforcer.noticeadmin import cancel, notice_json, row_json, show
+from enforcer.notices import NoticeState
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
 from enforcer.demo import DemoOptions, run_demo
@@ -169,6 +172,48 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_notices_list(args: argparse.Namespace, config: Config) -> int:
+    imei_key = None
+    if args.imei:
+        imei = parse_imei(args.imei, imei_rules(config))
+        if imei.imei_key is None:
+            print(f"eir-enforcer notices: {args.imei!r} is not an IMEI", file=sys.stderr)
+            return EXIT_USAGE
+        imei_key = imei.imei_key
+    try:
+        msisdn = parse_msisdn(args.msisdn) if args.msisdn else None
+    except IdentityError as exc:
+        print(f"eir-enforcer notices: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    due = parse_time_ms(args.due_before) if args.due_before else None
+    with psycopg.connect(config.postgres.dsn) as conn:
+        for row in find(conn, state=args.state, kind=args.kind, imei_key=imei_key,
+                        msisdn=msisdn, due_before_ms=due, limit=args.limit):
+            _print(row_json(row, args.reveal))
+    return 0
+
+
+def cmd_notices_show(args: argparse.Namespace, config: Config) -> int:
+    with psycopg.connect(config.postgres.dsn) as conn:
+        shown = show(conn, args.id, args.reveal)
+    if shown is None:
+        print(f"eir-enforcer notices: no notice {args.id}", file=sys.stderr)
+        return EXIT_USAGE
+    _print(shown)
+    return 0
+
+
+def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
+    with psycopg.connect(config.postgres.dsn) as conn:
+        cancelled = cancel(conn, args.id, args.reason, config, SystemClock())
+    if cancelled is None:
+        print(f"eir-enforcer notices: notice {args.id} is not live (or not there)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    _print(notice_json(cancelled, reveal=False))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     return run_demo(config, DemoOptions(args.devices, args.rate, args.duration, args.bad_share,
                                         args.keep_services))
@@ -279,6 +324,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--msisdn", required=True, help="the requester's number")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_status)
+
+    notices = sub.add_parser("notices", help="notices: warnings, reminders, cutoffs",
+                             description="The NOC's view of notices (numbers masked unless "
+                             "--reveal) and its hand on them.")
+    notices_sub = notices.add_subparsers(dest="notices_command", required=True)
+    p = notices_sub.add_parser("list", help="notices, filtered, as JSON lines",
+                               description="List notices, oldest first.")
+    p.add_argument("--state", choices=[s.value for s in NoticeState])
+    p.add_argument("--kind", help="e.g. ownership_transfer, unregistered")
+    p.add_argument("--imei")
+    p.add_argument("--msisdn")
+    p.add_argument("--due-before", help="next step due before this time (ISO-8601 or ms)")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
+    p.set_defaults(run=cmd_notices_list)
+    p = notices_sub.add_parser("show", help="one notice, its transitions and messages",
+                               description="One notice with every transition and message.")
+    p.add_argument("id", type=int)
+    p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
+    p.set_defaults(run=cmd_notices_show)
+    p = notices_sub.add_parser("cancel", help="cancel a live notice (restores a cut one)",
+                               description="Cancel a live notice; a cut subject is restored "
+                               "(command and SMS through the outbox).")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", required=True, help="recorded with the cancellation")
+    p.set_defaults(run=cmd_notices_cancel)
 
     p = sub.add_parser("demo", help="the worker on embedded services, with synthetic traffic",
                        description="Build a synthetic country and show how each kind of attach "

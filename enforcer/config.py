@@ -127,6 +127,7 @@ class NoticeTemplates:
 class NoticesConfig:
     sweep_every_s: float
     batch: int
+    count_every_s: float
     quiet_start: str
     quiet_end: str
     timezone: str

@@ -10,7 +10,9 @@ them, so a crash anywhere sends a step again at worst, under the same idempotenc
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Callable
@@ -20,10 +22,10 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from enforcer.clock import MS_PER_DAY, Clock
-from enforcer.config import Config
+from enforcer.config import Config, NoticesConfig
 from enforcer.cutoffs import CutOffs
-from enforcer.db.notices import (Change, cut_subjects, enqueue, live_about, mark_sent, record,
-                                 take_due, unsent)
+from enforcer.db.notices import (Change, cut_subjects, enqueue, live_about, live_counts,
+                                 mark_sent, record, take_due, unsent)
 from enforcer.effects import Stream
 from enforcer.logs import describe
 from enforcer.noticemessages import OutboxMessage, step_messages
@@ -49,6 +51,16 @@ def pace_of(config: Config) -> Pace:
                 int(n.sms_gap_hours * MS_PER_HOUR), n.lapse_days * MS_PER_DAY)
 
 
+def cancellation(notice: Notice, reason: str, restore: bool,
+                 settings: NoticesConfig) -> tuple[Change, list[OutboxMessage]]:
+    """A live notice cancelled; if it was cut and `restore`, the restore and its SMS."""
+    cancelled = replace(notice, state=NoticeState.CANCELLED)
+    was_cut = notice.state is NoticeState.CUT
+    messages = step_messages(cancelled, Step.RESOLVED, settings) if was_cut and restore else []
+    step = Step.RESOLVED.value if messages else None
+    return Change(cancelled, notice.state, None, step, reason), messages
+
+
 def _subject(notice: Notice) -> tuple[int, int | None]:
     return notice.imei_key, notice.imsi if notice.scope is Scope.PAIR else None
 
@@ -70,6 +82,8 @@ class NoticeSweeper:
         self._touched_msisdns: set[int] = set()
         self._touched_lock = threading.Lock()
         self._followed_to: datetime | None = None
+        self._counted_at = -math.inf
+        self._counted: set[tuple[str, str]] = set()
 
     def touch(self, imei_keys: set[int], msisdns: set[int]) -> None:
         """The registry changed these IMEIs and SIMs: their notices may be resolved."""
@@ -86,6 +100,8 @@ class NoticeSweeper:
             swept = self.sweep(conn)
             published = self.relay(conn)
             self._count_outbox(conn)
+            if time.monotonic() - self._counted_at >= self._config.notices.count_every_s:
+                self._count_live(conn)
         return {"followed": followed, "cancelled": cancelled, "swept": swept,
                 "published": published}
 
@@ -153,14 +169,9 @@ class NoticeSweeper:
 
     def _cancel(self, notice: Notice, rule: str,
                 restore: bool) -> tuple[Change, list[OutboxMessage]]:
-        cancelled = replace(notice, state=NoticeState.CANCELLED)
-        was_cut = notice.state is NoticeState.CUT
-        messages = (step_messages(cancelled, Step.RESOLVED, self._config.notices)
-                    if was_cut and restore else [])
-        step = Step.RESOLVED.value if messages else None
         log.info("notice cancelled by the registry",
                  extra={"notice_id": notice.id, "kind": notice.kind, "now_decided_by": rule})
-        return Change(cancelled, notice.state, None, step, rule), messages
+        return cancellation(notice, rule, restore, self._config.notices)
 
     def relay(self, conn: psycopg.Connection) -> int:
         total = 0
@@ -212,6 +223,15 @@ class NoticeSweeper:
                 self._metrics.steps.labels(c.notice.kind, c.step).inc()
             if c.notice.state in (NoticeState.CANCELLED, NoticeState.LAPSED):
                 self._metrics.closed.labels(c.notice.kind, c.notice.state.value).inc()
+
+    def _count_live(self, conn: psycopg.Connection) -> None:
+        counts = {(kind, state): n for kind, state, n in live_counts(conn)}
+        for kind, state in self._counted - counts.keys():  # none left: say 0, not the past
+            self._metrics.live.labels(kind, state).set(0)
+        for (kind, state), n in counts.items():
+            self._metrics.live.labels(kind, state).set(n)
+        self._counted |= counts.keys()
+        self._counted_at = time.monotonic()
 
     def _count_outbox(self, conn: psycopg.Connection) -> None:
         backlog, oldest = conn.execute(

@@ -84,7 +84,7 @@ def env(services, dsn, policy, tmp_path: Path) -> dict[str, str]:
         "EIR_JOBS__DROP_SETTLE_S": "0", "EIR_JOBS__RETRY_DELAY_S": "0.1",
         # Sweeps often; no quiet hours unless a test asks for them.
         "EIR_NOTICES__SWEEP_EVERY_S": "0.3", "EIR_NOTICES__QUIET_START": "00:00",
-        "EIR_NOTICES__QUIET_END": "00:00",
+        "EIR_NOTICES__QUIET_END": "00:00", "EIR_NOTICES__COUNT_EVERY_S": "0",
     }
 
 

@@ -4,6 +4,7 @@ restore; the same resolved by an operator SIM; quiet hours; two workers sweeping
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,8 @@ import msgspec
 import psycopg
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
+from enforcer.subscriber import mask
+from tests.test_cli import lines, run
 from tests.kafkatools import produce, read_all, wait_for
 from tests.test_decide import BUYER, SINGLE
 from tests.test_registry_events import registry_event, verdicts_of, with_verdicts
@@ -56,7 +59,7 @@ def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker) -> None:
     with_verdicts(env)
     bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
     clock = ManualClock(T0)
-    worker(clock)
+    metrics = worker(clock).worker.metrics.registry
     produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [attach(SINGLE, BUYER, T0)])
     wait_for(lambda: steps(env) == ["warning"])
     warning = sent(env, "notifications")[0]
@@ -77,6 +80,11 @@ def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker) -> None:
         "cutoff", "pair", f"{SINGLE:014d}", str(BUYER))
     assert ((f"{SINGLE:014d}", str(BUYER), "cut_off")
             in verdicts_of(env, [attach(SINGLE, BUYER, clock.now_ms())]))
+    kind = {"kind": "ownership_transfer"}
+    assert metrics.get_sample_value("eir_notice_steps_total", kind | {"step": "cutoff"}) == 1
+    assert metrics.get_sample_value("eir_cutoffs", {"scope": "pair"}) == 1
+    assert metrics.get_sample_value("eir_notices", kind | {"state": "cut"}) == 1
+    assert metrics.get_sample_value("eir_outbox_backlog") == 0
 
     produce(bootstrap, env["EIR_KAFKA__REGISTRY_TOPIC"], [registry_event(
         "transfer-1", "ownership_set", imeis=[f"{SINGLE:014d}"], owner_msisdn=str(BUYER),
@@ -85,6 +93,7 @@ def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker) -> None:
     restore = sent(env, "commands")[1]
     assert (restore["action"], restore["notice_id"]) == ("restore", cutoff["notice_id"])
     assert steps(env) == ["warning", "reminder-1", "reminder-2", "cutoff", "resolved"]
+    wait_for(lambda: metrics.get_sample_value("eir_cutoffs", {"scope": "pair"}) == 0)
     assert ((f"{SINGLE:014d}", str(BUYER), "owner")
             in verdicts_of(env, [attach(SINGLE, BUYER, clock.now_ms())]))
     assert transitions(env["EIR_POSTGRES__DSN"]) == [
@@ -141,3 +150,36 @@ def test_two_workers_sweeping_together_send_each_step_once(env, worker) -> None:
     keys = [m["idempotency_key"] for m in sent(env, "notifications")]
     assert len(keys) == len(set(keys)) == 120
     assert sorted({m["msisdn"] for m in sent(env, "notifications")}) == sorted(map(str, buyers))
+
+
+def test_the_noc_lists_shows_and_cancels_notices(env, worker) -> None:
+    clock = ManualClock(T0)
+    worker(clock)
+    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
+    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(SINGLE, BUYER, T0), attach(SINGLE, BUYER + 1, T0)])
+    wait_for(lambda: len(steps(env)) == 2)
+    cli_env = {**os.environ, "EIR_POSTGRES__DSN": env["EIR_POSTGRES__DSN"]}
+    listed = lines(run("notices", "list", "--state", "warned", "--msisdn", str(BUYER),
+                       env=cli_env).stdout)
+    assert [(n["state"], n["imei"], n["msisdn"]) for n in listed] == [
+        ("warned", f"{SINGLE:014d}", mask(BUYER))]
+    notice_id = listed[0]["id"]
+    shown = lines(run("notices", "show", str(notice_id), "--reveal", env=cli_env).stdout)[0]
+    assert shown["msisdn"] == str(BUYER)
+    assert [(t["from"], t["to"], t["step"]) for t in shown["transitions"]] == [
+        (None, "open", None), ("open", "warned", "warning")]
+    assert [m["idempotency_key"] for m in shown["messages"]] == [f"notice-{notice_id}-warning"]
+
+    at_day(clock, 29.5)
+    wait_for(lambda: len(steps(env)) == 4)  # each notice's latest reminder
+    seen_again(env, clock.now_ms())
+    at_day(clock, 30 + 1 / 1440)
+    wait_for(lambda: len(sent(env, "commands")) == 1)  # the other pair lapsed, unseen
+    cancelled = lines(run("notices", "cancel", str(notice_id), "--reason", "court ruling",
+                          env=cli_env).stdout)[0]
+    assert cancelled["state"] == "cancelled"
+    wait_for(lambda: [m["action"] for m in sent(env, "commands")] == ["cutoff", "restore"])
+    again = run("notices", "cancel", str(notice_id), "--reason", "twice", check=False,
+                env=cli_env)
+    assert again.returncode == 2 and "not live" in again.stderr

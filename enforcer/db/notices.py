@@ -156,3 +156,53 @@ def cut_subjects(conn: psycopg.Connection, since: datetime | None
         rows = conn.execute("SELECT scope, imei_key, subject_imsi, state = 'cut' FROM notices"
                             " WHERE updated_at >= %s", (since,)).fetchall()
     return rows, now
+
+
+@dataclass(frozen=True)
+class NoticeRow:
+    notice: Notice
+    next_due_ms: int | None
+    closed_reason: str | None
+
+
+def find(conn: psycopg.Connection, *, notice_id: int | None = None, state: str | None = None,
+         kind: str | None = None, imei_key: int | None = None, msisdn: int | None = None,
+         due_before_ms: int | None = None, limit: int = 100) -> list[NoticeRow]:
+    rows = conn.execute(
+        f"SELECT {COLUMNS}, next_due, closed_reason FROM notices"  # noqa: S608
+        " WHERE (%(id)s::bigint IS NULL OR id = %(id)s)"
+        " AND (%(state)s::text IS NULL OR state = %(state)s)"
+        " AND (%(kind)s::text IS NULL OR kind = %(kind)s)"
+        " AND (%(imei)s::bigint IS NULL OR imei_key = %(imei)s)"
+        " AND (%(msisdn)s::bigint IS NULL OR msisdn = %(msisdn)s)"
+        " AND (%(due)s::timestamptz IS NULL OR next_due <= %(due)s)"
+        " ORDER BY id LIMIT %(limit)s",
+        {"id": notice_id, "state": state, "kind": kind, "imei": imei_key, "msisdn": msisdn,
+         "due": _at(due_before_ms), "limit": limit}).fetchall()
+    return [NoticeRow(_notice(r[:-2]), _ms(r[-2]), r[-1]) for r in rows]
+
+
+def transitions_of(conn: psycopg.Connection, notice_id: int) -> list[tuple]:
+    """(at, from_state, to_state, step, reason), oldest first."""
+    return conn.execute("SELECT at, from_state, to_state, step, reason FROM notice_transitions"
+                        " WHERE notice_id = %s ORDER BY id", (notice_id,)).fetchall()
+
+
+def messages_of(conn: psycopg.Connection, notice_id: int) -> list[tuple]:
+    """(stream, idempotency key, created, sent) of the notice's messages."""
+    return conn.execute("SELECT stream, idempotency_key, created_at, sent_at FROM outbox"
+                        " WHERE idempotency_key LIKE %s ORDER BY id",
+                        (f"notice-{notice_id}-%",)).fetchall()
+
+
+def lock(conn: psycopg.Connection, notice_id: int) -> Notice | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM notices WHERE id = %s"  # noqa: S608
+                       " FOR UPDATE", (notice_id,)).fetchone()
+    return None if row is None else _notice(row)
+
+
+def live_counts(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
+    """(kind, state, count) of live notices."""
+    return conn.execute("SELECT kind, state, count(*) FROM notices"
+                        " WHERE state IN ('open', 'warned', 'reminded', 'cut')"
+                        " GROUP BY 1, 2").fetchall()
