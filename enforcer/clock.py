@@ -45,3 +45,20 @@ class ManualClock:
 
     def advance(self, ms: int) -> None:
         self._ms += ms
+
+
+class FileClock:
+    """The time written in a file (epoch milliseconds): a real worker process on a clock
+    that a test, or a staging demo, moves from outside."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def now_ms(self) -> int:
+        with open(self._path) as f:
+            return int(f.read().strip())
+
+
+def clock_from(file: str) -> Clock:
+    """`clock.file` of the configuration: empty for the system clock."""
+    return FileClock(file) if file else SystemClock()

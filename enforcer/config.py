@@ -152,7 +152,13 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class ClockConfig:
+    file: str
+
+
+@dataclass(frozen=True)
 class Config:
+    clock: ClockConfig
     imei: ImeiConfig
     state: StateConfig
     policy: PolicyConfig

@@ -16,7 +16,7 @@ from consumers.attach import AttachWorker
 from consumers.kafka import attach_consumer, producer, registry_consumer
 from consumers.registry import RegistryFollower
 from enforcer.build import imei_rules
-from enforcer.clock import Clock, SystemClock
+from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import pending
@@ -90,7 +90,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     policy = load_policy(config.policy.file or None)
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     metrics = WorkerMetrics()
-    clock = clock or SystemClock()
+    clock = clock or clock_from(config.clock.file)
     rules = imei_rules(config)
     connect = partial(psycopg.connect, config.postgres.dsn, autocommit=True)
     messages = producer(config.kafka)
