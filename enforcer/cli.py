@@ -216,7 +216,7 @@ def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     return run_demo(config, DemoOptions(args.devices, args.rate, args.duration, args.bad_share,
-                                        args.keep_services))
+                                        args.keep_services, args.days))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds (Ctrl-C stops too)")
     p.add_argument("--bad-share", type=float, default=0.001,
                    help="share of broken messages, to show the dead-letter topic")
+    p.add_argument("--days", type=float, default=40.0,
+                   help="simulated days over --duration: the clock runs that much faster")
     p.add_argument("--keep-services", action="store_true",
                    help="leave the broker and database running afterwards")
     p.set_defaults(run=cmd_demo)

@@ -62,3 +62,16 @@ class FileClock:
 def clock_from(file: str) -> Clock:
     """`clock.file` of the configuration: empty for the system clock."""
     return FileClock(file) if file else SystemClock()
+
+
+class AcceleratedClock:
+    """Time from `start_ms`, running `speed` times faster than the wall: the demo's month
+    passes in a minute."""
+
+    def __init__(self, start_ms: int, speed: float) -> None:
+        self._start_ms = start_ms
+        self._speed = speed
+        self._began = time.monotonic()
+
+    def now_ms(self) -> int:
+        return self._start_ms + int((time.monotonic() - self._began) * MS_PER_S * self._speed)

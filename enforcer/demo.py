@@ -1,12 +1,14 @@
 """`eir-enforcer demo`: the worker on the embedded broker and database, fed a synthetic
-country and steady attach traffic, with live progress and /metrics. Stops on Ctrl-C or
-after --duration."""
+country and steady attach traffic, with live progress and /metrics. Its clock runs fast:
+--days pass in --duration seconds, so a notice's whole month (warning, reminders, cutoff)
+and the registry's transfers that restore cut pairs are seen in a minute. Stops on Ctrl-C
+or after --duration."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgspec
@@ -15,6 +17,7 @@ import psycopg
 from kafka import KafkaProducer
 
 from consumers.kafka import security
+from enforcer.clock import MS_PER_DAY, MS_PER_S, NS_PER_MS, AcceleratedClock, Clock
 from enforcer.config import Config
 from enforcer.db.migrate import migrate
 from enforcer.events import NO_KEY, AttachBatch
@@ -39,6 +42,15 @@ class DemoOptions:
     duration_s: float
     bad_share: float
     keep_services: bool
+    days: float = 40.0  # simulated days over duration_s
+
+
+# The demo's sweeps: often enough that a simulated day shows its steps.
+DEMO_SWEEP_S = 0.5
+DEMO_COUNT_S = 1.0
+# The day from which the registry transfers some cut pairs to their users (restores).
+TRANSFER_DAY = 33
+TRANSFERS = 100
 
 
 def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
@@ -57,7 +69,7 @@ def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
     return out
 
 
-def _produce(config: Config, country: Country, options: DemoOptions,
+def _produce(config: Config, country: Country, options: DemoOptions, clock: Clock,
              stop: threading.Event, sent: list[int]) -> None:
     """Attach traffic at a steady rate, keyed by IMEI so a device stays in one partition."""
     producer = KafkaProducer(**security(config.kafka))
@@ -68,8 +80,8 @@ def _produce(config: Config, country: Country, options: DemoOptions,
     try:
         while not stop.is_set():
             started = time.monotonic()
-            for key, value in _encode(pool, options.rate, second,
-                                      time.time_ns() // 1_000_000, options.bad_share):
+            for key, value in _encode(pool, options.rate, second, clock.now_ms(),
+                                      options.bad_share):
                 producer.send(config.kafka.attach_topic, key=key, value=value)
             producer.flush()
             sent[0] += options.rate
@@ -86,6 +98,35 @@ def _total(metrics: WorkerMetrics, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+def _notices_line(metrics: WorkerMetrics, day: float) -> str:
+    def step(name: str) -> float:
+        return _total(metrics, "eir_notice_steps_total", step=name)
+    return (f"  day {day:4.1f}  notices opened {_total(metrics, 'eir_notices_opened_total'):>6,.0f}"
+            f"  warnings {step('warning'):>6,.0f}  reminders {step('reminder'):>6,.0f}"
+            f"  cutoffs {step('cutoff'):>5,.0f}  restores {step('resolved'):>4,.0f}"
+            f"  lapsed {_total(metrics, 'eir_notices_closed_total', state='lapsed'):>5,.0f}"
+            f"  cut now {_total(metrics, 'eir_cutoffs'):>5,.0f}"
+            f"  outbox backlog {_total(metrics, 'eir_outbox_backlog'):>4,.0f}")
+
+
+def _transfer_cut_pairs(config: Config, clock: Clock) -> int:
+    """The registry's answer to some cutoffs: the device transferred to the SIM using it."""
+    with psycopg.connect(config.postgres.dsn) as conn:
+        cut = conn.execute("SELECT imei_key, msisdn FROM notices WHERE state = 'cut'"
+                           " AND scope = 'pair' ORDER BY id LIMIT %s", (TRANSFERS,)).fetchall()
+    producer = KafkaProducer(**security(config.kafka))
+    for imei_key, msisdn in cut:
+        producer.send(config.kafka.registry_topic, key=f"{imei_key:014d}".encode(),
+                      value=msgspec.json.encode({
+                          "event_id": f"demo-transfer-{imei_key}-{msisdn}",
+                          "type": "ownership_set", "time": clock.now_ms(),
+                          "imeis": [f"{imei_key:014d}"], "owner_msisdn": str(msisdn),
+                          "via": "transfer_direct"}))
+    producer.flush()
+    producer.close()
+    return len(cut)
 
 
 def _progress(metrics: WorkerMetrics, sent: int, took_s: float,
@@ -116,21 +157,35 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     say(f"5. Starting the embedded broker and PostgreSQL under {config.services.dir}/ ...")
     services.up()
     migrate(config.postgres.dsn)
-    worker = build_worker(config)
+    speed = options.days * MS_PER_DAY / (options.duration_s * MS_PER_S)
+    start_ms = time.time_ns() // NS_PER_MS
+    clock = AcceleratedClock(start_ms, speed)
+    config = replace(config, notices=replace(config.notices, sweep_every_s=DEMO_SWEEP_S,
+                                             count_every_s=DEMO_COUNT_S))
+    worker = build_worker(config, clock)
     say(f"6. The worker consumes '{config.kafka.attach_topic}' ({options.rate:,} attaches/s, "
         f"{options.bad_share:.1%} of them broken); metrics on "
-        f"http://127.0.0.1:{config.http.port}/metrics. Ctrl-C stops.")
+        f"http://127.0.0.1:{config.http.port}/metrics. Its clock runs {speed:,.0f} times "
+        f"fast: {options.days:g} days in {options.duration_s:g} s. From day {TRANSFER_DAY} "
+        f"the registry transfers some cut devices to their users. Ctrl-C stops.")
     stop, sent = threading.Event(), [0]
-    producer = threading.Thread(target=_produce, args=(config, country, options, stop, sent))
+    producer = threading.Thread(target=_produce,
+                                args=(config, country, options, clock, stop, sent))
     consumer = threading.Thread(target=worker.run, args=(stop,))
     producer.start()
     consumer.start()
-    started, last = time.monotonic(), (0.0, 0.0)
+    started, last, transferred = time.monotonic(), (0.0, 0.0), False
     try:
         while time.monotonic() - started < options.duration_s:
             time.sleep(TICK_S)
             line, last = _progress(worker.metrics, sent[0], time.monotonic() - started, last)
             say(line)
+            day = (clock.now_ms() - start_ms) / MS_PER_DAY
+            say(_notices_line(worker.metrics, day))
+            if day >= TRANSFER_DAY and not transferred:
+                say(f"  the registry transfers {_transfer_cut_pairs(config, clock)} cut "
+                    "devices to the SIMs using them ...")
+                transferred = True
     except KeyboardInterrupt:
         say("  stopping ...")
     finally:

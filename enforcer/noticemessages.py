@@ -5,7 +5,8 @@ step) in the body, as the outbox stores them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import jdatetime
@@ -36,13 +37,18 @@ def idempotency_key(notice: Notice, step: Step) -> str:
     return f"notice-{notice.id}-{step.value}{suffix}"
 
 
+@lru_cache(maxsize=4096)
+def _calendar_dates(day: date) -> tuple[str, str]:
+    """(Gregorian, Persian) forms of a deadline's day: thousands of notices share a day."""
+    return day.isoformat(), jdatetime.date.fromgregorian(date=day).strftime("%Y/%m/%d")
+
+
 def sms_text(notice: Notice, step: Step, settings: NoticesConfig) -> str:
-    deadline = datetime.fromtimestamp(notice.deadline_ms / MS_PER_S, ZoneInfo(settings.timezone))
+    day = datetime.fromtimestamp(notice.deadline_ms / MS_PER_S, ZoneInfo(settings.timezone))
+    gregorian, jalali = _calendar_dates(day.date())
     template = getattr(settings.templates, f"{step.value}_{settings.language}")
-    return template.format(imei=f"{notice.imei_key:014d}", deadline=deadline.date().isoformat(),
-                           deadline_jalali=jdatetime.date.fromgregorian(
-                               date=deadline.date()).strftime("%Y/%m/%d"),
-                           code=settings.ussd_code)
+    return template.format(imei=f"{notice.imei_key:014d}", deadline=gregorian,
+                           deadline_jalali=jalali, code=settings.ussd_code)
 
 
 def _sms(notice: Notice, step: Step, settings: NoticesConfig) -> OutboxMessage:

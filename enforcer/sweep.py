@@ -81,6 +81,8 @@ class NoticeSweeper:
         self._touched_imeis: set[int] = set()
         self._touched_msisdns: set[int] = set()
         self._touched_lock = threading.Lock()
+        self._busy = False  # a round is running
+        self._again = False  # woken during it: one more round
         self._followed_to: datetime | None = None
         self._counted_at = -math.inf
         self._counted: set[tuple[str, str]] = set()
@@ -90,6 +92,30 @@ class NoticeSweeper:
         with self._touched_lock:
             self._touched_imeis |= imei_keys
             self._touched_msisdns |= msisdns
+
+    def wake(self) -> bool:
+        """Asked to run now: True if it should be started, False if a round is running
+        (it will go round once more)."""
+        with self._touched_lock:
+            if self._busy:
+                self._again = True
+                return False
+            return True
+
+    def run_until_quiet(self) -> None:
+        """Rounds until nobody asked for another while one ran."""
+        with self._touched_lock:
+            self._busy, self._again = True, False
+        try:
+            while True:
+                self.run_once()
+                with self._touched_lock:
+                    if not self._again:
+                        return
+                    self._again = False
+        finally:
+            with self._touched_lock:
+                self._busy = False
 
     def run_once(self) -> dict[str, int]:
         """One round: follow other workers' cutoffs, cancel what the registry resolved,
@@ -248,7 +274,7 @@ def schedule_sweeps(scheduler: BaseScheduler, sweeper: NoticeSweeper, config: Co
     """Every notices.sweep_every_s, and at once when woken; one round at a time."""
     def sweep() -> None:
         try:
-            sweeper.run_once()
+            sweeper.run_until_quiet()
         except Exception as exc:  # the next round tries again; nothing is half-done
             log.warning("notice sweep failed", extra={"error": describe(exc)})
 
@@ -256,7 +282,7 @@ def schedule_sweeps(scheduler: BaseScheduler, sweeper: NoticeSweeper, config: Co
                       id=SWEEP_JOB, max_instances=1, coalesce=True)
 
 
-def wake_sweeper(scheduler: BaseScheduler) -> None:
+def wake_sweeper(scheduler: BaseScheduler, sweeper: NoticeSweeper) -> None:
     """Run the sweep now rather than at its next interval (a no-op before the start)."""
-    if scheduler.running:
+    if scheduler.running and sweeper.wake():
         scheduler.modify_job(SWEEP_JOB, next_run_time=datetime.now(scheduler.timezone))

@@ -104,7 +104,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
 
     def touched(imeis: set[int], msisdns: set[int]) -> None:
         sweeper.touch(imeis, msisdns)
-        wake_sweeper(scheduler)
+        wake_sweeper(scheduler, sweeper)
 
     registry = RegistryFollower(config, holder, rules, clock, metrics,
                                 registry_consumer(config.kafka), messages, connect, touched)
@@ -114,7 +114,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     worker = Worker(
         AttachWorker(config, holder, rules, clock, metrics,
                      attach_consumer(config.kafka, config.worker.batch_max_events),
-                     messages, connect, lambda: wake_sweeper(scheduler)),
+                     messages, connect, lambda: wake_sweeper(scheduler, sweeper)),
         registry, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker

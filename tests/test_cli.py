@@ -173,3 +173,10 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
         assert shown in demo
     progress = [line for line in demo.splitlines() if " decided " in line]
     assert int(progress[-1].split("decided")[1].split()[0].replace(",", "")) > 0
+
+    def figure(line: str, name: str) -> int:
+        return int(line.split(name)[1].split()[0].replace(",", ""))
+    # The fast clock: a month of notices in seconds.
+    month = [line for line in demo.splitlines() if line.strip().startswith("day ")]
+    assert float(month[-1].split()[1]) > 30
+    assert figure(month[-1], "warnings") > 0 and figure(month[-1], "cutoffs") > 0

@@ -66,7 +66,7 @@ def see(conn: psycopg.Connection, sightings: Sightings,
     if opened:
         conn.execute("INSERT INTO notice_transitions (notice_id, at, to_state)"
                      " SELECT unnest(%s::bigint[]), unnest(%s::timestamptz[]), 'open'",
-                     ([i for i, _, _ in opened], [a for _, a, _ in opened]))
+                     ([i for i, _, _ in opened], [a for _, a, _ in opened]), binary=True)
     return Counter(kind for _, _, kind in opened)
 
 
@@ -101,7 +101,7 @@ def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None
         " WHERE notices.id = u.id",
         ([x.id for x in n], [x.state.value for x in n], [x.reminders_done for x in n],
          [_at(x.last_sms_ms) for x in n], [_at(c.next_due_ms) for c in changes],
-         [c.reason for c in changes]))
+         [c.reason for c in changes]), binary=True)
     moved = [c for c in changes if c.step or c.notice.state is not c.from_state]
     if moved:
         conn.execute(
@@ -110,7 +110,7 @@ def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None
             " %s::text[], %s::text[])",
             ([c.notice.id for c in moved], [_at(now_ms)] * len(moved),
              [c.from_state.value for c in moved], [c.notice.state.value for c in moved],
-             [c.step for c in moved], [c.reason for c in moved]))
+             [c.step for c in moved], [c.reason for c in moved]), binary=True)
 
 
 def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
@@ -120,7 +120,7 @@ def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
             " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::bytea[])"
             " ON CONFLICT DO NOTHING",
             ([m.stream for m in messages], [m.key for m in messages],
-             [m.idempotency_key for m in messages], [m.body for m in messages]))
+             [m.idempotency_key for m in messages], [m.body for m in messages]), binary=True)
 
 
 def unsent(conn: psycopg.Connection, limit: int) -> list[tuple[int, OutboxMessage]]:
