@@ -11,7 +11,7 @@ import msgspec
 import psycopg
 
 from enforcer.build import SourceFiles, build_from_files, imei_rules
-from enforcer.clock import SystemClock, parse_time_ms
+from enforcer.clock import SystemClock, clock_from, parse_time_ms
 from enforcer.config import Config, ConfigError, load_config
 from enforcer.db.migrate import migrate
 from enforcer.devicehistory import device_history
@@ -205,7 +205,7 @@ def cmd_notices_show(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
     with psycopg.connect(config.postgres.dsn) as conn:
-        cancelled = cancel(conn, args.id, args.reason, config, SystemClock())
+        cancelled = cancel(conn, args.id, args.reason, config, clock_from(config.clock.file))
     if cancelled is None:
         print(f"eir-enforcer notices: notice {args.id} is not live (or not there)",
               file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 
 import msgspec
 import psycopg
+from kafka.errors import KafkaError
 
 from enforcer.clock import MS_PER_S, iso
 
@@ -26,10 +27,13 @@ class JsonFormatter(logging.Formatter):
 
 def describe(exc: BaseException) -> str:
     """An error as a log may show it. A database error's message can quote the row it
-    failed on (numbers and all): only its class and SQLSTATE are told."""
+    failed on, and others the value they choked on (numbers and all): only network and
+    broker errors are told in full; the rest by class (and SQLSTATE)."""
     if isinstance(exc, psycopg.Error):
         return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
-    return repr(exc)
+    if isinstance(exc, (OSError, KafkaError)):
+        return repr(exc)
+    return type(exc).__name__
 
 
 def setup_logging(level: str = "INFO") -> None:

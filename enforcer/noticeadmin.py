@@ -56,7 +56,7 @@ def cancel(conn: psycopg.Connection, notice_id: int, reason: str, config: Config
         notice = lock(conn, notice_id)
         if notice is None or notice.state not in LIVE:
             return None
-        change, messages = cancellation(notice, f"{BY_HAND}: {reason}", True, config.notices)
+        change, messages = cancellation(notice, f"{BY_HAND}: {reason}", config.notices)
         record(conn, [change], clock.now_ms())
         enqueue(conn, messages)
     return change.notice

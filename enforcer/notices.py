@@ -2,9 +2,10 @@
 
 A notice opens at the first sighting of a pair (or IMEI) that a rule gives a deadline: a
 warning at once, reminders at the rule's offsets before the deadline, the cutoff at it.
-SMS steps wait out the quiet hours, and a notice gets at most one SMS a day; a reminder
-overtaken by a later step is skipped; a notice whose subject has not been seen for
-`lapse_days` when its deadline comes lapses instead of being cut (nothing is using it).
+SMS steps (a cutoff with SMS too) wait out the quiet hours, and a notice gets at most one
+SMS a day; a reminder overtaken by a later step is skipped; a notice whose subject had not
+been seen for `lapse_days` when its deadline came lapses instead of being cut (nothing is
+using it).
 """
 
 from __future__ import annotations
@@ -142,11 +143,12 @@ def advance(n: Notice, now_ms: int, pace: Pace) -> Advance:
             return Advance(n, None, due_at(n))
         skipped = latest - n.reminders_done
         n = replace(n, reminders_done=latest)
-    if step is Step.CUTOFF and now_ms - n.last_seen_ms > pace.lapse_ms:
+    # Judged at the deadline, not now: a sweep that comes late must not lapse what was in use.
+    if step is Step.CUTOFF and n.deadline_ms - n.last_seen_ms > pace.lapse_ms:
         return Advance(replace(n, state=NoticeState.LAPSED), None, None, skipped)
     if n.sms:
         wait = pace.quiet.next_allowed(now_ms)
-        if step is not Step.CUTOFF and n.last_sms_ms is not None:
+        if n.last_sms_ms is not None:
             wait = max(wait, pace.quiet.next_allowed(n.last_sms_ms + pace.sms_gap_ms))
         if wait > now_ms:
             return Advance(n, None, wait, skipped)

@@ -2,7 +2,8 @@
 it is now, as if nothing were cut off. A notice stands while the rule that opened it (or
 another opening the same kind) would still decide the subject; anything else resolves it:
 ownership moved into the SIM's cartable or an operator SIM set ("owner"), the device
-registered, the IMEI black-listed (another path takes over)."""
+registered, the IMEI black-listed (another path takes over; a cut pair is still restored,
+and the black-listing cuts the IMEI at its next attach)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,11 @@ from enforcer.events import AttachBatch
 from enforcer.notices import Notice
 from enforcer.state import EnforcementState
 from enforcer.subscriber import MCC_DIGITS
-from rules.policy import Verdict
 
 
 @dataclass(frozen=True)
 class Resolution:
     rule: str  # the rule that would decide the subject now
-    restore: bool  # a cut subject is given back (not when the new rule refuses it anyway)
 
 
 def resolutions(notices: list[Notice], state: EnforcementState,
@@ -44,5 +43,5 @@ def resolutions(notices: list[Notice], state: EnforcementState,
         rule = rules[index]
         if rule.opens_notice and rule.notice_kind == notice.kind:
             continue
-        out[notice.id] = Resolution(rule.name, rule.verdict is not Verdict.BLACKLISTED)
+        out[notice.id] = Resolution(rule.name)
     return out

@@ -24,8 +24,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from enforcer.clock import MS_PER_DAY, Clock
 from enforcer.config import Config, NoticesConfig
 from enforcer.cutoffs import CutOffs
-from enforcer.db.notices import (Change, cut_subjects, enqueue, live_about, live_counts,
-                                 mark_sent, record, take_due, unsent)
+from enforcer.db.notices import (Change, cut_after, cut_subjects, enqueue, live_about,
+                                 live_counts, mark_sent, record, take_due, unsent)
 from enforcer.effects import Stream
 from enforcer.logs import describe
 from enforcer.noticemessages import OutboxMessage, step_messages
@@ -39,6 +39,8 @@ log = logging.getLogger("eir.notices")
 
 MS_PER_HOUR = 3_600_000
 FLUSH_TIMEOUT_S = 30.0
+# The advisory lock of the outbox relay (one worker publishes at a time).
+RELAY_LOCK = 7_253_004
 IDEMPOTENCY_HEADER = "idempotency-key"
 # Changes committed this long before the last look are looked at again: a transaction may
 # commit after a later one's timestamp was read.
@@ -51,12 +53,12 @@ def pace_of(config: Config) -> Pace:
                 int(n.sms_gap_hours * MS_PER_HOUR), n.lapse_days * MS_PER_DAY)
 
 
-def cancellation(notice: Notice, reason: str, restore: bool,
+def cancellation(notice: Notice, reason: str,
                  settings: NoticesConfig) -> tuple[Change, list[OutboxMessage]]:
-    """A live notice cancelled; if it was cut and `restore`, the restore and its SMS."""
+    """A live notice cancelled; if it was cut, the restore and its SMS."""
     cancelled = replace(notice, state=NoticeState.CANCELLED)
     was_cut = notice.state is NoticeState.CUT
-    messages = step_messages(cancelled, Step.RESOLVED, settings) if was_cut and restore else []
+    messages = step_messages(cancelled, Step.RESOLVED, settings) if was_cut else []
     step = Step.RESOLVED.value if messages else None
     return Change(cancelled, notice.state, None, step, reason), messages
 
@@ -117,6 +119,14 @@ class NoticeSweeper:
             with self._touched_lock:
                 self._busy = False
 
+    def start(self) -> None:
+        """At the worker's start: the cut-off list into memory, and cut notices the registry
+        resolved while nobody looked. The first due sweep waits for the schedule, by which
+        time the registry topic has been read."""
+        with self._connect() as conn:
+            self.follow_cutoffs(conn)
+            self.recheck_cut(conn)
+
     def run_once(self) -> dict[str, int]:
         """One round: follow other workers' cutoffs, cancel what the registry resolved,
         take the due steps, publish the outbox."""
@@ -127,9 +137,35 @@ class NoticeSweeper:
             published = self.relay(conn)
             self._count_outbox(conn)
             if time.monotonic() - self._counted_at >= self._config.notices.count_every_s:
+                cancelled += self.recheck_cut(conn)
                 self._count_live(conn)
+        self._metrics.rounds.inc()
         return {"followed": followed, "cancelled": cancelled, "swept": swept,
                 "published": published}
+
+    def recheck_cut(self, conn: psycopg.Connection) -> int:
+        """Every cut notice decided again: a registry change this worker did not see being
+        applied (it was down, or another worker held the row) still restores it."""
+        after, cancelled = 0, 0
+        while True:
+            now = self._clock.now_ms()
+            with conn.transaction():
+                cut = cut_after(conn, after, self._config.notices.batch)
+                resolved = resolutions(cut, self._holder.current, now)
+                changes, messages = [], []
+                for notice in cut:
+                    if notice.id in resolved:
+                        change, more = self._cancel(notice, resolved[notice.id].rule)
+                        changes.append(change)
+                        messages += more
+                record(conn, changes, now)
+                enqueue(conn, messages)
+            self._remember([], [_subject(c.notice) for c in changes])
+            self._count(changes)
+            cancelled += len(changes)
+            if len(cut) < self._config.notices.batch:
+                return cancelled
+            after = cut[-1].id
 
     def sweep(self, conn: psycopg.Connection) -> int:
         total = 0
@@ -142,15 +178,18 @@ class NoticeSweeper:
                 changes, messages, cut = [], [], []
                 for notice in due:
                     if notice.id in resolved:
-                        change, more = self._cancel(notice, resolved[notice.id].rule, False)
+                        change, more = self._cancel(notice, resolved[notice.id].rule)
                         changes.append(change)
                         messages += more
                         continue
                     step = advance(notice, now, self._pace)
+                    reason = None
+                    if step.notice.state is NoticeState.LAPSED:
+                        reason = "not_seen"
+                    elif step.skipped:
+                        reason = f"{step.skipped} reminder(s) overtaken"
                     changes.append(Change(step.notice, notice.state, step.next_due_ms,
-                                          step.sent.value if step.sent else None,
-                                          "not_seen" if step.notice.state is NoticeState.LAPSED
-                                          else None))
+                                          step.sent.value if step.sent else None, reason))
                     if step.sent is not None:
                         messages += step_messages(step.notice, step.sent, self._config.notices)
                     if step.notice.state is NoticeState.CUT:
@@ -178,8 +217,7 @@ class NoticeSweeper:
                 for notice in live:
                     if notice.id not in resolved:
                         continue
-                    how = resolved[notice.id]
-                    change, more = self._cancel(notice, how.rule, how.restore)
+                    change, more = self._cancel(notice, resolved[notice.id].rule)
                     changes.append(change)
                     messages += more
                     if notice.state is NoticeState.CUT:
@@ -193,26 +231,39 @@ class NoticeSweeper:
         self._count(changes)
         return len(changes)
 
-    def _cancel(self, notice: Notice, rule: str,
-                restore: bool) -> tuple[Change, list[OutboxMessage]]:
+    def _cancel(self, notice: Notice, rule: str) -> tuple[Change, list[OutboxMessage]]:
         log.info("notice cancelled by the registry",
                  extra={"notice_id": notice.id, "kind": notice.kind, "now_decided_by": rule})
-        return cancellation(notice, rule, restore, self._config.notices)
+        return cancellation(notice, rule, self._config.notices)
 
     def relay(self, conn: psycopg.Connection) -> int:
+        """Publish the outbox, oldest first, in one worker at a time (so that one device's
+        cutoff and restore reach provisioning in the order they were decided). Only what
+        the broker acknowledged is marked sent; the rest goes again, same key."""
         total = 0
         while True:
             with conn.transaction():
+                (mine,) = conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                                       (RELAY_LOCK,)).fetchone()
+                if not mine:
+                    return total  # another worker is relaying
                 rows = unsent(conn, self._config.notices.batch)
-                for _, m in rows:
-                    self._producer.send(self._topics[m.stream], key=m.key, value=m.body,
-                                        headers=[(IDEMPOTENCY_HEADER,
-                                                  m.idempotency_key.encode())])
+                sending = [(i, m, self._producer.send(
+                    self._topics[m.stream], key=m.key, value=m.body,
+                    headers=[(IDEMPOTENCY_HEADER, m.idempotency_key.encode())]))
+                    for i, m in rows]
                 self._producer.flush(timeout=FLUSH_TIMEOUT_S)
-                mark_sent(conn, [i for i, _ in rows])
-            for _, m in rows:
+                # flush() returns even when a batch failed: ask each message.
+                acked = [(i, m) for i, m, future in sending
+                         if future.is_done and future.succeeded()]
+                mark_sent(conn, [i for i, _ in acked])
+            for _, m in acked:
                 self._metrics.published.labels(m.stream).inc()
-            total += len(rows)
+            total += len(acked)
+            if len(acked) < len(rows):
+                log.warning("outbox messages not acknowledged, sent again next round",
+                            extra={"failed": len(rows) - len(acked)})
+                return total
             if len(rows) < self._config.notices.batch:
                 return total
 

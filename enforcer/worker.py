@@ -109,7 +109,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     registry = RegistryFollower(config, holder, rules, clock, metrics,
                                 registry_consumer(config.kafka), messages, connect, touched)
     registry.restore()  # before any attach is decided
-    sweeper.run_once()  # this worker's cutoffs, and what fell due while it was down
+    sweeper.start()  # the cut-off list in memory before any attach is decided
     http = serve_http(config, holder, rules, metrics)
     worker = Worker(
         AttachWorker(config, holder, rules, clock, metrics,

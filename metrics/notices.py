@@ -24,5 +24,7 @@ class NoticeMetrics:
                                    registry=registry)
         self.published = Counter("eir_outbox_published", "Outbox messages published, by "
                                  "stream.", ["stream"], registry=registry)
+        self.rounds = Counter("eir_notice_rounds", "Rounds of the notices' sweep completed.",
+                              registry=registry)
         self.cutoffs = Gauge("eir_cutoffs", "Subjects cut off in this worker's memory, by "
                              "scope.", ["scope"], registry=registry)

@@ -111,3 +111,21 @@ def test_quiet_hours_end_at_the_first_allowed_minute(now_ms: int, start: str, en
     if allowed > now_ms:
         assert quiet.next_allowed(allowed - 60_000) > allowed - 60_000
         assert allowed - now_ms <= MS_PER_DAY
+
+
+def test_a_late_sweep_does_not_lapse_what_was_in_use_at_the_deadline() -> None:
+    opened = at(0, 10)
+    n = replace(notice(opened), state=NoticeState.REMINDED, reminders_done=2,
+                last_seen_ms=opened + 29 * MS_PER_DAY)
+    result = advance(n, opened + 50 * MS_PER_DAY, PACE)  # the worker was down for 20 days
+    assert (result.sent, result.notice.state) == (Step.CUTOFF, NoticeState.CUT)
+
+
+def test_the_cutoff_sms_comes_a_day_after_a_late_reminder() -> None:
+    opened = at(0, 10)
+    late = opened + 30 * MS_PER_DAY - HOUR  # a catch-up reminder an hour before the deadline
+    n = replace(notice(opened), state=NoticeState.REMINDED, reminders_done=2,
+                last_seen_ms=late, last_sms_ms=late)
+    held = advance(n, opened + 30 * MS_PER_DAY, PACE)
+    assert (held.sent, held.next_due_ms) == (None, late + MS_PER_DAY)
+    assert advance(n, late + MS_PER_DAY, PACE).sent is Step.CUTOFF

@@ -95,14 +95,16 @@ def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None
     conn.execute(
         "UPDATE notices SET state = u.state, reminders_done = u.done, last_sms_at = u.sms,"
         " next_due = u.due, closed_reason = coalesce(u.reason, notices.closed_reason),"
-        " updated_at = clock_timestamp()"
+        # The workers follow the cut-off list by this: only entering or leaving `cut` counts.
+        " updated_at = CASE WHEN (u.state = 'cut') <> (notices.state = 'cut')"
+        " THEN clock_timestamp() ELSE notices.updated_at END"
         " FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[],"
         " %s::timestamptz[], %s::text[]) AS u(id, state, done, sms, due, reason)"
         " WHERE notices.id = u.id",
         ([x.id for x in n], [x.state.value for x in n], [x.reminders_done for x in n],
          [_at(x.last_sms_ms) for x in n], [_at(c.next_due_ms) for c in changes],
          [c.reason for c in changes]), binary=True)
-    moved = [c for c in changes if c.step or c.notice.state is not c.from_state]
+    moved = [c for c in changes if c.step or c.reason or c.notice.state is not c.from_state]
     if moved:
         conn.execute(
             "INSERT INTO notice_transitions (notice_id, at, from_state, to_state, step, reason)"
@@ -137,11 +139,19 @@ def mark_sent(conn: psycopg.Connection, ids: list[int]) -> None:
 
 def live_about(conn: psycopg.Connection, imei_keys: list[int],
                msisdns: list[int]) -> list[Notice]:
-    """Live notices on these IMEIs or SIMs, locked: the registry may have resolved them."""
+    """Live notices on these IMEIs or SIMs, locked: the registry may have resolved them.
+    Rows another transaction holds are waited for, not skipped: none may be missed."""
     return [_notice(r) for r in conn.execute(
         f"SELECT {COLUMNS} FROM notices WHERE state IN {LIVE_STATES}"  # noqa: S608
-        " AND (imei_key = ANY(%s) OR msisdn = ANY(%s)) ORDER BY id FOR UPDATE SKIP LOCKED",
+        " AND (imei_key = ANY(%s) OR msisdn = ANY(%s)) ORDER BY id FOR UPDATE",
         (imei_keys, msisdns))]
+
+
+def cut_after(conn: psycopg.Connection, after_id: int, limit: int) -> list[Notice]:
+    """Cut notices with ids after `after_id`, in id order: rechecked against the registry."""
+    return [_notice(r) for r in conn.execute(
+        f"SELECT {COLUMNS} FROM notices WHERE state = 'cut' AND id > %s"  # noqa: S608
+        " ORDER BY id LIMIT %s FOR UPDATE", (after_id, limit))]
 
 
 def cut_subjects(conn: psycopg.Connection, since: datetime | None
@@ -153,8 +163,12 @@ def cut_subjects(conn: psycopg.Connection, since: datetime | None
         rows = conn.execute("SELECT scope, imei_key, subject_imsi, true FROM notices"
                             " WHERE state = 'cut'").fetchall()
     else:
-        rows = conn.execute("SELECT scope, imei_key, subject_imsi, state = 'cut' FROM notices"
-                            " WHERE updated_at >= %s", (since,)).fetchall()
+        # Left `cut` counts as restored only if no other notice keeps the subject cut.
+        rows = conn.execute(
+            "SELECT scope, imei_key, subject_imsi, state = 'cut' OR EXISTS ("
+            " SELECT 1 FROM notices m WHERE m.state = 'cut' AND m.imei_key = n.imei_key"
+            " AND m.subject_imsi = n.subject_imsi AND m.scope = n.scope)"
+            " FROM notices n WHERE updated_at >= %s", (since,)).fetchall()
     return rows, now
 
 
