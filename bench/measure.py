@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
-from typing import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from enforcer.services import EmbeddedServices, ServicePorts, free_port
 
 KIB_PER_MIB = 1024
 
@@ -50,3 +56,18 @@ def say(text: str) -> None:
 def emit(figures: dict[str, object]) -> None:
     """The last line of every benchmark: its figures as one JSON object."""
     print(json.dumps(figures), flush=True)
+
+
+@contextmanager
+def embedded_services(prefix: str) -> Iterator[tuple[EmbeddedServices, Path]]:
+    """A broker and a PostgreSQL of the benchmark's own, in a scratch directory removed
+    afterwards: (the services, the directory)."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    services = EmbeddedServices.at(scratch / "services", ServicePorts(free_port(), free_port()),
+                                   "eir")
+    try:
+        services.up()
+        yield services, scratch
+    finally:
+        services.down()
+        shutil.rmtree(scratch, ignore_errors=True)

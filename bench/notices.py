@@ -15,22 +15,18 @@ disk.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import psycopg
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
-from measure import emit, say
+from measure import embedded_services, emit, say
 
 from enforcer.clock import ManualClock
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
-from enforcer.services import EmbeddedServices, ServicePorts, free_port
 from enforcer.state import EnforcementState, StateHolder
 from enforcer.sweep import NoticeSweeper
 from enforcer.synth import CountrySpec, build_country
@@ -50,7 +46,7 @@ SELECT 'unregistered', 'imei', %(imei)s + g, 0, %(imsi)s + g, %(msisdn)s + g, 'u
        'open', %(now)s, %(now)s + interval '30 days', %(now)s, '{7,1}', true,
        CASE WHEN g < %(due)s THEN %(now)s - interval '1 minute'
             ELSE %(now)s + (g %% 28 + 1) * interval '1 day' END
-FROM generate_series(%(first)s, %(last)s) AS g
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
 """
 
 
@@ -86,11 +82,7 @@ def main() -> None:
     parser.add_argument("--notices", type=int, default=10_000_000)
     parser.add_argument("--due", type=int, default=500_000)
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="eir-notices-"))
-    services = EmbeddedServices.at(scratch / "services", ServicePorts(free_port(), free_port()),
-                                   "eir")
-    try:
-        services.up()
+    with embedded_services("eir-notices-") as (services, scratch):
         config = load_config(environ={
             "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
             "EIR_KAFKA__NOTIFICATIONS_TOPIC": TOPIC, "EIR_POSTGRES__DSN": services.postgres.dsn,
@@ -128,9 +120,6 @@ def main() -> None:
         emit({"notices": args.notices, "due": args.due, "fill_s": round(took, 1),
               "table_bytes": size, "sweep_s": round(sweep_s, 2), "notices_per_s": round(per_s),
               "raw_produce_per_s": round(raw), "ratio": round(per_s / raw, 3)})
-    finally:
-        services.down()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

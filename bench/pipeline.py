@@ -12,8 +12,6 @@ the measured events, with the database writes per event. The last line is JSON.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,13 +22,12 @@ import psycopg
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from measure import emit, say
+from measure import embedded_services, emit, say
 
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
 from enforcer.state import EnforcementState, save_snapshot
 from enforcer.synth import CountrySpec, build_country, home_imsi, owned_rows
-from enforcer.services import EmbeddedServices, ServicePorts, free_port
 from enforcer.worker import build_worker
 from rules.policy import load_policy
 
@@ -94,11 +91,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--devices", type=int, default=1_000_000)
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="eir-pipeline-"))
-    services = EmbeddedServices.at(scratch / "services", ServicePorts(free_port(), free_port()),
-                                   "eir")
-    try:
-        services.up()
+    with embedded_services("eir-pipeline-") as (services, scratch):
         config = load_config(environ={
             "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
             "EIR_KAFKA__ATTACH_TOPIC": TOPIC, "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
@@ -150,9 +143,6 @@ def main() -> None:
               "ratio": round(per_s / raw, 3),
               "db_writes_per_event": round(written / len(measured), 4),
               "slot_usage_rows": rows, "repeat_share": REPEAT_SHARE})
-    finally:
-        services.down()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

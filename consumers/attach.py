@@ -27,7 +27,8 @@ from enforcer.config import Config
 from enforcer.db.history import HistoryStore
 from enforcer.db.notices import see
 from enforcer.decide import decide
-from enforcer.effects import Stream, effects_of, verdicts_of
+from enforcer.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream, effects_of,
+                              verdicts_of)
 from enforcer.events import AttachBatch
 from enforcer.history import aggregate
 from enforcer.sightings import SightingCache
@@ -41,8 +42,6 @@ log = logging.getLogger("eir.worker")
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 LAG_EVERY_S = 5.0
-FLUSH_TIMEOUT_S = 30.0
-IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 class RecentKeys:
@@ -131,7 +130,8 @@ class AttachWorker:
 
         rows = aggregate(batch, decisions)
         rows = rows.take(np.flatnonzero(self._sightings.needed(rows)))
-        sightings = notice_sightings(batch, decisions)
+        sightings = notice_sightings(batch, decisions, set(zip(
+            rows.imei_key.tolist(), rows.imsi.tolist())))
         conn = self._connection()
         try:
             self._store.ensure_partitions(conn, set(rows.month.tolist()))

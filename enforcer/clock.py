@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 MS_PER_S = 1000
+MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 NS_PER_MS = 1_000_000
 

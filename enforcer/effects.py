@@ -18,6 +18,10 @@ from enforcer.events import NO_KEY, AttachBatch
 from rules.policy import Scope
 
 ANY_SIM = "*"
+# Every message to the network carries its idempotency key in this header too.
+IDEMPOTENCY_HEADER = "idempotency-key"
+# How long a producer flush may take before the batch (or the outbox round) is retried.
+FLUSH_TIMEOUT_S = 30.0
 
 
 class Stream(StrEnum):

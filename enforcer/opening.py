@@ -47,13 +47,22 @@ class Sightings:
         return out
 
 
-def notice_sightings(batch: AttachBatch, decisions: Decisions) -> Sightings:
+def notice_sightings(batch: AttachBatch, decisions: Decisions,
+                     fresh_pairs: set[tuple[int, int]] | None = None) -> Sightings:
+    """`fresh_pairs`: the (IMEI key, IMSI) pairs the history writes for this batch. A pair
+    it skips was written within `history.resolution_s`, with its notice in the same
+    transaction, so seeing its notice again would change nothing worth a write. None: all."""
     rules = decisions.policy.rules
     opens = np.array([r.opens_notice for r in rules], dtype=bool)
+    recorded = np.array([r.record for r in rules], dtype=bool)
     pair = np.array([r.cutoff_scope is Scope.PAIR for r in rules], dtype=bool)
     kinds = sorted({r.notice_kind for r in rules if r.opens_notice})
     kind_of = np.array([kinds.index(r.notice_kind) if r.opens_notice else -1 for r in rules])
     at = np.flatnonzero(opens[decisions.rule])
+    if fresh_pairs is not None:
+        keep = [not recorded[r] or (k, i) in fresh_pairs for r, k, i in zip(
+            decisions.rule[at].tolist(), batch.imei_key[at].tolist(), batch.imsi[at].tolist())]
+        at = at[np.array(keep, dtype=bool)] if len(at) else at
     rule = decisions.rule[at]
     key, imsi, ts = batch.imei_key[at], batch.imsi[at], batch.ts_ms[at]
     subject = np.where(pair[rule], imsi, np.uint64(IMEI_SUBJECT))

@@ -21,12 +21,12 @@ import psycopg
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from enforcer.clock import MS_PER_DAY, Clock
+from enforcer.clock import MS_PER_DAY, MS_PER_HOUR, Clock
 from enforcer.config import Config, NoticesConfig
 from enforcer.cutoffs import CutOffs
 from enforcer.db.notices import (Change, cut_after, cut_subjects, enqueue, live_about,
                                  live_counts, mark_sent, record, take_due, unsent)
-from enforcer.effects import Stream
+from enforcer.effects import FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream
 from enforcer.logs import describe
 from enforcer.noticemessages import OutboxMessage, step_messages
 from enforcer.notices import Notice, NoticeState, Pace, QuietHours, Step, advance
@@ -37,11 +37,8 @@ from rules.policy import Scope
 
 log = logging.getLogger("eir.notices")
 
-MS_PER_HOUR = 3_600_000
-FLUSH_TIMEOUT_S = 30.0
 # The advisory lock of the outbox relay (one worker publishes at a time).
 RELAY_LOCK = 7_253_004
-IDEMPOTENCY_HEADER = "idempotency-key"
 # Changes committed this long before the last look are looked at again: a transaction may
 # commit after a later one's timestamp was read.
 FOLLOW_OVERLAP = timedelta(seconds=60)

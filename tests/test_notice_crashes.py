@@ -12,7 +12,7 @@ import psycopg
 from enforcer.clock import MS_PER_DAY
 from tests.kafkatools import produce, wait_for
 from tests.test_decide import BUYER, SINGLE
-from tests.test_notice_lifecycle import T0, sent
+from tests.test_notice_lifecycle import T0, last_seen_is, sent
 from tests.test_registry_events import registry_event
 from tests.test_worker import attach, spawn
 
@@ -21,12 +21,6 @@ def recorded_steps(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
         return [s for (s,) in conn.execute(
             "SELECT step FROM notice_transitions WHERE step IS NOT NULL ORDER BY id")]
-
-
-def last_seen_is(dsn: str, ts: int) -> bool:
-    with psycopg.connect(dsn) as conn:
-        (last,) = conn.execute("SELECT max(last_seen) FROM notices").fetchone()
-    return last is not None and int(last.timestamp() * 1000) == ts
 
 
 class Process:

@@ -39,16 +39,28 @@ def transitions(dsn: str) -> list[tuple]:
                             " ORDER BY id").fetchall()
 
 
+def last_seen_is(dsn: str, ts: int) -> bool:
+    with psycopg.connect(dsn) as conn:
+        (last,) = conn.execute("SELECT max(last_seen) FROM notices").fetchone()
+    return last is not None and int(last.timestamp() * MS_PER_S) == ts
+
+
 def seen_again(env: dict[str, str], ts: int) -> None:
     """The pair attaches again, and the notice has recorded it (else it would lapse)."""
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
             [attach(SINGLE, BUYER, ts)])
+    wait_for(lambda: last_seen_is(env["EIR_POSTGRES__DSN"], ts))
 
-    def recorded() -> bool:
-        with psycopg.connect(env["EIR_POSTGRES__DSN"]) as conn:
-            (last,) = conn.execute("SELECT max(last_seen) FROM notices").fetchone()
-        return last is not None and int(last.timestamp() * MS_PER_S) == ts
-    wait_for(recorded)
+
+def warned(env: dict[str, str], worker) -> tuple[ManualClock, object]:
+    """A worker on a clock at T0, and the buyer's SIM on SINGLE warned; (clock, metrics)."""
+    with_verdicts(env)
+    clock = ManualClock(T0)
+    metrics = worker(clock).worker.metrics.registry
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(SINGLE, BUYER, T0)])
+    wait_for(lambda: steps(env) == ["warning"])
+    return clock, metrics
 
 
 def after_a_round(metrics) -> None:
@@ -62,12 +74,8 @@ def at_day(clock: ManualClock, day: float) -> None:
 
 
 def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker) -> None:
-    with_verdicts(env)
     bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
-    clock = ManualClock(T0)
-    metrics = worker(clock).worker.metrics.registry
-    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [attach(SINGLE, BUYER, T0)])
-    wait_for(lambda: steps(env) == ["warning"])
+    clock, metrics = warned(env, worker)
     warning = sent(env, "notifications")[0]
     assert (warning["msisdn"], warning["imei"], warning["deadline"]) == (
         str(BUYER), f"{SINGLE:014d}", "2026-12-23T06:30:00+00:00")
@@ -109,12 +117,8 @@ def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker) -> None:
 
 
 def test_an_operator_sim_set_for_a_cut_pair_restores_it(env, worker) -> None:
-    with_verdicts(env)
     bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
-    clock = ManualClock(T0)
-    metrics = worker(clock).worker.metrics.registry
-    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [attach(SINGLE, BUYER, T0)])
-    wait_for(lambda: steps(env) == ["warning"])
+    clock, metrics = warned(env, worker)
     at_day(clock, 29.5)  # nobody swept since the warning: of the two reminders, the latest
     wait_for(lambda: steps(env) == ["warning", "reminder-2"])
     seen_again(env, clock.now_ms())

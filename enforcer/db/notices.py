@@ -11,11 +11,13 @@ import psycopg
 
 from enforcer.clock import MS_PER_S
 from enforcer.noticemessages import OutboxMessage
-from enforcer.notices import Notice, NoticeState
+from enforcer.notices import LIVE, Notice, NoticeState
 from enforcer.opening import Sightings
 from rules.policy import Rule, Scope
 
-LIVE_STATES = "('open', 'warned', 'reminded', 'cut')"
+# notices.LIVE as SQL (the SEE statement and the partial index spell it out: they must
+# match the index's predicate word for word).
+LIVE_STATES = "(" + ", ".join(f"'{state.value}'" for state in LIVE) + ")"
 
 SEE = """
 INSERT INTO notices (kind, scope, imei_key, subject_imsi, imsi, msisdn, rule, state, opened_at,
@@ -217,6 +219,5 @@ def lock(conn: psycopg.Connection, notice_id: int) -> Notice | None:
 
 def live_counts(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
     """(kind, state, count) of live notices."""
-    return conn.execute("SELECT kind, state, count(*) FROM notices"
-                        " WHERE state IN ('open', 'warned', 'reminded', 'cut')"
-                        " GROUP BY 1, 2").fetchall()
+    return conn.execute(f"SELECT kind, state, count(*) FROM notices"  # noqa: S608
+                        f" WHERE state IN {LIVE_STATES} GROUP BY 1, 2").fetchall()
