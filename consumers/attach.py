@@ -21,6 +21,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.batchdecode import decode_poll
 from consumers.decode import DeadLetter, TimeWindow
+from consumers.publish import Publication, publish_all
 from consumers.replay import dead_letter_headers, rewind
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
@@ -145,15 +146,12 @@ class AttachWorker:
         outgoing = [o for o in effects_of(batch, decisions) if o.idempotency_key not in self._sent]
         if self._config.kafka.publish_verdicts:
             outgoing += verdicts_of(batch, decisions)
+        publications = [self._dead_letter(record, letter) for record, letter in dead]
+        publications += [Publication(self._topics[m.stream], m.key, msgspec.json.encode(m.value),
+                                     ((IDEMPOTENCY_HEADER, m.idempotency_key.encode()),))
+                         for m in outgoing]
         try:
-            for record, letter in dead:
-                self._dead_letter(record, letter)
-            for message in outgoing:
-                self._producer.send(self._topics[message.stream], key=message.key,
-                                    value=msgspec.json.encode(message.value),
-                                    headers=[(IDEMPOTENCY_HEADER,
-                                              message.idempotency_key.encode())])
-            self._producer.flush(timeout=FLUSH_TIMEOUT_S)
+            publish_all(self._producer, publications, FLUSH_TIMEOUT_S)
             self._consumer.commit()
         except Exception:
             self._metrics.batch_failures.labels("kafka").inc()
@@ -168,10 +166,9 @@ class AttachWorker:
                 self._metrics.notices.opened.labels(kind).inc(count)
             self._opened()  # their warnings go out now, not at the next sweep
 
-    def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
-        self._producer.send(self._config.kafka.attach_dlq_topic, key=record.key,
-                            value=record.value or b"",
-                            headers=dead_letter_headers(record, letter))
+    def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> Publication:
+        return Publication(self._config.kafka.attach_dlq_topic, record.key, record.value or b"",
+                           tuple(dead_letter_headers(record, letter)))
 
     def _count(self, batch: AttachBatch, decisions, dead, rows, outgoing, now: int,
                started: float) -> None:

@@ -1,16 +1,19 @@
-"""kafka-python clients built from the configuration (SASL/SSL included)."""
+"""Kafka clients built from the configuration (SASL/SSL included)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
-from enforcer.config import KafkaConfig
+from consumers.publish import ConfluentProducer, KafkaPythonProducer, Producer
+from enforcer.config import ConfigError, KafkaConfig
 
 # Heartbeats go out this many times per session timeout, as Kafka recommends.
 HEARTBEATS_PER_SESSION = 3
 PRODUCER_LINGER_MS = 5
+KAFKA_PYTHON = "kafka-python"
+CONFLUENT = "confluent"
 
 
 def security(config: KafkaConfig) -> dict[str, Any]:
@@ -26,6 +29,20 @@ def security(config: KafkaConfig) -> dict[str, Any]:
     return options
 
 
+def rdkafka_security(config: KafkaConfig) -> dict[str, Any]:
+    """The same settings under librdkafka's names."""
+    options: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers,
+                               "security.protocol": config.security_protocol,
+                               "client.id": config.client_id}
+    if config.sasl_mechanism:
+        options.update({"sasl.mechanism": config.sasl_mechanism,
+                        "sasl.username": config.sasl_username,
+                        "sasl.password": config.sasl_password})
+    if config.ssl_cafile:
+        options["ssl.ca.location"] = config.ssl_cafile
+    return options
+
+
 def attach_consumer(config: KafkaConfig, max_records: int) -> KafkaConsumer:
     return KafkaConsumer(
         config.attach_topic, group_id=config.group_id, enable_auto_commit=False,
@@ -34,9 +51,16 @@ def attach_consumer(config: KafkaConfig, max_records: int) -> KafkaConsumer:
         max_poll_records=max_records, **security(config))
 
 
-def producer(config: KafkaConfig) -> KafkaProducer:
+def producer(config: KafkaConfig) -> Producer:
     # acks=all: a message counts as sent only once every in-sync replica has it.
-    return KafkaProducer(acks="all", linger_ms=PRODUCER_LINGER_MS, **security(config))
+    if config.client == KAFKA_PYTHON:
+        return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
+                                        **security(config)))
+    if config.client == CONFLUENT:
+        return ConfluentProducer({"acks": "all", "linger.ms": PRODUCER_LINGER_MS,
+                                  **rdkafka_security(config)})
+    raise ConfigError(f"kafka.client: {config.client!r} is neither {KAFKA_PYTHON!r}"
+                      f" nor {CONFLUENT!r}")
 
 
 def registry_consumer(config: KafkaConfig) -> KafkaConsumer:

@@ -23,10 +23,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.decode import DeadLetter, TimeWindow
 from consumers.registrydecode import decode_registry_event
+from consumers.publish import Publication, publish_all
 from consumers.replay import dead_letter_headers, rewind
 from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
+from enforcer.effects import FLUSH_TIMEOUT_S
 from enforcer.db.registry import (Position, Stored, StoredEvent, applied_events, next_offsets,
                                   store)
 from enforcer.imei import ImeiRules
@@ -223,7 +225,6 @@ class RegistryFollower:
     def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
         self._metrics.registry_events.labels("dead_lettered").inc()
         self._metrics.dead_letters.labels(letter.reason).inc()
-        self._producer.send(self._config.kafka.registry_dlq_topic, key=record.key,
-                            value=record.value or b"",
-                            headers=dead_letter_headers(record, letter))
-        self._producer.flush()
+        publish_all(self._producer, [Publication(
+            self._config.kafka.registry_dlq_topic, record.key, record.value or b"",
+            tuple(dead_letter_headers(record, letter)))], FLUSH_TIMEOUT_S)

@@ -51,6 +51,7 @@ class ServicesConfig:
 
 @dataclass(frozen=True)
 class KafkaConfig:
+    client: str
     bootstrap_servers: str
     security_protocol: str
     sasl_mechanism: str

@@ -21,6 +21,8 @@ import psycopg
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from consumers.publish import Publication
+
 from enforcer.clock import MS_PER_DAY, MS_PER_HOUR, Clock
 from enforcer.config import Config, NoticesConfig
 from enforcer.cutoffs import CutOffs
@@ -245,14 +247,11 @@ class NoticeSweeper:
                 if not mine:
                     return total  # another worker is relaying
                 rows = unsent(conn, self._config.notices.batch)
-                sending = [(i, m, self._producer.send(
-                    self._topics[m.stream], key=m.key, value=m.body,
-                    headers=[(IDEMPOTENCY_HEADER, m.idempotency_key.encode())]))
-                    for i, m in rows]
-                self._producer.flush(timeout=FLUSH_TIMEOUT_S)
-                # flush() returns even when a batch failed: ask each message.
-                acked = [(i, m) for i, m, future in sending
-                         if future.is_done and future.succeeded()]
+                delivered = self._producer.publish([Publication(
+                    self._topics[m.stream], m.key, m.body,
+                    ((IDEMPOTENCY_HEADER, m.idempotency_key.encode()),)) for _, m in rows],
+                    FLUSH_TIMEOUT_S)
+                acked = [(i, m) for (i, m), ok in zip(rows, delivered) if ok]
                 mark_sent(conn, [i for i, _ in acked])
             for _, m in acked:
                 self._metrics.published.labels(m.stream).inc()
