@@ -7,6 +7,7 @@ message's own acknowledgement says so, which is what `publish` reports.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -66,7 +67,8 @@ class ConfluentProducer:
     def __init__(self, options: dict[str, Any]) -> None:
         from confluent_kafka import Producer as RdKafkaProducer
 
-        self._producer = RdKafkaProducer(options)
+        # librdkafka's own log lines go through ours: structured, one event per line.
+        self._producer = RdKafkaProducer(options, logger=logging.getLogger("eir.kafka"))
 
     def publish(self, messages: Sequence[Publication], timeout_s: float) -> list[bool]:
         acked = [False] * len(messages)

@@ -127,6 +127,7 @@ class NoticeTemplates:
 @dataclass(frozen=True)
 class NoticesConfig:
     sweep_every_s: float
+    sweepers: int
     batch: int
     count_every_s: float
     quiet_start: str

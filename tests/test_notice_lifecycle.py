@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import psycopg
+import pytest
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
 from enforcer.subscriber import mask
@@ -17,7 +18,7 @@ from tests.test_cli import lines, run
 from tests.kafkatools import produce, read_all, wait_for
 from tests.test_decide import BUYER, SINGLE
 from tests.test_registry_events import registry_event, verdicts_of, with_verdicts
-from tests.test_worker import attach
+from tests.test_worker import CLIENTS, attach
 
 MINUTE = 60_000
 T0 = int(datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Tehran")).timestamp() * MS_PER_S)
@@ -73,7 +74,9 @@ def at_day(clock: ManualClock, day: float) -> None:
     clock.advance(T0 + int(day * MS_PER_DAY) - clock.now_ms())
 
 
-def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker, client) -> None:
+    env["EIR_KAFKA__CLIENT"] = client
     bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
     clock, metrics = warned(env, worker)
     warning = sent(env, "notifications")[0]

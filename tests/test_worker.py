@@ -13,12 +13,18 @@ import urllib.request
 
 import msgspec
 import psycopg
+import pytest
 
+from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer
+from consumers.publish import NotAcknowledged, Publication, publish_all
+from enforcer.config import load_config
 from enforcer.services import free_port
 from tests.kafkatools import committed, produce, read_all, wait_for
 from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi
 
 MINUTE_MS = 60_000
+# Both Kafka clients pass the same end-to-end tests.
+CLIENTS = [KAFKA_PYTHON, CONFLUENT]
 
 
 def now_ms() -> int:
@@ -36,7 +42,9 @@ def history(dsn: str) -> list[tuple]:
                             " FROM slot_usage ORDER BY imei_key, imsi").fetchall()
 
 
-def test_events_in_history_rows_and_effects_out(env, worker, dsn) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_events_in_history_rows_and_effects_out(env, worker, dsn, client) -> None:
+    env["EIR_KAFKA__CLIENT"] = client
     t = now_ms()
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
         attach(full(DUAL[0]), OWNER, t), attach(DUAL[1], BUYER, t + 1),
@@ -63,7 +71,9 @@ def test_events_in_history_rows_and_effects_out(env, worker, dsn) -> None:
                                env["EIR_KAFKA__ATTACH_TOPIC"]) == 5)
 
 
-def test_bad_messages_go_to_the_dead_letter_topic_with_reasons(env, worker, dsn) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_bad_messages_go_to_the_dead_letter_topic_with_reasons(env, worker, dsn, client) -> None:
+    env["EIR_KAFKA__CLIENT"] = client
     t = now_ms()
     bad = [b"not json", b"[1, 2]", attach(SINGLE, OWNER, t) | {"imsi": "12"},
            attach(SINGLE, OWNER, t) | {"msisdn": None}, attach(SINGLE, OWNER, 1),
@@ -238,3 +248,16 @@ def test_history_lists_the_sims_of_each_slot_masked_unless_revealed(env, worker,
     assert revealed["slots"][1]["sims"][0]["imsi"] == home_imsi(BUYER)
     assert masked["slots"][1]["sims"][0]["msisdn"] == "98912*****22"
     assert str(OWNER) not in msgspec.json.encode(masked).decode()
+
+
+def test_a_message_the_broker_never_acknowledged_is_reported_not_sent(env) -> None:
+    """librdkafka, like kafka-python, does not raise when a message fails: publish asks each
+    message's delivery report, and publish_all turns a missing one into an error."""
+    env = env | {"EIR_KAFKA__CLIENT": CONFLUENT,
+                 "EIR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    nowhere = producer(load_config(environ=env).kafka)
+    message = Publication("eir.commands", b"1", b"{}", (("idempotency-key", b"k"),))
+    assert nowhere.publish([message], 1.0) == [False]
+    with pytest.raises(NotAcknowledged):
+        publish_all(nowhere, [message], 1.0)
+    del nowhere  # not close(): that would wait for the queued message

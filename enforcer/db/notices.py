@@ -34,8 +34,24 @@ DO UPDATE SET last_seen = greatest(notices.last_seen, excluded.last_seen)
 RETURNING id, opened_at, kind, xmax = 0
 """
 
-COLUMNS = ("id, kind, scope, imei_key, imsi, msisdn, rule, state, opened_at, deadline,"
-           " last_seen, reminder_days, reminders_done, sms, last_sms_at")
+
+def _epoch_ms(column: str) -> str:
+    """A timestamp read as epoch milliseconds: no datetime objects on the sweep's path."""
+    return f"floor(extract(epoch FROM {column}) * 1000)::bigint"
+
+
+COLUMNS = ("id, kind, scope, imei_key, imsi, msisdn, rule, state, "
+           + ", ".join(_epoch_ms(c) for c in ("opened_at", "deadline", "last_seen"))
+           + ", reminder_days, reminders_done, sms, " + _epoch_ms("last_sms_at"))
+
+# One row per changed notice, copied in binary: the update and the transitions read it.
+STEPS_TABLE = """
+CREATE TEMP TABLE notice_steps (id bigint, state text, done integer, sms_ms bigint,
+                                due_ms bigint, reason text, from_state text, step text,
+                                moved boolean) ON COMMIT DROP
+"""
+STEPS_TYPES = ["bigint", "text", "integer", "bigint", "bigint", "text", "text", "text", "bool"]
+OUTBOX_TYPES = ["text", "bytea", "text", "bytea"]
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -50,8 +66,7 @@ def _notice(row: tuple) -> Notice:
     (id_, kind, scope, imei_key, imsi, msisdn, rule, state, opened, deadline, last_seen,
      days, done, sms, last_sms) = row
     return Notice(id_, kind, Scope(scope), imei_key, imsi, msisdn, rule, NoticeState(state),
-                  _ms(opened), _ms(deadline), _ms(last_seen), tuple(days), done, sms,
-                  _ms(last_sms))
+                  opened, deadline, last_seen, tuple(days), done, sms, last_sms)
 
 
 def see(conn: psycopg.Connection, sightings: Sightings,
@@ -76,7 +91,7 @@ def take_due(conn: psycopg.Connection, now_ms: int, limit: int) -> list[Notice]:
     """Due notices, locked for this transaction; those another sweeper holds are skipped."""
     return [_notice(r) for r in conn.execute(
         f"SELECT {COLUMNS} FROM notices WHERE next_due <= %s ORDER BY next_due"  # noqa: S608
-        " LIMIT %s FOR UPDATE SKIP LOCKED", (_at(now_ms), limit))]
+        " LIMIT %s FOR UPDATE SKIP LOCKED", (_at(now_ms), limit), binary=True).fetchall()]
 
 
 @dataclass(frozen=True)
@@ -91,40 +106,41 @@ class Change:
 
 
 def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None:
+    """Each change on its notice, and a transition for each that moved or sent a step."""
     if not changes:
         return
-    n = [c.notice for c in changes]
+    conn.execute(STEPS_TABLE)
+    with conn.cursor().copy("COPY notice_steps FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(STEPS_TYPES)
+        for c in changes:
+            n = c.notice
+            copy.write_row((n.id, n.state.value, n.reminders_done, n.last_sms_ms,
+                            c.next_due_ms, c.reason, c.from_state.value, c.step,
+                            bool(c.step or c.reason or n.state is not c.from_state)))
+    conn.execute("ANALYZE notice_steps")  # so the join walks the primary key, not the table
     conn.execute(
-        "UPDATE notices SET state = u.state, reminders_done = u.done, last_sms_at = u.sms,"
-        " next_due = u.due, closed_reason = coalesce(u.reason, notices.closed_reason),"
+        "UPDATE notices SET state = u.state, reminders_done = u.done,"
+        " last_sms_at = to_timestamp(u.sms_ms / 1e3), next_due = to_timestamp(u.due_ms / 1e3),"
+        " closed_reason = coalesce(u.reason, notices.closed_reason),"
         # The workers follow the cut-off list by this: only entering or leaving `cut` counts.
         " updated_at = CASE WHEN (u.state = 'cut') <> (notices.state = 'cut')"
         " THEN clock_timestamp() ELSE notices.updated_at END"
-        " FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[],"
-        " %s::timestamptz[], %s::text[]) AS u(id, state, done, sms, due, reason)"
-        " WHERE notices.id = u.id",
-        ([x.id for x in n], [x.state.value for x in n], [x.reminders_done for x in n],
-         [_at(x.last_sms_ms) for x in n], [_at(c.next_due_ms) for c in changes],
-         [c.reason for c in changes]), binary=True)
-    moved = [c for c in changes if c.step or c.reason or c.notice.state is not c.from_state]
-    if moved:
-        conn.execute(
-            "INSERT INTO notice_transitions (notice_id, at, from_state, to_state, step, reason)"
-            " SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[])",
-            ([c.notice.id for c in moved], [_at(now_ms)] * len(moved),
-             [c.from_state.value for c in moved], [c.notice.state.value for c in moved],
-             [c.step for c in moved], [c.reason for c in moved]), binary=True)
+        " FROM notice_steps u WHERE notices.id = u.id")
+    conn.execute(
+        "INSERT INTO notice_transitions (notice_id, at, from_state, to_state, step, reason)"
+        " SELECT id, %s, from_state, state, step, reason FROM notice_steps WHERE moved",
+        (_at(now_ms),))
 
 
 def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
+    """Into the outbox. A second message under one stream and key is a fault (each step of a
+    notice happens once), refused by the table's unique index."""
     if messages:
-        conn.execute(
-            "INSERT INTO outbox (stream, key, idempotency_key, body)"
-            " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::bytea[])"
-            " ON CONFLICT DO NOTHING",
-            ([m.stream for m in messages], [m.key for m in messages],
-             [m.idempotency_key for m in messages], [m.body for m in messages]), binary=True)
+        with conn.cursor().copy("COPY outbox (stream, key, idempotency_key, body)"
+                                " FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(OUTBOX_TYPES)
+            for m in messages:
+                copy.write_row((m.stream, m.key, m.idempotency_key, m.body))
 
 
 def unsent(conn: psycopg.Connection, limit: int) -> list[tuple[int, OutboxMessage]]:
@@ -132,11 +148,14 @@ def unsent(conn: psycopg.Connection, limit: int) -> list[tuple[int, OutboxMessag
     return [(id_, OutboxMessage(stream, bytes(key), ikey, bytes(body)))
             for id_, stream, key, ikey, body in conn.execute(
                 "SELECT id, stream, key, idempotency_key, body FROM outbox"
-                " WHERE sent_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", (limit,))]
+                " WHERE sent_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", (limit,),
+                binary=True).fetchall()]
 
 
 def mark_sent(conn: psycopg.Connection, ids: list[int]) -> None:
-    conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s)", (ids,))
+    # As one array literal: psycopg would otherwise adapt the ids one by one in Python.
+    conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s::bigint[])",
+                 ("{" + ",".join(map(str, ids)) + "}",))
 
 
 def live_about(conn: psycopg.Connection, imei_keys: list[int],
