@@ -1,6 +1,6 @@
 """The due sweep at national scale: due notices through the outbox onto Kafka.
 
-    python bench/notices.py [--notices 10000000] [--due 500000]
+    python bench/notices.py [--notices 10000000] [--due 500000] [--sweepers N]
 
 Fills `notices` (embedded PostgreSQL) with --notices live notices of unregistered phones
 (IMEI-scoped, as a country's backlog looks): three sets of --due notices fall due for their
@@ -142,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notices", type=int, default=10_000_000)
     parser.add_argument("--due", type=int, default=500_000)
+    parser.add_argument("--sweepers", type=int, help="notices.sweepers (default: the config's)")
     args = parser.parse_args()
     if 3 * args.due > args.notices:
         raise SystemExit("--notices must hold three sets of --due")
@@ -149,7 +150,8 @@ def main() -> None:
         config = load_config(environ={
             "EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
             "EIR_KAFKA__NOTIFICATIONS_TOPIC": TOPIC, "EIR_POSTGRES__DSN": services.postgres.dsn,
-            "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00"})
+            "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00",
+            **({"EIR_NOTICES__SWEEPERS": str(args.sweepers)} if args.sweepers else {})})
         migrate(config.postgres.dsn)
         now_s = time.time()
         took = fill(config.postgres.dsn, args.notices, args.due, now_s)
