@@ -29,9 +29,10 @@ def first_month_kept(today: date, keep_days: int, max_event_age_days: int) -> da
 
 
 def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
-                connect: Callable[[], psycopg.Connection]) -> list[Job]:
+                connect: Callable[[], psycopg.Connection],
+                reloaded: Callable[[float], None] = lambda seconds: None) -> list[Job]:
     def reconcile_job() -> Counts:
-        return reconcile(holder, config, clock)
+        return reconcile(holder, config, clock, reloaded)
 
     def consistency_job() -> Counts:
         with connect() as conn:

@@ -88,8 +88,12 @@ def save_snapshot(state: EnforcementState, directory: Path) -> Path:
         return _write(state, directory, current)
 
 
+def snapshot_dir_name(generation: int) -> str:
+    return f"gen-{generation:08d}"
+
+
 def _write(state: EnforcementState, directory: Path, previous: int | None) -> Path:
-    target = directory / f"gen-{state.generation:08d}"
+    target = directory / snapshot_dir_name(state.generation)
     scratch = directory / f".gen-{state.generation:08d}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
     state.lists.save(scratch / "lists")
@@ -101,7 +105,7 @@ def _write(state: EnforcementState, directory: Path, previous: int | None) -> Pa
                                    "format": SNAPSHOT_FORMAT}))
     os.replace(pointer, directory / CURRENT)
     # The one before stays: a worker may be loading it, having read CURRENT just before.
-    keep = {target, directory / f"gen-{previous:08d}"} if previous else {target}
+    keep = {target, directory / snapshot_dir_name(previous)} if previous else {target}
     for old in directory.glob("gen-*"):
         if old not in keep:
             shutil.rmtree(old, ignore_errors=True)

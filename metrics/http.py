@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from psycopg_pool import ConnectionPool
 
 REQUEST_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -15,3 +16,14 @@ class HttpMetrics:
         self.request_seconds = Histogram("eir_http_request_duration_seconds", "Time to answer "
                                          "an HTTP request, by route.", ["route"],
                                          registry=registry, buckets=REQUEST_SECONDS)
+        self.pool = Gauge("eir_db_pool_connections", "Connections of the HTTP endpoints' "
+                          "database pool, by state (open, idle).", ["state"],
+                          registry=registry)
+        self.pool_waiting = Gauge("eir_db_pool_waiting_requests", "Requests waiting for a "
+                                  "connection of the pool.", registry=registry)
+
+    def watch_pool(self, pool: ConnectionPool) -> None:
+        stats = pool.get_stats
+        self.pool.labels("open").set_function(lambda: stats().get("pool_size", 0))
+        self.pool.labels("idle").set_function(lambda: stats().get("pool_available", 0))
+        self.pool_waiting.set_function(lambda: stats().get("requests_waiting", 0))

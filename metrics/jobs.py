@@ -1,4 +1,5 @@
-"""Scheduled jobs' metrics. Failures are `eir_job_runs_total{outcome="failed"}`."""
+"""Scheduled jobs' metrics. Failures are `eir_job_runs_total{outcome="failed"}`.
+The label is `job_name`, not `job`: Prometheus gives `job` to the scrape target."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ class JobMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.runs = Counter("eir_job_runs", "Scheduled job runs, by job and outcome (ok, "
                             "failed, skipped: another worker held the job).",
-                            ["job", "outcome"], registry=registry)
+                            ["job_name", "outcome"], registry=registry)
         self.last_success = Gauge("eir_job_last_success_timestamp_seconds", "When each job "
-                                  "last ended well, Unix time.", ["job"], registry=registry)
+                                  "last ended well, Unix time.", ["job_name"], registry=registry)
         self.duration = Histogram("eir_job_duration_seconds", "How long each job's runs "
-                                  "take (lock held).", ["job"], registry=registry,
+                                  "take (lock held).", ["job_name"], registry=registry,
                                   buckets=JOB_SECONDS)
         self.done = Counter("eir_job_items", "What jobs did, by job and item (e.g. "
                             "reconcile/imported, consistency/drifted_shards).",
-                            ["job", "item"], registry=registry)
+                            ["job_name", "item"], registry=registry)

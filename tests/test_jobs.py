@@ -105,7 +105,7 @@ def test_drift_from_the_database_is_found_and_repaired(env, worker) -> None:
     assert second.counts["drifted_shards"] == 0 and second.counts["events"] == 1
     metrics = running.worker.metrics.registry
     assert metrics.get_sample_value("eir_job_items_total", {
-        "job": "consistency", "item": "repaired"}) == 1
+        "job_name": "consistency", "item": "repaired"}) == 1
     assert ((f"{SINGLE:014d}", str(BUYER), "owner")
             in verdicts_of(env, [attach(SINGLE, BUYER, now_ms())]))
 
@@ -130,7 +130,7 @@ def test_history_months_past_retention_are_dropped(env, worker) -> None:
     (run,) = runs(env["EIR_POSTGRES__DSN"], "retention")
     assert run.counts == {"partitions_dropped": 3}
     assert running.worker.metrics.registry.get_sample_value(
-        "eir_job_last_success_timestamp_seconds", {"job": "retention"}) > 0
+        "eir_job_last_success_timestamp_seconds", {"job_name": "retention"}) > 0
 
 
 def test_retention_keeps_what_an_accepted_event_could_reach() -> None:
@@ -189,7 +189,7 @@ def test_a_failed_run_is_retried_and_both_are_recorded(env) -> None:
     assert (failed.outcome, failed.attempt, ok.outcome, ok.attempt) == ("failed", 1, "ok", 2)
     assert "mount went away" in failed.error
     assert metrics.registry.get_sample_value(
-        "eir_job_runs_total", {"job": "flaky", "outcome": "failed"}) == 1
+        "eir_job_runs_total", {"job_name": "flaky", "outcome": "failed"}) == 1
 
 
 def test_a_job_that_keeps_failing_stops_after_its_attempts(env) -> None:
