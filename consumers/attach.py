@@ -85,11 +85,16 @@ class AttachWorker:
                         Stream.COMMANDS: config.kafka.commands_topic,
                         Stream.VERDICTS: config.kafka.verdicts_topic}
         self._last_lag = 0.0
-        self._publish_state_metrics()
+        self._assigned = 0  # partitions held after the last poll (read by /readyz)
 
     @property
     def metrics(self) -> WorkerMetrics:
         return self._metrics
+
+    def partitions_check(self) -> str | None:
+        if not self._assigned:
+            return f"no partition of {self._config.kafka.attach_topic} assigned yet"
+        return None
 
     def run(self, stop: threading.Event) -> None:
         backoff = BACKOFF_FIRST_S
@@ -98,6 +103,7 @@ class AttachWorker:
         while not stop.is_set():
             polled = self._consumer.poll(timeout_ms=self._config.worker.batch_max_wait_ms,
                                          max_records=self._config.worker.batch_max_events)
+            self._assigned = len(self._consumer.assignment())
             records = [r for part in polled.values() for r in part]
             if records:
                 try:
@@ -184,14 +190,6 @@ class AttachWorker:
         if len(batch):  # once a batch, not once an event: observing costs a lock each time
             m.event_age.observe((now - int(batch.ts_ms.min())) / MS_PER_S)
         m.batch_seconds.observe(time.perf_counter() - started)
-
-    def _publish_state_metrics(self) -> None:
-        lists = self._holder.current.lists
-        self._metrics.generation.set(lists.generation)
-        self._metrics.list_size.labels("white").set(len(lists.white))
-        self._metrics.list_size.labels("black").set(len(lists.black_index))
-        self._metrics.list_size.labels("cut_imeis").set(len(lists.cut_imeis))
-        self._metrics.list_size.labels("cut_pairs").set(len(lists.cut_pairs))
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

@@ -94,6 +94,7 @@ class RegistryFollower:
         self._metrics = metrics
         self._consumer = consumer
         self._producer = producer
+        self._restored = False
         self._connect = connect
         self._touched = touched  # told which IMEIs and SIMs each poll's changes touched
         self._starts: dict[int, int] = {}  # partition -> first offset not yet restored
@@ -111,9 +112,13 @@ class RegistryFollower:
             self._starts = next_offsets(conn, self._config.kafka.registry_topic)
         skipped = lay_over(self._holder, stored, self._rules, self._config, self._starts)
         self._metrics.registry_events.labels("inapplicable_on_restore").inc(skipped)
-        self._metrics.registry_overlay.set(len(self._holder.current.overlay))
         log.info("registry events restored", extra={"events": len(stored)})
+        self._restored = True
         return len(stored)
+
+    def state_check(self) -> str | None:
+        return None if self._restored else "registry events not yet restored"
+
 
     def run(self, stop: threading.Event) -> None:
         topic = self._config.kafka.registry_topic
@@ -172,7 +177,6 @@ class RegistryFollower:
 
         self._holder.update(change)
         state = self._holder.current
-        self._metrics.registry_overlay.set(len(state.overlay))
         if draft.applied:
             imeis: set[int] = set()
             msisdns: set[int] = set()

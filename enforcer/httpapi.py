@@ -1,4 +1,5 @@
-"""The worker's HTTP port: /metrics for Prometheus, and the IMEI status query for the
+"""The worker's HTTP port: /metrics for Prometheus, /healthz and /readyz for the
+orchestrator, and the IMEI status query for the
 channels a buyer asks through (a USSD gateway, the operator's app). Each channel is a client
 with its own token and its own rate; every call is recorded in status_queries, refused or
 answered, and no answer leaves before its record is written."""
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from enforcer.config import Config, ConfigError, HttpConfig
+from enforcer.health import Check, Readiness
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.logs import describe
 from enforcer.state import StateHolder
@@ -171,8 +173,8 @@ class StatusQueries:
 
 class HttpServer:
     def __init__(self, settings: HttpConfig, metrics: WorkerMetrics, queries: StatusQueries,
-                 pool: ConnectionPool) -> None:
-        handler = _handler(metrics, queries, settings.timeout_s)
+                 pool: ConnectionPool, readiness: Readiness) -> None:
+        handler = _handler(metrics, queries, readiness, settings.timeout_s)
         self._pool = pool
         self._server = ThreadingHTTPServer((settings.bind, settings.port), handler)
         self._server.daemon_threads = True
@@ -192,9 +194,21 @@ class HttpServer:
         self._pool.close()
 
 
+def database_check(pool: ConnectionPool, wait_s: float) -> Check:
+    def reachable() -> str | None:
+        try:
+            with pool.connection(timeout=wait_s) as conn:
+                conn.execute("SELECT 1")
+        except (psycopg.Error, PoolTimeout) as exc:
+            return f"database unreachable: {describe(exc)}"
+        return None
+    return reachable
+
+
 def serve_http(config: Config, holder: StateHolder, rules: ImeiRules,
-               metrics: WorkerMetrics) -> HttpServer | None:
-    """Started, on config.http.port; None when that is 0."""
+               metrics: WorkerMetrics, checks: dict[str, Check]) -> HttpServer | None:
+    """Started, on config.http.port; None when that is 0. Readiness is `checks` and the
+    database's."""
     if not config.http.port:
         return None
     clients = parse_tokens(config.http.tokens)
@@ -202,14 +216,16 @@ def serve_http(config: Config, holder: StateHolder, rules: ImeiRules,
         raise ConfigError("http.rate_per_s must be above 0 and http.burst at least 1")
     pool = ConnectionPool(config.postgres.dsn, min_size=1, max_size=config.http.pool_size,
                           kwargs={"autocommit": True}, open=True, name="eir-http")
+    metrics.http.watch_pool(pool)
+    readiness = Readiness({**checks, "database": database_check(pool, config.http.db_wait_s)})
     server = HttpServer(config.http, metrics,
                         StatusQueries(config.http, clients, holder, rules, pool, metrics),
-                        pool)
+                        pool, readiness)
     server.start()
     return server
 
 
-def _handler(metrics: WorkerMetrics, queries: StatusQueries,
+def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readiness,
              timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "eir-enforcer"
@@ -222,6 +238,14 @@ def _handler(metrics: WorkerMetrics, queries: StatusQueries,
                 self._send(HTTPStatus.OK, generate_latest(metrics.registry),
                            CONTENT_TYPE_LATEST)
                 route = "metrics"
+            elif url.path == "/healthz":
+                self._send(HTTPStatus.OK, b'{"alive":true}', JSON)
+                route = "health"
+            elif url.path == "/readyz":
+                verdict = readiness.verdict()
+                self._send(HTTPStatus.OK if verdict.ready else HTTPStatus.SERVICE_UNAVAILABLE,
+                           msgspec.json.encode(verdict.as_json()), JSON)
+                route = "health"
             elif match := STATUS_PATH.match(url.path):
                 msisdn = parse_qs(url.query).get("msisdn", [None])[0]
                 reply = queries.answer(match.group(1), msisdn,

@@ -6,6 +6,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -88,8 +89,11 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
         raise NotReady(f"database migrations not applied: {', '.join(missing)}; "
                        "run 'eir-enforcer db migrate'")
     policy = load_policy(config.policy.file or None)
+    began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     metrics = WorkerMetrics()
+    metrics.reload_seconds.observe(time.perf_counter() - began)
+    metrics.watch_state(holder, Path(config.state.dir))
     clock = clock or clock_from(config.clock.file)
     rules = imei_rules(config)
     connect = partial(psycopg.connect, config.postgres.dsn, autocommit=True)
@@ -97,7 +101,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     stopping = threading.Event()
     runner = JobRunner(config.jobs, connect, worker_name(config.worker.name), clock,
                        metrics.jobs, stopping)
-    jobs = worker_jobs(config, holder, rules, clock, connect)
+    jobs = worker_jobs(config, holder, rules, clock, connect, metrics.reload_seconds.observe)
     scheduler = scheduler_for(jobs, runner, config.jobs)  # a bad cron stops us here
     sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages)
     schedule_sweeps(scheduler, sweeper, config)
@@ -110,12 +114,12 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
                                 registry_consumer(config.kafka), messages, connect, touched)
     registry.restore()  # before any attach is decided
     sweeper.start()  # the cut-off list in memory before any attach is decided
-    http = serve_http(config, holder, rules, metrics)
-    worker = Worker(
-        AttachWorker(config, holder, rules, clock, metrics,
-                     attach_consumer(config.kafka, config.worker.batch_max_events),
-                     messages, connect, lambda: wake_sweeper(scheduler, sweeper)),
-        registry, jobs, runner, stopping, scheduler, http)
+    attach = AttachWorker(config, holder, rules, clock, metrics,
+                          attach_consumer(config.kafka, config.worker.batch_max_events),
+                          messages, connect, lambda: wake_sweeper(scheduler, sweeper))
+    http = serve_http(config, holder, rules, metrics,
+                      {"state": registry.state_check, "partitions": attach.partitions_check})
+    worker = Worker(attach, registry, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker
 
