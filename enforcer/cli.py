@@ -19,7 +19,7 @@ from enforcer.decide import decide, decision_at
 from enforcer.events import AttachBatch, AttachEvent
 from enforcer.imei import parse_imei
 from enforcer.importing import Kind, import_file
-from enforcer.logs import setup_logging
+from enforcer.logs import LOG_FORMATS, setup_logging
 from enforcer.state import (EnforcementState, SnapshotConflict, load_snapshot, next_generation,
                             save_snapshot)
 from enforcer.statusquery import Caller, ask, current_state
@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Enforce a national device registry on an operator's network.")
     parser.add_argument("--config", help="TOML configuration file (environment: EIR_*)")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="json",
+                        help="json (one object per line, for collectors) or text (for people)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("imei", help="parse IMEIs and print one JSON object per value",
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level.upper())
+    setup_logging(args.log_level.upper(), args.log_format)
     try:
         config = load_config(args.config)
         return args.run(args, config)

@@ -25,6 +25,23 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry, enc_hook=str).decode()
 
 
+class TextFormatter(JsonFormatter):
+    """For people at a terminal: time, level, logger and event, then the fields as k=v. The
+    same fields as the JSON form, so nothing unmasked slips in by this road."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = msgspec.json.decode(super().format(record))
+        head = " ".join(str(entry.pop(k)) for k in ("ts", "level", "logger", "event"))
+        error = entry.pop("error", None)
+        fields = " ".join(f"{k}={msgspec.json.encode(v, enc_hook=str).decode()}"
+                          for k, v in entry.items())
+        return "  ".join(p for p in (head, fields) if p) + (f"\n{error}" if error else "")
+
+
+FORMATTERS = {"json": JsonFormatter, "text": TextFormatter}
+LOG_FORMATS = tuple(FORMATTERS)
+
+
 def describe(exc: BaseException) -> str:
     """An error as a log may show it. A database error's message can quote the row it
     failed on, and others the value they choked on (numbers and all): only network and
@@ -36,9 +53,9 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO", form: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(FORMATTERS[form]())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
