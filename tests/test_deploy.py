@@ -1,0 +1,52 @@
+"""deploy/ read as the tools that run it would: the compose file's services hang together
+and their environment is configuration the worker accepts; the Prometheus configuration
+passes promtool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from enforcer.config import load_config
+from tests.prometheus import binary
+
+DEPLOY = Path(__file__).parents[1] / "deploy"
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+def test_compose_has_kafka_postgres_prometheus_grafana_and_two_workers() -> None:
+    services = compose()["services"]
+    assert {"kafka", "postgres", "prometheus", "grafana", "worker-1", "worker-2"} <= set(services)
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for name, service in services.items():
+        for needed in service.get("depends_on", {}):
+            assert needed in services, f"{name} depends on unknown {needed}"
+    assert {(DEPLOY / v.split(":")[0]).resolve().exists()
+            for v in services["grafana"]["volumes"]} == {True}
+
+
+def test_the_workers_environment_is_configuration_the_worker_accepts() -> None:
+    services = compose()["services"]
+    for name in ("worker-1", "worker-2", "setup"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        config = load_config(environ=env)  # an unknown key or a bad value raises, naming it
+        assert config.kafka.bootstrap_servers == "kafka:9092"
+        assert config.postgres.dsn.startswith("postgresql://eir:eir@postgres:5432/")
+    names = {load_config(environ={k: str(v) for k, v in services[w]["environment"].items()})
+             .worker.name for w in ("worker-1", "worker-2")}
+    assert names == {"worker-1", "worker-2"}
+
+
+def test_prometheus_configuration_passes_promtool() -> None:
+    check = subprocess.run([binary("promtool"), "check", "config", "prometheus.yml"],  # noqa: S603
+                           cwd=DEPLOY / "prometheus", capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert {t.split(":")[0] for t in targets} == {"worker-1", "worker-2"}
