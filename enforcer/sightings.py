@@ -19,6 +19,7 @@ from enforcer.history import SlotUsageRows
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
         np.uint64(0x165667B19E3779F9))
 LOAD_DIVISOR = 2  # slots per remembered pair, at the most: probes stay short
+NEVER_MS = np.iinfo(np.int64).max  # the first sighting of a pair not remembered
 
 
 class _Table:
@@ -32,6 +33,7 @@ class _Table:
         self.imei_key = np.zeros(size, dtype=np.uint64)
         self.imsi = np.zeros(size, dtype=np.uint64)
         self.bucket = np.zeros(size, dtype=np.int64)
+        self.first_ms = np.zeros(size, dtype=np.int64)
         self.days = np.zeros(size, dtype=np.int32)
         self.msisdn = np.zeros(size, dtype=np.uint64)
 
@@ -84,9 +86,10 @@ class SightingCache:
         return self._young.count + self._old.count
 
     def _known(self, rows: SlotUsageRows) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                   np.ndarray]:
+                                                   np.ndarray, np.ndarray]:
         """For each row: whether either generation knows the pair, and what it holds."""
         bucket = np.full(len(rows), -1, dtype=np.int64)
+        first = np.full(len(rows), NEVER_MS, dtype=np.int64)
         days = np.zeros(len(rows), dtype=np.int32)
         msisdn = np.zeros(len(rows), dtype=np.uint64)
         known = np.zeros(len(rows), dtype=bool)
@@ -95,14 +98,18 @@ class SightingCache:
             hit = at >= 0
             known |= hit
             bucket[hit] = np.maximum(bucket[hit], table.bucket[at[hit]])
+            first[hit] = np.minimum(first[hit], table.first_ms[at[hit]])
             days[hit] |= table.days[at[hit]]
             msisdn[hit] = table.msisdn[at[hit]]
-        return known, bucket, days, msisdn
+        return known, bucket, first, days, msisdn
 
     def needed(self, rows: SlotUsageRows) -> np.ndarray:
-        """Which rows would change what the database holds, beyond the resolution."""
-        known, bucket, days, msisdn = self._known(rows)
+        """Which rows would change what the database holds, beyond the resolution. A
+        sighting earlier than the first one held (partitions are read in no common order)
+        moves first_seen: that is a write too."""
+        known, bucket, first, days, msisdn = self._known(rows)
         return (~known | (rows.last_seen_ms // self._resolution_ms > bucket)
+                | (rows.first_seen_ms < first)
                 | (rows.days & ~days != 0) | (rows.msisdn != msisdn))
 
     def remember(self, rows: SlotUsageRows) -> None:
@@ -114,9 +121,10 @@ class SightingCache:
             # others replace standing, so forget everything instead.
             self._old, self._young = _Table(self._bits), _Table(self._bits)
             return
-        known, bucket, days, _ = self._known(rows)
+        known, bucket, first, days, _ = self._known(rows)
         bucket = np.where(known, np.maximum(bucket, rows.last_seen_ms // self._resolution_ms),
                           rows.last_seen_ms // self._resolution_ms)
+        first = np.where(known, np.minimum(first, rows.first_seen_ms), rows.first_seen_ms)
         days = np.where(known, days | rows.days, rows.days)
         if self._young.count + len(rows) > self._per_generation:
             self._old, self._young = self._young, _Table(self._bits)
@@ -127,3 +135,4 @@ class SightingCache:
         young.month[at], young.imei_key[at], young.imsi[at] = rows.month, rows.imei_key, \
             rows.imsi
         young.bucket[at], young.days[at], young.msisdn[at] = bucket, days, rows.msisdn
+        young.first_ms[at] = first

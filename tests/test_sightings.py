@@ -36,27 +36,32 @@ def rows_of(batch: list[tuple[int, int, int, int, int, int]]) -> SlotUsageRows:
 
 
 class Model:
+    """(last bucket, days, number, first sighting) per pair, as the database holds them.
+    Batches come in no time order, as partitions read side by side do."""
+
     def __init__(self) -> None:
-        self.held: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+        self.held: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
+
+    def _columns(self, rows: SlotUsageRows):
+        return zip(rows.month.tolist(), rows.imei_key.tolist(), rows.imsi.tolist(),
+                   rows.first_seen_ms.tolist(), rows.last_seen_ms.tolist(),
+                   rows.days.tolist(), rows.msisdn.tolist())
 
     def needed(self, rows: SlotUsageRows) -> list[bool]:
         out = []
-        for m, k, i, last, d, s in zip(rows.month.tolist(), rows.imei_key.tolist(),
-                                       rows.imsi.tolist(), rows.last_seen_ms.tolist(),
-                                       rows.days.tolist(), rows.msisdn.tolist()):
+        for m, k, i, first, last, d, s in self._columns(rows):
             held = self.held.get((m, k, i))
             out.append(held is None or last // RESOLUTION_MS > held[0] or d & ~held[1] != 0
-                       or s != held[2])
+                       or s != held[2] or first < held[3])
         return out
 
     def remember(self, rows: SlotUsageRows) -> None:
-        for m, k, i, last, d, s in zip(rows.month.tolist(), rows.imei_key.tolist(),
-                                       rows.imsi.tolist(), rows.last_seen_ms.tolist(),
-                                       rows.days.tolist(), rows.msisdn.tolist()):
+        for m, k, i, first, last, d, s in self._columns(rows):
             bucket, days = last // RESOLUTION_MS, d
             if (m, k, i) in self.held:
-                bucket, days = max(bucket, self.held[(m, k, i)][0]), days | self.held[(m, k, i)][1]
-            self.held[(m, k, i)] = (bucket, days, s)
+                old = self.held[(m, k, i)]
+                bucket, days, first = max(bucket, old[0]), days | old[1], min(first, old[3])
+            self.held[(m, k, i)] = (bucket, days, s, first)
 
 
 def replay(cache: SightingCache, model: Model, stream, exact: bool) -> None:
