@@ -17,17 +17,18 @@ from typing import Callable
 import msgspec
 import numpy as np
 import psycopg
-from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.batchdecode import decode_poll
 from consumers.decode import DeadLetter, TimeWindow
 from consumers.publish import Publication, publish_all
+from consumers.receive import Polled, Record
 from consumers.replay import dead_letter_headers, rewind
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
 from enforcer.db.notices import see
 from enforcer.decide import decide
+from enforcer.logs import describe
 from enforcer.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream, effects_of,
                               verdicts_of)
 from enforcer.events import AttachBatch
@@ -101,37 +102,36 @@ class AttachWorker:
         log.info("worker started", extra={"topic": self._config.kafka.attach_topic,
                                           "generation": self._holder.current.generation})
         while not stop.is_set():
-            polled = self._consumer.poll(timeout_ms=self._config.worker.batch_max_wait_ms,
-                                         max_records=self._config.worker.batch_max_events)
+            polled = self._consumer.poll(self._config.worker.batch_max_wait_ms,
+                                         self._config.worker.batch_max_events)
             self._assigned = len(self._consumer.assignment())
-            records = [r for part in polled.values() for r in part]
-            if records:
+            if len(polled):
                 try:
-                    self.handle(records)
+                    self.handle(polled)
                     backoff = BACKOFF_FIRST_S
                 except Exception as exc:  # noqa: BLE001 - whatever failed, replay the batch
-                    rewind(self._consumer, records)
+                    rewind(self._consumer, polled.first_offsets())
                     self._drop_connection()
                     log.warning("batch failed, will be consumed again",
-                                extra={"error": repr(exc), "retry_in_s": backoff,
-                                       "events": len(records)})
+                                extra={"error": describe(exc), "retry_in_s": backoff,
+                                       "events": len(polled)})
                     stop.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
             self._report_lag()
         log.info("worker stopping")
 
     def close(self) -> None:
-        self._consumer.close(autocommit=False)
+        self._consumer.close()
         self._producer.close()
         self._drop_connection()
 
-    def handle(self, records: list[ConsumerRecord]) -> None:
+    def handle(self, polled: Polled) -> None:
         started = time.perf_counter()
         now = self._clock.now_ms()
         window = TimeWindow.around(now, self._config.worker.max_event_age_days,
                                    self._config.worker.max_event_future_s)
-        decoded = decode_poll([r.value for r in records], self._rules, window)
-        dead = [(records[i], letter) for i, letter in decoded.dead]
+        decoded = decode_poll(polled.values, self._rules, window)
+        dead = [(polled.record(i), letter) for i, letter in decoded.dead]
         batch = decoded.batch
         decisions = decide(batch, self._holder.current)
 
@@ -172,7 +172,7 @@ class AttachWorker:
                 self._metrics.notices.opened.labels(kind).inc(count)
             self._opened()  # their warnings go out now, not at the next sweep
 
-    def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> Publication:
+    def _dead_letter(self, record: Record, letter: DeadLetter) -> Publication:
         return Publication(self._config.kafka.attach_dlq_topic, record.key, record.value or b"",
                            tuple(dead_letter_headers(record, letter)))
 
@@ -207,10 +207,5 @@ class AttachWorker:
         if time.monotonic() - self._last_lag < LAG_EVERY_S:
             return
         self._last_lag = time.monotonic()
-        assigned = list(self._consumer.assignment())
-        if not assigned:
-            return
-        ends = self._consumer.end_offsets(assigned)
-        for tp in assigned:
-            lag = max(ends.get(tp, 0) - self._consumer.position(tp), 0)
-            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        for (topic, partition), lag in self._consumer.lag().items():
+            self._metrics.lag.labels(topic, str(partition)).set(lag)

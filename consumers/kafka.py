@@ -1,17 +1,20 @@
-"""Kafka clients built from the configuration (SASL/SSL included)."""
+"""Kafka clients built from the configuration (SASL/SSL included), of the client
+`kafka.client` names."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kafka import KafkaConsumer
-
 from consumers.publish import ConfluentProducer, KafkaPythonProducer, Producer
+from consumers.receive import ConfluentConsumer, Consumer, KafkaPythonConsumer
 from enforcer.config import ConfigError, KafkaConfig
 
 # Heartbeats go out this many times per session timeout, as Kafka recommends.
 HEARTBEATS_PER_SESSION = 3
 PRODUCER_LINGER_MS = 5
+# librdkafka looks for a subscribed topic that does not exist yet only this often (its
+# default is five minutes: a worker started before its topic would idle that long).
+METADATA_REFRESH_MS = 5000
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT = "confluent"
 
@@ -43,27 +46,44 @@ def rdkafka_security(config: KafkaConfig) -> dict[str, Any]:
     return options
 
 
-def attach_consumer(config: KafkaConfig, max_records: int) -> KafkaConsumer:
-    return KafkaConsumer(
-        config.attach_topic, group_id=config.group_id, enable_auto_commit=False,
-        auto_offset_reset="earliest", session_timeout_ms=config.session_timeout_ms,
-        heartbeat_interval_ms=config.session_timeout_ms // HEARTBEATS_PER_SESSION,
-        max_poll_records=max_records, **security(config))
+def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
+    """The attach topic in the workers' consumer group; offsets committed by the loop."""
+    heartbeat_ms = config.session_timeout_ms // HEARTBEATS_PER_SESSION
+    if _client(config) == KAFKA_PYTHON:
+        return KafkaPythonConsumer(dict(
+            group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=config.session_timeout_ms, heartbeat_interval_ms=heartbeat_ms,
+            max_poll_records=max_records, **security(config)), (config.attach_topic,))
+    return ConfluentConsumer({
+        "group.id": config.group_id, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "session.timeout.ms": config.session_timeout_ms,
+        "heartbeat.interval.ms": heartbeat_ms,
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS, **rdkafka_security(config)},
+        (config.attach_topic,))
 
 
 def producer(config: KafkaConfig) -> Producer:
     # acks=all: a message counts as sent only once every in-sync replica has it.
-    if config.client == KAFKA_PYTHON:
+    if _client(config) == KAFKA_PYTHON:
         return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
                                         **security(config)))
-    if config.client == CONFLUENT:
-        return ConfluentProducer({"acks": "all", "linger.ms": PRODUCER_LINGER_MS,
-                                  **rdkafka_security(config)})
-    raise ConfigError(f"kafka.client: {config.client!r} is neither {KAFKA_PYTHON!r}"
-                      f" nor {CONFLUENT!r}")
+    return ConfluentProducer({"acks": "all", "linger.ms": PRODUCER_LINGER_MS,
+                              **rdkafka_security(config)})
 
 
-def registry_consumer(config: KafkaConfig) -> KafkaConsumer:
+def registry_consumer(config: KafkaConfig) -> Consumer:
     """No group: every worker reads every partition, from positions kept in PostgreSQL."""
-    return KafkaConsumer(group_id=None, enable_auto_commit=False,
-                         auto_offset_reset="earliest", **security(config))
+    if _client(config) == KAFKA_PYTHON:
+        return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
+                                        auto_offset_reset="earliest", **security(config)))
+    # librdkafka wants a group id even for assigned partitions; nothing is ever committed.
+    return ConfluentConsumer({"group.id": f"{config.group_id}.registry",
+                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                              **rdkafka_security(config)})
+
+
+def _client(config: KafkaConfig) -> str:
+    if config.client not in (KAFKA_PYTHON, CONFLUENT):
+        raise ConfigError(f"kafka.client: {config.client!r} is neither {KAFKA_PYTHON!r}"
+                          f" nor {CONFLUENT!r}")
+    return config.client

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
+from confluent_kafka import Producer as RdKafkaProducer
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
@@ -65,8 +66,6 @@ class KafkaPythonProducer:
 
 class ConfluentProducer:
     def __init__(self, options: dict[str, Any]) -> None:
-        from confluent_kafka import Producer as RdKafkaProducer
-
         # librdkafka's own log lines go through ours: structured, one event per line.
         self._producer = RdKafkaProducer(options, logger=logging.getLogger("eir.kafka"))
 

@@ -18,12 +18,11 @@ from datetime import datetime, timezone
 from typing import Callable, Mapping
 
 import psycopg
-from kafka import TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.decode import DeadLetter, TimeWindow
 from consumers.registrydecode import decode_registry_event
 from consumers.publish import Publication, publish_all
+from consumers.receive import Record, first_offsets
 from consumers.replay import dead_letter_headers, rewind
 from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
@@ -40,6 +39,8 @@ from metrics.worker import WorkerMetrics
 log = logging.getLogger("eir.registry")
 
 POLL_MS = 200  # well inside the one second a change may take to count
+# Registry changes come a few a second: a poll this size is never the bottleneck.
+POLL_RECORDS = 500
 RETRY_S = 2.0
 INAPPLICABLE = "inapplicable"
 
@@ -100,7 +101,7 @@ class RegistryFollower:
         self._starts: dict[int, int] = {}  # partition -> first offset not yet restored
 
     def close(self) -> None:
-        self._consumer.close(autocommit=False)
+        self._consumer.close()
 
     def restore(self) -> int:
         """Lay every stored, applied event over the state; returns how many. Where to read
@@ -124,17 +125,11 @@ class RegistryFollower:
         topic = self._config.kafka.registry_topic
         partitions = self._partitions(topic, stop)
         starts = self._starts
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        self._consumer.assign(assigned)
-        for tp in assigned:
-            if tp.partition in starts:
-                self._consumer.seek(tp, starts[tp.partition])
-            else:
-                self._consumer.seek_to_beginning(tp)
+        self._consumer.assign(topic, {p: starts.get(p) for p in partitions})
         conn = None
         while not stop.is_set():
-            polled = self._consumer.poll(timeout_ms=POLL_MS)
-            records = [r for part in polled.values() for r in part]
+            polled = self._consumer.poll(POLL_MS, POLL_RECORDS)
+            records = [polled.record(i) for i in range(len(polled))]
             if not records:
                 continue
             state = self._holder.current
@@ -151,7 +146,8 @@ class RegistryFollower:
             except Exception as exc:  # whatever failed, the rest is read again
                 log.warning("registry events not stored, will be read again",
                             extra={"error": describe(exc)})
-                rewind(self._consumer, records[done:])  # the ones before are stored
+                rewind(self._consumer, first_offsets(  # the ones before are stored
+                    [(r.topic, r.partition, r.offset) for r in records[done:]]))
                 conn = None
                 stop.wait(RETRY_S)
             finally:
@@ -160,7 +156,7 @@ class RegistryFollower:
         if conn is not None:
             conn.close()
 
-    def _commit(self, draft: OverlayDraft, records: list[ConsumerRecord]) -> None:
+    def _commit(self, draft: OverlayDraft, records: list[Record]) -> None:
         """The poll's changes in place, and how far each partition has been read."""
         if not records:
             return
@@ -189,17 +185,17 @@ class RegistryFollower:
 
     def _partitions(self, topic: str, stop: threading.Event) -> list[int]:
         while not stop.is_set():
-            found = self._consumer.partitions_for_topic(topic)
+            found = self._consumer.partitions_for(topic)
             if found:
                 return sorted(found)
             stop.wait(RETRY_S)  # the topic does not exist yet
         return []
 
-    def _decode(self, record: ConsumerRecord) -> RegistryEvent | DeadLetter:
+    def _decode(self, record: Record) -> RegistryEvent | DeadLetter:
         return decode_registry_event(record.value, self._rules,
                                      registry_window(self._config, self._clock.now_ms()))
 
-    def _handle(self, conn: psycopg.Connection, record: ConsumerRecord,
+    def _handle(self, conn: psycopg.Connection, record: Record,
                 decoded: RegistryEvent | DeadLetter, draft: OverlayDraft) -> None:
         at = Position(record.topic, record.partition, record.offset)
         received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
@@ -226,7 +222,7 @@ class RegistryFollower:
         log.info("registry event applied", extra={"event_id": decoded.event_id,
                                                   "type": type(decoded.change).__name__})
 
-    def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
+    def _dead_letter(self, record: Record, letter: DeadLetter) -> None:
         self._metrics.registry_events.labels("dead_lettered").inc()
         self._metrics.dead_letters.labels(letter.reason).inc()
         publish_all(self._producer, [Publication(

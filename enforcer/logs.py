@@ -8,6 +8,7 @@ import sys
 
 import msgspec
 import psycopg
+from confluent_kafka import KafkaException
 from kafka.errors import KafkaError
 
 from enforcer.clock import MS_PER_S, iso
@@ -48,7 +49,7 @@ def describe(exc: BaseException) -> str:
     broker errors are told in full; the rest by class (and SQLSTATE)."""
     if isinstance(exc, psycopg.Error):
         return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
-    if isinstance(exc, (OSError, KafkaError)):
+    if isinstance(exc, (OSError, KafkaError, KafkaException)):
         return repr(exc)
     return type(exc).__name__
 

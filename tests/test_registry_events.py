@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 import psycopg
+import pytest
 
 from enforcer.config import load_config
 from enforcer.registry import Registry
@@ -16,7 +17,7 @@ from enforcer.state import save_snapshot
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
 from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER, make_state
 from tests.conftest import Running
-from tests.test_worker import attach, now_ms
+from tests.test_worker import CLIENTS, attach, now_ms
 
 NEW_IMEIS = ("35777777000000", "35777777000010")
 
@@ -49,7 +50,9 @@ def with_verdicts(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def test_each_change_counts_at_the_next_attach(env, worker) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_each_change_counts_at_the_next_attach(env, worker, client) -> None:
+    env["EIR_KAFKA__CLIENT"] = client
     with_verdicts(env)
     running = worker()
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"], [
@@ -90,7 +93,9 @@ def test_a_restarted_worker_keeps_the_state_without_the_topic(env, worker, dsn) 
             ("t1", True)]
 
 
-def test_replayed_invalid_and_inapplicable_events(env, worker, dsn) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_replayed_invalid_and_inapplicable_events(env, worker, dsn, client) -> None:
+    env["EIR_KAFKA__CLIENT"] = client
     with_verdicts(env)
     running = worker()
     bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"]

@@ -1,0 +1,207 @@
+"""Consuming behind one small interface, with the same two clients as publishing under it:
+kafka-python (the default) and confluent-kafka (librdkafka), chosen by `kafka.client`.
+
+A poll gives a `Polled` batch: the values for the decoder in one list, each record's topic,
+partition, offset, key and headers only when asked for (a dead letter, a stored registry
+event), and the first offset per partition to seek back to when the batch must be read
+again. Commit stores the position after everything polled so far.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
+from confluent_kafka import Consumer as RdKafkaConsumer
+from confluent_kafka import TopicPartition as RdPartition
+from kafka import KafkaConsumer, TopicPartition
+
+log = logging.getLogger("eir.kafka")
+
+# How long a metadata or watermark request may take before it counts as failed.
+METADATA_TIMEOUT_S = 5.0
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class Polled(Protocol):
+    values: list[bytes | None]
+
+    def __len__(self) -> int: ...
+
+    def record(self, index: int) -> Record: ...
+
+    def first_offsets(self) -> dict[Partition, int]: ...
+
+
+class Consumer(Protocol):
+    def poll(self, timeout_ms: int, max_records: int) -> Polled: ...
+
+    def commit(self) -> None: ...
+
+    def assignment(self) -> set[Partition]: ...
+
+    def assign(self, topic: str, starts: dict[int, int | None]) -> None:
+        """Read these partitions of `topic` (no group) from these offsets; None: the
+        beginning."""
+
+    def seek(self, partition: Partition, offset: int) -> None: ...
+
+    def partitions_for(self, topic: str) -> set[int]:
+        """Empty while the topic does not exist."""
+
+    def lag(self) -> dict[Partition, int]: ...
+
+    def close(self) -> None: ...
+
+
+def first_offsets(records: list[tuple[str, int, int]]) -> dict[Partition, int]:
+    """The first offset per partition among (topic, partition, offset) triples."""
+    first: dict[Partition, int] = {}
+    for topic, partition, offset in records:
+        key = (topic, partition)
+        if key not in first or offset < first[key]:
+            first[key] = offset
+    return first
+
+
+class _KafkaPythonPolled:
+    def __init__(self, records: list[Any]) -> None:
+        self._records = records
+        self.values = [r.value for r in records]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(self, index: int) -> Record:
+        r = self._records[index]
+        return Record(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []))
+
+    def first_offsets(self) -> dict[Partition, int]:
+        return first_offsets([(r.topic, r.partition, r.offset) for r in self._records])
+
+
+class KafkaPythonConsumer:
+    def __init__(self, options: dict[str, Any], topics: tuple[str, ...] = ()) -> None:
+        self._consumer = KafkaConsumer(*topics, **options)
+
+    def poll(self, timeout_ms: int, max_records: int) -> Polled:
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return _KafkaPythonPolled([r for part in polled.values() for r in part])
+
+    def commit(self) -> None:
+        self._consumer.commit()
+
+    def assignment(self) -> set[Partition]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def assign(self, topic: str, starts: dict[int, int | None]) -> None:
+        partitions = [TopicPartition(topic, p) for p in sorted(starts)]
+        self._consumer.assign(partitions)
+        for tp in partitions:
+            offset = starts[tp.partition]
+            if offset is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        self._consumer.seek(TopicPartition(*partition), offset)
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return set(self._consumer.partitions_for_topic(topic) or ())
+
+    def lag(self) -> dict[Partition, int]:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = self._consumer.end_offsets(assigned)
+        return {(tp.topic, tp.partition): max(ends.get(tp, 0) - self._consumer.position(tp), 0)
+                for tp in assigned}
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+class _ConfluentPolled:
+    def __init__(self, messages: list[Any]) -> None:
+        self._messages = messages
+        self.values = [m.value() for m in messages]
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def record(self, index: int) -> Record:
+        m = self._messages[index]
+        return Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                      list(m.headers() or []))
+
+    def first_offsets(self) -> dict[Partition, int]:
+        return first_offsets([(m.topic(), m.partition(), m.offset()) for m in self._messages])
+
+
+class ConfluentConsumer:
+    def __init__(self, options: dict[str, Any], topics: tuple[str, ...] = ()) -> None:
+        self._consumer = RdKafkaConsumer(options, logger=log)
+        if topics:
+            self._consumer.subscribe(list(topics))
+
+    def poll(self, timeout_ms: int, max_records: int) -> Polled:
+        messages = self._consumer.consume(max_records, timeout_ms / 1000)
+        good = []
+        for m in messages:
+            if m.error() is None:
+                good.append(m)
+            else:  # the client retries on its own; say so and go on
+                log.warning("kafka consume error", extra={"error": str(m.error())})
+        return _ConfluentPolled(good)
+
+    def commit(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing new to commit
+                raise
+
+    def assignment(self) -> set[Partition]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def assign(self, topic: str, starts: dict[int, int | None]) -> None:
+        self._consumer.assign([RdPartition(topic, p, OFFSET_BEGINNING if o is None else o)
+                               for p, o in sorted(starts.items())])
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        self._consumer.seek(RdPartition(partition[0], partition[1], offset))
+
+    def partitions_for(self, topic: str) -> set[int]:
+        found = self._consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
+        if found is None or found.error is not None:
+            return set()
+        return set(found.partitions)
+
+    def lag(self) -> dict[Partition, int]:
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return {}
+        lag = {}
+        for tp in self._consumer.position(assigned):
+            if tp.offset < 0:  # nothing fetched yet: no position to measure from
+                continue
+            _, end = self._consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)
+            lag[(tp.topic, tp.partition)] = max(end - tp.offset, 0)
+        return lag
+
+    def close(self) -> None:
+        self._consumer.close()
