@@ -4,9 +4,11 @@
 
 Pre-loads the attach topic with a warm-up pass (every active pair once) and then --events
 attaches of which 95 % repeat a pair seen within the hour (steady state). Measures, in the
-same run and on the same topic: the raw consume rate of kafka-python doing nothing with the
-messages, and the worker's end-to-end rate (consume, decode, decide, history, commit) over
-the measured events, with the database writes per event. The last line is JSON.
+same run and on the same topic, for each Kafka client (kafka-python, confluent-kafka): the
+raw consume rate through the worker's consumer doing nothing with the messages, and the
+worker's end-to-end rate (consume, decode, decide, history, commit) over the measured
+events, with the database writes per event (the history is emptied between the clients).
+The last line is JSON.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import psycopg
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from measure import embedded_services, emit, say
 
-from enforcer.config import load_config
+from consumers.kafka import CONFLUENT, KAFKA_PYTHON, attach_consumer
+from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
 from enforcer.state import EnforcementState, save_snapshot
 from enforcer.synth import CountrySpec, build_country, home_imsi, owned_rows
@@ -67,18 +71,42 @@ def preload(bootstrap: str, batches: list[list[tuple[bytes, bytes]]]) -> None:
     producer.close()
 
 
-def raw_consume(bootstrap: str, total: int) -> float:
-    consumer = KafkaConsumer(TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, max_poll_records=POLL_RECORDS)
+def raw_consume(config: Config, total: int) -> float:
+    consumer = attach_consumer(config.kafka, POLL_RECORDS)
     seen, started = 0, None
     while seen < total:
-        got = consumer.poll(timeout_ms=1000, max_records=POLL_RECORDS)
+        got = len(consumer.poll(1000, POLL_RECORDS))
         if got and started is None:
             started = time.perf_counter()
-        seen += sum(len(v) for v in got.values())
+        seen += got
     took = time.perf_counter() - started
     consumer.close()
     return total / took
+
+
+def end_to_end(config: Config, warm: int, total: int) -> tuple[float, float]:
+    """Events a second over the measured ones, and database row writes among them."""
+    worker = build_worker(config)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    while counter(worker, "eir_events_consumed_total") < warm:
+        time.sleep(0.01)
+    t0, rows0 = time.perf_counter(), counter(worker, "eir_history_rows_written_total")
+    while counter(worker, "eir_events_consumed_total") < total:
+        time.sleep(0.01)
+    took = time.perf_counter() - t0
+    written = counter(worker, "eir_history_rows_written_total") - rows0
+    stop.set()
+    thread.join()
+    worker.close()
+    return (total - warm) / took, written
+
+
+def with_client(config: Config, client: str, run: str) -> Config:
+    """Its own consumer group, so that each run reads the topic from the beginning."""
+    return replace(config, kafka=replace(config.kafka, client=client,
+                                         group_id=f"bench-{run}-{client}"))
 
 
 def counter(worker, name: str) -> float:
@@ -116,33 +144,29 @@ def main() -> None:
         say(f"pre-loading {total:,} attach events ({len(warm):,} warm-up) ...")
         preload(services.broker.bootstrap, [warm, measured])
 
-        raw = raw_consume(services.broker.bootstrap, total)
-        say(f"raw kafka-python consume: {raw:,.0f} messages/s")
-
-        worker = build_worker(config)
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop,))
-        thread.start()
-        while counter(worker, "eir_events_consumed_total") < len(warm):
-            time.sleep(0.01)
-        t0, rows0 = time.perf_counter(), counter(worker, "eir_history_rows_written_total")
-        while counter(worker, "eir_events_consumed_total") < total:
-            time.sleep(0.01)
-        took = time.perf_counter() - t0
-        written = counter(worker, "eir_history_rows_written_total") - rows0
-        stop.set()
-        thread.join()
-        worker.close()
-        with psycopg.connect(config.postgres.dsn) as conn:
-            (rows,) = conn.execute("SELECT count(*) FROM slot_usage").fetchone()
-        per_s = len(measured) / took
-        say(f"worker end to end: {per_s:,.0f} events/s; {written / len(measured):.4f} database "
-            f"row writes per event; slot_usage holds {rows:,} rows")
+        figures: dict[str, dict[str, float]] = {}
+        for client in (KAFKA_PYTHON, CONFLUENT):
+            raw = raw_consume(with_client(config, client, "raw"), total)
+            say(f"raw consume, {client}: {raw:,.0f} messages/s")
+            with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
+                conn.execute("TRUNCATE slot_usage")
+            per_s, written = end_to_end(with_client(config, client, "worker"), len(warm), total)
+            with psycopg.connect(config.postgres.dsn) as conn:
+                (rows,) = conn.execute("SELECT count(*) FROM slot_usage").fetchone()
+            say(f"worker end to end, {client}: {per_s:,.0f} events/s; "
+                f"{written / len(measured):.4f} database row writes per event; slot_usage "
+                f"holds {rows:,} rows")
+            figures[client] = {"raw_consume_per_s": round(raw), "worker_per_s": round(per_s),
+                               "ratio": round(per_s / raw, 3),
+                               "db_writes_per_event": round(written / len(measured), 4),
+                               "slot_usage_rows": rows}
         emit({"events": len(measured), "warmup_events": len(warm),
-              "raw_consume_per_s": round(raw), "worker_per_s": round(per_s),
-              "ratio": round(per_s / raw, 3),
-              "db_writes_per_event": round(written / len(measured), 4),
-              "slot_usage_rows": rows, "repeat_share": REPEAT_SHARE})
+              "repeat_share": REPEAT_SHARE, **figures,
+              "confluent_over_kafka_python": {
+                  "raw": round(figures[CONFLUENT]["raw_consume_per_s"]
+                               / figures[KAFKA_PYTHON]["raw_consume_per_s"], 2),
+                  "worker": round(figures[CONFLUENT]["worker_per_s"]
+                                  / figures[KAFKA_PYTHON]["worker_per_s"], 2)}})
 
 
 if __name__ == "__main__":

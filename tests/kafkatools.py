@@ -15,11 +15,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def produce(bootstrap: str, topic: str, messages: list[object], key: bytes = b"k") -> None:
+def produce(bootstrap: str, topic: str, messages: list[object], key: bytes = b"k",
+            partitions: int = 0) -> None:
+    """All under one key, or (partitions > 0) dealt round the first `partitions`."""
     producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for m in messages:
+    for i, m in enumerate(messages):
         value = m if isinstance(m, bytes) else msgspec.json.encode(m)
-        producer.send(topic, key=key, value=value)
+        producer.send(topic, key=key, value=value,
+                      partition=i % partitions if partitions else None)
     producer.flush()
     producer.close()
 
@@ -41,6 +44,17 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
         admin.close()
     found = offsets.get(TopicPartition(topic, 0))
     return found.offset if found is not None and found.offset >= 0 else 0
+
+
+def committed_all(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset on each partition of topic that has one."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: o.offset for tp, o in offsets.items()
+            if tp.topic == topic and o.offset >= 0}
 
 
 def wait_for(condition, timeout_s: float = 60.0, every_s: float = 0.2) -> None:

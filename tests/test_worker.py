@@ -19,12 +19,15 @@ from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer
 from consumers.publish import NotAcknowledged, Publication, publish_all
 from enforcer.config import load_config
 from enforcer.services import free_port
-from tests.kafkatools import committed, produce, read_all, wait_for
+from tests.kafkatools import committed, committed_all, produce, read_all, wait_for
 from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi
 
 MINUTE_MS = 60_000
 # Both Kafka clients pass the same end-to-end tests.
 CLIENTS = [KAFKA_PYTHON, CONFLUENT]
+PARTITIONS = 4  # what the broker gives an auto-created topic
+# The rest of the topic, after the takeover, takes a few seconds of its own.
+TAKEOVER_MARGIN_S = 15
 
 
 def now_ms() -> int:
@@ -142,7 +145,9 @@ def expected_history(events: list[dict[str, object]]) -> dict[int, tuple[int, in
     return out
 
 
-def test_a_killed_worker_resumes_without_losing_or_double_counting(env, dsn) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_killed_worker_resumes_without_losing_or_double_counting(env, dsn, client) -> None:
+    env["EIR_KAFKA__CLIENT"] = client
     events = stream(3000)
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], events)
     small_batches = {**env, "EIR_WORKER__BATCH_MAX_EVENTS": "200"}
@@ -159,6 +164,11 @@ def test_a_killed_worker_resumes_without_losing_or_double_counting(env, dsn) -> 
     finally:
         second.terminate()
         second.wait()
+    assert_history_is(dsn, events)
+
+
+def assert_history_is(dsn: str, events: list[dict[str, object]]) -> None:
+    """Every pair of the events in the history, first seen exactly, last seen to the hour."""
     rows = history(dsn)
     expected = expected_history(events)
     assert len(rows) == len(expected)
@@ -166,6 +176,34 @@ def test_a_killed_worker_resumes_without_losing_or_double_counting(env, dsn) -> 
         first_ms, last_ms = expected[msisdn]
         assert int(first_seen.timestamp() * 1000) == first_ms
         assert int(last_seen.timestamp() * 1000) // 3_600_000 == last_ms // 3_600_000
+
+
+def test_a_dead_workers_partitions_move_to_the_other_and_nothing_is_lost(env, dsn) -> None:
+    """Two worker processes in one group share four partitions; one is SIGKILLed; within
+    the session timeout the other holds them all and finishes the topic."""
+    events = stream(4000)
+    bootstrap, group, topic = (env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"])
+    produce(bootstrap, topic, events, partitions=PARTITIONS)
+    small_batches = {**env, "EIR_WORKER__BATCH_MAX_EVENTS": "50"}
+    doomed, survivor = spawn(small_batches), spawn(small_batches)
+    try:
+        wait_for(lambda: len(committed_all(bootstrap, group, topic)) == PARTITIONS
+                 and sum(committed_all(bootstrap, group, topic).values()) >= 1000,
+                 every_s=0.05)
+        doomed.kill()
+        doomed.wait()
+        killed_at = time.monotonic()
+        assert sum(committed_all(bootstrap, group, topic).values()) < len(events)
+        wait_for(lambda: sum(committed_all(bootstrap, group, topic).values()) == len(events),
+                 timeout_s=90)
+        took_s = time.monotonic() - killed_at
+    finally:
+        survivor.terminate()
+        survivor.wait()
+    session_s = int(env["EIR_KAFKA__SESSION_TIMEOUT_MS"]) / 1000
+    assert took_s < session_s + TAKEOVER_MARGIN_S
+    assert_history_is(dsn, events)
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_0(env, dsn) -> None:
