@@ -16,7 +16,8 @@ from typing import Annotated, Sequence
 import msgspec
 import numpy as np
 
-from consumers.decode import (JSON_ERRORS, MAX_MESSAGE_BYTES, DeadLetter, TimeWindow,
+from consumers.decode import (JSON_ERRORS, MAX_MESSAGE_BYTES, REQUIRED, DeadLetter, TimeWindow,
+                              may_repeat_a_key,
                               decode_attach)
 from enforcer.digits import decimal_values
 from enforcer.events import AttachBatch, AttachEvent
@@ -47,6 +48,12 @@ class _Usual(msgspec.Struct):
 _usual = msgspec.json.Decoder(_Usual)
 
 
+def _keys(fields: _Usual) -> int:
+    """The keys the message held at the least (an `emergency: false` may be there too)."""
+    return (len(REQUIRED) + fields.emergency + (fields.mcc_mnc is not None)
+            + (fields.rat is not None) + (fields.cell is not None))
+
+
 def decode_poll(values: Sequence[bytes | None], rules: ImeiRules,
                 window: TimeWindow) -> DecodedPoll:
     usual: list[int] = []
@@ -57,10 +64,15 @@ def decode_poll(values: Sequence[bytes | None], rules: ImeiRules,
             unusual.append(i)
             continue
         try:
-            fields.append(_usual.decode(value))
-            usual.append(i)
+            decoded = _usual.decode(value)
         except JSON_ERRORS:
             unusual.append(i)
+            continue
+        if may_repeat_a_key(value, _keys(decoded)):
+            unusual.append(i)  # the slow path tells a repeated key from a busy string
+        else:
+            fields.append(decoded)
+            usual.append(i)
     fast, rejected = _columns(fields, rules, window)
     unusual = sorted(unusual + [usual[j] for j in rejected])
     keep = np.setdiff1d(np.arange(len(usual)), np.array(rejected, dtype=np.int64))

@@ -8,6 +8,7 @@ the core parses (a malformed IMEI is a decision, not a dead letter).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,8 +26,9 @@ OPTIONAL_TEXT = ("mcc_mnc", "rat", "cell")
 MAX_MESSAGE_BYTES = 4096
 
 # msgspec raises UnicodeDecodeError, not DecodeError, for bytes that are not UTF-8 inside a
-# JSON string: both mean "not JSON".
-JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+# JSON string, and RecursionError for arrays or objects nested too deep (a few thousand
+# levels fit in MAX_MESSAGE_BYTES): all of them mean "not JSON" here.
+JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class Reason:
@@ -42,6 +44,7 @@ class Reason:
     BAD_TS = "bad_ts"
     ABSURD_TS = "absurd_ts"
     BAD_FIELD = "bad_field"
+    DUPLICATE_KEY = "duplicate_key"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,30 @@ class TimeWindow:
         return self.now_ms - self.max_age_ms <= ts_ms <= self.now_ms + self.max_future_ms
 
 
+def may_repeat_a_key(value: bytes, keys: int) -> bool:
+    """Cheap: more `":` than the object has keys. Also true of a string holding `":`, or of
+    nested objects; `duplicate_key` tells them apart."""
+    return value.count(b'":') > keys
+
+
+def duplicate_key(value: bytes, keys: int) -> str | None:
+    """The first key the top-level object repeats, if any. Parsers differ on which value of
+    a repeated key wins, so a message that repeats one means different things to different
+    readers: it is refused rather than guessed at."""
+    if not may_repeat_a_key(value, keys):
+        return None
+    try:
+        pairs = json.loads(value, object_pairs_hook=lambda p: p)
+    except (RecursionError, ValueError):  # too deep for the standard library: not an event
+        return None
+    seen: set[str] = set()
+    for key, _ in pairs if isinstance(pairs, list) else ():
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def decode_attach(value: bytes | None, rules: ImeiRules,
                   window: TimeWindow) -> AttachEvent | DeadLetter:
     if value is None:
@@ -78,6 +105,9 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
         return DeadLetter(Reason.NOT_JSON, str(exc))
     if not isinstance(data, dict):
         return DeadLetter(Reason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}")
+    duplicate = duplicate_key(value, len(data))
+    if duplicate is not None:
+        return DeadLetter(Reason.DUPLICATE_KEY, duplicate)
     for name in REQUIRED:
         if data.get(name) is None:
             return DeadLetter(Reason.MISSING_FIELD, name)

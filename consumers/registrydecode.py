@@ -23,7 +23,8 @@ from typing import Annotated, Union
 
 import msgspec
 
-from consumers.decode import JSON_ERRORS, DeadLetter, Reason, TimeWindow, timestamp_ms
+from consumers.decode import (JSON_ERRORS, DeadLetter, Reason, TimeWindow, duplicate_key,
+                              timestamp_ms)
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.lists import BlackReason
 from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Device,
@@ -133,6 +134,9 @@ def decode_registry_event(value: bytes | None, rules: ImeiRules,
         return _shape_letter(value, str(exc))
     except JSON_ERRORS as exc:
         return DeadLetter(Reason.NOT_JSON, str(exc))
+    repeated = duplicate_key(value, 0)  # a few events a second: always looked at
+    if repeated is not None:
+        return DeadLetter(Reason.DUPLICATE_KEY, repeated)
     time_ms = timestamp_ms(wire.time)
     if time_ms is None:
         return DeadLetter(Reason.BAD_TS, "time is neither ISO-8601 nor epoch milliseconds")
