@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from measure import embedded_services, emit, say
+from measure import counter, embedded_services, emit, say
 
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
@@ -52,11 +52,6 @@ def dead_letters(bootstrap: str, topic: str) -> dict[int, str]:
              for m in consumer}
     consumer.close()
     return found
-
-
-def counted(worker, name: str) -> int:
-    return int(sum(s.value for f in worker.metrics.registry.collect() for s in f.samples
-                   if s.name == name))
 
 
 def main() -> None:
@@ -91,13 +86,13 @@ def main() -> None:
         started = time.perf_counter()
         thread.start()
         # The dead-letter counter holds the registry's too: wait for both streams.
-        while (counted(worker, "eir_events_consumed_total")
-               + counted(worker, "eir_dlq_messages_total") < len(attaches) + len(changes)
+        while (counter(worker, "eir_events_consumed_total")
+               + counter(worker, "eir_dlq_messages_total") < len(attaches) + len(changes)
                and thread.is_alive()):
             time.sleep(POLL_S)
         took = time.perf_counter() - started
         alive = thread.is_alive()
-        decided = counted(worker, "eir_events_consumed_total")
+        decided = int(counter(worker, "eir_events_consumed_total"))
         stop.set()
         thread.join()
         worker.close()

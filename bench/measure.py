@@ -49,6 +49,12 @@ def best_of(runs: int, work: Callable[[], object]) -> tuple[float, object]:
     return best, result
 
 
+def counter(worker, name: str) -> float:
+    """A metric of an in-process worker, summed over its labels."""
+    return sum(s.value for f in worker.metrics.registry.collect() for s in f.samples
+               if s.name == name)
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 

@@ -25,7 +25,7 @@ import psycopg
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from measure import embedded_services, emit, say
+from measure import counter, embedded_services, emit, say
 
 from consumers.kafka import CONFLUENT, KAFKA_PYTHON, attach_consumer
 from enforcer.config import Config, load_config
@@ -55,6 +55,22 @@ def messages(keys: np.ndarray, msisdns: np.ndarray, ts: np.ndarray) -> list[tupl
     return [(f"{k:014d}".encode(), msgspec.json.encode({"imei": f"{k:014d}", "imsi": str(i),
                                                   "msisdn": str(m), "ts": t}))
             for k, i, m, t in zip(keys.tolist(), imsis.tolist(), msisdns.tolist(), ts.tolist())]
+
+
+def steady_traffic(country, events: int, rng: np.random.Generator
+                   ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """A warm-up pass (every active pair once, at the start of the hour) and `events`
+    attaches within the hour, REPEAT_SHARE of them an active pair again: the steady state."""
+    start = (time.time_ns() // 1_000_000 // HOUR_MS - 1) * HOUR_MS
+    active_keys, active_msisdns = pairs(country, ACTIVE_PAIRS, rng)
+    warm = messages(active_keys, active_msisdns, np.full(len(active_keys), start))
+    repeat = rng.random(events) < REPEAT_SHARE
+    pick = rng.integers(0, len(active_keys), events)
+    new_keys, new_msisdns = pairs(country, int((~repeat).sum()), rng)
+    keys, msisdns = active_keys[pick], active_msisdns[pick]
+    keys[~repeat], msisdns[~repeat] = new_keys, new_msisdns
+    ts = start + 1 + np.sort(rng.integers(0, SPREAD_MS, events))
+    return warm, messages(keys, msisdns, ts)
 
 
 def preload(bootstrap: str, batches: list[list[tuple[bytes, bytes]]]) -> None:
@@ -109,11 +125,6 @@ def with_client(config: Config, client: str, run: str) -> Config:
                                          group_id=f"bench-{run}-{client}"))
 
 
-def counter(worker, name: str) -> float:
-    return sum(s.value for f in worker.metrics.registry.collect() for s in f.samples
-               if s.name == name)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -129,17 +140,7 @@ def main() -> None:
         country = build_country(CountrySpec(devices=args.devices))
         save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
                       Path(config.state.dir))
-        rng = np.random.default_rng(11)
-        start = (time.time_ns() // 1_000_000 // HOUR_MS - 1) * HOUR_MS
-        active_keys, active_msisdns = pairs(country, ACTIVE_PAIRS, rng)
-        warm = messages(active_keys, active_msisdns, np.full(len(active_keys), start))
-        repeat = rng.random(args.events) < REPEAT_SHARE
-        pick = rng.integers(0, len(active_keys), args.events)
-        new_keys, new_msisdns = pairs(country, int((~repeat).sum()), rng)
-        keys, msisdns = active_keys[pick], active_msisdns[pick]
-        keys[~repeat], msisdns[~repeat] = new_keys, new_msisdns
-        ts = start + 1 + np.sort(rng.integers(0, SPREAD_MS, args.events))
-        measured = messages(keys, msisdns, ts)
+        warm, measured = steady_traffic(country, args.events, np.random.default_rng(11))
         total = len(warm) + len(measured)
         say(f"pre-loading {total:,} attach events ({len(warm):,} warm-up) ...")
         preload(services.broker.bootstrap, [warm, measured])
