@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from measure import embedded_services, emit, say
 
-from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer
+from consumers.kafka import CONFLUENT, KAFKA_PYTHON, outbox_reader, producer
 from consumers.publish import Publication, publish_all
 from enforcer.clock import MS_PER_S, ManualClock
 from enforcer.config import Config, load_config
@@ -90,15 +90,17 @@ def _ts(seconds: float) -> datetime:
 
 def sweep(config: Config, client: str, holder: StateHolder, at_s: float, due: int) -> float:
     """Notices per second through the sweep and the relay, with this Kafka client."""
-    messages = producer(replace(config.kafka, client=client))
+    kafka = replace(config.kafka, client=client)
+    messages = producer(kafka)
     sweeper = NoticeSweeper(config, holder, ManualClock(int(at_s * MS_PER_S)),
                             NoticeMetrics(CollectorRegistry()),
                             lambda: psycopg.connect(config.postgres.dsn, autocommit=True),
-                            messages)
+                            messages, outbox_reader(kafka))
     started = time.perf_counter()
     report = sweeper.run_once()
     took = time.perf_counter() - started
     messages.close()
+    sweeper.close()
     if report["published"] != due:
         raise SystemExit(f"{client}: published {report['published']:,}, expected {due:,}")
     return due / took

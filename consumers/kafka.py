@@ -73,12 +73,22 @@ def producer(config: KafkaConfig) -> Producer:
 
 def registry_consumer(config: KafkaConfig) -> Consumer:
     """No group: every worker reads every partition, from positions kept in PostgreSQL."""
+    return _reader(config, "registry")
+
+
+def outbox_reader(config: KafkaConfig) -> Consumer:
+    """No group: the outbox relay reads its own topics back after an interrupted round."""
+    return _reader(config, "outbox")
+
+
+def _reader(config: KafkaConfig, purpose: str) -> Consumer:
     if _client(config) == KAFKA_PYTHON:
         return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
                                         auto_offset_reset="earliest", **security(config)))
     # librdkafka wants a group id even for assigned partitions; nothing is ever committed.
-    return ConfluentConsumer({"group.id": f"{config.group_id}.registry",
+    return ConfluentConsumer({"group.id": f"{config.group_id}.{purpose}",
                               "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                              "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                               **rdkafka_security(config)})
 
 

@@ -29,20 +29,30 @@ class Publication:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where the broker put an acknowledged message."""
+
+    partition: int
+    offset: int
+
+
 class NotAcknowledged(Exception):
     """Some messages were not acknowledged by the broker in time; send them again."""
 
 
 class Producer(Protocol):
-    def publish(self, messages: Sequence[Publication], timeout_s: float) -> list[bool]:
-        """Send them all and wait: for each, whether the broker acknowledged it."""
+    def publish(self, messages: Sequence[Publication],
+                timeout_s: float) -> list[Delivered | None]:
+        """Send them all and wait: for each, where the broker put it, or None when it did
+        not acknowledge it."""
 
     def close(self) -> None: ...
 
 
 def publish_all(producer: Producer, messages: Sequence[Publication], timeout_s: float) -> None:
     acked = producer.publish(messages, timeout_s)
-    missing = acked.count(False)
+    missing = acked.count(None)
     if missing:
         raise NotAcknowledged(f"{missing} of {len(messages)} messages not acknowledged")
 
@@ -51,14 +61,16 @@ class KafkaPythonProducer:
     def __init__(self, options: dict[str, Any]) -> None:
         self._producer = KafkaProducer(**options)
 
-    def publish(self, messages: Sequence[Publication], timeout_s: float) -> list[bool]:
+    def publish(self, messages: Sequence[Publication],
+                timeout_s: float) -> list[Delivered | None]:
         futures = [self._producer.send(m.topic, key=m.key, value=m.value,
                                        headers=list(m.headers)) for m in messages]
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaTimeoutError:
             pass  # what did not make it reads as not acknowledged below
-        return [f.is_done and f.succeeded() for f in futures]
+        return [Delivered(f.value.partition, f.value.offset)
+                if f.is_done and f.succeeded() else None for f in futures]
 
     def close(self) -> None:
         self._producer.close()
@@ -69,12 +81,14 @@ class ConfluentProducer:
         # librdkafka's own log lines go through ours: structured, one event per line.
         self._producer = RdKafkaProducer(options, logger=logging.getLogger("eir.kafka"))
 
-    def publish(self, messages: Sequence[Publication], timeout_s: float) -> list[bool]:
-        acked = [False] * len(messages)
+    def publish(self, messages: Sequence[Publication],
+                timeout_s: float) -> list[Delivered | None]:
+        acked: list[Delivered | None] = [None] * len(messages)
 
         def on_delivery(index: int) -> Callable[[Any, Any], None]:
-            def delivered(error: Any, _message: Any) -> None:
-                acked[index] = error is None
+            def delivered(error: Any, message: Any) -> None:
+                if error is None:
+                    acked[index] = Delivered(message.partition(), message.offset())
             return delivered
 
         produce, poll = self._producer.produce, self._producer.poll

@@ -62,6 +62,10 @@ class Consumer(Protocol):
     def partitions_for(self, topic: str) -> set[int]:
         """Empty while the topic does not exist."""
 
+    def highwater(self, partition: Partition) -> int | None:
+        """The partition's end (the next offset to be written) as the last fetch saw it;
+        None before any. (Asked of the broker directly, tansu miscounts it.)"""
+
     def lag(self) -> dict[Partition, int]: ...
 
     def close(self) -> None: ...
@@ -122,6 +126,9 @@ class KafkaPythonConsumer:
 
     def partitions_for(self, topic: str) -> set[int]:
         return set(self._consumer.partitions_for_topic(topic) or ())
+
+    def highwater(self, partition: Partition) -> int | None:
+        return self._consumer.highwater(TopicPartition(*partition))
 
     def lag(self) -> dict[Partition, int]:
         assigned = list(self._consumer.assignment())
@@ -190,6 +197,10 @@ class ConfluentConsumer:
         if found is None or found.error is not None:
             return set()
         return set(found.partitions)
+
+    def highwater(self, partition: Partition) -> int | None:
+        _, high = self._consumer.get_watermark_offsets(RdPartition(*partition), cached=True)
+        return high if high >= 0 else None
 
     def lag(self) -> dict[Partition, int]:
         assigned = self._consumer.assignment()

@@ -23,13 +23,17 @@ import psycopg
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from consumers.publish import Publication
+from consumers.publish import Delivered, Producer, Publication
+from consumers.readback import keys_after
+from consumers.receive import Consumer
 
 from enforcer.clock import MS_PER_DAY, MS_PER_HOUR, Clock
 from enforcer.config import Config, NoticesConfig
 from enforcer.cutoffs import CutOffs
 from enforcer.db.notices import (Change, cut_after, cut_subjects, enqueue, live_about,
-                                 live_counts, mark_sent, record, take_due, unsent)
+                                 live_counts, mark_sent, mark_sent_keys, record,
+                                 RelayRecord, relay_record, save_relay_record, set_in_flight,
+                                 take_due, unsent)
 from enforcer.effects import FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream
 from enforcer.logs import describe
 from enforcer.noticemessages import OutboxMessage, step_messages
@@ -64,6 +68,16 @@ def cancellation(notice: Notice, reason: str,
     return Change(cancelled, notice.state, None, step, reason), messages
 
 
+def _after(ends: dict[str, dict[int, int]],
+           delivered: list[tuple[str, Delivered]]) -> dict[str, dict[int, int]]:
+    """`ends` moved past these deliveries."""
+    moved = {topic: dict(parts) for topic, parts in ends.items()}
+    for topic, d in delivered:
+        parts = moved.setdefault(topic, {})
+        parts[d.partition] = max(parts.get(d.partition, 0), d.offset + 1)
+    return moved
+
+
 def _subject(notice: Notice) -> tuple[int, int | None]:
     return notice.imei_key, notice.imsi if notice.scope is Scope.PAIR else None
 
@@ -71,13 +85,14 @@ def _subject(notice: Notice) -> tuple[int, int | None]:
 class NoticeSweeper:
     def __init__(self, config: Config, holder: StateHolder, clock: Clock,
                  metrics: NoticeMetrics, connect: Callable[[], psycopg.Connection],
-                 producer) -> None:
+                 producer: Producer, reader: Consumer) -> None:
         self._config = config
         self._holder = holder
         self._clock = clock
         self._metrics = metrics
         self._connect = connect
         self._producer = producer
+        self._reader = reader  # reads the outbox topics back after an interrupted round
         self._pace = pace_of(config)
         self._topics = {Stream.NOTIFICATIONS.value: config.kafka.notifications_topic,
                         Stream.COMMANDS.value: config.kafka.commands_topic}
@@ -254,22 +269,39 @@ class NoticeSweeper:
     def relay(self, conn: psycopg.Connection) -> int:
         """Publish the outbox, oldest first, in one worker at a time (so that one device's
         cutoff and restore reach provisioning in the order they were decided). Only what
-        the broker acknowledged is marked sent; the rest goes again, same key."""
-        total = 0
+        the broker acknowledged is marked sent. A round that may have published without
+        recording it (a killed worker, the database lost before the commit, a message not
+        acknowledged) is read back from the topics by the next relay, which marks what it
+        finds sent instead of publishing it again."""
+        (mine,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,)).fetchone()
+        if not mine:
+            return 0  # another worker is relaying
+        try:
+            return self._relay(conn)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (RELAY_LOCK,))
+
+    def _relay(self, conn: psycopg.Connection) -> int:
+        last = relay_record(conn)
+        if last.in_flight:
+            self._mark_found(conn, last.ends)
+        ends, total = last.ends, 0
         while True:
+            rows = unsent(conn, self._config.notices.batch)
+            if not rows:
+                return total
+            set_in_flight(conn, True)  # committed before anything reaches the broker
+            delivered = self._producer.publish([Publication(
+                self._topics[m.stream], m.key, m.body,
+                ((IDEMPOTENCY_HEADER, m.idempotency_key.encode()),)) for _, m in rows],
+                FLUSH_TIMEOUT_S)
+            acked = [(i, m, d) for (i, m), d in zip(rows, delivered) if d is not None]
+            ends = _after(ends, [(self._topics[m.stream], d) for _, m, d in acked])
             with conn.transaction():
-                (mine,) = conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
-                                       (RELAY_LOCK,)).fetchone()
-                if not mine:
-                    return total  # another worker is relaying
-                rows = unsent(conn, self._config.notices.batch)
-                delivered = self._producer.publish([Publication(
-                    self._topics[m.stream], m.key, m.body,
-                    ((IDEMPOTENCY_HEADER, m.idempotency_key.encode()),)) for _, m in rows],
-                    FLUSH_TIMEOUT_S)
-                acked = [(i, m) for (i, m), ok in zip(rows, delivered) if ok]
-                mark_sent(conn, [i for i, _ in acked])
-            for _, m in acked:
+                mark_sent(conn, [i for i, _, _ in acked])
+                # One not acknowledged may be on its topic all the same: read back next time.
+                save_relay_record(conn, RelayRecord(len(acked) < len(rows), ends))
+            for _, m, _ in acked:
                 self._metrics.published.labels(m.stream).inc()
             total += len(acked)
             if len(acked) < len(rows):
@@ -278,6 +310,20 @@ class NoticeSweeper:
                 return total
             if len(rows) < self._config.notices.batch:
                 return total
+
+    def _mark_found(self, conn: psycopg.Connection, ends: dict[str, dict[int, int]]) -> None:
+        for stream, topic in self._topics.items():
+            found = keys_after(self._reader, topic, ends.get(topic, {}), IDEMPOTENCY_HEADER,
+                               FLUSH_TIMEOUT_S)
+            marked = mark_sent_keys(conn, stream, found)
+            if marked:
+                self._metrics.found_on_topic.labels(stream).inc(marked)
+                log.warning("outbox messages found already published after an interrupted"
+                            " round, marked sent", extra={"stream": stream, "marked": marked})
+        set_in_flight(conn, False)
+
+    def close(self) -> None:
+        self._reader.close()
 
     def follow_cutoffs(self, conn: psycopg.Connection) -> int:
         """Cutoffs and restores made by any worker, into this worker's memory; the whole

@@ -14,7 +14,7 @@ import psycopg
 from apscheduler.schedulers.base import BaseScheduler
 
 from consumers.attach import AttachWorker
-from consumers.kafka import attach_consumer, producer, registry_consumer
+from consumers.kafka import attach_consumer, outbox_reader, producer, registry_consumer
 from consumers.registry import RegistryFollower
 from enforcer.build import imei_rules
 from enforcer.clock import Clock, clock_from
@@ -40,10 +40,12 @@ class Worker:
     """The attach loop in the caller's thread, the registry loop beside it, and the
     scheduled jobs, on one state."""
 
-    def __init__(self, attach: AttachWorker, registry: RegistryFollower, jobs: list[Job],
-                 runner: JobRunner, stopping: threading.Event, scheduler: BaseScheduler,
+    def __init__(self, attach: AttachWorker, registry: RegistryFollower,
+                 sweeper: NoticeSweeper, jobs: list[Job], runner: JobRunner,
+                 stopping: threading.Event, scheduler: BaseScheduler,
                  http: HttpServer | None) -> None:
         self._attach = attach
+        self._sweeper = sweeper
         self._http = http
         self._registry = registry
         self._jobs = {job.name: job for job in jobs}
@@ -81,6 +83,7 @@ class Worker:
             self._http.close()
         self._attach.close()
         self._registry.close()
+        self._sweeper.close()
 
 
 def build_worker(config: Config, clock: Clock | None = None) -> Worker:
@@ -103,7 +106,8 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
                        metrics.jobs, stopping)
     jobs = worker_jobs(config, holder, rules, clock, connect, metrics.reload_seconds.observe)
     scheduler = scheduler_for(jobs, runner, config.jobs)  # a bad cron stops us here
-    sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages)
+    sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages,
+                            outbox_reader(config.kafka))
     schedule_sweeps(scheduler, sweeper, config)
 
     def touched(imeis: set[int], msisdns: set[int]) -> None:
@@ -119,7 +123,7 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
                           messages, connect, lambda: wake_sweeper(scheduler, sweeper))
     http = serve_http(config, holder, rules, metrics,
                       {"state": registry.state_check, "partitions": attach.partitions_check})
-    worker = Worker(attach, registry, jobs, runner, stopping, scheduler, http)
+    worker = Worker(attach, registry, sweeper, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker
 

@@ -24,6 +24,10 @@ class NoticeMetrics:
                                    registry=registry)
         self.published = Counter("eir_outbox_published", "Outbox messages published, by "
                                  "stream.", ["stream"], registry=registry)
+        self.found_on_topic = Counter(
+            "eir_outbox_found_on_topic", "Outbox messages found already on their topic after "
+            "a relay round that did not commit, marked sent instead of published again, by "
+            "stream.", ["stream"], registry=registry)
         self.rounds = Counter("eir_notice_rounds", "Rounds of the notices' sweep completed.",
                               registry=registry)
         self.cutoffs = Gauge("eir_cutoffs", "Subjects cut off in this worker's memory, by "

@@ -295,7 +295,7 @@ def test_a_message_the_broker_never_acknowledged_is_reported_not_sent(env) -> No
                  "EIR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
     nowhere = producer(load_config(environ=env).kafka)
     message = Publication("eir.commands", b"1", b"{}", (("idempotency-key", b"k"),))
-    assert nowhere.publish([message], 1.0) == [False]
+    assert nowhere.publish([message], 1.0) == [None]
     with pytest.raises(NotAcknowledged):
         publish_all(nowhere, [message], 1.0)
     del nowhere  # not close(): that would wait for the queued message

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from enforcer.clock import MS_PER_S
 from enforcer.noticemessages import OutboxMessage
@@ -156,6 +157,37 @@ def mark_sent(conn: psycopg.Connection, ids: list[int]) -> None:
     # As one array literal: psycopg would otherwise adapt the ids one by one in Python.
     conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s::bigint[])",
                  ("{" + ",".join(map(str, ids)) + "}",))
+
+
+@dataclass(frozen=True)
+class RelayRecord:
+    in_flight: bool  # the last round may have published without recording it
+    ends: dict[str, dict[int, int]]  # topic -> partition -> after the relay's last message
+
+
+def relay_record(conn: psycopg.Connection) -> RelayRecord:
+    in_flight, ends = conn.execute("SELECT in_flight, ends FROM outbox_relay").fetchone()
+    return RelayRecord(in_flight, {t: {int(p): o for p, o in parts.items()}
+                                   for t, parts in ends.items()})
+
+
+def save_relay_record(conn: psycopg.Connection, record: RelayRecord) -> None:
+    ends = {t: {str(p): o for p, o in parts.items()} for t, parts in record.ends.items()}
+    conn.execute("UPDATE outbox_relay SET in_flight = %s, ends = %s",
+                 (record.in_flight, Jsonb(ends)))
+
+
+def set_in_flight(conn: psycopg.Connection, in_flight: bool) -> None:
+    conn.execute("UPDATE outbox_relay SET in_flight = %s", (in_flight,))
+
+
+def mark_sent_keys(conn: psycopg.Connection, stream: str, keys: set[str]) -> int:
+    """Mark unsent messages of `stream` sent by idempotency key; returns how many."""
+    if not keys:
+        return 0
+    return conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE sent_at IS NULL"
+                        " AND stream = %s AND idempotency_key = ANY(%s)",
+                        (stream, list(keys))).rowcount
 
 
 def live_about(conn: psycopg.Connection, imei_keys: list[int],
