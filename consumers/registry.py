@@ -140,14 +140,19 @@ class RegistryFollower:
                     conn = self._connect()
                 decoded = [self._decode(record) for record in records]
                 draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
-                for record, event in zip(records, decoded):
-                    self._handle(conn, record, event, draft)
-                    done += 1
-            except Exception as exc:  # whatever failed, the rest is read again
+                with conn.transaction():
+                    letters = [letter for record, event in zip(records, decoded)
+                               if (letter := self._handle(conn, record, event, draft))]
+                    # Published before the poll's rows commit: a dead letter stored is one
+                    # the broker has (a crash in between stores nothing; all is read again).
+                    publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
+                done = len(records)
+                self._count(draft, [reason for _, reason in letters])
+            except Exception as exc:  # whatever failed, the poll is read again
                 log.warning("registry events not stored, will be read again",
                             extra={"error": describe(exc)})
-                rewind(self._consumer, first_offsets(  # the ones before are stored
-                    [(r.topic, r.partition, r.offset) for r in records[done:]]))
+                rewind(self._consumer, first_offsets(
+                    [(r.topic, r.partition, r.offset) for r in records]))
                 conn = None
                 stop.wait(RETRY_S)
             finally:
@@ -196,35 +201,41 @@ class RegistryFollower:
                                      registry_window(self._config, self._clock.now_ms()))
 
     def _handle(self, conn: psycopg.Connection, record: Record,
-                decoded: RegistryEvent | DeadLetter, draft: OverlayDraft) -> None:
+                decoded: RegistryEvent | DeadLetter,
+                draft: OverlayDraft) -> tuple[Publication, str] | None:
+        """Store the event and apply it to the draft; a dead letter to publish, if it is one
+        no worker has stored before."""
         at = Position(record.topic, record.partition, record.offset)
         received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
         if isinstance(decoded, DeadLetter):
             event_id = f"{record.topic}:{record.partition}:{record.offset}"
             if store(conn, event_id, False, decoded.reason, record.value or b"", at,
                      received) is Stored.NEW:
-                self._dead_letter(record, decoded)
-            return
+                return self._dead_letter(record, decoded), decoded.reason
+            return None
         try:
             draft.check(decoded.change)
         except Inapplicable as exc:
             letter = DeadLetter(INAPPLICABLE, str(exc))
             if store(conn, decoded.event_id, False, letter.reason, record.value or b"", at,
                      received) is Stored.NEW:
-                self._dead_letter(record, letter)
-            return
+                return self._dead_letter(record, letter), letter.reason
+            return None
         outcome = store(conn, decoded.event_id, True, None, record.value or b"", at, received)
         if outcome is Stored.REPLAY:
             self._metrics.registry_events.labels("replayed").inc()
-            return
+            return None
         draft.apply(decoded)
-        self._metrics.registry_events.labels("applied").inc()
         log.info("registry event applied", extra={"event_id": decoded.event_id,
                                                   "type": type(decoded.change).__name__})
+        return None
 
-    def _dead_letter(self, record: Record, letter: DeadLetter) -> None:
-        self._metrics.registry_events.labels("dead_lettered").inc()
-        self._metrics.dead_letters.labels(letter.reason).inc()
-        publish_all(self._producer, [Publication(
-            self._config.kafka.registry_dlq_topic, record.key, record.value or b"",
-            tuple(dead_letter_headers(record, letter)))], FLUSH_TIMEOUT_S)
+    def _dead_letter(self, record: Record, letter: DeadLetter) -> Publication:
+        return Publication(self._config.kafka.registry_dlq_topic, record.key,
+                           record.value or b"", tuple(dead_letter_headers(record, letter)))
+
+    def _count(self, draft: OverlayDraft, dead_reasons: list[str]) -> None:
+        self._metrics.registry_events.labels("applied").inc(len(draft.applied))
+        self._metrics.registry_events.labels("dead_lettered").inc(len(dead_reasons))
+        for reason in dead_reasons:
+            self._metrics.dead_letters.labels(reason).inc()
