@@ -41,8 +41,6 @@ from metrics.worker import WorkerMetrics
 
 log = logging.getLogger("eir.worker")
 
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 30.0
 LAG_EVERY_S = 5.0
 
 
@@ -98,7 +96,8 @@ class AttachWorker:
         return None
 
     def run(self, stop: threading.Event) -> None:
-        backoff = BACKOFF_FIRST_S
+        first, most = self._config.worker.retry_first_s, self._config.worker.retry_max_s
+        backoff = first
         log.info("worker started", extra={"topic": self._config.kafka.attach_topic,
                                           "generation": self._holder.current.generation})
         while not stop.is_set():
@@ -108,7 +107,7 @@ class AttachWorker:
             if len(polled):
                 try:
                     self.handle(polled)
-                    backoff = BACKOFF_FIRST_S
+                    backoff = first
                 except Exception as exc:  # noqa: BLE001 - whatever failed, replay the batch
                     rewind(self._consumer, polled.first_offsets())
                     self._drop_connection()
@@ -116,7 +115,7 @@ class AttachWorker:
                                 extra={"error": describe(exc), "retry_in_s": backoff,
                                        "events": len(polled)})
                     stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    backoff = min(backoff * 2, most)
             self._report_lag()
         log.info("worker stopping")
 
@@ -139,8 +138,8 @@ class AttachWorker:
         rows = rows.take(np.flatnonzero(self._sightings.needed(rows)))
         sightings = notice_sightings(batch, decisions, set(zip(
             rows.imei_key.tolist(), rows.imsi.tolist())))
-        conn = self._connection()
         try:
+            conn = self._connection()
             self._store.ensure_partitions(conn, set(rows.month.tolist()))
             with conn.transaction():
                 self._store.write(conn, rows)
@@ -207,5 +206,10 @@ class AttachWorker:
         if time.monotonic() - self._last_lag < LAG_EVERY_S:
             return
         self._last_lag = time.monotonic()
-        for (topic, partition), lag in self._consumer.lag().items():
+        try:
+            lags = self._consumer.lag()
+        except Exception as exc:  # noqa: BLE001 - the broker away: the gauge waits, we go on
+            log.warning("consumer lag not measured", extra={"error": describe(exc)})
+            return
+        for (topic, partition), lag in lags.items():
             self._metrics.lag.labels(topic, str(partition)).set(lag)

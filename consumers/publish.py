@@ -15,6 +15,7 @@ from confluent_kafka import Producer as RdKafkaProducer
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
+log = logging.getLogger("eir.kafka")
 # librdkafka's local queue full: wait this long for deliveries to make room.
 POLL_WHEN_FULL_S = 0.05
 # What is still queued at close gets this long to go out.
@@ -59,6 +60,7 @@ def publish_all(producer: Producer, messages: Sequence[Publication], timeout_s: 
 
 class KafkaPythonProducer:
     def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
         self._producer = KafkaProducer(**options)
 
     def publish(self, messages: Sequence[Publication],
@@ -69,8 +71,19 @@ class KafkaPythonProducer:
             self._producer.flush(timeout=timeout_s)
         except KafkaTimeoutError:
             pass  # what did not make it reads as not acknowledged below
-        return [Delivered(f.value.partition, f.value.offset)
-                if f.is_done and f.succeeded() else None for f in futures]
+        acked = [Delivered(f.value.partition, f.value.offset)
+                 if f.is_done and f.succeeded() else None for f in futures]
+        if None in acked:
+            self._renew()
+        return acked
+
+    def _renew(self) -> None:
+        """A fresh producer for the next try. The idempotent producer's id lives in the
+        broker: one the broker no longer knows (it restarted, the id expired) leaves this
+        producer failing every send for good."""
+        log.warning("producer renewed after messages were not acknowledged")
+        self._producer.close(timeout=0)
+        self._producer = KafkaProducer(**self._options)
 
     def close(self) -> None:
         self._producer.close()
@@ -79,7 +92,7 @@ class KafkaPythonProducer:
 class ConfluentProducer:
     def __init__(self, options: dict[str, Any]) -> None:
         # librdkafka's own log lines go through ours: structured, one event per line.
-        self._producer = RdKafkaProducer(options, logger=logging.getLogger("eir.kafka"))
+        self._producer = RdKafkaProducer(options, logger=log)
 
     def publish(self, messages: Sequence[Publication],
                 timeout_s: float) -> list[Delivered | None]:

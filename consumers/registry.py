@@ -190,7 +190,11 @@ class RegistryFollower:
 
     def _partitions(self, topic: str, stop: threading.Event) -> list[int]:
         while not stop.is_set():
-            found = self._consumer.partitions_for(topic)
+            try:
+                found = self._consumer.partitions_for(topic)
+            except Exception as exc:  # noqa: BLE001 - the broker away: ask again
+                log.warning("registry topic not looked up", extra={"error": describe(exc)})
+                found = set()
             if found:
                 return sorted(found)
             stop.wait(RETRY_S)  # the topic does not exist yet

@@ -82,6 +82,8 @@ class WorkerConfig:
     batch_max_wait_ms: int
     max_event_age_days: int
     max_event_future_s: int
+    retry_first_s: float
+    retry_max_s: float
     gc_threshold: int
     name: str
 

@@ -1,0 +1,83 @@
+"""Faults: a real worker process SIGKILLed at random moments while it replays attach traffic
+that opens notices and carries them through their month.
+
+    python bench/faults.py [--events 1000000] [--kills 10] [--devices 1000000]
+
+Pre-loads --events attaches (FAULT_MIX of enforcer/faults.py: 5 % on another cartable's
+SIM, 3 % unregistered devices) on four partitions, starts `eir-enforcer run` on a clock
+file, and kills it (SIGKILL) at random moments, starting it again at once: --kills minus
+two while the attaches are consumed (each a random moment up to 2 s after the committed
+offsets pass a random share of the topic), two while the notices past their deadline are
+cut and sent. Between the two the clock moves to day 20, when the notices' subjects attach
+again, and then past the 30-day deadline, so that every notice must end cut. The last line is
+JSON: events in, pairs recorded, steps sent, duplicates and losses (all of which must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+from measure import embedded_services, emit, say
+
+from enforcer.db.migrate import migrate
+from enforcer.faults import KillPlan, WorkerProcess, month_under_kills, traffic
+from enforcer.state import EnforcementState, save_snapshot
+from enforcer.synth import CountrySpec, build_country
+from rules.policy import load_policy
+
+SWEEP_KILLS = 2
+JITTER_S = 2.0
+TIMEOUT_S = 1800
+START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: the run repeats with its seed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--client", default="kafka-python", help="kafka.client of the worker")
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    with embedded_services("eir-faults-") as (services, scratch):
+        env = {"EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
+               "EIR_KAFKA__CLIENT": args.client, "EIR_KAFKA__ATTACH_TOPIC": "attach-faults",
+               "EIR_KAFKA__NOTIFICATIONS_TOPIC": "faults.notifications",
+               "EIR_KAFKA__COMMANDS_TOPIC": "faults.commands",
+               "EIR_KAFKA__GROUP_ID": "faults", "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+               "EIR_POSTGRES__DSN": services.postgres.dsn,
+               "EIR_STATE__DIR": str(scratch / "state"), "EIR_HTTP__PORT": "0",
+               "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__CONSISTENCY_CRON": "",
+               "EIR_JOBS__RETENTION_CRON": "", "EIR_NOTICES__SWEEP_EVERY_S": "1",
+               "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00"}
+        migrate(services.postgres.dsn)
+        country = build_country(CountrySpec(devices=args.devices))
+        save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
+                      Path(env["EIR_STATE__DIR"]))
+        sent = traffic(country, args.events, args.seed, START_MS)
+        say(f"{args.events:,} attaches, {len(sent.first_seen):,} pairs; killing the worker "
+            f"{args.kills} times ...")
+        worker = WorkerProcess(env, scratch / "clock")
+        started = time.perf_counter()
+        plan = KillPlan(args.kills - SWEEP_KILLS, SWEEP_KILLS, JITTER_S, TIMEOUT_S)
+        moments = random.Random(args.seed)  # noqa: S311 - kill moments, not secrets
+        result, events_in = month_under_kills(worker, env, sent, START_MS, plan, moments)
+        took = time.perf_counter() - started
+        say(f"{worker.kills} kills in {took:,.0f} s: {result}")
+        emit({"events_in": events_in, "kills": worker.kills, "client": args.client,
+              "cores": len(os.sched_getaffinity(0)), "seconds": round(took),
+              "pairs_in": result.pairs_in, "pairs_recorded": result.pairs_recorded,
+              "pairs_missing": result.pairs_missing,
+              "first_seen_wrong": result.first_seen_wrong, "notices": result.notices,
+              "notices_cut": result.notices_cut, "cutoffs_missing": result.cutoffs_missing,
+              "steps_recorded": result.steps_recorded, "steps_sent": result.steps_sent,
+              "steps_missing": result.steps_missing, "duplicates": result.duplicates,
+              "clean": result.clean()})
+
+
+if __name__ == "__main__":
+    main()
