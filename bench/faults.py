@@ -9,7 +9,13 @@ file, and kills it (SIGKILL) at random moments, starting it again at once: --kil
 two while the attaches are consumed (each a random moment up to 2 s after the committed
 offsets pass a random share of the topic), two while the notices past their deadline are
 cut and sent. Between the two the clock moves to day 20, when the notices' subjects attach
-again, and then past the 30-day deadline, so that every notice must end cut. The last line is
+again, and then past the 30-day deadline, so that every notice must end cut.
+
+Then, on fresh topics with --outage-events attaches each: the broker stopped for --outage-s
+under a running worker and started again (tansu keeps nothing, so everything is produced
+again), and PostgreSQL stopped for --outage-s while the second half of the traffic arrives.
+The worker is never told; it must be alive after each, with every pair in the history, and
+with no offset committed while the database was away. The last line is
 JSON: events in, pairs recorded, steps sent, duplicates and losses (all of which must be 0).
 """
 
@@ -19,12 +25,18 @@ import argparse
 import os
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
+
+import psycopg
 
 from measure import embedded_services, emit, say
 
 from enforcer.db.migrate import migrate
-from enforcer.faults import KillPlan, WorkerProcess, month_under_kills, traffic
+from enforcer.clock import MS_PER_DAY, MS_PER_HOUR
+from enforcer.faults import (KillPlan, Outage, WorkerProcess, month_under_kills,
+                             through_broker_outage, through_database_outage, traffic)
+from enforcer.services import free_port
 from enforcer.state import EnforcementState, save_snapshot
 from enforcer.synth import CountrySpec, build_country
 from rules.policy import load_policy
@@ -33,6 +45,7 @@ SWEEP_KILLS = 2
 JITTER_S = 2.0
 TIMEOUT_S = 1800
 START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: the run repeats with its seed
+OUTAGE_DAY = 40  # the outages' traffic comes after the month of the kills
 
 
 def main() -> None:
@@ -42,6 +55,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--client", default="kafka-python", help="kafka.client of the worker")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--outage-events", type=int, default=200_000)
+    parser.add_argument("--outage-s", type=float, default=15.0)
     args = parser.parse_args()
     with embedded_services("eir-faults-") as (services, scratch):
         env = {"EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
@@ -68,6 +83,8 @@ def main() -> None:
         result, events_in = month_under_kills(worker, env, sent, START_MS, plan, moments)
         took = time.perf_counter() - started
         say(f"{worker.kills} kills in {took:,.0f} s: {result}")
+        outages = [outage(services, env, country, args, scratch, service)
+                   for service in ("kafka", "postgres")]
         emit({"events_in": events_in, "kills": worker.kills, "client": args.client,
               "cores": len(os.sched_getaffinity(0)), "seconds": round(took),
               "pairs_in": result.pairs_in, "pairs_recorded": result.pairs_recorded,
@@ -76,7 +93,31 @@ def main() -> None:
               "notices_cut": result.notices_cut, "cutoffs_missing": result.cutoffs_missing,
               "steps_recorded": result.steps_recorded, "steps_sent": result.steps_sent,
               "steps_missing": result.steps_missing, "duplicates": result.duplicates,
-              "clean": result.clean()})
+              "clean": result.clean(), "outages": [asdict(o) for o in outages]})
+
+
+def outage(services, env: dict[str, str], country, args, scratch: Path,
+           service: str) -> Outage:
+    with psycopg.connect(services.postgres.dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE slot_usage")
+    env = {**env, "EIR_KAFKA__ATTACH_TOPIC": f"attach-{service}-outage",
+           "EIR_KAFKA__GROUP_ID": f"{service}-outage", "EIR_HTTP__PORT": str(free_port())}
+    start_ms = START_MS + OUTAGE_DAY * MS_PER_DAY
+    sent = traffic(country, args.outage_events, args.seed, start_ms)
+    worker = WorkerProcess(env, scratch / f"clock-{service}")
+    worker.set_time(start_ms + len(sent.messages) + MS_PER_HOUR)
+    try:
+        if service == "kafka":
+            result = through_broker_outage(worker, services.broker, env, sent, args.outage_s,
+                                           TIMEOUT_S)
+        else:
+            result = through_database_outage(worker, services.postgres, env, sent,
+                                             args.outage_s, TIMEOUT_S)
+    finally:
+        if worker.alive():
+            worker.stop()
+    say(f"{service} stopped for {args.outage_s:g} s: {result}")
+    return result
 
 
 if __name__ == "__main__":

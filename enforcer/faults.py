@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,9 @@ class KillPlan:
 
 READ_IDLE_MS = 3000
 LIVE = "('open', 'warned', 'reminded')"
+HTTP_TIMEOUT_S = 5
+HTTP_OK = 200
+HTTP_UNAVAILABLE = 503
 
 
 @dataclass(frozen=True)
@@ -263,3 +268,100 @@ def month_under_kills(worker: WorkerProcess, env: dict[str, str], sent: Traffic,
               "commands": env["EIR_KAFKA__COMMANDS_TOPIC"]}
     return audit(dsn, bootstrap, topics, sent, events_in, end), events_in
 
+
+
+@dataclass(frozen=True)
+class Outage:
+    service: str
+    events_in: int
+    worker_alive: bool  # through the outage and after it
+    committed_while_down: int  # offsets committed with the database away (must be 0)
+    not_ready_seen: bool  # /readyz answered 503 while the database was away
+    retries_while_down: float  # eir_batch_failures_total grew by this much meanwhile
+    recovered_s: float  # from the service back to every event committed
+    pairs_missing: int
+    first_seen_wrong: int
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(POLL_S)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:  # noqa: S310 - loopback
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def ready(port: int) -> int:
+    """/readyz's status (0 when nothing answers)."""
+    return _get(f"http://127.0.0.1:{port}/readyz")[0]
+
+
+def batch_failures(port: int) -> float:
+    _, text = _get(f"http://127.0.0.1:{port}/metrics")
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("eir_batch_failures_total{"))
+
+
+def through_broker_outage(worker: WorkerProcess, broker, env: dict[str, str], sent: Traffic,
+                          outage_s: float, timeout_s: float) -> Outage:
+    """Half the traffic consumed, the broker stopped for outage_s and started again; tansu
+    keeps nothing over a restart, so all of it is produced again (the worker is not told)."""
+    bootstrap, group, topic = (broker.bootstrap, env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"])
+    half = len(sent.messages) // 2
+    produce(bootstrap, topic, sent.messages[:half])
+    worker.start()
+    wait_until(lambda: committed(bootstrap, group, topic) >= half // 2, timeout_s)
+    broker.stop()
+    time.sleep(outage_s)
+    alive = worker.alive()
+    broker.start()
+    back = time.monotonic()
+    produce(bootstrap, topic, sent.messages)
+    wait_until(lambda: committed(bootstrap, group, topic) == len(sent.messages), timeout_s)
+    recovered = round(time.monotonic() - back, 1)
+    missing, wrong = history_gaps(env["EIR_POSTGRES__DSN"], sent)
+    return Outage("kafka", half + len(sent.messages), alive and worker.alive(), 0, False, 0,
+                  recovered, missing, wrong)
+
+
+def through_database_outage(worker: WorkerProcess, postgres, env: dict[str, str],
+                            sent: Traffic, outage_s: float, timeout_s: float) -> Outage:
+    """Half the traffic consumed, PostgreSQL stopped, the other half produced, PostgreSQL
+    started again after outage_s."""
+    bootstrap, group, topic = (env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
+                               env["EIR_KAFKA__ATTACH_TOPIC"])
+    port = int(env["EIR_HTTP__PORT"])
+    half = len(sent.messages) // 2
+    produce(bootstrap, topic, sent.messages[:half])
+    worker.start()
+    wait_until(lambda: committed(bootstrap, group, topic) == half, timeout_s)
+    failures = batch_failures(port)
+    postgres.stop()
+    down = time.monotonic()
+    produce(bootstrap, topic, sent.messages[half:])
+    not_ready = False
+    while time.monotonic() - down < outage_s:
+        not_ready = not_ready or ready(port) == HTTP_UNAVAILABLE
+        time.sleep(POLL_S)
+    held = committed(bootstrap, group, topic) - half
+    retries = batch_failures(port) - failures
+    alive = worker.alive()
+    postgres.start()
+    back = time.monotonic()
+    wait_until(lambda: committed(bootstrap, group, topic) == len(sent.messages), timeout_s)
+    recovered = round(time.monotonic() - back, 1)
+    wait_until(lambda: ready(port) == HTTP_OK, timeout_s)
+    missing, wrong = history_gaps(env["EIR_POSTGRES__DSN"], sent)
+    return Outage("postgres", len(sent.messages), alive and worker.alive(), held, not_ready,
+                  retries, recovered, missing, wrong)

@@ -6,24 +6,21 @@ at a million events and ten kills.)"""
 from __future__ import annotations
 
 import random
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from enforcer.db.migrate import migrate
-from enforcer.faults import (KillPlan, WorkerProcess, committed, history_gaps,
-                             month_under_kills, produce, traffic)
+from enforcer.faults import (KillPlan, WorkerProcess, month_under_kills, through_broker_outage,
+                             through_database_outage, traffic)
 from enforcer.services import EmbeddedBroker, EmbeddedPostgres, free_port
 from enforcer.state import EnforcementState, save_snapshot
 from enforcer.synth import Country, CountrySpec, build_country
-from tests.kafkatools import wait_for
 
 DEVICES = 20_000
 START_MS = 1_790_000_000_000
 OUTAGE_S = 4.0
+TIMEOUT_S = 90
 FAST_RETRIES = {"EIR_WORKER__RETRY_FIRST_S": "0.2", "EIR_WORKER__RETRY_MAX_S": "1"}
 
 
@@ -56,55 +53,22 @@ def test_a_worker_killed_at_random_moments_through_a_month_loses_nothing(
     assert result.clean(), result
 
 
-def expect_all_recorded(env: dict[str, str], sent) -> None:
-    """Every pair in the history, first seen exactly when it was."""
-    assert history_gaps(env["EIR_POSTGRES__DSN"], sent) == (0, 0)
-
-
 def test_the_worker_waits_out_a_broker_outage_and_resumes_by_itself(
         country_env, country, tmp_path) -> None:
     broker = EmbeddedBroker(tmp_path / "broker", free_port())
     broker.start()
-    env = {**country_env, **FAST_RETRIES,
-           "EIR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}
-    bootstrap, group, topic = broker.bootstrap, env["EIR_KAFKA__GROUP_ID"], \
-        env["EIR_KAFKA__ATTACH_TOPIC"]
-    sent = traffic(country, 4000, seed=4, start_ms=START_MS)
+    env = {**country_env, **FAST_RETRIES, "EIR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}
     worker = WorkerProcess(env, tmp_path / "clock")
+    sent = traffic(country, 4000, seed=4, start_ms=START_MS)
     worker.set_time(START_MS + len(sent.messages) + 60_000)
     try:
-        produce(bootstrap, topic, sent.messages[:2000])
-        worker.start()
-        wait_for(lambda: committed(bootstrap, group, topic) >= 1000)
-        broker.stop()
-        time.sleep(OUTAGE_S)
-        assert worker.alive()
-        broker.start()
-        # tansu keeps nothing over a restart: what it lost is produced again, then the rest.
-        produce(bootstrap, topic, sent.messages)
-        wait_for(lambda: committed(bootstrap, group, topic) == len(sent.messages),
-                 timeout_s=90)
-        assert worker.alive()
+        outage = through_broker_outage(worker, broker, env, sent, OUTAGE_S, TIMEOUT_S)
     finally:
         if worker.alive():
             worker.kill()
         broker.stop()
-    expect_all_recorded(env, sent)
-
-
-def ready(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:  # noqa: S310
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def batch_failures(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
-        lines = r.read().decode().splitlines()
-    return sum(float(line.split()[-1]) for line in lines
-               if line.startswith('eir_batch_failures_total{stage="database"}'))
+    assert outage.worker_alive
+    assert (outage.pairs_missing, outage.first_seen_wrong) == (0, 0)
 
 
 def test_the_worker_waits_out_a_database_outage_commits_nothing_meanwhile_and_resumes(
@@ -112,32 +76,19 @@ def test_the_worker_waits_out_a_database_outage_commits_nothing_meanwhile_and_re
     postgres = EmbeddedPostgres(tmp_path / "pg", free_port(), "eir")
     postgres.start()
     migrate(postgres.dsn)
-    port = free_port()
     env = {**country_env, **FAST_RETRIES, "EIR_POSTGRES__DSN": postgres.dsn,
-           "EIR_HTTP__PORT": str(port)}
-    bootstrap, group, topic = (env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
-                               env["EIR_KAFKA__ATTACH_TOPIC"])
-    sent = traffic(country, 4000, seed=5, start_ms=START_MS)
+           "EIR_HTTP__PORT": str(free_port())}
     worker = WorkerProcess(env, tmp_path / "clock")
+    sent = traffic(country, 4000, seed=5, start_ms=START_MS)
     worker.set_time(START_MS + len(sent.messages) + 60_000)
     try:
-        produce(bootstrap, topic, sent.messages[:2000])
-        worker.start()
-        wait_for(lambda: committed(bootstrap, group, topic) == 2000)
-        postgres.stop()
-        produce(bootstrap, topic, sent.messages[2000:])
-        wait_for(lambda: ready(port) == 503)
-        wait_for(lambda: batch_failures(port) >= 2)  # retried, backing off
-        held = committed(bootstrap, group, topic)
-        time.sleep(OUTAGE_S)
-        assert committed(bootstrap, group, topic) == held == 2000
-        assert worker.alive()
-        postgres.start()
-        wait_for(lambda: committed(bootstrap, group, topic) == len(sent.messages))
-        wait_for(lambda: ready(port) == 200)
-        assert worker.alive()
-        expect_all_recorded(env, sent)
+        outage = through_database_outage(worker, postgres, env, sent, OUTAGE_S, TIMEOUT_S)
     finally:
         if worker.alive():
             worker.kill()
         postgres.stop()
+    assert outage.worker_alive
+    assert outage.committed_while_down == 0
+    assert outage.not_ready_seen
+    assert outage.retries_while_down >= 2  # retried, backing off
+    assert (outage.pairs_missing, outage.first_seen_wrong) == (0, 0)
