@@ -80,19 +80,13 @@ def main() -> None:
         started = time.perf_counter()
         plan = KillPlan(args.kills - SWEEP_KILLS, SWEEP_KILLS, JITTER_S, TIMEOUT_S)
         moments = random.Random(args.seed)  # noqa: S311 - kill moments, not secrets
-        result, events_in = month_under_kills(worker, env, sent, START_MS, plan, moments)
+        result = month_under_kills(worker, env, sent, START_MS, plan, moments)
         took = time.perf_counter() - started
         say(f"{worker.kills} kills in {took:,.0f} s: {result}")
         outages = [outage(services, env, country, args, scratch, service)
                    for service in ("kafka", "postgres")]
-        emit({"events_in": events_in, "kills": worker.kills, "client": args.client,
+        emit({**asdict(result), "kills": worker.kills, "client": args.client,
               "cores": len(os.sched_getaffinity(0)), "seconds": round(took),
-              "pairs_in": result.pairs_in, "pairs_recorded": result.pairs_recorded,
-              "pairs_missing": result.pairs_missing,
-              "first_seen_wrong": result.first_seen_wrong, "notices": result.notices,
-              "notices_cut": result.notices_cut, "cutoffs_missing": result.cutoffs_missing,
-              "steps_recorded": result.steps_recorded, "steps_sent": result.steps_sent,
-              "steps_missing": result.steps_missing, "duplicates": result.duplicates,
               "clean": result.clean(), "outages": [asdict(o) for o in outages]})
 
 
@@ -106,16 +100,13 @@ def outage(services, env: dict[str, str], country, args, scratch: Path,
     sent = traffic(country, args.outage_events, args.seed, start_ms)
     worker = WorkerProcess(env, scratch / f"clock-{service}")
     worker.set_time(start_ms + len(sent.messages) + MS_PER_HOUR)
-    try:
+    with worker:
         if service == "kafka":
             result = through_broker_outage(worker, services.broker, env, sent, args.outage_s,
                                            TIMEOUT_S)
         else:
             result = through_database_outage(worker, services.postgres, env, sent,
                                              args.outage_s, TIMEOUT_S)
-    finally:
-        if worker.alive():
-            worker.stop()
     say(f"{service} stopped for {args.outage_s:g} s: {result}")
     return result
 

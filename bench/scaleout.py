@@ -28,6 +28,7 @@ from kafka.admin import NewTopic
 from measure import embedded_services, emit, say
 
 from enforcer.db.migrate import migrate
+from enforcer.faults import committed
 from enforcer.state import EnforcementState, save_snapshot
 from enforcer.synth import CountrySpec, build_country
 from pipeline import steady_traffic
@@ -52,11 +53,6 @@ def preload(bootstrap: str, batch: list[tuple[bytes, bytes]]) -> None:
     producer.close()
 
 
-def committed(admin: KafkaAdminClient, group: str) -> int:
-    offsets = admin.list_group_offsets(group).get(group, {})
-    return sum(o.offset for tp, o in offsets.items() if tp.topic == TOPIC and o.offset > 0)
-
-
 def run_group(env: dict[str, str], workers: int, group: str, total: int) -> float:
     """Events a second of `workers` processes in one group, between STARTED_SHARE of the
     topic committed and all of it."""
@@ -64,12 +60,12 @@ def run_group(env: dict[str, str], workers: int, group: str, total: int) -> floa
     processes = [subprocess.Popen(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "enforcer.cli", "run"], env={**env, "EIR_WORKER__NAME": f"w{i}"},
         stdout=subprocess.DEVNULL) for i in range(workers)]
-    admin = KafkaAdminClient(bootstrap_servers=env["EIR_KAFKA__BOOTSTRAP_SERVERS"])
+    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
     try:
         deadline = time.monotonic() + TIMEOUT_S
         started_at, started_with = None, 0
         while True:
-            done = committed(admin, group)
+            done = committed(bootstrap, group, TOPIC)
             if started_at is None and done >= STARTED_SHARE * total:
                 started_at, started_with = time.perf_counter(), done
             if done >= total:
@@ -78,7 +74,6 @@ def run_group(env: dict[str, str], workers: int, group: str, total: int) -> floa
                 raise SystemExit(f"{workers} worker(s) stopped at {done:,} of {total:,}")
             time.sleep(POLL_S)
     finally:
-        admin.close()
         for p in processes:
             p.terminate()
         for p in processes:

@@ -93,14 +93,20 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
     producer.close()
 
 
-def committed(bootstrap: str, group: str, topic: str) -> int:
-    """The group's committed offsets on topic, summed over its partitions."""
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset on each partition of topic that has one."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
     finally:
         admin.close()
-    return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0)
+    return {tp.partition: o.offset for tp, o in offsets.items()
+            if tp.topic == topic and o.offset >= 0}
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offsets on topic, summed over its partitions."""
+    return sum(committed_offsets(bootstrap, group, topic).values())
 
 
 class WorkerProcess:
@@ -123,6 +129,17 @@ class WorkerProcess:
             self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
                 [sys.executable, "-m", "enforcer.cli", "run"], env=self.env,
                 stdout=subprocess.DEVNULL, stderr=log)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.alive():
+            self.kill()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -157,8 +174,7 @@ def kill_at_marks(worker: WorkerProcess, progress: Callable[[], float], kills: i
         if marks and progress() >= marks[0]:
             marks.pop(0)
             time.sleep(rng.uniform(0, plan.jitter_s))
-            worker.kill()
-            worker.start()
+            worker.restart()
         time.sleep(POLL_S)
 
 
@@ -236,9 +252,9 @@ def audit(dsn: str, bootstrap: str, topics: dict[str, str], sent: Traffic, event
 
 
 def month_under_kills(worker: WorkerProcess, env: dict[str, str], sent: Traffic,
-                      start_ms: int, plan: KillPlan, rng: random.Random) -> tuple[Audit, int]:
+                      start_ms: int, plan: KillPlan, rng: random.Random) -> Audit:
     """The traffic, then its notices' month, with the worker killed along the way; the
-    audit and the events that went in."""
+    audit."""
     bootstrap, group, topic, dsn = (env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
                                     env["EIR_KAFKA__GROUP_ID"], env["EIR_KAFKA__ATTACH_TOPIC"],
                                     env["EIR_POSTGRES__DSN"])
@@ -266,7 +282,7 @@ def month_under_kills(worker: WorkerProcess, env: dict[str, str], sent: Traffic,
     worker.stop()
     topics = {"notifications": env["EIR_KAFKA__NOTIFICATIONS_TOPIC"],
               "commands": env["EIR_KAFKA__COMMANDS_TOPIC"]}
-    return audit(dsn, bootstrap, topics, sent, events_in, end), events_in
+    return audit(dsn, bootstrap, topics, sent, events_in, end)
 
 
 

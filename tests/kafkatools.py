@@ -6,7 +6,9 @@ import time
 import uuid
 
 import msgspec
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+
+from enforcer.faults import committed_offsets
 
 READ_TIMEOUT_MS = 4000
 
@@ -37,24 +39,7 @@ def read_all(bootstrap: str, topic: str) -> list:
 
 def committed(bootstrap: str, group: str, topic: str) -> int:
     """The group's committed offset on partition 0 of topic (0 when none)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    found = offsets.get(TopicPartition(topic, 0))
-    return found.offset if found is not None and found.offset >= 0 else 0
-
-
-def committed_all(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset on each partition of topic that has one."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: o.offset for tp, o in offsets.items()
-            if tp.topic == topic and o.offset >= 0}
+    return committed_offsets(bootstrap, group, topic).get(0, 0)
 
 
 def wait_for(condition, timeout_s: float = 60.0, every_s: float = 0.2) -> None:

@@ -39,14 +39,10 @@ def country_env(env, country, policy) -> dict[str, str]:
 def test_a_worker_killed_at_random_moments_through_a_month_loses_nothing(
         country_env, country, tmp_path) -> None:
     sent = traffic(country, 6000, seed=3, start_ms=START_MS)
-    worker = WorkerProcess(country_env, tmp_path / "clock")
-    try:
-        moments = random.Random(5)  # noqa: S311 - kill moments, not secrets
-        result, _ = month_under_kills(worker, country_env, sent, START_MS,
-                                      KillPlan(2, 1, 1.0, 240), moments)
-    finally:
-        if worker.alive():
-            worker.kill()
+    moments = random.Random(5)  # noqa: S311 - kill moments, not secrets
+    with WorkerProcess(country_env, tmp_path / "clock") as worker:
+        result = month_under_kills(worker, country_env, sent, START_MS,
+                                   KillPlan(2, 1, 1.0, 240), moments)
     assert worker.kills == 3
     assert result.notices > 100 and result.notices_cut == result.notices
     assert result.steps_recorded > 2 * result.notices  # warnings, cutoff SMS, commands
@@ -58,15 +54,13 @@ def test_the_worker_waits_out_a_broker_outage_and_resumes_by_itself(
     broker = EmbeddedBroker(tmp_path / "broker", free_port())
     broker.start()
     env = {**country_env, **FAST_RETRIES, "EIR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}
-    worker = WorkerProcess(env, tmp_path / "clock")
     sent = traffic(country, 4000, seed=4, start_ms=START_MS)
-    worker.set_time(START_MS + len(sent.messages) + 60_000)
-    try:
-        outage = through_broker_outage(worker, broker, env, sent, OUTAGE_S, TIMEOUT_S)
-    finally:
-        if worker.alive():
-            worker.kill()
-        broker.stop()
+    with WorkerProcess(env, tmp_path / "clock") as worker:
+        worker.set_time(START_MS + len(sent.messages) + 60_000)
+        try:
+            outage = through_broker_outage(worker, broker, env, sent, OUTAGE_S, TIMEOUT_S)
+        finally:
+            broker.stop()
     assert outage.worker_alive
     assert (outage.pairs_missing, outage.first_seen_wrong) == (0, 0)
 
@@ -78,15 +72,13 @@ def test_the_worker_waits_out_a_database_outage_commits_nothing_meanwhile_and_re
     migrate(postgres.dsn)
     env = {**country_env, **FAST_RETRIES, "EIR_POSTGRES__DSN": postgres.dsn,
            "EIR_HTTP__PORT": str(free_port())}
-    worker = WorkerProcess(env, tmp_path / "clock")
     sent = traffic(country, 4000, seed=5, start_ms=START_MS)
-    worker.set_time(START_MS + len(sent.messages) + 60_000)
-    try:
-        outage = through_database_outage(worker, postgres, env, sent, OUTAGE_S, TIMEOUT_S)
-    finally:
-        if worker.alive():
-            worker.kill()
-        postgres.stop()
+    with WorkerProcess(env, tmp_path / "clock") as worker:
+        worker.set_time(START_MS + len(sent.messages) + 60_000)
+        try:
+            outage = through_database_outage(worker, postgres, env, sent, OUTAGE_S, TIMEOUT_S)
+        finally:
+            postgres.stop()
     assert outage.worker_alive
     assert outage.committed_while_down == 0
     assert outage.not_ready_seen

@@ -3,18 +3,15 @@ afterwards every step is on its topic, each under one idempotency key, none miss
 
 from __future__ import annotations
 
-import signal
-import subprocess
-from pathlib import Path
-
 import psycopg
 
 from enforcer.clock import MS_PER_DAY
+from enforcer.faults import WorkerProcess
 from tests.kafkatools import produce, wait_for
 from tests.test_decide import BUYER, SINGLE
 from tests.test_notice_lifecycle import T0, last_seen_is, sent
 from tests.test_registry_events import registry_event
-from tests.test_worker import attach, spawn
+from tests.test_worker import attach
 
 
 def recorded_steps(dsn: str) -> list[str]:
@@ -23,39 +20,13 @@ def recorded_steps(dsn: str) -> list[str]:
             "SELECT step FROM notice_transitions WHERE step IS NOT NULL ORDER BY id")]
 
 
-class Process:
-    """`eir-enforcer run` on a clock file, killed without warning when asked."""
-
-    def __init__(self, env: dict[str, str], clock_file: Path) -> None:
-        self.env = {**env, "EIR_CLOCK__FILE": str(clock_file)}
-        self.clock_file = clock_file
-        self.proc: subprocess.Popen | None = None
-
-    def set_time(self, ms: int) -> None:
-        scratch = self.clock_file.with_suffix(".partial")
-        scratch.write_text(str(ms))
-        scratch.replace(self.clock_file)
-
-    def start(self) -> None:
-        self.proc = spawn(self.env)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-
 def keys(env: dict[str, str], stream: str) -> list[str]:
     return [m["idempotency_key"] for m in sent(env, stream)]
 
 
 def test_killed_at_every_step_boundary_each_step_is_sent_under_one_key(env, tmp_path) -> None:
     dsn, bootstrap = env["EIR_POSTGRES__DSN"], env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
-    worker = Process(env, tmp_path / "clock")
+    worker = WorkerProcess(env, tmp_path / "clock")
     worker.set_time(T0)
     worker.start()
     try:

@@ -19,7 +19,8 @@ from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer
 from consumers.publish import NotAcknowledged, Publication, publish_all
 from enforcer.config import load_config
 from enforcer.services import free_port
-from tests.kafkatools import committed, committed_all, produce, read_all, wait_for
+from enforcer.faults import committed_offsets
+from tests.kafkatools import committed, produce, read_all, wait_for
 from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi
 
 MINUTE_MS = 60_000
@@ -188,14 +189,14 @@ def test_a_dead_workers_partitions_move_to_the_other_and_nothing_is_lost(env, ds
     small_batches = {**env, "EIR_WORKER__BATCH_MAX_EVENTS": "50"}
     doomed, survivor = spawn(small_batches), spawn(small_batches)
     try:
-        wait_for(lambda: len(committed_all(bootstrap, group, topic)) == PARTITIONS
-                 and sum(committed_all(bootstrap, group, topic).values()) >= 1000,
+        wait_for(lambda: len(committed_offsets(bootstrap, group, topic)) == PARTITIONS
+                 and sum(committed_offsets(bootstrap, group, topic).values()) >= 1000,
                  every_s=0.05)
         doomed.kill()
         doomed.wait()
         killed_at = time.monotonic()
-        assert sum(committed_all(bootstrap, group, topic).values()) < len(events)
-        wait_for(lambda: sum(committed_all(bootstrap, group, topic).values()) == len(events),
+        assert sum(committed_offsets(bootstrap, group, topic).values()) < len(events)
+        wait_for(lambda: sum(committed_offsets(bootstrap, group, topic).values()) == len(events),
                  timeout_s=90)
         took_s = time.monotonic() - killed_at
     finally:
