@@ -29,7 +29,9 @@ from enforcer.notices import NoticeState
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
 from enforcer.demo import DemoOptions, run_demo
-from enforcer.worker import NotReady, run_worker
+from enforcer.db.migrate import NotMigrated
+from enforcer.eicserver import run_serve
+from enforcer.worker import run_worker
 from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
 from rules.policy import PolicyError, load_policy
 
@@ -138,6 +140,10 @@ def cmd_db_migrate(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     return run_worker(config)
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    return run_serve(config)
 
 
 def cmd_history(args: argparse.Namespace, config: Config) -> int:
@@ -309,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "emit effects until SIGTERM or SIGINT.")
     p.set_defaults(run=cmd_run)
 
+    p = sub.add_parser("serve", help="the N5g-eir equipment check (3GPP TS 29.511) over HTTP",
+                       description="Answer GET /n5g-eir-eic/v1/equipment-status on eic.port "
+                       "from the snapshot and what the workers store (registry changes, "
+                       "cutoffs), taken in every eic.follow_s, until SIGTERM or SIGINT.")
+    p.set_defaults(run=cmd_serve)
+
     p = sub.add_parser("history", help="which SIMs used each slot of a device",
                        description="List the SIMs that used each slot of this IMEI's device, "
                        "with first and last seen. Numbers are masked unless --reveal.")
@@ -376,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         return args.run(args, config)
-    except (ConfigError, PolicyError, FileNotFoundError, NotReady, ServiceError,
+    except (ConfigError, PolicyError, FileNotFoundError, NotMigrated, ServiceError,
             SnapshotConflict, psycopg.OperationalError) as exc:
         print(f"eir-enforcer: {exc}", file=sys.stderr)
         return EXIT_USAGE

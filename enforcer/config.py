@@ -156,6 +156,14 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class EicConfig:
+    bind: str
+    port: int
+    follow_s: float
+    backlog: int
+
+
+@dataclass(frozen=True)
 class ClockConfig:
     file: str
 
@@ -176,6 +184,7 @@ class Config:
     jobs: JobsConfig
     notices: NoticesConfig
     http: HttpConfig
+    eic: EicConfig
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

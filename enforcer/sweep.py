@@ -16,7 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable
 
 import psycopg
@@ -29,12 +29,12 @@ from consumers.receive import Consumer
 
 from enforcer.clock import MS_PER_DAY, MS_PER_HOUR, Clock
 from enforcer.config import Config, NoticesConfig
-from enforcer.cutoffs import CutOffs
-from enforcer.db.notices import (Change, cut_after, cut_subjects, enqueue, live_about,
+from enforcer.db.notices import (Change, cut_after, enqueue, live_about,
                                  live_counts, mark_sent, mark_sent_keys, record,
                                  RelayRecord, relay_record, save_relay_record, set_in_flight,
                                  take_due, unsent)
 from enforcer.effects import FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream
+from enforcer.following import CutoffFollower
 from enforcer.logs import describe
 from enforcer.noticemessages import OutboxMessage, step_messages
 from enforcer.notices import Notice, NoticeState, Pace, QuietHours, Step, advance
@@ -47,9 +47,6 @@ log = logging.getLogger("eir.notices")
 
 # The advisory lock of the outbox relay (one worker publishes at a time).
 RELAY_LOCK = 7_253_004
-# Changes committed this long before the last look are looked at again: a transaction may
-# commit after a later one's timestamp was read.
-FOLLOW_OVERLAP = timedelta(seconds=60)
 
 
 def pace_of(config: Config) -> Pace:
@@ -101,7 +98,7 @@ class NoticeSweeper:
         self._touched_lock = threading.Lock()
         self._busy = False  # a round is running
         self._again = False  # woken during it: one more round
-        self._followed_to: datetime | None = None
+        self._cutoffs = CutoffFollower(holder)
         self._counted_at = -math.inf
         self._counted: set[tuple[str, str]] = set()
 
@@ -326,22 +323,10 @@ class NoticeSweeper:
         self._reader.close()
 
     def follow_cutoffs(self, conn: psycopg.Connection) -> int:
-        """Cutoffs and restores made by any worker, into this worker's memory; the whole
-        list the first time."""
-        since = None if self._followed_to is None else self._followed_to - FOLLOW_OVERLAP
-        rows, self._followed_to = cut_subjects(conn, since)
-        cut, restored = [], []
-        for scope, imei_key, subject, is_cut in rows:
-            item = (imei_key, None if scope == Scope.IMEI.value else subject)
-            (cut if is_cut else restored).append(item)
-        if since is None:
-            whole = CutOffs.of({k for k, i in cut if i is None},
-                               {(k, i) for k, i in cut if i is not None})
-            self._holder.update(lambda s: replace(s, cutoffs=whole))
-            self._remember([], [])
-        else:
-            self._remember(cut, restored)
-        return len(rows)
+        """Cutoffs and restores made by any worker, into this worker's memory."""
+        followed = self._cutoffs.follow(conn)
+        self._remember([], [])
+        return followed
 
     def _remember(self, cut: list[tuple[int, int | None]],
                   restored: list[tuple[int, int | None]]) -> None:

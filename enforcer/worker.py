@@ -20,7 +20,7 @@ from enforcer.build import imei_rules
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.jobs import Outcome
-from enforcer.db.migrate import pending
+from enforcer.db.migrate import require_migrated
 from enforcer.httpapi import HttpServer, serve_http
 from enforcer.jobs import worker_jobs
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
@@ -30,10 +30,6 @@ from metrics.worker import WorkerMetrics
 from rules.policy import load_policy
 
 log = logging.getLogger("eir.worker")
-
-
-class NotReady(RuntimeError):
-    """The worker cannot start yet; the message says what to do."""
 
 
 class Worker:
@@ -87,10 +83,7 @@ class Worker:
 
 
 def build_worker(config: Config, clock: Clock | None = None) -> Worker:
-    missing = pending(config.postgres.dsn)
-    if missing:
-        raise NotReady(f"database migrations not applied: {', '.join(missing)}; "
-                       "run 'eir-enforcer db migrate'")
+    require_migrated(config.postgres.dsn)
     policy = load_policy(config.policy.file or None)
     began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))

@@ -64,6 +64,7 @@ class Rule:
     cutoff_scope: Scope | None
     exempt_when: tuple[Condition, ...]
     exempt_tacs: tuple[int, ...]
+    unknown_equipment: bool = False  # N5g-eir answers 404 ERROR_EQUIPMENT_UNKNOWN instead
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Policy:
 RULE_KEYS = {
     "name", "when", "verdict", "reason", "record", "opens_notice", "notice_kind",
     "grace_days", "reminder_days", "sms", "cutoff_now", "cutoff_scope", "exempt_when",
-    "exempt_tacs",
+    "exempt_tacs", "unknown_equipment",
 }
 FALLBACK_NAME = "fallback"
 
@@ -190,6 +191,7 @@ def _rule(raw: Any, where: str) -> Rule:
         exempt_when=tuple(_enum(Condition, {"c": c}, "c", f"{where}.exempt_when[{i}]")
                           for i, c in enumerate(exempt)),
         exempt_tacs=tuple(int(t) for t in tacs),
+        unknown_equipment=_flag(raw, "unknown_equipment", False, where),
     )
 
 

@@ -55,3 +55,14 @@ def pending(dsn: str) -> list[str]:
         done = set() if exists is None else {
             v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
     return [f"{m.version:04d}_{m.name}" for m in migrations() if m.version not in done]
+
+
+class NotMigrated(RuntimeError):
+    """The database lacks migrations; the message says what to run."""
+
+
+def require_migrated(dsn: str) -> None:
+    missing = pending(dsn)
+    if missing:
+        raise NotMigrated(f"database migrations not applied: {', '.join(missing)}; "
+                          "run 'eir-enforcer db migrate'")

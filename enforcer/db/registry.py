@@ -48,11 +48,20 @@ def store(conn: psycopg.Connection, event_id: str, applied: bool, reason: str | 
     return Stored.SAME if same is not None else Stored.REPLAY
 
 
-def applied_events(conn: psycopg.Connection) -> list[StoredEvent]:
+def applied_events(conn: psycopg.Connection, seqs: list[int] | None = None
+                   ) -> list[StoredEvent]:
+    """All applied events, or those numbered `seqs`, in their order."""
     return [StoredEvent(seq, body, received, Position(topic, partition, offset))
             for seq, body, received, topic, partition, offset in conn.execute(
                 "SELECT seq, body, received_at, source_topic, source_partition, source_offset"
-                " FROM registry_events WHERE applied ORDER BY seq")]
+                " FROM registry_events WHERE applied"
+                " AND (%(seqs)s::bigint[] IS NULL OR seq = ANY(%(seqs)s)) ORDER BY seq",
+                {"seqs": seqs})]
+
+
+def applied_seqs_after(conn: psycopg.Connection, floor: int) -> list[int]:
+    return [seq for (seq,) in conn.execute(
+        "SELECT seq FROM registry_events WHERE applied AND seq > %s", (floor,))]
 
 
 def next_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:

@@ -1,0 +1,249 @@
+"""N5g-eir Equipment Identity Check: the pure answers (every status, SUPI precedence,
+ProblemDetails), then `eir-enforcer serve` as a 5G core calls it, and the 3GPP OpenAPI
+description of the service run against it by schemathesis."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
+from enforcer.services import free_port
+from rules.policy import Condition
+from tests.test_decide import (BUYER, CUT_FOR_BUYER, CUT_IMEI, OWNER, SINGLE, STOLEN, STRANGER,
+                               UNREGISTERED, full, home_imsi, state)
+from tests.test_http import get
+from tests.test_registry_events import registry_event
+from tests.kafkatools import produce, wait_for
+
+NOW_MS = 1_790_000_000_000
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "3gpp" / \
+    "TS29511_N5g-eir_EquipmentIdentityCheck.yaml"
+API = "/n5g-eir-eic/v1/equipment-status"
+
+
+def query(imei: int | None = None, supi: int | None = None, gpsi: int | None = None,
+          **raw: str) -> dict[str, str]:
+    out = dict(raw)
+    if imei is not None:
+        out["pei"] = f"imei-{full(imei)}"
+    if supi is not None:
+        out["supi"] = f"imsi-{home_imsi(supi)}"
+    if gpsi is not None:
+        out["gpsi"] = f"msisdn-{gpsi}"
+    return out
+
+
+def ask(state, rules, **params) -> Status | Problem:
+    check = read_check(query(**params), rules)
+    if isinstance(check, Problem):
+        return check
+    return answer_checks([check], state, NOW_MS)[0]
+
+
+__all__ = ["state"]  # the fixture, shared with test_decide
+
+
+def test_the_owner_is_whitelisted(state, rules) -> None:
+    assert ask(state, rules, imei=SINGLE, supi=OWNER, gpsi=OWNER) == Status("WHITELISTED",
+                                                                            "owner")
+
+
+def test_another_sim_on_a_registered_device_is_greylisted(state, rules) -> None:
+    answer = ask(state, rules, imei=SINGLE, supi=STRANGER, gpsi=STRANGER)
+    assert answer == Status("GREYLISTED", "other_cartable")
+
+
+def test_an_unregistered_device_is_greylisted(state, rules) -> None:
+    assert ask(state, rules, imei=UNREGISTERED, supi=OWNER, gpsi=OWNER).status == "GREYLISTED"
+
+
+def test_a_blacklisted_imei_is_blacklisted_for_every_sim_and_without_one(state, rules) -> None:
+    assert ask(state, rules, imei=STOLEN, supi=OWNER, gpsi=OWNER).status == "BLACKLISTED"
+    assert ask(state, rules, imei=STOLEN).status == "BLACKLISTED"
+
+
+def test_a_cut_off_pair_is_blacklisted_only_for_that_supi(state, rules) -> None:
+    assert ask(state, rules, imei=CUT_FOR_BUYER, supi=BUYER, gpsi=BUYER).status == "BLACKLISTED"
+    assert ask(state, rules, imei=CUT_FOR_BUYER, supi=OWNER, gpsi=OWNER).status == "WHITELISTED"
+    # The PEI alone is not the pair: not refused.
+    assert ask(state, rules, imei=CUT_FOR_BUYER).status == "GREYLISTED"
+
+
+def test_this_operators_own_cutoff_of_a_pair_counts_for_that_supi(state, rules) -> None:
+    cut = replace(state, cutoffs=state.cutoffs.changed([(SINGLE, int(home_imsi(BUYER)))], []))
+    assert ask(cut, rules, imei=SINGLE, supi=BUYER, gpsi=BUYER).status == "BLACKLISTED"
+    assert ask(cut, rules, imei=SINGLE, supi=OWNER, gpsi=OWNER).status == "WHITELISTED"
+
+
+def test_a_cut_off_imei_is_blacklisted_without_a_supi(state, rules) -> None:
+    assert ask(state, rules, imei=CUT_IMEI).status == "BLACKLISTED"
+
+
+def test_without_a_gpsi_the_owner_cannot_be_told_and_is_greylisted(state, rules) -> None:
+    assert ask(state, rules, imei=SINGLE, supi=OWNER).status == "GREYLISTED"
+
+
+def test_a_placeholder_imei_is_greylisted_as_malformed(state, rules) -> None:
+    answer = ask(state, rules, pei="imei-004999010640000", gpsi=OWNER)
+    assert answer == Status("GREYLISTED", "malformed")
+
+
+def test_an_imeisv_is_the_imei_with_a_software_version(state, rules) -> None:
+    answer = ask(state, rules, pei=f"imeisv-{SINGLE:014d}07", supi=OWNER, gpsi=OWNER)
+    assert answer == Status("WHITELISTED", "owner")
+
+
+def test_a_wireline_pei_is_unknown_equipment(state, rules) -> None:
+    answer = ask(state, rules, pei="mac-00-1a-2b-3c-4d-5e")
+    assert isinstance(answer, Problem) and answer.status is HTTPStatus.NOT_FOUND
+    assert answer.as_json() == {"title": "Not Found", "status": 404, "cause":
+                                "ERROR_EQUIPMENT_UNKNOWN",
+                                "detail": "the equipment is not known to this EIR"}
+
+
+def test_the_policy_may_answer_unregistered_equipment_as_unknown(state, rules) -> None:
+    rules_of = tuple(replace(r, unknown_equipment=r.when is Condition.UNREGISTERED_HOME)
+                     for r in state.policy.rules)
+    strict = replace(state, policy=replace(state.policy, rules=rules_of))
+    answer = ask(strict, rules, imei=UNREGISTERED, supi=OWNER, gpsi=OWNER)
+    assert isinstance(answer, Problem) and answer.cause is Cause.ERROR_EQUIPMENT_UNKNOWN
+    assert ask(strict, rules, imei=SINGLE, supi=OWNER, gpsi=OWNER).status == "WHITELISTED"
+
+
+@pytest.mark.parametrize(("params", "param", "cause"), [
+    ({}, "pei", Cause.MANDATORY_IE_MISSING),
+    ({"pei": "imei-12345"}, "pei", Cause.MANDATORY_IE_INCORRECT),
+    ({"pei": "352099001761481"}, "pei", Cause.MANDATORY_IE_INCORRECT),
+    ({"pei": "imei-35209900176148x"}, "pei", Cause.MANDATORY_IE_INCORRECT),
+    ({"pei": f"imei-{full(SINGLE)}", "supi": "imsi-12"}, "supi", Cause.OPTIONAL_IE_INCORRECT),
+    ({"pei": f"imei-{full(SINGLE)}", "supi": "432111234567890"}, "supi",
+     Cause.OPTIONAL_IE_INCORRECT),
+    ({"pei": f"imei-{full(SINGLE)}", "gpsi": "msisdn-0912"}, "gpsi",
+     Cause.OPTIONAL_IE_INCORRECT),
+    ({"pei": f"imei-{full(SINGLE)}", "supported-features": "xyz"}, "supported-features",
+     Cause.OPTIONAL_IE_INCORRECT),
+])
+def test_a_parameter_that_is_not_valid_is_a_400_naming_it(rules, params, param, cause) -> None:
+    problem = read_check(params, rules)
+    assert isinstance(problem, Problem) and problem.status is HTTPStatus.BAD_REQUEST
+    body = problem.as_json()
+    assert body["cause"] == cause.value and body["invalidParams"][0]["param"] == param
+
+
+def test_other_identity_forms_are_read_as_absent(rules) -> None:
+    check = read_check({"pei": f"imei-{full(SINGLE)}", "supi": "nai-user@realm",
+                        "gpsi": "extid-user@domain"}, rules)
+    assert check == Check(SINGLE, False, 0, None, 0)
+
+
+@given(st.dictionaries(st.sampled_from(["pei", "supi", "gpsi", "supported-features", "x"]),
+                       st.text(max_size=40)))
+def test_any_query_is_read_as_a_check_or_a_400(params) -> None:
+    from enforcer.build import imei_rules
+    from enforcer.config import load_config
+    check = read_check(params, imei_rules(load_config(environ={})))
+    assert isinstance(check, Check) or check.status is HTTPStatus.BAD_REQUEST
+
+
+def test_a_batch_answers_each_check_as_alone(state, rules) -> None:
+    cases = [dict(imei=SINGLE, supi=OWNER, gpsi=OWNER), dict(imei=STOLEN),
+             dict(imei=CUT_FOR_BUYER, supi=BUYER, gpsi=BUYER),
+             dict(imei=UNREGISTERED, supi=STRANGER, gpsi=STRANGER),
+             dict(pei="eui-00-11-22-33-44-55-66-77")]
+    checks = [read_check(query(**c), rules) for c in cases]
+    assert answer_checks(checks, state, NOW_MS) == [ask(state, rules, **c) for c in cases]
+
+
+# --- `eir-enforcer serve`, over HTTP ---------------------------------------------------------
+
+@pytest.fixture()
+def serve(env, tmp_path):
+    port = free_port()
+    environ = {**os.environ, **env, "EIR_EIC__PORT": str(port), "EIR_EIC__FOLLOW_S": "0.2",
+               "EIR_EIC__BIND": "127.0.0.1"}
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "enforcer.cli", "serve"], env=environ,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _ready(port), timeout_s=30)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+def _ready(port: int) -> bool:
+    try:
+        return get(port, "/readyz", token=None)[0] == 200
+    except OSError:
+        return False
+
+
+def check_path(**params) -> str:
+    return f"{API}?{urlencode(query(**params))}"
+
+
+def test_serve_answers_a_5g_core_and_follows_the_registry(serve, env, worker) -> None:
+    port = serve
+    code, body, headers = get(port, check_path(imei=SINGLE, supi=OWNER, gpsi=OWNER), None)
+    assert (code, body) == (200, {"status": "WHITELISTED"})
+    assert headers["content-type"] == "application/json"
+    code, body, _ = get(port, check_path(imei=CUT_FOR_BUYER, supi=BUYER, gpsi=BUYER), None)
+    assert (code, body) == (200, {"status": "BLACKLISTED"})
+    code, body, headers = get(port, f"{API}?pei=imei-1", None)
+    assert code == 400 and body["invalidParams"][0]["param"] == "pei"
+    assert headers["content-type"] == "application/problem+json"
+    code, body, _ = get(port, f"{API}?pei=mac-00-1a-2b-3c-4d-5e", None)
+    assert code == 404 and body["cause"] == "ERROR_EQUIPMENT_UNKNOWN"
+
+    # The registry black-lists the device: a worker stores the change, serve takes it in.
+    worker()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"], [
+        registry_event("r-eic-1", "blacklisted", imeis=[f"{SINGLE:014d}"], reason="stolen")])
+    wait_for(lambda: get(port, check_path(imei=SINGLE, supi=OWNER, gpsi=OWNER), None)[1]
+             == {"status": "BLACKLISTED"}, timeout_s=30)
+
+    metrics = _metrics(port)
+    assert metrics['eir_eic_answers_total{answer="WHITELISTED"}'] >= 1
+    assert metrics['eir_eic_answers_total{answer="bad_request"}'] == 1
+    assert metrics['eir_eic_answers_total{answer="unknown"}'] == 1
+
+
+def _metrics(port: int) -> dict[str, float]:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
+        text = r.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_the_3gpp_openapi_description_holds_against_serve(serve) -> None:
+    """schemathesis generates requests from TS 29.511's OpenAPI file (and the TS 29.571
+    types it references) and checks every answer against it: status codes, content types,
+    bodies, and that what the schema rejects is rejected.
+
+    Not whether all it admits is accepted: TS 29.571 ends the Pei pattern with `|.+`, so any
+    string is a schema-valid PEI, while TS 29.511 answers 400 for a PEI that is not one
+    (`imei-12345`); likewise a SUPI or GPSI that is no IMSI or MSISDN."""
+    result = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", str(SPEC),
+         "--url", f"http://127.0.0.1:{serve}/n5g-eir-eic/v1", "--checks", "all",
+         "--exclude-checks", "positive_data_acceptance",
+         "--max-examples", "150", "--workers", "1", "--seed", "8",
+         "--suppress-health-check", "all"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    generated = re.search(r"(\d+) generated", result.stdout)
+    assert generated and int(generated.group(1)) >= 100, result.stdout[-3000:]
