@@ -28,6 +28,7 @@ from enforcer.config import Config
 from enforcer.db.history import HistoryStore
 from enforcer.db.notices import see
 from enforcer.decide import decide
+from enforcer.misuse import CloneTracker
 from enforcer.logs import describe
 from enforcer.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream, effects_of,
                               verdicts_of)
@@ -77,6 +78,7 @@ class AttachWorker:
         self._connect = connect
         self._conn: psycopg.Connection | None = None
         self._store = HistoryStore()
+        self._clones = CloneTracker(config, metrics)
         self._sightings = SightingCache(config.history.dedupe_pairs,
                                         config.history.resolution_s * MS_PER_S)
         self._sent = RecentKeys(config.history.dedupe_pairs)
@@ -132,7 +134,8 @@ class AttachWorker:
         decoded = decode_poll(polled.values, self._rules, window)
         dead = [(polled.record(i), letter) for i, letter in decoded.dead]
         batch = decoded.batch
-        decisions = decide(batch, self._holder.current)
+        state, flags = self._clones.observe(batch, self._holder.current)
+        decisions = decide(batch, state)
 
         rows = aggregate(batch, decisions)
         rows = rows.take(np.flatnonzero(self._sightings.needed(rows)))
@@ -144,6 +147,7 @@ class AttachWorker:
             with conn.transaction():
                 self._store.write(conn, rows)
                 opened = see(conn, sightings, decisions.policy.rules)
+                opened += self._clones.record(conn, flags, state)
         except Exception:
             self._metrics.batch_failures.labels("database").inc()
             raise
@@ -162,6 +166,7 @@ class AttachWorker:
             self._metrics.batch_failures.labels("kafka").inc()
             raise
         # Only now is all of it durable: remember it, so repeats cost nothing.
+        self._clones.remember(self._holder, flags)
         self._sightings.remember(rows)
         for message in outgoing:
             self._sent.add(message.idempotency_key)

@@ -20,7 +20,7 @@ from consumers.decode import (JSON_ERRORS, MAX_MESSAGE_BYTES, REQUIRED, DeadLett
                               may_repeat_a_key,
                               decode_attach)
 from enforcer.digits import decimal_values
-from enforcer.events import AttachBatch, AttachEvent
+from enforcer.events import AttachBatch, AttachEvent, operator_code
 from enforcer.imei import IMEISV_DIGITS, KEY_DIGITS, ImeiRules
 from enforcer.subscriber import (IMSI_MAX_DIGITS, IMSI_MIN_DIGITS, MCC_DIGITS,
                                  MSISDN_MAX_DIGITS, MSISDN_MIN_DIGITS)
@@ -138,7 +138,9 @@ def _columns(fields: list[_Usual], rules: ImeiRules,
         mcc=decimal_values(imsi_ok.astype(f"S{MCC_DIGITS}")).astype(np.uint16),
         msisdn=decimal_values(np.where(good, msisdn, b"0")),
         ts_ms=ts_ms,
-        emergency=np.array(emergency, dtype=bool))
+        emergency=np.array(emergency, dtype=bool),
+        operator=np.array([operator_code(f.mcc_mnc) for f in fields], dtype=np.uint32),
+        cell=np.array([f.cell for f in fields] + [None], dtype=object)[:-1])
     return batch, rejected
 
 

@@ -133,7 +133,8 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
     for name in OPTIONAL_TEXT:
         if name in data and data[name] is not None and not isinstance(data[name], str):
             return DeadLetter(Reason.BAD_FIELD, f"{name} must be a string")
-    return AttachEvent(parse_imei(imei, rules), imsi, msisdn, ts, emergency)
+    return AttachEvent(parse_imei(imei, rules), imsi, msisdn, ts, emergency,
+                       data.get("mcc_mnc"), data.get("cell"))
 
 
 def timestamp_ms(value: Any) -> int | None:

@@ -29,10 +29,11 @@ from enforcer.notices import NoticeState
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
 from enforcer.demo import DemoOptions, run_demo
+from enforcer.db.clones import list_flags
 from enforcer.db.migrate import NotMigrated
 from enforcer.eicserver import run_serve
 from enforcer.worker import run_worker
-from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
+from enforcer.subscriber import IdentityError, mask, parse_imsi, parse_msisdn
 from rules.policy import PolicyError, load_policy
 
 EXIT_USAGE = 2
@@ -175,6 +176,16 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         state = current_state(snapshot, conn, config)
         answer = ask(state, conn, imei.imei_key, requester, Caller("cli"))
     _print({"imei": f"{imei.imei_key:014d}", **answer.as_json()})
+    return 0
+
+
+def cmd_clones_list(args: argparse.Namespace, config: Config) -> int:
+    with psycopg.connect(config.postgres.dsn) as conn:
+        for key, reason, flagged, imsi, msisdn, recorded in list_flags(conn, args.limit):
+            _print({"imei": f"{key:014d}", "reason": reason, "flagged_at": flagged.isoformat(),
+                    "imsi": str(imsi) if args.reveal else mask(imsi),
+                    "msisdn": str(msisdn) if args.reveal else mask(msisdn),
+                    "recorded_at": recorded.isoformat()})
     return 0
 
 
@@ -338,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--msisdn", required=True, help="the requester's number")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_status)
+
+    clones = sub.add_parser("clones", help="IMEIs flagged misused by clone detection",
+                            description="Clone detection's flags.")
+    clones_sub = clones.add_subparsers(dest="clones_command", required=True)
+    p = clones_sub.add_parser("list", help="flagged IMEIs, newest first, as JSON lines",
+                              description="Each flagged IMEI with why (imsis: too many SIMs "
+                              "within the window; operators; cells) and the attach that "
+                              "flagged it. Numbers are masked unless --reveal.")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
+    p.set_defaults(run=cmd_clones_list)
 
     notices = sub.add_parser("notices", help="notices: warnings, reminders, cutoffs",
                              description="The NOC's view of notices (numbers masked unless "

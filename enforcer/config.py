@@ -156,6 +156,11 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class ClonesConfig:
+    cell_sites: str
+
+
+@dataclass(frozen=True)
 class EicConfig:
     bind: str
     port: int
@@ -185,6 +190,7 @@ class Config:
     notices: NoticesConfig
     http: HttpConfig
     eic: EicConfig
+    clones: ClonesConfig
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

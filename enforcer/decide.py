@@ -142,6 +142,7 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
         Condition.CUT_OFF: cut_off,
         Condition.MALFORMED: lambda: batch.malformed,
         Condition.OWNER_OR_OPERATOR_SIM: lambda: registered & owner_sim,
+        Condition.MISUSED: lambda: state.misused.contains(keys),
         Condition.OTHER_CARTABLE: lambda: registered & owned & ~owner_sim,
         Condition.NO_CARTABLE: lambda: registered & ~owned & ~owner_sim,
         Condition.UNREGISTERED_HOME: lambda: ~registered & ~roamer,

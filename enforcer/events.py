@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -12,6 +12,16 @@ from enforcer.subscriber import Imsi
 
 # No IMEI key is this large (keys are below 10^14), so it is in no list and no registry.
 NO_KEY = np.uint64(np.iinfo(np.uint64).max)
+NO_OPERATOR = 0
+MCC_MNC_DIGITS = (5, 6)
+
+
+def operator_code(mcc_mnc: str | None) -> int:
+    """MCC-MNC as a number (43211), NO_OPERATOR when absent or not 5-6 digits: the field
+    is informative, never a reason to refuse the attach."""
+    if mcc_mnc and len(mcc_mnc) in MCC_MNC_DIGITS and mcc_mnc.isascii() and mcc_mnc.isdigit():
+        return int(mcc_mnc)
+    return NO_OPERATOR
 
 
 class AttachEvent(NamedTuple):
@@ -22,6 +32,8 @@ class AttachEvent(NamedTuple):
     msisdn: int
     ts_ms: int
     emergency: bool = False
+    mcc_mnc: str | None = None  # the serving network, as the core reports it
+    cell: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,6 +45,15 @@ class AttachBatch:
     msisdn: np.ndarray  # uint64
     ts_ms: np.ndarray  # int64, event time
     emergency: np.ndarray  # bool
+    # For clone detection, where the core reports them; NO_OPERATOR and None where not.
+    operator: np.ndarray = field(default=None)  # type: ignore[assignment]  # uint32 MCC-MNC
+    cell: np.ndarray = field(default=None)  # type: ignore[assignment]  # object: str | None
+
+    def __post_init__(self) -> None:
+        if self.operator is None:
+            object.__setattr__(self, "operator", np.zeros(len(self.imei_key), dtype=np.uint32))
+        if self.cell is None:
+            object.__setattr__(self, "cell", np.full(len(self.imei_key), None, dtype=object))
 
     def __len__(self) -> int:
         return len(self.imei_key)
@@ -49,6 +70,9 @@ class AttachBatch:
             msisdn=np.fromiter((e.msisdn for e in events), np.uint64, len(events)),
             ts_ms=np.fromiter((e.ts_ms for e in events), np.int64, len(events)),
             emergency=np.fromiter((e.emergency for e in events), bool, len(events)),
+            operator=np.fromiter((operator_code(e.mcc_mnc) for e in events), np.uint32,
+                                 len(events)),
+            cell=np.array([e.cell for e in events] + [None], dtype=object)[:-1],
         )
 
     @classmethod

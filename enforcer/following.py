@@ -1,6 +1,6 @@
 """Following what the workers store in PostgreSQL, into a state held in memory: the
-cut-off list (every worker, and `eir-enforcer serve`), and for `serve`, which reads no
-topic, the registry changes and the snapshot generation too."""
+cut-off list and the IMEIs flagged misused (every worker, and `eir-enforcer serve`), and for
+`serve`, which reads no topic, the registry changes and the snapshot generation too."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import psycopg
 
 from consumers.registry import lay_over
 from enforcer.config import Config
 from enforcer.cutoffs import CutOffs
+from enforcer.db.clones import flagged_since
 from enforcer.db.notices import cut_subjects
 from enforcer.db.registry import applied_events, applied_seqs_after
 from enforcer.imei import ImeiRules
@@ -54,6 +56,22 @@ class CutoffFollower:
         return len(rows)
 
 
+class FlagFollower:
+    """IMEIs any worker flagged misused; all of them the first time."""
+
+    def __init__(self, holder: StateHolder) -> None:
+        self._holder = holder
+        self._followed_to: datetime | None = None
+
+    def follow(self, conn: psycopg.Connection) -> int:
+        since = None if self._followed_to is None else self._followed_to - FOLLOW_OVERLAP
+        keys, self._followed_to = flagged_since(conn, since)
+        if keys:
+            added = np.array(keys, dtype=np.uint64)
+            self._holder.update(lambda s: replace(s, misused=s.misused.with_keys(added)))
+        return len(keys)
+
+
 class StateFollower:
     """For a process that reads no topic: the registry changes the workers stored, the
     cutoffs, and the newest snapshot generation, laid over its state at each `follow`."""
@@ -63,6 +81,7 @@ class StateFollower:
         self._holder = holder
         self._rules = rules
         self._cutoffs = CutoffFollower(holder)
+        self._flags = FlagFollower(holder)
         self._seen: set[int] = set()  # registry_events.seq already laid over
 
     def follow(self, conn: psycopg.Connection) -> dict[str, int]:
@@ -74,7 +93,7 @@ class StateFollower:
             lay_over(self._holder, events, self._rules, self._config)
             self._seen.update(e.seq for e in events)
         return {"generation_swapped": swapped, "registry_events": len(events),
-                "cutoffs": self._cutoffs.follow(conn)}
+                "cutoffs": self._cutoffs.follow(conn), "flags": self._flags.follow(conn)}
 
     def _newer_snapshot(self) -> int:
         directory = Path(self._config.state.dir)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from enforcer.clones import NOT_MISUSED, Misused
 from enforcer.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.lists import Lists
 from enforcer.overlay import Overlay, empty_overlay
@@ -32,6 +33,7 @@ class EnforcementState:
     policy: Policy
     overlay: Overlay = field(default=None)  # type: ignore[assignment]  # empty if not given
     cutoffs: CutOffs = NO_CUTOFFS  # this operator's own, from the notices table
+    misused: Misused = NOT_MISUSED  # flagged by clone detection, from clone_flags
 
     def __post_init__(self) -> None:
         if self.registry.rows != len(self.lists.white_index):
@@ -66,7 +68,8 @@ class StateHolder:
                 raise ValueError(f"generation {new.generation} is not newer than "
                                  f"{self._state.generation}")
             overlay, stale = self._state.overlay.rebase(new.lists, new.registry)
-            self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs)
+            self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs,
+                                  misused=self._state.misused)
             return stale
 
 

@@ -34,7 +34,7 @@ from enforcer.db.notices import (Change, cut_after, enqueue, live_about,
                                  RelayRecord, relay_record, save_relay_record, set_in_flight,
                                  take_due, unsent)
 from enforcer.effects import FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream
-from enforcer.following import CutoffFollower
+from enforcer.following import CutoffFollower, FlagFollower
 from enforcer.logs import describe
 from enforcer.noticemessages import OutboxMessage, step_messages
 from enforcer.notices import Notice, NoticeState, Pace, QuietHours, Step, advance
@@ -99,6 +99,7 @@ class NoticeSweeper:
         self._busy = False  # a round is running
         self._again = False  # woken during it: one more round
         self._cutoffs = CutoffFollower(holder)
+        self._flags = FlagFollower(holder)  # other workers' (a partition may come here)
         self._counted_at = -math.inf
         self._counted: set[tuple[str, str]] = set()
 
@@ -323,8 +324,9 @@ class NoticeSweeper:
         self._reader.close()
 
     def follow_cutoffs(self, conn: psycopg.Connection) -> int:
-        """Cutoffs and restores made by any worker, into this worker's memory."""
-        followed = self._cutoffs.follow(conn)
+        """Cutoffs, restores and misuse flags made by any worker, into this worker's
+        memory."""
+        followed = self._cutoffs.follow(conn) + self._flags.follow(conn)
         self._remember([], [])
         return followed
 

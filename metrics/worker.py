@@ -59,6 +59,11 @@ class WorkerMetrics:
                                       "over the snapshot.", registry=r)
         self.batch_failures = Counter("eir_batch_failures", "Batches that failed and will be "
                                       "consumed again, by stage.", ["stage"], registry=r)
+        self.clone_flags = Counter("eir_clone_flags", "IMEIs flagged misused by clone "
+                                   "detection, by reason (imsis, operators, cells).",
+                                   ["reason"], registry=r)
+        self.clones_flagged = Gauge("eir_clones_flagged", "IMEIs flagged misused, held in "
+                                    "memory.", registry=r)
         self.jobs = JobMetrics(r)
         self.http = HttpMetrics(r)
         self.notices = NoticeMetrics(r)
@@ -80,3 +85,4 @@ class WorkerMetrics:
         self.list_size.labels("cut_imeis").set_function(lambda: len(lists().cut_imeis))
         self.list_size.labels("cut_pairs").set_function(lambda: len(lists().cut_pairs))
         self.registry_overlay.set_function(lambda: len(holder.current.overlay))
+        self.clones_flagged.set_function(lambda: len(holder.current.misused))

@@ -9,11 +9,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from enforcer.clones import CloneRules
 from enforcer.imei import TAC_DIGITS
 
 DEFAULT_POLICY = Path(__file__).with_name("default.toml")
 MCC_RANGE = range(100, 1000)
 MAX_RULES = 256  # the decision keeps each event's rule in a uint8
+DEFAULT_CLONES = CloneRules(distinct_imsis=3, window_days=20, operators_within_minutes=10,
+                            far_cells_km=300.0, far_cells_within_minutes=10)
+CLONE_KEYS = {"distinct_imsis", "window_days", "operators_within_minutes", "far_cells_km",
+              "far_cells_within_minutes"}
+# Days are kept as uint16 day numbers; the window must fit well inside.
+MAX_WINDOW_DAYS = 366
 
 
 class Verdict(StrEnum):
@@ -33,6 +40,7 @@ class Condition(StrEnum):
     CUT_OFF = "cut_off"
     MALFORMED = "malformed"
     OWNER_OR_OPERATOR_SIM = "owner_or_operator_sim"
+    MISUSED = "misused"  # the IMEI is flagged as cloned or shared (enforcer/clones.py)
     OTHER_CARTABLE = "other_cartable"
     NO_CARTABLE = "no_cartable"
     UNREGISTERED_HOME = "unregistered_home"
@@ -71,6 +79,7 @@ class Rule:
 class Policy:
     home_mcc: tuple[int, ...]
     rules: tuple[Rule, ...]  # in evaluation order, the fallback last
+    clones: CloneRules = DEFAULT_CLONES
 
     def rule(self, name: str) -> Rule:
         return next(r for r in self.rules if r.name == name)
@@ -97,7 +106,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
 
 
 def parse_policy(data: dict[str, Any]) -> Policy:
-    _no_unknown(data, {"home_mcc", "fallback", "rules"}, "")
+    _no_unknown(data, {"home_mcc", "fallback", "rules", "clones"}, "")
     home = _required(data, "home_mcc", "home_mcc")
     if not isinstance(home, list) or not home or not all(
             isinstance(m, int) and m in MCC_RANGE for m in home):
@@ -114,7 +123,28 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         if name in names[:i] or name == FALLBACK_NAME:
             raise PolicyError(f"rules[{i}].name: '{name}' is used twice or reserved")
     _emergency_first(rules)
-    return Policy(tuple(home), tuple(rules) + (fallback,))
+    return Policy(tuple(home), tuple(rules) + (fallback,), _clones(data.get("clones", {})))
+
+
+def _clones(raw: Any) -> CloneRules:
+    if not isinstance(raw, dict):
+        raise PolicyError("clones: must be a table")
+    _no_unknown(raw, CLONE_KEYS, "clones.")
+    merged = {f: raw.get(f, getattr(DEFAULT_CLONES, f)) for f in CLONE_KEYS}
+    for key in ("distinct_imsis", "window_days", "operators_within_minutes",
+                "far_cells_within_minutes"):
+        value = merged[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PolicyError(f"clones.{key}: must be a whole number, 0 or more")
+    if merged["distinct_imsis"] < 2:
+        raise PolicyError("clones.distinct_imsis: at least 2 (one SIM is no clone)")
+    if not 1 <= merged["window_days"] <= MAX_WINDOW_DAYS:
+        raise PolicyError(f"clones.window_days: between 1 and {MAX_WINDOW_DAYS}")
+    km = merged["far_cells_km"]
+    if not isinstance(km, (int, float)) or isinstance(km, bool) or km <= 0:
+        raise PolicyError("clones.far_cells_km: must be a positive number")
+    merged["far_cells_km"] = float(km)
+    return CloneRules(**merged)
 
 
 def _emergency_first(rules: list[Rule]) -> None:

@@ -19,14 +19,18 @@ def test_default_policy_is_the_documented_order() -> None:
     policy = load_policy()
     assert [r.when for r in policy.rules[:-1]] == [
         Condition.EMERGENCY, Condition.BLACKLISTED, Condition.CUT_OFF, Condition.MALFORMED,
-        Condition.OWNER_OR_OPERATOR_SIM, Condition.OTHER_CARTABLE, Condition.NO_CARTABLE,
-        Condition.UNREGISTERED_HOME, Condition.UNREGISTERED_ROAMER]
+        Condition.OWNER_OR_OPERATOR_SIM, Condition.MISUSED, Condition.OTHER_CARTABLE,
+        Condition.NO_CARTABLE, Condition.UNREGISTERED_HOME, Condition.UNREGISTERED_ROAMER]
     assert policy.rules[-1].name == "fallback"
     transfer = policy.rule("other_cartable")
     assert (transfer.notice_kind, transfer.grace_days, transfer.reminder_days,
             transfer.cutoff_scope) == ("ownership_transfer", 30, (7, 1), Scope.PAIR)
     assert policy.rule("roamer").sms is False
     assert policy.home_mcc == (432,)
+    misuse = policy.rule("misuse")
+    assert (misuse.notice_kind, misuse.grace_days, misuse.cutoff_scope) == ("misuse", 7,
+                                                                            Scope.PAIR)
+    assert (policy.clones.distinct_imsis, policy.clones.window_days) == (3, 20)
 
 
 def edit(change) -> dict:
@@ -41,26 +45,31 @@ def rule(data: dict, name: str) -> dict:
 
 @pytest.mark.parametrize(("change", "key"), [
     (lambda d: rule(d, "malformed").update(verdict="GREY"), "rules[3].verdict"),
-    (lambda d: rule(d, "other_cartable").update(grace_days=0), "rules[5].grace_days"),
-    (lambda d: rule(d, "other_cartable").update(reminder_days=[40]), "rules[5].reminder_days"),
-    (lambda d: rule(d, "other_cartable").pop("cutoff_scope"), "rules[5].cutoff_scope"),
-    (lambda d: rule(d, "unregistered").update(cutoff_scope="device"), "rules[7].cutoff_scope"),
+    (lambda d: rule(d, "other_cartable").update(grace_days=0), "rules[6].grace_days"),
+    (lambda d: rule(d, "other_cartable").update(reminder_days=[40]), "rules[6].reminder_days"),
+    (lambda d: rule(d, "other_cartable").pop("cutoff_scope"), "rules[6].cutoff_scope"),
+    (lambda d: rule(d, "unregistered").update(cutoff_scope="device"), "rules[8].cutoff_scope"),
     (lambda d: rule(d, "owner").update(when="owner"), "rules[4].when"),
     (lambda d: rule(d, "owner").update(colour="blue"), "rules[4].colour"),
     (lambda d: rule(d, "owner").update(grace_days=3), "rules[4].grace_days"),
-    (lambda d: rule(d, "roamer").update(exempt_tacs=["123"]), "rules[8].exempt_tacs"),
-    (lambda d: rule(d, "roamer").update(exempt_when=["sometimes"]), "rules[8].exempt_when[0]"),
+    (lambda d: rule(d, "roamer").update(exempt_tacs=["123"]), "rules[9].exempt_tacs"),
+    (lambda d: rule(d, "roamer").update(exempt_when=["sometimes"]), "rules[9].exempt_when[0]"),
     (lambda d: rule(d, "roamer").update(exempt_when=["unregistered_roamer"]),
-     "rules[8].exempt_when"),
-    (lambda d: rule(d, "other_cartable").update(reminder_days=7), "rules[5].reminder_days"),
+     "rules[9].exempt_when"),
+    (lambda d: rule(d, "other_cartable").update(reminder_days=7), "rules[6].reminder_days"),
     (lambda d: d["rules"].extend(dict(d["rules"][4], name=f"r{i}") for i in range(250)),
      "rules"),
     (lambda d: rule(d, "emergency").update(verdict="BLACKLISTED"), "rules[0].verdict"),
     (lambda d: d["rules"].reverse(), "rules[0].when"),
-    (lambda d: d["rules"].append(dict(d["rules"][4])), "rules[9].name"),
+    (lambda d: d["rules"].append(dict(d["rules"][4])), "rules[10].name"),
     (lambda d: d.update(home_mcc=[43]), "home_mcc"),
     (lambda d: d.pop("fallback"), "fallback"),
     (lambda d: d.update(colour=1), "colour"),
+    (lambda d: d["clones"].update(distinct_imsis=1), "clones.distinct_imsis"),
+    (lambda d: d["clones"].update(window_days=0), "clones.window_days"),
+    (lambda d: d["clones"].update(far_cells_km=-1), "clones.far_cells_km"),
+    (lambda d: d["clones"].update(operators_within_minutes="5"), "clones.operators_within"),
+    (lambda d: d["clones"].update(colour=1), "clones.colour"),
 ])
 def test_invalid_policy_is_refused_naming_the_key(change, key: str) -> None:
     with pytest.raises(PolicyError, match="^" + re.escape(key)):

@@ -1,0 +1,50 @@
+"""clone_flags: the IMEIs clone detection flagged; and, for a newly flagged IMEI, the SIMs
+the slot-usage history saw with it within the window."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import psycopg
+
+from enforcer.clock import MS_PER_S
+
+FlagRow = tuple[int, str, int, int, int]  # imei_key, reason, flagged ms, imsi, msisdn
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / MS_PER_S, tz=timezone.utc)
+
+
+def record_flags(conn: psycopg.Connection, rows: list[FlagRow]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO clone_flags (imei_key, reason, flagged_at, imsi, msisdn)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (imei_key) DO NOTHING",
+            [(key, reason, _at(ms), imsi, msisdn) for key, reason, ms, imsi, msisdn in rows])
+
+
+def flagged_since(conn: psycopg.Connection, since: datetime | None
+                  ) -> tuple[list[int], datetime]:
+    """IMEI keys recorded since `since` (all when None), and the time to ask from next."""
+    (now,) = conn.execute("SELECT clock_timestamp()").fetchone()
+    rows = conn.execute("SELECT imei_key FROM clone_flags WHERE %(since)s::timestamptz IS NULL"
+                        " OR recorded_at >= %(since)s", {"since": since}).fetchall()
+    return [key for (key,) in rows], now
+
+
+def list_flags(conn: psycopg.Connection, limit: int) -> list[tuple]:
+    """(imei_key, reason, flagged_at, imsi, msisdn, recorded_at), newest first."""
+    return conn.execute("SELECT imei_key, reason, flagged_at, imsi, msisdn, recorded_at"
+                        " FROM clone_flags ORDER BY recorded_at DESC, imei_key LIMIT %s",
+                        (limit,)).fetchall()
+
+
+def sims_within(conn: psycopg.Connection, imei_keys: list[int], since_ms: int
+                ) -> list[tuple[int, int, int, int]]:
+    """(imei_key, imsi, msisdn, last seen ms) of every SIM seen with these IMEIs since."""
+    return conn.execute(
+        "SELECT imei_key, imsi, (array_agg(msisdn ORDER BY last_seen DESC))[1],"
+        " (extract(epoch FROM max(last_seen)) * 1000)::bigint FROM slot_usage"
+        " WHERE imei_key = ANY(%s) AND last_seen >= %s GROUP BY imei_key, imsi",
+        (imei_keys, _at(since_ms))).fetchall()

@@ -1,0 +1,176 @@
+"""Clone detection: the window's threshold and forgetting, operators and cells, placeholder
+IMEIs left out, the owner protected; then end to end, a third SIM on a phone flags it and
+warns every SIM but the owner's."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import psycopg
+
+from enforcer.clock import MS_PER_DAY
+from enforcer.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused, Sightings,
+                             sightings_of)
+from enforcer.events import AttachBatch
+from enforcer.keyindex import ABSENT, KeyIndex
+from tests.kafkatools import produce, wait_for
+from tests.test_cli import lines, run
+from tests.test_decide import (BUYER, OWNER, SINGLE, SPOUSE, STRANGER, attach as decided,
+                               full, state)
+from tests.test_notice_lifecycle import sent
+from tests.test_worker import attach, now_ms
+
+__all__ = ["state"]  # the fixture, shared with test_decide
+
+RULES = CloneRules(distinct_imsis=3, window_days=20, operators_within_minutes=10,
+                   far_cells_km=300.0, far_cells_within_minutes=10)
+DAY0 = 20_400 * MS_PER_DAY
+MINUTE = 60_000
+CELLS = CellSites.of({"tehran": (35.69, 51.39), "karaj": (35.84, 51.01),
+                      "mashhad": (36.30, 59.61)})
+TEHRAN, NEAR_TEHRAN, MASHHAD = (CELLS.codes[c] for c in ("tehran", "karaj", "mashhad"))
+
+
+def window(rules: CloneRules = RULES) -> CloneWindow:
+    keys = np.arange(10, dtype=np.uint64) * np.uint64(1000) + np.uint64(35_000_000_000_000)
+    return CloneWindow(KeyIndex.from_sorted_keys(keys), rules, CELLS)
+
+
+def seen(*events: tuple) -> Sightings:
+    """(row, imsi, ts_ms[, operator, cell]) each."""
+    full_events = [e + (0, 0)[len(e) - 3:] for e in events]
+    row, imsi, ts, operator, cell = zip(*full_events)
+    return Sightings(np.array(row, np.int64), np.array(imsi, np.uint64), np.array(ts, np.int64),
+                     np.array(operator, np.uint32), np.array(cell, np.uint32))
+
+
+def flagged(w: CloneWindow, *events: tuple) -> list[tuple[int, str]]:
+    flags = w.observe(seen(*events))
+    return [(e, REASONS[r].value) for e, r in zip(flags.event.tolist(), flags.reason.tolist())]
+
+
+def test_the_third_sim_within_the_window_flags_the_imei() -> None:
+    w = window()
+    assert flagged(w, (1, 11, DAY0), (1, 12, DAY0 + MS_PER_DAY)) == []
+    assert flagged(w, (1, 11, DAY0 + 2 * MS_PER_DAY)) == []  # a SIM seen again is no new one
+    assert flagged(w, (1, 13, DAY0 + 3 * MS_PER_DAY)) == [(0, "imsis")]
+
+
+def test_three_sims_in_one_batch_flag_at_the_third() -> None:
+    w = window()
+    assert flagged(w, (2, 21, DAY0), (2, 22, DAY0 + 1), (2, 23, DAY0 + 2),
+                   (2, 24, DAY0 + 3)) == [(2, "imsis")]
+
+
+def test_a_sim_that_left_the_window_is_forgotten() -> None:
+    w = window()
+    flagged(w, (1, 11, DAY0), (1, 12, DAY0 + MS_PER_DAY))
+    assert flagged(w, (1, 13, DAY0 + 20 * MS_PER_DAY)) == []  # SIM 11 was 20 days ago
+    late = window()
+    flagged(late, (1, 11, DAY0), (1, 12, DAY0 + MS_PER_DAY))
+    assert flagged(late, (1, 13, DAY0 + 19 * MS_PER_DAY)) == [(0, "imsis")]
+
+
+def test_a_replayed_batch_flags_again_and_nothing_more() -> None:
+    w = window()
+    batch = ((3, 31, DAY0), (3, 32, DAY0 + 1), (3, 33, DAY0 + 2))
+    assert flagged(w, *batch) == [(2, "imsis")]
+    assert flagged(w, *batch) == [(2, "imsis")]
+    assert flagged(w, (3, 31, DAY0 + 5), (3, 32, DAY0 + 6)) == []
+
+
+def test_the_threshold_is_the_policys() -> None:
+    w = window(replace(RULES, distinct_imsis=2))
+    assert flagged(w, (1, 11, DAY0), (1, 12, DAY0 + 1)) == [(1, "imsis")]
+
+
+def test_two_operators_within_minutes_flag_the_imei() -> None:
+    w = window()
+    assert flagged(w, (4, 41, DAY0, 43211)) == []
+    assert flagged(w, (4, 41, DAY0 + 5 * MINUTE, 43235)) == [(0, "operators")]
+    later = window()
+    flagged(later, (4, 41, DAY0, 43211))
+    assert flagged(later, (4, 41, DAY0 + 60 * MINUTE, 43235)) == []
+
+
+def test_far_apart_cells_within_minutes_flag_the_imei() -> None:
+    w = window()
+    assert flagged(w, (5, 51, DAY0, 0, TEHRAN), (5, 51, DAY0 + 3 * MINUTE, 0, NEAR_TEHRAN)) == []
+    assert flagged(w, (5, 51, DAY0 + 8 * MINUTE, 0, MASHHAD)) == [(0, "cells")]
+    assert CELLS.distance_km(np.array([TEHRAN]), np.array([MASHHAD]))[0] > 700
+
+
+def test_a_window_on_a_new_generation_keeps_what_it_saw() -> None:
+    w = window()
+    flagged(w, (1, 11, DAY0), (1, 12, DAY0 + 1))
+    old_keys = w.index.keys()
+    moved = w.rebase(KeyIndex.from_sorted_keys(np.sort(np.r_[old_keys, np.uint64(1)])))
+    assert flagged(moved, (2, 13, DAY0 + 2)) == [(0, "imsis")]  # row 1 is now row 2
+
+
+def test_placeholder_and_test_imeis_are_not_clones(state, rules) -> None:
+    placeholder = 499901064000  # 004999010640000 without its check digit
+    index = KeyIndex.from_sorted_keys(np.array([placeholder, SINGLE], dtype=np.uint64))
+    batch = AttachBatch(
+        imei_key=np.array([placeholder] * 4 + [SINGLE], np.uint64),
+        malformed=np.array([True] * 4 + [False]), imsi=np.arange(1, 6, dtype=np.uint64),
+        mcc=np.full(5, 432, np.uint16), msisdn=np.arange(1, 6, dtype=np.uint64),
+        ts_ms=np.full(5, DAY0, np.int64), emergency=np.zeros(5, bool))
+    seen_ = sightings_of(batch, index, CELLS)
+    assert seen_.row.tolist() == [ABSENT] * 4 + [1]
+    assert len(CloneWindow(index, RULES).observe(seen_)) == 0
+
+
+def test_on_a_misused_imei_the_owner_keeps_working_and_others_get_a_misuse_notice(
+        state, rules) -> None:
+    misused = replace(state, misused=Misused(np.array([SINGLE], np.uint64)))
+    assert decided(misused, rules, full(SINGLE), OWNER).rule == "owner"
+    assert decided(misused, rules, full(SINGLE), SPOUSE).rule == "owner"  # the owner's cartable
+    other = decided(misused, rules, full(SINGLE), STRANGER)
+    assert (other.rule, other.verdict.value) == ("misuse", "GREYLISTED")
+    assert (other.notice.kind, other.notice.scope.value) == ("misuse", "pair")
+    in_a_week = decided(misused, rules, full(SINGLE), STRANGER, ts=DAY0)
+    assert in_a_week.notice.deadline_ms == DAY0 + 7 * MS_PER_DAY
+
+
+def test_misused_is_looked_up_per_imei() -> None:
+    flags = Misused(np.array([5, 9], np.uint64)).with_keys([7])
+    assert flags.contains(np.array([5, 6, 7, 9, 10], np.uint64)).tolist() == [
+        True, False, True, True, False]
+
+
+# --- end to end: the worker, the broker, the database ----------------------------------------
+
+def test_a_third_sim_flags_the_phone_and_warns_every_sim_but_the_owners(env, worker,
+                                                                         dsn) -> None:
+    running = worker()
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    t = now_ms()
+    produce(bootstrap, topic, [attach(SINGLE, OWNER, t - 3 * 3_600_000),
+                               attach(SINGLE, STRANGER, t - 2 * 3_600_000)])
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM slot_usage") == 2)
+    produce(bootstrap, topic, [attach(SINGLE, BUYER, t)])
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM notices WHERE kind = 'misuse'") == 2)
+
+    with psycopg.connect(dsn) as conn:
+        notices = conn.execute("SELECT msisdn, scope FROM notices WHERE kind = 'misuse'"
+                               " ORDER BY msisdn").fetchall()
+        flags = conn.execute("SELECT imei_key, reason, msisdn FROM clone_flags").fetchall()
+    assert notices == [(BUYER, "pair"), (STRANGER, "pair")]  # not the owner
+    assert flags == [(SINGLE, "imsis", BUYER)]
+    wait_for(lambda: {m["msisdn"] for m in sent(env, "notifications")
+                      if m["kind"] == "misuse"} == {str(BUYER), str(STRANGER)})
+    registry = running.worker.metrics.registry
+    assert registry.get_sample_value("eir_clone_flags_total", {"reason": "imsis"}) == 1
+    assert registry.get_sample_value("eir_clones_flagged") == 1
+
+    listed = lines(run("clones", "list", env={**os.environ, **env}).stdout)
+    assert [(c["imei"], c["reason"]) for c in listed] == [(f"{SINGLE:014d}", "imsis")]
+    assert "*" in listed[0]["msisdn"]  # masked unless --reveal
+
+
+def _count(dsn: str, sql: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql).fetchone()[0]
