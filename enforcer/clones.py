@@ -187,13 +187,17 @@ class CloneWindow:
         row, fp, day, event = row[pair], fp[pair], day[pair], order[pair]
         first = np.r_[True, (row[1:] != row[:-1]) | (fp[1:] != fp[:-1])]
         row, fp, day, event = row[first], fp[first], day[first], event[first]
-        several = np.r_[row[1:] == row[:-1], False] | np.r_[False, row[1:] == row[:-1]]
-        alone = ~several
-        self._one_new_sim(row[alone], fp[alone], day[alone], event[alone], flagged_at)
-        for r, f, d, e in _by_time(row[several], fp[several], day[several], event[several],
-                                   seen.ts_ms):
-            self._one_new_sim(np.array([r]), np.array([f], np.uint32),
-                              np.array([d], np.uint16), np.array([e]), flagged_at)
+        # An IMEI with several new SIMs in the batch takes them in rounds, in the order they
+        # came: the second may fill the window before the third arrives.
+        by_time = np.lexsort((seen.ts_ms[event], row))
+        row, fp, day, event = row[by_time], fp[by_time], day[by_time], event[by_time]
+        remaining = np.arange(len(row))
+        while len(remaining):
+            rows = row[remaining]
+            head = np.r_[True, rows[1:] != rows[:-1]]
+            take = remaining[head]
+            self._one_new_sim(row[take], fp[take], day[take], event[take], flagged_at)
+            remaining = remaining[~head]
 
     def _one_new_sim(self, row: np.ndarray, fp: np.ndarray, day: np.ndarray,
                      event: np.ndarray, flagged_at: np.ndarray) -> None:
@@ -258,15 +262,6 @@ class CloneWindow:
 def _flag(flagged_at: np.ndarray, events: np.ndarray, reason: CloneReason) -> None:
     unflagged = events[flagged_at[events] < 0]
     flagged_at[unflagged] = REASONS.index(reason)
-
-
-def _by_time(row: np.ndarray, fp: np.ndarray, day: np.ndarray, event: np.ndarray,
-             ts_ms: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(row, fp, day, event) of IMEIs with several new SIMs in one batch, each IMEI's in the
-    order they came: the second SIM may fill the window before the third arrives."""
-    order = np.lexsort((ts_ms[event], row))
-    return list(zip(row[order].tolist(), fp[order].tolist(), day[order].tolist(),
-                    event[order].tolist()))
 
 
 def cells_from_csv(text: str) -> CellSites:

@@ -1,0 +1,140 @@
+"""Clone detection's memory at national scale, and its speed, against a dict per IMEI.
+
+    python bench/clones.py [--imeis 300000000] [--second-sim 0.08] [--clones 0.001]
+
+Every IMEI attaches once with its own SIM on a day within the window; a share of them
+(`--second-sim`: SIM swaps, a family phone) with a second SIM, and a few (`--clones`) with
+two more, which must flag exactly those. The window's memory is read as the process's
+resident growth while it fills, not from its arrays' sizes: untouched pages cost nothing,
+and the figure is what the worker would hold. The baseline is the obvious structure,
+{imei_key: {imsi: last_day}}, measured on `--baseline-imeis` IMEIs with the same mix and
+scaled; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+
+import numpy as np
+
+from measure import emit, peak_rss_mb, pin_to_one_core, rss_mb, say
+
+from enforcer.clock import MS_PER_DAY
+from enforcer.clones import CloneWindow, Sightings
+from enforcer.keyindex import KeyIndex
+from rules.policy import DEFAULT_CLONES
+
+DAY0 = 20_400
+BATCH = 2_000_000
+MIB = 1 << 20
+
+
+def traffic(rows: np.ndarray, rng: np.random.Generator, second: float, clones: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, imsi, ts_ms) for these IMEIs: one own SIM each, then the extra SIMs, in time."""
+    n = len(rows)
+    days = rng.integers(0, DEFAULT_CLONES.window_days // 2, n)
+    own = rows.astype(np.uint64) * np.uint64(4) + np.uint64(432_110_000_000_000)
+    two = rng.random(n) < second
+    three = rng.random(n) < clones
+    extra_rows = np.r_[rows[two | three], rows[three], rows[three]]
+    extra_imsi = np.r_[own[two | three] + np.uint64(1), own[three] + np.uint64(2),
+                       own[three] + np.uint64(3)]
+    extra_days = np.r_[days[two | three] + 1, days[three] + 2, days[three] + 3]
+    row = np.r_[rows, extra_rows]
+    imsi = np.r_[own, extra_imsi]
+    ts = (DAY0 + np.r_[days, extra_days]).astype(np.int64) * MS_PER_DAY
+    return row, imsi, ts
+
+
+def fill(window: CloneWindow, imeis: int, second: float, clones: float) -> tuple[int, int, float]:
+    """(events, IMEIs flagged, seconds) of the whole country through the window."""
+    rng = np.random.default_rng(3)
+    events = flags = 0
+    spent = 0.0
+    done = np.zeros(0, dtype=np.int64)
+    for start in range(0, imeis, BATCH):
+        row, imsi, ts = traffic(np.arange(start, min(start + BATCH, imeis)), rng, second,
+                                clones)
+        order = np.argsort(ts, kind="stable")  # as they would arrive
+        for part in np.array_split(order, 3):  # the extra SIMs come in later batches
+            seen = Sightings(row[part], imsi[part], ts[part], np.zeros(len(part), np.uint32),
+                             np.zeros(len(part), np.uint32))
+            began = time.perf_counter()
+            # An IMEI flagged once is misused from then on; the worker records it once.
+            flagged = np.unique(seen.row[window.observe(seen).event])
+            flags += len(np.setdiff1d(flagged, done))
+            done = np.union1d(done, flagged)
+            spent += time.perf_counter() - began
+        events += len(row)
+    return events, flags, spent
+
+
+def baseline_bytes_per_imei(imeis: int, second: float, clones: float) -> tuple[float, int]:
+    """The dict-of-dicts window: bytes per IMEI, and the flags it raised."""
+    rng = np.random.default_rng(3)
+    row, imsi, ts = traffic(np.arange(imeis), rng, second, clones)
+    gc.collect()
+    tracemalloc.start()
+    seen: dict[int, dict[int, int]] = {}
+    flagged: set[int] = set()
+    limit = DEFAULT_CLONES.distinct_imsis
+    for r, i, t in zip(row.tolist(), imsi.tolist(), (ts // MS_PER_DAY).tolist()):
+        sims = seen.setdefault(r, {})
+        if i not in sims and sum(1 for d in sims.values()
+                                 if t - d < DEFAULT_CLONES.window_days) + 1 >= limit:
+            flagged.add(r)
+            continue
+        sims[i] = t
+    size, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return size / imeis, len(flagged)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--imeis", type=int, default=300_000_000)
+    parser.add_argument("--second-sim", type=float, default=0.08,
+                        help="share of IMEIs that also see a second SIM within the window")
+    parser.add_argument("--clones", type=float, default=0.001,
+                        help="share that see three more SIMs: these must be flagged")
+    parser.add_argument("--baseline-imeis", type=int, default=1_000_000)
+    args = parser.parse_args()
+    core = pin_to_one_core()
+    say(f"clone window: {args.imeis:,} IMEIs, {args.second_sim:.0%} with a second SIM, "
+        f"{args.clones:.1%} cloned, core {core}")
+
+    index = KeyIndex.from_sorted_keys(np.arange(args.imeis, dtype=np.uint64))
+    gc.collect()
+    before = rss_mb()
+    window = CloneWindow(index, DEFAULT_CLONES)
+    events, flags, seconds = fill(window, args.imeis, args.second_sim, args.clones)
+    gc.collect()
+    grown_mb = rss_mb() - before
+    per_imei = grown_mb * MIB / args.imeis
+    say(f"  window: {grown_mb / 1024:.2f} GiB resident ({per_imei:.1f} bytes an IMEI; "
+        f"arrays {window.nbytes / MIB / 1024:.2f} GiB), {events:,} events, {flags:,} flags, "
+        f"{events / seconds:,.0f} events/s")
+
+    base_per_imei, base_flags = baseline_bytes_per_imei(args.baseline_imeis, args.second_sim,
+                                                        args.clones)
+    scaled_gib = base_per_imei * args.imeis / MIB / 1024
+    say(f"  baseline dict of dicts: {base_per_imei:.0f} bytes an IMEI "
+        f"({base_flags:,} flags of {args.baseline_imeis:,}), {scaled_gib:.0f} GiB at "
+        f"{args.imeis:,}: {base_per_imei / per_imei:.1f} x the window")
+    expected = round(args.imeis * args.clones)
+    emit({"imeis": args.imeis, "second_sim_share": args.second_sim,
+          "clone_share": args.clones, "events": events, "flags": flags,
+          "flags_expected_about": expected, "window_resident_gib": round(grown_mb / 1024, 2),
+          "window_bytes_per_imei": round(per_imei, 1),
+          "window_array_gib": round(window.nbytes / MIB / 1024, 2),
+          "events_per_s": round(events / seconds), "peak_rss_gib": round(peak_rss_mb() / 1024, 2),
+          "baseline_bytes_per_imei": round(base_per_imei), "baseline_scaled_gib":
+          round(scaled_gib, 1), "ratio": round(base_per_imei / per_imei, 1), "cores": 1})
+
+
+if __name__ == "__main__":
+    main()
