@@ -25,6 +25,7 @@ from tests.test_decide import (BUYER, CUT_FOR_BUYER, CUT_IMEI, OWNER, SINGLE, ST
 from tests.test_http import get
 from tests.test_registry_events import registry_event
 from tests.kafkatools import produce, wait_for
+from tests.test_monitoring import catalogued, family
 
 NOW_MS = 1_790_000_000_000
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "3gpp" / \
@@ -219,6 +220,8 @@ def test_serve_answers_a_5g_core_and_follows_the_registry(serve, env, worker) ->
     assert metrics['eir_eic_answers_total{answer="WHITELISTED"}'] >= 1
     assert metrics['eir_eic_answers_total{answer="bad_request"}'] == 1
     assert metrics['eir_eic_answers_total{answer="unknown"}'] == 1
+    families = {family(name.split("{")[0]) for name in metrics}
+    assert {f for f in families if f.startswith("eir_")} == catalogued(serve=True)
 
 
 def _metrics(port: int) -> dict[str, float]:

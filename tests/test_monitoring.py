@@ -30,9 +30,14 @@ SERIES_SUFFIXES = ("_bucket", "_count", "_sum")
 METRIC = re.compile(r"\b((?:eir|process)_[a-z_]+)\b")
 
 
-def catalogued() -> set[str]:
-    """The metric names in the catalogue's tables (first column, in backquotes)."""
-    return set(re.findall(r"^\| `([a-z_]+)`", CATALOGUE.read_text(), re.MULTILINE))
+EIC_PREFIX = "eir_eic_"  # `eir-enforcer serve`'s own, on its own port
+
+
+def catalogued(serve: bool = False) -> set[str]:
+    """The metric names in the catalogue's tables (first column, in backquotes): the
+    worker's, or `serve`'s."""
+    names = set(re.findall(r"^\| `([a-z_]+)`", CATALOGUE.read_text(), re.MULTILINE))
+    return {n for n in names if n.startswith(EIC_PREFIX) == serve}
 
 
 def family(series: str) -> str:
