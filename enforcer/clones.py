@@ -254,8 +254,8 @@ class CloneWindow:
     def _first_per_imei(seen: Sightings, flagged_at: np.ndarray) -> Flags:
         hit = np.flatnonzero(flagged_at >= 0)
         hit = hit[np.lexsort((seen.ts_ms[hit], seen.row[hit]))]
-        first = np.r_[True, seen.row[hit][1:] != seen.row[hit][:-1]] if len(hit) else hit
-        event = hit[first.astype(bool)] if len(hit) else hit
+        rows = seen.row[hit]
+        event = hit[np.r_[True, rows[1:] != rows[:-1]]] if len(hit) else hit
         return Flags(event.astype(np.int64), flagged_at[event].astype(np.uint8))
 
 

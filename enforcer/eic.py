@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,7 @@ OTHER_PEI = re.compile(r"(?:mac(?:-[0-9a-fA-F]{2}){6}(?:-untrusted)?|eui(?:-[0-9
 OTHER_SUPI = ("nai-", "gci-", "gli-")
 OTHER_GPSI = "extid-"
 SUPPORTED_FEATURES = re.compile(r"[A-Fa-f0-9]*\Z")
+T = TypeVar("T")
 
 
 class Cause(StrEnum):
@@ -92,6 +93,21 @@ def _invalid(param: str, detail: str, mandatory: bool = False) -> Problem:
     return Problem(HTTPStatus.BAD_REQUEST, cause, detail, param)
 
 
+def _identity(query: Mapping[str, str], param: str, form: str, others: tuple[str, ...],
+              parse: Callable[[str], T], wrong_form: str) -> T | Problem | None:
+    """An optional SUPI or GPSI: parsed when in `form`, None when absent or in a form that
+    names no SIM (it can be in no list), else the 400 it deserves."""
+    value = query.get(param)
+    if value is None or value.startswith(others):
+        return None
+    if not value.startswith(form):
+        return _invalid(param, wrong_form)
+    try:
+        return parse(value)
+    except IdentityError as exc:
+        return _invalid(param, str(exc))
+
+
 def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
     """The query parameters (first value of each) as a check, or the 400 they deserve."""
     pei = query.get("pei")
@@ -101,25 +117,16 @@ def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
     features = query.get("supported-features", "")
     if not SUPPORTED_FEATURES.match(features):
         return _invalid("supported-features", "supported-features must be hexadecimal")
-    imsi, mcc = NO_IMSI, None
-    supi = query.get("supi")
-    if supi is not None and not supi.startswith(OTHER_SUPI):
-        if not supi.startswith("imsi-"):
-            return _invalid("supi", "supi must be imsi-<digits>, nai-, gci- or gli-")
-        try:
-            parsed = parse_imsi(supi)
-        except IdentityError as exc:
-            return _invalid("supi", str(exc))
-        imsi, mcc = parsed.value, parsed.mcc
-    msisdn = NO_MSISDN
-    gpsi = query.get("gpsi")
-    if gpsi is not None and not gpsi.startswith(OTHER_GPSI):
-        if not gpsi.startswith("msisdn-"):
-            return _invalid("gpsi", "gpsi must be msisdn-<digits> or extid-<id>")
-        try:
-            msisdn = parse_msisdn(gpsi)
-        except IdentityError as exc:
-            return _invalid("gpsi", str(exc))
+    supi = _identity(query, "supi", "imsi-", OTHER_SUPI, parse_imsi,
+                     "supi must be imsi-<digits>, nai-, gci- or gli-")
+    if isinstance(supi, Problem):
+        return supi
+    gpsi = _identity(query, "gpsi", "msisdn-", (OTHER_GPSI,), parse_msisdn,
+                     "gpsi must be msisdn-<digits> or extid-<id>")
+    if isinstance(gpsi, Problem):
+        return gpsi
+    imsi, mcc = (NO_IMSI, None) if supi is None else (supi.value, supi.mcc)
+    msisdn = NO_MSISDN if gpsi is None else gpsi
     if OTHER_PEI.match(pei):
         return Check(None, False, imsi, mcc, msisdn)
     if not IMEI_PEI.match(pei):

@@ -32,15 +32,23 @@ FOLLOW_OVERLAP = timedelta(seconds=60)
 SEQ_OVERLAP = 10_000
 
 
-class CutoffFollower:
-    """Cutoffs and restores made by any worker; the whole list the first time."""
+class _TableFollower:
+    """Follows rows changed since the last look (by the database's clock); None the first
+    time, meaning everything."""
 
     def __init__(self, holder: StateHolder) -> None:
         self._holder = holder
         self._followed_to: datetime | None = None
 
+    def _since(self) -> datetime | None:
+        return None if self._followed_to is None else self._followed_to - FOLLOW_OVERLAP
+
+
+class CutoffFollower(_TableFollower):
+    """Cutoffs and restores made by any worker; the whole list the first time."""
+
     def follow(self, conn: psycopg.Connection) -> int:
-        since = None if self._followed_to is None else self._followed_to - FOLLOW_OVERLAP
+        since = self._since()
         rows, self._followed_to = cut_subjects(conn, since)
         cut, restored = [], []
         for scope, imei_key, subject, is_cut in rows:
@@ -56,16 +64,11 @@ class CutoffFollower:
         return len(rows)
 
 
-class FlagFollower:
+class FlagFollower(_TableFollower):
     """IMEIs any worker flagged misused; all of them the first time."""
 
-    def __init__(self, holder: StateHolder) -> None:
-        self._holder = holder
-        self._followed_to: datetime | None = None
-
     def follow(self, conn: psycopg.Connection) -> int:
-        since = None if self._followed_to is None else self._followed_to - FOLLOW_OVERLAP
-        keys, self._followed_to = flagged_since(conn, since)
+        keys, self._followed_to = flagged_since(conn, self._since())
         if keys:
             added = np.array(keys, dtype=np.uint64)
             self._holder.update(lambda s: replace(s, misused=s.misused.with_keys(added)))
