@@ -6,11 +6,12 @@ import time
 import uuid
 
 import msgspec
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from enforcer.faults import committed_offsets
 
-READ_TIMEOUT_MS = 4000
+READ_TIMEOUT_S = 30.0
+POLL_MS = 200
 
 
 def unique(prefix: str) -> str:
@@ -30,11 +31,27 @@ def produce(bootstrap: str, topic: str, messages: list[object], key: bytes = b"k
 
 
 def read_all(bootstrap: str, topic: str) -> list:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=READ_TIMEOUT_MS)
-    records = list(consumer)
-    consumer.close()
-    return records
+    """Every record on the topic, up to the end offsets it had when asked: no idle wait for
+    records that will not come."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return []
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        end = consumer.end_offsets(assigned)
+        records: list = []
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while any(consumer.position(tp) < end[tp] for tp in assigned):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic} not read to its end in time")
+            for batch in consumer.poll(timeout_ms=POLL_MS).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
 
 
 def committed(bootstrap: str, group: str, topic: str) -> int:

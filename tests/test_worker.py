@@ -68,6 +68,8 @@ def test_events_in_history_rows_and_effects_out(env, worker, dsn, client) -> Non
                       (f"{SINGLE:014d}", str(BUYER), "warning", "ownership_transfer")]
     assert all(dict(m.headers)["idempotency-key"].decode().endswith("-warning")
                for m in notices)
+    wait_for(lambda: read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
+                              env["EIR_KAFKA__COMMANDS_TOPIC"]))
     commands = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__COMMANDS_TOPIC"])
     assert [dict(m.headers)["idempotency-key"].decode() for m in commands] == [
         f"cutoff:imei:{STOLEN}:*"]
@@ -86,6 +88,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_reasons(env, worker, dsn,
             bad + [attach(SINGLE, OWNER, t)])
     worker()
     wait_for(lambda: len(history(dsn)) == 1)
+    wait_for(lambda: len(read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
+                                  env["EIR_KAFKA__ATTACH_DLQ_TOPIC"])) >= len(bad))
     dlq = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_DLQ_TOPIC"])
     reasons = [dict(m.headers)["dlq-reason"].decode() for m in dlq]
     assert reasons == ["not_json", "not_an_object", "bad_imsi", "missing_field", "absurd_ts",
