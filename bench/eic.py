@@ -1,5 +1,5 @@
 """N5g-eir equipment checks: `eir-enforcer serve` on one core under wrk, against a trivial
-granian application on the same core and settings.
+application on serve's own HTTP transport, on the same core.
 
     python bench/eic.py [--devices 10000000] [--connections 16 32 64] [--seconds 15]
 
@@ -11,9 +11,9 @@ SIM: GREYLISTED; 1 % unregistered devices; 0.5 % black-listed IMEIs: BLACKLISTED
 roamers; 1 % malformed, sent as the invalid PEI `imei-123`: 400), which a wrk Lua script
 cycles through. wrk runs on the second core with one thread: a short warm-up, then
 --seconds at each connection count on serve and at once on the baseline, --rounds times
-(the best of each kept). The baseline: a granian RSGI application answering
-`{"status":"WHITELISTED"}` to everything, embedded with the same Server settings as serve,
-on the same core (each server idle while the other is loaded). The last line is JSON.
+(the best of each kept). The baseline: serve's HTTP transport (enforcer/eichttp.py)
+answering `{"status":"WHITELISTED"}` to everything, on the same core (each server idle
+while the other is loaded). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -82,38 +82,26 @@ request = function()
 end
 """
 
-# The trivial application, embedded exactly as enforcer/eicserver.run_serve embeds serve's.
+# The trivial application: serve's own HTTP transport answering a constant, so the ratio is
+# what the checks cost on top of the HTTP.
 BASELINE_APP = """
 import asyncio
-import signal
 import sys
 
-from granian.constants import HTTPModes, Interfaces
-from granian.server.embed import Server
+import uvloop
 
-JSON = [("content-type", "application/json")]
-BODY = b'{"status":"WHITELISTED"}'
+from enforcer.eichttp import Response, serve_http
 
-
-async def app(scope, proto):
-    proto.response_bytes(200, JSON, BODY)
+WHITE = Response(200, "application/json", b'{"status":"WHITELISTED"}')
 
 
-def main():
-    server = Server(app, address=sys.argv[1], port=int(sys.argv[2]),
-                    interface=Interfaces.RSGI, http=HTTPModes.http1, websockets=False,
-                    backlog=int(sys.argv[3]), log_enabled=False)
-    loop = asyncio.new_event_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.stop)
-    try:
-        loop.run_until_complete(server.serve())
-    finally:
-        loop.close()
+class Constant:
+    def answer(self, requests):
+        return [WHITE] * len(requests)
 
 
-if __name__ == "__main__":
-    main()
+uvloop.run(serve_http(Constant(), sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                      asyncio.Event()))
 """
 
 
@@ -424,7 +412,7 @@ def main() -> None:
         say(f"serve ready on core {server_core} in {time.perf_counter() - started:.1f} s; "
             f"wrk on core {load_core}")
         trivial = stack.enter_context(server(
-            "trivial granian app",
+            "trivial app",
             [*pinned, sys.executable, str(app), LOOPBACK, str(trivial_port), str(BACKLOG)],
             {**os.environ}, scratch / "baseline.log", trivial_port, CHECK_PATH))
         on_cores = (server_core, load_core)
@@ -440,7 +428,7 @@ def main() -> None:
                                 args.seconds, lambda: metrics(port))
                 if c not in served or row["requests_per_s"] > served[c]["requests_per_s"]:
                     served[c] = row
-                row = load_once("trivial granian app", wrk, script, trivial_port, trivial.pid,
+                row = load_once("trivial app", wrk, script, trivial_port, trivial.pid,
                                 on_cores, c, args.seconds)
                 if c not in baseline or row["requests_per_s"] > baseline[c]["requests_per_s"]:
                     baseline[c] = row

@@ -132,7 +132,7 @@ def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
     if not IMEI_PEI.match(pei):
         return _invalid("pei", "pei must be imei-<15 digits>, imeisv-<16 digits>, mac-… or "
                         "eui-…", mandatory=True)
-    imei = parse_imei(pei, rules)
+    imei = parse_imei(pei.partition("-")[2], rules)  # the digits: the pattern holds their form
     # The pattern leaves no room for an IMEI without a key: 15 or 16 digits always have one.
     return Check(int(imei.key or 0), imei.malformed, imsi, mcc, msisdn)
 
@@ -156,12 +156,7 @@ def answer_checks(checks: list[Check], state: EnforcementState, now_ms: int) -> 
         msisdn=np.array([c.msisdn for c in checks], dtype=np.uint64),
         ts_ms=np.full(len(checks), now_ms, dtype=np.int64),
         emergency=np.zeros(len(checks), dtype=bool))
-    decided = decide(batch, state).rule.tolist()
-    answers: list[Answer] = []
-    for check, index in zip(checks, decided):
-        rule = rules[index]
-        if check.imei_key is None or rule.unknown_equipment:
-            answers.append(UNKNOWN)
-        else:
-            answers.append(Status(rule.verdict.value, rule.name))
-    return answers
+    by_rule = [UNKNOWN if rule.unknown_equipment else Status(rule.verdict.value, rule.name)
+               for rule in rules]
+    return [UNKNOWN if check.imei_key is None else by_rule[index]
+            for check, index in zip(checks, decide(batch, state).rule.tolist())]

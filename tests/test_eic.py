@@ -4,19 +4,25 @@ description of the service run against it by schemathesis."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import replace
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from enforcer.eicserver import first_values
 from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
 from enforcer.services import free_port
 from rules.policy import Condition
@@ -166,6 +172,14 @@ def test_a_batch_answers_each_check_as_alone(state, rules) -> None:
     assert answer_checks(checks, state, NOW_MS) == [ask(state, rules, **c) for c in cases]
 
 
+
+@given(st.text(alphabet="pei=&imsu-0123456789%2B+ é;", max_size=60))
+def test_a_query_is_read_as_parse_qsl_reads_it(query: str) -> None:
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        expected.setdefault(name, value)
+    assert first_values(query) == expected
+
 # --- `eir-enforcer serve`, over HTTP ---------------------------------------------------------
 
 @pytest.fixture()
@@ -250,3 +264,63 @@ def test_the_3gpp_openapi_description_holds_against_serve(serve) -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     generated = re.search(r"(\d+) generated", result.stdout)
     assert generated and int(generated.group(1)) >= 100, result.stdout[-3000:]
+
+
+def _h2_ask(port: int, paths: list[str]) -> list[tuple[int, dict]]:
+    """As an AMF asks: HTTP/2 with prior knowledge, every path on its own stream of one
+    connection, all sent before any answer is read."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    streams = {}
+    for path in paths:
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, [(":method", "GET"), (":path", path),
+                                      (":scheme", "http"), (":authority", "eir")],
+                          end_stream=True)
+        streams[stream_id] = {"status": 0, "body": b""}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        ended = 0
+        while ended < len(paths):
+            data = sock.recv(65536)
+            assert data, "serve closed the HTTP/2 connection"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    streams[event.stream_id]["status"] = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    streams[event.stream_id]["body"] += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length,
+                                                   event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended += 1
+            sock.sendall(conn.data_to_send())
+    return [(s["status"], json.loads(s["body"])) for s in streams.values()]
+
+
+def test_serve_answers_http2_streams_of_one_connection(serve) -> None:
+    answers = _h2_ask(serve, [check_path(imei=SINGLE, supi=OWNER, gpsi=OWNER),
+                              check_path(imei=STOLEN, supi=OWNER, gpsi=OWNER),
+                              f"{API}?pei=imei-1", f"{API}?pei=mac-00-1a-2b-3c-4d-5e"])
+    assert [(code, body.get("status")) for code, body in answers] == [
+        (200, "WHITELISTED"), (200, "BLACKLISTED"), (400, 400), (404, 404)]
+    assert answers[3][1]["cause"] == "ERROR_EQUIPMENT_UNKNOWN"
+
+
+def test_serve_answers_pipelined_http1_in_order_and_refuses_garbage(serve) -> None:
+    first, second = (check_path(imei=STOLEN, supi=OWNER, gpsi=OWNER),
+                     check_path(imei=SINGLE, supi=OWNER, gpsi=OWNER))
+    with socket.create_connection(("127.0.0.1", serve), timeout=10) as sock:
+        sock.sendall(f"GET {first} HTTP/1.1\r\nhost: eir\r\n\r\n"
+                     f"GET {second} HTTP/1.1\r\nhost: eir\r\nconnection: close\r\n\r\n".encode())
+        answered = _read_to_end(sock)
+    assert re.findall(rb'"status":"(\w+)"', answered) == [b"BLACKLISTED", b"WHITELISTED"]
+    with socket.create_connection(("127.0.0.1", serve), timeout=10) as sock:
+        sock.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        assert _read_to_end(sock).startswith(b"HTTP/1.1 400 ")
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
