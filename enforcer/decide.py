@@ -104,7 +104,7 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
     keys = batch.imei_key
     rows = lists.white_index.rows_sorted(keys)
     registered = rows != ABSENT
-    black = lists.black_reasons(keys)
+    black = lists.black_reasons_at(keys, rows)
     device_slot = registry.device_slots(rows)
     if len(overlay):  # the registry's changes since the snapshot
         registered, device_slot, black = overlay.patch_imeis(keys, registered, device_slot,
@@ -129,7 +129,9 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
             also[owned_others] |= (a != NO_CARTABLE) & (a == b)
         owner_sim[others] = also
     # Against a handful of home MCCs, one comparison each beats np.isin's set machinery.
-    roamer = ~(batch.mcc[:, None] == np.array(policy.home_mcc, dtype=np.uint16)).any(axis=1)
+    roamer = batch.mcc != policy.home_mcc[0]
+    for mcc in policy.home_mcc[1:]:
+        roamer &= batch.mcc != mcc
 
     def cut_off() -> np.ndarray:
         if not with_cutoffs:
@@ -156,21 +158,22 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
             cache[condition] = conditions[condition]()
         return cache[condition]
 
-    fallback = len(policy.rules) - 1
-    rule = np.full(len(keys), fallback, dtype=np.uint8)
-    for index in range(fallback - 1, -1, -1):
-        applies = _applies(policy.rules[index], holds, keys)
-        rule[applies] = index
-    return rule, black, device_slot
+    # Each event's first rule that applies, the last (the fallback) applying to all: one
+    # argmax over the rules' masks instead of a masked write per rule.
+    applies = np.ones((len(policy.rules), len(keys)), dtype=bool)
+    for index, rule in enumerate(policy.rules[:-1]):
+        applies[index] = _applies(rule, holds, keys)
+    return applies.argmax(axis=0).astype(np.uint8), black, device_slot
 
 
 def _applies(rule: Rule, holds: Callable[[Condition], np.ndarray],
              keys: np.ndarray) -> np.ndarray:
-    mask = holds(rule.when).copy()
+    mask = holds(rule.when)
     for condition in rule.exempt_when:
-        mask &= ~holds(condition)
+        mask = mask & ~holds(condition)
     if rule.exempt_tacs:
-        mask &= ~np.isin(keys // np.uint64(SNR_SPACE), np.array(rule.exempt_tacs, dtype=np.uint64))
+        mask = mask & ~np.isin(keys // np.uint64(SNR_SPACE),
+                               np.array(rule.exempt_tacs, dtype=np.uint64))
     return mask
 
 

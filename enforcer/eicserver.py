@@ -53,6 +53,12 @@ def _problem(problem: Problem, *extra_headers: tuple[str, str]) -> Response:
                     extra_headers)
 
 
+def _encode(answer: Answer) -> Response:
+    if isinstance(answer, Status):
+        return Response(200, JSON, msgspec.json.encode(answer.as_json()))
+    return _problem(answer)
+
+
 def _label(answer: Answer) -> str:
     if isinstance(answer, Status):
         return answer.status
@@ -69,8 +75,9 @@ class EquipmentChecks:
         self._clock = clock
         self._metrics = metrics
         self._ready = ready
-        # A status or 404 answer is one of a few constants: each is encoded once.
-        self._encoded: dict[Answer, Response] = {}
+        # What a decision answers is one of a few constants (the statuses, 404, 500): each
+        # is encoded once.
+        self._encoded: dict[Answer, tuple[Response, str]] = {}
 
     def answer(self, requests: list[Request]) -> list[Response]:
         responses: list[Response | None] = []
@@ -91,9 +98,13 @@ class EquipmentChecks:
             else:
                 responses.append(self._other(request.method, path, labels))
         if checks:
+            encoded = self._encoded
             for i, answer in zip(at, self._decide(checks)):
-                labels[_label(answer)] += 1
-                responses[i] = self._encode(answer)
+                held = encoded.get(answer)
+                if held is None:
+                    held = encoded[answer] = (_encode(answer), _label(answer))
+                responses[i], label = held
+                labels[label] += 1
         for label, n in labels.items():
             self._metrics.answers.labels(label).inc(n)
         return responses  # type: ignore[return-value] - every None was filled
@@ -109,16 +120,6 @@ class EquipmentChecks:
         self._metrics.batch_seconds.observe(time.perf_counter() - began)
         self._metrics.batch_checks.observe(len(checks))
         return answers
-
-    def _encode(self, answer: Answer) -> Response:
-        if isinstance(answer, Problem) and answer.status is not HTTPStatus.NOT_FOUND:
-            return _problem(answer)
-        response = self._encoded.get(answer)
-        if response is None:
-            response = self._encoded[answer] = (
-                Response(200, JSON, msgspec.json.encode(answer.as_json()))
-                if isinstance(answer, Status) else _problem(answer))
-        return response
 
     def _other(self, method: str, path: str, labels: Counter[str]) -> Response:
         if path == CHECK_PATH:

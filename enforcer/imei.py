@@ -167,13 +167,14 @@ def _from_digits(raw: str, digits: str, rules: ImeiRules, pei_digits: int | None
             check = CheckDigit.MISMATCH
     elif len(digits) == IMEISV_DIGITS:
         svn = digits[KEY_DIGITS:]
-    problems = _key_problems(key, rules)
+    problems = key_problems(key, rules)
     if pei_digits is not None and len(digits) != pei_digits:
         problems += (Problem.PEI_FORM,)
     return ImeiParse(raw, key, key[:TAC_DIGITS], key[TAC_DIGITS:], svn, check, problems)
 
 
-def _key_problems(key: str, rules: ImeiRules) -> tuple[Problem, ...]:
+def key_problems(key: str, rules: ImeiRules) -> tuple[Problem, ...]:
+    """What makes a 14-digit key no real device's (none: a device's)."""
     problems: list[Problem] = []
     if key.count(key[0]) == KEY_DIGITS:
         problems.append(Problem.ALL_ZEROS if key[0] == "0" else Problem.REPEATED_DIGIT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from pyroaring import BitMap64
@@ -18,11 +19,16 @@ from pyroaring import BitMap64
 from enforcer.roaringfmt import CONTAINER_BITS, index_arrays, run_starts
 
 CHUNK_BITS = CONTAINER_BITS  # the same grouping as roaring's containers
-LOW_MASK = np.uint64((1 << CHUNK_BITS) - 1)
+LOW_BITS_MASK = (1 << CHUNK_BITS) - 1
+LOW_MASK = np.uint64(LOW_BITS_MASK)
 ABSENT = -1
 # Below this many keys a lookup bisects each on its own: the batch search runs a fixed
 # number of whole-array steps, which for one or two keys cost more than the search.
 FEW_TARGETS = 64
+# Up to this many keys, the chunk is found by bisecting too, with no numpy call at all: a
+# decision asks several indexes about the one or two IMEIs of a batch that are not the
+# owner's, and the dozen whole-array calls that find chunks cost more than a Python loop.
+FEW_KEYS = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +88,8 @@ class KeyIndex:
         keys = np.asarray(keys, dtype=np.uint64)
         if not len(self.low) or not len(keys):
             return np.full(len(keys), ABSENT, dtype=np.int64)
+        if len(keys) <= FEW_KEYS:
+            return np.array([self.row(key) for key in keys.tolist()], dtype=np.int64)
         if len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()):
             return self.rows_sorted(keys)
         # Searching in key order keeps each step's reads close together in memory.
@@ -93,6 +101,22 @@ class KeyIndex:
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         return self.rows(keys) != ABSENT
+
+    def row(self, key: int) -> int:
+        """One key's rank, or ABSENT, by bisecting in plain Python."""
+        high_of, low_of, start_of = self._views
+        high = key >> CHUNK_BITS
+        chunk = bisect_left(high_of, high)
+        if chunk == len(high_of) or high_of[chunk] != high:
+            return ABSENT
+        low, end = key & LOW_BITS_MASK, start_of[chunk + 1]
+        at = bisect_left(low_of, low, start_of[chunk], end)
+        return at if at < end and low_of[at] == low else ABSENT
+
+    @cached_property
+    def _views(self) -> tuple[memoryview, memoryview, memoryview]:
+        # Items of a memoryview come out as Python ints: no numpy scalar per probe.
+        return memoryview(self.chunk_high), memoryview(self.low), memoryview(self.chunk_start)
 
     def rows_sorted(self, keys: np.ndarray) -> np.ndarray:
         """`rows` for keys already in ascending order (any order is correct, this is faster)."""

@@ -122,11 +122,15 @@ class Overlay:
         return registered, device_slot, np.where(has, code, black)
 
     def patch_owners(self, device_slot: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        if not self.owners:  # most of the time, and a dozen array passes saved per batch
+            return owner
         device = np.where(device_slot != NO_DEVICE, device_slot >> np.uint32(SLOT_BITS), 0)
         has, value = self._owner_patch.find(device.astype(np.uint64))
         return np.where(has & (device_slot != NO_DEVICE), value, owner)
 
     def patch_cartables(self, msisdns: np.ndarray, cartable: np.ndarray) -> np.ndarray:
+        if not self.cartables:
+            return cartable
         has, value = self._cartable_patch.find(msisdns)
         return np.where(has, value, cartable)
 

@@ -3,11 +3,13 @@ SIMs (IMEI, MSISDN). Grouped by IMEI key, the numbers sorted within each group."
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from enforcer.keyindex import ABSENT, KeyIndex, find_in_ranges, steps_for
+from enforcer.keyindex import ABSENT, FEW_KEYS, KeyIndex, find_in_ranges, steps_for
 from enforcer.roaringfmt import run_starts
 
 
@@ -46,6 +48,12 @@ class PairSet:
         return np.repeat(self.index.keys(), np.diff(self.start)), self.number
 
     def contains(self, imei_keys: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        if not len(self.number):
+            return np.zeros(len(imei_keys), dtype=bool)
+        if len(imei_keys) <= FEW_KEYS:
+            return np.array([self.has(key, number) for key, number in
+                             zip(np.asarray(imei_keys, dtype=np.uint64).tolist(),
+                                 np.asarray(numbers, dtype=np.uint64).tolist())], dtype=bool)
         group = self.index.rows(imei_keys)
         has = group != ABSENT
         out = np.zeros(len(group), dtype=bool)
@@ -55,6 +63,20 @@ class PairSet:
                                  np.asarray(numbers, dtype=np.uint64)[has], self.steps)
             out[has] = hit != ABSENT
         return out
+
+    def has(self, imei_key: int, number: int) -> bool:
+        """One pair, by bisecting in plain Python (see keyindex.FEW_KEYS)."""
+        group = self.index.row(imei_key)
+        if group == ABSENT:
+            return False
+        numbers, start = self._views
+        end = start[group + 1]
+        at = bisect_left(numbers, number, start[group], end)
+        return at < end and numbers[at] == number
+
+    @cached_property
+    def _views(self) -> tuple[memoryview, memoryview]:
+        return memoryview(self.number), memoryview(self.start)
 
     def save(self, stem: str, directory) -> None:
         imeis, numbers = self.pairs()

@@ -61,6 +61,16 @@ class RankBits:
         below = (ONE << (rows & BIT_MASK)) - ONE
         return self.before[at].astype(np.int64) + np.bitwise_count(self.words[at] & below)
 
+    def test_and_rank(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`test` and `rank` of the same rows, each row's word read once."""
+        rows = np.asarray(rows, dtype=np.uint64)
+        at = rows >> WORD_SHIFT
+        word = self.words[at]
+        bit = rows & BIT_MASK
+        is_set = ((word >> bit) & ONE).astype(bool)
+        return is_set, self.before[at].astype(np.int64) + np.bitwise_count(
+            word & ((ONE << bit) - ONE))
+
     def select(self, k: int) -> int:
         """The row of the k-th set bit (0-based)."""
         word = int(np.searchsorted(self.before, k, side="right")) - 1

@@ -148,19 +148,21 @@ class Registry:
         out = np.full(len(rows), NO_DEVICE, dtype=np.uint32)
         if not self.rows:
             return out
-        valid = rows != ABSENT
-        at = np.where(valid, rows, 0)
-        first = valid & self.first_slot.test(at)
-        out[first] = self.first_slot.rank(at[first]).astype(np.uint32) << np.uint32(SLOT_BITS)
-        other = valid & ~first & self.other_slot.test(at)
-        if other.any():
-            out[other] = self.other_device[self.other_slot.rank(at[other])]
+        valid = np.flatnonzero(rows != ABSENT)
+        first, device = self.first_slot.test_and_rank(rows[valid])
+        out[valid[first]] = device[first].astype(np.uint32) << np.uint32(SLOT_BITS)
+        if not first.all():
+            rest = valid[~first]
+            other, at = self.other_slot.test_and_rank(rows[rest])
+            out[rest[other]] = self.other_device[at[other]]
         return out
 
     def owners(self, device_slots: np.ndarray) -> np.ndarray:
         """NO_OWNER too for devices numbered past this registry's (registered since)."""
+        # NO_DEVICE's device part is past any registry's last device (SLOT_BITS leave room
+        # for fewer): one comparison rules out both.
         devices = device_slots >> np.uint32(SLOT_BITS)
-        has = (device_slots != NO_DEVICE) & (devices < len(self.owner))
+        has = devices < len(self.owner)
         if not len(self.owner):
             return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
         return np.where(has, unpack_msisdns(self.owner[np.where(has, devices, 0)]), NO_OWNER)

@@ -31,8 +31,10 @@ class Imsi(NamedTuple):
 
 
 def _digits(value: Any, what: str, prefix: str) -> str:
-    if type(value) is str and value.isdigit() and value.isascii():
-        return value  # the common case, first
+    if type(value) is str:  # the common cases first: bare digits, or after imsi-/msisdn-
+        text = value[len(prefix):] if value.startswith(prefix) else value
+        if text.isdigit() and text.isascii():
+            return text
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise IdentityError(f"{what} must be a string of digits, got {type(value).__name__}")
     text = str(value).strip()

@@ -19,12 +19,13 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from enforcer.eicserver import first_values
 from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
 from enforcer.services import free_port
+from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
 from rules.policy import Condition
 from tests.test_decide import (BUYER, CUT_FOR_BUYER, CUT_IMEI, OWNER, SINGLE, STOLEN, STRANGER,
                                UNREGISTERED, full, home_imsi, state)
@@ -161,6 +162,48 @@ def test_any_query_is_read_as_a_check_or_a_400(params) -> None:
     from enforcer.config import load_config
     check = read_check(params, imei_rules(load_config(environ={})))
     assert isinstance(check, Check) or check.status is HTTPStatus.BAD_REQUEST
+
+
+# Mostly near the forms a 5G core sends: the edges of their lengths, a leading 0.
+identities = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda prefix, digits: prefix + digits,
+              st.sampled_from(["imsi-", "msisdn-", "IMSI-", " imsi-", "msisdn-+", "nai-"]),
+              st.text(alphabet="0123456789 ٣", max_size=17)),
+    st.builds(lambda prefix, digits: prefix + digits, st.sampled_from(["imsi-", "msisdn-"]),
+              st.text(alphabet="0123456789", min_size=5, max_size=17)))
+
+
+@given(identities, identities)
+@example("imsi-432111234567890", "msisdn-0912345678")
+@example("imsi-432111234567890", "msisdn-123456")
+@example("imsi-4321112345678901", "msisdn-989121234567")
+@example("imsi-4321112345678", "msisdn-989121234567")
+@example("imsi-43211123456789", "msisdn-123456789012345")
+def test_supi_and_gpsi_are_read_as_the_subscriber_parsers_read_them(supi, gpsi) -> None:
+    from enforcer.build import imei_rules
+    from enforcer.config import load_config
+    check = read_check({"pei": f"imei-{full(SINGLE)}", "supi": supi, "gpsi": gpsi},
+                       imei_rules(load_config(environ={})))
+
+    def parsed(value, form, others, parse):
+        if value.startswith(others):
+            return None
+        if not value.startswith(form):
+            return Problem
+        try:
+            return parse(value)
+        except IdentityError:
+            return Problem
+
+    imsi = parsed(supi, "imsi-", ("nai-", "gci-", "gli-"), parse_imsi)
+    msisdn = parsed(gpsi, "msisdn-", ("extid-",), parse_msisdn)
+    if Problem in (imsi, msisdn):
+        assert isinstance(check, Problem)
+    else:
+        assert check == Check(SINGLE, False, 0 if imsi is None else imsi.value,
+                              None if imsi is None else imsi.mcc,
+                              0 if msisdn is None else msisdn)
 
 
 def test_a_batch_answers_each_check_as_alone(state, rules) -> None:

@@ -31,6 +31,10 @@ def test_rows_are_ranks_in_the_set(keys: list[int], others: list[int]) -> None:
     rank = {k: i for i, k in enumerate(keys)}
     got = index.rows(np.array(queries, dtype=np.uint64))
     assert got.tolist() == [rank.get(q, ABSENT) for q in queries]
+    # A few keys at a time take the bisecting path (FEW_KEYS), with the same answers.
+    few = [index.rows(np.array(queries[i:i + 3], dtype=np.uint64)).tolist()
+           for i in range(0, len(queries), 3)]
+    assert sum(few, []) == got.tolist()
     assert index.keys().tolist() == keys
 
 
@@ -104,4 +108,6 @@ def test_pair_set_membership(pairs: list[tuple[int, int]], probes: list[tuple[in
     got = pair_set.contains(np.array([p[0] for p in probes], np.uint64),
                             np.array([p[1] for p in probes], np.uint64))
     assert got.tolist() == [p in set(pairs) for p in probes]
+    assert [bool(pair_set.contains(np.array([k], np.uint64), np.array([n], np.uint64))[0])
+            for k, n in probes] == got.tolist()
     assert len(pair_set) == len(set(pairs))

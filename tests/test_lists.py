@@ -187,3 +187,15 @@ def test_a_generation_saved_meanwhile_by_another_importer_is_not_overwritten(
     with pytest.raises(SnapshotConflict, match="not newer than 2"):
         save_snapshot(racing, tmp_path)
     assert len(load_snapshot(tmp_path, policy).lists.white) == 1
+
+
+@given(st.sets(st.integers(0, 300), max_size=60), st.sets(st.integers(0, 300), max_size=30),
+       st.lists(st.integers(0, 310), max_size=40))
+def test_black_reasons_where_white_rows_are_known_are_those_of_the_black_list(
+        white: set[int], black: set[int], asked: list[int]) -> None:
+    lists = Lists.from_keys(1, np.array(sorted(white), np.uint64),
+                            {BlackReason.STOLEN: np.array(sorted(black)[::2], np.uint64),
+                             BlackReason.FRAUD: np.array(sorted(black)[1::2], np.uint64)})
+    keys = np.array(asked, np.uint64)
+    assert (lists.black_reasons_at(keys, lists.white_index.rows(keys)).tolist()
+            == lists.black_reasons(keys).tolist())
