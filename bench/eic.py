@@ -1,7 +1,7 @@
 """N5g-eir equipment checks: `eir-enforcer serve` on one core under wrk, against a trivial
 application on serve's own HTTP transport, on the same core.
 
-    python bench/eic.py [--devices 10000000] [--connections 16 32 64] [--seconds 15]
+    python bench/eic.py [--devices 10000000] [--connections 16 32 48 64] [--seconds 15]
 
 Starts an embedded PostgreSQL (serve reads nothing else), migrates it, saves a synthetic
 country of --devices as the snapshot, and starts `eir-enforcer serve` pinned to the first
@@ -359,7 +359,7 @@ def goal(rows: list[dict[str, object]]) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=10_000_000)
-    parser.add_argument("--connections", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 32, 48, 64])
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--paths", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=11)

@@ -12,7 +12,6 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -21,6 +20,7 @@ import msgspec
 import psycopg
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import Counter as MetricCounter
 
 from enforcer.build import imei_rules
 from enforcer.clock import Clock, clock_from
@@ -53,6 +53,10 @@ def _problem(problem: Problem, *extra_headers: tuple[str, str]) -> Response:
                     extra_headers)
 
 
+def _count(labels: dict[str, int], label: str) -> None:
+    labels[label] = labels.get(label, 0) + 1
+
+
 def _encode(answer: Answer) -> Response:
     if isinstance(answer, Status):
         return Response(200, JSON, msgspec.json.encode(answer.as_json()))
@@ -78,18 +82,19 @@ class EquipmentChecks:
         # What a decision answers is one of a few constants (the statuses, 404, 500): each
         # is encoded once.
         self._encoded: dict[Answer, tuple[Response, str]] = {}
+        self._counters: dict[str, MetricCounter] = {}
 
     def answer(self, requests: list[Request]) -> list[Response]:
         responses: list[Response | None] = []
         checks: list[Check] = []
         at: list[int] = []
-        labels: Counter[str] = Counter()
+        labels: dict[str, int] = {}
         for request in requests:
             path, _, query = request.target.partition("?")
             if path == CHECK_PATH and request.method == "GET":
                 check = read_check(first_values(query), self._rules)
                 if isinstance(check, Problem):
-                    labels[BAD_REQUEST] += 1
+                    _count(labels, BAD_REQUEST)
                     responses.append(_problem(check))
                 else:
                     at.append(len(responses))
@@ -104,10 +109,17 @@ class EquipmentChecks:
                 if held is None:
                     held = encoded[answer] = (_encode(answer), _label(answer))
                 responses[i], label = held
-                labels[label] += 1
+                _count(labels, label)
         for label, n in labels.items():
-            self._metrics.answers.labels(label).inc(n)
+            self._answered(label).inc(n)
         return responses  # type: ignore[return-value] - every None was filled
+
+    def _answered(self, label: str) -> MetricCounter:
+        # prometheus_client's labels() takes a lock and builds a key each call.
+        child = self._counters.get(label)
+        if child is None:
+            child = self._counters[label] = self._metrics.answers.labels(label)
+        return child
 
     def _decide(self, checks: list[Check]) -> list[Answer]:
         began = time.perf_counter()
@@ -121,9 +133,9 @@ class EquipmentChecks:
         self._metrics.batch_checks.observe(len(checks))
         return answers
 
-    def _other(self, method: str, path: str, labels: Counter[str]) -> Response:
+    def _other(self, method: str, path: str, labels: dict[str, int]) -> Response:
         if path == CHECK_PATH:
-            labels[OTHER] += 1
+            _count(labels, OTHER)
             return _problem(Problem(HTTPStatus.METHOD_NOT_ALLOWED,
                                     Cause.RESOURCE_URI_STRUCTURE_NOT_FOUND,
                                     "only GET is allowed here"), ("allow", "GET"))
@@ -134,7 +146,7 @@ class EquipmentChecks:
         if path == "/readyz":
             ready = self._ready.is_set()
             return Response(200 if ready else 503, JSON, msgspec.json.encode({"ready": ready}))
-        labels[OTHER] += 1
+        _count(labels, OTHER)
         return _problem(Problem(HTTPStatus.NOT_FOUND, Cause.RESOURCE_URI_STRUCTURE_NOT_FOUND,
                                 f"no resource at {path}"))
 
