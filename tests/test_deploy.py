@@ -48,5 +48,17 @@ def test_prometheus_configuration_passes_promtool() -> None:
                            timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert {t.split(":")[0] for t in targets} == {"worker-1", "worker-2"}
+    targets = {job["job_name"]: {t for c in job["static_configs"] for t in c["targets"]}
+               for job in scrape["scrape_configs"]}
+    assert targets == {"eir-enforcer": {"worker-1:9108", "worker-2:9108"},
+                       "eir-enforcer-eic": {"eic:9110"}}
+
+
+def test_the_equipment_check_service_serves_on_the_port_prometheus_scrapes() -> None:
+    eic = compose()["services"]["eic"]
+    config = load_config(environ={k: str(v) for k, v in eic["environment"].items()})
+    assert eic["command"] == ["serve"] and eic["ports"] == [f"{config.eic.port}:9110"]
+    assert "9110/readyz" in " ".join(eic["healthcheck"]["test"])
+    unit = (DEPLOY / "eir-enforcer-serve@.service").read_text()
+    assert "Environment=EIR_EIC__PORT=%i" in unit and unit.rstrip().endswith(
+        "WantedBy=multi-user.target") and " serve\n" in unit
