@@ -86,12 +86,8 @@ class KeyIndex:
     def rows(self, keys: np.ndarray) -> np.ndarray:
         """Rank of each key in the set, or ABSENT; int64, in the order given."""
         keys = np.asarray(keys, dtype=np.uint64)
-        if not len(self.low) or not len(keys):
-            return np.full(len(keys), ABSENT, dtype=np.int64)
-        if len(keys) <= FEW_KEYS:
-            return np.array([self.row(key) for key in keys.tolist()], dtype=np.int64)
-        if len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()):
-            return self.rows_sorted(keys)
+        if len(keys) <= FEW_KEYS or bool((keys[1:] >= keys[:-1]).all()):
+            return self.rows_sorted(keys)  # a few keys are looked up one by one, in any order
         # Searching in key order keeps each step's reads close together in memory.
         order = np.argsort(keys)
         ranked = self.rows_sorted(keys[order])
@@ -123,6 +119,8 @@ class KeyIndex:
         keys = np.asarray(keys, dtype=np.uint64)
         if not len(self.low) or not len(keys):
             return np.full(len(keys), ABSENT, dtype=np.int64)
+        if len(keys) <= FEW_KEYS:
+            return np.array([self.row(key) for key in keys.tolist()], dtype=np.int64)
         high = keys >> np.uint64(CHUNK_BITS)
         low = (keys & LOW_MASK).astype(np.uint16)
         chunk = np.searchsorted(self.chunk_high, high)
