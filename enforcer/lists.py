@@ -17,7 +17,7 @@ from pyroaring import BitMap64
 
 from enforcer.keyindex import ABSENT, KeyIndex
 from enforcer.pairset import PairSet
-from enforcer.rankbits import RankBits
+from enforcer.rankbits import FEW_ROWS, RankBits
 from enforcer.roaringfmt import bitmap_from_sorted_keys
 
 
@@ -104,6 +104,9 @@ class Lists:
     def black_reasons_at(self, imei_keys: np.ndarray, white_rows: np.ndarray) -> np.ndarray:
         """`black_reasons` for keys whose white_index rows the caller has (ABSENT: not
         white-listed): only the keys not white-listed, or marked black-listed, are searched."""
+        if len(imei_keys) <= FEW_ROWS:
+            return np.array([self._black_reason_at(key, row) for key, row in
+                             zip(imei_keys.tolist(), white_rows.tolist())], dtype=np.uint8)
         search = white_rows == ABSENT
         listed = np.flatnonzero(~search)
         search[listed] = self.white_black.test(white_rows[listed])
@@ -111,6 +114,12 @@ class Lists:
         if search.any():
             out[search] = self.black_reasons(imei_keys[search])
         return out
+
+    def _black_reason_at(self, imei_key: int, white_row: int) -> int:
+        if white_row != ABSENT and not self.white_black.bit_and_rank(white_row)[0]:
+            return NO_REASON
+        row = self.black_index.row(imei_key)
+        return NO_REASON if row == ABSENT else int(self.black_reason[row])
 
     def stats(self) -> dict[str, object]:
         def one(bitmap: BitMap64, index: KeyIndex | None) -> dict[str, int]:

@@ -4,16 +4,22 @@ have it (rank), for a whole batch of rows at once. One bit a row plus 4 bytes pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 WORD_BITS = 64
-WORD_SHIFT = np.uint64(6)  # row >> 6 is the row's word
+WORD_BITS_LOG2 = 6
+WORD_SHIFT = np.uint64(WORD_BITS_LOG2)  # row >> 6 is the row's word
 BIT_MASK = np.uint64(WORD_BITS - 1)
 BYTES_PER_WORD = 8
 ONE = np.uint64(1)
 MAX_ROWS = 1 << 32  # counts are uint32
+# Up to this many rows, lookups read row by row in plain Python (`bit_and_rank`): each
+# vectorized lookup is a dozen numpy calls of about a microsecond whatever their length, a
+# row read by hand about one microsecond. A turn of N5g-eir checks is that small.
+FEW_ROWS = 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +76,18 @@ class RankBits:
         is_set = ((word >> bit) & ONE).astype(bool)
         return is_set, self.before[at].astype(np.int64) + np.bitwise_count(
             word & ((ONE << bit) - ONE))
+
+    def bit_and_rank(self, row: int) -> tuple[bool, int]:
+        """`test_and_rank` of one row in plain Python: for a few rows, less than the dozen
+        numpy calls of the vectorized form."""
+        words, before = self._views
+        word, bit = words[row >> WORD_BITS_LOG2], row & (WORD_BITS - 1)
+        return bool(word >> bit & 1), before[row >> WORD_BITS_LOG2] + (
+            word & ((1 << bit) - 1)).bit_count()
+
+    @cached_property
+    def _views(self) -> tuple[memoryview, memoryview]:
+        return memoryview(self.words), memoryview(self.before)
 
     def select(self, k: int) -> int:
         """The row of the k-th set bit (0-based)."""

@@ -12,6 +12,7 @@ phone's second IMEI) store their device. Per device: owner MSISDN, source and da
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from enforcer.keyindex import ABSENT, KeyIndex
 from enforcer.pairset import PairSet
-from enforcer.rankbits import RankBits
+from enforcer.rankbits import FEW_ROWS, RankBits
 
 SLOT_BITS = 3
 SLOT_MASK = np.uint32((1 << SLOT_BITS) - 1)
@@ -36,6 +37,8 @@ OWNER_DTYPE = np.dtype([("low", "<u4"), ("high", "<u2")])
 LOW_BITS = 32
 LOW_MASK = np.uint64((1 << LOW_BITS) - 1)
 OWNER_LIMIT = 1 << 48
+OWNER_WORDS = OWNER_DTYPE.itemsize // 2
+NO_DEVICE_INT, NO_OWNER_INT = int(NO_DEVICE), int(NO_OWNER)
 FIRST_DAY, LAST_DAY = 0, int(np.iinfo(np.uint16).max)  # registered_on's range
 NO_CARTABLE = np.uint32(np.iinfo(np.uint32).max)
 EPOCH = date(1970, 1, 1)
@@ -145,6 +148,8 @@ class Registry:
 
     def device_slots(self, rows: np.ndarray) -> np.ndarray:
         """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""
+        if len(rows) <= FEW_ROWS:
+            return np.array([self.device_slot(row) for row in rows.tolist()], dtype=np.uint32)
         out = np.full(len(rows), NO_DEVICE, dtype=np.uint32)
         if not self.rows:
             return out
@@ -157,8 +162,20 @@ class Registry:
             out[rest[other]] = self.other_device[at[other]]
         return out
 
+    def device_slot(self, row: int) -> int:
+        """`device_slots` of one row, in plain Python."""
+        if row == ABSENT or not self.rows:
+            return NO_DEVICE_INT
+        first, device = self.first_slot.bit_and_rank(row)
+        if first:
+            return device << SLOT_BITS
+        other, at = self.other_slot.bit_and_rank(row)
+        return int(self.other_device[at]) if other else NO_DEVICE_INT
+
     def owners(self, device_slots: np.ndarray) -> np.ndarray:
         """NO_OWNER too for devices numbered past this registry's (registered since)."""
+        if len(device_slots) <= FEW_ROWS:
+            return np.array([self.owner_of(d) for d in device_slots.tolist()], dtype=np.uint64)
         # NO_DEVICE's device part is past any registry's last device (SLOT_BITS leave room
         # for fewer): one comparison rules out both.
         devices = device_slots >> np.uint32(SLOT_BITS)
@@ -166,6 +183,20 @@ class Registry:
         if not len(self.owner):
             return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
         return np.where(has, unpack_msisdns(self.owner[np.where(has, devices, 0)]), NO_OWNER)
+
+    def owner_of(self, device_slot: int) -> int:
+        """`owners` of one device slot, in plain Python."""
+        device = device_slot >> SLOT_BITS
+        if device >= len(self.owner):
+            return NO_OWNER_INT
+        # OWNER_DTYPE's 6 bytes as three 16-bit words, low first (a little-endian host).
+        words = self._owner_words
+        at = device * OWNER_WORDS
+        return words[at] | words[at + 1] << 16 | words[at + 2] << LOW_BITS
+
+    @cached_property
+    def _owner_words(self) -> memoryview:
+        return memoryview(self.owner.view(np.uint16))
 
     def device_columns(self, white_index: KeyIndex) -> DeviceColumns:
         """Every device as `build_registry` takes it: to rebuild against another white list."""

@@ -100,3 +100,19 @@ def test_rank_bits_agree_with_counting(bits: list[bool]) -> None:
     assert ranked.rank(rows).tolist() == [sum(bits[:i]) for i in range(len(bits))]
     assert ranked.count == sum(bits)
     assert [ranked.select(k) for k in range(sum(bits))] == [i for i, b in enumerate(bits) if b]
+    assert [ranked.bit_and_rank(i) for i in range(len(bits))] == list(
+        zip(bits, ranked.rank(rows).tolist()))
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 199), min_size=1, max_size=3),
+                          st.integers(1, (1 << 48) - 1)), max_size=60),
+       st.lists(st.integers(-1, 220), min_size=21, max_size=80))
+def test_a_few_rows_read_one_by_one_as_many_are_read_at_once(devices, asked) -> None:
+    index = KeyIndex.from_sorted_keys(np.arange(200, dtype=np.uint64))
+    registry, _ = build_registry(index, DeviceColumns.from_records(
+        [DeviceRecord(tuple(keys), owner, Source.IMPORT, DAY) for keys, owner in devices]),
+        Cartables.empty(), PairSet.empty())
+    rows = np.array([r if r < 200 else -1 for r in asked], dtype=np.int64)
+    slots = registry.device_slots(rows)  # more than FEW_ROWS: the vectorized lookups
+    assert slots.tolist() == [registry.device_slot(r) for r in rows.tolist()]
+    assert registry.owners(slots).tolist() == [registry.owner_of(d) for d in slots.tolist()]
