@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Callable, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -42,7 +42,6 @@ SUPPORTED_FEATURES = re.compile(r"[A-Fa-f0-9]*\Z")
 IMSI_SUPI = re.compile(rf"imsi-([0-9]{{{IMSI_MIN_DIGITS},{IMSI_MAX_DIGITS}}})\Z")
 MSISDN_GPSI = re.compile(
     rf"msisdn-([1-9][0-9]{{{MSISDN_MIN_DIGITS - 1},{MSISDN_MAX_DIGITS - 1}}})\Z")
-T = TypeVar("T")
 
 
 class Cause(StrEnum):
@@ -101,25 +100,47 @@ def _invalid(param: str, detail: str, mandatory: bool = False) -> Problem:
     return Problem(HTTPStatus.BAD_REQUEST, cause, detail, param)
 
 
-def _identity(query: Mapping[str, str], param: str, form: str, others: tuple[str, ...],
-              parse: Callable[[str], T], wrong_form: str) -> T | Problem | None:
-    """An optional SUPI or GPSI: parsed when in `form`, None when absent or in a form that
-    names no SIM (it can be in no list), else the 400 it deserves."""
-    value = query.get(param)
-    if value is None or value.startswith(others):
+@dataclass(frozen=True)
+class _IdentityForm:
+    """How one optional identity parameter (SUPI, GPSI) is read."""
+
+    param: str
+    canonical: re.Pattern[str]  # as a 5G core sends it: group 1 is the digits
+    from_digits: Callable[[str], object]
+    prefix: str
+    others: tuple[str, ...]  # forms that name no SIM: read as absent
+    parse: Callable[[str], object]  # any other value in `prefix` form
+    wrong_form: str
+
+
+def _imsi_and_mcc(digits: str) -> tuple[int, int]:
+    return int(digits), int(digits[:MCC_DIGITS])
+
+
+SUPI = _IdentityForm("supi", IMSI_SUPI, _imsi_and_mcc, "imsi-", OTHER_SUPI,
+                     lambda value: _imsi_and_mcc(parse_imsi(value).digits),
+                     "supi must be imsi-<digits>, nai-, gci- or gli-")
+GPSI = _IdentityForm("gpsi", MSISDN_GPSI, int, "msisdn-", (OTHER_GPSI,), parse_msisdn,
+                     "gpsi must be msisdn-<digits> or extid-<id>")
+
+
+def _identity(query: Mapping[str, str], form: _IdentityForm) -> Any:
+    """An optional SUPI or GPSI, read ((IMSI, MCC), MSISDN); None when absent or in a form
+    that names no SIM (it can be in no list), else the 400 it deserves."""
+    value = query.get(form.param)
+    if value is None:
         return None
-    if not value.startswith(form):
-        return _invalid(param, wrong_form)
+    found = form.canonical.match(value)
+    if found is not None:
+        return form.from_digits(found[1])
+    if value.startswith(form.others):
+        return None
+    if not value.startswith(form.prefix):
+        return _invalid(form.param, form.wrong_form)
     try:
-        return parse(value)
+        return form.parse(value)
     except IdentityError as exc:
-        return _invalid(param, str(exc))
-
-
-def _canonical(form: re.Pattern[str], value: str | None) -> str | None:
-    """The digits of a SUPI or GPSI in the form a 5G core sends, else None."""
-    found = form.match(value) if value else None
-    return None if found is None else found[1]
+        return _invalid(form.param, str(exc))
 
 
 def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
@@ -131,24 +152,14 @@ def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
     features = query.get("supported-features")
     if features and not SUPPORTED_FEATURES.match(features):
         return _invalid("supported-features", "supported-features must be hexadecimal")
-    digits = _canonical(IMSI_SUPI, query.get("supi"))
-    if digits is not None:
-        imsi, mcc = int(digits), int(digits[:MCC_DIGITS])
-    else:
-        supi = _identity(query, "supi", "imsi-", OTHER_SUPI, parse_imsi,
-                         "supi must be imsi-<digits>, nai-, gci- or gli-")
-        if isinstance(supi, Problem):
-            return supi
-        imsi, mcc = (NO_IMSI, None) if supi is None else (supi.value, supi.mcc)
-    digits = _canonical(MSISDN_GPSI, query.get("gpsi"))
-    if digits is not None:
-        msisdn = int(digits)
-    else:
-        gpsi = _identity(query, "gpsi", "msisdn-", (OTHER_GPSI,), parse_msisdn,
-                         "gpsi must be msisdn-<digits> or extid-<id>")
-        if isinstance(gpsi, Problem):
-            return gpsi
-        msisdn = NO_MSISDN if gpsi is None else gpsi
+    supi = _identity(query, SUPI)
+    if isinstance(supi, Problem):
+        return supi
+    gpsi = _identity(query, GPSI)
+    if isinstance(gpsi, Problem):
+        return gpsi
+    imsi, mcc = (NO_IMSI, None) if supi is None else supi
+    msisdn = NO_MSISDN if gpsi is None else gpsi
     imei = IMEI_PEI.match(pei)
     if imei is not None:
         key = imei[1] or imei[2]
