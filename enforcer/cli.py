@@ -25,6 +25,7 @@ from enforcer.state import (EnforcementState, SnapshotConflict, load_snapshot, n
 from enforcer.statusquery import Caller, ask, current_state
 from enforcer.db.notices import find
 from enforcer.noticeadmin import cancel, notice_json, row_json, show
+from enforcer.noticemessages import check_templates
 from enforcer.notices import NoticeState
 from enforcer.synth import CountrySpec, build_country
 from enforcer.services import EmbeddedServices, ServiceError, ServicePorts
@@ -221,6 +222,8 @@ def cmd_notices_show(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
+    # A cut notice's restore goes with its SMS, rendered here.
+    check_templates(config.notices, load_policy(config.policy.file or None), load_policy())
     with psycopg.connect(config.postgres.dsn) as conn:
         cancelled = cancel(conn, args.id, args.reason, config, clock_from(config.clock.file))
     if cancelled is None:

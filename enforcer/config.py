@@ -12,6 +12,8 @@ from typing import Any, Mapping, get_type_hints
 
 DEFAULTS = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "EIR_"
+# Tables whose keys an operator may add to: a policy may name notice kinds of its own.
+OPEN_TABLES = ("notices.templates.",)
 
 
 class ConfigError(ValueError):
@@ -115,18 +117,6 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
-class NoticeTemplates:
-    warning_fa: str
-    warning_en: str
-    reminder_fa: str
-    reminder_en: str
-    cutoff_fa: str
-    cutoff_en: str
-    resolved_fa: str
-    resolved_en: str
-
-
-@dataclass(frozen=True)
 class NoticesConfig:
     sweep_every_s: float
     sweepers: int
@@ -140,7 +130,9 @@ class NoticesConfig:
     language: str
     ussd_code: str
     resolved_sms: bool
-    templates: NoticeTemplates
+    # SMS texts: notice kind -> step -> language -> text; checked against the policy at
+    # start (enforcer.noticemessages.check_templates).
+    templates: dict[str, dict[str, dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -215,6 +207,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> None:
     for key, value in override.items():
         name = f"{where}{key}"
+        if key not in base and name.startswith(OPEN_TABLES):
+            base[key] = value
+            continue
         if key not in base:
             raise ConfigError(f"unknown configuration key '{name}'")
         if isinstance(base[key], dict):
@@ -274,6 +269,11 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
             raise ConfigError(f"configuration key '{name}' must be a list of {item.__name__}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"configuration key '{name}' must be a table")
+        _, item = hint.__args__
+        return {k: _check_type(f"{name}.{k}", v, item) for k, v in value.items()}
     if isinstance(hint, types.UnionType):
         hint = tuple(hint.__args__)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

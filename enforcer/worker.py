@@ -23,6 +23,7 @@ from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
 from enforcer.httpapi import HttpServer, serve_http
 from enforcer.jobs import worker_jobs
+from enforcer.noticemessages import check_templates
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
 from enforcer.sweep import NoticeSweeper, schedule_sweeps, wake_sweeper
@@ -85,6 +86,7 @@ class Worker:
 def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     require_migrated(config.postgres.dsn)
     policy = load_policy(config.policy.file or None)
+    check_templates(config.notices, policy, load_policy())
     began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     metrics = WorkerMetrics()

@@ -82,7 +82,7 @@ def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker, client) 
     warning = sent(env, "notifications")[0]
     assert (warning["msisdn"], warning["imei"], warning["deadline"]) == (
         str(BUYER), f"{SINGLE:014d}", "2026-12-23T06:30:00+00:00")
-    assert "1405/10/02" in warning["text"]  # 2026-12-23 in the Persian calendar
+    assert "۲ دی ۱۴۰۵" in warning["text"]  # 2026-12-23 in the Persian calendar
     assert warning["header"] == warning["idempotency_key"]
 
     at_day(clock, 23 + 1 / 1440)
