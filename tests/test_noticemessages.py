@@ -1,7 +1,7 @@
 """SMS texts per notice kind, step and language: each says what is wrong and what to do,
 names the phone by the 15 digits *#06# shows, dates the deadline in the Persian calendar,
 and writes Persian texts in Persian digits; an operator's templates are checked at start;
-a real worker sends them."""
+docs/messages.md shows what the renderer writes; a real worker sends them."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tests.test_decide import BUYER, SINGLE, STRANGER, UNOWNED, UNREGISTERED
 from tests.test_notice_lifecycle import T0, sent
 from tests.test_worker import attach
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "messages.md"
 KINDS = ("ownership_transfer", "activation_required", "unregistered", "roamer_grace", "misuse")
 PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
 # A concatenated SMS part holds 67 UCS-2 characters (Persian) or 153 of the GSM 7-bit
@@ -237,6 +238,25 @@ def test_a_worker_with_a_bad_template_stops_at_start_naming_it(tmp_path: Path, d
         assert ("configuration key 'notices.templates.misuse.warning.en': unknown placeholder"
                 " '{imsi}' (placeholders: {imei}, {deadline}, {deadline_gregorian}, {code})"
                 in line)
+
+
+def doc_block(settings: NoticesConfig) -> str:
+    """docs/messages.md's texts: each kind's warning in each language."""
+    out = []
+    for kind in KINDS:
+        out.append(f"- `{kind}`")
+        for language in LANGUAGES:
+            text = sms_text(notice(kind), Step.WARNING, in_language(settings, language))
+            out.append(f"  - {language}: {text}")
+    return "\n".join(out)
+
+
+def test_the_documented_texts_are_the_rendered_ones(settings: NoticesConfig) -> None:
+    documented = re.search(r"<!-- sms-texts -->\n(.*?)\n<!-- /sms-texts -->", DOC.read_text(),
+                           re.DOTALL)
+    assert documented is not None, "docs/messages.md lost its sms-texts markers"
+    expected = doc_block(settings)
+    assert documented.group(1) == expected, f"docs/messages.md should read:\n{expected}"
 
 
 def test_a_real_worker_sends_each_kind_its_own_text(env, worker) -> None:
