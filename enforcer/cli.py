@@ -37,7 +37,7 @@ from enforcer.subscriber import IdentityError, mask, parse_imsi, parse_msisdn
 from rules.policy import PolicyError, load_policy
 
 EXIT_USAGE = 2
-EXIT_REFUSED = 3  # a national snapshot failed its safety checks: nothing was swapped
+EXIT_REFUSED = 3  # a registry file failed its safety checks: nothing was swapped or written
 
 
 def _print(obj: object) -> None:
@@ -86,8 +86,12 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
     generation = next_generation(directory)
     files = SourceFiles(args.white, args.black, args.devices, args.cartables, args.operator_sims)
     state, report = build_from_files(files, config, policy, generation)
-    save_snapshot(state, directory)
+    if state is not None:
+        save_snapshot(state, directory)
     _print(report.as_json())
+    if report.refused:
+        print(f"eir-enforcer state build: refused: {report.refused}", file=sys.stderr)
+        return EXIT_REFUSED
     return 0
 
 
@@ -275,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     state_sub = state.add_subparsers(dest="state_command", required=True)
     p = state_sub.add_parser("build", help="from the registry's CSV files (gzip accepted)",
                              description="Build the next generation from registry files and "
-                             "snapshot it; bad rows are reported with line numbers.")
+                             "snapshot it; bad rows are reported with line numbers. Refused, "
+                             f"with nothing written and exit code {EXIT_REFUSED}, when a file "
+                             "has no rows or too many bad ones (lists.max_bad_share).")
     p.add_argument("--white", type=Path, required=True, help="registered IMEIs: imei")
     p.add_argument("--black", type=Path, help="black list: imei,reason")
     p.add_argument("--devices", type=Path,
