@@ -98,7 +98,7 @@ def stage_baseline(args: argparse.Namespace) -> dict:
     reader.read_white(sample)
     block_s = time.perf_counter() - started
     started = time.perf_counter()
-    for _ in reader._chunks(sample, LoadReport(str(sample)), with_reason=False):
+    for _ in reader._chunks(sample, LoadReport(str(sample)), False, reader.zero_stripped()):
         pass
     line_s = time.perf_counter() - started
     return {"sample_rows": BASELINE_ROWS, "block_rows_per_s": round(BASELINE_ROWS / block_s),

@@ -1,4 +1,6 @@
-"""Building a generation of state from the registry's files, ready to snapshot or swap in."""
+"""Building a generation of state from the registry's files, ready to snapshot or swap in.
+Every file gets the checks of a registry delivery that need no earlier generation
+(`enforcer.delivery.file_refusal`); one that fails them refuses the build."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enforcer.config import Config
+from enforcer.delivery import file_refusal
 from enforcer.imei import ImeiRules
 from enforcer.listfile import ListFileReader, LoadReport
 from enforcer.lists import Lists
@@ -30,11 +33,13 @@ class BuildReport:
     generation: int
     files: dict[str, LoadReport] = field(default_factory=dict)
     registry: RegistryBuild | None = None
+    refused: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {"generation": self.generation,
                 "files": {k: v.as_json() for k, v in self.files.items()},
-                "registry": self.registry.as_json() if self.registry else None}
+                "registry": self.registry.as_json() if self.registry else None,
+                "refused": self.refused}
 
 
 def imei_rules(config: Config) -> ImeiRules:
@@ -42,7 +47,10 @@ def imei_rules(config: Config) -> ImeiRules:
 
 
 def build_from_files(files: SourceFiles, config: Config, policy: Policy,
-                     generation: int) -> tuple[EnforcementState, BuildReport]:
+                     generation: int) -> tuple[EnforcementState | None, BuildReport]:
+    """The generation built from `files`, or None when a file fails its checks. Every file
+    is read first, so the report covers them all; `refused` gives each failing file's
+    reason."""
     rules = imei_rules(config)
     lists_reader = ListFileReader(rules, config.lists.csv_chunk_lines,
                                   config.lists.bad_rows_reported)
@@ -63,6 +71,11 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
     if files.operator_sims:
         operator_sims, report.files["operator_sims"] = \
             registry_reader.read_operator_sims(files.operator_sims)
+    refusals = [f"{name} file: {refused}" for name, loaded in report.files.items()
+                if (refused := file_refusal(loaded, config.lists.max_bad_share))]
+    if refusals:
+        report.refused = "; ".join(refusals)
+        return None, report
     registry, report.registry = build_registry(
         lists.white_index, devices, cartables, operator_sims)
     return EnforcementState(lists, registry, policy), report

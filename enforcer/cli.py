@@ -38,7 +38,7 @@ from enforcer.subscriber import IdentityError, mask, parse_imsi, parse_msisdn
 from rules.policy import PolicyError, load_policy
 
 EXIT_USAGE = 2
-EXIT_REFUSED = 3  # a national snapshot failed its safety checks: nothing was swapped
+EXIT_REFUSED = 3  # a registry file failed its safety checks: nothing was swapped or written
 
 
 def _print(obj: object) -> None:
@@ -87,8 +87,12 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
     generation = next_generation(directory)
     files = SourceFiles(args.white, args.black, args.devices, args.cartables, args.operator_sims)
     state, report = build_from_files(files, config, policy, generation)
-    save_snapshot(state, directory)
+    if state is not None:
+        save_snapshot(state, directory)
     _print(report.as_json())
+    if report.refused:
+        print(f"eir-enforcer state build: refused: {report.refused}", file=sys.stderr)
+        return EXIT_REFUSED
     return 0
 
 
@@ -278,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     state_sub = state.add_subparsers(dest="state_command", required=True)
     p = state_sub.add_parser("build", help="from the registry's CSV files (gzip accepted)",
                              description="Build the next generation from registry files and "
-                             "snapshot it; bad rows are reported with line numbers.")
+                             "snapshot it; bad rows are reported with line numbers. Refused, "
+                             f"with nothing written and exit code {EXIT_REFUSED}, when a file "
+                             "has no rows or too many bad ones (lists.max_bad_share).")
     p.add_argument("--white", type=Path, required=True, help="registered IMEIs: imei")
     p.add_argument("--black", type=Path, help="black list: imei,reason")
     p.add_argument("--devices", type=Path,
@@ -302,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="a white list, black list or devices file (CSV, gzip accepted)",
         description="Stream FILE, compare it with the current snapshot (added, removed, "
         "changed), and swap in the next generation; refused, with the reason and exit code "
-        f"{EXIT_REFUSED}, when too many rows are bad or the list shrinks too much "
-        "(lists.max_bad_share, lists.max_shrink_share).")
+        f"{EXIT_REFUSED}, when too many rows are bad, the list shrinks too much or its share "
+        "of IMEIs starting with 0 falls (lists.max_bad_share, lists.max_shrink_share, "
+        "lists.max_leading_zero_fall).")
     p.add_argument("file", type=Path)
     p.add_argument("--kind", required=True, choices=[k.value for k in Kind],
                    help="white: imei; black: imei,reason; owners: the devices file "

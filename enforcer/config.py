@@ -42,6 +42,7 @@ class ListsConfig:
     bad_rows_reported: int
     max_bad_share: float
     max_shrink_share: float
+    max_leading_zero_fall: float
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ the next generation out, or a refusal that says why.
 
 The file is streamed in bounded memory into roaring bitmaps (or device columns), compared
 with the current generation (added, removed, changed), and checked the way DIRBS checks a
-delivery against truncation: too many bad rows, or a list that shrinks too much, and
+delivery (`enforcer.delivery`): too many bad rows (leading zeros stripped among them), a
+list that shrinks too much, or whose share of IMEIs starting with 0 falls sharply, and
 nothing is swapped. What the file does not cover is carried over: a new white list keeps
 every device whose IMEIs are all still registered (the registry is rebuilt against it), a
 new black list keeps the white list and the registry, new devices keep both lists.
@@ -20,6 +21,8 @@ from pyroaring import BitMap64
 
 from enforcer.build import imei_rules
 from enforcer.config import Config
+from enforcer.delivery import (file_refusal, leading_zero_refusal, leading_zero_share,
+                               shrink_refusal)
 from enforcer.listfile import ListFileReader, LoadReport
 from enforcer.lists import BlackReason, Lists, keys_of
 from enforcer.registry import DeviceColumns, RegistryBuild, build_registry
@@ -42,6 +45,10 @@ class ImportReport:
     added: int = 0
     removed: int = 0
     changed: int = 0  # black: another reason; owners: another owner
+    # The share (0 to 1) of the IMEIs of this kind that start with 0: white or black
+    # listed, or (owners) of the devices, every slot.
+    leading_zero_before: float = 0.0
+    leading_zero_after: float = 0.0
     registry: RegistryBuild | None = None
     refused: str | None = None
     generation: int | None = None  # the new one, when swapped
@@ -50,6 +57,8 @@ class ImportReport:
         return {"kind": self.kind.value, "file": self.file.as_json(), "before": self.before,
                 "after": self.after, "added": self.added, "removed": self.removed,
                 "changed": self.changed,
+                "leading_zero_before": self.leading_zero_before,
+                "leading_zero_after": self.leading_zero_after,
                 "registry": self.registry.as_json() if self.registry else None,
                 "refused": self.refused, "generation": self.generation}
 
@@ -66,7 +75,9 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
         white, loaded = lists_reader.read_white(path)
         report = ImportReport(kind, loaded, before=len(old.white), after=len(white),
                               added=white.difference_cardinality(old.white),
-                              removed=old.white.difference_cardinality(white))
+                              removed=old.white.difference_cardinality(white),
+                              leading_zero_before=leading_zero_share(old.white),
+                              leading_zero_after=leading_zero_share(white))
         lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
         devices = state.registry.device_columns(old.white_index)
     elif kind is Kind.BLACK:
@@ -92,20 +103,12 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
 
 
 def _refusal(report: ImportReport, config: Config) -> str | None:
-    rows = report.file.rows
-    if rows == 0:
-        return "the file has no rows"
-    bad_share = report.file.bad / rows
-    if bad_share > config.lists.max_bad_share:
-        return (f"{report.file.bad:,} of {rows:,} rows are bad ({bad_share:.2%}), more than "
-                f"the {config.lists.max_bad_share:.2%} allowed")
-    if report.before:
-        shrink = (report.before - report.after) / report.before
-        if shrink > config.lists.max_shrink_share:
-            return (f"the {report.kind.value} list would shrink from {report.before:,} to "
-                    f"{report.after:,} ({shrink:.2%}), more than the "
-                    f"{config.lists.max_shrink_share:.2%} allowed: a truncated file?")
-    return None
+    checks = config.lists
+    kind = report.kind.value
+    return (file_refusal(report.file, checks.max_bad_share)
+            or shrink_refusal(kind, report.before, report.after, checks.max_shrink_share)
+            or leading_zero_refusal(kind, report.leading_zero_before, report.leading_zero_after,
+                                    checks.max_leading_zero_fall))
 
 
 def _black_diff(old: Lists, black: dict[BlackReason, BitMap64],
@@ -118,7 +121,8 @@ def _black_diff(old: Lists, black: dict[BlackReason, BitMap64],
     changed = int((old.black_reasons(both) != new_reason).sum())
     return ImportReport(Kind.BLACK, loaded, before=len(old_keys), after=len(new_keys),
                         added=len(new_keys) - len(both), removed=len(old_keys) - len(both),
-                        changed=changed)
+                        changed=changed, leading_zero_before=leading_zero_share(old_keys),
+                        leading_zero_after=leading_zero_share(new_keys))
 
 
 def _owner_diff(old: DeviceColumns, new: DeviceColumns, loaded: LoadReport) -> ImportReport:
@@ -135,5 +139,6 @@ def _owner_diff(old: DeviceColumns, new: DeviceColumns, loaded: LoadReport) -> I
     changed = int((old_owner[at_old] != new_owner[at_new]).sum())
     return ImportReport(Kind.OWNERS, loaded, before=len(old_keys), after=len(new_keys),
                         added=len(new_keys) - len(both), removed=len(old_keys) - len(both),
-                        changed=changed)
+                        changed=changed, leading_zero_before=leading_zero_share(old.imei_key),
+                        leading_zero_after=leading_zero_share(new.imei_key))
 

@@ -1,6 +1,9 @@
 """Streaming reader for the registry's list files: `imei[,reason]`, header optional, gzip
 accepted. A file is read a bounded number of lines at a time and each chunk is merged into
-roaring bitmaps, so a 300 M-row national list never exists as Python objects."""
+roaring bitmaps, so a 300 M-row national list never exists as Python objects.
+
+IMEIs whose leading zero a spreadsheet stripped are recognised in every file that holds
+IMEIs (`ZeroStripped`) and reported as bad rows of their own reason."""
 
 from __future__ import annotations
 
@@ -8,14 +11,14 @@ import gzip
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, NamedTuple
 
 import numpy as np
 from pyroaring import BitMap64
 
 from enforcer.digits import ZERO, luhn_digits, matrix_values
 from enforcer.imei import (IMEI_DIGITS, IMEISV_DIGITS, KEY_DIGITS, SPARE_CHECK_DIGIT, CheckDigit,
-                           ImeiRules, parse_imei)
+                           ImeiRules, luhn_digit, parse_imei)
 from enforcer.lists import BLACK_REASONS, BlackReason
 from enforcer.roaringfmt import bitmap_from_sorted_keys
 
@@ -25,6 +28,7 @@ UTF8_BOM = b"\xef\xbb\xbf"
 NEWLINE, CARRIAGE_RETURN = ord("\n"), ord("\r")
 SPARE = int(SPARE_CHECK_DIGIT)
 TYPICAL_LINE_BYTES = 16  # one IMEI and its newline: blocks hold about csv_chunk_lines lines
+LEADING_ZERO_STRIPPED = "leading_zero_stripped"
 
 
 @dataclass(frozen=True)
@@ -41,15 +45,81 @@ class LoadReport:
     loaded: int = 0
     bad: int = 0
     check_digit_mismatch: int = 0
+    leading_zero_stripped: int = 0  # of the bad rows
     bad_rows: list[BadRow] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {
             "path": self.path, "rows": self.rows, "loaded": self.loaded, "bad": self.bad,
             "check_digit_mismatch": self.check_digit_mismatch,
+            "leading_zero_stripped": self.leading_zero_stripped,
             "bad_rows": [{"line": b.line, "reason": b.reason, "text": b.text}
                          for b in self.bad_rows],
         }
+
+
+class ZeroStripped:
+    """The rows of one file that may be 15-digit IMEIs whose leading zero a spreadsheet
+    stripped (`013327001001504` saved as the number `13327001001504`): 14 digits whose
+    zero-padded 15-digit form passes the check digit (Luhn, 3GPP TS 23.003 Annex B).
+
+    One honest 14-digit key in ten passes too, so such rows are held until the whole file
+    has been read: in a file of 15-digit IMEIs (more of them than 14-digit rows that fail
+    the test) they are bad rows with `reason`; otherwise they are keys like the others.
+    The caller keeps the held rows' values; this counts them, and the IMEI fields of each
+    width, and keeps the first few for the report."""
+
+    def __init__(self, reason: str, report_limit: int) -> None:
+        self.reason = reason
+        self.imeis = 0  # 15-digit IMEI fields
+        self.keys = 0  # 14-digit fields that cannot be a stripped IMEI
+        self.held = 0
+        self._first: list[BadRow] = []
+        self._report_limit = report_limit
+
+    def vote(self, imei: bytes) -> bool:
+        """Counts one IMEI field (ASCII digits as read); True when its row is to be held."""
+        if not imei.isdigit():
+            return False
+        if len(imei) == IMEI_DIGITS:
+            self.imeis += 1
+        elif len(imei) == KEY_DIGITS:
+            if luhn_digit("0" + imei[:-1].decode()) == chr(imei[-1]):
+                return True
+            self.keys += 1
+        return False
+
+    def vote_block(self, digits: np.ndarray, first_line: int) -> np.ndarray:
+        """`vote` for each row of a matrix of ASCII digits (one IMEI a line, starting at
+        line `first_line`), the rows it holds already `hold`-ed: their mask."""
+        width = digits.shape[1]
+        held = np.zeros(len(digits), dtype=bool)
+        if width == IMEI_DIGITS:
+            self.imeis += len(digits)
+        elif width == KEY_DIGITS:
+            padded = np.full((len(digits), KEY_DIGITS), ZERO, dtype=np.uint8)
+            padded[:, 1:] = digits[:, :-1]
+            held = luhn_digits(padded) == digits[:, -1] - ZERO
+            self.keys += len(digits) - int(held.sum())
+            for row in np.flatnonzero(held):
+                self.hold(first_line + int(row), digits[row].tobytes())
+        return held
+
+    def hold(self, line: int, text: bytes) -> None:
+        self.held += 1
+        if len(self._first) < self._report_limit:
+            self._first.append(BadRow(line, self.reason, text.decode("utf-8", "replace")))
+
+    def settle(self, report: LoadReport) -> bool:
+        """Once the file is read: True when the held rows are bad rows, now counted and
+        reported (by line, within the report's limit) in `report`."""
+        if self.imeis <= self.keys:
+            return False
+        report.bad += self.held
+        report.leading_zero_stripped += self.held
+        report.bad_rows = sorted([*report.bad_rows, *self._first],
+                                 key=lambda bad: bad.line)[:self._report_limit]
+        return True
 
 
 class ListFileReader:
@@ -58,49 +128,66 @@ class ListFileReader:
         self._chunk_lines = chunk_lines
         self._report_limit = report_limit
 
+    def zero_stripped(self, reason: str = LEADING_ZERO_STRIPPED) -> ZeroStripped:
+        return ZeroStripped(reason, self._report_limit)
+
     def read_white(self, path: Path) -> tuple[BitMap64, LoadReport]:
         report = LoadReport(str(path))
-        white = BitMap64()
+        white, held = BitMap64(), BitMap64()
+        stripped = self.zero_stripped()
         first = True  # the first non-blank line, which may be a header, is still to come
         for number, block in line_blocks(path, self._chunk_lines * TYPICAL_LINE_BYTES):
             uniform = None if first else uniform_imeis(block)
             if uniform is not None:
-                keys, mismatches = uniform
+                keys = uniform.keys
+                holds = stripped.vote_block(uniform.digits, number)
                 report.rows += len(keys)
-                report.check_digit_mismatch += mismatches
+                report.check_digit_mismatch += uniform.check_digit_mismatch
             else:
                 lines = block.split(b"\n")  # as iterating the file splits: on LF only
                 if not lines[-1]:
                     lines.pop()
                 rows, first = _rows(lines, number, first)
-                keys, _ = self._parse(rows, report, with_reason=False)
+                keys, _, holds = self._parse(rows, report, False, stripped)
+            if holds.any():
+                held |= bitmap_from_sorted_keys(sorted_unique(keys[holds]))
+                keys = keys[~holds]
             white |= bitmap_from_sorted_keys(sorted_unique(keys))
+        if not stripped.settle(report):
+            white |= held
         report.loaded = len(white)
         return white, report
 
     def read_black(self, path: Path) -> tuple[dict[BlackReason, BitMap64], LoadReport]:
         report = LoadReport(str(path))
         black = {r: BitMap64() for r in BlackReason}
-        for keys, reasons in self._chunks(path, report, with_reason=True):
-            for code, reason in enumerate(BLACK_REASONS):
-                chosen = keys[reasons == code]
-                if len(chosen):
-                    black[reason] |= bitmap_from_sorted_keys(sorted_unique(chosen))
+        held = {r: BitMap64() for r in BlackReason}
+        stripped = self.zero_stripped()
+        for keys, reasons, holds in self._chunks(path, report, True, stripped):
+            _add_by_reason(black, keys[~holds], reasons[~holds])
+            _add_by_reason(held, keys[holds], reasons[holds])
+        if not stripped.settle(report):
+            for reason, keys in held.items():
+                black[reason] |= keys
         report.loaded = len(BitMap64.union(*black.values()))
         return black, report
 
-    def _chunks(self, path: Path, report: LoadReport,
-                with_reason: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _chunks(self, path: Path, report: LoadReport, with_reason: bool,
+                stripped: ZeroStripped) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         for rows in csv_row_chunks(path, self._chunk_lines):
-            yield self._parse(rows, report, with_reason)
+            yield self._parse(rows, report, with_reason, stripped)
 
     def _parse(self, rows: list[tuple[int, list[bytes], bytes]], report: LoadReport,
-               with_reason: bool) -> tuple[np.ndarray, np.ndarray]:
+               with_reason: bool, stripped: ZeroStripped
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys, reason codes (when `with_reason`) and the mask of rows `stripped` holds."""
         reasons_by_name = {r.value: i for i, r in enumerate(BLACK_REASONS)}
         keys: list[int] = []
         reasons: list[int] = []
+        holds: list[bool] = []
         for number, fields, text in rows:
             report.rows += 1
+            held = stripped.vote(fields[0])
             key = self._key(fields[0], number, text, report)
             if key is None:
                 continue
@@ -111,8 +198,12 @@ class ListFileReader:
                              "missing_reason", text)
                     continue
                 reasons.append(reasons_by_name[name])
+            if held:
+                stripped.hold(number, text)
             keys.append(key)
-        return np.array(keys, dtype=np.uint64), np.array(reasons, dtype=np.uint8)
+            holds.append(held)
+        return (np.array(keys, dtype=np.uint64), np.array(reasons, dtype=np.uint8),
+                np.array(holds, dtype=bool))
 
     def _key(self, field_: bytes, number: int, text: bytes, report: LoadReport) -> int | None:
         # Fast path for the overwhelmingly common clean row; anything else gets the full parser.
@@ -131,6 +222,14 @@ class ListFileReader:
         report.bad += 1
         if len(report.bad_rows) < self._report_limit:
             report.bad_rows.append(BadRow(number, reason, text.decode("utf-8", "replace")))
+
+
+def _add_by_reason(black: dict[BlackReason, BitMap64], keys: np.ndarray,
+                   reasons: np.ndarray) -> None:
+    for code, reason in enumerate(BLACK_REASONS):
+        chosen = keys[reasons == code]
+        if len(chosen):
+            black[reason] |= bitmap_from_sorted_keys(sorted_unique(chosen))
 
 
 def csv_row_chunks(path: Path, chunk_lines: int
@@ -202,10 +301,16 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
     return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
 
 
-def uniform_imeis(block: bytes) -> tuple[np.ndarray, int] | None:
-    """(keys, check-digit mismatches) when every line of `block` is one IMEI of the same
-    width (14, 15 or 16 ASCII digits, LF or CRLF ends): the common national file, read
-    with numpy. None when any line is otherwise; the caller then reads it line by line."""
+class UniformBlock(NamedTuple):
+    keys: np.ndarray  # uint64
+    check_digit_mismatch: int
+    digits: np.ndarray  # the lines' ASCII digits, one row a line, line ends left out
+
+
+def uniform_imeis(block: bytes) -> UniformBlock | None:
+    """The block read with numpy when every line is one IMEI of the same width (14, 15 or
+    16 ASCII digits, LF or CRLF ends): the common national file. None when any line is
+    otherwise; the caller then reads it line by line."""
     data = np.frombuffer(block, dtype=np.uint8)
     if not len(data) or data[-1] != NEWLINE:
         return None
@@ -228,7 +333,7 @@ def uniform_imeis(block: bytes) -> tuple[np.ndarray, int] | None:
         sent = digits[:, KEY_DIGITS] - ZERO
         mismatches = int(((sent != luhn_digits(digits[:, :KEY_DIGITS]))
                           & (sent != SPARE)).sum())
-    return keys, mismatches
+    return UniformBlock(keys, mismatches, digits)
 
 
 def _open(path: Path) -> IO[bytes]:

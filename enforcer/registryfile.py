@@ -5,6 +5,9 @@
   pre_scheme, repair, registered_on YYYY-MM-DD;
 - cartables (national-ID cartables): `cartable_id,msisdn`, one row per SIM;
 - operator SIMs: `imei,msisdn`.
+
+An IMEI whose leading zero a spreadsheet stripped makes its row bad,
+`imei_leading_zero_stripped` (see `enforcer.listfile.ZeroStripped`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from enforcer.imei import ImeiRules, parse_imei
-from enforcer.listfile import ListFileReader, LoadReport, csv_row_chunks
+from enforcer.listfile import LEADING_ZERO_STRIPPED, ListFileReader, LoadReport, csv_row_chunks
 from enforcer.pairset import PairSet
 from enforcer.registry import (FIRST_DAY, LAST_DAY, MAX_SLOTS, NO_CARTABLE, OWNER_LIMIT,
                                Cartables, DeviceColumns, DeviceRecord, Source, day_number)
 from enforcer.subscriber import IdentityError, parse_msisdn
 
 SLOT_SEPARATOR = b";"
+IMEI_ZERO_STRIPPED = f"imei_{LEADING_ZERO_STRIPPED}"
 
 
 class RegistryFileReader:
@@ -32,15 +36,26 @@ class RegistryFileReader:
 
     def read_devices(self, path: Path) -> tuple[DeviceColumns, LoadReport]:
         report = LoadReport(str(path))
+        stripped = self._reader.zero_stripped(IMEI_ZERO_STRIPPED)
         records: list[DeviceRecord] = []
+        holds: list[bool] = []
         for rows in csv_row_chunks(path, self._chunk_lines):
             for number, fields, text in rows:
                 report.rows += 1
+                # A list, not a generator: every IMEI of the row votes on the file's width.
+                held = any([stripped.vote(imei.strip())
+                            for imei in fields[0].split(SLOT_SEPARATOR)])
                 parsed = self._device(fields)
                 if isinstance(parsed, str):
                     self._reader.bad(report, number, parsed, text)
-                else:
-                    records.append(parsed)
+                    continue
+                if held:
+                    stripped.hold(number, text)
+                records.append(parsed)
+                holds.append(held)
+        if stripped.settle(report):
+            # The file's order is kept: of two devices that claim one IMEI, the first wins.
+            records = [record for record, held in zip(records, holds) if not held]
         report.loaded = len(records)
         return DeviceColumns.from_records(records), report
 
@@ -98,11 +113,14 @@ class RegistryFileReader:
 
     def read_operator_sims(self, path: Path) -> tuple[PairSet, LoadReport]:
         report = LoadReport(str(path))
+        stripped = self._reader.zero_stripped(IMEI_ZERO_STRIPPED)
         keys: list[int] = []
         msisdns: list[int] = []
+        holds: list[bool] = []
         for rows in csv_row_chunks(path, self._chunk_lines):
             for number, fields, text in rows:
                 report.rows += 1
+                held = stripped.vote(fields[0])
                 parsed = parse_imei(fields[0].decode("utf-8", "replace"), self._rules)
                 try:
                     msisdn = parse_msisdn(fields[1].decode("utf-8", "replace"))
@@ -112,7 +130,12 @@ class RegistryFileReader:
                 if parsed.imei_key is None:
                     self._reader.bad(report, number, f"imei_{parsed.problems[0].value}", text)
                     continue
+                if held:
+                    stripped.hold(number, text)
                 keys.append(parsed.imei_key)
                 msisdns.append(msisdn)
-        report.loaded = len(keys)
-        return PairSet.from_pairs(np.array(keys, np.uint64), np.array(msisdns, np.uint64)), report
+                holds.append(held)
+        kept = ~np.array(holds, bool) if stripped.settle(report) else np.ones(len(keys), bool)
+        report.loaded = int(kept.sum())
+        return PairSet.from_pairs(np.array(keys, np.uint64)[kept],
+                                  np.array(msisdns, np.uint64)[kept]), report

@@ -70,8 +70,10 @@ def registry_files(tmp_path: Path) -> dict[str, Path]:
 
 
 def build(registry_files: dict[str, Path], state: Path) -> dict:
+    """Built with every bad row tolerated: the files hold one of each kind on purpose."""
     args = [arg for name, path in registry_files.items() for arg in (f"--{name}", str(path))]
-    return json.loads(run("state", "build", *args, "--state", str(state)).stdout)
+    return json.loads(run("state", "build", *args, "--state", str(state),
+                          env={**os.environ, "EIR_LISTS__MAX_BAD_SHARE": "1"}).stdout)
 
 
 def check(state: Path, imei: str, msisdn: str, *extra: str) -> dict:
@@ -124,6 +126,63 @@ def test_rebuilding_makes_the_next_generation(registry_files, tmp_path) -> None:
     assert stats["black"]["by_reason"]["lost"]["count"] == 1
     assert stats["registry"]["devices"] == 2
     assert stats["white"]["bitmap_bytes"] > 0
+
+
+def test_state_build_refuses_a_devices_file_with_its_columns_in_the_wrong_order(
+        registry_files, tmp_path) -> None:
+    state = tmp_path / "state"
+    args = ["--white", str(registry_files["white"]), "--state", str(state)]
+    assert run("state", "build", *args, env={**os.environ, "EIR_LISTS__MAX_BAD_SHARE": "0.1"}
+               ).returncode == 0
+    swapped = tmp_path / "devices.csv"
+    swapped.write_text("989121111111,35209900000000;35209900000001,import,2024-03-01\n"
+                       "989121111111,35209900000002,import,2024-03-02\n")
+    refused = run("state", "build", *args, "--devices", str(swapped), check=False,
+                  env={**os.environ, "EIR_LISTS__MAX_BAD_SHARE": "0.1"})
+    assert refused.returncode == 3
+    assert refused.stderr == (
+        "eir-enforcer state build: refused: devices file: 2 of 2 rows are bad (100.00%), "
+        "more than the 10.00% allowed\n")
+    report = json.loads(refused.stdout)
+    assert [b["reason"] for b in report["files"]["devices"]["bad_rows"]] == [
+        "imei_too_short"] * 2  # the owner's MSISDN read as the IMEIs
+    # Nothing written: the generation in use is the first, its device still owned.
+    assert json.loads(run("lists", "stats", "--state", str(state)).stdout)["generation"] == 1
+    assert check(state, "35209900000000", "989121111111")["rule"] == "no_cartable"
+
+
+@pytest.mark.parametrize("kind", ["white", "black", "devices", "operator-sims"])
+def test_state_build_refuses_any_file_whose_imeis_lost_their_leading_zero(
+        tmp_path: Path, kind: str) -> None:
+    def imei(key: int) -> str:
+        return f"{key:014d}" + luhn_digit(f"{key:014d}")
+
+    zero_tac = [imei(1332700100150 + i) for i in range(3)]  # TAC 01332700
+    stripped = zero_tac[0].lstrip("0")
+    rows = {
+        "white": [imei(35209900000000), *zero_tac],
+        "black": [f"{zero_tac[2]},stolen"],
+        "devices": [f"{zero_tac[1]},989121111111,import,2024-03-01"],
+        "operator-sims": [f"{zero_tac[1]},989124444444"],
+    }
+    mangled = {"white": stripped, "black": f"{stripped},lost",
+               "devices": f"{stripped},,import,2024-03-02",
+               "operator-sims": f"{stripped},989124444444"}
+    args = []
+    for name, lines_ in rows.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_text("".join(f"{line}\n" for line in lines_)
+                        + (f"{mangled[name]}\n" if name == kind else ""))
+        args += [f"--{name}", str(path)]
+    result = run("state", "build", *args, "--state", str(tmp_path / "state"), check=False)
+    assert result.returncode == 3
+    report = json.loads(result.stdout)
+    file = report["files"][kind.replace("-", "_")]
+    assert file["leading_zero_stripped"] == 1
+    assert file["bad_rows"][0]["text"] == mangled[kind]
+    assert file["bad_rows"][0]["reason"].endswith("leading_zero_stripped")
+    assert f"{kind.replace('-', '_')} file: 1 of" in result.stderr
+    assert not (tmp_path / "state").exists()
 
 
 def test_check_refuses_a_bad_imsi_clearly(registry_files, tmp_path) -> None:

@@ -13,8 +13,9 @@ import pytest
 
 from enforcer.state import save_snapshot
 from tests.test_cli import run
-from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STOLEN, UNOWNED, home_imsi,
-                               make_state)
+from tests.test_decide import (BUYER, CLONED, CUT_FOR_BUYER, DUAL, OWNER, SINGLE, STOLEN, UNOWNED,
+                               WHITE_ONLY, home_imsi, make_state)
+from tests.test_lists import ZERO_TAC_KEY, full_imei, zero_tac_list
 
 FRESH = 35777777000000
 
@@ -105,3 +106,88 @@ def test_an_owners_file_moves_ownership(state_dir: Path, tmp_path: Path) -> None
             report["changed"]) == (5, 5, 0, 0, 1)
     assert check(state_dir, SINGLE, BUYER)["rule"] == "owner"
     assert check(state_dir, SINGLE, OWNER)["rule"] == "other_cartable"
+
+
+CURRENT_WHITE = [*DUAL, SINGLE, UNOWNED, WHITE_ONLY, STOLEN, CUT_FOR_BUYER]
+
+
+def white_with_zero_tac(state_dir: Path, tmp_path: Path) -> None:
+    """Generation 2: generation 1's white list and 300 IMEIs of TAC 01332700."""
+    path = tmp_path / "white-clean.csv"
+    path.write_text("".join(f"{full_imei(k)}\n" for k in CURRENT_WHITE)
+                    + "".join(f"{full_imei(ZERO_TAC_KEY + i)}\n" for i in range(300)))
+    assert import_(state_dir, "white", path).returncode == 0
+
+
+def test_a_white_list_whose_imeis_lost_their_leading_zero_is_refused(
+        state_dir: Path, tmp_path: Path) -> None:
+    white_with_zero_tac(state_dir, tmp_path)
+    path = tmp_path / "white.csv"
+    path.write_text("".join(f"{full_imei(k)}\n" for k in CURRENT_WHITE)
+                    + "".join(f"{line}\n" for line in zero_tac_list()))  # 100 of 300 stripped
+    done = import_(state_dir, "white", path)
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    assert report["refused"] == ("100 of 307 rows are bad (32.57%, 100 of them with a leading "
+                                 "zero stripped), more than the 1.00% allowed")
+    assert report["file"]["bad_rows"][0] == {"line": 8, "reason": "leading_zero_stripped",
+                                             "text": "13327001001504"}
+    assert done.stderr.count("\n") == 1 and "refused" in done.stderr
+    # Nothing swapped: the device is registered still, not `unregistered`.
+    decided = check(state_dir, ZERO_TAC_KEY, BUYER)
+    assert (decided["generation"], decided["rule"]) == (2, "no_cartable")
+
+
+def test_a_list_whose_share_of_imeis_starting_with_0_falls_is_refused(
+        state_dir: Path, tmp_path: Path) -> None:
+    white_with_zero_tac(state_dir, tmp_path)
+    # The same IMEIs as IMEISVs, through a spreadsheet: TAC 01332700's are 15 digits now,
+    # which read as IMEIs of TAC 13327001. No row is bad and the list does not shrink.
+    path = tmp_path / "white.csv"
+    keys = [*CURRENT_WHITE, *(ZERO_TAC_KEY + i for i in range(300))]
+    path.write_text("".join(f"{k:014d}01\n".lstrip("0") for k in keys))
+    done = import_(state_dir, "white", path)
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    assert (report["file"]["bad"], report["before"], report["after"]) == (0, 307, 307)
+    assert report["refused"] == (
+        "the share of white IMEIs that start with 0 would fall from 97.72% to 0.00%, by more "
+        "than the 50% allowed: leading zeros stripped by a spreadsheet?")
+    assert check(state_dir, ZERO_TAC_KEY, BUYER)["generation"] == 2
+    allowed = import_(state_dir, "white", path, EIR_LISTS__MAX_LEADING_ZERO_FALL="1")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_black_list_whose_imeis_lost_their_leading_zero_is_refused(
+        state_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "black.csv"
+    rows = [f"{full_imei(STOLEN)},stolen", f"{full_imei(CLONED)},cloned",
+            *(f"{line},stolen" for line in zero_tac_list(6))]
+    path.write_text("imei,reason\n" + "".join(f"{row}\n" for row in rows))
+    done = import_(state_dir, "black", path)
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    assert report["refused"].startswith("2 of 8 rows are bad (25.00%, 2 of them with a leading")
+    assert [b["reason"] for b in report["file"]["bad_rows"]] == ["leading_zero_stripped"] * 2
+    assert check(state_dir, SINGLE, OWNER)["generation"] == 1
+
+
+def test_an_owners_file_whose_imeis_lost_their_leading_zero_is_refused(
+        state_dir: Path, tmp_path: Path) -> None:
+    white_with_zero_tac(state_dir, tmp_path)
+    zero_tac = zero_tac_list(2)
+    path = tmp_path / "devices.csv"
+    path.write_text("imeis,owner_msisdn,source,registered_on\n"
+                    f"{full_imei(DUAL[0])};{full_imei(DUAL[1])},{OWNER},import,2024-03-01\n"
+                    f"{full_imei(SINGLE)},{OWNER},pre_scheme,2024-03-01\n"
+                    f"{full_imei(UNOWNED)},,import,2024-03-01\n"
+                    f"{full_imei(STOLEN)},{OWNER},import,2024-03-01\n"
+                    f"{full_imei(CUT_FOR_BUYER)},{OWNER},passenger,2024-03-01\n"
+                    f"{zero_tac[1]};{zero_tac[0]},{BUYER},import,2024-03-01\n")
+    done = import_(state_dir, "owners", path)
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    assert report["file"]["bad_rows"] == [{
+        "line": 7, "reason": "imei_leading_zero_stripped",
+        "text": f"{zero_tac[1]};{zero_tac[0]},{BUYER},import,2024-03-01"}]
+    assert check(state_dir, ZERO_TAC_KEY, BUYER)["rule"] == "no_cartable"

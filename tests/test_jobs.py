@@ -24,6 +24,8 @@ from enforcer.schedule import Job, JobRunner, cron_trigger
 from metrics.worker import WorkerMetrics
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, CLONED, OWNER, SINGLE, STOLEN
+from tests.test_importing import CURRENT_WHITE
+from tests.test_lists import ZERO_TAC_KEY, full_imei, zero_tac_list
 from tests.test_registry_events import registry_event, verdicts_of, with_verdicts
 from tests.test_worker import attach, now_ms
 
@@ -84,6 +86,31 @@ def test_a_truncated_snapshot_is_set_aside_and_changes_nothing(env, worker) -> N
     assert (drop / "owners-late.csv.partial").exists()
     assert ((f"{SINGLE:014d}", str(OWNER), "owner")
             in verdicts_of(env, [attach(SINGLE, OWNER, now_ms())]))
+
+
+def test_a_delivery_whose_imeis_lost_their_leading_zero_is_refused(env, worker) -> None:
+    with_verdicts(env)
+    running = worker()
+    drop = Path(env["EIR_JOBS__DROP_DIR"])
+    drop.mkdir()
+    white = "".join(f"{full_imei(k)}\n" for k in CURRENT_WHITE)
+    (drop / "white-2026-11-23.csv").write_text(
+        white + "".join(f"{full_imei(ZERO_TAC_KEY + i)}\n" for i in range(300)))
+    assert running.worker.run_job("reconcile") is Outcome.OK
+    # The next day's delivery went through a spreadsheet: 100 of the 300 lost their zero.
+    (drop / "white-2026-11-24.csv").write_text(
+        white + "".join(f"{line}\n" for line in zero_tac_list()))
+    assert running.worker.run_job("reconcile") is Outcome.OK
+
+    imported, refused = runs(env["EIR_POSTGRES__DSN"], "reconcile")
+    assert (imported.counts["imported"], refused.counts["refused"]) == (1, 1)
+    report = msgspec.json.decode(
+        (drop / "refused" / "white-2026-11-24.csv.report.json").read_bytes())
+    assert (report["file"]["bad"], report["file"]["leading_zero_stripped"]) == (100, 100)
+    assert report["refused"].startswith("100 of 307 rows are bad (32.57%, 100 of them")
+    # The owner of a stripped IMEI is not told the device is unregistered.
+    assert ((f"{ZERO_TAC_KEY:014d}", str(BUYER), "no_cartable")
+            in verdicts_of(env, [attach(full_imei(ZERO_TAC_KEY), BUYER, now_ms())]))
 
 
 def test_drift_from_the_database_is_found_and_repaired(env, worker) -> None:

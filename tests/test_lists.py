@@ -65,6 +65,58 @@ def test_black_list_reasons(tmp_path: Path, rules: ImeiRules) -> None:
         (4, "missing_reason"), (5, "unknown_reason")]
 
 
+# The field's example (DIRBS-Core's importer tests): IMEIs of TAC 01332700, a third of them
+# saved by a spreadsheet as numbers, `13327001001504` for `013327001001504`.
+ZERO_TAC_KEY = 1332700100150  # 01332700100150
+
+
+def full_imei(key: int) -> str:
+    return f"{key:014d}" + luhn_digit(f"{key:014d}")
+
+
+def zero_tac_list(count: int = 300, stripped_every: int = 3) -> list[str]:
+    """15-digit IMEIs of TAC 01332700; every `stripped_every`-th lost its leading zero."""
+    return [full_imei(ZERO_TAC_KEY + i).lstrip("0") if i % stripped_every == 0
+            else full_imei(ZERO_TAC_KEY + i) for i in range(count)]
+
+
+@pytest.mark.parametrize("chunk_lines", [1, 1000])  # blocks of one line each; line by line
+def test_imeis_that_lost_their_leading_zero_are_bad_rows_of_their_own(
+        tmp_path: Path, rules: ImeiRules, chunk_lines: int) -> None:
+    assert zero_tac_list()[:2] == ["13327001001504", "013327001001512"]
+    path = tmp_path / "white.csv"
+    path.write_text("".join(f"{line}\n" for line in zero_tac_list()))
+    white, report = reader(rules, chunk_lines).read_white(path)
+    assert (report.rows, report.loaded, report.bad, report.leading_zero_stripped) == (
+        300, 200, 100, 100)
+    assert [(b.line, b.reason, b.text) for b in report.bad_rows] == [
+        (line, "leading_zero_stripped", zero_tac_list()[line - 1]) for line in (1, 4, 7, 10, 13)]
+    assert sorted(white) == [ZERO_TAC_KEY + i for i in range(300) if i % 3]
+
+
+def test_fourteen_digit_keys_are_keys_in_a_file_of_keys(tmp_path: Path,
+                                                        rules: ImeiRules) -> None:
+    keys = [ZERO_TAC_KEY * 10 + i for i in range(40)]  # 14 digits, TAC 13327001
+    # Some of them pass the check digit once zero-padded, as one key in ten does.
+    assert any(luhn_digit(f"0{k}"[:14]) == str(k)[-1] for k in keys)
+    path = tmp_path / "white.csv"
+    path.write_text("".join(f"{k}\n" for k in keys) + full_imei(35209900176148) + "\n")
+    white, report = reader(rules).read_white(path)
+    assert sorted(white) == sorted([*keys, 35209900176148]) and report.bad == 0
+
+
+def test_a_black_list_row_that_lost_its_leading_zero_is_bad(tmp_path: Path,
+                                                             rules: ImeiRules) -> None:
+    path = tmp_path / "black.csv"
+    rows = zero_tac_list(6)
+    path.write_text("imei,reason\n" + "".join(f"{row},stolen\n" for row in rows))
+    black, report = reader(rules).read_black(path)
+    assert sorted(black[BlackReason.STOLEN]) == [ZERO_TAC_KEY + i for i in (1, 2, 4, 5)]
+    assert [(b.line, b.reason) for b in report.bad_rows] == [
+        (2, "leading_zero_stripped"), (5, "leading_zero_stripped")]
+    assert (report.bad, report.leading_zero_stripped, report.loaded) == (2, 2, 4)
+
+
 def test_bad_row_report_is_bounded_but_counts_all(tmp_path: Path, rules: ImeiRules) -> None:
     path = tmp_path / "white.csv"
     path.write_text("x\n" * 50)
@@ -150,6 +202,7 @@ def test_swap_refuses_an_older_generation(policy: Policy) -> None:
 
 line_texts = st.one_of(
     st.integers(0, 10**14 - 1).map(lambda k: f"{k:014d}"),
+    st.integers(0, 10**13 - 1).map(lambda k: full_imei(k).lstrip("0")),
     st.integers(0, 10**15 - 1).map(lambda k: f"{k:015d}"),
     st.integers(0, 10**16 - 1).map(lambda k: f"{k:016d}"),
     st.sampled_from(["", "imei", " 35209900176148", "35209900176148\r", "x1", "3520990017614",
@@ -160,7 +213,10 @@ line_texts = st.one_of(
 @given(st.lists(st.one_of(st.lists(line_texts, min_size=1, max_size=30),
                           st.integers(0, 10**14 - 1).flatmap(
                               lambda k: st.integers(1, 40).map(
-                                  lambda n: [f"{k + i:015d}" for i in range(n)]))),
+                                  lambda n: [f"{k + i:015d}" for i in range(n)])),
+                          st.integers(10**12, 10**13 - 41).flatmap(  # zeros stripped
+                              lambda k: st.integers(1, 40).map(
+                                  lambda n: [full_imei(k + i)[1:] for i in range(n)]))),
                 max_size=6), st.booleans())
 def test_the_block_reader_agrees_with_reading_line_by_line(tmp_path_factory, rules: ImeiRules,
                                                            runs, crlf: bool) -> None:
@@ -170,8 +226,12 @@ def test_the_block_reader_agrees_with_reading_line_by_line(tmp_path_factory, rul
     reader = ListFileReader(rules, chunk_lines=2, report_limit=1000)  # blocks of ~32 bytes
     white, report = reader.read_white(path)
     reference = LoadReport(str(path))
-    keys = [k for k, _ in reader._chunks(path, reference, with_reason=False)]  # line by line
-    expected = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
+    stripped = reader.zero_stripped()
+    chunks = list(reader._chunks(path, reference, False, stripped))  # line by line
+    keys = np.concatenate([k for k, _, _ in chunks] or [np.zeros(0, np.uint64)])
+    if stripped.settle(reference):
+        keys = keys[~np.concatenate([held for _, _, held in chunks])]
+    expected = np.unique(keys)
     assert keys_of(white).tolist() == expected.tolist()
     reference.loaded = len(expected)
     assert report.as_json() == reference.as_json()
