@@ -192,3 +192,13 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
     closing = " ".join(demo.split())
     assert f"decided {decided:,} attach events" in closing
     assert f"this run's {upserts:,} upserts" in closing
+
+
+@pytest.mark.parametrize(("option", "value"), [("--duration", "0"), ("--days", "nan"),
+                                               ("--days", "inf"), ("--rate", "-5"),
+                                               ("--devices", "1.5")])
+def test_demo_refuses_a_duration_rate_or_count_that_is_not_above_zero(option: str,
+                                                                      value: str) -> None:
+    result = run("demo", option, value, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {option}: " in result.stderr
