@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import msgspec
 import psycopg
@@ -238,6 +239,18 @@ def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _above_zero(parse: Callable[[str], float]) -> Callable[[str], float]:
+    """An argument read by `parse` that must be finite and above zero (the demo divides by
+    its duration and days)."""
+    def read(text: str) -> float:
+        value = parse(text)
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be above 0 and finite, not {text!r}")
+        return value
+    read.__name__ = parse.__name__  # argparse names it in "invalid int value: ..."
+    return read
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     return run_demo(config, DemoOptions(args.devices, args.rate, args.duration, args.bad_share,
                                         args.keep_services, args.days))
@@ -401,12 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build a synthetic country and show how each kind of attach "
                        "is decided, then start the embedded broker and PostgreSQL, feed the "
                        "worker steady synthetic traffic and show its progress live.")
-    p.add_argument("--devices", type=int, default=1_000_000)
-    p.add_argument("--rate", type=int, default=5_000, help="attach events per second")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds (Ctrl-C stops too)")
+    p.add_argument("--devices", type=_above_zero(int), default=1_000_000)
+    p.add_argument("--rate", type=_above_zero(int), default=5_000,
+                   help="attach events per second")
+    p.add_argument("--duration", type=_above_zero(float), default=60.0,
+                   help="seconds (Ctrl-C stops too)")
     p.add_argument("--bad-share", type=float, default=0.001,
                    help="share of broken messages, to show the dead-letter topic")
-    p.add_argument("--days", type=float, default=40.0,
+    p.add_argument("--days", type=_above_zero(float), default=40.0,
                    help="simulated days over --duration: the clock runs that much faster")
     p.add_argument("--keep-services", action="store_true",
                    help="leave the broker and database running afterwards")

@@ -1,5 +1,6 @@
 """`eir-enforcer demo`: the worker on the embedded broker and database, fed a synthetic
-country and steady attach traffic, with live progress and /metrics. Its clock runs fast:
+country and steady attach traffic, with its progress shown live (enforcer/demoview.py) and
+/metrics. Its clock runs fast:
 --days pass in --duration seconds, so a notice's whole month (warning, reminders, cutoff)
 and the registry's transfers that restore cut pairs are seen in a minute. Stops on Ctrl-C
 or after --duration."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,18 +21,28 @@ from kafka import KafkaProducer
 from consumers.kafka import security
 from enforcer.clock import MS_PER_DAY, MS_PER_S, NS_PER_MS, AcceleratedClock, Clock
 from enforcer.config import Config
+from enforcer.db.history import latest_first_slot, usage_totals
 from enforcer.db.migrate import migrate
+from enforcer.db.notices import find
+from enforcer.demoview import (FUNNEL, Display, Figures, columns, open_display, try_next,
+                               verdict_share)
+from enforcer.effects import Stream
 from enforcer.events import NO_KEY, AttachBatch
+from enforcer.notices import NoticeState, Step
 from enforcer.services import EmbeddedServices, ServicePorts
 from enforcer.synth import Country, TrafficMix, attach_traffic
 from enforcer.tour import command, run_tour, say
-from enforcer.worker import build_worker
+from enforcer.worker import Worker, build_worker
 from metrics.worker import WorkerMetrics
+from rules.policy import VERDICTS, Scope
 
 # How a malformed IMEI arrives in the demo's traffic: a placeholder burnt into basebands.
 MALFORMED_IMEI = "004999010640000"
 BAD_MESSAGE = b'{"imei": "35209900176148", "imsi": "not-an-imsi"}'
+# The producer sends a second's attaches at once, every TICK_S.
 TICK_S = 1.0
+# The display reads the worker's metrics this often: more than once a simulated day.
+SAMPLE_S = 0.25
 POOL_SECONDS = 10
 TOUR_EVENTS = 1_000_000
 
@@ -51,6 +63,8 @@ DEMO_COUNT_S = 1.0
 # The day from which the registry transfers some cut pairs to their users (restores).
 TRANSFER_DAY = 33
 TRANSFERS = 100
+# Cut notices looked through for the pairs among them to transfer.
+CUT_LOOKED_AT = 1_000
 
 
 def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
@@ -91,60 +105,75 @@ def _produce(config: Config, country: Country, options: DemoOptions, clock: Cloc
         producer.close()
 
 
-def _total(metrics: WorkerMetrics, name: str, **labels: str) -> float:
-    total = 0.0
+def _figures(metrics: WorkerMetrics, sent: int, elapsed_s: float, day: float) -> Figures:
+    """The worker's own counters, read once from its metrics registry."""
+    samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
     for family in metrics.registry.collect():
         for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+            samples[sample.name].append((sample.labels, sample.value))
 
+    def total(name: str, **labels: str) -> int:
+        return round(sum(value for have, value in samples[name]
+                         if all(have.get(k) == v for k, v in labels.items())))
 
-def _notices_line(metrics: WorkerMetrics, day: float) -> str:
-    def step(name: str) -> float:
-        return _total(metrics, "eir_notice_steps_total", step=name)
-    return (f"  day {day:4.1f}  notices opened {_total(metrics, 'eir_notices_opened_total'):>6,.0f}"
-            f"  warnings {step('warning'):>6,.0f}  reminders {step('reminder'):>6,.0f}"
-            f"  cutoffs {step('cutoff'):>5,.0f}  restores {step('resolved'):>4,.0f}"
-            f"  lapsed {_total(metrics, 'eir_notices_closed_total', state='lapsed'):>5,.0f}"
-            f"  cut now {_total(metrics, 'eir_cutoffs'):>5,.0f}"
-            f"  outbox backlog {_total(metrics, 'eir_outbox_backlog'):>4,.0f}")
+    def step(name: str) -> int:
+        return total("eir_notice_steps_total", step=name)
+
+    def sent_on(stream: str) -> int:
+        return (total("eir_effects_sent_total", stream=stream)
+                + total("eir_outbox_published_total", stream=stream))
+
+    dead = defaultdict(int)
+    for labels, value in samples["eir_dlq_messages_total"]:
+        dead[labels["reason"]] += round(value)
+    return Figures(
+        elapsed_s=elapsed_s, day=day, sent=sent,
+        verdicts=tuple(total("eir_events_consumed_total", verdict=v) for v in VERDICTS),
+        dead_letters=dict(dead), lag=total("eir_consumer_lag"),
+        upserts=total("eir_history_rows_written_total"),
+        commands=sent_on(Stream.COMMANDS), sms=sent_on(Stream.NOTIFICATIONS),
+        outbox_backlog=total("eir_outbox_backlog"),
+        funnel=(total("eir_notices_opened_total"), step(Step.WARNING), step(Step.REMINDER),
+                step(Step.CUTOFF), step(Step.RESOLVED),
+                total("eir_notices_closed_total", state=NoticeState.LAPSED)),
+        cut_now=total("eir_cutoffs"))
 
 
 def _transfer_cut_pairs(config: Config, clock: Clock) -> int:
     """The registry's answer to some cutoffs: the device transferred to the SIM using it."""
     with psycopg.connect(config.postgres.dsn) as conn:
-        cut = conn.execute("SELECT imei_key, msisdn FROM notices WHERE state = 'cut'"
-                           " AND scope = 'pair' ORDER BY id LIMIT %s", (TRANSFERS,)).fetchall()
+        cut = [row.notice for row in find(conn, state=NoticeState.CUT, limit=CUT_LOOKED_AT)
+               if row.notice.scope is Scope.PAIR][:TRANSFERS]
     producer = KafkaProducer(**security(config.kafka))
-    for imei_key, msisdn in cut:
-        producer.send(config.kafka.registry_topic, key=f"{imei_key:014d}".encode(),
+    for notice in cut:
+        imei = f"{notice.imei_key:014d}"
+        producer.send(config.kafka.registry_topic, key=imei.encode(),
                       value=msgspec.json.encode({
-                          "event_id": f"demo-transfer-{imei_key}-{msisdn}",
+                          "event_id": f"demo-transfer-{imei}-{notice.msisdn}",
                           "type": "ownership_set", "time": clock.now_ms(),
-                          "imeis": [f"{imei_key:014d}"], "owner_msisdn": str(msisdn),
+                          "imeis": [imei], "owner_msisdn": str(notice.msisdn),
                           "via": "transfer_direct"}))
     producer.flush()
     producer.close()
     return len(cut)
 
 
-def _progress(metrics: WorkerMetrics, sent: int, took_s: float,
-              last: tuple[float, float]) -> tuple[str, tuple[float, float]]:
-    """One progress line; per-second figures against `last` (events decided, rows written)."""
-    decided = _total(metrics, "eir_events_consumed_total")
-    writes = _total(metrics, "eir_history_rows_written_total")
-    mix = {v: _total(metrics, "eir_events_consumed_total", verdict=v)
-           for v in ("WHITELISTED", "GREYLISTED", "BLACKLISTED")}
-    share = " ".join(f"{v[0]}{n / decided:.1%}" for v, n in mix.items()) if decided else "-"
-    new_events, new_writes = decided - last[0], writes - last[1]
-    line = (f"  {took_s:5.0f} s  sent {sent:>9,}  decided {decided:>9,.0f} "
-            f"({new_events / TICK_S:>7,.0f}/s)  {share}  "
-            f"DLQ {_total(metrics, 'eir_dlq_messages_total'):>6,.0f}  "
-            f"lag {_total(metrics, 'eir_consumer_lag'):>7,.0f}  history rows {writes:>8,.0f}"
-            f" ({new_writes / new_events if new_events else 0:.3f} writes/event now)  "
-            f"effects {_total(metrics, 'eir_effects_sent_total'):>7,.0f}")
-    return line, (decided, writes)
+def _watch(display: Display, worker: Worker, sent: list[int], clock: Clock, start_ms: int,
+           options: DemoOptions, config: Config) -> Figures | None:
+    """Sample the worker's metrics every SAMPLE_S until the duration is over; the last
+    sample (None if stopped before the first)."""
+    started, figures, transferred = time.monotonic(), None, False
+    while time.monotonic() - started < options.duration_s:
+        time.sleep(SAMPLE_S)
+        day = (clock.now_ms() - start_ms) / MS_PER_DAY
+        figures = _figures(worker.metrics, sent[0], time.monotonic() - started, day)
+        display.show(figures)
+        if day >= TRANSFER_DAY and not transferred:
+            display.note(f"  day {day:.0f}: the registry transfers "
+                         f"{_transfer_cut_pairs(config, clock)} cut devices to the SIMs "
+                         "using them")
+            transferred = True
+    return figures
 
 
 def run_demo(config: Config, options: DemoOptions) -> int:
@@ -157,6 +186,8 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     say(f"5. Starting the embedded broker and PostgreSQL under {config.services.dir}/ ...")
     services.up()
     migrate(config.postgres.dsn)
+    with psycopg.connect(config.postgres.dsn) as conn:
+        rows_before, _ = usage_totals(conn)
     speed = options.days * MS_PER_DAY / (options.duration_s * MS_PER_S)
     start_ms = time.time_ns() // NS_PER_MS
     clock = AcceleratedClock(start_ms, speed)
@@ -172,41 +203,58 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     producer = threading.Thread(target=_produce,
                                 args=(config, country, options, clock, stop, sent))
     consumer = threading.Thread(target=worker.run, args=(stop,))
+    # Open before the threads start and closed after they end: at a terminal, what they
+    # log goes above the panel instead of across it.
+    display, figures = open_display(say, options.duration_s, options.days), None
     producer.start()
     consumer.start()
-    started, last, transferred = time.monotonic(), (0.0, 0.0), False
     try:
-        while time.monotonic() - started < options.duration_s:
-            time.sleep(TICK_S)
-            line, last = _progress(worker.metrics, sent[0], time.monotonic() - started, last)
-            say(line)
-            day = (clock.now_ms() - start_ms) / MS_PER_DAY
-            say(_notices_line(worker.metrics, day))
-            if day >= TRANSFER_DAY and not transferred:
-                say(f"  the registry transfers {_transfer_cut_pairs(config, clock)} cut "
-                    "devices to the SIMs using them ...")
-                transferred = True
+        figures = _watch(display, worker, sent, clock, start_ms, options, config)
     except KeyboardInterrupt:
-        say("  stopping ...")
+        display.note("  stopping ...")
     finally:
         stop.set()
         producer.join()
         consumer.join()
         worker.close()
-    _summary(config)
-    if options.keep_services:
-        say(f"Services left running; stop them with: {command()} services down")
-    else:
+        display.close()
+    _summary(config, figures, options, rows_before)
+    if not options.keep_services:
         services.down()
     return 0
 
 
-def _summary(config: Config) -> None:
+def _summary(config: Config, figures: Figures | None, options: DemoOptions,
+             rows_before: int) -> None:
+    """What the run did, in the words of the display, and the commands to try next.
+    `rows_before`: slot_usage's rows from earlier runs on the same database."""
     with psycopg.connect(config.postgres.dsn) as conn:
-        (rows, pairs) = conn.execute(
-            "SELECT count(*), count(DISTINCT (imei_key, imsi)) FROM slot_usage").fetchone()
-        (imei,) = conn.execute("SELECT imei_key FROM slot_usage WHERE slot = 1"
-                               " ORDER BY last_seen DESC LIMIT 1").fetchone() or (None,)
-    say(f"7. slot_usage holds {rows:,} rows for {pairs:,} (IMEI, IMSI) pairs.")
+        rows, pairs = usage_totals(conn)
+        imei = latest_first_slot(conn)
+        shown = find(conn, state=NoticeState.CUT, limit=1) or find(conn, limit=1)
+    if figures is None:
+        say("7. Stopped before the worker's metrics were first read.")
+    else:
+        say(f"7. In {figures.elapsed_s:.0f} s and {figures.day:.0f} simulated days the worker "
+            f"decided {figures.decided:,} attach events ({verdict_share(figures, ', ')}) and "
+            f"sent {sum(figures.dead_letters.values()):,} to a dead-letter topic.")
+        say("   Notices: " + ", ".join(f"{n:,} {s}" for s, n in zip(FUNNEL, figures.funnel))
+            + f"; {figures.cut_now:,} subjects still cut off.")
+    say(f"   slot_usage holds {rows:,} rows (one per IMEI, IMSI and month) for {pairs:,} "
+        f"(IMEI, IMSI) pairs: {rows - rows_before:,} new"
+        + (f" from this run's {figures.upserts:,} upserts (a batch upserts the row of each "
+           "pair it saw)" if figures else "")
+        + (f", {rows_before:,} from earlier runs." if rows_before else "."))
+    steps = [] if options.keep_services else [
+        (["services", "up"], "the services again, with what the demo stored")]
     if imei is not None:
-        say(f"   who used that device: {command()} history {imei:014d}")
+        steps.append((["history", f"{imei:014d}"], "who used that device, slot by slot"))
+    steps.append((["notices", "list", "--state", "cut"], "the subjects cut off, as JSON lines"))
+    if shown:
+        steps.append((["notices", "show", str(shown[0].notice.id)],
+                      "one notice, its steps and its messages"))
+    steps.append((["clones", "list"], "IMEIs flagged misused, and why"))
+    steps.append((["services", "down"], "stop the broker and PostgreSQL"))
+    say("8. Try next:")
+    for line in try_next([([command(), *words], why) for words, why in steps], columns()):
+        print(line, flush=True)

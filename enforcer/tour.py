@@ -13,6 +13,7 @@ import numpy as np
 from enforcer.config import Config
 from enforcer.clock import SystemClock, iso
 from enforcer.decide import Decisions, decide, decision_at
+from enforcer.demoview import columns, command_lines, wrap
 from enforcer.events import AttachBatch
 from enforcer.events import NO_KEY
 from enforcer.lists import NO_REASON
@@ -26,7 +27,13 @@ MB = 1 << 20
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    """A line for the person watching, wrapped to the terminal (at most MAX_COLUMNS)."""
+    print("\n".join(wrap(text, columns())), flush=True)
+
+
+def say_command(words: list[str], indent: str = "   ") -> None:
+    """A command to copy, continued with backslashes rather than wrapped."""
+    print("\n".join(command_lines(words, columns(), indent)), flush=True)
 
 
 def run_tour(config: Config, devices: int, events: int) -> Country:
@@ -75,8 +82,10 @@ def run_tour(config: Config, devices: int, events: int) -> Country:
     _show_emergency(batch, decisions, state)
     owner_rule = [r.name for r in policy.rules].index("owner")
     row = int(np.flatnonzero(decisions.rule == owner_rule)[0])
-    say(f"   try one yourself: {command()} check --imei {int(batch.imei_key[row]):014d} "
-         f"--imsi {int(batch.imsi[row])} --msisdn {int(batch.msisdn[row])} --state {directory}")
+    say("   try one yourself:")
+    say_command([command(), "check", "--imei", f"{int(batch.imei_key[row]):014d}",
+                 "--imsi", str(int(batch.imsi[row])), "--msisdn", str(int(batch.msisdn[row])),
+                 "--state", str(directory)], indent="     ")
     return country
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from enforcer.demoview import MAX_COLUMNS
 from enforcer.imei import luhn_digit
 from enforcer.services import free_port
 
@@ -228,14 +229,35 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
                env=env).stdout
     for shown in ("decisions/s", "owner", "other_cartable", "no_cartable", "unregistered",
                   "roamer", "blacklisted", "malformed", "emergency", "eir-enforcer check",
-                  "slot_usage holds", "eir-enforcer history"):
+                  "slot_usage holds", "Try next:", "eir-enforcer history"):
         assert shown in demo
-    progress = [line for line in demo.splitlines() if " decided " in line]
-    assert int(progress[-1].split("decided")[1].split()[0].replace(",", "")) > 0
+    # Piped, not a terminal: plain reports every few seconds, no escape codes, 100 columns.
+    lines = demo.splitlines()
+    assert "\x1b" not in demo and max(len(line) for line in lines) <= MAX_COLUMNS
+    reports = [line for line in lines if line.startswith("  [")]
+    assert 2 <= len(reports) < len(lines) / 4
+    decided = int(reports[-1].split(" decided")[0].split()[-1].replace(",", ""))
+    assert decided > 0
 
     def figure(line: str, name: str) -> int:
-        return int(line.split(name)[1].split()[0].replace(",", ""))
+        return int(line.split(f" {name} ")[1].split()[0].strip(",;").replace(",", ""))
     # The fast clock: a month of notices in seconds.
-    month = [line for line in demo.splitlines() if line.strip().startswith("day ")]
-    assert float(month[-1].split()[1]) > 30
-    assert figure(month[-1], "warnings") > 0 and figure(month[-1], "cutoffs") > 0
+    assert float(reports[-1].split("day ")[1].split("]")[0]) > 30
+    notices = [line for line in lines if line.startswith("    notices ")][-1]
+    assert figure(notices, "warned") > 0 and figure(notices, "cut") > 0
+    # The closing summary counts what the last report counted, by the same names.
+    upserts = figure([line for line in lines if line.startswith("    verdicts ")][-1],
+                     "upserts")
+    closing = " ".join(demo.split())
+    assert f"decided {decided:,} attach events" in closing
+    assert f"this run's {upserts:,} upserts" in closing
+
+
+@pytest.mark.parametrize(("option", "value"), [("--duration", "0"), ("--days", "nan"),
+                                               ("--days", "inf"), ("--rate", "-5"),
+                                               ("--devices", "1.5")])
+def test_demo_refuses_a_duration_rate_or_count_that_is_not_above_zero(option: str,
+                                                                      value: str) -> None:
+    result = run("demo", option, value, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {option}: " in result.stderr

@@ -89,6 +89,21 @@ def usage_of(conn: psycopg.Connection, imei_keys: list[int]) -> list[Usage]:
             for k, i, m, s, f, last, d in rows]
 
 
+def usage_totals(conn: psycopg.Connection) -> tuple[int, int]:
+    """(rows of slot_usage, distinct (IMEI, IMSI) pairs among them), over every month kept.
+    A row is one IMEI, IMSI and month: the upserts of every batch that saw them land on it."""
+    rows, pairs = conn.execute(
+        "SELECT count(*), count(DISTINCT (imei_key, imsi)) FROM slot_usage").fetchone()
+    return rows, pairs
+
+
+def latest_first_slot(conn: psycopg.Connection) -> int | None:
+    """The IMEI key seen last in a device's first slot; None while slot_usage is empty."""
+    row = conn.execute("SELECT imei_key FROM slot_usage WHERE slot = 1"
+                       " ORDER BY last_seen DESC LIMIT 1").fetchone()
+    return None if row is None else row[0]
+
+
 MONTH_TABLE = r"^slot_usage_\d{4}_\d{2}$"
 DETACH_CONCURRENTLY = "ALTER TABLE slot_usage DETACH PARTITION {} CONCURRENTLY"
 DETACH_FINALIZE = "ALTER TABLE slot_usage DETACH PARTITION {} FINALIZE"
