@@ -9,7 +9,10 @@ file, and kills it (SIGKILL) at random moments, starting it again at once: --kil
 two while the attaches are consumed (each a random moment up to 2 s after the committed
 offsets pass a random share of the topic), two while the notices past their deadline are
 cut and sent. Between the two the clock moves to day 20, when the notices' subjects attach
-again, and then past the 30-day deadline, so that every notice must end cut.
+again, and then past the 30-day deadline, so that every notice's subject must end cut: under
+that notice, or the one that superseded it (a pair on an IMEI clone detection flagged is cut
+under its `misuse` notice). `cut_under` counts the subjects by the kind of notice that cut
+them; `cutoffs_missing` those cut under none.
 
 Then, on fresh topics with --outage-events attaches each: the broker stopped for --outage-s
 under a running worker and started again (tansu keeps nothing, so everything is produced

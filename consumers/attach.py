@@ -66,9 +66,11 @@ class AttachWorker:
     def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
                  metrics: WorkerMetrics, consumer, producer,
                  connect: Callable[[], psycopg.Connection],
-                 opened: Callable[[], None] = lambda: None) -> None:
+                 opened: Callable[[], None] = lambda: None,
+                 flagged: Callable[[set[int]], None] = lambda imeis: None) -> None:
         self._config = config
         self._opened = opened
+        self._flagged = flagged  # told which IMEIs a batch flagged misused, once durable
         self._holder = holder
         self._rules = rules
         self._clock = clock
@@ -171,6 +173,8 @@ class AttachWorker:
         for message in outgoing:
             self._sent.add(message.idempotency_key)
         self._count(batch, decisions, dead, rows, outgoing, now, started)
+        if flags.rows:  # the live notices on them are superseded now, not when next due
+            self._flagged(set(flags.keys))
         if opened:
             for kind, count in opened.items():
                 self._metrics.notices.opened.labels(kind).inc(count)

@@ -5,7 +5,9 @@ audit of what came out. Shared by tests/test_faults.py and bench/faults.py.
 The traffic is a synthetic country's attaches with more notice-opening uses than the usual
 mix. The notices are carried through their month with the worker's clock file: their
 subjects attach again on day SEEN_AGAIN_DAY (so nothing lapses) and the clock then passes
-the deadline, so every notice must end cut, its warning and cutoff each on its topic once.
+the deadline, so every notice's subject must end cut, under that notice or the one that
+superseded it (a pair on an IMEI flagged misused is cut under its `misuse` notice), each
+step's message on its topic once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import msgspec
 import psycopg
@@ -207,7 +209,9 @@ class Audit:
     first_seen_wrong: int
     notices: int
     notices_cut: int
-    cutoffs_missing: int  # notices past their deadline that are not cut
+    notices_superseded: int  # closed for another kind's notice on their subject
+    cut_under: dict[str, int]  # subjects past their deadline, by the kind of notice that cut them
+    cutoffs_missing: int  # subjects past their deadline cut under no notice
     steps_recorded: int  # outbox messages: each a step's SMS or command
     steps_sent: int  # of those, on their topic
     steps_missing: int
@@ -229,21 +233,59 @@ def history_gaps(dsn: str, sent: Traffic) -> tuple[int, int]:
     return missing, wrong
 
 
+class NoticeSeen(NamedTuple):
+    """A notice as the audit reads it."""
+
+    id: int
+    kind: str
+    state: str
+    imei_key: int
+    subject_imsi: int  # 0: the whole IMEI
+    deadline_ms: int
+    superseded_by: int | None
+
+
+def cut_under(notices: list[NoticeSeen], now_ms: int) -> tuple[dict[str, int], int]:
+    """Every subject (pair, or IMEI) with a notice due by now_ms, counted by the kind of
+    notice it is cut under (its own, the one that superseded it, or another on the same
+    subject or its whole IMEI), and how many are cut under none. A superseded notice is due
+    when the last of its chain is. The traffic changes nothing in the registry, so nothing
+    is excused: a notice cancelled or lapsed leaves its subject owed."""
+    by_id = {n.id: n for n in notices}
+    cut = {(n.imei_key, n.subject_imsi): n.kind for n in notices if n.state == "cut"}
+    under: dict[tuple[int, int], str | None] = {}
+    for n in notices:
+        last = n
+        while last.superseded_by is not None:
+            last = by_id[last.superseded_by]
+        if last.deadline_ms > now_ms:
+            continue
+        subject = (n.imei_key, n.subject_imsi)
+        kind = (cut.get(subject) or cut.get((n.imei_key, 0))
+                or (last.kind if last.state == "cut" else None))
+        under[subject] = under.get(subject) or kind
+    counted = Counter(kind for kind in under.values() if kind is not None)
+    return dict(sorted(counted.items())), sum(1 for kind in under.values() if kind is None)
+
+
 def audit(dsn: str, bootstrap: str, topics: dict[str, str], sent: Traffic, events_in: int,
           now_ms: int) -> Audit:
     """What the database and the topics hold against what went in."""
     missing, wrong = history_gaps(dsn, sent)
     with psycopg.connect(dsn) as conn:
-        notices, cut, not_cut = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE state = 'cut'), count(*) FILTER"
-            " (WHERE state <> 'cut' AND deadline <= to_timestamp(%s / 1e3)) FROM notices",
-            (now_ms,)).fetchone()
+        notices = [NoticeSeen(*row) for row in conn.execute(
+            "SELECT id, kind, state, imei_key, subject_imsi,"
+            " floor(extract(epoch FROM deadline) * 1000)::bigint, superseded_by"
+            " FROM notices")]
         outbox = conn.execute("SELECT stream, idempotency_key FROM outbox").fetchall()
     on_topics = {stream: keys_on(bootstrap, topic) for stream, topic in topics.items()}
     counts = [on_topics[stream][key] for stream, key in outbox]
+    states = Counter(n.state for n in notices)
+    under, not_cut = cut_under(notices, now_ms)
     return Audit(events_in=events_in, pairs_in=len(sent.first_seen),
                  pairs_recorded=len(sent.first_seen) - missing, pairs_missing=missing,
-                 first_seen_wrong=wrong, notices=notices, notices_cut=cut,
+                 first_seen_wrong=wrong, notices=len(notices), notices_cut=states["cut"],
+                 notices_superseded=states["superseded"], cut_under=under,
                  cutoffs_missing=not_cut, steps_recorded=len(outbox),
                  steps_sent=sum(1 for c in counts if c), steps_missing=counts.count(0),
                  duplicates=sum(c - 1 for c in counts if c > 1))

@@ -1,7 +1,9 @@
 """Clone detection's part of the attach loop: the window over the stream (`clones.py`), the
 flags it raises laid over the state the batch is decided with, and, in the batch's own
 transaction, the flags recorded and a misuse notice opened for every SIM the history saw
-with the IMEI within the window (the decision tells the owner's apart)."""
+with the IMEI within the window, and every SIM holding a live notice on it (the decision
+tells the owner's apart). The notices those SIMs held are superseded by the sweep, which the
+worker asks to look at the flagged IMEIs once the batch is durable."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from enforcer.clones import (NO_CELLS, REASONS, CellSites, CloneWindow, cells_fr
                              sightings_of, sims_batch, window_start_ms)
 from enforcer.config import Config, ConfigError
 from enforcer.db.clones import FlagRow, record_flags, sims_within
-from enforcer.db.notices import see
+from enforcer.db.notices import live_sims, see
 from enforcer.decide import decide
 from enforcer.events import AttachBatch
 from enforcer.opening import notice_sightings
@@ -86,11 +88,22 @@ class CloneTracker:
                   for key, _, ms, _, _ in flags.rows}
         sims = [s for s in sims_within(conn, flags.keys, min(starts.values()))
                 if s[3] >= starts[s[0]]]
+        # A notice outlasts the window (30 days against 20): its SIM is on the IMEI all the
+        # same, and must not be left with no notice when the flag supersedes the one it holds.
+        sims += live_sims(conn, flags.keys)
         if not sims:
             return Counter()
         earlier = sims_batch(sims, {key: ms for key, _, ms, _, _ in flags.rows})
         decisions = decide(earlier, state)
-        return see(conn, notice_sightings(earlier, decisions), decisions.policy.rules)
+        seen = notice_sightings(earlier, decisions)
+        # Each SIM as last seen, not at the flag: one unused since lapses rather than is cut.
+        last: dict[tuple[int, int], int] = {}
+        for key, imsi, _, ms in sims:
+            last[key, imsi] = max(ms, last.get((key, imsi), ms))
+        seen = replace(seen, last_ms=np.array(
+            [last[pair] for pair in zip(seen.imei_key.tolist(), seen.imsi.tolist())],
+            dtype=np.int64))
+        return see(conn, seen, decisions.policy.rules)
 
     def remember(self, holder: StateHolder, flags: NewFlags) -> None:
         """After the batch is durable: the flags into the state every later batch reads."""

@@ -32,7 +32,7 @@ def notice_json(notice: Notice, reveal: bool) -> dict[str, object]:
 def row_json(row: NoticeRow, reveal: bool) -> dict[str, object]:
     return {**notice_json(row.notice, reveal),
             "next_due": iso(row.next_due_ms) if row.next_due_ms is not None else None,
-            "closed_reason": row.closed_reason}
+            "closed_reason": row.closed_reason, "superseded_by": row.superseded_by}
 
 
 def show(conn: psycopg.Connection, notice_id: int, reveal: bool) -> dict[str, object] | None:

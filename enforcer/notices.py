@@ -25,6 +25,8 @@ class NoticeState(StrEnum):
     REMINDED = "reminded"
     CUT = "cut"  # stays cut until the registry resolves it
     CANCELLED = "cancelled"  # resolved by the registry; `reason` says how
+    # Another kind's rule decides the subject now: its notice (`superseded_by`) took over.
+    SUPERSEDED = "superseded"
     LAPSED = "lapsed"
 
 

@@ -1,7 +1,8 @@
 """Which notices a decided batch opens or sees again, pure: one row per subject (kind, IMEI
 key, and IMSI when the notice is pair-scoped), anchored at its first sighting in the batch.
 Whether the subject already has a live notice is the database's to say (it keeps the
-earlier deadline)."""
+earlier deadline). And the notices that take over from superseded ones
+(`enforcer/resolution.py`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from enforcer.clock import MS_PER_DAY
 from enforcer.decide import Decisions
 from enforcer.events import AttachBatch
+from enforcer.notices import Notice
 from rules.policy import Rule, Scope
 
 IMEI_SUBJECT = 0  # subject_imsi of an IMEI-scoped notice
@@ -80,3 +82,38 @@ def notice_sightings(batch: AttachBatch, decisions: Decisions,
     last = np.r_[first[1:] - 1, len(order) - 1] if len(first) else first
     return Sightings(rule[first], key[first], subject[first], batch.imsi[at[first]],
                      batch.msisdn[at[first]], ts[first], ts[last])
+
+
+Subject = tuple[str, int, int]  # (kind, IMEI key, subject IMSI): one live notice each
+
+
+def successor_subject(notice: Notice, rule: Rule) -> Subject:
+    """The subject `rule`'s notice has when it takes over from `notice`: the same SIM on the
+    same IMEI, or the IMEI alone when the rule cuts whole IMEIs."""
+    subject = notice.imsi if rule.cutoff_scope is Scope.PAIR else IMEI_SUBJECT
+    return rule.notice_kind, notice.imei_key, subject
+
+
+def successors(taking_over: list[tuple[Notice, int]], rules: tuple[Rule, ...],
+               now_ms: int) -> Sightings:
+    """The notices that take over from superseded ones, as sightings: (notice, index of the
+    rule that decides its subject now) in. Each is anchored now (its rule's deadline counted
+    from the moment it takes over, as a flag's notices are from the flag) and last seen when
+    its predecessor's subject was, so that one unseen since lapses rather than being cut.
+    Several notices going to one subject (pairs to an IMEI) open one."""
+    first: dict[Subject, tuple[int, Notice]] = {}
+    last_seen: dict[Subject, int] = {}
+    for notice, index in taking_over:
+        subject = successor_subject(notice, rules[index])
+        first.setdefault(subject, (index, notice))
+        last_seen[subject] = max(last_seen.get(subject, notice.last_seen_ms),
+                                 notice.last_seen_ms)
+    subjects = list(first)
+    return Sightings(
+        rule=np.array([first[s][0] for s in subjects], dtype=np.uint8),
+        imei_key=np.array([s[1] for s in subjects], dtype=np.uint64),
+        subject_imsi=np.array([s[2] for s in subjects], dtype=np.uint64),
+        imsi=np.array([first[s][1].imsi for s in subjects], dtype=np.uint64),
+        msisdn=np.array([first[s][1].msisdn for s in subjects], dtype=np.uint64),
+        first_ms=np.full(len(subjects), now_ms, dtype=np.int64),
+        last_ms=np.array([last_seen[s] for s in subjects], dtype=np.int64))

@@ -1,9 +1,18 @@
 """Has the registry resolved a notice? Pure: decide its subject again against the state as
 it is now, as if nothing were cut off. A notice stands while the rule that opened it (or
-another opening the same kind) would still decide the subject; anything else resolves it:
-ownership moved into the SIM's cartable or an operator SIM set ("owner"), the device
-registered, the IMEI black-listed (another path takes over; a cut pair is still restored,
-and the black-listing cuts the IMEI at its next attach)."""
+another opening the same kind) would still decide the subject.
+
+When a rule opening another kind of notice decides it now, the subject still owes something:
+the notice is superseded by that rule's notice, never left with none (an IMEI flagged
+misused over an `ownership_transfer` notice: the SIM's `misuse` notice takes over, with its
+own deadline). A cut notice whose subject that rule would cut too (same scope) stands: what
+is cut stays cut, under the notice that cut it.
+
+Anything else resolves it: ownership moved into the SIM's cartable or an operator SIM set
+("owner", which is how a registration resolves an `unregistered` notice; registered into no
+cartable or another, that rule's notice takes over), the IMEI black-listed (another path
+takes over; a cut pair is still restored, and the black-listing cuts the IMEI at its next
+attach)."""
 
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ import numpy as np
 
 from enforcer.decide import decide
 from enforcer.events import AttachBatch
-from enforcer.notices import Notice
+from enforcer.notices import Notice, NoticeState
 from enforcer.state import EnforcementState
 from enforcer.subscriber import MCC_DIGITS
 
@@ -21,11 +30,12 @@ from enforcer.subscriber import MCC_DIGITS
 @dataclass(frozen=True)
 class Resolution:
     rule: str  # the rule that would decide the subject now
+    successor: int | None = None  # that rule's index in the policy, when its notice takes over
 
 
 def resolutions(notices: list[Notice], state: EnforcementState,
                 now_ms: int) -> dict[int, Resolution]:
-    """notice id -> how it was resolved, for the notices the registry has resolved."""
+    """notice id -> how it was resolved or superseded, for the notices that no longer stand."""
     if not notices:
         return {}
     n = len(notices)
@@ -41,7 +51,11 @@ def resolutions(notices: list[Notice], state: EnforcementState,
     out = {}
     for notice, index in zip(notices, decide(batch, state, with_cutoffs=False).rule.tolist()):
         rule = rules[index]
-        if rule.opens_notice and rule.notice_kind == notice.kind:
+        if not rule.opens_notice:
+            out[notice.id] = Resolution(rule.name)
+        elif rule.notice_kind == notice.kind or (
+                notice.state is NoticeState.CUT and rule.cutoff_scope is notice.scope):
             continue
-        out[notice.id] = Resolution(rule.name)
+        else:
+            out[notice.id] = Resolution(rule.name, index)
     return out

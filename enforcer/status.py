@@ -3,6 +3,11 @@ it stands, who used its slots, and the requester in; the answer out.
 
 The answer reveals another person's number, so it is given only to a SIM that has used
 every slot of the device itself: until then it says which slots are left, and nothing else.
+Then the strongest fact about the device comes first: black-listed (with the reason: a buyer
+holding a stolen phone must learn that it is stolen, not be sent to its owner, even when it
+is in a cartable), misused (an IMEI of it flagged by clone detection: no number is told, for
+the last other SIM may be a cloner's), owned, and only then the previous SIM's number (the
+registry's guide: shown only when the device is in nobody's cartable and not misused).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class Status(StrEnum):
     USE_EVERY_SLOT = "use_every_slot"
     OWNED = "owned"
     BLACKLISTED = "blacklisted"
+    MISUSED = "misused"
     PREVIOUS_USER = "previous_user"
     NO_PREVIOUS_USER = "no_previous_user"
 
@@ -28,6 +34,8 @@ MESSAGES = {
     Status.USE_EVERY_SLOT: "use every SIM slot of the device with this SIM first, then ask again",
     Status.OWNED: "owned; ask the owner to transfer it to you",
     Status.BLACKLISTED: "black-listed",
+    Status.MISUSED: "flagged misused (its IMEI seen with more SIMs, or in more places, than one"
+                    " device can be); only its owner's SIMs keep service",
     Status.PREVIOUS_USER: "in nobody's cartable; ask the previous user for the transfer",
     Status.NO_PREVIOUS_USER: "in nobody's cartable, and no other SIM has been seen with it",
 }
@@ -54,15 +62,21 @@ class StatusAnswer:
         return out
 
 
-def imei_status(device: DeviceNow, usage: list[Usage], requester: int) -> StatusAnswer:
+def imei_status(device: DeviceNow, usage: list[Usage], requester: int,
+                misused: bool) -> StatusAnswer:
+    """The answer to `requester` (an MSISDN) about `device` (DOMAIN.md, "IMEI status
+    query"). `usage`: the slot-usage history of the device's IMEIs; `misused`: one of them is
+    flagged by clone detection (clone_flags)."""
     used = {u.imei_key for u in usage if u.msisdn == requester}
     left = tuple((slot, key) for slot, key in device.slots if key not in used)
     if left:
         return StatusAnswer(Status.USE_EVERY_SLOT, slots_left=left)
-    if device.owner is not None:
-        return StatusAnswer(Status.OWNED)
     if device.black_reason is not None:
         return StatusAnswer(Status.BLACKLISTED, black_reason=device.black_reason)
+    if misused:
+        return StatusAnswer(Status.MISUSED)
+    if device.owner is not None:
+        return StatusAnswer(Status.OWNED)
     others = [u for u in usage if u.msisdn != requester]
     if not others:
         return StatusAnswer(Status.NO_PREVIOUS_USER)

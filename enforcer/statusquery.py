@@ -1,5 +1,6 @@
 """The IMEI status query's shell: the current state (snapshot, and the registry's changes
-from PostgreSQL), the slot-usage history, the pure answer, and the audit row."""
+from PostgreSQL), the slot-usage history, clone detection's flags, the pure answer, and the
+audit row."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psycopg
 from consumers.registry import lay_over
 from enforcer.build import imei_rules
 from enforcer.config import Config
+from enforcer.db.clones import any_flagged
 from enforcer.db.history import usage_of
 from enforcer.db.registry import applied_events
 from enforcer.device import device_now
@@ -35,7 +37,9 @@ def ask(state: EnforcementState, conn: psycopg.Connection, imei_key: int, reques
         caller: Caller) -> StatusAnswer:
     """The answer, given only once its audit row is written."""
     device = device_now(state, imei_key)
-    answer = imei_status(device, usage_of(conn, [key for _, key in device.slots]), requester)
+    keys = [key for _, key in device.slots]
+    # The flags' record, not a copy: the CLI follows none, a worker's lags behind the others'.
+    answer = imei_status(device, usage_of(conn, keys), requester, any_flagged(conn, keys))
     _audit(conn, imei_key, requester, caller, answer.status.value, answer.previous_msisdn, None)
     return answer
 

@@ -1,5 +1,6 @@
-"""The notices' shell: the due sweep, cancellation by the registry, the outbox relay, and
-this worker's copy of the cut-off list.
+"""The notices' shell: the due sweep, cancellation by the registry (or supersession by the
+rule that decides a subject now), the outbox relay, and this worker's copy of the cut-off
+list.
 
 Every worker runs it; due notices are taken `FOR UPDATE SKIP LOCKED`, so workers sweeping
 together never take the same notice. A step's state change and its messages commit in one
@@ -15,7 +16,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable
 
@@ -31,15 +32,16 @@ from enforcer.clock import MS_PER_DAY, MS_PER_HOUR, Clock
 from enforcer.config import Config, NoticesConfig
 from enforcer.db.notices import (Change, cut_after, enqueue, live_about,
                                  live_counts, mark_sent, mark_sent_keys, record,
-                                 RelayRecord, relay_record, save_relay_record, set_in_flight,
-                                 take_due, unsent)
+                                 RelayRecord, relay_record, save_relay_record, see_subjects,
+                                 set_in_flight, take_due, unsent)
 from enforcer.effects import FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream
 from enforcer.following import CutoffFollower, FlagFollower
 from enforcer.logs import describe
 from enforcer.noticemessages import OutboxMessage, step_messages
 from enforcer.notices import Notice, NoticeState, Pace, QuietHours, Step, advance
+from enforcer.opening import successor_subject, successors
 from enforcer.resolution import resolutions
-from enforcer.state import StateHolder
+from enforcer.state import EnforcementState, StateHolder
 from metrics.notices import NoticeMetrics
 from rules.policy import Scope
 
@@ -47,6 +49,8 @@ log = logging.getLogger("eir.notices")
 
 # The advisory lock of the outbox relay (one worker publishes at a time).
 RELAY_LOCK = 7_253_004
+# Notices closed without a cutoff (eir_notices_closed_total).
+CLOSED_UNCUT = (NoticeState.CANCELLED, NoticeState.SUPERSEDED, NoticeState.LAPSED)
 
 
 def pace_of(config: Config) -> Pace:
@@ -55,14 +59,26 @@ def pace_of(config: Config) -> Pace:
                 int(n.sms_gap_hours * MS_PER_HOUR), n.lapse_days * MS_PER_DAY)
 
 
-def cancellation(notice: Notice, reason: str,
-                 settings: NoticesConfig) -> tuple[Change, list[OutboxMessage]]:
-    """A live notice cancelled; if it was cut, the restore and its SMS."""
-    cancelled = replace(notice, state=NoticeState.CANCELLED)
+def cancellation(notice: Notice, reason: str, settings: NoticesConfig,
+                 successor: int | None = None) -> tuple[Change, list[OutboxMessage]]:
+    """A live notice cancelled, or superseded by the notice `successor`; if it was cut, the
+    restore and its SMS."""
+    closed = replace(notice, state=NoticeState.CANCELLED if successor is None
+                     else NoticeState.SUPERSEDED)
     was_cut = notice.state is NoticeState.CUT
-    messages = step_messages(cancelled, Step.RESOLVED, settings) if was_cut else []
+    messages = step_messages(closed, Step.RESOLVED, settings) if was_cut else []
     step = Step.RESOLVED.value if messages else None
-    return Change(cancelled, notice.state, None, step, reason), messages
+    return Change(closed, notice.state, None, step, reason, successor), messages
+
+
+@dataclass(frozen=True)
+class Closed:
+    """What closing the notices that no longer stand comes to, to store in one transaction."""
+
+    changes: list[Change]
+    messages: list[OutboxMessage]
+    restored: list[tuple[int, int | None]]  # subjects of the cut ones among them
+    opened: Counter[str]  # notices opened to take over, by kind
 
 
 def _after(ends: dict[str, dict[int, int]],
@@ -165,18 +181,12 @@ class NoticeSweeper:
             now = self._clock.now_ms()
             with conn.transaction():
                 cut = cut_after(conn, after, self._config.notices.batch)
-                resolved = resolutions(cut, self._holder.current, now)
-                changes, messages = [], []
-                for notice in cut:
-                    if notice.id in resolved:
-                        change, more = self._cancel(notice, resolved[notice.id].rule)
-                        changes.append(change)
-                        messages += more
-                record(conn, changes, now)
-                enqueue(conn, messages)
-            self._remember([], [_subject(c.notice) for c in changes])
-            self._count(changes)
-            cancelled += len(changes)
+                closed = self._close(conn, cut, self._deciding(conn), now)
+                record(conn, closed.changes, now)
+                enqueue(conn, closed.messages)
+            self._remember([], closed.restored)
+            self._count(closed.changes, closed.opened)
+            cancelled += len(closed.changes)
             if len(cut) < self._config.notices.batch:
                 return cancelled
             after = cut[-1].id
@@ -201,14 +211,11 @@ class NoticeSweeper:
             now = self._clock.now_ms()
             with conn.transaction():
                 due = take_due(conn, now, self._config.notices.batch)
-                state = self._holder.current
-                resolved = resolutions(due, state, now)
-                changes, messages, cut = [], [], []
+                closed = self._close(conn, due, self._deciding(conn), now)
+                closing = {c.notice.id for c in closed.changes}
+                changes, messages, cut = closed.changes, closed.messages, []
                 for notice in due:
-                    if notice.id in resolved:
-                        change, more = self._cancel(notice, resolved[notice.id].rule)
-                        changes.append(change)
-                        messages += more
+                    if notice.id in closing:
                         continue
                     step = advance(notice, now, self._pace)
                     reason = None
@@ -225,9 +232,10 @@ class NoticeSweeper:
                 record(conn, changes, now)
                 enqueue(conn, messages)
             self._remember(cut, [])
-            self._count(changes)
+            self._count(changes, closed.opened)
             total += len(due)
-            if len(due) < self._config.notices.batch:
+            # Notices that took over are due at once: their warnings go in this sweep.
+            if len(due) < self._config.notices.batch and not closed.opened:
                 return total
 
     def cancel_resolved(self, conn: psycopg.Connection) -> int:
@@ -240,29 +248,55 @@ class NoticeSweeper:
         try:
             with conn.transaction():
                 live = live_about(conn, sorted(imeis), sorted(msisdns))
-                resolved = resolutions(live, self._holder.current, now)
-                changes, messages, restored = [], [], []
-                for notice in live:
-                    if notice.id not in resolved:
-                        continue
-                    change, more = self._cancel(notice, resolved[notice.id].rule)
-                    changes.append(change)
-                    messages += more
-                    if notice.state is NoticeState.CUT:
-                        restored.append(_subject(notice))
-                record(conn, changes, now)
-                enqueue(conn, messages)
+                closed = self._close(conn, live, self._deciding(conn), now)
+                record(conn, closed.changes, now)
+                enqueue(conn, closed.messages)
         except Exception:
             self.touch(imeis, msisdns)  # looked at again next round
             raise
-        self._remember([], restored)
-        self._count(changes)
-        return len(changes)
+        self._remember([], closed.restored)
+        self._count(closed.changes, closed.opened)
+        return len(closed.changes)
 
-    def _cancel(self, notice: Notice, rule: str) -> tuple[Change, list[OutboxMessage]]:
-        log.info("notice cancelled by the registry",
-                 extra={"notice_id": notice.id, "kind": notice.kind, "now_decided_by": rule})
-        return cancellation(notice, rule, self._config.notices)
+    def _deciding(self, conn: psycopg.Connection) -> EnforcementState:
+        """The state to decide notices just locked with. The flags are followed first: the
+        worker that raised one committed it with its misuse notices, which this one may have
+        just taken without knowing the flag (it would find them resolved)."""
+        self._flags.follow(conn)
+        return self._holder.current
+
+    def _close(self, conn: psycopg.Connection, notices: list[Notice],
+               state: EnforcementState, now: int) -> Closed:
+        """Of these locked notices, those that no longer stand: each resolved one cancelled,
+        each superseded one closed with the notice of the rule that decides its subject now
+        opened (or found live) and linked; a cut one restored either way."""
+        resolved = resolutions(notices, state, now)
+        if not resolved:
+            return Closed([], [], [], Counter())
+        rules = state.policy.rules
+        closing = [n for n in notices if n.id in resolved]
+        taking_over = [(n, resolved[n.id].successor) for n in closing
+                       if resolved[n.id].successor is not None]
+        live = see_subjects(conn, successors(taking_over, rules, now), rules)
+        opened = Counter(kind for (kind, _, _), (_, new) in live.items() if new)
+        changes, messages, restored = [], [], []
+        for notice in closing:
+            rule = resolved[notice.id].successor
+            successor = None if rule is None else live[successor_subject(notice, rules[rule])][0]
+            change, more = self._cancel(notice, resolved[notice.id].rule, successor)
+            changes.append(change)
+            messages += more
+            if notice.state is NoticeState.CUT:
+                restored.append(_subject(notice))
+        return Closed(changes, messages, restored, opened)
+
+    def _cancel(self, notice: Notice, rule: str, successor: int | None
+                ) -> tuple[Change, list[OutboxMessage]]:
+        log.info("notice cancelled by the registry" if successor is None
+                 else "notice superseded", extra={"notice_id": notice.id, "kind": notice.kind,
+                                                  "now_decided_by": rule,
+                                                  "superseded_by": successor})
+        return cancellation(notice, rule, self._config.notices, successor)
 
     def relay(self, conn: psycopg.Connection) -> int:
         """Publish the outbox, oldest first, in one worker at a time (so that one device's
@@ -339,15 +373,17 @@ class NoticeSweeper:
         self._metrics.cutoffs.labels("imei").set(len(cutoffs.imeis))
         self._metrics.cutoffs.labels("pair").set(len(cutoffs.pairs))
 
-    def _count(self, changes: list[Change]) -> None:
+    def _count(self, changes: list[Change], opened: Counter[str]) -> None:
         # Counted first, then one increment per label set: a label lookup takes a lock.
         steps = Counter((c.notice.kind, c.step) for c in changes if c.step)
         closed = Counter((c.notice.kind, c.notice.state.value) for c in changes
-                         if c.notice.state in (NoticeState.CANCELLED, NoticeState.LAPSED))
+                         if c.notice.state in CLOSED_UNCUT)
         for labels, n in steps.items():
             self._metrics.steps.labels(*labels).inc(n)
         for labels, n in closed.items():
             self._metrics.closed.labels(*labels).inc(n)
+        for kind, n in opened.items():
+            self._metrics.opened.labels(kind).inc(n)
 
     def _count_live(self, conn: psycopg.Connection) -> None:
         counts = {(kind, state): n for kind, state, n in live_counts(conn)}

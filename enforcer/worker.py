@@ -115,7 +115,8 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     sweeper.start()  # the cut-off list in memory before any attach is decided
     attach = AttachWorker(config, holder, rules, clock, metrics,
                           attach_consumer(config.kafka, config.worker.batch_max_events),
-                          messages, connect, lambda: wake_sweeper(scheduler, sweeper))
+                          messages, connect, lambda: wake_sweeper(scheduler, sweeper),
+                          lambda imeis: touched(imeis, set()))
     http = serve_http(config, holder, rules, metrics,
                       {"state": registry.state_check, "partitions": attach.partitions_check})
     worker = Worker(attach, registry, sweeper, jobs, runner, stopping, scheduler, http)

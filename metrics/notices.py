@@ -13,7 +13,7 @@ class NoticeMetrics:
                              "(warning, reminder, cutoff, resolved).", ["kind", "step"],
                              registry=registry)
         self.closed = Counter("eir_notices_closed", "Notices closed without a cutoff, by kind "
-                              "and how (cancelled, lapsed).", ["kind", "state"],
+                              "and how (cancelled, superseded, lapsed).", ["kind", "state"],
                               registry=registry)
         self.live = Gauge("eir_notices", "Live notices, by kind and state (as last counted).",
                           ["kind", "state"], registry=registry)

@@ -1,25 +1,39 @@
 """Clone detection: the window's threshold and forgetting, operators and cells, placeholder
 IMEIs left out, the owner protected; then end to end, a third SIM on a phone flags it and
-warns every SIM but the owner's."""
+warns every SIM but the owner's, a SIM holding an older notice on it included (that notice
+superseded, not cancelled), and a worker that has not followed the flag yet leaves the
+misuse notices standing."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
 
+from functools import partial
+
 import numpy as np
 import psycopg
+from prometheus_client import CollectorRegistry
 
-from enforcer.clock import MS_PER_DAY
+from consumers.kafka import outbox_reader, producer
+from enforcer.clock import MS_PER_DAY, ManualClock
 from enforcer.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused, Sightings,
-                             sightings_of)
+                             sightings_of, sims_batch)
+from enforcer.config import load_config
+from enforcer.db.clones import record_flags
+from enforcer.db.notices import see
+from enforcer.decide import decide
 from enforcer.events import AttachBatch
 from enforcer.keyindex import ABSENT, KeyIndex
+from enforcer.opening import notice_sightings
+from enforcer.state import StateHolder
+from enforcer.sweep import NoticeSweeper
+from metrics.notices import NoticeMetrics
 from tests.kafkatools import produce, wait_for
 from tests.test_cli import lines, run
-from tests.test_decide import (BUYER, OWNER, SINGLE, SPOUSE, STRANGER, attach as decided,
-                               full, state)
-from tests.test_notice_lifecycle import sent
+from tests.test_decide import (BUYER, HELPER, OWNER, SINGLE, SPOUSE, STRANGER,
+                               attach as decided, full, home_imsi, make_state, state)
+from tests.test_notice_lifecycle import T0, at_day, sent, steps
 from tests.test_worker import attach, now_ms
 
 __all__ = ["state"]  # the fixture, shared with test_decide
@@ -174,3 +188,74 @@ def test_a_third_sim_flags_the_phone_and_warns_every_sim_but_the_owners(env, wor
 def _count(dsn: str, sql: str) -> int:
     with psycopg.connect(dsn) as conn:
         return conn.execute(sql).fetchone()[0]
+
+
+def test_a_flag_leaves_a_sim_with_an_older_transfer_notice_a_misuse_notice_at_once(
+        env, worker, dsn) -> None:
+    """BUYER's transfer notice (day 0) outlasts the window (20 days): on day 21 three other
+    SIMs flag the phone. BUYER gets its misuse notice then, without attaching again, and its
+    transfer notice is superseded by it; nobody is left with no notice."""
+    clock = ManualClock(T0)
+    worker(clock)
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    produce(bootstrap, topic, [attach(SINGLE, BUYER, T0)])
+    wait_for(lambda: steps(env) == ["warning"])
+    at_day(clock, 21)
+    flag_ms = clock.now_ms()
+    produce(bootstrap, topic, [attach(SINGLE, msisdn, flag_ms - i * MINUTE)
+                               for i, msisdn in enumerate((HELPER, STRANGER, OWNER))][::-1])
+
+    def live() -> list[tuple]:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute(
+                "SELECT msisdn, kind, id, floor(extract(epoch FROM deadline) * 1000),"
+                " floor(extract(epoch FROM last_seen) * 1000) FROM notices WHERE state IN"
+                " ('open', 'warned', 'reminded', 'cut') ORDER BY msisdn").fetchall()
+
+    wait_for(lambda: [(m, k) for m, k, *_ in live()] == [
+        (BUYER, "misuse"), (HELPER, "misuse"), (STRANGER, "misuse")])
+    (_, _, misuse_id, deadline, last_seen), *_ = live()
+    assert (deadline, last_seen) == (flag_ms + 7 * MS_PER_DAY, T0)  # unseen since: may lapse
+    with psycopg.connect(dsn) as conn:
+        closed = conn.execute("SELECT msisdn, kind, state, superseded_by FROM notices"
+                              " WHERE state NOT IN ('open', 'warned', 'reminded', 'cut')"
+                              " ORDER BY msisdn").fetchall()
+    assert closed[0] == (BUYER, "ownership_transfer", "superseded", misuse_id)
+    # STRANGER may have had a transfer notice too, had its attach come in a poll of its own.
+    misuse_of = {m: i for m, _, i, _, _ in live()}
+    assert all((state, by) == ("superseded", misuse_of[m]) for m, _, state, by in closed)
+
+    def warnings() -> list[tuple[str, str]]:
+        return sorted((m["msisdn"], m["kind"]) for m in sent(env, "notifications")
+                      if m["kind"] == "misuse" or m["msisdn"] == str(BUYER))
+    wait_for(lambda: len(warnings()) == 4)
+    assert warnings() == [(str(BUYER), "misuse"), (str(BUYER), "ownership_transfer"),
+                          (str(HELPER), "misuse"), (str(STRANGER), "misuse")]
+
+
+def test_a_worker_behind_a_flag_leaves_the_misuse_notices_raised_with_it_standing(
+        env, dsn, policy) -> None:
+    """Another worker flagged SINGLE and opened STRANGER's misuse notice in one transaction;
+    this worker's sweep takes the notice before it has followed the flag. It decides it with
+    the flag all the same: warned, not found resolved by `other_cartable`."""
+    imsi = int(home_imsi(STRANGER))
+    flagged_state = replace(make_state(policy), misused=Misused(np.array([SINGLE], np.uint64)))
+    earlier = sims_batch([(SINGLE, imsi, STRANGER, T0)], {SINGLE: T0})
+    decisions = decide(earlier, flagged_state)
+    config = load_config(environ=env)
+    messages = producer(config.kafka)
+    sweeper = NoticeSweeper(config, StateHolder(make_state(policy)), ManualClock(T0 + MINUTE),
+                            NoticeMetrics(CollectorRegistry()),
+                            partial(psycopg.connect, dsn, autocommit=True), messages,
+                            outbox_reader(config.kafka))
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            with conn.transaction():
+                record_flags(conn, [(SINGLE, "imsis", T0, imsi, STRANGER)])
+                see(conn, notice_sightings(earlier, decisions), policy.rules)
+            assert sweeper.sweep(conn) == 1
+            notices = conn.execute("SELECT msisdn, kind, state FROM notices").fetchall()
+    finally:
+        sweeper.close()
+        messages.close()
+    assert notices == [(STRANGER, "misuse", "warned")]

@@ -1,5 +1,6 @@
 """The worker's HTTP port, called as a client calls it: the IMEI status query with a token,
-refused without one, rate-limited, every call in status_queries; /metrics beside it."""
+refused without one, rate-limited, every call in status_queries (a phone the stream flagged
+misused, a stolen one in a cartable); /metrics beside it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import psycopg
 from enforcer.httpapi import TokenBucket
 from enforcer.services import free_port
 from tests.kafkatools import committed, produce, wait_for
-from tests.test_decide import BUYER, SINGLE, STRANGER, UNOWNED
+from tests.test_decide import BUYER, SINGLE, SPOUSE, STOLEN, STRANGER, UNOWNED
 from tests.test_registry_events import registry_event
 from tests.test_worker import attach, now_ms
 
@@ -79,6 +80,26 @@ def test_the_status_query_answers_from_the_live_state_and_records_each_call(
     assert running.worker.metrics.registry.get_sample_value(
         "eir_status_queries_total", {"channel": "http", "outcome": "previous_user"}) == sum(
             1 for r in rows if r[2] == "previous_user")
+
+
+def test_a_phone_flagged_misused_tells_no_number_and_a_stolen_one_in_a_cartable_says_stolen(
+        env, worker) -> None:
+    _, port = served(env, worker)
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    t = now_ms()
+    # A third SIM on the phone flags it: the last other SIM may be a cloner's.
+    produce(bootstrap, topic, [attach(UNOWNED, STRANGER, t - 7_200_000),
+                               attach(UNOWNED, SPOUSE, t - 3_600_000), attach(UNOWNED, BUYER, t),
+                               attach(STOLEN, BUYER, t)])
+    wait_for(lambda: committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic) == 4)
+
+    code, body, _ = get(port, status_path(f"{UNOWNED:014d}", BUYER))
+    assert code == 200 and (body["status"], "previous_msisdn" in body) == ("misused", False)
+    code, body, _ = get(port, status_path(f"{STOLEN:014d}", BUYER))  # in OWNER's cartable
+    assert code == 200 and (body["status"], body["reason"]) == ("blacklisted", "stolen")
+    assert audit(env["EIR_POSTGRES__DSN"]) == [
+        (UNOWNED, BUYER, "misused", None, "http", "ussd", None),
+        (STOLEN, BUYER, "blacklisted", None, "http", "ussd", None)]
 
 
 def test_calls_without_a_valid_token_or_arguments_are_refused_and_recorded(env, worker) -> None:

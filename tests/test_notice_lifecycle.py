@@ -5,22 +5,31 @@ restore; the same resolved by an operator SIM; quiet hours; two workers sweeping
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import msgspec
+import numpy as np
 import psycopg
 import pytest
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
+from enforcer.lists import Lists
+from enforcer.pairset import PairSet
+from enforcer.registry import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
+from enforcer.roaringfmt import bitmap_from_sorted_keys
+from enforcer.state import EnforcementState, save_snapshot
 from enforcer.subscriber import mask
+from rules.policy import Policy
 from tests.test_cli import lines, run
 from tests.kafkatools import produce, read_all, wait_for
-from tests.test_decide import BUYER, SINGLE
+from tests.test_decide import BUYER, OWNER, SINGLE
 from tests.test_registry_events import registry_event, verdicts_of, with_verdicts
 from tests.test_worker import CLIENTS, attach
 
 MINUTE = 60_000
+PHONES = 60
 T0 = int(datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Tehran")).timestamp() * MS_PER_S)
 
 
@@ -154,23 +163,43 @@ def test_sms_wait_for_the_end_of_the_quiet_hours(env, worker) -> None:
     wait_for(lambda: steps(env) == ["warning"])
 
 
-def test_two_workers_sweeping_together_send_each_step_once(env, worker) -> None:
+def phones_of_owner(env: dict[str, str], policy: Policy) -> list[int]:
+    """The worker's snapshot: PHONES single-SIM phones in OWNER's cartable."""
+    keys = [SINGLE + i for i in range(PHONES)]
+    lists = Lists.build(2, bitmap_from_sorted_keys(np.array(keys, np.uint64)))
+    devices = DeviceColumns.from_records([DeviceRecord((key,), OWNER, Source.IMPORT,
+                                                       date(2024, 3, 1)) for key in keys])
+    owners = Cartables.from_links(np.array([OWNER], np.uint64), np.array([1], np.uint32))
+    registry, _ = build_registry(lists.white_index, devices, owners, PairSet.empty())
+    save_snapshot(EnforcementState(lists, registry, policy), Path(env["EIR_STATE__DIR"]))
+    return keys
+
+
+def test_two_workers_sweeping_together_send_each_step_once(env, worker, policy) -> None:
+    # A buyer to each phone: one SIM on a phone is no clone (sixty on one would flag it, and
+    # misuse notices would take the transfer ones over).
+    phones = phones_of_owner(env, policy)
     bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
     clock = ManualClock(T0)
     worker(clock)
     worker(clock)
-    buyers = [BUYER + i for i in range(60)]
-    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [attach(SINGLE, b, T0) for b in buyers])
-    wait_for(lambda: len(set(steps(env))) >= 60 or len(sent(env, "notifications")) >= 60)
+    buyers = [BUYER + i for i in range(PHONES)]
+    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(phone, buyer, T0) for phone, buyer in zip(phones, buyers)])
+    wait_for(lambda: len(sent(env, "notifications")) >= PHONES)
     at_day(clock, 23 + 1 / 1440)
-    wait_for(lambda: len({m["idempotency_key"] for m in sent(env, "notifications")}) >= 120)
+    wait_for(lambda: len({m["idempotency_key"] for m in sent(env, "notifications")})
+             >= 2 * PHONES)
     keys = {m["idempotency_key"] for m in sent(env, "notifications")}
-    assert len(keys) == 120  # a key may come twice after a failed flush, never a step twice
+    assert len(keys) == 2 * PHONES  # a key may come twice after a failed flush, never a step twice
     with psycopg.connect(env["EIR_POSTGRES__DSN"]) as conn:
         (steps_recorded,) = conn.execute("SELECT count(*) FROM notice_transitions"
                                          " WHERE step IS NOT NULL").fetchone()
-    assert steps_recorded == 120
-    assert sorted({m["msisdn"] for m in sent(env, "notifications")}) == sorted(map(str, buyers))
+    assert steps_recorded == 2 * PHONES
+    assert {(m["kind"], m["msisdn"]) for m in sent(env, "notifications")} == {
+        ("ownership_transfer", str(buyer)) for buyer in buyers}
+    assert sorted(key.split("-", 2)[2] for key in keys) == (["reminder-1"] * PHONES
+                                                           + ["warning"] * PHONES)
 
 
 def test_the_noc_lists_shows_and_cancels_notices(env, worker) -> None:

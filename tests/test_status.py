@@ -1,5 +1,6 @@
-"""The IMEI status query: every case of the answer, pure; then the command against the real
-database, with the registry's changes and the audit row."""
+"""The IMEI status query: every case of the answer, pure; then each case by the command
+against the real database, with the registry's changes, clone detection's flags and the
+audit row."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
+import pytest
 
+from enforcer.db.clones import record_flags
 from enforcer.db.history import EPOCH, HistoryStore, Usage
 from enforcer.device import DeviceNow
 from enforcer.lists import BlackReason
 from enforcer.state import save_snapshot
 from enforcer.status import Status, imei_status
 from tests.test_cli import run
-from tests.test_decide import BUYER, DUAL, OWNER, STRANGER, UNOWNED, home_imsi, make_state
+from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STOLEN, STRANGER, UNOWNED,
+                               home_imsi, make_state)
 
 DAY0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 UNOWNED_DUAL = DeviceNow(7, ((0, DUAL[0]), (1, DUAL[1])), None, None)
@@ -29,7 +33,7 @@ def used(key: int, msisdn: int, day: int) -> Usage:
 
 def test_until_every_slot_is_used_only_the_slots_left_are_told() -> None:
     answer = imei_status(UNOWNED_DUAL, [used(DUAL[0], BUYER, 5), used(DUAL[1], STRANGER, 3)],
-                         BUYER)
+                         BUYER, misused=True)
     assert answer.status is Status.USE_EVERY_SLOT and answer.slots_left == ((1, DUAL[1]),)
     assert "previous_msisdn" not in answer.as_json()
 
@@ -37,47 +41,105 @@ def test_until_every_slot_is_used_only_the_slots_left_are_told() -> None:
 def test_a_device_in_a_cartable_is_owned_and_no_number_is_told() -> None:
     owned = DeviceNow(7, UNOWNED_DUAL.slots, OWNER, None)
     answer = imei_status(owned, [used(k, BUYER, 5) for k in DUAL] + [used(DUAL[0], OWNER, 1)],
-                         BUYER)
+                         BUYER, misused=False)
     assert answer.status is Status.OWNED and str(OWNER) not in json.dumps(answer.as_json())
 
 
-def test_a_black_listed_device_says_so() -> None:
-    stolen = DeviceNow(7, UNOWNED_DUAL.slots, None, BlackReason.STOLEN)
-    answer = imei_status(stolen, [used(k, BUYER, 5) for k in DUAL], BUYER)
-    assert answer.as_json()["status"] == "blacklisted" and answer.as_json()["reason"] == "stolen"
+def test_a_black_listed_device_says_so_with_its_reason_even_in_a_cartable() -> None:
+    for owner in (None, OWNER):
+        stolen = DeviceNow(7, UNOWNED_DUAL.slots, owner, BlackReason.STOLEN)
+        answer = imei_status(stolen, [used(k, BUYER, 5) for k in DUAL], BUYER, misused=True)
+        assert answer.as_json() == {"status": "blacklisted", "message": "black-listed",
+                                    "reason": "stolen"}
+
+
+def test_a_misused_device_tells_no_number_in_a_cartable_or_not() -> None:
+    usage = [used(k, BUYER, 9) for k in DUAL] + [used(DUAL[1], STRANGER, 4)]
+    for device in (UNOWNED_DUAL, DeviceNow(7, UNOWNED_DUAL.slots, OWNER, None)):
+        answer = imei_status(device, usage, BUYER, misused=True)
+        assert answer.status is Status.MISUSED
+        assert str(STRANGER) not in json.dumps(answer.as_json())
 
 
 def test_otherwise_the_last_other_sim_and_when() -> None:
     usage = [used(k, BUYER, 9) for k in DUAL] + [used(DUAL[0], OWNER, 2),
                                                   used(DUAL[1], STRANGER, 4)]
-    answer = imei_status(UNOWNED_DUAL, usage, BUYER)
+    answer = imei_status(UNOWNED_DUAL, usage, BUYER, misused=False)
     assert (answer.status, answer.previous_msisdn) == (Status.PREVIOUS_USER, STRANGER)
     assert answer.previous_seen == DAY0 + timedelta(days=4)
 
 
 def test_no_other_sim_seen() -> None:
-    answer = imei_status(UNOWNED_DUAL, [used(k, BUYER, 9) for k in DUAL], BUYER)
+    answer = imei_status(UNOWNED_DUAL, [used(k, BUYER, 9) for k in DUAL], BUYER, misused=False)
     assert answer.status is Status.NO_PREVIOUS_USER
+
+
+def seen_on(dsn: str, key: int, sims: tuple[int, ...]) -> datetime:
+    """The history: each SIM used the IMEI, a day apart, the last one a day ago; now."""
+    now = datetime.now(timezone.utc).replace(day=15)  # one month, whatever the day
+    with psycopg.connect(dsn) as conn:
+        HistoryStore().ensure_partitions(conn, {(now.date().replace(day=1) - EPOCH).days})
+        for ago, msisdn in enumerate(reversed(sims), 1):
+            conn.execute(
+                "INSERT INTO slot_usage (month, imei_key, imsi, msisdn, slot, first_seen,"
+                " last_seen, days) VALUES (date_trunc('month', %s)::date, %s, %s, %s, 0, %s,"
+                " %s, 1)", (now, key, int(home_imsi(msisdn)), msisdn,
+                            now - timedelta(days=ago), now - timedelta(days=ago)))
+    return now
+
+
+def status_by_command(dsn: str, state_dir: Path, key: int, requester: int) -> dict:
+    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    return json.loads(run("status", f"{key:014d}", "--msisdn", str(requester),
+                          "--state", str(state_dir), env=env).stdout)
+
+
+def audited(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT imei_key, requester, status, revealed, channel"
+                            " FROM status_queries ORDER BY id").fetchall()
+
+
+# (device, SIMs seen on it in order, BUYER last if at all; flagged misused?; the answer
+# without its message; the number the audit row records as revealed)
+CASES = {
+    "use_every_slot": (UNOWNED, (STRANGER,), False, {
+        "status": "use_every_slot", "slots_left": [{"slot": 0, "imei": f"{UNOWNED:014d}"}]},
+        None),
+    "no_previous_user": (UNOWNED, (BUYER,), False, {"status": "no_previous_user"}, None),
+    "previous_user": (UNOWNED, (STRANGER, BUYER), False, {"status": "previous_user",
+                      "previous_msisdn": str(STRANGER)}, STRANGER),
+    "misused": (UNOWNED, (STRANGER, BUYER), True, {"status": "misused"}, None),
+    "owned": (SINGLE, (BUYER,), False, {"status": "owned"}, None),
+    "blacklisted_in_a_cartable": (STOLEN, (BUYER,), False, {"status": "blacklisted",
+                                  "reason": "stolen"}, None),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_answer_of_the_command_against_the_database_audited(
+        case: str, dsn: str, policy, tmp_path: Path) -> None:
+    key, sims, misused, answer, revealed = CASES[case]
+    save_snapshot(make_state(policy), tmp_path / "state")
+    now = seen_on(dsn, key, sims)
+    if misused:  # clone detection's record: a third SIM flagged it
+        with psycopg.connect(dsn) as conn:
+            record_flags(conn, [(key, "imsis", int(now.timestamp() * 1000),
+                                 int(home_imsi(OWNER)), OWNER)])
+    got = status_by_command(dsn, tmp_path / "state", key, BUYER)
+    got.pop("previous_seen", None)
+    assert got.pop("message") and got == {"imei": f"{key:014d}", **answer}
+    assert audited(dsn) == [(key, BUYER, answer["status"], revealed, "cli")]
 
 
 def test_the_command_answers_from_history_and_registry_changes_and_audits(
         dsn: str, policy, tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     save_snapshot(make_state(policy), state_dir)
-    now = datetime.now(timezone.utc).replace(day=15)  # one month, whatever the day
-    with psycopg.connect(dsn) as conn:
-        HistoryStore().ensure_partitions(conn, {(now.date().replace(day=1) - EPOCH).days})
-        for msisdn, ago in ((STRANGER, 3), (BUYER, 1)):
-            conn.execute(
-                "INSERT INTO slot_usage (month, imei_key, imsi, msisdn, slot, first_seen,"
-                " last_seen, days) VALUES (date_trunc('month', %s)::date, %s, %s, %s, 0, %s,"
-                " %s, 1)", (now, UNOWNED, int(home_imsi(msisdn)), msisdn,
-                            now - timedelta(days=ago), now - timedelta(days=ago)))
-    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    now = seen_on(dsn, UNOWNED, (STRANGER, BUYER))
 
     def status() -> dict:
-        return json.loads(run("status", f"{UNOWNED:014d}", "--msisdn", str(BUYER),
-                              "--state", str(state_dir), env=env).stdout)
+        return status_by_command(dsn, state_dir, UNOWNED, BUYER)
 
     first = status()
     assert first["status"] == "previous_user" and first["previous_msisdn"] == str(STRANGER)
@@ -90,8 +152,5 @@ def test_the_command_answers_from_history_and_registry_changes_and_audits(
                 "imeis": [f"{UNOWNED:014d}"], "owner_msisdn": str(STRANGER),
                 "via": "activation"}).encode(),))
     assert status()["status"] == "owned"
-    with psycopg.connect(dsn) as conn:
-        audit = conn.execute("SELECT imei_key, requester, status, revealed, channel"
-                             " FROM status_queries ORDER BY id").fetchall()
-    assert audit == [(UNOWNED, BUYER, "previous_user", STRANGER, "cli"),
-                     (UNOWNED, BUYER, "owned", None, "cli")]
+    assert audited(dsn) == [(UNOWNED, BUYER, "previous_user", STRANGER, "cli"),
+                            (UNOWNED, BUYER, "owned", None, "cli")]

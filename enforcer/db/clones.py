@@ -33,6 +33,13 @@ def flagged_since(conn: psycopg.Connection, since: datetime | None
     return [key for (key,) in rows], now
 
 
+def any_flagged(conn: psycopg.Connection, imei_keys: list[int]) -> bool:
+    """Is one of these IMEIs flagged misused?"""
+    (flagged,) = conn.execute("SELECT EXISTS (SELECT 1 FROM clone_flags"
+                              " WHERE imei_key = ANY(%s))", (imei_keys,)).fetchone()
+    return flagged
+
+
 def list_flags(conn: psycopg.Connection, limit: int) -> list[tuple]:
     """(imei_key, reason, flagged_at, imsi, msisdn, recorded_at), newest first."""
     return conn.execute("SELECT imei_key, reason, flagged_at, imsi, msisdn, recorded_at"

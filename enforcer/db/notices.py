@@ -12,13 +12,14 @@ from psycopg.types.json import Jsonb
 
 from enforcer.clock import MS_PER_S
 from enforcer.noticemessages import OutboxMessage
-from enforcer.notices import LIVE, Notice, NoticeState
-from enforcer.opening import Sightings
+from enforcer.notices import LIVE, SENDING, Notice, NoticeState
+from enforcer.opening import Sightings, Subject
 from rules.policy import Rule, Scope
 
-# notices.LIVE as SQL (the SEE statement and the partial index spell it out: they must
-# match the index's predicate word for word).
+# notices.LIVE and SENDING as SQL (the SEE statement and the partial index spell LIVE out:
+# they must match the index's predicate word for word).
 LIVE_STATES = "(" + ", ".join(f"'{state.value}'" for state in LIVE) + ")"
+SENDING_STATES = "(" + ", ".join(f"'{state.value}'" for state in SENDING) + ")"
 
 SEE = """
 INSERT INTO notices (kind, scope, imei_key, subject_imsi, imsi, msisdn, rule, state, opened_at,
@@ -32,7 +33,7 @@ FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s
      AS u(kind, scope, imei_key, subject_imsi, imsi, msisdn, rule, f, l, d, days, sms)
 ON CONFLICT (kind, imei_key, subject_imsi) WHERE state IN ('open', 'warned', 'reminded', 'cut')
 DO UPDATE SET last_seen = greatest(notices.last_seen, excluded.last_seen)
-RETURNING id, opened_at, kind, xmax = 0
+RETURNING id, opened_at, kind, imei_key, subject_imsi, xmax = 0
 """
 
 
@@ -49,9 +50,10 @@ COLUMNS = ("id, kind, scope, imei_key, imsi, msisdn, rule, state, "
 STEPS_TABLE = """
 CREATE TEMP TABLE notice_steps (id bigint, state text, done integer, sms_ms bigint,
                                 due_ms bigint, reason text, from_state text, step text,
-                                moved boolean) ON COMMIT DROP
+                                moved boolean, successor bigint) ON COMMIT DROP
 """
-STEPS_TYPES = ["bigint", "text", "integer", "bigint", "bigint", "text", "text", "text", "bool"]
+STEPS_TYPES = ["bigint", "text", "integer", "bigint", "bigint", "text", "text", "text", "bool",
+               "bigint"]
 OUTBOX_TYPES = ["text", "bytea", "text", "bytea"]
 
 
@@ -74,18 +76,31 @@ def see(conn: psycopg.Connection, sightings: Sightings,
         rules: tuple[Rule, ...]) -> Counter[str]:
     """Open a notice for each subject that has no live one; the others are seen again.
     Returns how many opened, by kind."""
+    return Counter(kind for _, _, kind, _, _, new in _see(conn, sightings, rules) if new)
+
+
+def see_subjects(conn: psycopg.Connection, sightings: Sightings,
+                 rules: tuple[Rule, ...]) -> dict[Subject, tuple[int, bool]]:
+    """`see`, answering subject -> (the id of its live notice, opened now?). A subject that
+    has a live notice of the kind already keeps it, and its deadline: a notice taking over
+    from a superseded one finds the misuse notice its flag opened."""
+    return {(kind, key, subject): (i, new)
+            for i, _, kind, key, subject, new in _see(conn, sightings, rules)}
+
+
+def _see(conn: psycopg.Connection, sightings: Sightings, rules: tuple[Rule, ...]) -> list[tuple]:
     if not len(sightings):
-        return Counter()
+        return []
     rows = sightings.rows(rules)
     columns = [list(c) for c in zip(*rows)]
     columns[10] = [",".join(map(str, days)) for days in columns[10]]
-    opened = [(i, at, kind) for i, at, kind, new in conn.execute(SEE, columns, binary=True)
-              if new]
+    seen = conn.execute(SEE, columns, binary=True).fetchall()
+    opened = [(i, at) for i, at, _, _, _, new in seen if new]
     if opened:
         conn.execute("INSERT INTO notice_transitions (notice_id, at, to_state)"
                      " SELECT unnest(%s::bigint[]), unnest(%s::timestamptz[]), 'open'",
-                     ([i for i, _, _ in opened], [a for _, a, _ in opened]), binary=True)
-    return Counter(kind for _, _, kind in opened)
+                     ([i for i, _ in opened], [a for _, a in opened]), binary=True)
+    return seen
 
 
 def take_due(conn: psycopg.Connection, now_ms: int, limit: int) -> list[Notice]:
@@ -104,6 +119,7 @@ class Change:
     next_due_ms: int | None
     step: str | None
     reason: str | None = None
+    superseded_by: int | None = None  # the id of the notice that took over
 
 
 def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None:
@@ -117,12 +133,14 @@ def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None
             n = c.notice
             copy.write_row((n.id, n.state.value, n.reminders_done, n.last_sms_ms,
                             c.next_due_ms, c.reason, c.from_state.value, c.step,
-                            bool(c.step or c.reason or n.state is not c.from_state)))
+                            bool(c.step or c.reason or n.state is not c.from_state),
+                            c.superseded_by))
     conn.execute("ANALYZE notice_steps")  # so the join walks the primary key, not the table
     conn.execute(
         "UPDATE notices SET state = u.state, reminders_done = u.done,"
         " last_sms_at = to_timestamp(u.sms_ms / 1e3), next_due = to_timestamp(u.due_ms / 1e3),"
         " closed_reason = coalesce(u.reason, notices.closed_reason),"
+        " superseded_by = coalesce(u.successor, notices.superseded_by),"
         # The workers follow the cut-off list by this: only entering or leaving `cut` counts.
         " updated_at = CASE WHEN (u.state = 'cut') <> (notices.state = 'cut')"
         " THEN clock_timestamp() ELSE notices.updated_at END"
@@ -200,6 +218,15 @@ def live_about(conn: psycopg.Connection, imei_keys: list[int],
         (imei_keys, msisdns))]
 
 
+def live_sims(conn: psycopg.Connection, imei_keys: list[int]
+              ) -> list[tuple[int, int, int, int]]:
+    """(imei_key, imsi, msisdn, last seen ms) of the SIMs holding a live notice on these
+    IMEIs, whenever they were last seen; not a cut one (what is cut stays cut under it)."""
+    return conn.execute(
+        f"SELECT imei_key, imsi, msisdn, {_epoch_ms('last_seen')} FROM notices"  # noqa: S608
+        f" WHERE imei_key = ANY(%s) AND state IN {SENDING_STATES}", (imei_keys,)).fetchall()
+
+
 def cut_after(conn: psycopg.Connection, after_id: int, limit: int) -> list[Notice]:
     """Cut notices with ids after `after_id`, in id order: rechecked against the registry."""
     return [_notice(r) for r in conn.execute(
@@ -230,13 +257,14 @@ class NoticeRow:
     notice: Notice
     next_due_ms: int | None
     closed_reason: str | None
+    superseded_by: int | None
 
 
 def find(conn: psycopg.Connection, *, notice_id: int | None = None, state: str | None = None,
          kind: str | None = None, imei_key: int | None = None, msisdn: int | None = None,
          due_before_ms: int | None = None, limit: int = 100) -> list[NoticeRow]:
     rows = conn.execute(
-        f"SELECT {COLUMNS}, next_due, closed_reason FROM notices"  # noqa: S608
+        f"SELECT {COLUMNS}, next_due, closed_reason, superseded_by FROM notices"  # noqa: S608
         " WHERE (%(id)s::bigint IS NULL OR id = %(id)s)"
         " AND (%(state)s::text IS NULL OR state = %(state)s)"
         " AND (%(kind)s::text IS NULL OR kind = %(kind)s)"
@@ -246,7 +274,7 @@ def find(conn: psycopg.Connection, *, notice_id: int | None = None, state: str |
         " ORDER BY id LIMIT %(limit)s",
         {"id": notice_id, "state": state, "kind": kind, "imei": imei_key, "msisdn": msisdn,
          "due": _at(due_before_ms), "limit": limit}).fetchall()
-    return [NoticeRow(_notice(r[:-2]), _ms(r[-2]), r[-1]) for r in rows]
+    return [NoticeRow(_notice(r[:-3]), _ms(r[-3]), r[-2], r[-1]) for r in rows]
 
 
 def transitions_of(conn: psycopg.Connection, notice_id: int) -> list[tuple]:
