@@ -131,7 +131,7 @@ def test_check_refuses_a_bad_imsi_clearly(registry_files, tmp_path) -> None:
     build(registry_files, state)
     result = run("check", "--imei", "35209900000000", "--imsi", "4321", "--msisdn",
                  "989121111111", "--state", str(state), check=False)
-    assert result.returncode == 2 and "IMSI must have 14-15 digits" in result.stderr
+    assert result.returncode == 2 and "IMSI must have 5-15 digits" in result.stderr
 
 
 def test_an_invalid_policy_is_refused_at_start(tmp_path: Path) -> None:

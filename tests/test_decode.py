@@ -30,7 +30,7 @@ def encode(message: object) -> bytes:
     ({k: v for k, v in GOOD.items() if k != "ts"}, "missing_field"),
     (GOOD | {"msisdn": None}, "missing_field"),
     (GOOD | {"imei": 3.5}, "bad_imei"), (GOOD | {"imei": True}, "bad_imei"),
-    (GOOD | {"imsi": "43211"}, "bad_imsi"), (GOOD | {"imsi": "imsi-abc"}, "bad_imsi"),
+    (GOOD | {"imsi": "4321"}, "bad_imsi"), (GOOD | {"imsi": "imsi-abc"}, "bad_imsi"),
     (GOOD | {"msisdn": "0912123456"}, "bad_msisdn"), (GOOD | {"msisdn": "98-912"}, "bad_msisdn"),
     (GOOD | {"ts": "yesterday"}, "bad_ts"), (GOOD | {"ts": True}, "bad_ts"),
     (GOOD | {"ts": "2026-09-21"}, "bad_ts"), (GOOD | {"ts": "2026-09-21T12:00:00+03"}, "bad_ts"),

@@ -10,9 +10,11 @@ import re
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from http import HTTPStatus
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import parse_qsl, urlencode
 
 import h2.config
@@ -25,7 +27,8 @@ from hypothesis import strategies as st
 from enforcer.eicserver import first_values
 from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
 from enforcer.services import free_port
-from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
+from enforcer.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
+from enforcer.subscriber import IdentityError
 from rules.policy import Condition
 from tests.test_decide import (BUYER, CUT_FOR_BUYER, CUT_IMEI, OWNER, SINGLE, STOLEN, STRANGER,
                                UNREGISTERED, full, home_imsi, state)
@@ -164,46 +167,56 @@ def test_any_query_is_read_as_a_check_or_a_400(params) -> None:
     assert isinstance(check, Check) or check.status is HTTPStatus.BAD_REQUEST
 
 
-# Mostly near the forms a 5G core sends: the edges of their lengths, a leading 0.
+# Mostly near the forms a 5G core sends: the edges of their lengths, a leading 0, capitals,
+# the forms that name no SIM.
 identities = st.one_of(
     st.text(max_size=20),
     st.builds(lambda prefix, digits: prefix + digits,
-              st.sampled_from(["imsi-", "msisdn-", "IMSI-", " imsi-", "msisdn-+", "nai-"]),
-              st.text(alphabet="0123456789 ٣", max_size=17)),
+              st.sampled_from(["imsi-", "msisdn-", "IMSI-", " imsi-", "msisdn-+", "nai-",
+                               "gci-", "extid-", "extid-a@", ""]),
+              st.text(alphabet="0123456789 ٣@", max_size=17)),
     st.builds(lambda prefix, digits: prefix + digits, st.sampled_from(["imsi-", "msisdn-"]),
-              st.text(alphabet="0123456789", min_size=5, max_size=17)))
+              st.text(alphabet="0123456789", min_size=3, max_size=17)))
+peis = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda prefix, digits: prefix + digits,
+              st.sampled_from(["imei-", "imeisv-", "IMEI-", " imei-", "mac", "eui", ""]),
+              st.text(alphabet="0123456789-aF", min_size=12, max_size=26)),
+    st.builds(lambda prefix, digits: prefix + digits, st.sampled_from(["imei-", "imeisv-"]),
+              st.text(alphabet="0123456789", min_size=14, max_size=17)))
 
 
-@given(identities, identities)
-@example("imsi-432111234567890", "msisdn-0912345678")
-@example("imsi-432111234567890", "msisdn-123456")
-@example("imsi-4321112345678901", "msisdn-989121234567")
-@example("imsi-4321112345678", "msisdn-989121234567")
-@example("imsi-43211123456789", "msisdn-123456789012345")
-def test_supi_and_gpsi_are_read_as_the_subscriber_parsers_read_them(supi, gpsi) -> None:
-    from enforcer.build import imei_rules
-    from enforcer.config import load_config
-    check = read_check({"pei": f"imei-{full(SINGLE)}", "supi": supi, "gpsi": gpsi},
-                       imei_rules(load_config(environ={})))
+def strictly(read, value):
+    """The strict reader's answer (enforcer.identity), as read_check should give it: the
+    identity, None for a form that names none, Problem for a 400."""
+    try:
+        return read(value)
+    except OtherForm:
+        return None
+    except IdentityError:
+        return Problem
 
-    def parsed(value, form, others, parse):
-        if value.startswith(others):
-            return None
-        if not value.startswith(form):
-            return Problem
-        try:
-            return parse(value)
-        except IdentityError:
-            return Problem
 
-    imsi = parsed(supi, "imsi-", ("nai-", "gci-", "gli-"), parse_imsi)
-    msisdn = parsed(gpsi, "msisdn-", ("extid-",), parse_msisdn)
-    if Problem in (imsi, msisdn):
+@given(peis, identities, identities)
+@example(f"imei-{full(SINGLE)}", "imsi-432111234567890", "msisdn-0912345678")
+@example("imeisv-352099001761481", "imsi-432111234567890", "msisdn-123456")
+@example("mac-00-1a-2b-3c-4d-5e", "imsi-4321112345678901", "msisdn-989121234567")
+@example("imei-004999010640000", "imsi-4321112345678", "msisdn-989121234567")
+@example(f"imei-{full(SINGLE)}", "imsi-43211123456789", "msisdn-123456789012345")
+@example(f"imei-{full(SINGLE)}", "nai-", "extid-a@b")
+def test_the_fast_path_reads_as_the_strict_reader(rules, pei, supi, gpsi) -> None:
+    check = read_check({"pei": pei, "supi": supi, "gpsi": gpsi}, rules)
+    imei = strictly(lambda v: read_imei(v, Mode.STRICT, rules), pei) if pei else Problem
+    imsi = strictly(lambda v: read_imsi(v, Mode.STRICT), supi)
+    msisdn = strictly(lambda v: read_msisdn(v, Mode.STRICT), gpsi)
+    if Problem in (imei, imsi, msisdn):
         assert isinstance(check, Problem)
-    else:
-        assert check == Check(SINGLE, False, 0 if imsi is None else imsi.value,
-                              None if imsi is None else imsi.mcc,
-                              0 if msisdn is None else msisdn)
+        return
+    assert check == Check(None if imei is None else imei.imei_key,
+                          False if imei is None else imei.malformed,
+                          0 if imsi is None else imsi.value,
+                          None if imsi is None else imsi.mcc,
+                          0 if msisdn is None else msisdn)
 
 
 def test_a_batch_answers_each_check_as_alone(state, rules) -> None:
@@ -225,12 +238,13 @@ def test_a_query_is_read_as_parse_qsl_reads_it(query: str) -> None:
 
 # --- `eir-enforcer serve`, over HTTP ---------------------------------------------------------
 
-@pytest.fixture()
-def serve(env, tmp_path):
+@contextmanager
+def running_serve(env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """`eir-enforcer serve` on the configuration `env`, ready; its port."""
     port = free_port()
     environ = {**os.environ, **env, "EIR_EIC__PORT": str(port), "EIR_EIC__FOLLOW_S": "0.2",
                "EIR_EIC__BIND": "127.0.0.1"}
-    log = (tmp_path / "serve.log").open("wb")
+    log = log_path.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "enforcer.cli", "serve"], env=environ,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -240,6 +254,12 @@ def serve(env, tmp_path):
         process.terminate()
         process.wait(timeout=15)
         log.close()
+
+
+@pytest.fixture()
+def serve(env, tmp_path):
+    with running_serve(env, tmp_path / "serve.log") as port:
+        yield port
 
 
 def _ready(port: int) -> bool:
