@@ -97,6 +97,14 @@ def _invalid(param: str, detail: str, mandatory: bool = False) -> Problem:
     return Problem(HTTPStatus.BAD_REQUEST, cause, detail, param)
 
 
+def given_twice(param: str) -> Problem:
+    """The 400 for a query that gives a parameter more than once. Readers differ on which
+    value counts (the first, the last, all), so the answer would depend on the order; it is
+    refused, as a duplicate JSON key is on the stream."""
+    return _invalid(param, f"{param} is given more than once; give each parameter once",
+                    mandatory=param == "pei")
+
+
 @dataclass(frozen=True)
 class _IdentityForm:
     """How one optional identity parameter (SUPI, GPSI) is read."""

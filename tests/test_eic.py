@@ -24,7 +24,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from enforcer.eicserver import first_values
+from enforcer.eicserver import query_values
 from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
 from enforcer.services import free_port
 from enforcer.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
@@ -230,11 +230,16 @@ def test_a_batch_answers_each_check_as_alone(state, rules) -> None:
 
 
 @given(st.text(alphabet="pei=&imsu-0123456789%2B+ é;", max_size=60))
+@example("pei=1&supi=2&pei=3")
+@example("pei=1&p%65i=3")
 def test_a_query_is_read_as_parse_qsl_reads_it(query: str) -> None:
-    expected: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        expected.setdefault(name, value)
-    assert first_values(query) == expected
+    pairs = parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in pairs]
+    repeated = [name for i, name in enumerate(names) if name in names[:i]]
+    values, given_twice = query_values(query)
+    assert given_twice == (repeated[0] if repeated else None)
+    if not repeated:
+        assert values == dict(pairs)
 
 # --- `eir-enforcer serve`, over HTTP ---------------------------------------------------------
 
@@ -367,6 +372,27 @@ def test_serve_answers_http2_streams_of_one_connection(serve) -> None:
     assert [(code, body.get("status")) for code, body in answers] == [
         (200, "WHITELISTED"), (200, "BLACKLISTED"), (400, 400), (404, 404)]
     assert answers[3][1]["cause"] == "ERROR_EQUIPMENT_UNKNOWN"
+
+
+def test_a_parameter_given_twice_is_a_400_naming_it_on_http1_and_http2(serve) -> None:
+    stolen, single = f"imei-{full(STOLEN)}", f"imei-{full(SINGLE)}"
+    supi = f"supi=imsi-{home_imsi(OWNER)}"
+    paths = [f"{API}?pei={stolen}&pei={single}", f"{API}?pei={single}&pei={stolen}",
+             f"{API}?pei={single}&{supi}&{supi}", f"{API}?pei={single}&p%65i={stolen}",
+             f"{API}?pei={single}&gpsi=msisdn-{OWNER}&gpsi=",
+             f"{API}?pei={single}&x=1&x=2"]
+    expected = [("pei", "MANDATORY_IE_INCORRECT"), ("pei", "MANDATORY_IE_INCORRECT"),
+                ("supi", "OPTIONAL_IE_INCORRECT"), ("pei", "MANDATORY_IE_INCORRECT"),
+                ("gpsi", "OPTIONAL_IE_INCORRECT"), ("x", "OPTIONAL_IE_INCORRECT")]
+    over_http1 = [get(serve, path, None) for path in paths]
+    over_http2 = _h2_ask(serve, paths)
+    for code, body in [(code, body) for code, body, _ in over_http1] + over_http2:
+        assert code == 400 and body["status"] == 400
+    assert [(body["invalidParams"][0]["param"], body["cause"])
+            for _, body, _ in over_http1] == expected
+    assert [(body["invalidParams"][0]["param"], body["cause"])
+            for _, body in over_http2] == expected
+    assert get(serve, f"{API}?pei={single}&{supi}", None)[1] == {"status": "GREYLISTED"}
 
 
 def test_serve_answers_pipelined_http1_in_order_and_refuses_garbage(serve) -> None:
