@@ -1,11 +1,13 @@
 """Identity forms, one table for every path (docs/messages.md, "Identities"): each PEI, SUPI
 and GPSI text is read in the strict mode where serve reads (the reader itself, read_check's
 fast path, `eir-enforcer serve` over HTTP) and in the lenient mode where the stream reads (the
-reader itself, the reference attach decoder, the poll decoder), with the outcome the table
-gives for that mode."""
+reader itself, the reference attach decoder, the poll decoder, `eir-enforcer check`), with
+the outcome the table gives for that mode."""
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
@@ -24,6 +26,8 @@ from enforcer.lists import Lists
 from enforcer.pairset import PairSet
 from enforcer.state import EnforcementState, save_snapshot
 from enforcer.subscriber import IdentityError
+from rules.policy import Policy
+from tests.test_cli import run
 from tests.test_decide import BUYER, CUT_FOR_BUYER, OWNER, SINGLE, full, home_imsi, make_state
 from tests.test_decode import GOOD, WINDOW
 from tests.test_eic import API, running_serve
@@ -142,6 +146,34 @@ def test_the_stream_reads_each_form_leniently(rules: ImeiRules, row: Row) -> Non
     assert seen == polled == row.lenient
 
 
+def check_args(row: Row) -> list[str]:
+    """`eir-enforcer check` with the row's text in its option, beside the identities
+    serve_query gives the other parameters."""
+    args = {"imei": f"{SINGLE:014d}", "imsi": home_imsi(OWNER), "msisdn": str(OWNER)}
+    if row.field == "imsi":
+        args = {"imei": f"{CUT_FOR_BUYER:014d}", "imsi": row.text, "msisdn": str(BUYER)}
+    args[row.field] = row.text
+    return [arg for name, value in args.items() for arg in (f"--{name}", value)]
+
+
+def test_check_reads_each_form_leniently(policy, tmp_path: Path) -> None:
+    save_snapshot(cut_for_each_imsi(policy), tmp_path / "state")
+    with ThreadPoolExecutor(max_workers=4) as pool:  # a second of imports each
+        results = list(pool.map(lambda row: run("check", *check_args(row), "--state",
+                                                str(tmp_path / "state"), check=False), TABLE))
+    for row, result in zip(TABLE, results):
+        if row.lenient == REFUSED:
+            assert result.returncode == 2 and f"argument --{row.field}:" in result.stderr, row
+            continue
+        assert result.returncode == 0, (row, result.stderr)
+        decided = json.loads(result.stdout)
+        if row.field == "imei":
+            key = decided["imei"]["key"]
+            assert Key(key and int(key), decided["imei"]["malformed"]) == row.lenient, row
+        else:  # the cut pair's IMSI, or the owner's MSISDN
+            assert decided["rule"] == ("cut_off" if row.field == "imsi" else "owner"), row
+
+
 # --- serve: strict -------------------------------------------------------------------------
 
 def serve_query(row: Row) -> dict[str, str]:
@@ -185,16 +217,20 @@ def answer_over_http(row: Row) -> tuple[int, str | None]:
     return 200, "GREYLISTED" if row.strict == OTHER else "WHITELISTED"  # the owner's GPSI
 
 
-@pytest.fixture()
-def serve_cut_for_each_imsi(env, policy, tmp_path: Path):
-    """serve on the test state, with CUT_FOR_BUYER also cut off for each short IMSI."""
+def cut_for_each_imsi(policy: Policy) -> EnforcementState:
+    """The test state (generation 2), with CUT_FOR_BUYER also cut off for each short IMSI."""
     base = make_state(policy)
     imsis = np.array([int(IMSI), *SHORT_IMSIS], np.uint64)
     lists = Lists.build(base.lists.generation + 1, base.lists.white, base.lists.black,
                         cut_imeis=base.lists.cut_imeis,
                         cut_pairs=PairSet.from_pairs(np.full(len(imsis), CUT_FOR_BUYER,
                                                              np.uint64), imsis))
-    save_snapshot(EnforcementState(lists, base.registry, policy), Path(env["EIR_STATE__DIR"]))
+    return EnforcementState(lists, base.registry, policy)
+
+
+@pytest.fixture()
+def serve_cut_for_each_imsi(env, policy, tmp_path: Path):
+    save_snapshot(cut_for_each_imsi(policy), Path(env["EIR_STATE__DIR"]))
     with running_serve(env, tmp_path / "serve.log") as port:
         yield port
 
