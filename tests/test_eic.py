@@ -319,9 +319,9 @@ def test_the_3gpp_openapi_description_holds_against_serve(serve) -> None:
     types it references) and checks every answer against it: status codes, content types,
     bodies, and that what the schema rejects is rejected.
 
-    Not whether all it admits is accepted: TS 29.571 ends the Pei pattern with `|.+`, so any
-    string is a schema-valid PEI, while TS 29.511 answers 400 for a PEI that is not one
-    (`imei-12345`); likewise a SUPI or GPSI that is no IMSI or MSISDN."""
+    Not whether all it admits is accepted: TS 29.571 ends the Pei, Supi and Gpsi patterns
+    with `|.+`, so any string is schema-valid, while serve answers 400 for a value in none of
+    the forms the patterns name (`imei-12345`, `IMSI-…`): docs/messages.md, "Identities"."""
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", str(SPEC),
          "--url", f"http://127.0.0.1:{serve}/n5g-eir-eic/v1", "--checks", "all",
