@@ -7,7 +7,9 @@ the outcome the table gives for that mode."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
@@ -28,10 +30,13 @@ from enforcer.state import EnforcementState, save_snapshot
 from enforcer.subscriber import IdentityError
 from rules.policy import Policy
 from tests.test_cli import run
-from tests.test_decide import BUYER, CUT_FOR_BUYER, OWNER, SINGLE, full, home_imsi, make_state
+from tests.kafkatools import produce, read_all, wait_for
+from tests.test_decide import (BUYER, CUT_FOR_BUYER, OWNER, SINGLE, UNREGISTERED, full, home_imsi,
+                               make_state)
 from tests.test_decode import GOOD, WINDOW
 from tests.test_eic import API, running_serve
 from tests.test_http import get
+from tests.test_worker import history
 
 REFUSED = "refused"  # strict: a 400 naming the parameter; lenient: a dead letter
 OTHER = "other"  # strict only: valid, names no IMEI, IMSI or MSISDN; the check goes on without
@@ -172,6 +177,42 @@ def test_check_reads_each_form_leniently(policy, tmp_path: Path) -> None:
             assert Key(key and int(key), decided["imei"]["malformed"]) == row.lenient, row
         else:  # the cut pair's IMSI, or the owner's MSISDN
             assert decided["rule"] == ("cut_off" if row.field == "imsi" else "owner"), row
+
+
+def rfc3339_forms(ms: int) -> list[str]:
+    """One instant (whole seconds) as several RFC 3339 date-times: issue 18's lower-case z
+    among them."""
+    moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    tehran = moment.astimezone(timezone(timedelta(hours=3, minutes=30)))
+    return [f"{moment:%Y-%m-%dT%H:%M:%S}z", f"{moment:%Y-%m-%dt%H:%M:%S}Z",
+            f"{tehran:%Y-%m-%dT%H:%M:%S}.000999+03:30", f"{moment:%Y-%m-%d %H:%M:%S}-00:00",
+            str(ms)]
+
+
+def test_a_worker_reads_the_lenient_forms_and_rfc3339_times(env, worker, dsn) -> None:
+    """The table's IMSI and MSISDN rows as a core's attaches, each on its own IMEI and with its
+    time in another RFC 3339 form: what the table reads goes into the history at that time,
+    what it refuses to the dead-letter topic with its reason."""
+    rows = [row for row in TABLE if row.field != "imei"]
+    at = (time.time_ns() // 1_000_000_000 - 60) * 1000
+    times = rfc3339_forms(at)
+    attaches = [{"imei": f"{UNREGISTERED + i:014d}", "imsi": home_imsi(OWNER),
+                 "msisdn": str(OWNER), "ts": times[i % len(times)], row.field: row.text}
+                for i, row in enumerate(rows)]
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], attaches)
+    worker()
+    refused = [f"bad_{row.field}" for row in rows if row.lenient == REFUSED]
+    wait_for(lambda: len(read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
+                                  env["EIR_KAFKA__ATTACH_DLQ_TOPIC"])) >= len(refused))
+    dlq = read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_DLQ_TOPIC"])
+    assert [dict(m.headers)["dlq-reason"].decode() for m in dlq] == refused
+    wait_for(lambda: len(history(dsn)) == len(rows) - len(refused))
+    seen = datetime.fromtimestamp(at / 1000, timezone.utc)
+    assert {(imei_key, imsi, msisdn, first) for imei_key, imsi, msisdn, _, first, *_ in
+            history(dsn)} == {
+        (UNREGISTERED + i, row.lenient if row.field == "imsi" else int(home_imsi(OWNER)),
+         row.lenient if row.field == "msisdn" else OWNER, seen)
+        for i, row in enumerate(rows) if row.lenient != REFUSED}
 
 
 # --- serve: strict -------------------------------------------------------------------------
