@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 MCC_DIGITS = 3
 # 3GPP TS 29.571 §5.3.2 Supi: imsi- and 5-15 digits (TS 23.003 §2.2: at most 15). Iran's are
-# 15 (DOMAIN.md), but a 5G core may send any of these, and the stream reads what it reads.
+# 15 (DOMAIN.md), but a 5G core may send any of these: the stream takes what serve takes.
 IMSI_MIN_DIGITS, IMSI_MAX_DIGITS = 5, 15
 # E.164 allows at most 15 digits; anything under 7 is no subscriber number.
 MSISDN_MIN_DIGITS, MSISDN_MAX_DIGITS = 7, 15
@@ -70,7 +70,7 @@ def parse_msisdn(value: Any) -> int:
 
 
 def msisdn_from_digits(digits: str) -> int:
-    """ASCII digits as an MSISDN: an international E.164 number (ITU-T E.164 §6: at most 15
+    """ASCII digits as an MSISDN: an international number (ITU-T E.164: at most 15
     digits, a country code first, so never a leading 0). Raises IdentityError."""
     if not MSISDN_MIN_DIGITS <= len(digits) <= MSISDN_MAX_DIGITS:
         raise IdentityError(

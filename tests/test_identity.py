@@ -1,8 +1,8 @@
 """Identity forms, one table for every path (docs/messages.md, "Identities"): each PEI, SUPI
 and GPSI text is read in the strict mode where serve reads (the reader itself, read_check's
 fast path, `eir-enforcer serve` over HTTP) and in the lenient mode where the stream reads (the
-reader itself, the reference attach decoder, the poll decoder, `eir-enforcer check`), with
-the outcome the table gives for that mode."""
+reader itself, the reference attach decoder, the poll decoder, a worker on the real broker,
+`eir-enforcer check`), with the outcome the table gives for that mode."""
 
 from __future__ import annotations
 
