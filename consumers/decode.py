@@ -2,20 +2,19 @@
 time, so an absurd timestamp is judged against the injected clock.
 
 Message value: JSON `{"imei", "imsi", "msisdn", "ts"}` plus optional `"mcc_mnc"`, `"rat"`,
-`"cell"`, `"emergency"`; `ts` is ISO-8601 or epoch milliseconds; the IMEI may be any form
-the core parses (a malformed IMEI is a decision, not a dead letter).
+`"cell"`, `"emergency"`; `ts` is an RFC 3339 date-time or epoch milliseconds; the IMEI may
+be any form the core parses (a malformed IMEI is a decision, not a dead letter).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
-from enforcer.clock import MS_PER_DAY, MS_PER_S
+from enforcer.clock import MS_PER_DAY, MS_PER_S, TimeError, parse_time_ms
 from enforcer.events import AttachEvent
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
@@ -122,9 +121,10 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
         msisdn = parse_msisdn(data["msisdn"])
     except IdentityError as exc:
         return DeadLetter(Reason.BAD_MSISDN, str(exc))
-    ts = timestamp_ms(data["ts"])
-    if ts is None:
-        return DeadLetter(Reason.BAD_TS, "ts is neither ISO-8601 nor epoch milliseconds")
+    try:
+        ts = timestamp_ms(data["ts"])
+    except TimeError as exc:
+        return DeadLetter(Reason.BAD_TS, f"ts: {exc}")
     if not window.admits(ts):
         return DeadLetter(Reason.ABSURD_TS, f"ts {ts} is outside the accepted window")
     emergency = data.get("emergency", False)
@@ -137,21 +137,17 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
                        data.get("mcc_mnc"), data.get("cell"))
 
 
-def timestamp_ms(value: Any) -> int | None:
+def timestamp_ms(value: Any) -> int:
+    """A message's time in epoch milliseconds: a JSON number of milliseconds (an integer, or
+    a float with nothing after the point), or a string `enforcer.clock.parse_time_ms` reads
+    (RFC 3339 date-time or epoch milliseconds). Raises TimeError, saying why, for anything
+    else."""
     if isinstance(value, bool):
-        return None
+        raise TimeError("true or false is no time")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, str):
-        return None
-    if value.isdigit():
-        return int(value)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * MS_PER_S)
+        raise TimeError(f"a JSON {type(value).__name__} is no time")
+    return parse_time_ms(value)

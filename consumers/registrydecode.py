@@ -1,7 +1,7 @@
 """Registry event messages (topic `registry-events`) in, typed changes
 (`enforcer.regevents`) or dead letters out.
 
-JSON objects with `event_id`, `type` and `time` (ISO-8601 or epoch milliseconds), and per
+JSON objects with `event_id`, `type` and `time` (RFC 3339 date-time or epoch milliseconds), and per
 type (docs/messages.md):
 
 - `device_registered` {device_id, imeis in slot order, source, entry_date for passengers}
@@ -25,6 +25,7 @@ import msgspec
 
 from consumers.decode import (JSON_ERRORS, DeadLetter, Reason, TimeWindow, duplicate_key,
                               timestamp_ms)
+from enforcer.clock import TimeError
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.lists import BlackReason
 from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Device,
@@ -137,9 +138,10 @@ def decode_registry_event(value: bytes | None, rules: ImeiRules,
     repeated = duplicate_key(value, 0)  # a few events a second: always looked at
     if repeated is not None:
         return DeadLetter(Reason.DUPLICATE_KEY, repeated)
-    time_ms = timestamp_ms(wire.time)
-    if time_ms is None:
-        return DeadLetter(Reason.BAD_TS, "time is neither ISO-8601 nor epoch milliseconds")
+    try:
+        time_ms = timestamp_ms(wire.time)
+    except TimeError as exc:
+        return DeadLetter(Reason.BAD_TS, f"time: {exc}")
     if not window.admits(time_ms):
         return DeadLetter(Reason.ABSURD_TS, f"time {time_ms} is outside the accepted window")
     try:

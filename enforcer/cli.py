@@ -1,4 +1,9 @@
-"""The `eir-enforcer` command line."""
+"""The `eir-enforcer` command line.
+
+Exit codes: 0 done; 2 bad input (an option's value, a file, a snapshot or database that is
+not there), said in one line that names what is wrong and what was expected; 3 a national
+snapshot refused by its safety checks. Anything else ends in a traceback (exit 1): a fault
+in eir-enforcer itself, never an answer to input."""
 
 from __future__ import annotations
 
@@ -6,18 +11,19 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import msgspec
 import psycopg
 
 from enforcer.build import SourceFiles, build_from_files, imei_rules
-from enforcer.clock import SystemClock, clock_from, parse_time_ms
+from enforcer.clock import SystemClock, clock_from
 from enforcer.config import Config, ConfigError, load_config
 from enforcer.db.migrate import migrate
 from enforcer.devicehistory import device_history
 from enforcer.decide import decide, decision_at
 from enforcer.events import AttachBatch, AttachEvent
+from enforcer.identity import Mode, read_imei
 from enforcer.imei import parse_imei
 from enforcer.importing import Kind, import_file
 from enforcer.logs import LOG_FORMATS, setup_logging
@@ -35,10 +41,12 @@ from enforcer.db.clones import list_flags
 from enforcer.db.migrate import NotMigrated
 from enforcer.eicserver import run_serve
 from enforcer.worker import run_worker
-from enforcer.subscriber import IdentityError, mask, parse_imsi, parse_msisdn
+from enforcer.options import (EXIT_USAGE, IMEI_KEY, IMSI, LOG_LEVELS, MSISDN, NON_NEGATIVE,
+                              NONBLANK, POSITIVE, TIME, Parser, existing_file, log_level,
+                              number_type)
+from enforcer.subscriber import mask
 from rules.policy import PolicyError, load_policy
 
-EXIT_USAGE = 2
 EXIT_REFUSED = 3  # a registry file failed its safety checks: nothing was swapped or written
 
 
@@ -59,16 +67,11 @@ def cmd_imei(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
     policy = load_policy(config.policy.file or None)
-    try:
-        imsi = parse_imsi(args.imsi)
-        msisdn = parse_msisdn(args.msisdn)
-    except IdentityError as exc:
-        print(f"eir-enforcer check: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     state = load_snapshot(_state_dir(args, config), policy)
-    when = parse_time_ms(args.time) if args.time else SystemClock().now_ms()
-    imei = parse_imei(args.imei, imei_rules(config))
-    batch = AttachBatch.from_events([AttachEvent(imei, imsi, msisdn, when, args.emergency)])
+    when = SystemClock().now_ms() if args.time is None else args.time
+    imei = read_imei(args.imei, Mode.LENIENT, imei_rules(config))
+    batch = AttachBatch.from_events([AttachEvent(imei, args.imsi, args.msisdn, when,
+                                                 args.emergency)])
     decision = decision_at(decide(batch, state), batch, 0)
     _print({"imei": imei.as_json(), "generation": state.generation, **decision.as_json()})
     return 0
@@ -111,6 +114,11 @@ def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
+    if args.imeis is not None and not args.devices <= args.imeis <= 2 * args.devices:
+        print(f"eir-enforcer state synth: argument --imeis: {args.imeis} is not within "
+              f"--devices and twice that ({args.devices}-{2 * args.devices}): a device has one "
+              "or two IMEIs", file=sys.stderr)
+        return EXIT_USAGE
     directory = _state_dir(args, config)
     country = build_country(CountrySpec(devices=args.devices, imeis=args.imeis, seed=args.seed),
                             next_generation(directory))
@@ -154,34 +162,19 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_history(args: argparse.Namespace, config: Config) -> int:
-    imei = parse_imei(args.imei, imei_rules(config))
-    if imei.imei_key is None:
-        print(f"eir-enforcer history: {args.imei!r} is not an IMEI "
-              f"({', '.join(p.value for p in imei.problems)})", file=sys.stderr)
-        return EXIT_USAGE
     snapshot = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
     with psycopg.connect(config.postgres.dsn) as conn:
         state = current_state(snapshot, conn, config)
-        _print(device_history(state, conn, imei.imei_key, args.reveal))
+        _print(device_history(state, conn, args.imei, args.reveal))
     return 0
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    imei = parse_imei(args.imei, imei_rules(config))
-    try:
-        requester = parse_msisdn(args.msisdn)
-    except IdentityError as exc:
-        print(f"eir-enforcer status: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if imei.imei_key is None:
-        print(f"eir-enforcer status: {args.imei!r} is not an IMEI "
-              f"({', '.join(p.value for p in imei.problems)})", file=sys.stderr)
-        return EXIT_USAGE
     snapshot = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
     with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
         state = current_state(snapshot, conn, config)
-        answer = ask(state, conn, imei.imei_key, requester, Caller("cli"))
-    _print({"imei": f"{imei.imei_key:014d}", **answer.as_json()})
+        answer = ask(state, conn, args.imei, args.msisdn, Caller("cli"))
+    _print({"imei": f"{args.imei:014d}", **answer.as_json()})
     return 0
 
 
@@ -196,22 +189,15 @@ def cmd_clones_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_notices_list(args: argparse.Namespace, config: Config) -> int:
-    imei_key = None
-    if args.imei:
-        imei = parse_imei(args.imei, imei_rules(config))
-        if imei.imei_key is None:
-            print(f"eir-enforcer notices: {args.imei!r} is not an IMEI", file=sys.stderr)
-            return EXIT_USAGE
-        imei_key = imei.imei_key
-    try:
-        msisdn = parse_msisdn(args.msisdn) if args.msisdn else None
-    except IdentityError as exc:
-        print(f"eir-enforcer notices: {exc}", file=sys.stderr)
+    kinds = sorted({rule.notice_kind for rule in load_policy(config.policy.file or None).rules
+                    if rule.notice_kind})
+    if args.kind is not None and args.kind not in kinds:
+        print(f"eir-enforcer notices list: argument --kind: {args.kind!r} is no notice kind of "
+              f"the policy ({', '.join(kinds)})", file=sys.stderr)
         return EXIT_USAGE
-    due = parse_time_ms(args.due_before) if args.due_before else None
     with psycopg.connect(config.postgres.dsn) as conn:
-        for row in find(conn, state=args.state, kind=args.kind, imei_key=imei_key,
-                        msisdn=msisdn, due_before_ms=due, limit=args.limit):
+        for row in find(conn, state=args.state, kind=args.kind, imei_key=args.imei,
+                        msisdn=args.msisdn, due_before_ms=args.due_before, limit=args.limit):
             _print(row_json(row, args.reveal))
     return 0
 
@@ -239,29 +225,18 @@ def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _above_zero(parse: Callable[[str], float]) -> Callable[[str], float]:
-    """An argument read by `parse` that must be finite and above zero (the demo divides by
-    its duration and days)."""
-    def read(text: str) -> float:
-        value = parse(text)
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"must be above 0 and finite, not {text!r}")
-        return value
-    read.__name__ = parse.__name__  # argparse names it in "invalid int value: ..."
-    return read
-
-
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     return run_demo(config, DemoOptions(args.devices, args.rate, args.duration, args.bad_share,
                                         args.keep_services, args.days))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="eir-enforcer",
         description="Enforce a national device registry on an operator's network.")
     parser.add_argument("--config", help="TOML configuration file (environment: EIR_*)")
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-level", type=log_level, default="WARNING",
+                        help=f"one of {', '.join(LOG_LEVELS)}")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="json",
                         help="json (one object per line, for collectors) or text (for people)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,11 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="decide one attach against a state snapshot",
                        description="Print, as JSON, the decision for one attach event.")
-    p.add_argument("--imei", required=True)
-    p.add_argument("--imsi", required=True)
-    p.add_argument("--msisdn", required=True)
+    p.add_argument("--imei", required=True,
+                   help="any form the stream reads; a malformed IMEI is decided too")
+    p.add_argument("--imsi", type=IMSI, required=True, help="5-15 digits, or imsi-…")
+    p.add_argument("--msisdn", type=MSISDN, required=True,
+                   help="international number: digits, +…, or msisdn-…")
     p.add_argument("--emergency", action="store_true", help="an emergency attach")
-    p.add_argument("--time", help="event time, ISO-8601 or epoch ms (default: now)")
+    p.add_argument("--time", type=TIME,
+                   help="event time: RFC 3339 date-time or epoch ms (default: now)")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_check)
 
@@ -298,19 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "snapshot it; bad rows are reported with line numbers. Refused, "
                              f"with nothing written and exit code {EXIT_REFUSED}, when a file "
                              "has no rows or too many bad ones (lists.max_bad_share).")
-    p.add_argument("--white", type=Path, required=True, help="registered IMEIs: imei")
-    p.add_argument("--black", type=Path, help="black list: imei,reason")
-    p.add_argument("--devices", type=Path,
+    p.add_argument("--white", type=existing_file, required=True, help="registered IMEIs: imei")
+    p.add_argument("--black", type=existing_file, help="black list: imei,reason")
+    p.add_argument("--devices", type=existing_file,
                    help="devices: imeis(;-separated, slot order),owner_msisdn,source,registered_on")
-    p.add_argument("--cartables", type=Path, help="national-ID cartables: cartable_id,msisdn")
-    p.add_argument("--operator-sims", type=Path, help="operator SIMs: imei,msisdn")
+    p.add_argument("--cartables", type=existing_file,
+                   help="national-ID cartables: cartable_id,msisdn")
+    p.add_argument("--operator-sims", type=existing_file, help="operator SIMs: imei,msisdn")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_state_build)
     p = state_sub.add_parser("synth", help="a synthetic country",
                              description="Build and snapshot a synthetic country.")
-    p.add_argument("--devices", type=int, default=1_000_000)
-    p.add_argument("--imeis", type=int, help="default: half the devices dual-SIM")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--devices", type=POSITIVE, default=1_000_000)
+    p.add_argument("--imeis", type=POSITIVE,
+                   help="--devices to twice that (default: half the devices dual-SIM)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=7)
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_state_synth)
 
@@ -324,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{EXIT_REFUSED}, when too many rows are bad, the list shrinks too much or its share "
         "of IMEIs starting with 0 falls (lists.max_bad_share, lists.max_shrink_share, "
         "lists.max_leading_zero_fall).")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=existing_file)
     p.add_argument("--kind", required=True, choices=[k.value for k in Kind],
                    help="white: imei; black: imei,reason; owners: the devices file "
                    "(imeis,owner_msisdn,source,registered_on)")
@@ -358,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", help="which SIMs used each slot of a device",
                        description="List the SIMs that used each slot of this IMEI's device, "
                        "with first and last seen. Numbers are masked unless --reveal.")
-    p.add_argument("imei")
+    p.add_argument("imei", type=IMEI_KEY)
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_history)
@@ -368,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "device, as the buyer may see it: which slots the requester has not "
                        "used yet; else owned, black-listed, or the last other SIM seen with "
                        "it and when. Every query is recorded (status_queries).")
-    p.add_argument("imei")
-    p.add_argument("--msisdn", required=True, help="the requester's number")
+    p.add_argument("imei", type=IMEI_KEY)
+    p.add_argument("--msisdn", type=MSISDN, required=True, help="the requester's number")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_status)
 
@@ -380,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Each flagged IMEI with why (imsis: too many SIMs "
                               "within the window; operators; cells) and the attach that "
                               "flagged it. Numbers are masked unless --reveal.")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=POSITIVE, default=100)
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.set_defaults(run=cmd_clones_list)
 
@@ -391,37 +371,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = notices_sub.add_parser("list", help="notices, filtered, as JSON lines",
                                description="List notices, oldest first.")
     p.add_argument("--state", choices=[s.value for s in NoticeState])
-    p.add_argument("--kind", help="e.g. ownership_transfer, unregistered")
-    p.add_argument("--imei")
-    p.add_argument("--msisdn")
-    p.add_argument("--due-before", help="next step due before this time (ISO-8601 or ms)")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--kind", help="a notice kind of the policy, e.g. ownership_transfer")
+    p.add_argument("--imei", type=IMEI_KEY)
+    p.add_argument("--msisdn", type=MSISDN)
+    p.add_argument("--due-before", type=TIME,
+                   help="next step due before this time (RFC 3339 date-time or epoch ms)")
+    p.add_argument("--limit", type=POSITIVE, default=100)
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.set_defaults(run=cmd_notices_list)
     p = notices_sub.add_parser("show", help="one notice, its transitions and messages",
                                description="One notice with every transition and message.")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=POSITIVE)
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.set_defaults(run=cmd_notices_show)
     p = notices_sub.add_parser("cancel", help="cancel a live notice (restores a cut one)",
                                description="Cancel a live notice; a cut subject is restored "
                                "(command and SMS through the outbox).")
-    p.add_argument("id", type=int)
-    p.add_argument("--reason", required=True, help="recorded with the cancellation")
+    p.add_argument("id", type=POSITIVE)
+    p.add_argument("--reason", type=NONBLANK, required=True,
+                   help="recorded with the cancellation")
     p.set_defaults(run=cmd_notices_cancel)
 
     p = sub.add_parser("demo", help="the worker on embedded services, with synthetic traffic",
                        description="Build a synthetic country and show how each kind of attach "
                        "is decided, then start the embedded broker and PostgreSQL, feed the "
                        "worker steady synthetic traffic and show its progress live.")
-    p.add_argument("--devices", type=_above_zero(int), default=1_000_000)
-    p.add_argument("--rate", type=_above_zero(int), default=5_000,
-                   help="attach events per second")
-    p.add_argument("--duration", type=_above_zero(float), default=60.0,
+    p.add_argument("--devices", type=POSITIVE, default=1_000_000)
+    p.add_argument("--rate", type=POSITIVE, default=5_000, help="attach events per second")
+    p.add_argument("--duration", type=number_type(0, math.inf, above_lowest=True), default=60.0,
                    help="seconds (Ctrl-C stops too)")
-    p.add_argument("--bad-share", type=float, default=0.001,
+    p.add_argument("--bad-share", type=number_type(0, 1, above_lowest=False), default=0.001,
                    help="share of broken messages, to show the dead-letter topic")
-    p.add_argument("--days", type=_above_zero(float), default=40.0,
+    p.add_argument("--days", type=number_type(0, math.inf, above_lowest=True), default=40.0,
                    help="simulated days over --duration: the clock runs that much faster")
     p.add_argument("--keep-services", action="store_true",
                    help="leave the broker and database running afterwards")
@@ -431,13 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level.upper(), args.log_format)
+    setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
         return args.run(args, config)
     except (ConfigError, PolicyError, FileNotFoundError, NotMigrated, ServiceError,
             SnapshotConflict, psycopg.OperationalError) as exc:
         print(f"eir-enforcer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("eir-enforcer: not enough memory for this (fewer --devices?)", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -20,25 +20,22 @@ import numpy as np
 
 from enforcer.decide import decide
 from enforcer.events import NO_KEY, AttachBatch
+from enforcer.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
 from enforcer.imei import ImeiRules, key_problems
 from enforcer.state import EnforcementState
 from enforcer.subscriber import (IMSI_MAX_DIGITS, IMSI_MIN_DIGITS, MCC_DIGITS,
-                                 MSISDN_MAX_DIGITS, MSISDN_MIN_DIGITS, IdentityError,
-                                 parse_imsi, parse_msisdn)
+                                 MSISDN_MAX_DIGITS, MSISDN_MIN_DIGITS, IdentityError)
 
 NO_IMSI = 0  # in no cut pair: the check is for the PEI alone
 NO_MSISDN = 0  # nobody's number: never the owner
 NO_KEY_INT = int(NO_KEY)
 
-# The key: the first 14 digits; the check digit or SVN after them changes no answer.
-IMEI_PEI = re.compile(r"(?:imei-([0-9]{14})[0-9]|imeisv-([0-9]{14})[0-9]{2})\Z")
-# Wireline PEIs (TS 29.571 Pei): valid, and never in an IMEI registry.
-OTHER_PEI = re.compile(r"(?:mac(?:-[0-9a-fA-F]{2}){6}(?:-untrusted)?|eui(?:-[0-9a-fA-F]{2}){8})\Z")
-OTHER_SUPI = ("nai-", "gci-", "gli-")
-OTHER_GPSI = "extid-"
 SUPPORTED_FEATURES = re.compile(r"[A-Fa-f0-9]*\Z")
-# A SUPI or GPSI as a 5G core sends it, read here in one match; any other value goes to the
-# general parsers (enforcer.subscriber), which read these the same, at twice the cost.
+# The fast path: a PEI, SUPI or GPSI as a 5G core sends it, read in one match each; any
+# other value goes to the strict reader (enforcer.identity), which reads these the same (a
+# property test holds them to it) at several times the cost. The IMEI key is the first 14
+# digits; the check digit or SVN after them changes no answer.
+IMEI_PEI = re.compile(r"(?:imei-([0-9]{14})[0-9]|imeisv-([0-9]{14})[0-9]{2})\Z")
 IMSI_SUPI = re.compile(rf"imsi-([0-9]{{{IMSI_MIN_DIGITS},{IMSI_MAX_DIGITS}}})\Z")
 MSISDN_GPSI = re.compile(
     rf"msisdn-([1-9][0-9]{{{MSISDN_MIN_DIGITS - 1},{MSISDN_MAX_DIGITS - 1}}})\Z")
@@ -100,28 +97,31 @@ def _invalid(param: str, detail: str, mandatory: bool = False) -> Problem:
     return Problem(HTTPStatus.BAD_REQUEST, cause, detail, param)
 
 
+def given_twice(param: str) -> Problem:
+    """The 400 for a query that gives a parameter more than once. Readers differ on which
+    value counts (the first, the last, all), so the answer would depend on the order; it is
+    refused, as a duplicate JSON key is on the stream."""
+    return _invalid(param, f"{param} is given more than once; give each parameter once",
+                    mandatory=param == "pei")
+
+
 @dataclass(frozen=True)
 class _IdentityForm:
     """How one optional identity parameter (SUPI, GPSI) is read."""
 
     param: str
-    canonical: re.Pattern[str]  # as a 5G core sends it: group 1 is the digits
+    canonical: re.Pattern[str]  # the fast path: group 1 is the digits
     from_digits: Callable[[str], object]
-    prefix: str
-    others: tuple[str, ...]  # forms that name no SIM: read as absent
-    parse: Callable[[str], object]  # any other value in `prefix` form
-    wrong_form: str
+    read: Callable[[str], object]  # the strict reader, for every other value
 
 
 def _imsi_and_mcc(digits: str) -> tuple[int, int]:
     return int(digits), int(digits[:MCC_DIGITS])
 
 
-SUPI = _IdentityForm("supi", IMSI_SUPI, _imsi_and_mcc, "imsi-", OTHER_SUPI,
-                     lambda value: _imsi_and_mcc(parse_imsi(value).digits),
-                     "supi must be imsi-<digits>, nai-, gci- or gli-")
-GPSI = _IdentityForm("gpsi", MSISDN_GPSI, int, "msisdn-", (OTHER_GPSI,), parse_msisdn,
-                     "gpsi must be msisdn-<digits> or extid-<id>")
+SUPI = _IdentityForm("supi", IMSI_SUPI, _imsi_and_mcc,
+                     lambda value: _imsi_and_mcc(read_imsi(value, Mode.STRICT).digits))
+GPSI = _IdentityForm("gpsi", MSISDN_GPSI, int, lambda value: read_msisdn(value, Mode.STRICT))
 
 
 def _identity(query: Mapping[str, str], form: _IdentityForm) -> Any:
@@ -133,18 +133,18 @@ def _identity(query: Mapping[str, str], form: _IdentityForm) -> Any:
     found = form.canonical.match(value)
     if found is not None:
         return form.from_digits(found[1])
-    if value.startswith(form.others):
-        return None
-    if not value.startswith(form.prefix):
-        return _invalid(form.param, form.wrong_form)
     try:
-        return form.parse(value)
+        return form.read(value)
+    except OtherForm:
+        return None
     except IdentityError as exc:
         return _invalid(form.param, str(exc))
 
 
 def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
-    """The query parameters (first value of each) as a check, or the 400 they deserve."""
+    """The query parameters (one value each: see `enforcer.eicserver.query_values`) as a
+    check, or the 400 they deserve. PEI, SUPI and GPSI are read in the strict mode of
+    `enforcer.identity` (TS 29.571 §5.3.2)."""
     pei = query.get("pei")
     if not pei:
         return Problem(HTTPStatus.BAD_REQUEST, Cause.MANDATORY_IE_MISSING, "pei is required",
@@ -164,10 +164,13 @@ def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
     if imei is not None:
         key = imei[1] or imei[2]
         return Check(int(key), bool(key_problems(key, rules)), imsi, mcc, msisdn)
-    if OTHER_PEI.match(pei):
+    try:
+        parsed = read_imei(pei, Mode.STRICT, rules)
+    except OtherForm:
         return Check(None, False, imsi, mcc, msisdn)
-    return _invalid("pei", "pei must be imei-<15 digits>, imeisv-<16 digits>, mac-… or eui-…",
-                    mandatory=True)
+    except IdentityError as exc:
+        return _invalid("pei", str(exc), mandatory=True)
+    return Check(parsed.imei_key, parsed.malformed, imsi, mcc, msisdn)
 
 
 UNKNOWN = Problem(HTTPStatus.NOT_FOUND, Cause.ERROR_EQUIPMENT_UNKNOWN,

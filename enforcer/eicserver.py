@@ -26,7 +26,8 @@ from enforcer.build import imei_rules
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.migrate import require_migrated
-from enforcer.eic import Answer, Cause, Check, Problem, Status, answer_checks, read_check
+from enforcer.eic import (Answer, Cause, Check, Problem, Status, answer_checks, given_twice,
+                          read_check)
 from enforcer.eichttp import Request, Response, serve_http
 from enforcer.following import StateFollower
 from enforcer.imei import ImeiRules
@@ -92,7 +93,9 @@ class EquipmentChecks:
         for request in requests:
             path, _, query = request.target.partition("?")
             if path == CHECK_PATH and request.method == "GET":
-                check = read_check(first_values(query), self._rules)
+                values, repeated = query_values(query)
+                check = read_check(values, self._rules) if repeated is None \
+                    else given_twice(repeated)
                 if isinstance(check, Problem):
                     _count(labels, BAD_REQUEST)
                     responses.append(_problem(check))
@@ -151,18 +154,21 @@ class EquipmentChecks:
                                 f"no resource at {path}"))
 
 
-def first_values(query: str) -> dict[str, str]:
-    """The first value of each query parameter. A query with no escapes (`%`, `+`), as a
-    5G core sends, is split as it stands: what parse_qsl gives, at a third of its cost."""
+def query_values(query: str) -> tuple[dict[str, str], str | None]:
+    """Each query parameter's value, and the first name the query gives more than once (None
+    when it gives none twice; the values are then of no use). A query with no escapes (`%`,
+    `+`), as a 5G core sends, is split as it stands: what parse_qsl gives, at a third of its
+    cost."""
     if "%" in query or "+" in query:
         pairs = parse_qsl(query, keep_blank_values=True)
     else:
         pairs = [(name, value) for name, _, value in
                  (field.partition("=") for field in query.split("&") if field)]
-    values: dict[str, str] = {}
-    for name, value in pairs:
-        values.setdefault(name, value)
-    return values
+    values = dict(pairs)
+    if len(values) == len(pairs):
+        return values, None
+    names = [name for name, _ in pairs]
+    return values, next(name for i, name in enumerate(names) if name in names[:i])
 
 
 def follow_forever(follower: StateFollower, config: Config, metrics: EicMetrics,

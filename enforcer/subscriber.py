@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 MCC_DIGITS = 3
-# DOMAIN.md: an IMSI is MCC (3) + MNC (2-3) + MSIN, 14-15 digits in all.
-IMSI_MIN_DIGITS, IMSI_MAX_DIGITS = 14, 15
+# 3GPP TS 29.571 §5.3.2 Supi: imsi- and 5-15 digits (TS 23.003 §2.2: at most 15). Iran's are
+# 15 (DOMAIN.md), but a 5G core may send any of these: the stream takes what serve takes.
+IMSI_MIN_DIGITS, IMSI_MAX_DIGITS = 5, 15
 # E.164 allows at most 15 digits; anything under 7 is no subscriber number.
 MSISDN_MIN_DIGITS, MSISDN_MAX_DIGITS = 7, 15
 MASK_KEEP_HEAD, MASK_KEEP_TAIL = 5, 2
@@ -46,7 +47,13 @@ def _digits(value: Any, what: str, prefix: str) -> str:
 
 
 def parse_imsi(value: Any) -> Imsi:
-    digits = _digits(value, "IMSI", PEI_STYLE_PREFIXES["imsi"])
+    """An IMSI as operator feeds write it (`enforcer.identity.Mode.LENIENT`): digits as a
+    string or a number, or `imsi-` in any case, with whitespace around. Raises IdentityError."""
+    return imsi_from_digits(_digits(value, "IMSI", PEI_STYLE_PREFIXES["imsi"]))
+
+
+def imsi_from_digits(digits: str) -> Imsi:
+    """ASCII digits as an IMSI, whichever form they came in; raises IdentityError."""
     if not IMSI_MIN_DIGITS <= len(digits) <= IMSI_MAX_DIGITS:
         raise IdentityError(
             f"IMSI must have {IMSI_MIN_DIGITS}-{IMSI_MAX_DIGITS} digits, got {len(digits)}")
@@ -54,9 +61,17 @@ def parse_imsi(value: Any) -> Imsi:
 
 
 def parse_msisdn(value: Any) -> int:
+    """An MSISDN as operator feeds write it (`enforcer.identity.Mode.LENIENT`): digits as a
+    string or a number, after `+` or `msisdn-` in any case, with whitespace around. Raises
+    IdentityError."""
     text = value.strip().removeprefix("+") if type(value) is str and not value.isdigit() \
         else value
-    digits = _digits(text, "MSISDN", PEI_STYLE_PREFIXES["msisdn"])
+    return msisdn_from_digits(_digits(text, "MSISDN", PEI_STYLE_PREFIXES["msisdn"]))
+
+
+def msisdn_from_digits(digits: str) -> int:
+    """ASCII digits as an MSISDN: an international number (ITU-T E.164: at most 15
+    digits, a country code first, so never a leading 0). Raises IdentityError."""
     if not MSISDN_MIN_DIGITS <= len(digits) <= MSISDN_MAX_DIGITS:
         raise IdentityError(
             f"MSISDN must have {MSISDN_MIN_DIGITS}-{MSISDN_MAX_DIGITS} digits, got {len(digits)}")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -191,7 +192,108 @@ def test_check_refuses_a_bad_imsi_clearly(registry_files, tmp_path) -> None:
     build(registry_files, state)
     result = run("check", "--imei", "35209900000000", "--imsi", "4321", "--msisdn",
                  "989121111111", "--state", str(state), check=False)
-    assert result.returncode == 2 and "IMSI must have 14-15 digits" in result.stderr
+    assert result.returncode == 2 and "IMSI must have 5-15 digits" in result.stderr
+
+
+def test_check_reads_its_time_as_rfc_3339(registry_files, tmp_path) -> None:
+    """issue 18: `check --time 2026-11-23T10:00:00z` ended in a traceback."""
+    state = tmp_path / "state"
+    build(registry_files, state)
+    args = ["check", "--imei", "35209900000000", "--imsi", "432119122222222", "--msisdn",
+            "989122222222", "--state", str(state), "--time"]
+    deadlines = {json.loads(run(*args, time).stdout)["effects"]["open_notice"]["deadline_ms"]
+                 for time in ("2026-11-23T10:00:00z", "2026-11-23t13:30:00.0004+03:30",
+                              "2026-11-23 10:00:00Z", "1795428000000")}
+    assert deadlines == {1795428000000 + 30 * 86_400_000}
+
+
+@pytest.mark.parametrize("time", ["9999-12-31T23:59:59.999z", "0001-01-01t00:00:00+00:00",
+                                  "253402300799999"])
+def test_the_edges_of_the_times_taken_reach_the_database(dsn, time: str) -> None:
+    result = run("notices", "list", "--due-before", time, "--kind", "unregistered", "--imei",
+                 "IMEI-352099001761481", "--msisdn", "+989121234567",
+                 env={**os.environ, "EIR_POSTGRES__DSN": dsn})
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+# Every option that takes a value from the user, given one it cannot take: (arguments,
+# what the one line must name). Nothing here needs a broker or a database.
+BAD_INPUT = [
+    (["--log-level", "LOUD", "imei", "1"], "--log-level"),
+    (["--log-format", "xml", "imei", "1"], "--log-format"),
+    (["--config", "/nonexistent.toml", "imei", "1"], "configuration file"),
+    (["imei"], "VALUE"),
+    (["check", "--imsi", "432111234567890", "--msisdn", "989121234567"], "--imei"),
+    (["check", "--imei", "1", "--imsi", "4321", "--msisdn", "989121234567"], "--imsi"),
+    (["check", "--imei", "1", "--imsi", "imsi-abc", "--msisdn", "989121234567"], "--imsi"),
+    (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "0912123456"],
+     "--msisdn"),
+    (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "98-912"], "--msisdn"),
+    (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "989121234567",
+      "--time", "2026-11-23T10:00:00x"], "--time"),
+    (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "989121234567",
+      "--time", "2026-11-23"], "--time"),
+    (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "989121234567",
+      "--time", "0000-01-01T00:00:00Z"], "--time"),
+    (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "989121234567",
+      "--state", "/nonexistent"], "/nonexistent"),
+    (["lists", "stats", "--state", "/nonexistent"], "/nonexistent"),
+    (["state", "build", "--white", "/nonexistent.csv"], "--white"),
+    (["state", "build", "--white", "/etc", "--black", "/etc"], "--white"),
+    (["state", "build"], "--white"),
+    (["state", "synth", "--devices", "-3"], "--devices"),
+    (["state", "synth", "--devices", "ten"], "--devices"),
+    (["state", "synth", "--imeis", "0"], "--imeis"),
+    (["state", "synth", "--devices", "10", "--imeis", "50"], "--imeis"),
+    (["state", "synth", "--seed", "-1"], "--seed"),
+    (["registry", "import", "/nonexistent.csv", "--kind", "white"], "file"),
+    (["registry", "import", "/etc/hostname", "--kind", "purple"], "--kind"),
+    (["services", "sideways"], "action"),
+    (["history", "12*34"], "imei"),
+    (["history", "35209900ABCDEF"], "imei"),
+    (["status", "x", "--msisdn", "989121234567"], "imei"),
+    (["status", "35209900176148", "--msisdn", "12"], "--msisdn"),
+    (["clones", "list", "--limit", "0"], "--limit"),
+    (["clones", "list", "--limit", "ten"], "--limit"),
+    (["notices", "list", "--state", "asleep"], "--state"),
+    (["notices", "list", "--kind", "parking_ticket"], "--kind"),
+    (["notices", "list", "--imei", "abc"], "--imei"),
+    (["notices", "list", "--msisdn", "0912"], "--msisdn"),
+    (["notices", "list", "--due-before", "tomorrow"], "--due-before"),
+    (["notices", "list", "--due-before", "99999999999999999"], "--due-before"),
+    (["notices", "list", "--limit", "-1"], "--limit"),
+    (["notices", "show", "0"], "id"),
+    (["notices", "show", "99999999999999999999"], "id"),
+    (["notices", "cancel", "x", "--reason", "court ruling"], "id"),
+    (["notices", "cancel", "17", "--reason", " "], "--reason"),
+    (["demo", "--devices", "0"], "--devices"),
+    (["demo", "--rate", "fast"], "--rate"),
+    (["demo", "--duration", "-1"], "--duration"),
+    (["demo", "--duration", "nan"], "--duration"),
+    (["demo", "--bad-share", "2"], "--bad-share"),
+    (["demo", "--days", "inf"], "--days"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """Every BAD_INPUT row's run, a few at a time: each is a second of imports, mostly. A row
+    the command line failed to refuse would start its command: away from the checkout."""
+    scratch = tmp_path_factory.mktemp("refused")
+    env = {**os.environ, "EIR_STATE__DIR": str(scratch / "state"),
+           "EIR_SERVICES__DIR": str(scratch / "services")}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = pool.map(lambda args: run(*args, check=False, env=env), [a for a, _ in BAD_INPUT])
+        return {tuple(args): result for (args, _), result in zip(BAD_INPUT, runs)}
+
+
+@pytest.mark.parametrize(("args", "named"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_naming_it_and_exit_2(refused, args: list[str],
+                                                    named: str) -> None:
+    result = refused[tuple(args)]
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("eir-enforcer") and named in result.stderr
 
 
 def test_an_invalid_policy_is_refused_at_start(tmp_path: Path) -> None:

@@ -30,15 +30,27 @@ def encode(message: object) -> bytes:
     ({k: v for k, v in GOOD.items() if k != "ts"}, "missing_field"),
     (GOOD | {"msisdn": None}, "missing_field"),
     (GOOD | {"imei": 3.5}, "bad_imei"), (GOOD | {"imei": True}, "bad_imei"),
-    (GOOD | {"imsi": "43211"}, "bad_imsi"), (GOOD | {"imsi": "imsi-abc"}, "bad_imsi"),
+    (GOOD | {"imsi": "4321"}, "bad_imsi"), (GOOD | {"imsi": "imsi-abc"}, "bad_imsi"),
     (GOOD | {"msisdn": "0912123456"}, "bad_msisdn"), (GOOD | {"msisdn": "98-912"}, "bad_msisdn"),
     (GOOD | {"ts": "yesterday"}, "bad_ts"), (GOOD | {"ts": True}, "bad_ts"),
+    (GOOD | {"ts": "2026-09-21"}, "bad_ts"), (GOOD | {"ts": "2026-09-21T12:00:00+03"}, "bad_ts"),
+    (GOOD | {"ts": "2026-02-29T12:00:00Z"}, "bad_ts"), (GOOD | {"ts": "9" * 4000}, "bad_ts"),
+    (GOOD | {"ts": [NOW]}, "bad_ts"),
     (GOOD | {"ts": 1}, "absurd_ts"), (GOOD | {"ts": NOW + 3_600_000}, "absurd_ts"),
     (GOOD | {"emergency": "yes"}, "bad_field"), (GOOD | {"rat": 5}, "bad_field"),
 ])
 def test_reference_dead_letter_reasons(rules: ImeiRules, message: object, reason: str) -> None:
     decoded = decode_attach(encode(message), rules, WINDOW)
     assert isinstance(decoded, DeadLetter) and decoded.reason == reason
+
+
+@pytest.mark.parametrize("ts", [
+    "2026-09-21T14:13:20Z", "2026-09-21T14:13:20z", "2026-09-21t14:13:20Z",  # RFC 3339 §5.6
+    "2026-09-21T17:43:20.000999+03:30", "2026-09-21 14:13:20Z", "2026-09-21T14:13:20",
+    "1790000000000", 1_790_000_000_000, 1_790_000_000_000.0])
+def test_ts_is_read_as_its_instant(rules: ImeiRules, ts: object) -> None:
+    decoded = decode_attach(encode(GOOD | {"ts": ts}), rules, WINDOW)
+    assert not isinstance(decoded, DeadLetter) and decoded.ts_ms == NOW
 
 
 def test_accepted_forms(rules: ImeiRules) -> None:

@@ -10,9 +10,11 @@ import re
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from http import HTTPStatus
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import parse_qsl, urlencode
 
 import h2.config
@@ -22,10 +24,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from enforcer.eicserver import first_values
+from enforcer.eicserver import query_values
 from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
 from enforcer.services import free_port
-from enforcer.subscriber import IdentityError, parse_imsi, parse_msisdn
+from enforcer.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
+from enforcer.subscriber import IdentityError
 from rules.policy import Condition
 from tests.test_decide import (BUYER, CUT_FOR_BUYER, CUT_IMEI, OWNER, SINGLE, STOLEN, STRANGER,
                                UNREGISTERED, full, home_imsi, state)
@@ -164,46 +167,56 @@ def test_any_query_is_read_as_a_check_or_a_400(params) -> None:
     assert isinstance(check, Check) or check.status is HTTPStatus.BAD_REQUEST
 
 
-# Mostly near the forms a 5G core sends: the edges of their lengths, a leading 0.
+# Mostly near the forms a 5G core sends: the edges of their lengths, a leading 0, capitals,
+# the forms that name no SIM.
 identities = st.one_of(
     st.text(max_size=20),
     st.builds(lambda prefix, digits: prefix + digits,
-              st.sampled_from(["imsi-", "msisdn-", "IMSI-", " imsi-", "msisdn-+", "nai-"]),
-              st.text(alphabet="0123456789 ٣", max_size=17)),
+              st.sampled_from(["imsi-", "msisdn-", "IMSI-", " imsi-", "msisdn-+", "nai-",
+                               "gci-", "extid-", "extid-a@", ""]),
+              st.text(alphabet="0123456789 ٣@", max_size=17)),
     st.builds(lambda prefix, digits: prefix + digits, st.sampled_from(["imsi-", "msisdn-"]),
-              st.text(alphabet="0123456789", min_size=5, max_size=17)))
+              st.text(alphabet="0123456789", min_size=3, max_size=17)))
+peis = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda prefix, digits: prefix + digits,
+              st.sampled_from(["imei-", "imeisv-", "IMEI-", " imei-", "mac", "eui", ""]),
+              st.text(alphabet="0123456789-aF", min_size=12, max_size=26)),
+    st.builds(lambda prefix, digits: prefix + digits, st.sampled_from(["imei-", "imeisv-"]),
+              st.text(alphabet="0123456789", min_size=14, max_size=17)))
 
 
-@given(identities, identities)
-@example("imsi-432111234567890", "msisdn-0912345678")
-@example("imsi-432111234567890", "msisdn-123456")
-@example("imsi-4321112345678901", "msisdn-989121234567")
-@example("imsi-4321112345678", "msisdn-989121234567")
-@example("imsi-43211123456789", "msisdn-123456789012345")
-def test_supi_and_gpsi_are_read_as_the_subscriber_parsers_read_them(supi, gpsi) -> None:
-    from enforcer.build import imei_rules
-    from enforcer.config import load_config
-    check = read_check({"pei": f"imei-{full(SINGLE)}", "supi": supi, "gpsi": gpsi},
-                       imei_rules(load_config(environ={})))
+def strictly(read, value):
+    """The strict reader's answer (enforcer.identity), as read_check should give it: the
+    identity, None for a form that names none, Problem for a 400."""
+    try:
+        return read(value)
+    except OtherForm:
+        return None
+    except IdentityError:
+        return Problem
 
-    def parsed(value, form, others, parse):
-        if value.startswith(others):
-            return None
-        if not value.startswith(form):
-            return Problem
-        try:
-            return parse(value)
-        except IdentityError:
-            return Problem
 
-    imsi = parsed(supi, "imsi-", ("nai-", "gci-", "gli-"), parse_imsi)
-    msisdn = parsed(gpsi, "msisdn-", ("extid-",), parse_msisdn)
-    if Problem in (imsi, msisdn):
+@given(peis, identities, identities)
+@example(f"imei-{full(SINGLE)}", "imsi-432111234567890", "msisdn-0912345678")
+@example("imeisv-352099001761481", "imsi-432111234567890", "msisdn-123456")
+@example("mac-00-1a-2b-3c-4d-5e", "imsi-4321112345678901", "msisdn-989121234567")
+@example("imei-004999010640000", "imsi-4321112345678", "msisdn-989121234567")
+@example(f"imei-{full(SINGLE)}", "imsi-43211123456789", "msisdn-123456789012345")
+@example(f"imei-{full(SINGLE)}", "nai-", "extid-a@b")
+def test_the_fast_path_reads_as_the_strict_reader(rules, pei, supi, gpsi) -> None:
+    check = read_check({"pei": pei, "supi": supi, "gpsi": gpsi}, rules)
+    imei = strictly(lambda v: read_imei(v, Mode.STRICT, rules), pei) if pei else Problem
+    imsi = strictly(lambda v: read_imsi(v, Mode.STRICT), supi)
+    msisdn = strictly(lambda v: read_msisdn(v, Mode.STRICT), gpsi)
+    if Problem in (imei, imsi, msisdn):
         assert isinstance(check, Problem)
-    else:
-        assert check == Check(SINGLE, False, 0 if imsi is None else imsi.value,
-                              None if imsi is None else imsi.mcc,
-                              0 if msisdn is None else msisdn)
+        return
+    assert check == Check(None if imei is None else imei.imei_key,
+                          False if imei is None else imei.malformed,
+                          0 if imsi is None else imsi.value,
+                          None if imsi is None else imsi.mcc,
+                          0 if msisdn is None else msisdn)
 
 
 def test_a_batch_answers_each_check_as_alone(state, rules) -> None:
@@ -217,20 +230,26 @@ def test_a_batch_answers_each_check_as_alone(state, rules) -> None:
 
 
 @given(st.text(alphabet="pei=&imsu-0123456789%2B+ é;", max_size=60))
+@example("pei=1&supi=2&pei=3")
+@example("pei=1&p%65i=3")
 def test_a_query_is_read_as_parse_qsl_reads_it(query: str) -> None:
-    expected: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        expected.setdefault(name, value)
-    assert first_values(query) == expected
+    pairs = parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in pairs]
+    repeated = [name for i, name in enumerate(names) if name in names[:i]]
+    values, given_twice = query_values(query)
+    assert given_twice == (repeated[0] if repeated else None)
+    if not repeated:
+        assert values == dict(pairs)
 
 # --- `eir-enforcer serve`, over HTTP ---------------------------------------------------------
 
-@pytest.fixture()
-def serve(env, tmp_path):
+@contextmanager
+def running_serve(env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """`eir-enforcer serve` on the configuration `env`, ready; its port."""
     port = free_port()
     environ = {**os.environ, **env, "EIR_EIC__PORT": str(port), "EIR_EIC__FOLLOW_S": "0.2",
                "EIR_EIC__BIND": "127.0.0.1"}
-    log = (tmp_path / "serve.log").open("wb")
+    log = log_path.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "enforcer.cli", "serve"], env=environ,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -240,6 +259,12 @@ def serve(env, tmp_path):
         process.terminate()
         process.wait(timeout=15)
         log.close()
+
+
+@pytest.fixture()
+def serve(env, tmp_path):
+    with running_serve(env, tmp_path / "serve.log") as port:
+        yield port
 
 
 def _ready(port: int) -> bool:
@@ -294,9 +319,9 @@ def test_the_3gpp_openapi_description_holds_against_serve(serve) -> None:
     types it references) and checks every answer against it: status codes, content types,
     bodies, and that what the schema rejects is rejected.
 
-    Not whether all it admits is accepted: TS 29.571 ends the Pei pattern with `|.+`, so any
-    string is a schema-valid PEI, while TS 29.511 answers 400 for a PEI that is not one
-    (`imei-12345`); likewise a SUPI or GPSI that is no IMSI or MSISDN."""
+    Not whether all it admits is accepted: TS 29.571 ends the Pei, Supi and Gpsi patterns
+    with `|.+`, so any string is schema-valid, while serve answers 400 for a value in none of
+    the forms the patterns name (`imei-12345`, `IMSI-…`): docs/messages.md, "Identities"."""
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", str(SPEC),
          "--url", f"http://127.0.0.1:{serve}/n5g-eir-eic/v1", "--checks", "all",
@@ -347,6 +372,27 @@ def test_serve_answers_http2_streams_of_one_connection(serve) -> None:
     assert [(code, body.get("status")) for code, body in answers] == [
         (200, "WHITELISTED"), (200, "BLACKLISTED"), (400, 400), (404, 404)]
     assert answers[3][1]["cause"] == "ERROR_EQUIPMENT_UNKNOWN"
+
+
+def test_a_parameter_given_twice_is_a_400_naming_it_on_http1_and_http2(serve) -> None:
+    stolen, single = f"imei-{full(STOLEN)}", f"imei-{full(SINGLE)}"
+    supi = f"supi=imsi-{home_imsi(OWNER)}"
+    paths = [f"{API}?pei={stolen}&pei={single}", f"{API}?pei={single}&pei={stolen}",
+             f"{API}?pei={single}&{supi}&{supi}", f"{API}?pei={single}&p%65i={stolen}",
+             f"{API}?pei={single}&gpsi=msisdn-{OWNER}&gpsi=",
+             f"{API}?pei={single}&x=1&x=2"]
+    expected = [("pei", "MANDATORY_IE_INCORRECT"), ("pei", "MANDATORY_IE_INCORRECT"),
+                ("supi", "OPTIONAL_IE_INCORRECT"), ("pei", "MANDATORY_IE_INCORRECT"),
+                ("gpsi", "OPTIONAL_IE_INCORRECT"), ("x", "OPTIONAL_IE_INCORRECT")]
+    over_http1 = [get(serve, path, None) for path in paths]
+    over_http2 = _h2_ask(serve, paths)
+    for code, body in [(code, body) for code, body, _ in over_http1] + over_http2:
+        assert code == 400 and body["status"] == 400
+    assert [(body["invalidParams"][0]["param"], body["cause"])
+            for _, body, _ in over_http1] == expected
+    assert [(body["invalidParams"][0]["param"], body["cause"])
+            for _, body in over_http2] == expected
+    assert get(serve, f"{API}?pei={single}&{supi}", None)[1] == {"status": "GREYLISTED"}
 
 
 def test_serve_answers_pipelined_http1_in_order_and_refuses_garbage(serve) -> None:

@@ -56,6 +56,15 @@ def test_each_type_decodes_to_its_change(rules: ImeiRules, message: bytes, chang
     assert decode_registry_event(message, rules, WINDOW) == RegistryEvent("e-1", NOW, change)
 
 
+@pytest.mark.parametrize("time", ["2026-09-21T14:13:20z", "2026-09-21t17:43:20+03:30",
+                                  "2026-09-21T14:13:20.000999999Z", str(NOW)])
+def test_time_is_read_as_its_instant(rules: ImeiRules, time: str) -> None:
+    message = msgspec.json.encode({"event_id": "e-1", "type": "unblacklisted", "time": time,
+                                   "imeis": [IMEI]})
+    assert decode_registry_event(message, rules, WINDOW) == RegistryEvent(
+        "e-1", NOW, BlacklistChanged((KEY,), None))
+
+
 @pytest.mark.parametrize(("message", "reason"), [
     (b"{", "not_json"), (b"[1]", "not_an_object"), (None, "not_json"),
     (b" " * (2 << 20), "too_large"),
@@ -83,6 +92,11 @@ def test_each_type_decodes_to_its_change(rules: ImeiRules, message: bytes, chang
                           "imeis": [IMEI]}), "bad_ts"),
     (msgspec.json.encode({"event_id": "e", "type": "unblacklisted", "time": 5,
                           "imeis": [IMEI]}), "absurd_ts"),
+    (msgspec.json.encode({"event_id": "e", "type": "unblacklisted", "time": "2026-09-21",
+                          "imeis": [IMEI]}), "bad_ts"),
+    # int() refuses more than 4,300 digits: this raised out of the decoder.
+    (msgspec.json.encode({"event_id": "e", "type": "unblacklisted", "time": "9" * 5000,
+                          "imeis": [IMEI]}), "bad_ts"),
 ])
 def test_bad_messages_have_their_reason(rules: ImeiRules, message, reason: str) -> None:
     decoded = decode_registry_event(message, rules, WINDOW)
