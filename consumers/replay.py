@@ -26,7 +26,8 @@ Headers = Sequence[tuple[str, bytes | None]]
 
 
 def _dlq_headers(record: Record, letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """The reason and the source topic, partition and offset."""
+    """The reason, its detail (cut to MAX_DETAIL_BYTES) and the source topic, partition and
+    offset."""
     return [("dlq-reason", letter.reason.encode()),
             ("dlq-detail", _cut_text(letter.detail, MAX_DETAIL_BYTES)),
             ("dlq-source-topic", record.topic.encode()),
@@ -40,9 +41,9 @@ def _cut_text(text: str, max_bytes: int) -> bytes:
 
 
 def measure(key: bytes | None, value: bytes, headers: Headers) -> int:
-    """What a producer counts against its request limit for one record, in bytes: key,
-    value and headers with their framing (librdkafka's message.max.bytes check; kafka-python
-    adds the batch's own framing, which the bound's margin covers)."""
+    """One record's key, value and headers with their framing, in bytes: what either
+    client counts against its request limit, less the record's and its batch's fixed
+    framing (`consumers.kafka.RECORD_FRAMING_BYTES`)."""
     return (len(key or b"") + len(value)
             + sum(len(name.encode()) + len(v or b"") + HEADER_FRAMING_BYTES
                   for name, v in headers))
@@ -62,10 +63,12 @@ def dead_letter(topic: str, record: Record, letter: DeadLetter, max_bytes: int) 
     if measure(record.key, value, whole) <= max_bytes:
         return Publication(topic, record.key, value, tuple(whole))
 
+    digest = hashlib.sha256(value).hexdigest().encode()
+
     def marks(cut: list[str]) -> list[tuple[str, bytes]]:
         return [(TRUNCATED_HEADER, ",".join(cut).encode()),
                 (ORIGINAL_SIZE_HEADER, str(len(value)).encode()),
-                (ORIGINAL_SHA256_HEADER, hashlib.sha256(value).hexdigest().encode())]
+                (ORIGINAL_SHA256_HEADER, digest)]
 
     # Room for key, original headers and value, whatever ends up cut.
     room = max_bytes - measure(None, b"", ours + marks([VALUE, HEADERS, KEY]))

@@ -11,6 +11,7 @@ message.max.bytes, kafka-python's max_request_size), the consumers' fetches
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from typing import Iterator
 
 import msgspec
@@ -22,6 +23,7 @@ from kafka.admin import KafkaAdminClient
 from consumers.replay import (ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER, TRUNCATED_HEADER,
                               measure)
 from enforcer.config import load_config
+from tests.conftest import Running
 from tests.kafkatools import committed, read_all, wait_for
 from tests.test_decide import OWNER, SINGLE
 from tests.test_registry_events import applied, registry_event
@@ -66,16 +68,21 @@ def produce_large(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer.close()
 
 
-@pytest.fixture()
-def filled(env) -> Iterator[list[str]]:
-    """The topics a test fills, deleted afterwards: the embedded broker holds them in memory."""
-    topics: list[str] = []
-    yield topics
-    admin = KafkaAdminClient(bootstrap_servers=env["EIR_KAFKA__BOOTSTRAP_SERVERS"])
+@contextmanager
+def worker_on_filled(env: dict[str, str], topic: str) -> Iterator[Running]:
+    """A worker; `topic`, which the test fills, deleted once the worker is closed: the
+    embedded broker holds it in memory. (Deleted under a live librdkafka consumer, the topic
+    is created again with a new id, which crashes librdkafka's metadata cache.)"""
+    running = Running(load_config(environ=env))
     try:
-        admin.delete_topics(topics)
+        yield running
     finally:
-        admin.close()
+        running.close()
+        admin = KafkaAdminClient(bootstrap_servers=env["EIR_KAFKA__BOOTSTRAP_SERVERS"])
+        try:
+            admin.delete_topics([topic])
+        finally:
+            admin.close()
 
 
 def check_letter(message, original: bytes, reason: str, offset: int) -> None:
@@ -94,20 +101,19 @@ def check_letter(message, original: bytes, reason: str, offset: int) -> None:
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_attaches_of_every_size_are_dead_lettered_and_the_partition_goes_on(
-        env, worker, dsn, client, filled) -> None:
+        env, dsn, client) -> None:
     env["EIR_KAFKA__CLIENT"] = client
-    bootstrap, t = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], now_ms()
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    t = now_ms()
     # Each oversized message is followed by an attach that must be decided.
     values = []
     for i, size in enumerate(ATTACH_SIZES):
         values += [filler(size), msgspec.json.encode(attach(SINGLE, OWNER, t + i))]
-    filled.append(env["EIR_KAFKA__ATTACH_TOPIC"])
-    produce_large(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], values)
-    running = worker()
-    wait_for(lambda: committed(bootstrap, env["EIR_KAFKA__GROUP_ID"],
-                               env["EIR_KAFKA__ATTACH_TOPIC"]) == len(values))
-    decided = running.worker.metrics.registry.get_sample_value(
-        "eir_events_consumed_total", {"verdict": "WHITELISTED", "rule": "owner"})
+    produce_large(bootstrap, topic, values)
+    with worker_on_filled(env, topic) as running:
+        wait_for(lambda: committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic) == len(values))
+        decided = running.worker.metrics.registry.get_sample_value(
+            "eir_events_consumed_total", {"verdict": "WHITELISTED", "rule": "owner"})
     assert decided == len(ATTACH_SIZES)
     letters = read_all(bootstrap, env["EIR_KAFKA__ATTACH_DLQ_TOPIC"])
     assert len(letters) == len(ATTACH_SIZES)
@@ -117,15 +123,14 @@ def test_attaches_of_every_size_are_dead_lettered_and_the_partition_goes_on(
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_registry_events_of_every_size_are_dead_lettered_and_the_feed_goes_on(
-        env, worker, dsn, client, filled) -> None:
+        env, dsn, client) -> None:
     env["EIR_KAFKA__CLIENT"] = client
-    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
-    running = worker()
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"]
     values = [filler(size) for size in REGISTRY_SIZES] + [msgspec.json.encode(
         registry_event("after", "blacklisted", imeis=[str(SINGLE)], reason="stolen"))]
-    filled.append(env["EIR_KAFKA__REGISTRY_TOPIC"])
-    produce_large(bootstrap, env["EIR_KAFKA__REGISTRY_TOPIC"], values)
-    wait_for(lambda: applied(running) == 1)
+    with worker_on_filled(env, topic) as running:
+        produce_large(bootstrap, topic, values)
+        wait_for(lambda: applied(running) == 1)
     letters = read_all(bootstrap, env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])
     reasons = ["not_json" if size <= MIB else "too_large" for size in REGISTRY_SIZES]
     assert len(letters) == len(REGISTRY_SIZES)
