@@ -22,7 +22,7 @@ from consumers.batchdecode import decode_poll
 from consumers.decode import DeadLetter, TimeWindow
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled, Record
-from consumers.replay import dead_letter_headers, rewind
+from consumers.replay import dead_letter, rewind
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
@@ -181,8 +181,8 @@ class AttachWorker:
             self._opened()  # their warnings go out now, not at the next sweep
 
     def _dead_letter(self, record: Record, letter: DeadLetter) -> Publication:
-        return Publication(self._config.kafka.attach_dlq_topic, record.key, record.value or b"",
-                           tuple(dead_letter_headers(record, letter)))
+        return dead_letter(self._config.kafka.attach_dlq_topic, record, letter,
+                           self._config.kafka.dead_letter_max_bytes)
 
     def _count(self, batch: AttachBatch, decisions, dead, rows, outgoing, now: int,
                started: float) -> None:

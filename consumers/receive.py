@@ -66,7 +66,12 @@ class Consumer(Protocol):
         """The partition's end (the next offset to be written) as the last fetch saw it;
         None before any. (Asked of the broker directly, tansu miscounts it.)"""
 
-    def lag(self) -> dict[Partition, int]: ...
+    def lag(self) -> dict[Partition, int]:
+        """Per assigned partition, the records after where it is read next (after a seek,
+        the offset sought: a batch being read again counts), where that is known. The end is
+        the larger of two readings: ListOffsets (fresh on Kafka, but the embedded broker
+        answers the first offset of the last batch written, plus one) and the last fetch's
+        high watermark (right on both, as fresh as that fetch)."""
 
     def close(self) -> None: ...
 
@@ -79,6 +84,11 @@ def first_offsets(records: list[tuple[str, int, int]]) -> dict[Partition, int]:
         if key not in first or offset < first[key]:
             first[key] = offset
     return first
+
+
+def _behind(listed_end: int, fetched_end: int | None, position: int) -> int:
+    """Records after `position`, by the larger of the listed and the fetched end."""
+    return max(max(listed_end, fetched_end or 0) - position, 0)
 
 
 class _KafkaPythonPolled:
@@ -134,8 +144,9 @@ class KafkaPythonConsumer:
         assigned = list(self._consumer.assignment())
         if not assigned:
             return {}
-        ends = self._consumer.end_offsets(assigned)
-        return {(tp.topic, tp.partition): max(ends.get(tp, 0) - self._consumer.position(tp), 0)
+        listed = self._consumer.end_offsets(assigned)
+        return {(tp.topic, tp.partition): _behind(listed.get(tp, 0), self._consumer.highwater(tp),
+                                                  self._consumer.position(tp))
                 for tp in assigned}
 
     def close(self) -> None:
@@ -203,16 +214,34 @@ class ConfluentConsumer:
         return high if high >= 0 else None
 
     def lag(self) -> dict[Partition, int]:
+        lag = {}
+        for partition, offset in self._next_offsets().items():
+            tp = RdPartition(*partition)
+            _, listed = self._consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)
+            lag[partition] = _behind(listed, self.highwater(partition), offset)
+        return lag
+
+    def _next_offsets(self) -> dict[Partition, int]:
+        """Where each assigned partition is read next, where that is known. librdkafka forgets
+        a partition's position at a seek (a batch to read again) and before an assignment's
+        first message: it is then read from its committed offset, or, with none, from its
+        start (auto.offset.reset = earliest), which is unknown before the first fetch."""
         assigned = self._consumer.assignment()
         if not assigned:
             return {}
-        lag = {}
-        for tp in self._consumer.position(assigned):
-            if tp.offset < 0:  # nothing fetched yet: no position to measure from
-                continue
-            _, end = self._consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)
-            lag[(tp.topic, tp.partition)] = max(end - tp.offset, 0)
-        return lag
+        positions = self._consumer.position(assigned)
+        unknown = [tp for tp in positions if tp.offset < 0]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(
+            unknown, timeout=METADATA_TIMEOUT_S)} if unknown else {}
+        found = {}
+        for tp in positions:
+            partition = (tp.topic, tp.partition)
+            start, _ = self._consumer.get_watermark_offsets(tp, cached=True)
+            offset = next((o for o in (tp.offset, committed.get(partition, -1), start)
+                           if o >= 0), None)
+            if offset is not None:
+                found[partition] = offset
+        return found
 
     def close(self) -> None:
         self._consumer.close()

@@ -23,7 +23,7 @@ from consumers.decode import DeadLetter, TimeWindow
 from consumers.registrydecode import decode_registry_event
 from consumers.publish import Publication, publish_all
 from consumers.receive import Record, first_offsets
-from consumers.replay import dead_letter_headers, rewind
+from consumers.replay import dead_letter, rewind
 from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
@@ -212,19 +212,13 @@ class RegistryFollower:
         at = Position(record.topic, record.partition, record.offset)
         received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
         if isinstance(decoded, DeadLetter):
-            event_id = f"{record.topic}:{record.partition}:{record.offset}"
-            if store(conn, event_id, False, decoded.reason, record.value or b"", at,
-                     received) is Stored.NEW:
-                return self._dead_letter(record, decoded), decoded.reason
-            return None
+            return self._refuse(conn, f"{record.topic}:{record.partition}:{record.offset}",
+                                record, decoded, at, received)
         try:
             draft.check(decoded.change)
         except Inapplicable as exc:
-            letter = DeadLetter(INAPPLICABLE, str(exc))
-            if store(conn, decoded.event_id, False, letter.reason, record.value or b"", at,
-                     received) is Stored.NEW:
-                return self._dead_letter(record, letter), letter.reason
-            return None
+            return self._refuse(conn, decoded.event_id, record,
+                                DeadLetter(INAPPLICABLE, str(exc)), at, received)
         outcome = store(conn, decoded.event_id, True, None, record.value or b"", at, received)
         if outcome is Stored.REPLAY:
             self._metrics.registry_events.labels("replayed").inc()
@@ -234,9 +228,20 @@ class RegistryFollower:
                                                   "type": type(decoded.change).__name__})
         return None
 
-    def _dead_letter(self, record: Record, letter: DeadLetter) -> Publication:
-        return Publication(self._config.kafka.registry_dlq_topic, record.key,
-                           record.value or b"", tuple(dead_letter_headers(record, letter)))
+    def _refuse(self, conn: psycopg.Connection, event_id: str, record: Record,
+                letter: DeadLetter, at: Position,
+                received: datetime) -> tuple[Publication, str] | None:
+        """Store a bad event as not applied and give its dead letter, if no worker stored it
+        before. The row keeps what the dead letter holds, cut as it is (bounded by
+        kafka.dead_letter_max_bytes): a bad event is never laid over the state again, its
+        row only says it was handled; the whole message is on its source topic, and the
+        dead letter gives its size and digest."""
+        publication = dead_letter(self._config.kafka.registry_dlq_topic, record, letter,
+                                  self._config.kafka.dead_letter_max_bytes)
+        if store(conn, event_id, False, letter.reason, publication.value, at,
+                 received) is Stored.NEW:
+            return publication, letter.reason
+        return None
 
     def _count(self, draft: OverlayDraft, dead_reasons: list[str]) -> None:
         self._metrics.registry_events.labels("applied").inc(len(draft.applied))

@@ -72,6 +72,7 @@ class KafkaConfig:
     publish_verdicts: bool
     registry_topic: str
     registry_dlq_topic: str
+    dead_letter_max_bytes: int
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,15 @@ class Stream(StrEnum):
 @dataclass(frozen=True)
 class Outgoing:
     stream: Stream
-    key: bytes  # the IMEI key, so one device's messages stay in one partition
+    key: bytes | None  # message_key, so one device's messages stay in one partition
     idempotency_key: str
     value: dict[str, object]
+
+
+def message_key(imei_key: int) -> bytes:
+    """The Kafka key of a message about one IMEI: its 14-digit key in ASCII digits, leading
+    zeros kept, as on `attach-events` (docs/messages.md)."""
+    return f"{imei_key:014d}".encode()
 
 
 def _subject(scope: Scope, imei_key: int, imsi: int) -> str:
@@ -57,7 +63,7 @@ def effects_of(batch: AttachBatch, decisions: Decisions) -> list[Outgoing]:
         imei_key, imsi, msisdn = (int(batch.imei_key[i]), int(batch.imsi[i]),
                                   int(batch.msisdn[i]))
         key = f"cutoff:{d.cutoff_now.value}:{_subject(d.cutoff_now, imei_key, imsi)}"
-        out.setdefault(key, Outgoing(Stream.COMMANDS, str(imei_key).encode(), key, {
+        out.setdefault(key, Outgoing(Stream.COMMANDS, message_key(imei_key), key, {
             "type": "cutoff_requested", "idempotency_key": key, "action": "cutoff",
             "scope": d.cutoff_now.value,
             "black_reason": d.black_reason.value if d.black_reason else None,
@@ -76,7 +82,9 @@ def verdicts_of(batch: AttachBatch, decisions: Decisions) -> list[Outgoing]:
             batch.imei_key.tolist(), batch.imsi.tolist(), batch.msisdn.tolist(),
             batch.ts_ms.tolist(), decisions.rule.tolist()):
         idempotency = f"verdict:{key}:{imsi}:{ts}"
-        out.append(Outgoing(Stream.VERDICTS, str(key).encode(), idempotency, {
+        # A malformed IMEI gave no key: its verdict has no device to keep in order with.
+        kafka_key = message_key(key) if key != NO_KEY else None
+        out.append(Outgoing(Stream.VERDICTS, kafka_key, idempotency, {
             "imei": f"{key:014d}" if key != NO_KEY else None, "imsi": str(imsi),
             "msisdn": str(msisdn), "ts": iso(ts), "verdict": verdicts[rule],
             "rule": names[rule], "reason": reasons[rule]}))

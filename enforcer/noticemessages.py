@@ -22,7 +22,7 @@ import msgspec
 
 from enforcer.clock import MS_PER_S, iso
 from enforcer.config import ConfigError, NoticesConfig
-from enforcer.effects import Stream
+from enforcer.effects import Stream, message_key
 from enforcer.imei import luhn_digit
 from enforcer.notices import Notice, Step
 from rules.policy import Policy
@@ -66,7 +66,7 @@ class Action:
 @dataclass(frozen=True)
 class OutboxMessage:
     stream: str
-    key: bytes  # the IMEI key: one device's messages stay in order in one partition
+    key: bytes  # message_key: one device's messages stay in order in one partition
     idempotency_key: str
     body: bytes
 
@@ -175,7 +175,7 @@ def _sms(notice: Notice, step: Step, settings: NoticesConfig) -> OutboxMessage:
             "kind": notice.kind, "msisdn": str(notice.msisdn), "imei": f"{notice.imei_key:014d}",
             "deadline": iso(notice.deadline_ms), "language": settings.language,
             "text": sms_text(notice, step, settings)}
-    return OutboxMessage(Stream.NOTIFICATIONS.value, str(notice.imei_key).encode(), key,
+    return OutboxMessage(Stream.NOTIFICATIONS.value, message_key(notice.imei_key), key,
                          msgspec.json.encode(body))
 
 
@@ -185,7 +185,7 @@ def _command(notice: Notice, step: Step, action: str) -> OutboxMessage:
             "scope": notice.scope.value, "imei": f"{notice.imei_key:014d}",
             "imsi": str(notice.imsi), "msisdn": str(notice.msisdn), "reason": notice.kind,
             "notice_id": notice.id}
-    return OutboxMessage(Stream.COMMANDS.value, str(notice.imei_key).encode(), key,
+    return OutboxMessage(Stream.COMMANDS.value, message_key(notice.imei_key), key,
                          msgspec.json.encode(body))
 
 

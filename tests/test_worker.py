@@ -14,6 +14,7 @@ import urllib.request
 import msgspec
 import psycopg
 import pytest
+from kafka import KafkaProducer
 
 from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer
 from consumers.publish import NotAcknowledged, Publication, publish_all
@@ -24,6 +25,7 @@ from tests.kafkatools import committed, produce, read_all, wait_for
 from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi
 
 MINUTE_MS = 60_000
+BACKLOG = 50
 # Both Kafka clients pass the same end-to-end tests.
 CLIENTS = [KAFKA_PYTHON, CONFLUENT]
 PARTITIONS = 4  # what the broker gives an auto-created topic
@@ -115,6 +117,35 @@ def test_offsets_are_committed_only_after_the_database_commit(env, worker, dsn) 
     wait_for(lambda: len(history(dsn)) == 2)
     wait_for(lambda: committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
                                env["EIR_KAFKA__ATTACH_TOPIC"]) == 2)
+
+
+def lag(running, topic: str) -> float:
+    """eir_consumer_lag over the topic's partitions, as a scrape reads it."""
+    return sum(sample.value for metric in running.worker.metrics.registry.collect()
+               if metric.name == "eir_consumer_lag" for sample in metric.samples
+               if sample.labels["topic"] == topic)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_lag_gauge_shows_a_known_backlog_until_it_is_consumed(env, worker, dsn,
+                                                                   client) -> None:
+    env |= {"EIR_KAFKA__CLIENT": client, "EIR_WORKER__RETRY_MAX_S": "1"}
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    with psycopg.connect(dsn) as conn:  # the history table goes missing: the backlog stays
+        conn.execute("ALTER TABLE slot_usage RENAME TO slot_usage_away")
+    # One batch: the embedded broker's ListOffsets answers 1 for its end, the fetch 50.
+    t = now_ms()
+    one_batch = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=MINUTE_MS)
+    for i in range(BACKLOG):
+        one_batch.send(topic, key=b"k", value=msgspec.json.encode(attach(SINGLE, OWNER, t + i)))
+    one_batch.flush()
+    one_batch.close()
+    running = worker()
+    wait_for(lambda: lag(running, topic) == BACKLOG)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ALTER TABLE slot_usage_away RENAME TO slot_usage")
+    wait_for(lambda: committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic) == BACKLOG)
+    wait_for(lambda: lag(running, topic) == 0)
 
 
 def test_two_forms_of_one_imei_land_on_one_key(env, worker, dsn) -> None:
