@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 import psycopg
@@ -120,7 +120,10 @@ class StatusQueries:
             return bucket.take(now)
 
     def answer(self, imei_text: str, msisdn_text: str | None, authorization: str | None,
-               peer: str) -> Reply:
+               peer: str, repeated: str | None = None) -> Reply:
+        """The status of `imei_text` for the requester `msisdn_text`, or why not. A query
+        that gives a parameter twice (`repeated`, its name) is refused: which value is meant
+        would depend on the reader, as with a repeated JSON key on the stream."""
         imei = parse_imei(imei_text, self._rules)
         try:
             requester = parse_msisdn(msisdn_text) if msisdn_text else None
@@ -140,6 +143,9 @@ class StatusQueries:
             return self._refuse(imei.imei_key, requester, caller, HTTPStatus.TOO_MANY_REQUESTS,
                                 "rate_limited", f"at most {self._settings.rate_per_s:g} queries"
                                 " a second", {"Retry-After": str(math.ceil(wait))})
+        if repeated is not None:
+            return self._refuse(imei.imei_key, None, caller, HTTPStatus.BAD_REQUEST,
+                                "duplicate_parameter", f"{repeated}= is given more than once")
         if imei.imei_key is None:
             return self._refuse(None, requester, caller, HTTPStatus.BAD_REQUEST, "bad_imei",
                                 f"not an IMEI ({', '.join(p.value for p in imei.problems)})")
@@ -247,9 +253,12 @@ def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readines
                            msgspec.json.encode(verdict.as_json()), JSON)
                 route = "health"
             elif match := STATUS_PATH.match(url.path):
-                msisdn = parse_qs(url.query).get("msisdn", [None])[0]
-                reply = queries.answer(match.group(1), msisdn,
-                                       self.headers.get("Authorization"), self.client_address[0])
+                pairs = parse_qsl(url.query)
+                names = [name for name, _ in pairs]
+                repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+                reply = queries.answer(match.group(1), dict(pairs).get("msisdn"),
+                                       self.headers.get("Authorization"), self.client_address[0],
+                                       repeated)
                 self._send(reply.status, msgspec.json.encode(reply.body), JSON, reply.headers)
                 route = "status"
             else:
