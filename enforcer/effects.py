@@ -18,6 +18,8 @@ from enforcer.events import NO_KEY, AttachBatch
 from rules.policy import Scope
 
 ANY_SIM = "*"
+# In a verdict's idempotency key, where a malformed IMEI has no key to give.
+MALFORMED = "malformed"
 # Every message to the network carries its idempotency key in this header too.
 IDEMPOTENCY_HEADER = "idempotency-key"
 # How long a producer flush may take before the batch (or the outbox round) is retried.
@@ -81,11 +83,12 @@ def verdicts_of(batch: AttachBatch, decisions: Decisions) -> list[Outgoing]:
     for key, imsi, msisdn, ts, rule in zip(
             batch.imei_key.tolist(), batch.imsi.tolist(), batch.msisdn.tolist(),
             batch.ts_ms.tolist(), decisions.rule.tolist()):
-        idempotency = f"verdict:{key}:{imsi}:{ts}"
         # A malformed IMEI gave no key: its verdict has no device to keep in order with.
-        kafka_key = message_key(key) if key != NO_KEY else None
+        imei = f"{key:014d}" if key != NO_KEY else None
+        idempotency = f"verdict:{imei or MALFORMED}:{imsi}:{ts}"
+        kafka_key = message_key(key) if imei else None
         out.append(Outgoing(Stream.VERDICTS, kafka_key, idempotency, {
-            "imei": f"{key:014d}" if key != NO_KEY else None, "imsi": str(imsi),
+            "imei": imei, "imsi": str(imsi),
             "msisdn": str(msisdn), "ts": iso(ts), "verdict": verdicts[rule],
             "rule": names[rule], "reason": reasons[rule]}))
     return out

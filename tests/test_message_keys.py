@@ -40,6 +40,7 @@ def test_verdicts_are_keyed_by_14_digits_and_a_malformed_imei_by_none(policy, ru
     verdicts = verdicts_of(batch, decide(batch, make_state(policy)))
     assert [v.key for v in verdicts] == [LEADING_ZERO.encode(), None]
     assert verdicts[0].value["imei"] == LEADING_ZERO
+    assert [v.idempotency_key.split(":")[1] for v in verdicts] == [LEADING_ZERO, "malformed"]
 
 
 def test_a_notices_sms_and_commands_are_keyed_by_14_digits() -> None:
