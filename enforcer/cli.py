@@ -30,7 +30,7 @@ from enforcer.logs import LOG_FORMATS, setup_logging
 from enforcer.state import (EnforcementState, SnapshotConflict, load_snapshot, next_generation,
                             save_snapshot)
 from enforcer.statusquery import Caller, ask, current_state
-from enforcer.db.notices import find
+from enforcer.db.notices import find, live_sms_kinds
 from enforcer.noticeadmin import cancel, notice_json, row_json, show
 from enforcer.noticemessages import check_templates
 from enforcer.notices import NoticeState
@@ -214,8 +214,9 @@ def cmd_notices_show(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
     # A cut notice's restore goes with its SMS, rendered here.
-    check_templates(config.notices, load_policy(config.policy.file or None), load_policy())
     with psycopg.connect(config.postgres.dsn) as conn:
+        check_templates(config.notices, load_policy(config.policy.file or None), load_policy(),
+                        live_sms_kinds(conn))
         cancelled = cancel(conn, args.id, args.reason, config, clock_from(config.clock.file))
     if cancelled is None:
         print(f"eir-enforcer notices: notice {args.id} is not live (or not there)",

@@ -86,18 +86,21 @@ def notice_kinds(policy: Policy) -> dict[str, bool]:
     return kinds
 
 
-def check_templates(settings: NoticesConfig, policy: Policy, shipped: Policy) -> None:
+def check_templates(settings: NoticesConfig, policy: Policy, shipped: Policy,
+                    live: frozenset[str] = frozenset()) -> None:
     """Refuse, naming the key, what a text could not be rendered from: a kind neither
     `policy` nor the `shipped` one (rules/default.toml) opens, a step or language that
     does not exist, a placeholder not in PLACEHOLDERS (or with a conversion or format),
-    and a step missing in `notices.language` for a kind the policy sends SMS for.
+    and a step missing in `notices.language` for a kind the policy sends SMS for, or of
+    which `live` notices that send SMS are still stored (a kind an operator took out of the
+    policy: their last steps still go out, and a missing text would stop the sweep on them).
 
     Raises ConfigError."""
     if settings.language not in LANGUAGES:
         raise ConfigError(f"configuration key 'notices.language': '{settings.language}' is "
                           f"not one of {', '.join(LANGUAGES)}")
     kinds = notice_kinds(policy)
-    known = kinds.keys() | notice_kinds(shipped).keys()
+    known = kinds.keys() | notice_kinds(shipped).keys() | live
     for kind, steps in settings.templates.items():
         where = f"{TEMPLATES_KEY}.{kind}"
         if kind not in known:
@@ -108,11 +111,13 @@ def check_templates(settings: NoticesConfig, policy: Policy, shipped: Policy) ->
             for language, text in texts.items():
                 _known(language, tuple(LANGUAGES), "language", f"{where}.{step}")
                 _check_placeholders(text, f"{where}.{step}.{language}")
-    for kind, sms in kinds.items():
-        for step in STEPS if sms else ():
+    needed = {kind: "the policy sends SMS" for kind, sms in kinds.items() if sms}
+    needed |= {kind: "live notices that send SMS are" for kind in live - needed.keys()}
+    for kind, why in needed.items():
+        for step in STEPS:
             if settings.language not in settings.templates.get(kind, {}).get(step, {}):
                 raise ConfigError(f"configuration key '{TEMPLATES_KEY}.{kind}.{step}."
-                                  f"{settings.language}' is missing: the policy sends SMS "
+                                  f"{settings.language}' is missing: {why} "
                                   f"for notices of kind '{kind}'")
 
 

@@ -23,6 +23,7 @@ from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
 from enforcer.httpapi import HttpServer, serve_http
 from enforcer.jobs import worker_jobs
+from enforcer.db.notices import live_sms_kinds
 from enforcer.noticemessages import check_templates
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
@@ -86,7 +87,8 @@ class Worker:
 def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     require_migrated(config.postgres.dsn)
     policy = load_policy(config.policy.file or None)
-    check_templates(config.notices, policy, load_policy())
+    with psycopg.connect(config.postgres.dsn) as conn:
+        check_templates(config.notices, policy, load_policy(), live_sms_kinds(conn))
     began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     metrics = WorkerMetrics()

@@ -12,20 +12,27 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
+from enforcer.db.notices import see
+from enforcer.decide import decide
+from enforcer.events import AttachBatch, AttachEvent
 from enforcer.config import ConfigError, NoticesConfig, load_config
 from enforcer.imei import CheckDigit, ImeiRules, parse_imei
 from enforcer.noticemessages import (LANGUAGES, check_templates, full_imei, sms_text,
                                      step_messages)
 from enforcer.notices import Notice, NoticeState, Step
+from enforcer.opening import notice_sightings
+from enforcer.subscriber import parse_imsi
 from rules.policy import DEFAULT_POLICY, Policy, Scope, load_policy
 from tests.kafkatools import produce, wait_for
 from tests.test_cli import run
-from tests.test_decide import BUYER, SINGLE, STRANGER, UNOWNED, UNREGISTERED
+from tests.test_decide import (BUYER, SINGLE, STRANGER, UNOWNED, UNREGISTERED, home_imsi,
+                               make_state)
 from tests.test_notice_lifecycle import T0, sent
 from tests.test_worker import attach
 
@@ -225,6 +232,34 @@ def test_a_kind_the_policy_sends_sms_for_needs_every_step_in_the_language(
     with pytest.raises(ConfigError, match="'notices.templates.court_hold.warning.en' is "
                                           "missing"):
         check_templates(english, policy_with(tmp_path, "court_hold"), load_policy())
+
+
+def test_live_notices_of_a_kind_the_policy_dropped_still_need_their_texts(
+        settings: NoticesConfig) -> None:
+    """Their last steps (the cutoff, or the resolved SMS when the sweep closes them under the
+    new policy) still go out: a missing text would stop the sweep on them, round after
+    round."""
+    with pytest.raises(ConfigError, match="'notices.templates.court_hold.warning.fa' is "
+                                          "missing: live notices that send SMS are"):
+        check_templates(settings, load_policy(), load_policy(), frozenset({"court_hold"}))
+    check_templates(settings, load_policy(), load_policy(), frozenset({"misuse"}))
+
+
+def test_a_worker_stops_at_start_while_notices_of_a_kind_without_texts_are_live(
+        tmp_path: Path, dsn, rules: ImeiRules) -> None:
+    """An operator's own kind, taken out of the policy with its texts while some of its
+    notices are live: the worker says which text it lacks instead of starting."""
+    own = policy_with(tmp_path, "court_hold")
+    batch = AttachBatch.from_events([AttachEvent(parse_imei(full_imei(UNREGISTERED), rules),
+                                                 parse_imsi(home_imsi(STRANGER)), STRANGER, T0)])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert see(conn, notice_sightings(batch, decide(batch, make_state(own))),
+                   own.rules) == {"court_hold": 1}
+    result = run("run", check=False, env={**os.environ, "EIR_POSTGRES__DSN": dsn})
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert ("configuration key 'notices.templates.court_hold.warning.fa' is missing: live "
+            "notices that send SMS are for notices of kind 'court_hold'") in line
 
 
 def test_a_worker_with_a_bad_template_stops_at_start_naming_it(tmp_path: Path, dsn) -> None:

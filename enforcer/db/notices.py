@@ -296,6 +296,13 @@ def lock(conn: psycopg.Connection, notice_id: int) -> Notice | None:
     return None if row is None else _notice(row)
 
 
+def live_sms_kinds(conn: psycopg.Connection) -> frozenset[str]:
+    """The kinds of the live notices that send SMS."""
+    return frozenset(kind for kind, in conn.execute(
+        f"SELECT DISTINCT kind FROM notices WHERE state IN {LIVE_STATES} AND sms"  # noqa: S608
+    ).fetchall())
+
+
 def live_counts(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
     """(kind, state, count) of live notices."""
     return conn.execute(f"SELECT kind, state, count(*) FROM notices"  # noqa: S608
