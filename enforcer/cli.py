@@ -302,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="a white list, black list or devices file (CSV, gzip accepted)",
         description="Stream FILE, compare it with the current snapshot (added, removed, "
         "changed), and swap in the next generation; refused, with the reason and exit code "
-        f"{EXIT_REFUSED}, when too many rows are bad, the list shrinks too much or its share "
-        "of IMEIs starting with 0 falls (lists.max_bad_share, lists.max_shrink_share, "
+        f"{EXIT_REFUSED}, when too many rows are bad, the list shrinks too much or its IMEIs "
+        "starting with 0 fall in number (lists.max_bad_share, lists.max_shrink_share, "
         "lists.max_leading_zero_fall).")
     p.add_argument("file", type=existing_file)
     p.add_argument("--kind", required=True, choices=[k.value for k in Kind],

@@ -6,8 +6,10 @@ spreadsheet). Each check gives the reason for a refusal, or None. Pure: counts i
 
 DIRBS-Core refuses an operator's file that holds more IMEIs starting with 1 than with 0;
 a national list has no such fixed proportion (TACs of reporting bodies 35 and 86 are most
-of it), so the share is compared with the current generation's instead, as DIRBS compares
-a delivery's counts with the history.
+of it), so the delivery is compared with the current generation instead, as DIRBS compares
+a delivery's counts with the history. What is compared is the number of IMEIs that start
+with 0, not their share: stripping takes IMEIs out of that set, while a list that grows
+with other TACs (a black-listing sweep of 30,000 phones of TAC 35…) leaves it as it was.
 """
 
 from __future__ import annotations
@@ -21,14 +23,11 @@ from enforcer.listfile import LoadReport
 ZERO_TAC_BELOW = 10 ** (KEY_DIGITS - 1)  # IMEI keys below this start with 0 (e.g. TAC 01…)
 
 
-def leading_zero_share(keys: np.ndarray | BitMap64) -> float:
-    """The share (0 to 1) of IMEI keys (uint64 array or bitmap) that start with 0; 0 when
-    there are none."""
-    if not len(keys):
-        return 0.0
+def leading_zero_count(keys: np.ndarray | BitMap64) -> int:
+    """How many of the IMEI keys (uint64 array or bitmap) start with 0."""
     if isinstance(keys, BitMap64):
-        return keys.rank(ZERO_TAC_BELOW - 1) / len(keys)
-    return int(np.count_nonzero(keys < ZERO_TAC_BELOW)) / len(keys)
+        return keys.rank(ZERO_TAC_BELOW - 1) if len(keys) else 0
+    return int(np.count_nonzero(keys < ZERO_TAC_BELOW))
 
 
 def file_refusal(file: LoadReport, max_bad_share: float) -> str | None:
@@ -56,11 +55,10 @@ def shrink_refusal(kind: str, before: int, after: int, max_shrink_share: float) 
     return None
 
 
-def leading_zero_refusal(kind: str, before: float, after: float, max_fall: float) -> str | None:
-    """A list of `kind` whose share of IMEIs starting with 0 would fall from `before` to
-    `after` (shares, 0 to 1) by more than `max_fall` of itself (0 to 1)."""
+def leading_zero_refusal(kind: str, before: int, after: int, max_fall: float) -> str | None:
+    """A list of `kind` whose IMEIs starting with 0 would fall from `before` to `after` (how
+    many) by more than `max_fall` (0 to 1) of them."""
     if not before or (before - after) / before <= max_fall:
         return None
-    return (f"the share of {kind} IMEIs that start with 0 would fall from {before:.2%} to "
-            f"{after:.2%}, by more than the {max_fall:.0%} allowed: leading zeros stripped "
-            "by a spreadsheet?")
+    return (f"the {kind} IMEIs that start with 0 would fall from {before:,} to {after:,}, by "
+            f"more than the {max_fall:.0%} allowed: leading zeros stripped by a spreadsheet?")

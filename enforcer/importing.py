@@ -4,7 +4,7 @@ the next generation out, or a refusal that says why.
 The file is streamed in bounded memory into roaring bitmaps (or device columns), compared
 with the current generation (added, removed, changed), and checked the way DIRBS checks a
 delivery (`enforcer.delivery`): too many bad rows (leading zeros stripped among them), a
-list that shrinks too much, or whose share of IMEIs starting with 0 falls sharply, and
+list that shrinks too much, or whose IMEIs starting with 0 fall sharply in number, and
 nothing is swapped. What the file does not cover is carried over: a new white list keeps
 every device whose IMEIs are all still registered (the registry is rebuilt against it), a
 new black list keeps the white list and the registry, new devices keep both lists.
@@ -21,7 +21,7 @@ from pyroaring import BitMap64
 
 from enforcer.build import imei_rules
 from enforcer.config import Config
-from enforcer.delivery import (file_refusal, leading_zero_refusal, leading_zero_share,
+from enforcer.delivery import (file_refusal, leading_zero_refusal, leading_zero_count,
                                shrink_refusal)
 from enforcer.listfile import ListFileReader, LoadReport
 from enforcer.lists import BlackReason, Lists, keys_of
@@ -45,10 +45,10 @@ class ImportReport:
     added: int = 0
     removed: int = 0
     changed: int = 0  # black: another reason; owners: another owner
-    # The share (0 to 1) of the IMEIs of this kind that start with 0: white or black
-    # listed, or (owners) of the devices, every slot.
-    leading_zero_before: float = 0.0
-    leading_zero_after: float = 0.0
+    # How many IMEIs of this kind start with 0: white or black listed, or (owners) of the
+    # devices, every slot.
+    leading_zero_before: int = 0
+    leading_zero_after: int = 0
     registry: RegistryBuild | None = None
     refused: str | None = None
     generation: int | None = None  # the new one, when swapped
@@ -76,8 +76,8 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
         report = ImportReport(kind, loaded, before=len(old.white), after=len(white),
                               added=white.difference_cardinality(old.white),
                               removed=old.white.difference_cardinality(white),
-                              leading_zero_before=leading_zero_share(old.white),
-                              leading_zero_after=leading_zero_share(white))
+                              leading_zero_before=leading_zero_count(old.white),
+                              leading_zero_after=leading_zero_count(white))
         lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
         devices = state.registry.device_columns(old.white_index)
     elif kind is Kind.BLACK:
@@ -121,8 +121,8 @@ def _black_diff(old: Lists, black: dict[BlackReason, BitMap64],
     changed = int((old.black_reasons(both) != new_reason).sum())
     return ImportReport(Kind.BLACK, loaded, before=len(old_keys), after=len(new_keys),
                         added=len(new_keys) - len(both), removed=len(old_keys) - len(both),
-                        changed=changed, leading_zero_before=leading_zero_share(old_keys),
-                        leading_zero_after=leading_zero_share(new_keys))
+                        changed=changed, leading_zero_before=leading_zero_count(old_keys),
+                        leading_zero_after=leading_zero_count(new_keys))
 
 
 def _owner_diff(old: DeviceColumns, new: DeviceColumns, loaded: LoadReport) -> ImportReport:
@@ -139,6 +139,6 @@ def _owner_diff(old: DeviceColumns, new: DeviceColumns, loaded: LoadReport) -> I
     changed = int((old_owner[at_old] != new_owner[at_new]).sum())
     return ImportReport(Kind.OWNERS, loaded, before=len(old_keys), after=len(new_keys),
                         added=len(new_keys) - len(both), removed=len(old_keys) - len(both),
-                        changed=changed, leading_zero_before=leading_zero_share(old.imei_key),
-                        leading_zero_after=leading_zero_share(new.imei_key))
+                        changed=changed, leading_zero_before=leading_zero_count(old.imei_key),
+                        leading_zero_after=leading_zero_count(new.imei_key))
 

@@ -7,25 +7,36 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
-from enforcer.delivery import (ZERO_TAC_BELOW, file_refusal, leading_zero_refusal,
-                               leading_zero_share)
+from enforcer.delivery import (ZERO_TAC_BELOW, file_refusal, leading_zero_count,
+                               leading_zero_refusal)
 from enforcer.listfile import LoadReport
 
 
 @given(st.sets(st.integers(0, 10**14 - 1), max_size=50) | st.sets(
     st.integers(ZERO_TAC_BELOW - 5, ZERO_TAC_BELOW + 5), max_size=11))
-def test_the_share_of_a_bitmap_is_that_of_its_keys(keys: set[int]) -> None:
-    expected = sum(k < ZERO_TAC_BELOW for k in keys) / len(keys) if keys else 0.0
-    assert leading_zero_share(BitMap64(keys)) == expected
-    assert leading_zero_share(np.array(sorted(keys), np.uint64)) == expected
+def test_the_count_of_a_bitmap_is_that_of_its_keys(keys: set[int]) -> None:
+    expected = sum(k < ZERO_TAC_BELOW for k in keys)
+    assert leading_zero_count(BitMap64(keys)) == expected
+    assert leading_zero_count(np.array(sorted(keys), np.uint64)) == expected
 
 
-def test_a_share_may_fall_by_as_much_as_allowed_not_more() -> None:
-    assert leading_zero_refusal("white", 0.3, 0.15, 0.5) is None
-    assert leading_zero_refusal("white", 0.3, 0.1499, 0.5).startswith(
-        "the share of white IMEIs that start with 0 would fall from 30.00% to 14.99%")
-    assert leading_zero_refusal("white", 0.0, 0.0, 0.5) is None  # none before: nothing to lose
-    assert leading_zero_refusal("black", 0.1, 0.9, 0.5) is None
+def test_the_imeis_starting_with_0_may_fall_by_as_many_as_allowed_not_more() -> None:
+    assert leading_zero_refusal("white", 3000, 1500, 0.5) is None
+    assert leading_zero_refusal("white", 3000, 1499, 0.5) == (
+        "the white IMEIs that start with 0 would fall from 3,000 to 1,499, by more than the 50%"
+        " allowed: leading zeros stripped by a spreadsheet?")
+    assert leading_zero_refusal("white", 0, 0, 0.5) is None  # none before: nothing to lose
+    assert leading_zero_refusal("black", 10, 90, 0.5) is None
+
+
+def test_a_list_that_grows_with_other_tacs_keeps_its_imeis_starting_with_0() -> None:
+    """20 of 1,000 black-listed IMEIs start with 0; a sweep black-lists 30,000 phones of TAC
+    35…: their share falls from 2 % to 0.07 %, their number stays 20."""
+    before = np.array([*range(20), *(ZERO_TAC_BELOW * 3 + i for i in range(980))], np.uint64)
+    swept = np.arange(30_000, dtype=np.uint64) + ZERO_TAC_BELOW * 3 + 10**6
+    after = np.concatenate([before, swept])
+    assert leading_zero_refusal("black", leading_zero_count(before), leading_zero_count(after),
+                                0.5) is None
 
 
 def test_a_file_of_bad_rows_says_how_many_lost_their_leading_zero() -> None:

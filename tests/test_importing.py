@@ -138,7 +138,7 @@ def test_a_white_list_whose_imeis_lost_their_leading_zero_is_refused(
     assert (decided["generation"], decided["rule"]) == (2, "no_cartable")
 
 
-def test_a_list_whose_share_of_imeis_starting_with_0_falls_is_refused(
+def test_a_list_whose_imeis_starting_with_0_fall_in_number_is_refused(
         state_dir: Path, tmp_path: Path) -> None:
     white_with_zero_tac(state_dir, tmp_path)
     # The same IMEIs as IMEISVs, through a spreadsheet: TAC 01332700's are 15 digits now,
@@ -151,8 +151,8 @@ def test_a_list_whose_share_of_imeis_starting_with_0_falls_is_refused(
     report = json.loads(done.stdout)
     assert (report["file"]["bad"], report["before"], report["after"]) == (0, 307, 307)
     assert report["refused"] == (
-        "the share of white IMEIs that start with 0 would fall from 97.72% to 0.00%, by more "
-        "than the 50% allowed: leading zeros stripped by a spreadsheet?")
+        "the white IMEIs that start with 0 would fall from 300 to 0, by more than the 50% "
+        "allowed: leading zeros stripped by a spreadsheet?")
     assert check(state_dir, ZERO_TAC_KEY, BUYER)["generation"] == 2
     allowed = import_(state_dir, "white", path, EIR_LISTS__MAX_LEADING_ZERO_FALL="1")
     assert allowed.returncode == 0, allowed.stderr
@@ -170,6 +170,25 @@ def test_a_black_list_whose_imeis_lost_their_leading_zero_is_refused(
     assert report["refused"].startswith("2 of 8 rows are bad (25.00%, 2 of them with a leading")
     assert [b["reason"] for b in report["file"]["bad_rows"]] == ["leading_zero_stripped"] * 2
     assert check(state_dir, SINGLE, OWNER)["generation"] == 1
+
+
+def test_a_black_list_that_grows_with_other_tacs_is_not_taken_for_stripped_zeros(
+        state_dir: Path, tmp_path: Path) -> None:
+    """A sweep black-lists 3,000 phones of TAC 35…: the share of black-listed IMEIs starting
+    with 0 falls from 20 in 22 to 20 in 3,022, their number does not."""
+    zero_tac = [f"{full_imei(ZERO_TAC_KEY + i)},stolen" for i in range(20)]
+    first = tmp_path / "black-1.csv"
+    first.write_text("".join(f"{row}\n" for row in [f"{full_imei(STOLEN)},stolen",
+                                                    f"{full_imei(CLONED)},cloned", *zero_tac]))
+    assert import_(state_dir, "black", first).returncode == 0
+    swept = [f"{full_imei(35888888000000 + i)},fraud" for i in range(3000)]
+    second = tmp_path / "black-2.csv"
+    second.write_text(first.read_text() + "".join(f"{row}\n" for row in swept))
+    done = import_(state_dir, "black", second)
+    assert done.returncode == 0, done.stdout
+    report = json.loads(done.stdout)
+    assert (report["leading_zero_before"], report["leading_zero_after"]) == (20, 20)
+    assert (report["added"], report["refused"]) == (3000, None)
 
 
 def test_an_owners_file_whose_imeis_lost_their_leading_zero_is_refused(
