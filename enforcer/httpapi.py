@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 import psycopg
@@ -28,6 +28,7 @@ from enforcer.health import Check, Readiness
 from enforcer.imei import ImeiRules, parse_imei
 from enforcer.logs import describe
 from enforcer.state import StateHolder
+from enforcer.querystring import query_values
 from enforcer.statusquery import Caller, ask, refuse
 from enforcer.subscriber import IdentityError, parse_msisdn
 from metrics.worker import WorkerMetrics
@@ -253,10 +254,8 @@ def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readines
                            msgspec.json.encode(verdict.as_json()), JSON)
                 route = "health"
             elif match := STATUS_PATH.match(url.path):
-                pairs = parse_qsl(url.query)
-                names = [name for name, _ in pairs]
-                repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
-                reply = queries.answer(match.group(1), dict(pairs).get("msisdn"),
+                values, repeated = query_values(url.query)
+                reply = queries.answer(match.group(1), values.get("msisdn"),
                                        self.headers.get("Authorization"), self.client_address[0],
                                        repeated)
                 self._send(reply.status, msgspec.json.encode(reply.body), JSON, reply.headers)

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from enforcer.eicserver import query_values
+from enforcer.querystring import query_values
 from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
 from enforcer.services import free_port
 from enforcer.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
@@ -232,6 +232,7 @@ def test_a_batch_answers_each_check_as_alone(state, rules) -> None:
 @given(st.text(alphabet="pei=&imsu-0123456789%2B+ é;", max_size=60))
 @example("pei=1&supi=2&pei=3")
 @example("pei=1&p%65i=3")
+@example("pei=&pei=1")
 def test_a_query_is_read_as_parse_qsl_reads_it(query: str) -> None:
     pairs = parse_qsl(query, keep_blank_values=True)
     names = [name for name, _ in pairs]

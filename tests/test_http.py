@@ -115,10 +115,13 @@ def test_calls_without_a_valid_token_or_arguments_are_refused_and_recorded(env, 
     # Which requester is meant would depend on the reader: refused, naming the parameter.
     code, body, _ = get(port, status_path(SINGLE, BUYER) + f"&msisdn={STRANGER}")
     assert (code, body["error"]) == (400, "duplicate_parameter") and "msisdn=" in body["detail"]
+    code, body, _ = get(port, f"/v1/imei/{SINGLE:014d}/status?msisdn=&msisdn={BUYER}")
+    assert (code, body["error"]) == (400, "duplicate_parameter")
     assert get(port, "/v1/nothing")[0] == 404
     assert [(r[0], r[1], r[5], r[6]) for r in audit(env["EIR_POSTGRES__DSN"])] == [
         (SINGLE, BUYER, None, "unauthorized"), (SINGLE, BUYER, None, "unauthorized"),
         (None, BUYER, "ussd", "bad_imei"), (SINGLE, None, "ussd", "bad_msisdn"),
+        (SINGLE, None, "ussd", "duplicate_parameter"),
         (SINGLE, None, "ussd", "duplicate_parameter")]
 
 
