@@ -30,7 +30,7 @@ from enforcer.logs import LOG_FORMATS, setup_logging
 from enforcer.state import (EnforcementState, SnapshotConflict, load_snapshot, next_generation,
                             save_snapshot)
 from enforcer.statusquery import Caller, ask, current_state
-from enforcer.db.notices import find, live_sms_kinds
+from enforcer.db.notices import find, kind_stored, live_sms_kinds
 from enforcer.noticeadmin import cancel, notice_json, row_json, show
 from enforcer.noticemessages import check_templates
 from enforcer.notices import NoticeState
@@ -191,11 +191,12 @@ def cmd_clones_list(args: argparse.Namespace, config: Config) -> int:
 def cmd_notices_list(args: argparse.Namespace, config: Config) -> int:
     kinds = sorted({rule.notice_kind for rule in load_policy(config.policy.file or None).rules
                     if rule.notice_kind})
-    if args.kind is not None and args.kind not in kinds:
-        print(f"eir-enforcer notices list: argument --kind: {args.kind!r} is no notice kind of "
-              f"the policy ({', '.join(kinds)})", file=sys.stderr)
-        return EXIT_USAGE
     with psycopg.connect(config.postgres.dsn) as conn:
+        # A kind the policy no longer opens may still have notices, live ones among them.
+        if args.kind is not None and args.kind not in kinds and not kind_stored(conn, args.kind):
+            print(f"eir-enforcer notices list: argument --kind: {args.kind!r} is no notice kind "
+                  f"of the policy ({', '.join(kinds)}) nor of a stored notice", file=sys.stderr)
+            return EXIT_USAGE
         for row in find(conn, state=args.state, kind=args.kind, imei_key=args.imei,
                         msisdn=args.msisdn, due_before_ms=args.due_before, limit=args.limit):
             _print(row_json(row, args.reveal))

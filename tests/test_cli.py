@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from enforcer.demoview import MAX_COLUMNS
@@ -216,6 +217,23 @@ def test_the_edges_of_the_times_taken_reach_the_database(dsn, time: str) -> None
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
+def test_notices_are_listed_by_a_kind_of_the_policy_or_of_a_stored_notice(dsn) -> None:
+    """A kind the policy no longer opens may still have live notices the NOC looks for."""
+    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO notices (kind, scope, imei_key, subject_imsi, imsi, msisdn,"
+                     " rule, state, opened_at, deadline, last_seen, reminder_days, sms)"
+                     " VALUES ('court_hold', 'imei', 35209900176148, 0, 432111234567890,"
+                     " 989121234567, 'court', 'open', now(), now(), now(), '{}', false)")
+    listed = run("notices", "list", "--kind", "court_hold", env=env)
+    assert [json.loads(line)["kind"] for line in listed.stdout.splitlines()] == ["court_hold"]
+    assert run("notices", "list", "--kind", "unregistered", env=env).stdout == ""
+    refused = run("notices", "list", "--kind", "parking_ticket", check=False, env=env)
+    assert refused.returncode == 2 and refused.stdout == ""
+    (line,) = refused.stderr.splitlines()
+    assert "--kind: 'parking_ticket' is no notice kind of the policy" in line
+
+
 # Every option that takes a value from the user, given one it cannot take: (arguments,
 # what the one line must name). Nothing here needs a broker or a database.
 BAD_INPUT = [
@@ -256,7 +274,6 @@ BAD_INPUT = [
     (["clones", "list", "--limit", "0"], "--limit"),
     (["clones", "list", "--limit", "ten"], "--limit"),
     (["notices", "list", "--state", "asleep"], "--state"),
-    (["notices", "list", "--kind", "parking_ticket"], "--kind"),
     (["notices", "list", "--imei", "abc"], "--imei"),
     (["notices", "list", "--msisdn", "0912"], "--msisdn"),
     (["notices", "list", "--due-before", "tomorrow"], "--due-before"),

@@ -296,6 +296,12 @@ def lock(conn: psycopg.Connection, notice_id: int) -> Notice | None:
     return None if row is None else _notice(row)
 
 
+def kind_stored(conn: psycopg.Connection, kind: str) -> bool:
+    """Whether any notice of `kind` is stored."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM notices WHERE kind = %s)",
+                        (kind,)).fetchone()[0]
+
+
 def live_sms_kinds(conn: psycopg.Connection) -> frozenset[str]:
     """The kinds of the live notices that send SMS."""
     return frozenset(kind for kind, in conn.execute(
