@@ -63,8 +63,6 @@ DEMO_COUNT_S = 1.0
 # The day from which the registry transfers some cut pairs to their users (restores).
 TRANSFER_DAY = 33
 TRANSFERS = 100
-# Cut notices looked through for the pairs among them to transfer.
-CUT_LOOKED_AT = 1_000
 
 
 def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
@@ -142,8 +140,8 @@ def _figures(metrics: WorkerMetrics, sent: int, elapsed_s: float, day: float) ->
 def _transfer_cut_pairs(config: Config, clock: Clock) -> int:
     """The registry's answer to some cutoffs: the device transferred to the SIM using it."""
     with psycopg.connect(config.postgres.dsn) as conn:
-        cut = [row.notice for row in find(conn, state=NoticeState.CUT, limit=CUT_LOOKED_AT)
-               if row.notice.scope is Scope.PAIR][:TRANSFERS]
+        cut = [row.notice for row in find(conn, state=NoticeState.CUT, scope=Scope.PAIR,
+                                           limit=TRANSFERS)]
     producer = KafkaProducer(**security(config.kafka))
     for notice in cut:
         imei = f"{notice.imei_key:014d}"

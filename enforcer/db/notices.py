@@ -261,19 +261,21 @@ class NoticeRow:
 
 
 def find(conn: psycopg.Connection, *, notice_id: int | None = None, state: str | None = None,
-         kind: str | None = None, imei_key: int | None = None, msisdn: int | None = None,
-         due_before_ms: int | None = None, limit: int = 100) -> list[NoticeRow]:
+         kind: str | None = None, scope: str | None = None, imei_key: int | None = None,
+         msisdn: int | None = None, due_before_ms: int | None = None,
+         limit: int = 100) -> list[NoticeRow]:
     rows = conn.execute(
         f"SELECT {COLUMNS}, next_due, closed_reason, superseded_by FROM notices"  # noqa: S608
         " WHERE (%(id)s::bigint IS NULL OR id = %(id)s)"
         " AND (%(state)s::text IS NULL OR state = %(state)s)"
         " AND (%(kind)s::text IS NULL OR kind = %(kind)s)"
+        " AND (%(scope)s::text IS NULL OR scope = %(scope)s)"
         " AND (%(imei)s::bigint IS NULL OR imei_key = %(imei)s)"
         " AND (%(msisdn)s::bigint IS NULL OR msisdn = %(msisdn)s)"
         " AND (%(due)s::timestamptz IS NULL OR next_due <= %(due)s)"
         " ORDER BY id LIMIT %(limit)s",
-        {"id": notice_id, "state": state, "kind": kind, "imei": imei_key, "msisdn": msisdn,
-         "due": _at(due_before_ms), "limit": limit}).fetchall()
+        {"id": notice_id, "state": state, "kind": kind, "scope": scope, "imei": imei_key,
+         "msisdn": msisdn, "due": _at(due_before_ms), "limit": limit}).fetchall()
     return [NoticeRow(_notice(r[:-3]), _ms(r[-3]), r[-2], r[-1]) for r in rows]
 
 
