@@ -100,7 +100,10 @@ def successors(taking_over: list[tuple[Notice, int]], rules: tuple[Rule, ...],
     rule that decides its subject now) in. Each is anchored now (its rule's deadline counted
     from the moment it takes over, as a flag's notices are from the flag) and last seen when
     its predecessor's subject was, so that one unseen since lapses rather than being cut.
-    Several notices going to one subject (pairs to an IMEI) open one."""
+    Several notices going to one subject (pairs to an IMEI) open one. An IMEI's notice taken
+    over by a pair rule goes to its first SIM (where its SMS went, and whom the rule decided),
+    last seen when the IMEI was: a later SIM on the IMEI gets its own notice at its next
+    attach."""
     first: dict[Subject, tuple[int, Notice]] = {}
     last_seen: dict[Subject, int] = {}
     for notice, index in taking_over:
