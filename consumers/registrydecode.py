@@ -26,7 +26,7 @@ import msgspec
 from consumers.decode import (JSON_ERRORS, DeadLetter, Reason, TimeWindow, duplicate_key,
                               timestamp_ms)
 from enforcer.clock import TimeError
-from enforcer.imei import ImeiRules, parse_imei
+from enforcer.imei import WHY, ImeiRules, parse_imei
 from enforcer.lists import BlackReason
 from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Device,
                                 DeviceDeregistered, DeviceRegistered, ImeiReplaced,
@@ -218,9 +218,12 @@ def _imeis(values: list[Number], rules: ImeiRules) -> tuple[int, ...]:
 
 def _imei(value: Number, rules: ImeiRules) -> int:
     # A malformed but 14-digit IMEI still has a key: the registry may black-list a clone.
+    # A number of 14 digits has none: it may be an IMEI that lost its leading zero.
     parsed = parse_imei(value, rules)
     if parsed.key is None:
-        raise _Refused(Reason.BAD_IMEI, f"{value!r}: {parsed.problems[0].value}")
+        problem = parsed.problems[0]
+        why = f" ({WHY[problem]})" if problem in WHY else ""
+        raise _Refused(Reason.BAD_IMEI, f"{value!r}: {problem.value}{why}")
     return int(parsed.key)
 
 

@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 MS_PER_S = 1000
+MS_PER_MINUTE = 60_000
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 NS_PER_MS = 1_000_000
-S_PER_MINUTE, S_PER_HOUR, S_PER_DAY = 60, 3600, 86_400
-MINUTES_PER_HOUR, MINUTES_PER_DAY = 60, 1440
-# The proleptic Gregorian calendar repeats every 400 years, of 146,097 days; 1970-01-01 is
-# day 719,468 counted from 0000-03-01.
-DAYS_PER_ERA, UNIX_EPOCH_DAY = 146_097, 719_468
 MS_DIGITS = 3
 # A signed 64-bit count of milliseconds has at most 19 digits; more is no time.
 EPOCH_MS_MAX_DIGITS = 19
-LEAP_SECOND = 60
+# A leap second's digits, and those read in its place (datetime has no second 60).
+LEAP_SECOND, LAST_SECOND = "60", "59"
+# RFC 3339 time-numoffset: ±hh:mm, hours 00-23, minutes 00-59.
+OFFSET_HOUR_MAX, OFFSET_MINUTE_MAX = 23, 59
 # RFC 3339 §5.6 date-time, with "T" and "Z" in either case (its NOTE), a space for the "T"
 # (the same NOTE's readability form), and the offset optional (read as UTC). [0-9], not
-# \d: other scripts' digits are no part of the grammar.
+# \d: other scripts' digits are no part of the grammar. The groups: the fraction's digits,
+# the offset's sign, hours and minutes.
 RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]+))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))?\Z")
+# Where the date and the time end, and the seconds' digits, in a text RFC3339 matches.
+WALL_END, SECOND_AT = 19, slice(17, 19)
 EXAMPLE = "2026-11-23T10:00:00Z"
+# A date-time's wall time, naive, less this one: its milliseconds since the epoch, as if
+# the wall time were UTC.
+UNIX_EPOCH = datetime(1970, 1, 1)
+ONE_MS = timedelta(milliseconds=1)
 
 
 class Clock(Protocol):
@@ -48,10 +54,11 @@ def parse_time_ms(text: str) -> int:
 
     Read: an RFC 3339 date-time (§5.6: `2026-11-23T10:00:00.25+03:30`; `T` and `Z` in either
     case, a fraction of any length, `Z` or a `±hh:mm` offset, `-00:00` as UTC per §4.3), also
-    with a space for the `T` (§5.6 NOTE) or with no offset (read as UTC); or epoch
-    milliseconds as ASCII digits. A leap second (`23:59:60` in UTC, §5.7) is read as the last
-    millisecond of its day: epoch milliseconds have no leap seconds, and the event stays on
-    the day it happened. Raises TimeError for anything else (a date alone, ISO 8601's basic
+    with a space for the `T` (§5.6 NOTE) or with no offset (read as UTC), in years 0001-9999
+    (Python's calendar; the grammar's year 0000 is refused); or epoch milliseconds as ASCII
+    digits. A leap second (`23:59:60` in UTC, §5.7) is read as the last millisecond of its
+    day: epoch milliseconds have no leap seconds, and the event stays on the day it happened.
+    Raises TimeError, naming what is wrong, for anything else (a date alone, ISO 8601's basic
     or week forms, an offset without minutes, a day the month does not have)."""
     if text.isdigit() and text.isascii():
         if len(text) > EPOCH_MS_MAX_DIGITS:
@@ -62,54 +69,40 @@ def parse_time_ms(text: str) -> int:
     if found is None:
         raise TimeError(f"{text[:40]!r} is neither an RFC 3339 date-time (e.g. {EXAMPLE}) "
                         "nor epoch milliseconds")
-    year, month, day, hour, minute, second = (int(found[i]) for i in range(1, 7))
-    fraction, sign = found[7], found[8]
-    offset_s = 0
+    fraction, sign, offset_hour, offset_minute = found.groups()
+    wall_text = text[:WALL_END]
+    leap = text[SECOND_AT] == LEAP_SECOND
+    if leap:
+        wall_text = wall_text[:SECOND_AT.start] + LAST_SECOND
+    # The pattern has checked the form; datetime checks the calendar, on the one form of
+    # ISO 8601 every Python reads alike (any character between date and time).
+    try:
+        wall = datetime.fromisoformat(wall_text)
+    except ValueError as exc:  # it names the field: "day is out of range for month"
+        raise TimeError(f"{text[:40]!r}: {exc}") from None
+    # The wall time less the offset, in milliseconds: an offset may take 0001-01-01 or
+    # 9999-12-31 past what a datetime holds, never past what an int does.
+    instant = (wall - UNIX_EPOCH) // ONE_MS
     if sign is not None:
-        offset_hour, offset_minute = int(found[9]), int(found[10])
-        _within("offset hour", offset_hour, 23)
-        _within("offset minute", offset_minute, 59)
-        offset_s = (offset_hour * S_PER_HOUR + offset_minute * S_PER_MINUTE) \
-            * (-1 if sign == "-" else 1)
-    _within("month", month, 12, 1)
-    _within("day", day, _days_in_month(year, month), 1)
-    _within("hour", hour, 23)
-    _within("minute", minute, 59)
-    millis = 0 if fraction is None else int(fraction[:MS_DIGITS].ljust(MS_DIGITS, "0"))
-    if second == LEAP_SECOND:
-        utc_minute = (hour * MINUTES_PER_HOUR + minute - offset_s // S_PER_MINUTE) % MINUTES_PER_DAY
-        if utc_minute != MINUTES_PER_DAY - 1:
+        instant -= _offset_ms(sign, offset_hour, offset_minute)
+    if leap:
+        if (instant + MS_PER_S) % MS_PER_DAY:
             raise TimeError("second 60 (a leap second) only ends a UTC day, at 23:59 UTC")
-        second, millis = LEAP_SECOND - 1, MS_PER_S - 1
-    _within("second", second, 59)
-    seconds = _days_from_civil(year, month, day) * S_PER_DAY + hour * S_PER_HOUR \
-        + minute * S_PER_MINUTE + second - offset_s
-    return seconds * MS_PER_S + millis
+        return instant + MS_PER_S - 1
+    return instant if fraction is None else \
+        instant + int(fraction[:MS_DIGITS].ljust(MS_DIGITS, "0"))
 
 
-def _within(what: str, value: int, highest: int, lowest: int = 0) -> None:
-    if not lowest <= value <= highest:
-        raise TimeError(f"{what} {value} is not within {lowest:02d}-{highest:02d}")
-
-
-def _days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-        return 29 if leap else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days from 1970-01-01 to a date of the proleptic Gregorian calendar (RFC 3339 §5.6
-    allows year 0000, which datetime cannot hold). Years are counted from March, so that the
-    leap day ends one, in 400-year eras (H. Hinnant's days_from_civil); 153 days are five
-    months from March on, alternating 31 and 30."""
-    year -= month <= 2
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * DAYS_PER_ERA + day_of_era - UNIX_EPOCH_DAY
+def _offset_ms(sign: str, hours_text: str, minutes_text: str) -> int:
+    """An RFC 3339 time-numoffset's time east of UTC, in milliseconds. Raises TimeError for
+    hours over 23 or minutes over 59."""
+    hours, minutes = int(hours_text), int(minutes_text)
+    if hours > OFFSET_HOUR_MAX:
+        raise TimeError(f"offset hour {hours_text} is not within 00-{OFFSET_HOUR_MAX}")
+    if minutes > OFFSET_MINUTE_MAX:
+        raise TimeError(f"offset minute {minutes_text} is not within 00-{OFFSET_MINUTE_MAX}")
+    east = hours * MS_PER_HOUR + minutes * MS_PER_MINUTE
+    return -east if sign == "-" else east
 
 
 def iso(ms: int) -> str:

@@ -74,6 +74,14 @@ def _foreign_digits(rng: random.Random, now_ms: int) -> Fuzzed:
     return Fuzzed("foreign_digits", _json(event), None)
 
 
+def _short_number_imei(rng: random.Random, now_ms: int) -> Fuzzed:
+    """An IMEI as a JSON number of 14 digits or fewer, as a spreadsheet saves one: decided
+    as malformed (number_too_short), never read as a key."""
+    event = _attach(rng, now_ms)
+    event["imei"] = rng.randrange(10**rng.randrange(1, 15))
+    return Fuzzed("short_number_imei", _json(event), None)
+
+
 def _deep(rng: random.Random, now_ms: int) -> Fuzzed:
     depth = rng.randrange(100, MAX_DEPTH)
     opener, closer = rng.choice([(b"[", b"]"), (b'{"a":', b"}")])
@@ -108,7 +116,7 @@ def _missing_field(rng: random.Random, now_ms: int) -> Fuzzed:
 
 MAKERS: tuple[Callable[[random.Random, int], Fuzzed], ...] = (
     _random_bytes, _not_an_object, _wrong_type, _huge_number, _huge_string, _foreign_digits,
-    _deep, _enormous, _duplicate_key, _truncated, _missing_field)
+    _short_number_imei, _deep, _enormous, _duplicate_key, _truncated, _missing_field)
 
 
 def fuzzed_attaches(seed: int, count: int, now_ms: int) -> list[Fuzzed]:
@@ -125,7 +133,7 @@ def _registry_event(rng: random.Random, now_ms: int) -> dict[str, object]:
 def _registry_malformed(rng: random.Random, now_ms: int) -> Fuzzed:
     """A registry change broken one way or another; each of these is a dead letter."""
     event = _registry_event(rng, now_ms)
-    how = rng.randrange(6)
+    how = rng.randrange(7)
     if how == 0:
         return Fuzzed("random_bytes", b"\xff" + rng.randbytes(rng.randrange(1, 300)),
                       "not_json")
@@ -142,6 +150,10 @@ def _registry_malformed(rng: random.Random, now_ms: int) -> Fuzzed:
         text = _json(event)
         return Fuzzed("duplicate_key", text[:-1] + b',"owner_msisdn":"989120000000"}',
                       "duplicate_key")
+    if how == 5:
+        del event["device_id"]
+        event["imeis"] = [rng.randrange(10**rng.randrange(1, 15))]
+        return Fuzzed("short_number_imei", _json(event), "bad_imei")
     event["owner_msisdn"] = "".join(rng.choice(FOREIGN_DIGITS)[int(c)]
                                     for c in str(event["owner_msisdn"]))
     return Fuzzed("foreign_digits", _json(event), None)

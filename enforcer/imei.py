@@ -4,7 +4,9 @@ The parser never raises. A value that cannot yield a key says why in `problems`;
 that yields a key but is not a real device identity (all zeros, a test TAC, a placeholder
 burnt into cheap basebands) keeps its key and is flagged `malformed` with the reason.
 A wrong Luhn digit is a finding (`check_digit = mismatch`), never a malformation: networks
-do not reliably send the check digit.
+do not reliably send the check digit. An IMEI given as a number (a JSON number) is read only
+with 15 or 16 digits: a number holds no leading zero, so one of 14 digits or fewer may be a
+key or an IMEI of TAC 0… that lost its zero (`number_too_short`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ IMEISV_DIGITS = 16
 # 3GPP TS 29.571 Pei: "imei-" and 15 digits, or "imeisv-" and 16.
 PEI_FORMS = {"imei-": 15, "imeisv-": 16}
 HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+# The smallest number read as an IMEI: 15 digits, an IMEI whose TAC does not begin with 0.
+SMALLEST_NUMBER = 10**KEY_DIGITS
 # 3GPP TS 23.003 §6.2.1: the check digit is sent as a spare 0 over the air.
 SPARE_CHECK_DIGIT = "0"
 
@@ -44,6 +48,12 @@ class Problem(StrEnum):
     TEST_TAC = "test_tac"
     PLACEHOLDER = "placeholder"
     PEI_FORM = "pei_form"  # imei-/imeisv- followed by the wrong number of digits
+    NUMBER_TOO_SHORT = "number_too_short"  # a number of 14 digits or fewer: see WHY
+
+
+# Why a problem is one, where its name alone does not say (a dead letter's detail).
+WHY = {Problem.NUMBER_TOO_SHORT: "a JSON number cannot carry a leading zero, so an IMEI sent "
+       "as a number needs 15 or 16 digits; send IMEIs as strings"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +139,15 @@ def _failure(raw: str, problem: Problem) -> ImeiParse:
 
 
 def parse_imei(value: Any, rules: ImeiRules) -> ImeiParse:
+    """An IMEI field as the stream, files and command line give it (text, bytes or an
+    integer: docs/messages.md, "Identities"), reduced to its 14-digit key. Never raises: a
+    value with no key, or no real device's, says why in `problems`."""
     if type(value) is str and KEY_DIGITS <= len(value) <= IMEISV_DIGITS \
             and value.isdigit() and value.isascii():
         return _from_digits(value, value, rules, None)
     raw = _as_text(value)
+    if isinstance(value, numbers.Integral) and 0 <= value < SMALLEST_NUMBER:
+        return _failure(raw, Problem.NUMBER_TOO_SHORT)
     text = raw.strip()
     lowered = text.lower()
     pei_digits = None

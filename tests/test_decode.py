@@ -60,18 +60,37 @@ def test_accepted_forms(rules: ImeiRules) -> None:
         assert not isinstance(decode_attach(encode(message), rules, WINDOW), DeadLetter)
 
 
+@pytest.mark.parametrize(("imei", "key", "problems"), [
+    (13327001001504, None, ["number_too_short"]),  # issue 18: 013327001001504 as a number
+    (133270010015040, 13327001001504, []), (1332700100150407, 13327001001504, []),
+    ("13327001001504", 13327001001504, []), ("013327001001504", 1332700100150, [])])
+def test_an_imei_as_a_number_is_read_only_with_15_or_16_digits(
+        rules: ImeiRules, imei: object, key: int | None, problems: list[str]) -> None:
+    """A number holds no leading zero: one of 14 digits or fewer is decided as malformed,
+    with no key, on both decoders."""
+    message = encode(GOOD | {"imei": imei})
+    decoded = decode_attach(message, rules, WINDOW)
+    poll = decode_poll([message], rules, WINDOW)
+    assert not isinstance(decoded, DeadLetter) and not poll.dead
+    assert (decoded.imei.imei_key, [p.value for p in decoded.imei.problems]) == (key, problems)
+    assert (int(poll.batch.imei_key[0]), bool(poll.batch.malformed[0])) == (
+        NO_KEY if key is None else key, bool(problems))
+
+
 digits = st.text(alphabet="0123456789", min_size=0, max_size=18)
 texts = st.one_of(digits, st.text(max_size=20), st.sampled_from(
     ["imei-352099001761481", " 35209900176148", "۳۵۲۰۹۹۰۰۱۷۶۱۴۸۱", "004999010640000",
      "00441234123456", "77777777777777", "0912123456", "+989121234567", "imsi-432111234567890"]))
 values = st.one_of(texts, st.integers(-10, 10**16), st.none(), st.booleans(), st.floats())
+# IMEIs as JSON numbers too, of every width around the 14 digits of a key.
+imeis = st.one_of(texts, st.integers(0, 18).flatmap(lambda n: st.integers(0, 10**n)))
 messages = st.one_of(
-    st.fixed_dictionaries({"imei": texts, "imsi": texts, "msisdn": texts,
+    st.fixed_dictionaries({"imei": imeis, "imsi": texts, "msisdn": texts,
                            "ts": st.integers(NOW - 70 * 86_400_000, NOW + 600_000)},
                           optional={"emergency": st.one_of(st.booleans(), values),
                                     "rat": st.one_of(st.text(max_size=3), values)}),
     st.fixed_dictionaries({"imei": values, "imsi": values, "msisdn": values, "ts": values}),
-    st.just(GOOD), st.binary(max_size=30))
+    st.just(GOOD), imeis.map(lambda imei: GOOD | {"imei": imei}), st.binary(max_size=30))
 
 
 @given(st.lists(messages, max_size=25))

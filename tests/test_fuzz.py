@@ -1,7 +1,8 @@
 """Bad input, fuzzed: random bytes, wrong types, huge numbers and strings, Persian and
-Arabic-Indic digits, deep or enormous JSON, repeated keys, cut-off messages. The decoders
-never raise and give each its reason (hypothesis picks the kinds and seeds); a real worker
-fed a mixed stream loses none, dead-letters each bad one with its reason, and keeps going."""
+Arabic-Indic digits, IMEIs as numbers too short to be read, deep or enormous JSON, repeated
+keys, cut-off messages. The decoders never raise and give each its reason (hypothesis picks
+the kinds and seeds); a real worker fed a mixed stream loses none, dead-letters each bad one
+with its reason, and keeps going."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from consumers.batchdecode import decode_poll
 from consumers.decode import DeadLetter, TimeWindow
 from consumers.registrydecode import decode_registry_event
+from enforcer.events import NO_KEY
 from enforcer.fuzz import MAKERS, fuzzed_attaches, fuzzed_registry_events
 from enforcer.imei import ImeiRules
 from tests.kafkatools import produce, read_all, wait_for
@@ -33,6 +35,9 @@ def test_every_kind_of_bad_attach_gets_its_reason(rules: ImeiRules, make, seed: 
     assert len(decoded.batch) + len(decoded.dead) == 1
     if fuzzed.reason is not None:
         assert [letter.reason for _, letter in decoded.dead] == [fuzzed.reason]
+    if fuzzed.category == "short_number_imei":  # decided, as malformed with no key
+        assert decoded.batch.imei_key.tolist() == [NO_KEY]
+        assert decoded.batch.malformed.tolist() == [True]
 
 
 @settings(max_examples=200, deadline=None)

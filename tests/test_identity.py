@@ -2,7 +2,8 @@
 and GPSI text is read in the strict mode where serve reads (the reader itself, read_check's
 fast path, `eir-enforcer serve` over HTTP) and in the lenient mode where the stream reads (the
 reader itself, the reference attach decoder, the poll decoder, a worker on the real broker,
-`eir-enforcer check`), with the outcome the table gives for that mode."""
+`eir-enforcer check`), with the outcome the table gives for that mode. A JSON number, which
+only the stream carries, goes through the readers and the stream's paths."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from tests.test_decide import (BUYER, CUT_FOR_BUYER, OWNER, SINGLE, UNREGISTERED
 from tests.test_decode import GOOD, WINDOW
 from tests.test_eic import API, running_serve
 from tests.test_http import get
-from tests.test_worker import history
+from tests.test_registry_events import with_verdicts
+from tests.test_worker import attach, history, now_ms
 
 REFUSED = "refused"  # strict: a 400 naming the parameter; lenient: a dead letter
 OTHER = "other"  # strict only: valid, names no IMEI, IMSI or MSISDN; the check goes on without
@@ -51,7 +53,7 @@ class Key(NamedTuple):
 
 class Row(NamedTuple):
     field: str  # the attach event's field; serve's parameter is PARAM[field]
-    text: str
+    text: str | int  # an int: a JSON number, which only the stream carries
     strict: object  # Key, an IMSI or MSISDN as a number, OTHER or REFUSED
     lenient: object
 
@@ -78,10 +80,17 @@ TABLE = [
     Row("imei", "mac-00-1A-2B-3C-4D-5E-untrusted", OTHER, Key(None, True)),
     Row("imei", "eui-00-11-22-33-44-55-66-77", OTHER, Key(None, True)),
     Row("imei", "mac-00-1a-2b", REFUSED, Key(None, True)),
+    # Numbers: read from 15 digits on; fewer may have lost a leading zero (issue 18's
+    # 013327001001504 as 13327001001504), so they give no key.
+    Row("imei", int(full(SINGLE)), REFUSED, Key(SINGLE)),
+    Row("imei", int(f"{SINGLE}07"), REFUSED, Key(SINGLE)),
+    Row("imei", SINGLE, REFUSED, Key(None, True)),
+    Row("imei", 13327001001504, REFUSED, Key(None, True)),
     Row("imsi", f"imsi-{IMSI}", int(IMSI), int(IMSI)),
     Row("imsi", f"IMSI-{IMSI}", REFUSED, int(IMSI)),
     Row("imsi", IMSI, REFUSED, int(IMSI)),
     Row("imsi", f" imsi-{IMSI} ", REFUSED, int(IMSI)),
+    Row("imsi", int(IMSI), REFUSED, int(IMSI)),
     Row("imsi", "imsi-4321112345678", 4321112345678, 4321112345678),  # issue 18: 13 digits
     Row("imsi", "imsi-43211", 43211, 43211),
     Row("imsi", "imsi-4321", REFUSED, REFUSED),
@@ -97,6 +106,7 @@ TABLE = [
     Row("msisdn", f"+{OWNER}", REFUSED, OWNER),
     Row("msisdn", str(OWNER), REFUSED, OWNER),
     Row("msisdn", f" msisdn-{OWNER}", REFUSED, OWNER),
+    Row("msisdn", OWNER, REFUSED, OWNER),
     Row("msisdn", "msisdn-09121111111", OTHER, REFUSED),  # national form: no E.164 number
     Row("msisdn", "msisdn-12345", OTHER, REFUSED),  # 5 digits: the pattern's, not E.164's
     Row("msisdn", "msisdn-1234", REFUSED, REFUSED),
@@ -105,7 +115,11 @@ TABLE = [
     Row("msisdn", "extid-meter-7@iot.example", OTHER, REFUSED),
     Row("msisdn", "extid-meter-7", REFUSED, REFUSED),
 ]
-IDS = [f"{row.field}:{row.text.strip()}" for row in TABLE]
+IDS = [f"{row.field}:{row.text.strip()}" if isinstance(row.text, str)
+       else f"{row.field}:number {row.text}" for row in TABLE]
+# A query string and a command line carry text only: serve and `check` read these rows.
+TEXT_ROWS = [row for row in TABLE if isinstance(row.text, str)]
+TEXT_IDS = [i for row, i in zip(TABLE, IDS) if isinstance(row.text, str)]
 
 
 def read(row: Row, mode: Mode, rules: ImeiRules) -> object:
@@ -165,8 +179,9 @@ def test_check_reads_each_form_leniently(policy, tmp_path: Path) -> None:
     save_snapshot(cut_for_each_imsi(policy), tmp_path / "state")
     with ThreadPoolExecutor(max_workers=4) as pool:  # a second of imports each
         results = list(pool.map(lambda row: run("check", *check_args(row), "--state",
-                                                str(tmp_path / "state"), check=False), TABLE))
-    for row, result in zip(TABLE, results):
+                                                str(tmp_path / "state"), check=False),
+                                TEXT_ROWS))
+    for row, result in zip(TEXT_ROWS, results):
         if row.lenient == REFUSED:
             assert result.returncode == 2 and f"argument --{row.field}:" in result.stderr, row
             continue
@@ -215,6 +230,26 @@ def test_a_worker_reads_the_lenient_forms_and_rfc3339_times(env, worker, dsn) ->
         for i, row in enumerate(rows) if row.lenient != REFUSED}
 
 
+def test_a_worker_greylists_an_imei_sent_as_a_number_of_14_digits(env, worker, dsn) -> None:
+    """Issue 18's 013327001001504 as a number, then a 15-digit number: the first is decided
+    GREYLISTED as malformed with no IMEI (it was read as TAC 13327001), the second as the
+    unregistered IMEI it is; neither is a dead letter, and only the second has a history."""
+    with_verdicts(env)
+    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
+    seen = now_ms()
+    produce(bootstrap, env["EIR_KAFKA__ATTACH_TOPIC"], [
+        attach(0, OWNER, seen) | {"imei": 13327001001504},
+        attach(0, OWNER, seen + 1) | {"imei": int(full(UNREGISTERED))}])
+    worker()
+    wait_for(lambda: len(read_all(bootstrap, env["EIR_KAFKA__VERDICTS_TOPIC"])) == 2)
+    verdicts = [msgspec.json.decode(m.value)
+                for m in read_all(bootstrap, env["EIR_KAFKA__VERDICTS_TOPIC"])]
+    assert sorted((v["imei"] or "", v["verdict"], v["rule"]) for v in verdicts) == [
+        ("", "GREYLISTED", "malformed"), (f"{UNREGISTERED:014d}", "GREYLISTED", "unregistered")]
+    assert [row[0] for row in history(dsn)] == [UNREGISTERED]
+    assert read_all(bootstrap, env["EIR_KAFKA__ATTACH_DLQ_TOPIC"]) == []
+
+
 # --- serve: strict -------------------------------------------------------------------------
 
 def serve_query(row: Row) -> dict[str, str]:
@@ -227,7 +262,7 @@ def serve_query(row: Row) -> dict[str, str]:
     return query | {PARAM[row.field]: row.text}
 
 
-@pytest.mark.parametrize("row", TABLE, ids=IDS)
+@pytest.mark.parametrize("row", TEXT_ROWS, ids=TEXT_IDS)
 def test_serve_reads_each_form_strictly(rules: ImeiRules, row: Row) -> None:
     check = read_check(serve_query(row), rules)
     if row.strict == REFUSED:
@@ -278,7 +313,7 @@ def serve_cut_for_each_imsi(env, policy, tmp_path: Path):
 
 def test_serve_answers_each_form_as_the_table_says(serve_cut_for_each_imsi) -> None:
     answered, expected = [], []
-    for row in TABLE:
+    for row in TEXT_ROWS:
         query = "&".join(f"{name}={quote(value, safe='')}"
                          for name, value in serve_query(row).items())
         code, body, _ = get(serve_cut_for_each_imsi, f"{API}?{query}", None)

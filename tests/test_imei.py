@@ -63,6 +63,27 @@ def test_integers_of_any_kind_are_read_as_digits(rules: ImeiRules) -> None:
     assert parse_imei(490154203237518, rules).key == "49015420323751"
 
 
+@pytest.mark.parametrize("number", [
+    13327001001504,  # issue 18: 013327001001504 saved as a number, or the key 13327001001504
+    35209900176148,  # a key whose TAC is 35: as a number, no different from the one above
+    1215800375276, 12345, 0])
+def test_a_number_of_14_digits_or_fewer_has_no_key(rules: ImeiRules, number: int) -> None:
+    """A JSON number holds no leading zero: which IMEI it was, nobody can tell."""
+    p = parse_imei(number, rules)
+    assert (p.key, p.problems) == (None, (Problem.NUMBER_TOO_SHORT,))
+
+
+@given(st.integers(min_value=0, max_value=10**18))
+def test_a_number_reads_as_its_digits_from_15_digits_on(rules: ImeiRules, number: int) -> None:
+    """A number of 15 or more digits is read as the same digits in a string; a smaller one is
+    number_too_short."""
+    read = parse_imei(number, rules)
+    if number < 10**14:
+        assert (read.key, read.problems) == (None, (Problem.NUMBER_TOO_SHORT,))
+    else:
+        assert read == parse_imei(str(number), rules)
+
+
 def test_persian_digits_are_digits(rules: ImeiRules) -> None:
     persian = VALID_IMEI.translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
     assert parse_imei(persian, rules).key == "49015420323751"

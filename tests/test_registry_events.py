@@ -121,6 +121,32 @@ def test_replayed_invalid_and_inapplicable_events(env, worker, dsn, client) -> N
                    (f"{SINGLE:014d}", str(BUYER), "other_cartable")}
 
 
+def test_a_blacklisting_of_an_imei_sent_as_a_number_of_14_digits_is_dead_lettered(
+        env, worker) -> None:
+    """Issue 18: 013327001001504 as a number read as 13327001001504, and TAC 13327001's
+    device was black-listed instead. The event is now bad_imei, saying why, and the next one
+    (the same IMEI as a string) is applied: only that IMEI is refused."""
+    with_verdicts(env)
+    running = worker()
+    bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
+    produce(bootstrap, env["EIR_KAFKA__REGISTRY_TOPIC"], [
+        registry_event("n1", "blacklisted", imeis=[13327001001504], reason="stolen"),
+        registry_event("n2", "blacklisted", imeis=["013327001001504"], reason="stolen")],
+        key=b"01332700100150")
+    wait_for(lambda: applied(running) == 1)
+    wait_for(lambda: read_all(bootstrap, env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"]))
+    (letter,) = read_all(bootstrap, env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])
+    headers = dict(letter.headers)
+    assert headers["dlq-reason"] == b"bad_imei"
+    assert headers["dlq-detail"].decode().startswith(
+        "13327001001504: number_too_short (a JSON number cannot carry a leading zero")
+    assert msgspec.json.decode(letter.value)["event_id"] == "n1"
+    got = verdicts_of(env, [attach("13327001001504", OWNER, now_ms()),
+                            attach("013327001001504", OWNER, now_ms())])
+    assert got == {("13327001001504", str(OWNER), "unregistered"),
+                   ("01332700100150", str(OWNER), "blacklisted")}
+
+
 def test_two_workers_dead_letter_a_bad_event_once(env, dsn) -> None:
     config = load_config(environ=env)
     first, second = Running(config), Running(config)

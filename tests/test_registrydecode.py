@@ -103,6 +103,36 @@ def test_bad_messages_have_their_reason(rules: ImeiRules, message, reason: str) 
     assert isinstance(decoded, DeadLetter) and decoded.reason == reason
 
 
+SHORT_NUMBER = 13327001001504  # issue 18: 013327001001504 saved as a number
+
+
+@pytest.mark.parametrize("body", [
+    {"type": "blacklisted", "imeis": [IMEI, SHORT_NUMBER], "reason": "stolen"},
+    {"type": "unblacklisted", "imeis": [SHORT_NUMBER]},
+    {"type": "device_registered", "device_id": "D", "imeis": [SHORT_NUMBER],
+     "source": "import"},
+    {"type": "device_deregistered", "imeis": [SHORT_NUMBER]},
+    {"type": "ownership_set", "imeis": [SHORT_NUMBER], "owner_msisdn": MSISDN,
+     "via": "activation"},
+    {"type": "operator_sim_set", "imei": SHORT_NUMBER, "msisdn": MSISDN},
+    {"type": "imei_replaced", "old_imei": IMEI, "new_imei": SHORT_NUMBER}],
+    ids=lambda body: body["type"])
+def test_an_imei_as_a_number_of_14_digits_is_bad_imei_saying_why(rules: ImeiRules,
+                                                                 body: dict) -> None:
+    """It would be read as TAC 13327001; it may be TAC 01332700's IMEI that lost its zero."""
+    decoded = decode_registry_event(msgspec.json.encode({"event_id": "e", "time": NOW} | body),
+                                    rules, WINDOW)
+    assert isinstance(decoded, DeadLetter) and decoded.reason == "bad_imei"
+    assert decoded.detail.startswith(f"{SHORT_NUMBER}: number_too_short (")
+    assert "a JSON number cannot carry a leading zero" in decoded.detail
+
+
+def test_an_imei_as_a_number_of_15_or_16_digits_is_read(rules: ImeiRules) -> None:
+    message = event("blacklisted", imeis=[int(IMEI2), int(f"{KEY}07")], reason="stolen")
+    assert decode_registry_event(message, rules, WINDOW) == RegistryEvent(
+        "e-1", NOW, BlacklistChanged((KEY2, KEY), BlackReason.STOLEN))
+
+
 values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,

@@ -55,7 +55,9 @@ def test_every_rfc3339_variant_reads_as_its_instant(moment: datetime, separator:
     ("2026-11-29T13:02:58", 1_795_957_378_000),  # no offset: UTC
     ("1795957378000", 1_795_957_378_000),  # epoch milliseconds
     ("1969-12-31T23:59:59.5Z", -500),
-    ("0000-03-01T00:00:00Z", -62_162_035_200_000),  # year 0000 is in the grammar
+    ("0001-01-01T00:00:00Z", -62_135_596_800_000),  # the first day datetime holds
+    ("0001-01-01T00:30:00+01:00", -62_135_598_600_000),  # an instant in year 0000
+    ("9999-12-31T23:59:59.999-23:59", 253_402_387_139_999),  # one in year 10000
     ("2016-12-31T23:59:60Z", 1_483_228_799_999),  # a leap second: the last ms of its day
     ("2017-01-01T03:29:60.5+03:30", 1_483_228_799_999),  # the same, in Tehran
     ("1990-12-31T15:59:60-08:00", 662_687_999_999),  # RFC 3339 §5.8's example
@@ -78,9 +80,12 @@ def test_documented_forms_and_edges(text: str, ms: int) -> None:
     ("۲۰۲۶-11-29T13:02:58Z", "neither an RFC 3339 date-time"),  # Persian digits
     ("-1", "neither an RFC 3339 date-time"), ("", "neither an RFC 3339 date-time"),
     ("yesterday", "neither an RFC 3339 date-time"),
-    ("2026-02-29T00:00:00Z", "day 29"), ("2026-13-01T00:00:00Z", "month 13"),
-    ("2026-11-29T24:00:00Z", "hour 24"), ("2026-11-29T13:60:00Z", "minute 60"),
-    ("2026-11-29T13:02:61Z", "second 61"), ("2026-11-29T13:02:58+24:00", "offset hour 24"),
+    # What datetime says: the field, as Python's version words it.
+    ("2026-02-29T00:00:00Z", "2026-02-29.*day"), ("2026-13-01T00:00:00Z", "13-01.*month"),
+    ("2026-11-29T24:00:00Z", "T24.*hour"), ("2026-11-29T13:60:00Z", ":60:.*minute"),
+    ("2026-11-29T13:02:61Z", ":61Z.*second"),
+    ("0000-03-01T00:00:00Z", "0000-03-01.*year 0"),  # in the grammar, not in the calendar
+    ("2026-11-29T13:02:58+24:00", "offset hour 24"),
     ("2026-11-29T13:02:58-03:60", "offset minute 60"),
     ("2026-11-29T12:59:60Z", "leap second"),  # not at the end of a UTC day
     ("9" * 20, "at most 19"), ("9" * 5000, "at most 19"),
