@@ -71,7 +71,7 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
     if files.operator_sims:
         operator_sims, report.files["operator_sims"] = \
             registry_reader.read_operator_sims(files.operator_sims)
-    refusals = [f"{name} file: {refused}" for name, loaded in report.files.items()
+    refusals = [f"{name} file {loaded.path}: {refused}" for name, loaded in report.files.items()
                 if (refused := file_refusal(loaded, config.lists.max_bad_share))]
     if refusals:
         report.refused = "; ".join(refusals)

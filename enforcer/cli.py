@@ -1,17 +1,19 @@
 """The `eir-enforcer` command line.
 
 Exit codes: 0 done; 2 bad input (an option's value, a file, a snapshot or database that is
-not there), said in one line that names what is wrong and what was expected; 3 a national
-snapshot refused by its safety checks. Anything else ends in a traceback (exit 1): a fault
-in eir-enforcer itself, never an answer to input."""
+not there, a path the command cannot open or write), said in one line that names what is
+wrong and what was expected; 3 a national snapshot refused by its safety checks, a file that
+cannot be read to its end among them (truncated or corrupt gzip). Anything else ends in a
+traceback (exit 1): a fault in eir-enforcer itself, never an answer to input."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import msgspec
 import psycopg
@@ -50,12 +52,38 @@ from rules.policy import PolicyError, load_policy
 EXIT_REFUSED = 3  # a registry file failed its safety checks: nothing was swapped or written
 
 
+class UnusableDirectory(Exception):
+    """A directory the command was given, or configured with, that it cannot use."""
+
+
 def _print(obj: object) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
 
 
-def _state_dir(args: argparse.Namespace, config: Config) -> Path:
-    return Path(args.state or config.state.dir)
+@contextmanager
+def _state_dir(args: argparse.Namespace, config: Config) -> Iterator[Path]:
+    """The snapshot directory (--state, else state.dir); what the file system refuses there
+    is an UnusableDirectory naming where the directory came from."""
+    directory = Path(args.state or config.state.dir)
+    where = "argument --state" if args.state else "configuration key state.dir"
+    there = next((path for path in (directory, *directory.parents) if path.exists()), None)
+    if there is not None and not there.is_dir():
+        inside = "" if there == directory else f", nor can it be made in {there}"
+        raise UnusableDirectory(f"{where}: {directory} is not a directory{inside}")
+    try:
+        yield directory
+    except OSError as exc:
+        raise UnusableDirectory(f"{where}: {_os_error(exc)}") from exc
+
+
+def _load_state(args: argparse.Namespace, config: Config) -> EnforcementState:
+    with _state_dir(args, config) as directory:
+        return load_snapshot(directory, load_policy(config.policy.file or None))
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError in one line: its path and the system's words, or its own message."""
+    return f"{exc.filename}: {exc.strerror}" if exc.strerror and exc.filename else str(exc)
 
 
 def cmd_imei(args: argparse.Namespace, config: Config) -> int:
@@ -66,8 +94,7 @@ def cmd_imei(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    policy = load_policy(config.policy.file or None)
-    state = load_snapshot(_state_dir(args, config), policy)
+    state = _load_state(args, config)
     when = SystemClock().now_ms() if args.time is None else args.time
     imei = read_imei(args.imei, Mode.LENIENT, imei_rules(config))
     batch = AttachBatch.from_events([AttachEvent(imei, args.imsi, args.msisdn, when,
@@ -78,7 +105,7 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
-    state = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
+    state = _load_state(args, config)
     stats = state.lists.stats()
     stats["registry"] = {"devices": state.registry.devices, "bytes": state.registry.nbytes}
     _print(stats)
@@ -87,12 +114,13 @@ def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
     policy = load_policy(config.policy.file or None)
-    directory = _state_dir(args, config)
-    generation = next_generation(directory)
+    with _state_dir(args, config) as directory:
+        generation = next_generation(directory)
     files = SourceFiles(args.white, args.black, args.devices, args.cartables, args.operator_sims)
     state, report = build_from_files(files, config, policy, generation)
     if state is not None:
-        save_snapshot(state, directory)
+        with _state_dir(args, config) as directory:
+            save_snapshot(state, directory)
     _print(report.as_json())
     if report.refused:
         print(f"eir-enforcer state build: refused: {report.refused}", file=sys.stderr)
@@ -101,14 +129,15 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
-    directory = _state_dir(args, config)
-    state = load_snapshot(directory, load_policy(config.policy.file or None))
+    state = _load_state(args, config)
     new, report = import_file(state, Kind(args.kind), args.file, config)
     if new is not None:
-        save_snapshot(new, directory)
+        with _state_dir(args, config) as directory:
+            save_snapshot(new, directory)
     _print(report.as_json())
     if report.refused:
-        print(f"eir-enforcer registry import: refused: {report.refused}", file=sys.stderr)
+        print(f"eir-enforcer registry import: refused: {args.file}: {report.refused}",
+              file=sys.stderr)
         return EXIT_REFUSED
     return 0
 
@@ -119,12 +148,14 @@ def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
               f"--devices and twice that ({args.devices}-{2 * args.devices}): a device has one "
               "or two IMEIs", file=sys.stderr)
         return EXIT_USAGE
-    directory = _state_dir(args, config)
+    with _state_dir(args, config) as directory:
+        generation = next_generation(directory)
     country = build_country(CountrySpec(devices=args.devices, imeis=args.imeis, seed=args.seed),
-                            next_generation(directory))
+                            generation)
     state = EnforcementState(country.lists, country.registry,
                              load_policy(config.policy.file or None))
-    target = save_snapshot(state, directory)
+    with _state_dir(args, config) as directory:
+        target = save_snapshot(state, directory)
     _print({"snapshot": str(target), "devices": country.registry.devices,
             "imeis": len(country.lists.white)})
     return 0
@@ -162,7 +193,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_history(args: argparse.Namespace, config: Config) -> int:
-    snapshot = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
+    snapshot = _load_state(args, config)
     with psycopg.connect(config.postgres.dsn) as conn:
         state = current_state(snapshot, conn, config)
         _print(device_history(state, conn, args.imei, args.reveal))
@@ -170,7 +201,7 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    snapshot = load_snapshot(_state_dir(args, config), load_policy(config.policy.file or None))
+    snapshot = _load_state(args, config)
     with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
         state = current_state(snapshot, conn, config)
         answer = ask(state, conn, args.imei, args.msisdn, Caller("cli"))
@@ -236,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="eir-enforcer",
         description="Enforce a national device registry on an operator's network.")
-    parser.add_argument("--config", help="TOML configuration file (environment: EIR_*)")
+    parser.add_argument("--config", type=existing_file,
+                        help="TOML configuration file (environment: EIR_*)")
     parser.add_argument("--log-level", type=log_level, default="WARNING",
                         help=f"one of {', '.join(LOG_LEVELS)}")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="json",
@@ -277,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Build the next generation from registry files and "
                              "snapshot it; bad rows are reported with line numbers. Refused, "
                              f"with nothing written and exit code {EXIT_REFUSED}, when a file "
-                             "has no rows or too many bad ones (lists.max_bad_share).")
+                             "cannot be read to its end (a truncated gzip), has no rows or too "
+                             "many bad ones (lists.max_bad_share).")
     p.add_argument("--white", type=existing_file, required=True, help="registered IMEIs: imei")
     p.add_argument("--black", type=existing_file, help="black list: imei,reason")
     p.add_argument("--devices", type=existing_file,
@@ -303,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="a white list, black list or devices file (CSV, gzip accepted)",
         description="Stream FILE, compare it with the current snapshot (added, removed, "
         "changed), and swap in the next generation; refused, with the reason and exit code "
-        f"{EXIT_REFUSED}, when too many rows are bad, the list shrinks too much or its IMEIs "
-        "starting with 0 fall in number (lists.max_bad_share, lists.max_shrink_share, "
+        f"{EXIT_REFUSED}, when FILE cannot be read to its end (a truncated gzip), too many "
+        "rows are bad, the list shrinks too much or its IMEIs starting with 0 fall in number "
+        "(lists.max_bad_share, lists.max_shrink_share, "
         "lists.max_leading_zero_fall).")
     p.add_argument("file", type=existing_file)
     p.add_argument("--kind", required=True, choices=[k.value for k in Kind],
@@ -418,9 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         return args.run(args, config)
-    except (ConfigError, PolicyError, FileNotFoundError, NotMigrated, ServiceError,
+    except (ConfigError, PolicyError, UnusableDirectory, NotMigrated, ServiceError,
             SnapshotConflict, psycopg.OperationalError) as exc:
         print(f"eir-enforcer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a path of the configuration's (services.dir, clock.file, …)
+        print(f"eir-enforcer: {_os_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
         print("eir-enforcer: not enough memory for this (fewer --devices?)", file=sys.stderr)

@@ -31,7 +31,11 @@ def leading_zero_count(keys: np.ndarray | BitMap64) -> int:
 
 
 def file_refusal(file: LoadReport, max_bad_share: float) -> str | None:
-    """A file with no data rows, or with more than `max_bad_share` (0 to 1) of them bad."""
+    """A file that could not be read to its end (whatever rows came before: the rest of the
+    delivery is unknown), with no data rows, or with more than `max_bad_share` (0 to 1) of
+    them bad."""
+    if file.unreadable is not None:
+        return f"not readable: {file.unreadable}"
     if file.rows == 0:
         return "the file has no rows"
     bad_share = file.bad / file.rows

@@ -3,15 +3,19 @@ accepted. A file is read a bounded number of lines at a time and each chunk is m
 roaring bitmaps, so a 300 M-row national list never exists as Python objects.
 
 IMEIs whose leading zero a spreadsheet stripped are recognised in every file that holds
-IMEIs (`ZeroStripped`) and reported as bad rows of their own reason."""
+IMEIs (`ZeroStripped`) and reported as bad rows of their own reason. A file that cannot be
+read to its end (truncated or corrupt gzip, no permission, gone) is read as far as it goes
+and the report says why (`LoadReport.unreadable`): the delivery is then refused, whatever
+its rows (`enforcer.delivery.file_refusal`)."""
 
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import IO, Iterator, NamedTuple
+from typing import IO, Iterator, NamedTuple, TypeVar
 
 import numpy as np
 from pyroaring import BitMap64
@@ -29,6 +33,11 @@ NEWLINE, CARRIAGE_RETURN = ord("\n"), ord("\r")
 SPARE = int(SPARE_CHECK_DIGIT)
 TYPICAL_LINE_BYTES = 16  # one IMEI and its newline: blocks hold about csv_chunk_lines lines
 LEADING_ZERO_STRIPPED = "leading_zero_stripped"
+T = TypeVar("T")
+# What reading a file raises when the file is at fault, not the product: the operating
+# system's refusals (nothing there, a directory, no permission, an I/O error;
+# gzip.BadGzipFile is one too) and a gzip stream cut short (EOFError) or corrupt (zlib.error).
+UNREADABLE = (OSError, EOFError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class LoadReport:
     check_digit_mismatch: int = 0
     leading_zero_stripped: int = 0  # of the bad rows
     bad_rows: list[BadRow] = field(default_factory=list)
+    unreadable: str | None = None  # why the file could not be read past its `rows`
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -55,6 +65,7 @@ class LoadReport:
             "leading_zero_stripped": self.leading_zero_stripped,
             "bad_rows": [{"line": b.line, "reason": b.reason, "text": b.text}
                          for b in self.bad_rows],
+            "unreadable": self.unreadable,
         }
 
 
@@ -136,7 +147,8 @@ class ListFileReader:
         white, held = BitMap64(), BitMap64()
         stripped = self.zero_stripped()
         first = True  # the first non-blank line, which may be a header, is still to come
-        for number, block in line_blocks(path, self._chunk_lines * TYPICAL_LINE_BYTES):
+        for number, block in line_blocks(path, self._chunk_lines * TYPICAL_LINE_BYTES,
+                                         report):
             uniform = None if first else uniform_imeis(block)
             if uniform is not None:
                 keys = uniform.keys
@@ -174,7 +186,7 @@ class ListFileReader:
 
     def _chunks(self, path: Path, report: LoadReport, with_reason: bool,
                 stripped: ZeroStripped) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for rows in csv_row_chunks(path, self._chunk_lines):
+        for rows in csv_row_chunks(path, self._chunk_lines, report):
             yield self._parse(rows, report, with_reason, stripped)
 
     def _parse(self, rows: list[tuple[int, list[bytes], bytes]], report: LoadReport,
@@ -232,10 +244,15 @@ def _add_by_reason(black: dict[BlackReason, BitMap64], keys: np.ndarray,
             black[reason] |= bitmap_from_sorted_keys(sorted_unique(chosen))
 
 
-def csv_row_chunks(path: Path, chunk_lines: int
+def csv_row_chunks(path: Path, chunk_lines: int, report: LoadReport
                    ) -> Iterator[list[tuple[int, list[bytes], bytes]]]:
     """Chunks of (line number, fields, line) for the data rows of a CSV file: blank lines
-    and a header on line 1 are skipped, fields are stripped of spaces and quotes."""
+    and a header on line 1 are skipped, fields are stripped of spaces and quotes. They end
+    where the file cannot be read further, `report.unreadable` saying why."""
+    return _as_far_as_readable(_row_chunks(path, chunk_lines), report)
+
+
+def _row_chunks(path: Path, chunk_lines: int) -> Iterator[list[tuple[int, list[bytes], bytes]]]:
     with _open(path) as stream:
         number, first = 0, True
         while True:
@@ -270,9 +287,15 @@ def _rows(lines: list[bytes], first_number: int, first: bool
     return rows, first
 
 
-def line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, bytes]]:
+def line_blocks(path: Path, block_bytes: int, report: LoadReport
+                ) -> Iterator[tuple[int, bytes]]:
     """(number of its first line, complete lines) blocks of about `block_bytes`; the first
-    line comes alone, since a header is read line by line."""
+    line comes alone, since a header is read line by line. They end where the file cannot
+    be read further, `report.unreadable` saying why."""
+    return _as_far_as_readable(_blocks(path, block_bytes), report)
+
+
+def _blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, bytes]]:
     with _open(path) as stream:
         first = stream.readline()
         if not first:
@@ -340,3 +363,22 @@ def _open(path: Path) -> IO[bytes]:
     with path.open("rb") as probe:
         magic = probe.read(len(GZIP_MAGIC))
     return gzip.open(path, "rb") if magic == GZIP_MAGIC else path.open("rb")
+
+
+def _as_far_as_readable(chunks: Iterator[T], report: LoadReport) -> Iterator[T]:
+    """`chunks` of a file until a fault of the file's (at its opening or part way) ends
+    them; `report.unreadable` then says why, and the rows read until then stay counted."""
+    try:
+        yield from chunks
+    except UNREADABLE as exc:
+        report.unreadable = _unreadable_why(exc)
+
+
+def _unreadable_why(exc: OSError | EOFError | zlib.error) -> str:
+    """Why a file could not be read, for a report: a gzip stream's faults by name, the
+    operating system's by its own words ("Permission denied", "Is a directory")."""
+    if isinstance(exc, EOFError):
+        return "truncated gzip (it ends before its end-of-stream marker)"
+    if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+        return f"corrupt gzip ({exc})"
+    return exc.strerror or str(exc)

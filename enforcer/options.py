@@ -111,10 +111,15 @@ def log_level(text: str) -> str:
 
 
 def existing_file(text: str) -> Path:
-    """A file that is there (not a directory): read later, it would fail half-way."""
+    """A file that is there (not a directory) and may be opened for reading: read later, it
+    would fail half-way. What its content holds is the reader's to judge."""
     path = Path(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no file {text}")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror}") from exc
     return path
 
 

@@ -4,13 +4,19 @@ worker (or `eir-enforcer registry import`) saved is adopted.
 
 Crash-safe by order: the snapshot is saved (atomic rename) before the file moves to done/, so
 a crash in between imports the file again at the next run, which changes nothing.
+
+A file that cannot be read to its end (truncated or corrupt gzip, no permission, gone since
+it was listed) is refused like any other failing delivery, so the deliveries after it are
+still taken: one bad file must not hold back the drop directory for ever.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
+from contextlib import suppress
 from typing import Callable
 from pathlib import Path
 
@@ -40,9 +46,13 @@ def delivered(drop: Path, now_ms: int, settle_s: float) -> list[Path]:
         return []
     ready = []
     for path in sorted(drop.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.name.endswith(".partial"):
+        if path.name.startswith(".") or path.name.endswith(".partial"):
             continue
-        if now_ms / MS_PER_S - path.stat().st_mtime < settle_s:
+        try:
+            status = path.stat()
+        except FileNotFoundError:  # taken away since listed: nothing to take
+            continue
+        if not stat.S_ISREG(status.st_mode) or now_ms / MS_PER_S - status.st_mtime < settle_s:
             continue
         ready.append(path)
     return ready
@@ -53,7 +63,8 @@ def _set_aside(path: Path, folder: str, report: dict[str, object] | None = None)
     target.mkdir(exist_ok=True)
     if report is not None:
         (target / f"{path.name}.report.json").write_bytes(msgspec.json.encode(report))
-    os.replace(path, target / path.name)
+    with suppress(FileNotFoundError):  # gone since it was listed: its report says so
+        os.replace(path, target / path.name)
 
 
 def reconcile(holder: StateHolder, config: Config, clock: Clock,

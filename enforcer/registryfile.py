@@ -39,7 +39,7 @@ class RegistryFileReader:
         stripped = self._reader.zero_stripped(IMEI_ZERO_STRIPPED)
         records: list[DeviceRecord] = []
         holds: list[bool] = []
-        for rows in csv_row_chunks(path, self._chunk_lines):
+        for rows in csv_row_chunks(path, self._chunk_lines, report):
             for number, fields, text in rows:
                 report.rows += 1
                 # A list, not a generator: every IMEI of the row votes on the file's width.
@@ -94,7 +94,7 @@ class RegistryFileReader:
         report = LoadReport(str(path))
         msisdns: list[int] = []
         ids: list[int] = []
-        for rows in csv_row_chunks(path, self._chunk_lines):
+        for rows in csv_row_chunks(path, self._chunk_lines, report):
             for number, fields, text in rows:
                 report.rows += 1
                 try:
@@ -117,7 +117,7 @@ class RegistryFileReader:
         keys: list[int] = []
         msisdns: list[int] = []
         holds: list[bool] = []
-        for rows in csv_row_chunks(path, self._chunk_lines):
+        for rows in csv_row_chunks(path, self._chunk_lines, report):
             for number, fields, text in rows:
                 report.rows += 1
                 held = stripped.vote(fields[0])

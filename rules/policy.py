@@ -100,7 +100,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
             data = tomllib.load(f)
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {source}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(f"policy file {source} is not valid TOML: {exc}") from exc
     return parse_policy(data)
 

@@ -11,12 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
 from enforcer.demoview import MAX_COLUMNS
 from enforcer.imei import luhn_digit
 from enforcer.services import free_port
+from tests.test_lists import GZIP_FAULTS, full_imei
 
 CLI = [sys.executable, "-m", "enforcer.cli"]
 
@@ -144,8 +146,8 @@ def test_state_build_refuses_a_devices_file_with_its_columns_in_the_wrong_order(
                   env={**os.environ, "EIR_LISTS__MAX_BAD_SHARE": "0.1"})
     assert refused.returncode == 3
     assert refused.stderr == (
-        "eir-enforcer state build: refused: devices file: 2 of 2 rows are bad (100.00%), "
-        "more than the 10.00% allowed\n")
+        f"eir-enforcer state build: refused: devices file {swapped}: 2 of 2 rows are bad "
+        "(100.00%), more than the 10.00% allowed\n")
     report = json.loads(refused.stdout)
     assert [b["reason"] for b in report["files"]["devices"]["bad_rows"]] == [
         "imei_too_short"] * 2  # the owner's MSISDN read as the IMEIs
@@ -184,7 +186,7 @@ def test_state_build_refuses_any_file_whose_imeis_lost_their_leading_zero(
     assert file["leading_zero_stripped"] == 1
     assert file["bad_rows"][0]["text"] == mangled[kind]
     assert file["bad_rows"][0]["reason"].endswith("leading_zero_stripped")
-    assert f"{kind.replace('-', '_')} file: 1 of" in result.stderr
+    assert f"{kind.replace('-', '_')} file {tmp_path / kind}.csv: 1 of" in result.stderr
     assert not (tmp_path / "state").exists()
 
 
@@ -235,11 +237,17 @@ def test_notices_are_listed_by_a_kind_of_the_policy_or_of_a_stored_notice(dsn) -
 
 
 # Every option that takes a value from the user, given one it cannot take: (arguments,
-# what the one line must name). Nothing here needs a broker or a database.
+# what the one line must name). Nothing here needs a broker or a database. {scratch} is a
+# directory holding `a-file` (a regular file), `latin-1.toml` (not UTF-8, as TOML must be)
+# and `latin-1-policy.toml` (a configuration whose policy.file is latin-1.toml).
+# /proc/sys/vm/drop_caches is write-only, for root too: a file no one may read.
 BAD_INPUT = [
     (["--log-level", "LOUD", "imei", "1"], "--log-level"),
     (["--log-format", "xml", "imei", "1"], "--log-format"),
-    (["--config", "/nonexistent.toml", "imei", "1"], "configuration file"),
+    (["--config", "/nonexistent.toml", "imei", "1"], "--config"),
+    (["--config", "/proc/sys/vm/drop_caches", "imei", "1"], "--config"),
+    (["--config", "{scratch}/latin-1.toml", "imei", "1"], "latin-1.toml is not valid TOML"),
+    (["--config", "{scratch}/latin-1-policy.toml", "lists", "stats"], "policy file"),
     (["imei"], "VALUE"),
     (["check", "--imsi", "432111234567890", "--msisdn", "989121234567"], "--imei"),
     (["check", "--imei", "1", "--imsi", "4321", "--msisdn", "989121234567"], "--imsi"),
@@ -255,16 +263,24 @@ BAD_INPUT = [
       "--time", "0000-01-01T00:00:00Z"], "--time"),
     (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "989121234567",
       "--state", "/nonexistent"], "/nonexistent"),
+    (["check", "--imei", "1", "--imsi", "432111234567890", "--msisdn", "989121234567",
+      "--state", "{scratch}/a-file"], "--state"),
     (["lists", "stats", "--state", "/nonexistent"], "/nonexistent"),
     (["state", "build", "--white", "/nonexistent.csv"], "--white"),
     (["state", "build", "--white", "/etc", "--black", "/etc"], "--white"),
+    (["state", "build", "--white", "/proc/sys/vm/drop_caches"], "--white"),
+    (["state", "build", "--white", "/etc/hostname", "--state", "{scratch}/a-file"], "--state"),
     (["state", "build"], "--white"),
+    (["state", "synth", "--devices", "10", "--state", "{scratch}/a-file/state"], "--state"),
+    (["state", "synth", "--devices", "10", "--state", "/sys/eir-state"], "--state"),
     (["state", "synth", "--devices", "-3"], "--devices"),
     (["state", "synth", "--devices", "ten"], "--devices"),
     (["state", "synth", "--imeis", "0"], "--imeis"),
     (["state", "synth", "--devices", "10", "--imeis", "50"], "--imeis"),
     (["state", "synth", "--seed", "-1"], "--seed"),
     (["registry", "import", "/nonexistent.csv", "--kind", "white"], "file"),
+    (["registry", "import", "/etc/hostname", "--kind", "white", "--state", "{scratch}/a-file"],
+     "--state"),
     (["registry", "import", "/etc/hostname", "--kind", "purple"], "--kind"),
     (["services", "sideways"], "action"),
     (["history", "12*34"], "imei"),
@@ -297,10 +313,14 @@ def refused(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProce
     """Every BAD_INPUT row's run, a few at a time: each is a second of imports, mostly. A row
     the command line failed to refuse would start its command: away from the checkout."""
     scratch = tmp_path_factory.mktemp("refused")
+    (scratch / "a-file").write_text("not a directory\n")
+    (scratch / "latin-1.toml").write_bytes('[state]\ndir = "état"\n'.encode("latin-1"))
+    (scratch / "latin-1-policy.toml").write_text(f'[policy]\nfile = "{scratch}/latin-1.toml"\n')
     env = {**os.environ, "EIR_STATE__DIR": str(scratch / "state"),
            "EIR_SERVICES__DIR": str(scratch / "services")}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        runs = pool.map(lambda args: run(*args, check=False, env=env), [a for a, _ in BAD_INPUT])
+        runs = pool.map(lambda args: run(*(a.format(scratch=scratch) for a in args),
+                                         check=False, env=env), [a for a, _ in BAD_INPUT])
         return {tuple(args): result for (args, _), result in zip(BAD_INPUT, runs)}
 
 
@@ -311,6 +331,66 @@ def test_bad_input_is_one_line_naming_it_and_exit_2(refused, args: list[str],
     assert (result.returncode, result.stdout) == (2, ""), result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("eir-enforcer") and named in result.stderr
+
+
+# Deliveries that cannot be read as registry files: (file, its bytes, what the one line says
+# after naming the file). The gzip faults from tests/test_lists.py; a file of random bytes;
+# a white list saved as UTF-16 (a spreadsheet's "Unicode text"); IMEIs followed by a Latin-1
+# no-break space (0xA0: not UTF-8).
+UNREADABLE_DELIVERIES = [
+    ("truncated.csv.gz", GZIP_FAULTS["truncated.csv.gz"], "not readable: truncated gzip"),
+    ("bad-deflate.csv.gz", GZIP_FAULTS["bad-deflate.csv.gz"], "not readable: corrupt gzip"),
+    ("random.csv", np.random.default_rng(18).bytes(4096), "rows are bad"),
+    ("utf-16.csv", "".join(f"{full_imei(35209900000000 + i)}\n" for i in range(10))
+     .encode("utf-16"), "rows are bad"),
+    ("latin-1.csv", "".join(f"{full_imei(35209900000000 + i)}\xa0\n" for i in range(10))
+     .encode("latin-1"), "rows are bad"),
+]
+
+
+@pytest.fixture(scope="module")
+def unreadable(tmp_path_factory) -> tuple[Path, dict[tuple[str, str], subprocess.CompletedProcess],
+                                          int]:
+    """Each delivery given to registry import (on a snapshot of generation 1) and to state
+    build (as its devices file), a few at a time; the scratch directory; the snapshot's
+    generation after them all."""
+    scratch = tmp_path_factory.mktemp("unreadable")
+    state = scratch / "state"
+    run("state", "synth", "--devices", "100", "--state", str(state))
+    white = scratch / "white.csv"
+    white.write_text("".join(f"{full_imei(35209900000000 + i)}\n" for i in range(10)))
+    commands = {}
+    for name, content, _ in UNREADABLE_DELIVERIES:
+        (scratch / name).write_bytes(content)
+        commands[("registry import", name)] = [
+            "registry", "import", str(scratch / name), "--kind", "white", "--state", str(state)]
+        commands[("state build", name)] = [
+            "state", "build", "--white", str(white), "--devices", str(scratch / name),
+            "--state", str(scratch / f"built-{name}")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = dict(zip(commands, pool.map(lambda args: run(*args, check=False),
+                                           commands.values())))
+    stats = json.loads(run("lists", "stats", "--state", str(state)).stdout)
+    return scratch, runs, stats["generation"]
+
+
+@pytest.mark.parametrize("command", ["registry import", "state build"])
+@pytest.mark.parametrize(("name", "content", "said"), UNREADABLE_DELIVERIES,
+                         ids=[name for name, _, _ in UNREADABLE_DELIVERIES])
+def test_a_delivery_that_cannot_be_read_is_refused_naming_it_and_exit_3(
+        unreadable, command: str, name: str, content: bytes, said: str) -> None:
+    scratch, runs, generation = unreadable
+    result = runs[(command, name)]
+    assert result.returncode == 3, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"eir-enforcer {command}: refused: ")
+    assert said in result.stderr.split(f"{scratch / name}: ")[1]
+    report = json.loads(result.stdout)
+    file = report["file"] if command == "registry import" else report["files"]["devices"]
+    assert (file["unreadable"] is not None) == said.startswith("not readable")
+    # Nothing written: the snapshot is generation 1 still, the build wrote none.
+    assert generation == 1
+    assert not (scratch / f"built-{name}").exists()
 
 
 def test_an_invalid_policy_is_refused_at_start(tmp_path: Path) -> None:

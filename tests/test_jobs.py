@@ -20,12 +20,14 @@ from enforcer.db.history import monthly_partitions
 from enforcer.db.jobs import Outcome, recent_runs
 from enforcer.db.registry import Position, store
 from enforcer.jobs import first_month_kept
+from enforcer.reconcile import reconcile
 from enforcer.schedule import Job, JobRunner, cron_trigger
+from enforcer.state import StateHolder
 from metrics.worker import WorkerMetrics
 from tests.kafkatools import committed, produce, wait_for
-from tests.test_decide import BUYER, CLONED, OWNER, SINGLE, STOLEN
+from tests.test_decide import BUYER, CLONED, OWNER, SINGLE, STOLEN, make_state
 from tests.test_importing import CURRENT_WHITE
-from tests.test_lists import ZERO_TAC_KEY, full_imei, zero_tac_list
+from tests.test_lists import GZIP_FAULTS, ZERO_TAC_KEY, full_imei, zero_tac_list
 from tests.test_registry_events import registry_event, verdicts_of, with_verdicts
 from tests.test_worker import attach, now_ms
 
@@ -111,6 +113,62 @@ def test_a_delivery_whose_imeis_lost_their_leading_zero_is_refused(env, worker) 
     # The owner of a stripped IMEI is not told the device is unregistered.
     assert ((f"{ZERO_TAC_KEY:014d}", str(BUYER), "no_cartable")
             in verdicts_of(env, [attach(full_imei(ZERO_TAC_KEY), BUYER, now_ms())]))
+
+
+def test_an_unreadable_delivery_is_refused_and_the_next_imported_in_the_same_run(
+        env, worker) -> None:
+    """The drop directory's poison message: a truncated gzip raised on every run, and every
+    delivery after it in name order waited for ever."""
+    with_verdicts(env)
+    running = worker()
+    drop = Path(env["EIR_JOBS__DROP_DIR"])
+    drop.mkdir()
+    black = f"imei,reason\n{STOLEN:014d},stolen\n{CLONED:014d},cloned\n{SINGLE:014d},stolen\n"
+    (drop / "black-2026-11-23.csv.gz").write_bytes(GZIP_FAULTS["truncated.csv.gz"])
+    (drop / "black-2026-11-24.csv.gz").write_bytes(GZIP_FAULTS["bad-crc.csv.gz"])
+    (drop / "black-2026-11-25.csv").symlink_to("/proc/sys/vm/drop_caches")  # none may read it
+    (drop / "black-2026-11-26.csv").write_text(black)
+
+    assert running.worker.run_job("reconcile") is Outcome.OK
+    (run,) = runs(env["EIR_POSTGRES__DSN"], "reconcile")
+    assert run.counts == {"adopted": 0, "imported": 1, "refused": 3, "stale_events": 0}
+    for name, why in (("black-2026-11-23.csv.gz", "truncated gzip"),
+                      ("black-2026-11-24.csv.gz", "corrupt gzip (CRC check failed"),
+                      ("black-2026-11-25.csv", "Permission denied")):
+        assert (drop / "refused" / name).is_file()
+        report = msgspec.json.decode((drop / "refused" / f"{name}.report.json").read_bytes())
+        assert report["refused"].startswith(f"not readable: {why}")
+        assert report["file"]["unreadable"] in report["refused"]
+    assert (drop / "done" / "black-2026-11-26.csv").exists()
+    assert ((f"{SINGLE:014d}", str(OWNER), "blacklisted")
+            in verdicts_of(env, [attach(SINGLE, OWNER, now_ms())]))
+
+
+def test_a_delivery_gone_between_listing_and_reading_is_refused(tmp_path: Path,
+                                                                policy) -> None:
+    """The next file is taken away while the one before is imported: its report says so,
+    and the one after it is imported in the same run."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = load_config(environ={"EIR_STATE__DIR": str(tmp_path / "state"),
+                                  "EIR_JOBS__DROP_DIR": str(drop),
+                                  "EIR_JOBS__DROP_SETTLE_S": "0"})
+    for day in (23, 24, 25):
+        (drop / f"black-2026-11-{day}.csv").write_text(
+            f"{STOLEN:014d},stolen\n{CLONED:014d},cloned\n")
+    holder = StateHolder(make_state(policy))
+
+    def take_the_next_away(seconds: float) -> None:
+        (drop / "black-2026-11-24.csv").unlink(missing_ok=True)
+
+    counts = reconcile(holder, config, SystemClock(), reloaded=take_the_next_away)
+    assert counts == {"adopted": 0, "imported": 2, "refused": 1, "stale_events": 0}
+    report = msgspec.json.decode(
+        (drop / "refused" / "black-2026-11-24.csv.report.json").read_bytes())
+    assert report["refused"] == "not readable: No such file or directory"
+    assert sorted(path.name for path in (drop / "done").glob("*.csv")) == [
+        "black-2026-11-23.csv", "black-2026-11-25.csv"]
+    assert holder.current.generation == 3
 
 
 def test_drift_from_the_database_is_found_and_repaired(env, worker) -> None:

@@ -19,6 +19,8 @@ from enforcer.registry import Registry
 from enforcer.state import (EnforcementState, SnapshotConflict, StateHolder, load_snapshot,
                             save_snapshot)
 from enforcer.decide import decide
+from enforcer.delivery import file_refusal
+from enforcer.registryfile import RegistryFileReader
 from rules.policy import Policy
 
 
@@ -122,6 +124,87 @@ def test_bad_row_report_is_bounded_but_counts_all(tmp_path: Path, rules: ImeiRul
     path.write_text("x\n" * 50)
     _, report = reader(rules).read_white(path)
     assert report.bad == 50 and len(report.bad_rows) == 5
+
+
+# Registry files that cannot be read to their end, as deliveries arrive broken: a cut gzip
+# stream, a damaged one, and what the operating system refuses. (name, bytes or None when
+# the path is made otherwise, what the report says.)
+DELIVERED = gzip.compress("".join(f"{full_imei(35209900000000 + i)}\n"
+                                  for i in range(2000)).encode(), mtime=0)
+GZIP_HEADER_BYTES = 10  # RFC 1952 §2.3: a member's fixed header, before its deflate data
+INVALID_DEFLATE_BLOCK = 0b111  # RFC 1951 §3.2.3: last block, block type 11 (reserved)
+UNREADABLE_FILES = [
+    ("truncated.csv.gz", DELIVERED[:len(DELIVERED) // 2],
+     "truncated gzip (it ends before its end-of-stream marker)"),
+    ("magic-only.csv.gz", DELIVERED[:2],
+     "truncated gzip (it ends before its end-of-stream marker)"),
+    ("bad-crc.csv.gz", DELIVERED[:-8] + bytes(4) + DELIVERED[-4:], "corrupt gzip (CRC check"),
+    ("bad-deflate.csv.gz", DELIVERED[:GZIP_HEADER_BYTES] + bytes([INVALID_DEFLATE_BLOCK])
+     + DELIVERED[GZIP_HEADER_BYTES + 1:], "corrupt gzip (Error -3 while decompressing data"),
+    ("a-directory.csv", None, "Is a directory"),
+    ("gone.csv", None, "No such file or directory"),
+    # Write-only for root too (procfs checks the mode bits itself), where a file chmod 000
+    # would not stop a test run as root.
+    ("/proc/sys/vm/drop_caches", None, "Permission denied"),
+]
+GZIP_FAULTS = {name: content for name, content, _ in UNREADABLE_FILES if content}
+READS = {
+    "white": lambda rules, path: reader(rules).read_white(path),
+    "black": lambda rules, path: reader(rules).read_black(path),
+    "devices": lambda rules, path: registry_reader(rules).read_devices(path),
+    "cartables": lambda rules, path: registry_reader(rules).read_cartables(path),
+    "operator_sims": lambda rules, path: registry_reader(rules).read_operator_sims(path),
+}
+
+
+def registry_reader(rules: ImeiRules) -> RegistryFileReader:
+    return RegistryFileReader(rules, reader(rules), chunk_lines=3)
+
+
+def unreadable_file(directory: Path, name: str, content: bytes | None) -> Path:
+    path = directory / name
+    if content is not None:
+        path.write_bytes(content)
+    elif name == "a-directory.csv":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind", READS)
+@pytest.mark.parametrize(("name", "content", "why"), UNREADABLE_FILES,
+                         ids=[name for name, _, _ in UNREADABLE_FILES])
+def test_a_file_that_cannot_be_read_to_its_end_is_refused_saying_why(
+        tmp_path: Path, rules: ImeiRules, kind: str, name: str, content: bytes | None,
+        why: str) -> None:
+    path = unreadable_file(tmp_path, name, content)
+    _, report = READS[kind](rules, path)
+    assert report.unreadable is not None and report.unreadable.startswith(why)
+    assert file_refusal(report, max_bad_share=1) == f"not readable: {report.unreadable}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, len(DELIVERED) - 1), st.sampled_from(sorted(READS)))
+def test_a_gzip_delivery_cut_anywhere_is_refused(tmp_path_factory, rules: ImeiRules, cut: int,
+                                                  kind: str) -> None:
+    path = tmp_path_factory.mktemp("cut") / "white.csv.gz"
+    path.write_bytes(DELIVERED[:cut])
+    _, report = READS[kind](rules, path)
+    assert report.unreadable is not None and "gzip" in report.unreadable
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(DELIVERED) - 1), st.integers(1, 255))
+def test_a_gzip_delivery_with_any_byte_changed_is_read_whole_or_refused(
+        tmp_path_factory, rules: ImeiRules, at: int, change: int) -> None:
+    """Whatever byte a transfer damaged, nothing is lost silently: the reader gives the whole
+    list (a header byte no reader needs: its time, its OS), or the delivery is refused."""
+    damaged = bytearray(DELIVERED)
+    damaged[at] ^= change
+    path = tmp_path_factory.mktemp("damaged") / "white.csv.gz"
+    path.write_bytes(damaged)
+    white, report = reader(rules, chunk_lines=1000).read_white(path)
+    whole = sorted(white) == [35209900000000 + i for i in range(2000)] and report.bad == 0
+    assert whole or file_refusal(report, max_bad_share=0.01) is not None
 
 
 def test_snapshot_round_trip(tmp_path: Path, policy: Policy) -> None:
