@@ -1,7 +1,7 @@
 """The safety checks a registry delivery passes before it becomes the next generation, the
 way DIRBS-Core checks an import before it touches its tables (`dirbs/importer`): a file
 with no rows or too many bad ones, a list that shrinks too much (a truncated file), a
-list whose share of IMEIs starting with 0 falls sharply (leading zeros stripped by a
+list whose IMEIs starting with 0 fall sharply in number (leading zeros stripped by a
 spreadsheet). Each check gives the reason for a refusal, or None. Pure: counts in.
 
 DIRBS-Core refuses an operator's file that holds more IMEIs starting with 1 than with 0;
