@@ -69,68 +69,93 @@ class LoadReport:
         }
 
 
-class ZeroStripped:
-    """The rows of one file that may be 15-digit IMEIs whose leading zero a spreadsheet
-    stripped (`013327001001504` saved as the number `13327001001504`): 14 digits whose
-    zero-padded 15-digit form passes the check digit (Luhn, 3GPP TS 23.003 Annex B).
+NOT_HELD = 0  # ZeroStripped.vote: the row is no stripped IMEI or IMEISV
 
-    One honest 14-digit key in ten passes too, so such rows are held until the whole file
-    has been read: in a file of 15-digit IMEIs (more of them than 14-digit rows that fail
-    the test) they are bad rows with `reason`; otherwise they are keys like the others.
-    The caller keeps the held rows' values; this counts them, and the IMEI fields of each
-    width, and keeps the first few for the report."""
+
+class ZeroStripped:
+    """The rows of one file that may have lost their leading zero to a spreadsheet that saved
+    IMEIs as numbers, in either of the two forms it makes:
+
+    - a 15-digit IMEI saved as 14 digits (`013327001001504` as `13327001001504`): 14 digits
+      whose zero-padded 15-digit form passes the check digit (Luhn, 3GPP TS 23.003 Annex B).
+      One honest 14-digit key in ten passes too: these rows are bad in a file of 15-digit
+      IMEIs (more of them than 14-digit rows that fail the test), keys otherwise.
+    - a 16-digit IMEISV saved as 15 digits: 15 digits whose last is neither the check digit
+      nor the spare 0 (an IMEISV's SVN is no check digit: about eight in ten fail so). These
+      rows are bad in a file of IMEISVs (more of them than 15-digit rows that pass),
+      IMEIs with a wrong check digit otherwise.
+
+    So each such row is held until the whole file has been read, by the width it was read
+    at (`KEY_DIGITS` or `IMEI_DIGITS`). The caller keeps the held rows' values by that width;
+    this counts them, and the IMEI fields of each width, and keeps the first few for the
+    report."""
 
     def __init__(self, reason: str, report_limit: int) -> None:
         self.reason = reason
-        self.imeis = 0  # 15-digit IMEI fields
         self.keys = 0  # 14-digit fields that cannot be a stripped IMEI
-        self.held = 0
-        self._first: list[BadRow] = []
+        self.imeis = 0  # 15-digit fields
+        self.checked_imeis = 0  # of them, those whose check digit holds (or is the spare 0)
+        self.imeisvs = 0  # 16-digit fields
+        self.held = {KEY_DIGITS: 0, IMEI_DIGITS: 0}
+        self._first: dict[int, list[BadRow]] = {KEY_DIGITS: [], IMEI_DIGITS: []}
         self._report_limit = report_limit
 
-    def vote(self, imei: bytes) -> bool:
-        """Counts one IMEI field (ASCII digits as read); True when its row is to be held."""
+    def vote(self, imei: bytes) -> int:
+        """Counts one IMEI field (ASCII digits as read); the width its row is held at, or
+        NOT_HELD."""
         if not imei.isdigit():
-            return False
-        if len(imei) == IMEI_DIGITS:
-            self.imeis += 1
-        elif len(imei) == KEY_DIGITS:
+            return NOT_HELD
+        if len(imei) == KEY_DIGITS:
             if luhn_digit("0" + imei[:-1].decode()) == chr(imei[-1]):
-                return True
+                return KEY_DIGITS
             self.keys += 1
-        return False
+        elif len(imei) == IMEI_DIGITS:
+            self.imeis += 1
+            if chr(imei[-1]) not in (luhn_digit(imei[:-1].decode()), SPARE_CHECK_DIGIT):
+                return IMEI_DIGITS
+            self.checked_imeis += 1
+        elif len(imei) == IMEISV_DIGITS:
+            self.imeisvs += 1
+        return NOT_HELD
 
-    def vote_block(self, digits: np.ndarray, first_line: int) -> np.ndarray:
-        """`vote` for each row of a matrix of ASCII digits (one IMEI a line, starting at
-        line `first_line`), the rows it holds already `hold`-ed: their mask."""
+    def vote_block(self, block: UniformBlock, first_line: int) -> np.ndarray:
+        """`vote` for each row of a uniform block (one IMEI a line, starting at line
+        `first_line`), the rows it holds already `hold`-ed: the width each is held at."""
+        digits = block.digits
         width = digits.shape[1]
         held = np.zeros(len(digits), dtype=bool)
-        if width == IMEI_DIGITS:
+        if width == IMEISV_DIGITS:
+            self.imeisvs += len(digits)
+        elif width == IMEI_DIGITS:
+            held = block.mismatched
             self.imeis += len(digits)
+            self.checked_imeis += len(digits) - block.check_digit_mismatch
         elif width == KEY_DIGITS:
             padded = np.full((len(digits), KEY_DIGITS), ZERO, dtype=np.uint8)
             padded[:, 1:] = digits[:, :-1]
             held = luhn_digits(padded) == digits[:, -1] - ZERO
             self.keys += len(digits) - int(held.sum())
-            for row in np.flatnonzero(held):
-                self.hold(first_line + int(row), digits[row].tobytes())
-        return held
+        for row in np.flatnonzero(held):
+            self.hold(width, first_line + int(row), digits[row].tobytes())
+        return np.where(held, width, NOT_HELD).astype(np.uint8)
 
-    def hold(self, line: int, text: bytes) -> None:
-        self.held += 1
-        if len(self._first) < self._report_limit:
-            self._first.append(BadRow(line, self.reason, text.decode("utf-8", "replace")))
+    def hold(self, width: int, line: int, text: bytes) -> None:
+        self.held[width] += 1
+        if len(self._first[width]) < self._report_limit:
+            self._first[width].append(BadRow(line, self.reason, text.decode("utf-8", "replace")))
 
-    def settle(self, report: LoadReport) -> bool:
-        """Once the file is read: True when the held rows are bad rows, now counted and
+    def settle(self, report: LoadReport) -> frozenset[int]:
+        """Once the file is read: the widths whose held rows are bad rows, now counted and
         reported (by line, within the report's limit) in `report`."""
-        if self.imeis <= self.keys:
-            return False
-        report.bad += self.held
-        report.leading_zero_stripped += self.held
-        report.bad_rows = sorted([*report.bad_rows, *self._first],
-                                 key=lambda bad: bad.line)[:self._report_limit]
-        return True
+        bad = frozenset(width for width, stripped in (
+            (KEY_DIGITS, self.imeis > self.keys),
+            (IMEI_DIGITS, self.imeisvs > self.checked_imeis)) if stripped)
+        for width in bad:
+            report.bad += self.held[width]
+            report.leading_zero_stripped += self.held[width]
+            report.bad_rows = sorted([*report.bad_rows, *self._first[width]],
+                                     key=lambda row: row.line)[:self._report_limit]
+        return bad
 
 
 class ListFileReader:
@@ -144,7 +169,8 @@ class ListFileReader:
 
     def read_white(self, path: Path) -> tuple[BitMap64, LoadReport]:
         report = LoadReport(str(path))
-        white, held = BitMap64(), BitMap64()
+        white = BitMap64()
+        held = {KEY_DIGITS: BitMap64(), IMEI_DIGITS: BitMap64()}
         stripped = self.zero_stripped()
         first = True  # the first non-blank line, which may be a header, is still to come
         for number, block in line_blocks(path, self._chunk_lines * TYPICAL_LINE_BYTES,
@@ -152,7 +178,7 @@ class ListFileReader:
             uniform = None if first else uniform_imeis(block)
             if uniform is not None:
                 keys = uniform.keys
-                holds = stripped.vote_block(uniform.digits, number)
+                holds = stripped.vote_block(uniform, number)
                 report.rows += len(keys)
                 report.check_digit_mismatch += uniform.check_digit_mismatch
             else:
@@ -162,25 +188,33 @@ class ListFileReader:
                 rows, first = _rows(lines, number, first)
                 keys, _, holds = self._parse(rows, report, False, stripped)
             if holds.any():
-                held |= bitmap_from_sorted_keys(sorted_unique(keys[holds]))
-                keys = keys[~holds]
+                for width, keys_held in held.items():
+                    keys_held |= bitmap_from_sorted_keys(sorted_unique(keys[holds == width]))
+                keys = keys[holds == NOT_HELD]
             white |= bitmap_from_sorted_keys(sorted_unique(keys))
-        if not stripped.settle(report):
-            white |= held
+        bad = stripped.settle(report)
+        for width, keys_held in held.items():
+            if width not in bad:
+                white |= keys_held
         report.loaded = len(white)
         return white, report
 
     def read_black(self, path: Path) -> tuple[dict[BlackReason, BitMap64], LoadReport]:
         report = LoadReport(str(path))
         black = {r: BitMap64() for r in BlackReason}
-        held = {r: BitMap64() for r in BlackReason}
+        held = {width: {r: BitMap64() for r in BlackReason}
+                for width in (KEY_DIGITS, IMEI_DIGITS)}
         stripped = self.zero_stripped()
         for keys, reasons, holds in self._chunks(path, report, True, stripped):
-            _add_by_reason(black, keys[~holds], reasons[~holds])
-            _add_by_reason(held, keys[holds], reasons[holds])
-        if not stripped.settle(report):
-            for reason, keys in held.items():
-                black[reason] |= keys
+            kept = holds == NOT_HELD
+            _add_by_reason(black, keys[kept], reasons[kept])
+            for width, by_reason in held.items():
+                _add_by_reason(by_reason, keys[holds == width], reasons[holds == width])
+        bad = stripped.settle(report)
+        for width, by_reason in held.items():
+            for reason, keys in by_reason.items():
+                if width not in bad:
+                    black[reason] |= keys
         report.loaded = len(BitMap64.union(*black.values()))
         return black, report
 
@@ -192,11 +226,12 @@ class ListFileReader:
     def _parse(self, rows: list[tuple[int, list[bytes], bytes]], report: LoadReport,
                with_reason: bool, stripped: ZeroStripped
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Keys, reason codes (when `with_reason`) and the mask of rows `stripped` holds."""
+        """Keys, reason codes (when `with_reason`) and the width `stripped` holds each row at
+        (NOT_HELD: none)."""
         reasons_by_name = {r.value: i for i, r in enumerate(BLACK_REASONS)}
         keys: list[int] = []
         reasons: list[int] = []
-        holds: list[bool] = []
+        holds: list[int] = []
         for number, fields, text in rows:
             report.rows += 1
             held = stripped.vote(fields[0])
@@ -211,11 +246,11 @@ class ListFileReader:
                     continue
                 reasons.append(reasons_by_name[name])
             if held:
-                stripped.hold(number, text)
+                stripped.hold(held, number, text)
             keys.append(key)
             holds.append(held)
         return (np.array(keys, dtype=np.uint64), np.array(reasons, dtype=np.uint8),
-                np.array(holds, dtype=bool))
+                np.array(holds, dtype=np.uint8))
 
     def _key(self, field_: bytes, number: int, text: bytes, report: LoadReport) -> int | None:
         # Fast path for the overwhelmingly common clean row; anything else gets the full parser.
@@ -328,6 +363,9 @@ class UniformBlock(NamedTuple):
     keys: np.ndarray  # uint64
     check_digit_mismatch: int
     digits: np.ndarray  # the lines' ASCII digits, one row a line, line ends left out
+    # bool, a line: its check digit is neither the Luhn digit nor the spare 0 (all False
+    # but for 15 digits)
+    mismatched: np.ndarray
 
 
 def uniform_imeis(block: bytes) -> UniformBlock | None:
@@ -351,12 +389,11 @@ def uniform_imeis(block: bytes) -> UniformBlock | None:
     if not ((digits >= ZERO) & (digits <= ZERO + 9)).all():
         return None
     keys = matrix_values(digits[:, :KEY_DIGITS])
-    mismatches = 0
+    mismatched = np.zeros(len(digits), dtype=bool)
     if digits.shape[1] == IMEI_DIGITS:
         sent = digits[:, KEY_DIGITS] - ZERO
-        mismatches = int(((sent != luhn_digits(digits[:, :KEY_DIGITS]))
-                          & (sent != SPARE)).sum())
-    return UniformBlock(keys, mismatches, digits)
+        mismatched = (sent != luhn_digits(digits[:, :KEY_DIGITS])) & (sent != SPARE)
+    return UniformBlock(keys, int(mismatched.sum()), digits, mismatched)
 
 
 def _open(path: Path) -> IO[bytes]:

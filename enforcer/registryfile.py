@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from enforcer.imei import ImeiRules, parse_imei
-from enforcer.listfile import LEADING_ZERO_STRIPPED, ListFileReader, LoadReport, csv_row_chunks
+from enforcer.listfile import (LEADING_ZERO_STRIPPED, NOT_HELD, ListFileReader, LoadReport,
+                              csv_row_chunks)
 from enforcer.pairset import PairSet
 from enforcer.registry import (FIRST_DAY, LAST_DAY, MAX_SLOTS, NO_CARTABLE, OWNER_LIMIT,
                                Cartables, DeviceColumns, DeviceRecord, Source, day_number)
@@ -38,24 +39,27 @@ class RegistryFileReader:
         report = LoadReport(str(path))
         stripped = self._reader.zero_stripped(IMEI_ZERO_STRIPPED)
         records: list[DeviceRecord] = []
-        holds: list[bool] = []
+        holds: list[int] = []
         for rows in csv_row_chunks(path, self._chunk_lines, report):
             for number, fields, text in rows:
                 report.rows += 1
-                # A list, not a generator: every IMEI of the row votes on the file's width.
-                held = any([stripped.vote(imei.strip())
-                            for imei in fields[0].split(SLOT_SEPARATOR)])
+                # Every IMEI of the row votes on the file's widths; the row is held at the
+                # first width one of them is held at.
+                held = next((width for width in [stripped.vote(imei.strip()) for imei in
+                                                 fields[0].split(SLOT_SEPARATOR)] if width),
+                            NOT_HELD)
                 parsed = self._device(fields)
                 if isinstance(parsed, str):
                     self._reader.bad(report, number, parsed, text)
                     continue
                 if held:
-                    stripped.hold(number, text)
+                    stripped.hold(held, number, text)
                 records.append(parsed)
                 holds.append(held)
-        if stripped.settle(report):
+        bad = stripped.settle(report)
+        if bad:
             # The file's order is kept: of two devices that claim one IMEI, the first wins.
-            records = [record for record, held in zip(records, holds) if not held]
+            records = [record for record, held in zip(records, holds) if held not in bad]
         report.loaded = len(records)
         return DeviceColumns.from_records(records), report
 
@@ -116,7 +120,7 @@ class RegistryFileReader:
         stripped = self._reader.zero_stripped(IMEI_ZERO_STRIPPED)
         keys: list[int] = []
         msisdns: list[int] = []
-        holds: list[bool] = []
+        holds: list[int] = []
         for rows in csv_row_chunks(path, self._chunk_lines, report):
             for number, fields, text in rows:
                 report.rows += 1
@@ -131,11 +135,12 @@ class RegistryFileReader:
                     self._reader.bad(report, number, f"imei_{parsed.problems[0].value}", text)
                     continue
                 if held:
-                    stripped.hold(number, text)
+                    stripped.hold(held, number, text)
                 keys.append(parsed.imei_key)
                 msisdns.append(msisdn)
                 holds.append(held)
-        kept = ~np.array(holds, bool) if stripped.settle(report) else np.ones(len(keys), bool)
+        bad = stripped.settle(report)
+        kept = ~np.isin(np.array(holds, np.uint8), list(bad))
         report.loaded = int(kept.sum())
         return PairSet.from_pairs(np.array(keys, np.uint64)[kept],
                                   np.array(msisdns, np.uint64)[kept]), report

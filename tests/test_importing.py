@@ -15,7 +15,7 @@ from enforcer.state import save_snapshot
 from tests.test_cli import run
 from tests.test_decide import (BUYER, CLONED, CUT_FOR_BUYER, DUAL, OWNER, SINGLE, STOLEN, UNOWNED,
                                WHITE_ONLY, home_imsi, make_state)
-from tests.test_lists import ZERO_TAC_KEY, full_imei, zero_tac_list
+from tests.test_lists import ZERO_TAC_KEY, full_imei, imeisv_list, zero_tac_list
 
 FRESH = 35777777000000
 
@@ -156,6 +156,20 @@ def test_a_list_whose_imeis_starting_with_0_fall_in_number_is_refused(
     assert check(state_dir, ZERO_TAC_KEY, BUYER)["generation"] == 2
     allowed = import_(state_dir, "white", path, EIR_LISTS__MAX_LEADING_ZERO_FALL="1")
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_list_of_imeisvs_that_lost_their_leading_zero_is_refused(
+        state_dir: Path, tmp_path: Path) -> None:
+    """The trial's file: 1,000 IMEISVs, 100 of TAC 01332700 saved as 15-digit numbers."""
+    path = tmp_path / "white.csv"
+    path.write_text("".join(f"{line}\n" for line in imeisv_list()))
+    done = import_(state_dir, "white", path)
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    stripped = report["file"]["leading_zero_stripped"]
+    assert stripped > 50 and report["file"]["bad"] == stripped
+    assert report["refused"].startswith(f"{stripped} of 1,000 rows are bad")
+    assert check(state_dir, SINGLE, OWNER)["generation"] == 1
 
 
 def test_a_black_list_whose_imeis_lost_their_leading_zero_is_refused(
