@@ -7,7 +7,7 @@ from typing import Any
 
 from consumers.publish import ConfluentProducer, KafkaPythonProducer, Producer
 from consumers.receive import ConfluentConsumer, Consumer, KafkaPythonConsumer
-from enforcer.config import ConfigError, KafkaConfig
+from enforcer.config import MAX_REQUEST_BYTES, KafkaConfig
 
 # Heartbeats go out this many times per session timeout, as Kafka recommends.
 HEARTBEATS_PER_SESSION = 3
@@ -17,14 +17,6 @@ PRODUCER_LINGER_MS = 5
 METADATA_REFRESH_MS = 5000
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT = "confluent"
-# The largest request a producer sends: librdkafka's default message.max.bytes, set on
-# kafka-python's max_request_size too (1 MiB by its default), so both clients refuse alike.
-MAX_REQUEST_BYTES = 1_000_000
-# Beyond what `consumers.replay.measure` counts, a request holds the record batch's header
-# (61 bytes) and the record's own length, offset, time and attribute fields.
-RECORD_FRAMING_BYTES = 128
-# Room for the dlq-* headers at their longest (a detail of 1 KiB, a 249-character topic).
-MIN_DEAD_LETTER_BYTES = 4096
 # Both clients refuse a response over 100 MB by default, and a broker sends a message
 # larger than the fetch limits whole, alone (KIP-74): such a message, which a broker that
 # allows it delivers, stopped its partition for good. The protocol's own limit (an int32
@@ -62,7 +54,7 @@ def rdkafka_security(config: KafkaConfig) -> dict[str, Any]:
 def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
     """The attach topic in the workers' consumer group; offsets committed by the loop."""
     heartbeat_ms = config.session_timeout_ms // HEARTBEATS_PER_SESSION
-    if _client(config) == KAFKA_PYTHON:
+    if config.client == KAFKA_PYTHON:
         return KafkaPythonConsumer(dict(
             group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=config.session_timeout_ms, heartbeat_interval_ms=heartbeat_ms,
@@ -77,10 +69,8 @@ def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
 
 
 def producer(config: KafkaConfig) -> Producer:
-    """The dead letters' bound is checked here, against the request limit set here."""
-    _check_dead_letter_bound(config)
     # acks=all: a message counts as sent only once every in-sync replica has it.
-    if _client(config) == KAFKA_PYTHON:
+    if config.client == KAFKA_PYTHON:
         return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
                                         max_request_size=MAX_REQUEST_BYTES, **security(config)))
     return ConfluentProducer({"acks": "all", "linger.ms": PRODUCER_LINGER_MS,
@@ -99,7 +89,7 @@ def outbox_reader(config: KafkaConfig) -> Consumer:
 
 
 def _reader(config: KafkaConfig, purpose: str) -> Consumer:
-    if _client(config) == KAFKA_PYTHON:
+    if config.client == KAFKA_PYTHON:
         return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
                                         auto_offset_reset="earliest",
                                         receive_message_max_bytes=MAX_RESPONSE_BYTES,
@@ -110,17 +100,3 @@ def _reader(config: KafkaConfig, purpose: str) -> Consumer:
                               "receive.message.max.bytes": MAX_RESPONSE_BYTES,
                               "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                               **rdkafka_security(config)})
-
-
-def _check_dead_letter_bound(config: KafkaConfig) -> None:
-    most = MAX_REQUEST_BYTES - RECORD_FRAMING_BYTES
-    if not MIN_DEAD_LETTER_BYTES <= config.dead_letter_max_bytes <= most:
-        raise ConfigError(f"kafka.dead_letter_max_bytes: {config.dead_letter_max_bytes} is not"
-                          f" between {MIN_DEAD_LETTER_BYTES} and {most}")
-
-
-def _client(config: KafkaConfig) -> str:
-    if config.client not in (KAFKA_PYTHON, CONFLUENT):
-        raise ConfigError(f"kafka.client: {config.client!r} is neither {KAFKA_PYTHON!r}"
-                          f" nor {CONFLUENT!r}")
-    return config.client
