@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from consumers.publish import ConfluentProducer, KafkaPythonProducer, Producer
-from consumers.receive import ConfluentConsumer, Consumer, KafkaPythonConsumer
+from consumers.receive import METADATA_TIMEOUT_S, ConfluentConsumer, Consumer, KafkaPythonConsumer
 from enforcer.config import MAX_REQUEST_BYTES, KafkaConfig
+from enforcer.lifecycle import Unreachable
 
 # Heartbeats go out this many times per session timeout, as Kafka recommends.
 HEARTBEATS_PER_SESSION = 3
@@ -17,6 +21,9 @@ PRODUCER_LINGER_MS = 5
 METADATA_REFRESH_MS = 5000
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT = "confluent"
+# kafka-python's clients ask a broker for the cluster as they are made, for this long at most
+# (30 s by default): a worker started before the broker says so, and hears SIGTERM, sooner.
+BOOTSTRAP_TIMEOUT_MS = int(METADATA_TIMEOUT_S * 1000)
 # Both clients refuse a response over 100 MB by default, and a broker sends a message
 # larger than the fetch limits whole, alone (KIP-74): such a message, which a broker that
 # allows it delivers, stopped its partition for good. The protocol's own limit (an int32
@@ -27,7 +34,8 @@ MAX_RESPONSE_BYTES = 2**31 - 1
 def security(config: KafkaConfig) -> dict[str, Any]:
     options: dict[str, Any] = {"bootstrap_servers": config.bootstrap_servers.split(","),
                                "security_protocol": config.security_protocol,
-                               "client_id": config.client_id}
+                               "client_id": config.client_id,
+                               "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS}
     if config.sasl_mechanism:
         options.update(sasl_mechanism=config.sasl_mechanism,
                        sasl_plain_username=config.sasl_username,
@@ -55,11 +63,13 @@ def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
     """The attach topic in the workers' consumer group; offsets committed by the loop."""
     heartbeat_ms = config.session_timeout_ms // HEARTBEATS_PER_SESSION
     if config.client == KAFKA_PYTHON:
-        return KafkaPythonConsumer(dict(
-            group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=config.session_timeout_ms, heartbeat_interval_ms=heartbeat_ms,
-            max_poll_records=max_records, receive_message_max_bytes=MAX_RESPONSE_BYTES,
-            **security(config)), (config.attach_topic,))
+        with _bootstrapping(config):
+            return KafkaPythonConsumer(dict(
+                group_id=config.group_id, enable_auto_commit=False,
+                auto_offset_reset="earliest", session_timeout_ms=config.session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_ms, max_poll_records=max_records,
+                receive_message_max_bytes=MAX_RESPONSE_BYTES, **security(config)),
+                (config.attach_topic,))
     return ConfluentConsumer({
         "group.id": config.group_id, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "session.timeout.ms": config.session_timeout_ms,
@@ -71,8 +81,10 @@ def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
 def producer(config: KafkaConfig) -> Producer:
     # acks=all: a message counts as sent only once every in-sync replica has it.
     if config.client == KAFKA_PYTHON:
-        return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
-                                        max_request_size=MAX_REQUEST_BYTES, **security(config)))
+        with _bootstrapping(config):
+            return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
+                                            max_request_size=MAX_REQUEST_BYTES,
+                                            **security(config)))
     return ConfluentProducer({"acks": "all", "linger.ms": PRODUCER_LINGER_MS,
                               "message.max.bytes": MAX_REQUEST_BYTES,
                               **rdkafka_security(config)})
@@ -90,13 +102,24 @@ def outbox_reader(config: KafkaConfig) -> Consumer:
 
 def _reader(config: KafkaConfig, purpose: str) -> Consumer:
     if config.client == KAFKA_PYTHON:
-        return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
-                                        auto_offset_reset="earliest",
-                                        receive_message_max_bytes=MAX_RESPONSE_BYTES,
-                                        **security(config)))
+        with _bootstrapping(config):
+            return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
+                                            auto_offset_reset="earliest",
+                                            receive_message_max_bytes=MAX_RESPONSE_BYTES,
+                                            **security(config)))
     # librdkafka wants a group id even for assigned partitions; nothing is ever committed.
     return ConfluentConsumer({"group.id": f"{config.group_id}.{purpose}",
                               "enable.auto.commit": False, "auto.offset.reset": "earliest",
                               "receive.message.max.bytes": MAX_RESPONSE_BYTES,
                               "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                               **rdkafka_security(config)})
+
+
+@contextmanager
+def _bootstrapping(config: KafkaConfig) -> Iterator[None]:
+    """kafka-python asks for the cluster as a client is made: no broker answering is
+    Unreachable (librdkafka's clients connect later, and retry by themselves)."""
+    try:
+        yield
+    except (KafkaTimeoutError, KafkaConnectionError) as exc:
+        raise Unreachable(f"no broker of {config.bootstrap_servers} answered ({exc})") from exc

@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from enforcer.config import Config, HttpConfig
 from enforcer.health import Check, Readiness
 from enforcer.imei import ImeiRules, parse_imei
+from enforcer.lifecycle import cannot_listen
 from enforcer.logs import describe
 from enforcer.state import StateHolder
 from enforcer.querystring import query_values
@@ -170,12 +171,26 @@ class StatusQueries:
         return Reply(status, {"error": reason, "detail": detail}, headers or {})
 
 
+def listen_http(settings: HttpConfig) -> ThreadingHTTPServer | None:
+    """The worker's HTTP server, bound (its requests are handled once serve_http has what
+    they need); None when http.port is 0. Raises ConfigError naming http.port or http.bind
+    when the address cannot be had."""
+    if not settings.port:
+        return None
+    try:
+        return ThreadingHTTPServer((settings.bind, settings.port), BaseHTTPRequestHandler)
+    except OSError as exc:
+        raise cannot_listen("http", settings.bind, settings.port, exc) from exc
+
+
 class HttpServer:
-    def __init__(self, settings: HttpConfig, metrics: WorkerMetrics, queries: StatusQueries,
-                 pool: ConnectionPool, readiness: Readiness) -> None:
-        handler = _handler(metrics, queries, readiness, settings.timeout_s)
+    def __init__(self, server: ThreadingHTTPServer, settings: HttpConfig,
+                 metrics: WorkerMetrics, queries: StatusQueries, pool: ConnectionPool,
+                 readiness: Readiness) -> None:
         self._pool = pool
-        self._server = ThreadingHTTPServer((settings.bind, settings.port), handler)
+        self._server = server
+        self._server.RequestHandlerClass = _handler(metrics, queries, readiness,
+                                                    settings.timeout_s)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="eir-http",
                                         daemon=True)
@@ -204,22 +219,23 @@ def database_check(pool: ConnectionPool, wait_s: float) -> Check:
     return reachable
 
 
-def serve_http(config: Config, holder: StateHolder, rules: ImeiRules,
-               metrics: WorkerMetrics, checks: dict[str, Check]) -> HttpServer | None:
-    """Started, on config.http.port; None when that is 0. Readiness is `checks` and the
-    database's."""
-    if not config.http.port:
+def serve_http(config: Config, server: ThreadingHTTPServer | None, holder: StateHolder,
+               rules: ImeiRules, metrics: WorkerMetrics,
+               checks: dict[str, Check]) -> HttpServer | None:
+    """Started, on the server listen_http bound; None without one. Readiness is `checks` and
+    the database's."""
+    if server is None:
         return None
     clients = parse_tokens(config.http.tokens)
     pool = ConnectionPool(config.postgres.dsn, min_size=1, max_size=config.http.pool_size,
                           kwargs={"autocommit": True}, open=True, name="eir-http")
     metrics.http.watch_pool(pool)
     readiness = Readiness({**checks, "database": database_check(pool, config.http.db_wait_s)})
-    server = HttpServer(config.http, metrics,
-                        StatusQueries(config.http, clients, holder, rules, pool, metrics),
-                        pool, readiness)
-    server.start()
-    return server
+    http = HttpServer(server, config.http, metrics,
+                      StatusQueries(config.http, clients, holder, rules, pool, metrics),
+                      pool, readiness)
+    http.start()
+    return http
 
 
 def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readiness,

@@ -1,23 +1,33 @@
 """The configuration as an operator meets it: every key's range or form checked at load, a
-bad value one line naming the key and what was expected, for every command."""
+bad value one line naming the key and what was expected, for every command; the start of
+`run` and `serve`, which waits for a service that is not up yet, refuses an address it
+cannot listen on, and stops on SIGTERM whatever holds it up."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import tomllib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
+import psycopg
 import pytest
 
 from enforcer.config import DEFAULTS, Config, ConfigError, load_config
+from enforcer.lifecycle import Backoff, Stopped, Unreachable, when_reachable
+from enforcer.services import free_port
 
 CLI = [sys.executable, "-m", "enforcer.cli"]
 LOOPBACK = "127.0.0.1"
 SECRET = "s" * 16
+SIGNALLED_FOR_S = 30  # a process asked to stop this long and still there is deaf
+SIGNAL_EVERY_S = 0.5
 
 # (variable, value, what the line says after "configuration key "), one row at least for each
 # kind of constraint: each is what the trial's operator ran into, or its like.
@@ -183,7 +193,7 @@ def test_the_defaults_and_the_production_example_are_within_every_range() -> Non
     load_config(Path(__file__).parents[1] / "deploy" / "eir-enforcer.toml", environ={})
 
 
-# --- every command ---------------------------------------------------------------------
+# --- the start of `run` and `serve` -------------------------------------------------------
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
@@ -196,3 +206,141 @@ def test_every_command_stops_at_a_bad_value_with_one_line(command: list[str]) ->
     assert result.returncode == 2, result.stderr
     assert result.stderr == ("eir-enforcer: configuration key 'notices.sweep_every_s': must be "
                              "above 0, not -5\n")
+
+
+@pytest.mark.parametrize(("command", "section"), [("run", "http"), ("serve", "eic")])
+def test_a_port_in_use_stops_the_start_with_one_line_naming_it(command: str,
+                                                               section: str) -> None:
+    """A second worker (or serve) on the same host: nothing else is tried first (the
+    database and broker named here are not there)."""
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        port = taken.getsockname()[1]
+        result = cli(command, env={f"EIR_{section.upper()}__PORT": str(port),
+                                   f"EIR_{section.upper()}__BIND": LOOPBACK,
+                                   "EIR_POSTGRES__DSN": "postgresql://eir@127.0.0.1:1/eir",
+                                   "EIR_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"eir-enforcer: configuration key '{section}.port': {port} is in "
+                             f"use on {LOOPBACK} (another eir-enforcer on this host?); give a "
+                             "free port\n")
+
+
+def test_an_address_not_of_this_host_is_named() -> None:
+    result = cli("serve", env={"EIR_EIC__BIND": "192.0.2.1"})  # TEST-NET-1, RFC 5737
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("eir-enforcer: configuration key 'eic.bind': 192.0.2.1 is "
+                                    "no address of this host (")
+    assert result.stderr.count("\n") == 1
+
+
+def started(command: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "--log-level", "INFO", command], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def waiting_lines(process: subprocess.Popen, service: str) -> list[str]:
+    """Lines read until the first that says `service` is waited for."""
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if '"not reachable at start, trying again"' in line and f'"{service}"' in line:
+            return seen
+    raise AssertionError(f"ended without waiting for {service}: {''.join(seen)}")
+
+
+def stopped(process: subprocess.Popen) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=30)
+    return process.returncode, rest
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_started_before_the_database_it_waits_and_stops_on_sigterm(command: str) -> None:
+    process = started(command, {"EIR_POSTGRES__DSN": "postgresql://eir@127.0.0.1:1/eir",
+                                "EIR_WORKER__RETRY_FIRST_S": "0.1", "EIR_EIC__FOLLOW_S": "0.1",
+                                "EIR_HTTP__PORT": "0", "EIR_EIC__PORT": str(free_port())})
+    lines = waiting_lines(process, "postgres")
+    code, rest = stopped(process)
+    assert code == 0, rest
+    assert "Connection refused" in lines[-1]
+    assert "Traceback" not in rest
+
+
+def test_started_before_the_broker_it_waits_and_stops_on_sigterm(env: dict[str, str]) -> None:
+    nowhere = f"{LOOPBACK}:{free_port()}"
+    process = started("run", {**env, "EIR_KAFKA__BOOTSTRAP_SERVERS": nowhere,
+                              "EIR_WORKER__RETRY_FIRST_S": "0.1"})
+    lines = waiting_lines(process, "kafka")
+    code, rest = stopped(process)
+    assert code == 0, rest
+    assert f"no broker of {nowhere} answered" in lines[-1]
+    assert "Traceback" not in rest
+
+
+def test_a_second_sigterm_ends_a_start_that_does_not_return() -> None:
+    """postgres.dsn naming a port where something accepts and never answers (another
+    service's): the connection waits, whatever the first SIGTERM asked; the second ends the
+    process at once."""
+    with socket.create_server((LOOPBACK, 0)) as silent:
+        silent.settimeout(SIGNALLED_FOR_S)
+        process = started("run", {"EIR_HTTP__PORT": "0", "EIR_POSTGRES__DSN":
+                                  f"postgresql://eir@{LOOPBACK}:{silent.getsockname()[1]}/eir"})
+        accepted, _ = silent.accept()  # the worker is in its connection now
+        with accepted:
+            # Signals sent together may arrive as one: each waits a little for the end.
+            for _ in range(int(SIGNALLED_FOR_S / SIGNAL_EVERY_S)):
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.communicate(timeout=SIGNAL_EVERY_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            else:
+                process.kill()
+                process.communicate()
+    assert process.returncode == -signal.SIGTERM
+
+
+# --- when_reachable, on its own -------------------------------------------------------------
+
+def test_a_step_is_tried_again_until_its_service_answers() -> None:
+    tries: list[int] = []
+
+    def step() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise psycopg.OperationalError("connection refused")
+        if len(tries) == 2:
+            raise Unreachable("no broker answered")
+        return "up"
+
+    assert when_reachable(step, "kafka", Backoff(0.001, 0.002), threading.Event()) == "up"
+    assert len(tries) == 3
+
+
+def test_a_step_that_fails_otherwise_is_not_tried_again() -> None:
+    def step() -> None:
+        raise ConfigError("configuration key 'x': must be y")
+
+    with pytest.raises(ConfigError):
+        when_reachable(step, "postgres", Backoff(0.001, 0.002), threading.Event())
+
+
+def test_waiting_ends_when_asked_to_stop() -> None:
+    stop = threading.Event()
+
+    def step() -> None:
+        stop.set()  # SIGTERM while the service is away
+        raise Unreachable("no broker answered")
+
+    with pytest.raises(Stopped):
+        when_reachable(step, "kafka", Backoff(3600, 3600), stop)
+
+
+def test_nothing_is_tried_once_stopped() -> None:
+    stop = threading.Event()
+    stop.set()
+    tried: list[int] = []
+    with pytest.raises(Stopped):
+        when_reachable(lambda: tried.append(1), "kafka", Backoff(1, 1), stop)
+    assert tried == []
