@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from consumers.publish import ConfluentProducer, KafkaPythonProducer, Producer
-from consumers.receive import ConfluentConsumer, Consumer, KafkaPythonConsumer
-from enforcer.config import ConfigError, KafkaConfig
+from consumers.receive import METADATA_TIMEOUT_S, ConfluentConsumer, Consumer, KafkaPythonConsumer
+from enforcer.config import MAX_REQUEST_BYTES, KafkaConfig
+from enforcer.lifecycle import Unreachable
 
 # Heartbeats go out this many times per session timeout, as Kafka recommends.
 HEARTBEATS_PER_SESSION = 3
@@ -17,14 +21,9 @@ PRODUCER_LINGER_MS = 5
 METADATA_REFRESH_MS = 5000
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT = "confluent"
-# The largest request a producer sends: librdkafka's default message.max.bytes, set on
-# kafka-python's max_request_size too (1 MiB by its default), so both clients refuse alike.
-MAX_REQUEST_BYTES = 1_000_000
-# Beyond what `consumers.replay.measure` counts, a request holds the record batch's header
-# (61 bytes) and the record's own length, offset, time and attribute fields.
-RECORD_FRAMING_BYTES = 128
-# Room for the dlq-* headers at their longest (a detail of 1 KiB, a 249-character topic).
-MIN_DEAD_LETTER_BYTES = 4096
+# kafka-python's clients ask a broker for the cluster as they are made, for this long at most
+# (30 s by default): a worker started before the broker says so, and hears SIGTERM, sooner.
+BOOTSTRAP_TIMEOUT_MS = int(METADATA_TIMEOUT_S * 1000)
 # Both clients refuse a response over 100 MB by default, and a broker sends a message
 # larger than the fetch limits whole, alone (KIP-74): such a message, which a broker that
 # allows it delivers, stopped its partition for good. The protocol's own limit (an int32
@@ -35,7 +34,8 @@ MAX_RESPONSE_BYTES = 2**31 - 1
 def security(config: KafkaConfig) -> dict[str, Any]:
     options: dict[str, Any] = {"bootstrap_servers": config.bootstrap_servers.split(","),
                                "security_protocol": config.security_protocol,
-                               "client_id": config.client_id}
+                               "client_id": config.client_id,
+                               "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS}
     if config.sasl_mechanism:
         options.update(sasl_mechanism=config.sasl_mechanism,
                        sasl_plain_username=config.sasl_username,
@@ -62,12 +62,14 @@ def rdkafka_security(config: KafkaConfig) -> dict[str, Any]:
 def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
     """The attach topic in the workers' consumer group; offsets committed by the loop."""
     heartbeat_ms = config.session_timeout_ms // HEARTBEATS_PER_SESSION
-    if _client(config) == KAFKA_PYTHON:
-        return KafkaPythonConsumer(dict(
-            group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=config.session_timeout_ms, heartbeat_interval_ms=heartbeat_ms,
-            max_poll_records=max_records, receive_message_max_bytes=MAX_RESPONSE_BYTES,
-            **security(config)), (config.attach_topic,))
+    if config.client == KAFKA_PYTHON:
+        with _bootstrapping(config):
+            return KafkaPythonConsumer(dict(
+                group_id=config.group_id, enable_auto_commit=False,
+                auto_offset_reset="earliest", session_timeout_ms=config.session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_ms, max_poll_records=max_records,
+                receive_message_max_bytes=MAX_RESPONSE_BYTES, **security(config)),
+                (config.attach_topic,))
     return ConfluentConsumer({
         "group.id": config.group_id, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "session.timeout.ms": config.session_timeout_ms,
@@ -77,12 +79,12 @@ def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
 
 
 def producer(config: KafkaConfig) -> Producer:
-    """The dead letters' bound is checked here, against the request limit set here."""
-    _check_dead_letter_bound(config)
     # acks=all: a message counts as sent only once every in-sync replica has it.
-    if _client(config) == KAFKA_PYTHON:
-        return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
-                                        max_request_size=MAX_REQUEST_BYTES, **security(config)))
+    if config.client == KAFKA_PYTHON:
+        with _bootstrapping(config):
+            return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
+                                            max_request_size=MAX_REQUEST_BYTES,
+                                            **security(config)))
     return ConfluentProducer({"acks": "all", "linger.ms": PRODUCER_LINGER_MS,
                               "message.max.bytes": MAX_REQUEST_BYTES,
                               **rdkafka_security(config)})
@@ -99,11 +101,12 @@ def outbox_reader(config: KafkaConfig) -> Consumer:
 
 
 def _reader(config: KafkaConfig, purpose: str) -> Consumer:
-    if _client(config) == KAFKA_PYTHON:
-        return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
-                                        auto_offset_reset="earliest",
-                                        receive_message_max_bytes=MAX_RESPONSE_BYTES,
-                                        **security(config)))
+    if config.client == KAFKA_PYTHON:
+        with _bootstrapping(config):
+            return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
+                                            auto_offset_reset="earliest",
+                                            receive_message_max_bytes=MAX_RESPONSE_BYTES,
+                                            **security(config)))
     # librdkafka wants a group id even for assigned partitions; nothing is ever committed.
     return ConfluentConsumer({"group.id": f"{config.group_id}.{purpose}",
                               "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -112,15 +115,11 @@ def _reader(config: KafkaConfig, purpose: str) -> Consumer:
                               **rdkafka_security(config)})
 
 
-def _check_dead_letter_bound(config: KafkaConfig) -> None:
-    most = MAX_REQUEST_BYTES - RECORD_FRAMING_BYTES
-    if not MIN_DEAD_LETTER_BYTES <= config.dead_letter_max_bytes <= most:
-        raise ConfigError(f"kafka.dead_letter_max_bytes: {config.dead_letter_max_bytes} is not"
-                          f" between {MIN_DEAD_LETTER_BYTES} and {most}")
-
-
-def _client(config: KafkaConfig) -> str:
-    if config.client not in (KAFKA_PYTHON, CONFLUENT):
-        raise ConfigError(f"kafka.client: {config.client!r} is neither {KAFKA_PYTHON!r}"
-                          f" nor {CONFLUENT!r}")
-    return config.client
+@contextmanager
+def _bootstrapping(config: KafkaConfig) -> Iterator[None]:
+    """kafka-python asks for the cluster as a client is made: no broker answering is
+    Unreachable (librdkafka's clients connect later, and retry by themselves)."""
+    try:
+        yield
+    except (KafkaTimeoutError, KafkaConnectionError) as exc:
+        raise Unreachable(f"no broker of {config.bootstrap_servers} answered ({exc})") from exc

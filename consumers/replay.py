@@ -43,7 +43,7 @@ def _cut_text(text: str, max_bytes: int) -> bytes:
 def measure(key: bytes | None, value: bytes, headers: Headers) -> int:
     """One record's key, value and headers with their framing, in bytes: what either
     client counts against its request limit, less the record's and its batch's fixed
-    framing (`consumers.kafka.RECORD_FRAMING_BYTES`)."""
+    framing (`enforcer.config.RECORD_FRAMING_BYTES`)."""
     return (len(key or b"") + len(value)
             + sum(len(name.encode()) + len(v or b"") + HEADER_FRAMING_BYTES
                   for name, v in headers))
@@ -56,7 +56,7 @@ def dead_letter(topic: str, record: Record, letter: DeadLetter, max_bytes: int) 
     value to what is left, and where the key and original headers alone leave no room, those
     too; `dlq-truncated` names what was cut, `dlq-original-size` and `dlq-original-sha256`
     give the original value's length in bytes and its SHA-256 in hex. `max_bytes` must leave
-    room for the dlq-* headers (`consumers.kafka.MIN_DEAD_LETTER_BYTES`)."""
+    room for the dlq-* headers (`enforcer.config.MIN_DEAD_LETTER_BYTES`)."""
     value = record.value or b""
     ours = _dlq_headers(record, letter)
     whole = [*record.headers, *ours]

@@ -1,136 +1,219 @@
 """One typed configuration object: defaults.toml, then the operator's TOML file, then
-environment variables EIR_<SECTION>__<KEY>."""
+environment variables EIR_<SECTION>__<KEY>.
+
+Every key's type says what it may be: its range or form is declared beside it (typing.Annotated,
+with the constraints of enforcer.configcheck; a Literal for a choice), and a rule between
+keys in its section's __post_init__. All are checked at load, so that a bad value stops any
+command at once with one line naming the key, what was expected and what was given."""
 
 from __future__ import annotations
 
 import os
 import tomllib
-import types
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping, get_type_hints
+from typing import Annotated, Any, Literal, Mapping, get_args, get_origin, get_type_hints
+
+from enforcer.configcheck import (ADDRESS, ANY_TEXT, CLOCK_TIME, CRON, DSN, HOST_PORTS,
+                                  IMEI_DIGITS, NONBLANK, PORT_MAX, TAC_PREFIX, TIME_ZONE, TOPIC,
+                                  Range, shown, tokens)
 
 DEFAULTS = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "EIR_"
 # Tables whose keys an operator may add to: a policy may name notice kinds of its own.
 OPEN_TABLES = ("notices.templates.",)
 
+# The C int most counts end in (a socket's backlog, a poll's size, the collector's threshold).
+INT_MAX = 2**31 - 1
+# The longest time any key gives: past it a wait overflows threading's TIMEOUT_MAX, a
+# schedule datetime's year 9999, a window epoch milliseconds in int64.
+CENTURY_DAYS = 36_525
+CENTURY_HOURS = CENTURY_DAYS * 24
+CENTURY_S = CENTURY_HOURS * 3600
+# APScheduler counts an interval in microseconds and runs one of 0 every second instead.
+MIN_INTERVAL_S = 0.001
+# confluent-kafka's consume() takes at most this many messages at a time.
+MAX_POLL_RECORDS = 1_000_000
+# Each of these holds a PostgreSQL connection: past the server's default max_connections
+# they would be refused.
+MAX_CONNECTIONS = 100
+# A stock broker's group.min.session.timeout.ms and group.max.session.timeout.ms: outside
+# them it refuses the consumer group's join, and the worker would consume nothing.
+SESSION_TIMEOUT_MS = Range(6_000, 1_800_000)
+# The largest request a producer sends: librdkafka's default message.max.bytes, set on
+# kafka-python's max_request_size too (1 MiB by its default), so both clients refuse alike.
+MAX_REQUEST_BYTES = 1_000_000
+# Beyond what `consumers.replay.measure` counts, a request holds the record batch's header
+# (61 bytes) and the record's own length, offset, time and attribute fields.
+RECORD_FRAMING_BYTES = 128
+# Room for the dlq-* headers at their longest (a detail of 1 KiB, a 249-character topic).
+MIN_DEAD_LETTER_BYTES = 4096
+# A status query client's secret is at least this long.
+MIN_SECRET_CHARS = 16
+
+Count = Annotated[int, Range(1, INT_MAX)]
+CountOrZero = Annotated[int, Range(0, INT_MAX)]
+Connections = Annotated[int, Range(1, MAX_CONNECTIONS)]
+Seconds = Annotated[float, Range(0, CENTURY_S, above=True)]
+SecondsOrZero = Annotated[float, Range(0, CENTURY_S)]
+Interval = Annotated[Seconds, Range(MIN_INTERVAL_S)]
+Days = Annotated[int, Range(1, CENTURY_DAYS)]
+Share = Annotated[float, Range(0, 1)]
+Port = Annotated[int, Range(1, PORT_MAX)]
+Text = Annotated[str, NONBLANK]
+AnyText = Annotated[str, ANY_TEXT]
+Topic = Annotated[str, TOPIC]
+TimeZone = Annotated[str, TIME_ZONE]
+ClockTime = Annotated[str, CLOCK_TIME]
+Cron = Annotated[str, CRON]
+
 
 class ConfigError(ValueError):
-    """A setting is missing, unknown or of the wrong type; the message names the key."""
+    """A setting is missing, unknown, of the wrong type or out of its range; the message
+    names the key."""
+
+
+def config_error(key: str, complaint: str) -> ConfigError:
+    """The error of a key whose value is wanting: `complaint` says what was expected."""
+    return ConfigError(f"configuration key '{key}': {complaint}")
 
 
 @dataclass(frozen=True)
 class ImeiConfig:
-    test_tac_prefixes: list[str]
-    placeholders: list[str]
+    test_tac_prefixes: list[Annotated[str, TAC_PREFIX]]
+    placeholders: list[Annotated[str, IMEI_DIGITS]]
 
 
 @dataclass(frozen=True)
 class StateConfig:
-    dir: str
+    dir: Text
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    file: str
+    file: AnyText  # empty: rules/default.toml
 
 
 @dataclass(frozen=True)
 class ListsConfig:
-    csv_chunk_lines: int
-    bad_rows_reported: int
-    max_bad_share: float
-    max_shrink_share: float
-    max_leading_zero_fall: float
+    csv_chunk_lines: Count
+    bad_rows_reported: CountOrZero
+    max_bad_share: Share
+    max_shrink_share: Share
+    max_leading_zero_fall: Share
 
 
 @dataclass(frozen=True)
 class ServicesConfig:
-    dir: str
-    kafka_port: int
-    postgres_port: int
+    dir: Text
+    kafka_port: Port
+    postgres_port: Port
 
 
 @dataclass(frozen=True)
 class KafkaConfig:
-    client: str
-    bootstrap_servers: str
-    security_protocol: str
-    sasl_mechanism: str
-    sasl_username: str
-    sasl_password: str
-    ssl_cafile: str
-    client_id: str
-    group_id: str
-    session_timeout_ms: int
-    attach_topic: str
-    attach_dlq_topic: str
-    notifications_topic: str
-    commands_topic: str
-    verdicts_topic: str
+    client: Literal["kafka-python", "confluent"]
+    bootstrap_servers: Annotated[str, HOST_PORTS]
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    sasl_username: AnyText
+    sasl_password: AnyText
+    ssl_cafile: AnyText  # empty: the system's CAs
+    client_id: Text
+    group_id: Text
+    session_timeout_ms: Annotated[int, SESSION_TIMEOUT_MS]
+    attach_topic: Topic
+    attach_dlq_topic: Topic
+    notifications_topic: Topic
+    commands_topic: Topic
+    verdicts_topic: Topic
     publish_verdicts: bool
-    registry_topic: str
-    registry_dlq_topic: str
-    dead_letter_max_bytes: int
+    registry_topic: Topic
+    registry_dlq_topic: Topic
+    dead_letter_max_bytes: Annotated[int, Range(MIN_DEAD_LETTER_BYTES,
+                                                MAX_REQUEST_BYTES - RECORD_FRAMING_BYTES)]
+
+    def __post_init__(self) -> None:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl != bool(self.sasl_mechanism):
+            raise config_error("kafka.sasl_mechanism", "must be PLAIN, SCRAM-SHA-256 or "
+                               "SCRAM-SHA-512 with a SASL_ security_protocol, and empty "
+                               f"without one, not {shown(self.sasl_mechanism)} with "
+                               f"{self.security_protocol}")
+        # A topic the worker writes that it also reads would feed it its own output: a dead
+        # letter read back would be dead-lettered again, for ever.
+        for key in ("registry_topic", "attach_dlq_topic", "registry_dlq_topic",
+                    "notifications_topic", "commands_topic", "verdicts_topic"):
+            topic = getattr(self, key)
+            read = next((r for r in ("attach_topic", "registry_topic")
+                         if r != key and getattr(self, r) == topic), None)
+            if read is not None:
+                raise config_error(f"kafka.{key}", f"must not be a topic the worker reads "
+                                   f"(kafka.{read}), not {shown(topic)}")
 
 
 @dataclass(frozen=True)
 class PostgresConfig:
-    dsn: str
+    dsn: Annotated[str, DSN]
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    batch_max_events: int
-    batch_max_wait_ms: int
-    max_event_age_days: int
-    max_event_future_s: int
-    retry_first_s: float
-    retry_max_s: float
-    gc_threshold: int
-    name: str
+    batch_max_events: Annotated[int, Range(1, MAX_POLL_RECORDS)]
+    batch_max_wait_ms: Count
+    max_event_age_days: Days
+    max_event_future_s: Annotated[int, Range(0, CENTURY_S)]
+    retry_first_s: Seconds
+    retry_max_s: Seconds
+    gc_threshold: Count
+    name: AnyText  # empty: host:pid
+
+    def __post_init__(self) -> None:
+        if self.retry_max_s < self.retry_first_s:
+            raise config_error("worker.retry_max_s", "must be at least worker.retry_first_s "
+                               f"({shown(self.retry_first_s)}), not {shown(self.retry_max_s)}")
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    max_event_age_days: int
+    max_event_age_days: Days
 
 
 @dataclass(frozen=True)
 class HistoryConfig:
-    resolution_s: int
-    dedupe_pairs: int
-    keep_days: int
+    resolution_s: Annotated[int, Range(1, CENTURY_S)]
+    dedupe_pairs: Count
+    keep_days: Days
 
 
 @dataclass(frozen=True)
 class JobsConfig:
-    timezone: str
-    reconcile_cron: str
-    consistency_cron: str
-    retention_cron: str
-    lock_wait_s: float
-    attempts: int
-    retry_delay_s: float
-    drop_dir: str
-    drop_settle_s: float
-    consistency_shards: int
+    timezone: TimeZone
+    reconcile_cron: Cron
+    consistency_cron: Cron
+    retention_cron: Cron
+    lock_wait_s: SecondsOrZero
+    attempts: Count
+    retry_delay_s: SecondsOrZero
+    drop_dir: Text
+    drop_settle_s: SecondsOrZero
+    consistency_shards: Count
 
 
 @dataclass(frozen=True)
 class NoticesConfig:
-    sweep_every_s: float
-    sweepers: int
-    batch: int
-    count_every_s: float
-    quiet_start: str
-    quiet_end: str
-    timezone: str
-    sms_gap_hours: float
-    lapse_days: int
-    language: str
-    ussd_code: str
+    sweep_every_s: Interval
+    sweepers: Connections
+    batch: Count
+    count_every_s: SecondsOrZero
+    quiet_start: ClockTime
+    quiet_end: ClockTime
+    timezone: TimeZone
+    sms_gap_hours: Annotated[float, Range(0, CENTURY_HOURS)]
+    lapse_days: Days
+    # One of enforcer.noticemessages.LANGUAGES, checked with the texts at start.
+    language: Text
+    ussd_code: Text
     resolved_sms: bool
     # SMS texts: notice kind -> step -> language -> text; checked against the policy at
     # start (enforcer.noticemessages.check_templates).
@@ -139,32 +222,32 @@ class NoticesConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    bind: str
-    port: int
-    timeout_s: float
-    tokens: list[str]
-    rate_per_s: float
-    burst: int
-    pool_size: int
-    db_wait_s: float
+    bind: Annotated[str, ADDRESS]
+    port: Annotated[int, Range(0, PORT_MAX)]  # 0: no HTTP server
+    timeout_s: Seconds
+    tokens: Annotated[list[str], tokens(MIN_SECRET_CHARS)]
+    rate_per_s: Annotated[float, Range(0, above=True)]
+    burst: Count
+    pool_size: Connections
+    db_wait_s: Seconds
 
 
 @dataclass(frozen=True)
 class ClonesConfig:
-    cell_sites: str
+    cell_sites: AnyText  # empty: cells are not compared
 
 
 @dataclass(frozen=True)
 class EicConfig:
-    bind: str
-    port: int
-    follow_s: float
-    backlog: int
+    bind: Annotated[str, ADDRESS]
+    port: Port
+    follow_s: Seconds
+    backlog: Count
 
 
 @dataclass(frozen=True)
 class ClockConfig:
-    file: str
+    file: AnyText  # empty: the system clock
 
 
 @dataclass(frozen=True)
@@ -216,7 +299,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> None:
             raise ConfigError(f"unknown configuration key '{name}'")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"configuration key '{name}' must be a table")
+                raise config_error(name, f"must be a table, not {shown(value)}")
             _merge(base[key], value, f"{name}.")
         else:
             base[key] = value
@@ -234,52 +317,75 @@ def _apply_env(merged: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 
 def _parse_env(var: str, text: str, current: Any) -> Any:
+    """The variable's text as the type of the key's default."""
     if isinstance(current, bool):
         if text.lower() not in ("true", "false", "1", "0"):
-            raise ConfigError(f"environment variable {var} must be true or false")
+            raise ConfigError(f"environment variable {var}: must be true or false, "
+                              f"not {shown(text)}")
         return text.lower() in ("true", "1")
     if isinstance(current, list):
         return [item.strip() for item in text.split(",") if item.strip()]
     if isinstance(current, (int, float)):
         try:
             return type(current)(text)
-        except ValueError as exc:
-            raise ConfigError(f"environment variable {var} must be a number") from exc
+        except ValueError:
+            raise ConfigError(f"environment variable {var}: must be "
+                              f"{TYPE_NAMES[type(current)]}, not {shown(text)}") from None
     return text
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     values = {}
     for f in fields(cls):
         name = f"{where}{f.name}"
         if f.name not in data:
             raise ConfigError(f"configuration key '{name}' is missing")
         hint = hints[f.name]
-        value = data[f.name]
         if is_dataclass(hint):
-            values[f.name] = _build(hint, value, f"{name}.")
+            values[f.name] = _build(hint, data[f.name], f"{name}.")
         else:
-            values[f.name] = _check_type(name, value, hint)
-    return cls(**values)
+            values[f.name] = _value(name, data[f.name], hint)
+    return cls(**values)  # its __post_init__ checks the rules between its keys
 
 
-def _check_type(name: str, value: Any, hint: Any) -> Any:
-    origin = getattr(hint, "__origin__", None)
+def _value(name: str, value: Any, hint: Any) -> Any:
+    """The value as its type says, within the constraints annotated on it."""
+    constraints: tuple[Any, ...] = ()
+    if get_origin(hint) is Annotated:
+        hint, *constraints = get_args(hint)
+    value = _typed(name, value, hint)
+    for constraint in constraints:
+        complaint = constraint.complaint(value)
+        if complaint is not None:
+            raise config_error(name, complaint)
+    return value
+
+
+# What a value of each plain type is called in a message.
+TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    origin = get_origin(hint)
     if origin is list:
-        (item,) = hint.__args__
-        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
-            raise ConfigError(f"configuration key '{name}' must be a list of {item.__name__}")
-        return value
+        if not isinstance(value, list):
+            raise config_error(name, f"must be a list, not {shown(value)}")
+        (item,) = get_args(hint)
+        return [_value(name, v, item) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"configuration key '{name}' must be a table")
-        _, item = hint.__args__
-        return {k: _check_type(f"{name}.{k}", v, item) for k, v in value.items()}
-    if isinstance(hint, types.UnionType):
-        hint = tuple(hint.__args__)
+            raise config_error(name, f"must be a table, not {shown(value)}")
+        _, item = get_args(hint)
+        return {k: _value(f"{name}.{k}", v, item) for k, v in value.items()}
+    if origin is Literal:
+        choices = get_args(hint)
+        if not isinstance(value, str) or value not in choices:
+            raise config_error(name, f"must be one of {', '.join(map(shown, choices))}, "
+                           f"not {shown(value)}")
+        return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"configuration key '{name}' has the wrong type")
+        raise config_error(name, f"must be {TYPE_NAMES[hint]}, not {shown(value)}")
     return value

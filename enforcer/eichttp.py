@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 from functools import cached_property
 from http import HTTPStatus
@@ -246,11 +247,14 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve_http(app: Application, host: str, port: int, backlog: int,
-                     stop: asyncio.Event) -> None:
-    """Answer on host:port until `stop` is set."""
+                     stop: asyncio.Event, sock: socket.socket | None = None) -> None:
+    """Answer on host:port (or on `sock`, already listening) until `stop` is set."""
     loop = asyncio.get_running_loop()
     batcher = Batcher(app, loop)
-    server = await loop.create_server(lambda: _Connection(batcher), host, port,
-                                      backlog=backlog, reuse_address=True)
+    if sock is not None:
+        server = await loop.create_server(lambda: _Connection(batcher), sock=sock)
+    else:
+        server = await loop.create_server(lambda: _Connection(batcher), host, port,
+                                          backlog=backlog, reuse_address=True)
     async with server:
         await stop.wait()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+import socket
 import threading
 import time
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from enforcer.eic import (Answer, Cause, Check, Problem, Status, answer_checks, 
 from enforcer.eichttp import Request, Response, serve_http
 from enforcer.following import StateFollower
 from enforcer.imei import ImeiRules
+from enforcer.lifecycle import (STOP_SIGNALS, Backoff, Stopped, listen, stop_on_signals,
+                                stop_or_leave, when_reachable)
 from enforcer.logs import describe
 from enforcer.state import StateHolder, load_snapshot
 from metrics.eic import EicMetrics
@@ -171,9 +174,14 @@ def follow_forever(follower: StateFollower, config: Config, metrics: EicMetrics,
             return
 
 
-def build_checks(config: Config, clock: Clock | None = None
+def build_checks(config: Config, clock: Clock | None = None,
+                 stop: threading.Event | None = None
                  ) -> tuple[EquipmentChecks, StateFollower, EicMetrics, threading.Event]:
-    require_migrated(config.postgres.dsn)
+    """The checks on the snapshot, once the database can be reached (tried every
+    eic.follow_s meanwhile, as the following does). Raises Stopped when `stop` is set
+    first."""
+    when_reachable(partial(require_migrated, config.postgres.dsn), "postgres",
+                   Backoff(config.eic.follow_s, config.eic.follow_s), stop or threading.Event())
     holder = StateHolder(load_snapshot(Path(config.state.dir),
                                        load_policy(config.policy.file or None)))
     rules = imei_rules(config)
@@ -185,30 +193,43 @@ def build_checks(config: Config, clock: Clock | None = None
 
 
 def run_serve(config: Config) -> int:
-    app, follower, metrics, ready = build_checks(config)
     stop = threading.Event()
+    stop_on_signals(stop)  # before the start, which may wait for the database
+    # First: a port in use stops nothing half-started.
+    listening = listen("eic", config.eic.bind, config.eic.port, config.eic.backlog)
+    try:
+        app, follower, metrics, ready = build_checks(config, stop=stop)
+    except Stopped:
+        listening.close()
+        log.info("equipment checks stopped before they started")
+        return 0
     # The first round runs here, so the first answer already has the workers' changes.
     following = threading.Thread(target=follow_forever, name="eir-eic-follow",
                                  args=(follower, config, metrics, ready, stop), daemon=True)
     following.start()
     try:
-        uvloop.run(_serve(app, config, stop))
+        uvloop.run(_serve(app, config, listening, stop))
     finally:
         stop.set()
+        stop_on_signals(stop)  # the loop's handlers are gone: another signal ends it now
         following.join()
     log.info("equipment checks stopped")
     return 0
 
 
-async def _serve(app: EquipmentChecks, config: Config, stop: threading.Event) -> None:
+async def _serve(app: EquipmentChecks, config: Config, listening: socket.socket,
+                 stop: threading.Event) -> None:
     stopping = asyncio.Event()
 
-    def _stop() -> None:
-        stop.set()
+    def _stop(signum: int) -> None:
+        stop_or_leave(stop, signum)
         stopping.set()
 
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _stop)
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, _stop, signum)
+    if stop.is_set():  # asked during the start
+        stopping.set()
     log.info("equipment checks answering", extra={"port": config.eic.port})
-    await serve_http(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping)
+    await serve_http(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping,
+                     sock=listening)

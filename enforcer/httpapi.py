@@ -23,9 +23,10 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from enforcer.config import Config, ConfigError, HttpConfig
+from enforcer.config import Config, HttpConfig
 from enforcer.health import Check, Readiness
 from enforcer.imei import ImeiRules, parse_imei
+from enforcer.lifecycle import cannot_listen
 from enforcer.logs import describe
 from enforcer.state import StateHolder
 from enforcer.querystring import query_values
@@ -38,7 +39,6 @@ log = logging.getLogger("eir.http")
 STATUS_PATH = re.compile(r"^/v1/imei/([^/]{1,64})/status$")
 JSON = "application/json"
 HTTP = "http"
-MIN_SECRET_CHARS = 16
 RETRY_AFTER_UNAVAILABLE_S = 5
 
 
@@ -49,16 +49,9 @@ class Client:
 
 
 def parse_tokens(entries: list[str]) -> list[Client]:
-    clients: list[Client] = []
-    for entry in entries:
-        name, sep, secret = entry.partition(":")
-        if not sep or not name or len(secret) < MIN_SECRET_CHARS:
-            raise ConfigError(f"http.tokens entries are name:secret, the secret at least "
-                              f"{MIN_SECRET_CHARS} characters (entry for {name or '?'!r})")
-        if any(c.name == name for c in clients):
-            raise ConfigError(f"http.tokens names client {name!r} twice")
-        clients.append(Client(name, secret.encode()))
-    return clients
+    """http.tokens, whose form the configuration checked at load."""
+    return [Client(name, secret.encode())
+            for name, _, secret in (entry.partition(":") for entry in entries)]
 
 
 class TokenBucket:
@@ -178,12 +171,26 @@ class StatusQueries:
         return Reply(status, {"error": reason, "detail": detail}, headers or {})
 
 
+def listen_http(settings: HttpConfig) -> ThreadingHTTPServer | None:
+    """The worker's HTTP server, bound (its requests are handled once serve_http has what
+    they need); None when http.port is 0. Raises ConfigError naming http.port or http.bind
+    when the address cannot be had."""
+    if not settings.port:
+        return None
+    try:
+        return ThreadingHTTPServer((settings.bind, settings.port), BaseHTTPRequestHandler)
+    except OSError as exc:
+        raise cannot_listen("http", settings.bind, settings.port, exc) from exc
+
+
 class HttpServer:
-    def __init__(self, settings: HttpConfig, metrics: WorkerMetrics, queries: StatusQueries,
-                 pool: ConnectionPool, readiness: Readiness) -> None:
-        handler = _handler(metrics, queries, readiness, settings.timeout_s)
+    def __init__(self, server: ThreadingHTTPServer, settings: HttpConfig,
+                 metrics: WorkerMetrics, queries: StatusQueries, pool: ConnectionPool,
+                 readiness: Readiness) -> None:
         self._pool = pool
-        self._server = ThreadingHTTPServer((settings.bind, settings.port), handler)
+        self._server = server
+        self._server.RequestHandlerClass = _handler(metrics, queries, readiness,
+                                                    settings.timeout_s)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="eir-http",
                                         daemon=True)
@@ -212,24 +219,23 @@ def database_check(pool: ConnectionPool, wait_s: float) -> Check:
     return reachable
 
 
-def serve_http(config: Config, holder: StateHolder, rules: ImeiRules,
-               metrics: WorkerMetrics, checks: dict[str, Check]) -> HttpServer | None:
-    """Started, on config.http.port; None when that is 0. Readiness is `checks` and the
-    database's."""
-    if not config.http.port:
+def serve_http(config: Config, server: ThreadingHTTPServer | None, holder: StateHolder,
+               rules: ImeiRules, metrics: WorkerMetrics,
+               checks: dict[str, Check]) -> HttpServer | None:
+    """Started, on the server listen_http bound; None without one. Readiness is `checks` and
+    the database's."""
+    if server is None:
         return None
     clients = parse_tokens(config.http.tokens)
-    if config.http.rate_per_s <= 0 or config.http.burst < 1:
-        raise ConfigError("http.rate_per_s must be above 0 and http.burst at least 1")
     pool = ConnectionPool(config.postgres.dsn, min_size=1, max_size=config.http.pool_size,
                           kwargs={"autocommit": True}, open=True, name="eir-http")
     metrics.http.watch_pool(pool)
     readiness = Readiness({**checks, "database": database_check(pool, config.http.db_wait_s)})
-    server = HttpServer(config.http, metrics,
-                        StatusQueries(config.http, clients, holder, rules, pool, metrics),
-                        pool, readiness)
-    server.start()
-    return server
+    http = HttpServer(server, config.http, metrics,
+                      StatusQueries(config.http, clients, holder, rules, pool, metrics),
+                      pool, readiness)
+    http.start()
+    return http
 
 
 def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readiness,

@@ -46,7 +46,10 @@ LOG_FORMATS = tuple(FORMATTERS)
 def describe(exc: BaseException) -> str:
     """An error as a log may show it. A database error's message can quote the row it
     failed on, and others the value they choked on (numbers and all): only network and
-    broker errors are told in full; the rest by class (and SQLSTATE)."""
+    broker errors, and a database connection that failed (libpq's words: host, port, why;
+    no statement, so no row), are told in full; the rest by class (and SQLSTATE)."""
+    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     if isinstance(exc, psycopg.Error):
         return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
     if isinstance(exc, (OSError, KafkaError, KafkaException)):

@@ -24,6 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import ConfigError, JobsConfig
+from enforcer.configcheck import cron_fields
 from enforcer.db.jobs import Outcome, release_lock, run_ended, run_started, take_lock
 from enforcer.logs import describe
 from metrics.jobs import JobMetrics
@@ -112,19 +113,11 @@ class JobRunner:
         return Outcome.OK
 
 
-CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
-
-
 def cron_trigger(expression: str, timezone: str) -> CronTrigger:
     """Five crontab fields, or six with seconds first. Days of the week are best written by
     name: APScheduler 3 counts them from Monday = 0, crontab from Sunday = 0."""
-    fields = expression.split()
-    names = CRON_FIELDS if len(fields) == len(CRON_FIELDS) else ("second", *CRON_FIELDS)
-    if len(fields) != len(names):
-        raise ConfigError(f"cron expression {expression!r} needs 5 fields (or 6, seconds "
-                          "first)")
     try:
-        return CronTrigger(timezone=timezone, **dict(zip(names, fields)))
+        return CronTrigger(timezone=timezone, **cron_fields(expression))
     except (ValueError, LookupError) as exc:
         raise ConfigError(f"cron expression {expression!r}: {exc}") from exc
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import psycopg
 from apscheduler.schedulers.base import BaseScheduler
@@ -21,17 +21,19 @@ from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
-from enforcer.httpapi import HttpServer, serve_http
+from enforcer.httpapi import HttpServer, listen_http, serve_http
 from enforcer.jobs import worker_jobs
+from enforcer.lifecycle import Backoff, Stopped, stop_on_signals, when_reachable
 from enforcer.db.notices import live_sms_kinds
 from enforcer.noticemessages import check_templates
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
 from enforcer.sweep import NoticeSweeper, schedule_sweeps, wake_sweeper
 from metrics.worker import WorkerMetrics
-from rules.policy import load_policy
+from rules.policy import Policy, load_policy
 
 log = logging.getLogger("eir.worker")
+T = TypeVar("T")
 
 
 class Worker:
@@ -84,11 +86,23 @@ class Worker:
         self._sweeper.close()
 
 
-def build_worker(config: Config, clock: Clock | None = None) -> Worker:
-    require_migrated(config.postgres.dsn)
+def build_worker(config: Config, clock: Clock | None = None,
+                 stop: threading.Event | None = None) -> Worker:
+    """The worker, ready to run. The database and the broker are waited for
+    while they cannot be reached (worker.retry_first_s, doubling to retry_max_s). Raises
+    ConfigError (http.port in use among them) and Stopped when `stop` is set meanwhile."""
+    stop = stop or threading.Event()
+    listening = listen_http(config.http)  # first: a port in use stops nothing half-started
+    backoff = Backoff(config.worker.retry_first_s, config.worker.retry_max_s)
+
+    def database(step: Callable[[], T]) -> T:
+        return when_reachable(step, "postgres", backoff, stop)
+
+    def broker(step: Callable[[], T]) -> T:
+        return when_reachable(step, "kafka", backoff, stop)
+
     policy = load_policy(config.policy.file or None)
-    with psycopg.connect(config.postgres.dsn) as conn:
-        check_templates(config.notices, policy, load_policy(), live_sms_kinds(conn))
+    database(partial(_check_database, config, policy))
     began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     metrics = WorkerMetrics()
@@ -97,14 +111,15 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     clock = clock or clock_from(config.clock.file)
     rules = imei_rules(config)
     connect = partial(psycopg.connect, config.postgres.dsn, autocommit=True)
-    messages = producer(config.kafka)
+    # The first client made asks a broker for the cluster: the others follow it at once.
+    messages = broker(partial(producer, config.kafka))
     stopping = threading.Event()
     runner = JobRunner(config.jobs, connect, worker_name(config.worker.name), clock,
                        metrics.jobs, stopping)
     jobs = worker_jobs(config, holder, rules, clock, connect, metrics.reload_seconds.observe)
-    scheduler = scheduler_for(jobs, runner, config.jobs)  # a bad cron stops us here
+    scheduler = scheduler_for(jobs, runner, config.jobs)
     sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages,
-                            outbox_reader(config.kafka))
+                            broker(partial(outbox_reader, config.kafka)))
     schedule_sweeps(scheduler, sweeper, config)
 
     def touched(imeis: set[int], msisdns: set[int]) -> None:
@@ -112,18 +127,27 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
         wake_sweeper(scheduler, sweeper)
 
     registry = RegistryFollower(config, holder, rules, clock, metrics,
-                                registry_consumer(config.kafka), messages, connect, touched)
-    registry.restore()  # before any attach is decided
-    sweeper.start()  # the cut-off list in memory before any attach is decided
+                                broker(partial(registry_consumer, config.kafka)), messages,
+                                connect, touched)
+    database(registry.restore)  # before any attach is decided
+    database(sweeper.start)  # the cut-off list in memory before any attach is decided
     attach = AttachWorker(config, holder, rules, clock, metrics,
-                          attach_consumer(config.kafka, config.worker.batch_max_events),
+                          broker(partial(attach_consumer, config.kafka,
+                                         config.worker.batch_max_events)),
                           messages, connect, lambda: wake_sweeper(scheduler, sweeper),
                           lambda imeis: touched(imeis, set()))
-    http = serve_http(config, holder, rules, metrics,
+    http = serve_http(config, listening, holder, rules, metrics,
                       {"state": registry.state_check, "partitions": attach.partitions_check})
     worker = Worker(attach, registry, sweeper, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker
+
+
+def _check_database(config: Config, policy: Policy) -> None:
+    """The schema migrated, and a text for every kind of live notice that sends SMS."""
+    require_migrated(config.postgres.dsn)
+    with psycopg.connect(config.postgres.dsn) as conn:
+        check_templates(config.notices, policy, load_policy(), live_sms_kinds(conn))
 
 
 def tune_gc(threshold: int) -> None:
@@ -136,10 +160,13 @@ def tune_gc(threshold: int) -> None:
 
 
 def run_worker(config: Config) -> int:
-    worker = build_worker(config)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop_on_signals(stop)  # before the start, which may wait for the database or the broker
+    try:
+        worker = build_worker(config, stop=stop)
+    except Stopped:
+        log.info("worker stopped before it started")
+        return 0
     try:
         worker.run(stop)
     finally:

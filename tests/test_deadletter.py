@@ -13,12 +13,11 @@ from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumers.decode import DeadLetter
-from consumers.kafka import (MAX_REQUEST_BYTES, MIN_DEAD_LETTER_BYTES, RECORD_FRAMING_BYTES,
-                             producer)
 from consumers.receive import Record
 from consumers.replay import (MAX_DETAIL_BYTES, ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER,
                               TRUNCATED_HEADER, dead_letter, measure)
-from enforcer.config import ConfigError, load_config
+from enforcer.config import (MAX_REQUEST_BYTES, MIN_DEAD_LETTER_BYTES, RECORD_FRAMING_BYTES,
+                             ConfigError, load_config)
 
 TOO_LARGE = DeadLetter("too_large", "1048400 bytes, at most 4096")
 ISSUE_SIZE = 1_048_400  # under a stock broker's message.max.bytes, over what a producer sends
@@ -68,10 +67,9 @@ def test_a_detail_quoting_the_message_is_cut_between_characters() -> None:
 
 @pytest.mark.parametrize("bound", [MIN_DEAD_LETTER_BYTES - 1,
                                    MAX_REQUEST_BYTES - RECORD_FRAMING_BYTES + 1])
-def test_a_bound_the_producer_could_not_keep_is_refused_at_start(bound: int) -> None:
-    config = load_config(environ={"EIR_KAFKA__DEAD_LETTER_MAX_BYTES": str(bound)})
+def test_a_bound_the_producer_could_not_keep_is_refused_at_load(bound: int) -> None:
     with pytest.raises(ConfigError, match="kafka.dead_letter_max_bytes"):
-        producer(config.kafka)
+        load_config(environ={"EIR_KAFKA__DEAD_LETTER_MAX_BYTES": str(bound)})
 
 
 def filler(size: int, byte: int) -> bytes:

@@ -214,9 +214,9 @@ def test_templates_that_cannot_be_rendered_are_refused_naming_the_key(
 
 
 def test_a_text_of_the_wrong_type_is_refused_at_load(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'notices.templates.misuse.warning.fa' has the wrong"):
+    with pytest.raises(ConfigError, match="'notices.templates.misuse.warning.fa': must be text"):
         load(tmp_path, "[notices.templates.misuse]\nwarning.fa = 3\n")
-    with pytest.raises(ConfigError, match="'notices.templates.misuse.warning' must be a table"):
+    with pytest.raises(ConfigError, match="'notices.templates.misuse.warning': must be a table"):
         load(tmp_path, "[notices.templates.misuse]\nwarning = 'x'\n")
 
 

@@ -87,11 +87,11 @@ def test_config_defaults_file_and_environment(tmp_path: Path) -> None:
     path = tmp_path / "eir.toml"
     path.write_text('[state]\ndir = "/var/lib/eir"\n[lists]\nbad_rows_reported = 3\n')
     config = load_config(path, environ={"EIR_LISTS__CSV_CHUNK_LINES": "500",
-                                        "EIR_IMEI__PLACEHOLDERS": "111, 222"})
+                                        "EIR_IMEI__PLACEHOLDERS": "11111111111111, 22222222222222"})
     assert config.state.dir == "/var/lib/eir"
     assert config.lists.bad_rows_reported == 3
     assert config.lists.csv_chunk_lines == 500
-    assert config.imei.placeholders == ["111", "222"]
+    assert config.imei.placeholders == ["11111111111111", "22222222222222"]
     assert load_config(environ={}).lists.csv_chunk_lines == 1_000_000
 
 

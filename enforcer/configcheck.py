@@ -1,0 +1,168 @@
+"""What a configuration value may be: the constraints enforcer/config.py declares beside each
+key's type (typing.Annotated metadata), checked when the configuration is loaded. Each says
+what it expects in words, so that a bad value is one line naming the key, what was expected
+and what was given: `must be above 0, not -5`."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from psycopg.conninfo import conninfo_to_dict
+from psycopg import ProgrammingError
+
+# The largest integer shown as one in a message; past it a float is shown as Python writes it.
+WHOLE_SHOWN_UP_TO = 1e15
+PORT_MAX = 65535
+CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+# RFC 1123 host names, dot-separated labels of letters, digits and inner hyphens.
+HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it: numbers as written (-5, not -5.0), true and false as
+    TOML writes them, text quoted."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
+            and abs(value) < WHOLE_SHOWN_UP_TO:
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A finite number from `lowest` (or above it, when `above`) to `highest`."""
+
+    lowest: float
+    highest: float = math.inf
+    above: bool = False  # `lowest` itself is too low
+
+    def complaint(self, value: float) -> str | None:
+        if math.isnan(value):
+            return f"must be a number, not {shown(value)}"
+        if value < self.lowest or (self.above and value == self.lowest):
+            return (f"must be {'above' if self.above else 'at least'} {shown(self.lowest)}, "
+                    f"not {shown(value)}")
+        if value > self.highest or math.isinf(value):
+            return f"must be at most {shown(self.highest)}, not {shown(value)}"
+        return None
+
+
+@dataclass(frozen=True)
+class Form:
+    """Text that `accepts` (it returns False, or raises ValueError saying why), described as
+    `what`. A secret's value is never quoted back."""
+
+    what: str
+    accepts: Callable[[Any], bool]
+    secret: bool = False
+
+    def complaint(self, value: Any) -> str | None:
+        try:
+            if self.accepts(value):
+                return None
+            why = ""
+        except ValueError as exc:
+            why = " ".join(str(exc).split())  # one line, whatever the library wrote
+        if self.secret:
+            return f"must be {self.what}{': ' + why if why else ''}"
+        return f"must be {self.what}, not {shown(value)}{f' ({why})' if why else ''}"
+
+
+def matching(pattern: str) -> Callable[[str], bool]:
+    compiled = re.compile(pattern)
+    return lambda text: compiled.fullmatch(text) is not None
+
+
+def cron_fields(expression: str) -> dict[str, str]:
+    """A crontab line as APScheduler's CronTrigger takes it: five fields, or six with seconds
+    first. Raises ValueError."""
+    fields = expression.split()
+    names = CRON_FIELDS if len(fields) == len(CRON_FIELDS) else ("second", *CRON_FIELDS)
+    if len(fields) != len(names):
+        raise ValueError("needs 5 fields (or 6, seconds first)")
+    return dict(zip(names, fields))
+
+
+def _cron(expression: str) -> bool:
+    """Empty (the job is off), or an expression APScheduler parses."""
+    if expression:
+        CronTrigger(timezone="UTC", **cron_fields(expression))
+    return True
+
+
+def _time_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _dsn(text: str) -> bool:
+    try:
+        conninfo_to_dict(text)
+    except ProgrammingError as exc:
+        raise ValueError(str(exc)) from None
+    return True
+
+
+def _address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return HOST_NAME.match(text) is not None
+    return True
+
+
+def _host_ports(text: str) -> bool:
+    for server in text.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not (host and port.isdigit() and 1 <= int(port) <= PORT_MAX):
+            return False
+    return True
+
+
+def tokens(min_secret_chars: int) -> Form:
+    """Clients of the status query as name:secret, each name once, each secret at least
+    `min_secret_chars` long; the secrets are never quoted back."""
+    def accepts(entries: list[str]) -> bool:
+        names: set[str] = set()
+        for entry in entries:
+            name, sep, secret = entry.partition(":")
+            if not sep or not name:
+                raise ValueError(f"an entry of {len(entry)} characters is not name:secret")
+            if len(secret) < min_secret_chars:
+                raise ValueError(f"the secret of {name!r} is shorter than that")
+            if name in names:
+                raise ValueError(f"client {name!r} is named twice")
+            names.add(name)
+        return True
+    return Form(f"name:secret entries, each name once, each secret {min_secret_chars} "
+                "characters or more", accepts, secret=True)
+
+
+NONBLANK = Form("some text", lambda text: bool(text.strip()))
+# Free text: a path, a name or a secret, where empty has its own meaning (said in defaults.toml).
+ANY_TEXT = Form("text", lambda text: True)
+CLOCK_TIME = Form("a time of day HH:MM (00:00 to 23:59)",
+                  matching(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]"))
+TIME_ZONE = Form("a time zone of the IANA database, such as Asia/Tehran or UTC", _time_zone)
+CRON = Form("a cron expression (minute hour day-of-month month day-of-week, or six fields "
+            "with seconds first), or empty to turn the job off", _cron)
+DSN = Form("a PostgreSQL connection string (postgresql://user@host:port/database, or "
+           "key=value pairs)", _dsn, secret=True)
+ADDRESS = Form("an IP address or host name to listen on (0.0.0.0: every interface)", _address)
+HOST_PORTS = Form("host:port, or several separated by commas", _host_ports)
+# Kafka's own rule for topic names (kafka.common.internals.Topic).
+TOPIC = Form("a Kafka topic name (1-249 of a-z, A-Z, 0-9, '.', '_', '-'; not '.' or '..')",
+             matching(r"(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,249}"))
+TAC_PREFIX = Form("the start of a TAC (1 to 8 digits)", matching(r"[0-9]{1,8}"))
+IMEI_DIGITS = Form("an IMEI or IMEISV (14 to 16 digits)", matching(r"[0-9]{14,16}"))
