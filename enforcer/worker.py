@@ -27,7 +27,7 @@ from enforcer.db.notices import live_sms_kinds
 from enforcer.noticemessages import check_templates
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
-from enforcer.sweep import NoticeSweeper, schedule_sweeps, wake_sweeper
+from enforcer.sweep import NoticeSweeper, SweepLoop
 from metrics.worker import WorkerMetrics
 from rules.policy import load_policy
 
@@ -35,15 +35,16 @@ log = logging.getLogger("eir.worker")
 
 
 class Worker:
-    """The attach loop in the caller's thread, the registry loop beside it, and the
-    scheduled jobs, on one state."""
+    """The attach loop in the caller's thread, the registry loop and the notice sweep beside
+    it, and the scheduled jobs, on one state."""
 
     def __init__(self, attach: AttachWorker, registry: RegistryFollower,
-                 sweeper: NoticeSweeper, jobs: list[Job], runner: JobRunner,
+                 sweeper: NoticeSweeper, sweeps: SweepLoop, jobs: list[Job], runner: JobRunner,
                  stopping: threading.Event, scheduler: BaseScheduler,
                  http: HttpServer | None) -> None:
         self._attach = attach
         self._sweeper = sweeper
+        self._sweeps = sweeps
         self._http = http
         self._registry = registry
         self._jobs = {job.name: job for job in jobs}
@@ -64,11 +65,13 @@ class Worker:
                                     name="eir-registry")
         follower.start()
         self._scheduler.start()
+        self._sweeps.start()
         try:
             self._attach.run(stop)
         finally:
             stop.set()
             self._stopping.set()
+            self._sweeps.stop()
             self._scheduler.shutdown(wait=True)
             follower.join()
 
@@ -105,11 +108,11 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     scheduler = scheduler_for(jobs, runner, config.jobs)  # a bad cron stops us here
     sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages,
                             outbox_reader(config.kafka))
-    schedule_sweeps(scheduler, sweeper, config)
+    sweeps = SweepLoop(sweeper, config.notices.sweep_every_s)
 
     def touched(imeis: set[int], msisdns: set[int]) -> None:
         sweeper.touch(imeis, msisdns)
-        wake_sweeper(scheduler, sweeper)
+        sweeps.wake()
 
     registry = RegistryFollower(config, holder, rules, clock, metrics,
                                 registry_consumer(config.kafka), messages, connect, touched)
@@ -117,11 +120,11 @@ def build_worker(config: Config, clock: Clock | None = None) -> Worker:
     sweeper.start()  # the cut-off list in memory before any attach is decided
     attach = AttachWorker(config, holder, rules, clock, metrics,
                           attach_consumer(config.kafka, config.worker.batch_max_events),
-                          messages, connect, lambda: wake_sweeper(scheduler, sweeper),
+                          messages, connect, sweeps.wake,
                           lambda imeis: touched(imeis, set()))
     http = serve_http(config, holder, rules, metrics,
                       {"state": registry.state_check, "partitions": attach.partitions_check})
-    worker = Worker(attach, registry, sweeper, jobs, runner, stopping, scheduler, http)
+    worker = Worker(attach, registry, sweeper, sweeps, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker
 
