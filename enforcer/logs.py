@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import msgspec
 import psycopg
@@ -62,3 +65,19 @@ def setup_logging(level: str = "INFO", form: str = "json") -> None:
     root.setLevel(level)
     # The Kafka client narrates every connection at INFO; only its warnings matter here.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+
+
+@contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """Every log line into the file at `path` (made anew) while inside, in the format set up
+    for stderr; back to where they went after."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(handlers[0].formatter if handlers else JsonFormatter())
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        handler.close()

@@ -424,8 +424,22 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
            "EIR_POSTGRES__DSN": f"postgresql://postgres@127.0.0.1:{postgres}/eir",
            "EIR_HTTP__PORT": str(metrics), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
            "PATH": os.environ["PATH"]}
-    demo = run("demo", "--devices", "20000", "--rate", "500", "--duration", "15",
-               env=env).stdout
+    # The user's own services, up before the demo: it uses them and leaves them up.
+    run("services", "up", env=env)
+    try:
+        # It ends on day 31, while the notices opened on its first days are reminded and cut.
+        demo = run("demo", "--devices", "20000", "--rate", "1000", "--duration", "15",
+                   "--days", "31", env=env).stdout
+        up = [s["up"] for s in json.loads(run("services", "status", env=env).stdout)["services"]]
+        with psycopg.connect(env["EIR_POSTGRES__DSN"]) as conn:
+            stored = dict(conn.execute(
+                "SELECT coalesce(step, to_state), count(*) FROM notice_transitions"
+                " WHERE step IS NOT NULL OR to_state IN ('open', 'lapsed') GROUP BY 1"
+                ).fetchall())
+            (cut_now,) = conn.execute("SELECT count(*) FROM notices WHERE state = 'cut'"
+                                      ).fetchone()
+    finally:
+        run("services", "down", env=env)
     for shown in ("decisions/s", "owner", "other_cartable", "no_cartable", "unregistered",
                   "roamer", "blacklisted", "malformed", "emergency", "eir-enforcer check",
                   "slot_usage holds", "Try next:", "eir-enforcer history"):
@@ -435,7 +449,11 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
     assert "\x1b" not in demo and max(len(line) for line in lines) <= MAX_COLUMNS
     reports = [line for line in lines if line.startswith("  [")]
     assert 2 <= len(reports) < len(lines) / 4
-    decided = int(reports[-1].split(" decided")[0].split()[-1].replace(",", ""))
+    sent_decided = [(int(r.split(" sent")[0].split()[-1].replace(",", "")),
+                     int(r.split(" decided")[0].split()[-1].replace(",", ""))) for r in reports]
+    # Trial finding 6: "290,000 sent · 290,876 decided".
+    assert all(sent >= decided for sent, decided in sent_decided), sent_decided
+    decided = sent_decided[-1][1]
     assert decided > 0
 
     def figure(line: str, name: str) -> int:
@@ -450,6 +468,20 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
     closing = " ".join(demo.split())
     assert f"decided {decided:,} attach events" in closing
     assert f"this run's {upserts:,} upserts" in closing
+    # ... and what the database holds once the worker stopped (trial finding 6: what the
+    # sweeps did after the last sample was missing from it).
+    funnel = closing.split("Notices: ")[1].split(";")[0]
+    assert funnel == ", ".join(f"{stored.get(step, 0):,} {shown}" for step, shown in [
+        ("open", "opened"), ("warning", "warned"), ("reminder", "reminded"), ("cutoff", "cut"),
+        ("resolved", "restored"), ("lapsed", "lapsed")])
+    assert f"; {cut_now:,} subjects still cut off" in closing
+    # The worker's log lines went to a file, not across the display.
+    assert f"The worker's log lines: {tmp_path / 'svc' / 'demo.log'}" in closing
+    assert (tmp_path / "svc" / "demo.log").exists()
+    # Services up before the demo are up after it, and nothing says to start them again.
+    assert up == [True, True]
+    assert "still up, as they were before the demo" in closing
+    assert "services up" not in closing and "eir-enforcer services down" in closing
 
 
 @pytest.mark.parametrize(("option", "value"), [("--duration", "0"), ("--days", "nan"),
