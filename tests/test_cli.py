@@ -301,10 +301,10 @@ BAD_INPUT = [
     (["notices", "cancel", "17", "--reason", " "], "--reason"),
     (["demo", "--devices", "0"], "--devices"),
     (["demo", "--rate", "fast"], "--rate"),
-    (["demo", "--duration", "-1"], "--duration"),
-    (["demo", "--duration", "nan"], "--duration"),
-    (["demo", "--bad-share", "2"], "--bad-share"),
-    (["demo", "--days", "inf"], "--days"),
+    (["demo", "--duration", "-1"], "--duration: -1 is not above 0"),
+    (["demo", "--duration", "nan"], "--duration: nan is not a finite number"),
+    (["demo", "--bad-share", "2"], "--bad-share: 2 is not within [0, 1]"),
+    (["demo", "--days", "inf"], "--days: inf is not a finite number"),  # it said "(0, inf]"
 ]
 
 
