@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pytest
 from enforcer.demoview import MAX_COLUMNS
 from enforcer.imei import luhn_digit
 from enforcer.services import free_port
+from enforcer.status import Status
 from tests.test_lists import GZIP_FAULTS, full_imei
 
 CLI = [sys.executable, "-m", "enforcer.cli"]
@@ -234,6 +236,48 @@ def test_notices_are_listed_by_a_kind_of_the_policy_or_of_a_stored_notice(dsn) -
     assert refused.returncode == 2 and refused.stdout == ""
     (line,) = refused.stderr.splitlines()
     assert "--kind: 'parking_ticket' is no notice kind of the policy" in line
+
+
+def stored_notices(dsn: str, count: int) -> None:
+    """`count` open notices, one an IMEI, as a worker would have opened them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO notices (kind, scope, imei_key, subject_imsi, imsi, msisdn,"
+                     " rule, state, opened_at, deadline, last_seen, reminder_days, sms)"
+                     " SELECT 'unregistered', 'imei', 35209900000000 + n, 0, 432111234567890,"
+                     " 989121234567, 'unregistered', 'open', now(), now(), now(), '{}', true"
+                     " FROM generate_series(1, %s) AS n", (count,))
+
+
+def test_a_list_the_limit_cut_says_so_on_stderr(dsn) -> None:
+    """Trial finding 5: `notices list --state cut` showed 100 of 1,407 with no hint."""
+    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    stored_notices(dsn, 5)
+    cut = run("notices", "list", "--limit", "3", env=env)
+    assert len(cut.stdout.splitlines()) == 3
+    assert cut.stderr == "eir-enforcer notices list: 3 shown; --limit N for more\n"
+    whole = run("notices", "list", "--limit", "5", env=env)
+    assert (len(whole.stdout.splitlines()), whole.stderr) == (5, "")
+    assert len(run("notices", "list", env=env).stdout.splitlines()) == 5
+    assert run("clones", "list", "--limit", "1", env=env).stderr == ""
+    for command in (["notices", "list"], ["clones", "list"]):
+        assert "(default: 100)" in run(*command, "--help").stdout
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(dsn) -> None:
+    """Trial finding 5: `notices list --state cut | head -3` ended in a traceback
+    (BrokenPipeError). Past the pipe's buffer, as a shell runs it."""
+    stored_notices(dsn, 2000)
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; {shlex.join(CLI)} notices list "
+                            "--limit 2000 | head -3"], capture_output=True, text=True,
+                           env={**os.environ, "EIR_POSTGRES__DSN": dsn})
+    assert (piped.returncode, piped.stderr) == (141, "")  # 128 + SIGPIPE, as a shell says
+    assert len(piped.stdout.splitlines()) == 3
+
+
+def test_status_help_names_every_status() -> None:
+    """Trial finding 10: it did not mention misused."""
+    described = " ".join(run("status", "--help").stdout.split())
+    assert all(status.value in described for status in Status)
 
 
 # Every option that takes a value from the user, given one it cannot take: (arguments,
