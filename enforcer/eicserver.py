@@ -31,12 +31,13 @@ from enforcer.eic import (Answer, Cause, Check, Problem, Status, answer_checks, 
 from enforcer.eichttp import Request, Response, serve_http
 from enforcer.following import StateFollower
 from enforcer.imei import ImeiRules
-from enforcer.logs import describe
+from enforcer.logs import LIFECYCLE, describe
 from enforcer.state import StateHolder, load_snapshot
 from metrics.eic import EicMetrics
 from rules.policy import load_policy
 
 log = logging.getLogger("eir.eic")
+lifecycle = logging.getLogger(LIFECYCLE)
 
 CHECK_PATH = "/n5g-eir-eic/v1/equipment-status"
 JSON = "application/json"
@@ -196,7 +197,7 @@ def run_serve(config: Config) -> int:
     finally:
         stop.set()
         following.join()
-    log.info("equipment checks stopped")
+    lifecycle.info("equipment checks stopped")
     return 0
 
 
@@ -210,5 +211,11 @@ async def _serve(app: EquipmentChecks, config: Config, stop: threading.Event) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stop)
-    log.info("equipment checks answering", extra={"port": config.eic.port})
-    await serve_http(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping)
+    def listening(port: int) -> None:
+        # It consumes no topic: what the workers store is taken from PostgreSQL.
+        lifecycle.info("equipment checks started", extra={
+            "listen": f"{config.eic.bind}:{port}", "path": CHECK_PATH,
+            "follows": "postgres", "follow_s": config.eic.follow_s})
+
+    await serve_http(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping,
+                     listening)

@@ -43,6 +43,10 @@ class TextFormatter(JsonFormatter):
 
 
 FORMATTERS = {"json": JsonFormatter, "text": TextFormatter}
+# A long-running command's start (what it listens on and consumes) and stop: logged at INFO,
+# and shown at the default level (WARNING) too, so that one sees it came up; quiet from
+# ERROR up.
+LIFECYCLE = "eir.lifecycle"
 LOG_FORMATS = tuple(FORMATTERS)
 
 
@@ -65,6 +69,8 @@ def setup_logging(level: str = "INFO", form: str = "json") -> None:
     root.setLevel(level)
     # The Kafka client narrates every connection at INFO; only its warnings matter here.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger(LIFECYCLE).setLevel(
+        min(logging.INFO, root.level) if root.level <= logging.WARNING else root.level)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
 from enforcer.httpapi import HttpServer, serve_http
 from enforcer.jobs import worker_jobs
+from enforcer.logs import LIFECYCLE
 from enforcer.db.notices import live_sms_kinds
 from enforcer.noticemessages import check_templates
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
@@ -32,6 +33,7 @@ from metrics.worker import WorkerMetrics
 from rules.policy import load_policy
 
 log = logging.getLogger("eir.worker")
+lifecycle = logging.getLogger(LIFECYCLE)
 
 
 class Worker:
@@ -143,9 +145,15 @@ def run_worker(config: Config) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    kafka = config.kafka
+    # HTTP is up already; the loops start next.
+    lifecycle.info("worker started", extra={
+        "http": None if worker.http_port is None else f"{config.http.bind}:{worker.http_port}",
+        "bootstrap_servers": kafka.bootstrap_servers, "attach_topic": kafka.attach_topic,
+        "group": kafka.group_id, "registry_topic": kafka.registry_topic})
     try:
         worker.run(stop)
     finally:
         worker.close()
-    log.info("worker stopped")
+    lifecycle.info("worker stopped")
     return 0
