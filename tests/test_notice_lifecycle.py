@@ -237,6 +237,10 @@ def test_the_noc_lists_shows_and_cancels_notices(env, worker) -> None:
     assert [(t["from"], t["to"], t["step"]) for t in shown["transitions"]] == [
         (None, "open", None), ("open", "warned", "warning")]
     assert [m["idempotency_key"] for m in shown["messages"]] == [f"notice-{notice_id}-warning"]
+    # What the SMS says, as sent (trial finding 10: by key only).
+    warning = next(m for m in sent(env, "notifications") if m["notice_id"] == notice_id)
+    assert (shown["messages"][0]["text"], shown["messages"][0]["language"]) == (
+        warning["text"], warning["language"])
 
     at_day(clock, 29.5)
     wait_for(lambda: len(steps(env)) == 4)  # each notice's latest reminder
