@@ -102,8 +102,6 @@ class AttachWorker:
     def run(self, stop: threading.Event) -> None:
         first, most = self._config.worker.retry_first_s, self._config.worker.retry_max_s
         backoff = first
-        log.info("worker started", extra={"topic": self._config.kafka.attach_topic,
-                                          "generation": self._holder.current.generation})
         while not stop.is_set():
             polled = self._consumer.poll(self._config.worker.batch_max_wait_ms,
                                          self._config.worker.batch_max_events)

@@ -3,13 +3,17 @@
 Exit codes: 0 done; 2 bad input (an option's value, a file, a snapshot or database that is
 not there, a path the command cannot open or write), said in one line that names what is
 wrong and what was expected; 3 a national snapshot refused by its safety checks, a file that
-cannot be read to its end among them (truncated or corrupt gzip). Anything else ends in a
-traceback (exit 1): a fault in eir-enforcer itself, never an answer to input."""
+cannot be read to its end among them (truncated or corrupt gzip); 141 (128 + SIGPIPE, as a
+shell reports a command the signal ended) the reader of its output went away (`| head`),
+the rest of the output dropped. Anything else ends in a traceback (exit 1): a fault in
+eir-enforcer itself, never an answer to input."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,13 +47,14 @@ from enforcer.db.clones import list_flags
 from enforcer.db.migrate import NotMigrated
 from enforcer.eicserver import run_serve
 from enforcer.worker import run_worker
-from enforcer.options import (EXIT_USAGE, IMEI_KEY, IMSI, LOG_LEVELS, MSISDN, NON_NEGATIVE,
-                              NONBLANK, POSITIVE, TIME, Parser, existing_file, log_level,
-                              number_type)
+from enforcer.options import (BIGINT_MAX, EXIT_USAGE, IMEI_KEY, IMSI, LOG_LEVELS, MSISDN,
+                              NON_NEGATIVE, NONBLANK, POSITIVE, TIME, Parser, existing_file,
+                              log_level, number_type)
 from enforcer.subscriber import mask
 from rules.policy import PolicyError, load_policy
 
 EXIT_REFUSED = 3  # a registry file failed its safety checks: nothing was swapped or written
+EXIT_READER_GONE = 128 + signal.SIGPIPE
 
 
 class UnusableDirectory(Exception):
@@ -79,6 +84,17 @@ def _state_dir(args: argparse.Namespace, config: Config) -> Iterator[Path]:
 def _load_state(args: argparse.Namespace, config: Config) -> EnforcementState:
     with _state_dir(args, config) as directory:
         return load_snapshot(directory, load_policy(config.policy.file or None))
+
+
+def _one_more(limit: int) -> int:
+    """A row past `limit`, to tell whether it cut the answer (within a bigint)."""
+    return min(limit + 1, BIGINT_MAX)
+
+
+def _say_if_cut(command: str, found: int, limit: int) -> None:
+    """One line on stderr when `limit` left rows out: stdout stays the rows alone."""
+    if found > limit:
+        print(f"eir-enforcer {command}: {limit:,} shown; --limit N for more", file=sys.stderr)
 
 
 def _os_error(exc: OSError) -> str:
@@ -211,11 +227,13 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_clones_list(args: argparse.Namespace, config: Config) -> int:
     with psycopg.connect(config.postgres.dsn) as conn:
-        for key, reason, flagged, imsi, msisdn, recorded in list_flags(conn, args.limit):
+        flags = list_flags(conn, _one_more(args.limit))
+        for key, reason, flagged, imsi, msisdn, recorded in flags[:args.limit]:
             _print({"imei": f"{key:014d}", "reason": reason, "flagged_at": flagged.isoformat(),
                     "imsi": str(imsi) if args.reveal else mask(imsi),
                     "msisdn": str(msisdn) if args.reveal else mask(msisdn),
                     "recorded_at": recorded.isoformat()})
+    _say_if_cut("clones list", len(flags), args.limit)
     return 0
 
 
@@ -228,9 +246,12 @@ def cmd_notices_list(args: argparse.Namespace, config: Config) -> int:
             print(f"eir-enforcer notices list: argument --kind: {args.kind!r} is no notice kind "
                   f"of the policy ({', '.join(kinds)}) nor of a stored notice", file=sys.stderr)
             return EXIT_USAGE
-        for row in find(conn, state=args.state, kind=args.kind, imei_key=args.imei,
-                        msisdn=args.msisdn, due_before_ms=args.due_before, limit=args.limit):
+        rows = find(conn, state=args.state, kind=args.kind, imei_key=args.imei,
+                    msisdn=args.msisdn, due_before_ms=args.due_before,
+                    limit=_one_more(args.limit))
+        for row in rows[:args.limit]:
             _print(row_json(row, args.reveal))
+    _say_if_cut("notices list", len(rows), args.limit)
     return 0
 
 
@@ -381,9 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="the IMEI status query of a used phone's buyer",
                        description="What the registry and the network know of this IMEI's "
-                       "device, as the buyer may see it: which slots the requester has not "
-                       "used yet; else owned, black-listed, or the last other SIM seen with "
-                       "it and when. Every query is recorded (status_queries).")
+                       "device, as the buyer may see it (docs/operations.md), one status: "
+                       "use_every_slot (the slots the requester's SIM has not used yet); "
+                       "blacklisted (with its reason, in a cartable or not); misused (flagged "
+                       "by clone detection: no number); owned (in a cartable: ask the owner); "
+                       "previous_user (the last other SIM seen with it, and when); "
+                       "no_previous_user. Every query is recorded (status_queries).")
     p.add_argument("imei", type=IMEI_KEY)
     p.add_argument("--msisdn", type=MSISDN, required=True, help="the requester's number")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
@@ -396,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Each flagged IMEI with why (imsis: too many SIMs "
                               "within the window; operators; cells) and the attach that "
                               "flagged it. Numbers are masked unless --reveal.")
-    p.add_argument("--limit", type=POSITIVE, default=100)
+    p.add_argument("--limit", type=POSITIVE, default=100,
+                   help="the newest this many (default: %(default)s)")
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.set_defaults(run=cmd_clones_list)
 
@@ -412,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--msisdn", type=MSISDN)
     p.add_argument("--due-before", type=TIME,
                    help="next step due before this time (RFC 3339 date-time or epoch ms)")
-    p.add_argument("--limit", type=POSITIVE, default=100)
+    p.add_argument("--limit", type=POSITIVE, default=100,
+                   help="the oldest this many (default: %(default)s)")
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.set_defaults(run=cmd_notices_list)
     p = notices_sub.add_parser("show", help="one notice, its transitions and messages",
@@ -451,7 +477,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
-        return args.run(args, config)
+        code = args.run(args, config)
+        sys.stdout.flush()  # a reader gone is found here, not in the flush at exit
+        return code
+    except BrokenPipeError:
+        # The signal module's recipe for SIGPIPE: what is left to write goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE
     except (ConfigError, PolicyError, UnusableDirectory, NotMigrated, ServiceError,
             SnapshotConflict, psycopg.OperationalError) as exc:
         print(f"eir-enforcer: {exc}", file=sys.stderr)

@@ -16,9 +16,9 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import psycopg
-from kafka import KafkaProducer
 
-from consumers.kafka import security
+from consumers.kafka import PRODUCER_LINGER_MS, rdkafka_security
+from consumers.publish import ConfluentProducer, Publication
 from enforcer.clock import MS_PER_DAY, MS_PER_S, NS_PER_MS, AcceleratedClock, Clock
 from enforcer.config import Config
 from enforcer.db.history import latest_first_slot, usage_totals
@@ -26,10 +26,11 @@ from enforcer.db.migrate import migrate
 from enforcer.db.notices import find
 from enforcer.demoview import (FUNNEL, Display, Figures, columns, open_display, try_next,
                                verdict_share)
-from enforcer.effects import Stream
+from enforcer.effects import FLUSH_TIMEOUT_S, Stream
 from enforcer.events import NO_KEY, AttachBatch
+from enforcer.logs import logging_to
 from enforcer.notices import NoticeState, Step
-from enforcer.services import EmbeddedServices, ServicePorts
+from enforcer.services import EmbeddedServices, ServicePorts, ServiceStatus
 from enforcer.synth import Country, TrafficMix, attach_traffic
 from enforcer.tour import command, run_tour, say
 from enforcer.worker import Worker, build_worker
@@ -63,10 +64,14 @@ DEMO_COUNT_S = 1.0
 # The day from which the registry transfers some cut pairs to their users (restores).
 TRANSFER_DAY = 33
 TRANSFERS = 100
+# The demo's services, as `eir-enforcer services status` names them.
+SERVICE_NAMES = {"kafka": "broker", "postgres": "PostgreSQL"}
+# Where the worker's log lines go while the panel is shown (under services.dir).
+DEMO_LOG = "demo.log"
 
 
-def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
-            bad_share: float) -> list[tuple[bytes, bytes]]:
+def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int, bad_share: float,
+            topic: str) -> list[Publication]:
     """count attaches drawn from the pool, stamped now: devices attach again and again."""
     rng = np.random.default_rng(seed)
     batch = pool.take(rng.integers(0, len(pool), count))
@@ -77,14 +82,24 @@ def _encode(pool: AttachBatch, count: int, seed: int, now_ms: int,
         imei = MALFORMED_IMEI if key == NO_KEY else f"{key:014d}"
         value = BAD_MESSAGE if bad[i] else msgspec.json.encode(
             {"imei": imei, "imsi": str(imsi), "msisdn": str(msisdn), "ts": now_ms})
-        out.append((imei.encode(), value))
+        out.append(Publication(topic, imei.encode(), value))
     return out
+
+
+def _producer(config: Config) -> ConfluentProducer:
+    """The demo's own producer: librdkafka, whatever kafka.client says. It shares this
+    process, and its GIL, with the worker's Kafka clients; kafka-python would build and
+    partition each message in Python, most of the process's GIL time at the demo's rate."""
+    return ConfluentProducer({"linger.ms": PRODUCER_LINGER_MS,
+                              **rdkafka_security(config.kafka)})
 
 
 def _produce(config: Config, country: Country, options: DemoOptions, clock: Clock,
              stop: threading.Event, sent: list[int]) -> None:
-    """Attach traffic at a steady rate, keyed by IMEI so a device stays in one partition."""
-    producer = KafkaProducer(**security(config.kafka))
+    """Attach traffic at a steady rate, keyed by IMEI so a device stays in one partition.
+    `sent` counts each message before the producer has it, so the worker can never have
+    decided more than it says."""
+    producer = _producer(config)
     # The SIMs active in the demo's hour: each attaches about every POOL_SECONDS seconds.
     pool = attach_traffic(country, options.rate * POOL_SECONDS, TrafficMix(), seed=0,
                           start_ms=0)
@@ -92,19 +107,19 @@ def _produce(config: Config, country: Country, options: DemoOptions, clock: Cloc
     try:
         while not stop.is_set():
             started = time.monotonic()
-            for key, value in _encode(pool, options.rate, second, clock.now_ms(),
-                                      options.bad_share):
-                producer.send(config.kafka.attach_topic, key=key, value=value)
-            producer.flush()
-            sent[0] += options.rate
+            messages = _encode(pool, options.rate, second, clock.now_ms(), options.bad_share,
+                               config.kafka.attach_topic)
+            sent[0] += len(messages)
+            producer.publish(messages, FLUSH_TIMEOUT_S)
             second += 1
             stop.wait(max(TICK_S - (time.monotonic() - started), 0))
     finally:
         producer.close()
 
 
-def _figures(metrics: WorkerMetrics, sent: int, elapsed_s: float, day: float) -> Figures:
-    """The worker's own counters, read once from its metrics registry."""
+def _figures(metrics: WorkerMetrics, sent: list[int], elapsed_s: float, day: float) -> Figures:
+    """The worker's own counters, read once from its metrics registry, and then what the
+    demo sent: read in that order, every event decided was counted sent before."""
     samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
     for family in metrics.registry.collect():
         for sample in family.samples:
@@ -125,7 +140,7 @@ def _figures(metrics: WorkerMetrics, sent: int, elapsed_s: float, day: float) ->
     for labels, value in samples["eir_dlq_messages_total"]:
         dead[labels["reason"]] += round(value)
     return Figures(
-        elapsed_s=elapsed_s, day=day, sent=sent,
+        elapsed_s=elapsed_s, day=day, sent=sent[0],
         verdicts=tuple(total("eir_events_consumed_total", verdict=v) for v in VERDICTS),
         dead_letters=dict(dead), lag=total("eir_consumer_lag"),
         upserts=total("eir_history_rows_written_total"),
@@ -142,36 +157,37 @@ def _transfer_cut_pairs(config: Config, clock: Clock) -> int:
     with psycopg.connect(config.postgres.dsn) as conn:
         cut = [row.notice for row in find(conn, state=NoticeState.CUT, scope=Scope.PAIR,
                                            limit=TRANSFERS)]
-    producer = KafkaProducer(**security(config.kafka))
-    for notice in cut:
-        imei = f"{notice.imei_key:014d}"
-        producer.send(config.kafka.registry_topic, key=imei.encode(),
-                      value=msgspec.json.encode({
-                          "event_id": f"demo-transfer-{imei}-{notice.msisdn}",
-                          "type": "ownership_set", "time": clock.now_ms(),
-                          "imeis": [imei], "owner_msisdn": str(notice.msisdn),
-                          "via": "transfer_direct"}))
-    producer.flush()
-    producer.close()
+    producer = _producer(config)
+    try:
+        producer.publish([Publication(
+            config.kafka.registry_topic, f"{n.imei_key:014d}".encode(), msgspec.json.encode({
+                "event_id": f"demo-transfer-{n.imei_key:014d}-{n.msisdn}",
+                "type": "ownership_set", "time": clock.now_ms(),
+                "imeis": [f"{n.imei_key:014d}"], "owner_msisdn": str(n.msisdn),
+                "via": "transfer_direct"})) for n in cut], FLUSH_TIMEOUT_S)
+    finally:
+        producer.close()
     return len(cut)
 
 
 def _watch(display: Display, worker: Worker, sent: list[int], clock: Clock, start_ms: int,
-           options: DemoOptions, config: Config) -> Figures | None:
-    """Sample the worker's metrics every SAMPLE_S until the duration is over; the last
-    sample (None if stopped before the first)."""
-    started, figures, transferred = time.monotonic(), None, False
+           started: float, options: DemoOptions, config: Config) -> None:
+    """Show the worker's metrics every SAMPLE_S until the duration is over (from
+    `started`, monotonic seconds)."""
+    transferred = False
     while time.monotonic() - started < options.duration_s:
         time.sleep(SAMPLE_S)
         day = (clock.now_ms() - start_ms) / MS_PER_DAY
-        figures = _figures(worker.metrics, sent[0], time.monotonic() - started, day)
-        display.show(figures)
+        display.show(_figures(worker.metrics, sent, time.monotonic() - started, day))
         if day >= TRANSFER_DAY and not transferred:
             display.note(f"  day {day:.0f}: the registry transfers "
                          f"{_transfer_cut_pairs(config, clock)} cut devices to the SIMs "
                          "using them")
             transferred = True
-    return figures
+
+
+def _up(statuses: list[ServiceStatus]) -> set[str]:
+    return {s.name for s in statuses if s.up}
 
 
 def run_demo(config: Config, options: DemoOptions) -> int:
@@ -181,7 +197,12 @@ def run_demo(config: Config, options: DemoOptions) -> int:
         Path(config.services.dir),
         ServicePorts(config.services.kafka_port, config.services.postgres_port),
         config.postgres.dsn.rsplit("/", 1)[-1])
-    say(f"5. Starting the embedded broker and PostgreSQL under {config.services.dir}/ ...")
+    # What was up before is left up after: someone else started it.
+    was_up = _up(services.status())
+    say(f"5. Starting the embedded broker and PostgreSQL under {config.services.dir}/ ..."
+        if not was_up else
+        f"5. The embedded {' and '.join(SERVICE_NAMES[n] for n in sorted(was_up))} under "
+        f"{config.services.dir}/ already up: used, and left up after ...")
     services.up()
     migrate(config.postgres.dsn)
     with psycopg.connect(config.postgres.dsn) as conn:
@@ -191,6 +212,24 @@ def run_demo(config: Config, options: DemoOptions) -> int:
     clock = AcceleratedClock(start_ms, speed)
     config = replace(config, notices=replace(config.notices, sweep_every_s=DEMO_SWEEP_S,
                                              count_every_s=DEMO_COUNT_S))
+    log_file = Path(config.services.dir) / DEMO_LOG
+    with logging_to(log_file):
+        figures = _run_worker(config, country, options, clock, start_ms, speed)
+    steps = _summary(config, figures, rows_before, log_file)
+    if not options.keep_services:
+        # The broker first, as `services down` does.
+        for service in (services.broker, services.postgres):
+            if service.status().name not in was_up:
+                service.stop()
+    _try_next(steps, _up(services.status()), options.keep_services)
+    return 0
+
+
+
+def _run_worker(config: Config, country: Country, options: DemoOptions, clock: Clock,
+                start_ms: int, speed: float) -> Figures:
+    """The worker and the traffic until the duration is over or Ctrl-C; the worker's
+    figures read after it stopped, so that they hold every step it took."""
     worker = build_worker(config, clock)
     say(f"6. The worker consumes '{config.kafka.attach_topic}' ({options.rate:,} attaches/s, "
         f"{options.bad_share:.1%} of them broken); metrics on "
@@ -202,49 +241,47 @@ def run_demo(config: Config, options: DemoOptions) -> int:
                                 args=(config, country, options, clock, stop, sent))
     consumer = threading.Thread(target=worker.run, args=(stop,))
     # Open before the threads start and closed after they end: at a terminal, what they
-    # log goes above the panel instead of across it.
-    display, figures = open_display(say, options.duration_s, options.days), None
+    # write to stderr themselves (a thread's traceback) goes above the panel, not across it.
+    display = open_display(say, options.duration_s, options.days)
+    started = time.monotonic()
     producer.start()
     consumer.start()
     try:
-        figures = _watch(display, worker, sent, clock, start_ms, options, config)
+        _watch(display, worker, sent, clock, start_ms, started, options, config)
     except KeyboardInterrupt:
         display.note("  stopping ...")
     finally:
         stop.set()
+        elapsed_s, day = time.monotonic() - started, (clock.now_ms() - start_ms) / MS_PER_DAY
         producer.join()
         consumer.join()
         worker.close()
+        figures = _figures(worker.metrics, sent, elapsed_s, day)
+        display.show(figures)
         display.close()
-    _summary(config, figures, options, rows_before)
-    if not options.keep_services:
-        services.down()
-    return 0
+    return figures
 
 
-def _summary(config: Config, figures: Figures | None, options: DemoOptions,
-             rows_before: int) -> None:
-    """What the run did, in the words of the display, and the commands to try next.
-    `rows_before`: slot_usage's rows from earlier runs on the same database."""
+def _summary(config: Config, figures: Figures, rows_before: int,
+             log_file: Path) -> list[tuple[list[str], str]]:
+    """What the run did, in the words of the display; the commands to try next on what the
+    database holds now. `rows_before`: slot_usage's rows from earlier runs on the same
+    database."""
     with psycopg.connect(config.postgres.dsn) as conn:
         rows, pairs = usage_totals(conn)
         imei = latest_first_slot(conn)
         shown = find(conn, state=NoticeState.CUT, limit=1) or find(conn, limit=1)
-    if figures is None:
-        say("7. Stopped before the worker's metrics were first read.")
-    else:
-        say(f"7. In {figures.elapsed_s:.0f} s and {figures.day:.0f} simulated days the worker "
-            f"decided {figures.decided:,} attach events ({verdict_share(figures, ', ')}) and "
-            f"sent {sum(figures.dead_letters.values()):,} to a dead-letter topic.")
-        say("   Notices: " + ", ".join(f"{n:,} {s}" for s, n in zip(FUNNEL, figures.funnel))
-            + f"; {figures.cut_now:,} subjects still cut off.")
+    say(f"7. In {figures.elapsed_s:.0f} s and {figures.day:.0f} simulated days the worker "
+        f"decided {figures.decided:,} attach events ({verdict_share(figures, ', ')}) and "
+        f"sent {sum(figures.dead_letters.values()):,} to a dead-letter topic.")
+    say("   Notices: " + ", ".join(f"{n:,} {s}" for s, n in zip(FUNNEL, figures.funnel))
+        + f"; {figures.cut_now:,} subjects still cut off.")
     say(f"   slot_usage holds {rows:,} rows (one per IMEI, IMSI and month) for {pairs:,} "
-        f"(IMEI, IMSI) pairs: {rows - rows_before:,} new"
-        + (f" from this run's {figures.upserts:,} upserts (a batch upserts the row of each "
-           "pair it saw)" if figures else "")
+        f"(IMEI, IMSI) pairs: {rows - rows_before:,} new from this run's "
+        f"{figures.upserts:,} upserts (a batch upserts the row of each pair it saw)"
         + (f", {rows_before:,} from earlier runs." if rows_before else "."))
-    steps = [] if options.keep_services else [
-        (["services", "up"], "the services again, with what the demo stored")]
+    say(f"   The worker's log lines: {log_file}")
+    steps = []
     if imei is not None:
         steps.append((["history", f"{imei:014d}"], "who used that device, slot by slot"))
     steps.append((["notices", "list", "--state", "cut"], "the subjects cut off, as JSON lines"))
@@ -252,6 +289,19 @@ def _summary(config: Config, figures: Figures | None, options: DemoOptions,
         steps.append((["notices", "show", str(shown[0].notice.id)],
                       "one notice, its steps and its messages"))
     steps.append((["clones", "list"], "IMEIs flagged misused, and why"))
+    return steps
+
+
+def _try_next(steps: list[tuple[list[str], str]], up: set[str], keep_services: bool) -> None:
+    """`steps`, after `services up` if the demo stopped a service (`up`: those still up),
+    and `services down` last."""
+    if up == set(SERVICE_NAMES):
+        say("   The broker and PostgreSQL are still up"
+            + (" (--keep-services)." if keep_services else ", as they were before the demo."))
+    else:
+        # tansu keeps its topics in memory: only PostgreSQL's rows outlive a restart.
+        steps = [(["services", "up"], "the services again: PostgreSQL with what the demo "
+                  "stored, the broker empty"), *steps]
     steps.append((["services", "down"], "stop the broker and PostgreSQL"))
     say("8. Try next:")
     for line in try_next([([command(), *words], why) for words, why in steps], columns()):

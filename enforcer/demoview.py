@@ -5,7 +5,6 @@ caller reads the figures from the worker's own metrics; this module only draws t
 
 from __future__ import annotations
 
-import logging
 import math
 import shutil
 import sys
@@ -100,7 +99,7 @@ class Figures:
 
     elapsed_s: float
     day: float  # simulated days since the start
-    sent: int  # attach messages the demo produced
+    sent: int  # attach messages the demo handed to its producer (before any was decided)
     verdicts: tuple[int, ...]  # events decided, in policy.VERDICTS order
     dead_letters: dict[str, int]  # messages sent to a dead-letter topic, by reason
     lag: int  # messages not yet consumed, all partitions (the worker's eir_consumer_lag)
@@ -279,8 +278,8 @@ class PlainDisplay:
 
 
 class LiveDisplay:
-    """For a terminal: the panel redrawn in place. Log lines (stderr, when it is the
-    terminal too) are printed above the panel instead of across it."""
+    """For a terminal: the panel redrawn in place. What is written to stderr meanwhile, when
+    it is the terminal too, is printed above the panel instead of across it."""
 
     def __init__(self, console: Console, duration_s: float, days: float) -> None:
         console.width = min(console.width, MAX_COLUMNS)
@@ -289,18 +288,7 @@ class LiveDisplay:
         self._progress = Progress()
         self._live = Live(console=console, auto_refresh=False,
                           redirect_stderr=sys.stderr.isatty())
-        stderr = sys.stderr
         self._live.start()
-        self._handlers = self._log_above(stderr)
-
-    @staticmethod
-    def _log_above(stderr: object) -> list[tuple[logging.StreamHandler, object]]:
-        # A handler keeps the stream it was made with; when Live moved sys.stderr, follow it.
-        if sys.stderr is stderr:
-            return []
-        return [(handler, handler.setStream(sys.stderr))
-                for handler in logging.getLogger().handlers
-                if isinstance(handler, logging.StreamHandler) and handler.stream is stderr]
 
     def show(self, figures: Figures) -> None:
         self._progress.add(figures)
@@ -311,6 +299,4 @@ class LiveDisplay:
         self._console.print(text)
 
     def close(self) -> None:
-        for handler, stream in self._handlers:
-            handler.setStream(stream)
         self._live.stop()

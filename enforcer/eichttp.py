@@ -247,8 +247,10 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve_http(app: Application, host: str, port: int, backlog: int,
-                     stop: asyncio.Event, sock: socket.socket | None = None) -> None:
-    """Answer on host:port (or on `sock`, already listening) until `stop` is set."""
+                     stop: asyncio.Event, sock: socket.socket | None = None,
+                     listening: Callable[[int], None] = lambda port: None) -> None:
+    """Answer on host:port (or on `sock`, already listening) until `stop` is set;
+    `listening` is told the port once bound."""
     loop = asyncio.get_running_loop()
     batcher = Batcher(app, loop)
     if sock is not None:
@@ -256,5 +258,6 @@ async def serve_http(app: Application, host: str, port: int, backlog: int,
     else:
         server = await loop.create_server(lambda: _Connection(batcher), host, port,
                                           backlog=backlog, reuse_address=True)
+    listening(server.sockets[0].getsockname()[1])
     async with server:
         await stop.wait()

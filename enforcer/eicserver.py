@@ -34,12 +34,13 @@ from enforcer.following import StateFollower
 from enforcer.imei import ImeiRules
 from enforcer.lifecycle import (STOP_SIGNALS, Backoff, Stopped, listen, stop_on_signals,
                                 stop_or_leave, when_reachable)
-from enforcer.logs import describe
+from enforcer.logs import LIFECYCLE, describe
 from enforcer.state import StateHolder, load_snapshot
 from metrics.eic import EicMetrics
 from rules.policy import load_policy
 
 log = logging.getLogger("eir.eic")
+lifecycle = logging.getLogger(LIFECYCLE)
 
 CHECK_PATH = "/n5g-eir-eic/v1/equipment-status"
 JSON = "application/json"
@@ -213,7 +214,7 @@ def run_serve(config: Config) -> int:
         stop.set()
         stop_on_signals(stop)  # the loop's handlers are gone: another signal ends it now
         following.join()
-    log.info("equipment checks stopped")
+    lifecycle.info("equipment checks stopped")
     return 0
 
 
@@ -230,6 +231,12 @@ async def _serve(app: EquipmentChecks, config: Config, listening: socket.socket,
         loop.add_signal_handler(signum, _stop, signum)
     if stop.is_set():  # asked during the start
         stopping.set()
-    log.info("equipment checks answering", extra={"port": config.eic.port})
+
+    def started(port: int) -> None:
+        # It consumes no topic: what the workers store is taken from PostgreSQL.
+        lifecycle.info("equipment checks started", extra={
+            "listen": f"{config.eic.bind}:{port}", "path": CHECK_PATH,
+            "follows": "postgres", "follow_s": config.eic.follow_s})
+
     await serve_http(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping,
-                     sock=listening)
+                     sock=listening, listening=started)

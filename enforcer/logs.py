@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import msgspec
 import psycopg
@@ -40,6 +43,10 @@ class TextFormatter(JsonFormatter):
 
 
 FORMATTERS = {"json": JsonFormatter, "text": TextFormatter}
+# A long-running command's start (what it listens on and consumes) and stop: logged at INFO,
+# and shown at the default level (WARNING) too, so that one sees it came up; quiet from
+# ERROR up.
+LIFECYCLE = "eir.lifecycle"
 LOG_FORMATS = tuple(FORMATTERS)
 
 
@@ -65,3 +72,21 @@ def setup_logging(level: str = "INFO", form: str = "json") -> None:
     root.setLevel(level)
     # The Kafka client narrates every connection at INFO; only its warnings matter here.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger(LIFECYCLE).setLevel(
+        min(logging.INFO, root.level) if root.level <= logging.WARNING else root.level)
+
+
+@contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """Every log line into the file at `path` (made anew) while inside, in the format set up
+    for stderr; back to where they went after."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(handlers[0].formatter if handlers else JsonFormatter())
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        handler.close()

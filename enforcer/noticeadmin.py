@@ -5,12 +5,14 @@ it from its cut-off list when it next follows the table."""
 
 from __future__ import annotations
 
+import msgspec
 import psycopg
 
 from enforcer.clock import Clock, iso
 from enforcer.config import Config
 from enforcer.db.notices import (NoticeRow, enqueue, find, lock, messages_of, record,
                                  transitions_of)
+from enforcer.effects import Stream
 from enforcer.notices import LIVE, Notice
 from enforcer.subscriber import mask
 from enforcer.sweep import cancellation
@@ -45,8 +47,17 @@ def show(conn: psycopg.Connection, notice_id: int, reveal: bool) -> dict[str, ob
                             in transitions_of(conn, notice_id)],
             "messages": [{"stream": stream, "idempotency_key": key,
                           "created": created.isoformat(),
-                          "sent": sent.isoformat() if sent else None}
-                         for stream, key, created, sent in messages_of(conn, notice_id)]}
+                          "sent": sent.isoformat() if sent else None, **_says(stream, body)}
+                         for stream, key, created, sent, body in messages_of(conn, notice_id)]}
+
+
+def _says(stream: str, body: bytes) -> dict[str, object]:
+    """What a message says, none of the subscriber's numbers in it: an SMS's text (its
+    placeholders are the IMEI, the deadline and the help code), a command's action."""
+    message = msgspec.json.decode(body)
+    if stream == Stream.NOTIFICATIONS:
+        return {"language": message["language"], "text": message["text"]}
+    return {"action": message["action"]}
 
 
 def cancel(conn: psycopg.Connection, notice_id: int, reason: str, config: Config,

@@ -89,14 +89,19 @@ def whole_number_type(lowest: int, highest: int = BIGINT_MAX) -> Callable[[str],
 
 
 def number_type(lowest: float, highest: float, above_lowest: bool) -> Callable[[str], float]:
-    """Finite numbers up to `highest`, from `lowest` (above it, if `above_lowest`)."""
+    """Finite numbers up to `highest` (math.inf: no bound), from `lowest` (above it, if
+    `above_lowest`)."""
     def number(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise ValueError(f"{text!r} is not a number") from None
-        low_ok = value > lowest if above_lowest else value >= lowest
-        if not (math.isfinite(value) and low_ok and value <= highest):
+        if not math.isfinite(value):
+            raise ValueError(f"{text} is not a finite number")
+        if not (value > lowest if above_lowest else value >= lowest) or value > highest:
+            if math.isinf(highest):  # "(0, inf]" would take what is refused just above
+                raise ValueError(f"{text} is not {'above' if above_lowest else 'at least'} "
+                                 f"{lowest:g}")
             raise ValueError(f"{text} is not within {'(' if above_lowest else '['}{lowest:g}, "
                              f"{highest:g}]")
         return value

@@ -17,12 +17,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Callable
 
 import psycopg
-from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from consumers.publish import Delivered, Producer, Publication
 from consumers.readback import keys_after
@@ -112,8 +109,6 @@ class NoticeSweeper:
         self._touched_imeis: set[int] = set()
         self._touched_msisdns: set[int] = set()
         self._touched_lock = threading.Lock()
-        self._busy = False  # a round is running
-        self._again = False  # woken during it: one more round
         self._cutoffs = CutoffFollower(holder)
         self._flags = FlagFollower(holder)  # other workers' (a partition may come here)
         self._counted_at = -math.inf
@@ -124,30 +119,6 @@ class NoticeSweeper:
         with self._touched_lock:
             self._touched_imeis |= imei_keys
             self._touched_msisdns |= msisdns
-
-    def wake(self) -> bool:
-        """Asked to run now: True if it should be started, False if a round is running
-        (it will go round once more)."""
-        with self._touched_lock:
-            if self._busy:
-                self._again = True
-                return False
-            return True
-
-    def run_until_quiet(self) -> None:
-        """Rounds until nobody asked for another while one ran."""
-        with self._touched_lock:
-            self._busy, self._again = True, False
-        try:
-            while True:
-                self.run_once()
-                with self._touched_lock:
-                    if not self._again:
-                        return
-                    self._again = False
-        finally:
-            with self._touched_lock:
-                self._busy = False
 
     def start(self) -> None:
         """At the worker's start: the cut-off list into memory, and cut notices the registry
@@ -402,22 +373,45 @@ class NoticeSweeper:
         self._metrics.outbox_oldest.set(float(oldest))
 
 
-SWEEP_JOB = "notices"
+class SweepLoop:
+    """The sweeper's own thread: a round every notices.sweep_every_s (start to start), and
+    one at once when woken; one round at a time. A round that outlasts the interval (a big
+    backlog, a slow database) is followed by the next at once: expected, so not a warning."""
 
+    def __init__(self, sweeper: NoticeSweeper, every_s: float) -> None:
+        self._sweeper = sweeper
+        self._every_s = every_s
+        self._woken = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
-def schedule_sweeps(scheduler: BaseScheduler, sweeper: NoticeSweeper, config: Config) -> None:
-    """Every notices.sweep_every_s, and at once when woken; one round at a time."""
-    def sweep() -> None:
-        try:
-            sweeper.run_until_quiet()
-        except Exception as exc:  # the next round tries again; nothing is half-done
-            log.warning("notice sweep failed", extra={"error": describe(exc)})
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="eir-sweep")
+        self._thread.start()
 
-    scheduler.add_job(sweep, IntervalTrigger(seconds=config.notices.sweep_every_s),
-                      id=SWEEP_JOB, max_instances=1, coalesce=True)
+    def wake(self) -> None:
+        """A round now rather than at the next interval; woken during a round, one more
+        after it. Before the start, nothing: the first round waits an interval, by which
+        time the registry topic has been read."""
+        if self._thread is not None:
+            self._woken.set()
 
+    def stop(self) -> None:
+        """Ends the loop after the round running, if any, and waits for it."""
+        self._stopping.set()
+        self._woken.set()
+        if self._thread is not None:
+            self._thread.join()
 
-def wake_sweeper(scheduler: BaseScheduler, sweeper: NoticeSweeper) -> None:
-    """Run the sweep now rather than at its next interval (a no-op before the start)."""
-    if scheduler.running and sweeper.wake():
-        scheduler.modify_job(SWEEP_JOB, next_run_time=datetime.now(scheduler.timezone))
+    def _run(self) -> None:
+        started = time.monotonic()
+        while True:
+            self._woken.wait(max(self._every_s - (time.monotonic() - started), 0))
+            if self._stopping.is_set():
+                return
+            self._woken.clear()
+            started = time.monotonic()
+            try:
+                self._sweeper.run_once()
+            except Exception as exc:  # noqa: BLE001 - nothing is half-done: the next round retries
+                log.warning("notice sweep failed", extra={"error": describe(exc)})

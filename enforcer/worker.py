@@ -24,28 +24,31 @@ from enforcer.db.migrate import require_migrated
 from enforcer.httpapi import HttpServer, listen_http, serve_http
 from enforcer.jobs import worker_jobs
 from enforcer.lifecycle import Backoff, Stopped, stop_on_signals, when_reachable
+from enforcer.logs import LIFECYCLE
 from enforcer.db.notices import live_sms_kinds
 from enforcer.noticemessages import check_templates
 from enforcer.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.state import StateHolder, load_snapshot
-from enforcer.sweep import NoticeSweeper, schedule_sweeps, wake_sweeper
+from enforcer.sweep import NoticeSweeper, SweepLoop
 from metrics.worker import WorkerMetrics
 from rules.policy import Policy, load_policy
 
 log = logging.getLogger("eir.worker")
 T = TypeVar("T")
+lifecycle = logging.getLogger(LIFECYCLE)
 
 
 class Worker:
-    """The attach loop in the caller's thread, the registry loop beside it, and the
-    scheduled jobs, on one state."""
+    """The attach loop in the caller's thread, the registry loop and the notice sweep beside
+    it, and the scheduled jobs, on one state."""
 
     def __init__(self, attach: AttachWorker, registry: RegistryFollower,
-                 sweeper: NoticeSweeper, jobs: list[Job], runner: JobRunner,
+                 sweeper: NoticeSweeper, sweeps: SweepLoop, jobs: list[Job], runner: JobRunner,
                  stopping: threading.Event, scheduler: BaseScheduler,
                  http: HttpServer | None) -> None:
         self._attach = attach
         self._sweeper = sweeper
+        self._sweeps = sweeps
         self._http = http
         self._registry = registry
         self._jobs = {job.name: job for job in jobs}
@@ -66,11 +69,13 @@ class Worker:
                                     name="eir-registry")
         follower.start()
         self._scheduler.start()
+        self._sweeps.start()
         try:
             self._attach.run(stop)
         finally:
             stop.set()
             self._stopping.set()
+            self._sweeps.stop()
             self._scheduler.shutdown(wait=True)
             follower.join()
 
@@ -120,11 +125,11 @@ def build_worker(config: Config, clock: Clock | None = None,
     scheduler = scheduler_for(jobs, runner, config.jobs)
     sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages,
                             broker(partial(outbox_reader, config.kafka)))
-    schedule_sweeps(scheduler, sweeper, config)
+    sweeps = SweepLoop(sweeper, config.notices.sweep_every_s)
 
     def touched(imeis: set[int], msisdns: set[int]) -> None:
         sweeper.touch(imeis, msisdns)
-        wake_sweeper(scheduler, sweeper)
+        sweeps.wake()
 
     registry = RegistryFollower(config, holder, rules, clock, metrics,
                                 broker(partial(registry_consumer, config.kafka)), messages,
@@ -134,11 +139,11 @@ def build_worker(config: Config, clock: Clock | None = None,
     attach = AttachWorker(config, holder, rules, clock, metrics,
                           broker(partial(attach_consumer, config.kafka,
                                          config.worker.batch_max_events)),
-                          messages, connect, lambda: wake_sweeper(scheduler, sweeper),
+                          messages, connect, sweeps.wake,
                           lambda imeis: touched(imeis, set()))
     http = serve_http(config, listening, holder, rules, metrics,
                       {"state": registry.state_check, "partitions": attach.partitions_check})
-    worker = Worker(attach, registry, sweeper, jobs, runner, stopping, scheduler, http)
+    worker = Worker(attach, registry, sweeper, sweeps, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker
 
@@ -167,9 +172,15 @@ def run_worker(config: Config) -> int:
     except Stopped:
         log.info("worker stopped before it started")
         return 0
+    kafka = config.kafka
+    # HTTP is up already; the loops start next.
+    lifecycle.info("worker started", extra={
+        "http": None if worker.http_port is None else f"{config.http.bind}:{worker.http_port}",
+        "bootstrap_servers": kafka.bootstrap_servers, "attach_topic": kafka.attach_topic,
+        "group": kafka.group_id, "registry_topic": kafka.registry_topic})
     try:
         worker.run(stop)
     finally:
         worker.close()
-    log.info("worker stopped")
+    lifecycle.info("worker stopped")
     return 0

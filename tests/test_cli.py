@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pytest
 from enforcer.demoview import MAX_COLUMNS
 from enforcer.imei import luhn_digit
 from enforcer.services import free_port
+from enforcer.status import Status
 from tests.test_lists import GZIP_FAULTS, full_imei
 
 CLI = [sys.executable, "-m", "enforcer.cli"]
@@ -236,6 +238,48 @@ def test_notices_are_listed_by_a_kind_of_the_policy_or_of_a_stored_notice(dsn) -
     assert "--kind: 'parking_ticket' is no notice kind of the policy" in line
 
 
+def stored_notices(dsn: str, count: int) -> None:
+    """`count` open notices, one an IMEI, as a worker would have opened them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO notices (kind, scope, imei_key, subject_imsi, imsi, msisdn,"
+                     " rule, state, opened_at, deadline, last_seen, reminder_days, sms)"
+                     " SELECT 'unregistered', 'imei', 35209900000000 + n, 0, 432111234567890,"
+                     " 989121234567, 'unregistered', 'open', now(), now(), now(), '{}', true"
+                     " FROM generate_series(1, %s) AS n", (count,))
+
+
+def test_a_list_the_limit_cut_says_so_on_stderr(dsn) -> None:
+    """Trial finding 5: `notices list --state cut` showed 100 of 1,407 with no hint."""
+    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    stored_notices(dsn, 5)
+    cut = run("notices", "list", "--limit", "3", env=env)
+    assert len(cut.stdout.splitlines()) == 3
+    assert cut.stderr == "eir-enforcer notices list: 3 shown; --limit N for more\n"
+    whole = run("notices", "list", "--limit", "5", env=env)
+    assert (len(whole.stdout.splitlines()), whole.stderr) == (5, "")
+    assert len(run("notices", "list", env=env).stdout.splitlines()) == 5
+    assert run("clones", "list", "--limit", "1", env=env).stderr == ""
+    for command in (["notices", "list"], ["clones", "list"]):
+        assert "(default: 100)" in run(*command, "--help").stdout
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(dsn) -> None:
+    """Trial finding 5: `notices list --state cut | head -3` ended in a traceback
+    (BrokenPipeError). Past the pipe's buffer, as a shell runs it."""
+    stored_notices(dsn, 2000)
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; {shlex.join(CLI)} notices list "
+                            "--limit 2000 | head -3"], capture_output=True, text=True,
+                           env={**os.environ, "EIR_POSTGRES__DSN": dsn})
+    assert (piped.returncode, piped.stderr) == (141, "")  # 128 + SIGPIPE, as a shell says
+    assert len(piped.stdout.splitlines()) == 3
+
+
+def test_status_help_names_every_status() -> None:
+    """Trial finding 10: it did not mention misused."""
+    described = " ".join(run("status", "--help").stdout.split())
+    assert all(status.value in described for status in Status)
+
+
 # Every option that takes a value from the user, given one it cannot take: (arguments,
 # what the one line must name). Nothing here needs a broker or a database. {scratch} is a
 # directory holding `a-file` (a regular file), `latin-1.toml` (not UTF-8, as TOML must be)
@@ -301,10 +345,10 @@ BAD_INPUT = [
     (["notices", "cancel", "17", "--reason", " "], "--reason"),
     (["demo", "--devices", "0"], "--devices"),
     (["demo", "--rate", "fast"], "--rate"),
-    (["demo", "--duration", "-1"], "--duration"),
-    (["demo", "--duration", "nan"], "--duration"),
-    (["demo", "--bad-share", "2"], "--bad-share"),
-    (["demo", "--days", "inf"], "--days"),
+    (["demo", "--duration", "-1"], "--duration: -1 is not above 0"),
+    (["demo", "--duration", "nan"], "--duration: nan is not a finite number"),
+    (["demo", "--bad-share", "2"], "--bad-share: 2 is not within [0, 1]"),
+    (["demo", "--days", "inf"], "--days: inf is not a finite number"),  # it said "(0, inf]"
 ]
 
 
@@ -424,8 +468,22 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
            "EIR_POSTGRES__DSN": f"postgresql://postgres@127.0.0.1:{postgres}/eir",
            "EIR_HTTP__PORT": str(metrics), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
            "PATH": os.environ["PATH"]}
-    demo = run("demo", "--devices", "20000", "--rate", "500", "--duration", "15",
-               env=env).stdout
+    # The user's own services, up before the demo: it uses them and leaves them up.
+    run("services", "up", env=env)
+    try:
+        # It ends on day 31, while the notices opened on its first days are reminded and cut.
+        demo = run("demo", "--devices", "20000", "--rate", "1000", "--duration", "15",
+                   "--days", "31", env=env).stdout
+        up = [s["up"] for s in json.loads(run("services", "status", env=env).stdout)["services"]]
+        with psycopg.connect(env["EIR_POSTGRES__DSN"]) as conn:
+            stored = dict(conn.execute(
+                "SELECT coalesce(step, to_state), count(*) FROM notice_transitions"
+                " WHERE step IS NOT NULL OR to_state IN ('open', 'lapsed') GROUP BY 1"
+                ).fetchall())
+            (cut_now,) = conn.execute("SELECT count(*) FROM notices WHERE state = 'cut'"
+                                      ).fetchone()
+    finally:
+        run("services", "down", env=env)
     for shown in ("decisions/s", "owner", "other_cartable", "no_cartable", "unregistered",
                   "roamer", "blacklisted", "malformed", "emergency", "eir-enforcer check",
                   "slot_usage holds", "Try next:", "eir-enforcer history"):
@@ -435,7 +493,11 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
     assert "\x1b" not in demo and max(len(line) for line in lines) <= MAX_COLUMNS
     reports = [line for line in lines if line.startswith("  [")]
     assert 2 <= len(reports) < len(lines) / 4
-    decided = int(reports[-1].split(" decided")[0].split()[-1].replace(",", ""))
+    sent_decided = [(int(r.split(" sent")[0].split()[-1].replace(",", "")),
+                     int(r.split(" decided")[0].split()[-1].replace(",", ""))) for r in reports]
+    # Trial finding 6: "290,000 sent · 290,876 decided".
+    assert all(sent >= decided for sent, decided in sent_decided), sent_decided
+    decided = sent_decided[-1][1]
     assert decided > 0
 
     def figure(line: str, name: str) -> int:
@@ -450,6 +512,20 @@ def test_demo_decides_each_kind_then_runs_the_worker_on_embedded_services(
     closing = " ".join(demo.split())
     assert f"decided {decided:,} attach events" in closing
     assert f"this run's {upserts:,} upserts" in closing
+    # ... and what the database holds once the worker stopped (trial finding 6: what the
+    # sweeps did after the last sample was missing from it).
+    funnel = closing.split("Notices: ")[1].split(";")[0]
+    assert funnel == ", ".join(f"{stored.get(step, 0):,} {shown}" for step, shown in [
+        ("open", "opened"), ("warning", "warned"), ("reminder", "reminded"), ("cutoff", "cut"),
+        ("resolved", "restored"), ("lapsed", "lapsed")])
+    assert f"; {cut_now:,} subjects still cut off" in closing
+    # The worker's log lines went to a file, not across the display.
+    assert f"The worker's log lines: {tmp_path / 'svc' / 'demo.log'}" in closing
+    assert (tmp_path / "svc" / "demo.log").exists()
+    # Services up before the demo are up after it, and nothing says to start them again.
+    assert up == [True, True]
+    assert "still up, as they were before the demo" in closing
+    assert "services up" not in closing and "eir-enforcer services down" in closing
 
 
 @pytest.mark.parametrize(("option", "value"), [("--duration", "0"), ("--days", "nan"),

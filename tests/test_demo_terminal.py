@@ -3,6 +3,7 @@ its scrollback back as a person would see them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -82,10 +83,14 @@ def test_demo_in_a_terminal_redraws_one_panel_in_place_within_100_columns(
         time.sleep(1.5)
         later = terminal.lines()
         ended = terminal.wait_for(EXITED)
+        status = subprocess.run([*cli, "services", "status"], env=env, capture_output=True,
+                                text=True, check=True).stdout
     finally:
         terminal.close()
         subprocess.run([*cli, "services", "down"], env=env, capture_output=True)
     assert f"{EXITED}0" in ended, "\n".join(ended)
+    # It started the services, so it stopped them.
+    assert [s["up"] for s in json.loads(status)["services"]] == [False, False]
 
     def tops(lines: list[str]) -> list[int]:
         return [i for i, line in enumerate(lines) if line.startswith(PANEL_TOP)]
@@ -98,5 +103,10 @@ def test_demo_in_a_terminal_redraws_one_panel_in_place_within_100_columns(
         assert any(line.startswith(f"│ {step} ") for line in panel), step
     summary = "\n".join(ended[ended.index(next(line for line in ended if line.startswith("7."))):])
     for shown in ("slot_usage holds", "8. Try next:", "eir-enforcer history",
-                  "eir-enforcer notices list --state cut", "eir-enforcer services up"):
+                  "eir-enforcer notices list --state cut", "eir-enforcer services up",
+                  "PostgreSQL with what the demo stored, the broker empty"):
         assert shown in summary
+    # The worker's log lines in a file the summary names, none on the screen.
+    log = tmp_path / "svc" / "demo.log"
+    assert f"The worker's log lines: {log}" in " ".join(summary.split())
+    assert not any('"logger":' in line for line in ended)

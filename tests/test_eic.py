@@ -275,6 +275,17 @@ def _ready(port: int) -> bool:
         return False
 
 
+def test_serve_says_once_at_the_default_level_what_it_listens_on(env, tmp_path) -> None:
+    """Trial finding 10: serve did not say it had started, nor on which port."""
+    with running_serve(env, tmp_path / "serve.log") as port:
+        pass
+    events = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
+    (started,) = [e for e in events if e["event"] == "equipment checks started"]
+    assert (started["logger"], started["listen"], started["path"], started["follows"]) == (
+        "eir.lifecycle", f"127.0.0.1:{port}", "/n5g-eir-eic/v1/equipment-status", "postgres")
+    assert events[-1]["event"] == "equipment checks stopped"
+
+
 def check_path(**params) -> str:
     return f"{API}?{urlencode(query(**params))}"
 

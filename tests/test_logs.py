@@ -8,19 +8,20 @@ import os
 import subprocess
 import sys
 
+from enforcer.services import free_port
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, OWNER, SINGLE, home_imsi
 from tests.test_worker import attach, now_ms
 
 
-def worker_log(env: dict[str, str], form: str) -> list[str]:
+def worker_log(env: dict[str, str], form: str, level: str = "INFO") -> list[str]:
     """Run a worker over a few attaches (one of them a buyer's, which opens a notice) and
-    return what it logged at INFO."""
+    return what it logged at `level`."""
     t = now_ms()
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
             [attach(SINGLE, OWNER, t), attach(SINGLE, BUYER, t + 1), b"junk"])
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "enforcer.cli", "--log-level", "INFO", "--log-format", form,
+        [sys.executable, "-m", "enforcer.cli", "--log-level", level, "--log-format", form,
          "run"], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     try:
@@ -49,7 +50,25 @@ def test_json_lines_by_default_and_no_number_in_clear(env) -> None:
 def test_text_for_people_with_the_same_fields(env) -> None:
     lines = worker_log(env, "text")
     started = next(line for line in lines if " worker started" in line)
-    assert started.split()[1:4] == ["info", "eir.worker", "worker"]
-    assert f'topic="{env["EIR_KAFKA__ATTACH_TOPIC"]}"' in started
+    assert started.split()[1:4] == ["info", "eir.lifecycle", "worker"]
+    assert f'attach_topic="{env["EIR_KAFKA__ATTACH_TOPIC"]}"' in started
     assert not started.startswith("{")
     assert clear_numbers(lines) == []
+
+
+def test_run_says_once_at_the_default_level_what_it_listens_on_and_consumes(env) -> None:
+    """Trial finding 10: neither run nor serve said it had started, nor on which port."""
+    port = free_port()
+    lines = worker_log({**env, "EIR_HTTP__PORT": str(port), "EIR_HTTP__BIND": "127.0.0.1"},
+                       "json", level="WARNING")
+    events = [json.loads(line) for line in lines]
+    (started,) = [e for e in events if e["event"] == "worker started"]
+    assert {k: started[k] for k in ("logger", "http", "bootstrap_servers", "attach_topic",
+                                    "group", "registry_topic")} == {
+        "logger": "eir.lifecycle", "http": f"127.0.0.1:{port}",
+        "bootstrap_servers": env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
+        "attach_topic": env["EIR_KAFKA__ATTACH_TOPIC"], "group": env["EIR_KAFKA__GROUP_ID"],
+        "registry_topic": env["EIR_KAFKA__REGISTRY_TOPIC"]}
+    assert "worker stopped" in [e["event"] for e in events]
+    # Asked for errors only, it says nothing of it.
+    assert not any("worker started" in line for line in worker_log(env, "json", "ERROR"))

@@ -4,6 +4,7 @@ restore; the same resolved by an operator SIM; quiet hours; two workers sweeping
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import date, datetime
 from pathlib import Path
@@ -163,6 +164,22 @@ def test_sms_wait_for_the_end_of_the_quiet_hours(env, worker) -> None:
     wait_for(lambda: steps(env) == ["warning"])
 
 
+def test_sweeps_longer_than_their_interval_follow_each_other_without_a_warning(
+        env, worker, caplog) -> None:
+    """Trial finding 4: whenever a round outlasted notices.sweep_every_s, the scheduler logged
+    "skipped: maximum number of running instances reached" (six times across the demo's
+    panel). Here every round outlasts it: they follow each other, each step still taken once,
+    and nothing is logged but what the Kafka client says of its own I/O under load."""
+    env["EIR_NOTICES__SWEEP_EVERY_S"] = "0.001"
+    clock, metrics = warned(env, worker)
+    rounds = metrics.get_sample_value("eir_notice_rounds_total")
+    wait_for(lambda: metrics.get_sample_value("eir_notice_rounds_total") >= rounds + 50)
+    at_day(clock, 29 + 1 / 1440)
+    wait_for(lambda: steps(env) == ["warning", "reminder-2"])
+    assert [(r.name, r.getMessage()) for r in caplog.records
+            if r.levelno >= logging.WARNING and not r.name.startswith("kafka")] == []
+
+
 def phones_of_owner(env: dict[str, str], policy: Policy) -> list[int]:
     """The worker's snapshot: PHONES single-SIM phones in OWNER's cartable."""
     keys = [SINGLE + i for i in range(PHONES)]
@@ -220,6 +237,10 @@ def test_the_noc_lists_shows_and_cancels_notices(env, worker) -> None:
     assert [(t["from"], t["to"], t["step"]) for t in shown["transitions"]] == [
         (None, "open", None), ("open", "warned", "warning")]
     assert [m["idempotency_key"] for m in shown["messages"]] == [f"notice-{notice_id}-warning"]
+    # What the SMS says, as sent (trial finding 10: by key only).
+    warning = next(m for m in sent(env, "notifications") if m["notice_id"] == notice_id)
+    assert (shown["messages"][0]["text"], shown["messages"][0]["language"]) == (
+        warning["text"], warning["language"])
 
     at_day(clock, 29.5)
     wait_for(lambda: len(steps(env)) == 4)  # each notice's latest reminder

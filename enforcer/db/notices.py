@@ -286,8 +286,8 @@ def transitions_of(conn: psycopg.Connection, notice_id: int) -> list[tuple]:
 
 
 def messages_of(conn: psycopg.Connection, notice_id: int) -> list[tuple]:
-    """(stream, idempotency key, created, sent) of the notice's messages."""
-    return conn.execute("SELECT stream, idempotency_key, created_at, sent_at FROM outbox"
+    """(stream, idempotency key, created, sent, body) of the notice's messages."""
+    return conn.execute("SELECT stream, idempotency_key, created_at, sent_at, body FROM outbox"
                         " WHERE idempotency_key LIKE %s ORDER BY id",
                         (f"notice-{notice_id}-%",)).fetchall()
 
