@@ -43,6 +43,9 @@ POLL_MS = 200  # well inside the one second a change may take to count
 POLL_RECORDS = 500
 RETRY_S = 2.0
 INAPPLICABLE = "inapplicable"
+# Stored events that no longer apply are told in one line, naming this many of them: after
+# a new snapshot they may be thousands, and the line is read by a person.
+REFUSED_NAMED = 5
 
 
 def registry_window(config: Config, now_ms: int) -> TimeWindow:
@@ -63,23 +66,25 @@ def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
 
 
 def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
-             positions: Mapping[int, int] | None = None) -> int:
+             positions: Mapping[int, int] | None = None, level: int = logging.WARNING) -> int:
     """Apply stored events over the holder's state, oldest first; returns how many no
-    longer apply (the snapshot changed under them since, as an import does)."""
+    longer apply (the snapshot changed under them since, as an import does). Those are told
+    in one line at `level`: how many, and the first `REFUSED_NAMED` with why."""
     events = stored_changes(stored, rules, config)
-    skipped = 0
+    refused: list[tuple[RegistryEvent, Inapplicable]] = []
 
     def change(state: EnforcementState) -> EnforcementState:
-        nonlocal skipped
+        nonlocal refused
         overlay, refused = state.overlay.apply_all(events, state.lists, state.registry)
-        for event, exc in refused:
-            log.warning("stored registry event no longer applies",
-                        extra={"event_id": event.event_id, "error": str(exc)})
-        skipped = len(refused)
         return replace(state, overlay=overlay.at(positions or {}))
 
     holder.update(change)
-    return skipped
+    if refused:
+        log.log(level, "stored registry events no longer apply", extra={
+            "events": len(refused),
+            "first": [{"event_id": event.event_id, "error": str(exc)}
+                      for event, exc in refused[:REFUSED_NAMED]]})
+    return len(refused)
 
 
 class RegistryFollower:

@@ -268,8 +268,8 @@ class Overlay:
             slot = self.device_slot(keys[0], lists, registry)
             if slot != NO_DEVICE:
                 return slot >> SLOT_BITS
-        raise Inapplicable(f"no device {device_id or ''} with IMEI "
-                           f"{', '.join(f'{k:014d}' for k in keys) or '(none given)'}")
+        imeis = f"with IMEI {', '.join(f'{k:014d}' for k in keys)}" if keys else None
+        raise Inapplicable(" ".join(filter(None, ("no device", device_id, imeis))))
 
     def device_keys(self, device: int, lists: Lists, registry: Registry) -> list[int]:
         """The IMEI keys that are the device's slots now."""

@@ -162,8 +162,8 @@ def test_two_workers_dead_letter_a_bad_event_once(env, dsn) -> None:
                         env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])) == 1
 
 
-def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, worker,
-                                                                      policy) -> None:
+def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, worker, policy,
+                                                                      caplog) -> None:
     with_verdicts(env)
     first = worker()
     assert verdicts_of(env, [attach(SINGLE, BUYER, now_ms())])  # the group is joined
@@ -177,8 +177,13 @@ def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, work
     save_snapshot(replace(state, lists=replace(state.lists, generation=2),
                           registry=Registry.empty(state.registry.rows)),
                   Path(env["EIR_STATE__DIR"]))
+    caplog.clear()
     second = worker()
     assert second.worker.metrics.registry_events.labels(
         "inapplicable_on_restore")._value.get() == 1
+    (told,) = [r for r in caplog.records if "no longer appl" in r.getMessage()]
+    assert (told.levelname, told.getMessage(), told.events, told.first) == (
+        "WARNING", "stored registry events no longer apply", 1,
+        [{"event_id": "x1", "error": f"no device with IMEI {SINGLE:014d}"}])
     assert (f"{SINGLE:014d}", str(BUYER), "no_cartable") in verdicts_of(
         env, [attach(SINGLE, BUYER, now_ms() + 1)])
