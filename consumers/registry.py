@@ -3,7 +3,9 @@ each change over its state within a poll, after storing it in PostgreSQL.
 
 At start the overlay is rebuilt from the stored, applied events (oldest first) and each
 partition is read from after the highest offset stored by any worker, so a restart replays
-nothing from the topic that the database already has. An event is stored before it is
+nothing from the topic that the database already has; unless the partition no longer holds
+the event stored there (the topic recreated: `consumers.continuity`): then it is a new
+incarnation, read from its start, and said so. An event is stored before it is
 applied: a crash in between leaves it stored, and the next start applies it. Bad events,
 and changes the state cannot take (an unknown device), go to the dead-letter topic once, by
 whichever worker stored them first. A replayed event_id changes nothing.
@@ -19,6 +21,7 @@ from typing import Callable, Mapping
 
 import psycopg
 
+from consumers.continuity import read_at, renewal
 from consumers.decode import DeadLetter, TimeWindow
 from consumers.registrydecode import decode_registry_event
 from consumers.publish import Publication, publish_all
@@ -28,10 +31,10 @@ from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.effects import FLUSH_TIMEOUT_S
-from enforcer.db.registry import (Position, Stored, StoredEvent, applied_events, next_offsets,
-                                  store)
+from enforcer.db.registry import (Position, Resume, Stored, StoredEvent, applied_events, renew,
+                                  resume_points, store)
 from enforcer.imei import ImeiRules
-from enforcer.overlay import Inapplicable, OverlayDraft, touched_by
+from enforcer.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
 from enforcer.regevents import RegistryEvent
 from enforcer.state import EnforcementState, StateHolder
 from metrics.worker import WorkerMetrics
@@ -43,6 +46,9 @@ POLL_MS = 200  # well inside the one second a change may take to count
 POLL_RECORDS = 500
 RETRY_S = 2.0
 INAPPLICABLE = "inapplicable"
+# Stored events that no longer apply are told in one line, naming this many of them: after
+# a new snapshot they may be thousands, and the line is read by a person.
+REFUSED_NAMED = 5
 
 
 def registry_window(config: Config, now_ms: int) -> TimeWindow:
@@ -63,23 +69,33 @@ def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
 
 
 def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
-             positions: Mapping[int, int] | None = None) -> int:
+             positions: Mapping[int, LogPosition] | None = None,
+             level: int = logging.WARNING) -> int:
     """Apply stored events over the holder's state, oldest first; returns how many no
-    longer apply (the snapshot changed under them since, as an import does)."""
+    longer apply (the snapshot changed under them since, as an import does). Those are told
+    in one line at `level`: how many, and the first `REFUSED_NAMED` with why."""
     events = stored_changes(stored, rules, config)
-    skipped = 0
+    refused: list[tuple[RegistryEvent, Inapplicable]] = []
 
     def change(state: EnforcementState) -> EnforcementState:
-        nonlocal skipped
+        nonlocal refused
         overlay, refused = state.overlay.apply_all(events, state.lists, state.registry)
-        for event, exc in refused:
-            log.warning("stored registry event no longer applies",
-                        extra={"event_id": event.event_id, "error": str(exc)})
-        skipped = len(refused)
         return replace(state, overlay=overlay.at(positions or {}))
 
     holder.update(change)
-    return skipped
+    if refused:
+        log.log(level, "stored registry events no longer apply", extra={
+            "events": len(refused),
+            "first": [{"event_id": event.event_id, "error": str(exc)}
+                      for event, exc in refused[:REFUSED_NAMED]]})
+    return len(refused)
+
+
+def place_id(at: Position) -> str:
+    """The event_id of a message that has none of its own (it cannot be read): its place,
+    with the partition's incarnation after the first (a new log's offsets start again)."""
+    place = f"{at.topic}:{at.partition}:{at.offset}"
+    return f"{place}@{at.incarnation}" if at.incarnation else place
 
 
 class RegistryFollower:
@@ -98,7 +114,10 @@ class RegistryFollower:
         self._restored = False
         self._connect = connect
         self._touched = touched  # told which IMEIs and SIMs each poll's changes touched
-        self._starts: dict[int, int] = {}  # partition -> first offset not yet restored
+        # Per partition, where its stored events end: read from there unless the partition
+        # turns out to be a new log.
+        self._resume: dict[int, Resume] = {}
+        self._incarnations: dict[int, int] = {}  # partition -> the one being read
 
     def close(self) -> None:
         self._consumer.close()
@@ -110,8 +129,10 @@ class RegistryFollower:
         with self._connect() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             stored = applied_events(conn)
-            self._starts = next_offsets(conn, self._config.kafka.registry_topic)
-        skipped = lay_over(self._holder, stored, self._rules, self._config, self._starts)
+            self._resume = resume_points(conn, self._config.kafka.registry_topic)
+        self._incarnations = {p: r.incarnation for p, r in self._resume.items()}
+        skipped = lay_over(self._holder, stored, self._rules, self._config,
+                           {p: (r.incarnation, r.next_offset) for p, r in self._resume.items()})
         self._metrics.registry_events.labels("inapplicable_on_restore").inc(skipped)
         log.info("registry events restored", extra={"events": len(stored)})
         self._restored = True
@@ -124,8 +145,8 @@ class RegistryFollower:
     def run(self, stop: threading.Event) -> None:
         topic = self._config.kafka.registry_topic
         partitions = self._partitions(topic, stop)
-        starts = self._starts
-        self._consumer.assign(topic, {p: starts.get(p) for p in partitions})
+        starts = self._starts(topic, partitions, stop)
+        self._consumer.assign(topic, starts)
         conn = None
         while not stop.is_set():
             polled = self._consumer.poll(POLL_MS, POLL_RECORDS)
@@ -165,7 +186,8 @@ class RegistryFollower:
         """The poll's changes in place, and how far each partition has been read."""
         if not records:
             return
-        positions = {r.partition: r.offset + 1 for r in records}
+        positions = {r.partition: (self._incarnations.get(r.partition, 0), r.offset + 1)
+                     for r in records}
 
         def change(state: EnforcementState) -> EnforcementState:
             if state.overlay is draft.origin:
@@ -200,6 +222,46 @@ class RegistryFollower:
             stop.wait(RETRY_S)  # the topic does not exist yet
         return []
 
+    def _starts(self, topic: str, partitions: list[int],
+                stop: threading.Event) -> dict[int, int | None]:
+        """Where to read each partition from (None: its beginning): after the events stored
+        from it, if it still holds the last of them; from its beginning if it is a new log,
+        whose events already stored are then replays and change nothing."""
+        resume = {p: self._resume[p] for p in partitions if p in self._resume}
+        last = {p: r.next_offset - 1 for p, r in resume.items() if r.last_body is not None}
+        found = read_at(self._consumer, topic, last, stop) if last else {}
+        renewed = {p: why for p, got in found.items()
+                   if (why := renewal(resume[p], got)) is not None}
+        if renewed:
+            self._renew(topic, {p: (resume[p], why) for p, why in renewed.items()}, stop)
+        return {p: None if p in renewed or p not in resume else resume[p].next_offset
+                for p in partitions}
+
+    def _renew(self, topic: str, renewed: dict[int, tuple[Resume, str]],
+               stop: threading.Event) -> None:
+        """Record each partition's next incarnation, say so and count it, and read it from
+        its start."""
+        at = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
+        incarnations: dict[int, int] = {}
+        while not incarnations and not stop.is_set():
+            try:
+                with self._connect() as conn, conn.transaction():
+                    incarnations = {p: renew(conn, topic, p, resume, why, at)
+                                    for p, (resume, why) in renewed.items()}
+            except psycopg.Error as exc:  # the database away: try again
+                log.warning("registry partitions' new logs not recorded, will try again",
+                            extra={"error": describe(exc)})
+                stop.wait(RETRY_S)
+        for p, incarnation in incarnations.items():
+            resume, why = renewed[p]
+            log.warning("registry partition is a new log, read from its start", extra={
+                "topic": topic, "partition": p, "stored_to": resume.next_offset,
+                "found": why, "incarnation": incarnation})
+            self._metrics.registry_resets.labels(str(p)).inc()
+        self._incarnations.update(incarnations)
+        self._holder.update(lambda state: replace(state, overlay=state.overlay.at(
+            {p: (incarnation, 0) for p, incarnation in incarnations.items()})))
+
     def _decode(self, record: Record) -> RegistryEvent | DeadLetter:
         return decode_registry_event(record.value, self._rules,
                                      registry_window(self._config, self._clock.now_ms()))
@@ -209,11 +271,11 @@ class RegistryFollower:
                 draft: OverlayDraft) -> tuple[Publication, str] | None:
         """Store the event and apply it to the draft; a dead letter to publish, if it is one
         no worker has stored before."""
-        at = Position(record.topic, record.partition, record.offset)
+        at = Position(record.topic, record.partition, record.offset,
+                      self._incarnations.get(record.partition, 0))
         received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
         if isinstance(decoded, DeadLetter):
-            return self._refuse(conn, f"{record.topic}:{record.partition}:{record.offset}",
-                                record, decoded, at, received)
+            return self._refuse(conn, place_id(at), record, decoded, at, received)
         try:
             draft.check(decoded.change)
         except Inapplicable as exc:

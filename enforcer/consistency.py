@@ -78,7 +78,8 @@ def digests(overlay: Overlay, shards: int) -> dict[tuple[str, int], tuple[int, i
 def held_in_memory(stored: list[StoredEvent], overlay: Overlay,
                    topic: str) -> list[StoredEvent]:
     return [row for row in stored if row.at.topic != topic
-            or row.at.offset < overlay.read_to.get(row.at.partition, 0)]
+            or ((row.at.incarnation, row.at.offset)
+                < overlay.read_to.get(row.at.partition, (0, 0)))]
 
 
 def expected_overlay(state: EnforcementState, stored: list[StoredEvent], rules: ImeiRules,

@@ -28,6 +28,11 @@ from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Devic
 from enforcer.registry import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
                                Registry, Source)
 
+# How far a partition of the registry topic has been read: (incarnation, next offset), which
+# orders as the events came: a recreated topic is the partition's next incarnation, its
+# offsets starting again at 0 (enforcer/db/registry.py).
+LogPosition = tuple[int, int]
+
 
 class Inapplicable(ValueError):
     """The change names something the state does not have (e.g. an unknown device)."""
@@ -73,9 +78,9 @@ class Overlay:
     black: dict[int, int] = field(default_factory=dict)  # key -> BLACK_REASONS | NO_REASON
     # The events these maps hold, in the order applied: laid again over a new snapshot.
     events: tuple[RegistryEvent, ...] = ()
-    # The registry topic's partitions read this far (partition -> next offset): every event
-    # stored before these positions is in the maps (what the consistency check relies on).
-    read_to: dict[int, int] = field(default_factory=dict)
+    # The registry topic's partitions read this far: every event stored before these
+    # positions is in the maps (what the consistency check relies on).
+    read_to: dict[int, LogPosition] = field(default_factory=dict)
     # The snapshot's answer for IMEIs changes have named (key -> device_slot): a cache,
     # shared by the overlays made from this one, which all lie over the same snapshot. A
     # lookup of one key costs about as much as one of thousands, so a batch of events is
@@ -173,7 +178,7 @@ class Overlay:
         rebased, refused = fresh.apply_all(self.events, lists, registry)
         return rebased, len(refused)
 
-    def at(self, positions: Mapping[int, int]) -> Overlay:
+    def at(self, positions: Mapping[int, LogPosition]) -> Overlay:
         return replace(self, read_to={**self.read_to, **positions})
 
     def _copy(self) -> Overlay:
@@ -268,8 +273,8 @@ class Overlay:
             slot = self.device_slot(keys[0], lists, registry)
             if slot != NO_DEVICE:
                 return slot >> SLOT_BITS
-        raise Inapplicable(f"no device {device_id or ''} with IMEI "
-                           f"{', '.join(f'{k:014d}' for k in keys) or '(none given)'}")
+        imeis = f"with IMEI {', '.join(f'{k:014d}' for k in keys)}" if keys else None
+        raise Inapplicable(" ".join(filter(None, ("no device", device_id, imeis))))
 
     def device_keys(self, device: int, lists: Lists, registry: Registry) -> list[int]:
         """The IMEI keys that are the device's slots now."""
@@ -345,7 +350,7 @@ class OverlayDraft:
         self._work._mutate(event.change, event.time_ms, self._lists, self._registry)
         self.applied.append(event)
 
-    def finish(self, positions: Mapping[int, int] | None = None) -> Overlay:
+    def finish(self, positions: Mapping[int, LogPosition] | None = None) -> Overlay:
         done = replace(self._work, events=self.origin.events + tuple(self.applied))
         return done.at(positions) if positions else done
 

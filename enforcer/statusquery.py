@@ -4,6 +4,7 @@ audit row."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import psycopg
@@ -21,8 +22,11 @@ from enforcer.status import StatusAnswer, imei_status
 
 def current_state(snapshot: EnforcementState, conn: psycopg.Connection,
                   config: Config) -> EnforcementState:
+    """The snapshot with the stored registry changes laid over it, for a one-off answer.
+    Changes that no longer apply are told at INFO: the answer without them is the one a
+    worker gives, and the worker warns of them itself."""
     holder = StateHolder(snapshot)
-    lay_over(holder, applied_events(conn), imei_rules(config), config)
+    lay_over(holder, applied_events(conn), imei_rules(config), config, level=logging.INFO)
     return holder.current
 
 

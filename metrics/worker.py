@@ -55,6 +55,10 @@ class WorkerMetrics:
         self.registry_events = Counter("eir_registry_events", "Registry events read, by "
                                        "outcome (applied, replayed, dead_lettered).",
                                        ["outcome"], registry=r)
+        self.registry_resets = Counter("eir_registry_partition_resets", "Partitions of the "
+                                       "registry topic found at start to be a new log (the "
+                                       "topic recreated) and read from their start.",
+                                       ["partition"], registry=r)
         self.registry_overlay = Gauge("eir_registry_overlay_entries", "Registry changes held "
                                       "over the snapshot.", registry=r)
         self.batch_failures = Counter("eir_batch_failures", "Batches that failed and will be "

@@ -3,10 +3,16 @@ decided as the registry now says."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime, timezone
 
+import msgspec
 import pytest
+
+from consumers.registry import REFUSED_NAMED, lay_over
+from enforcer.config import load_config
+from enforcer.db.registry import Position, StoredEvent
 
 from enforcer.lists import BlackReason, Lists
 from enforcer.overlay import Inapplicable
@@ -100,6 +106,20 @@ def test_a_repair_of_an_imei_in_no_device_is_inapplicable(state) -> None:
         applied(state, ImeiReplaced(UNREGISTERED, NEW_IMEIS[0]))
 
 
+@pytest.mark.parametrize("device, message", [
+    (Device(None, (UNREGISTERED,)), f"no device with IMEI {UNREGISTERED:014d}"),
+    (Device("D7", ()), "no device D7"),
+    (Device("D7", (UNREGISTERED, NEW_IMEIS[0])),
+     f"no device D7 with IMEI {UNREGISTERED:014d}, {NEW_IMEIS[0]:014d}"),
+])
+def test_an_unknown_device_is_named_as_the_change_names_it(state, device: Device,
+                                                           message: str) -> None:
+    """The trial's "no device  with IMEI 01083870929451": no gap where no id was given."""
+    with pytest.raises(Inapplicable) as raised:
+        applied(state, OwnershipSet(device, BUYER, Via.ACTIVATION))
+    assert str(raised.value) == message
+
+
 def test_black_listing_and_lifting_it(state, rules) -> None:
     after = applied(state, BlacklistChanged((SINGLE,), BlackReason.COURT_ORDER))
     d = attach(after, rules, SINGLE, OWNER)
@@ -159,3 +179,33 @@ def test_many_changes_at_once_equal_one_at_a_time(state, rules) -> None:
         assert (rule(replace(state, overlay=together), rules, imei, msisdn)
                 == rule(one_by_one, rules, imei, msisdn))
     assert state.overlay.owners == {}  # the original is untouched
+
+
+def stored_event(seq: int, body: dict[str, object]) -> StoredEvent:
+    now = datetime.now(timezone.utc)
+    return StoredEvent(seq, msgspec.json.encode({**body, "time": int(now.timestamp() * 1000)}),
+                       now, Position("registry-events", 0, seq))
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.INFO], ids=["WARNING", "INFO"])
+def test_stored_events_that_no_longer_apply_are_told_in_one_line(state, rules, caplog,
+                                                                 level: int) -> None:
+    """After a new snapshot (the trial's `state synth`) a worker's start, and each status
+    query, printed one line per stored event: 103 of them."""
+    stored = [stored_event(i, {"event_id": f"g{i}", "type": "ownership_set",
+                               "imeis": [f"{UNREGISTERED + 10 * i:014d}"],
+                               "owner_msisdn": str(BUYER), "via": "activation"})
+              for i in range(100)]
+    stored.append(stored_event(100, {"event_id": "fits", "type": "ownership_set",
+                                     "imeis": [f"{SINGLE:014d}"], "owner_msisdn": str(BUYER),
+                                     "via": "transfer_direct"}))
+    holder = StateHolder(state)
+    caplog.set_level(logging.DEBUG, logger="eir.registry")
+    assert lay_over(holder, stored, rules, load_config(environ={}), level=level) == 100
+    assert rule(holder.current, rules, SINGLE, BUYER) == "owner"
+    (record,) = caplog.records
+    assert (record.levelno, record.getMessage(), record.events) == (
+        level, "stored registry events no longer apply", 100)
+    assert record.first == [{"event_id": f"g{i}",
+                             "error": f"no device with IMEI {UNREGISTERED + 10 * i:014d}"}
+                            for i in range(REFUSED_NAMED)]

@@ -10,12 +10,14 @@ from pathlib import Path
 import msgspec
 import psycopg
 import pytest
+from kafka.admin import KafkaAdminClient
 
 from enforcer.config import load_config
+from enforcer.db.jobs import Outcome, recent_runs
 from enforcer.registry import Registry
 from enforcer.state import save_snapshot
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
-from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER, make_state
+from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER, UNREGISTERED, make_state
 from tests.conftest import Running
 from tests.test_worker import CLIENTS, attach, now_ms
 
@@ -162,8 +164,8 @@ def test_two_workers_dead_letter_a_bad_event_once(env, dsn) -> None:
                         env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"])) == 1
 
 
-def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, worker,
-                                                                      policy) -> None:
+def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, worker, policy,
+                                                                      caplog) -> None:
     with_verdicts(env)
     first = worker()
     assert verdicts_of(env, [attach(SINGLE, BUYER, now_ms())])  # the group is joined
@@ -177,8 +179,119 @@ def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, work
     save_snapshot(replace(state, lists=replace(state.lists, generation=2),
                           registry=Registry.empty(state.registry.rows)),
                   Path(env["EIR_STATE__DIR"]))
+    caplog.clear()
     second = worker()
     assert second.worker.metrics.registry_events.labels(
         "inapplicable_on_restore")._value.get() == 1
+    (told,) = [r for r in caplog.records if "no longer appl" in r.getMessage()]
+    assert (told.levelname, told.getMessage(), told.events, told.first) == (
+        "WARNING", "stored registry events no longer apply", 1,
+        [{"event_id": "x1", "error": f"no device with IMEI {SINGLE:014d}"}])
     assert (f"{SINGLE:014d}", str(BUYER), "no_cartable") in verdicts_of(
         env, [attach(SINGLE, BUYER, now_ms() + 1)])
+
+
+def transfer(event_id: str, msisdn: int) -> dict[str, object]:
+    return registry_event(event_id, "ownership_set", imeis=[str(SINGLE)],
+                          owner_msisdn=str(msisdn), via="transfer_direct")
+
+
+def resets(running: Running, partition: int) -> float | None:
+    return running.worker.metrics.registry.get_sample_value(
+        "eir_registry_partition_resets_total", {"partition": str(partition)})
+
+
+def recreate(bootstrap: str, topic: str, messages: list) -> None:
+    """The topic deleted and created again with these messages, as `services down` and `up`
+    leave the embedded broker (it keeps topics in memory) while PostgreSQL keeps its rows.
+    Done with no worker running: librdkafka crashed when a topic was deleted under it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([topic])
+    finally:
+        admin.close()
+    produce(bootstrap, topic, messages, key=b"D")
+
+
+OLD_LOG = [transfer("old-1", BUYER), b"not json", transfer("old-2", OWNER),
+           transfer("old-3", BUYER), transfer("old-4", OWNER)]
+# A new log at offsets 0, 1, 2: a change, a bad message where the old log had one, and a
+# replay of the old log's first event, which must change nothing.
+NEW_LOG = [transfer("new-1", STRANGER), b"{broken", OLD_LOG[0]]
+BLACKLISTINGS = [registry_event(f"new-b{i}", "blacklisted", imeis=[str(UNREGISTERED + 10 * i)],
+                                reason="stolen") for i in range(4)]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("new_log", [NEW_LOG, NEW_LOG + BLACKLISTINGS],
+                         ids=["shorter", "longer"])
+def test_a_recreated_topic_is_read_from_its_start(env, worker, dsn, caplog, client: str,
+                                                  new_log: list) -> None:
+    """Trial finding 1: after `services down` and `up` the worker resumed the new, empty
+    topic after the offset stored last, and the events below it were skipped without a
+    word. The new log, shorter than the old one (its end below the stored offset) or longer
+    (another event there), is read from its start: each event applied, the bad message
+    dead-lettered, the replay changing nothing; one warning and the metric say so."""
+    env["EIR_KAFKA__CLIENT"] = client
+    with_verdicts(env)
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__REGISTRY_TOPIC"]
+    dlq = env["EIR_KAFKA__REGISTRY_DLQ_TOPIC"]
+    first = worker()
+    produce(bootstrap, topic, OLD_LOG, key=b"D")
+    wait_for(lambda: applied(first) == 4 and len(read_all(bootstrap, dlq)) == 1)
+    # Decided once: the group is joined before the worker stops (see the restart test).
+    assert (f"{SINGLE:014d}", str(OWNER), "owner") in verdicts_of(
+        env, [attach(SINGLE, OWNER, now_ms())])
+    first.close()
+    with psycopg.connect(dsn) as conn:  # the one the key goes to
+        (partition,) = conn.execute("SELECT DISTINCT source_partition FROM registry_events"
+                                    ).fetchone()
+
+    recreate(bootstrap, topic, new_log)
+    caplog.clear()
+    second = worker()
+    wait_for(lambda: applied(second) == len(new_log) - 2 and len(read_all(bootstrap, dlq)) == 2)
+    assert second.worker.metrics.registry_events.labels("replayed")._value.get() == 1
+    assert resets(second, partition) == 1
+    (warning,) = [r for r in caplog.records if "new log" in r.getMessage()]
+    assert (warning.levelname, warning.partition, warning.stored_to, warning.incarnation) == (
+        "WARNING", partition, 5, 1)
+    assert warning.found == ("offset 4 holds event 'new-b1', not event 'old-4'"
+                             if len(new_log) > 4 else
+                             "the partition holds no offset 4: its last is 2")
+    letters = read_all(bootstrap, dlq)
+    assert [(m.value, dict(m.headers)["dlq-source-offset"]) for m in letters] == [
+        (b"not json", b"1"), (b"{broken", b"1")]
+    # SINGLE's owner is new-1's STRANGER: the replay of old-1 (to BUYER) changed nothing.
+    got = verdicts_of(env, [attach(SINGLE, STRANGER, now_ms()), attach(SINGLE, BUYER, now_ms())])
+    assert got >= {(f"{SINGLE:014d}", str(STRANGER), "owner"),
+                   (f"{SINGLE:014d}", str(BUYER), "other_cartable")}
+    # The consistency check counts both logs' events as held in memory, as they are.
+    assert second.worker.run_job("consistency") is Outcome.OK
+    with psycopg.connect(dsn) as conn:
+        (check,) = recent_runs(conn, "consistency")
+    assert check.counts["drifted_shards"] == 0
+    assert check.counts["events"] == 4 + len(new_log) - 2
+    second.close()
+
+    # The next start finds the event stored last where it was: read on from there, so
+    # nothing is applied or dead-lettered twice (a replay after it is read again, and
+    # changes nothing again).
+    caplog.clear()
+    third = worker()
+    produce(bootstrap, topic, [transfer("new-last", BUYER)], key=b"D")
+    wait_for(lambda: applied(third) == 1)
+    assert resets(third, partition) is None
+    assert not [r for r in caplog.records if "new log" in r.getMessage()]
+    assert len(read_all(bootstrap, dlq)) == 2
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(
+            "SELECT source_partition, incarnation, stored_to FROM registry_incarnations"
+        ).fetchall() == [(partition, 1, 5)]
+        rows = conn.execute("SELECT event_id, applied, source_incarnation, source_offset"
+                            " FROM registry_events ORDER BY seq").fetchall()
+    assert rows == [("old-1", True, 0, 0), (f"{topic}:{partition}:1", False, 0, 1),
+                    ("old-2", True, 0, 2), ("old-3", True, 0, 3), ("old-4", True, 0, 4),
+                    ("new-1", True, 1, 0), (f"{topic}:{partition}:1@1", False, 1, 1),
+                    *[(f"new-b{i}", True, 1, 3 + i) for i in range(len(new_log) - 3)],
+                    ("new-last", True, 1, len(new_log))]

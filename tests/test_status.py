@@ -14,13 +14,14 @@ import pytest
 
 from enforcer.db.clones import record_flags
 from enforcer.db.history import EPOCH, HistoryStore, Usage
+from enforcer.db.registry import Position, store
 from enforcer.device import DeviceNow
 from enforcer.lists import BlackReason
 from enforcer.state import save_snapshot
 from enforcer.status import Status, imei_status
 from tests.test_cli import run
 from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STOLEN, STRANGER, UNOWNED,
-                               home_imsi, make_state)
+                               UNREGISTERED, home_imsi, make_state)
 
 DAY0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 UNOWNED_DUAL = DeviceNow(7, ((0, DUAL[0]), (1, DUAL[1])), None, None)
@@ -154,3 +155,33 @@ def test_the_command_answers_from_history_and_registry_changes_and_audits(
     assert status()["status"] == "owned"
     assert audited(dsn) == [(UNOWNED, BUYER, "previous_user", STRANGER, "cli"),
                             (UNOWNED, BUYER, "owned", None, "cli")]
+
+
+def test_stored_events_that_no_longer_apply_leave_the_command_quiet(
+        dsn: str, policy, tmp_path: Path) -> None:
+    """Trial finding 3: after a new snapshot, each status query printed a line per stored
+    event that no longer applied (103). The answer is the worker's; at the default log
+    level nothing goes to stderr, and at INFO one line says how many."""
+    state_dir = tmp_path / "state"
+    save_snapshot(make_state(policy), state_dir)
+    now = seen_on(dsn, UNOWNED, (STRANGER, BUYER))
+    with psycopg.connect(dsn) as conn:
+        for i in range(100):  # transfers of devices the snapshot does not have
+            imei = f"{UNREGISTERED + 10 * i:014d}"
+            store(conn, f"gone-{i}", True, None, json.dumps({
+                "event_id": f"gone-{i}", "type": "ownership_set",
+                "time": int(now.timestamp() * 1000), "imeis": [imei],
+                "owner_msisdn": str(BUYER), "via": "transfer_direct"}).encode(),
+                Position("registry-events", 0, i), now)
+    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    args = ("status", f"{UNOWNED:014d}", "--msisdn", str(BUYER), "--state", str(state_dir))
+    quiet = run(*args, env=env)
+    assert json.loads(quiet.stdout)["previous_msisdn"] == str(STRANGER)
+    assert quiet.stderr == ""
+    told = [json.loads(line) for line in run("--log-level", "INFO", *args,
+                                             env=env).stderr.splitlines()]
+    (summary,) = [line for line in told if line["logger"] == "eir.registry"]
+    assert (summary["level"], summary["event"], summary["events"]) == (
+        "info", "stored registry events no longer apply", 100)
+    assert summary["first"][0] == {"event_id": "gone-0",
+                                   "error": f"no device with IMEI {UNREGISTERED:014d}"}

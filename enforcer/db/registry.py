@@ -16,6 +16,21 @@ class Position:
     topic: str
     partition: int
     offset: int
+    # Which log of the partition: 0, then one more each time the topic is found to be a new
+    # one under the same name (deleted and recreated), whose offsets start again at 0.
+    incarnation: int = 0
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a partition of the registry topic is read from next, and the event stored last
+    from it: the partition must still hold that event at `next_offset - 1` for the place to
+    be right."""
+
+    incarnation: int
+    next_offset: int
+    last_body: bytes | None  # None: nothing stored from this incarnation yet
+    last_applied: bool
 
 
 @dataclass(frozen=True)
@@ -36,25 +51,26 @@ def store(conn: psycopg.Connection, event_id: str, applied: bool, reason: str | 
           body: bytes, at: Position, received_at: datetime) -> Stored:
     row = conn.execute(
         "INSERT INTO registry_events (event_id, applied, reason, body, source_topic,"
-        " source_partition, source_offset, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING seq",
-        (event_id, applied, reason, body, at.topic, at.partition, at.offset,
+        " source_partition, source_incarnation, source_offset, received_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq",
+        (event_id, applied, reason, body, at.topic, at.partition, at.incarnation, at.offset,
          received_at)).fetchone()
     if row is not None:
         return Stored.NEW
     same = conn.execute(
         "SELECT 1 FROM registry_events WHERE source_topic = %s AND source_partition = %s"
-        " AND source_offset = %s", (at.topic, at.partition, at.offset)).fetchone()
+        " AND source_incarnation = %s AND source_offset = %s",
+        (at.topic, at.partition, at.incarnation, at.offset)).fetchone()
     return Stored.SAME if same is not None else Stored.REPLAY
 
 
 def applied_events(conn: psycopg.Connection, seqs: list[int] | None = None
                    ) -> list[StoredEvent]:
     """All applied events, or those numbered `seqs`, in their order."""
-    return [StoredEvent(seq, body, received, Position(topic, partition, offset))
-            for seq, body, received, topic, partition, offset in conn.execute(
-                "SELECT seq, body, received_at, source_topic, source_partition, source_offset"
-                " FROM registry_events WHERE applied"
+    return [StoredEvent(seq, body, received, Position(topic, partition, offset, incarnation))
+            for seq, body, received, topic, partition, offset, incarnation in conn.execute(
+                "SELECT seq, body, received_at, source_topic, source_partition, source_offset,"
+                " source_incarnation FROM registry_events WHERE applied"
                 " AND (%(seqs)s::bigint[] IS NULL OR seq = ANY(%(seqs)s)) ORDER BY seq",
                 {"seqs": seqs})]
 
@@ -64,8 +80,33 @@ def applied_seqs_after(conn: psycopg.Connection, floor: int) -> list[int]:
         "SELECT seq FROM registry_events WHERE applied AND seq > %s", (floor,))]
 
 
-def next_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
-    """Per partition, the offset after the highest one stored."""
-    return {p: o + 1 for p, o in conn.execute(
-        "SELECT source_partition, max(source_offset) FROM registry_events"
-        " WHERE source_topic = %s GROUP BY 1", (topic,))}
+def resume_points(conn: psycopg.Connection, topic: str) -> dict[int, Resume]:
+    """Per partition of `topic` that events were stored from (or that was found to be a new
+    log), its newest incarnation and the event stored last from that."""
+    return {partition: Resume(incarnation, 0 if offset is None else offset + 1, body,
+                              bool(applied))
+            for partition, incarnation, offset, body, applied in conn.execute(
+                "SELECT p.source_partition, p.incarnation, e.source_offset, e.body, e.applied"
+                " FROM (SELECT source_partition, max(incarnation) AS incarnation FROM ("
+                "   SELECT DISTINCT source_partition, 0 AS incarnation FROM registry_events"
+                "   WHERE source_topic = %(topic)s UNION ALL"
+                "   SELECT source_partition, incarnation FROM registry_incarnations"
+                "   WHERE source_topic = %(topic)s) AS known GROUP BY 1) AS p"
+                " LEFT JOIN LATERAL (SELECT source_offset, body, applied FROM registry_events"
+                "   WHERE source_topic = %(topic)s AND source_partition = p.source_partition"
+                "   AND source_incarnation = p.incarnation"
+                "   ORDER BY source_offset DESC LIMIT 1) AS e ON true", {"topic": topic})}
+
+
+def renew(conn: psycopg.Connection, topic: str, partition: int, after: Resume, found: str,
+          found_at: datetime) -> int:
+    """Record that the partition is a new log, the one after `after`'s incarnation, and what
+    it held instead; returns the partition's newest incarnation (another worker may have
+    found this one first)."""
+    conn.execute(
+        "INSERT INTO registry_incarnations (source_topic, source_partition, incarnation,"
+        " stored_to, found, found_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (topic, partition, after.incarnation + 1, after.next_offset, found, found_at))
+    return conn.execute(
+        "SELECT max(incarnation) FROM registry_incarnations WHERE source_topic = %s"
+        " AND source_partition = %s", (topic, partition)).fetchone()[0]
