@@ -23,8 +23,8 @@ import numpy as np
 from measure import emit, peak_rss_mb, pin_to_one_core, rss_mb, say
 
 from enforcer.clock import MS_PER_DAY
-from enforcer.clones import CloneWindow, Sightings
-from enforcer.keyindex import KeyIndex
+from enforcer.engine.clones import CloneWindow, Sightings
+from enforcer.engine.keyindex import KeyIndex
 from rules.policy import DEFAULT_CLONES
 
 DAY0 = 20_400

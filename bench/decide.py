@@ -17,11 +17,11 @@ import numpy as np
 
 from measure import best_of, emit, peak_rss_mb, pin_to_one_core, rss_mb, say
 
-from enforcer.decide import decide
-from enforcer.lists import keys_of
-from enforcer.registry import NO_DEVICE, SLOT_BITS, unpack_msisdns
-from enforcer.state import EnforcementState
-from enforcer.synth import Country, CountrySpec, TrafficMix, attach_traffic, build_country
+from enforcer.engine.decide import decide
+from enforcer.engine.lists import keys_of
+from enforcer.engine.devices import NO_DEVICE, SLOT_BITS, unpack_msisdns
+from enforcer.engine.state import EnforcementState
+from enforcer.embedded.synth import Country, CountrySpec, TrafficMix, attach_traffic, build_country
 from rules.policy import load_policy
 
 START_MS = 1_790_000_000_000

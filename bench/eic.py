@@ -11,7 +11,7 @@ SIM: GREYLISTED; 1 % unregistered devices; 0.5 % black-listed IMEIs: BLACKLISTED
 roamers; 1 % malformed, sent as the invalid PEI `imei-123`: 400), which a wrk Lua script
 cycles through. wrk runs on the second core with one thread: a short warm-up, then
 --seconds at each connection count on serve and at once on the baseline, --rounds times
-(the best of each kept). The baseline: serve's HTTP transport (enforcer/eichttp.py)
+(the best of each kept). The baseline: serve's HTTP transport (enforcer/frontends/transport.py)
 answering `{"status":"WHITELISTED"}` to everything, on the same core (each server idle
 while the other is loaded). The last line is JSON.
 """
@@ -38,16 +38,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from measure import emit, say
 
-from enforcer.build import imei_rules
+from enforcer.files.build import imei_rules
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
-from enforcer.eic import Problem, Status, answer_checks, read_check
-from enforcer.eicserver import CHECK_PATH
-from enforcer.events import NO_KEY
-from enforcer.imei import luhn_digit
-from enforcer.services import LOOPBACK, EmbeddedPostgres, free_port
-from enforcer.state import EnforcementState, save_snapshot
-from enforcer.synth import CountrySpec, TrafficMix, attach_traffic, build_country
+from enforcer.frontends.eic import Problem, Status, answer_checks, read_check
+from enforcer.frontends.server import CHECK_PATH
+from enforcer.engine.events import NO_KEY
+from enforcer.engine.imei import luhn_digit
+from enforcer.embedded.services import LOOPBACK, EmbeddedPostgres, free_port
+from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.embedded.synth import CountrySpec, TrafficMix, attach_traffic, build_country
 from rules.policy import load_policy
 
 START_MS = 1_790_000_000_000
@@ -90,7 +90,7 @@ import sys
 
 import uvloop
 
-from enforcer.eichttp import Response, serve_http
+from enforcer.frontends.transport import Response, serve_http
 
 WHITE = Response(200, "application/json", b'{"status":"WHITELISTED"}')
 
@@ -407,7 +407,7 @@ def main() -> None:
         app.write_text(BASELINE_APP)
         started = time.perf_counter()
         serving = stack.enter_context(server(
-            "serve", [*pinned, sys.executable, "-m", "enforcer.cli", "serve"], env,
+            "serve", [*pinned, sys.executable, "-m", "enforcer.app.cli", "serve"], env,
             scratch / "serve.log", port, "/readyz"))
         say(f"serve ready on core {server_core} in {time.perf_counter() - started:.1f} s; "
             f"wrk on core {load_core}")

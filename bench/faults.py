@@ -3,7 +3,7 @@ that opens notices and carries them through their month.
 
     python bench/faults.py [--events 1000000] [--kills 10] [--devices 1000000]
 
-Pre-loads --events attaches (FAULT_MIX of enforcer/faults.py: 5 % on another cartable's
+Pre-loads --events attaches (FAULT_MIX of tests/harness/faults.py: 5 % on another cartable's
 SIM, 3 % unregistered devices) on four partitions, starts `eir-enforcer run` on a clock
 file, and kills it (SIGKILL) at random moments, starting it again at once: --kills minus
 two while the attaches are consumed (each a random moment up to 2 s after the committed
@@ -37,11 +37,11 @@ from measure import embedded_services, emit, say
 
 from enforcer.db.migrate import migrate
 from enforcer.clock import MS_PER_DAY, MS_PER_HOUR
-from enforcer.faults import (KillPlan, Outage, WorkerProcess, month_under_kills,
-                             through_broker_outage, through_database_outage, traffic)
-from enforcer.services import free_port
-from enforcer.state import EnforcementState, save_snapshot
-from enforcer.synth import CountrySpec, build_country
+from tests.harness.faults import (KillPlan, Outage, WorkerProcess, month_under_kills,
+                                  through_broker_outage, through_database_outage, traffic)
+from enforcer.embedded.services import free_port
+from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.embedded.synth import CountrySpec, build_country
 from rules.policy import load_policy
 
 SWEEP_KILLS = 2

@@ -3,7 +3,7 @@ worker on the embedded broker and database.
 
     python bench/fuzz.py [--attaches 100000] [--registry 10000] [--seed 1]
 
-The messages come from enforcer/fuzz.py: random bytes, wrong types, huge numbers and
+The messages come from tests/harness/fuzz.py: random bytes, wrong types, huge numbers and
 strings, Persian and Arabic-Indic digits, deep and enormous JSON, repeated keys, cut-off
 messages, missing fields. Counts what was decided, what was dead-lettered (by reason),
 what got another reason than the one it must get, what was lost, and whether the worker
@@ -24,10 +24,10 @@ from measure import counter, embedded_services, emit, say
 
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
-from enforcer.fuzz import fuzzed_attaches, fuzzed_registry_events
-from enforcer.state import EnforcementState, save_snapshot
-from enforcer.synth import CountrySpec, build_country
-from enforcer.worker import build_worker
+from tests.harness.fuzz import fuzzed_attaches, fuzzed_registry_events
+from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.embedded.synth import CountrySpec, build_country
+from enforcer.app.worker import build_worker
 from rules.policy import load_policy
 
 TOPIC = "attach-fuzz"

@@ -28,17 +28,17 @@ import numpy as np
 
 from measure import emit, peak_rss_mb, say
 
-from enforcer.build import imei_rules
+from enforcer.files.build import imei_rules
 from enforcer.config import load_config
-from enforcer.digits import luhn_digits
-from enforcer.imei import KEY_DIGITS
-from enforcer.importing import Kind, import_file
-from enforcer.listfile import ListFileReader, LoadReport
-from enforcer.lists import Lists, keys_of
-from enforcer.registry import Registry
-from enforcer.roaringfmt import bitmap_from_sorted_keys
-from enforcer.state import EnforcementState, load_snapshot, save_snapshot
-from enforcer.synth import CountrySpec, build_country
+from enforcer.engine.digits import luhn_digits
+from enforcer.engine.imei import KEY_DIGITS
+from enforcer.files.importing import Kind, import_file
+from enforcer.files.listfile import ListFileReader, LoadReport
+from enforcer.engine.lists import Lists, keys_of
+from enforcer.engine.devices import Registry
+from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
+from enforcer.engine.state import EnforcementState, load_snapshot, save_snapshot
+from enforcer.embedded.synth import CountrySpec, build_country
 from rules.policy import load_policy
 
 MISSING_EVERY = 100  # 1 % registered since the current snapshot: the import adds them

@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from enforcer.services import EmbeddedServices, ServicePorts, free_port
+from enforcer.embedded.services import EmbeddedServices, ServicePorts, free_port
+
+# The harnesses the benchmarks share with the tests (tests/harness/) are imported from the
+# project's root, which a script run as `python bench/x.py` does not have on its path.
+PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+if PROJECT_ROOT not in sys.path:
+    sys.path.insert(1, PROJECT_ROOT)  # before site-packages, where a stray `tests` may lie
 
 KIB_PER_MIB = 1024
 

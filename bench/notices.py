@@ -33,9 +33,9 @@ from consumers.publish import Publication, publish_all
 from enforcer.clock import MS_PER_S, ManualClock
 from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
-from enforcer.state import EnforcementState, StateHolder
-from enforcer.sweep import NoticeSweeper
-from enforcer.synth import CountrySpec, build_country
+from enforcer.engine.state import EnforcementState, StateHolder
+from enforcer.notices.sweep import NoticeSweeper
+from enforcer.embedded.synth import CountrySpec, build_country
 from metrics.notices import NoticeMetrics
 from rules.policy import load_policy
 

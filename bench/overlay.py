@@ -18,12 +18,12 @@ import numpy as np
 
 from measure import emit, peak_rss_mb, pin_to_one_core, say
 
-from enforcer.lists import BlackReason
-from enforcer.regevents import (BlacklistChanged, CartableChanged, Device, OperatorSimChanged,
-                                OwnershipSet, RegistryEvent, Via)
-from enforcer.registry import NO_DEVICE
-from enforcer.state import EnforcementState
-from enforcer.synth import CountrySpec, build_country
+from enforcer.engine.lists import BlackReason
+from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Device,
+                                             OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
+from enforcer.engine.devices import NO_DEVICE
+from enforcer.engine.state import EnforcementState
+from enforcer.embedded.synth import CountrySpec, build_country
 from rules.policy import load_policy
 
 T0 = 1_790_000_000_000

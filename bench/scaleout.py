@@ -28,9 +28,9 @@ from kafka.admin import NewTopic
 from measure import embedded_services, emit, say
 
 from enforcer.db.migrate import migrate
-from enforcer.faults import committed
-from enforcer.state import EnforcementState, save_snapshot
-from enforcer.synth import CountrySpec, build_country
+from tests.harness.faults import committed
+from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.embedded.synth import CountrySpec, build_country
 from pipeline import steady_traffic
 from rules.policy import load_policy
 
@@ -58,7 +58,7 @@ def run_group(env: dict[str, str], workers: int, group: str, total: int) -> floa
     topic committed and all of it."""
     env = {**os.environ, **env, "EIR_KAFKA__GROUP_ID": group}
     processes = [subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "enforcer.cli", "run"], env={**env, "EIR_WORKER__NAME": f"w{i}"},
+        [sys.executable, "-m", "enforcer.app.cli", "run"], env={**env, "EIR_WORKER__NAME": f"w{i}"},
         stdout=subprocess.DEVNULL) for i in range(workers)]
     bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
     try:

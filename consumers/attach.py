@@ -18,26 +18,26 @@ import msgspec
 import numpy as np
 import psycopg
 
-from consumers.batchdecode import decode_poll
-from consumers.decode import DeadLetter, TimeWindow
+from enforcer.engine.batchdecode import decode_poll
+from enforcer.engine.attachdecode import DeadLetter, TimeWindow
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled, Record
-from consumers.replay import dead_letter, rewind
+from consumers.deadletters import dead_letter, rewind
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
 from enforcer.db.notices import see
-from enforcer.decide import decide
-from enforcer.misuse import CloneTracker
+from enforcer.engine.decide import decide
+from enforcer.notices.flags import CloneTracker
 from enforcer.logs import describe
-from enforcer.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream, effects_of,
-                              verdicts_of)
-from enforcer.events import AttachBatch
-from enforcer.history import aggregate
-from enforcer.sightings import SightingCache
-from enforcer.imei import ImeiRules
-from enforcer.opening import notice_sightings
-from enforcer.state import StateHolder
+from enforcer.engine.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream, effects_of,
+                                     verdicts_of)
+from enforcer.engine.events import AttachBatch
+from enforcer.engine.history import aggregate
+from enforcer.engine.usagecache import SightingCache
+from enforcer.engine.imei import ImeiRules
+from enforcer.engine.opening import notice_sightings
+from enforcer.engine.state import StateHolder
 from metrics.worker import WorkerMetrics
 
 log = logging.getLogger("eir.worker")

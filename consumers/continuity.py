@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import msgspec
 
 from consumers.receive import Consumer, Record
-from enforcer.db.registry import Resume
+from enforcer.db.registry_events import Resume
 
 POLL_MS = 200
 # Only each partition's first record counts; a poll this size ends the wait for all of them.

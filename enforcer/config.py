@@ -14,9 +14,9 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
-from enforcer.configcheck import (ADDRESS, ANY_TEXT, CLOCK_TIME, CRON, DSN, HOST_PORTS,
-                                  IMEI_DIGITS, NONBLANK, PORT_MAX, TAC_PREFIX, TIME_ZONE, TOPIC,
-                                  Range, shown, tokens)
+from enforcer.configcheck import (ADDRESS, ANY_TEXT, CLOCK_TIME, CRON, DSN, HOST_PORTS, IMEI_DIGITS,
+                                  NONBLANK, PORT_MAX, TAC_PREFIX, TIME_ZONE, TOPIC, Range, shown,
+                                  tokens)
 
 DEFAULTS = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "EIR_"
@@ -43,7 +43,7 @@ SESSION_TIMEOUT_MS = Range(6_000, 1_800_000)
 # The largest request a producer sends: librdkafka's default message.max.bytes, set on
 # kafka-python's max_request_size too (1 MiB by its default), so both clients refuse alike.
 MAX_REQUEST_BYTES = 1_000_000
-# Beyond what `consumers.replay.measure` counts, a request holds the record batch's header
+# Beyond what `consumers.deadletters.measure` counts, a request holds the record batch's header
 # (61 bytes) and the record's own length, offset, time and attribute fields.
 RECORD_FRAMING_BYTES = 128
 # Room for the dlq-* headers at their longest (a detail of 1 KiB, a 249-character topic).
@@ -211,12 +211,12 @@ class NoticesConfig:
     timezone: TimeZone
     sms_gap_hours: Annotated[float, Range(0, CENTURY_HOURS)]
     lapse_days: Days
-    # One of enforcer.noticemessages.LANGUAGES, checked with the texts at start.
+    # One of enforcer.engine.noticemessages.LANGUAGES, checked with the texts at start.
     language: Text
     ussd_code: Text
     resolved_sms: bool
     # SMS texts: notice kind -> step -> language -> text; checked against the policy at
-    # start (enforcer.noticemessages.check_templates).
+    # start (enforcer.engine.noticemessages.check_templates).
     templates: dict[str, dict[str, dict[str, str]]]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from enforcer.state import StateHolder
+from enforcer.engine.state import StateHolder
 
 BATCH_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 BATCH_CHECKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)

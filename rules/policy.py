@@ -9,8 +9,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from enforcer.clones import CloneRules
-from enforcer.imei import TAC_DIGITS
+from enforcer.engine.clones import CloneRules
+from enforcer.engine.imei import TAC_DIGITS
 
 DEFAULT_POLICY = Path(__file__).with_name("default.toml")
 MCC_RANGE = range(100, 1000)
@@ -40,7 +40,7 @@ class Condition(StrEnum):
     CUT_OFF = "cut_off"
     MALFORMED = "malformed"
     OWNER_OR_OPERATOR_SIM = "owner_or_operator_sim"
-    MISUSED = "misused"  # the IMEI is flagged as cloned or shared (enforcer/clones.py)
+    MISUSED = "misused"  # the IMEI is flagged as cloned or shared (enforcer/engine/clones.py)
     OTHER_CARTABLE = "other_cartable"
     NO_CARTABLE = "no_cartable"
     UNREGISTERED_HOME = "unregistered_home"

@@ -8,14 +8,14 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from enforcer.build import imei_rules
+from enforcer.files.build import imei_rules
 from enforcer.clock import Clock
 from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
-from enforcer.imei import ImeiRules
-from enforcer.services import EmbeddedServices, ServicePorts, free_port
-from enforcer.state import save_snapshot
-from enforcer.worker import build_worker
+from enforcer.engine.imei import ImeiRules
+from enforcer.embedded.services import EmbeddedServices, ServicePorts, free_port
+from enforcer.engine.state import save_snapshot
+from enforcer.app.worker import build_worker
 from rules.policy import Policy, load_policy
 from tests.kafkatools import unique
 from tests.test_decide import make_state

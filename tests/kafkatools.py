@@ -8,7 +8,7 @@ import uuid
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from enforcer.faults import committed_offsets
+from tests.harness.faults import committed_offsets
 
 READ_TIMEOUT_S = 30.0
 POLL_MS = 200

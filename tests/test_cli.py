@@ -16,13 +16,13 @@ import numpy as np
 import psycopg
 import pytest
 
-from enforcer.demoview import MAX_COLUMNS
-from enforcer.imei import luhn_digit
-from enforcer.services import free_port
-from enforcer.status import Status
+from enforcer.embedded.demoview import MAX_COLUMNS
+from enforcer.engine.imei import luhn_digit
+from enforcer.embedded.services import free_port
+from enforcer.engine.status import Status
 from tests.test_lists import GZIP_FAULTS, full_imei
 
-CLI = [sys.executable, "-m", "enforcer.cli"]
+CLI = [sys.executable, "-m", "enforcer.app.cli"]
 
 
 def run(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

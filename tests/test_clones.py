@@ -17,22 +17,22 @@ from prometheus_client import CollectorRegistry
 
 from consumers.kafka import outbox_reader, producer
 from enforcer.clock import MS_PER_DAY, ManualClock
-from enforcer.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused, Sightings,
-                             sightings_of, sims_batch)
+from enforcer.engine.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused, Sightings,
+                                    sightings_of, sims_batch)
 from enforcer.config import load_config
 from enforcer.db.clones import record_flags
 from enforcer.db.notices import see
-from enforcer.decide import decide
-from enforcer.events import AttachBatch
-from enforcer.keyindex import ABSENT, KeyIndex
-from enforcer.opening import notice_sightings
-from enforcer.state import StateHolder
-from enforcer.sweep import NoticeSweeper
+from enforcer.engine.decide import decide
+from enforcer.engine.events import AttachBatch
+from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.opening import notice_sightings
+from enforcer.engine.state import StateHolder
+from enforcer.notices.sweep import NoticeSweeper
 from metrics.notices import NoticeMetrics
 from tests.kafkatools import produce, wait_for
 from tests.test_cli import lines, run
-from tests.test_decide import (BUYER, HELPER, OWNER, SINGLE, SPOUSE, STRANGER,
-                               attach as decided, full, home_imsi, make_state, state)
+from tests.test_decide import (BUYER, HELPER, OWNER, SINGLE, SPOUSE, STRANGER, attach as decided,
+                               full, home_imsi, make_state, state)
 from tests.test_notice_lifecycle import T0, at_day, sent, steps
 from tests.test_worker import attach, now_ms
 

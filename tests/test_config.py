@@ -20,10 +20,10 @@ import psycopg
 import pytest
 
 from enforcer.config import DEFAULTS, Config, ConfigError, load_config
-from enforcer.lifecycle import Backoff, Stopped, Unreachable, when_reachable
-from enforcer.services import free_port
+from enforcer.app.process import Backoff, Stopped, Unreachable, when_reachable
+from enforcer.embedded.services import free_port
 
-CLI = [sys.executable, "-m", "enforcer.cli"]
+CLI = [sys.executable, "-m", "enforcer.app.cli"]
 LOOPBACK = "127.0.0.1"
 SECRET = "s" * 16
 SIGNALLED_FOR_S = 30  # a process asked to stop this long and still there is deaf

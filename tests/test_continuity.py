@@ -9,7 +9,7 @@ import pytest
 
 from consumers.continuity import Found, renewal
 from consumers.receive import Record
-from enforcer.db.registry import Resume
+from enforcer.db.registry_events import Resume
 
 EVENT = msgspec.json.encode({"event_id": "r-33", "type": "blacklisted"})
 OTHER = msgspec.json.encode({"event_id": "r-1", "type": "blacklisted"})

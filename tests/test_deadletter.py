@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from consumers.decode import DeadLetter
+from enforcer.engine.attachdecode import DeadLetter
 from consumers.receive import Record
-from consumers.replay import (MAX_DETAIL_BYTES, ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER,
-                              TRUNCATED_HEADER, dead_letter, measure)
+from consumers.deadletters import (MAX_DETAIL_BYTES, ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER,
+                                   TRUNCATED_HEADER, dead_letter, measure)
 from enforcer.config import (MAX_REQUEST_BYTES, MIN_DEAD_LETTER_BYTES, RECORD_FRAMING_BYTES,
                              ConfigError, load_config)
 

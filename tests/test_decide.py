@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from enforcer.clock import MS_PER_DAY
-from enforcer.decide import Decision, decide, decision_at
-from enforcer.events import AttachBatch, AttachEvent
-from enforcer.imei import ImeiRules, luhn_digit, parse_imei
-from enforcer.lists import BlackReason, Lists
-from enforcer.pairset import PairSet
-from enforcer.registry import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
-from enforcer.roaringfmt import bitmap_from_sorted_keys
-from enforcer.state import EnforcementState
-from enforcer.subscriber import parse_imsi
+from enforcer.engine.decide import Decision, decide, decision_at
+from enforcer.engine.events import AttachBatch, AttachEvent
+from enforcer.engine.imei import ImeiRules, luhn_digit, parse_imei
+from enforcer.engine.lists import BlackReason, Lists
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
+from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
+from enforcer.engine.state import EnforcementState
+from enforcer.engine.subscriber import parse_imsi
 from rules.policy import DEFAULT_POLICY, Policy, Scope, Verdict, parse_policy
 
 T0 = 1_790_000_000_000

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.batchdecode import decode_poll
-from consumers.decode import DeadLetter, TimeWindow, decode_attach
-from enforcer.events import NO_KEY
-from enforcer.imei import ImeiRules
+from enforcer.engine.batchdecode import decode_poll
+from enforcer.engine.attachdecode import DeadLetter, TimeWindow, decode_attach
+from enforcer.engine.events import NO_KEY
+from enforcer.engine.imei import ImeiRules
 
 NOW = 1_790_000_000_000
 WINDOW = TimeWindow.around(NOW, 60, 300)

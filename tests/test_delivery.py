@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
-from enforcer.delivery import (ZERO_TAC_BELOW, file_refusal, leading_zero_count,
-                               leading_zero_refusal)
-from enforcer.listfile import LoadReport
+from enforcer.files.delivery import (ZERO_TAC_BELOW, file_refusal, leading_zero_count,
+                                     leading_zero_refusal)
+from enforcer.files.listfile import LoadReport
 
 
 @given(st.sets(st.integers(0, 10**14 - 1), max_size=50) | st.sets(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.demoview import FUNNEL, MAX_COLUMNS
-from enforcer.services import free_port
+from enforcer.embedded.demoview import FUNNEL, MAX_COLUMNS
+from enforcer.embedded.services import free_port
 
 PANEL_TOP = "╭─ eir-enforcer demo"
 EXITED = "demo exited "
@@ -74,7 +74,7 @@ def test_demo_in_a_terminal_redraws_one_panel_in_place_within_100_columns(
            "EIR_POSTGRES__DSN": f"postgresql://postgres@127.0.0.1:{postgres}/eir",
            "EIR_HTTP__PORT": str(metrics), "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
            "PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
-    cli = [sys.executable, "-m", "enforcer.cli"]
+    cli = [sys.executable, "-m", "enforcer.app.cli"]
     terminal = Terminal(tmp_path / "tmux.sock", env)
     try:
         terminal.start([*cli, "demo", "--devices", "5000", "--rate", "300", "--duration", "10"],

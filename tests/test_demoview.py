@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from enforcer.demoview import (FUNNEL, MAX_COLUMNS, Figures, LiveDisplay, PlainDisplay,
-                               Progress, axis, command_lines, panel, strip, try_next, wrap)
+from enforcer.embedded.demoview import (FUNNEL, MAX_COLUMNS, Figures, LiveDisplay, PlainDisplay,
+                                        Progress, axis, command_lines, panel, strip, try_next, wrap)
 
 ESCAPE = re.compile(r"\x1b")
 

@@ -24,11 +24,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from enforcer.querystring import query_values
-from enforcer.eic import Cause, Check, Problem, Status, answer_checks, read_check
-from enforcer.services import free_port
-from enforcer.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
-from enforcer.subscriber import IdentityError
+from enforcer.frontends.querystring import query_values
+from enforcer.frontends.eic import Cause, Check, Problem, Status, answer_checks, read_check
+from enforcer.embedded.services import free_port
+from enforcer.engine.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
+from enforcer.engine.subscriber import IdentityError
 from rules.policy import Condition
 from tests.test_decide import (BUYER, CUT_FOR_BUYER, CUT_IMEI, OWNER, SINGLE, STOLEN, STRANGER,
                                UNREGISTERED, full, home_imsi, state)
@@ -161,7 +161,7 @@ def test_other_identity_forms_are_read_as_absent(rules) -> None:
 @given(st.dictionaries(st.sampled_from(["pei", "supi", "gpsi", "supported-features", "x"]),
                        st.text(max_size=40)))
 def test_any_query_is_read_as_a_check_or_a_400(params) -> None:
-    from enforcer.build import imei_rules
+    from enforcer.files.build import imei_rules
     from enforcer.config import load_config
     check = read_check(params, imei_rules(load_config(environ={})))
     assert isinstance(check, Check) or check.status is HTTPStatus.BAD_REQUEST
@@ -187,7 +187,7 @@ peis = st.one_of(
 
 
 def strictly(read, value):
-    """The strict reader's answer (enforcer.identity), as read_check should give it: the
+    """The strict reader's answer (enforcer.engine.identity), as read_check should give it: the
     identity, None for a form that names none, Problem for a 400."""
     try:
         return read(value)
@@ -251,7 +251,7 @@ def running_serve(env: dict[str, str], log_path: Path) -> Iterator[int]:
     environ = {**os.environ, **env, "EIR_EIC__PORT": str(port), "EIR_EIC__FOLLOW_S": "0.2",
                "EIR_EIC__BIND": "127.0.0.1"}
     log = log_path.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "enforcer.cli", "serve"], env=environ,
+    process = subprocess.Popen([sys.executable, "-m", "enforcer.app.cli", "serve"], env=environ,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _ready(port), timeout_s=30)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from enforcer.db.migrate import migrate
-from enforcer.faults import (KillPlan, NoticeSeen, WorkerProcess, cut_under, month_under_kills,
-                             through_broker_outage, through_database_outage, traffic)
-from enforcer.services import EmbeddedBroker, EmbeddedPostgres, free_port
-from enforcer.state import EnforcementState, save_snapshot
-from enforcer.synth import Country, CountrySpec, build_country
+from tests.harness.faults import (KillPlan, NoticeSeen, WorkerProcess, cut_under, month_under_kills,
+                                  through_broker_outage, through_database_outage, traffic)
+from enforcer.embedded.services import EmbeddedBroker, EmbeddedPostgres, free_port
+from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.embedded.synth import Country, CountrySpec, build_country
 
 DEVICES = 20_000
 START_MS = 1_790_000_000_000

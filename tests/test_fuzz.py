@@ -11,12 +11,12 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.batchdecode import decode_poll
-from consumers.decode import DeadLetter, TimeWindow
-from consumers.registrydecode import decode_registry_event
-from enforcer.events import NO_KEY
-from enforcer.fuzz import MAKERS, fuzzed_attaches, fuzzed_registry_events
-from enforcer.imei import ImeiRules
+from enforcer.engine.batchdecode import decode_poll
+from enforcer.engine.attachdecode import DeadLetter, TimeWindow
+from enforcer.engine.registrydecode import decode_registry_event
+from enforcer.engine.events import NO_KEY
+from tests.harness.fuzz import MAKERS, fuzzed_attaches, fuzzed_registry_events
+from enforcer.engine.imei import ImeiRules
 from tests.kafkatools import produce, read_all, wait_for
 from tests.test_worker import attach, now_ms
 from tests.test_decide import OWNER, SINGLE

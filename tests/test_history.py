@@ -11,13 +11,13 @@ import psycopg
 
 from enforcer.db.history import HistoryStore, usage_of
 from enforcer.db.migrate import migrate, migrations
-from enforcer.decide import decide
-from enforcer.events import AttachBatch, AttachEvent
-from enforcer.history import aggregate
-from enforcer.sightings import SightingCache
-from enforcer.imei import ImeiRules, parse_imei
-from enforcer.state import EnforcementState
-from enforcer.subscriber import parse_imsi
+from enforcer.engine.decide import decide
+from enforcer.engine.events import AttachBatch, AttachEvent
+from enforcer.engine.history import aggregate
+from enforcer.engine.usagecache import SightingCache
+from enforcer.engine.imei import ImeiRules, parse_imei
+from enforcer.engine.state import EnforcementState
+from enforcer.engine.subscriber import parse_imsi
 from tests.test_decide import BUYER, DUAL, OWNER, UNREGISTERED, home_imsi, make_state
 
 HOUR_MS = 3_600_000

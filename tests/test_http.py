@@ -10,8 +10,8 @@ import urllib.request
 import msgspec
 import psycopg
 
-from enforcer.httpapi import TokenBucket
-from enforcer.services import free_port
+from enforcer.endpoints.server import TokenBucket
+from enforcer.embedded.services import free_port
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, SINGLE, SPOUSE, STOLEN, STRANGER, UNOWNED
 from tests.test_registry_events import registry_event

@@ -19,16 +19,16 @@ import msgspec
 import numpy as np
 import pytest
 
-from consumers.batchdecode import decode_poll
-from consumers.decode import DeadLetter, decode_attach
-from enforcer.eic import Check, Problem, read_check
-from enforcer.events import NO_KEY
-from enforcer.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
-from enforcer.imei import ImeiRules
-from enforcer.lists import Lists
-from enforcer.pairset import PairSet
-from enforcer.state import EnforcementState, save_snapshot
-from enforcer.subscriber import IdentityError
+from enforcer.engine.batchdecode import decode_poll
+from enforcer.engine.attachdecode import DeadLetter, decode_attach
+from enforcer.frontends.eic import Check, Problem, read_check
+from enforcer.engine.events import NO_KEY
+from enforcer.engine.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
+from enforcer.engine.imei import ImeiRules
+from enforcer.engine.lists import Lists
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.subscriber import IdentityError
 from rules.policy import Policy
 from tests.test_cli import run
 from tests.kafkatools import produce, read_all, wait_for

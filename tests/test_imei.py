@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum import imei as stdnum_imei
 
-from enforcer.imei import CheckDigit, ImeiRules, Problem, luhn_digit, parse_imei
+from enforcer.engine.imei import CheckDigit, ImeiRules, Problem, luhn_digit, parse_imei
 
 VALID_IMEI = "490154203237518"  # a published example with a valid check digit
 

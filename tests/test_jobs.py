@@ -18,11 +18,11 @@ from enforcer.clock import SystemClock
 from enforcer.config import ConfigError, load_config
 from enforcer.db.history import monthly_partitions
 from enforcer.db.jobs import Outcome, recent_runs
-from enforcer.db.registry import Position, store
-from enforcer.jobs import first_month_kept
-from enforcer.reconcile import reconcile
-from enforcer.schedule import Job, JobRunner, cron_trigger
-from enforcer.state import StateHolder
+from enforcer.db.registry_events import Position, store
+from enforcer.jobs.catalog import first_month_kept
+from enforcer.jobs.reconcile import reconcile
+from enforcer.jobs.schedule import Job, JobRunner, cron_trigger
+from enforcer.engine.state import StateHolder
 from metrics.worker import WorkerMetrics
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, CLONED, OWNER, SINGLE, STOLEN, make_state

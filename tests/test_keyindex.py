@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
-from enforcer.keyindex import ABSENT, KeyIndex
-from enforcer.pairset import PairSet
-from enforcer.roaringfmt import bitmap_from_sorted_keys
+from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 
 KEY_LIMIT = 10**14 - 1
 # Keys bunched near a few bases, so chunks get dense (bitset containers) and runs appear.

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enforcer.events import AttachBatch
-from enforcer.imei import ImeiRules, luhn_digit
-from enforcer.listfile import ListFileReader, LoadReport
-from enforcer.lists import BlackReason, Lists, keys_of
-from enforcer.registry import Registry
-from enforcer.state import (EnforcementState, SnapshotConflict, StateHolder, load_snapshot,
-                            save_snapshot)
-from enforcer.decide import decide
-from enforcer.delivery import file_refusal
-from enforcer.registryfile import RegistryFileReader
+from enforcer.engine.events import AttachBatch
+from enforcer.engine.imei import ImeiRules, luhn_digit
+from enforcer.files.listfile import ListFileReader, LoadReport
+from enforcer.engine.lists import BlackReason, Lists, keys_of
+from enforcer.engine.devices import Registry
+from enforcer.engine.state import (EnforcementState, SnapshotConflict, StateHolder, load_snapshot,
+                                   save_snapshot)
+from enforcer.engine.decide import decide
+from enforcer.files.delivery import file_refusal
+from enforcer.files.devicefiles import RegistryFileReader
 from rules.policy import Policy
 
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from enforcer.services import free_port
+from enforcer.embedded.services import free_port
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, OWNER, SINGLE, home_imsi
 from tests.test_worker import attach, now_ms
@@ -21,7 +21,7 @@ def worker_log(env: dict[str, str], form: str, level: str = "INFO") -> list[str]
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
             [attach(SINGLE, OWNER, t), attach(SINGLE, BUYER, t + 1), b"junk"])
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "enforcer.cli", "--log-level", level, "--log-format", form,
+        [sys.executable, "-m", "enforcer.app.cli", "--log-level", level, "--log-format", form,
          "run"], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     try:

@@ -11,13 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enforcer.config import load_config
-from enforcer.decide import decide
-from enforcer.effects import message_key, verdicts_of
-from enforcer.events import AttachBatch, AttachEvent
-from enforcer.imei import parse_imei
-from enforcer.noticemessages import step_messages
-from enforcer.notices import Step
-from enforcer.subscriber import parse_imsi
+from enforcer.engine.decide import decide
+from enforcer.engine.effects import message_key, verdicts_of
+from enforcer.engine.events import AttachBatch, AttachEvent
+from enforcer.engine.imei import parse_imei
+from enforcer.engine.noticemessages import step_messages
+from enforcer.engine.lifecycle import Step
+from enforcer.engine.subscriber import parse_imsi
 from tests.kafkatools import produce, read_all, wait_for
 from tests.test_decide import BUYER, full, home_imsi, make_state
 from tests.test_notices import notice

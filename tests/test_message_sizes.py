@@ -20,8 +20,8 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
-from consumers.replay import (ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER, TRUNCATED_HEADER,
-                              measure)
+from consumers.deadletters import (ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER, TRUNCATED_HEADER,
+                                   measure)
 from enforcer.config import load_config
 from tests.conftest import Running
 from tests.kafkatools import committed, read_all, wait_for

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from enforcer.services import free_port
+from enforcer.embedded.services import free_port
 from tests.kafkatools import produce, wait_for
 from tests.prometheus import binary
 from tests.test_decide import OWNER, SINGLE

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from enforcer.clock import MS_PER_DAY
-from enforcer.faults import WorkerProcess
+from tests.harness.faults import WorkerProcess
 from tests.kafkatools import produce, wait_for
 from tests.test_decide import BUYER, SINGLE
 from tests.test_notice_lifecycle import T0, last_seen_is, sent

@@ -16,12 +16,12 @@ import psycopg
 import pytest
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
-from enforcer.lists import Lists
-from enforcer.pairset import PairSet
-from enforcer.registry import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
-from enforcer.roaringfmt import bitmap_from_sorted_keys
-from enforcer.state import EnforcementState, save_snapshot
-from enforcer.subscriber import mask
+from enforcer.engine.lists import Lists
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
+from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
+from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.subscriber import mask
 from rules.policy import Policy
 from tests.test_cli import lines, run
 from tests.kafkatools import produce, read_all, wait_for

@@ -19,20 +19,19 @@ from hypothesis import strategies as st
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
 from enforcer.db.notices import see
-from enforcer.decide import decide
-from enforcer.events import AttachBatch, AttachEvent
+from enforcer.engine.decide import decide
+from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.config import ConfigError, NoticesConfig, load_config
-from enforcer.imei import CheckDigit, ImeiRules, parse_imei
-from enforcer.noticemessages import (LANGUAGES, check_templates, full_imei, sms_text,
-                                     step_messages)
-from enforcer.notices import Notice, NoticeState, Step
-from enforcer.opening import notice_sightings
-from enforcer.subscriber import parse_imsi
+from enforcer.engine.imei import CheckDigit, ImeiRules, parse_imei
+from enforcer.engine.noticemessages import (LANGUAGES, check_templates, full_imei, sms_text,
+                                            step_messages)
+from enforcer.engine.lifecycle import Notice, NoticeState, Step
+from enforcer.engine.opening import notice_sightings
+from enforcer.engine.subscriber import parse_imsi
 from rules.policy import DEFAULT_POLICY, Policy, Scope, load_policy
 from tests.kafkatools import produce, wait_for
 from tests.test_cli import run
-from tests.test_decide import (BUYER, SINGLE, STRANGER, UNOWNED, UNREGISTERED, home_imsi,
-                               make_state)
+from tests.test_decide import BUYER, SINGLE, STRANGER, UNOWNED, UNREGISTERED, home_imsi, make_state
 from tests.test_notice_lifecycle import T0, sent
 from tests.test_worker import attach
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S
-from enforcer.notices import (Advance, Notice, NoticeState, Pace, QuietHours, Step, advance,
-                              due_at)
+from enforcer.engine.lifecycle import (Advance, Notice, NoticeState, Pace, QuietHours, Step,
+                                       advance, due_at)
 from rules.policy import Scope
 
 TEHRAN = ZoneInfo("Asia/Tehran")

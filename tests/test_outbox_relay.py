@@ -14,9 +14,9 @@ from consumers.kafka import outbox_reader, producer
 from enforcer.clock import ManualClock
 from enforcer.config import load_config
 from enforcer.db.notices import enqueue
-from enforcer.noticemessages import OutboxMessage
-from enforcer.state import StateHolder
-from enforcer.sweep import NoticeSweeper
+from enforcer.engine.noticemessages import OutboxMessage
+from enforcer.engine.state import StateHolder
+from enforcer.notices.sweep import NoticeSweeper
 from metrics.notices import NoticeMetrics
 from tests.kafkatools import produce, read_all
 from tests.test_decide import make_state

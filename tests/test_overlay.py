@@ -10,17 +10,17 @@ from datetime import date, datetime, timezone
 import msgspec
 import pytest
 
-from consumers.registry import REFUSED_NAMED, lay_over
+from consumers.registry_events import REFUSED_NAMED, lay_over
 from enforcer.config import load_config
-from enforcer.db.registry import Position, StoredEvent
+from enforcer.db.registry_events import Position, StoredEvent
 
-from enforcer.lists import BlackReason, Lists
-from enforcer.overlay import Inapplicable
-from enforcer.regevents import (BlacklistChanged, CartableChanged, Change, Device,
-                                DeviceDeregistered, DeviceRegistered, ImeiReplaced,
-                                OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
-from enforcer.registry import DeviceColumns, DeviceRecord, Source, build_registry
-from enforcer.state import EnforcementState, StateHolder
+from enforcer.engine.lists import BlackReason, Lists
+from enforcer.engine.overlay import Inapplicable
+from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Change, Device,
+                                             DeviceDeregistered, DeviceRegistered, ImeiReplaced,
+                                             OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
+from enforcer.engine.devices import DeviceColumns, DeviceRecord, Source, build_registry
+from enforcer.engine.state import EnforcementState, StateHolder
 from rules.policy import Verdict
 from tests.test_decide import (BUYER, DUAL, HELPER, OWNER, SINGLE, SPOUSE, STOLEN, STRANGER, T0,
                                UNOWNED, UNREGISTERED, attach, make_state)

@@ -9,11 +9,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enforcer.keyindex import KeyIndex
-from enforcer.pairset import PairSet
-from enforcer.rankbits import RankBits
-from enforcer.registry import (NO_DEVICE, Cartables, DeviceColumns, DeviceRecord, DeviceSlot,
-                               Registry, RegistryBuild, Source, build_registry)
+from enforcer.engine.keyindex import KeyIndex
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.rankbits import RankBits
+from enforcer.engine.devices import (NO_DEVICE, Cartables, DeviceColumns, DeviceRecord, DeviceSlot,
+                                     Registry, RegistryBuild, Source, build_registry)
 
 WHITE = np.array([11, 12, 20, 30, 31, 32, 40], dtype=np.uint64)
 DAY = date(2025, 1, 2)

@@ -14,8 +14,8 @@ from kafka.admin import KafkaAdminClient
 
 from enforcer.config import load_config
 from enforcer.db.jobs import Outcome, recent_runs
-from enforcer.registry import Registry
-from enforcer.state import save_snapshot
+from enforcer.engine.devices import Registry
+from enforcer.engine.state import save_snapshot
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
 from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER, UNREGISTERED, make_state
 from tests.conftest import Running

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.decode import DeadLetter, TimeWindow
-from consumers.registrydecode import TYPES, decode_registry_event
-from enforcer.imei import ImeiRules
-from enforcer.lists import BlackReason
-from enforcer.regevents import (BlacklistChanged, CartableChanged, Device, DeviceDeregistered,
-                                DeviceRegistered, ImeiReplaced, OperatorSimChanged,
-                                OwnershipSet, RegistryEvent, Via)
-from enforcer.registry import Source
+from enforcer.engine.attachdecode import DeadLetter, TimeWindow
+from enforcer.engine.registrydecode import TYPES, decode_registry_event
+from enforcer.engine.imei import ImeiRules
+from enforcer.engine.lists import BlackReason
+from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Device,
+                                             DeviceDeregistered, DeviceRegistered, ImeiReplaced,
+                                             OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
+from enforcer.engine.devices import Source
 
 NOW = 1_790_000_000_000
 WINDOW = TimeWindow.around(NOW, 60, 300)

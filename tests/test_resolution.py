@@ -9,13 +9,12 @@ from dataclasses import replace
 import numpy as np
 
 from enforcer.clock import MS_PER_DAY
-from enforcer.clones import Misused
-from enforcer.notices import Notice, NoticeState
-from enforcer.opening import IMEI_SUBJECT, successors
-from enforcer.resolution import Resolution, resolutions
+from enforcer.engine.clones import Misused
+from enforcer.engine.lifecycle import Notice, NoticeState
+from enforcer.engine.opening import IMEI_SUBJECT, successors
+from enforcer.engine.resolution import Resolution, resolutions
 from rules.policy import Scope
-from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STRANGER, T0, home_imsi,
-                               state)
+from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STRANGER, T0, home_imsi, state
 
 __all__ = ["state"]  # the fixture, shared with test_decide
 

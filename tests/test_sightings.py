@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enforcer.history import SlotUsageRows
-from enforcer.sightings import SightingCache
+from enforcer.engine.history import SlotUsageRows
+from enforcer.engine.usagecache import SightingCache
 
 RESOLUTION_MS = 3_600_000
 MONTH = 20_393

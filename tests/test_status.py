@@ -14,14 +14,14 @@ import pytest
 
 from enforcer.db.clones import record_flags
 from enforcer.db.history import EPOCH, HistoryStore, Usage
-from enforcer.db.registry import Position, store
-from enforcer.device import DeviceNow
-from enforcer.lists import BlackReason
-from enforcer.state import save_snapshot
-from enforcer.status import Status, imei_status
+from enforcer.db.registry_events import Position, store
+from enforcer.engine.device import DeviceNow
+from enforcer.engine.lists import BlackReason
+from enforcer.engine.state import save_snapshot
+from enforcer.engine.status import Status, imei_status
 from tests.test_cli import run
-from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STOLEN, STRANGER, UNOWNED,
-                               UNREGISTERED, home_imsi, make_state)
+from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STOLEN, STRANGER, UNOWNED, UNREGISTERED,
+                               home_imsi, make_state)
 
 DAY0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 UNOWNED_DUAL = DeviceNow(7, ((0, DUAL[0]), (1, DUAL[1])), None, None)

@@ -19,8 +19,8 @@ from kafka import KafkaProducer
 from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer
 from consumers.publish import NotAcknowledged, Publication, publish_all
 from enforcer.config import load_config
-from enforcer.services import free_port
-from enforcer.faults import committed_offsets
+from enforcer.embedded.services import free_port
+from tests.harness.faults import committed_offsets
 from tests.kafkatools import committed, produce, read_all, wait_for
 from tests.test_decide import BUYER, DUAL, OWNER, SINGLE, STOLEN, full, home_imsi
 
@@ -160,7 +160,7 @@ def test_two_forms_of_one_imei_land_on_one_key(env, worker, dsn) -> None:
 
 
 def spawn(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "enforcer.cli", "run"],
+    return subprocess.Popen([sys.executable, "-m", "enforcer.app.cli", "run"],
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
@@ -310,7 +310,7 @@ def test_history_lists_the_sims_of_each_slot_masked_unless_revealed(env, worker,
     wait_for(lambda: len(history(dsn)) == 2)
 
     def show(*extra: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "enforcer.cli", "history", str(DUAL[1]),
+        out = subprocess.run([sys.executable, "-m", "enforcer.app.cli", "history", str(DUAL[1]),
                               *extra], env={**os.environ, **env}, capture_output=True,
                              text=True, check=True)
         return msgspec.json.decode(out.stdout)

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 
-from enforcer.history import NO_SLOT, SlotUsageRows
+from enforcer.engine.history import NO_SLOT, SlotUsageRows
 
 EPOCH = date(1970, 1, 1)
 # Creating a month's partition takes this advisory lock, so two workers never race on it.

@@ -11,9 +11,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from enforcer.clock import MS_PER_S
-from enforcer.noticemessages import OutboxMessage
-from enforcer.notices import LIVE, SENDING, Notice, NoticeState
-from enforcer.opening import Sightings, Subject
+from enforcer.engine.noticemessages import OutboxMessage
+from enforcer.engine.lifecycle import LIVE, SENDING, Notice, NoticeState
+from enforcer.engine.opening import Sightings, Subject
 from rules.policy import Rule, Scope
 
 # notices.LIVE and SENDING as SQL (the SEE statement and the partial index spell LIVE out:

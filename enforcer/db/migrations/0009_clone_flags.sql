@@ -1,4 +1,4 @@
--- IMEIs flagged misused by clone detection (enforcer/clones.py): one row per IMEI, with the
+-- IMEIs flagged misused by clone detection (enforcer/engine/clones.py): one row per IMEI, with the
 -- attach that flagged it. Read back by every worker and by `serve` (recorded_at, the
 -- database's clock, is how they follow it).
 CREATE TABLE clone_flags (

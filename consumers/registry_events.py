@@ -1,0 +1,312 @@
+"""The registry-event loop: every worker reads every partition of `registry-events` and lays
+each change over its state within a poll, after storing it in PostgreSQL.
+
+At start the overlay is rebuilt from the stored, applied events (oldest first) and each
+partition is read from after the highest offset stored by any worker, so a restart replays
+nothing from the topic that the database already has; unless the partition no longer holds
+the event stored there (the topic recreated: `consumers.continuity`): then it is a new
+incarnation, read from its start, and said so. An event is stored before it is
+applied: a crash in between leaves it stored, and the next start applies it. Bad events,
+and changes the state cannot take (an unknown device), go to the dead-letter topic once, by
+whichever worker stored them first. A replayed event_id changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Callable, Mapping
+
+import psycopg
+
+from consumers.continuity import read_at, renewal
+from enforcer.engine.attachdecode import DeadLetter, TimeWindow
+from enforcer.engine.registrydecode import decode_registry_event
+from consumers.publish import Publication, publish_all
+from consumers.receive import Record, first_offsets
+from consumers.deadletters import dead_letter, rewind
+from enforcer.logs import describe
+from enforcer.clock import MS_PER_S, Clock
+from enforcer.config import Config
+from enforcer.engine.effects import FLUSH_TIMEOUT_S
+from enforcer.db.registry_events import (Position, Resume, Stored, StoredEvent, applied_events,
+                                         renew, resume_points, store)
+from enforcer.engine.imei import ImeiRules
+from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
+from enforcer.engine.registry_events import RegistryEvent
+from enforcer.engine.state import EnforcementState, StateHolder
+from metrics.worker import WorkerMetrics
+
+log = logging.getLogger("eir.registry")
+
+POLL_MS = 200  # well inside the one second a change may take to count
+# Registry changes come a few a second: a poll this size is never the bottleneck.
+POLL_RECORDS = 500
+RETRY_S = 2.0
+INAPPLICABLE = "inapplicable"
+# Stored events that no longer apply are told in one line, naming this many of them: after
+# a new snapshot they may be thousands, and the line is read by a person.
+REFUSED_NAMED = 5
+
+
+def registry_window(config: Config, now_ms: int) -> TimeWindow:
+    return TimeWindow.around(now_ms, config.registry.max_event_age_days,
+                             config.worker.max_event_future_s)
+
+
+def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
+                   config: Config) -> list[RegistryEvent]:
+    events = []
+    for row in stored:
+        # Judged against the time it arrived, as it was then.
+        received_ms = int(row.received_at.timestamp() * MS_PER_S)
+        event = decode_registry_event(row.body, rules, registry_window(config, received_ms))
+        if isinstance(event, RegistryEvent):
+            events.append(event)
+    return events
+
+
+def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
+             positions: Mapping[int, LogPosition] | None = None,
+             level: int = logging.WARNING) -> int:
+    """Apply stored events over the holder's state, oldest first; returns how many no
+    longer apply (the snapshot changed under them since, as an import does). Those are told
+    in one line at `level`: how many, and the first `REFUSED_NAMED` with why."""
+    events = stored_changes(stored, rules, config)
+    refused: list[tuple[RegistryEvent, Inapplicable]] = []
+
+    def change(state: EnforcementState) -> EnforcementState:
+        nonlocal refused
+        overlay, refused = state.overlay.apply_all(events, state.lists, state.registry)
+        return replace(state, overlay=overlay.at(positions or {}))
+
+    holder.update(change)
+    if refused:
+        log.log(level, "stored registry events no longer apply", extra={
+            "events": len(refused),
+            "first": [{"event_id": event.event_id, "error": str(exc)}
+                      for event, exc in refused[:REFUSED_NAMED]]})
+    return len(refused)
+
+
+def place_id(at: Position) -> str:
+    """The event_id of a message that has none of its own (it cannot be read): its place,
+    with the partition's incarnation after the first (a new log's offsets start again)."""
+    place = f"{at.topic}:{at.partition}:{at.offset}"
+    return f"{place}@{at.incarnation}" if at.incarnation else place
+
+
+class RegistryFollower:
+    def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
+                 metrics: WorkerMetrics, consumer, producer,
+                 connect: Callable[[], psycopg.Connection],
+                 touched: Callable[[set[int], set[int]], None] = lambda imeis, msisdns: None
+                 ) -> None:
+        self._config = config
+        self._holder = holder
+        self._rules = rules
+        self._clock = clock
+        self._metrics = metrics
+        self._consumer = consumer
+        self._producer = producer
+        self._restored = False
+        self._connect = connect
+        self._touched = touched  # told which IMEIs and SIMs each poll's changes touched
+        # Per partition, where its stored events end: read from there unless the partition
+        # turns out to be a new log.
+        self._resume: dict[int, Resume] = {}
+        self._incarnations: dict[int, int] = {}  # partition -> the one being read
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def restore(self) -> int:
+        """Lay every stored, applied event over the state; returns how many. Where to read
+        the topic from is taken from the same snapshot of the table, so that what other
+        workers store meanwhile is read from the topic rather than skipped."""
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            stored = applied_events(conn)
+            self._resume = resume_points(conn, self._config.kafka.registry_topic)
+        self._incarnations = {p: r.incarnation for p, r in self._resume.items()}
+        skipped = lay_over(self._holder, stored, self._rules, self._config,
+                           {p: (r.incarnation, r.next_offset) for p, r in self._resume.items()})
+        self._metrics.registry_events.labels("inapplicable_on_restore").inc(skipped)
+        log.info("registry events restored", extra={"events": len(stored)})
+        self._restored = True
+        return len(stored)
+
+    def state_check(self) -> str | None:
+        return None if self._restored else "registry events not yet restored"
+
+
+    def run(self, stop: threading.Event) -> None:
+        topic = self._config.kafka.registry_topic
+        partitions = self._partitions(topic, stop)
+        starts = self._starts(topic, partitions, stop)
+        self._consumer.assign(topic, starts)
+        conn = None
+        while not stop.is_set():
+            polled = self._consumer.poll(POLL_MS, POLL_RECORDS)
+            records = [polled.record(i) for i in range(len(polled))]
+            if not records:
+                continue
+            state = self._holder.current
+            draft = OverlayDraft(state.overlay, state.lists, state.registry)
+            done = 0
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                decoded = [self._decode(record) for record in records]
+                draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
+                with conn.transaction():
+                    letters = [letter for record, event in zip(records, decoded)
+                               if (letter := self._handle(conn, record, event, draft))]
+                    # Published before the poll's rows commit: a dead letter stored is one
+                    # the broker has (a crash in between stores nothing; all is read again).
+                    publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
+                done = len(records)
+                self._count(draft, [reason for _, reason in letters])
+            except Exception as exc:  # whatever failed, the poll is read again
+                log.warning("registry events not stored, will be read again",
+                            extra={"error": describe(exc)})
+                rewind(self._consumer, first_offsets(
+                    [(r.topic, r.partition, r.offset) for r in records]))
+                conn = None
+                stop.wait(RETRY_S)
+            finally:
+                # Stored as applied means applied in memory too, whatever failed after.
+                self._commit(draft, records[:done])
+        if conn is not None:
+            conn.close()
+
+    def _commit(self, draft: OverlayDraft, records: list[Record]) -> None:
+        """The poll's changes in place, and how far each partition has been read."""
+        if not records:
+            return
+        positions = {r.partition: (self._incarnations.get(r.partition, 0), r.offset + 1)
+                     for r in records}
+
+        def change(state: EnforcementState) -> EnforcementState:
+            if state.overlay is draft.origin:
+                return replace(state, overlay=draft.finish(positions))
+            # A new generation came in meanwhile: the same events over it.
+            overlay, refused = state.overlay.apply_all(draft.applied, state.lists,
+                                                       state.registry)
+            self._metrics.registry_events.labels("inapplicable_after_swap").inc(len(refused))
+            return replace(state, overlay=overlay.at(positions))
+
+        self._holder.update(change)
+        state = self._holder.current
+        if draft.applied:
+            imeis: set[int] = set()
+            msisdns: set[int] = set()
+            for event in draft.applied:
+                more_imeis, more_msisdns = touched_by(event.change, state.overlay, state.lists,
+                                                      state.registry)
+                imeis |= more_imeis
+                msisdns |= more_msisdns
+            self._touched(imeis, msisdns)
+
+    def _partitions(self, topic: str, stop: threading.Event) -> list[int]:
+        while not stop.is_set():
+            try:
+                found = self._consumer.partitions_for(topic)
+            except Exception as exc:  # noqa: BLE001 - the broker away: ask again
+                log.warning("registry topic not looked up", extra={"error": describe(exc)})
+                found = set()
+            if found:
+                return sorted(found)
+            stop.wait(RETRY_S)  # the topic does not exist yet
+        return []
+
+    def _starts(self, topic: str, partitions: list[int],
+                stop: threading.Event) -> dict[int, int | None]:
+        """Where to read each partition from (None: its beginning): after the events stored
+        from it, if it still holds the last of them; from its beginning if it is a new log,
+        whose events already stored are then replays and change nothing."""
+        resume = {p: self._resume[p] for p in partitions if p in self._resume}
+        last = {p: r.next_offset - 1 for p, r in resume.items() if r.last_body is not None}
+        found = read_at(self._consumer, topic, last, stop) if last else {}
+        renewed = {p: why for p, got in found.items()
+                   if (why := renewal(resume[p], got)) is not None}
+        if renewed:
+            self._renew(topic, {p: (resume[p], why) for p, why in renewed.items()}, stop)
+        return {p: None if p in renewed or p not in resume else resume[p].next_offset
+                for p in partitions}
+
+    def _renew(self, topic: str, renewed: dict[int, tuple[Resume, str]],
+               stop: threading.Event) -> None:
+        """Record each partition's next incarnation, say so and count it, and read it from
+        its start."""
+        at = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
+        incarnations: dict[int, int] = {}
+        while not incarnations and not stop.is_set():
+            try:
+                with self._connect() as conn, conn.transaction():
+                    incarnations = {p: renew(conn, topic, p, resume, why, at)
+                                    for p, (resume, why) in renewed.items()}
+            except psycopg.Error as exc:  # the database away: try again
+                log.warning("registry partitions' new logs not recorded, will try again",
+                            extra={"error": describe(exc)})
+                stop.wait(RETRY_S)
+        for p, incarnation in incarnations.items():
+            resume, why = renewed[p]
+            log.warning("registry partition is a new log, read from its start", extra={
+                "topic": topic, "partition": p, "stored_to": resume.next_offset,
+                "found": why, "incarnation": incarnation})
+            self._metrics.registry_resets.labels(str(p)).inc()
+        self._incarnations.update(incarnations)
+        self._holder.update(lambda state: replace(state, overlay=state.overlay.at(
+            {p: (incarnation, 0) for p, incarnation in incarnations.items()})))
+
+    def _decode(self, record: Record) -> RegistryEvent | DeadLetter:
+        return decode_registry_event(record.value, self._rules,
+                                     registry_window(self._config, self._clock.now_ms()))
+
+    def _handle(self, conn: psycopg.Connection, record: Record,
+                decoded: RegistryEvent | DeadLetter,
+                draft: OverlayDraft) -> tuple[Publication, str] | None:
+        """Store the event and apply it to the draft; a dead letter to publish, if it is one
+        no worker has stored before."""
+        at = Position(record.topic, record.partition, record.offset,
+                      self._incarnations.get(record.partition, 0))
+        received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
+        if isinstance(decoded, DeadLetter):
+            return self._refuse(conn, place_id(at), record, decoded, at, received)
+        try:
+            draft.check(decoded.change)
+        except Inapplicable as exc:
+            return self._refuse(conn, decoded.event_id, record,
+                                DeadLetter(INAPPLICABLE, str(exc)), at, received)
+        outcome = store(conn, decoded.event_id, True, None, record.value or b"", at, received)
+        if outcome is Stored.REPLAY:
+            self._metrics.registry_events.labels("replayed").inc()
+            return None
+        draft.apply(decoded)
+        log.info("registry event applied", extra={"event_id": decoded.event_id,
+                                                  "type": type(decoded.change).__name__})
+        return None
+
+    def _refuse(self, conn: psycopg.Connection, event_id: str, record: Record,
+                letter: DeadLetter, at: Position,
+                received: datetime) -> tuple[Publication, str] | None:
+        """Store a bad event as not applied and give its dead letter, if no worker stored it
+        before. The row keeps what the dead letter holds, cut as it is (bounded by
+        kafka.dead_letter_max_bytes): a bad event is never laid over the state again, its
+        row only says it was handled; the whole message is on its source topic, and the
+        dead letter gives its size and digest."""
+        publication = dead_letter(self._config.kafka.registry_dlq_topic, record, letter,
+                                  self._config.kafka.dead_letter_max_bytes)
+        if store(conn, event_id, False, letter.reason, publication.value, at,
+                 received) is Stored.NEW:
+            return publication, letter.reason
+        return None
+
+    def _count(self, draft: OverlayDraft, dead_reasons: list[str]) -> None:
+        self._metrics.registry_events.labels("applied").inc(len(draft.applied))
+        self._metrics.registry_events.labels("dead_lettered").inc(len(dead_reasons))
+        for reason in dead_reasons:
+            self._metrics.dead_letters.labels(reason).inc()

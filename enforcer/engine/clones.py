@@ -1,0 +1,310 @@
+"""Clone detection in the stream: which attaches show an IMEI in use by more SIMs, or in more
+places, than one device can be.
+
+`CloneWindow` keeps, for every white-listed IMEI (by its row in the generation's white list),
+the last `distinct_imsis - 1` SIMs seen with it within `window_days` (a 32-bit fingerprint of
+the IMSI and the day it was last seen), and its last sighting (minute, operator, cell). A SIM
+whose day left the window is forgotten: its slot is free again. The arrays are fixed in size
+(24 bytes an IMEI with the default policy) and allocated untouched, so the memory is
+what the traffic has touched, never more than the white list's size.
+
+An attach flags its IMEI `misused` when it brings the `distinct_imsis`-th SIM within the
+window, or comes through another operator (MCC-MNC) or from a cell `far_cells_km` away
+within minutes of the last sighting. Observing is idempotent: a batch observed twice (a
+replay) flags what it flagged the first time and nothing more. No I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from enforcer.clock import MS_PER_DAY
+from enforcer.engine.events import AttachBatch
+from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.subscriber import MCC_DIGITS
+
+MS_PER_MINUTE = 60_000
+EARTH_RADIUS_KM = 6371.0
+EMPTY = 0  # no SIM in the slot; fingerprints are never 0
+NOWHERE = 0  # no operator or cell known
+
+
+class CloneReason(StrEnum):
+    IMSIS = "imsis"  # too many distinct SIMs within the window
+    OPERATORS = "operators"  # two operators within minutes
+    CELLS = "cells"  # two far-apart cells within minutes
+
+
+REASONS: tuple[CloneReason, ...] = tuple(CloneReason)
+
+
+@dataclass(frozen=True)
+class CloneRules:
+    """The policy's [clones] thresholds; a `*_minutes` of 0 turns that test off."""
+
+    distinct_imsis: int
+    window_days: int
+    operators_within_minutes: int
+    far_cells_km: float
+    far_cells_within_minutes: int
+
+
+@dataclass(frozen=True)
+class CellSites:
+    """Cell coordinates, by a cell's code (its position in `cells`, from 1)."""
+
+    codes: dict[str, int]
+    lat: np.ndarray  # float64 radians, index 0 unused
+    lon: np.ndarray
+
+    @classmethod
+    def of(cls, sites: dict[str, tuple[float, float]]) -> CellSites:
+        names = sorted(sites)
+        lat = np.radians([0.0] + [sites[n][0] for n in names])
+        lon = np.radians([0.0] + [sites[n][1] for n in names])
+        return cls({n: i + 1 for i, n in enumerate(names)}, lat, lon)
+
+    def distance_km(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Great-circle distance between cells coded a and b (haversine)."""
+        dlat = self.lat[b] - self.lat[a]
+        dlon = self.lon[b] - self.lon[a]
+        h = (np.sin(dlat / 2) ** 2
+             + np.cos(self.lat[a]) * np.cos(self.lat[b]) * np.sin(dlon / 2) ** 2)
+        return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
+
+
+NO_CELLS = CellSites.of({})
+
+
+@dataclass(frozen=True, eq=False)
+class Sightings:
+    """The batch's attaches the window looks at, as columns."""
+
+    row: np.ndarray  # int64, the IMEI's white-list row (ABSENT: not looked at)
+    imsi: np.ndarray  # uint64
+    ts_ms: np.ndarray  # int64
+    operator: np.ndarray  # uint32 MCC-MNC, NOWHERE if not carried
+    cell: np.ndarray  # uint32, NOWHERE if not carried or not a known cell
+
+
+@dataclass(frozen=True, eq=False)
+class Flags:
+    """Attaches that flagged their IMEI, one per IMEI (the first in time)."""
+
+    event: np.ndarray  # int64, index into the batch
+    reason: np.ndarray  # uint8, index into REASONS
+
+    def __len__(self) -> int:
+        return len(self.event)
+
+
+@dataclass(frozen=True, eq=False)
+class Misused:
+    """IMEI keys flagged misused, sorted; PostgreSQL (clone_flags) is the record."""
+
+    keys: np.ndarray  # uint64, ascending, distinct
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        if not len(self.keys):
+            return np.zeros(len(keys), dtype=bool)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return self.keys[at] == keys
+
+    def with_keys(self, keys: np.ndarray | list[int]) -> Misused:
+        added = np.asarray(keys, dtype=np.uint64)
+        if not len(added) or self.contains(added).all():
+            return self
+        return Misused(np.union1d(self.keys, added))
+
+
+NOT_MISUSED = Misused(np.zeros(0, dtype=np.uint64))
+
+
+def fingerprint(imsi: np.ndarray) -> np.ndarray:
+    """32 bits of a mixed IMSI (splitmix64's finaliser), never 0. Two SIMs sharing one
+    (about one pair in four billion) count once: the window errs towards not flagging."""
+    x = imsi.astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return ((x >> np.uint64(32)).astype(np.uint32)) | np.uint32(1)
+
+
+class CloneWindow:
+    def __init__(self, index: KeyIndex, rules: CloneRules, cells: CellSites = NO_CELLS) -> None:
+        if rules.distinct_imsis < 2:
+            raise ValueError("clones.distinct_imsis must be at least 2")
+        self.index = index  # the white list the rows belong to
+        self.rules = rules
+        self.cells = cells
+        rows, slots = len(index), rules.distinct_imsis - 1
+        self._fp = np.zeros((rows, slots), dtype=np.uint32)
+        self._day = np.zeros((rows, slots), dtype=np.uint16)
+        self._minute = np.zeros(rows, dtype=np.uint32)
+        self._operator = np.zeros(rows, dtype=np.uint32)
+        self._cell = np.zeros(rows, dtype=np.uint32)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self._fp, self._day, self._minute, self._operator,
+                                      self._cell))
+
+    def rebase(self, index: KeyIndex) -> CloneWindow:
+        """The same memory of each IMEI, on another generation's white list."""
+        if index is self.index:
+            return self
+        moved = CloneWindow(index, self.rules, self.cells)
+        new_rows = index.rows(self.index.keys())
+        kept = np.flatnonzero(new_rows != ABSENT)
+        to = new_rows[kept]
+        for name in ("_fp", "_day", "_minute", "_operator", "_cell"):
+            getattr(moved, name)[to] = getattr(self, name)[kept]
+        return moved
+
+    def observe(self, seen: Sightings) -> Flags:
+        at = np.flatnonzero(seen.row != ABSENT)
+        order = at[np.lexsort((seen.ts_ms[at], seen.row[at]))]
+        flagged_at = np.full(len(seen.row), -1, dtype=np.int8)
+        self._imsis(seen, order, flagged_at)
+        self._places(seen, order, flagged_at)
+        return self._first_per_imei(seen, flagged_at)
+
+    # -- too many SIMs ----------------------------------------------------------------------
+
+    def _imsis(self, seen: Sightings, order: np.ndarray, flagged_at: np.ndarray) -> None:
+        if not len(order):
+            return
+        row, fp = seen.row[order], fingerprint(seen.imsi[order])
+        day = (seen.ts_ms[order] // MS_PER_DAY).astype(np.uint16)
+        # One SIM on one IMEI counts once a batch, on its latest day.
+        pair = np.lexsort((-day.astype(np.int64), fp, row))
+        row, fp, day, event = row[pair], fp[pair], day[pair], order[pair]
+        first = np.r_[True, (row[1:] != row[:-1]) | (fp[1:] != fp[:-1])]
+        row, fp, day, event = row[first], fp[first], day[first], event[first]
+        # An IMEI with several new SIMs in the batch takes them in rounds, in the order they
+        # came: the second may fill the window before the third arrives.
+        by_time = np.lexsort((seen.ts_ms[event], row))
+        row, fp, day, event = row[by_time], fp[by_time], day[by_time], event[by_time]
+        remaining = np.arange(len(row))
+        while len(remaining):
+            rows = row[remaining]
+            head = np.r_[True, rows[1:] != rows[:-1]]
+            take = remaining[head]
+            self._one_new_sim(row[take], fp[take], day[take], event[take], flagged_at)
+            remaining = remaining[~head]
+
+    def _one_new_sim(self, row: np.ndarray, fp: np.ndarray, day: np.ndarray,
+                     event: np.ndarray, flagged_at: np.ndarray) -> None:
+        """Rows distinct, one SIM each."""
+        slots_fp, slots_day = self._fp[row], self._day[row]
+        live = (slots_fp != EMPTY) & (
+            day[:, None].astype(np.int64) - slots_day < self.rules.window_days)
+        match = live & (slots_fp == fp[:, None])
+        known = match.any(axis=1)
+        slot = np.argmax(match, axis=1)
+        again = np.flatnonzero(known)
+        newer = day[again] > slots_day[again, slot[again]]
+        self._day[row[again[newer]], slot[again[newer]]] = day[again[newer]]
+        new = np.flatnonzero(~known)
+        full = live[new].all(axis=1)
+        flagged_at[event[new[full]]] = REASONS.index(CloneReason.IMSIS)
+        # Kept out of the window once it flags, so a replay of the batch flags it again.
+        take = new[~full]
+        free = np.argmin(live[take], axis=1)
+        self._fp[row[take], free] = fp[take]
+        self._day[row[take], free] = day[take]
+
+    # -- two places at once -------------------------------------------------------------------
+
+    def _places(self, seen: Sightings, order: np.ndarray, flagged_at: np.ndarray) -> None:
+        if not len(order):
+            return
+        row = seen.row[order]
+        minute = (seen.ts_ms[order] // MS_PER_MINUTE).astype(np.int64)
+        operator, cell = seen.operator[order], seen.cell[order]
+        # Each attach against the one before it on the same IMEI: in this batch, or stored.
+        first = np.r_[True, row[1:] != row[:-1]]
+        prev_minute = np.where(first, self._minute[row].astype(np.int64), np.r_[0, minute[:-1]])
+        prev_operator = np.where(first, self._operator[row], np.r_[0, operator[:-1]])
+        prev_cell = np.where(first, self._cell[row], np.r_[0, cell[:-1]])
+        known = prev_minute > 0
+        apart = np.abs(minute - prev_minute)
+        rules = self.rules
+        if rules.operators_within_minutes:
+            hit = (known & (operator != NOWHERE) & (prev_operator != NOWHERE)
+                   & (operator != prev_operator) & (apart <= rules.operators_within_minutes))
+            _flag(flagged_at, order[hit], CloneReason.OPERATORS)
+        if rules.far_cells_within_minutes and len(self.cells.codes):
+            both = np.flatnonzero(known & (cell != NOWHERE) & (prev_cell != NOWHERE)
+                                  & (apart <= rules.far_cells_within_minutes))
+            far = self.cells.distance_km(prev_cell[both], cell[both]) >= rules.far_cells_km
+            _flag(flagged_at, order[both[far]], CloneReason.CELLS)
+        last = np.r_[row[1:] != row[:-1], True]
+        self._minute[row[last]] = minute[last]
+        self._operator[row[last]] = operator[last]
+        self._cell[row[last]] = cell[last]
+
+    @staticmethod
+    def _first_per_imei(seen: Sightings, flagged_at: np.ndarray) -> Flags:
+        hit = np.flatnonzero(flagged_at >= 0)
+        hit = hit[np.lexsort((seen.ts_ms[hit], seen.row[hit]))]
+        rows = seen.row[hit]
+        event = hit[np.r_[True, rows[1:] != rows[:-1]]] if len(hit) else hit
+        return Flags(event.astype(np.int64), flagged_at[event].astype(np.uint8))
+
+
+def _flag(flagged_at: np.ndarray, events: np.ndarray, reason: CloneReason) -> None:
+    unflagged = events[flagged_at[events] < 0]
+    flagged_at[unflagged] = REASONS.index(reason)
+
+
+def cells_from_csv(text: str) -> CellSites:
+    """`cell,lat,lon` lines (a header line is skipped) as cell sites."""
+    sites: dict[str, tuple[float, float]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = [p.strip() for p in line.split(",")]
+        if not line.strip() or (number == 1 and parts[0].lower() == "cell"):
+            continue
+        if len(parts) != 3:
+            raise ValueError(f"cell sites line {number}: expected cell,lat,lon")
+        lat, lon = float(parts[1]), float(parts[2])
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180) or math.isnan(lat + lon):
+            raise ValueError(f"cell sites line {number}: latitude or longitude out of range")
+        sites[parts[0]] = (lat, lon)
+    return CellSites.of(sites)
+
+
+def sightings_of(batch: AttachBatch, index: KeyIndex, cells: CellSites) -> Sightings:
+    """The batch as the window sees it: white-listed, well-formed IMEIs only (a placeholder
+    or test IMEI is shared by design: the malformed rule's, not a clone)."""
+    row = index.rows(batch.imei_key)
+    row[batch.malformed] = ABSENT
+    cell = np.zeros(len(batch), dtype=np.uint32)
+    if cells.codes:
+        carried = np.flatnonzero(batch.cell != None)  # noqa: E711 - elementwise, object array
+        cell[carried] = [cells.codes.get(c, NOWHERE) for c in batch.cell[carried].tolist()]
+    return Sightings(row, batch.imsi, batch.ts_ms, batch.operator, cell)
+
+
+def window_start_ms(flag_ms: int, rules: CloneRules) -> int:
+    return (flag_ms // MS_PER_DAY - rules.window_days + 1) * MS_PER_DAY
+
+
+def sims_batch(sims: list[tuple[int, int, int, int]], flag_ms: dict[int, int]) -> AttachBatch:
+    """The SIMs seen with newly flagged IMEIs, as attaches at the moment of the flag: decided
+    like the batch's own, the owner's pass and every other gets its misuse notice, counted
+    from now rather than from when that SIM was last seen."""
+    keys = np.array([k for k, _, _, _ in sims], dtype=np.uint64)
+    imsi = np.array([i for _, i, _, _ in sims], dtype=np.uint64)
+    return AttachBatch(
+        imei_key=keys, malformed=np.zeros(len(sims), dtype=bool), imsi=imsi,
+        mcc=np.array([int(str(i)[:MCC_DIGITS]) for _, i, _, _ in sims], dtype=np.uint16),
+        msisdn=np.array([m for _, _, m, _ in sims], dtype=np.uint64),
+        ts_ms=np.array([flag_ms[k] for k, _, _, _ in sims], dtype=np.int64),
+        emergency=np.zeros(len(sims), dtype=bool))

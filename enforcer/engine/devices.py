@@ -1,0 +1,354 @@
+"""Registry state: devices (their IMEIs in slot order), owners, national-ID cartables,
+operator SIMs, registration source and date, held as columns sized for a whole country.
+
+Rows are the white list's rows (registered IMEIs in key order, as ranked by
+`Lists.white_index`), so the decision finds an IMEI's device with the same lookup that told
+it the IMEI is registered. Devices are numbered in the order of their first IMEI, so a bit
+per row and its rank give a first slot its device; only the other slots (a dual-SIM
+phone's second IMEI) store their device. Per device: owner MSISDN, source and date.
+150 M devices with 300 M IMEIs take about 2.1 GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.rankbits import FEW_ROWS, RankBits
+
+SLOT_BITS = 3
+SLOT_MASK = np.uint32((1 << SLOT_BITS) - 1)
+MAX_SLOTS = 1 << SLOT_BITS
+NO_DEVICE = np.uint32(np.iinfo(np.uint32).max)
+MAX_DEVICES = int(NO_DEVICE) >> SLOT_BITS
+NO_OWNER = np.uint64(0)
+# An owner's MSISDN is kept in 48 bits (6 bytes instead of 8: 300 MB less for 150 M devices).
+# E.164 allows 15 digits, 48 bits hold every number of up to 14 (Iran's have 12); a longer
+# owner number is a bad row of the devices file. Packed, not aligned: itemsize 6.
+OWNER_DTYPE = np.dtype([("low", "<u4"), ("high", "<u2")])
+LOW_BITS = 32
+LOW_MASK = np.uint64((1 << LOW_BITS) - 1)
+OWNER_LIMIT = 1 << 48
+OWNER_WORDS = OWNER_DTYPE.itemsize // 2
+NO_DEVICE_INT, NO_OWNER_INT = int(NO_DEVICE), int(NO_OWNER)
+FIRST_DAY, LAST_DAY = 0, int(np.iinfo(np.uint16).max)  # registered_on's range
+NO_CARTABLE = np.uint32(np.iinfo(np.uint32).max)
+EPOCH = date(1970, 1, 1)
+COLUMN_CHUNK_ROWS = 1 << 24  # rows turned back into device columns at a time
+
+
+class Source(StrEnum):
+    IMPORT = "import"
+    PASSENGER = "passenger"
+    PRE_SCHEME = "pre_scheme"
+    REPAIR = "repair"
+
+
+SOURCES: tuple[Source, ...] = tuple(Source)
+
+
+def day_number(day: date) -> int:
+    return (day - EPOCH).days
+
+
+def pack_msisdns(msisdns: np.ndarray) -> np.ndarray:
+    msisdns = np.asarray(msisdns, dtype=np.uint64)
+    if len(msisdns) and int(msisdns.max()) >= OWNER_LIMIT:
+        raise ValueError("an owner MSISDN has more than 14 digits")
+    packed = np.empty(len(msisdns), dtype=OWNER_DTYPE)
+    packed["low"] = msisdns & LOW_MASK
+    packed["high"] = msisdns >> np.uint64(LOW_BITS)
+    return packed
+
+
+def unpack_msisdns(packed: np.ndarray) -> np.ndarray:
+    return packed["low"].astype(np.uint64) | (packed["high"].astype(np.uint64)
+                                              << np.uint64(LOW_BITS))
+
+
+@dataclass(frozen=True, eq=False)
+class Cartables:
+    """National-ID cartables: the SIMs of one person, any of which counts as the owner."""
+
+    msisdn: np.ndarray  # uint64, sorted
+    cartable: np.ndarray  # uint32, aligned with msisdn
+
+    @classmethod
+    def from_links(cls, msisdns: np.ndarray, cartables: np.ndarray) -> Cartables:
+        msisdns = np.asarray(msisdns, dtype=np.uint64)
+        order = np.argsort(msisdns, kind="stable")
+        return cls(msisdns[order], np.asarray(cartables, dtype=np.uint32)[order])
+
+    @classmethod
+    def empty(cls) -> Cartables:
+        return cls.from_links(np.zeros(0, np.uint64), np.zeros(0, np.uint32))
+
+    def of(self, msisdns: np.ndarray) -> np.ndarray:
+        if not len(self.msisdn):
+            return np.full(len(msisdns), NO_CARTABLE, dtype=np.uint32)
+        at = np.minimum(np.searchsorted(self.msisdn, msisdns), len(self.msisdn) - 1)
+        return np.where(self.msisdn[at] == msisdns, self.cartable[at], NO_CARTABLE)
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    imei_key: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    device: int
+    owner: int | None
+    source: Source
+    registered_on: date
+    slots: tuple[DeviceSlot, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Registry:
+    first_slot: RankBits  # per white-list row: the first IMEI of a device; rank = device
+    other_slot: RankBits  # per white-list row: another slot of a device
+    other_device: np.ndarray  # uint32 per other_slot row, in row order: device << SLOT_BITS | slot
+    owner: np.ndarray  # OWNER_DTYPE: packed MSISDN per device, NO_OWNER when in no cartable
+    source: np.ndarray  # uint8 per device, index into SOURCES
+    registered_on: np.ndarray  # uint16 per device, days since 1970-01-01
+    cartables: Cartables
+    operator_sims: PairSet  # (IMEI key, MSISDN)
+
+    @classmethod
+    def empty(cls, rows: int) -> Registry:
+        none = RankBits.from_mask(np.zeros(rows, dtype=bool))
+        return cls(none, none, np.zeros(0, np.uint32), np.zeros(0, OWNER_DTYPE),
+                   np.zeros(0, np.uint8), np.zeros(0, np.uint16), Cartables.empty(),
+                   PairSet.empty())
+
+    @property
+    def rows(self) -> int:
+        return self.first_slot.rows
+
+    @property
+    def devices(self) -> int:
+        return len(self.owner)
+
+    @property
+    def nbytes(self) -> int:
+        columns = (self.other_device, self.owner, self.source, self.registered_on,
+                   self.cartables.msisdn, self.cartables.cartable)
+        return (sum(c.nbytes for c in columns) + self.first_slot.nbytes
+                + self.other_slot.nbytes + self.operator_sims.nbytes)
+
+    def device_slots(self, rows: np.ndarray) -> np.ndarray:
+        """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""
+        if len(rows) <= FEW_ROWS:
+            return np.array([self.device_slot(row) for row in rows.tolist()], dtype=np.uint32)
+        out = np.full(len(rows), NO_DEVICE, dtype=np.uint32)
+        if not self.rows:
+            return out
+        valid = np.flatnonzero(rows != ABSENT)
+        first, device = self.first_slot.test_and_rank(rows[valid])
+        out[valid[first]] = device[first].astype(np.uint32) << np.uint32(SLOT_BITS)
+        if not first.all():
+            rest = valid[~first]
+            other, at = self.other_slot.test_and_rank(rows[rest])
+            out[rest[other]] = self.other_device[at[other]]
+        return out
+
+    def device_slot(self, row: int) -> int:
+        """`device_slots` of one row, in plain Python."""
+        if row == ABSENT or not self.rows:
+            return NO_DEVICE_INT
+        first, device = self.first_slot.bit_and_rank(row)
+        if first:
+            return device << SLOT_BITS
+        other, at = self.other_slot.bit_and_rank(row)
+        return int(self.other_device[at]) if other else NO_DEVICE_INT
+
+    def owners(self, device_slots: np.ndarray) -> np.ndarray:
+        """NO_OWNER too for devices numbered past this registry's (registered since)."""
+        if len(device_slots) <= FEW_ROWS:
+            return np.array([self.owner_of(d) for d in device_slots.tolist()], dtype=np.uint64)
+        # NO_DEVICE's device part is past any registry's last device (SLOT_BITS leave room
+        # for fewer): one comparison rules out both.
+        devices = device_slots >> np.uint32(SLOT_BITS)
+        has = devices < len(self.owner)
+        if not len(self.owner):
+            return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
+        return np.where(has, unpack_msisdns(self.owner[np.where(has, devices, 0)]), NO_OWNER)
+
+    def owner_of(self, device_slot: int) -> int:
+        """`owners` of one device slot, in plain Python."""
+        device = device_slot >> SLOT_BITS
+        if device >= len(self.owner):
+            return NO_OWNER_INT
+        # OWNER_DTYPE's 6 bytes as three 16-bit words, low first (a little-endian host).
+        words = self._owner_words
+        at = device * OWNER_WORDS
+        return words[at] | words[at + 1] << 16 | words[at + 2] << LOW_BITS
+
+    @cached_property
+    def _owner_words(self) -> memoryview:
+        return memoryview(self.owner.view(np.uint16))
+
+    def device_columns(self, white_index: KeyIndex) -> DeviceColumns:
+        """Every device as `build_registry` takes it: to rebuild against another white list."""
+        keys, devices, slots = [], [], []
+        for start in range(0, self.rows, COLUMN_CHUNK_ROWS):
+            rows = np.arange(start, min(start + COLUMN_CHUNK_ROWS, self.rows), dtype=np.int64)
+            device_slot = self.device_slots(rows)
+            has = device_slot != NO_DEVICE
+            keys.append(white_index.keys_at(rows[has]))
+            devices.append((device_slot[has] >> np.uint32(SLOT_BITS)).astype(np.int64))
+            slots.append((device_slot[has] & SLOT_MASK).astype(np.uint8))
+        return DeviceColumns(
+            np.concatenate(keys or [np.zeros(0, np.uint64)]),
+            np.concatenate(devices or [np.zeros(0, np.int64)]),
+            np.concatenate(slots or [np.zeros(0, np.uint8)]),
+            unpack_msisdns(self.owner), self.source.copy(), self.registered_on.copy())
+
+    def device(self, device: int, white_index: KeyIndex) -> DeviceView:
+        others = np.flatnonzero((self.other_device >> np.uint32(SLOT_BITS)) == device)
+        rows = [self.first_slot.select(device)] + [self.other_slot.select(int(j)) for j in others]
+        slot_numbers = [0] + [int(s) for s in self.other_device[others] & SLOT_MASK]
+        keys = white_index.keys_at(np.array(rows, dtype=np.int64))
+        slots = sorted((DeviceSlot(int(k), s) for k, s in zip(keys, slot_numbers)),
+                       key=lambda s: s.slot)
+        owner = int(unpack_msisdns(self.owner[device:device + 1])[0])
+        return DeviceView(
+            device, owner if owner != NO_OWNER else None, SOURCES[self.source[device]],
+            date.fromordinal(EPOCH.toordinal() + int(self.registered_on[device])),
+            tuple(slots))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.first_slot.save("first-slot", directory)
+        self.other_slot.save("other-slot", directory)
+        for name in ("other_device", "owner", "source", "registered_on"):
+            np.save(directory / f"{name}.npy", getattr(self, name))
+        np.save(directory / "cartable-msisdn.npy", self.cartables.msisdn)
+        np.save(directory / "cartable-id.npy", self.cartables.cartable)
+        self.operator_sims.save("operator-sims", directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> Registry:
+        def column(name: str) -> np.ndarray:
+            return np.load(directory / f"{name}.npy")
+
+        return cls(RankBits.load("first-slot", directory), RankBits.load("other-slot", directory),
+                   column("other_device"), column("owner"), column("source"),
+                   column("registered_on"),
+                   Cartables(column("cartable-msisdn"), column("cartable-id")),
+                   PairSet.load("operator-sims", directory))
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """One device as the registry states it."""
+
+    imeis: tuple[int, ...]  # IMEI keys in slot order
+    owner: int | None  # the owning SIM's MSISDN; None when in no cartable
+    source: Source
+    registered_on: date
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceColumns:
+    """Devices as columns, the input of `build_registry`: one entry per IMEI, one per device."""
+
+    imei_key: np.ndarray  # uint64 per IMEI
+    imei_device: np.ndarray  # int64 per IMEI: the device it belongs to
+    imei_slot: np.ndarray  # uint8 per IMEI: its slot, 0 first
+    owner: np.ndarray  # uint64 per device, NO_OWNER when in no cartable
+    source: np.ndarray  # uint8 per device
+    registered_on: np.ndarray  # uint16 per device
+
+    @classmethod
+    def empty(cls) -> DeviceColumns:
+        return cls.from_records([])
+
+    @classmethod
+    def from_records(cls, records: Iterable[DeviceRecord]) -> DeviceColumns:
+        keys: list[int] = []
+        devices: list[int] = []
+        slots: list[int] = []
+        owners: list[int] = []
+        sources: list[int] = []
+        days: list[int] = []
+        for device, record in enumerate(records):
+            keys.extend(record.imeis)
+            devices.extend([device] * len(record.imeis))
+            slots.extend(range(len(record.imeis)))
+            owners.append(int(NO_OWNER) if record.owner is None else record.owner)
+            sources.append(SOURCES.index(record.source))
+            days.append(day_number(record.registered_on))
+        return cls(np.array(keys, np.uint64), np.array(devices, np.int64),
+                   np.array(slots, np.uint8), np.array(owners, np.uint64),
+                   np.array(sources, np.uint8), np.array(days, np.uint16))
+
+
+@dataclass(frozen=True)
+class RegistryBuild:
+    """What building the registry kept and left out, for the operator's report."""
+
+    devices: int
+    left_out_unregistered: int  # an IMEI of the device is not on the white list
+    left_out_conflicting: int  # an IMEI already claimed by an earlier device, or bad slots
+
+    def as_json(self) -> dict[str, int]:
+        return {"devices": self.devices, "left_out_unregistered": self.left_out_unregistered,
+                "left_out_conflicting": self.left_out_conflicting}
+
+
+def build_registry(white_index: KeyIndex, devices: DeviceColumns,
+                   cartables: Cartables, operator_sims: PairSet) -> tuple[Registry, RegistryBuild]:
+    """The registry aligned to `white_index`, devices renumbered in the order of their first
+    IMEI. A device is left out when one of its IMEIs is not registered, when an earlier
+    device (in input order) already has one of its IMEIs, or when its slots are not 0, 1, …
+    each once: one IMEI belongs to one slot of one device."""
+    if len(devices.imei_slot) and int(devices.imei_slot.max()) >= MAX_SLOTS:
+        raise ValueError(f"a device has at most {MAX_SLOTS} slots")
+    n_dev = len(devices.owner)
+    device, slot = devices.imei_device, devices.imei_slot.astype(np.int64)
+    rows = white_index.rows(devices.imei_key)
+    unregistered = np.zeros(n_dev, dtype=bool)
+    unregistered[device[rows == ABSENT]] = True
+    slots_per_device = np.bincount(device, minlength=n_dev)
+    slot_sum = np.bincount(device, weights=slot, minlength=n_dev)
+    distinct = np.unique(device * MAX_SLOTS + slot)
+    distinct_per_device = np.bincount(distinct // MAX_SLOTS, minlength=n_dev)
+    conflicting = (distinct_per_device != slots_per_device) | (slots_per_device == 0) \
+        | (slot_sum != slots_per_device * (slots_per_device - 1) // 2)
+    live = np.flatnonzero(~unregistered[device] & ~conflicting[device])
+    by_row = live[np.lexsort((device[live], rows[live]))]
+    taken = np.flatnonzero(rows[by_row][1:] == rows[by_row][:-1]) + 1
+    conflicting[device[by_row[taken]]] = True
+
+    keep = ~unregistered[device] & ~conflicting[device]
+    rows, old, slot = rows[keep], device[keep], slot[keep]
+    first = slot == 0
+    # A device's new number is the rank of its first IMEI's row among all first IMEIs.
+    old_of_new = old[first][np.argsort(rows[first], kind="stable")]
+    if len(old_of_new) > MAX_DEVICES:
+        raise ValueError(f"at most {MAX_DEVICES} devices fit, got {len(old_of_new)}")
+    new_of_old = np.zeros(n_dev, dtype=np.uint32)
+    new_of_old[old_of_new] = np.arange(len(old_of_new), dtype=np.uint32)
+    other_rows = rows[~first]
+    order = np.argsort(other_rows, kind="stable")
+    other_device = ((new_of_old[old[~first]] << np.uint32(SLOT_BITS))
+                    | slot[~first].astype(np.uint32))[order]
+    registry = Registry(
+        RankBits.from_positions(len(white_index), rows[first]),
+        RankBits.from_positions(len(white_index), other_rows),
+        other_device, pack_msisdns(np.asarray(devices.owner, np.uint64)[old_of_new]),
+        np.asarray(devices.source, np.uint8)[old_of_new],
+        np.asarray(devices.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
+    return registry, RegistryBuild(len(old_of_new), int(unregistered.sum()),
+                                   int((conflicting & ~unregistered).sum()))

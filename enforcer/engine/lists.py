@@ -1,0 +1,166 @@
+"""The white, black and cut-off lists of one generation.
+
+The roaring bitmaps are the lists of record: what snapshots store and what set algebra
+(diffs, unions) works on. Each generation also carries lookup views built from them once,
+aside, before it is swapped in: vectorized indexes for the decision's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from pyroaring import BitMap64
+
+from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.rankbits import FEW_ROWS, RankBits
+from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
+
+
+class BlackReason(StrEnum):
+    STOLEN = "stolen"
+    LOST = "lost"
+    CLONED = "cloned"
+    FRAUD = "fraud"
+    COURT_ORDER = "court_order"
+
+
+# An IMEI black-listed for several reasons reports the first of this order.
+BLACK_REASONS: tuple[BlackReason, ...] = tuple(BlackReason)
+NO_REASON = 255
+
+
+def keys_of(bitmap: BitMap64) -> np.ndarray:
+    return np.frombuffer(bitmap.to_array(), dtype=np.uint64)
+
+
+def bitmap_bytes(bitmap: BitMap64) -> int:
+    stats = bitmap.get_statistics()
+    return (stats["n_bytes_array_containers"] + stats["n_bytes_bitset_containers"]
+            + stats["n_bytes_run_containers"])
+
+
+@dataclass(frozen=True, eq=False)
+class Lists:
+    generation: int
+    white: BitMap64
+    black: dict[BlackReason, BitMap64]
+    cut_imeis: BitMap64
+    cut_pairs: PairSet
+    white_index: KeyIndex = field(repr=False)
+    black_index: KeyIndex = field(repr=False)
+    black_reason: np.ndarray = field(repr=False)  # uint8 per black_index row: BLACK_REASONS
+    cut_imei_index: KeyIndex = field(repr=False)
+    # Per white_index row: black-listed too. Most IMEIs a decision meets are white-listed;
+    # this bit spares them the search of the black index, whose keys are scattered one to a
+    # chunk and cost a dozen cache misses each to look for.
+    white_black: RankBits = field(repr=False)
+
+    @classmethod
+    def build(cls, generation: int, white: BitMap64,
+              black: dict[BlackReason, BitMap64] | None = None,
+              cut_imeis: BitMap64 | None = None,
+              cut_pairs: PairSet | None = None,
+              white_index: KeyIndex | None = None) -> Lists:
+        """`white_index`, when the caller has it already, must be the index of `white`."""
+        black = {r: (black or {}).get(r, BitMap64()) for r in BLACK_REASONS}
+        cut_imeis = cut_imeis if cut_imeis is not None else BitMap64()
+        cut_pairs = cut_pairs if cut_pairs is not None else PairSet.empty()
+        # Not a union bitmap: black-listed IMEIs are scattered, one roaring container each
+        # (about 70 bytes a key), so a second bitmap of them all would cost hundreds of MB.
+        by_reason = [keys_of(black[r]) for r in BLACK_REASONS]
+        black_index = KeyIndex.from_sorted_keys(np.unique(np.concatenate(by_reason)))
+        reason = np.full(len(black_index), NO_REASON, dtype=np.uint8)
+        for code in reversed(range(len(BLACK_REASONS))):
+            reason[black_index.rows(by_reason[code])] = code
+        white_index = white_index if white_index is not None else KeyIndex.from_bitmap(white)
+        black_rows = white_index.rows(black_index.keys())
+        return cls(generation, white, black, cut_imeis, cut_pairs, white_index,
+                   black_index, reason, KeyIndex.from_bitmap(cut_imeis),
+                   RankBits.from_positions(len(white_index), black_rows[black_rows != ABSENT]))
+
+    @classmethod
+    def from_keys(cls, generation: int, white: np.ndarray,
+                  black: dict[BlackReason, np.ndarray] | None = None) -> Lists:
+        """Build from arrays of keys, e.g. a synthetic country."""
+        return cls.build(
+            generation,
+            bitmap_from_sorted_keys(np.unique(np.asarray(white, dtype=np.uint64))),
+            {r: bitmap_from_sorted_keys(np.unique(np.asarray(k, dtype=np.uint64)))
+             for r, k in (black or {}).items()},
+        )
+
+    def black_reasons(self, imei_keys: np.ndarray) -> np.ndarray:
+        """BLACK_REASONS code per key, NO_REASON where the key is not black-listed."""
+        rows = self.black_index.rows(imei_keys)
+        if not len(self.black_reason):
+            return np.full(len(rows), NO_REASON, dtype=np.uint8)
+        return np.where(rows != ABSENT, self.black_reason[np.maximum(rows, 0)], NO_REASON)
+
+    def black_reasons_at(self, imei_keys: np.ndarray, white_rows: np.ndarray) -> np.ndarray:
+        """`black_reasons` for keys whose white_index rows the caller has (ABSENT: not
+        white-listed): only the keys not white-listed, or marked black-listed, are searched."""
+        if len(imei_keys) <= FEW_ROWS:
+            return np.array([self._black_reason_at(key, row) for key, row in
+                             zip(imei_keys.tolist(), white_rows.tolist())], dtype=np.uint8)
+        search = white_rows == ABSENT
+        listed = np.flatnonzero(~search)
+        search[listed] = self.white_black.test(white_rows[listed])
+        out = np.full(len(imei_keys), NO_REASON, dtype=np.uint8)
+        if search.any():
+            out[search] = self.black_reasons(imei_keys[search])
+        return out
+
+    def _black_reason_at(self, imei_key: int, white_row: int) -> int:
+        if white_row != ABSENT and not self.white_black.bit_and_rank(white_row)[0]:
+            return NO_REASON
+        row = self.black_index.row(imei_key)
+        return NO_REASON if row == ABSENT else int(self.black_reason[row])
+
+    def stats(self) -> dict[str, object]:
+        def one(bitmap: BitMap64, index: KeyIndex | None) -> dict[str, int]:
+            entry = {"count": len(bitmap), "bitmap_bytes": bitmap_bytes(bitmap)}
+            if index is not None:
+                entry["index_bytes"] = index.nbytes
+            return entry
+
+        black = {r.value: one(b, None) for r, b in self.black.items()}
+        return {
+            "generation": self.generation,
+            "white": one(self.white, self.white_index),
+            "black": {"count": len(self.black_index), "index_bytes": self.black_index.nbytes,
+                      "by_reason": black},
+            "cut_imeis": one(self.cut_imeis, self.cut_imei_index),
+            "cut_pairs": {"count": len(self.cut_pairs), "bytes": self.cut_pairs.nbytes},
+        }
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "white.roaring").write_bytes(self.white.serialize())
+        for reason, bitmap in self.black.items():
+            (directory / f"black-{reason.value}.roaring").write_bytes(bitmap.serialize())
+        (directory / "cut-imeis.roaring").write_bytes(self.cut_imeis.serialize())
+        self.cut_pairs.save("cut-pairs", directory)
+        (directory / "lists.json").write_text(json.dumps({"generation": self.generation}))
+
+    @classmethod
+    def load(cls, directory: Path) -> Lists:
+        meta = json.loads((directory / "lists.json").read_text())
+
+        def bitmap(name: str) -> BitMap64:
+            path = directory / name
+            return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
+
+        white = (directory / "white.roaring").read_bytes()
+        return cls.build(
+            meta["generation"],
+            BitMap64.deserialize(white),
+            {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
+            bitmap("cut-imeis.roaring"),
+            PairSet.load("cut-pairs", directory),
+            white_index=KeyIndex.from_portable(white),
+        )

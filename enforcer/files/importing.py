@@ -1,0 +1,144 @@
+"""National snapshots: one registry file (white list, black list or devices with owners) in,
+the next generation out, or a refusal that says why.
+
+The file is streamed in bounded memory into roaring bitmaps (or device columns), compared
+with the current generation (added, removed, changed), and checked the way DIRBS checks a
+delivery (`enforcer.files.delivery`): too many bad rows (leading zeros stripped among them), a
+list that shrinks too much, or whose IMEIs starting with 0 fall sharply in number, and
+nothing is swapped. What the file does not cover is carried over: a new white list keeps
+every device whose IMEIs are all still registered (the registry is rebuilt against it), a
+new black list keeps the white list and the registry, new devices keep both lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from pyroaring import BitMap64
+
+from enforcer.files.build import imei_rules
+from enforcer.config import Config
+from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading_zero_count,
+                                     shrink_refusal)
+from enforcer.files.listfile import ListFileReader, LoadReport
+from enforcer.engine.lists import BlackReason, Lists, keys_of
+from enforcer.engine.devices import DeviceColumns, RegistryBuild, build_registry
+from enforcer.files.devicefiles import RegistryFileReader
+from enforcer.engine.state import EnforcementState
+
+
+class Kind(StrEnum):
+    WHITE = "white"
+    BLACK = "black"
+    OWNERS = "owners"
+
+
+@dataclass
+class ImportReport:
+    kind: Kind
+    file: LoadReport
+    before: int = 0  # entries of this kind in the current generation
+    after: int = 0
+    added: int = 0
+    removed: int = 0
+    changed: int = 0  # black: another reason; owners: another owner
+    # How many IMEIs of this kind start with 0: white or black listed, or (owners) of the
+    # devices, every slot.
+    leading_zero_before: int = 0
+    leading_zero_after: int = 0
+    registry: RegistryBuild | None = None
+    refused: str | None = None
+    generation: int | None = None  # the new one, when swapped
+
+    def as_json(self) -> dict[str, object]:
+        return {"kind": self.kind.value, "file": self.file.as_json(), "before": self.before,
+                "after": self.after, "added": self.added, "removed": self.removed,
+                "changed": self.changed,
+                "leading_zero_before": self.leading_zero_before,
+                "leading_zero_after": self.leading_zero_after,
+                "registry": self.registry.as_json() if self.registry else None,
+                "refused": self.refused, "generation": self.generation}
+
+
+def import_file(state: EnforcementState, kind: Kind, path: Path,
+                config: Config) -> tuple[EnforcementState | None, ImportReport]:
+    """The next generation built from `path`, or None (and the reason in the report)."""
+    rules = imei_rules(config)
+    lists_reader = ListFileReader(rules, config.lists.csv_chunk_lines,
+                                  config.lists.bad_rows_reported)
+    generation = state.generation + 1
+    old = state.lists
+    if kind is Kind.WHITE:
+        white, loaded = lists_reader.read_white(path)
+        report = ImportReport(kind, loaded, before=len(old.white), after=len(white),
+                              added=white.difference_cardinality(old.white),
+                              removed=old.white.difference_cardinality(white),
+                              leading_zero_before=leading_zero_count(old.white),
+                              leading_zero_after=leading_zero_count(white))
+        lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
+        devices = state.registry.device_columns(old.white_index)
+    elif kind is Kind.BLACK:
+        black, loaded = lists_reader.read_black(path)
+        report = _black_diff(old, black, loaded)
+        lists = Lists.build(generation, old.white, black, old.cut_imeis, old.cut_pairs,
+                            white_index=old.white_index)
+        devices = state.registry.device_columns(old.white_index)
+    else:
+        registry_reader = RegistryFileReader(rules, lists_reader, config.lists.csv_chunk_lines)
+        devices, loaded = registry_reader.read_devices(path)
+        report = _owner_diff(state.registry.device_columns(old.white_index), devices, loaded)
+        lists = Lists.build(generation, old.white, old.black, old.cut_imeis, old.cut_pairs,
+                            white_index=old.white_index)
+    report.refused = _refusal(report, config)
+    if report.refused:
+        return None, report
+    registry, report.registry = build_registry(lists.white_index, devices,
+                                               state.registry.cartables,
+                                               state.registry.operator_sims)
+    report.generation = generation
+    return EnforcementState(lists, registry, state.policy), report
+
+
+def _refusal(report: ImportReport, config: Config) -> str | None:
+    checks = config.lists
+    kind = report.kind.value
+    return (file_refusal(report.file, checks.max_bad_share)
+            or shrink_refusal(kind, report.before, report.after, checks.max_shrink_share)
+            or leading_zero_refusal(kind, report.leading_zero_before, report.leading_zero_after,
+                                    checks.max_leading_zero_fall))
+
+
+def _black_diff(old: Lists, black: dict[BlackReason, BitMap64],
+                loaded: LoadReport) -> ImportReport:
+    new_union = BitMap64.union(*black.values())
+    old_keys = old.black_index.keys()
+    new_keys = keys_of(new_union)
+    both = np.intersect1d(old_keys, new_keys, assume_unique=True)
+    new_reason = Lists.build(0, BitMap64(), black).black_reasons(both)
+    changed = int((old.black_reasons(both) != new_reason).sum())
+    return ImportReport(Kind.BLACK, loaded, before=len(old_keys), after=len(new_keys),
+                        added=len(new_keys) - len(both), removed=len(old_keys) - len(both),
+                        changed=changed, leading_zero_before=leading_zero_count(old_keys),
+                        leading_zero_after=leading_zero_count(new_keys))
+
+
+def _owner_diff(old: DeviceColumns, new: DeviceColumns, loaded: LoadReport) -> ImportReport:
+    """Devices matched by their first IMEI."""
+    def first_imeis(columns: DeviceColumns) -> tuple[np.ndarray, np.ndarray]:
+        first = columns.imei_slot == 0
+        keys, devices = columns.imei_key[first], columns.imei_device[first]
+        order = np.argsort(keys, kind="stable")
+        return keys[order], columns.owner[devices[order]]
+
+    old_keys, old_owner = first_imeis(old)
+    new_keys, new_owner = first_imeis(new)
+    both, at_old, at_new = np.intersect1d(old_keys, new_keys, return_indices=True)
+    changed = int((old_owner[at_old] != new_owner[at_new]).sum())
+    return ImportReport(Kind.OWNERS, loaded, before=len(old_keys), after=len(new_keys),
+                        added=len(new_keys) - len(both), removed=len(old_keys) - len(both),
+                        changed=changed, leading_zero_before=leading_zero_count(old.imei_key),
+                        leading_zero_after=leading_zero_count(new.imei_key))
+

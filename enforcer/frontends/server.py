@@ -1,0 +1,242 @@
+"""`eir-enforcer serve`: the N5g-eir Equipment Identity Check over HTTP/1.1 and HTTP/2
+(`enforcer.frontends.transport`), on the state the workers' stream keeps, followed from PostgreSQL.
+
+The transport hands over every request that arrived in one turn of the event loop at once;
+their checks are decided in one call of the stream's vectorized decision. Under load a turn
+brings dozens of checks for the cost of a few; alone, a check waits for nothing but itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from functools import partial
+from http import HTTPStatus
+from pathlib import Path
+
+import msgspec
+import psycopg
+import uvloop
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import Counter as MetricCounter
+
+from enforcer.files.build import imei_rules
+from enforcer.clock import Clock, clock_from
+from enforcer.config import Config
+from enforcer.db.migrate import require_migrated
+from enforcer.frontends.querystring import query_values
+from enforcer.frontends.eic import (Answer, Cause, Check, Problem, Status, answer_checks,
+                                    given_twice, read_check)
+from enforcer.frontends.transport import Request, Response, serve_http
+from enforcer.follow.followers import StateFollower
+from enforcer.engine.imei import ImeiRules
+from enforcer.app.process import (STOP_SIGNALS, Backoff, Stopped, listen, stop_on_signals,
+                                  stop_or_leave, when_reachable)
+from enforcer.logs import LIFECYCLE, describe
+from enforcer.engine.state import StateHolder, load_snapshot
+from metrics.eic import EicMetrics
+from rules.policy import load_policy
+
+log = logging.getLogger("eir.eic")
+lifecycle = logging.getLogger(LIFECYCLE)
+
+CHECK_PATH = "/n5g-eir-eic/v1/equipment-status"
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+UNKNOWN_ANSWER = "unknown"
+BAD_REQUEST = "bad_request"
+OTHER = "other"
+ALIVE = Response(200, JSON, b'{"alive":true}')
+FAILED = Problem(HTTPStatus.INTERNAL_SERVER_ERROR, Cause.SYSTEM_FAILURE,
+                 "the check failed; ask again")
+
+
+def _problem(problem: Problem, *extra_headers: tuple[str, str]) -> Response:
+    return Response(int(problem.status), PROBLEM_JSON, msgspec.json.encode(problem.as_json()),
+                    extra_headers)
+
+
+def _count(labels: dict[str, int], label: str) -> None:
+    labels[label] = labels.get(label, 0) + 1
+
+
+def _encode(answer: Answer) -> Response:
+    if isinstance(answer, Status):
+        return Response(200, JSON, msgspec.json.encode(answer.as_json()))
+    return _problem(answer)
+
+
+def _label(answer: Answer) -> str:
+    if isinstance(answer, Status):
+        return answer.status
+    return UNKNOWN_ANSWER if answer.status is HTTPStatus.NOT_FOUND else OTHER
+
+
+class EquipmentChecks:
+    """The application: a turn's requests in, their responses out."""
+
+    def __init__(self, holder: StateHolder, rules: ImeiRules, clock: Clock,
+                 metrics: EicMetrics, ready: threading.Event) -> None:
+        self._holder = holder
+        self._rules = rules
+        self._clock = clock
+        self._metrics = metrics
+        self._ready = ready
+        # What a decision answers is one of a few constants (the statuses, 404, 500): each
+        # is encoded once.
+        self._encoded: dict[Answer, tuple[Response, str]] = {}
+        self._counters: dict[str, MetricCounter] = {}
+
+    def answer(self, requests: list[Request]) -> list[Response]:
+        responses: list[Response | None] = []
+        checks: list[Check] = []
+        at: list[int] = []
+        labels: dict[str, int] = {}
+        for request in requests:
+            path, _, query = request.target.partition("?")
+            if path == CHECK_PATH and request.method == "GET":
+                values, repeated = query_values(query)
+                check = read_check(values, self._rules) if repeated is None \
+                    else given_twice(repeated)
+                if isinstance(check, Problem):
+                    _count(labels, BAD_REQUEST)
+                    responses.append(_problem(check))
+                else:
+                    at.append(len(responses))
+                    checks.append(check)
+                    responses.append(None)
+            else:
+                responses.append(self._other(request.method, path, labels))
+        if checks:
+            encoded = self._encoded
+            for i, answer in zip(at, self._decide(checks)):
+                held = encoded.get(answer)
+                if held is None:
+                    held = encoded[answer] = (_encode(answer), _label(answer))
+                responses[i], label = held
+                _count(labels, label)
+        for label, n in labels.items():
+            self._answered(label).inc(n)
+        return responses  # type: ignore[return-value] - every None was filled
+
+    def _answered(self, label: str) -> MetricCounter:
+        # prometheus_client's labels() takes a lock and builds a key each call.
+        child = self._counters.get(label)
+        if child is None:
+            child = self._counters[label] = self._metrics.answers.labels(label)
+        return child
+
+    def _decide(self, checks: list[Check]) -> list[Answer]:
+        began = time.perf_counter()
+        try:
+            answers = answer_checks(checks, self._holder.current, self._clock.now_ms())
+        except Exception as exc:  # noqa: BLE001 - every check of the turn gets its 500
+            log.error("equipment checks failed", extra={"error": describe(exc),
+                                                        "checks": len(checks)})
+            answers = [FAILED] * len(checks)
+        self._metrics.batch_seconds.observe(time.perf_counter() - began)
+        self._metrics.batch_checks.observe(len(checks))
+        return answers
+
+    def _other(self, method: str, path: str, labels: dict[str, int]) -> Response:
+        if path == CHECK_PATH:
+            _count(labels, OTHER)
+            return _problem(Problem(HTTPStatus.METHOD_NOT_ALLOWED,
+                                    Cause.RESOURCE_URI_STRUCTURE_NOT_FOUND,
+                                    "only GET is allowed here"), ("allow", "GET"))
+        if path == "/metrics":
+            return Response(200, CONTENT_TYPE_LATEST, generate_latest(self._metrics.registry))
+        if path == "/healthz":
+            return ALIVE
+        if path == "/readyz":
+            ready = self._ready.is_set()
+            return Response(200 if ready else 503, JSON, msgspec.json.encode({"ready": ready}))
+        _count(labels, OTHER)
+        return _problem(Problem(HTTPStatus.NOT_FOUND, Cause.RESOURCE_URI_STRUCTURE_NOT_FOUND,
+                                f"no resource at {path}"))
+
+
+def follow_forever(follower: StateFollower, config: Config, metrics: EicMetrics,
+                   ready: threading.Event, stop: threading.Event) -> None:
+    """Take in the workers' changes every `eic.follow_s`, until `stop`. Ready after the first
+    round that worked; a failed round keeps answering from the state held."""
+    while True:
+        try:
+            with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
+                follower.follow(conn)
+            metrics.followed_at.set(time.time())
+            ready.set()
+        except Exception as exc:  # noqa: BLE001 - the database away: retry next round
+            metrics.follow_failures.inc()
+            log.warning("workers' changes not taken in", extra={"error": describe(exc)})
+        if stop.wait(config.eic.follow_s):
+            return
+
+
+def build_checks(config: Config, clock: Clock | None = None,
+                 stop: threading.Event | None = None
+                 ) -> tuple[EquipmentChecks, StateFollower, EicMetrics, threading.Event]:
+    """The checks on the snapshot, once the database can be reached (tried every
+    eic.follow_s meanwhile, as the following does). Raises Stopped when `stop` is set
+    first."""
+    when_reachable(partial(require_migrated, config.postgres.dsn), "postgres",
+                   Backoff(config.eic.follow_s, config.eic.follow_s), stop or threading.Event())
+    holder = StateHolder(load_snapshot(Path(config.state.dir),
+                                       load_policy(config.policy.file or None)))
+    rules = imei_rules(config)
+    metrics = EicMetrics()
+    metrics.watch(holder)
+    ready = threading.Event()
+    app = EquipmentChecks(holder, rules, clock or clock_from(config.clock.file), metrics, ready)
+    return app, StateFollower(config, holder, rules), metrics, ready
+
+
+def run_serve(config: Config) -> int:
+    stop = threading.Event()
+    stop_on_signals(stop)  # before the start, which may wait for the database
+    # First: a port in use stops nothing half-started.
+    listening = listen("eic", config.eic.bind, config.eic.port, config.eic.backlog)
+    try:
+        app, follower, metrics, ready = build_checks(config, stop=stop)
+    except Stopped:
+        listening.close()
+        log.info("equipment checks stopped before they started")
+        return 0
+    # The first round runs here, so the first answer already has the workers' changes.
+    following = threading.Thread(target=follow_forever, name="eir-eic-follow",
+                                 args=(follower, config, metrics, ready, stop), daemon=True)
+    following.start()
+    try:
+        uvloop.run(_serve(app, config, listening, stop))
+    finally:
+        stop.set()
+        stop_on_signals(stop)  # the loop's handlers are gone: another signal ends it now
+        following.join()
+    lifecycle.info("equipment checks stopped")
+    return 0
+
+
+async def _serve(app: EquipmentChecks, config: Config, listening: socket.socket,
+                 stop: threading.Event) -> None:
+    stopping = asyncio.Event()
+
+    def _stop(signum: int) -> None:
+        stop_or_leave(stop, signum)
+        stopping.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, _stop, signum)
+    if stop.is_set():  # asked during the start
+        stopping.set()
+
+    def started(port: int) -> None:
+        # It consumes no topic: what the workers store is taken from PostgreSQL.
+        lifecycle.info("equipment checks started", extra={
+            "listen": f"{config.eic.bind}:{port}", "path": CHECK_PATH,
+            "follows": "postgres", "follow_s": config.eic.follow_s})
+
+    await serve_http(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping,
+                     sock=listening, listening=started)

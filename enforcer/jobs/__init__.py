@@ -1,0 +1,2 @@
+"""Scheduled jobs: the runner (cron, advisory lock, job_runs) and each job: reconcile,
+consistency, retention."""

@@ -1,0 +1,50 @@
+"""The worker's scheduled jobs, bound to its state and database: snapshot reconcile,
+consistency check, history retention."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable
+
+import psycopg
+
+from enforcer.clock import MS_PER_S, Clock
+from enforcer.config import Config
+from enforcer.jobs.consistency import check_consistency
+from enforcer.db.history import drop_months_before
+from enforcer.engine.imei import ImeiRules
+from enforcer.jobs.reconcile import reconcile
+from enforcer.jobs.schedule import Counts, Job
+from enforcer.engine.state import StateHolder
+
+RECONCILE = "reconcile"
+CONSISTENCY = "consistency"
+RETENTION = "retention"
+
+
+def first_month_kept(today: date, keep_days: int, max_event_age_days: int) -> date:
+    """The oldest month retention keeps: every row younger than keep_days is in it or after,
+    and so is every month an attach event young enough to be accepted could still reach."""
+    return (today - timedelta(days=max(keep_days, max_event_age_days))).replace(day=1)
+
+
+def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
+                connect: Callable[[], psycopg.Connection],
+                reloaded: Callable[[float], None] = lambda seconds: None) -> list[Job]:
+    def reconcile_job() -> Counts:
+        return reconcile(holder, config, clock, reloaded)
+
+    def consistency_job() -> Counts:
+        with connect() as conn:
+            return check_consistency(holder, conn, rules, config)
+
+    def retention_job() -> Counts:
+        today = datetime.fromtimestamp(clock.now_ms() / MS_PER_S, timezone.utc).date()
+        first_kept = first_month_kept(today, config.history.keep_days,
+                                      config.worker.max_event_age_days)
+        with connect() as conn:
+            return {"partitions_dropped": len(drop_months_before(conn, first_kept))}
+
+    return [Job(RECONCILE, config.jobs.reconcile_cron, reconcile_job),
+            Job(CONSISTENCY, config.jobs.consistency_cron, consistency_job, exclusive=False),
+            Job(RETENTION, config.jobs.retention_cron, retention_job)]
