@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import shlex
+import subprocess
 import re
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -112,13 +115,27 @@ def test_wrapped_text_keeps_its_words_and_its_width(text: list[str], indent: int
     assert " ".join(lines).split() == line.split()
 
 
-@given(argv=words, width=st.integers(20, 100))
-def test_a_command_continued_on_lines_is_the_same_command(argv: list[str], width: int) -> None:
-    lines = command_lines(argv, width, "   ")
-    assert all(len(line) <= width or " " not in line.strip().removesuffix(" \\")
-               for line in lines)
-    assert all(line.endswith(" \\") for line in lines[:-1])
-    assert " ".join(line.removesuffix(" \\") for line in lines).split() == argv
+def as_shell_reads_it(lines: list[str]) -> list[str]:
+    """Backslash-newline removed, then split into words (POSIX.1 XCU 2.2.1, 2.3)."""
+    return shlex.split("\n".join(lines).replace("\\\n", ""))
+
+
+@given(argv=words, width=st.integers(20, 100), indent=st.text(" ", max_size=8))
+def test_a_command_continued_on_lines_is_the_same_command(argv: list[str], width: int,
+                                                          indent: str) -> None:
+    lines = command_lines(argv, width, indent)
+    assert all(len(line) <= width for line in lines)
+    assert all(line.endswith("\\") for line in lines[:-1])
+    assert as_shell_reads_it(lines) == argv
+
+
+def test_a_path_longer_than_the_terminal_pastes_whole_into_a_real_shell(tmp_path: Path) -> None:
+    path = tmp_path / ("d" * 90) / "state"
+    lines = command_lines(["printf", "%s,", "--state", str(path)], 40, "   ")
+    assert max(map(len, lines)) <= 40
+    shown = subprocess.run(["sh", "-c", "\n".join(lines)], capture_output=True, text=True,
+                           check=True).stdout
+    assert shown == f"--state,{path},"
 
 
 def test_commands_to_try_have_their_comment_beside_them_or_above() -> None:

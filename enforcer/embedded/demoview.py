@@ -37,6 +37,7 @@ STRIP_NONE, STRIP_NONE_ASCII = "·", "."
 CONTINUED = "   "
 # The text under a numbered step starts here.
 INDENT = "   "
+CONTINUATION = "    "  # further lines of one command, under its first word
 # Dead-letter reasons named in the display; the rest are in the total.
 REASONS_SHOWN = 3
 
@@ -64,16 +65,35 @@ def wrap(text: str, width: int) -> list[str]:
 
 
 def command_lines(words: list[str], width: int, indent: str) -> list[str]:
-    """A shell command in lines of at most `width` columns, continued with a backslash so
-    it still pastes as one command (a single word longer than the width stays whole)."""
-    lines, line = [], indent + words[0]
-    for word in words[1:]:
-        if len(line) + 1 + len(word) + len(" \\") > width:
-            lines.append(line + " \\")
-            line = indent + "    " + word
-        else:
+    """A shell command in lines of at most `width` columns (width >= 4) that still pastes
+    as one command: words continue on the next line after a backslash; a word that does not
+    fit at the continuation indent starts at column 0, and one longer than a line is cut
+    with a backslash at the end of each part (a shell removes backslash-newline before it
+    splits words, POSIX.1 XCU 2.2.1, so the parts join again)."""
+    lines: list[str] = []
+    line = ""
+    for word in words:
+        if not line:
+            line = _start(word, indent, width, lines)
+        elif len(line) + 1 + len(word) + len(" \\") <= width:
             line += " " + word
+        else:
+            lines.append(line + " \\")
+            line = _start(word, indent + CONTINUATION, width, lines)
     return lines + [line]
+
+
+def _start(word: str, indent: str, width: int, lines: list[str]) -> str:
+    """The line a word starts, at `indent` if it fits there, else at column 0, else cut
+    into parts of width - 1 columns, each but the last ended by a backslash (in `lines`)."""
+    for line in (indent + word, word):
+        if len(line) + len(" \\") <= width:
+            return line
+    part = width - 1
+    while len(word) > part:
+        lines.append(word[:part] + "\\")
+        word = word[part:]
+    return word
 
 
 def try_next(steps: list[tuple[list[str], str]], width: int) -> list[str]:
