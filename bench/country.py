@@ -28,7 +28,8 @@ import numpy as np
 from measure import best_of, emit, peak_rss_mb, pin_to_one_core, rss_mb, say
 
 from enforcer.engine.decide import decide
-from enforcer.engine.state import EnforcementState, load_snapshot, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import load_snapshot, save_snapshot
 from enforcer.embedded.synth import (CountrySpec, TrafficMix, attach_traffic, build_country,
                                      country_from_state)
 from rules.policy import load_policy

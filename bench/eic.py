@@ -46,7 +46,8 @@ from enforcer.frontends.server import CHECK_PATH
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.imei import luhn_digit
 from enforcer.embedded.services import LOOPBACK, EmbeddedPostgres, free_port
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.embedded.synth import CountrySpec, TrafficMix, attach_traffic, build_country
 from rules.policy import load_policy
 

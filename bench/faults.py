@@ -40,7 +40,8 @@ from enforcer.clock import MS_PER_DAY, MS_PER_HOUR
 from tests.harness.faults import (KillPlan, Outage, WorkerProcess, month_under_kills,
                                   through_broker_outage, through_database_outage, traffic)
 from enforcer.embedded.services import free_port
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.embedded.synth import CountrySpec, build_country
 from rules.policy import load_policy
 

@@ -25,7 +25,8 @@ from measure import counter, embedded_services, emit, say
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
 from tests.harness.fuzz import fuzzed_attaches, fuzzed_registry_events
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.embedded.synth import CountrySpec, build_country
 from enforcer.app.worker import build_worker
 from rules.policy import load_policy

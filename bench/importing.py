@@ -37,7 +37,8 @@ from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import Lists, keys_of
 from enforcer.engine.devices import Registry
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
-from enforcer.engine.state import EnforcementState, load_snapshot, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import load_snapshot, save_snapshot
 from enforcer.embedded.synth import CountrySpec, build_country
 from rules.policy import load_policy
 

@@ -30,7 +30,8 @@ from measure import counter, embedded_services, emit, say
 from consumers.kafka import CONFLUENT, KAFKA_PYTHON, attach_consumer
 from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.embedded.synth import CountrySpec, build_country, home_imsi, owned_rows
 from enforcer.app.worker import build_worker
 from rules.policy import load_policy

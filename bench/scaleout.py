@@ -29,7 +29,8 @@ from measure import embedded_services, emit, say
 
 from enforcer.db.migrate import migrate
 from tests.harness.faults import committed
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.embedded.synth import CountrySpec, build_country
 from pipeline import steady_traffic
 from rules.policy import load_policy

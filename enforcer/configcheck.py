@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-from psycopg.conninfo import conninfo_to_dict
-from psycopg import ProgrammingError
 
 # The largest integer shown as one in a message; past it a float is shown as Python writes it.
 WHOLE_SHOWN_UP_TO = 1e15
@@ -93,6 +90,10 @@ def cron_fields(expression: str) -> dict[str, str]:
 
 def _cron(expression: str) -> bool:
     """Empty (the job is off), or an expression APScheduler parses."""
+    # Imported here: the configuration is read by the pure engine too, which must not carry
+    # the scheduler or the database client along (tests/test_architecture.py).
+    from apscheduler.triggers.cron import CronTrigger
+
     if expression:
         CronTrigger(timezone="UTC", **cron_fields(expression))
     return True
@@ -107,6 +108,9 @@ def _time_zone(name: str) -> bool:
 
 
 def _dsn(text: str) -> bool:
+    from psycopg import ProgrammingError  # as the scheduler in _cron
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         conninfo_to_dict(text)
     except ProgrammingError as exc:

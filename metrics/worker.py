@@ -8,7 +8,8 @@ from pathlib import Path
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                disable_created_metrics)
 
-from enforcer.engine.state import StateHolder, snapshot_dir_name
+from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import snapshot_dir_name
 from metrics.http import HttpMetrics
 from metrics.jobs import JobMetrics
 from metrics.notices import NoticeMetrics

@@ -14,7 +14,7 @@ from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
 from enforcer.engine.imei import ImeiRules
 from enforcer.embedded.services import EmbeddedServices, ServicePorts, free_port
-from enforcer.engine.state import save_snapshot
+from enforcer.files.snapshots import save_snapshot
 from enforcer.app.worker import build_worker
 from rules.policy import Policy, load_policy
 from tests.kafkatools import unique

@@ -15,7 +15,8 @@ from enforcer.db.migrate import migrate
 from tests.harness.faults import (KillPlan, NoticeSeen, WorkerProcess, cut_under, month_under_kills,
                                   through_broker_outage, through_database_outage, traffic)
 from enforcer.embedded.services import EmbeddedBroker, EmbeddedPostgres, free_port
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.embedded.synth import Country, CountrySpec, build_country
 
 DEVICES = 20_000

@@ -27,7 +27,8 @@ from enforcer.engine.identity import Mode, OtherForm, read_imei, read_imsi, read
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.engine.subscriber import IdentityError
 from rules.policy import Policy
 from tests.test_cli import run

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.engine.state import save_snapshot
+from enforcer.files.snapshots import save_snapshot
 from tests.test_cli import run
 from tests.test_decide import (BUYER, CLONED, CUT_FOR_BUYER, DUAL, OWNER, SINGLE, STOLEN, UNOWNED,
                                WHITE_ONLY, home_imsi, make_state)

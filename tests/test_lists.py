@@ -16,8 +16,8 @@ from enforcer.engine.imei import ImeiRules, luhn_digit
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import BlackReason, Lists, keys_of
 from enforcer.engine.devices import Registry
-from enforcer.engine.state import (EnforcementState, SnapshotConflict, StateHolder, load_snapshot,
-                                   save_snapshot)
+from enforcer.engine.state import EnforcementState, StateHolder
+from enforcer.files.snapshots import SnapshotConflict, load_snapshot, save_snapshot
 from enforcer.engine.decide import decide
 from enforcer.files.delivery import file_refusal
 from enforcer.files.devicefiles import RegistryFileReader

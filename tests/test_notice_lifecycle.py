@@ -20,7 +20,8 @@ from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
-from enforcer.engine.state import EnforcementState, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
 from enforcer.engine.subscriber import mask
 from rules.policy import Policy
 from tests.test_cli import lines, run

@@ -10,8 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enforcer.engine.keyindex import KeyIndex
+from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import load_snapshot, save_snapshot
 from enforcer.engine.devices import (NO_DEVICE, Cartables, DeviceColumns, DeviceRecord, DeviceSlot,
                                      Registry, RegistryBuild, Source, build_registry)
 
@@ -83,10 +86,11 @@ def test_an_empty_registry_answers_no_device() -> None:
     assert empty.device_slots(np.array([-1, -1])).tolist() == [int(NO_DEVICE)] * 2
 
 
-def test_registry_snapshot_round_trip(tmp_path: Path) -> None:
+def test_registry_snapshot_round_trip(tmp_path: Path, policy) -> None:
     registry, _, index = build([DeviceRecord((32, 30), 989120000003, Source.IMPORT, DAY)])
-    registry.save(tmp_path)
-    again = Registry.load(tmp_path)
+    save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), registry,
+                                   policy), tmp_path)
+    again = load_snapshot(tmp_path, policy).registry
     rows = np.arange(len(WHITE))
     assert again.device_slots(rows).tolist() == registry.device_slots(rows).tolist()
     assert again.device(0, index) == registry.device(0, index)

@@ -15,7 +15,7 @@ from kafka.admin import KafkaAdminClient
 from enforcer.config import load_config
 from enforcer.db.jobs import Outcome, recent_runs
 from enforcer.engine.devices import Registry
-from enforcer.engine.state import save_snapshot
+from enforcer.files.snapshots import save_snapshot
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
 from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER, UNREGISTERED, make_state
 from tests.conftest import Running

@@ -13,11 +13,12 @@ import psycopg
 import pytest
 
 from enforcer.db.clones import record_flags
-from enforcer.db.history import EPOCH, HistoryStore, Usage
+from enforcer.db.history import EPOCH, HistoryStore
+from enforcer.engine.history import Usage
 from enforcer.db.registry_events import Position, store
 from enforcer.engine.device import DeviceNow
 from enforcer.engine.lists import BlackReason
-from enforcer.engine.state import save_snapshot
+from enforcer.files.snapshots import save_snapshot
 from enforcer.engine.status import Status, imei_status
 from tests.test_cli import run
 from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STOLEN, STRANGER, UNOWNED, UNREGISTERED,

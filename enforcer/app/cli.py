@@ -33,8 +33,9 @@ from enforcer.engine.identity import Mode, read_imei
 from enforcer.engine.imei import parse_imei
 from enforcer.files.importing import Kind, import_file
 from enforcer.logs import LOG_FORMATS, setup_logging
-from enforcer.engine.state import (EnforcementState, SnapshotConflict, load_snapshot,
-                                   next_generation, save_snapshot)
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, next_generation,
+                                      save_snapshot)
 from enforcer.endpoints.statusquery import Caller, ask, current_state
 from enforcer.db.notices import find, kind_stored, live_sms_kinds
 from enforcer.notices.admin import cancel, notice_json, row_json, show
@@ -45,7 +46,7 @@ from enforcer.embedded.services import EmbeddedServices, ServiceError, ServicePo
 from enforcer.embedded.demo import DemoOptions, run_demo
 from enforcer.db.clones import list_flags
 from enforcer.db.migrate import NotMigrated
-from enforcer.frontends.server import run_serve
+from enforcer.app.serve import run_serve
 from enforcer.app.worker import run_worker
 from enforcer.app.options import (BIGINT_MAX, EXIT_USAGE, IMEI_KEY, IMSI, LOG_LEVELS, MSISDN,
                                   NON_NEGATIVE, NONBLANK, POSITIVE, TIME, Parser, existing_file,

@@ -28,7 +28,8 @@ from enforcer.logs import LIFECYCLE
 from enforcer.db.notices import live_sms_kinds
 from enforcer.engine.noticemessages import check_templates
 from enforcer.jobs.schedule import Job, JobRunner, scheduler_for, worker_name
-from enforcer.engine.state import StateHolder, load_snapshot
+from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import load_snapshot
 from enforcer.notices.sweep import NoticeSweeper, SweepLoop
 from metrics.worker import WorkerMetrics
 from rules.policy import Policy, load_policy

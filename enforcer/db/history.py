@@ -3,12 +3,11 @@ batch changes nothing (first_seen takes the least, last_seen the greatest, days 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import psycopg
 
-from enforcer.engine.history import NO_SLOT, SlotUsageRows
+from enforcer.engine.history import NO_SLOT, SlotUsageRows, Usage
 
 EPOCH = date(1970, 1, 1)
 # Creating a month's partition takes this advisory lock, so two workers never race on it.
@@ -67,17 +66,6 @@ class HistoryStore:
                               rows.first_seen_ms.tolist(), rows.last_seen_ms.tolist(),
                               rows.days.tolist()))
         return len(rows)
-
-
-@dataclass(frozen=True)
-class Usage:
-    imei_key: int
-    imsi: int
-    msisdn: int
-    slot: int | None
-    first_seen: datetime
-    last_seen: datetime
-    days_seen: int
 
 
 def usage_of(conn: psycopg.Connection, imei_keys: list[int]) -> list[Usage]:

@@ -17,7 +17,8 @@ from enforcer.embedded.demoview import columns, command_lines, wrap
 from enforcer.engine.events import AttachBatch
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.lists import NO_REASON
-from enforcer.engine.state import EnforcementState, load_snapshot, next_generation, save_snapshot
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import load_snapshot, next_generation, save_snapshot
 from enforcer.engine.subscriber import mask
 from enforcer.embedded.synth import (Country, CountrySpec, TrafficMix, attach_traffic,
                                      build_country, unowned_device_rows)

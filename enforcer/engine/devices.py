@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from datetime import date
 from enum import StrEnum
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -226,27 +225,6 @@ class Registry:
             device, owner if owner != NO_OWNER else None, SOURCES[self.source[device]],
             date.fromordinal(EPOCH.toordinal() + int(self.registered_on[device])),
             tuple(slots))
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.first_slot.save("first-slot", directory)
-        self.other_slot.save("other-slot", directory)
-        for name in ("other_device", "owner", "source", "registered_on"):
-            np.save(directory / f"{name}.npy", getattr(self, name))
-        np.save(directory / "cartable-msisdn.npy", self.cartables.msisdn)
-        np.save(directory / "cartable-id.npy", self.cartables.cartable)
-        self.operator_sims.save("operator-sims", directory)
-
-    @classmethod
-    def load(cls, directory: Path) -> Registry:
-        def column(name: str) -> np.ndarray:
-            return np.load(directory / f"{name}.npy")
-
-        return cls(RankBits.load("first-slot", directory), RankBits.load("other-slot", directory),
-                   column("other_device"), column("owner"), column("source"),
-                   column("registered_on"),
-                   Cartables(column("cartable-msisdn"), column("cartable-id")),
-                   PairSet.load("operator-sims", directory))
 
 
 @dataclass(frozen=True)

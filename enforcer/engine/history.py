@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 
@@ -35,6 +36,19 @@ class SlotUsageRows:
 
     def take(self, which: np.ndarray) -> SlotUsageRows:
         return SlotUsageRows(*(getattr(self, f)[which] for f in self.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One SIM's use of one IMEI over all months, as slot_usage holds it."""
+
+    imei_key: int
+    imsi: int
+    msisdn: int
+    slot: int | None
+    first_seen: datetime
+    last_seen: datetime
+    days_seen: int
 
 
 def month_and_day_bit(ts_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,8 @@ aside, before it is swapped in: vectorized indexes for the decision's hot path.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 
 import numpy as np
 from pyroaring import BitMap64
@@ -137,30 +135,3 @@ class Lists:
             "cut_imeis": one(self.cut_imeis, self.cut_imei_index),
             "cut_pairs": {"count": len(self.cut_pairs), "bytes": self.cut_pairs.nbytes},
         }
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "white.roaring").write_bytes(self.white.serialize())
-        for reason, bitmap in self.black.items():
-            (directory / f"black-{reason.value}.roaring").write_bytes(bitmap.serialize())
-        (directory / "cut-imeis.roaring").write_bytes(self.cut_imeis.serialize())
-        self.cut_pairs.save("cut-pairs", directory)
-        (directory / "lists.json").write_text(json.dumps({"generation": self.generation}))
-
-    @classmethod
-    def load(cls, directory: Path) -> Lists:
-        meta = json.loads((directory / "lists.json").read_text())
-
-        def bitmap(name: str) -> BitMap64:
-            path = directory / name
-            return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
-
-        white = (directory / "white.roaring").read_bytes()
-        return cls.build(
-            meta["generation"],
-            BitMap64.deserialize(white),
-            {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
-            bitmap("cut-imeis.roaring"),
-            PairSet.load("cut-pairs", directory),
-            white_index=KeyIndex.from_portable(white),
-        )

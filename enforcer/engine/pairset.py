@@ -77,13 +77,3 @@ class PairSet:
     @cached_property
     def _views(self) -> tuple[memoryview, memoryview]:
         return memoryview(self.number), memoryview(self.start)
-
-    def save(self, stem: str, directory) -> None:
-        imeis, numbers = self.pairs()
-        np.save(directory / f"{stem}-imei.npy", imeis)
-        np.save(directory / f"{stem}-number.npy", numbers)
-
-    @classmethod
-    def load(cls, stem: str, directory) -> PairSet:
-        return cls.from_pairs(np.load(directory / f"{stem}-imei.npy"),
-                              np.load(directory / f"{stem}-number.npy"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
@@ -99,14 +98,3 @@ class RankBits:
                     return word * WORD_BITS + bit
                 left -= 1
         raise IndexError(k)
-
-    def save(self, stem: str, directory: Path) -> None:
-        np.save(directory / f"{stem}-words.npy", self.words)
-        np.save(directory / f"{stem}-before.npy", self.before)
-        (directory / f"{stem}-rows.txt").write_text(str(self.rows))
-
-    @classmethod
-    def load(cls, stem: str, directory: Path) -> RankBits:
-        return cls(np.load(directory / f"{stem}-words.npy"),
-                   np.load(directory / f"{stem}-before.npy"),
-                   int((directory / f"{stem}-rows.txt").read_text()))

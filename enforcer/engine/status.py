@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from enforcer.db.history import Usage
 from enforcer.engine.device import DeviceNow
+from enforcer.engine.history import Usage
 from enforcer.engine.lists import BlackReason
 
 

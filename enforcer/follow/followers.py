@@ -19,7 +19,8 @@ from enforcer.db.clones import flagged_since
 from enforcer.db.notices import cut_subjects
 from enforcer.db.registry_events import applied_events, applied_seqs_after
 from enforcer.engine.imei import ImeiRules
-from enforcer.engine.state import StateHolder, load_snapshot, snapshot_generation
+from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import load_snapshot, snapshot_generation
 from rules.policy import Scope
 
 log = logging.getLogger("eir.following")

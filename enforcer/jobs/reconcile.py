@@ -25,7 +25,8 @@ import msgspec
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.files.importing import Kind, import_file
-from enforcer.engine.state import StateHolder, load_snapshot, save_snapshot, snapshot_generation
+from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import load_snapshot, save_snapshot, snapshot_generation
 
 log = logging.getLogger("eir.reconcile")
 

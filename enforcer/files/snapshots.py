@@ -1,0 +1,172 @@
+"""Snapshots: a state's generation written to files and read back, `gen-NNNNNNNN/` directories
+beside a `CURRENT` pointer. The lists are roaring bitmaps in their portable format (so the
+lookup index loads without a rebuild), the device columns numpy arrays.
+
+Two importers may race (a worker's reconcile job, an operator's command): a file lock lets
+one write at a time, and a generation not newer than CURRENT's is refused, not written."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from pyroaring import BitMap64
+
+from enforcer.engine.devices import Cartables, Registry
+from enforcer.engine.keyindex import KeyIndex
+from enforcer.engine.lists import BLACK_REASONS, Lists
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.rankbits import RankBits
+from enforcer.engine.state import EnforcementState
+from rules.policy import Policy
+
+CURRENT = "CURRENT"
+LOCK = ".lock"
+# Bumped whenever the files of a snapshot change meaning; older snapshots are refused.
+SNAPSHOT_FORMAT = 1
+DEVICE_COLUMNS = ("other_device", "owner", "source", "registered_on")
+
+
+class SnapshotConflict(RuntimeError):
+    """Another process saved this generation, or a later one, first."""
+
+
+def save_snapshot(state: EnforcementState, directory: Path) -> Path:
+    """Write the generation beside the others, then point CURRENT at it (atomic rename).
+    Two importers (a worker's job, an operator's command) may race: the file lock lets one
+    write at a time, and a generation not newer than CURRENT's is refused, not written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = snapshot_generation(directory)
+        if current is not None and current >= state.generation:
+            raise SnapshotConflict(f"generation {state.generation} is not newer than "
+                                   f"{current}, saved meanwhile in {directory}; run again")
+        return _write(state, directory, current)
+
+
+def snapshot_dir_name(generation: int) -> str:
+    return f"gen-{generation:08d}"
+
+
+def _write(state: EnforcementState, directory: Path, previous: int | None) -> Path:
+    target = directory / snapshot_dir_name(state.generation)
+    scratch = directory / f".gen-{state.generation:08d}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    _save_lists(state.lists, scratch / "lists")
+    _save_devices(state.registry, scratch / "registry")
+    shutil.rmtree(target, ignore_errors=True)
+    scratch.rename(target)
+    pointer = directory / f".{CURRENT}.partial"
+    pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name,
+                                   "format": SNAPSHOT_FORMAT}))
+    os.replace(pointer, directory / CURRENT)
+    # The one before stays: a worker may be loading it, having read CURRENT just before.
+    keep = {target, directory / snapshot_dir_name(previous)} if previous else {target}
+    for old in directory.glob("gen-*"):
+        if old not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def snapshot_generation(directory: Path) -> int | None:
+    """The generation CURRENT points at, without loading it."""
+    pointer = directory / CURRENT
+    if not pointer.exists():
+        return None
+    return int(json.loads(pointer.read_text())["generation"])
+
+
+def next_generation(directory: Path) -> int:
+    return (snapshot_generation(directory) or 0) + 1
+
+
+def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
+    pointer = directory / CURRENT
+    if not pointer.exists():
+        raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
+                                "with 'eir-enforcer state build' or 'eir-enforcer state synth'")
+    current = json.loads(pointer.read_text())
+    if current.get("format") != SNAPSHOT_FORMAT:
+        raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
+                                f", this version reads format {SNAPSHOT_FORMAT}; rebuild it")
+    target = directory / current["dir"]
+    return EnforcementState(_load_lists(target / "lists"), _load_devices(target / "registry"),
+                            policy)
+
+
+def _save_lists(lists: Lists, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "white.roaring").write_bytes(lists.white.serialize())
+    for reason, bitmap in lists.black.items():
+        (directory / f"black-{reason.value}.roaring").write_bytes(bitmap.serialize())
+    (directory / "cut-imeis.roaring").write_bytes(lists.cut_imeis.serialize())
+    _save_pairs(lists.cut_pairs, "cut-pairs", directory)
+    (directory / "lists.json").write_text(json.dumps({"generation": lists.generation}))
+
+
+def _load_lists(directory: Path) -> Lists:
+    meta = json.loads((directory / "lists.json").read_text())
+
+    def bitmap(name: str) -> BitMap64:
+        path = directory / name
+        return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
+
+    white = (directory / "white.roaring").read_bytes()
+    return Lists.build(
+        meta["generation"],
+        BitMap64.deserialize(white),
+        {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
+        bitmap("cut-imeis.roaring"),
+        _load_pairs("cut-pairs", directory),
+        white_index=KeyIndex.from_portable(white),
+    )
+
+
+def _save_devices(devices: Registry, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    _save_rank_bits(devices.first_slot, "first-slot", directory)
+    _save_rank_bits(devices.other_slot, "other-slot", directory)
+    for name in DEVICE_COLUMNS:
+        np.save(directory / f"{name}.npy", getattr(devices, name))
+    np.save(directory / "cartable-msisdn.npy", devices.cartables.msisdn)
+    np.save(directory / "cartable-id.npy", devices.cartables.cartable)
+    _save_pairs(devices.operator_sims, "operator-sims", directory)
+
+
+def _load_devices(directory: Path) -> Registry:
+    def column(name: str) -> np.ndarray:
+        return np.load(directory / f"{name}.npy")
+
+    return Registry(_load_rank_bits("first-slot", directory),
+                    _load_rank_bits("other-slot", directory),
+                    *(column(name) for name in DEVICE_COLUMNS),
+                    Cartables(column("cartable-msisdn"), column("cartable-id")),
+                    _load_pairs("operator-sims", directory))
+
+
+def _save_pairs(pairs: PairSet, stem: str, directory: Path) -> None:
+    imeis, numbers = pairs.pairs()
+    np.save(directory / f"{stem}-imei.npy", imeis)
+    np.save(directory / f"{stem}-number.npy", numbers)
+
+
+def _load_pairs(stem: str, directory: Path) -> PairSet:
+    return PairSet.from_pairs(np.load(directory / f"{stem}-imei.npy"),
+                              np.load(directory / f"{stem}-number.npy"))
+
+
+def _save_rank_bits(bits: RankBits, stem: str, directory: Path) -> None:
+    np.save(directory / f"{stem}-words.npy", bits.words)
+    np.save(directory / f"{stem}-before.npy", bits.before)
+    (directory / f"{stem}-rows.txt").write_text(str(bits.rows))
+
+
+def _load_rank_bits(stem: str, directory: Path) -> RankBits:
+    return RankBits(np.load(directory / f"{stem}-words.npy"),
+                    np.load(directory / f"{stem}-before.npy"),
+                    int((directory / f"{stem}-rows.txt").read_text()))
