@@ -25,7 +25,7 @@ from measure import emit, peak_rss_mb, pin_to_one_core, rss_mb, say
 from enforcer.clock import MS_PER_DAY
 from enforcer.engine.clones import CloneWindow, Sightings
 from enforcer.engine.keyindex import KeyIndex
-from rules.policy import DEFAULT_CLONES
+from rules.policy import default_clones
 
 DAY0 = 20_400
 BATCH = 2_000_000
@@ -36,7 +36,7 @@ def traffic(rows: np.ndarray, rng: np.random.Generator, second: float, clones: f
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, imsi, ts_ms) for these IMEIs: one own SIM each, then the extra SIMs, in time."""
     n = len(rows)
-    days = rng.integers(0, DEFAULT_CLONES.window_days // 2, n)
+    days = rng.integers(0, default_clones().window_days // 2, n)
     own = rows.astype(np.uint64) * np.uint64(4) + np.uint64(432_110_000_000_000)
     two = rng.random(n) < second
     three = rng.random(n) < clones
@@ -81,11 +81,11 @@ def baseline_bytes_per_imei(imeis: int, second: float, clones: float) -> tuple[f
     tracemalloc.start()
     seen: dict[int, dict[int, int]] = {}
     flagged: set[int] = set()
-    limit = DEFAULT_CLONES.distinct_imsis
+    limit = default_clones().distinct_imsis
     for r, i, t in zip(row.tolist(), imsi.tolist(), (ts // MS_PER_DAY).tolist()):
         sims = seen.setdefault(r, {})
         if i not in sims and sum(1 for d in sims.values()
-                                 if t - d < DEFAULT_CLONES.window_days) + 1 >= limit:
+                                 if t - d < default_clones().window_days) + 1 >= limit:
             flagged.add(r)
             continue
         sims[i] = t
@@ -110,7 +110,7 @@ def main() -> None:
     index = KeyIndex.from_sorted_keys(np.arange(args.imeis, dtype=np.uint64))
     gc.collect()
     before = rss_mb()
-    window = CloneWindow(index, DEFAULT_CLONES)
+    window = CloneWindow(index, default_clones())
     events, flags, seconds = fill(window, args.imeis, args.second_sim, args.clones)
     gc.collect()
     grown_mb = rss_mb() - before

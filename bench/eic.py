@@ -41,7 +41,7 @@ from measure import emit, say
 from enforcer.files.build import imei_rules
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
-from enforcer.frontends.eic import Problem, Status, answer_checks, read_check
+from enforcer.frontends.eic import Problem, EirResponseData, answer_checks, read_check
 from enforcer.frontends.server import CHECK_PATH
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.imei import luhn_digit
@@ -91,7 +91,7 @@ import sys
 
 import uvloop
 
-from enforcer.frontends.transport import Response, serve_http
+from enforcer.frontends.transport import Response, serve_checks
 
 WHITE = Response(200, "application/json", b'{"status":"WHITELISTED"}')
 
@@ -101,7 +101,7 @@ class Constant:
         return [WHITE] * len(requests)
 
 
-uvloop.run(serve_http(Constant(), sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+uvloop.run(serve_checks(Constant(), sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
                       asyncio.Event()))
 """
 
@@ -239,7 +239,7 @@ def expected_answers(country, paths: list[str]) -> Counter:
     checks = [c for c in read if not isinstance(c, Problem)]
     answers = Counter("bad_request" for c in read if isinstance(c, Problem))
     for answer in answer_checks(checks, state, time.time_ns() // 1_000_000):
-        answers["unknown" if not isinstance(answer, Status) else answer.status] += 1
+        answers["unknown" if not isinstance(answer, EirResponseData) else answer.status] += 1
     return answers
 
 

@@ -3,6 +3,8 @@ message naming the offending key, e.g. `rules[5].grace_days: must be a positive 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,10 +17,7 @@ from enforcer.engine.imei import TAC_DIGITS
 DEFAULT_POLICY = Path(__file__).with_name("default.toml")
 MCC_RANGE = range(100, 1000)
 MAX_RULES = 256  # the decision keeps each event's rule in a uint8
-DEFAULT_CLONES = CloneRules(distinct_imsis=3, window_days=20, operators_within_minutes=10,
-                            far_cells_km=300.0, far_cells_within_minutes=10)
-CLONE_KEYS = {"distinct_imsis", "window_days", "operators_within_minutes", "far_cells_km",
-              "far_cells_within_minutes"}
+CLONE_KEYS = {f.name for f in dataclasses.fields(CloneRules)}
 # Days are kept as uint16 day numbers; the window must fit well inside.
 MAX_WINDOW_DAYS = 366
 
@@ -79,7 +78,7 @@ class Rule:
 class Policy:
     home_mcc: tuple[int, ...]
     rules: tuple[Rule, ...]  # in evaluation order, the fallback last
-    clones: CloneRules = DEFAULT_CLONES
+    clones: CloneRules
 
     def rule(self, name: str) -> Rule:
         return next(r for r in self.rules if r.name == name)
@@ -126,11 +125,23 @@ def parse_policy(data: dict[str, Any]) -> Policy:
     return Policy(tuple(home), tuple(rules) + (fallback,), _clones(data.get("clones", {})))
 
 
-def _clones(raw: Any) -> CloneRules:
+@functools.cache
+def default_clones() -> CloneRules:
+    """The [clones] thresholds of rules/default.toml: what a policy file leaves out."""
+    with DEFAULT_POLICY.open("rb") as f:
+        raw = tomllib.load(f)["clones"]
+    missing = CLONE_KEYS - raw.keys()
+    if missing:
+        raise PolicyError(f"{DEFAULT_POLICY}: clones.{min(missing)} is missing")
+    return _clones(raw, raw)
+
+
+def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
     if not isinstance(raw, dict):
         raise PolicyError("clones: must be a table")
     _no_unknown(raw, CLONE_KEYS, "clones.")
-    merged = {f: raw.get(f, getattr(DEFAULT_CLONES, f)) for f in CLONE_KEYS}
+    base = defaults if defaults is not None else dataclasses.asdict(default_clones())
+    merged = {f: raw.get(f, base[f]) for f in CLONE_KEYS}
     for key in ("distinct_imsis", "window_days", "operators_within_minutes",
                 "far_cells_within_minutes"):
         value = merged[key]

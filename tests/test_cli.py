@@ -19,7 +19,7 @@ import pytest
 from enforcer.embedded.demoview import MAX_COLUMNS
 from enforcer.engine.imei import luhn_digit
 from enforcer.embedded.services import free_port
-from enforcer.engine.status import Status
+from enforcer.engine.status import ImeiStatus
 from tests.test_lists import GZIP_FAULTS, full_imei
 
 CLI = [sys.executable, "-m", "enforcer.app.cli"]
@@ -277,7 +277,7 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(dsn) -> None:
 def test_status_help_names_every_status() -> None:
     """Trial finding 10: it did not mention misused."""
     described = " ".join(run("status", "--help").stdout.split())
-    assert all(status.value in described for status in Status)
+    assert all(status.value in described for status in ImeiStatus)
 
 
 # Every option that takes a value from the user, given one it cannot take: (arguments,

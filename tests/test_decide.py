@@ -1,4 +1,4 @@
-"""One named test per case of the rule list and of DOMAIN.md's "network side"."""
+"""One named test per case of the rule list (rules/default.toml, README "The policy")."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from enforcer.frontends.querystring import query_values
-from enforcer.frontends.eic import Cause, Check, Problem, Status, answer_checks, read_check
+from enforcer.frontends.eic import Cause, Check, Problem, EirResponseData, answer_checks, read_check
 from enforcer.embedded.services import free_port
 from enforcer.engine.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
 from enforcer.engine.subscriber import IdentityError
@@ -55,7 +55,7 @@ def query(imei: int | None = None, supi: int | None = None, gpsi: int | None = N
     return out
 
 
-def ask(state, rules, **params) -> Status | Problem:
+def ask(state, rules, **params) -> EirResponseData | Problem:
     check = read_check(query(**params), rules)
     if isinstance(check, Problem):
         return check
@@ -66,13 +66,13 @@ __all__ = ["state"]  # the fixture, shared with test_decide
 
 
 def test_the_owner_is_whitelisted(state, rules) -> None:
-    assert ask(state, rules, imei=SINGLE, supi=OWNER, gpsi=OWNER) == Status("WHITELISTED",
+    assert ask(state, rules, imei=SINGLE, supi=OWNER, gpsi=OWNER) == EirResponseData("WHITELISTED",
                                                                             "owner")
 
 
 def test_another_sim_on_a_registered_device_is_greylisted(state, rules) -> None:
     answer = ask(state, rules, imei=SINGLE, supi=STRANGER, gpsi=STRANGER)
-    assert answer == Status("GREYLISTED", "other_cartable")
+    assert answer == EirResponseData("GREYLISTED", "other_cartable")
 
 
 def test_an_unregistered_device_is_greylisted(state, rules) -> None:
@@ -107,12 +107,12 @@ def test_without_a_gpsi_the_owner_cannot_be_told_and_is_greylisted(state, rules)
 
 def test_a_placeholder_imei_is_greylisted_as_malformed(state, rules) -> None:
     answer = ask(state, rules, pei="imei-004999010640000", gpsi=OWNER)
-    assert answer == Status("GREYLISTED", "malformed")
+    assert answer == EirResponseData("GREYLISTED", "malformed")
 
 
 def test_an_imeisv_is_the_imei_with_a_software_version(state, rules) -> None:
     answer = ask(state, rules, pei=f"imeisv-{SINGLE:014d}07", supi=OWNER, gpsi=OWNER)
-    assert answer == Status("WHITELISTED", "owner")
+    assert answer == EirResponseData("WHITELISTED", "owner")
 
 
 def test_a_wireline_pei_is_unknown_equipment(state, rules) -> None:

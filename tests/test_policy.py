@@ -33,6 +33,17 @@ def test_default_policy_is_the_documented_order() -> None:
     assert (policy.clones.distinct_imsis, policy.clones.window_days) == (3, 20)
 
 
+def test_clone_thresholds_a_policy_leaves_out_are_rules_default_toml_s() -> None:
+    data = copy.deepcopy(DEFAULT)
+    data["clones"] = {"window_days": 5}
+    clones = parse_policy(data).clones
+    assert clones.window_days == 5
+    assert clones.distinct_imsis == DEFAULT["clones"]["distinct_imsis"]
+    assert clones.far_cells_km == DEFAULT["clones"]["far_cells_km"]
+    del data["clones"]
+    assert parse_policy(data).clones == load_policy().clones
+
+
 def edit(change) -> dict:
     data = copy.deepcopy(DEFAULT)
     change(data)

@@ -19,7 +19,7 @@ from enforcer.db.registry_events import Position, store
 from enforcer.engine.device import DeviceNow
 from enforcer.engine.lists import BlackReason
 from enforcer.files.snapshots import save_snapshot
-from enforcer.engine.status import Status, imei_status
+from enforcer.engine.status import ImeiStatus, imei_status
 from tests.test_cli import run
 from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, STOLEN, STRANGER, UNOWNED, UNREGISTERED,
                                home_imsi, make_state)
@@ -36,7 +36,7 @@ def used(key: int, msisdn: int, day: int) -> Usage:
 def test_until_every_slot_is_used_only_the_slots_left_are_told() -> None:
     answer = imei_status(UNOWNED_DUAL, [used(DUAL[0], BUYER, 5), used(DUAL[1], STRANGER, 3)],
                          BUYER, misused=True)
-    assert answer.status is Status.USE_EVERY_SLOT and answer.slots_left == ((1, DUAL[1]),)
+    assert answer.status is ImeiStatus.USE_EVERY_SLOT and answer.slots_left == ((1, DUAL[1]),)
     assert "previous_msisdn" not in answer.as_json()
 
 
@@ -44,7 +44,7 @@ def test_a_device_in_a_cartable_is_owned_and_no_number_is_told() -> None:
     owned = DeviceNow(7, UNOWNED_DUAL.slots, OWNER, None)
     answer = imei_status(owned, [used(k, BUYER, 5) for k in DUAL] + [used(DUAL[0], OWNER, 1)],
                          BUYER, misused=False)
-    assert answer.status is Status.OWNED and str(OWNER) not in json.dumps(answer.as_json())
+    assert answer.status is ImeiStatus.OWNED and str(OWNER) not in json.dumps(answer.as_json())
 
 
 def test_a_black_listed_device_says_so_with_its_reason_even_in_a_cartable() -> None:
@@ -59,7 +59,7 @@ def test_a_misused_device_tells_no_number_in_a_cartable_or_not() -> None:
     usage = [used(k, BUYER, 9) for k in DUAL] + [used(DUAL[1], STRANGER, 4)]
     for device in (UNOWNED_DUAL, DeviceNow(7, UNOWNED_DUAL.slots, OWNER, None)):
         answer = imei_status(device, usage, BUYER, misused=True)
-        assert answer.status is Status.MISUSED
+        assert answer.status is ImeiStatus.MISUSED
         assert str(STRANGER) not in json.dumps(answer.as_json())
 
 
@@ -67,13 +67,13 @@ def test_otherwise_the_last_other_sim_and_when() -> None:
     usage = [used(k, BUYER, 9) for k in DUAL] + [used(DUAL[0], OWNER, 2),
                                                   used(DUAL[1], STRANGER, 4)]
     answer = imei_status(UNOWNED_DUAL, usage, BUYER, misused=False)
-    assert (answer.status, answer.previous_msisdn) == (Status.PREVIOUS_USER, STRANGER)
+    assert (answer.status, answer.previous_msisdn) == (ImeiStatus.PREVIOUS_USER, STRANGER)
     assert answer.previous_seen == DAY0 + timedelta(days=4)
 
 
 def test_no_other_sim_seen() -> None:
     answer = imei_status(UNOWNED_DUAL, [used(k, BUYER, 9) for k in DUAL], BUYER, misused=False)
-    assert answer.status is Status.NO_PREVIOUS_USER
+    assert answer.status is ImeiStatus.NO_PREVIOUS_USER
 
 
 def seen_on(dsn: str, key: int, sims: tuple[int, ...]) -> datetime:

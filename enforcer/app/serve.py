@@ -25,7 +25,7 @@ from enforcer.files.build import imei_rules
 from enforcer.files.snapshots import load_snapshot
 from enforcer.follow.followers import StateFollower
 from enforcer.frontends.server import CHECK_PATH, EquipmentChecks
-from enforcer.frontends.transport import serve_http
+from enforcer.frontends.transport import serve_checks
 from enforcer.logs import LIFECYCLE, describe
 from metrics.eic import EicMetrics
 from rules.policy import load_policy
@@ -114,5 +114,5 @@ async def _serve(app: EquipmentChecks, config: Config, listening: socket.socket,
             "listen": f"{config.eic.bind}:{port}", "path": CHECK_PATH,
             "follows": "postgres", "follow_s": config.eic.follow_s})
 
-    await serve_http(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping,
+    await serve_checks(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping,
                      sock=listening, listening=started)

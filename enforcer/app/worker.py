@@ -21,7 +21,7 @@ from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
-from enforcer.endpoints.server import HttpServer, listen_http, serve_http
+from enforcer.endpoints.server import HttpServer, listen_http, serve_endpoints
 from enforcer.jobs.catalog import worker_jobs
 from enforcer.app.process import Backoff, Stopped, stop_on_signals, when_reachable
 from enforcer.logs import LIFECYCLE
@@ -142,7 +142,7 @@ def build_worker(config: Config, clock: Clock | None = None,
                                          config.worker.batch_max_events)),
                           messages, connect, sweeps.wake,
                           lambda imeis: touched(imeis, set()))
-    http = serve_http(config, listening, holder, rules, metrics,
+    http = serve_endpoints(config, listening, holder, rules, metrics,
                       {"state": registry.state_check, "partitions": attach.partitions_check})
     worker = Worker(attach, registry, sweeper, sweeps, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)

@@ -13,7 +13,7 @@ OK = "ok"
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ReadinessReport:
     ready: bool
     checks: dict[str, str]  # check name: "ok" or the reason
 
@@ -25,7 +25,7 @@ class Readiness:
     def __init__(self, checks: dict[str, Check]) -> None:
         self._checks = checks
 
-    def verdict(self) -> Verdict:
+    def report(self) -> ReadinessReport:
         results = {}
         for name, check in self._checks.items():
             try:
@@ -33,4 +33,4 @@ class Readiness:
             except Exception as exc:  # noqa: BLE001 - a failing check is a reason, not a crash
                 reason = f"check failed: {type(exc).__name__}"
             results[name] = reason or OK
-        return Verdict(all(r == OK for r in results.values()), results)
+        return ReadinessReport(all(r == OK for r in results.values()), results)

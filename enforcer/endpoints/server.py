@@ -172,7 +172,7 @@ class StatusQueries:
 
 
 def listen_http(settings: HttpConfig) -> ThreadingHTTPServer | None:
-    """The worker's HTTP server, bound (its requests are handled once serve_http has what
+    """The worker's HTTP server, bound (its requests are handled once serve_endpoints has what
     they need); None when http.port is 0. Raises ConfigError naming http.port or http.bind
     when the address cannot be had."""
     if not settings.port:
@@ -219,7 +219,7 @@ def database_check(pool: ConnectionPool, wait_s: float) -> Check:
     return reachable
 
 
-def serve_http(config: Config, server: ThreadingHTTPServer | None, holder: StateHolder,
+def serve_endpoints(config: Config, server: ThreadingHTTPServer | None, holder: StateHolder,
                rules: ImeiRules, metrics: WorkerMetrics,
                checks: dict[str, Check]) -> HttpServer | None:
     """Started, on the server listen_http bound; None without one. Readiness is `checks` and
@@ -255,7 +255,7 @@ def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readines
                 self._send(HTTPStatus.OK, b'{"alive":true}', JSON)
                 route = "health"
             elif url.path == "/readyz":
-                verdict = readiness.verdict()
+                verdict = readiness.report()
                 self._send(HTTPStatus.OK if verdict.ready else HTTPStatus.SERVICE_UNAVAILABLE,
                            msgspec.json.encode(verdict.as_json()), JSON)
                 route = "health"

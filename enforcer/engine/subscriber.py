@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 MCC_DIGITS = 3
-# 3GPP TS 29.571 §5.3.2 Supi: imsi- and 5-15 digits (TS 23.003 §2.2: at most 15). Iran's are
-# 15 (DOMAIN.md), but a 5G core may send any of these: the stream takes what serve takes.
+# 3GPP TS 29.571 §5.3.2 Supi: imsi- and 5-15 digits (TS 23.003 §2.2: at most 15). Operators'
+# are 14-15 (MCC 3, MNC 2-3, MSIN), but a 5G core may send any of these: the stream takes
+# what serve takes.
 IMSI_MIN_DIGITS, IMSI_MAX_DIGITS = 5, 15
 # E.164 allows at most 15 digits; anything under 7 is no subscriber number.
 MSISDN_MIN_DIGITS, MSISDN_MAX_DIGITS = 7, 15

@@ -81,7 +81,9 @@ class Check(NamedTuple):
     msisdn: int
 
 
-class Status(NamedTuple):
+class EirResponseData(NamedTuple):
+    """A check's answer (TS 29.511 §6.1.6.2.2 EirResponseData) with the rule that gave it."""
+
     status: str  # EquipmentStatus: WHITELISTED, GREYLISTED or BLACKLISTED
     rule: str
 
@@ -89,7 +91,7 @@ class Status(NamedTuple):
         return {"status": self.status}
 
 
-Answer = Status | Problem
+Answer = EirResponseData | Problem
 
 
 def _invalid(param: str, detail: str, mandatory: bool = False) -> Problem:
@@ -195,7 +197,7 @@ def answer_checks(checks: list[Check], state: EnforcementState, now_ms: int) -> 
         msisdn=np.array(msisdns, dtype=np.uint64),
         ts_ms=np.full(n, now_ms, dtype=np.int64),
         emergency=np.zeros(n, dtype=bool))
-    by_rule = [UNKNOWN if rule.unknown_equipment else Status(rule.verdict.value, rule.name)
+    by_rule = [UNKNOWN if rule.unknown_equipment else EirResponseData(rule.verdict.value, rule.name)
                for rule in rules]
     return [UNKNOWN if key is None else by_rule[index]
             for key, index in zip(keys, decide(batch, state).rule.tolist())]

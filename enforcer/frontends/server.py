@@ -18,7 +18,7 @@ from prometheus_client import Counter as MetricCounter
 
 from enforcer.clock import Clock
 from enforcer.frontends.querystring import query_values
-from enforcer.frontends.eic import (Answer, Cause, Check, Problem, Status, answer_checks,
+from enforcer.frontends.eic import (Answer, Cause, Check, Problem, EirResponseData, answer_checks,
                                     given_twice, read_check)
 from enforcer.frontends.transport import Request, Response
 from enforcer.engine.imei import ImeiRules
@@ -49,13 +49,13 @@ def _count(labels: dict[str, int], label: str) -> None:
 
 
 def _encode(answer: Answer) -> Response:
-    if isinstance(answer, Status):
+    if isinstance(answer, EirResponseData):
         return Response(200, JSON, msgspec.json.encode(answer.as_json()))
     return _problem(answer)
 
 
 def _label(answer: Answer) -> str:
-    if isinstance(answer, Status):
+    if isinstance(answer, EirResponseData):
         return answer.status
     return UNKNOWN_ANSWER if answer.status is HTTPStatus.NOT_FOUND else OTHER
 

@@ -246,7 +246,7 @@ class _Connection(asyncio.Protocol):
             pass  # the client reset the stream, or will not take more: nobody to answer
 
 
-async def serve_http(app: Application, host: str, port: int, backlog: int,
+async def serve_checks(app: Application, host: str, port: int, backlog: int,
                      stop: asyncio.Event, sock: socket.socket | None = None,
                      listening: Callable[[int], None] = lambda port: None) -> None:
     """Answer on host:port (or on `sock`, already listening) until `stop` is set;
