@@ -54,7 +54,7 @@ def make_state(policy: Policy) -> EnforcementState:
         cut_pairs=PairSet.from_pairs(np.array([CUT_FOR_BUYER], np.uint64),
                                      np.array([int(home_imsi(BUYER))], np.uint64)))
     day = date(2024, 3, 1)
-    devices = DeviceColumns.from_records([
+    columns = DeviceColumns.from_records([
         DeviceRecord(DUAL, OWNER, Source.IMPORT, day),
         DeviceRecord((SINGLE,), OWNER, Source.PRE_SCHEME, day),
         DeviceRecord((UNOWNED,), None, Source.IMPORT, day),
@@ -65,7 +65,7 @@ def make_state(policy: Policy) -> EnforcementState:
                                      np.array([1, 1], np.uint32))
     operator_sims = PairSet.from_pairs(np.array([DUAL[1], UNOWNED], np.uint64),
                                        np.array([HELPER, HELPER], np.uint64))
-    registry, built = build_registry(lists.white_index, devices, cartables, operator_sims)
+    registry, built = build_registry(lists.white_index, columns, cartables, operator_sims)
     assert built.devices == 5
     return EnforcementState(lists, registry, policy)
 

@@ -185,10 +185,10 @@ def phones_of_owner(env: dict[str, str], policy: Policy) -> list[int]:
     """The worker's snapshot: PHONES single-SIM phones in OWNER's cartable."""
     keys = [SINGLE + i for i in range(PHONES)]
     lists = Lists.build(2, bitmap_from_sorted_keys(np.array(keys, np.uint64)))
-    devices = DeviceColumns.from_records([DeviceRecord((key,), OWNER, Source.IMPORT,
+    columns = DeviceColumns.from_records([DeviceRecord((key,), OWNER, Source.IMPORT,
                                                        date(2024, 3, 1)) for key in keys])
     owners = Cartables.from_links(np.array([OWNER], np.uint64), np.array([1], np.uint32))
-    registry, _ = build_registry(lists.white_index, devices, owners, PairSet.empty())
+    registry, _ = build_registry(lists.white_index, columns, owners, PairSet.empty())
     save_snapshot(EnforcementState(lists, registry, policy), Path(env["EIR_STATE__DIR"]))
     return keys
 

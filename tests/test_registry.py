@@ -111,10 +111,10 @@ def test_rank_bits_agree_with_counting(bits: list[bool]) -> None:
 @given(st.lists(st.tuples(st.lists(st.integers(0, 199), min_size=1, max_size=3),
                           st.integers(1, (1 << 48) - 1)), max_size=60),
        st.lists(st.integers(-1, 220), min_size=21, max_size=80))
-def test_a_few_rows_read_one_by_one_as_many_are_read_at_once(devices, asked) -> None:
+def test_a_few_rows_read_one_by_one_as_many_are_read_at_once(records, asked) -> None:
     index = KeyIndex.from_sorted_keys(np.arange(200, dtype=np.uint64))
     registry, _ = build_registry(index, DeviceColumns.from_records(
-        [DeviceRecord(tuple(keys), owner, Source.IMPORT, DAY) for keys, owner in devices]),
+        [DeviceRecord(tuple(keys), owner, Source.IMPORT, DAY) for keys, owner in records]),
         Cartables.empty(), PairSet.empty())
     rows = np.array([r if r < 200 else -1 for r in asked], dtype=np.int64)
     slots = registry.device_slots(rows)  # more than FEW_ROWS: the vectorized lookups

@@ -191,7 +191,7 @@ def _up(statuses: list[ServiceStatus]) -> set[str]:
 
 
 def run_demo(config: Config, options: DemoOptions) -> int:
-    country = run_tour(config, devices=options.devices,
+    country = run_tour(config, size=options.devices,
                        events=min(options.devices, TOUR_EVENTS))
     services = EmbeddedServices.at(
         Path(config.services.dir),

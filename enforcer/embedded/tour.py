@@ -37,13 +37,13 @@ def say_command(words: list[str], indent: str = "   ") -> None:
     print("\n".join(command_lines(words, columns(), indent)), flush=True)
 
 
-def run_tour(config: Config, devices: int, events: int) -> Country:
+def run_tour(config: Config, size: int, events: int) -> Country:
     """Build and snapshot a synthetic country, decide a batch of traffic, show each kind."""
     policy = load_policy(config.policy.file or None)
-    say(f"eir-enforcer demo: a synthetic country of {devices:,} devices")
+    say(f"eir-enforcer demo: a synthetic country of {size:,} devices")
     started = time.perf_counter()
     directory = Path(config.state.dir)
-    country = build_country(CountrySpec(devices=devices), next_generation(directory))
+    country = build_country(CountrySpec(devices=size), next_generation(directory))
     lists, registry = country.lists, country.registry
     say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white):,} registered "
          f"IMEIs ({len(lists.white_index.chunk_high):,} chunks of 65,536 keys), "

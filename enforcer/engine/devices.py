@@ -285,17 +285,17 @@ class RegistryBuild:
                 "left_out_conflicting": self.left_out_conflicting}
 
 
-def build_registry(white_index: KeyIndex, devices: DeviceColumns,
+def build_registry(white_index: KeyIndex, columns: DeviceColumns,
                    cartables: Cartables, operator_sims: PairSet) -> tuple[Registry, RegistryBuild]:
     """The registry aligned to `white_index`, devices renumbered in the order of their first
     IMEI. A device is left out when one of its IMEIs is not registered, when an earlier
     device (in input order) already has one of its IMEIs, or when its slots are not 0, 1, …
     each once: one IMEI belongs to one slot of one device."""
-    if len(devices.imei_slot) and int(devices.imei_slot.max()) >= MAX_SLOTS:
+    if len(columns.imei_slot) and int(columns.imei_slot.max()) >= MAX_SLOTS:
         raise ValueError(f"a device has at most {MAX_SLOTS} slots")
-    n_dev = len(devices.owner)
-    device, slot = devices.imei_device, devices.imei_slot.astype(np.int64)
-    rows = white_index.rows(devices.imei_key)
+    n_dev = len(columns.owner)
+    device, slot = columns.imei_device, columns.imei_slot.astype(np.int64)
+    rows = white_index.rows(columns.imei_key)
     unregistered = np.zeros(n_dev, dtype=bool)
     unregistered[device[rows == ABSENT]] = True
     slots_per_device = np.bincount(device, minlength=n_dev)
@@ -325,8 +325,8 @@ def build_registry(white_index: KeyIndex, devices: DeviceColumns,
     registry = Registry(
         RankBits.from_positions(len(white_index), rows[first]),
         RankBits.from_positions(len(white_index), other_rows),
-        other_device, pack_msisdns(np.asarray(devices.owner, np.uint64)[old_of_new]),
-        np.asarray(devices.source, np.uint8)[old_of_new],
-        np.asarray(devices.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
+        other_device, pack_msisdns(np.asarray(columns.owner, np.uint64)[old_of_new]),
+        np.asarray(columns.source, np.uint8)[old_of_new],
+        np.asarray(columns.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
     return registry, RegistryBuild(len(old_of_new), int(unregistered.sum()),
                                    int((conflicting & ~unregistered).sum()))

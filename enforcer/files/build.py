@@ -61,9 +61,9 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
     if files.black:
         black, report.files["black"] = lists_reader.read_black(files.black)
     lists = Lists.build(generation, white, black)
-    devices = DeviceColumns.empty()
+    columns = DeviceColumns.empty()
     if files.devices:
-        devices, report.files["devices"] = registry_reader.read_devices(files.devices)
+        columns, report.files["devices"] = registry_reader.read_devices(files.devices)
     cartables = Cartables.empty()
     if files.cartables:
         cartables, report.files["cartables"] = registry_reader.read_cartables(files.cartables)
@@ -77,5 +77,5 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
         report.refused = "; ".join(refusals)
         return None, report
     registry, report.registry = build_registry(
-        lists.white_index, devices, cartables, operator_sims)
+        lists.white_index, columns, cartables, operator_sims)
     return EnforcementState(lists, registry, policy), report

@@ -79,23 +79,23 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
                               leading_zero_before=leading_zero_count(old.white),
                               leading_zero_after=leading_zero_count(white))
         lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
-        devices = state.registry.device_columns(old.white_index)
+        columns = state.registry.device_columns(old.white_index)
     elif kind is Kind.BLACK:
         black, loaded = lists_reader.read_black(path)
         report = _black_diff(old, black, loaded)
         lists = Lists.build(generation, old.white, black, old.cut_imeis, old.cut_pairs,
                             white_index=old.white_index)
-        devices = state.registry.device_columns(old.white_index)
+        columns = state.registry.device_columns(old.white_index)
     else:
         registry_reader = RegistryFileReader(rules, lists_reader, config.lists.csv_chunk_lines)
-        devices, loaded = registry_reader.read_devices(path)
-        report = _owner_diff(state.registry.device_columns(old.white_index), devices, loaded)
+        columns, loaded = registry_reader.read_devices(path)
+        report = _owner_diff(state.registry.device_columns(old.white_index), columns, loaded)
         lists = Lists.build(generation, old.white, old.black, old.cut_imeis, old.cut_pairs,
                             white_index=old.white_index)
     report.refused = _refusal(report, config)
     if report.refused:
         return None, report
-    registry, report.registry = build_registry(lists.white_index, devices,
+    registry, report.registry = build_registry(lists.white_index, columns,
                                                state.registry.cartables,
                                                state.registry.operator_sims)
     report.generation = generation
