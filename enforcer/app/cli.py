@@ -285,6 +285,13 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
                                         args.keep_services, args.days))
 
 
+def command_group(sub: argparse._SubParsersAction, name: str, help: str,
+                  description: str) -> argparse._SubParsersAction:
+    """A command with subcommands of its own (`eir-enforcer NAME SUBCOMMAND`)."""
+    return sub.add_parser(name, help=help, description=description).add_subparsers(
+        dest=f"{name}_command", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="eir-enforcer",
@@ -316,17 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_check)
 
-    lists = sub.add_parser("lists", help="the white, black and cut-off lists",
-                           description="Inspect the lists of the current snapshot.")
-    lists_sub = lists.add_subparsers(dest="lists_command", required=True)
+    lists_sub = command_group(sub, "lists", help="the white, black and cut-off lists",
+                              description="Inspect the lists of the current snapshot.")
     p = lists_sub.add_parser("stats", help="sizes, memory and generation",
                              description="Print list sizes, memory and generation as JSON.")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_lists_stats)
 
-    state = sub.add_parser("state", help="build state snapshots",
-                           description="Build a snapshot of lists and registry.")
-    state_sub = state.add_subparsers(dest="state_command", required=True)
+    state_sub = command_group(sub, "state", help="build state snapshots",
+                              description="Build a snapshot of lists and registry.")
     p = state_sub.add_parser("build", help="from the registry's CSV files (gzip accepted)",
                              description="Build the next generation from registry files and "
                              "snapshot it; bad rows are reported with line numbers. Refused, "
@@ -351,9 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_state_synth)
 
-    registry = sub.add_parser("registry", help="the national registry's snapshots",
-                              description="Keep the state in step with the registry's files.")
-    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    registry_sub = command_group(sub, "registry", help="the national registry's snapshots",
+                                 description="Keep the state in step with the registry's files.")
     p = registry_sub.add_parser(
         "import", help="a white list, black list or devices file (CSV, gzip accepted)",
         description="Stream FILE, compare it with the current snapshot (added, removed, "
@@ -375,8 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("up", "down", "status"))
     p.set_defaults(run=cmd_services)
 
-    db = sub.add_parser("db", help="the database", description="Database maintenance.")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub = command_group(sub, "db", help="the database", description="Database maintenance.")
     p = db_sub.add_parser("migrate", help="apply the schema migrations",
                           description="Apply every migration not yet applied (safe to run "
                           "twice, and from several workers at once).")
@@ -414,9 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_status)
 
-    clones = sub.add_parser("clones", help="IMEIs flagged misused by clone detection",
-                            description="Clone detection's flags.")
-    clones_sub = clones.add_subparsers(dest="clones_command", required=True)
+    clones_sub = command_group(sub, "clones", help="IMEIs flagged misused by clone detection",
+                               description="Clone detection's flags.")
     p = clones_sub.add_parser("list", help="flagged IMEIs, newest first, as JSON lines",
                               description="Each flagged IMEI with why (imsis: too many SIMs "
                               "within the window; operators; cells) and the attach that "
@@ -426,10 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")
     p.set_defaults(run=cmd_clones_list)
 
-    notices = sub.add_parser("notices", help="notices: warnings, reminders, cutoffs",
-                             description="The NOC's view of notices (numbers masked unless "
-                             "--reveal) and its hand on them.")
-    notices_sub = notices.add_subparsers(dest="notices_command", required=True)
+    notices_sub = command_group(sub, "notices", help="notices: warnings, reminders, cutoffs",
+                                description="The NOC's view of notices (numbers masked unless "
+                                "--reveal) and its hand on them.")
     p = notices_sub.add_parser("list", help="notices, filtered, as JSON lines",
                                description="List notices, oldest first.")
     p.add_argument("--state", choices=[s.value for s in NoticeState])
