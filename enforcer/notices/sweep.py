@@ -27,9 +27,11 @@ from consumers.receive import Consumer
 
 from enforcer.clock import MS_PER_DAY, MS_PER_HOUR, Clock
 from enforcer.config import Config, NoticesConfig
-from enforcer.db.notices import (Change, cut_after, enqueue, live_about, live_counts, mark_sent,
-                                 mark_sent_keys, record, RelayRecord, relay_record,
-                                 save_relay_record, see_subjects, set_in_flight, take_due, unsent)
+from enforcer.db.locks import try_lock, unlock
+from enforcer.db.notices import (RELAY_LOCK, Change, cut_after, enqueue, live_about, live_counts,
+                                 mark_sent, mark_sent_keys, outbox_backlog, record, RelayRecord,
+                                 relay_record, save_relay_record, see_subjects, set_in_flight,
+                                 take_due, unsent)
 from enforcer.engine.effects import FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream
 from enforcer.follow.followers import CutoffFollower, FlagFollower
 from enforcer.logs import describe
@@ -43,8 +45,6 @@ from rules.policy import Scope
 
 log = logging.getLogger("eir.notices")
 
-# The advisory lock of the outbox relay (one worker publishes at a time).
-RELAY_LOCK = 7_253_004
 # Notices closed without a cutoff (eir_notices_closed_total).
 CLOSED_UNCUT = (NoticeState.CANCELLED, NoticeState.SUPERSEDED, NoticeState.LAPSED)
 
@@ -275,13 +275,12 @@ class NoticeSweeper:
         recording it (a killed worker, the database lost before the commit, a message not
         acknowledged) is read back from the topics by the next relay, which marks what it
         finds sent instead of publishing it again."""
-        (mine,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,)).fetchone()
-        if not mine:
+        if not try_lock(conn, RELAY_LOCK):
             return 0  # another worker is relaying
         try:
             return self._relay(conn)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (RELAY_LOCK,))
+            unlock(conn, RELAY_LOCK)
 
     def _relay(self, conn: psycopg.Connection) -> int:
         last = relay_record(conn)
@@ -365,11 +364,9 @@ class NoticeSweeper:
         self._counted_at = time.monotonic()
 
     def _count_outbox(self, conn: psycopg.Connection) -> None:
-        backlog, oldest = conn.execute(
-            "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)),"
-            " 0) FROM outbox WHERE sent_at IS NULL").fetchone()
+        backlog, oldest = outbox_backlog(conn)
         self._metrics.outbox_backlog.set(backlog)
-        self._metrics.outbox_oldest.set(float(oldest))
+        self._metrics.outbox_oldest.set(oldest)
 
 
 class SweepLoop:
