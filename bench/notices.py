@@ -29,12 +29,13 @@ from prometheus_client import CollectorRegistry
 from measure import embedded_services, emit, say
 
 from consumers.kafka import CONFLUENT, KAFKA_PYTHON, outbox_reader, producer
+from consumers.outbox import OutboxRelay
 from consumers.publish import Publication, publish_all
 from enforcer.clock import MS_PER_S, ManualClock
 from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate
 from enforcer.engine.state import EnforcementState, StateHolder
-from enforcer.notices.sweep import NoticeSweeper
+from enforcer.notices.rounds import NoticeRounds
 from enforcer.embedded.synth import CountrySpec, build_country
 from metrics.notices import NoticeMetrics
 from rules.policy import load_policy
@@ -92,10 +93,10 @@ def sweep(config: Config, client: str, holder: StateHolder, at_s: float, due: in
     """Notices per second through the sweep and the relay, with this Kafka client."""
     kafka = replace(config.kafka, client=client)
     messages = producer(kafka)
-    sweeper = NoticeSweeper(config, holder, ManualClock(int(at_s * MS_PER_S)),
-                            NoticeMetrics(CollectorRegistry()),
-                            lambda: psycopg.connect(config.postgres.dsn, autocommit=True),
-                            messages, outbox_reader(kafka))
+    metrics = NoticeMetrics(CollectorRegistry())
+    sweeper = NoticeRounds(config, holder, ManualClock(int(at_s * MS_PER_S)), metrics,
+                           lambda: psycopg.connect(config.postgres.dsn, autocommit=True),
+                           OutboxRelay(config, metrics, messages, outbox_reader(kafka)))
     started = time.perf_counter()
     report = sweeper.run_once()
     took = time.perf_counter() - started

@@ -15,7 +15,6 @@ import numpy as np
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from consumers.kafka import outbox_reader, producer
 from enforcer.clock import MS_PER_DAY, ManualClock
 from enforcer.engine.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused, Sightings,
                                     sightings_of, sims_batch)
@@ -27,7 +26,9 @@ from enforcer.engine.events import AttachBatch
 from enforcer.engine.keyindex import ABSENT, KeyIndex
 from enforcer.engine.opening import notice_sightings
 from enforcer.engine.state import StateHolder
-from enforcer.notices.sweep import NoticeSweeper
+from enforcer.follow.cutofflist import CutoffList
+from enforcer.notices.due import DueSweep
+from enforcer.notices.resolve import Resolver
 from metrics.notices import NoticeMetrics
 from tests.kafkatools import produce, wait_for
 from tests.test_cli import lines, run
@@ -243,19 +244,14 @@ def test_a_worker_behind_a_flag_leaves_the_misuse_notices_raised_with_it_standin
     earlier = sims_batch([(SINGLE, imsi, STRANGER, T0)], {SINGLE: T0})
     decisions = decide(earlier, flagged_state)
     config = load_config(environ=env)
-    messages = producer(config.kafka)
-    sweeper = NoticeSweeper(config, StateHolder(make_state(policy)), ManualClock(T0 + MINUTE),
-                            NoticeMetrics(CollectorRegistry()),
-                            partial(psycopg.connect, dsn, autocommit=True), messages,
-                            outbox_reader(config.kafka))
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            with conn.transaction():
-                record_flags(conn, [(SINGLE, "imsis", T0, imsi, STRANGER)])
-                see(conn, notice_sightings(earlier, decisions), policy.rules)
-            assert sweeper.sweep(conn) == 1
-            notices = conn.execute("SELECT msisdn, kind, state FROM notices").fetchall()
-    finally:
-        sweeper.close()
-        messages.close()
+    metrics = NoticeMetrics(CollectorRegistry())
+    cutoffs = CutoffList(StateHolder(make_state(policy)), metrics)
+    sweeper = DueSweep(config.notices, partial(psycopg.connect, dsn, autocommit=True),
+                       Resolver(config.notices, ManualClock(T0 + MINUTE), metrics, cutoffs))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with conn.transaction():
+            record_flags(conn, [(SINGLE, "imsis", T0, imsi, STRANGER)])
+            see(conn, notice_sightings(earlier, decisions), policy.rules)
+        assert sweeper.sweep(conn) == 1
+        notices = conn.execute("SELECT msisdn, kind, state FROM notices").fetchall()
     assert notices == [(STRANGER, "misuse", "warned")]

@@ -4,22 +4,18 @@ its commit (a killed worker, the database lost) is not published a second time."
 from __future__ import annotations
 
 from collections import Counter
-from functools import partial
 
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers.kafka import outbox_reader, producer
-from enforcer.clock import ManualClock
+from consumers.outbox import OutboxRelay
 from enforcer.config import load_config
 from enforcer.db.notices import enqueue
 from enforcer.engine.noticemessages import OutboxMessage
-from enforcer.engine.state import StateHolder
-from enforcer.notices.sweep import NoticeSweeper
 from metrics.notices import NoticeMetrics
 from tests.kafkatools import produce, read_all
-from tests.test_decide import make_state
 from tests.test_worker import CLIENTS
 
 MESSAGES = 120
@@ -44,18 +40,14 @@ class DiesAfterPublishing:
         self.real.close()
 
 
-def relay_of(config, messages, policy) -> tuple[NoticeSweeper, CollectorRegistry]:
+def relay_of(config, messages) -> tuple[OutboxRelay, CollectorRegistry]:
     registry = CollectorRegistry()
-    sweeper = NoticeSweeper(config, StateHolder(make_state(policy)), ManualClock(0),
-                            NoticeMetrics(registry),
-                            partial(psycopg.connect, config.postgres.dsn, autocommit=True),
-                            messages, outbox_reader(config.kafka))
-    return sweeper, registry
+    return OutboxRelay(config, NoticeMetrics(registry), messages,
+                       outbox_reader(config.kafka)), registry
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_round_that_died_after_publishing_is_not_published_again(env, dsn, policy,
-                                                                    client) -> None:
+def test_a_round_that_died_after_publishing_is_not_published_again(env, dsn, client) -> None:
     config = load_config(environ={**env, "EIR_KAFKA__CLIENT": client,
                                   "EIR_NOTICES__BATCH": str(BATCH)})
     streams = ("notifications", "commands")
@@ -63,14 +55,14 @@ def test_a_round_that_died_after_publishing_is_not_published_again(env, dsn, pol
         with conn.transaction():
             enqueue(conn, [OutboxMessage(streams[i % 2], str(i).encode(), f"notice-{i}-warning",
                                          b"{}") for i in range(MESSAGES)])
-        dying, _ = relay_of(config, DiesAfterPublishing(producer(config.kafka)), policy)
+        dying, _ = relay_of(config, DiesAfterPublishing(producer(config.kafka)))
         with pytest.raises(KilledAfterPublishing):
             dying.relay(conn)
         dying.close()
         # Meanwhile the attach loop publishes its own command, which is no outbox message.
         produce(config.kafka.bootstrap_servers, config.kafka.commands_topic, [{"x": 1}])
 
-        fresh, registry = relay_of(config, producer(config.kafka), policy)
+        fresh, registry = relay_of(config, producer(config.kafka))
         assert fresh.relay(conn) == MESSAGES - BATCH
         fresh.close()
         (unsent,) = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()

@@ -15,6 +15,7 @@ from apscheduler.schedulers.base import BaseScheduler
 
 from consumers.attach import AttachWorker
 from consumers.kafka import attach_consumer, outbox_reader, producer, registry_consumer
+from consumers.outbox import OutboxRelay
 from consumers.registry_events import RegistryFollower
 from enforcer.files.build import imei_rules
 from enforcer.clock import Clock, clock_from
@@ -30,7 +31,7 @@ from enforcer.engine.noticemessages import check_templates
 from enforcer.jobs.schedule import Job, JobRunner, scheduler_for, worker_name
 from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import load_snapshot
-from enforcer.notices.sweep import NoticeSweeper, SweepLoop
+from enforcer.notices.rounds import NoticeRounds, SweepLoop
 from metrics.worker import WorkerMetrics
 from rules.policy import Policy, load_policy
 
@@ -44,11 +45,11 @@ class Worker:
     it, and the scheduled jobs, on one state."""
 
     def __init__(self, attach: AttachWorker, registry: RegistryFollower,
-                 sweeper: NoticeSweeper, sweeps: SweepLoop, jobs: list[Job], runner: JobRunner,
+                 rounds: NoticeRounds, sweeps: SweepLoop, jobs: list[Job], runner: JobRunner,
                  stopping: threading.Event, scheduler: BaseScheduler,
                  http: HttpServer | None) -> None:
         self._attach = attach
-        self._sweeper = sweeper
+        self._rounds = rounds
         self._sweeps = sweeps
         self._http = http
         self._registry = registry
@@ -89,7 +90,7 @@ class Worker:
             self._http.close()
         self._attach.close()
         self._registry.close()
-        self._sweeper.close()
+        self._rounds.close()
 
 
 def build_worker(config: Config, clock: Clock | None = None,
@@ -124,19 +125,20 @@ def build_worker(config: Config, clock: Clock | None = None,
                        metrics.jobs, stopping)
     jobs = worker_jobs(config, holder, rules, clock, connect, metrics.reload_seconds.observe)
     scheduler = scheduler_for(jobs, runner, config.jobs)
-    sweeper = NoticeSweeper(config, holder, clock, metrics.notices, connect, messages,
-                            broker(partial(outbox_reader, config.kafka)))
-    sweeps = SweepLoop(sweeper, config.notices.sweep_every_s)
+    relay = OutboxRelay(config, metrics.notices, messages,
+                        broker(partial(outbox_reader, config.kafka)))
+    rounds = NoticeRounds(config, holder, clock, metrics.notices, connect, relay)
+    sweeps = SweepLoop(rounds, config.notices.sweep_every_s)
 
     def touched(imeis: set[int], msisdns: set[int]) -> None:
-        sweeper.touch(imeis, msisdns)
+        rounds.touch(imeis, msisdns)
         sweeps.wake()
 
     registry = RegistryFollower(config, holder, rules, clock, metrics,
                                 broker(partial(registry_consumer, config.kafka)), messages,
                                 connect, touched)
     database(registry.restore)  # before any attach is decided
-    database(sweeper.start)  # the cut-off list in memory before any attach is decided
+    database(rounds.start)  # the cut-off list in memory before any attach is decided
     attach = AttachWorker(config, holder, rules, clock, metrics,
                           broker(partial(attach_consumer, config.kafka,
                                          config.worker.batch_max_events)),
@@ -144,7 +146,7 @@ def build_worker(config: Config, clock: Clock | None = None,
                           lambda imeis: touched(imeis, set()))
     http = serve_endpoints(config, listening, holder, rules, metrics,
                       {"state": registry.state_check, "partitions": attach.partitions_check})
-    worker = Worker(attach, registry, sweeper, sweeps, jobs, runner, stopping, scheduler, http)
+    worker = Worker(attach, registry, rounds, sweeps, jobs, runner, stopping, scheduler, http)
     tune_gc(config.worker.gc_threshold)
     return worker
 

@@ -13,6 +13,8 @@ from enum import StrEnum
 import msgspec
 import psycopg
 
+from enforcer.db.locks import try_lock, unlock
+
 # The advisory-lock namespace of jobs (the first of the two 32-bit keys); the second is
 # derived from the job's name.
 JOB_LOCK_CLASS = 7_253_003
@@ -47,9 +49,7 @@ def take_lock(conn: psycopg.Connection, job: str, wait_s: float,
     """Wait up to `wait_s` for the job's lock; False if another worker kept it that long."""
     waited = 0.0
     while True:
-        (taken,) = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                (JOB_LOCK_CLASS, _lock_key(job))).fetchone()
-        if taken:
+        if try_lock(conn, JOB_LOCK_CLASS, _lock_key(job)):
             return True
         if waited >= wait_s or stop.wait(LOCK_POLL_S):
             return False
@@ -57,7 +57,7 @@ def take_lock(conn: psycopg.Connection, job: str, wait_s: float,
 
 
 def release_lock(conn: psycopg.Connection, job: str) -> None:
-    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (JOB_LOCK_CLASS, _lock_key(job)))
+    unlock(conn, JOB_LOCK_CLASS, _lock_key(job))
 
 
 def run_started(conn: psycopg.Connection, job: str, worker: str, attempt: int,

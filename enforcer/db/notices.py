@@ -16,6 +16,8 @@ from enforcer.engine.lifecycle import LIVE, SENDING, Notice, NoticeState
 from enforcer.engine.opening import Sightings, Subject
 from rules.policy import Rule, Scope
 
+# The advisory lock of the outbox relay (one worker publishes at a time).
+RELAY_LOCK = 7_253_004
 # notices.LIVE and SENDING as SQL (the SEE statement and the partial index spell LIVE out:
 # they must match the index's predicate word for word).
 LIVE_STATES = "(" + ", ".join(f"'{state.value}'" for state in LIVE) + ")"
@@ -175,6 +177,14 @@ def mark_sent(conn: psycopg.Connection, ids: list[int]) -> None:
     # As one array literal: psycopg would otherwise adapt the ids one by one in Python.
     conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s::bigint[])",
                  ("{" + ",".join(map(str, ids)) + "}",))
+
+
+def outbox_backlog(conn: psycopg.Connection) -> tuple[int, float]:
+    """How many messages are unsent, and the oldest one's age in seconds (0 when none)."""
+    backlog, oldest = conn.execute(
+        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)),"
+        " 0) FROM outbox WHERE sent_at IS NULL").fetchone()
+    return backlog, float(oldest)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psycopg
 
+from enforcer.db.cluster import create_database
+
 LOOPBACK = "127.0.0.1"
 # PostgreSQL refuses to run as root; as root, the server runs as this system user.
 PG_SYSTEM_USER = "embedded_postgres"
@@ -207,11 +209,7 @@ class EmbeddedPostgres:
     def _create_database(self) -> None:
         admin = f"postgresql://{PG_SUPERUSER}@{LOOPBACK}:{self.port}/postgres"
         with psycopg.connect(admin, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (self.database,)).fetchone()
-            if not exists:
-                conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(
-                    psycopg.sql.Identifier(self.database)))
+            create_database(conn, self.database)
 
     def pid(self) -> int | None:
         try:

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from enforcer.config import Config, HttpConfig
+from enforcer.db.cluster import ping
 from enforcer.endpoints.health import Check, Readiness
 from enforcer.engine.imei import ImeiRules, parse_imei
 from enforcer.app.process import cannot_listen
@@ -212,7 +213,7 @@ def database_check(pool: ConnectionPool, wait_s: float) -> Check:
     def reachable() -> str | None:
         try:
             with pool.connection(timeout=wait_s) as conn:
-                conn.execute("SELECT 1")
+                ping(conn)
         except (psycopg.Error, PoolTimeout) as exc:
             return f"database unreachable: {describe(exc)}"
         return None

@@ -15,6 +15,7 @@ from enforcer.config import Config
 from enforcer.db.clones import any_flagged
 from enforcer.db.history import usage_of
 from enforcer.db.registry_events import applied_events
+from enforcer.db.status_queries import record_query
 from enforcer.engine.device import device_now
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.engine.status import StatusAnswer, imei_status
@@ -56,7 +57,5 @@ def refuse(conn: psycopg.Connection, imei_key: int | None, requester: int | None
 def _audit(conn: psycopg.Connection, imei_key: int | None, requester: int | None,
            caller: Caller, status: str | None, revealed: int | None,
            refused: str | None) -> None:
-    conn.execute("INSERT INTO status_queries (imei_key, requester, status, revealed, channel,"
-                 " client, peer, refused) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                 (imei_key, requester, status, revealed, caller.channel, caller.client,
-                  caller.peer, refused))
+    record_query(conn, imei_key=imei_key, requester=requester, status=status, revealed=revealed,
+                 channel=caller.channel, client=caller.client, peer=caller.peer, refused=refused)

@@ -1,6 +1,6 @@
 """The pairs and IMEIs this operator has cut off (notices in state `cut`), in memory for the
 decision: the next attach of each is BLACKLISTED. PostgreSQL is the record; every worker
-follows it (`enforcer/notices/sweep.py`)."""
+follows it (`enforcer/follow/cutofflist.py`)."""
 
 from __future__ import annotations
 

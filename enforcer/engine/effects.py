@@ -54,7 +54,7 @@ def _subject(scope: Scope, imei_key: int, imsi: int) -> str:
 
 def effects_of(batch: AttachBatch, decisions: Decisions) -> list[Outgoing]:
     """Cutoff requests of black-listed IMEIs, one per idempotency key. (Notices go through
-    the notices table and its outbox: `enforcer/notices/sweep.py`.)"""
+    the notices table and its outbox: `enforcer/notices/`, `consumers/outbox.py`.)"""
     rules = decisions.policy.rules
     wants = np.array([r.cutoff_now for r in rules], dtype=bool)
     out: dict[str, Outgoing] = {}

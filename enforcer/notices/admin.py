@@ -14,7 +14,7 @@ from enforcer.db.notices import NoticeRow, enqueue, find, lock, messages_of, rec
 from enforcer.engine.effects import Stream
 from enforcer.engine.lifecycle import LIVE, Notice
 from enforcer.engine.subscriber import mask
-from enforcer.notices.sweep import cancellation
+from enforcer.notices.resolve import cancellation
 
 BY_HAND = "noc"
 

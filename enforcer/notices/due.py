@@ -1,0 +1,79 @@
+"""The due sweep: the notices whose next step has come taken `FOR UPDATE SKIP LOCKED` (so
+workers, and a worker's own sweepers, sweeping together never take the same notice), each
+closed if it no longer stands, else moved on by the pure step function `advance`
+(engine/lifecycle.py); the step's state change and its messages commit together."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import psycopg
+
+from enforcer.clock import MS_PER_DAY, MS_PER_HOUR
+from enforcer.config import NoticesConfig
+from enforcer.db.notices import Change, take_due
+from enforcer.engine.lifecycle import Notice, NoticeState, Pace, QuietHours, advance
+from enforcer.engine.noticemessages import step_messages
+from enforcer.notices.resolve import Resolver, Steps
+
+
+def pace_of(settings: NoticesConfig) -> Pace:
+    return Pace(QuietHours.parse(settings.quiet_start, settings.quiet_end, settings.timezone),
+                int(settings.sms_gap_hours * MS_PER_HOUR), settings.lapse_days * MS_PER_DAY)
+
+
+class DueSweep:
+    """Sweeps the due notices, a batch (notices.batch) at a time, on notices.sweepers
+    connections side by side."""
+
+    def __init__(self, settings: NoticesConfig, connect: Callable[[], psycopg.Connection],
+                 resolver: Resolver) -> None:
+        self._settings = settings
+        self._connect = connect
+        self._resolver = resolver
+        self._pace = pace_of(settings)
+
+    def sweep_together(self, conn: psycopg.Connection) -> int:
+        """Sweep on `conn` and on notices.sweepers - 1 connections of their own, until
+        nothing is due; how many notices were taken."""
+        others = self._settings.sweepers - 1
+        if others < 1:
+            return self.sweep(conn)
+
+        def on_own_connection() -> int:
+            with self._connect() as own:
+                return self.sweep(own)
+
+        with ThreadPoolExecutor(others, thread_name_prefix="sweeper") as pool:
+            running = [pool.submit(on_own_connection) for _ in range(others)]
+            swept = self.sweep(conn)
+            return swept + sum(f.result() for f in running)
+
+    def sweep(self, conn: psycopg.Connection) -> int:
+        """Sweep on `conn` until nothing is due; how many notices were taken."""
+        total = 0
+        while True:
+            settled = self._resolver.settle(
+                conn, lambda c, now: take_due(c, now, self._settings.batch), self._advance)
+            total += len(settled.taken)
+            # Notices that took over are due at once: their warnings go in this sweep.
+            if len(settled.taken) < self._settings.batch and not settled.opened:
+                return total
+
+    def _advance(self, due: list[Notice], now: int) -> Steps:
+        changes, messages, cut = [], [], []
+        for notice in due:
+            step = advance(notice, now, self._pace)
+            reason = None
+            if step.notice.state is NoticeState.LAPSED:
+                reason = "not_seen"
+            elif step.skipped:
+                reason = f"{step.skipped} reminder(s) overtaken"
+            changes.append(Change(step.notice, notice.state, step.next_due_ms,
+                                  step.sent.value if step.sent else None, reason))
+            if step.sent is not None:
+                messages += step_messages(step.notice, step.sent, self._settings)
+            if step.notice.state is NoticeState.CUT:
+                cut.append(notice)
+        return Steps(changes, messages, cut)
