@@ -23,7 +23,7 @@ import numpy as np
 from measure import emit, peak_rss_mb, pin_to_one_core, rss_mb, say
 
 from enforcer.clock import MS_PER_DAY
-from enforcer.engine.clones import CloneWindow, Sightings
+from enforcer.engine.clones import CloneWindow, WindowSightings
 from enforcer.engine.keyindex import KeyIndex
 from rules.policy import default_clones
 
@@ -61,7 +61,7 @@ def fill(window: CloneWindow, imeis: int, second: float, clones: float) -> tuple
                                 clones)
         order = np.argsort(ts, kind="stable")  # as they would arrive
         for part in np.array_split(order, 3):  # the extra SIMs come in later batches
-            seen = Sightings(row[part], imsi[part], ts[part], np.zeros(len(part), np.uint32),
+            seen = WindowSightings(row[part], imsi[part], ts[part], np.zeros(len(part), np.uint32),
                              np.zeros(len(part), np.uint32))
             began = time.perf_counter()
             # An IMEI flagged once is misused from then on; the worker records it once.

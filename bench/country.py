@@ -43,7 +43,7 @@ def stage_build(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     country = build_country(CountrySpec(devices=args.devices, imeis=args.imeis))
     build_s = time.perf_counter() - started
-    state = EnforcementState(country.lists, country.registry, load_policy())
+    state = EnforcementState(country.lists, country.devices, load_policy())
     started = time.perf_counter()
     target = save_snapshot(state, args.dir)
     save_s = time.perf_counter() - started
@@ -68,9 +68,9 @@ def stage_load(args: argparse.Namespace) -> dict:
             "interpreter_mb": round(before), "load_peak_rss_mb": round(load_peak),
             "white_bitmap_mb": round(stats["white"]["bitmap_bytes"] / 2**20),
             "white_index_mb": round(stats["white"]["index_bytes"] / 2**20),
-            "registry_mb": round(state.registry.nbytes / 2**20),
+            "registry_mb": round(state.devices.nbytes / 2**20),
             "decisions_per_s_national": round(DECIDE_EVENTS / took),
-            "imeis": stats["white"]["count"], "devices": state.registry.devices}
+            "imeis": stats["white"]["count"], "devices": state.devices.count}
 
 
 def stage_dicts(args: argparse.Namespace) -> dict:

@@ -29,21 +29,21 @@ START_MS = 1_790_000_000_000
 
 def baseline_tables(country: Country) -> dict:
     """The same state as plain Python dicts and sets."""
-    lists, registry = country.lists, country.registry
+    lists, devices = country.lists, country.devices
     keys = lists.white_index.keys().tolist()
-    device_slot = registry.device_slots(np.arange(registry.rows))
+    device_slot = devices.device_slots(np.arange(devices.rows))
     device = np.where(device_slot == NO_DEVICE, -1,
                       device_slot >> np.uint32(SLOT_BITS)).tolist()
     return {
         "white": set(keys),
         "device_of": dict(zip(keys, device)),
-        "owner_of": unpack_msisdns(registry.owner).tolist(),
+        "owner_of": unpack_msisdns(devices.owner).tolist(),
         "black": {k: r for r, b in lists.black.items() for k in keys_of(b).tolist()},
         "cut_imeis": set(keys_of(lists.cut_imeis).tolist()),
         "cut_pairs": set(zip(*(a.tolist() for a in lists.cut_pairs.pairs()))),
-        "cartable": dict(zip(registry.cartables.msisdn.tolist(),
-                             registry.cartables.cartable.tolist())),
-        "operator_sims": set(zip(*(a.tolist() for a in registry.operator_sims.pairs()))),
+        "cartable": dict(zip(devices.cartables.msisdn.tolist(),
+                             devices.cartables.cartable.tolist())),
+        "operator_sims": set(zip(*(a.tolist() for a in devices.operator_sims.pairs()))),
     }
 
 
@@ -88,7 +88,7 @@ def main() -> None:
 
     started = time.perf_counter()
     country = build_country(CountrySpec(devices=args.devices))
-    state = EnforcementState(country.lists, country.registry, policy)
+    state = EnforcementState(country.lists, country.devices, policy)
     say(f"country: {args.devices:,} devices, {len(country.lists.white):,} IMEIs, "
         f"{len(country.lists.white_index.chunk_high):,} chunks, "
         f"{len(country.lists.black_index):,} black-listed; built in "

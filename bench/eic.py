@@ -234,7 +234,7 @@ def check_paths(country, n: int, seed: int) -> tuple[list[str], Counter]:
 
 def expected_answers(country, paths: list[str]) -> Counter:
     rules = imei_rules(load_config(environ={}))
-    state = EnforcementState(country.lists, country.registry, load_policy())
+    state = EnforcementState(country.lists, country.devices, load_policy())
     read = [read_check(dict(parse_qsl(urlsplit(p).query)), rules) for p in paths]
     checks = [c for c in read if not isinstance(c, Problem)]
     answers = Counter("bad_request" for c in read if isinstance(c, Problem))
@@ -388,7 +388,7 @@ def main() -> None:
         started = time.perf_counter()
         country = build_country(CountrySpec(devices=args.devices))
         state_dir = scratch / "state"
-        save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
+        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
                       state_dir)
         say(f"country of {args.devices:,} devices built and saved in "
             f"{time.perf_counter() - started:.1f} s")

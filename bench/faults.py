@@ -75,7 +75,7 @@ def main() -> None:
                "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00"}
         migrate(services.postgres.dsn)
         country = build_country(CountrySpec(devices=args.devices))
-        save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
+        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
                       Path(env["EIR_STATE__DIR"]))
         sent = traffic(country, args.events, args.seed, START_MS)
         say(f"{args.events:,} attaches, {len(sent.first_seen):,} pairs; killing the worker "

@@ -71,11 +71,11 @@ def main() -> None:
             "EIR_STATE__DIR": str(scratch / "state"), "EIR_HTTP__PORT": "0"})
         migrate(config.postgres.dsn)
         country = build_country(CountrySpec(devices=100_000))
-        save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
+        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
                       Path(config.state.dir))
         now_ms = int(time.time() * 1000)
         attaches = fuzzed_attaches(args.seed, args.attaches, now_ms)
-        changes = fuzzed_registry_events(args.seed + 1, args.registry, now_ms)
+        changes = fuzzed_registry_events(args.seed + 1, args.devices, now_ms)
         say(f"producing {len(attaches):,} fuzzed attaches and {len(changes):,} registry changes")
         produce(config.kafka.bootstrap_servers, TOPIC, [f.value for f in attaches])
         produce(config.kafka.bootstrap_servers, config.kafka.registry_topic,

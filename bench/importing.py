@@ -35,7 +35,7 @@ from enforcer.engine.imei import KEY_DIGITS
 from enforcer.files.importing import Kind, import_file
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import Lists, keys_of
-from enforcer.engine.devices import Registry
+from enforcer.engine.devices import Devices
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import load_snapshot, save_snapshot
@@ -67,7 +67,7 @@ def stage_prepare(args: argparse.Namespace) -> dict:
     current = keys[np.arange(len(keys)) % MISSING_EVERY != 0]  # sorted, as keys are
     del keys
     lists = Lists.build(1, bitmap_from_sorted_keys(current))
-    save_snapshot(EnforcementState(lists, Registry.empty(len(lists.white_index)),
+    save_snapshot(EnforcementState(lists, Devices.empty(len(lists.white_index)),
                                    load_policy()), args.dir / "state")
     return {"current": len(current),
             "file_bytes": (args.dir / "white.csv").stat().st_size}

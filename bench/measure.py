@@ -58,7 +58,7 @@ def best_of(runs: int, work: Callable[[], object]) -> tuple[float, object]:
 
 def counter(worker, name: str) -> float:
     """A metric of an in-process worker, summed over its labels."""
-    return sum(s.value for f in worker.metrics.registry.collect() for s in f.samples
+    return sum(s.value for f in worker.metrics.collectors.collect() for s in f.samples
                if s.name == name)
 
 

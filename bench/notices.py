@@ -166,7 +166,7 @@ def main() -> None:
             f"{size / 2**20:,.0f} MiB")
 
         country = build_country(CountrySpec(devices=100_000))
-        holder = StateHolder(EnforcementState(country.lists, country.registry, load_policy()))
+        holder = StateHolder(EnforcementState(country.lists, country.devices, load_policy()))
         rates = {}
         for n, client in enumerate((CONFLUENT, KAFKA_PYTHON)):
             rates[client] = sweep(config, client, holder, now_s + n * SETS_APART_S, args.due)

@@ -33,7 +33,7 @@ MSISDN_BASE = 989_120_000_000
 def events(state: EnforcementState, count: int, seed: int) -> list[RegistryEvent]:
     rng = np.random.default_rng(seed)
     keys = state.lists.white_index.keys()
-    in_device = keys[state.registry.device_slots(np.arange(len(keys))) != NO_DEVICE]
+    in_device = keys[state.devices.device_slots(np.arange(len(keys))) != NO_DEVICE]
     out = []
     for i in range(count):
         key = int(rng.choice(in_device))
@@ -53,7 +53,7 @@ def events(state: EnforcementState, count: int, seed: int) -> list[RegistryEvent
 
 def at_once(state: EnforcementState, batch: list[RegistryEvent]) -> tuple[float, object]:
     started = time.perf_counter()
-    overlay, refused = state.overlay.apply_all(batch, state.lists, state.registry)
+    overlay, refused = state.overlay.apply_all(batch, state.lists, state.devices)
     if refused:
         raise SystemExit(f"{len(refused)} events did not apply: {refused[0][1]}")
     return time.perf_counter() - started, overlay
@@ -63,7 +63,7 @@ def one_at_a_time(state: EnforcementState, batch: list[RegistryEvent]) -> tuple[
     started = time.perf_counter()
     overlay = state.overlay
     for event in batch:
-        overlay = overlay.apply(event.change, event.time_ms, state.lists, state.registry)
+        overlay = overlay.apply(event.change, event.time_ms, state.lists, state.devices)
     return time.perf_counter() - started, overlay
 
 
@@ -75,8 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     core = pin_to_one_core()
     country = build_country(CountrySpec(devices=args.devices))
-    state = EnforcementState(country.lists, country.registry, load_policy())
-    say(f"country: {country.registry.devices:,} devices; core {core}")
+    state = EnforcementState(country.lists, country.devices, load_policy())
+    say(f"country: {country.devices.count:,} devices; core {core}")
 
     small = events(state, args.baseline_events, seed=1)
     base_s, base_overlay = one_at_a_time(state, small)
@@ -88,7 +88,7 @@ def main() -> None:
     big = events(state, args.events, seed=2)
     big_s, overlay = at_once(state, big)
     say(f"{len(big):,} events at once: {big_s:.2f} s, {len(overlay):,} overlay entries")
-    emit({"devices": country.registry.devices,
+    emit({"devices": country.devices.count,
           "baseline_events": len(small), "one_at_a_time_s": round(base_s, 3),
           "at_once_s": round(new_s, 4), "ratio": round(base_s / new_s, 1),
           "events": len(big), "events_at_once_s": round(big_s, 3),

@@ -46,8 +46,8 @@ SPREAD_MS = 50 * 60_000  # every event inside one hour: the resolution bucket
 
 def pairs(country, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """n (IMEI key, owner MSISDN) pairs of owned devices."""
-    rows = owned_rows(rng, country.registry, n)
-    owners = country.registry.owners(country.registry.device_slots(rows))
+    rows = owned_rows(rng, country.devices, n)
+    owners = country.devices.owners(country.devices.device_slots(rows))
     return country.lists.white_index.keys_at(rows), owners
 
 
@@ -139,7 +139,7 @@ def main() -> None:
             "EIR_HTTP__PORT": "0", "EIR_WORKER__BATCH_MAX_EVENTS": str(POLL_RECORDS)})
         migrate(config.postgres.dsn)
         country = build_country(CountrySpec(devices=args.devices))
-        save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
+        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
                       Path(config.state.dir))
         warm, measured = steady_traffic(country, args.events, np.random.default_rng(11))
         total = len(warm) + len(measured)

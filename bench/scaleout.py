@@ -97,7 +97,7 @@ def main() -> None:
                "EIR_JOBS__RETENTION_CRON": ""}
         migrate(services.postgres.dsn)
         country = build_country(CountrySpec(devices=args.devices))
-        save_snapshot(EnforcementState(country.lists, country.registry, load_policy()),
+        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
                       Path(env["EIR_STATE__DIR"]))
         # The warm-up pass is left out: the rate is measured from 10 % of the topic on.
         _, measured = steady_traffic(country, args.events, np.random.default_rng(7))

@@ -34,7 +34,7 @@ from enforcer.engine.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream
                                      verdicts_of)
 from enforcer.engine.events import AttachBatch
 from enforcer.engine.history import aggregate
-from enforcer.engine.usagecache import SightingCache
+from enforcer.engine.usagecache import UsageCache
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.opening import notice_sightings
 from enforcer.engine.state import StateHolder
@@ -81,7 +81,7 @@ class AttachWorker:
         self._conn: psycopg.Connection | None = None
         self._store = HistoryStore()
         self._clones = CloneTracker(config, metrics)
-        self._sightings = SightingCache(config.history.dedupe_pairs,
+        self._sightings = UsageCache(config.history.dedupe_pairs,
                                         config.history.resolution_s * MS_PER_S)
         self._sent = RecentKeys(config.history.dedupe_pairs)
         self._topics = {Stream.NOTIFICATIONS: config.kafka.notifications_topic,

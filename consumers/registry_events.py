@@ -79,7 +79,7 @@ def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, c
 
     def change(state: EnforcementState) -> EnforcementState:
         nonlocal refused
-        overlay, refused = state.overlay.apply_all(events, state.lists, state.registry)
+        overlay, refused = state.overlay.apply_all(events, state.lists, state.devices)
         return replace(state, overlay=overlay.at(positions or {}))
 
     holder.update(change)
@@ -98,7 +98,7 @@ def place_id(at: Position) -> str:
     return f"{place}@{at.incarnation}" if at.incarnation else place
 
 
-class RegistryFollower:
+class RegistryEventConsumer:
     def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
                  metrics: WorkerMetrics, consumer, producer,
                  connect: Callable[[], psycopg.Connection],
@@ -154,7 +154,7 @@ class RegistryFollower:
             if not records:
                 continue
             state = self._holder.current
-            draft = OverlayDraft(state.overlay, state.lists, state.registry)
+            draft = OverlayDraft(state.overlay, state.lists, state.devices)
             done = 0
             try:
                 if conn is None or conn.closed:
@@ -194,7 +194,7 @@ class RegistryFollower:
                 return replace(state, overlay=draft.finish(positions))
             # A new generation came in meanwhile: the same events over it.
             overlay, refused = state.overlay.apply_all(draft.applied, state.lists,
-                                                       state.registry)
+                                                       state.devices)
             self._metrics.registry_events.labels("inapplicable_after_swap").inc(len(refused))
             return replace(state, overlay=overlay.at(positions))
 
@@ -205,7 +205,7 @@ class RegistryFollower:
             msisdns: set[int] = set()
             for event in draft.applied:
                 more_imeis, more_msisdns = touched_by(event.change, state.overlay, state.lists,
-                                                      state.registry)
+                                                      state.devices)
                 imeis |= more_imeis
                 msisdns |= more_msisdns
             self._touched(imeis, msisdns)

@@ -12,8 +12,8 @@ BATCH_CHECKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 
 class EicMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.collectors = CollectorRegistry()
+        r = self.collectors
         self.answers = Counter("eir_eic_answers", "Equipment checks answered, by answer: the "
                                "status, unknown (404), bad_request (400) or other (a wrong "
                                "path or method).", ["answer"], registry=r)

@@ -9,18 +9,18 @@ REQUEST_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class HttpMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, collectors: CollectorRegistry) -> None:
         self.status_queries = Counter("eir_status_queries", "IMEI status queries, by channel "
                                       "and outcome (the answer's status, or why refused).",
-                                      ["channel", "outcome"], registry=registry)
+                                      ["channel", "outcome"], registry=collectors)
         self.request_seconds = Histogram("eir_http_request_duration_seconds", "Time to answer "
                                          "an HTTP request, by route.", ["route"],
-                                         registry=registry, buckets=REQUEST_SECONDS)
+                                         registry=collectors, buckets=REQUEST_SECONDS)
         self.pool = Gauge("eir_db_pool_connections", "Connections of the HTTP endpoints' "
                           "database pool, by state (open, idle).", ["state"],
-                          registry=registry)
+                          registry=collectors)
         self.pool_waiting = Gauge("eir_db_pool_waiting_requests", "Requests waiting for a "
-                                  "connection of the pool.", registry=registry)
+                                  "connection of the pool.", registry=collectors)
 
     def watch_pool(self, pool: ConnectionPool) -> None:
         stats = pool.get_stats

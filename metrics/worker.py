@@ -25,8 +25,8 @@ AGE_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0, 86400.0)
 
 class WorkerMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.collectors = CollectorRegistry()
+        r = self.collectors
         ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU, open files
         self.events = Counter("eir_events_consumed", "Attach events decided, by verdict and "
                               "rule.", ["verdict", "rule"], registry=r)

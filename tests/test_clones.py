@@ -16,8 +16,8 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from enforcer.clock import MS_PER_DAY, ManualClock
-from enforcer.engine.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused, Sightings,
-                                    sightings_of, sims_batch)
+from enforcer.engine.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused,
+                                    WindowSightings, sightings_of, sims_batch)
 from enforcer.config import load_config
 from enforcer.db.clones import record_flags
 from enforcer.db.notices import see
@@ -53,12 +53,13 @@ def window(rules: CloneRules = RULES) -> CloneWindow:
     return CloneWindow(KeyIndex.from_sorted_keys(keys), rules, CELLS)
 
 
-def seen(*events: tuple) -> Sightings:
+def seen(*events: tuple) -> WindowSightings:
     """(row, imsi, ts_ms[, operator, cell]) each."""
     full_events = [e + (0, 0)[len(e) - 3:] for e in events]
     row, imsi, ts, operator, cell = zip(*full_events)
-    return Sightings(np.array(row, np.int64), np.array(imsi, np.uint64), np.array(ts, np.int64),
-                     np.array(operator, np.uint32), np.array(cell, np.uint32))
+    return WindowSightings(np.array(row, np.int64), np.array(imsi, np.uint64),
+                           np.array(ts, np.int64), np.array(operator, np.uint32),
+                           np.array(cell, np.uint32))
 
 
 def flagged(w: CloneWindow, *events: tuple) -> list[tuple[int, str]]:
@@ -177,9 +178,9 @@ def test_a_third_sim_flags_the_phone_and_warns_every_sim_but_the_owners(env, wor
     assert flags == [(SINGLE, "imsis", BUYER)]
     wait_for(lambda: {m["msisdn"] for m in sent(env, "notifications")
                       if m["kind"] == "misuse"} == {str(BUYER), str(STRANGER)})
-    registry = running.worker.metrics.registry
-    assert registry.get_sample_value("eir_clone_flags_total", {"reason": "imsis"}) == 1
-    assert registry.get_sample_value("eir_clones_flagged") == 1
+    collectors = running.worker.metrics.collectors
+    assert collectors.get_sample_value("eir_clone_flags_total", {"reason": "imsis"}) == 1
+    assert collectors.get_sample_value("eir_clones_flagged") == 1
 
     listed = lines(run("clones", "list", env={**os.environ, **env}).stdout)
     assert [(c["imei"], c["reason"]) for c in listed] == [(f"{SINGLE:014d}", "imsis")]

@@ -14,7 +14,7 @@ from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.imei import ImeiRules, luhn_digit, parse_imei
 from enforcer.engine.lists import BlackReason, Lists
 from enforcer.engine.pairset import PairSet
-from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
+from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_devices
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
 from enforcer.engine.subscriber import parse_imsi
@@ -65,9 +65,9 @@ def make_state(policy: Policy) -> EnforcementState:
                                      np.array([1, 1], np.uint32))
     operator_sims = PairSet.from_pairs(np.array([DUAL[1], UNOWNED], np.uint64),
                                        np.array([HELPER, HELPER], np.uint64))
-    registry, built = build_registry(lists.white_index, columns, cartables, operator_sims)
+    devices, built = build_devices(lists.white_index, columns, cartables, operator_sims)
     assert built.devices == 5
-    return EnforcementState(lists, registry, policy)
+    return EnforcementState(lists, devices, policy)
 
 
 @pytest.fixture()

@@ -33,7 +33,7 @@ def country() -> Country:
 
 @pytest.fixture()
 def country_env(env, country, policy) -> dict[str, str]:
-    save_snapshot(EnforcementState(country.lists, country.registry, policy),
+    save_snapshot(EnforcementState(country.lists, country.devices, policy),
                   Path(env["EIR_STATE__DIR"]))
     return {**env, "EIR_NOTICES__SWEEP_EVERY_S": "1"}
 

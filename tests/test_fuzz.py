@@ -59,7 +59,7 @@ def test_a_worker_fed_a_fuzzed_stream_loses_nothing_and_keeps_going(env, worker)
     metrics = running.worker.metrics
 
     def decided() -> float:
-        return sum(s.value for f in metrics.registry.collect() for s in f.samples
+        return sum(s.value for f in metrics.collectors.collect() for s in f.samples
                    if s.name == "eir_events_consumed_total")
 
     wait_for(lambda: decided() + len(read_all(bootstrap, env["EIR_KAFKA__ATTACH_DLQ_TOPIC"]))

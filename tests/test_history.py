@@ -14,7 +14,7 @@ from enforcer.db.migrate import migrate, migrations
 from enforcer.engine.decide import decide
 from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.history import aggregate
-from enforcer.engine.usagecache import SightingCache
+from enforcer.engine.usagecache import UsageCache
 from enforcer.engine.imei import ImeiRules, parse_imei
 from enforcer.engine.state import EnforcementState
 from enforcer.engine.subscriber import parse_imsi
@@ -31,7 +31,7 @@ def batch_of(rules: ImeiRules, *events: tuple[int | str, int, int]) -> AttachBat
 
 
 def write(dsn: str, state: EnforcementState, batch: AttachBatch,
-          cache: SightingCache | None = None) -> int:
+          cache: UsageCache | None = None) -> int:
     rows = aggregate(batch, decide(batch, state))
     if cache is not None:
         rows = rows.take(np.flatnonzero(cache.needed(rows)))
@@ -85,7 +85,7 @@ def test_months_get_their_own_partition(dsn, rules, policy) -> None:
 
 
 def test_repeats_within_the_resolution_cost_no_write(dsn, rules, policy) -> None:
-    state, cache = make_state(policy), SightingCache(1000, HOUR_MS)
+    state, cache = make_state(policy), UsageCache(1000, HOUR_MS)
     hour = NOV_23 - NOV_23 % HOUR_MS
     assert write(dsn, state, batch_of(rules, (DUAL[0], OWNER, hour)), cache) == 1
     assert write(dsn, state, batch_of(rules, (DUAL[0], OWNER, hour + 60_000)), cache) == 0

@@ -77,7 +77,7 @@ def test_the_status_query_answers_from_the_live_state_and_records_each_call(
     assert rows[0] == (UNOWNED, BUYER, "previous_user", STRANGER, "http", "ussd", None)
     assert rows[1][2:] == ("use_every_slot", None, "http", "ussd", None)
     assert rows[-1][2] == "owned" and rows[-1][3] is None
-    assert running.worker.metrics.registry.get_sample_value(
+    assert running.worker.metrics.collectors.get_sample_value(
         "eir_status_queries_total", {"channel": "http", "outcome": "previous_user"}) == sum(
             1 for r in rows if r[2] == "previous_user")
 
@@ -148,7 +148,7 @@ def test_calls_without_a_token_past_the_rate_are_counted_not_recorded(env, worke
     codes = [get(port, status_path(SINGLE, BUYER), token=None)[0] for _ in range(5)]
     assert codes == [401, 401, 429, 429, 429]
     assert len(audit(env["EIR_POSTGRES__DSN"])) == 2
-    assert running.worker.metrics.registry.get_sample_value(
+    assert running.worker.metrics.collectors.get_sample_value(
         "eir_status_queries_total", {"channel": "http", "outcome": "unauthorized_flood"}) == 3
     assert get(port, status_path(SINGLE, BUYER))[0] == 200  # a client is held to its own rate
 

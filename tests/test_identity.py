@@ -302,7 +302,7 @@ def cut_for_each_imsi(policy: Policy) -> EnforcementState:
                         cut_imeis=base.lists.cut_imeis,
                         cut_pairs=PairSet.from_pairs(np.full(len(imsis), CUT_FOR_BUYER,
                                                              np.uint64), imsis))
-    return EnforcementState(lists, base.registry, policy)
+    return EnforcementState(lists, base.devices, policy)
 
 
 @pytest.fixture()

@@ -188,7 +188,7 @@ def test_drift_from_the_database_is_found_and_repaired(env, worker) -> None:
     first, second = runs(env["EIR_POSTGRES__DSN"], "consistency")
     assert first.counts["drifted_shards"] >= 1 and first.counts["repaired"] == 1
     assert second.counts["drifted_shards"] == 0 and second.counts["events"] == 1
-    metrics = running.worker.metrics.registry
+    metrics = running.worker.metrics.collectors
     assert metrics.get_sample_value("eir_job_items_total", {
         "job_name": "consistency", "item": "repaired"}) == 1
     assert ((f"{SINGLE:014d}", str(BUYER), "owner")
@@ -214,7 +214,7 @@ def test_history_months_past_retention_are_dropped(env, worker) -> None:
     assert left == [f"slot_usage_{today.year:04d}_{today.month:02d}"] and rows == 1
     (run,) = runs(env["EIR_POSTGRES__DSN"], "retention")
     assert run.counts == {"partitions_dropped": 3}
-    assert running.worker.metrics.registry.get_sample_value(
+    assert running.worker.metrics.collectors.get_sample_value(
         "eir_job_last_success_timestamp_seconds", {"job_name": "retention"}) > 0
 
 
@@ -273,7 +273,7 @@ def test_a_failed_run_is_retried_and_both_are_recorded(env) -> None:
     failed, ok = runs(env["EIR_POSTGRES__DSN"], "flaky")
     assert (failed.outcome, failed.attempt, ok.outcome, ok.attempt) == ("failed", 1, "ok", 2)
     assert "mount went away" in failed.error
-    assert metrics.registry.get_sample_value(
+    assert metrics.collectors.get_sample_value(
         "eir_job_runs_total", {"job_name": "flaky", "outcome": "failed"}) == 1
 
 

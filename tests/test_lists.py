@@ -15,7 +15,7 @@ from enforcer.engine.events import AttachBatch
 from enforcer.engine.imei import ImeiRules, luhn_digit
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import BlackReason, Lists, keys_of
-from enforcer.engine.devices import Registry
+from enforcer.engine.devices import Devices
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.files.snapshots import SnapshotConflict, load_snapshot, save_snapshot
 from enforcer.engine.decide import decide
@@ -249,7 +249,7 @@ def test_a_gzip_delivery_with_any_byte_changed_is_read_whole_or_refused(
 def test_snapshot_round_trip(tmp_path: Path, policy: Policy) -> None:
     lists = Lists.from_keys(3, np.array([1, 2, 3, 10**13], np.uint64),
                             {BlackReason.LOST: np.array([7], np.uint64)})
-    state = EnforcementState(lists, Registry.empty(len(lists.white_index)), policy)
+    state = EnforcementState(lists, Devices.empty(len(lists.white_index)), policy)
     save_snapshot(state, tmp_path)
     again = load_snapshot(tmp_path, policy)
     assert again.generation == 3
@@ -263,7 +263,7 @@ def test_snapshot_keeps_the_current_generation_and_the_one_before(
     """The one before stays for a worker that read CURRENT just before it moved."""
     for generation in (1, 2, 3):
         lists = Lists.from_keys(generation, np.arange(generation, dtype=np.uint64))
-        save_snapshot(EnforcementState(lists, Registry.empty(generation), policy), tmp_path)
+        save_snapshot(EnforcementState(lists, Devices.empty(generation), policy), tmp_path)
     assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000002", "gen-00000003"]
     assert load_snapshot(tmp_path, policy).generation == 3
 
@@ -277,7 +277,7 @@ def test_decisions_in_flight_see_one_generation_or_the_other(policy: Policy) -> 
 
     def generation(g: int) -> EnforcementState:
         white = whites[g % 2]
-        return EnforcementState(Lists.from_keys(g, white), Registry.empty(len(white)), policy)
+        return EnforcementState(Lists.from_keys(g, white), Devices.empty(len(white)), policy)
 
     prebuilt = {0: generation(2), 1: generation(3)}
     holder = StateHolder(prebuilt[0])
@@ -294,7 +294,7 @@ def test_decisions_in_flight_see_one_generation_or_the_other(policy: Policy) -> 
         while not stop.is_set():
             template = prebuilt[g % 2]
             holder.swap(EnforcementState(Lists.build(g, template.lists.white),
-                                         template.registry, policy))
+                                         template.devices, policy))
             g += 1
             swaps += 1
 
@@ -314,12 +314,12 @@ def test_decisions_in_flight_see_one_generation_or_the_other(policy: Policy) -> 
 
 
 def test_swap_refuses_an_older_generation(policy: Policy) -> None:
-    state = EnforcementState(Lists.from_keys(5, np.array([1], np.uint64)), Registry.empty(1),
+    state = EnforcementState(Lists.from_keys(5, np.array([1], np.uint64)), Devices.empty(1),
                              policy)
     holder = StateHolder(state)
     with pytest.raises(ValueError):
         holder.swap(EnforcementState(Lists.from_keys(5, np.array([1], np.uint64)),
-                                     Registry.empty(1), policy))
+                                     Devices.empty(1), policy))
 
 
 line_texts = st.one_of(
@@ -364,11 +364,11 @@ def test_the_block_reader_agrees_with_reading_line_by_line(tmp_path_factory, rul
 
 def test_a_generation_saved_meanwhile_by_another_importer_is_not_overwritten(
         tmp_path: Path, policy: Policy) -> None:
-    first = EnforcementState(Lists.from_keys(2, np.array([1], np.uint64)), Registry.empty(1),
+    first = EnforcementState(Lists.from_keys(2, np.array([1], np.uint64)), Devices.empty(1),
                              policy)
     save_snapshot(first, tmp_path)
     racing = EnforcementState(Lists.from_keys(2, np.array([1, 2], np.uint64)),
-                              Registry.empty(2), policy)
+                              Devices.empty(2), policy)
     with pytest.raises(SnapshotConflict, match="not newer than 2"):
         save_snapshot(racing, tmp_path)
     assert len(load_snapshot(tmp_path, policy).lists.white) == 1

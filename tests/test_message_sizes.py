@@ -112,7 +112,7 @@ def test_attaches_of_every_size_are_dead_lettered_and_the_partition_goes_on(
     produce_large(bootstrap, topic, values)
     with worker_on_filled(env, topic) as running:
         wait_for(lambda: committed(bootstrap, env["EIR_KAFKA__GROUP_ID"], topic) == len(values))
-        decided = running.worker.metrics.registry.get_sample_value(
+        decided = running.worker.metrics.collectors.get_sample_value(
             "eir_events_consumed_total", {"verdict": "WHITELISTED", "rule": "owner"})
     assert decided == len(ATTACH_SIZES)
     letters = read_all(bootstrap, env["EIR_KAFKA__ATTACH_DLQ_TOPIC"])

@@ -18,7 +18,7 @@ import pytest
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
-from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_registry
+from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_devices
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
@@ -68,7 +68,7 @@ def warned(env: dict[str, str], worker) -> tuple[ManualClock, object]:
     """A worker on a clock at T0, and the buyer's SIM on SINGLE warned; (clock, metrics)."""
     with_verdicts(env)
     clock = ManualClock(T0)
-    metrics = worker(clock).worker.metrics.registry
+    metrics = worker(clock).worker.metrics.collectors
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
             [attach(SINGLE, BUYER, T0)])
     wait_for(lambda: steps(env) == ["warning"])
@@ -154,7 +154,7 @@ def test_sms_wait_for_the_end_of_the_quiet_hours(env, worker) -> None:
     env.update({"EIR_NOTICES__QUIET_START": "22:00", "EIR_NOTICES__QUIET_END": "08:00"})
     night = T0 + 13 * 60 * MINUTE  # 23:00 in Tehran
     clock = ManualClock(night)
-    metrics = worker(clock).worker.metrics.registry
+    metrics = worker(clock).worker.metrics.collectors
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
             [attach(SINGLE, BUYER, night)])
     wait_for(lambda: len(transitions(env["EIR_POSTGRES__DSN"])) == 1)  # opened
@@ -188,8 +188,8 @@ def phones_of_owner(env: dict[str, str], policy: Policy) -> list[int]:
     columns = DeviceColumns.from_records([DeviceRecord((key,), OWNER, Source.IMPORT,
                                                        date(2024, 3, 1)) for key in keys])
     owners = Cartables.from_links(np.array([OWNER], np.uint64), np.array([1], np.uint32))
-    registry, _ = build_registry(lists.white_index, columns, owners, PairSet.empty())
-    save_snapshot(EnforcementState(lists, registry, policy), Path(env["EIR_STATE__DIR"]))
+    devices, _ = build_devices(lists.white_index, columns, owners, PairSet.empty())
+    save_snapshot(EnforcementState(lists, devices, policy), Path(env["EIR_STATE__DIR"]))
     return keys
 
 

@@ -41,9 +41,9 @@ class DiesAfterPublishing:
 
 
 def relay_of(config, messages) -> tuple[OutboxRelay, CollectorRegistry]:
-    registry = CollectorRegistry()
-    return OutboxRelay(config, NoticeMetrics(registry), messages,
-                       outbox_reader(config.kafka)), registry
+    collectors = CollectorRegistry()
+    return OutboxRelay(config, NoticeMetrics(collectors), messages,
+                       outbox_reader(config.kafka)), collectors
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -62,7 +62,7 @@ def test_a_round_that_died_after_publishing_is_not_published_again(env, dsn, cli
         # Meanwhile the attach loop publishes its own command, which is no outbox message.
         produce(config.kafka.bootstrap_servers, config.kafka.commands_topic, [{"x": 1}])
 
-        fresh, registry = relay_of(config, producer(config.kafka))
+        fresh, collectors = relay_of(config, producer(config.kafka))
         assert fresh.relay(conn) == MESSAGES - BATCH
         fresh.close()
         (unsent,) = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
@@ -74,5 +74,5 @@ def test_a_round_that_died_after_publishing_is_not_published_again(env, dsn, cli
                         if m.headers)
     assert sorted(on_topics) == sorted(f"notice-{i}-warning" for i in range(MESSAGES))
     assert set(on_topics.values()) == {1}
-    assert registry.get_sample_value("eir_outbox_found_on_topic_total",
+    assert collectors.get_sample_value("eir_outbox_found_on_topic_total",
                                      {"stream": "notifications"}) == BATCH / 2

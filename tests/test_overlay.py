@@ -19,7 +19,7 @@ from enforcer.engine.overlay import Inapplicable
 from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Change, Device,
                                              DeviceDeregistered, DeviceRegistered, ImeiReplaced,
                                              OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
-from enforcer.engine.devices import DeviceColumns, DeviceRecord, Source, build_registry
+from enforcer.engine.devices import DeviceColumns, DeviceRecord, Source, build_devices
 from enforcer.engine.state import EnforcementState, StateHolder
 from rules.policy import Verdict
 from tests.test_decide import (BUYER, DUAL, HELPER, OWNER, SINGLE, SPOUSE, STOLEN, STRANGER, T0,
@@ -37,7 +37,7 @@ def applied(state: EnforcementState, *changes: Change) -> EnforcementState:
     holder = StateHolder(state)
     for change in changes:
         holder.update(lambda s, c=change: replace(
-            s, overlay=s.overlay.apply(c, T0, s.lists, s.registry)))
+            s, overlay=s.overlay.apply(c, T0, s.lists, s.devices)))
     return holder.current
 
 
@@ -50,7 +50,7 @@ def test_a_registered_device_is_known_at_its_next_attach(state, rules) -> None:
     after = applied(state, DeviceRegistered(Device("D9", NEW_IMEIS), Source.PASSENGER,
                                             date(2026, 9, 1)))
     d = attach(after, rules, NEW_IMEIS[1], BUYER)
-    assert d.rule == "no_cartable" and d.slot == 1 and d.device == state.registry.devices
+    assert d.rule == "no_cartable" and d.slot == 1 and d.device == state.devices.count
 
 
 def test_activation_makes_the_sim_the_owner(state, rules) -> None:
@@ -146,9 +146,9 @@ def next_generation_without_single(state: EnforcementState) -> EnforcementState:
     lists = Lists.build(2, state.lists.white, {}, white_index=state.lists.white_index)
     columns = DeviceColumns.from_records([
         DeviceRecord(DUAL, OWNER, Source.IMPORT, date(2024, 3, 1))])
-    registry, _ = build_registry(lists.white_index, columns, state.registry.cartables,
-                                 state.registry.operator_sims)
-    return EnforcementState(lists, registry, state.policy)
+    devices, _ = build_devices(lists.white_index, columns, state.devices.cartables,
+                                 state.devices.operator_sims)
+    return EnforcementState(lists, devices, state.policy)
 
 
 def test_a_new_generation_keeps_the_changes_that_still_apply(state, rules) -> None:
@@ -172,7 +172,7 @@ def test_many_changes_at_once_equal_one_at_a_time(state, rules) -> None:
                BlacklistChanged((DUAL[0],), BlackReason.LOST),
                CartableChanged(1, (STRANGER,), linked=True)]
     events = [RegistryEvent(f"e{i}", T0, c) for i, c in enumerate(changes)]
-    together, refused = state.overlay.apply_all(events, state.lists, state.registry)
+    together, refused = state.overlay.apply_all(events, state.lists, state.devices)
     assert [e.event_id for e, _ in refused] == ["e1"]
     one_by_one = applied(state, changes[0], *changes[2:])
     for imei, msisdn in [(SINGLE, BUYER), (DUAL[0], OWNER), (SINGLE, STRANGER)]:

@@ -16,36 +16,36 @@ from enforcer.engine.rankbits import RankBits
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import load_snapshot, save_snapshot
 from enforcer.engine.devices import (NO_DEVICE, Cartables, DeviceColumns, DeviceRecord, DeviceSlot,
-                                     Registry, RegistryBuild, Source, build_registry)
+                                     Devices, DevicesBuild, Source, build_devices)
 
 WHITE = np.array([11, 12, 20, 30, 31, 32, 40], dtype=np.uint64)
 DAY = date(2025, 1, 2)
 
 
 def build(records: list[DeviceRecord] | DeviceColumns
-          ) -> tuple[Registry, RegistryBuild, KeyIndex]:
+          ) -> tuple[Devices, DevicesBuild, KeyIndex]:
     index = KeyIndex.from_sorted_keys(WHITE)
     columns = records if isinstance(records, DeviceColumns) else \
         DeviceColumns.from_records(records)
-    registry, built = build_registry(index, columns, Cartables.empty(), PairSet.empty())
-    return registry, built, index
+    devices, built = build_devices(index, columns, Cartables.empty(), PairSet.empty())
+    return devices, built, index
 
 
-def owners_of(registry: Registry, index: KeyIndex, keys: list[int]) -> list[int]:
+def owners_of(devices: Devices, index: KeyIndex, keys: list[int]) -> list[int]:
     rows = index.rows(np.array(keys, dtype=np.uint64))
-    return registry.owners(registry.device_slots(rows)).tolist()
+    return devices.owners(devices.device_slots(rows)).tolist()
 
 
 def test_devices_in_any_order_keep_their_slots_and_owners() -> None:
-    registry, built, index = build([
+    devices, built, index = build([
         DeviceRecord((32, 30, 31), 989120000003, Source.PASSENGER, DAY),
         DeviceRecord((20,), None, Source.IMPORT, DAY),
         DeviceRecord((12, 11), 989120000001, Source.REPAIR, date(2020, 5, 6)),
     ])
-    assert built == RegistryBuild(3, 0, 0)
-    assert owners_of(registry, index, [32, 30, 31, 20, 12, 11, 40]) == \
+    assert built == DevicesBuild(3, 0, 0)
+    assert owners_of(devices, index, [32, 30, 31, 20, 12, 11, 40]) == \
         [989120000003] * 3 + [0] + [989120000001] * 2 + [0]
-    views = {registry.device(d, index).slots[0].imei_key: registry.device(d, index)
+    views = {devices.device(d, index).slots[0].imei_key: devices.device(d, index)
              for d in range(3)}
     assert views[32].slots == (DeviceSlot(32, 0), DeviceSlot(30, 1), DeviceSlot(31, 2))
     assert views[12].slots == (DeviceSlot(12, 0), DeviceSlot(11, 1))
@@ -55,45 +55,45 @@ def test_devices_in_any_order_keep_their_slots_and_owners() -> None:
 
 
 def test_an_imei_claimed_by_two_devices_stays_with_the_first() -> None:
-    registry, built, index = build([DeviceRecord((11,), 111, Source.IMPORT, DAY),
+    devices, built, index = build([DeviceRecord((11,), 111, Source.IMPORT, DAY),
                                     DeviceRecord((11,), 222, Source.IMPORT, DAY),
                                     DeviceRecord((30,), 333, Source.IMPORT, DAY),
                                     DeviceRecord((40, 20), 444, Source.IMPORT, DAY),
                                     DeviceRecord((31, 20), 555, Source.IMPORT, DAY),
                                     DeviceRecord((32,), 666, Source.IMPORT, DAY)])
-    assert built == RegistryBuild(4, 0, 2)
-    assert owners_of(registry, index, [11, 30, 40, 20, 31, 32]) == [111, 333, 444, 444, 0, 666]
+    assert built == DevicesBuild(4, 0, 2)
+    assert owners_of(devices, index, [11, 30, 40, 20, 31, 32]) == [111, 333, 444, 444, 0, 666]
 
 
 def test_a_device_without_a_first_slot_is_left_out() -> None:
     columns = DeviceColumns(np.array([30, 31, 40], np.uint64), np.array([0, 0, 1], np.int64),
                             np.array([1, 2, 0], np.uint8), np.array([111, 222], np.uint64),
                             np.zeros(2, np.uint8), np.zeros(2, np.uint16))
-    registry, built, index = build(columns)
-    assert built == RegistryBuild(1, 0, 1)
-    assert owners_of(registry, index, [30, 31, 40]) == [0, 0, 222]
+    devices, built, index = build(columns)
+    assert built == DevicesBuild(1, 0, 1)
+    assert owners_of(devices, index, [30, 31, 40]) == [0, 0, 222]
 
 
 def test_a_device_with_an_unregistered_imei_is_left_out_and_counted() -> None:
-    registry, built, index = build([DeviceRecord((40, 99), 989120000001, Source.IMPORT, DAY),
+    devices, built, index = build([DeviceRecord((40, 99), 989120000001, Source.IMPORT, DAY),
                                     DeviceRecord((20,), 989120000002, Source.IMPORT, DAY)])
-    assert built == RegistryBuild(1, 1, 0)
-    assert owners_of(registry, index, [40, 20]) == [0, 989120000002]
+    assert built == DevicesBuild(1, 1, 0)
+    assert owners_of(devices, index, [40, 20]) == [0, 989120000002]
 
 
 def test_an_empty_registry_answers_no_device() -> None:
-    empty = Registry.empty(0)
+    empty = Devices.empty(0)
     assert empty.device_slots(np.array([-1, -1])).tolist() == [int(NO_DEVICE)] * 2
 
 
 def test_registry_snapshot_round_trip(tmp_path: Path, policy) -> None:
-    registry, _, index = build([DeviceRecord((32, 30), 989120000003, Source.IMPORT, DAY)])
-    save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), registry,
+    devices, _, index = build([DeviceRecord((32, 30), 989120000003, Source.IMPORT, DAY)])
+    save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), devices,
                                    policy), tmp_path)
-    again = load_snapshot(tmp_path, policy).registry
+    again = load_snapshot(tmp_path, policy).devices
     rows = np.arange(len(WHITE))
-    assert again.device_slots(rows).tolist() == registry.device_slots(rows).tolist()
-    assert again.device(0, index) == registry.device(0, index)
+    assert again.device_slots(rows).tolist() == devices.device_slots(rows).tolist()
+    assert again.device(0, index) == devices.device(0, index)
 
 
 @given(st.lists(st.booleans(), max_size=300))
@@ -113,10 +113,10 @@ def test_rank_bits_agree_with_counting(bits: list[bool]) -> None:
        st.lists(st.integers(-1, 220), min_size=21, max_size=80))
 def test_a_few_rows_read_one_by_one_as_many_are_read_at_once(records, asked) -> None:
     index = KeyIndex.from_sorted_keys(np.arange(200, dtype=np.uint64))
-    registry, _ = build_registry(index, DeviceColumns.from_records(
+    devices, _ = build_devices(index, DeviceColumns.from_records(
         [DeviceRecord(tuple(keys), owner, Source.IMPORT, DAY) for keys, owner in records]),
         Cartables.empty(), PairSet.empty())
     rows = np.array([r if r < 200 else -1 for r in asked], dtype=np.int64)
-    slots = registry.device_slots(rows)  # more than FEW_ROWS: the vectorized lookups
-    assert slots.tolist() == [registry.device_slot(r) for r in rows.tolist()]
-    assert registry.owners(slots).tolist() == [registry.owner_of(d) for d in slots.tolist()]
+    slots = devices.device_slots(rows)  # more than FEW_ROWS: the vectorized lookups
+    assert slots.tolist() == [devices.device_slot(r) for r in rows.tolist()]
+    assert devices.owners(slots).tolist() == [devices.owner_of(d) for d in slots.tolist()]

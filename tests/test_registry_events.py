@@ -14,7 +14,7 @@ from kafka.admin import KafkaAdminClient
 
 from enforcer.config import load_config
 from enforcer.db.jobs import Outcome, recent_runs
-from enforcer.engine.devices import Registry
+from enforcer.engine.devices import Devices
 from enforcer.files.snapshots import save_snapshot
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
 from tests.test_decide import BUYER, OWNER, SINGLE, STRANGER, UNREGISTERED, make_state
@@ -177,7 +177,7 @@ def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, work
     # A new snapshot in which no device has that IMEI any more (as after an import).
     state = make_state(policy)
     save_snapshot(replace(state, lists=replace(state.lists, generation=2),
-                          registry=Registry.empty(state.registry.rows)),
+                          devices=Devices.empty(state.devices.rows)),
                   Path(env["EIR_STATE__DIR"]))
     caplog.clear()
     second = worker()
@@ -197,7 +197,7 @@ def transfer(event_id: str, msisdn: int) -> dict[str, object]:
 
 
 def resets(running: Running, partition: int) -> float | None:
-    return running.worker.metrics.registry.get_sample_value(
+    return running.worker.metrics.collectors.get_sample_value(
         "eir_registry_partition_resets_total", {"partition": str(partition)})
 
 

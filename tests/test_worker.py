@@ -121,7 +121,7 @@ def test_offsets_are_committed_only_after_the_database_commit(env, worker, dsn) 
 
 def lag(running, topic: str) -> float:
     """eir_consumer_lag over the topic's partitions, as a scrape reads it."""
-    return sum(sample.value for metric in running.worker.metrics.registry.collect()
+    return sum(sample.value for metric in running.worker.metrics.collectors.collect()
                if metric.name == "eir_consumer_lag" for sample in metric.samples
                if sample.labels["topic"] == topic)
 

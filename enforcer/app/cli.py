@@ -124,7 +124,7 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
     state = _load_state(args, config)
     stats = state.lists.stats()
-    stats["registry"] = {"devices": state.registry.devices, "bytes": state.registry.nbytes}
+    stats["registry"] = {"devices": state.devices.count, "bytes": state.devices.nbytes}
     _print(stats)
     return 0
 
@@ -169,11 +169,11 @@ def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
         generation = next_generation(directory)
     country = build_country(CountrySpec(devices=args.devices, imeis=args.imeis, seed=args.seed),
                             generation)
-    state = EnforcementState(country.lists, country.registry,
+    state = EnforcementState(country.lists, country.devices,
                              load_policy(config.policy.file or None))
     with _state_dir(args, config) as directory:
         target = save_snapshot(state, directory)
-    _print({"snapshot": str(target), "devices": country.registry.devices,
+    _print({"snapshot": str(target), "devices": country.devices.count,
             "imeis": len(country.lists.white)})
     return 0
 

@@ -16,7 +16,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from consumers.attach import AttachWorker
 from consumers.kafka import attach_consumer, outbox_reader, producer, registry_consumer
 from consumers.outbox import OutboxRelay
-from consumers.registry_events import RegistryFollower
+from consumers.registry_events import RegistryEventConsumer
 from enforcer.files.build import imei_rules
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
@@ -44,7 +44,7 @@ class Worker:
     """The attach loop in the caller's thread, the registry loop and the notice sweep beside
     it, and the scheduled jobs, on one state."""
 
-    def __init__(self, attach: AttachWorker, registry: RegistryFollower,
+    def __init__(self, attach: AttachWorker, registry_events: RegistryEventConsumer,
                  rounds: NoticeRounds, sweeps: SweepLoop, jobs: list[Job], runner: JobRunner,
                  stopping: threading.Event, scheduler: BaseScheduler,
                  http: HttpServer | None) -> None:
@@ -52,7 +52,7 @@ class Worker:
         self._rounds = rounds
         self._sweeps = sweeps
         self._http = http
-        self._registry = registry
+        self._registry_events = registry_events
         self._jobs = {job.name: job for job in jobs}
         self._runner = runner
         self._stopping = stopping  # the runner's: set when the worker stops
@@ -67,7 +67,7 @@ class Worker:
         return self._runner.run(self._jobs[name])
 
     def run(self, stop: threading.Event) -> None:
-        follower = threading.Thread(target=self._registry.run, args=(stop,),
+        follower = threading.Thread(target=self._registry_events.run, args=(stop,),
                                     name="eir-registry")
         follower.start()
         self._scheduler.start()
@@ -89,7 +89,7 @@ class Worker:
         if self._http is not None:
             self._http.close()
         self._attach.close()
-        self._registry.close()
+        self._registry_events.close()
         self._rounds.close()
 
 
@@ -134,10 +134,10 @@ def build_worker(config: Config, clock: Clock | None = None,
         rounds.touch(imeis, msisdns)
         sweeps.wake()
 
-    registry = RegistryFollower(config, holder, rules, clock, metrics,
+    registry_events = RegistryEventConsumer(config, holder, rules, clock, metrics,
                                 broker(partial(registry_consumer, config.kafka)), messages,
                                 connect, touched)
-    database(registry.restore)  # before any attach is decided
+    database(registry_events.restore)  # before any attach is decided
     database(rounds.start)  # the cut-off list in memory before any attach is decided
     attach = AttachWorker(config, holder, rules, clock, metrics,
                           broker(partial(attach_consumer, config.kafka,
@@ -145,8 +145,10 @@ def build_worker(config: Config, clock: Clock | None = None,
                           messages, connect, sweeps.wake,
                           lambda imeis: touched(imeis, set()))
     http = serve_endpoints(config, listening, holder, rules, metrics,
-                      {"state": registry.state_check, "partitions": attach.partitions_check})
-    worker = Worker(attach, registry, rounds, sweeps, jobs, runner, stopping, scheduler, http)
+                           {"state": registry_events.state_check,
+                            "partitions": attach.partitions_check})
+    worker = Worker(attach, registry_events, rounds, sweeps, jobs, runner, stopping, scheduler,
+                    http)
     tune_gc(config.worker.gc_threshold)
     return worker
 

@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from enforcer.clock import MS_PER_S
 from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.engine.lifecycle import LIVE, SENDING, Notice, NoticeState
-from enforcer.engine.opening import Sightings, Subject
+from enforcer.engine.opening import NoticeSightings, Subject
 from rules.policy import Rule, Scope
 
 # The advisory lock of the outbox relay (one worker publishes at a time).
@@ -74,14 +74,14 @@ def _notice(row: tuple) -> Notice:
                   opened, deadline, last_seen, tuple(days), done, sms, last_sms)
 
 
-def see(conn: psycopg.Connection, sightings: Sightings,
+def see(conn: psycopg.Connection, sightings: NoticeSightings,
         rules: tuple[Rule, ...]) -> Counter[str]:
     """Open a notice for each subject that has no live one; the others are seen again.
     Returns how many opened, by kind."""
     return Counter(kind for _, _, kind, _, _, new in _see(conn, sightings, rules) if new)
 
 
-def see_subjects(conn: psycopg.Connection, sightings: Sightings,
+def see_subjects(conn: psycopg.Connection, sightings: NoticeSightings,
                  rules: tuple[Rule, ...]) -> dict[Subject, tuple[int, bool]]:
     """`see`, answering subject -> (the id of its live notice, opened now?). A subject that
     has a live notice of the kind already keeps it, and its deadline: a notice taking over
@@ -90,7 +90,8 @@ def see_subjects(conn: psycopg.Connection, sightings: Sightings,
             for i, _, kind, key, subject, new in _see(conn, sightings, rules)}
 
 
-def _see(conn: psycopg.Connection, sightings: Sightings, rules: tuple[Rule, ...]) -> list[tuple]:
+def _see(conn: psycopg.Connection, sightings: NoticeSightings,
+         rules: tuple[Rule, ...]) -> list[tuple]:
     if not len(sightings):
         return []
     rows = sightings.rows(rules)

@@ -121,7 +121,7 @@ def _figures(metrics: WorkerMetrics, sent: list[int], elapsed_s: float, day: flo
     """The worker's own counters, read once from its metrics registry, and then what the
     demo sent: read in that order, every event decided was counted sent before."""
     samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    for family in metrics.registry.collect():
+    for family in metrics.collectors.collect():
         for sample in family.samples:
             samples[sample.name].append((sample.labels, sample.value))
 

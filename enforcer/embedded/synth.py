@@ -20,7 +20,7 @@ from enforcer.engine.keyindex import CHUNK_BITS
 from enforcer.engine.lists import BLACK_REASONS, BlackReason, Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
-from enforcer.engine.devices import (NO_OWNER, SLOT_BITS, SOURCES, Cartables, Registry, day_number,
+from enforcer.engine.devices import (NO_OWNER, SLOT_BITS, SOURCES, Cartables, Devices, day_number,
                                      pack_msisdns)
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
@@ -66,7 +66,7 @@ class CountrySpec:
 @dataclass(frozen=True, eq=False)
 class Country:
     lists: Lists
-    registry: Registry
+    devices: Devices
     black_keys: np.ndarray  # uint64, every black-listed key
     unregistered_tacs: np.ndarray  # uint64, TACs no registered device uses
     subscribers: np.ndarray  # uint64, MSISDNs in use
@@ -110,7 +110,7 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
                          < spec.national_cartable_share]
     op_imeis = keys[rng.choice(len(keys), int(len(keys) * spec.operator_sim_share))]
     first_imei = slot == 0  # rows are `keys`, in order; devices numbered by first IMEI
-    registry = Registry(
+    devices = Devices(
         first_slot=RankBits.from_mask(first_imei),
         other_slot=RankBits.from_mask(~first_imei),
         other_device=(device[~first_imei] << np.uint32(SLOT_BITS)) | slot[~first_imei],
@@ -120,7 +120,7 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
         cartables=Cartables.from_links(linked, np.arange(len(linked), dtype=np.uint32) // 2),
         operator_sims=PairSet.from_pairs(
             op_imeis, subscribers[rng.integers(0, len(subscribers), len(op_imeis))]))
-    return Country(lists, registry, lists.black_index.keys(), spare_tacs,
+    return Country(lists, devices, lists.black_index.keys(), spare_tacs,
                    subscribers)
 
 
@@ -194,22 +194,22 @@ class TrafficMix:
         return shares / shares.sum()
 
 
-def owned_rows(rng: np.random.Generator, registry: Registry, n: int) -> np.ndarray:
+def owned_rows(rng: np.random.Generator, devices: Devices, n: int) -> np.ndarray:
     """n random white-list rows of owned devices, drawn without touching every row."""
     picked: list[np.ndarray] = []
     have = 0
     while have < n:
-        rows = rng.integers(0, registry.rows, 2 * (n - have) + 16)
-        rows = rows[registry.owners(registry.device_slots(rows)) != NO_OWNER]
+        rows = rng.integers(0, devices.rows, 2 * (n - have) + 16)
+        rows = rows[devices.owners(devices.device_slots(rows)) != NO_OWNER]
         picked.append(rows)
         have += len(rows)
     return np.concatenate(picked)[:n]
 
 
-def unowned_device_rows(registry: Registry, limit: int) -> np.ndarray:
+def unowned_device_rows(devices: Devices, limit: int) -> np.ndarray:
     """Up to `limit` white-list rows of registered devices in no cartable."""
-    rows = np.arange(min(registry.rows, limit * UNOWNED_SCAN_PER_ROW))
-    return rows[registry.owners(registry.device_slots(rows)) == NO_OWNER][:limit]
+    rows = np.arange(min(devices.rows, limit * UNOWNED_SCAN_PER_ROW))
+    return rows[devices.owners(devices.device_slots(rows)) == NO_OWNER][:limit]
 
 
 def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
@@ -217,9 +217,9 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
     """n attach events in the given mix, as a batch."""
     rng = np.random.default_rng(seed)
     kind = rng.choice(6, n, p=mix.shares())
-    pick = owned_rows(rng, country.registry, n)
+    pick = owned_rows(rng, country.devices, n)
     keys = country.lists.white_index.keys_at(pick)
-    msisdn = country.registry.owners(country.registry.device_slots(pick))
+    msisdn = country.devices.owners(country.devices.device_slots(pick))
     # another cartable's SIM: a random subscriber (a collision with the owner is negligible)
     other = kind == 1
     msisdn[other] = country.subscribers[rng.integers(0, len(country.subscribers), other.sum())]
@@ -245,8 +245,8 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
 def country_from_state(state: EnforcementState, seed: int = 5) -> Country:
     """Enough of a Country to make traffic against a loaded snapshot."""
     rng = np.random.default_rng(seed)
-    owners = state.registry.owners(state.registry.device_slots(
-        rng.integers(0, state.registry.rows, OWNER_SAMPLE)))
+    owners = state.devices.owners(state.devices.device_slots(
+        rng.integers(0, state.devices.rows, OWNER_SAMPLE)))
     subscribers = np.unique(owners[owners != NO_OWNER])
     # A chunk of 2^16 keys lies within at most two TACs (a TAC spans 10^6 keys).
     first_key = state.lists.white_index.chunk_high << np.uint64(CHUNK_BITS)
@@ -254,5 +254,5 @@ def country_from_state(state: EnforcementState, seed: int = 5) -> Country:
     used_tacs = np.union1d(first_key // np.uint64(SNR_SPACE), last_key // np.uint64(SNR_SPACE))
     candidates = _tacs(rng, SPARE_TAC_CANDIDATES)
     spare = candidates[~np.isin(candidates, used_tacs)]
-    return Country(state.lists, state.registry, state.lists.black_index.keys(), spare,
+    return Country(state.lists, state.devices, state.lists.black_index.keys(), spare,
                    subscribers)

@@ -44,18 +44,18 @@ def run_tour(config: Config, size: int, events: int) -> Country:
     started = time.perf_counter()
     directory = Path(config.state.dir)
     country = build_country(CountrySpec(devices=size), next_generation(directory))
-    lists, registry = country.lists, country.registry
+    lists, devices = country.lists, country.devices
     say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white):,} registered "
          f"IMEIs ({len(lists.white_index.chunk_high):,} chunks of 65,536 keys), "
-         f"{len(lists.black_index):,} black-listed, {registry.devices:,} devices, "
-         f"{len(registry.cartables.msisdn):,} SIMs in national-ID cartables, "
-         f"{len(registry.operator_sims):,} operator SIMs")
+         f"{len(lists.black_index):,} black-listed, {devices.count:,} devices, "
+         f"{len(devices.cartables.msisdn):,} SIMs in national-ID cartables, "
+         f"{len(devices.operator_sims):,} operator SIMs")
     stats = lists.stats()
     say(f"   memory: white list {stats['white']['bitmap_bytes'] / MB:.1f} MB as roaring "
          f"+ {stats['white']['index_bytes'] / MB:.1f} MB lookup index; registry "
-         f"{registry.nbytes / MB:.1f} MB")
+         f"{devices.nbytes / MB:.1f} MB")
 
-    save_snapshot(EnforcementState(lists, registry, policy), directory)
+    save_snapshot(EnforcementState(lists, devices, policy), directory)
     started = time.perf_counter()
     state = load_snapshot(directory, policy)
     say(f"2. Snapshot written to {directory}/ and loaded back in "
@@ -102,7 +102,7 @@ def _one(batch: AttachBatch, i: int, **changes: np.ndarray) -> AttachBatch:
 
 
 def _show_unowned(country: Country, batch: AttachBatch, state: EnforcementState) -> None:
-    rows = unowned_device_rows(country.registry, 1)
+    rows = unowned_device_rows(country.devices, 1)
     if len(rows):
         one = _one(batch, 0, imei_key=country.lists.white_index.keys_at(rows))
         _show("no_cartable", one, decide(one, state), 0)

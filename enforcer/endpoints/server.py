@@ -249,7 +249,7 @@ def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readines
             began = time.monotonic()
             url = urlsplit(self.path)
             if url.path == "/metrics":
-                self._send(HTTPStatus.OK, generate_latest(metrics.registry),
+                self._send(HTTPStatus.OK, generate_latest(metrics.collectors),
                            CONTENT_TYPE_LATEST)
                 route = "metrics"
             elif url.path == "/healthz":

@@ -80,7 +80,7 @@ NO_CELLS = CellSites.of({})
 
 
 @dataclass(frozen=True, eq=False)
-class Sightings:
+class WindowSightings:
     """The batch's attaches the window looks at, as columns."""
 
     row: np.ndarray  # int64, the IMEI's white-list row (ABSENT: not looked at)
@@ -167,7 +167,7 @@ class CloneWindow:
             getattr(moved, name)[to] = getattr(self, name)[kept]
         return moved
 
-    def observe(self, seen: Sightings) -> Flags:
+    def observe(self, seen: WindowSightings) -> Flags:
         at = np.flatnonzero(seen.row != ABSENT)
         order = at[np.lexsort((seen.ts_ms[at], seen.row[at]))]
         flagged_at = np.full(len(seen.row), -1, dtype=np.int8)
@@ -177,7 +177,7 @@ class CloneWindow:
 
     # -- too many SIMs ----------------------------------------------------------------------
 
-    def _imsis(self, seen: Sightings, order: np.ndarray, flagged_at: np.ndarray) -> None:
+    def _imsis(self, seen: WindowSightings, order: np.ndarray, flagged_at: np.ndarray) -> None:
         if not len(order):
             return
         row, fp = seen.row[order], fingerprint(seen.imsi[order])
@@ -222,7 +222,7 @@ class CloneWindow:
 
     # -- two places at once -------------------------------------------------------------------
 
-    def _places(self, seen: Sightings, order: np.ndarray, flagged_at: np.ndarray) -> None:
+    def _places(self, seen: WindowSightings, order: np.ndarray, flagged_at: np.ndarray) -> None:
         if not len(order):
             return
         row = seen.row[order]
@@ -251,7 +251,7 @@ class CloneWindow:
         self._cell[row[last]] = cell[last]
 
     @staticmethod
-    def _first_per_imei(seen: Sightings, flagged_at: np.ndarray) -> Flags:
+    def _first_per_imei(seen: WindowSightings, flagged_at: np.ndarray) -> Flags:
         hit = np.flatnonzero(flagged_at >= 0)
         hit = hit[np.lexsort((seen.ts_ms[hit], seen.row[hit]))]
         rows = seen.row[hit]
@@ -280,7 +280,7 @@ def cells_from_csv(text: str) -> CellSites:
     return CellSites.of(sites)
 
 
-def sightings_of(batch: AttachBatch, index: KeyIndex, cells: CellSites) -> Sightings:
+def sightings_of(batch: AttachBatch, index: KeyIndex, cells: CellSites) -> WindowSightings:
     """The batch as the window sees it: white-listed, well-formed IMEIs only (a placeholder
     or test IMEI is shared by design: the malformed rule's, not a clone)."""
     row = index.rows(batch.imei_key)
@@ -289,7 +289,7 @@ def sightings_of(batch: AttachBatch, index: KeyIndex, cells: CellSites) -> Sight
     if cells.codes:
         carried = np.flatnonzero(batch.cell != None)  # noqa: E711 - elementwise, object array
         cell[carried] = [cells.codes.get(c, NOWHERE) for c in batch.cell[carried].tolist()]
-    return Sightings(row, batch.imsi, batch.ts_ms, batch.operator, cell)
+    return WindowSightings(row, batch.imsi, batch.ts_ms, batch.operator, cell)
 
 
 def window_start_ms(flag_ms: int, rules: CloneRules) -> int:

@@ -100,16 +100,16 @@ def decide(batch: AttachBatch, state: EnforcementState,
 
 def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lists, registry, policy, overlay = state.lists, state.registry, state.policy, state.overlay
+    lists, devices, policy, overlay = state.lists, state.devices, state.policy, state.overlay
     keys = batch.imei_key
     rows = lists.white_index.rows_sorted(keys)
     registered = rows != ABSENT
     black = lists.black_reasons_at(keys, rows)
-    device_slot = registry.device_slots(rows)
+    device_slot = devices.device_slots(rows)
     if len(overlay):  # the registry's changes since the snapshot
         registered, device_slot, black = overlay.patch_imeis(keys, registered, device_slot,
                                                              black)
-    owner = overlay.patch_owners(device_slot, registry.owners(device_slot))
+    owner = overlay.patch_owners(device_slot, devices.owners(device_slot))
     owned = owner != NO_OWNER
     owner_sim = owned & (owner == batch.msisdn)
     # Only the few events not from the owner's own SIM need the cartable and operator SIMs.
@@ -117,13 +117,13 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
     if len(others):
         also = overlay.patch_operator_sims(
             keys[others], batch.msisdn[others],
-            registry.operator_sims.contains(keys[others], batch.msisdn[others]))
+            devices.operator_sims.contains(keys[others], batch.msisdn[others]))
         owned_others = owned[others]
         if owned_others.any():
             sub = others[owned_others]
 
             def cartable(numbers: np.ndarray) -> np.ndarray:
-                return overlay.patch_cartables(numbers, registry.cartables.of(numbers))
+                return overlay.patch_cartables(numbers, devices.cartables.of(numbers))
 
             a, b = cartable(owner[sub]), cartable(batch.msisdn[sub])
             also[owned_others] |= (a != NO_CARTABLE) & (a == b)

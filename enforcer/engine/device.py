@@ -20,16 +20,16 @@ class DeviceNow:
 
 
 def device_now(state: EnforcementState, imei_key: int) -> DeviceNow:
-    lists, registry, overlay = state.lists, state.registry, state.overlay
-    device_slot = overlay.device_slot(imei_key, lists, registry)
+    lists, devices, overlay = state.lists, state.devices, state.overlay
+    device_slot = overlay.device_slot(imei_key, lists, devices)
     if device_slot == NO_DEVICE:
         device, slots = None, ((0, imei_key),)
     else:
         device = device_slot >> SLOT_BITS
-        slots = tuple(sorted((overlay.device_slot(k, lists, registry) & int(SLOT_MASK), k)
-                             for k in overlay.device_keys(device, lists, registry)))
+        slots = tuple(sorted((overlay.device_slot(k, lists, devices) & int(SLOT_MASK), k)
+                             for k in overlay.device_keys(device, lists, devices)))
     one = np.array([device_slot], dtype=np.uint32)
-    owner = int(overlay.patch_owners(one, registry.owners(one))[0])
+    owner = int(overlay.patch_owners(one, devices.owners(one))[0])
     keys = np.array([k for _, k in slots], dtype=np.uint64)
     _, _, codes = overlay.patch_imeis(keys, np.ones(len(keys), bool),
                                       np.zeros(len(keys), np.uint32), lists.black_reasons(keys))

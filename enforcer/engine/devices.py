@@ -1,5 +1,6 @@
-"""Registry state: devices (their IMEIs in slot order), owners, national-ID cartables,
-operator SIMs, registration source and date, held as columns sized for a whole country.
+"""The devices the national registry knows (`Devices`): their IMEIs in slot order, owners,
+national-ID cartables, operator SIMs, registration source and date, held as columns sized
+for a whole country.
 
 Rows are the white list's rows (registered IMEIs in key order, as ranked by
 `Lists.white_index`), so the decision finds an IMEI's device with the same lookup that told
@@ -113,7 +114,7 @@ class DeviceView:
 
 
 @dataclass(frozen=True, eq=False)
-class Registry:
+class Devices:
     first_slot: RankBits  # per white-list row: the first IMEI of a device; rank = device
     other_slot: RankBits  # per white-list row: another slot of a device
     other_device: np.ndarray  # uint32 per other_slot row, in row order: device << SLOT_BITS | slot
@@ -124,7 +125,7 @@ class Registry:
     operator_sims: PairSet  # (IMEI key, MSISDN)
 
     @classmethod
-    def empty(cls, rows: int) -> Registry:
+    def empty(cls, rows: int) -> Devices:
         none = RankBits.from_mask(np.zeros(rows, dtype=bool))
         return cls(none, none, np.zeros(0, np.uint32), np.zeros(0, OWNER_DTYPE),
                    np.zeros(0, np.uint8), np.zeros(0, np.uint16), Cartables.empty(),
@@ -135,7 +136,7 @@ class Registry:
         return self.first_slot.rows
 
     @property
-    def devices(self) -> int:
+    def count(self) -> int:
         return len(self.owner)
 
     @property
@@ -198,7 +199,7 @@ class Registry:
         return memoryview(self.owner.view(np.uint16))
 
     def device_columns(self, white_index: KeyIndex) -> DeviceColumns:
-        """Every device as `build_registry` takes it: to rebuild against another white list."""
+        """Every device as `build_devices` takes it: to rebuild against another white list."""
         keys, devices, slots = [], [], []
         for start in range(0, self.rows, COLUMN_CHUNK_ROWS):
             rows = np.arange(start, min(start + COLUMN_CHUNK_ROWS, self.rows), dtype=np.int64)
@@ -239,7 +240,7 @@ class DeviceRecord:
 
 @dataclass(frozen=True, eq=False)
 class DeviceColumns:
-    """Devices as columns, the input of `build_registry`: one entry per IMEI, one per device."""
+    """Devices as columns, the input of `build_devices`: one entry per IMEI, one per device."""
 
     imei_key: np.ndarray  # uint64 per IMEI
     imei_device: np.ndarray  # int64 per IMEI: the device it belongs to
@@ -273,8 +274,8 @@ class DeviceColumns:
 
 
 @dataclass(frozen=True)
-class RegistryBuild:
-    """What building the registry kept and left out, for the operator's report."""
+class DevicesBuild:
+    """What building the devices kept and left out, for the operator's report."""
 
     devices: int
     left_out_unregistered: int  # an IMEI of the device is not on the white list
@@ -285,9 +286,9 @@ class RegistryBuild:
                 "left_out_conflicting": self.left_out_conflicting}
 
 
-def build_registry(white_index: KeyIndex, columns: DeviceColumns,
-                   cartables: Cartables, operator_sims: PairSet) -> tuple[Registry, RegistryBuild]:
-    """The registry aligned to `white_index`, devices renumbered in the order of their first
+def build_devices(white_index: KeyIndex, columns: DeviceColumns,
+                  cartables: Cartables, operator_sims: PairSet) -> tuple[Devices, DevicesBuild]:
+    """The devices aligned to `white_index`, devices renumbered in the order of their first
     IMEI. A device is left out when one of its IMEIs is not registered, when an earlier
     device (in input order) already has one of its IMEIs, or when its slots are not 0, 1, …
     each once: one IMEI belongs to one slot of one device."""
@@ -322,11 +323,11 @@ def build_registry(white_index: KeyIndex, columns: DeviceColumns,
     order = np.argsort(other_rows, kind="stable")
     other_device = ((new_of_old[old[~first]] << np.uint32(SLOT_BITS))
                     | slot[~first].astype(np.uint32))[order]
-    registry = Registry(
+    devices = Devices(
         RankBits.from_positions(len(white_index), rows[first]),
         RankBits.from_positions(len(white_index), other_rows),
         other_device, pack_msisdns(np.asarray(columns.owner, np.uint64)[old_of_new]),
         np.asarray(columns.source, np.uint8)[old_of_new],
         np.asarray(columns.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
-    return registry, RegistryBuild(len(old_of_new), int(unregistered.sum()),
+    return devices, DevicesBuild(len(old_of_new), int(unregistered.sum()),
                                    int((conflicting & ~unregistered).sum()))

@@ -20,7 +20,7 @@ IMEI_SUBJECT = 0  # subject_imsi of an IMEI-scoped notice
 
 
 @dataclass(frozen=True, eq=False)
-class Sightings:
+class NoticeSightings:
     """Subjects of notices seen in a batch, as columns."""
 
     rule: np.ndarray  # uint8, index into the policy's rules
@@ -50,7 +50,7 @@ class Sightings:
 
 
 def notice_sightings(batch: AttachBatch, decisions: Decisions,
-                     fresh_pairs: set[tuple[int, int]] | None = None) -> Sightings:
+                     fresh_pairs: set[tuple[int, int]] | None = None) -> NoticeSightings:
     """`fresh_pairs`: the (IMEI key, IMSI) pairs the history writes for this batch. A pair
     it skips was written within `history.resolution_s`, with its notice in the same
     transaction, so seeing its notice again would change nothing worth a write. None: all."""
@@ -80,7 +80,7 @@ def notice_sightings(batch: AttachBatch, decisions: Decisions,
         new = np.zeros(0, dtype=bool)
     first = np.flatnonzero(new)
     last = np.r_[first[1:] - 1, len(order) - 1] if len(first) else first
-    return Sightings(rule[first], key[first], subject[first], batch.imsi[at[first]],
+    return NoticeSightings(rule[first], key[first], subject[first], batch.imsi[at[first]],
                      batch.msisdn[at[first]], ts[first], ts[last])
 
 
@@ -95,7 +95,7 @@ def successor_subject(notice: Notice, rule: Rule) -> Subject:
 
 
 def successors(taking_over: list[tuple[Notice, int]], rules: tuple[Rule, ...],
-               now_ms: int) -> Sightings:
+               now_ms: int) -> NoticeSightings:
     """The notices that take over from superseded ones, as sightings: (notice, index of the
     rule that decides its subject now) in. Each is anchored now (its rule's deadline counted
     from the moment it takes over, as a flag's notices are from the flag) and last seen when
@@ -112,7 +112,7 @@ def successors(taking_over: list[tuple[Notice, int]], rules: tuple[Rule, ...],
         last_seen[subject] = max(last_seen.get(subject, notice.last_seen_ms),
                                  notice.last_seen_ms)
     subjects = list(first)
-    return Sightings(
+    return NoticeSightings(
         rule=np.array([first[s][0] for s in subjects], dtype=np.uint8),
         imei_key=np.array([s[1] for s in subjects], dtype=np.uint64),
         subject_imsi=np.array([s[2] for s in subjects], dtype=np.uint64),

@@ -26,7 +26,7 @@ from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, 
                                              DeviceDeregistered, DeviceRegistered, ImeiReplaced,
                                              OperatorSimChanged, OwnershipSet, RegistryEvent)
 from enforcer.engine.devices import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
-                                     Registry, Source)
+                                     Devices, Source)
 
 # How far a partition of the registry topic has been read: (incarnation, next offset), which
 # orders as the events came: a recreated topic is the partition's next incarnation, its
@@ -152,17 +152,17 @@ class Overlay:
 
     # The registry's side: changes applied, pure.
 
-    def apply(self, change: Change, time_ms: int, lists: Lists, registry: Registry) -> Overlay:
-        draft = OverlayDraft(self, lists, registry)
+    def apply(self, change: Change, time_ms: int, lists: Lists, devices: Devices) -> Overlay:
+        draft = OverlayDraft(self, lists, devices)
         draft.apply(RegistryEvent("", time_ms, change))
         return draft.finish()
 
     def apply_all(self, events: Iterable[RegistryEvent], lists: Lists,
-                  registry: Registry) -> tuple[Overlay, list[tuple[RegistryEvent, Inapplicable]]]:
+                  devices: Devices) -> tuple[Overlay, list[tuple[RegistryEvent, Inapplicable]]]:
         """The events that apply, applied in order; and those that do not, with why."""
         events = list(events)
-        self.prefetch([k for e in events for k in mentioned_keys(e.change)], lists, registry)
-        draft = OverlayDraft(self, lists, registry)
+        self.prefetch([k for e in events for k in mentioned_keys(e.change)], lists, devices)
+        draft = OverlayDraft(self, lists, devices)
         refused = []
         for event in events:
             try:
@@ -171,11 +171,11 @@ class Overlay:
                 refused.append((event, exc))
         return draft.finish(), refused
 
-    def rebase(self, lists: Lists, registry: Registry) -> tuple[Overlay, int]:
+    def rebase(self, lists: Lists, devices: Devices) -> tuple[Overlay, int]:
         """The same events over another snapshot; and how many no longer apply there (a
         device the new snapshot does not have)."""
-        fresh = Overlay(base_devices=registry.devices, read_to=self.read_to)
-        rebased, refused = fresh.apply_all(self.events, lists, registry)
+        fresh = Overlay(base_devices=devices.count, read_to=self.read_to)
+        rebased, refused = fresh.apply_all(self.events, lists, devices)
         return rebased, len(refused)
 
     def at(self, positions: Mapping[int, LogPosition]) -> Overlay:
@@ -187,44 +187,44 @@ class Overlay:
                        cartables=dict(self.cartables), operator_sims=dict(self.operator_sims),
                        black=dict(self.black))
 
-    def _check(self, change: Change, lists: Lists, registry: Registry) -> None:
+    def _check(self, change: Change, lists: Lists, devices: Devices) -> None:
         match change:
             case DeviceDeregistered() | OwnershipSet():
                 self._device_of(change.device.device_id, change.device.imei_keys, lists,
-                                registry)
+                                devices)
             case ImeiReplaced():
-                if self.device_slot(change.old_key, lists, registry) == NO_DEVICE:
+                if self.device_slot(change.old_key, lists, devices) == NO_DEVICE:
                     raise Inapplicable(f"IMEI {change.old_key:014d} is in no device")
 
-    def _mutate(self, change: Change, time_ms: int, lists: Lists, registry: Registry) -> None:
+    def _mutate(self, change: Change, time_ms: int, lists: Lists, devices: Devices) -> None:
         """Only ever on a private copy (`OverlayDraft`); `_check` has passed."""
         imeis = self.imeis
         match change:
             case DeviceRegistered():
-                self._registered(change, time_ms, lists, registry)
+                self._registered(change, time_ms, lists, devices)
             case DeviceDeregistered():
                 device = self._device_of(change.device.device_id, change.device.imei_keys,
-                                         lists, registry)
-                for key in self.device_keys(device, lists, registry):
+                                         lists, devices)
+                for key in self.device_keys(device, lists, devices):
                     imeis[key] = int(NO_DEVICE)
                 for device_id in [i for i, d in self.device_ids.items() if d == device]:
                     del self.device_ids[device_id]
                 self.owners[device] = int(NO_OWNER)
             case OwnershipSet():
                 device = self._device_of(change.device.device_id, change.device.imei_keys,
-                                         lists, registry)
+                                         lists, devices)
                 self.owners[device] = change.owner_msisdn
             case CartableChanged():
                 for msisdn in change.msisdns:
                     if change.linked:
                         self.cartables[msisdn] = change.cartable_id
-                    elif self._cartable(msisdn, registry) == change.cartable_id:
+                    elif self._cartable(msisdn, devices) == change.cartable_id:
                         self.cartables[msisdn] = int(NO_CARTABLE)
             case OperatorSimChanged():
                 pair = (change.imei_key, change.msisdn)
                 self.operator_sims[pair] = change.set
             case ImeiReplaced():
-                slot = self.device_slot(change.old_key, lists, registry)
+                slot = self.device_slot(change.old_key, lists, devices)
                 imeis[change.old_key] = int(NO_DEVICE)
                 imeis[change.new_key] = slot
             case BlacklistChanged():
@@ -234,12 +234,12 @@ class Overlay:
                 raise AssertionError(f"no rule for {type(change).__name__}")  # Change is closed
 
     def _registered(self, change: DeviceRegistered, time_ms: int, lists: Lists,
-                    registry: Registry) -> None:
+                    devices: Devices) -> None:
         imeis = self.imeis
         known = self.device_ids.get(change.device.device_id or "")
         device = known if known is not None else self.next_device
         if known is not None:  # registered again: its slots are what this event says
-            for key in self.device_keys(device, lists, registry):
+            for key in self.device_keys(device, lists, devices):
                 imeis[key] = int(NO_DEVICE)
         for slot, key in enumerate(change.device.imei_keys[:MAX_SLOTS]):
             imeis[key] = (device << SLOT_BITS) | slot
@@ -249,47 +249,47 @@ class Overlay:
         self.owners[device] = int(NO_OWNER)
         self.devices[device] = NewDevice(change.source, day)
 
-    def prefetch(self, keys: list[int], lists: Lists, registry: Registry) -> None:
+    def prefetch(self, keys: list[int], lists: Lists, devices: Devices) -> None:
         missing = np.unique(np.array([k for k in keys if k not in self.snapshot_slots],
                                      dtype=np.uint64))
         if len(missing):
-            slots = registry.device_slots(lists.white_index.rows(missing))
+            slots = devices.device_slots(lists.white_index.rows(missing))
             self.snapshot_slots.update(zip(missing.tolist(), slots.tolist()))
 
-    def device_slot(self, key: int, lists: Lists, registry: Registry) -> int:
+    def device_slot(self, key: int, lists: Lists, devices: Devices) -> int:
         if key in self.imeis:
             return self.imeis[key]
         if key in self.snapshot_slots:
             return self.snapshot_slots[key]
         # Not cached: what outside callers ask (a status query) must not grow the cache.
         rows = lists.white_index.rows(np.array([key], dtype=np.uint64))
-        return int(registry.device_slots(rows)[0])
+        return int(devices.device_slots(rows)[0])
 
     def _device_of(self, device_id: str | None, keys: tuple[int, ...], lists: Lists,
-                   registry: Registry) -> int:
+                   devices: Devices) -> int:
         if device_id is not None and device_id in self.device_ids:
             return self.device_ids[device_id]
         if keys:
-            slot = self.device_slot(keys[0], lists, registry)
+            slot = self.device_slot(keys[0], lists, devices)
             if slot != NO_DEVICE:
                 return slot >> SLOT_BITS
         imeis = f"with IMEI {', '.join(f'{k:014d}' for k in keys)}" if keys else None
         raise Inapplicable(" ".join(filter(None, ("no device", device_id, imeis))))
 
-    def device_keys(self, device: int, lists: Lists, registry: Registry) -> list[int]:
+    def device_keys(self, device: int, lists: Lists, devices: Devices) -> list[int]:
         """The IMEI keys that are the device's slots now."""
         keys = set()
         if device < self.base_devices:
-            keys = {s.imei_key for s in registry.device(device, lists.white_index).slots}
+            keys = {s.imei_key for s in devices.device(device, lists.white_index).slots}
         keys |= {k for k, s in self.imeis.items()
                  if s != NO_DEVICE and s >> SLOT_BITS == device}
-        slots = {k: self.device_slot(k, lists, registry) for k in keys}
+        slots = {k: self.device_slot(k, lists, devices) for k in keys}
         return sorted(k for k, s in slots.items() if s != NO_DEVICE and s >> SLOT_BITS == device)
 
-    def _cartable(self, msisdn: int, registry: Registry) -> int:
+    def _cartable(self, msisdn: int, devices: Devices) -> int:
         if msisdn in self.cartables:
             return self.cartables[msisdn]
-        return int(registry.cartables.of(np.array([msisdn], dtype=np.uint64))[0])
+        return int(devices.cartables.of(np.array([msisdn], dtype=np.uint64))[0])
 
 
 def mentioned_keys(change: Change) -> tuple[int, ...]:
@@ -303,14 +303,14 @@ def mentioned_keys(change: Change) -> tuple[int, ...]:
 
 
 def touched_by(change: Change, overlay: Overlay, lists: Lists,
-               registry: Registry) -> tuple[set[int], set[int]]:
+               devices: Devices) -> tuple[set[int], set[int]]:
     """(IMEI keys, MSISDNs) whose notices the change may resolve, judged after it."""
     imeis, msisdns = set(mentioned_keys(change)), set()
     match change:
         case DeviceRegistered() | DeviceDeregistered() | OwnershipSet():
             device = overlay.device_ids.get(change.device.device_id or "")
             if device is not None:
-                imeis |= set(overlay.device_keys(device, lists, registry))
+                imeis |= set(overlay.device_keys(device, lists, devices))
             if isinstance(change, OwnershipSet):
                 msisdns.add(change.owner_msisdn)
         case CartableChanged():
@@ -329,25 +329,25 @@ class OverlayDraft:
     """Events applied in place to a private copy of an overlay: a poll of events, or the
     thousands restored at start, cost one copy of the maps rather than one each."""
 
-    def __init__(self, origin: Overlay, lists: Lists, registry: Registry) -> None:
+    def __init__(self, origin: Overlay, lists: Lists, devices: Devices) -> None:
         self.origin = origin
         self.applied: list[RegistryEvent] = []
         self._lists = lists
-        self._registry = registry
+        self._devices = devices
         self._work = origin._copy()
 
     def prefetch(self, changes: list[Change]) -> None:
         self._work.prefetch([k for c in changes for k in mentioned_keys(c)], self._lists,
-                            self._registry)
+                            self._devices)
 
     def check(self, change: Change) -> None:
         """Raises Inapplicable when the change names something the state does not have."""
-        self._work._check(change, self._lists, self._registry)
+        self._work._check(change, self._lists, self._devices)
 
     def apply(self, event: RegistryEvent) -> None:
         """Raises Inapplicable, and changes nothing, when the change does not apply."""
         self.check(event.change)
-        self._work._mutate(event.change, event.time_ms, self._lists, self._registry)
+        self._work._mutate(event.change, event.time_ms, self._lists, self._devices)
         self.applied.append(event)
 
     def finish(self, positions: Mapping[int, LogPosition] | None = None) -> Overlay:
@@ -355,5 +355,5 @@ class OverlayDraft:
         return done.at(positions) if positions else done
 
 
-def empty_overlay(registry: Registry) -> Overlay:
-    return Overlay(base_devices=registry.devices)
+def empty_overlay(devices: Devices) -> Overlay:
+    return Overlay(base_devices=devices.count)

@@ -1,4 +1,4 @@
-"""The state a decision reads: one generation of lists, the registry aligned to it, and the
+"""The state a decision reads: one generation of lists, the devices aligned to it, and the
 policy. A new generation is built aside and swapped in with one reference assignment, so a
 batch that took `holder.current` sees the old state or the new one, never a mix."""
 
@@ -12,24 +12,24 @@ from enforcer.engine.clones import NOT_MISUSED, Misused
 from enforcer.engine.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.engine.lists import Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
-from enforcer.engine.devices import Registry
+from enforcer.engine.devices import Devices
 from rules.policy import Policy
 
 
 @dataclass(frozen=True, eq=False)
 class EnforcementState:
     lists: Lists
-    registry: Registry
+    devices: Devices
     policy: Policy
     overlay: Overlay = field(default=None)  # type: ignore[assignment]  # empty if not given
     cutoffs: CutOffs = NO_CUTOFFS  # this operator's own, from the notices table
     misused: Misused = NOT_MISUSED  # flagged by clone detection, from clone_flags
 
     def __post_init__(self) -> None:
-        if self.registry.rows != len(self.lists.white_index):
-            raise ValueError("the registry is not aligned to this generation's white list")
+        if self.devices.rows != len(self.lists.white_index):
+            raise ValueError("the devices are not aligned to this generation's white list")
         if self.overlay is None:
-            object.__setattr__(self, "overlay", empty_overlay(self.registry))
+            object.__setattr__(self, "overlay", empty_overlay(self.devices))
 
     @property
     def generation(self) -> int:
@@ -57,7 +57,7 @@ class StateHolder:
             if new.generation <= self._state.generation:
                 raise ValueError(f"generation {new.generation} is not newer than "
                                  f"{self._state.generation}")
-            overlay, stale = self._state.overlay.rebase(new.lists, new.registry)
+            overlay, stale = self._state.overlay.rebase(new.lists, new.devices)
             self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs,
                                   misused=self._state.misused)
             return stale

@@ -74,7 +74,7 @@ class _Table:
         return placed
 
 
-class SightingCache:
+class UsageCache:
     def __init__(self, capacity: int, resolution_ms: int) -> None:
         self._per_generation = max(capacity // 2, 1)
         self._bits = max(int(self._per_generation * LOAD_DIVISOR - 1).bit_length(), 1)

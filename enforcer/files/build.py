@@ -13,7 +13,7 @@ from enforcer.engine.imei import ImeiRules
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
-from enforcer.engine.devices import Cartables, DeviceColumns, RegistryBuild, build_registry
+from enforcer.engine.devices import Cartables, DeviceColumns, DevicesBuild, build_devices
 from enforcer.files.devicefiles import RegistryFileReader
 from enforcer.engine.state import EnforcementState
 from rules.policy import Policy
@@ -32,13 +32,13 @@ class SourceFiles:
 class BuildReport:
     generation: int
     files: dict[str, LoadReport] = field(default_factory=dict)
-    registry: RegistryBuild | None = None
+    devices: DevicesBuild | None = None
     refused: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {"generation": self.generation,
                 "files": {k: v.as_json() for k, v in self.files.items()},
-                "registry": self.registry.as_json() if self.registry else None,
+                "registry": self.devices.as_json() if self.devices else None,
                 "refused": self.refused}
 
 
@@ -76,6 +76,6 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
     if refusals:
         report.refused = "; ".join(refusals)
         return None, report
-    registry, report.registry = build_registry(
+    devices, report.devices = build_devices(
         lists.white_index, columns, cartables, operator_sims)
-    return EnforcementState(lists, registry, policy), report
+    return EnforcementState(lists, devices, policy), report

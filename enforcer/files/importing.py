@@ -25,7 +25,7 @@ from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading
                                      shrink_refusal)
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import BlackReason, Lists, keys_of
-from enforcer.engine.devices import DeviceColumns, RegistryBuild, build_registry
+from enforcer.engine.devices import DeviceColumns, DevicesBuild, build_devices
 from enforcer.files.devicefiles import RegistryFileReader
 from enforcer.engine.state import EnforcementState
 
@@ -49,7 +49,7 @@ class ImportReport:
     # devices, every slot.
     leading_zero_before: int = 0
     leading_zero_after: int = 0
-    registry: RegistryBuild | None = None
+    devices: DevicesBuild | None = None
     refused: str | None = None
     generation: int | None = None  # the new one, when swapped
 
@@ -59,7 +59,7 @@ class ImportReport:
                 "changed": self.changed,
                 "leading_zero_before": self.leading_zero_before,
                 "leading_zero_after": self.leading_zero_after,
-                "registry": self.registry.as_json() if self.registry else None,
+                "registry": self.devices.as_json() if self.devices else None,
                 "refused": self.refused, "generation": self.generation}
 
 
@@ -79,27 +79,27 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
                               leading_zero_before=leading_zero_count(old.white),
                               leading_zero_after=leading_zero_count(white))
         lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
-        columns = state.registry.device_columns(old.white_index)
+        columns = state.devices.device_columns(old.white_index)
     elif kind is Kind.BLACK:
         black, loaded = lists_reader.read_black(path)
         report = _black_diff(old, black, loaded)
         lists = Lists.build(generation, old.white, black, old.cut_imeis, old.cut_pairs,
                             white_index=old.white_index)
-        columns = state.registry.device_columns(old.white_index)
+        columns = state.devices.device_columns(old.white_index)
     else:
         registry_reader = RegistryFileReader(rules, lists_reader, config.lists.csv_chunk_lines)
         columns, loaded = registry_reader.read_devices(path)
-        report = _owner_diff(state.registry.device_columns(old.white_index), columns, loaded)
+        report = _owner_diff(state.devices.device_columns(old.white_index), columns, loaded)
         lists = Lists.build(generation, old.white, old.black, old.cut_imeis, old.cut_pairs,
                             white_index=old.white_index)
     report.refused = _refusal(report, config)
     if report.refused:
         return None, report
-    registry, report.registry = build_registry(lists.white_index, columns,
-                                               state.registry.cartables,
-                                               state.registry.operator_sims)
+    devices, report.devices = build_devices(lists.white_index, columns,
+                                               state.devices.cartables,
+                                               state.devices.operator_sims)
     report.generation = generation
-    return EnforcementState(lists, registry, state.policy), report
+    return EnforcementState(lists, devices, state.policy), report
 
 
 def _refusal(report: ImportReport, config: Config) -> str | None:

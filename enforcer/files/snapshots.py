@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.engine.devices import Cartables, Registry
+from enforcer.engine.devices import Cartables, Devices
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.pairset import PairSet
@@ -58,7 +58,7 @@ def _write(state: EnforcementState, directory: Path, previous: int | None) -> Pa
     scratch = directory / f".gen-{state.generation:08d}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
     _save_lists(state.lists, scratch / "lists")
-    _save_devices(state.registry, scratch / "registry")
+    _save_devices(state.devices, scratch / "registry")
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
     pointer = directory / f".{CURRENT}.partial"
@@ -127,7 +127,7 @@ def _load_lists(directory: Path) -> Lists:
     )
 
 
-def _save_devices(devices: Registry, directory: Path) -> None:
+def _save_devices(devices: Devices, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     _save_rank_bits(devices.first_slot, "first-slot", directory)
     _save_rank_bits(devices.other_slot, "other-slot", directory)
@@ -138,11 +138,11 @@ def _save_devices(devices: Registry, directory: Path) -> None:
     _save_pairs(devices.operator_sims, "operator-sims", directory)
 
 
-def _load_devices(directory: Path) -> Registry:
+def _load_devices(directory: Path) -> Devices:
     def column(name: str) -> np.ndarray:
         return np.load(directory / f"{name}.npy")
 
-    return Registry(_load_rank_bits("first-slot", directory),
+    return Devices(_load_rank_bits("first-slot", directory),
                     _load_rank_bits("other-slot", directory),
                     *(column(name) for name in DEVICE_COLUMNS),
                     Cartables(column("cartable-msisdn"), column("cartable-id")),

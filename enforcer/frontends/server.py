@@ -133,7 +133,7 @@ class EquipmentChecks:
                                     Cause.RESOURCE_URI_STRUCTURE_NOT_FOUND,
                                     "only GET is allowed here"), ("allow", "GET"))
         if path == "/metrics":
-            return Response(200, CONTENT_TYPE_LATEST, generate_latest(self._metrics.registry))
+            return Response(200, CONTENT_TYPE_LATEST, generate_latest(self._metrics.collectors))
         if path == "/healthz":
             return ALIVE
         if path == "/readyz":

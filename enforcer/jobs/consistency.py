@@ -84,9 +84,9 @@ def held_in_memory(stored: list[StoredEvent], overlay: Overlay,
 
 def expected_overlay(state: EnforcementState, stored: list[StoredEvent], rules: ImeiRules,
                      config: Config) -> Overlay:
-    fresh = Overlay(base_devices=state.registry.devices, read_to=state.overlay.read_to)
+    fresh = Overlay(base_devices=state.devices.count, read_to=state.overlay.read_to)
     overlay, _ = fresh.apply_all(stored_changes(stored, rules, config), state.lists,
-                                 state.registry)
+                                 state.devices)
     return overlay
 
 
@@ -113,7 +113,7 @@ def check_consistency(holder: StateHolder, conn: psycopg.Connection, rules: Imei
                 raise StateMoved("a new generation came in during the check")
             # What the follower applied meanwhile, over the database's picture.
             arrived = current.overlay.events[len(state.overlay.events):]
-            repaired, _ = expected.apply_all(arrived, current.lists, current.registry)
+            repaired, _ = expected.apply_all(arrived, current.lists, current.devices)
             return replace(current, overlay=repaired.at(current.overlay.read_to))
         holder.update(repair)
     return {"events": len(stored), "shards": shards * len(MAPS), "drifted_shards": len(drift),

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enforcer.engine.history import SlotUsageRows
-from enforcer.engine.usagecache import SightingCache
+from enforcer.engine.usagecache import UsageCache
 
 RESOLUTION_MS = 3_600_000
 MONTH = 20_393
@@ -64,7 +64,7 @@ class Model:
             self.held[(m, k, i)] = (bucket, days, s, first)
 
 
-def replay(cache: SightingCache, model: Model, stream, exact: bool) -> None:
+def replay(cache: UsageCache, model: Model, stream, exact: bool) -> None:
     for batch in stream:
         rows = rows_of(batch)
         got, want = cache.needed(rows).tolist(), model.needed(rows)
@@ -80,17 +80,17 @@ def replay(cache: SightingCache, model: Model, stream, exact: bool) -> None:
 @settings(max_examples=300, deadline=None)
 @given(batches)
 def test_with_room_for_every_pair_it_answers_as_a_dictionary_does(stream) -> None:
-    replay(SightingCache(10_000, RESOLUTION_MS), Model(), stream, exact=True)
+    replay(UsageCache(10_000, RESOLUTION_MS), Model(), stream, exact=True)
 
 
 @settings(max_examples=300, deadline=None)
 @given(batches, st.integers(2, 40))
 def test_when_it_forgets_it_never_skips_a_needed_write(stream, capacity: int) -> None:
-    replay(SightingCache(capacity, RESOLUTION_MS), Model(), stream, exact=False)
+    replay(UsageCache(capacity, RESOLUTION_MS), Model(), stream, exact=False)
 
 
 def test_a_batch_larger_than_a_generation_leaves_nothing_stale() -> None:
-    cache = SightingCache(2, RESOLUTION_MS)
+    cache = UsageCache(2, RESOLUTION_MS)
     first = rows_of([(0, 1, 1, 0, 1, 1)])
     cache.remember(first)
     # The same pair with another number, among more pairs than one generation holds.
