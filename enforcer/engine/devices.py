@@ -22,6 +22,7 @@ import numpy as np
 
 from enforcer.engine.keyindex import ABSENT, KeyIndex
 from enforcer.engine.pairset import PairSet
+from enforcer.engine.deviceids import NO_IDS, DeviceIds
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
 
 SLOT_BITS = 3
@@ -123,6 +124,7 @@ class Devices:
     registered_on: np.ndarray  # uint16 per device, days since 1970-01-01
     cartables: Cartables
     operator_sims: PairSet  # (IMEI key, MSISDN)
+    ids: DeviceIds = NO_IDS  # the registry's ids of devices events registered, once folded
 
     @classmethod
     def empty(cls, rows: int) -> Devices:
@@ -144,7 +146,7 @@ class Devices:
         columns = (self.other_device, self.owner, self.source, self.registered_on,
                    self.cartables.msisdn, self.cartables.cartable)
         return (sum(c.nbytes for c in columns) + self.first_slot.nbytes
-                + self.other_slot.nbytes + self.operator_sims.nbytes)
+                + self.other_slot.nbytes + self.operator_sims.nbytes + self.ids.nbytes)
 
     def device_slots(self, rows: np.ndarray) -> np.ndarray:
         """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""

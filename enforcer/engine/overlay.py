@@ -25,8 +25,8 @@ from enforcer.engine.lists import BLACK_REASONS, NO_REASON, Lists
 from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Change,
                                              DeviceDeregistered, DeviceRegistered, ImeiReplaced,
                                              OperatorSimChanged, OwnershipSet, RegistryEvent)
-from enforcer.engine.devices import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
-                                     Devices, Source)
+from enforcer.engine.devices import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_DEVICE_INT,
+                                     NO_OWNER, SLOT_BITS, Devices, Source)
 
 # How far a partition of the registry topic has been read: (incarnation, next offset), which
 # orders as the events came: a recreated topic is the partition's next incarnation, its
@@ -171,11 +171,14 @@ class Overlay:
                 refused.append((event, exc))
         return draft.finish(), refused
 
-    def rebase(self, lists: Lists, devices: Devices) -> tuple[Overlay, int]:
-        """The same events over another snapshot; and how many no longer apply there (a
-        device the new snapshot does not have)."""
-        fresh = Overlay(base_devices=devices.count, read_to=self.read_to)
-        rebased, refused = fresh.apply_all(self.events, lists, devices)
+    def rebase(self, lists: Lists, devices: Devices,
+               watermark: Mapping[int, LogPosition]) -> tuple[Overlay, int]:
+        """The same events over another snapshot, but those it holds (read before its
+        `watermark`: a fold's); and how many no longer apply there (a device the new
+        snapshot does not have)."""
+        fresh = Overlay(base_devices=devices.count, read_to=_later(self.read_to, watermark))
+        after = [e for e in self.events if e.read_at is None or not e.read_at.before(watermark)]
+        rebased, refused = fresh.apply_all(after, lists, devices)
         return rebased, len(refused)
 
     def at(self, positions: Mapping[int, LogPosition]) -> Overlay:
@@ -207,8 +210,9 @@ class Overlay:
                                          lists, devices)
                 for key in self.device_keys(device, lists, devices):
                     imeis[key] = int(NO_DEVICE)
-                for device_id in [i for i, d in self.device_ids.items() if d == device]:
-                    del self.device_ids[device_id]
+                # Gone, not forgotten: an id a folded snapshot holds must stop naming it too.
+                for device_id in self._ids_of(device, devices):
+                    self.device_ids[device_id] = NO_DEVICE_INT
                 self.owners[device] = int(NO_OWNER)
             case OwnershipSet():
                 device = self._device_of(change.device.device_id, change.device.imei_keys,
@@ -236,7 +240,7 @@ class Overlay:
     def _registered(self, change: DeviceRegistered, time_ms: int, lists: Lists,
                     devices: Devices) -> None:
         imeis = self.imeis
-        known = self.device_ids.get(change.device.device_id or "")
+        known = self.device_of_id(change.device.device_id, devices)
         device = known if known is not None else self.next_device
         if known is not None:  # registered again: its slots are what this event says
             for key in self.device_keys(device, lists, devices):
@@ -247,7 +251,8 @@ class Overlay:
         if change.device.device_id is not None:
             self.device_ids[change.device.device_id] = device
         self.owners[device] = int(NO_OWNER)
-        self.devices[device] = NewDevice(change.source, day)
+        if device >= self.base_devices:  # a folded device keeps its source and date: no
+            self.devices[device] = NewDevice(change.source, day)  # decision reads them
 
     def prefetch(self, keys: list[int], lists: Lists, devices: Devices) -> None:
         missing = np.unique(np.array([k for k in keys if k not in self.snapshot_slots],
@@ -267,14 +272,29 @@ class Overlay:
 
     def _device_of(self, device_id: str | None, keys: tuple[int, ...], lists: Lists,
                    devices: Devices) -> int:
-        if device_id is not None and device_id in self.device_ids:
-            return self.device_ids[device_id]
+        device = self.device_of_id(device_id, devices)
+        if device is not None:
+            return device
         if keys:
             slot = self.device_slot(keys[0], lists, devices)
             if slot != NO_DEVICE:
                 return slot >> SLOT_BITS
         imeis = f"with IMEI {', '.join(f'{k:014d}' for k in keys)}" if keys else None
         raise Inapplicable(" ".join(filter(None, ("no device", device_id, imeis))))
+
+    def device_of_id(self, device_id: str | None, devices: Devices) -> int | None:
+        """The device the registry's id names now: the overlay's, else the snapshot's."""
+        if device_id is None:
+            return None
+        device = self.device_ids.get(device_id)
+        if device is None:
+            device = devices.ids.get(device_id)
+        return None if device is None or device == NO_DEVICE_INT else device
+
+    def _ids_of(self, device: int, devices: Devices) -> list[str]:
+        named = [name for name, d in self.device_ids.items() if d == device]
+        return named + [name for name in devices.ids.names_of(device)
+                        if name not in self.device_ids]
 
     def device_keys(self, device: int, lists: Lists, devices: Devices) -> list[int]:
         """The IMEI keys that are the device's slots now."""
@@ -290,6 +310,14 @@ class Overlay:
         if msisdn in self.cartables:
             return self.cartables[msisdn]
         return int(devices.cartables.of(np.array([msisdn], dtype=np.uint64))[0])
+
+
+def _later(read_to: Mapping[int, LogPosition],
+           watermark: Mapping[int, LogPosition]) -> dict[int, LogPosition]:
+    """Per partition, the further of the two: a snapshot folded past what this process has
+    read holds those events already."""
+    return {p: max(read_to.get(p, mark), mark) for p, mark in
+            {**read_to, **watermark}.items()}
 
 
 def mentioned_keys(change: Change) -> tuple[int, ...]:
@@ -308,7 +336,7 @@ def touched_by(change: Change, overlay: Overlay, lists: Lists,
     imeis, msisdns = set(mentioned_keys(change)), set()
     match change:
         case DeviceRegistered() | DeviceDeregistered() | OwnershipSet():
-            device = overlay.device_ids.get(change.device.device_id or "")
+            device = overlay.device_of_id(change.device.device_id, devices)
             if device is not None:
                 imeis |= set(overlay.device_keys(device, lists, devices))
             if isinstance(change, OwnershipSet):

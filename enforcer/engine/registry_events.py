@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Union
+from typing import Mapping, NamedTuple, Union
 
 from enforcer.engine.lists import BlackReason
 from enforcer.engine.devices import Source
@@ -79,8 +79,24 @@ Change = Union[DeviceRegistered, DeviceDeregistered, OwnershipSet, CartableChang
                OperatorSimChanged, ImeiReplaced, BlacklistChanged]
 
 
+class TopicPlace(NamedTuple):
+    """Where on the registry topic an event was read: a snapshot's watermark says which
+    events it holds by these (enforcer/engine/fold.py)."""
+
+    partition: int
+    incarnation: int
+    offset: int
+
+    def before(self, watermark: Mapping[int, tuple[int, int]]) -> bool:
+        """Read before `watermark` (partition -> (incarnation, next offset)), so held by a
+        snapshot folded there."""
+        mark = watermark.get(self.partition)
+        return mark is not None and (self.incarnation, self.offset) < mark
+
+
 @dataclass(frozen=True)
 class RegistryEvent:
     event_id: str
     time_ms: int
     change: Change
+    read_at: TopicPlace | None = None  # None: not read from the topic (a test, a command)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 from enforcer.engine.clones import NOT_MISUSED, Misused
 from enforcer.engine.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.engine.lists import Lists
-from enforcer.engine.overlay import Overlay, empty_overlay
+from enforcer.engine.overlay import LogPosition, Overlay, empty_overlay
 from enforcer.engine.devices import Devices
 from rules.policy import Policy
 
@@ -24,6 +24,9 @@ class EnforcementState:
     overlay: Overlay = field(default=None)  # type: ignore[assignment]  # empty if not given
     cutoffs: CutOffs = NO_CUTOFFS  # this operator's own, from the notices table
     misused: Misused = NOT_MISUSED  # flagged by clone detection, from clone_flags
+    # The registry topic's positions (partition -> (incarnation, next offset)) whose events
+    # the snapshot's columns hold (a fold's); the overlay holds only those after.
+    watermark: Mapping[int, LogPosition] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.devices.rows != len(self.lists.white_index):
@@ -57,7 +60,7 @@ class StateHolder:
             if new.generation <= self._state.generation:
                 raise ValueError(f"generation {new.generation} is not newer than "
                                  f"{self._state.generation}")
-            overlay, stale = self._state.overlay.rebase(new.lists, new.devices)
+            overlay, stale = self._state.overlay.rebase(new.lists, new.devices, new.watermark)
             self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs,
                                   misused=self._state.misused)
             return stale

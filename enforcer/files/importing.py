@@ -12,7 +12,7 @@ new black list keeps the white list and the registry, new devices keep both list
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import BlackReason, Lists, keys_of
 from enforcer.engine.devices import DeviceColumns, DevicesBuild, build_devices
+from enforcer.engine.fold import carry_ids
 from enforcer.files.devicefiles import RegistryFileReader
 from enforcer.engine.state import EnforcementState
 
@@ -96,10 +97,15 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
     if report.refused:
         return None, report
     devices, report.devices = build_devices(lists.white_index, columns,
-                                               state.devices.cartables,
-                                               state.devices.operator_sims)
+                                            state.devices.cartables,
+                                            state.devices.operator_sims)
+    if len(state.devices.ids):  # devices are numbered again: their ids follow their IMEIs
+        devices = replace(devices, ids=carry_ids(
+            dict(state.devices.ids.items()), state.devices.device_columns(old.white_index),
+            lists, devices))
     report.generation = generation
-    return EnforcementState(lists, devices, state.policy), report
+    # What a fold laid into the snapshot stays in it: the same watermark.
+    return EnforcementState(lists, devices, state.policy, watermark=state.watermark), report
 
 
 def _refusal(report: ImportReport, config: Config) -> str | None:

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 from pyroaring import BitMap64
 
+from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import Cartables, Devices
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
+from enforcer.engine.overlay import LogPosition
 from enforcer.engine.state import EnforcementState
 from rules.policy import Policy
 
@@ -29,6 +31,8 @@ LOCK = ".lock"
 # Bumped whenever the files of a snapshot change meaning; older snapshots are refused.
 SNAPSHOT_FORMAT = 1
 DEVICE_COLUMNS = ("other_device", "owner", "source", "registered_on")
+# partition -> [incarnation, next offset] of the registry topic: what a fold laid in.
+WATERMARK = "watermark.json"
 
 
 class SnapshotConflict(RuntimeError):
@@ -59,6 +63,8 @@ def _write(state: EnforcementState, directory: Path, previous: int | None) -> Pa
     shutil.rmtree(scratch, ignore_errors=True)
     _save_lists(state.lists, scratch / "lists")
     _save_devices(state.devices, scratch / "registry")
+    (scratch / WATERMARK).write_text(json.dumps(
+        {str(partition): list(mark) for partition, mark in state.watermark.items()}))
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
     pointer = directory / f".{CURRENT}.partial"
@@ -96,7 +102,17 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
                                 f", this version reads format {SNAPSHOT_FORMAT}; rebuild it")
     target = directory / current["dir"]
     return EnforcementState(_load_lists(target / "lists"), _load_devices(target / "registry"),
-                            policy)
+                            policy, watermark=snapshot_watermark(target))
+
+
+def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
+    """The registry topic's positions whose events a generation's columns hold (a fold's);
+    none for one built from files only."""
+    path = target / WATERMARK
+    if not path.exists():
+        return {}
+    return {int(partition): (int(mark[0]), int(mark[1]))
+            for partition, mark in json.loads(path.read_text()).items()}
 
 
 def _save_lists(lists: Lists, directory: Path) -> None:
@@ -136,6 +152,8 @@ def _save_devices(devices: Devices, directory: Path) -> None:
     np.save(directory / "cartable-msisdn.npy", devices.cartables.msisdn)
     np.save(directory / "cartable-id.npy", devices.cartables.cartable)
     _save_pairs(devices.operator_sims, "operator-sims", directory)
+    np.save(directory / "device-id-name.npy", devices.ids.names)
+    np.save(directory / "device-id-device.npy", devices.ids.device)
 
 
 def _load_devices(directory: Path) -> Devices:
@@ -143,10 +161,17 @@ def _load_devices(directory: Path) -> Devices:
         return np.load(directory / f"{name}.npy")
 
     return Devices(_load_rank_bits("first-slot", directory),
-                    _load_rank_bits("other-slot", directory),
-                    *(column(name) for name in DEVICE_COLUMNS),
-                    Cartables(column("cartable-msisdn"), column("cartable-id")),
-                    _load_pairs("operator-sims", directory))
+                   _load_rank_bits("other-slot", directory),
+                   *(column(name) for name in DEVICE_COLUMNS),
+                   Cartables(column("cartable-msisdn"), column("cartable-id")),
+                   _load_pairs("operator-sims", directory), _load_ids(directory))
+
+
+def _load_ids(directory: Path) -> DeviceIds:
+    names = directory / "device-id-name.npy"
+    if not names.exists():  # written before folds existed: no ids
+        return DeviceIds.empty()
+    return DeviceIds(np.load(names), np.load(directory / "device-id-device.npy"))
 
 
 def _save_pairs(pairs: PairSet, stem: str, directory: Path) -> None:

@@ -1,0 +1,137 @@
+"""Folding the registry's changes into the next generation: whatever the changes, every attach
+is decided after the fold as before it, and the changes that come after apply alike."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enforcer.engine.decide import decide, decision_at
+from enforcer.engine.events import AttachBatch, AttachEvent
+from enforcer.engine.fold import fold
+from enforcer.engine.imei import ImeiRules, parse_imei
+from enforcer.engine.lists import BlackReason
+from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Device,
+                                             DeviceDeregistered, DeviceRegistered, ImeiReplaced,
+                                             OperatorSimChanged, OwnershipSet, RegistryEvent,
+                                             TopicPlace, Via)
+from enforcer.engine.devices import Source
+from enforcer.engine.state import EnforcementState, StateHolder
+from enforcer.engine.subscriber import parse_imsi
+from rules.policy import load_policy
+from tests.test_decide import (BUYER, CLONED, CUT_FOR_BUYER, DUAL, HELPER, OWNER, SINGLE,
+                               SPOUSE, STOLEN, STRANGER, T0, UNOWNED, UNREGISTERED, WHITE_ONLY,
+                               home_imsi, make_state)
+
+NEW = (35777777000000, 35777777000010, 35777777000020)
+KEYS = (*DUAL, SINGLE, UNOWNED, WHITE_ONLY, STOLEN, CLONED, CUT_FOR_BUYER, UNREGISTERED, *NEW)
+MSISDNS = (OWNER, SPOUSE, BUYER, HELPER, STRANGER)
+IDS = ("D1", "D2", "D3")
+
+keys = st.sampled_from(KEYS)
+msisdns = st.sampled_from(MSISDNS)
+devices = st.builds(Device, st.none() | st.sampled_from(IDS),
+                    st.lists(keys, max_size=2, unique=True).map(tuple))
+changes = st.one_of(
+    st.builds(DeviceRegistered, st.builds(Device, st.none() | st.sampled_from(IDS),
+                                          st.lists(keys, min_size=1, max_size=3,
+                                                   unique=True).map(tuple)),
+              st.sampled_from(list(Source)), st.just(date(2026, 9, 1))),
+    st.builds(DeviceDeregistered, devices),
+    st.builds(OwnershipSet, devices, msisdns, st.sampled_from(list(Via))),
+    st.builds(CartableChanged, st.integers(1, 3), st.lists(msisdns, min_size=1, max_size=2,
+                                                            unique=True).map(tuple),
+              st.booleans()),
+    st.builds(OperatorSimChanged, keys, msisdns, st.booleans()),
+    st.builds(ImeiReplaced, keys, keys),
+    st.builds(BlacklistChanged, st.lists(keys, min_size=1, max_size=2, unique=True).map(tuple),
+              st.none() | st.sampled_from(list(BlackReason))),
+)
+
+
+@pytest.fixture(scope="module")
+def base() -> EnforcementState:
+    return make_state(load_policy())
+
+
+def events_of(found: list, first: int = 0) -> list[RegistryEvent]:
+    return [RegistryEvent(f"e{first + i}", T0 + first + i, change,
+                          TopicPlace(0, 0, first + i)) for i, change in enumerate(found)]
+
+
+def decisions(state: EnforcementState, rules: ImeiRules) -> list[tuple]:
+    """What every attach of the universe is decided: its verdict, rule, notice and cutoff
+    (device numbers are the generation's own, and change with it)."""
+    attaches = [AttachEvent(parse_imei(str(k), rules), parse_imsi(home_imsi(m)), m, T0, False)
+                for k in KEYS for m in MSISDNS]
+    batch = AttachBatch.from_events(attaches)
+    decided = decide(batch, state)
+    out = []
+    for i in range(len(attaches)):
+        d = decision_at(decided, batch, i)
+        out.append((d.verdict, d.rule, d.notice, d.cutoff_now, d.record_history))
+    return out
+
+
+def laid(state: EnforcementState, events: list[RegistryEvent]) -> tuple[EnforcementState, list]:
+    overlay, refused = state.overlay.apply_all(events, state.lists, state.devices)
+    return replace(state, overlay=overlay), [e.event_id for e, _ in refused]
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.lists(changes, max_size=12), after=st.lists(changes, max_size=6))
+def test_decisions_are_the_same_before_and_after_a_fold(base, rules, before, after) -> None:
+    held, _ = laid(base, events_of(before))
+    held = replace(held, overlay=held.overlay.at({0: (0, len(before))}))
+    folded, report = fold(held, held.generation + 1)
+    assert folded.generation == held.generation + 1 and len(folded.overlay) == 0
+    assert folded.watermark == {0: (0, len(before))}
+    assert decisions(folded, rules) == decisions(held, rules)
+
+    later = events_of(after, first=len(before))
+    unfolded, refused = laid(held, later)
+    refolded, refused_after_fold = laid(folded, later)
+    assert refused_after_fold == refused
+    assert decisions(refolded, rules) == decisions(unfolded, rules)
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=st.lists(changes, max_size=10), after=st.lists(changes, max_size=6))
+def test_a_worker_adopting_a_fold_keeps_only_the_changes_after_its_watermark(
+        base, rules, before, after) -> None:
+    early, late = events_of(before), events_of(after, first=len(before))
+    folding, _ = laid(base, early)
+    folded, _ = fold(replace(folding, overlay=folding.overlay.at({0: (0, len(before))})),
+                     base.generation + 1)
+    holder = StateHolder(base)
+    everything, _ = laid(base, early + late)
+    holder.update(lambda s: replace(s, overlay=everything.overlay))
+    holder.swap(folded)
+    assert [e.event_id for e in holder.current.overlay.events] == [
+        e.event_id for e in everything.overlay.events if e.read_at.offset >= len(before)]
+    assert decisions(holder.current, rules) == decisions(everything, rules)
+
+
+def test_an_id_folded_into_the_snapshot_still_names_its_device(base, rules) -> None:
+    registered = [DeviceRegistered(Device("D9", NEW[:2]), Source.PASSENGER, None)]
+    held, _ = laid(base, events_of(registered))
+    folded, report = fold(held, held.generation + 1)
+    assert report.devices_added == 1 and folded.devices.ids.get("D9") is not None
+    owned, refused = laid(folded, events_of([OwnershipSet(Device("D9", ()), BUYER,
+                                                          Via.ACTIVATION)], first=1))
+    assert not refused
+    assert decisions(owned, rules)[KEYS.index(NEW[1]) * len(MSISDNS)
+                                    + MSISDNS.index(BUYER)][1] == "owner"
+    gone, _ = laid(folded, events_of([DeviceDeregistered(Device("D9", ()))], first=1))
+    _, refused = laid(gone, events_of([OwnershipSet(Device("D9", ()), BUYER, Via.ACTIVATION)],
+                                      first=2))
+    assert refused == ["e2"]
+
+
+def test_a_fold_is_a_newer_generation(base) -> None:
+    with pytest.raises(ValueError, match="not newer"):
+        fold(base, base.generation)
