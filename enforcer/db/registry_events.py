@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import Mapping
 
 import psycopg
 
@@ -73,6 +74,26 @@ def applied_events(conn: psycopg.Connection, seqs: list[int] | None = None
                 " source_incarnation FROM registry_events WHERE applied"
                 " AND (%(seqs)s::bigint[] IS NULL OR seq = ANY(%(seqs)s)) ORDER BY seq",
                 {"seqs": seqs})]
+
+
+def applied_events_after(conn: psycopg.Connection, topic: str,
+                         watermark: Mapping[int, tuple[int, int]]) -> list[StoredEvent]:
+    """The applied events of `topic` a snapshot folded at `watermark` (partition ->
+    (incarnation, next offset)) does not hold, in their order: a partition it names from
+    there on, any other from its start."""
+    partitions = list(watermark)
+    return [StoredEvent(seq, body, received, Position(topic, partition, offset, incarnation))
+            for seq, body, received, partition, offset, incarnation in conn.execute(
+                "SELECT e.seq, e.body, e.received_at, e.source_partition, e.source_offset,"
+                " e.source_incarnation FROM registry_events AS e"
+                " LEFT JOIN unnest(%(p)s::integer[], %(i)s::integer[], %(o)s::bigint[])"
+                "   AS w(partition, incarnation, next_offset)"
+                "   ON w.partition = e.source_partition"
+                " WHERE e.applied AND e.source_topic = %(topic)s AND (w.partition IS NULL"
+                "   OR (e.source_incarnation, e.source_offset) >= (w.incarnation, w.next_offset))"
+                " ORDER BY e.seq",
+                {"topic": topic, "p": partitions, "i": [watermark[p][0] for p in partitions],
+                 "o": [watermark[p][1] for p in partitions]})]
 
 
 def applied_seqs_after(conn: psycopg.Connection, floor: int) -> list[int]:

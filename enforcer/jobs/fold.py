@@ -1,0 +1,53 @@
+"""The fold job: the registry's changes this worker holds are laid into the next snapshot
+generation (enforcer/engine/fold.py), which every worker and `serve` then adopt as they
+adopt a reconcile's. A restart loads it and lays over it only the events stored after its
+watermark, and the stored events below the watermark of the oldest generation kept on disk
+can go (the retention job prunes them).
+
+One worker folds at a time (the job's lock). A fold and a national import racing for the
+same generation: the snapshot file lock lets one save it, the other fails with
+SnapshotConflict and its retry starts from the generation that won, so neither loses the
+other's changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+from enforcer.config import Config
+from enforcer.engine.fold import fold
+from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import load_snapshot, next_generation, save_snapshot, \
+    snapshot_generation
+
+log = logging.getLogger("eir.fold")
+
+
+def fold_changes(holder: StateHolder, config: Config,
+                 reloaded: Callable[[float], None] = lambda seconds: None) -> dict[str, int]:
+    """Adopt a newer generation on disk first, then fold what the overlay holds into the
+    next one, save it and swap it in. Raises SnapshotConflict when another process saved
+    that generation meanwhile (the job's retry folds over it)."""
+    directory = Path(config.state.dir)
+    counts = {"adopted": 0, "folded": 0, "changes": 0, "stale_events": 0}
+    on_disk = snapshot_generation(directory)
+    if on_disk is not None and on_disk > holder.current.generation:
+        began = time.perf_counter()
+        counts["stale_events"] += holder.swap(load_snapshot(directory, holder.current.policy))
+        reloaded(time.perf_counter() - began)
+        counts["adopted"] = 1
+    state = holder.current
+    if not len(state.overlay):
+        return counts
+    began = time.perf_counter()
+    folded, report = fold(state, max(next_generation(directory), state.generation + 1))
+    save_snapshot(folded, directory)
+    counts["stale_events"] += holder.swap(folded)
+    reloaded(time.perf_counter() - began)
+    counts.update(folded=1, changes=report.changes)
+    log.info("registry changes folded", extra={**report.as_json(),
+                                               "seconds": round(time.perf_counter() - began, 3)})
+    return counts
