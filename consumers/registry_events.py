@@ -17,12 +17,12 @@ import logging
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Callable
 
 import psycopg
 
 from consumers.continuity import read_at, renewal
-from enforcer.engine.attachdecode import DeadLetter, TimeWindow
+from enforcer.engine.attachdecode import DeadLetter
 from enforcer.engine.registrydecode import decode_registry_event
 from consumers.publish import Publication, publish_all
 from consumers.receive import Record, first_offsets
@@ -31,10 +31,11 @@ from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.engine.effects import FLUSH_TIMEOUT_S
-from enforcer.db.registry_events import (Position, Resume, Stored, StoredEvent, applied_events,
-                                         renew, resume_points, store)
+from enforcer.db.registry_events import (Position, Resume, Stored, applied_events, renew,
+                                         resume_points, store)
+from enforcer.follow.layover import lay_over, registry_window
 from enforcer.engine.imei import ImeiRules
-from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
+from enforcer.engine.overlay import Inapplicable, OverlayDraft, touched_by
 from enforcer.engine.registry_events import RegistryEvent
 from enforcer.engine.state import EnforcementState, StateHolder
 from metrics.worker import WorkerMetrics
@@ -46,49 +47,6 @@ POLL_MS = 200  # well inside the one second a change may take to count
 POLL_RECORDS = 500
 RETRY_S = 2.0
 INAPPLICABLE = "inapplicable"
-# Stored events that no longer apply are told in one line, naming this many of them: after
-# a new snapshot they may be thousands, and the line is read by a person.
-REFUSED_NAMED = 5
-
-
-def registry_window(config: Config, now_ms: int) -> TimeWindow:
-    return TimeWindow.around(now_ms, config.registry.max_event_age_days,
-                             config.worker.max_event_future_s)
-
-
-def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
-                   config: Config) -> list[RegistryEvent]:
-    events = []
-    for row in stored:
-        # Judged against the time it arrived, as it was then.
-        received_ms = int(row.received_at.timestamp() * MS_PER_S)
-        event = decode_registry_event(row.body, rules, registry_window(config, received_ms))
-        if isinstance(event, RegistryEvent):
-            events.append(event)
-    return events
-
-
-def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
-             positions: Mapping[int, LogPosition] | None = None,
-             level: int = logging.WARNING) -> int:
-    """Apply stored events over the holder's state, oldest first; returns how many no
-    longer apply (the snapshot changed under them since, as an import does). Those are told
-    in one line at `level`: how many, and the first `REFUSED_NAMED` with why."""
-    events = stored_changes(stored, rules, config)
-    refused: list[tuple[RegistryEvent, Inapplicable]] = []
-
-    def change(state: EnforcementState) -> EnforcementState:
-        nonlocal refused
-        overlay, refused = state.overlay.apply_all(events, state.lists, state.registry)
-        return replace(state, overlay=overlay.at(positions or {}))
-
-    holder.update(change)
-    if refused:
-        log.log(level, "stored registry events no longer apply", extra={
-            "events": len(refused),
-            "first": [{"event_id": event.event_id, "error": str(exc)}
-                      for event, exc in refused[:REFUSED_NAMED]]})
-    return len(refused)
 
 
 def place_id(at: Position) -> str:
