@@ -8,7 +8,8 @@ the event stored there (the topic recreated: `consumers.continuity`): then it is
 incarnation, read from its start, and said so. An event is stored before it is
 applied: a crash in between leaves it stored, and the next start applies it. Bad events,
 and changes the state cannot take (an unknown device), go to the dead-letter topic once, by
-whichever worker stored them first. A replayed event_id changes nothing.
+whichever worker stored them first. A replayed event_id changes nothing. A poll that fails
+is read again after a wait (`consumers.loop`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Callable
 import psycopg
 
 from consumers.continuity import read_at, renewal
+from consumers.deadletters import DeadLetters
+from consumers.loop import BatchLoop, Database
+from consumers.publish import Publication, publish_all
+from consumers.receive import Polled, Record
 from enforcer.engine.attachdecode import DeadLetter
 from enforcer.engine.registrydecode import decode_registry_event
-from consumers.publish import Publication, publish_all
-from consumers.receive import Record, first_offsets
-from consumers.deadletters import dead_letter, rewind
 from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
@@ -38,6 +40,7 @@ from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Inapplicable, OverlayDraft, touched_by
 from enforcer.engine.registry_events import RegistryEvent
 from enforcer.engine.state import EnforcementState, StateHolder
+from enforcer.reach import Backoff
 from metrics.worker import WorkerMetrics
 
 log = logging.getLogger("eir.registry")
@@ -72,6 +75,11 @@ class RegistryFollower:
         self._restored = False
         self._connect = connect
         self._touched = touched  # told which IMEIs and SIMs each poll's changes touched
+        self._loop = BatchLoop(consumer, Database(connect), Backoff(RETRY_S, RETRY_S), POLL_MS,
+                               POLL_RECORDS, log,
+                               "registry events not stored, will be read again")
+        self._dead = DeadLetters(config.kafka.registry_dlq_topic,
+                                 config.kafka.dead_letter_max_bytes, metrics.dead_letters)
         # Per partition, where its stored events end: read from there unless the partition
         # turns out to be a new log.
         self._resume: dict[int, Resume] = {}
@@ -105,45 +113,29 @@ class RegistryFollower:
         partitions = self._partitions(topic, stop)
         starts = self._starts(topic, partitions, stop)
         self._consumer.assign(topic, starts)
-        conn = None
-        while not stop.is_set():
-            polled = self._consumer.poll(POLL_MS, POLL_RECORDS)
-            records = [polled.record(i) for i in range(len(polled))]
-            if not records:
-                continue
-            state = self._holder.current
-            draft = OverlayDraft(state.overlay, state.lists, state.registry)
-            done = 0
-            try:
-                if conn is None or conn.closed:
-                    conn = self._connect()
-                decoded = [self._decode(record) for record in records]
-                draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
-                with conn.transaction():
-                    letters = [letter for record, event in zip(records, decoded)
-                               if (letter := self._handle(conn, record, event, draft))]
-                    # Published before the poll's rows commit: a dead letter stored is one
-                    # the broker has (a crash in between stores nothing; all is read again).
-                    publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
-                done = len(records)
-                self._count(draft, [reason for _, reason in letters])
-            except Exception as exc:  # whatever failed, the poll is read again
-                log.warning("registry events not stored, will be read again",
-                            extra={"error": describe(exc)})
-                rewind(self._consumer, first_offsets(
-                    [(r.topic, r.partition, r.offset) for r in records]))
-                conn = None
-                stop.wait(RETRY_S)
-            finally:
-                # Stored as applied means applied in memory too, whatever failed after.
-                self._commit(draft, records[:done])
-        if conn is not None:
-            conn.close()
+        self._loop.run(stop, self._store)
+
+    def _store(self, polled: Polled) -> None:
+        """Store the poll's events in one transaction, their dead letters acknowledged
+        before it commits; then apply them in memory."""
+        records = [polled.record(i) for i in range(len(polled))]
+        state = self._holder.current
+        draft = OverlayDraft(state.overlay, state.lists, state.registry)
+        conn = self._loop.database.connection()
+        decoded = [self._decode(record) for record in records]
+        draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
+        with conn.transaction():
+            letters = [letter for record, event in zip(records, decoded)
+                       if (letter := self._handle(conn, record, event, draft))]
+            # Published before the poll's rows commit: a dead letter stored is one the broker
+            # has (a crash in between stores nothing; all is read again).
+            publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
+        # Stored as applied means applied in memory too, whatever fails after.
+        self._commit(draft, records)
+        self._count(draft, [reason for _, reason in letters])
 
     def _commit(self, draft: OverlayDraft, records: list[Record]) -> None:
         """The poll's changes in place, and how far each partition has been read."""
-        if not records:
-            return
         positions = {r.partition: (self._incarnations.get(r.partition, 0), r.offset + 1)
                      for r in records}
 
@@ -256,8 +248,7 @@ class RegistryFollower:
         kafka.dead_letter_max_bytes): a bad event is never laid over the state again, its
         row only says it was handled; the whole message is on its source topic, and the
         dead letter gives its size and digest."""
-        publication = dead_letter(self._config.kafka.registry_dlq_topic, record, letter,
-                                  self._config.kafka.dead_letter_max_bytes)
+        publication = self._dead.of(record, letter)
         if store(conn, event_id, False, letter.reason, publication.value, at,
                  received) is Stored.NEW:
             return publication, letter.reason
@@ -266,5 +257,4 @@ class RegistryFollower:
     def _count(self, draft: OverlayDraft, dead_reasons: list[str]) -> None:
         self._metrics.registry_events.labels("applied").inc(len(draft.applied))
         self._metrics.registry_events.labels("dead_lettered").inc(len(dead_reasons))
-        for reason in dead_reasons:
-            self._metrics.dead_letters.labels(reason).inc()
+        self._dead.count(dead_reasons)
