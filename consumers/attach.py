@@ -22,7 +22,7 @@ import psycopg
 from enforcer.engine.batchdecode import decode_poll
 from enforcer.engine.attachdecode import TimeWindow
 from consumers.deadletters import DeadLetters
-from consumers.loop import BatchLoop, Database
+from consumers.loop import BatchLoop, LazyConnection
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled
 from enforcer.clock import MS_PER_S, Clock
@@ -80,7 +80,7 @@ class AttachWorker:
         self._metrics = metrics
         self._consumer = consumer
         self._producer = producer
-        self._loop = BatchLoop(consumer, Database(connect),
+        self._loop = BatchLoop(consumer, LazyConnection(connect),
                                Backoff(config.worker.retry_first_s, config.worker.retry_max_s),
                                config.worker.batch_max_wait_ms, config.worker.batch_max_events,
                                log, "batch failed, will be consumed again")

@@ -47,7 +47,7 @@ class Waits:
         self._next = self._backoff.first_s
 
 
-class Database:
+class LazyConnection:
     """A loop's PostgreSQL connection: opened when first asked for, dropped after a failure,
     so that the next batch opens a fresh one."""
 
@@ -74,7 +74,7 @@ class BatchLoop:
     told once at WARNING on `log` as `failed` (its error, the wait in seconds, its records),
     rewound and handled again after the wait."""
 
-    def __init__(self, consumer: Consumer, database: Database, backoff: Backoff,
+    def __init__(self, consumer: Consumer, database: LazyConnection, backoff: Backoff,
                  poll_ms: int, poll_records: int, log: logging.Logger, failed: str) -> None:
         self._consumer = consumer
         self.database = database

@@ -24,7 +24,7 @@ import psycopg
 
 from consumers.continuity import read_at, renewal
 from consumers.deadletters import DeadLetters
-from consumers.loop import BatchLoop, Database
+from consumers.loop import BatchLoop, LazyConnection
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled, Record
 from enforcer.engine.attachdecode import DeadLetter
@@ -75,8 +75,8 @@ class RegistryFollower:
         self._restored = False
         self._connect = connect
         self._touched = touched  # told which IMEIs and SIMs each poll's changes touched
-        self._loop = BatchLoop(consumer, Database(connect), Backoff(RETRY_S, RETRY_S), POLL_MS,
-                               POLL_RECORDS, log,
+        self._loop = BatchLoop(consumer, LazyConnection(connect), Backoff(RETRY_S, RETRY_S),
+                               POLL_MS, POLL_RECORDS, log,
                                "registry events not stored, will be read again")
         self._dead = DeadLetters(config.kafka.registry_dlq_topic,
                                  config.kafka.dead_letter_max_bytes, metrics.dead_letters)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from consumers.kafka import registry_consumer
-from consumers.loop import BatchLoop, Database, Waits
+from consumers.loop import BatchLoop, LazyConnection, Waits
 from consumers.receive import Polled
 from enforcer.config import load_config
 from enforcer.reach import Backoff
@@ -49,7 +49,8 @@ def test_a_failed_batch_is_read_again_from_its_start_on_a_fresh_connection(
     produce(kafka.bootstrap_servers, topic, sent)
     consumer = registry_consumer(kafka)
     consumer.assign(topic, {p: None for p in consumer.partitions_for(topic)})
-    database = Database(lambda: psycopg.connect(env["EIR_POSTGRES__DSN"], autocommit=True))
+    database = LazyConnection(lambda: psycopg.connect(env["EIR_POSTGRES__DSN"],
+                                                      autocommit=True))
     loop = BatchLoop(consumer, database, Backoff(0.01, 0.02), 100, 10,
                      logging.getLogger("eir.test"), FAILED)
     stop = threading.Event()
