@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from enforcer.config import DEFAULTS, Config, ConfigError, load_config
-from enforcer.app.process import Backoff, Stopped, Unreachable, when_reachable
+from enforcer.reach import Backoff, Stopped, Unreachable, when_reachable
 from enforcer.embedded.services import free_port
 
 CLI = [sys.executable, "-m", "enforcer.app.cli"]

@@ -1,9 +1,7 @@
 """Starting and stopping the long-running commands, `run` and `serve`.
 
-- A service that cannot be reached at start (the broker, PostgreSQL: a worker may be started
-  before them, or during an outage) is waited for as an outage is while running: the step
-  is tried again with backoff, with a log line each time, until it works or the process is
-  asked to stop.
+- A service that cannot be reached at start (the broker, PostgreSQL) is waited for as an
+  outage is while running: `enforcer.reach.when_reachable`.
 - An address to listen on that cannot be had (a port in use, an address not of this host) is
   a configuration fault: a ConfigError naming the key, before anything else starts.
 - SIGTERM or SIGINT asks the process to finish what it is doing and stop; a second one ends
@@ -15,60 +13,14 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import logging
 import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass
-from typing import Callable, TypeVar
-
-import psycopg
 
 from enforcer.config import ConfigError, config_error
-from enforcer.logs import describe
-
-log = logging.getLogger("eir.start")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-T = TypeVar("T")
-
-
-class Unreachable(ConnectionError):
-    """A service the process needs did not answer (no broker of kafka.bootstrap_servers)."""
-
-
-class Stopped(Exception):
-    """Asked to stop before the start was done."""
-
-
-# What a step fails with while its service is away: connecting to PostgreSQL (refused, timed
-# out, a host not resolved yet, the server starting or refusing us: the message says which)
-# or to the broker.
-UNREACHABLE = (psycopg.OperationalError, Unreachable)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    first_s: float
-    most_s: float  # the wait doubles up to this
-
-
-def when_reachable(step: Callable[[], T], service: str, backoff: Backoff,
-                   stop: threading.Event) -> T:
-    """step()'s result, trying it again while it fails for want of `service`, waiting
-    backoff.first_s, doubling up to backoff.most_s. Raises Stopped if `stop` is set first."""
-    wait = backoff.first_s
-    while not stop.is_set():
-        try:
-            return step()
-        except UNREACHABLE as exc:
-            log.warning("not reachable at start, trying again",
-                        extra={"service": service, "error": describe(exc), "retry_in_s": wait})
-        if stop.wait(wait):
-            break
-        wait = min(wait * 2, backoff.most_s)
-    raise Stopped
 
 
 def stop_on_signals(stop: threading.Event) -> None:

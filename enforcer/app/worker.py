@@ -24,8 +24,9 @@ from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
 from enforcer.endpoints.server import HttpServer, listen_http, serve_endpoints
 from enforcer.jobs.catalog import worker_jobs
-from enforcer.app.process import Backoff, Stopped, stop_on_signals, when_reachable
+from enforcer.app.process import stop_on_signals
 from enforcer.logs import LIFECYCLE
+from enforcer.reach import Backoff, Stopped, when_reachable
 from enforcer.db.notices import live_sms_kinds
 from enforcer.engine.noticemessages import check_templates
 from enforcer.jobs.schedule import Job, JobRunner, scheduler_for, worker_name
