@@ -15,12 +15,13 @@ from pathlib import Path
 import psycopg
 import uvloop
 
-from enforcer.app.process import STOP_SIGNALS, listen, stop_on_signals, stop_or_leave
+from enforcer.app.process import STOP_SIGNALS, stop_on_signals, stop_or_leave
+from enforcer.listening import listen
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.migrate import require_migrated
 from enforcer.engine.state import StateHolder
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.files.snapshots import load_snapshot
 from enforcer.follow.followers import StateFollower
 from enforcer.frontends.server import CHECK_PATH, EquipmentChecks

@@ -17,7 +17,7 @@ from consumers.attach import AttachWorker
 from consumers.kafka import attach_consumer, outbox_reader, producer, registry_consumer
 from consumers.outbox import OutboxRelay
 from consumers.registry_events import RegistryEventConsumer
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.jobs import Outcome
