@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from measure import emit, say
 
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.config import load_config
 from enforcer.db.migrate import migrate
 from enforcer.frontends.eic import Problem, EirResponseData, answer_checks, read_check

@@ -28,7 +28,7 @@ import numpy as np
 
 from measure import emit, peak_rss_mb, say
 
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.config import load_config
 from enforcer.engine.digits import luhn_digits
 from enforcer.engine.imei import KEY_DIGITS

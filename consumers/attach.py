@@ -3,8 +3,9 @@
 Offsets are committed only after the batch's database transaction has committed and every
 message it produced (dead letters, effects) has been acknowledged, so a crash anywhere
 replays the batch, and replaying changes nothing (the history upsert and the effects'
-idempotency keys make it so). A failed batch is consumed again after a backoff: the loop
-seeks back rather than stopping, so it keeps its partitions and never dies of input.
+idempotency keys make it so). A failed batch is consumed again after a backoff
+(`consumers.loop`): the loop seeks back rather than stopping, so it keeps its partitions and
+never dies of input.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import numpy as np
 import psycopg
 
 from enforcer.engine.batchdecode import decode_poll
-from enforcer.engine.attachdecode import DeadLetter, TimeWindow
+from enforcer.engine.attachdecode import TimeWindow
+from consumers.deadletters import DeadLetters
+from consumers.loop import BatchLoop, LazyConnection
 from consumers.publish import Publication, publish_all
-from consumers.receive import Polled, Record
-from consumers.deadletters import dead_letter, rewind
+from consumers.receive import Polled
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
@@ -30,6 +32,7 @@ from enforcer.db.notices import see
 from enforcer.engine.decide import decide
 from enforcer.notices.flags import CloneTracker
 from enforcer.logs import describe
+from enforcer.reach import Backoff
 from enforcer.engine.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream, effects_of,
                                      verdicts_of)
 from enforcer.engine.events import AttachBatch
@@ -77,8 +80,12 @@ class AttachWorker:
         self._metrics = metrics
         self._consumer = consumer
         self._producer = producer
-        self._connect = connect
-        self._conn: psycopg.Connection | None = None
+        self._loop = BatchLoop(consumer, LazyConnection(connect),
+                               Backoff(config.worker.retry_first_s, config.worker.retry_max_s),
+                               config.worker.batch_max_wait_ms, config.worker.batch_max_events,
+                               log, "batch failed, will be consumed again")
+        self._dead = DeadLetters(config.kafka.attach_dlq_topic,
+                                 config.kafka.dead_letter_max_bytes, metrics.dead_letters)
         self._store = HistoryStore()
         self._clones = CloneTracker(config, metrics)
         self._sightings = UsageCache(config.history.dedupe_pairs,
@@ -88,43 +95,24 @@ class AttachWorker:
                         Stream.COMMANDS: config.kafka.commands_topic,
                         Stream.VERDICTS: config.kafka.verdicts_topic}
         self._last_lag = 0.0
-        self._assigned = 0  # partitions held after the last poll (read by /readyz)
 
     @property
     def metrics(self) -> WorkerMetrics:
         return self._metrics
 
     def partitions_check(self) -> str | None:
-        if not self._assigned:
+        if not self._loop.assigned:
             return f"no partition of {self._config.kafka.attach_topic} assigned yet"
         return None
 
     def run(self, stop: threading.Event) -> None:
-        first, most = self._config.worker.retry_first_s, self._config.worker.retry_max_s
-        backoff = first
-        while not stop.is_set():
-            polled = self._consumer.poll(self._config.worker.batch_max_wait_ms,
-                                         self._config.worker.batch_max_events)
-            self._assigned = len(self._consumer.assignment())
-            if len(polled):
-                try:
-                    self.handle(polled)
-                    backoff = first
-                except Exception as exc:  # noqa: BLE001 - whatever failed, replay the batch
-                    rewind(self._consumer, polled.first_offsets())
-                    self._drop_connection()
-                    log.warning("batch failed, will be consumed again",
-                                extra={"error": describe(exc), "retry_in_s": backoff,
-                                       "events": len(polled)})
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, most)
-            self._report_lag()
+        self._loop.run(stop, self.handle, self._report_lag)
         log.info("worker stopping")
 
     def close(self) -> None:
         self._consumer.close()
         self._producer.close()
-        self._drop_connection()
+        self._loop.database.drop()
 
     def handle(self, polled: Polled) -> None:
         started = time.perf_counter()
@@ -142,7 +130,7 @@ class AttachWorker:
         sightings = notice_sightings(batch, decisions, set(zip(
             rows.imei_key.tolist(), rows.imsi.tolist())))
         try:
-            conn = self._connection()
+            conn = self._loop.database.connection()
             self._store.ensure_partitions(conn, set(rows.month.tolist()))
             with conn.transaction():
                 self._store.write(conn, rows)
@@ -155,7 +143,7 @@ class AttachWorker:
         outgoing = [o for o in effects_of(batch, decisions) if o.idempotency_key not in self._sent]
         if self._config.kafka.publish_verdicts:
             outgoing += verdicts_of(batch, decisions)
-        publications = [self._dead_letter(record, letter) for record, letter in dead]
+        publications = [self._dead.of(record, letter) for record, letter in dead]
         publications += [Publication(self._topics[m.stream], m.key, msgspec.json.encode(m.value),
                                      ((IDEMPOTENCY_HEADER, m.idempotency_key.encode()),))
                          for m in outgoing]
@@ -178,36 +166,19 @@ class AttachWorker:
                 self._metrics.notices.opened.labels(kind).inc(count)
             self._opened()  # their warnings go out now, not at the next sweep
 
-    def _dead_letter(self, record: Record, letter: DeadLetter) -> Publication:
-        return dead_letter(self._config.kafka.attach_dlq_topic, record, letter,
-                           self._config.kafka.dead_letter_max_bytes)
-
     def _count(self, batch: AttachBatch, decisions, dead, rows, outgoing, now: int,
                started: float) -> None:
         m = self._metrics
         rules = decisions.policy.rules
         for rule, count in zip(*np.unique(decisions.rule, return_counts=True)):
             m.events.labels(rules[rule].verdict.value, rules[rule].name).inc(int(count))
-        for _, letter in dead:
-            m.dead_letters.labels(letter.reason).inc()
+        self._dead.count(letter.reason for _, letter in dead)
         for message in outgoing:
             m.effects.labels(message.stream.value).inc()
         m.history_rows.inc(len(rows))
         if len(batch):  # once a batch, not once an event: observing costs a lock each time
             m.event_age.observe((now - int(batch.ts_ms.min())) / MS_PER_S)
         m.batch_seconds.observe(time.perf_counter() - started)
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
 
     def _report_lag(self) -> None:
         if time.monotonic() - self._last_lag < LAG_EVERY_S:

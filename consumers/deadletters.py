@@ -1,14 +1,16 @@
 """What both input loops do with a message they cannot take: dead-letter it with the reason
-and where it came from, cut to what the producer can send, or seek back to read it again."""
+and where it came from, cut to what the producer can send, and count it by reason."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Iterable, Sequence
+
+from prometheus_client import Counter
 
 from enforcer.engine.attachdecode import DeadLetter
 from consumers.publish import Publication
-from consumers.receive import Consumer, Partition, Record
+from consumers.receive import Record
 
 # Each header costs its name, its value and two varints (their lengths) of at most 5 bytes.
 HEADER_FRAMING_BYTES = 10
@@ -83,9 +85,18 @@ def dead_letter(topic: str, record: Record, letter: DeadLetter, max_bytes: int) 
     return Publication(topic, key, value[:value_room], tuple(kept + ours + marks(cut)))
 
 
-def rewind(consumer: Consumer, first: dict[Partition, int]) -> None:
-    """Seek each partition still assigned back to its first offset in `first`."""
-    assigned = consumer.assignment()
-    for partition, offset in first.items():
-        if partition in assigned:
-            consumer.seek(partition, offset)
+class DeadLetters:
+    """One loop's dead letters: to `topic`, each cut to `max_bytes` (`dead_letter`), and
+    counted by reason on `counter` (eir_dlq_messages_total) once the caller has sent them."""
+
+    def __init__(self, topic: str, max_bytes: int, counter: Counter) -> None:
+        self._topic = topic
+        self._max_bytes = max_bytes
+        self._counter = counter
+
+    def of(self, record: Record, letter: DeadLetter) -> Publication:
+        return dead_letter(self._topic, record, letter, self._max_bytes)
+
+    def count(self, reasons: Iterable[str]) -> None:
+        for reason in reasons:
+            self._counter.labels(reason).inc()

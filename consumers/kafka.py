@@ -11,7 +11,7 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from consumers.publish import ConfluentProducer, KafkaPythonProducer, Producer
 from consumers.receive import METADATA_TIMEOUT_S, ConfluentConsumer, Consumer, KafkaPythonConsumer
 from enforcer.config import MAX_REQUEST_BYTES, KafkaConfig
-from enforcer.app.process import Unreachable
+from enforcer.reach import Unreachable
 
 # Heartbeats go out this many times per session timeout, as Kafka recommends.
 HEARTBEATS_PER_SESSION = 3

@@ -8,7 +8,8 @@ the event stored there (the topic recreated: `consumers.continuity`): then it is
 incarnation, read from its start, and said so. An event is stored before it is
 applied: a crash in between leaves it stored, and the next start applies it. Bad events,
 and changes the state cannot take (an unknown device), go to the dead-letter topic once, by
-whichever worker stored them first. A replayed event_id changes nothing.
+whichever worker stored them first. A replayed event_id changes nothing. A poll that fails
+is read again after a wait (`consumers.loop`).
 """
 
 from __future__ import annotations
@@ -17,26 +18,29 @@ import logging
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Callable
 
 import psycopg
 
 from consumers.continuity import read_at, renewal
-from enforcer.engine.attachdecode import DeadLetter, TimeWindow
-from enforcer.engine.registrydecode import decode_registry_event
+from consumers.deadletters import DeadLetters
+from consumers.loop import BatchLoop, LazyConnection
 from consumers.publish import Publication, publish_all
-from consumers.receive import Record, first_offsets
-from consumers.deadletters import dead_letter, rewind
+from consumers.receive import Polled, Record
+from enforcer.engine.attachdecode import DeadLetter
+from enforcer.engine.registrydecode import decode_registry_event
 from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.engine.effects import FLUSH_TIMEOUT_S
-from enforcer.db.registry_events import (Position, Resume, Stored, StoredEvent, applied_events,
-                                         renew, resume_points, store)
+from enforcer.db.registry_events import (Position, Resume, Stored, applied_events, renew,
+                                         resume_points, store)
+from enforcer.follow.layover import lay_over, registry_window
 from enforcer.engine.imei import ImeiRules
-from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
+from enforcer.engine.overlay import Inapplicable, OverlayDraft, touched_by
 from enforcer.engine.registry_events import RegistryEvent
 from enforcer.engine.state import EnforcementState, StateHolder
+from enforcer.reach import Backoff
 from metrics.worker import WorkerMetrics
 
 log = logging.getLogger("eir.registry")
@@ -46,49 +50,6 @@ POLL_MS = 200  # well inside the one second a change may take to count
 POLL_RECORDS = 500
 RETRY_S = 2.0
 INAPPLICABLE = "inapplicable"
-# Stored events that no longer apply are told in one line, naming this many of them: after
-# a new snapshot they may be thousands, and the line is read by a person.
-REFUSED_NAMED = 5
-
-
-def registry_window(config: Config, now_ms: int) -> TimeWindow:
-    return TimeWindow.around(now_ms, config.registry.max_event_age_days,
-                             config.worker.max_event_future_s)
-
-
-def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
-                   config: Config) -> list[RegistryEvent]:
-    events = []
-    for row in stored:
-        # Judged against the time it arrived, as it was then.
-        received_ms = int(row.received_at.timestamp() * MS_PER_S)
-        event = decode_registry_event(row.body, rules, registry_window(config, received_ms))
-        if isinstance(event, RegistryEvent):
-            events.append(event)
-    return events
-
-
-def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
-             positions: Mapping[int, LogPosition] | None = None,
-             level: int = logging.WARNING) -> int:
-    """Apply stored events over the holder's state, oldest first; returns how many no
-    longer apply (the snapshot changed under them since, as an import does). Those are told
-    in one line at `level`: how many, and the first `REFUSED_NAMED` with why."""
-    events = stored_changes(stored, rules, config)
-    refused: list[tuple[RegistryEvent, Inapplicable]] = []
-
-    def change(state: EnforcementState) -> EnforcementState:
-        nonlocal refused
-        overlay, refused = state.overlay.apply_all(events, state.lists, state.devices)
-        return replace(state, overlay=overlay.at(positions or {}))
-
-    holder.update(change)
-    if refused:
-        log.log(level, "stored registry events no longer apply", extra={
-            "events": len(refused),
-            "first": [{"event_id": event.event_id, "error": str(exc)}
-                      for event, exc in refused[:REFUSED_NAMED]]})
-    return len(refused)
 
 
 def place_id(at: Position) -> str:
@@ -114,6 +75,11 @@ class RegistryEventConsumer:
         self._restored = False
         self._connect = connect
         self._touched = touched  # told which IMEIs and SIMs each poll's changes touched
+        self._loop = BatchLoop(consumer, LazyConnection(connect), Backoff(RETRY_S, RETRY_S),
+                               POLL_MS, POLL_RECORDS, log,
+                               "registry events not stored, will be read again")
+        self._dead = DeadLetters(config.kafka.registry_dlq_topic,
+                                 config.kafka.dead_letter_max_bytes, metrics.dead_letters)
         # Per partition, where its stored events end: read from there unless the partition
         # turns out to be a new log.
         self._resume: dict[int, Resume] = {}
@@ -147,45 +113,29 @@ class RegistryEventConsumer:
         partitions = self._partitions(topic, stop)
         starts = self._starts(topic, partitions, stop)
         self._consumer.assign(topic, starts)
-        conn = None
-        while not stop.is_set():
-            polled = self._consumer.poll(POLL_MS, POLL_RECORDS)
-            records = [polled.record(i) for i in range(len(polled))]
-            if not records:
-                continue
-            state = self._holder.current
-            draft = OverlayDraft(state.overlay, state.lists, state.devices)
-            done = 0
-            try:
-                if conn is None or conn.closed:
-                    conn = self._connect()
-                decoded = [self._decode(record) for record in records]
-                draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
-                with conn.transaction():
-                    letters = [letter for record, event in zip(records, decoded)
-                               if (letter := self._handle(conn, record, event, draft))]
-                    # Published before the poll's rows commit: a dead letter stored is one
-                    # the broker has (a crash in between stores nothing; all is read again).
-                    publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
-                done = len(records)
-                self._count(draft, [reason for _, reason in letters])
-            except Exception as exc:  # whatever failed, the poll is read again
-                log.warning("registry events not stored, will be read again",
-                            extra={"error": describe(exc)})
-                rewind(self._consumer, first_offsets(
-                    [(r.topic, r.partition, r.offset) for r in records]))
-                conn = None
-                stop.wait(RETRY_S)
-            finally:
-                # Stored as applied means applied in memory too, whatever failed after.
-                self._commit(draft, records[:done])
-        if conn is not None:
-            conn.close()
+        self._loop.run(stop, self._store)
+
+    def _store(self, polled: Polled) -> None:
+        """Store the poll's events in one transaction, their dead letters acknowledged
+        before it commits; then apply them in memory."""
+        records = [polled.record(i) for i in range(len(polled))]
+        state = self._holder.current
+        draft = OverlayDraft(state.overlay, state.lists, state.devices)
+        conn = self._loop.database.connection()
+        decoded = [self._decode(record) for record in records]
+        draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
+        with conn.transaction():
+            letters = [letter for record, event in zip(records, decoded)
+                       if (letter := self._handle(conn, record, event, draft))]
+            # Published before the poll's rows commit: a dead letter stored is one the broker
+            # has (a crash in between stores nothing; all is read again).
+            publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
+        # Stored as applied means applied in memory too, whatever fails after.
+        self._commit(draft, records)
+        self._count(draft, [reason for _, reason in letters])
 
     def _commit(self, draft: OverlayDraft, records: list[Record]) -> None:
         """The poll's changes in place, and how far each partition has been read."""
-        if not records:
-            return
         positions = {r.partition: (self._incarnations.get(r.partition, 0), r.offset + 1)
                      for r in records}
 
@@ -298,8 +248,7 @@ class RegistryEventConsumer:
         kafka.dead_letter_max_bytes): a bad event is never laid over the state again, its
         row only says it was handled; the whole message is on its source topic, and the
         dead letter gives its size and digest."""
-        publication = dead_letter(self._config.kafka.registry_dlq_topic, record, letter,
-                                  self._config.kafka.dead_letter_max_bytes)
+        publication = self._dead.of(record, letter)
         if store(conn, event_id, False, letter.reason, publication.value, at,
                  received) is Stored.NEW:
             return publication, letter.reason
@@ -308,5 +257,4 @@ class RegistryEventConsumer:
     def _count(self, draft: OverlayDraft, dead_reasons: list[str]) -> None:
         self._metrics.registry_events.labels("applied").inc(len(draft.applied))
         self._metrics.registry_events.labels("dead_lettered").inc(len(dead_reasons))
-        for reason in dead_reasons:
-            self._metrics.dead_letters.labels(reason).inc()
+        self._dead.count(dead_reasons)

@@ -187,6 +187,18 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    outbox_days: Days
+    closed_notice_days: Days
+    status_query_days: Days
+    job_run_days: Days
+    clone_flag_days: Annotated[int, Range(0, CENTURY_DAYS)]  # 0: kept
+    batch_rows: Count
+    partitions_ahead: Count
+    lock_timeout_s: Seconds
+
+
+@dataclass(frozen=True)
 class JobsConfig:
     timezone: TimeZone
     reconcile_cron: Cron
@@ -264,6 +276,7 @@ class Config:
     registry: RegistryConfig
     history: HistoryConfig
     jobs: JobsConfig
+    retention: RetentionConfig
     notices: NoticesConfig
     http: HttpConfig
     eic: EicConfig

@@ -8,7 +8,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.clock import Clock
 from enforcer.config import Config, load_config
 from enforcer.db.migrate import migrate

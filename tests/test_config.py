@@ -20,13 +20,16 @@ import psycopg
 import pytest
 
 from enforcer.config import DEFAULTS, Config, ConfigError, load_config
-from enforcer.app.process import Backoff, Stopped, Unreachable, when_reachable
+from enforcer.reach import Backoff, Stopped, Unreachable, when_reachable
 from enforcer.embedded.services import free_port
 
 CLI = [sys.executable, "-m", "enforcer.app.cli"]
 LOOPBACK = "127.0.0.1"
 SECRET = "s" * 16
 SIGNALLED_FOR_S = 30  # a process asked to stop this long and still there is deaf
+# A handler that takes the stop event's lock hangs about one signal in two here.
+TRIES_AGAINST_A_RACE = 10
+ROOT = Path(__file__).resolve().parent.parent
 SIGNAL_EVERY_S = 0.5
 
 # (variable, value, what the line says after "configuration key "), one row at least for each
@@ -344,3 +347,29 @@ def test_nothing_is_tried_once_stopped() -> None:
     with pytest.raises(Stopped):
         when_reachable(lambda: tried.append(1), "kafka", Backoff(1, 1), stop)
     assert tried == []
+
+
+# The main thread in `Event.wait` as often as it can be, holding the event's lock at times:
+# a handler taking that lock there would wait for it for ever.
+BUSY_WAITER = """
+import threading
+from enforcer.app.process import stop_on_signals
+stop = threading.Event()
+stop_on_signals(stop)
+print("ready", flush=True)
+while not stop.wait(0):
+    pass
+"""
+
+
+def test_a_stop_signal_is_taken_whatever_the_main_thread_holds() -> None:
+    for _ in range(TRIES_AGAINST_A_RACE):
+        process = subprocess.Popen([sys.executable, "-c", BUSY_WAITER], cwd=ROOT,
+                                   stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "ready\n"
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(timeout=SIGNALLED_FOR_S) == 0
+        finally:
+            process.kill()
+            process.wait()

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from enforcer.frontends.querystring import query_values
+from enforcer.querystring import query_values
 from enforcer.frontends.eic import Cause, Check, Problem, EirResponseData, answer_checks, read_check
 from enforcer.embedded.services import free_port
 from enforcer.engine.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
@@ -161,7 +161,7 @@ def test_other_identity_forms_are_read_as_absent(rules) -> None:
 @given(st.dictionaries(st.sampled_from(["pei", "supi", "gpsi", "supported-features", "x"]),
                        st.text(max_size=40)))
 def test_any_query_is_read_as_a_check_or_a_400(params) -> None:
-    from enforcer.files.build import imei_rules
+    from enforcer.engine.imei import imei_rules
     from enforcer.config import load_config
     check = read_check(params, imei_rules(load_config(environ={})))
     assert isinstance(check, Check) or check.status is HTTPStatus.BAD_REQUEST

@@ -213,7 +213,7 @@ def test_history_months_past_retention_are_dropped(env, worker) -> None:
     today = datetime.now(timezone.utc).date()  # the job's clock
     assert left == [f"slot_usage_{today.year:04d}_{today.month:02d}"] and rows == 1
     (run,) = runs(env["EIR_POSTGRES__DSN"], "retention")
-    assert run.counts == {"partitions_dropped": 3}
+    assert run.counts["slot_usage_partitions_dropped"] == 3
     assert running.worker.metrics.collectors.get_sample_value(
         "eir_job_last_success_timestamp_seconds", {"job_name": "retention"}) > 0
 

@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 import msgspec
 import pytest
 
-from consumers.registry_events import REFUSED_NAMED, lay_over
+from enforcer.follow.layover import REFUSED_NAMED, lay_over
 from enforcer.config import load_config
 from enforcer.db.registry_events import Position, StoredEvent
 

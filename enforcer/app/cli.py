@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 import msgspec
 import psycopg
 
-from enforcer.files.build import SourceFiles, build_from_files, imei_rules
+from enforcer.files.build import SourceFiles, build_from_files
+from enforcer.engine.imei import imei_rules
 from enforcer.clock import SystemClock, clock_from
 from enforcer.config import Config, ConfigError, load_config
 from enforcer.db.migrate import migrate

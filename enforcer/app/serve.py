@@ -15,18 +15,19 @@ from pathlib import Path
 import psycopg
 import uvloop
 
-from enforcer.app.process import (STOP_SIGNALS, Backoff, Stopped, listen, stop_on_signals,
-                                  stop_or_leave, when_reachable)
+from enforcer.app.process import STOP_SIGNALS, stop_on_signals, stop_or_leave
+from enforcer.listening import listen
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.migrate import require_migrated
 from enforcer.engine.state import StateHolder
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.files.snapshots import load_snapshot
 from enforcer.follow.followers import StateFollower
 from enforcer.frontends.server import CHECK_PATH, EquipmentChecks
 from enforcer.frontends.transport import serve_checks
 from enforcer.logs import LIFECYCLE, describe
+from enforcer.reach import Backoff, Stopped, when_reachable
 from metrics.eic import EicMetrics
 from rules.policy import load_policy
 

@@ -17,15 +17,16 @@ from consumers.attach import AttachWorker
 from consumers.kafka import attach_consumer, outbox_reader, producer, registry_consumer
 from consumers.outbox import OutboxRelay
 from consumers.registry_events import RegistryEventConsumer
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
 from enforcer.endpoints.server import HttpServer, listen_http, serve_endpoints
 from enforcer.jobs.catalog import worker_jobs
-from enforcer.app.process import Backoff, Stopped, stop_on_signals, when_reachable
+from enforcer.app.process import stop_on_signals
 from enforcer.logs import LIFECYCLE
+from enforcer.reach import Backoff, Stopped, when_reachable
 from enforcer.db.notices import live_sms_kinds
 from enforcer.engine.noticemessages import check_templates
 from enforcer.jobs.schedule import Job, JobRunner, scheduler_for, worker_name

@@ -140,24 +140,40 @@ def record(conn: psycopg.Connection, changes: list[Change], now_ms: int) -> None
                             c.superseded_by))
     conn.execute("ANALYZE notice_steps")  # so the join walks the primary key, not the table
     conn.execute(
-        "UPDATE notices SET state = u.state, reminders_done = u.done,"
+        f"UPDATE notices SET state = u.state, reminders_done = u.done,"  # noqa: S608
         " last_sms_at = to_timestamp(u.sms_ms / 1e3), next_due = to_timestamp(u.due_ms / 1e3),"
         " closed_reason = coalesce(u.reason, notices.closed_reason),"
         " superseded_by = coalesce(u.successor, notices.superseded_by),"
+        # Retention keeps a closed notice for a time counted from here.
+        f" closed_at = CASE WHEN u.state IN {LIVE_STATES} THEN NULL"
+        " ELSE coalesce(notices.closed_at, %(now)s) END,"
         # The workers follow the cut-off list by this: only entering or leaving `cut` counts.
         " updated_at = CASE WHEN (u.state = 'cut') <> (notices.state = 'cut')"
         " THEN clock_timestamp() ELSE notices.updated_at END"
-        " FROM notice_steps u WHERE notices.id = u.id")
+        " FROM notice_steps u WHERE notices.id = u.id", {"now": _at(now_ms)})
     conn.execute(
         "INSERT INTO notice_transitions (notice_id, at, from_state, to_state, step, reason)"
         " SELECT id, %s, from_state, state, step, reason FROM notice_steps WHERE moved",
         (_at(now_ms),))
 
 
+class DuplicateMessage(ValueError):
+    """A second message under a stream and idempotency key the outbox holds already."""
+
+
 def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
     """Into the outbox. A second message under one stream and key is a fault (each step of a
-    notice happens once), refused by the table's unique index."""
+    notice happens once): DuplicateMessage, nothing written. The outbox is partitioned by
+    time, so no unique index can say it (migration 0012); the check is sound because a
+    notice's messages are written under its row lock."""
     if messages:
+        keys = [(m.stream, m.idempotency_key) for m in messages]
+        twice = {k for k in keys if keys.count(k) > 1} or set(conn.execute(
+            "SELECT stream, idempotency_key FROM outbox WHERE (stream, idempotency_key) IN"
+            " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([s for s, _ in keys], [k for _, k in keys])).fetchall())
+        if twice:
+            raise DuplicateMessage(f"outbox holds these already: {sorted(twice)[:5]}")
         with conn.cursor().copy("COPY outbox (stream, key, idempotency_key, body)"
                                 " FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(OUTBOX_TYPES)

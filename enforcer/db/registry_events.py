@@ -131,3 +131,28 @@ def renew(conn: psycopg.Connection, topic: str, partition: int, after: Resume, f
     return conn.execute(
         "SELECT max(incarnation) FROM registry_incarnations WHERE source_topic = %s"
         " AND source_partition = %s", (topic, partition)).fetchone()[0]
+
+
+def prune_registry_events(conn: psycopg.Connection, topic: str,
+                          below: dict[int, tuple[int, int]], limit: int) -> int:
+    """Delete up to `limit` stored events of `topic` below a watermark: per partition, the
+    position (incarnation, next offset) a fold has laid into the snapshot, so that what is
+    before it is never read again. The event stored last from each partition stays whatever
+    the watermark: a restart compares the partition against it (resume_points). Returns
+    how many were deleted; called again until 0."""
+    if not below:
+        return 0
+    partitions = list(below)
+    with conn.transaction():
+        return conn.execute(
+            "DELETE FROM registry_events WHERE seq IN (SELECT e.seq FROM registry_events e"
+            " JOIN unnest(%s::int[], %s::int[], %s::bigint[]) AS w(p, inc, off)"
+            " ON e.source_partition = w.p"
+            " WHERE e.source_topic = %s"
+            " AND (e.source_incarnation, e.source_offset) < (w.inc, w.off)"
+            " AND e.seq <> (SELECT l.seq FROM registry_events l WHERE l.source_topic = %s"
+            " AND l.source_partition = w.p"
+            " ORDER BY l.source_incarnation DESC, l.source_offset DESC LIMIT 1)"
+            " ORDER BY e.seq LIMIT %s)",
+            (partitions, [below[p][0] for p in partitions], [below[p][1] for p in partitions],
+             topic, topic, limit)).rowcount

@@ -27,10 +27,10 @@ from enforcer.config import Config, HttpConfig
 from enforcer.db.cluster import ping
 from enforcer.endpoints.health import Check, Readiness
 from enforcer.engine.imei import ImeiRules, parse_imei
-from enforcer.app.process import cannot_listen
+from enforcer.listening import cannot_listen
 from enforcer.logs import describe
 from enforcer.engine.state import StateHolder
-from enforcer.frontends.querystring import query_values
+from enforcer.querystring import query_values
 from enforcer.endpoints.statusquery import Caller, ask, refuse
 from enforcer.engine.subscriber import IdentityError, parse_msisdn
 from metrics.worker import WorkerMetrics

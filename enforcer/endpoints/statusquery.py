@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from consumers.registry_events import lay_over
-from enforcer.files.build import imei_rules
+from enforcer.follow.layover import lay_over
+from enforcer.engine.imei import imei_rules
 from enforcer.config import Config
 from enforcer.db.clones import any_flagged
 from enforcer.db.history import usage_of

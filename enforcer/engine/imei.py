@@ -15,7 +15,10 @@ import numbers
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:  # the configuration only names what it holds; the engine reads no file
+    from enforcer.config import Config
 
 KEY_DIGITS = 14
 TAC_DIGITS = 8
@@ -198,3 +201,8 @@ def key_problems(key: str, rules: ImeiRules) -> tuple[Problem, ...]:
     if key in rules.placeholder_keys:
         problems.append(Problem.PLACEHOLDER)
     return tuple(problems)
+
+
+def imei_rules(config: Config) -> ImeiRules:
+    """The rules `[imei]` of the configuration sets."""
+    return ImeiRules.from_config(config.imei.test_tac_prefixes, config.imei.placeholders)

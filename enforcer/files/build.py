@@ -9,7 +9,7 @@ from pathlib import Path
 
 from enforcer.config import Config
 from enforcer.files.delivery import file_refusal
-from enforcer.engine.imei import ImeiRules
+from enforcer.engine.imei import imei_rules
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
@@ -40,10 +40,6 @@ class BuildReport:
                 "files": {k: v.as_json() for k, v in self.files.items()},
                 "registry": self.devices.as_json() if self.devices else None,
                 "refused": self.refused}
-
-
-def imei_rules(config: Config) -> ImeiRules:
-    return ImeiRules.from_config(config.imei.test_tac_prefixes, config.imei.placeholders)
 
 
 def build_from_files(files: SourceFiles, config: Config, policy: Policy,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.files.build import imei_rules
+from enforcer.engine.imei import imei_rules
 from enforcer.config import Config
 from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading_zero_count,
                                      shrink_refusal)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from consumers.registry_events import lay_over
+from enforcer.follow.layover import lay_over
 from enforcer.config import Config
 from enforcer.engine.cutoffs import CutOffs
 from enforcer.db.clones import flagged_since

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client import Counter as MetricCounter
 
 from enforcer.clock import Clock
-from enforcer.frontends.querystring import query_values
+from enforcer.querystring import query_values
 from enforcer.frontends.eic import (Answer, Cause, Check, Problem, EirResponseData, answer_checks,
                                     given_twice, read_check)
 from enforcer.frontends.transport import Request, Response

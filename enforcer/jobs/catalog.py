@@ -1,5 +1,5 @@
 """The worker's scheduled jobs, bound to its state and database: snapshot reconcile,
-consistency check, history retention."""
+consistency check, retention."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import psycopg
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.jobs.consistency import check_consistency
-from enforcer.db.history import drop_months_before
 from enforcer.engine.imei import ImeiRules
 from enforcer.jobs.reconcile import reconcile
+from enforcer.jobs.retention import RegistryWatermark, RetentionRun, run_retention
 from enforcer.jobs.schedule import Counts, Job
 from enforcer.engine.state import StateHolder
 
@@ -30,7 +30,11 @@ def first_month_kept(today: date, keep_days: int, max_event_age_days: int) -> da
 
 def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
                 connect: Callable[[], psycopg.Connection],
-                reloaded: Callable[[float], None] = lambda seconds: None) -> list[Job]:
+                reloaded: Callable[[float], None] = lambda seconds: None,
+                registry_watermark: Callable[[], RegistryWatermark | None] = lambda: None
+                ) -> list[Job]:
+    """`registry_watermark`: where the fold has laid the registry topic into the snapshot
+    (stored events below it are pruned); None until a fold has run."""
     def reconcile_job() -> Counts:
         return reconcile(holder, config, clock, reloaded)
 
@@ -43,7 +47,10 @@ def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Cl
         first_kept = first_month_kept(today, config.history.keep_days,
                                       config.worker.max_event_age_days)
         with connect() as conn:
-            return {"partitions_dropped": len(drop_months_before(conn, first_kept))}
+            return run_retention(conn, RetentionRun(
+                config.retention, first_kept, datetime.fromtimestamp(
+                    clock.now_ms() / MS_PER_S, timezone.utc), config.kafka.registry_topic,
+                registry_watermark()))
 
     return [Job(RECONCILE, config.jobs.reconcile_cron, reconcile_job),
             Job(CONSISTENCY, config.jobs.consistency_cron, consistency_job, exclusive=False),

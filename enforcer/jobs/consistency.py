@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import psycopg
 
-from consumers.registry_events import stored_changes
+from enforcer.follow.layover import stored_changes
 from enforcer.config import Config
 from enforcer.db.registry_events import StoredEvent, applied_events
 from enforcer.engine.imei import ImeiRules

@@ -1,0 +1,86 @@
+"""What retention asks of the tables it bounds, and the rows it deletes. Each deletion is one
+bounded batch in its own transaction: a run stopped anywhere has removed whole batches only,
+and the next run goes on from there."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from enforcer.db.notices import LIVE_STATES
+
+
+def database_now(conn: psycopg.Connection) -> datetime:
+    """The database's clock: what outbox.created_at and status_queries.asked_at are read by."""
+    return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+def all_sent(conn: psycopg.Connection, partition: str) -> bool:
+    """Whether every message in this outbox partition is published."""
+    return conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} WHERE sent_at IS NULL)")
+                        .format(sql.Identifier(partition))).fetchone()[0]
+
+
+def transitions_expired(conn: psycopg.Connection, partition: str, closed_before: datetime
+                        ) -> bool:
+    """Whether every notice with a transition in this partition was closed before
+    `closed_before` (or is gone): none of them live, none closed since."""
+    return conn.execute(sql.SQL(
+        "SELECT NOT EXISTS (SELECT 1 FROM {} t JOIN notices n ON n.id = t.notice_id"
+        " WHERE n.closed_at IS NULL OR n.closed_at >= %s)").format(sql.Identifier(partition)),
+        (closed_before,)).fetchone()[0]
+
+
+def fill_closed_at(conn: psycopg.Connection, limit: int) -> int:
+    """Up to `limit` closed notices without closed_at (closed by a worker older than
+    migration 0012, during a rolling upgrade) given their last transition's time; returns
+    how many."""
+    with conn.transaction():
+        return conn.execute(
+            f"UPDATE notices n SET closed_at = coalesce((SELECT max(t.at)"  # noqa: S608
+            " FROM notice_transitions t WHERE t.notice_id = n.id), n.last_seen)"
+            " WHERE n.id IN (SELECT id FROM notices"
+            f" WHERE closed_at IS NULL AND state NOT IN {LIVE_STATES} LIMIT %s)",
+            (limit,)).rowcount
+
+
+def delete_closed_notices(conn: psycopg.Connection, closed_before: datetime, limit: int
+                          ) -> int:
+    """Up to `limit` notices closed before `closed_before`, with their transitions; returns
+    how many notices. A notice a kept one names as its successor stays until that one goes.
+    Live notices (cut ones among them) are never closed, so never taken."""
+    with conn.transaction():
+        ids = [i for i, in conn.execute(
+            f"SELECT n.id FROM notices n WHERE n.state NOT IN {LIVE_STATES}"  # noqa: S608
+            " AND n.closed_at < %s"
+            " AND NOT EXISTS (SELECT 1 FROM notices m WHERE m.superseded_by = n.id"
+            " AND NOT (m.closed_at < %s))"
+            " ORDER BY n.closed_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (closed_before, closed_before, limit))]
+        if not ids:
+            return 0
+        conn.execute("DELETE FROM notice_transitions WHERE notice_id = ANY(%s)", (ids,))
+        # Whatever still names one of these as successor is itself closed before the cut
+        # (the query's condition), and goes in this batch or a later one.
+        conn.execute("UPDATE notices SET superseded_by = NULL WHERE superseded_by = ANY(%s)",
+                     (ids,))
+        return conn.execute("DELETE FROM notices WHERE id = ANY(%s)", (ids,)).rowcount
+
+
+def delete_job_runs(conn: psycopg.Connection, started_before: datetime, limit: int) -> int:
+    """Up to `limit` job runs started before `started_before`; returns how many."""
+    with conn.transaction():
+        return conn.execute(
+            "DELETE FROM job_runs WHERE id IN (SELECT id FROM job_runs WHERE started_at < %s"
+            " ORDER BY started_at LIMIT %s)", (started_before, limit)).rowcount
+
+
+def delete_clone_flags(conn: psycopg.Connection, flagged_before: datetime, limit: int) -> int:
+    """Up to `limit` clone flags raised before `flagged_before`; returns how many."""
+    with conn.transaction():
+        return conn.execute(
+            "DELETE FROM clone_flags WHERE imei_key IN (SELECT imei_key FROM clone_flags"
+            " WHERE flagged_at < %s ORDER BY flagged_at LIMIT %s)",
+            (flagged_before, limit)).rowcount

@@ -1,0 +1,65 @@
+"""Laying the registry events stored in PostgreSQL over a state held in memory, oldest
+first: at a worker's start, in `serve`'s following, for a one-off status answer and in the
+consistency check. No Kafka here: the rows are read by the caller (`enforcer.db`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Mapping
+
+from enforcer.clock import MS_PER_S
+from enforcer.config import Config
+from enforcer.db.registry_events import StoredEvent
+from enforcer.engine.attachdecode import TimeWindow
+from enforcer.engine.imei import ImeiRules
+from enforcer.engine.overlay import Inapplicable, LogPosition
+from enforcer.engine.registry_events import RegistryEvent
+from enforcer.engine.registrydecode import decode_registry_event
+from enforcer.engine.state import EnforcementState, StateHolder
+
+log = logging.getLogger("eir.registry")
+
+# Stored events that no longer apply are told in one line, naming this many of them: after
+# a new snapshot they may be thousands, and the line is read by a person.
+REFUSED_NAMED = 5
+
+
+def registry_window(config: Config, now_ms: int) -> TimeWindow:
+    return TimeWindow.around(now_ms, config.registry.max_event_age_days,
+                             config.worker.max_event_future_s)
+
+
+def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
+                   config: Config) -> list[RegistryEvent]:
+    events = []
+    for row in stored:
+        # Judged against the time it arrived, as it was then.
+        received_ms = int(row.received_at.timestamp() * MS_PER_S)
+        event = decode_registry_event(row.body, rules, registry_window(config, received_ms))
+        if isinstance(event, RegistryEvent):
+            events.append(event)
+    return events
+
+
+def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
+             positions: Mapping[int, LogPosition] | None = None,
+             level: int = logging.WARNING) -> int:
+    """Apply stored events over the holder's state, oldest first; returns how many no
+    longer apply (the snapshot changed under them since, as an import does). Those are told
+    in one line at `level`: how many, and the first `REFUSED_NAMED` with why."""
+    events = stored_changes(stored, rules, config)
+    refused: list[tuple[RegistryEvent, Inapplicable]] = []
+
+    def change(state: EnforcementState) -> EnforcementState:
+        nonlocal refused
+        overlay, refused = state.overlay.apply_all(events, state.lists, state.devices)
+        return replace(state, overlay=overlay.at(positions or {}))
+
+    holder.update(change)
+    if refused:
+        log.log(level, "stored registry events no longer apply", extra={
+            "events": len(refused),
+            "first": [{"event_id": event.event_id, "error": str(exc)}
+                      for event, exc in refused[:REFUSED_NAMED]]})
+    return len(refused)

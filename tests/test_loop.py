@@ -1,0 +1,82 @@
+"""The loop skeleton both consumers share (consumers/loop.py): the waits after failed batches
+on their own, and a failed batch read again from its start on the real broker, with a fresh
+PostgreSQL connection."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+
+import psycopg
+import pytest
+
+from consumers.kafka import registry_consumer
+from consumers.loop import BatchLoop, LazyConnection, Waits
+from consumers.receive import Polled
+from enforcer.config import load_config
+from enforcer.reach import Backoff
+from tests.kafkatools import produce
+from tests.test_worker import CLIENTS
+
+FAILED = "batch failed, will be consumed again"
+GIVE_UP_S = 60.0
+
+
+def test_the_wait_doubles_with_each_failure_up_to_the_most() -> None:
+    waits = Waits(Backoff(0.5, 3.0))
+    assert [waits.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_a_handled_batch_starts_the_waits_again() -> None:
+    waits = Waits(Backoff(0.5, 3.0))
+    waits.failed(), waits.failed()
+    waits.handled()
+    assert waits.failed() == 0.5
+
+
+def test_a_fixed_wait_stays_fixed() -> None:
+    waits = Waits(Backoff(2.0, 2.0))
+    assert {waits.failed() for _ in range(4)} == {2.0}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_failed_batch_is_read_again_from_its_start_on_a_fresh_connection(
+        env, client: str, caplog) -> None:
+    kafka = replace(load_config(environ=env).kafka, client=client)
+    topic = kafka.registry_topic
+    sent = [f"m{i}".encode() for i in range(3)]
+    produce(kafka.bootstrap_servers, topic, sent)
+    consumer = registry_consumer(kafka)
+    consumer.assign(topic, {p: None for p in consumer.partitions_for(topic)})
+    database = LazyConnection(lambda: psycopg.connect(env["EIR_POSTGRES__DSN"],
+                                                      autocommit=True))
+    loop = BatchLoop(consumer, database, Backoff(0.01, 0.02), 100, 10,
+                     logging.getLogger("eir.test"), FAILED)
+    stop = threading.Event()
+    batches: list[list[bytes | None]] = []
+    connections: list[psycopg.Connection] = []
+
+    def handle(polled: Polled) -> None:
+        connections.append(database.connection())
+        batches.append(list(polled.values))
+        if len(batches) == 1:
+            raise RuntimeError("the database went away")
+        if sum(len(b) for b in batches[1:]) >= len(sent):
+            stop.set()
+
+    caplog.set_level(logging.WARNING, logger="eir.test")
+    give_up = threading.Timer(GIVE_UP_S, stop.set)  # a loop that never gets there fails
+    give_up.start()
+    try:
+        loop.run(stop, handle)
+    finally:
+        give_up.cancel()
+        consumer.close()
+    assert [v for b in batches[1:] for v in b] == sent
+    assert batches[1][:len(batches[0])] == batches[0]
+    assert connections[0].closed and connections[1] is not connections[0]
+    assert connections[-1].closed  # closed when the loop ends
+    (line,) = caplog.records
+    assert (line.getMessage(), line.error, line.retry_in_s, line.events) == (
+        FAILED, "RuntimeError", 0.01, len(batches[0]))
