@@ -18,7 +18,7 @@ import logging
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Mapping
 
 import psycopg
 
@@ -33,12 +33,12 @@ from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.engine.effects import FLUSH_TIMEOUT_S
-from enforcer.db.registry_events import (Position, Resume, Stored, applied_events, renew,
-                                         resume_points, store)
+from enforcer.db.registry_events import (Position, Resume, Stored, applied_events_after,
+                                         renew, resume_points, store)
 from enforcer.follow.layover import lay_over, registry_window
 from enforcer.engine.imei import ImeiRules
-from enforcer.engine.overlay import Inapplicable, OverlayDraft, touched_by
-from enforcer.engine.registry_events import RegistryEvent
+from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
+from enforcer.engine.registry_events import RegistryEvent, TopicPlace
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.reach import Backoff
 from metrics.worker import WorkerMetrics
@@ -89,12 +89,14 @@ class RegistryEventConsumer:
         self._consumer.close()
 
     def restore(self) -> int:
-        """Lay every stored, applied event over the state; returns how many. Where to read
-        the topic from is taken from the same snapshot of the table, so that what other
-        workers store meanwhile is read from the topic rather than skipped."""
+        """Lay the stored, applied events the snapshot does not hold (those after its
+        watermark: a fold's) over the state; returns how many. Where to read the topic from
+        is taken from the same snapshot of the table, so that what other workers store
+        meanwhile is read from the topic rather than skipped."""
         with self._connect() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            stored = applied_events(conn)
+            stored = applied_events_after(conn, self._config.kafka.registry_topic,
+                                          self._holder.current.watermark)
             self._resume = resume_points(conn, self._config.kafka.registry_topic)
         self._incarnations = {p: r.incarnation for p, r in self._resume.items()}
         skipped = lay_over(self._holder, stored, self._rules, self._config,
@@ -126,7 +128,8 @@ class RegistryEventConsumer:
         draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
         with conn.transaction():
             letters = [letter for record, event in zip(records, decoded)
-                       if (letter := self._handle(conn, record, event, draft))]
+                       if (letter := self._handle(conn, record, event, draft,
+                                                  state.watermark))]
             # Published before the poll's rows commit: a dead letter stored is one the broker
             # has (a crash in between stores nothing; all is read again).
             publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
@@ -217,13 +220,18 @@ class RegistryEventConsumer:
                                      registry_window(self._config, self._clock.now_ms()))
 
     def _handle(self, conn: psycopg.Connection, record: Record,
-                decoded: RegistryEvent | DeadLetter,
-                draft: OverlayDraft) -> tuple[Publication, str] | None:
+                decoded: RegistryEvent | DeadLetter, draft: OverlayDraft,
+                watermark: Mapping[int, LogPosition]) -> tuple[Publication, str] | None:
         """Store the event and apply it to the draft; a dead letter to publish, if it is one
         no worker has stored before."""
         at = Position(record.topic, record.partition, record.offset,
                       self._incarnations.get(record.partition, 0))
+        place = TopicPlace(at.partition, at.incarnation, at.offset)
         received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
+        if place.before(watermark):  # another worker folded past it: the snapshot has it
+            store(conn, place_id(at), True, None, record.value or b"", at, received)
+            self._metrics.registry_events.labels("folded_already").inc()
+            return None
         if isinstance(decoded, DeadLetter):
             return self._refuse(conn, place_id(at), record, decoded, at, received)
         try:
@@ -235,7 +243,7 @@ class RegistryEventConsumer:
         if outcome is Stored.REPLAY:
             self._metrics.registry_events.labels("replayed").inc()
             return None
-        draft.apply(decoded)
+        draft.apply(replace(decoded, read_at=place))
         log.info("registry event applied", extra={"event_id": decoded.event_id,
                                                   "type": type(decoded.change).__name__})
         return None

@@ -204,6 +204,7 @@ class JobsConfig:
     reconcile_cron: Cron
     consistency_cron: Cron
     retention_cron: Cron
+    fold_cron: Cron
     lock_wait_s: SecondsOrZero
     attempts: Count
     retry_delay_s: SecondsOrZero

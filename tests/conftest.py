@@ -80,7 +80,8 @@ def env(services, dsn, policy, tmp_path: Path) -> dict[str, str]:
         "EIR_WORKER__BATCH_MAX_WAIT_MS": "100",
         # Jobs run when a test runs them (Worker.run_job), not on their schedules.
         "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__CONSISTENCY_CRON": "",
-        "EIR_JOBS__RETENTION_CRON": "", "EIR_JOBS__DROP_DIR": str(tmp_path / "drop"),
+        "EIR_JOBS__RETENTION_CRON": "", "EIR_JOBS__FOLD_CRON": "",
+        "EIR_JOBS__DROP_DIR": str(tmp_path / "drop"),
         "EIR_JOBS__DROP_SETTLE_S": "0", "EIR_JOBS__RETRY_DELAY_S": "0.1",
         # Sweeps often; no quiet hours unless a test asks for them.
         "EIR_NOTICES__SWEEP_EVERY_S": "0.3", "EIR_NOTICES__QUIET_START": "00:00",

@@ -97,6 +97,8 @@ def test_decisions_are_the_same_before_and_after_a_fold(base, rules, before, aft
     refolded, refused_after_fold = laid(folded, later)
     assert refused_after_fold == refused
     assert decisions(refolded, rules) == decisions(unfolded, rules)
+    twice, _ = fold(refolded, folded.generation + 1)
+    assert decisions(twice, rules) == decisions(unfolded, rules)
 
 
 @settings(max_examples=100, deadline=None)

@@ -78,9 +78,12 @@ def applied_events(conn: psycopg.Connection, seqs: list[int] | None = None
 
 def applied_events_after(conn: psycopg.Connection, topic: str,
                          watermark: Mapping[int, tuple[int, int]]) -> list[StoredEvent]:
-    """The applied events of `topic` a snapshot folded at `watermark` (partition ->
-    (incarnation, next offset)) does not hold, in their order: a partition it names from
-    there on, any other from its start."""
+    """The applied events a snapshot folded at `watermark` (partition -> (incarnation, next
+    offset) of `topic`) does not hold, in their order: of a partition it names, those from
+    there on; of another, all. With no watermark (no fold yet) every applied event, of any
+    topic (a deployment's earlier registry topic); a fold holds those."""
+    if not watermark:
+        return applied_events(conn)
     partitions = list(watermark)
     return [StoredEvent(seq, body, received, Position(topic, partition, offset, incarnation))
             for seq, body, received, partition, offset, incarnation in conn.execute(

@@ -14,7 +14,7 @@ from enforcer.engine.imei import imei_rules
 from enforcer.config import Config
 from enforcer.db.clones import any_flagged
 from enforcer.db.history import usage_of
-from enforcer.db.registry_events import applied_events
+from enforcer.db.registry_events import applied_events_after
 from enforcer.db.status_queries import record_query
 from enforcer.engine.device import device_now
 from enforcer.engine.state import EnforcementState, StateHolder
@@ -27,7 +27,8 @@ def current_state(snapshot: EnforcementState, conn: psycopg.Connection,
     Changes that no longer apply are told at INFO: the answer without them is the one a
     worker gives, and the worker warns of them itself."""
     holder = StateHolder(snapshot)
-    lay_over(holder, applied_events(conn), imei_rules(config), config, level=logging.INFO)
+    stored = applied_events_after(conn, config.kafka.registry_topic, snapshot.watermark)
+    lay_over(holder, stored, imei_rules(config), config, level=logging.INFO)
     return holder.current
 
 

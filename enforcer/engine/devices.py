@@ -40,6 +40,10 @@ LOW_MASK = np.uint64((1 << LOW_BITS) - 1)
 OWNER_LIMIT = 1 << 48
 OWNER_WORDS = OWNER_DTYPE.itemsize // 2
 NO_DEVICE_INT, NO_OWNER_INT = int(NO_DEVICE), int(NO_OWNER)
+# The device of a registry id whose device has no IMEI left (later registrations took them):
+# it still exists for the registry, so an event naming the id applies to it and to nothing
+# else, but it has no row to be numbered by. Never shifted into a device slot.
+KEYLESS_DEVICE = NO_DEVICE_INT - 1
 FIRST_DAY, LAST_DAY = 0, int(np.iinfo(np.uint16).max)  # registered_on's range
 NO_CARTABLE = np.uint32(np.iinfo(np.uint32).max)
 EPOCH = date(1970, 1, 1)

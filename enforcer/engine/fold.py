@@ -24,9 +24,9 @@ from typing import Mapping
 import numpy as np
 
 from enforcer.engine.deviceids import DeviceIds
-from enforcer.engine.devices import (NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK,
-                                     SOURCES, Cartables, DeviceColumns, Devices, build_devices,
-                                     day_number)
+from enforcer.engine.devices import (KEYLESS_DEVICE, NO_CARTABLE, NO_DEVICE, NO_OWNER,
+                                     SLOT_BITS, SLOT_MASK, SOURCES, Cartables, DeviceColumns,
+                                     Devices, build_devices, day_number)
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
 from enforcer.engine.pairset import PairSet
@@ -39,13 +39,14 @@ class FoldReport:
     """What a fold laid into the snapshot, for the job's record."""
 
     generation: int
-    changes: int  # overlay entries folded
+    events: int  # registry events folded
+    entries: int  # overlay entries they made
     devices: int  # devices in the new generation
     devices_added: int  # registered by events since the last snapshot
     devices_gone: int  # the snapshot's or the events' devices left with no IMEI
 
     def as_json(self) -> dict[str, int]:
-        return {"generation": self.generation, "changes": self.changes,
+        return {"generation": self.generation, "events": self.events, "entries": self.entries,
                 "devices": self.devices, "devices_added": self.devices_added,
                 "devices_gone": self.devices_gone}
 
@@ -70,8 +71,8 @@ def fold(state: EnforcementState, generation: int) -> tuple[EnforcementState, Fo
                                               read_to=dict(overlay.read_to)),
                               cutoffs=state.cutoffs, misused=state.misused,
                               watermark=dict(overlay.read_to))
-    report = FoldReport(generation, len(overlay), devices.count, len(overlay.devices),
-                        len(columns.owner) - devices.count)
+    report = FoldReport(generation, len(overlay.events), len(overlay), devices.count,
+                        len(overlay.devices), len(columns.owner) - devices.count)
     return folded, report
 
 
@@ -111,7 +112,8 @@ def _device_columns(state: EnforcementState, keys: np.ndarray,
     added = [overlay.devices[d] for d in range(overlay.base_devices, overlay.next_device)]
     owner = np.concatenate([old.owner, np.full(len(added), NO_OWNER, np.uint64)])
     owned, msisdns = _sorted_items(overlay.owners, np.uint64)
-    owner[owned.astype(np.int64)] = msisdns
+    numbered = owned < len(owner)  # not KEYLESS_DEVICE's: it has no column
+    owner[owned[numbered].astype(np.int64)] = msisdns[numbered]
     source = np.concatenate([old.source, np.array([SOURCES.index(d.source) for d in added],
                                                   np.uint8)])
     registered_on = np.concatenate([old.registered_on, np.array(
@@ -165,7 +167,7 @@ def carry_ids(named: Mapping[str, int], columns: DeviceColumns, lists: Lists,
               devices: Devices) -> DeviceIds:
     """The registry's ids of devices numbered as in `columns`, numbered as in `devices`
     (built aligned to `lists`): each id goes with one of its device's IMEIs; an id whose
-    device has none left, or whose IMEI is in no device now, is dropped."""
+    device has none left, or whose IMEI is in no device now, names KEYLESS_DEVICE."""
     if not named:
         return DeviceIds.empty()
     any_key = np.zeros(len(columns.owner), dtype=np.uint64)
@@ -173,10 +175,8 @@ def carry_ids(named: Mapping[str, int], columns: DeviceColumns, lists: Lists,
     any_key[columns.imei_device] = columns.imei_key
     has_key[columns.imei_device] = True
     old = np.fromiter(named.values(), np.int64, len(named))
-    live = has_key[old]
-    slots = devices.device_slots(lists.white_index.rows(any_key[old[live]]))
-    now = slots >> np.uint32(SLOT_BITS)
-    names = [name for name, alive in zip(named, live.tolist()) if alive]
-    return DeviceIds.from_mapping({name: device for name, device, slot in
-                                   zip(names, now.tolist(), slots.tolist())
-                                   if slot != NO_DEVICE})
+    live = (old < len(has_key)) & has_key[np.minimum(old, len(has_key) - 1)]
+    slots = np.full(len(old), NO_DEVICE, dtype=np.uint32)
+    slots[live] = devices.device_slots(lists.white_index.rows(any_key[old[live]]))
+    now = np.where(slots != NO_DEVICE, slots >> np.uint32(SLOT_BITS), KEYLESS_DEVICE)
+    return DeviceIds.from_mapping(dict(zip(named, now.tolist())))

@@ -25,8 +25,8 @@ from enforcer.engine.lists import BLACK_REASONS, NO_REASON, Lists
 from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Change,
                                              DeviceDeregistered, DeviceRegistered, ImeiReplaced,
                                              OperatorSimChanged, OwnershipSet, RegistryEvent)
-from enforcer.engine.devices import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_DEVICE_INT,
-                                     NO_OWNER, SLOT_BITS, Devices, Source)
+from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_SLOTS, NO_CARTABLE, NO_DEVICE,
+                                     NO_DEVICE_INT, NO_OWNER, SLOT_BITS, Devices, Source)
 
 # How far a partition of the registry topic has been read: (incarnation, next offset), which
 # orders as the events came: a recreated topic is the partition's next incarnation, its
@@ -211,7 +211,8 @@ class Overlay:
                 for key in self.device_keys(device, lists, devices):
                     imeis[key] = int(NO_DEVICE)
                 # Gone, not forgotten: an id a folded snapshot holds must stop naming it too.
-                for device_id in self._ids_of(device, devices):
+                for device_id in (self._ids_of(device, devices) if device != KEYLESS_DEVICE
+                                  else [change.device.device_id]):
                     self.device_ids[device_id] = NO_DEVICE_INT
                 self.owners[device] = int(NO_OWNER)
             case OwnershipSet():
@@ -241,6 +242,8 @@ class Overlay:
                     devices: Devices) -> None:
         imeis = self.imeis
         known = self.device_of_id(change.device.device_id, devices)
+        if known == KEYLESS_DEVICE:  # it had no IMEI left: numbered as a new one
+            known = None
         device = known if known is not None else self.next_device
         if known is not None:  # registered again: its slots are what this event says
             for key in self.device_keys(device, lists, devices):

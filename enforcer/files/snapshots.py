@@ -105,6 +105,14 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
                             policy, watermark=snapshot_watermark(target))
 
 
+def oldest_watermark(directory: Path) -> dict[int, LogPosition] | None:
+    """The watermark of the oldest generation kept in `directory` (a worker may still be
+    loading it): the stored registry events below it are read by nobody again. None when
+    that generation has none (built from files only) or there is none."""
+    generations = sorted(directory.glob("gen-*"))
+    return (snapshot_watermark(generations[0]) or None) if generations else None
+
+
 def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
     """The registry topic's positions whose events a generation's columns hold (a fold's);
     none for one built from files only."""

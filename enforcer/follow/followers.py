@@ -91,6 +91,9 @@ class StateFollower:
     def follow(self, conn: psycopg.Connection) -> dict[str, int]:
         swapped = self._newer_snapshot()
         floor = max(self._seen, default=0) - SEQ_OVERLAP
+        # Only numbers above the floor are asked for again: what is below is forgotten,
+        # so the set stays SEQ_OVERLAP wide, however long serve runs.
+        self._seen = {seq for seq in self._seen if seq > floor}
         fresh = [seq for seq in applied_seqs_after(conn, floor) if seq not in self._seen]
         events = applied_events(conn, fresh) if fresh else []
         if events:

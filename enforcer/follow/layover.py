@@ -14,7 +14,7 @@ from enforcer.db.registry_events import StoredEvent
 from enforcer.engine.attachdecode import TimeWindow
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Inapplicable, LogPosition
-from enforcer.engine.registry_events import RegistryEvent
+from enforcer.engine.registry_events import RegistryEvent, TopicPlace
 from enforcer.engine.registrydecode import decode_registry_event
 from enforcer.engine.state import EnforcementState, StateHolder
 
@@ -38,22 +38,25 @@ def stored_changes(stored: list[StoredEvent], rules: ImeiRules,
         received_ms = int(row.received_at.timestamp() * MS_PER_S)
         event = decode_registry_event(row.body, rules, registry_window(config, received_ms))
         if isinstance(event, RegistryEvent):
-            events.append(event)
+            events.append(replace(event, read_at=TopicPlace(
+                row.at.partition, row.at.incarnation, row.at.offset)))
     return events
 
 
 def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, config: Config,
              positions: Mapping[int, LogPosition] | None = None,
              level: int = logging.WARNING) -> int:
-    """Apply stored events over the holder's state, oldest first; returns how many no
-    longer apply (the snapshot changed under them since, as an import does). Those are told
-    in one line at `level`: how many, and the first `REFUSED_NAMED` with why."""
+    """Apply stored events over the holder's state, oldest first, but those its snapshot
+    holds (read before its watermark: a fold's); returns how many no longer apply (the
+    snapshot changed under them since, as an import does). Those are told in one line at
+    `level`: how many, and the first `REFUSED_NAMED` with why."""
     events = stored_changes(stored, rules, config)
     refused: list[tuple[RegistryEvent, Inapplicable]] = []
 
     def change(state: EnforcementState) -> EnforcementState:
         nonlocal refused
-        overlay, refused = state.overlay.apply_all(events, state.lists, state.devices)
+        after = [e for e in events if e.read_at is None or not e.read_at.before(state.watermark)]
+        overlay, refused = state.overlay.apply_all(after, state.lists, state.devices)
         return replace(state, overlay=overlay.at(positions or {}))
 
     holder.update(change)

@@ -1,9 +1,10 @@
-"""The worker's scheduled jobs, bound to its state and database: snapshot reconcile,
-consistency check, retention."""
+"""The worker's scheduled jobs, bound to its state and database: snapshot reconcile, the fold
+of registry changes, consistency check, retention."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable
 
 import psycopg
@@ -11,15 +12,18 @@ import psycopg
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.jobs.consistency import check_consistency
+from enforcer.jobs.fold import fold_changes
 from enforcer.engine.imei import ImeiRules
 from enforcer.jobs.reconcile import reconcile
-from enforcer.jobs.retention import RegistryWatermark, RetentionRun, run_retention
+from enforcer.jobs.retention import RetentionRun, run_retention
 from enforcer.jobs.schedule import Counts, Job
 from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import oldest_watermark
 
 RECONCILE = "reconcile"
 CONSISTENCY = "consistency"
 RETENTION = "retention"
+FOLD = "fold"
 
 
 def first_month_kept(today: date, keep_days: int, max_event_age_days: int) -> date:
@@ -30,13 +34,14 @@ def first_month_kept(today: date, keep_days: int, max_event_age_days: int) -> da
 
 def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Clock,
                 connect: Callable[[], psycopg.Connection],
-                reloaded: Callable[[float], None] = lambda seconds: None,
-                registry_watermark: Callable[[], RegistryWatermark | None] = lambda: None
-                ) -> list[Job]:
-    """`registry_watermark`: where the fold has laid the registry topic into the snapshot
-    (stored events below it are pruned); None until a fold has run."""
+                reloaded: Callable[[float], None] = lambda seconds: None) -> list[Job]:
+    directory = Path(config.state.dir)
+
     def reconcile_job() -> Counts:
         return reconcile(holder, config, clock, reloaded)
+
+    def fold_job() -> Counts:
+        return fold_changes(holder, config, reloaded)
 
     def consistency_job() -> Counts:
         with connect() as conn:
@@ -50,8 +55,9 @@ def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Cl
             return run_retention(conn, RetentionRun(
                 config.retention, first_kept, datetime.fromtimestamp(
                     clock.now_ms() / MS_PER_S, timezone.utc), config.kafka.registry_topic,
-                registry_watermark()))
+                oldest_watermark(directory)))
 
     return [Job(RECONCILE, config.jobs.reconcile_cron, reconcile_job),
+            Job(FOLD, config.jobs.fold_cron, fold_job),
             Job(CONSISTENCY, config.jobs.consistency_cron, consistency_job, exclusive=False),
             Job(RETENTION, config.jobs.retention_cron, retention_job)]

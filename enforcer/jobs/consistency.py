@@ -17,7 +17,7 @@ import psycopg
 
 from enforcer.follow.layover import stored_changes
 from enforcer.config import Config
-from enforcer.db.registry_events import StoredEvent, applied_events
+from enforcer.db.registry_events import StoredEvent, applied_events_after
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Overlay
 from enforcer.engine.state import EnforcementState, StateHolder
@@ -100,7 +100,9 @@ def check_consistency(holder: StateHolder, conn: psycopg.Connection, rules: Imei
                       config: Config) -> dict[str, int]:
     state = holder.current
     shards = config.jobs.consistency_shards
-    stored = held_in_memory(applied_events(conn), state.overlay, config.kafka.registry_topic)
+    topic = config.kafka.registry_topic
+    stored = held_in_memory(applied_events_after(conn, topic, state.watermark), state.overlay,
+                            topic)
     expected = expected_overlay(state, stored, rules, config)
     drift = compare(state.overlay, expected, shards)
     for d in drift:

@@ -32,7 +32,7 @@ def fold_changes(holder: StateHolder, config: Config,
     next one, save it and swap it in. Raises SnapshotConflict when another process saved
     that generation meanwhile (the job's retry folds over it)."""
     directory = Path(config.state.dir)
-    counts = {"adopted": 0, "folded": 0, "changes": 0, "stale_events": 0}
+    counts = {"adopted": 0, "folded": 0, "events": 0, "entries": 0, "stale_events": 0}
     on_disk = snapshot_generation(directory)
     if on_disk is not None and on_disk > holder.current.generation:
         began = time.perf_counter()
@@ -47,7 +47,7 @@ def fold_changes(holder: StateHolder, config: Config,
     save_snapshot(folded, directory)
     counts["stale_events"] += holder.swap(folded)
     reloaded(time.perf_counter() - began)
-    counts.update(folded=1, changes=report.changes)
+    counts.update(folded=1, events=report.events, entries=report.entries)
     log.info("registry changes folded", extra={**report.as_json(),
                                                "seconds": round(time.perf_counter() - began, 3)})
     return counts
