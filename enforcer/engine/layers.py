@@ -1,0 +1,331 @@
+"""Maps that change a little at a time over a large past: the storage of the registry overlay
+(enforcer/engine/overlay.py).
+
+A `LayeredMap` is a frozen layer (sorted numpy columns, or a dict nobody changes) under a
+small dict of what changed since (`recent`). Readers hold one immutable object; a `MapDraft`
+copies only the small dict, so the next map costs what changed, not what the map holds. A
+lookup reads the small layer, then the frozen one: O(log n) for one key, one `searchsorted`
+for a batch. When the small layer has grown, `merged` lays it into a new frozen layer (O(n),
+rare), and `adopted` moves a merge made from an older map of the same lineage onto a newer
+one, so that the merge can run off the poll path.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
+from functools import cached_property
+from typing import Any, Protocol
+
+import numpy as np
+
+# A key taken out of a map, in its small layer: the frozen layer may still hold the key.
+GONE: Any = type("Gone", (), {"__repr__": lambda self: "GONE"})()
+_MISSING: Any = object()
+
+
+class Frozen(Protocol):
+    """A frozen layer: never changed once made."""
+
+    def __len__(self) -> int: ...
+    def get(self, key: Any) -> Any: ...  # None when absent
+    def items(self) -> Iterator[tuple[Any, Any]]: ...
+    def merged(self, recent: Mapping[Any, Any]) -> Frozen: ...
+
+
+class SortedLayer:
+    """Sorted uint64 keys and their values (`values_dtype`): one key in O(log n), a batch in
+    one `searchsorted`."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self.keys = keys
+        self.values = values
+
+    @classmethod
+    def empty(cls, values_dtype: type) -> SortedLayer:
+        return cls(np.zeros(0, np.uint64), np.zeros(0, values_dtype))
+
+    @classmethod
+    def of(cls, mapping: Mapping[int, int], values_dtype: type) -> SortedLayer:
+        keys = np.fromiter(mapping.keys(), np.uint64, len(mapping))
+        values = np.fromiter(mapping.values(), values_dtype, len(mapping))
+        order = np.argsort(keys)
+        return cls(keys[order], values[order])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get(self, key: int) -> int | None:
+        at = int(np.searchsorted(self.keys, key))
+        if at < len(self.keys) and int(self.keys[at]) == key:
+            return int(self.values[at])
+        return None
+
+    def find(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which queries have an entry, the entry's value where they do)."""
+        if not len(self.keys):
+            return np.zeros(len(query), dtype=bool), np.zeros(len(query), self.values.dtype)
+        at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        return self.keys[at] == query, self.values[at]
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        return zip(self.keys.tolist(), self.values.tolist())
+
+    def merged(self, recent: Mapping[int, int]) -> SortedLayer:
+        """A new layer with `recent` laid over this one (no GONE: these maps only set):
+        O(n + k log k), the new keys inserted rather than everything sorted again."""
+        new = SortedLayer.of(recent, self.values.dtype)
+        at = np.searchsorted(self.keys, new.keys)
+        held = at < len(self.keys)
+        held[held] = self.keys[at[held]] == new.keys[held]
+        values = self.values.copy()
+        values[at[held]] = new.values[held]
+        fresh = ~held
+        return type(self)(np.insert(self.keys, at[fresh], new.keys[fresh]),
+                          np.insert(values, at[fresh], new.values[fresh]))
+
+
+class SlotLayer(SortedLayer):
+    """IMEI key -> device_slot, with the keys of each device found in O(log n): the index is
+    built with the layer, so a device's keys never cost a scan of the map."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, slot_bits: int = 0,
+                 no_device: int = 0) -> None:
+        super().__init__(keys, values)
+        self._slot_bits, self._no_device = slot_bits, no_device
+        on_device = values != no_device
+        device = (values[on_device] >> np.uint32(slot_bits)).astype(np.uint32)
+        order = np.argsort(device, kind="stable")
+        self._devices = device[order]
+        self._device_keys = keys[on_device][order]
+
+    @classmethod
+    def empty_slots(cls, slot_bits: int, no_device: int) -> SlotLayer:
+        return cls(np.zeros(0, np.uint64), np.zeros(0, np.uint32), slot_bits, no_device)
+
+    def keys_of(self, device: int) -> list[int]:
+        """The keys this layer puts on the device (some of which a newer layer moved)."""
+        lo, hi = np.searchsorted(self._devices, [device, device + 1])
+        return self._device_keys[lo:hi].tolist()
+
+    def merged(self, recent: Mapping[int, int]) -> SlotLayer:
+        plain = SortedLayer.merged(self, recent)
+        return SlotLayer(plain.keys, plain.values, self._slot_bits, self._no_device)
+
+
+class DictLayer:
+    """A dict nobody changes: for the maps with few entries (devices registered by events)
+    or keys that are not numbers (the registry's device ids)."""
+
+    def __init__(self, entries: dict[Any, Any] | None = None) -> None:
+        self._entries = entries if entries is not None else {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any) -> Any:
+        return self._entries.get(key)
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        return iter(self._entries.items())
+
+    def merged(self, recent: Mapping[Any, Any]) -> DictLayer:
+        entries = {**self._entries, **recent}
+        for key in [k for k, v in recent.items() if v is GONE]:
+            del entries[key]
+        return DictLayer(entries)
+
+
+class PairLayer:
+    """(IMEI key, MSISDN) -> bool, sorted by IMEI then MSISDN: a batch's IMEIs in one
+    `searchsorted`, the few that have entries then each by bisection."""
+
+    def __init__(self, imeis: np.ndarray, msisdns: np.ndarray, values: np.ndarray) -> None:
+        self.imeis, self.msisdns, self.values = imeis, msisdns, values
+
+    @classmethod
+    def of(cls, mapping: Mapping[tuple[int, int], bool]) -> PairLayer:
+        pairs = [(i, m, v) for (i, m), v in mapping.items() if v is not GONE]
+        imeis = np.array([p[0] for p in pairs], np.uint64)
+        msisdns = np.array([p[1] for p in pairs], np.uint64)
+        order = np.lexsort((msisdns, imeis))
+        return cls(imeis[order], msisdns[order], np.array([p[2] for p in pairs], bool)[order])
+
+    def __len__(self) -> int:
+        return len(self.imeis)
+
+    def get(self, pair: tuple[int, int]) -> bool | None:
+        imei, msisdn = pair
+        lo, hi = np.searchsorted(self.imeis, [imei, imei + 1])
+        at = int(lo) + bisect.bisect_left(self.msisdns[lo:hi].tolist(), msisdn)
+        if at < hi and int(self.msisdns[at]) == msisdn:
+            return bool(self.values[at])
+        return None
+
+    def find(self, imeis: np.ndarray, msisdns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        has, value = np.zeros(len(imeis), bool), np.zeros(len(imeis), bool)
+        if not len(self.imeis):
+            return has, value
+        lo = np.searchsorted(self.imeis, imeis, side="left")
+        hi = np.searchsorted(self.imeis, imeis, side="right")
+        for i in np.flatnonzero(hi > lo).tolist():
+            found = self.get((int(imeis[i]), int(msisdns[i])))
+            if found is not None:
+                has[i], value[i] = True, found
+        return has, value
+
+    def items(self) -> Iterator[tuple[tuple[int, int], bool]]:
+        return zip(zip(self.imeis.tolist(), self.msisdns.tolist()), self.values.tolist())
+
+    def merged(self, recent: Mapping[tuple[int, int], bool]) -> PairLayer:
+        """O(n log n), all in numpy: where a pair is in both, the newer entry wins."""
+        new = PairLayer.of(recent)
+        imeis = np.concatenate([self.imeis, new.imeis])
+        msisdns = np.concatenate([self.msisdns, new.msisdns])
+        values = np.concatenate([self.values, new.values])
+        newer = np.arange(len(imeis)) >= len(self.imeis)
+        order = np.lexsort((newer, msisdns, imeis))
+        imeis, msisdns, values = imeis[order], msisdns[order], values[order]
+        replaced = np.zeros(len(imeis), bool)
+        replaced[:-1] = (imeis[1:] == imeis[:-1]) & (msisdns[1:] == msisdns[:-1])
+        return PairLayer(imeis[~replaced], msisdns[~replaced], values[~replaced])
+
+
+class LayeredMap(Mapping):
+    """A read-only Mapping: `recent` over `frozen`. Never changed once made."""
+
+    def __init__(self, frozen: Frozen, recent: dict[Any, Any] | None = None,
+                 size: int | None = None) -> None:
+        self.frozen = frozen
+        self.recent = recent if recent is not None else {}
+        self._size = size if size is not None else len(frozen)
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.recent.get(key, _MISSING)
+        if value is _MISSING:
+            value = self.frozen.get(key)
+            if value is None:
+                raise KeyError(key)
+        elif value is GONE:
+            raise KeyError(key)
+        return value
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[Any]:
+        return (key for key, _ in self._pairs())
+
+    def items(self) -> ItemsView:
+        return _Items(self)
+
+    def values(self) -> ValuesView:
+        return _Values(self)
+
+    def _pairs(self) -> Iterator[tuple[Any, Any]]:
+        recent = self.recent
+        for key, value in self.frozen.items():
+            if key not in recent:
+                yield key, value
+        for key, value in recent.items():
+            if value is not GONE:
+                yield key, value
+
+    @cached_property
+    def recent_layer(self) -> Any:
+        """The small layer as the frozen one's kind, for batch lookups: built once per map,
+        O(k log k) in the small layer's size."""
+        if isinstance(self.frozen, PairLayer):
+            return PairLayer.of(self.recent)
+        return SortedLayer.of(self.recent, self.frozen.values.dtype)
+
+    def find(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which queries have an entry, its value where they do), for a SortedLayer's map."""
+        has, value = self.frozen.find(query)
+        if self.recent:
+            newer, newer_value = self.recent_layer.find(query)
+            has, value = has | newer, np.where(newer, newer_value, value)
+        return has, value
+
+    def find_pairs(self, imeis: np.ndarray, msisdns: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        has, value = self.frozen.find(imeis, msisdns)
+        if self.recent:
+            newer, newer_value = self.recent_layer.find(imeis, msisdns)
+            has, value = has | newer, np.where(newer, newer_value, value)
+        return has, value
+
+    def merged(self) -> LayeredMap:
+        """The same content in one frozen layer: O(n)."""
+        if not self.recent:
+            return self
+        return LayeredMap(self.frozen.merged(self.recent), {}, self._size)
+
+    def adopted(self, merge: LayeredMap, made_from: LayeredMap) -> LayeredMap | None:
+        """This map over `merge`, made from an older map of this lineage (`made_from`): the
+        small layer keeps what changed after it. None when this map does not descend from
+        `made_from` (its frozen layer is another), so the merge is of no use to it.
+
+        Sound because a small layer only grows until the frozen layer under it is replaced:
+        every key of `made_from.recent` is in this one's, with the value `merge` holds unless
+        it changed since."""
+        if self.frozen is not made_from.frozen:
+            return None
+        older = made_from.recent
+        return LayeredMap(merge.frozen,
+                          {k: v for k, v in self.recent.items() if older.get(k, _MISSING) != v},
+                          self._size)
+
+
+class _Items(ItemsView):
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self._mapping._pairs()
+
+
+class _Values(ValuesView):
+    def __iter__(self) -> Iterator[Any]:
+        return (value for _, value in self._mapping._pairs())
+
+
+class MapDraft:
+    """A private, changing copy of a LayeredMap: only its small layer is copied."""
+
+    def __init__(self, origin: LayeredMap) -> None:
+        self.frozen = origin.frozen
+        self.recent = dict(origin.recent)
+        self._size = len(origin)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self.recent.get(key, _MISSING)
+        if value is _MISSING:
+            value = self.frozen.get(key)
+            return default if value is None else value
+        return default if value is GONE else value
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self:
+            self._size += 1
+        self.recent[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        if key not in self:
+            raise KeyError(key)
+        # GONE even when only the small layer had it: `adopted` relies on a small layer
+        # only ever growing.
+        self.recent[key] = GONE
+        self._size -= 1
+
+    def finish(self) -> LayeredMap:
+        return LayeredMap(self.frozen, self.recent, self._size)
