@@ -35,6 +35,7 @@ from enforcer.db.registry_events import (Position, Resume, Stored, StoredEvent, 
                                          renew, resume_points, store)
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
+from consumers.overlaymerge import BackgroundMerge
 from enforcer.engine.registry_events import RegistryEvent
 from enforcer.engine.state import EnforcementState, StateHolder
 from metrics.worker import WorkerMetrics
@@ -118,8 +119,10 @@ class RegistryEventConsumer:
         # turns out to be a new log.
         self._resume: dict[int, Resume] = {}
         self._incarnations: dict[int, int] = {}  # partition -> the one being read
+        self._merge = BackgroundMerge(holder)
 
     def close(self) -> None:
+        self._merge.close()
         self._consumer.close()
 
     def restore(self) -> int:
@@ -151,6 +154,7 @@ class RegistryEventConsumer:
         while not stop.is_set():
             polled = self._consumer.poll(POLL_MS, POLL_RECORDS)
             records = [polled.record(i) for i in range(len(polled))]
+            self._merge.step()
             if not records:
                 continue
             state = self._holder.current

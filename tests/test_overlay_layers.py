@@ -19,7 +19,7 @@ from enforcer.engine.layers import DictLayer, LayeredMap, MapDraft, SortedLayer
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists
 from enforcer.engine.overlay import (Inapplicable, NewDevice, Overlay, OverlayDraft,
                                      mentioned_keys)
-from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Change, Device,
+from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Device,
                                              DeviceDeregistered, DeviceRegistered, ImeiReplaced,
                                              OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
 from rules.policy import load_policy

@@ -12,7 +12,6 @@ one, so that the merge can run off the poll path.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from functools import cached_property
 from typing import Any, Protocol
@@ -31,6 +30,7 @@ class Frozen(Protocol):
     def get(self, key: Any) -> Any: ...  # None when absent
     def items(self) -> Iterator[tuple[Any, Any]]: ...
     def merged(self, recent: Mapping[Any, Any]) -> Frozen: ...
+    def absent(self, keys: list[Any]) -> int: ...
 
 
 class SortedLayer:
@@ -56,7 +56,8 @@ class SortedLayer:
         return len(self.keys)
 
     def get(self, key: int) -> int | None:
-        at = int(np.searchsorted(self.keys, key))
+        # Typed: a Python int against uint64 keys would have numpy convert every key.
+        at = int(self.keys.searchsorted(np.uint64(key)))
         if at < len(self.keys) and int(self.keys[at]) == key:
             return int(self.values[at])
         return None
@@ -65,11 +66,17 @@ class SortedLayer:
         """(which queries have an entry, the entry's value where they do)."""
         if not len(self.keys):
             return np.zeros(len(query), dtype=bool), np.zeros(len(query), self.values.dtype)
-        at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        query = np.asarray(query, np.uint64)
+        at = np.minimum(self.keys.searchsorted(query), len(self.keys) - 1)
         return self.keys[at] == query, self.values[at]
 
     def items(self) -> Iterator[tuple[int, int]]:
         return zip(self.keys.tolist(), self.values.tolist())
+
+    def absent(self, keys: list[int]) -> int:
+        """How many of these (distinct) keys the layer does not hold."""
+        has, _ = self.find(np.array(keys, np.uint64))
+        return len(keys) - int(has.sum())
 
     def merged(self, recent: Mapping[int, int]) -> SortedLayer:
         """A new layer with `recent` laid over this one (no GONE: these maps only set):
@@ -105,7 +112,7 @@ class SlotLayer(SortedLayer):
 
     def keys_of(self, device: int) -> list[int]:
         """The keys this layer puts on the device (some of which a newer layer moved)."""
-        lo, hi = np.searchsorted(self._devices, [device, device + 1])
+        lo, hi = self._devices.searchsorted(np.array([device, device + 1], np.uint32))
         return self._device_keys[lo:hi].tolist()
 
     def merged(self, recent: Mapping[int, int]) -> SlotLayer:
@@ -129,6 +136,9 @@ class DictLayer:
     def items(self) -> Iterator[tuple[Any, Any]]:
         return iter(self._entries.items())
 
+    def absent(self, keys: list[Any]) -> int:
+        return sum(key not in self._entries for key in keys)
+
     def merged(self, recent: Mapping[Any, Any]) -> DictLayer:
         entries = {**self._entries, **recent}
         for key in [k for k, v in recent.items() if v is GONE]:
@@ -138,7 +148,7 @@ class DictLayer:
 
 class PairLayer:
     """(IMEI key, MSISDN) -> bool, sorted by IMEI then MSISDN: a batch's IMEIs in one
-    `searchsorted`, the few that have entries then each by bisection."""
+    `searchsorted`, then the MSISDNs of those that have entries bisected together."""
 
     def __init__(self, imeis: np.ndarray, msisdns: np.ndarray, values: np.ndarray) -> None:
         self.imeis, self.msisdns, self.values = imeis, msisdns, values
@@ -155,27 +165,38 @@ class PairLayer:
         return len(self.imeis)
 
     def get(self, pair: tuple[int, int]) -> bool | None:
-        imei, msisdn = pair
-        lo, hi = np.searchsorted(self.imeis, [imei, imei + 1])
-        at = int(lo) + bisect.bisect_left(self.msisdns[lo:hi].tolist(), msisdn)
-        if at < hi and int(self.msisdns[at]) == msisdn:
-            return bool(self.values[at])
-        return None
+        has, value = self.find(np.array(pair[:1], np.uint64), np.array(pair[1:], np.uint64))
+        return bool(value[0]) if has[0] else None
 
     def find(self, imeis: np.ndarray, msisdns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's IMEI range, then its MSISDN bisected within the range, all queries
+        at once: O(batch log n)."""
+        imeis, msisdns = np.asarray(imeis, np.uint64), np.asarray(msisdns, np.uint64)
         has, value = np.zeros(len(imeis), bool), np.zeros(len(imeis), bool)
-        if not len(self.imeis):
-            return has, value
-        lo = np.searchsorted(self.imeis, imeis, side="left")
-        hi = np.searchsorted(self.imeis, imeis, side="right")
-        for i in np.flatnonzero(hi > lo).tolist():
-            found = self.get((int(imeis[i]), int(msisdns[i])))
-            if found is not None:
-                has[i], value[i] = True, found
+        lo = self.imeis.searchsorted(imeis, side="left")
+        hi = self.imeis.searchsorted(imeis, side="right")
+        some = np.flatnonzero(hi > lo)
+        lo, end, wanted = lo[some], hi[some], msisdns[some]
+        hi = end.copy()
+        while (lo < hi).any():  # the first of the range not below `wanted`
+            active = lo < hi
+            mid = (lo + hi) // 2
+            right = active & (self.msisdns[np.minimum(mid, end - 1)] < wanted)
+            lo = np.where(right, mid + 1, lo)
+            hi = np.where(active & ~right, mid, hi)
+        found = lo < end
+        found[found] = self.msisdns[lo[found]] == wanted[found]
+        has[some[found]] = True
+        value[some[found]] = self.values[lo[found]]
         return has, value
 
     def items(self) -> Iterator[tuple[tuple[int, int], bool]]:
         return zip(zip(self.imeis.tolist(), self.msisdns.tolist()), self.values.tolist())
+
+    def absent(self, pairs: list[tuple[int, int]]) -> int:
+        has, _ = self.find(np.array([i for i, _ in pairs], np.uint64),
+                           np.array([m for _, m in pairs], np.uint64))
+        return len(pairs) - int(has.sum())
 
     def merged(self, recent: Mapping[tuple[int, int], bool]) -> PairLayer:
         """O(n log n), all in numpy: where a pair is in both, the newer entry wins."""
@@ -195,10 +216,14 @@ class LayeredMap(Mapping):
     """A read-only Mapping: `recent` over `frozen`. Never changed once made."""
 
     def __init__(self, frozen: Frozen, recent: dict[Any, Any] | None = None,
-                 size: int | None = None) -> None:
+                 size: int | None = None,
+                 derived_from: tuple[LayeredMap, list[Any]] | None = None) -> None:
         self.frozen = frozen
         self.recent = recent if recent is not None else {}
         self._size = size if size is not None else len(frozen)
+        # (the map this one was drafted from, the keys the draft set): this map's
+        # `recent_layer` is that map's, with those keys laid over it.
+        self._derived_from = derived_from
 
     def __getitem__(self, key: Any) -> Any:
         value = self.recent.get(key, _MISSING)
@@ -233,11 +258,20 @@ class LayeredMap(Mapping):
 
     @cached_property
     def recent_layer(self) -> Any:
-        """The small layer as the frozen one's kind, for batch lookups: built once per map,
-        O(k log k) in the small layer's size."""
+        """The small layer as the frozen one's kind, for batch lookups: the previous map's
+        with this draft's keys laid over it when that one was built (each poll's decisions
+        build it), else built whole, O(r log r) in the small layer's size."""
+        derived_from, self._derived_from = self._derived_from, None
+        if derived_from is not None:
+            origin, changed = derived_from
+            return origin.recent_layer.merged({key: self.recent[key] for key in changed})
         if isinstance(self.frozen, PairLayer):
             return PairLayer.of(self.recent)
         return SortedLayer.of(self.recent, self.frozen.values.dtype)
+
+    @property
+    def has_recent_layer(self) -> bool:
+        return "recent_layer" in self.__dict__
 
     def find(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(which queries have an entry, its value where they do), for a SortedLayer's map."""
@@ -288,14 +322,22 @@ class _Values(ValuesView):
 
 
 class MapDraft:
-    """A private, changing copy of a LayeredMap: only its small layer is copied."""
+    """A private, changing copy of a LayeredMap: only its small layer is copied. Whether a
+    key set for the first time is new to the frozen layer is asked for all such keys at
+    once, when the size is wanted (`len`, `finish`)."""
 
     def __init__(self, origin: LayeredMap) -> None:
         self.frozen = origin.frozen
         self.recent = dict(origin.recent)
+        self._origin = origin
         self._size = len(origin)
+        self._fresh: list[Any] = []  # keys first set in the small layer by this draft
+        self._changed: list[Any] = []  # every key set or taken out by this draft
 
     def __len__(self) -> int:
+        if self._fresh:
+            self._size += self.frozen.absent(self._fresh)
+            self._fresh = []
         return self._size
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -315,9 +357,13 @@ class MapDraft:
         return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        if key not in self:
+        held = self.recent.get(key, _MISSING)
+        if held is _MISSING:
+            self._fresh.append(key)
+        elif held is GONE:
             self._size += 1
         self.recent[key] = value
+        self._changed.append(key)
 
     def __delitem__(self, key: Any) -> None:
         if key not in self:
@@ -326,6 +372,10 @@ class MapDraft:
         # only ever growing.
         self.recent[key] = GONE
         self._size -= 1
+        self._changed.append(key)
 
     def finish(self) -> LayeredMap:
-        return LayeredMap(self.frozen, self.recent, self._size)
+        # Linked only to a map whose layer is built: no chain of old maps kept alive.
+        origin = self._origin
+        derived = (origin, self._changed) if origin.has_recent_layer else None
+        return LayeredMap(self.frozen, self.recent, len(self), derived)
