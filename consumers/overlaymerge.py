@@ -2,17 +2,19 @@
 
 A merge lays an overlay's small layers into new frozen layers: O(n), about a second at 5 M
 entries, which no poll may wait for. So it runs on a thread of its own from an immutable
-overlay, and the registry consumer adopts the result at a later poll, between two drafts:
-the small layers then keep only what changed after (enforcer/engine/overlay.py,
-`Overlay.adopted`). A merge made from an overlay that a new generation replaced meanwhile
-is dropped; the next poll starts another if the new overlay wants one.
+overlay, and the same thread then lays the polls applied meanwhile over it (`adopted`,
+O(small layers)): the registry consumer only swaps the result in, between two drafts, if no
+poll came after the overlay it was made for; else the thread adopts again for the newer
+one, and after `ADOPT_TRIES` the consumer adopts on its own thread (a few milliseconds). A
+merge made from an overlay that another lineage replaced meanwhile (a new generation, a
+consistency repair) is dropped; the next poll starts another if the new overlay wants one.
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from enforcer.engine.overlay import Overlay
 from enforcer.engine.state import EnforcementState, StateHolder
@@ -20,34 +22,72 @@ from enforcer.logs import describe
 
 log = logging.getLogger("eir.registry")
 
+# Adoptions the thread tries before the consumer adopts itself: registry polls come a few a
+# second, so the first almost always finds no poll came in between.
+ADOPT_TRIES = 3
+
+
+@dataclass(frozen=True)
+class _Merged:
+    made_from: Overlay  # what was merged
+    merge: Overlay  # its small layers merged into its frozen ones
+    base: Overlay  # the overlay current when the thread adopted
+    adopted: Overlay | None  # base over merge; None: base is of another lineage
+
 
 class BackgroundMerge:
     def __init__(self, holder: StateHolder) -> None:
         self._holder = holder
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay-merge")
-        self._pending: tuple[Overlay, Future[Overlay]] | None = None
+        self._pending: Future[_Merged] | None = None
+        self._tries = 0
 
     def step(self) -> None:
-        """Adopt a merge that has finished, and start one when the overlay wants it. Only
-        ever between two polls of the thread that applies registry events, so that no
-        draft is ever made from an overlay the adoption replaces."""
+        """Swap in a merge that has finished, or have it adopted again, and start one when
+        the overlay wants it. Only ever between two polls of the thread that applies
+        registry events, so that no draft is ever made from an overlay the swap replaces."""
         if self._pending is not None:
-            made_from, running = self._pending
-            if not running.done():
+            if not self._pending.done():
                 return
-            self._pending = None
+            running, self._pending = self._pending, None
             try:
-                merge = running.result()
+                done = running.result()
             except Exception as exc:  # noqa: BLE001 - the overlay stays as it is; try again
                 log.warning("registry overlay not merged", extra={"error": describe(exc)})
             else:
-                self._holder.update(lambda state: _adopt(state, merge, made_from))
+                self._settle(done)
+                if self._pending is not None:
+                    return
         overlay = self._holder.current.overlay
         if overlay.wants_merge:
-            self._pending = (overlay, self._executor.submit(overlay.merged))
+            self._tries = 1
+            self._pending = self._executor.submit(self._merge, overlay)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _settle(self, done: _Merged) -> None:
+        current = self._holder.current.overlay
+        if done.adopted is None:
+            return  # another lineage: of no use
+        if current is done.base:
+            self._holder.update(lambda state: _swap(state, done.base, done.adopted))
+        elif self._tries < ADOPT_TRIES:
+            self._tries += 1
+            self._pending = self._executor.submit(self._adopt, done.made_from, done.merge)
+        else:
+            self._holder.update(lambda state: _adopt(state, done.merge, done.made_from))
+
+    def _merge(self, made_from: Overlay) -> _Merged:
+        return self._adopt(made_from, made_from.merged())
+
+    def _adopt(self, made_from: Overlay, merge: Overlay) -> _Merged:
+        base = self._holder.current.overlay
+        return _Merged(made_from, merge, base, base.adopted(merge, made_from))
+
+
+def _swap(state: EnforcementState, base: Overlay, adopted: Overlay) -> EnforcementState:
+    return replace(state, overlay=adopted) if state.overlay is base else state
 
 
 def _adopt(state: EnforcementState, merge: Overlay, made_from: Overlay) -> EnforcementState:

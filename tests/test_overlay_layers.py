@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from enforcer.engine.devices import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
                                      Devices, Source)
-from enforcer.engine.layers import DictLayer, LayeredMap, MapDraft, SortedLayer
+from enforcer.engine.layers import IdLayer, LayeredMap, MapDraft, SortedLayer
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists
 from enforcer.engine.overlay import (Inapplicable, NewDevice, Overlay, OverlayDraft,
                                      mentioned_keys)
@@ -256,7 +256,7 @@ def test_a_sorted_layer_merged_finds_what_a_dict_finds(older: dict[int, int],
 
 
 def test_taking_a_key_out_hides_the_frozen_layers_entry() -> None:
-    draft = MapDraft(LayeredMap(DictLayer({"D1": 1, "D2": 2})))
+    draft = MapDraft(LayeredMap(IdLayer.of({"D1": 1, "D2": 2})))
     del draft["D1"]
     draft["D3"] = 3
     done = draft.finish()

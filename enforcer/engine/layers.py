@@ -1,20 +1,21 @@
 """Maps that change a little at a time over a large past: the storage of the registry overlay
 (enforcer/engine/overlay.py).
 
-A `LayeredMap` is a frozen layer (sorted numpy columns, or a dict nobody changes) under a
-small dict of what changed since (`recent`). Readers hold one immutable object; a `MapDraft`
-copies only the small dict, so the next map costs what changed, not what the map holds. A
-lookup reads the small layer, then the frozen one: O(log n) for one key, one `searchsorted`
-for a batch. When the small layer has grown, `merged` lays it into a new frozen layer (O(n),
-rare), and `adopted` moves a merge made from an older map of the same lineage onto a newer
-one, so that the merge can run off the poll path.
+A `LayeredMap` is a frozen layer (sorted numpy columns, never changed) under a small dict of
+what changed since (`recent`). Readers hold one immutable object; a `MapDraft` copies only
+the small dict, so the next map costs what changed, not what the map holds. A lookup reads
+the small layer, then the frozen one: O(log n) for one key, one `searchsorted` for a batch.
+When the small layer has grown, `merged` lays it into a new frozen layer (O(n), rare), and
+`adopted` moves a merge made from an older map of the same lineage onto a newer one, so that
+the merge can run off the poll path. The frozen layers hold no Python object per entry:
+nothing to walk when one is copied, merged or freed.
 """
 
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -120,30 +121,75 @@ class SlotLayer(SortedLayer):
         return SlotLayer(plain.keys, plain.values, self._slot_bits, self._no_device)
 
 
-class DictLayer:
-    """A dict nobody changes: for the maps with few entries (devices registered by events)
-    or keys that are not numbers (the registry's device ids)."""
+class IdLayer:
+    """The registry's device ids (text) -> device, sorted, with each device's ids indexed:
+    no dict of every id to copy when merged, or to free when replaced."""
 
-    def __init__(self, entries: dict[Any, Any] | None = None) -> None:
-        self._entries = entries if entries is not None else {}
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self.keys, self.values = keys, values
+        order = np.argsort(values, kind="stable")
+        self._devices, self._ids = values[order], keys[order]
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, int]) -> IdLayer:
+        live = [(key, value) for key, value in mapping.items() if value is not GONE]
+        keys = np.array([key for key, _ in live], dtype=str)
+        order = np.argsort(keys)
+        return cls(keys[order], np.array([value for _, value in live], np.uint64)[order])
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.keys)
 
-    def get(self, key: Any) -> Any:
-        return self._entries.get(key)
+    def get(self, key: str) -> int | None:
+        at = int(self.keys.searchsorted(key))
+        if at < len(self.keys) and str(self.keys[at]) == key:
+            return int(self.values[at])
+        return None
 
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        return iter(self._entries.items())
+    def items(self) -> Iterator[tuple[str, int]]:
+        return zip(self.keys.tolist(), self.values.tolist())
 
-    def absent(self, keys: list[Any]) -> int:
-        return sum(key not in self._entries for key in keys)
+    def absent(self, keys: list[str]) -> int:
+        return sum(self.get(key) is None for key in keys)
 
-    def merged(self, recent: Mapping[Any, Any]) -> DictLayer:
-        entries = {**self._entries, **recent}
-        for key in [k for k, v in recent.items() if v is GONE]:
-            del entries[key]
-        return DictLayer(entries)
+    def ids_of(self, device: int) -> list[str]:
+        """The ids this layer gives the device (some of which a newer layer took out)."""
+        lo, hi = self._devices.searchsorted(np.array([device, device + 1], np.uint64))
+        return self._ids[lo:hi].tolist()
+
+    def merged(self, recent: Mapping[str, int]) -> IdLayer:
+        kept = ~np.isin(self.keys, np.array(list(recent), dtype=str))
+        new = IdLayer.of(recent)
+        keys = np.concatenate([self.keys[kept], new.keys])
+        values = np.concatenate([self.values[kept], new.values])
+        order = np.argsort(keys)
+        return IdLayer(keys[order], values[order])
+
+
+class CodedLayer:
+    """A SortedLayer of values packed into integers (`encode`, `decode`): records without a
+    Python object each in the frozen layer."""
+
+    def __init__(self, packed: SortedLayer, encode: Callable[[Any], int],
+                 decode: Callable[[int], Any]) -> None:
+        self.packed, self._encode, self._decode = packed, encode, decode
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def get(self, key: int) -> Any:
+        value = self.packed.get(key)
+        return None if value is None else self._decode(value)
+
+    def items(self) -> Iterator[tuple[int, Any]]:
+        return ((key, self._decode(value)) for key, value in self.packed.items())
+
+    def absent(self, keys: list[int]) -> int:
+        return self.packed.absent(keys)
+
+    def merged(self, recent: Mapping[int, Any]) -> CodedLayer:
+        packed = self.packed.merged({k: self._encode(v) for k, v in recent.items()})
+        return CodedLayer(packed, self._encode, self._decode)
 
 
 class PairLayer:
@@ -305,9 +351,8 @@ class LayeredMap(Mapping):
         it changed since."""
         if self.frozen is not made_from.frozen:
             return None
-        older = made_from.recent
-        return LayeredMap(merge.frozen,
-                          {k: v for k, v in self.recent.items() if older.get(k, _MISSING) != v},
+        # Entries are (key, value) pairs with hashable values: the difference in C.
+        return LayeredMap(merge.frozen, dict(self.recent.items() - made_from.recent.items()),
                           self._size)
 
 

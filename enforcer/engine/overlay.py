@@ -34,8 +34,8 @@ from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, 
 from enforcer.engine.devices import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_DEVICE_INT,
                                      NO_OWNER_INT, SLOT_BITS, Devices, Source)
 from enforcer.engine.eventlog import EventLog, Events
-from enforcer.engine.layers import (DictLayer, LayeredMap, MapDraft, PairLayer, SlotLayer,
-                                    SortedLayer)
+from enforcer.engine.layers import (GONE, CodedLayer, IdLayer, LayeredMap, MapDraft,
+                                    PairLayer, SlotLayer, SortedLayer)
 
 # How far a partition of the registry topic has been read: (incarnation, next offset), which
 # orders as the events came: a recreated topic is the partition's next incarnation, its
@@ -75,8 +75,25 @@ def _sorted(values_dtype: type) -> Callable[[], LayeredMap]:
     return lambda: LayeredMap(SortedLayer.empty(values_dtype))
 
 
-def _dict() -> LayeredMap:
-    return LayeredMap(DictLayer())
+def _ids() -> LayeredMap:
+    return LayeredMap(IdLayer.of({}))
+
+
+_SOURCES = tuple(Source)
+_DAY_BITS = 32
+
+
+def _packed(device: NewDevice) -> int:
+    return _SOURCES.index(device.source) << _DAY_BITS | device.registered_on.toordinal()
+
+
+def _unpacked(packed: int) -> NewDevice:
+    return NewDevice(_SOURCES[packed >> _DAY_BITS],
+                     date.fromordinal(packed & ((1 << _DAY_BITS) - 1)))
+
+
+def _new_devices() -> LayeredMap:
+    return LayeredMap(CodedLayer(SortedLayer.empty(np.uint64), _packed, _unpacked))
 
 
 def _pairs() -> LayeredMap:
@@ -84,8 +101,7 @@ def _pairs() -> LayeredMap:
 
 
 # Every map of an overlay, each a LayeredMap (a MapDraft in a draft).
-_MAPS = ("imeis", "owners", "device_ids", "devices", "cartables", "operator_sims", "black",
-         "ids_by_device")
+_MAPS = ("imeis", "owners", "device_ids", "devices", "cartables", "operator_sims", "black")
 
 
 class _Lookups:
@@ -95,9 +111,11 @@ class _Lookups:
     imeis: Any  # LayeredMap or MapDraft of IMEI key -> device_slot | NO_DEVICE
     device_ids: Any
     cartables: Any
-    # device -> the keys the small layer of `imeis` puts on it (the frozen layer has its own
-    # index): a device's keys found without a scan.
+    # device -> the keys the small layer of `imeis` puts on it, and the ids the small layer
+    # of `device_ids` gives it (the frozen layers have their own indexes): a device's keys
+    # and ids found without a scan.
     recent_keys: Mapping[int, tuple[int, ...]]
+    recent_ids: Mapping[int, tuple[str, ...]]
     snapshot_slots: dict[int, int]
 
     def prefetch(self, keys: list[int], lists: Lists, devices: Devices) -> None:
@@ -160,13 +178,13 @@ class Overlay(_Lookups):
     base_devices: int  # devices in the snapshot; event-registered ones are numbered after
     imeis: LayeredMap = field(default_factory=_slots)  # key -> device_slot | NO_DEVICE
     owners: LayeredMap = field(default_factory=_sorted(np.uint64))  # device -> MSISDN | NO_...
-    device_ids: LayeredMap = field(default_factory=_dict)  # registry's id -> device
-    devices: LayeredMap = field(default_factory=_dict)  # device -> NewDevice
+    device_ids: LayeredMap = field(default_factory=_ids)  # registry's id -> device
+    devices: LayeredMap = field(default_factory=_new_devices)  # device -> NewDevice
     cartables: LayeredMap = field(default_factory=_sorted(np.uint32))  # MSISDN -> cartable
     operator_sims: LayeredMap = field(default_factory=_pairs)  # (key, MSISDN) -> bool
     black: LayeredMap = field(default_factory=_sorted(np.uint8))  # key -> BLACK_REASONS index
-    ids_by_device: LayeredMap = field(default_factory=_dict, repr=False)  # device -> its ids
     recent_keys: Mapping[int, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    recent_ids: Mapping[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
     # The events these maps hold, in the order applied (`events`): laid again over a new
     # snapshot. Shared with the overlays of this lineage; the first `log_end` are this one's.
     log: EventLog = field(default_factory=EventLog, repr=False)
@@ -283,7 +301,7 @@ class Overlay(_Lookups):
     def merged(self) -> Overlay:
         """The same overlay with every small layer merged into its frozen layer: O(n), and
         pure, so it may run on another thread while polls go on (`adopted`)."""
-        return replace(self, recent_keys={},
+        return replace(self, recent_keys={}, recent_ids={},
                        **{name: getattr(self, name).merged() for name in _MAPS})
 
     def adopted(self, merge: Overlay, made_from: Overlay) -> Overlay | None:
@@ -297,14 +315,16 @@ class Overlay(_Lookups):
             if adopted is None:
                 return None
             maps[name] = adopted
-        return replace(self, recent_keys=_keys_by_device(maps["imeis"].recent), **maps)
+        return replace(self, recent_keys=_by_device(maps["imeis"].recent, SLOT_BITS),
+                       recent_ids=_by_device(maps["device_ids"].recent, 0), **maps)
 
 
-def _keys_by_device(recent: Mapping[int, int]) -> dict[int, tuple[int, ...]]:
-    out: dict[int, tuple[int, ...]] = {}
-    for key, slot in recent.items():
-        if slot != NO_DEVICE_INT:
-            out[slot >> SLOT_BITS] = out.get(slot >> SLOT_BITS, ()) + (key,)
+def _by_device(recent: Mapping[Any, Any], shift: int) -> dict[int, tuple[Any, ...]]:
+    """device -> the small layer's keys whose value (>> shift) is the device."""
+    out: dict[int, tuple[Any, ...]] = {}
+    for key, value in recent.items():
+        if value is not GONE and value != NO_DEVICE_INT:
+            out[value >> shift] = out.get(value >> shift, ()) + (key,)
     return out
 
 
@@ -359,8 +379,8 @@ class OverlayDraft(_Lookups):
         self.cartables = MapDraft(origin.cartables)
         self.operator_sims = MapDraft(origin.operator_sims)
         self.black = MapDraft(origin.black)
-        self.ids_by_device = MapDraft(origin.ids_by_device)
         self.recent_keys = dict(origin.recent_keys)
+        self.recent_ids = dict(origin.recent_ids)
 
     def prefetch(self, changes: list[Change]) -> None:  # type: ignore[override]
         super().prefetch([k for c in changes for k in mentioned_keys(c)], self._lists,
@@ -386,6 +406,7 @@ class OverlayDraft(_Lookups):
     def finish(self, positions: Mapping[int, LogPosition] | None = None) -> Overlay:
         log, end = self.origin.log.extended(self.origin.log_end, self.applied)
         done = replace(self.origin, log=log, log_end=end, recent_keys=self.recent_keys,
+                       recent_ids=self.recent_ids,
                        **{name: getattr(self, name).finish() for name in _MAPS})
         if done._recent_entries() >= done.merge_at * MERGE_NOW_FACTOR:
             done = done.merged()
@@ -402,11 +423,11 @@ class OverlayDraft(_Lookups):
                                          lists, devices)
                 for key in self.device_keys(device, lists, devices):
                     self._set_slot(key, NO_DEVICE_INT)
-                for device_id in self.ids_by_device.get(device, ()):
+                ids = {*self.device_ids.frozen.ids_of(device),
+                       *self.recent_ids.get(device, ())}
+                for device_id in ids:
                     if self.device_ids.get(device_id) == device:
-                        del self.device_ids[device_id]
-                if device in self.ids_by_device:
-                    del self.ids_by_device[device]
+                        self._set_id(device_id, None)
                 self.owners[device] = NO_OWNER_INT
             case OwnershipSet():
                 device = self._device_of(change.device.device_id, change.device.imei_keys,
@@ -443,23 +464,33 @@ class OverlayDraft(_Lookups):
             self._set_slot(key, (device << SLOT_BITS) | slot)
         day = change.entry_date or datetime.fromtimestamp(time_ms / 1000, timezone.utc).date()
         if device_id is not None:
-            self.device_ids[device_id] = device
-            ids = self.ids_by_device.get(device, ())
-            if device_id not in ids:
-                self.ids_by_device[device] = ids + (device_id,)
+            self._set_id(device_id, device)
         self.owners[device] = NO_OWNER_INT
         self.devices[device] = NewDevice(change.source, day)
 
     def _set_slot(self, key: int, slot: int) -> None:
         """imeis[key] = slot, with the small layer's index of each device's keys."""
-        old = self.imeis.recent.get(key)
-        if old is not None and old != NO_DEVICE_INT:
-            kept = tuple(k for k in self.recent_keys[old >> SLOT_BITS] if k != key)
-            self.recent_keys[old >> SLOT_BITS] = kept
+        _unindex(self.recent_keys, key, self.imeis.recent.get(key), SLOT_BITS)
         self.imeis[key] = slot
         if slot != NO_DEVICE_INT:
-            self.recent_keys[slot >> SLOT_BITS] = self.recent_keys.get(slot >> SLOT_BITS,
-                                                                       ()) + (key,)
+            device = slot >> SLOT_BITS
+            self.recent_keys[device] = self.recent_keys.get(device, ()) + (key,)
+
+    def _set_id(self, device_id: str, device: int | None) -> None:
+        """device_ids[device_id] = device (None: taken out), with the small layer's index of
+        each device's ids."""
+        _unindex(self.recent_ids, device_id, self.device_ids.recent.get(device_id), 0)
+        if device is None:
+            del self.device_ids[device_id]
+        else:
+            self.device_ids[device_id] = device
+            self.recent_ids[device] = self.recent_ids.get(device, ()) + (device_id,)
+
+
+def _unindex(index: dict[int, tuple[Any, ...]], key: Any, old: Any, shift: int) -> None:
+    """The key off the index entry of the device its old value (>> shift) named."""
+    if old is not None and old is not GONE and old != NO_DEVICE_INT:
+        index[old >> shift] = tuple(k for k in index[old >> shift] if k != key)
 
 
 def empty_overlay(devices: Devices) -> Overlay:
