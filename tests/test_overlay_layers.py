@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from enforcer.engine.devices import (MAX_SLOTS, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
                                      Devices, Source)
-from enforcer.engine.layers import IdLayer, LayeredMap, MapDraft, SortedLayer
+from enforcer.engine.layers import GONE, IdLayer, LayeredMap, MapDraft, SortedLayer
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists
 from enforcer.engine.overlay import (Inapplicable, NewDevice, Overlay, OverlayDraft,
                                      mentioned_keys)
@@ -29,7 +29,7 @@ from tests.test_decide import (BUYER, DUAL, HELPER, OWNER, SINGLE, SPOUSE, STOLE
 STATE = make_state(load_policy())
 KEYS = (*DUAL, SINGLE, UNOWNED, STOLEN, UNREGISTERED, UNREGISTERED + 10, UNREGISTERED + 20)
 MSISDNS = (OWNER, SPOUSE, BUYER, HELPER, STRANGER)
-IDS = ("D1", "D2", "D3")
+IDS = ("D1", "D2", "D30")  # of two widths: a longer id is in no narrower column
 
 
 @dataclass
@@ -253,6 +253,26 @@ def test_a_sorted_layer_merged_finds_what_a_dict_finds(older: dict[int, int],
     assert has.tolist() == [q in expected for q in query]
     assert [int(v) for v, h in zip(value, has) if h] == [expected[q] for q in query
                                                           if q in expected]
+
+
+ids = st.text(alphabet="DX0123456789", min_size=1, max_size=6)
+
+
+@given(st.dictionaries(ids, st.integers(0, 50), max_size=30),
+       st.dictionaries(ids, st.integers(0, 50) | st.just(GONE), max_size=30),
+       st.lists(ids, max_size=20))
+def test_an_id_layer_merged_finds_what_a_dict_finds(older: dict[str, int],
+                                                    newer: dict[str, object],
+                                                    query: list[str]) -> None:
+    """The fast merge (ids taken out, new ones inserted, of any width) against a dict."""
+    layer = IdLayer.of(older).merged(newer)
+    expected = {k: v for k, v in {**older, **newer}.items() if v is not GONE}
+    assert dict(layer.items()) == expected
+    assert layer.keys.tolist() == sorted(expected)
+    assert [layer.get(q) for q in query] == [expected.get(q) for q in query]
+    for device in set(expected.values()):
+        assert {i for i in layer.ids_of(device) if expected.get(i) == device} == \
+            {i for i, d in expected.items() if d == device}
 
 
 def test_taking_a_key_out_hides_the_frozen_layers_entry() -> None:

@@ -89,58 +89,85 @@ class SortedLayer:
         values = self.values.copy()
         values[at[held]] = new.values[held]
         fresh = ~held
-        return type(self)(np.insert(self.keys, at[fresh], new.keys[fresh]),
-                          np.insert(values, at[fresh], new.values[fresh]))
+        return SortedLayer(np.insert(self.keys, at[fresh], new.keys[fresh]),
+                           np.insert(values, at[fresh], new.values[fresh]))
+
+
+class _DeviceIndex:
+    """device -> the keys a frozen layer gave it, sorted by device: the keys of one device in
+    O(log n). Merges add pairs without taking out those a change moved elsewhere, so a caller
+    checks each key's current device (overlay.device_keys does); a fold starts it afresh."""
+
+    def __init__(self, devices: np.ndarray, keys: np.ndarray) -> None:
+        self.devices, self.keys = devices, keys
+
+    @classmethod
+    def of(cls, devices: np.ndarray, keys: np.ndarray) -> _DeviceIndex:
+        order = np.argsort(devices, kind="stable")
+        return cls(devices[order], keys[order])
+
+    def keys_of(self, device: int) -> list[Any]:
+        lo, hi = self.devices.searchsorted(np.array([device, device + 1], self.devices.dtype))
+        return self.keys[lo:hi].tolist()
+
+    def with_pairs(self, devices: np.ndarray, keys: np.ndarray) -> _DeviceIndex:
+        """O(n + k log k): the new pairs inserted, not the whole index sorted again."""
+        new = _DeviceIndex.of(devices.astype(self.devices.dtype), keys)
+        at = self.devices.searchsorted(new.devices, side="right")
+        wider = np.result_type(self.keys, new.keys)
+        return _DeviceIndex(np.insert(self.devices, at, new.devices),
+                            np.insert(self.keys.astype(wider, copy=False), at, new.keys))
 
 
 class SlotLayer(SortedLayer):
     """IMEI key -> device_slot, with the keys of each device found in O(log n): the index is
     built with the layer, so a device's keys never cost a scan of the map."""
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray, slot_bits: int = 0,
-                 no_device: int = 0) -> None:
+    def __init__(self, keys: np.ndarray, values: np.ndarray, slot_bits: int,
+                 no_device: int, index: _DeviceIndex) -> None:
         super().__init__(keys, values)
-        self._slot_bits, self._no_device = slot_bits, no_device
-        on_device = values != no_device
-        device = (values[on_device] >> np.uint32(slot_bits)).astype(np.uint32)
-        order = np.argsort(device, kind="stable")
-        self._devices = device[order]
-        self._device_keys = keys[on_device][order]
+        self._slot_bits, self._no_device, self._index = slot_bits, no_device, index
 
     @classmethod
     def empty_slots(cls, slot_bits: int, no_device: int) -> SlotLayer:
-        return cls(np.zeros(0, np.uint64), np.zeros(0, np.uint32), slot_bits, no_device)
+        index = _DeviceIndex(np.zeros(0, np.uint32), np.zeros(0, np.uint64))
+        return cls(np.zeros(0, np.uint64), np.zeros(0, np.uint32), slot_bits, no_device, index)
 
     def keys_of(self, device: int) -> list[int]:
-        """The keys this layer puts on the device (some of which a newer layer moved)."""
-        lo, hi = self._devices.searchsorted(np.array([device, device + 1], np.uint32))
-        return self._device_keys[lo:hi].tolist()
+        """The keys this layer puts on the device, and maybe some a newer layer moved."""
+        return self._index.keys_of(device)
 
     def merged(self, recent: Mapping[int, int]) -> SlotLayer:
         plain = SortedLayer.merged(self, recent)
-        return SlotLayer(plain.keys, plain.values, self._slot_bits, self._no_device)
+        new = SortedLayer.of(recent, np.uint32)
+        on_device = new.values != self._no_device
+        index = self._index.with_pairs(new.values[on_device] >> np.uint32(self._slot_bits),
+                                       new.keys[on_device])
+        return SlotLayer(plain.keys, plain.values, self._slot_bits, self._no_device, index)
 
 
 class IdLayer:
     """The registry's device ids (text) -> device, sorted, with each device's ids indexed:
     no dict of every id to copy when merged, or to free when replaced."""
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
-        self.keys, self.values = keys, values
-        order = np.argsort(values, kind="stable")
-        self._devices, self._ids = values[order], keys[order]
+    def __init__(self, keys: np.ndarray, values: np.ndarray, index: _DeviceIndex) -> None:
+        self.keys, self.values, self._index = keys, values, index
+        self._width = keys.dtype.itemsize // np.dtype("U1").itemsize  # characters
 
     @classmethod
     def of(cls, mapping: Mapping[str, int]) -> IdLayer:
         live = [(key, value) for key, value in mapping.items() if value is not GONE]
         keys = np.array([key for key, _ in live], dtype=str)
+        values = np.array([value for _, value in live], np.uint64)
         order = np.argsort(keys)
-        return cls(keys[order], np.array([value for _, value in live], np.uint64)[order])
+        return cls(keys[order], values[order], _DeviceIndex.of(values, keys))
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def get(self, key: str) -> int | None:
+        if len(key) > self._width:  # in none of the keys; and numpy would widen them all
+            return None
         at = int(self.keys.searchsorted(key))
         if at < len(self.keys) and str(self.keys[at]) == key:
             return int(self.values[at])
@@ -153,17 +180,33 @@ class IdLayer:
         return sum(self.get(key) is None for key in keys)
 
     def ids_of(self, device: int) -> list[str]:
-        """The ids this layer gives the device (some of which a newer layer took out)."""
-        lo, hi = self._devices.searchsorted(np.array([device, device + 1], np.uint64))
-        return self._ids[lo:hi].tolist()
+        """The ids this layer gives the device, and maybe some a newer layer took out."""
+        return self._index.keys_of(device)
 
     def merged(self, recent: Mapping[str, int]) -> IdLayer:
-        kept = ~np.isin(self.keys, np.array(list(recent), dtype=str))
-        new = IdLayer.of(recent)
-        keys = np.concatenate([self.keys[kept], new.keys])
-        values = np.concatenate([self.values[kept], new.values])
-        order = np.argsort(keys)
-        return IdLayer(keys[order], values[order])
+        """O(n + k log k): ids taken out dropped, new ones inserted, changed ones set."""
+        named = np.array(list(recent), dtype=str)
+        wider = np.result_type(self.keys, named)
+        keys = self.keys.astype(wider, copy=False)
+        at = keys.searchsorted(named)
+        held = at < len(keys)
+        held[held] = keys[at[held]] == named[held]
+        gone = np.array([value is GONE for value in recent.values()], bool)
+        live = np.array([0 if value is GONE else value for value in recent.values()],
+                        np.uint64)
+        values = self.values.copy()
+        values[at[held & ~gone]] = live[held & ~gone]
+        keep = np.ones(len(keys), bool)
+        keep[at[held & gone]] = False
+        fresh = ~held & ~gone
+        order = np.argsort(named[fresh])
+        # Positions in the kept columns: each kept key before a fresh one shifts it.
+        shift = np.cumsum(~keep)
+        into = at[fresh][order]
+        into = into - np.concatenate([[0], shift])[into]
+        index = self._index.with_pairs(live[~gone], named[~gone])
+        return IdLayer(np.insert(keys[keep], into, named[fresh][order]),
+                       np.insert(values[keep], into, live[fresh][order]), index)
 
 
 class CodedLayer:
