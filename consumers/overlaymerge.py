@@ -47,6 +47,10 @@ class BackgroundMerge:
                                             initializer=_yield_to_polls)
         self._pending: Future[_Merged] | None = None
         self._tries = 0
+        # Overlays a swap replaced: freeing their layers (hundreds of megabytes at 5 M
+        # entries, some 10 ms) is left to the next merge's thread, by which time no
+        # decision still reads them.
+        self._retired: list[Overlay] = []
 
     def step(self) -> None:
         """Swap in a merge that has finished, or have it adopted again, and start one when
@@ -67,7 +71,8 @@ class BackgroundMerge:
         overlay = self._holder.current.overlay
         if overlay.wants_merge:
             self._tries = 1
-            self._pending = self._executor.submit(self._merge, overlay)
+            self._pending = self._executor.submit(self._merge, overlay, self._retired)
+            self._retired = []
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -76,6 +81,7 @@ class BackgroundMerge:
         current = self._holder.current.overlay
         if done.adopted is None:
             return  # another lineage: of no use
+        self._retired += [done.made_from, current]
         if current is done.base:
             self._holder.update(lambda state: _swap(state, done.base, done.adopted))
         elif self._tries < ADOPT_TRIES:
@@ -84,7 +90,8 @@ class BackgroundMerge:
         else:
             self._holder.update(lambda state: _adopt(state, done.merge, done.made_from))
 
-    def _merge(self, made_from: Overlay) -> _Merged:
+    def _merge(self, made_from: Overlay, retired: list[Overlay]) -> _Merged:
+        retired.clear()  # the last references to them: freed on this thread
         return self._adopt(made_from, made_from.merged())
 
     def _adopt(self, made_from: Overlay, merge: Overlay) -> _Merged:
