@@ -291,3 +291,28 @@ def test_mentioned_keys_are_the_ones_a_draft_looks_up() -> None:
     draft = OverlayDraft(overlay, STATE.lists, STATE.devices)
     draft.prefetch([change])
     assert set(overlay.snapshot_slots) == set(mentioned_keys(change)) == {SINGLE}
+
+
+def test_every_map_is_given_as_sorted_columns() -> None:
+    """What a fold writes into a snapshot: each map's content as arrays."""
+    lists, devices = STATE.lists, STATE.devices
+    overlay = Overlay(base_devices=devices.count)
+    for change in [DeviceRegistered(Device("D2", (UNREGISTERED + 10, UNREGISTERED)),
+                                    Source.PASSENGER, date(2026, 9, 1)),
+                   DeviceRegistered(Device("D1", (UNREGISTERED + 20,)), Source.IMPORT,
+                                    date(2026, 9, 2)),
+                   OperatorSimChanged(SINGLE, BUYER, True), CartableChanged(3, (BUYER,), True)]:
+        overlay = overlay.apply(change, 0, lists, devices)
+    new = devices.count
+    keys, slots = overlay.columns("imeis")
+    assert (keys.tolist(), slots.tolist()) == (
+        [UNREGISTERED, UNREGISTERED + 10, UNREGISTERED + 20],
+        [(new << SLOT_BITS) | 1, new << SLOT_BITS, (new + 1) << SLOT_BITS])
+    ids, numbers = overlay.columns("device_ids")
+    assert (ids.tolist(), numbers.tolist()) == (["D1", "D2"], [new + 1, new])
+    numbers, sources, days = overlay.columns("devices")
+    assert [NewDevice(list(Source)[s], date.fromordinal(d)) for s, d in zip(sources, days)] \
+        == [overlay.devices[n] for n in numbers.tolist()] == [
+        NewDevice(Source.PASSENGER, date(2026, 9, 1)), NewDevice(Source.IMPORT, date(2026, 9, 2))]
+    assert [a.tolist() for a in overlay.columns("operator_sims")] == [[SINGLE], [BUYER], [True]]
+    assert [a.tolist() for a in overlay.columns("cartables")] == [[BUYER], [3]]

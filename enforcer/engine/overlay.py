@@ -50,8 +50,8 @@ class Inapplicable(ValueError):
 # The small layers' entries (every map together) past which an overlay asks to be merged
 # into its frozen layers. Each poll copies the small layers and sorts them once for the
 # decisions' lookups: at 8,192 entries that is about a millisecond; a merge at 5 M entries
-# takes about a second of a background thread, here once every ~8,000 changes (a national
-# registry's 100,000-200,000 a day: a few dozen merges a day).
+# takes 0.15 s of a background thread (bench/overlay.py), here once every ~5,000 changes (a
+# national registry's 100,000-200,000 a day: a few dozen merges a day).
 MERGE_AT = 8192
 # A draft's small layers past this many times `merge_at` are merged as it finishes, on the
 # caller's thread: a restart laying every stored event, or background merges that could not
@@ -245,11 +245,17 @@ class Overlay(_Lookups):
     # The maps as columns (what a fold writes into a snapshot).
 
     def columns(self, name: str) -> tuple[np.ndarray, ...]:
-        """One map's entries as sorted arrays: (keys, values) for imeis, owners, cartables
-        and black; (IMEI keys, MSISDNs, values) for operator_sims. O(n)."""
+        """One map's entries as arrays sorted by key, O(n): (keys, values) for imeis,
+        owners, cartables, black and device_ids (text keys); (IMEI keys, MSISDNs, values)
+        for operator_sims; (devices, index into `Source`, registered_on as a proleptic
+        ordinal day) for devices."""
         layer = getattr(self, name).merged().frozen
         if isinstance(layer, PairLayer):
             return layer.imeis, layer.msisdns, layer.values
+        if isinstance(layer, CodedLayer):
+            packed = layer.packed.values
+            return (layer.packed.keys, (packed >> np.uint64(_DAY_BITS)).astype(np.uint8),
+                    (packed & np.uint64((1 << _DAY_BITS) - 1)).astype(np.int64))
         return layer.keys, layer.values
 
     # The registry's side: changes applied, pure.
