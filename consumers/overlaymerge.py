@@ -48,17 +48,20 @@ class BackgroundMerge:
         self._pending: Future[_Merged] | None = None
         self._tries = 0
         # Overlays a swap replaced: freeing their layers (hundreds of megabytes at 5 M
-        # entries, some 10 ms) is left to the next merge's thread, by which time no
-        # decision still reads them.
+        # entries, some 10 ms) is left to the merge thread, at the next step, by which time
+        # the decisions that were reading them are done.
         self._retired: list[Overlay] = []
 
     def step(self) -> None:
         """Swap in a merge that has finished, or have it adopted again, and start one when
         the overlay wants it. Only ever between two polls of the thread that applies
         registry events, so that no draft is ever made from an overlay the swap replaces."""
+        if self._pending is not None and not self._pending.done():
+            return
+        if self._retired:  # swapped out at an earlier step
+            self._executor.submit(self._retired.clear)  # the last references to them
+            self._retired = []
         if self._pending is not None:
-            if not self._pending.done():
-                return
             running, self._pending = self._pending, None
             try:
                 done = running.result()
@@ -71,8 +74,7 @@ class BackgroundMerge:
         overlay = self._holder.current.overlay
         if overlay.wants_merge:
             self._tries = 1
-            self._pending = self._executor.submit(self._merge, overlay, self._retired)
-            self._retired = []
+            self._pending = self._executor.submit(self._merge, overlay)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -90,8 +92,7 @@ class BackgroundMerge:
         else:
             self._holder.update(lambda state: _adopt(state, done.merge, done.made_from))
 
-    def _merge(self, made_from: Overlay, retired: list[Overlay]) -> _Merged:
-        retired.clear()  # the last references to them: freed on this thread
+    def _merge(self, made_from: Overlay) -> _Merged:
         return self._adopt(made_from, made_from.merged())
 
     def _adopt(self, made_from: Overlay, merge: Overlay) -> _Merged:
