@@ -25,6 +25,7 @@ import psycopg
 from consumers.continuity import read_at, renewal
 from consumers.deadletters import DeadLetters
 from consumers.loop import BatchLoop, LazyConnection
+from consumers.overlaymerge import BackgroundMerge
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled, Record
 from enforcer.engine.attachdecode import DeadLetter
@@ -84,8 +85,10 @@ class RegistryEventConsumer:
         # turns out to be a new log.
         self._resume: dict[int, Resume] = {}
         self._incarnations: dict[int, int] = {}  # partition -> the one being read
+        self._merge = BackgroundMerge(holder)
 
     def close(self) -> None:
+        self._merge.close()
         self._consumer.close()
 
     def restore(self) -> int:
@@ -115,7 +118,9 @@ class RegistryEventConsumer:
         partitions = self._partitions(topic, stop)
         starts = self._starts(topic, partitions, stop)
         self._consumer.assign(topic, starts)
-        self._loop.run(stop, self._store)
+        # Between two polls, on this thread: a merge of the overlay's layers done meanwhile
+        # is swapped in (consumers/overlaymerge.py).
+        self._loop.run(stop, self._store, turned=self._merge.step)
 
     def _store(self, polled: Polled) -> None:
         """Store the poll's events in one transaction, their dead letters acknowledged

@@ -58,11 +58,12 @@ def fold(state: EnforcementState, generation: int) -> tuple[EnforcementState, Fo
     if generation <= state.generation:
         raise ValueError(f"generation {generation} is not newer than {state.generation}")
     overlay = state.overlay
-    keys, slots = _sorted_items(overlay.imeis, np.uint32)
+    keys, slots = _columns(overlay, "imeis", np.uint32)
     lists = _fold_lists(state.lists, overlay, keys, slots, generation)
     columns = _device_columns(state, keys, slots)
     devices, built = build_devices(lists.white_index, columns,
-                                   _fold_cartables(state.devices.cartables, overlay.cartables),
+                                   _fold_cartables(state.devices.cartables,
+                                                   *_columns(overlay, "cartables", np.uint32)),
                                    _fold_operator_sims(state.devices.operator_sims,
                                                        overlay.operator_sims))
     devices = replace(devices, ids=_fold_ids(state, overlay, columns, lists, devices))
@@ -76,19 +77,17 @@ def fold(state: EnforcementState, generation: int) -> tuple[EnforcementState, Fo
     return folded, report
 
 
-def _sorted_items(mapping: Mapping[int, int], value_dtype: type) -> tuple[np.ndarray,
-                                                                          np.ndarray]:
-    keys = np.fromiter(mapping.keys(), np.uint64, len(mapping))
-    values = np.fromiter(mapping.values(), value_dtype, len(mapping))
-    order = np.argsort(keys, kind="stable")
-    return keys[order], values[order]
+def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """One of the overlay's maps as (keys, values) sorted by key."""
+    keys, values = overlay.columns(name)
+    return keys.astype(np.uint64, copy=False), values.astype(value_dtype, copy=False)
 
 
 def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndarray,
                 generation: int) -> Lists:
     white = ((lists.white - bitmap_from_sorted_keys(keys[slots == NO_DEVICE]))
              | bitmap_from_sorted_keys(keys[slots != NO_DEVICE]))
-    black_keys, codes = _sorted_items(overlay.black, np.uint8)
+    black_keys, codes = _columns(overlay, "black", np.uint8)
     named = bitmap_from_sorted_keys(black_keys)
     black = {reason: (lists.black[reason] - named)
              | bitmap_from_sorted_keys(black_keys[codes == code])
@@ -111,7 +110,7 @@ def _device_columns(state: EnforcementState, keys: np.ndarray,
                                 (slots[placed] & SLOT_MASK).astype(np.uint8)])
     added = [overlay.devices[d] for d in range(overlay.base_devices, overlay.next_device)]
     owner = np.concatenate([old.owner, np.full(len(added), NO_OWNER, np.uint64)])
-    owned, msisdns = _sorted_items(overlay.owners, np.uint64)
+    owned, msisdns = _columns(overlay, "owners", np.uint64)
     numbered = owned < len(owner)  # not KEYLESS_DEVICE's: it has no column
     owner[owned[numbered].astype(np.int64)] = msisdns[numbered]
     source = np.concatenate([old.source, np.array([SOURCES.index(d.source) for d in added],
@@ -135,8 +134,7 @@ def _numbered_in_order(device: np.ndarray, slot: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fold_cartables(cartables: Cartables, changes: Mapping[int, int]) -> Cartables:
-    msisdns, ids = _sorted_items(changes, np.uint32)
+def _fold_cartables(cartables: Cartables, msisdns: np.ndarray, ids: np.ndarray) -> Cartables:
     kept = ~np.isin(cartables.msisdn, msisdns)
     linked = ids != NO_CARTABLE
     return Cartables.from_links(np.concatenate([cartables.msisdn[kept], msisdns[linked]]),
