@@ -29,7 +29,7 @@ import numpy as np
 
 from measure import best_of, emit, peak_rss_mb, pin_to_one_core, say
 
-from consumers.overlaymerge import BackgroundMerge
+from enforcer.follow.overlaymerge import BackgroundMerge
 from enforcer.app.worker import tune_gc
 from enforcer.config import load_config
 from enforcer.embedded.synth import CountrySpec, build_country

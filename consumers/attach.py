@@ -88,8 +88,8 @@ class AttachWorker:
                                  config.kafka.dead_letter_max_bytes, metrics.dead_letters)
         self._store = HistoryStore()
         self._clones = CloneTracker(config, metrics)
-        self._sightings = UsageCache(config.history.dedupe_pairs,
-                                        config.history.resolution_s * MS_PER_S)
+        self._usage = UsageCache(config.history.dedupe_pairs,
+                              config.history.resolution_s * MS_PER_S)
         self._sent = RecentKeys(config.history.dedupe_pairs)
         self._topics = {Stream.NOTIFICATIONS: config.kafka.notifications_topic,
                         Stream.COMMANDS: config.kafka.commands_topic,
@@ -126,7 +126,7 @@ class AttachWorker:
         decisions = decide(batch, state)
 
         rows = aggregate(batch, decisions)
-        rows = rows.take(np.flatnonzero(self._sightings.needed(rows)))
+        rows = rows.take(np.flatnonzero(self._usage.needed(rows)))
         sightings = notice_sightings(batch, decisions, set(zip(
             rows.imei_key.tolist(), rows.imsi.tolist())))
         try:
@@ -155,7 +155,7 @@ class AttachWorker:
             raise
         # Only now is all of it durable: remember it, so repeats cost nothing.
         self._clones.remember(self._holder, flags)
-        self._sightings.remember(rows)
+        self._usage.remember(rows)
         for message in outgoing:
             self._sent.add(message.idempotency_key)
         self._count(batch, decisions, dead, rows, outgoing, now, started)

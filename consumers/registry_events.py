@@ -25,7 +25,7 @@ import psycopg
 from consumers.continuity import read_at, renewal
 from consumers.deadletters import DeadLetters
 from consumers.loop import BatchLoop, LazyConnection
-from consumers.overlaymerge import BackgroundMerge
+from enforcer.follow.overlaymerge import BackgroundMerge
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled, Record
 from enforcer.engine.attachdecode import DeadLetter
@@ -35,7 +35,7 @@ from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.engine.effects import FLUSH_TIMEOUT_S
 from enforcer.db.registry_events import (Position, Resume, Stored, applied_events_after,
-                                         renew, resume_points, store)
+                                         renew, repeatable_read, resume_points, store)
 from enforcer.follow.layover import lay_over, registry_window
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
@@ -97,7 +97,7 @@ class RegistryEventConsumer:
         is taken from the same snapshot of the table, so that what other workers store
         meanwhile is read from the topic rather than skipped."""
         with self._connect() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            repeatable_read(conn)
             stored = applied_events_after(conn, self._config.kafka.registry_topic,
                                           self._holder.current.watermark)
             self._resume = resume_points(conn, self._config.kafka.registry_topic)
@@ -119,7 +119,7 @@ class RegistryEventConsumer:
         starts = self._starts(topic, partitions, stop)
         self._consumer.assign(topic, starts)
         # Between two polls, on this thread: a merge of the overlay's layers done meanwhile
-        # is swapped in (consumers/overlaymerge.py).
+        # is swapped in (enforcer/follow/overlaymerge.py).
         self._loop.run(stop, self._store, turned=self._merge.step)
 
     def _store(self, polled: Polled) -> None:

@@ -110,7 +110,8 @@ def iso(ms: int) -> str:
 
 
 class ManualClock:
-    """Time that moves only when told to: the tests and the demo run 30 days in seconds."""
+    """Time that moves only when told to: the tests run 30 days in seconds (the demo's runs
+    on its own, faster: AcceleratedClock)."""
 
     def __init__(self, start_ms: int) -> None:
         self._ms = start_ms

@@ -1,1 +1,1 @@
-"""Prometheus metrics of the worker."""
+"""Prometheus metrics of the worker, its jobs, notices and HTTP endpoints, and of `serve`."""

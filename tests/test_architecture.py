@@ -80,11 +80,18 @@ def package_of(module: str) -> str | None:
     return FOUNDATIONS if module.startswith(FOUNDATIONS + ".") else None
 
 
-def imported(path: Path) -> set[str]:
+def imported(path: Path, module: str) -> set[str]:
+    """Every module `module` (at `path`) names in an import, relative ones resolved, and
+    `from package import name` as both the package and package.name."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")[:-node.level]
+                base = ".".join(anchor + ([base] if base else []))
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
     return names
@@ -98,7 +105,7 @@ def crossings() -> set[tuple[str, str, str]]:
         mine = package_of(module)
         if mine is None or mine not in ALLOWED or ".venv" in path.parts:
             continue
-        for name in imported(path):
+        for name in imported(path, module):
             theirs = package_of(name)
             if theirs is not None and theirs != mine and theirs not in ALLOWED[mine]:
                 found.add((module, mine, theirs))

@@ -8,7 +8,7 @@ import time
 import weakref
 from dataclasses import replace
 
-from consumers.overlaymerge import BackgroundMerge
+from enforcer.follow.overlaymerge import BackgroundMerge
 from enforcer.engine.lists import BLACK_REASONS, BlackReason
 from enforcer.engine.overlay import Overlay, OverlayDraft
 from enforcer.engine.registry_events import BlacklistChanged, RegistryEvent

@@ -1,1 +1,1 @@
-"""PostgreSQL: migrations and the tables the worker writes."""
+"""PostgreSQL: every SQL statement of the product, and the migrations."""

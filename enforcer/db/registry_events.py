@@ -159,3 +159,9 @@ def prune_registry_events(conn: psycopg.Connection, topic: str,
             " ORDER BY e.seq LIMIT %s)",
             (partitions, [below[p][0] for p in partitions], [below[p][1] for p in partitions],
              topic, topic, limit)).rowcount
+
+
+def repeatable_read(conn: psycopg.Connection) -> None:
+    """The transaction begun on `conn` sees one snapshot of the tables, whatever commits
+    meanwhile: the events laid over a state and the places to read on from agree."""
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

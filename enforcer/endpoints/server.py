@@ -256,9 +256,9 @@ def _handler(metrics: WorkerMetrics, queries: StatusQueries, readiness: Readines
                 self._send(HTTPStatus.OK, b'{"alive":true}', JSON)
                 route = "health"
             elif url.path == "/readyz":
-                verdict = readiness.report()
-                self._send(HTTPStatus.OK if verdict.ready else HTTPStatus.SERVICE_UNAVAILABLE,
-                           msgspec.json.encode(verdict.as_json()), JSON)
+                report = readiness.report()
+                self._send(HTTPStatus.OK if report.ready else HTTPStatus.SERVICE_UNAVAILABLE,
+                           msgspec.json.encode(report.as_json()), JSON)
                 route = "health"
             elif match := STATUS_PATH.match(url.path):
                 values, repeated = query_values(url.query)

@@ -144,7 +144,7 @@ def _identity(query: Mapping[str, str], form: _IdentityForm) -> Any:
 
 
 def read_check(query: Mapping[str, str], rules: ImeiRules) -> Check | Problem:
-    """The query parameters (one value each: see `enforcer.frontends.server.query_values`) as a
+    """The query parameters (one value each: see `enforcer.querystring.query_values`) as a
     check, or the 400 they deserve. PEI, SUPI and GPSI are read in the strict mode of
     `enforcer.engine.identity` (TS 29.571 §5.3.2)."""
     pei = query.get("pei")

@@ -1,2 +1,2 @@
-"""Scheduled jobs: the runner (cron, advisory lock, job_runs) and each job: reconcile,
+"""Scheduled jobs: the runner (cron, advisory lock, job_runs) and each job: reconcile, fold,
 consistency, retention."""

@@ -1,4 +1,5 @@
-"""Registry columns: devices in any order, their slots, owners and snapshots."""
+"""The devices' columns (engine/devices.py): devices in any order, their slots, owners and
+snapshots."""
 
 from __future__ import annotations
 
