@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ from enforcer.engine.events import NO_KEY
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
 from rules.policy import load_policy
-from tests.harness.faults import HTTP_OK, MALFORMED_IMEI, WorkerProcess, _get, ready
+from tests.harness.faults import HTTP_OK, MALFORMED_IMEI, WorkerProcess, ready
 
 START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: the run repeats with its seed
 MONTH_DAYS = 30
@@ -62,6 +63,7 @@ FOLDS_PER_DAY = 4  # jobs.fold_cron's default: every six hours
 READY_TIMEOUT_S = 600
 DRAIN_TIMEOUT_S = 600
 FLUSH_S = 30.0
+HTTP_TIMEOUT_S = 5
 MSISDN_BASE = 989_120_000_000
 MSISDNS = 50_000_000
 NEW_KEY_BASE = 99_000_000_000_000  # IMEIs no snapshot holds: registered or listed by changes
@@ -142,9 +144,11 @@ class Scraper(threading.Thread):
 
 def scrape(url: str) -> dict[str, float]:
     """Every sample of /metrics, labels as written, values summed by name for CONSUMED."""
-    status, text = _get(url)
     figures: dict[str, float] = {}
-    if status != HTTP_OK:
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as answer:  # noqa: S310
+            text = answer.read().decode()
+    except OSError:  # the worker is starting again: no sample
         return figures
     for line in text.splitlines():
         if line and not line.startswith("#"):
