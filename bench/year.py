@@ -1,0 +1,360 @@
+"""A compressed year: real `eir-enforcer run` processes on the embedded services with a fast
+clock, a national registry's changes and steady attach traffic, folds and retention on their
+schedules, and a SIGKILL and restart at each month's end.
+
+    python bench/year.py [--devices 1000000] [--months 12] [--changes-per-day 100000]
+                         [--day-s 2.0] [--attaches-per-s 500] [--fold-every-s 0] [--seed 7]
+
+The worker's clock file moves a simulated day every --day-s wall seconds, in ticks of TICK_S;
+each tick the bench produces the day's share of --changes-per-day registry changes (one
+partition, so that "applied" can be counted: registrations of new devices, deregistrations of
+the oldest the bench registered, black-listings and their lifting, cartable links, operator
+SIMs, transfers by IMEI; the mix keeps the registry's size about level) and of the attach
+traffic (the synthetic country's usual mix: SIMs of another cartable and unregistered
+devices open notices, which the sweep carries to their cutoff). APScheduler runs the jobs on
+wall time, so the worker's crons are set to wall-time periods that match the simulated ones:
+the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at least one second,
+or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
+as everything else; the outbox and the status queries are judged by the database's clock
+(enforcer/jobs/retention.py), which a fast clock file does not move: in a year compressed to
+minutes, their retention in days never comes.
+
+A change's latency is from the moment before it is produced to the first scrape of /metrics
+(every SCRAPE_S) whose `eir_registry_events_total{outcome="applied"}` counts it. At each
+month's end the registry changes are let drain, RSS and every table's rows are read, and the
+worker is SIGKILLed and started again; restart-to-ready is from the start to /readyz 200.
+One line per month; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import psycopg
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+
+from measure import embedded_services, emit, say
+
+from consumers.publish import ConfluentProducer, Publication
+from enforcer.clock import MS_PER_DAY, MS_PER_S
+from enforcer.db.migrate import migrate
+from enforcer.embedded.services import free_port
+from enforcer.embedded.synth import Country, CountrySpec, TrafficMix, attach_traffic, build_country
+from enforcer.engine.devices import NO_DEVICE
+from enforcer.engine.events import NO_KEY
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
+from rules.policy import load_policy
+from tests.harness.faults import HTTP_OK, MALFORMED_IMEI, WorkerProcess, ready
+
+START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: the run repeats with its seed
+MONTH_DAYS = 30
+ATTACH_TOPIC, REGISTRY_TOPIC = "attach-year", "registry-year"
+PARTITIONS = 4
+TICK_S = 0.1
+SCRAPE_S = 0.05
+FOLDS_PER_DAY = 4  # jobs.fold_cron's default: every six hours
+READY_TIMEOUT_S = 600
+DRAIN_TIMEOUT_S = 600
+FLUSH_S = 30.0
+HTTP_TIMEOUT_S = 5
+MSISDN_BASE = 989_120_000_000
+MSISDNS = 50_000_000
+NEW_KEY_BASE = 99_000_000_000_000  # IMEIs no snapshot holds: registered or listed by changes
+CARTABLES = 10_000_000
+APPLIED = 'eir_registry_events_total{outcome="applied"}'
+CONSUMED = "eir_events_consumed_total"
+RSS = "process_resident_memory_bytes"
+FOLD_RUNS = 'eir_job_duration_seconds_count{job_name="fold"}'
+FOLD_SECONDS = 'eir_job_duration_seconds_sum{job_name="fold"}'
+P50, P99 = 50, 99
+
+
+class Changes:
+    """Registry changes as the registry sends them, drawn ten kinds in turn; registrations and
+    black-listings are matched by deregistrations and liftings of the oldest the bench made,
+    so that the state holds about as many devices in month 12 as in month 1."""
+
+    def __init__(self, country: Country, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        keys = country.lists.white_index.keys()
+        self._in_device = keys[country.devices.device_slots(np.arange(len(keys))) != NO_DEVICE]
+        self._registered: deque[str] = deque()
+        self._black: deque[int] = deque()
+        self._next = 0
+
+    def take(self, count: int, now_ms: int) -> list[bytes]:
+        rng, out = self._rng, []
+        owned = rng.choice(self._in_device, count).tolist()
+        msisdns = (MSISDN_BASE + rng.integers(0, MSISDNS, count)).tolist()
+        cartables = rng.integers(1, CARTABLES, count).tolist()
+        for i in range(count):
+            n = self._next
+            self._next += 1
+            key = NEW_KEY_BASE + 10 * n
+            event: dict[str, object] = {"event_id": f"year-{n}", "time": now_ms}
+            kind = n % 10
+            if kind in (2, 3) and self._registered:
+                event |= {"type": "device_deregistered", "device_id": self._registered.popleft()}
+            elif kind in (0, 1):
+                self._registered.append(f"Y{n}")
+                event |= {"type": "device_registered", "device_id": f"Y{n}",
+                          "imeis": [f"{key:014d}", f"{key + 1:014d}"], "source": "passenger"}
+            elif kind == 4:
+                self._black.append(key)
+                event |= {"type": "blacklisted", "imeis": [f"{key:014d}"], "reason": "stolen"}
+            elif kind == 5 and self._black:
+                event |= {"type": "unblacklisted", "imeis": [f"{self._black.popleft():014d}"]}
+            elif kind == 6:
+                event |= {"type": "cartable_linked", "cartable_id": cartables[i],
+                          "msisdns": [str(msisdns[i])]}
+            elif kind == 7:
+                event |= {"type": "operator_sim_set", "imei": f"{owned[i]:014d}",
+                          "msisdn": str(msisdns[i])}
+            else:
+                event |= {"type": "ownership_set", "imeis": [f"{owned[i]:014d}"],
+                          "owner_msisdn": str(msisdns[i]), "via": "transfer_direct"}
+            out.append(msgspec.json.encode(event))
+        return out
+
+
+class Scraper(threading.Thread):
+    """The worker's applied-changes counter every SCRAPE_S, as (monotonic s, count) of the
+    current life (the counter starts again at each start)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self._url = f"http://127.0.0.1:{port}/metrics"
+        self.samples: list[tuple[float, float]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(SCRAPE_S):
+            at, figures = time.monotonic(), scrape(self._url)
+            if APPLIED in figures:
+                self.samples.append((at, figures[APPLIED]))
+
+    def applied(self) -> float:
+        return self.samples[-1][1] if self.samples else 0.0
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of /metrics, labels as written, values summed by name for CONSUMED."""
+    figures: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as answer:  # noqa: S310
+            text = answer.read().decode()
+    except OSError:  # the worker is starting again: no sample
+        return figures
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            figures[name] = float(value)
+            if name.startswith(CONSUMED + "{"):
+                figures[CONSUMED] = figures.get(CONSUMED, 0.0) + float(value)
+    return figures
+
+
+def latencies(produced: list[tuple[float, int, int]],
+              samples: list[tuple[float, float]]) -> np.ndarray:
+    """Seconds from each tick's changes produced (monotonic s, count this life after them,
+    how many) to the first scrape counting them, one value per change."""
+    times = np.array([t for t, _ in samples])
+    counts = np.array([c for _, c in samples])
+    out = []
+    for at, target, n in produced:
+        seen = np.flatnonzero((counts >= target) & (times >= at))
+        out.append(np.full(n, times[seen[0]] - at))
+    return np.concatenate(out) if out else np.zeros(1)
+
+
+def table_rows(dsn: str) -> dict[str, int]:
+    """Rows of every table (a partitioned one counted through its parent)."""
+    with psycopg.connect(dsn) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+            " ORDER BY 1")]
+        return {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]  # noqa: S608
+                for name in names}
+
+
+def attach_messages(country: Country, topic: str, count: int, seed: int,
+                    now_ms: int) -> list[Publication]:
+    """count attaches of the country's usual mix, stamped now_ms, keyed by IMEI."""
+    batch = attach_traffic(country, count, TrafficMix(), seed, now_ms, step_ms=0)
+    out = []
+    for key, imsi, msisdn in zip(batch.imei_key.tolist(), batch.imsi.tolist(),
+                                 batch.msisdn.tolist()):
+        imei = MALFORMED_IMEI if key == NO_KEY else f"{key:014d}"
+        out.append(Publication(topic, imei.encode(), msgspec.json.encode(
+            {"imei": imei, "imsi": str(imsi), "msisdn": str(msisdn), "ts": now_ms})))
+    return out
+
+
+@dataclass
+class Month:
+    month: int
+    latency_p50_s: float
+    latency_p99_s: float
+    changes: int
+    attaches_per_s: float
+    rss_mb: float
+    rows: dict[str, int]
+    restart_s: float
+    folds: int  # fold runs in the month, and their mean seconds: the CPU they take
+    fold_s_mean: float  # from the registry thread in this compressed year
+
+
+def wait_ready(port: int) -> float:
+    started = time.monotonic()
+    while ready(port) != HTTP_OK:
+        if time.monotonic() - started > READY_TIMEOUT_S:
+            raise TimeoutError(f"not ready after {READY_TIMEOUT_S} s")
+        time.sleep(SCRAPE_S)
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--changes-per-day", type=int, default=100_000)
+    parser.add_argument("--day-s", type=float, default=2.0, help="wall seconds a day lasts")
+    parser.add_argument("--attaches-per-s", type=int, default=500, help="wall seconds")
+    parser.add_argument("--fold-every-s", type=int, default=0,
+                        help="wall seconds between folds; 0: the product's six simulated hours")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
+    with embedded_services("eir-year-") as (services, scratch):
+        port = free_port()
+        env = {"EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
+               "EIR_KAFKA__CLIENT": "confluent", "EIR_KAFKA__ATTACH_TOPIC": ATTACH_TOPIC,
+               "EIR_KAFKA__REGISTRY_TOPIC": REGISTRY_TOPIC,
+               "EIR_KAFKA__GROUP_ID": "year", "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+               "EIR_POSTGRES__DSN": services.postgres.dsn,
+               "EIR_STATE__DIR": str(scratch / "state"), "EIR_HTTP__PORT": str(port),
+               "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__CONSISTENCY_CRON": "",
+               "EIR_JOBS__FOLD_CRON": f"*/{fold_s} * * * * *",
+               "EIR_JOBS__RETENTION_CRON": f"*/{max(1, round(args.day_s))} * * * * *",
+               "EIR_NOTICES__SWEEP_EVERY_S": "1",
+               "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00"}
+        migrate(services.postgres.dsn)
+        admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
+        admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
+                             NewTopic(ATTACH_TOPIC, num_partitions=PARTITIONS,
+                                      replication_factor=1)])
+        admin.close()
+        country = build_country(CountrySpec(devices=args.devices))
+        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
+                      Path(env["EIR_STATE__DIR"]))
+        changes = Changes(country, args.seed)
+        producer = ConfluentProducer({"bootstrap.servers": services.broker.bootstrap,
+                                      "linger.ms": 5})
+        worker = WorkerProcess(env, scratch / "clock")
+        worker.set_time(START_MS)
+        worker.start()
+        first_ready = wait_ready(port)
+        say(f"{args.devices:,} devices; {args.changes_per_day:,} changes and "
+            f"{args.attaches_per_s * args.day_s:,.0f} attaches a simulated day of "
+            f"{args.day_s:g} s; fold every {fold_s} s; first start ready in {first_ready:.1f} s")
+        months = []
+        try:
+            for month in range(1, args.months + 1):
+                months.append(run_month(month, args, worker, producer, changes, country,
+                                        env, port))
+                say(line(months[-1]))
+        finally:
+            producer.close()
+            if worker.alive():
+                worker.kill()
+        emit(summary(months, args, first_ready))
+
+
+def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProducer,
+              changes: Changes, country: Country, env: dict[str, str], port: int) -> Month:
+    scraper = Scraper(port)
+    scraper.start()
+    consumed_before = scrape(f"http://127.0.0.1:{port}/metrics").get(CONSUMED, 0.0)
+    ticks_per_day = max(1, round(args.day_s / TICK_S))
+    per_tick_changes = args.changes_per_day / ticks_per_day
+    per_tick_attaches = round(args.attaches_per_s * TICK_S)
+    produced: list[tuple[float, int, int]] = []
+    sent, owed = 0, 0.0
+    started = time.monotonic()
+    for day in range((month - 1) * MONTH_DAYS, month * MONTH_DAYS):
+        for tick in range(ticks_per_day):
+            due = started + ((day - (month - 1) * MONTH_DAYS) * ticks_per_day + tick) * TICK_S
+            time.sleep(max(0.0, due - time.monotonic()))
+            now_ms = START_MS + day * MS_PER_DAY + tick * MS_PER_DAY // ticks_per_day
+            worker.set_time(now_ms)
+            owed += per_tick_changes
+            count, owed = int(owed), owed - int(owed)
+            events = changes.take(count, now_ms)
+            at = time.monotonic()
+            producer.publish([Publication(env["EIR_KAFKA__REGISTRY_TOPIC"], None, e)
+                              for e in events], FLUSH_S)
+            sent += count
+            produced.append((at, sent, count))
+            producer.publish(attach_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
+                                             per_tick_attaches, day * ticks_per_day + tick,
+                                             now_ms), FLUSH_S)
+    wall_s = time.monotonic() - started
+    drain = time.monotonic() + DRAIN_TIMEOUT_S
+    while scraper.applied() < sent:
+        if time.monotonic() > drain:
+            raise TimeoutError(f"{scraper.applied():,.0f} of {sent:,} changes applied")
+        time.sleep(SCRAPE_S)
+    scraper.halt.set()
+    scraper.join()
+    figures = scrape(f"http://127.0.0.1:{port}/metrics")
+    waited = latencies(produced, scraper.samples)
+    rows = table_rows(env["EIR_POSTGRES__DSN"])
+    worker.restart()
+    restart_s = wait_ready(port)
+    return Month(month, round(float(np.percentile(waited, P50)), 3),
+                 round(float(np.percentile(waited, P99)), 3), sent,
+                 round((figures.get(CONSUMED, 0.0) - consumed_before) / wall_s),
+                 round(figures.get(RSS, 0.0) / (1 << 20)), rows, round(restart_s, 1),
+                 round(figures.get(FOLD_RUNS, 0.0)),
+                 round(figures.get(FOLD_SECONDS, 0.0) / max(figures.get(FOLD_RUNS, 0.0), 1), 2))
+
+
+def line(m: Month) -> str:
+    rows = " ".join(f"{name}={n:,}" for name, n in m.rows.items())
+    return (f"month {m.month:2d}: latency p50 {m.latency_p50_s * MS_PER_S:.0f} ms p99 "
+            f"{m.latency_p99_s * MS_PER_S:.0f} ms ({m.changes:,} changes), "
+            f"{m.attaches_per_s:,.0f} attaches/s, RSS {m.rss_mb:,.0f} MB, "
+            f"{m.folds} folds of {m.fold_s_mean:.1f} s, restart {m.restart_s:.1f} s; "
+            f"rows {rows}")
+
+
+def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
+    first, last = months[0], months[-1]
+    base = months[min(3, len(months)) - 1]
+    ratios = {name: round(n / max(base.rows.get(name, 0), 1), 2)
+              for name, n in last.rows.items() if n or base.rows.get(name)}
+    return {"devices": args.devices, "months": len(months), "fold_every_s": args.fold_every_s,
+            "changes_per_day": args.changes_per_day, "day_s": args.day_s,
+            "attaches_per_s": args.attaches_per_s, "first_ready_s": round(first_ready, 1),
+            "latency_p99_s_max": max(m.latency_p99_s for m in months),
+            "latency_p99_ratio_m12_m1": round(last.latency_p99_s / max(first.latency_p99_s,
+                                                                       SCRAPE_S), 2),
+            "rss_growth": round(last.rss_mb / first.rss_mb - 1, 3),
+            "table_rows_ratio_max": max(ratios.values(), default=0.0),
+            "table_rows_ratio": ratios, "restart_s_max": max(m.restart_s for m in months),
+            "months_detail": [m.__dict__ for m in months]}
+
+
+if __name__ == "__main__":
+    main()
