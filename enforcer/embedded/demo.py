@@ -32,7 +32,7 @@ from enforcer.logs import logging_to
 from enforcer.engine.lifecycle import NoticeState, Step
 from enforcer.embedded.services import EmbeddedServices, ServicePorts, ServiceStatus
 from enforcer.embedded.synth import Country, TrafficMix, attach_traffic
-from enforcer.embedded.tour import command, run_tour, say
+from enforcer.embedded.tour import command, run_tour, say, say_command
 from enforcer.app.worker import Worker, build_worker
 from metrics.worker import WorkerMetrics
 from rules.policy import VERDICTS, Scope
@@ -280,7 +280,8 @@ def _summary(config: Config, figures: Figures, rows_before: int,
         f"(IMEI, IMSI) pairs: {rows - rows_before:,} new from this run's "
         f"{figures.upserts:,} upserts (a batch upserts the row of each pair it saw)"
         + (f", {rows_before:,} from earlier runs." if rows_before else "."))
-    say(f"   The worker's log lines: {log_file}")
+    say("   The worker's log lines:")
+    say_command([str(log_file)], indent="      ")  # a path to copy: whole, however long
     steps = []
     if imei is not None:
         steps.append((["history", f"{imei:014d}"], "who used that device, slot by slot"))
