@@ -62,7 +62,7 @@ def fill(window: CloneWindow, imeis: int, second: float, clones: float) -> tuple
         order = np.argsort(ts, kind="stable")  # as they would arrive
         for part in np.array_split(order, 3):  # the extra SIMs come in later batches
             seen = WindowSightings(row[part], imsi[part], ts[part], np.zeros(len(part), np.uint32),
-                             np.zeros(len(part), np.uint32))
+                                   np.zeros(len(part), np.uint32))
             began = time.perf_counter()
             # An IMEI flagged once is misused from then on; the worker records it once.
             flagged = np.unique(seen.row[window.observe(seen).event])

@@ -54,7 +54,7 @@ def pairs(country, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
 def messages(keys: np.ndarray, msisdns: np.ndarray, ts: np.ndarray) -> list[tuple[bytes, bytes]]:
     imsis = home_imsi(msisdns)
     return [(f"{k:014d}".encode(), msgspec.json.encode({"imei": f"{k:014d}", "imsi": str(i),
-                                                  "msisdn": str(m), "ts": t}))
+                                                        "msisdn": str(m), "ts": t}))
             for k, i, m, t in zip(keys.tolist(), imsis.tolist(), msisdns.tolist(), ts.tolist())]
 
 

@@ -89,7 +89,7 @@ class AttachWorker:
         self._store = HistoryStore()
         self._clones = CloneTracker(config, metrics)
         self._usage = UsageCache(config.history.dedupe_pairs,
-                              config.history.resolution_s * MS_PER_S)
+                                 config.history.resolution_s * MS_PER_S)
         self._sent = RecentKeys(config.history.dedupe_pairs)
         self._topics = {Stream.NOTIFICATIONS: config.kafka.notifications_topic,
                         Stream.COMMANDS: config.kafka.commands_topic,

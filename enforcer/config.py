@@ -396,7 +396,7 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         choices = get_args(hint)
         if not isinstance(value, str) or value not in choices:
             raise config_error(name, f"must be one of {', '.join(map(shown, choices))}, "
-                           f"not {shown(value)}")
+                               f"not {shown(value)}")
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

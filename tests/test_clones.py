@@ -160,7 +160,7 @@ def test_misused_is_looked_up_per_imei() -> None:
 # --- end to end: the worker, the broker, the database ----------------------------------------
 
 def test_a_third_sim_flags_the_phone_and_warns_every_sim_but_the_owners(env, worker,
-                                                                         dsn) -> None:
+                                                                        dsn) -> None:
     running = worker()
     bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
     t = now_ms()

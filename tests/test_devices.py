@@ -57,11 +57,11 @@ def test_devices_in_any_order_keep_their_slots_and_owners() -> None:
 
 def test_an_imei_claimed_by_two_devices_stays_with_the_first() -> None:
     devices, built, index = build([DeviceRecord((11,), 111, Source.IMPORT, DAY),
-                                    DeviceRecord((11,), 222, Source.IMPORT, DAY),
-                                    DeviceRecord((30,), 333, Source.IMPORT, DAY),
-                                    DeviceRecord((40, 20), 444, Source.IMPORT, DAY),
-                                    DeviceRecord((31, 20), 555, Source.IMPORT, DAY),
-                                    DeviceRecord((32,), 666, Source.IMPORT, DAY)])
+                                   DeviceRecord((11,), 222, Source.IMPORT, DAY),
+                                   DeviceRecord((30,), 333, Source.IMPORT, DAY),
+                                   DeviceRecord((40, 20), 444, Source.IMPORT, DAY),
+                                   DeviceRecord((31, 20), 555, Source.IMPORT, DAY),
+                                   DeviceRecord((32,), 666, Source.IMPORT, DAY)])
     assert built == DevicesBuild(4, 0, 2)
     assert owners_of(devices, index, [11, 30, 40, 20, 31, 32]) == [111, 333, 444, 444, 0, 666]
 
@@ -77,7 +77,7 @@ def test_a_device_without_a_first_slot_is_left_out() -> None:
 
 def test_a_device_with_an_unregistered_imei_is_left_out_and_counted() -> None:
     devices, built, index = build([DeviceRecord((40, 99), 989120000001, Source.IMPORT, DAY),
-                                    DeviceRecord((20,), 989120000002, Source.IMPORT, DAY)])
+                                   DeviceRecord((20,), 989120000002, Source.IMPORT, DAY)])
     assert built == DevicesBuild(1, 1, 0)
     assert owners_of(devices, index, [40, 20]) == [0, 989120000002]
 

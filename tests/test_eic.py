@@ -67,7 +67,7 @@ __all__ = ["state"]  # the fixture, shared with test_decide
 
 def test_the_owner_is_whitelisted(state, rules) -> None:
     assert ask(state, rules, imei=SINGLE, supi=OWNER, gpsi=OWNER) == EirResponseData("WHITELISTED",
-                                                                            "owner")
+                                                                                     "owner")
 
 
 def test_another_sim_on_a_registered_device_is_greylisted(state, rules) -> None:

@@ -44,7 +44,7 @@ changes = st.one_of(
     st.builds(DeviceDeregistered, devices),
     st.builds(OwnershipSet, devices, msisdns, st.sampled_from(list(Via))),
     st.builds(CartableChanged, st.integers(1, 3), st.lists(msisdns, min_size=1, max_size=2,
-                                                            unique=True).map(tuple),
+                                                           unique=True).map(tuple),
               st.booleans()),
     st.builds(OperatorSimChanged, keys, msisdns, st.booleans()),
     st.builds(ImeiReplaced, keys, keys),
@@ -127,7 +127,7 @@ def test_an_id_folded_into_the_snapshot_still_names_its_device(base, rules) -> N
                                                           Via.ACTIVATION)], first=1))
     assert not refused
     assert decisions(owned, rules)[KEYS.index(NEW[1]) * len(MSISDNS)
-                                    + MSISDNS.index(BUYER)][1] == "owner"
+                                   + MSISDNS.index(BUYER)][1] == "owner"
     gone, _ = laid(folded, events_of([DeviceDeregistered(Device("D9", ()))], first=1))
     _, refused = laid(gone, events_of([OwnershipSet(Device("D9", ()), BUYER, Via.ACTIVATION)],
                                       first=2))

@@ -41,7 +41,7 @@ def test_white_list_with_header_and_bad_rows(tmp_path: Path, rules: ImeiRules) -
 
 
 def test_header_after_a_byte_order_mark_and_blank_lines(tmp_path: Path,
-                                                         rules: ImeiRules) -> None:
+                                                        rules: ImeiRules) -> None:
     path = tmp_path / "white.csv"
     path.write_bytes(b"\xef\xbb\xbf\n\n\"IMEI\"\n35209900176148\n")
     white, report = reader(rules).read_white(path)
@@ -147,7 +147,7 @@ def test_fourteen_digit_keys_are_keys_in_a_file_of_keys(tmp_path: Path,
 
 
 def test_a_black_list_row_that_lost_its_leading_zero_is_bad(tmp_path: Path,
-                                                             rules: ImeiRules) -> None:
+                                                            rules: ImeiRules) -> None:
     path = tmp_path / "black.csv"
     rows = zero_tac_list(6)
     path.write_text("imei,reason\n" + "".join(f"{row},stolen\n" for row in rows))
@@ -224,7 +224,7 @@ def test_a_file_that_cannot_be_read_to_its_end_is_refused_saying_why(
 @settings(max_examples=150, deadline=None)
 @given(st.integers(2, len(DELIVERED) - 1), st.sampled_from(sorted(READS)))
 def test_a_gzip_delivery_cut_anywhere_is_refused(tmp_path_factory, rules: ImeiRules, cut: int,
-                                                  kind: str) -> None:
+                                                 kind: str) -> None:
     path = tmp_path_factory.mktemp("cut") / "white.csv.gz"
     path.write_bytes(DELIVERED[:cut])
     _, report = READS[kind](rules, path)

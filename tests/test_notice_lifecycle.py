@@ -217,7 +217,7 @@ def test_two_workers_sweeping_together_send_each_step_once(env, worker, policy) 
     assert {(m["kind"], m["msisdn"]) for m in sent(env, "notifications")} == {
         ("ownership_transfer", str(buyer)) for buyer in buyers}
     assert sorted(key.split("-", 2)[2] for key in keys) == (["reminder-1"] * PHONES
-                                                           + ["warning"] * PHONES)
+                                                            + ["warning"] * PHONES)
 
 
 def test_the_noc_lists_shows_and_cancels_notices(env, worker) -> None:

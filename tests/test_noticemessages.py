@@ -167,7 +167,7 @@ def policy_with(tmp_path: Path, kind: str, sms: bool = True) -> Policy:
 
 
 def test_an_operator_overrides_one_text_and_keeps_the_others(tmp_path: Path,
-                                                              settings: NoticesConfig) -> None:
+                                                             settings: NoticesConfig) -> None:
     mine = load(tmp_path, '[notices.templates.misuse]\nwarning.fa = "شناسه {imei} جعلی است؛'
                           ' تا {deadline} با {code} تماس بگیرید."\n')
     check_templates(mine, load_policy(), load_policy())

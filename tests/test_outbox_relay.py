@@ -75,4 +75,4 @@ def test_a_round_that_died_after_publishing_is_not_published_again(env, dsn, cli
     assert sorted(on_topics) == sorted(f"notice-{i}-warning" for i in range(MESSAGES))
     assert set(on_topics.values()) == {1}
     assert collectors.get_sample_value("eir_outbox_found_on_topic_total",
-                                     {"stream": "notifications"}) == BATCH / 2
+                                       {"stream": "notifications"}) == BATCH / 2

@@ -147,7 +147,7 @@ def next_generation_without_single(state: EnforcementState) -> EnforcementState:
     columns = DeviceColumns.from_records([
         DeviceRecord(DUAL, OWNER, Source.IMPORT, date(2024, 3, 1))])
     devices, _ = build_devices(lists.white_index, columns, state.devices.cartables,
-                                 state.devices.operator_sims)
+                               state.devices.operator_sims)
     return EnforcementState(lists, devices, state.policy)
 
 

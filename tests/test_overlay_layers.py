@@ -253,7 +253,7 @@ def test_a_sorted_layer_merged_finds_what_a_dict_finds(older: dict[int, int],
     has, value = layer.find(np.array(query, np.uint64))
     assert has.tolist() == [q in expected for q in query]
     assert [int(v) for v, h in zip(value, has) if h] == [expected[q] for q in query
-                                                          if q in expected]
+                                                         if q in expected]
 
 
 ids = st.text(alphabet="DX0123456789", min_size=1, max_size=6)

@@ -165,7 +165,7 @@ def test_two_workers_dead_letter_a_bad_event_once(env, dsn) -> None:
 
 
 def test_a_stored_event_that_no_longer_applies_does_not_stop_a_restart(env, worker, policy,
-                                                                      caplog) -> None:
+                                                                       caplog) -> None:
     with_verdicts(env)
     first = worker()
     assert verdicts_of(env, [attach(SINGLE, BUYER, now_ms())])  # the group is joined

@@ -136,7 +136,7 @@ def test_an_imei_as_a_number_of_15_or_16_digits_is_read(rules: ImeiRules) -> Non
 values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4), max_leaves=12)
+                                                                max_size=4), max_leaves=12)
 bodies = st.fixed_dictionaries(
     {"event_id": st.one_of(st.text(max_size=5), values), "type": st.sampled_from(sorted(TYPES)),
      "time": st.one_of(st.just(NOW), values)},

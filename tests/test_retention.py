@@ -240,7 +240,7 @@ def test_migration_0012_moves_the_rows_it_partitions(unmigrated) -> None:
         conn.execute("INSERT INTO notice_transitions (notice_id, at, from_state, to_state)"
                      " VALUES (%s, %s, null, 'open'), (%s, %s, null, 'open'),"
                      " (%s, %s, 'open', 'cancelled')", (cut, NOW - 90 * DAY, closed,
-                                                       NOW - 90 * DAY, closed, NOW - 80 * DAY))
+                                                        NOW - 90 * DAY, closed, NOW - 80 * DAY))
         add_outbox(conn, "notice-1-warning", NOW - 30 * DAY, sent=True)
         add_outbox(conn, "notice-1-cutoff", NOW - DAY, sent=False)
         conn.execute("INSERT INTO status_queries (asked_at, channel, imei_key) VALUES"

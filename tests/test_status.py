@@ -65,7 +65,7 @@ def test_a_misused_device_tells_no_number_in_a_cartable_or_not() -> None:
 
 def test_otherwise_the_last_other_sim_and_when() -> None:
     usage = [used(k, BUYER, 9) for k in DUAL] + [used(DUAL[0], OWNER, 2),
-                                                  used(DUAL[1], STRANGER, 4)]
+                                                 used(DUAL[1], STRANGER, 4)]
     answer = imei_status(UNOWNED_DUAL, usage, BUYER, misused=False)
     assert (answer.status, answer.previous_msisdn) == (ImeiStatus.PREVIOUS_USER, STRANGER)
     assert answer.previous_seen == DAY0 + timedelta(days=4)

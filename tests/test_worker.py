@@ -128,7 +128,7 @@ def lag(running, topic: str) -> float:
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_the_lag_gauge_shows_a_known_backlog_until_it_is_consumed(env, worker, dsn,
-                                                                   client) -> None:
+                                                                  client) -> None:
     env |= {"EIR_KAFKA__CLIENT": client, "EIR_WORKER__RETRY_MAX_S": "1"}
     bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
     with psycopg.connect(dsn) as conn:  # the history table goes missing: the backlog stays
@@ -294,7 +294,7 @@ def test_every_verdict_can_be_published(env, worker) -> None:
     wait_for(lambda: committed(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__GROUP_ID"],
                                env["EIR_KAFKA__ATTACH_TOPIC"]) == 2)
     verdicts = [msgspec.json.decode(m.value) for m in read_all(env["EIR_KAFKA__BOOTSTRAP_SERVERS"],
-                                                        env["EIR_KAFKA__VERDICTS_TOPIC"])]
+                                                               env["EIR_KAFKA__VERDICTS_TOPIC"])]
     # Keyed by IMEI over several partitions: the order between two devices is not kept.
     assert sorted((v["imei"], v["verdict"], v["rule"]) for v in verdicts) == sorted([
         (f"{SINGLE:014d}", "WHITELISTED", "owner"), (f"{STOLEN:014d}", "BLACKLISTED",

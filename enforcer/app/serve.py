@@ -116,4 +116,4 @@ async def _serve(app: EquipmentChecks, config: Config, listening: socket.socket,
             "follows": "postgres", "follow_s": config.eic.follow_s})
 
     await serve_checks(app, config.eic.bind, config.eic.port, config.eic.backlog, stopping,
-                     sock=listening, listening=started)
+                       sock=listening, listening=started)

@@ -135,9 +135,9 @@ def build_worker(config: Config, clock: Clock | None = None,
         rounds.touch(imeis, msisdns)
         sweeps.wake()
 
-    registry_events = RegistryEventConsumer(config, holder, rules, clock, metrics,
-                                broker(partial(registry_consumer, config.kafka)), messages,
-                                connect, touched)
+    registry_events = RegistryEventConsumer(
+        config, holder, rules, clock, metrics, broker(partial(registry_consumer, config.kafka)),
+        messages, connect, touched)
     database(registry_events.restore)  # before any attach is decided
     database(rounds.start)  # the cut-off list in memory before any attach is decided
     attach = AttachWorker(config, holder, rules, clock, metrics,

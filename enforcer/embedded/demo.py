@@ -156,7 +156,7 @@ def _transfer_cut_pairs(config: Config, clock: Clock) -> int:
     """The registry's answer to some cutoffs: the device transferred to the SIM using it."""
     with psycopg.connect(config.postgres.dsn) as conn:
         cut = [row.notice for row in find(conn, state=NoticeState.CUT, scope=Scope.PAIR,
-                                           limit=TRANSFERS)]
+                                          limit=TRANSFERS)]
     producer = _producer(config)
     try:
         producer.publish([Publication(

@@ -232,9 +232,9 @@ def attach_traffic(country: Country, n: int, mix: TrafficMix, seed: int,
     imsi = home_imsi(msisdn)
     roam = kind == 5
     imsi[roam] = np.uint64(ROAMER_IMSI_BASE) + rng.integers(0, ROAMER_MSIN_SPACE, roam.sum(),
-                                                             dtype=np.uint64)
+                                                            dtype=np.uint64)
     msisdn[roam] = np.uint64(ROAMER_MSISDN_BASE) + rng.integers(0, ROAMER_NUMBER_SPACE, roam.sum(),
-                                                                 dtype=np.uint64)
+                                                                dtype=np.uint64)
     mcc = (imsi // np.uint64(MCC_DIVISOR)).astype(np.uint16)
     return AttachBatch(
         imei_key=keys, malformed=malformed, imsi=imsi, mcc=mcc, msisdn=msisdn,

@@ -221,8 +221,8 @@ def database_check(pool: ConnectionPool, wait_s: float) -> Check:
 
 
 def serve_endpoints(config: Config, server: ThreadingHTTPServer | None, holder: StateHolder,
-               rules: ImeiRules, metrics: WorkerMetrics,
-               checks: dict[str, Check]) -> HttpServer | None:
+                    rules: ImeiRules, metrics: WorkerMetrics,
+                    checks: dict[str, Check]) -> HttpServer | None:
     """Started, on the server listen_http bound; None without one. Readiness is `checks` and
     the database's."""
     if server is None:

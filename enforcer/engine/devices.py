@@ -336,4 +336,4 @@ def build_devices(white_index: KeyIndex, columns: DeviceColumns,
         np.asarray(columns.source, np.uint8)[old_of_new],
         np.asarray(columns.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
     return devices, DevicesBuild(len(old_of_new), int(unregistered.sum()),
-                                   int((conflicting & ~unregistered).sum()))
+                                 int((conflicting & ~unregistered).sum()))

@@ -81,7 +81,7 @@ def notice_sightings(batch: AttachBatch, decisions: Decisions,
     first = np.flatnonzero(new)
     last = np.r_[first[1:] - 1, len(order) - 1] if len(first) else first
     return NoticeSightings(rule[first], key[first], subject[first], batch.imsi[at[first]],
-                     batch.msisdn[at[first]], ts[first], ts[last])
+                           batch.msisdn[at[first]], ts[first], ts[last])
 
 
 Subject = tuple[str, int, int]  # (kind, IMEI key, subject IMSI): one live notice each

@@ -247,8 +247,8 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve_checks(app: Application, host: str, port: int, backlog: int,
-                     stop: asyncio.Event, sock: socket.socket | None = None,
-                     listening: Callable[[int], None] = lambda port: None) -> None:
+                       stop: asyncio.Event, sock: socket.socket | None = None,
+                       listening: Callable[[int], None] = lambda port: None) -> None:
     """Answer on host:port (or on `sock`, already listening) until `stop` is set;
     `listening` is told the port once bound."""
     loop = asyncio.get_running_loop()
