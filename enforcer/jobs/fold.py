@@ -20,8 +20,8 @@ from typing import Callable
 from enforcer.config import Config
 from enforcer.engine.fold import fold
 from enforcer.engine.state import StateHolder
-from enforcer.files.snapshots import load_snapshot, next_generation, save_snapshot, \
-    snapshot_generation
+from enforcer.files.snapshots import next_generation, save_snapshot
+from enforcer.jobs.reconcile import adopt_newer
 
 log = logging.getLogger("eir.fold")
 
@@ -32,13 +32,8 @@ def fold_changes(holder: StateHolder, config: Config,
     next one, save it and swap it in. Raises SnapshotConflict when another process saved
     that generation meanwhile (the job's retry folds over it)."""
     directory = Path(config.state.dir)
-    counts = {"adopted": 0, "folded": 0, "events": 0, "entries": 0, "stale_events": 0}
-    on_disk = snapshot_generation(directory)
-    if on_disk is not None and on_disk > holder.current.generation:
-        began = time.perf_counter()
-        counts["stale_events"] += holder.swap(load_snapshot(directory, holder.current.policy))
-        reloaded(time.perf_counter() - began)
-        counts["adopted"] = 1
+    adopted, stale = adopt_newer(holder, directory, reloaded)
+    counts = {"adopted": adopted, "folded": 0, "events": 0, "entries": 0, "stale_events": stale}
     state = holder.current
     if not len(state.overlay):
         return counts

@@ -68,18 +68,26 @@ def _set_aside(path: Path, folder: str, report: dict[str, object] | None = None)
         os.replace(path, target / path.name)
 
 
+def adopt_newer(holder: StateHolder, directory: Path,
+                reloaded: Callable[[float], None]) -> tuple[int, int]:
+    """A generation on disk newer than the holder's (another worker's import or fold) swapped
+    in; (1 if one was, how many of the registry's changes in memory no longer apply)."""
+    on_disk = snapshot_generation(directory)
+    if on_disk is None or on_disk <= holder.current.generation:
+        return 0, 0
+    began = time.perf_counter()
+    stale = holder.swap(load_snapshot(directory, holder.current.policy))
+    reloaded(time.perf_counter() - began)
+    log.info("snapshot adopted", extra={"generation": on_disk})
+    return 1, stale
+
+
 def reconcile(holder: StateHolder, config: Config, clock: Clock,
               reloaded: Callable[[float], None] = lambda seconds: None) -> dict[str, int]:
     """`reloaded` is told how long each load or import took, swap included."""
-    counts = {"adopted": 0, "imported": 0, "refused": 0, "stale_events": 0}
     directory = Path(config.state.dir)
-    on_disk = snapshot_generation(directory)
-    if on_disk is not None and on_disk > holder.current.generation:
-        began = time.perf_counter()
-        counts["stale_events"] += holder.swap(load_snapshot(directory, holder.current.policy))
-        reloaded(time.perf_counter() - began)
-        counts["adopted"] += 1
-        log.info("snapshot adopted", extra={"generation": on_disk})
+    adopted, stale = adopt_newer(holder, directory, reloaded)
+    counts = {"adopted": adopted, "imported": 0, "refused": 0, "stale_events": stale}
     drop = Path(config.jobs.drop_dir)
     for path in delivered(drop, clock.now_ms(), config.jobs.drop_settle_s):
         kind = kind_of(path)
