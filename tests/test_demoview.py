@@ -8,7 +8,7 @@ import subprocess
 import re
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from rich.console import Console
 
@@ -121,6 +121,7 @@ def as_shell_reads_it(lines: list[str]) -> list[str]:
 
 
 @given(argv=words, width=st.integers(20, 100), indent=st.text(" ", max_size=8))
+@example(argv=["=" * 19, "="], width=20, indent="")  # a word a column short of the width
 def test_a_command_continued_on_lines_is_the_same_command(argv: list[str], width: int,
                                                           indent: str) -> None:
     lines = command_lines(argv, width, indent)

@@ -85,12 +85,13 @@ def command_lines(words: list[str], width: int, indent: str) -> list[str]:
 
 def _start(word: str, indent: str, width: int, lines: list[str]) -> str:
     """The line a word starts, at `indent` if it fits there, else at column 0, else cut
-    into parts of width - 1 columns, each but the last ended by a backslash (in `lines`)."""
+    into parts of at most width - 1 columns, each but the last ended by a backslash (in
+    `lines`), the last leaving room for " \\"."""
     for line in (indent + word, word):
         if len(line) + len(" \\") <= width:
             return line
-    part = width - 1
-    while len(word) > part:
+    while len(word) + len(" \\") > width:  # room for the " \\" a next word needs
+        part = min(width - 1, len(word) - 1)  # and never an empty last part
         lines.append(word[:part] + "\\")
         word = word[part:]
     return word
