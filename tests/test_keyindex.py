@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
-from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 
@@ -111,3 +111,10 @@ def test_pair_set_membership(pairs: list[tuple[int, int]], probes: list[tuple[in
     assert [bool(pair_set.contains(np.array([k], np.uint64), np.array([n], np.uint64))[0])
             for k, n in probes] == got.tolist()
     assert len(pair_set) == len(set(pairs))
+
+
+@given(st.lists(st.integers(0, 2**63 - 1), max_size=300))
+def test_sorted_unique_is_numpys_unique(keys: list[int]) -> None:
+    array = np.array(keys, dtype=np.int64)
+    assert np.array_equal(sorted_unique(array), np.unique(array))
+    assert sorted_unique(array).dtype == array.dtype

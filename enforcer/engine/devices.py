@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.deviceids import NO_IDS, DeviceIds
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
@@ -307,7 +307,7 @@ def build_devices(white_index: KeyIndex, columns: DeviceColumns,
     unregistered[device[rows == ABSENT]] = True
     slots_per_device = np.bincount(device, minlength=n_dev)
     slot_sum = np.bincount(device, weights=slot, minlength=n_dev)
-    distinct = np.unique(device * MAX_SLOTS + slot)
+    distinct = sorted_unique(device * MAX_SLOTS + slot)
     distinct_per_device = np.bincount(distinct // MAX_SLOTS, minlength=n_dev)
     conflicting = (distinct_per_device != slots_per_device) | (slots_per_device == 0) \
         | (slot_sum != slots_per_device * (slots_per_device - 1) // 2)

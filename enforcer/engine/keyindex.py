@@ -31,6 +31,13 @@ FEW_TARGETS = 64
 FEW_KEYS = 8
 
 
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """np.unique's values, sorted, by sorting: numpy 2's unique hashes, about 20 times slower
+    on 1.5 M int64 keys (3.3 s against 0.17 s here, numpy 2.4)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+
 @dataclass(frozen=True, eq=False)
 class KeyIndex:
     chunk_high: np.ndarray  # uint64, sorted: key >> CHUNK_BITS of each non-empty chunk

@@ -13,7 +13,7 @@ from enum import StrEnum
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
@@ -71,7 +71,7 @@ class Lists:
         # Not a union bitmap: black-listed IMEIs are scattered, one roaring container each
         # (about 70 bytes a key), so a second bitmap of them all would cost hundreds of MB.
         by_reason = [keys_of(black[r]) for r in BLACK_REASONS]
-        black_index = KeyIndex.from_sorted_keys(np.unique(np.concatenate(by_reason)))
+        black_index = KeyIndex.from_sorted_keys(sorted_unique(np.concatenate(by_reason)))
         reason = np.full(len(black_index), NO_REASON, dtype=np.uint8)
         for code in reversed(range(len(BLACK_REASONS))):
             reason[black_index.rows(by_reason[code])] = code
@@ -87,8 +87,8 @@ class Lists:
         """Build from arrays of keys, e.g. a synthetic country."""
         return cls.build(
             generation,
-            bitmap_from_sorted_keys(np.unique(np.asarray(white, dtype=np.uint64))),
-            {r: bitmap_from_sorted_keys(np.unique(np.asarray(k, dtype=np.uint64)))
+            bitmap_from_sorted_keys(sorted_unique(np.asarray(white, dtype=np.uint64))),
+            {r: bitmap_from_sorted_keys(sorted_unique(np.asarray(k, dtype=np.uint64)))
              for r, k in (black or {}).items()},
         )
 

@@ -23,6 +23,7 @@ from pyroaring import BitMap64
 from enforcer.engine.digits import ZERO, luhn_digits, matrix_values
 from enforcer.engine.imei import (IMEI_DIGITS, IMEISV_DIGITS, KEY_DIGITS, SPARE_CHECK_DIGIT,
                                   CheckDigit, ImeiRules, luhn_digit, parse_imei)
+from enforcer.engine.keyindex import sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, BlackReason
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 
@@ -351,12 +352,6 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, bytes]]:
             block, carry = data[:end], data[end:]
             yield number, block
             number += block.count(b"\n")
-
-
-def sorted_unique(keys: np.ndarray) -> np.ndarray:
-    """np.unique, by sorting: numpy 2's hashing unique is several times slower on IMEIs."""
-    keys = np.sort(keys)
-    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
 
 
 class UniformBlock(NamedTuple):
