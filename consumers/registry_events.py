@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
@@ -34,8 +35,9 @@ from enforcer.logs import describe
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.engine.effects import FLUSH_TIMEOUT_S
-from enforcer.db.registry_events import (Position, Resume, Stored, applied_events_after,
-                                         renew, repeatable_read, resume_points, store)
+from enforcer.db.registry_events import (EventRow, Position, Resume, applied_events_after,
+                                         renew, repeatable_read, resume_points, store_all,
+                                         stored_at)
 from enforcer.follow.layover import lay_over, registry_window
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
@@ -51,6 +53,18 @@ POLL_MS = 200  # well inside the one second a change may take to count
 POLL_RECORDS = 500
 RETRY_S = 2.0
 INAPPLICABLE = "inapplicable"
+
+
+@dataclass
+class Handled:
+    """What a poll's events came to, before its rows are stored."""
+
+    # event_id -> where it was first read: stored before, or earlier in the poll
+    first_at: dict[str, Position]
+    rows: list[EventRow] = field(default_factory=list)
+    letters: list[tuple[str, tuple[Publication, str]]] = field(default_factory=list)
+    folded: int = 0  # below the watermark: a fold already holds them
+    replayed: int = 0  # an event_id that came before at another position
 
 
 def place_id(at: Position) -> str:
@@ -132,15 +146,21 @@ class RegistryEventConsumer:
         decoded = [self._decode(record) for record in records]
         draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
         with conn.transaction():
-            letters = [letter for record, event in zip(records, decoded)
-                       if (letter := self._handle(conn, record, event, draft,
-                                                  state.watermark))]
+            at = [self._position(record) for record in records]
+            ids = [d.event_id if isinstance(d, RegistryEvent) else place_id(a)
+                   for d, a in zip(decoded, at)]
+            handled = Handled(stored_at(conn, ids))
+            for record, event, event_id, position in zip(records, decoded, ids, at):
+                self._handle(record, event, event_id, position, draft, state.watermark,
+                             handled)
+            stored = store_all(conn, handled.rows)
+            letters = [letter for event_id, letter in handled.letters if event_id in stored]
             # Published before the poll's rows commit: a dead letter stored is one the broker
             # has (a crash in between stores nothing; all is read again).
             publish_all(self._producer, [p for p, _ in letters], FLUSH_TIMEOUT_S)
         # Stored as applied means applied in memory too, whatever fails after.
         self._commit(draft, records)
-        self._count(draft, [reason for _, reason in letters])
+        self._count(draft, handled, [reason for _, reason in letters])
 
     def _commit(self, draft: OverlayDraft, records: list[Record]) -> None:
         """The poll's changes in place, and how far each partition has been read."""
@@ -224,50 +244,60 @@ class RegistryEventConsumer:
         return decode_registry_event(record.value, self._rules,
                                      registry_window(self._config, self._clock.now_ms()))
 
-    def _handle(self, conn: psycopg.Connection, record: Record,
-                decoded: RegistryEvent | DeadLetter, draft: OverlayDraft,
-                watermark: Mapping[int, LogPosition]) -> tuple[Publication, str] | None:
-        """Store the event and apply it to the draft; a dead letter to publish, if it is one
-        no worker has stored before."""
-        at = Position(record.topic, record.partition, record.offset,
-                      self._incarnations.get(record.partition, 0))
+    def _position(self, record: Record) -> Position:
+        return Position(record.topic, record.partition, record.offset,
+                        self._incarnations.get(record.partition, 0))
+
+    def _handle(self, record: Record, decoded: RegistryEvent | DeadLetter, event_id: str,
+                at: Position, draft: OverlayDraft, watermark: Mapping[int, LogPosition],
+                handled: Handled) -> None:
+        """The event's row and, if it is one, its dead letter; applied to the draft if it
+        applies."""
         place = TopicPlace(at.partition, at.incarnation, at.offset)
         received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
         if place.before(watermark):  # another worker folded past it: the snapshot has it
-            store(conn, place_id(at), True, None, record.value or b"", at, received)
-            self._metrics.registry_events.labels("folded_already").inc()
-            return None
+            handled.rows.append(EventRow(place_id(at), True, None, record.value or b"", at,
+                                         received))
+            handled.folded += 1
+            return
+        first = handled.first_at.setdefault(event_id, at)
+        if first != at:  # the registry sent it before: it changes nothing
+            handled.replayed += 1
+            return
         if isinstance(decoded, DeadLetter):
-            return self._refuse(conn, place_id(at), record, decoded, at, received)
+            self._refuse(event_id, record, decoded, at, received, handled)
+            return
         try:
             draft.check(decoded.change)
         except Inapplicable as exc:
-            return self._refuse(conn, decoded.event_id, record,
-                                DeadLetter(INAPPLICABLE, str(exc)), at, received)
-        outcome = store(conn, decoded.event_id, True, None, record.value or b"", at, received)
-        if outcome is Stored.REPLAY:
-            self._metrics.registry_events.labels("replayed").inc()
-            return None
+            self._refuse(event_id, record, DeadLetter(INAPPLICABLE, str(exc)), at, received,
+                         handled)
+            return
+        handled.rows.append(EventRow(event_id, True, None, record.value or b"", at, received))
         draft.apply(replace(decoded, read_at=place))
-        log.info("registry event applied", extra={"event_id": decoded.event_id,
-                                                  "type": type(decoded.change).__name__})
-        return None
+        log.debug("registry event applied", extra={"event_id": event_id,
+                                                   "type": type(decoded.change).__name__})
 
-    def _refuse(self, conn: psycopg.Connection, event_id: str, record: Record,
-                letter: DeadLetter, at: Position,
-                received: datetime) -> tuple[Publication, str] | None:
-        """Store a bad event as not applied and give its dead letter, if no worker stored it
-        before. The row keeps what the dead letter holds, cut as it is (bounded by
-        kafka.dead_letter_max_bytes): a bad event is never laid over the state again, its
-        row only says it was handled; the whole message is on its source topic, and the
-        dead letter gives its size and digest."""
+    def _refuse(self, event_id: str, record: Record, letter: DeadLetter, at: Position,
+                received: datetime, handled: Handled) -> None:
+        """A bad event's row, stored as not applied, and its dead letter, sent if this
+        worker's row is the one stored. The row keeps what the dead letter holds, cut as it
+        is (bounded by kafka.dead_letter_max_bytes): a bad event is never laid over the
+        state again, its row only says it was handled; the whole message is on its source
+        topic, and the dead letter gives its size and digest."""
         publication = self._dead.of(record, letter)
-        if store(conn, event_id, False, letter.reason, publication.value, at,
-                 received) is Stored.NEW:
-            return publication, letter.reason
-        return None
+        handled.rows.append(EventRow(event_id, False, letter.reason, publication.value, at,
+                                     received))
+        handled.letters.append((event_id, (publication, letter.reason)))
 
-    def _count(self, draft: OverlayDraft, dead_reasons: list[str]) -> None:
+    def _count(self, draft: OverlayDraft, handled: Handled, dead_reasons: list[str]) -> None:
+        if draft.applied:
+            log.info("registry events applied", extra={
+                "events": len(draft.applied),
+                "types": dict(Counter(type(e.change).__name__ for e in draft.applied)),
+                "last_event_id": draft.applied[-1].event_id})
         self._metrics.registry_events.labels("applied").inc(len(draft.applied))
+        self._metrics.registry_events.labels("folded_already").inc(handled.folded)
+        self._metrics.registry_events.labels("replayed").inc(handled.replayed)
         self._metrics.registry_events.labels("dead_lettered").inc(len(dead_reasons))
         self._dead.count(dead_reasons)

@@ -18,7 +18,7 @@ from enforcer.clock import SystemClock
 from enforcer.config import ConfigError, load_config
 from enforcer.db.history import monthly_partitions
 from enforcer.db.jobs import Outcome, recent_runs
-from enforcer.db.registry_events import Position, store
+from enforcer.db.registry_events import EventRow, Position, store_all
 from enforcer.jobs.catalog import first_month_kept
 from enforcer.jobs.reconcile import reconcile
 from enforcer.jobs.schedule import Job, JobRunner, cron_trigger
@@ -181,8 +181,9 @@ def test_drift_from_the_database_is_found_and_repaired(env, worker) -> None:
         "lost-1", "ownership_set", imeis=[f"{SINGLE:014d}"], owner_msisdn=str(BUYER),
         via="transfer_direct"))
     with psycopg.connect(env["EIR_POSTGRES__DSN"], autocommit=True) as conn:
-        store(conn, "lost-1", True, None, body, Position("registry-events-old", 0, 7),
-              datetime.now(timezone.utc))
+        store_all(conn, [EventRow("lost-1", True, None, body,
+                                  Position("registry-events-old", 0, 7),
+                                  datetime.now(timezone.utc))])
     assert running.worker.run_job("consistency") is Outcome.OK
     assert running.worker.run_job("consistency") is Outcome.OK
     first, second = runs(env["EIR_POSTGRES__DSN"], "consistency")

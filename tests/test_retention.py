@@ -16,8 +16,8 @@ from enforcer.config import load_config
 from enforcer.db.migrate import MIGRATION_LOCK, migrate, migrations
 from enforcer.db.notices import DuplicateMessage, enqueue, transitions_of
 from enforcer.db.partitions import OUTBOX, STATUS_QUERIES, TRANSITIONS, partitions
-from enforcer.db.registry_events import (Position, Resume, prune_registry_events, renew,
-                                         resume_points, store)
+from enforcer.db.registry_events import (EventRow, Position, Resume, prune_registry_events,
+                                         renew, resume_points, store_all)
 from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.jobs.retention import RetentionRun, run_retention
 
@@ -159,9 +159,9 @@ def test_old_job_runs_and_expired_clone_flags_go(dsn) -> None:
 
 def store_events(conn: psycopg.Connection, partition: int, incarnation: int,
                  offsets: range) -> None:
-    for offset in offsets:
-        store(conn, f"{partition}-{incarnation}-{offset}", True, None, b"{}",
-              Position(REGISTRY, partition, offset, incarnation), NOW)
+    store_all(conn, [EventRow(f"{partition}-{incarnation}-{offset}", True, None, b"{}",
+                              Position(REGISTRY, partition, offset, incarnation), NOW)
+                     for offset in offsets])
 
 
 def test_registry_events_below_the_fold_watermark_go_but_each_partitions_last(dsn) -> None:

@@ -15,7 +15,7 @@ import pytest
 from enforcer.db.clones import record_flags
 from enforcer.db.history import EPOCH, HistoryStore
 from enforcer.engine.history import Usage
-from enforcer.db.registry_events import Position, store
+from enforcer.db.registry_events import EventRow, Position, store_all
 from enforcer.engine.device import DeviceNow
 from enforcer.engine.lists import BlackReason
 from enforcer.files.snapshots import save_snapshot
@@ -167,13 +167,12 @@ def test_stored_events_that_no_longer_apply_leave_the_command_quiet(
     save_snapshot(make_state(policy), state_dir)
     now = seen_on(dsn, UNOWNED, (STRANGER, BUYER))
     with psycopg.connect(dsn) as conn:
-        for i in range(100):  # transfers of devices the snapshot does not have
-            imei = f"{UNREGISTERED + 10 * i:014d}"
-            store(conn, f"gone-{i}", True, None, json.dumps({
-                "event_id": f"gone-{i}", "type": "ownership_set",
-                "time": int(now.timestamp() * 1000), "imeis": [imei],
-                "owner_msisdn": str(BUYER), "via": "transfer_direct"}).encode(),
-                Position("registry-events", 0, i), now)
+        # transfers of devices the snapshot does not have
+        store_all(conn, [EventRow(f"gone-{i}", True, None, json.dumps({
+            "event_id": f"gone-{i}", "type": "ownership_set",
+            "time": int(now.timestamp() * 1000), "imeis": [f"{UNREGISTERED + 10 * i:014d}"],
+            "owner_msisdn": str(BUYER), "via": "transfer_direct"}).encode(),
+            Position("registry-events", 0, i), now) for i in range(100)])
     env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
     args = ("status", f"{UNOWNED:014d}", "--msisdn", str(BUYER), "--state", str(state_dir))
     quiet = run(*args, env=env)

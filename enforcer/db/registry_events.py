@@ -1,13 +1,12 @@
 """Storing registry events and reading them back. Several workers store the same events (each
-reads every partition): the first one's row stands, and the others learn from the conflict
-whether they hold the same message or a replay of it under a later offset."""
+reads every partition): the first one's row stands. An event_id stored before at another
+position is a replay of it under a later offset, which changes nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import psycopg
 
@@ -42,27 +41,43 @@ class StoredEvent:
     at: Position
 
 
-class Stored(Enum):
-    NEW = "new"  # this worker's row: it acts on the event (and dead-letters it if so)
-    SAME = "same"  # another worker stored this very message first: apply it, send nothing
-    REPLAY = "replay"  # the event_id came before at another position: it changes nothing
+class EventRow(NamedTuple):
+    """One message of the registry topic as stored: applied, or refused with its reason (the
+    body is then what its dead letter holds)."""
+
+    event_id: str
+    applied: bool
+    reason: str | None
+    body: bytes
+    at: Position
+    received_at: datetime
 
 
-def store(conn: psycopg.Connection, event_id: str, applied: bool, reason: str | None,
-          body: bytes, at: Position, received_at: datetime) -> Stored:
-    row = conn.execute(
+def stored_at(conn: psycopg.Connection, event_ids: list[str]) -> dict[str, Position]:
+    """Where each of `event_ids` already stored was read from (a later offset carrying one of
+    them is a replay)."""
+    return {event_id: Position(topic, partition, offset, incarnation)
+            for event_id, topic, partition, offset, incarnation in conn.execute(
+                "SELECT event_id, source_topic, source_partition, source_offset,"
+                " source_incarnation FROM registry_events WHERE event_id = ANY(%s)",
+                (event_ids,))}
+
+
+def store_all(conn: psycopg.Connection, rows: list[EventRow]) -> set[str]:
+    """Store a poll's rows in one statement; the event_ids this call stored. A row whose
+    event_id or position another worker stored first is left out: that worker's stands,
+    and its dead letter, if any, is that worker's to send."""
+    if not rows:
+        return set()
+    columns = list(zip(*((r.event_id, r.applied, r.reason, r.body, r.at.topic,
+                          r.at.partition, r.at.incarnation, r.at.offset, r.received_at)
+                         for r in rows)))
+    return {event_id for (event_id,) in conn.execute(
         "INSERT INTO registry_events (event_id, applied, reason, body, source_topic,"
         " source_partition, source_incarnation, source_offset, received_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq",
-        (event_id, applied, reason, body, at.topic, at.partition, at.incarnation, at.offset,
-         received_at)).fetchone()
-    if row is not None:
-        return Stored.NEW
-    same = conn.execute(
-        "SELECT 1 FROM registry_events WHERE source_topic = %s AND source_partition = %s"
-        " AND source_incarnation = %s AND source_offset = %s",
-        (at.topic, at.partition, at.incarnation, at.offset)).fetchone()
-    return Stored.SAME if same is not None else Stored.REPLAY
+        " SELECT * FROM unnest(%s::text[], %s::boolean[], %s::text[], %s::bytea[], %s::text[],"
+        " %s::integer[], %s::integer[], %s::bigint[], %s::timestamptz[])"
+        " ON CONFLICT DO NOTHING RETURNING event_id", [list(c) for c in columns])}
 
 
 def applied_events(conn: psycopg.Connection, seqs: list[int] | None = None
