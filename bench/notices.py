@@ -94,9 +94,10 @@ def sweep(config: Config, client: str, holder: StateHolder, at_s: float, due: in
     kafka = replace(config.kafka, client=client)
     messages = producer(kafka)
     metrics = NoticeMetrics(CollectorRegistry())
-    sweeper = NoticeRounds(config, holder, ManualClock(int(at_s * MS_PER_S)), metrics,
+    clock = ManualClock(int(at_s * MS_PER_S))
+    sweeper = NoticeRounds(config, holder, clock, metrics,
                            lambda: psycopg.connect(config.postgres.dsn, autocommit=True),
-                           OutboxRelay(config, metrics, messages, outbox_reader(kafka)))
+                           OutboxRelay(config, clock, metrics, messages, outbox_reader(kafka)))
     started = time.perf_counter()
     report = sweeper.run_once()
     took = time.perf_counter() - started

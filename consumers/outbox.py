@@ -13,6 +13,7 @@ import psycopg
 from consumers.publish import Delivered, Producer, Publication
 from consumers.readback import keys_after
 from consumers.receive import Consumer
+from enforcer.clock import Clock
 from enforcer.config import Config
 from enforcer.db.locks import try_lock, unlock
 from enforcer.db.notices import (RELAY_LOCK, RelayRecord, mark_sent, mark_sent_keys,
@@ -39,9 +40,10 @@ class OutboxRelay:
     """Publishes the outbox with `producer`; `reader` reads the outbox topics back after an
     interrupted round. Closing it closes the reader (the producer is the worker's)."""
 
-    def __init__(self, config: Config, metrics: NoticeMetrics, producer: Producer,
+    def __init__(self, config: Config, clock: Clock, metrics: NoticeMetrics, producer: Producer,
                  reader: Consumer) -> None:
         self._batch = config.notices.batch
+        self._clock = clock
         self._metrics = metrics
         self._producer = producer
         self._reader = reader
@@ -64,7 +66,7 @@ class OutboxRelay:
 
     def count_backlog(self, conn: psycopg.Connection) -> None:
         """The unsent messages and the oldest one's age, into the metrics."""
-        backlog, oldest = outbox_backlog(conn)
+        backlog, oldest = outbox_backlog(conn, self._clock.now_ms())
         self._metrics.outbox_backlog.set(backlog)
         self._metrics.outbox_oldest.set(oldest)
 
@@ -88,7 +90,7 @@ class OutboxRelay:
             acked = [(i, m, d) for (i, m), d in zip(rows, delivered) if d is not None]
             ends = _after(ends, [(self._topics[m.stream], d) for _, m, d in acked])
             with conn.transaction():
-                mark_sent(conn, [i for i, _, _ in acked])
+                mark_sent(conn, [i for i, _, _ in acked], self._clock.now_ms())
                 # One not acknowledged may be on its topic all the same: read back next time.
                 save_relay_record(conn, RelayRecord(len(acked) < len(rows), ends))
             for _, m, _ in acked:
@@ -105,7 +107,7 @@ class OutboxRelay:
         for stream, topic in self._topics.items():
             found = keys_after(self._reader, topic, ends.get(topic, {}), IDEMPOTENCY_HEADER,
                                FLUSH_TIMEOUT_S)
-            marked = mark_sent_keys(conn, stream, found)
+            marked = mark_sent_keys(conn, stream, found, self._clock.now_ms())
             if marked:
                 self._metrics.found_on_topic.labels(stream).inc(marked)
                 log.warning("outbox messages found already published after an interrupted"

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Mapping
 
 import psycopg
@@ -32,7 +32,7 @@ from consumers.receive import Polled, Record
 from enforcer.engine.attachdecode import DeadLetter
 from enforcer.engine.registrydecode import decode_registry_event
 from enforcer.logs import describe
-from enforcer.clock import MS_PER_S, Clock
+from enforcer.clock import Clock, utc_datetime
 from enforcer.config import Config
 from enforcer.engine.effects import FLUSH_TIMEOUT_S
 from enforcer.db.registry_events import (EventRow, Position, Resume, applied_events_after,
@@ -219,7 +219,7 @@ class RegistryEventConsumer:
                stop: threading.Event) -> None:
         """Record each partition's next incarnation, say so and count it, and read it from
         its start."""
-        at = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
+        at = utc_datetime(self._clock.now_ms())
         incarnations: dict[int, int] = {}
         while not incarnations and not stop.is_set():
             try:
@@ -254,7 +254,7 @@ class RegistryEventConsumer:
         """The event's row and, if it is one, its dead letter; applied to the draft if it
         applies."""
         place = TopicPlace(at.partition, at.incarnation, at.offset)
-        received = datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
+        received = utc_datetime(self._clock.now_ms())
         if place.before(watermark):  # another worker folded past it: the snapshot has it
             handled.rows.append(EventRow(place_id(at), True, None, record.value or b"", at,
                                          received))

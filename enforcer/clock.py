@@ -105,8 +105,14 @@ def _offset_ms(sign: str, hours_text: str, minutes_text: str) -> int:
     return -east if sign == "-" else east
 
 
+def utc_datetime(ms: int) -> datetime:
+    """A clock's reading (ms since the epoch) as an aware datetime in UTC, for PostgreSQL's
+    timestamptz."""
+    return datetime.fromtimestamp(ms / MS_PER_S, tz=timezone.utc)
+
+
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / MS_PER_S, tz=timezone.utc).isoformat(timespec="seconds")
+    return utc_datetime(ms).isoformat(timespec="seconds")
 
 
 class ManualClock:

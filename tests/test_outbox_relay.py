@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.kafka import outbox_reader, producer
 from consumers.outbox import OutboxRelay
+from enforcer.clock import SystemClock
 from enforcer.config import load_config
 from enforcer.db.notices import enqueue
 from enforcer.engine.noticemessages import OutboxMessage
@@ -42,7 +43,7 @@ class DiesAfterPublishing:
 
 def relay_of(config, messages) -> tuple[OutboxRelay, CollectorRegistry]:
     collectors = CollectorRegistry()
-    return OutboxRelay(config, NoticeMetrics(collectors), messages,
+    return OutboxRelay(config, SystemClock(), NoticeMetrics(collectors), messages,
                        outbox_reader(config.kafka)), collectors
 
 
@@ -54,7 +55,8 @@ def test_a_round_that_died_after_publishing_is_not_published_again(env, dsn, cli
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.transaction():
             enqueue(conn, [OutboxMessage(streams[i % 2], str(i).encode(), f"notice-{i}-warning",
-                                         b"{}") for i in range(MESSAGES)])
+                                         b"{}") for i in range(MESSAGES)],
+                    SystemClock().now_ms())
         dying, _ = relay_of(config, DiesAfterPublishing(producer(config.kafka)))
         with pytest.raises(KilledAfterPublishing):
             dying.relay(conn)

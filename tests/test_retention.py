@@ -12,16 +12,19 @@ from typing import Iterator
 import psycopg
 import pytest
 
+from enforcer.clock import MS_PER_DAY, MS_PER_S, utc_datetime
 from enforcer.config import load_config
 from enforcer.db.migrate import MIGRATION_LOCK, migrate, migrations
-from enforcer.db.notices import DuplicateMessage, enqueue, transitions_of
+from enforcer.db.notices import DuplicateMessage, enqueue, mark_sent, transitions_of
 from enforcer.db.partitions import OUTBOX, STATUS_QUERIES, TRANSITIONS, partitions
 from enforcer.db.registry_events import (EventRow, Position, Resume, prune_registry_events,
                                          renew, resume_points, store_all)
+from enforcer.db.status_queries import record_query
 from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.jobs.retention import RetentionRun, run_retention
 
-NOW = datetime.now(timezone.utc)  # the database's clock is the real one: so is the worker's
+NOW = datetime.now(timezone.utc)  # the worker's clock, which wrote the rows
+NOW_MS = int(NOW.timestamp() * MS_PER_S)
 DAY = timedelta(days=1)
 REGISTRY = "registry-events"
 
@@ -76,11 +79,32 @@ def test_a_second_message_under_one_key_is_refused_whatever_its_partition(dsn) -
     message = OutboxMessage("sms", b"k", "notice-1-warning", b"b")
     with psycopg.connect(dsn) as conn:
         with pytest.raises(DuplicateMessage, match="notice-1-warning"):
-            enqueue(conn, [message])
+            enqueue(conn, [message], NOW_MS)
     with psycopg.connect(dsn) as conn:
         with pytest.raises(DuplicateMessage, match="notice-2-cutoff"):
-            enqueue(conn, [replace(message, idempotency_key="notice-2-cutoff")] * 2)
+            enqueue(conn, [replace(message, idempotency_key="notice-2-cutoff")] * 2, NOW_MS)
     assert rows(dsn, "SELECT count(*) FROM outbox") == [(1,)]
+
+
+def test_outbox_and_status_queries_go_by_the_workers_clock_not_the_databases(dsn) -> None:
+    """A worker on a clock a year ahead (the demo's, a test's): its rows carry its time, and
+    retention judges them by it, though the database's clock has not moved."""
+    ahead_ms, day_ms = NOW_MS + 400 * MS_PER_DAY, MS_PER_DAY
+    with psycopg.connect(dsn) as conn:
+        for key, days in (("notice-1-warning", 20), ("notice-2-warning", 1)):
+            enqueue(conn, [OutboxMessage("sms", b"k", key, b"b")], ahead_ms - days * day_ms)
+        mark_sent(conn, [i for i, in conn.execute("SELECT id FROM outbox")], ahead_ms - day_ms)
+        for days in (800, 1):
+            record_query(conn, imei_key=7, requester=None, status=None, revealed=None,
+                         channel="cli", client=None, peer=None, refused="bad_msisdn",
+                         asked_at=utc_datetime(ahead_ms - days * day_ms))
+    plan = replace(retention(outbox_days=7, status_query_days=730), now=utc_datetime(ahead_ms))
+    counts = run(dsn, plan)
+    assert counts["outbox_partitions_dropped"] == 1
+    assert counts["status_query_partitions_dropped"] == 1
+    assert rows(dsn, "SELECT idempotency_key FROM outbox") == [("notice-2-warning",)]
+    assert rows(dsn, "SELECT asked_at FROM status_queries") == [
+        (utc_datetime(ahead_ms - day_ms),)]
 
 
 def add_notice(conn: psycopg.Connection, state: str, opened: datetime,
@@ -260,5 +284,5 @@ def test_migration_0012_moves_the_rows_it_partitions(unmigrated) -> None:
     # Published 30 days ago: split out of the default, then dropped (outbox_days = 7).
     assert rows(unmigrated, "SELECT idempotency_key FROM outbox") == [("notice-1-cutoff",)]
     with psycopg.connect(unmigrated) as conn:  # the ids go on from the moved rows'
-        enqueue(conn, [OutboxMessage("sms", b"k", "notice-2-warning", b"b")])
+        enqueue(conn, [OutboxMessage("sms", b"k", "notice-2-warning", b"b")], NOW_MS)
     assert rows(unmigrated, "SELECT max(id) FROM outbox") == [(3,)]

@@ -222,7 +222,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     snapshot = _load_state(args, config)
     with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
         state = current_state(snapshot, conn, config)
-        answer = ask(state, conn, args.imei, args.msisdn, Caller("cli"))
+        answer = ask(state, conn, args.imei, args.msisdn, Caller("cli"),
+                     clock_from(config.clock.file).now_ms())
     _print({"imei": f"{args.imei:014d}", **answer.as_json()})
     return 0
 

@@ -126,7 +126,7 @@ def build_worker(config: Config, clock: Clock | None = None,
                        metrics.jobs, stopping)
     jobs = worker_jobs(config, holder, rules, clock, connect, metrics.reload_seconds.observe)
     scheduler = scheduler_for(jobs, runner, config.jobs)
-    relay = OutboxRelay(config, metrics.notices, messages,
+    relay = OutboxRelay(config, clock, metrics.notices, messages,
                         broker(partial(outbox_reader, config.kafka)))
     rounds = NoticeRounds(config, holder, clock, metrics.notices, connect, relay)
     sweeps = SweepLoop(rounds, config.notices.sweep_every_s)
@@ -145,7 +145,7 @@ def build_worker(config: Config, clock: Clock | None = None,
                                          config.worker.batch_max_events)),
                           messages, connect, sweeps.wake,
                           lambda imeis: touched(imeis, set()))
-    http = serve_endpoints(config, listening, holder, rules, metrics,
+    http = serve_endpoints(config, listening, holder, rules, metrics, clock,
                            {"state": registry_events.state_check,
                             "partitions": attach.partitions_check})
     worker = Worker(attach, registry_events, rounds, sweeps, jobs, runner, stopping, scheduler,

@@ -56,7 +56,7 @@ CREATE TEMP TABLE notice_steps (id bigint, state text, done integer, sms_ms bigi
 """
 STEPS_TYPES = ["bigint", "text", "integer", "bigint", "bigint", "text", "text", "text", "bool",
                "bigint"]
-OUTBOX_TYPES = ["text", "bytea", "text", "bytea"]
+OUTBOX_TYPES = ["text", "bytea", "text", "bytea", "timestamptz"]
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -161,8 +161,9 @@ class DuplicateMessage(ValueError):
     """A second message under a stream and idempotency key the outbox holds already."""
 
 
-def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
-    """Into the outbox. A second message under one stream and key is a fault (each step of a
+def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage], now_ms: int) -> None:
+    """Into the outbox, created at `now_ms` (the worker's clock: retention judges the rows by
+    it). A second message under one stream and key is a fault (each step of a
     notice happens once): DuplicateMessage, nothing written. The outbox is partitioned by
     time, so no unique index can say it (migration 0012); the check is sound because a
     notice's messages are written under its row lock."""
@@ -174,11 +175,12 @@ def enqueue(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
             ([s for s, _ in keys], [k for _, k in keys])).fetchall())
         if twice:
             raise DuplicateMessage(f"outbox holds these already: {sorted(twice)[:5]}")
-        with conn.cursor().copy("COPY outbox (stream, key, idempotency_key, body)"
+        created = _at(now_ms)
+        with conn.cursor().copy("COPY outbox (stream, key, idempotency_key, body, created_at)"
                                 " FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(OUTBOX_TYPES)
             for m in messages:
-                copy.write_row((m.stream, m.key, m.idempotency_key, m.body))
+                copy.write_row((m.stream, m.key, m.idempotency_key, m.body, created))
 
 
 def unsent(conn: psycopg.Connection, limit: int) -> list[tuple[int, OutboxMessage]]:
@@ -190,17 +192,18 @@ def unsent(conn: psycopg.Connection, limit: int) -> list[tuple[int, OutboxMessag
                 binary=True).fetchall()]
 
 
-def mark_sent(conn: psycopg.Connection, ids: list[int]) -> None:
+def mark_sent(conn: psycopg.Connection, ids: list[int], now_ms: int) -> None:
     # As one array literal: psycopg would otherwise adapt the ids one by one in Python.
-    conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s::bigint[])",
-                 ("{" + ",".join(map(str, ids)) + "}",))
+    conn.execute("UPDATE outbox SET sent_at = %s WHERE id = ANY(%s::bigint[])",
+                 (_at(now_ms), "{" + ",".join(map(str, ids)) + "}"))
 
 
-def outbox_backlog(conn: psycopg.Connection) -> tuple[int, float]:
-    """How many messages are unsent, and the oldest one's age in seconds (0 when none)."""
+def outbox_backlog(conn: psycopg.Connection, now_ms: int) -> tuple[int, float]:
+    """How many messages are unsent, and the oldest one's age in seconds at `now_ms` (0 when
+    none)."""
     backlog, oldest = conn.execute(
-        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)),"
-        " 0) FROM outbox WHERE sent_at IS NULL").fetchone()
+        "SELECT count(*), coalesce(extract(epoch FROM %s - min(created_at)), 0) FROM outbox"
+        " WHERE sent_at IS NULL", (_at(now_ms),)).fetchone()
     return backlog, float(oldest)
 
 
@@ -226,13 +229,13 @@ def set_in_flight(conn: psycopg.Connection, in_flight: bool) -> None:
     conn.execute("UPDATE outbox_relay SET in_flight = %s", (in_flight,))
 
 
-def mark_sent_keys(conn: psycopg.Connection, stream: str, keys: set[str]) -> int:
+def mark_sent_keys(conn: psycopg.Connection, stream: str, keys: set[str], now_ms: int) -> int:
     """Mark unsent messages of `stream` sent by idempotency key; returns how many."""
     if not keys:
         return 0
-    return conn.execute("UPDATE outbox SET sent_at = clock_timestamp() WHERE sent_at IS NULL"
+    return conn.execute("UPDATE outbox SET sent_at = %s WHERE sent_at IS NULL"
                         " AND stream = %s AND idempotency_key = ANY(%s)",
-                        (stream, list(keys))).rowcount
+                        (_at(now_ms), stream, list(keys))).rowcount
 
 
 def live_about(conn: psycopg.Connection, imei_keys: list[int],

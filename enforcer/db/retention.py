@@ -12,11 +12,6 @@ from psycopg import sql
 from enforcer.db.notices import LIVE_STATES
 
 
-def database_now(conn: psycopg.Connection) -> datetime:
-    """The database's clock: what outbox.created_at and status_queries.asked_at are read by."""
-    return conn.execute("SELECT clock_timestamp()").fetchone()[0]
-
-
 def all_sent(conn: psycopg.Connection, partition: str) -> bool:
     """Whether every message in this outbox partition is published."""
     return conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} WHERE sent_at IS NULL)")

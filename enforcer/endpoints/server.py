@@ -23,6 +23,7 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from enforcer.clock import Clock
 from enforcer.config import Config, HttpConfig
 from enforcer.db.cluster import ping
 from enforcer.endpoints.health import Check, Readiness
@@ -85,9 +86,10 @@ class StatusQueries:
     """The status query over HTTP, apart from the HTTP server itself."""
 
     def __init__(self, settings: HttpConfig, clients: list[Client], holder: StateHolder,
-                 rules: ImeiRules, pool: ConnectionPool, metrics: WorkerMetrics,
+                 rules: ImeiRules, pool: ConnectionPool, metrics: WorkerMetrics, clock: Clock,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
+        self._clock = clock
         self._clients = clients
         self._holder = holder
         self._rules = rules
@@ -150,7 +152,8 @@ class StatusQueries:
                                 "international form")
         try:
             with self._pool.connection(timeout=self._settings.db_wait_s) as conn:
-                answer = ask(self._holder.current, conn, imei.imei_key, requester, caller)
+                answer = ask(self._holder.current, conn, imei.imei_key, requester, caller,
+                             self._clock.now_ms())
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("status query not answered", extra={"error": describe(exc)})
             return Reply(HTTPStatus.SERVICE_UNAVAILABLE,
@@ -166,7 +169,7 @@ class StatusQueries:
         self._metrics.http.status_queries.labels(HTTP, reason).inc()
         try:
             with self._pool.connection(timeout=self._settings.db_wait_s) as conn:
-                refuse(conn, imei_key, requester, caller, reason)
+                refuse(conn, imei_key, requester, caller, reason, self._clock.now_ms())
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("refused status query not recorded", extra={"error": describe(exc)})
         return Reply(status, {"error": reason, "detail": detail}, headers or {})
@@ -221,7 +224,7 @@ def database_check(pool: ConnectionPool, wait_s: float) -> Check:
 
 
 def serve_endpoints(config: Config, server: ThreadingHTTPServer | None, holder: StateHolder,
-                    rules: ImeiRules, metrics: WorkerMetrics,
+                    rules: ImeiRules, metrics: WorkerMetrics, clock: Clock,
                     checks: dict[str, Check]) -> HttpServer | None:
     """Started, on the server listen_http bound; None without one. Readiness is `checks` and
     the database's."""
@@ -233,7 +236,7 @@ def serve_endpoints(config: Config, server: ThreadingHTTPServer | None, holder: 
     metrics.http.watch_pool(pool)
     readiness = Readiness({**checks, "database": database_check(pool, config.http.db_wait_s)})
     http = HttpServer(server, config.http, metrics,
-                      StatusQueries(config.http, clients, holder, rules, pool, metrics),
+                      StatusQueries(config.http, clients, holder, rules, pool, metrics, clock),
                       pool, readiness)
     http.start()
     return http

@@ -11,6 +11,7 @@ import psycopg
 
 from enforcer.follow.layover import lay_over
 from enforcer.engine.imei import imei_rules
+from enforcer.clock import utc_datetime
 from enforcer.config import Config
 from enforcer.db.clones import any_flagged
 from enforcer.db.history import usage_of
@@ -40,23 +41,25 @@ class Caller:
 
 
 def ask(state: EnforcementState, conn: psycopg.Connection, imei_key: int, requester: int,
-        caller: Caller) -> StatusAnswer:
+        caller: Caller, now_ms: int) -> StatusAnswer:
     """The answer, given only once its audit row is written."""
     device = device_now(state, imei_key)
     keys = [key for _, key in device.slots]
     # The flags' record, not a copy: the CLI follows none, a worker's lags behind the others'.
     answer = imei_status(device, usage_of(conn, keys), requester, any_flagged(conn, keys))
-    _audit(conn, imei_key, requester, caller, answer.status.value, answer.previous_msisdn, None)
+    _audit(conn, imei_key, requester, caller, answer.status.value, answer.previous_msisdn, None,
+           now_ms)
     return answer
 
 
 def refuse(conn: psycopg.Connection, imei_key: int | None, requester: int | None,
-           caller: Caller, reason: str) -> None:
-    _audit(conn, imei_key, requester, caller, None, None, reason)
+           caller: Caller, reason: str, now_ms: int) -> None:
+    _audit(conn, imei_key, requester, caller, None, None, reason, now_ms)
 
 
 def _audit(conn: psycopg.Connection, imei_key: int | None, requester: int | None,
            caller: Caller, status: str | None, revealed: int | None,
-           refused: str | None) -> None:
+           refused: str | None, now_ms: int) -> None:
     record_query(conn, imei_key=imei_key, requester=requester, status=status, revealed=revealed,
-                 channel=caller.channel, client=caller.client, peer=caller.peer, refused=refused)
+                 channel=caller.channel, client=caller.client, peer=caller.peer, refused=refused,
+                 asked_at=utc_datetime(now_ms))

@@ -3,9 +3,8 @@ takes each table in turn; each step is idempotent and commits as it goes (a part
 whole, rows deleted in batches of retention.batch_rows), so a run stopped anywhere is
 finished by the next. What each table keeps: docs/operations.md, "What the database keeps".
 
-Each table is judged by the clock that wrote its time: outbox.created_at and
-status_queries.asked_at are the database's, notice times, job runs and clone flags the
-worker's (the injected Clock)."""
+Every table is judged by the clock that wrote its times, the worker's (the injected Clock):
+a test or the demo on a fast clock sees a year's retention in minutes."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from enforcer.config import RetentionConfig
 from enforcer.db import partitions as parts
 from enforcer.db.history import drop_months_before
 from enforcer.db.registry_events import prune_registry_events
-from enforcer.db.retention import (all_sent, database_now, delete_clone_flags,
+from enforcer.db.retention import (all_sent, delete_clone_flags,
                                    delete_closed_notices, delete_job_runs, fill_closed_at,
                                    transitions_expired)
 
@@ -41,12 +40,11 @@ def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]
     """Every step on `conn` (autocommit: each step commits its own work); returns the counts
     recorded in job_runs and eir_job_items_total."""
     settings = run.settings
-    db_now = database_now(conn)
-    counts = {"partitions_made": _ensure_ahead(conn, settings, run.now, db_now)}
+    counts = {"partitions_made": _ensure_ahead(conn, settings, run.now)}
     counts["slot_usage_partitions_dropped"] = len(
         drop_months_before(conn, run.slot_usage_first_kept))
     counts["outbox_partitions_dropped"] = _drop_expired(
-        conn, parts.OUTBOX, db_now - timedelta(days=settings.outbox_days), settings,
+        conn, parts.OUTBOX, run.now - timedelta(days=settings.outbox_days), settings,
         lambda name: all_sent(conn, name))
     closed_before = run.now - timedelta(days=settings.closed_notice_days)
     counts["transition_partitions_dropped"] = _drop_expired(
@@ -56,7 +54,7 @@ def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]
     counts["notices_deleted"] = _in_batches(
         lambda: delete_closed_notices(conn, closed_before, settings.batch_rows))
     counts["status_query_partitions_dropped"] = _drop_expired(
-        conn, parts.STATUS_QUERIES, db_now - timedelta(days=settings.status_query_days),
+        conn, parts.STATUS_QUERIES, run.now - timedelta(days=settings.status_query_days),
         settings, lambda name: True)
     counts["job_runs_deleted"] = _in_batches(lambda: delete_job_runs(
         conn, run.now - timedelta(days=settings.job_run_days), settings.batch_rows))
@@ -69,16 +67,14 @@ def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]
     return counts
 
 
-def _ensure_ahead(conn: psycopg.Connection, settings: RetentionConfig, now: datetime,
-                  db_now: datetime) -> int:
-    """Partitions from today's period (by either clock) to partitions_ahead periods past it."""
+def _ensure_ahead(conn: psycopg.Connection, settings: RetentionConfig, now: datetime) -> int:
+    """Partitions from today's period to partitions_ahead periods past it."""
     made = 0
-    first, last = sorted((now.date(), db_now.date()))
     for spec in parts.TIME_PARTITIONED:
-        end = spec.start(last)
+        end = spec.start(now.date())
         for _ in range(settings.partitions_ahead):
             end = spec.after(end)
-        made += len(parts.ensure(conn, spec, first, end, settings.lock_timeout_s))
+        made += len(parts.ensure(conn, spec, now.date(), end, settings.lock_timeout_s))
     return made
 
 

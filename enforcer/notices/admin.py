@@ -67,6 +67,7 @@ def cancel(conn: psycopg.Connection, notice_id: int, reason: str, config: Config
         if notice is None or notice.state not in LIVE:
             return None
         change, messages = cancellation(notice, f"{BY_HAND}: {reason}", config.notices)
-        record(conn, [change], clock.now_ms())
-        enqueue(conn, messages)
+        now = clock.now_ms()
+        record(conn, [change], now)
+        enqueue(conn, messages, now)
     return change.notice

@@ -111,7 +111,7 @@ class Resolver:
                 [n for n in taken if n.id not in closing], now)
             changes = closed.changes + steps.changes
             record(conn, changes, now)
-            enqueue(conn, closed.messages + steps.messages)
+            enqueue(conn, closed.messages + steps.messages, now)
         self._cutoffs.remember(steps.cut, closed.restored)
         self._count(changes, closed.opened)
         return Settled(taken, changes, closed.opened)
