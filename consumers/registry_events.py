@@ -35,10 +35,9 @@ from enforcer.logs import describe
 from enforcer.clock import Clock, utc_datetime
 from enforcer.config import Config
 from enforcer.engine.effects import FLUSH_TIMEOUT_S
-from enforcer.db.registry_events import (EventRow, Position, Resume, applied_events_after,
-                                         renew, repeatable_read, resume_points, store_all,
+from enforcer.db.registry_events import (EventRow, Position, Resume, renew, store_all,
                                          stored_at)
-from enforcer.follow.layover import lay_over, registry_window
+from enforcer.follow.layover import lay_over_stored, registry_window
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
 from enforcer.engine.registry_events import RegistryEvent, TopicPlace
@@ -108,20 +107,14 @@ class RegistryEventConsumer:
     def restore(self) -> int:
         """Lay the stored, applied events the snapshot does not hold (those after its
         watermark: a fold's) over the state; returns how many. Where to read the topic from
-        is taken from the same snapshot of the table, so that what other workers store
-        meanwhile is read from the topic rather than skipped."""
-        with self._connect() as conn, conn.transaction():
-            repeatable_read(conn)
-            stored = applied_events_after(conn, self._config.kafka.registry_topic,
-                                          self._holder.current.watermark)
-            self._resume = resume_points(conn, self._config.kafka.registry_topic)
+        is taken from the same snapshot of the table (`lay_over_stored`)."""
+        stored, skipped, self._resume = lay_over_stored(self._holder, self._connect,
+                                                        self._rules, self._config)
         self._incarnations = {p: r.incarnation for p, r in self._resume.items()}
-        skipped = lay_over(self._holder, stored, self._rules, self._config,
-                           {p: (r.incarnation, r.next_offset) for p, r in self._resume.items()})
         self._metrics.registry_events.labels("inapplicable_on_restore").inc(skipped)
-        log.info("registry events restored", extra={"events": len(stored)})
+        log.info("registry events restored", extra={"events": stored})
         self._restored = True
-        return len(stored)
+        return stored
 
     def state_check(self) -> str | None:
         return None if self._restored else "registry events not yet restored"

@@ -64,8 +64,10 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def setup_logging(level: str = "INFO", form: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(level: str = "INFO", form: str = "json", path: str | None = None) -> None:
+    """Every line to stderr, or appended to the file at `path`, in `form`."""
+    handler = (logging.StreamHandler(sys.stderr) if path is None
+               else logging.FileHandler(path, mode="a", encoding="utf-8"))
     handler.setFormatter(FORMATTERS[form]())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -74,6 +76,17 @@ def setup_logging(level: str = "INFO", form: str = "json") -> None:
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger(LIFECYCLE).setLevel(
         min(logging.INFO, root.level) if root.level <= logging.WARNING else root.level)
+
+
+def logging_now() -> tuple[str, str, str | None]:
+    """How this process logs, as setup_logging's arguments: for a child process to log as
+    it does (enforcer.jobs.fold)."""
+    root = logging.getLogger()
+    handler = root.handlers[0] if root.handlers else None
+    form = next((name for name, kind in FORMATTERS.items()
+                 if handler is not None and type(handler.formatter) is kind), "json")
+    path = handler.baseFilename if isinstance(handler, logging.FileHandler) else None
+    return logging.getLevelName(root.level), form, path
 
 
 @contextmanager

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Mapping
+from typing import Callable, Mapping
+
+import psycopg
 
 from enforcer.clock import MS_PER_S
 from enforcer.config import Config
-from enforcer.db.registry_events import StoredEvent
+from enforcer.db.registry_events import (Resume, StoredEvent, applied_events_after,
+                                         repeatable_read, resume_points)
 from enforcer.engine.attachdecode import TimeWindow
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.overlay import Inapplicable, LogPosition
@@ -66,3 +69,20 @@ def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, c
             "first": [{"event_id": event.event_id, "error": str(exc)}
                       for event, exc in refused[:REFUSED_NAMED]]})
     return len(refused)
+
+
+def lay_over_stored(holder: StateHolder, connect: Callable[[], psycopg.Connection],
+                    rules: ImeiRules, config: Config) -> tuple[int, int, dict[int, Resume]]:
+    """Lay the stored, applied events the holder's snapshot does not hold (those after its
+    watermark) over it, the overlay read to where the stored events end: what a worker does
+    at its start, and a fold before it folds. Returns (events read, how many no longer
+    apply, each partition's Resume), all from one snapshot of the table, so that what other
+    workers store meanwhile is read from the topic rather than skipped."""
+    with connect() as conn, conn.transaction():
+        repeatable_read(conn)
+        stored = applied_events_after(conn, config.kafka.registry_topic,
+                                      holder.current.watermark)
+        resume = resume_points(conn, config.kafka.registry_topic)
+    skipped = lay_over(holder, stored, rules, config,
+                       {p: (r.incarnation, r.next_offset) for p, r in resume.items()})
+    return len(stored), skipped, resume
