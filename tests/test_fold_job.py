@@ -5,6 +5,7 @@ national import running together lose neither's changes."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -125,3 +126,29 @@ def test_a_fold_and_an_import_together_lose_neither(env, worker) -> None:
     got = verdicts_of(env, [attach(SINGLE, BUYER, t), attach(NEW_IMEIS[0], STRANGER, t)])
     assert got >= {(f"{SINGLE:014d}", str(BUYER), "owner"),
                    (NEW_IMEIS[0], str(STRANGER), "blacklisted")}
+
+
+def test_a_fold_whose_process_fails_is_recorded_and_changes_nothing(env, worker,
+                                                                      capfd) -> None:
+    """The fold's own process cannot read the snapshot: the job fails with one line saying
+    why, the worker keeps its generation and the change, and the next fold saves it."""
+    with_verdicts(env)
+    running = worker()
+    decided_one(env)
+    send(env, registry_event("t1", "ownership_set", imeis=[str(SINGLE)],
+                             owner_msisdn=str(BUYER), via="transfer_direct"))
+    wait_for(lambda: applied(running) == 1)
+    white = next(Path(env["EIR_STATE__DIR"]).glob("gen-*/lists/white.roaring"))
+    white.rename(white.with_suffix(".aside"))
+    assert running.worker.run_job("fold") is Outcome.FAILED
+    assert runs(env["EIR_POSTGRES__DSN"], "fold")[-1].error == "FoldFailed"
+    said = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+            if '"fold failed"' in line]
+    assert said and said[0]["file"] == str(white)
+    assert gauge(running, "eir_lists_generation") == 1
+    assert gauge(running, "eir_registry_overlay_entries") == 1
+    white.with_suffix(".aside").rename(white)
+    assert running.worker.run_job("fold") is Outcome.OK
+    assert snapshot_generation(Path(env["EIR_STATE__DIR"])) == 2
+    assert ((f"{SINGLE:014d}", str(BUYER), "owner")
+            in verdicts_of(env, [attach(SINGLE, BUYER, now_ms())]))

@@ -19,49 +19,62 @@ other's changes.
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import subprocess
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import msgspec
 import psycopg
 
 from enforcer.config import Config
 from enforcer.engine.fold import fold
 from enforcer.engine.imei import imei_rules
 from enforcer.engine.state import StateHolder
-from enforcer.files.snapshots import load_snapshot, next_generation, save_snapshot
+from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, next_generation,
+                                      save_snapshot)
 from enforcer.follow.layover import lay_over_stored
 from enforcer.jobs.reconcile import adopt_newer
-from enforcer.logs import logging_now, setup_logging
+from enforcer.logs import describe, logging_now, setup_logging
 from rules.policy import load_policy
 
 log = logging.getLogger("eir.fold")
 
-# A fresh interpreter, not a fork: the worker's threads (Kafka clients, the scheduler) may
-# hold locks a forked child would inherit held.
-START_METHOD = "spawn"
+CHILD = "enforcer.jobs.fold"
+EXIT_CONFLICT = 3  # the child's exit status for SnapshotConflict (1 is any other fault)
+
+
+class FoldFailed(RuntimeError):
+    """The fold's process ended without saving a generation: its own log line says why."""
 
 
 def fold_changes(holder: StateHolder, config: Config,
                  reloaded: Callable[[float], None] = lambda seconds: None) -> dict[str, int]:
     """Adopt a newer generation on disk first; then, if this worker holds registry changes,
     fold the stored ones into the next generation in a child process and adopt it. Raises
-    what the child raised: SnapshotConflict when another process saved that generation
-    meanwhile (the job's retry folds over it), psycopg.Error, OSError; BrokenProcessPool
-    when the child died (killed for its memory, say)."""
+    SnapshotConflict when another process saved that generation meanwhile (the job's retry
+    folds over it), FoldFailed when the child failed otherwise or was killed (for its
+    memory, say)."""
     directory = Path(config.state.dir)
     adopted, stale = adopt_newer(holder, directory, reloaded)
     counts = {"adopted": adopted, "folded": 0, "events": 0, "entries": 0, "stale_events": stale}
     if not len(holder.current.overlay):
         return counts
     began = time.perf_counter()
-    context = multiprocessing.get_context(START_METHOD)
-    with ProcessPoolExecutor(1, mp_context=context, initializer=setup_logging,
-                             initargs=logging_now()) as child:
-        report = child.submit(fold_stored, config).result()
+    # A fresh interpreter, not a fork: the worker's threads (Kafka clients, the scheduler)
+    # may hold locks a forked child would inherit held. A worker killed meanwhile leaves
+    # the child to finish and end: it waits for nothing of the worker's.
+    level, form, path = logging_now()
+    child = subprocess.run([sys.executable, "-m", CHILD, level, form, path or ""],  # noqa: S603
+                           input=msgspec.json.encode(config), stdout=subprocess.PIPE,
+                           check=False)
+    if child.returncode == EXIT_CONFLICT:
+        raise SnapshotConflict("another process saved the generation the fold was saving")
+    if child.returncode:
+        raise FoldFailed(f"the fold's process ended with status {child.returncode}")
+    report = msgspec.json.decode(child.stdout, type=dict[str, int])
     _, stale = adopt_newer(holder, directory, reloaded)
     counts["stale_events"] += stale
     counts.update({key: report[key] for key in ("folded", "events", "entries")})
@@ -87,3 +100,25 @@ def fold_stored(config: Config) -> dict[str, int]:
     folded, report = fold(state, max(next_generation(directory), state.generation + 1))
     save_snapshot(folded, directory)
     return {"folded": 1, **report.as_json(), "read": read, "inapplicable": inapplicable}
+
+
+def main() -> int:
+    """The child: logging as argv says (setup_logging's level, form and file, "" for
+    stderr), the configuration as JSON on stdin; the report as JSON on stdout."""
+    level, form, path = sys.argv[1:]
+    setup_logging(level, form, path or None)
+    try:
+        report = fold_stored(msgspec.json.decode(sys.stdin.buffer.read(), type=Config))
+    except SnapshotConflict as exc:
+        log.warning("fold not saved", extra={"error": describe(exc)})
+        return EXIT_CONFLICT
+    except Exception as exc:  # noqa: BLE001 - one log line for the worker's log, not a traceback
+        log.error("fold failed", extra={"error": describe(exc),
+                                        "file": getattr(exc, "filename", None)})
+        return 1
+    sys.stdout.buffer.write(msgspec.json.encode(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
