@@ -136,7 +136,10 @@ class RegistryEventConsumer:
         state = self._holder.current
         draft = OverlayDraft(state.overlay, state.lists, state.devices)
         conn = self._loop.database.connection()
-        decoded = [self._decode(record) for record in records]
+        # One reading of the clock for the poll: its events arrived together.
+        now_ms = self._clock.now_ms()
+        window = registry_window(self._config, now_ms)
+        decoded = [decode_registry_event(r.value, self._rules, window) for r in records]
         draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
         with conn.transaction():
             at = [self._position(record) for record in records]
@@ -145,7 +148,7 @@ class RegistryEventConsumer:
             handled = Handled(stored_at(conn, ids))
             for record, event, event_id, position in zip(records, decoded, ids, at):
                 self._handle(record, event, event_id, position, draft, state.watermark,
-                             handled)
+                             handled, utc_datetime(now_ms))
             stored = store_all(conn, handled.rows)
             letters = [letter for event_id, letter in handled.letters if event_id in stored]
             # Published before the poll's rows commit: a dead letter stored is one the broker
@@ -233,21 +236,16 @@ class RegistryEventConsumer:
         self._holder.update(lambda state: replace(state, overlay=state.overlay.at(
             {p: (incarnation, 0) for p, incarnation in incarnations.items()})))
 
-    def _decode(self, record: Record) -> RegistryEvent | DeadLetter:
-        return decode_registry_event(record.value, self._rules,
-                                     registry_window(self._config, self._clock.now_ms()))
-
     def _position(self, record: Record) -> Position:
         return Position(record.topic, record.partition, record.offset,
                         self._incarnations.get(record.partition, 0))
 
     def _handle(self, record: Record, decoded: RegistryEvent | DeadLetter, event_id: str,
                 at: Position, draft: OverlayDraft, watermark: Mapping[int, LogPosition],
-                handled: Handled) -> None:
+                handled: Handled, received: datetime) -> None:
         """The event's row and, if it is one, its dead letter; applied to the draft if it
         applies."""
         place = TopicPlace(at.partition, at.incarnation, at.offset)
-        received = utc_datetime(self._clock.now_ms())
         if place.before(watermark):  # another worker folded past it: the snapshot has it
             handled.rows.append(EventRow(place_id(at), True, None, record.value or b"", at,
                                          received))
