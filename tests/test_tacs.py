@@ -26,8 +26,19 @@ from enforcer.engine.tacs import (DEVICE_TYPES, NO_ROW, RAT_NAMES, Rat, TacDatab
 from enforcer.files.snapshots import load_snapshot, save_snapshot
 from enforcer.files.tacfile import TacFileReader, rats_of_bands
 from enforcer.jobs.reconcile import reconcile
-from rules.policy import Policy
-from tests.test_decide import make_state
+from enforcer.engine.decide import decide, decision_at
+from enforcer.engine.events import AttachBatch, AttachEvent
+from enforcer.engine.imei import ImeiRules, parse_imei
+from enforcer.engine.subscriber import parse_imsi
+from rules.policy import DEFAULT_POLICY, Policy, load_policy
+from tests.kafkatools import wait_for
+from tests.test_cli import run
+from tests.test_decide import (BUYER, DUAL, OWNER, SINGLE, UNOWNED, UNREGISTERED, home_imsi,
+                               make_state)
+from tests.test_lists import full_imei
+from tests.test_notice_lifecycle import sent
+from tests.test_registry_events import verdicts_of, with_verdicts
+from tests.test_worker import attach, now_ms
 from tests.test_importing import import_, state_dir  # noqa: F401  (a fixture)
 
 RAT_WORDS = {Rat.GERAN: "GERAN", Rat.UTRAN: "UTRAN", Rat.EUTRA: "LTE", Rat.NR: "NR"}
@@ -269,3 +280,83 @@ def test_a_fold_keeps_the_database(tmp_path: Path, policy: Policy) -> None:
     state = replace(make_state(policy), tacs=tacs)
     folded, _ = fold(state, state.generation + 1)
     assert folded.tacs is tacs
+
+
+# The TACs of the test country's phones: SINGLE's (86012345) and UNREGISTERED's (35999999)
+# left out, SINGLE's model a GSM-only one.
+COUNTRY_TACS = plain_file([(35209900, "Samsung", "Galaxy S21", "smartphone", Rat.EUTRA | Rat.NR),
+                           (35111111, "Nokia", "105", "feature phone", Rat.GERAN),
+                           (35222222, "Apple", "iPhone 12", "smartphone", Rat.EUTRA),
+                           (35333333, "Xiaomi", "Redmi 9", "smartphone", Rat.EUTRA),
+                           (35444444, "Huawei", "Y6", "smartphone", Rat.EUTRA)])
+RAT_POLICY = """
+[[rules]]
+name = "radio"
+when = "rat_inconsistent"
+verdict = "GREYLISTED"
+reason = "rat_inconsistent"
+"""
+
+
+def decided(state, imei: int, msisdn: int, rat: str | None = None) -> str:
+    parsed = parse_imei(f"{imei:014d}", ImeiRules((), frozenset()))
+    event = AttachEvent(parsed, parse_imsi(home_imsi(msisdn)), msisdn, 0, rat=rat)
+    return decision_at(decide(AttachBatch.from_events([event]), state),
+                       AttachBatch.from_events([event]), 0).rule
+
+
+def test_an_unallocated_tac_is_a_counterfeit_only_once_a_database_is_imported(
+        tmp_path: Path, policy: Policy) -> None:
+    path = tmp_path / "tac.csv"
+    path.write_text(COUNTRY_TACS)
+    tacs, _ = reader().read(path)
+    state = make_state(policy)
+    assert decided(state, UNREGISTERED, BUYER) == "unregistered"
+    with_tacs = replace(state, tacs=tacs)
+    assert decided(with_tacs, UNREGISTERED, BUYER) == "counterfeit"
+    assert decided(with_tacs, SINGLE, OWNER) == "counterfeit"  # whoever owns it
+    assert decided(with_tacs, DUAL[0], OWNER) == "owner"
+
+
+def test_a_model_on_a_radio_it_lacks_is_rat_inconsistent(tmp_path: Path) -> None:
+    own = tmp_path / "policy.toml"
+    text = DEFAULT_POLICY.read_text()
+    at = text.index('[[rules]]\nname = "owner"')
+    own.write_text(text[:at] + RAT_POLICY.lstrip() + "\n" + text[at:])
+    path = tmp_path / "tac.csv"
+    path.write_text(COUNTRY_TACS)
+    tacs, _ = reader().read(path)
+    state = replace(make_state(load_policy(own)), tacs=tacs)
+    assert decided(state, UNOWNED, BUYER, "LTE") == "radio"  # a GSM-only model on LTE
+    assert decided(state, UNOWNED, BUYER, "GERAN") == "no_cartable"
+    assert decided(state, UNOWNED, BUYER) == "no_cartable"  # no rat: nothing to compare
+    assert decided(state, UNOWNED, BUYER, "WLAN") == "no_cartable"
+    assert decided(state, DUAL[0], OWNER, "EUTRA") == "owner"
+    without = replace(state, tacs=None)
+    assert decided(without, UNOWNED, BUYER, "LTE") == "no_cartable"
+
+
+def test_a_counterfeit_is_greylisted_and_warned_end_to_end(env, worker, tmp_path: Path,
+                                                          caplog) -> None:
+    """On the real broker and database: the TAC database imported as an operator does,
+    an attach of a phone whose TAC is in it, one whose TAC is not."""
+    path = tmp_path / "tac.csv"
+    path.write_text(COUNTRY_TACS)
+    done = run("registry", "import", str(path), "--kind", "tac",
+               "--state", env["EIR_STATE__DIR"], check=False)
+    assert done.returncode == 0, done.stderr
+    with_verdicts(env)
+    worker()
+    assert not any(r.getMessage().startswith("no TAC database") for r in caplog.records)
+    assert verdicts_of(env, [attach(full_imei(UNREGISTERED), BUYER, now_ms()),
+                             attach(full_imei(DUAL[0]), OWNER, now_ms())]) == {
+        (f"{UNREGISTERED:014d}", str(BUYER), "counterfeit"),
+        (f"{DUAL[0]:014d}", str(OWNER), "owner")}
+    wait_for(lambda: any(m["kind"] == "counterfeit" and m["imei"] == f"{UNREGISTERED:014d}"
+                         for m in sent(env, "notifications")))
+
+
+def test_a_worker_without_a_tac_database_warns_once_at_start(env, worker, caplog) -> None:
+    worker()
+    warned = [r for r in caplog.records if r.getMessage().startswith("no TAC database")]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"

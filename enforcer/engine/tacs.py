@@ -156,9 +156,10 @@ class TacDatabase:
 
     def rows(self, imei_keys: np.ndarray) -> np.ndarray:
         """int64 row of each IMEI key's (uint64, 14 digits) TAC; NO_ROW where the TAC was
-        never allocated."""
-        return self.rows_of_tacs((np.asarray(imei_keys, dtype=np.uint64)
-                                  // np.uint64(SNR_SPACE)).astype(np.uint32))
+        never allocated or the key is no IMEI's."""
+        tacs = np.asarray(imei_keys, dtype=np.uint64) // np.uint64(SNR_SPACE)
+        # A key no IMEI has (NO_KEY) is beyond every TAC, not wrapped into one.
+        return self.rows_of_tacs(np.minimum(tacs, TAC_SPACE).astype(np.uint32))
 
     def rows_of_tacs(self, tacs: np.ndarray) -> np.ndarray:
         at = np.searchsorted(self.tac, tacs).astype(np.int64)
@@ -180,6 +181,13 @@ class TacDatabase:
 
     def info_of_key(self, imei_key: int) -> TacInfo | None:
         return self.info(imei_key // SNR_SPACE)
+
+    def inconsistent(self, rows: np.ndarray, rats: np.ndarray) -> np.ndarray:
+        """bool per event: its radio (`rats`, Rat bits, 0 when not told) is none the model at
+        its TAC `rows` has; False where the TAC is unallocated or its radios are unknown."""
+        model = np.where(rows != NO_ROW, self.rats[np.maximum(rows, 0)] if len(self.tac)
+                         else np.uint8(0), np.uint8(0))
+        return (rats != 0) & (model != 0) & ((model & rats) == 0)
 
     @property
     def nbytes(self) -> int:
