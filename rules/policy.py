@@ -44,6 +44,12 @@ class Condition(StrEnum):
     NO_CARTABLE = "no_cartable"
     UNREGISTERED_HOME = "unregistered_home"
     UNREGISTERED_ROAMER = "unregistered_roamer"
+    # The IMEI's TAC is in no allocation of the TAC database: a counterfeit (DIRBS:
+    # gsma_not_found). Never holds while no TAC database was imported.
+    TAC_UNALLOCATED = "tac_unallocated"
+    # The attach's radio is none the TAC's model has (a GSM-only model on LTE): a cloned
+    # IMEI (DIRBS: inconsistent_rat). Never holds without a TAC database or a `rat`.
+    RAT_INCONSISTENT = "rat_inconsistent"
 
 
 class Scope(StrEnum):

@@ -21,6 +21,7 @@ from enforcer.files.snapshots import SnapshotConflict, load_snapshot, save_snaps
 from enforcer.engine.decide import decide
 from enforcer.files.delivery import file_refusal
 from enforcer.files.devicefiles import RegistryFileReader
+from enforcer.files.tacfile import TacFileReader
 from rules.policy import Policy
 
 
@@ -193,6 +194,7 @@ READS = {
     "devices": lambda rules, path: registry_reader(rules).read_devices(path),
     "cartables": lambda rules, path: registry_reader(rules).read_cartables(path),
     "operator_sims": lambda rules, path: registry_reader(rules).read_operator_sims(path),
+    "tac": lambda rules, path: TacFileReader(chunk_lines=3, report_limit=5).read(path),
 }
 
 

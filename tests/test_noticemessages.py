@@ -36,7 +36,8 @@ from tests.test_notice_lifecycle import T0, sent
 from tests.test_worker import attach
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "messages.md"
-KINDS = ("ownership_transfer", "activation_required", "unregistered", "roamer_grace", "misuse")
+KINDS = ("ownership_transfer", "activation_required", "unregistered", "roamer_grace", "misuse",
+         "counterfeit")
 PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
 # A concatenated SMS part holds 67 UCS-2 characters (Persian) or 153 of the GSM 7-bit
 # alphabet (3GPP TS 23.038, TS 23.040 §9.2.3.24.1); three parts and two at most.
@@ -53,6 +54,7 @@ TO_DO = {
     "unregistered": {"fa": "گمرک", "en": "customs"},
     "roamer_grace": {"fa": "گمرک", "en": "customs"},
     "misuse": {"fa": "اپراتور", "en": "operator"},
+    "counterfeit": {"fa": "اپراتور", "en": "operator"},
 }
 NEVER = {
     "ownership_transfer": {"fa": ("ثبت کنید", "گمرک"), "en": ("register it", "customs")},
@@ -60,6 +62,8 @@ NEVER = {
     "unregistered": {"fa": ("فروشنده", "فعال"), "en": ("seller", "activat")},
     "roamer_grace": {"fa": ("فروشنده", "فعال"), "en": ("seller", "activat")},
     "misuse": {"fa": ("ثبت کنید", "فروشنده", "گمرک"), "en": ("register it", "seller", "customs")},
+    "counterfeit": {"fa": ("ثبت کنید", "فروشنده", "گمرک"),
+                    "en": ("register it", "seller", "customs")},
 }
 LIFTED = {"fa": "برداشته شد", "en": "lifted"}
 

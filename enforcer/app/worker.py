@@ -113,6 +113,9 @@ def build_worker(config: Config, clock: Clock | None = None,
     database(partial(_check_database, config, policy))
     began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
+    if holder.current.tacs is None:
+        log.warning("no TAC database: tac_unallocated and rat_inconsistent are off until one "
+                    "is imported (registry import --kind tac)")
     metrics = WorkerMetrics()
     metrics.reload_seconds.observe(time.perf_counter() - began)
     metrics.watch_state(holder, Path(config.state.dir))

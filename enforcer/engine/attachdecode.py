@@ -134,7 +134,7 @@ def decode_attach(value: bytes | None, rules: ImeiRules,
         if name in data and data[name] is not None and not isinstance(data[name], str):
             return DeadLetter(Reason.BAD_FIELD, f"{name} must be a string")
     return AttachEvent(parse_imei(imei, rules), imsi, msisdn, ts, emergency,
-                       data.get("mcc_mnc"), data.get("cell"))
+                       data.get("mcc_mnc"), data.get("cell"), data.get("rat"))
 
 
 def timestamp_ms(value: Any) -> int:

@@ -20,6 +20,7 @@ from enforcer.engine.attachdecode import (JSON_ERRORS, MAX_MESSAGE_BYTES, REQUIR
                                           TimeWindow, may_repeat_a_key, decode_attach)
 from enforcer.engine.digits import decimal_values
 from enforcer.engine.events import AttachBatch, AttachEvent, operator_code
+from enforcer.engine.tacs import rat_of
 from enforcer.engine.imei import IMEISV_DIGITS, KEY_DIGITS, ImeiRules
 from enforcer.engine.subscriber import (IMSI_MAX_DIGITS, IMSI_MIN_DIGITS, MCC_DIGITS,
                                         MSISDN_MAX_DIGITS, MSISDN_MIN_DIGITS)
@@ -139,7 +140,8 @@ def _columns(fields: list[_Usual], rules: ImeiRules,
         ts_ms=ts_ms,
         emergency=np.array(emergency, dtype=bool),
         operator=np.array([operator_code(f.mcc_mnc) for f in fields], dtype=np.uint32),
-        cell=np.array([f.cell for f in fields] + [None], dtype=object)[:-1])
+        cell=np.array([f.cell for f in fields] + [None], dtype=object)[:-1],
+        rat=np.fromiter((rat_of(f.rat) for f in fields), np.uint8, len(fields)))
     return batch, rejected
 
 

@@ -14,12 +14,13 @@ from typing import Callable
 import numpy as np
 
 from enforcer.clock import MS_PER_DAY
-from enforcer.engine.events import AttachBatch
+from enforcer.engine.events import NO_KEY, AttachBatch
 from enforcer.engine.imei import SNR_SPACE
 from enforcer.engine.keyindex import ABSENT
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason
 from enforcer.engine.devices import NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK
 from enforcer.engine.state import EnforcementState
+from enforcer.engine.tacs import NO_ROW
 from rules.policy import VERDICTS, Condition, Policy, Rule, Scope, Verdict
 
 
@@ -139,6 +140,17 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
         return (lists.cut_imei_index.contains(keys) | lists.cut_pairs.contains(keys, batch.imsi)
                 | state.cutoffs.contains(keys, batch.imsi))
 
+    tac_rows: list[np.ndarray] = []  # looked up once, when a rule names a TAC condition
+
+    def tac_condition(condition: Condition) -> np.ndarray:
+        if state.tacs is None:  # no TAC database imported: the TAC conditions are off
+            return np.zeros(len(keys), dtype=bool)
+        if not tac_rows:
+            tac_rows.append(state.tacs.rows(keys))
+        if condition is Condition.TAC_UNALLOCATED:
+            return (tac_rows[0] == NO_ROW) & (keys != NO_KEY)
+        return state.tacs.inconsistent(tac_rows[0], batch.rat)
+
     conditions = {
         Condition.EMERGENCY: lambda: batch.emergency,
         Condition.BLACKLISTED: lambda: black != NO_REASON,
@@ -150,6 +162,8 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
         Condition.NO_CARTABLE: lambda: registered & ~owned & ~owner_sim,
         Condition.UNREGISTERED_HOME: lambda: ~registered & ~roamer,
         Condition.UNREGISTERED_ROAMER: lambda: ~registered & roamer,
+        Condition.TAC_UNALLOCATED: lambda: tac_condition(Condition.TAC_UNALLOCATED),
+        Condition.RAT_INCONSISTENT: lambda: tac_condition(Condition.RAT_INCONSISTENT),
     }
     cache: dict[Condition, np.ndarray] = {}
 

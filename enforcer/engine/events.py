@@ -9,6 +9,7 @@ import numpy as np
 
 from enforcer.engine.imei import ImeiParse
 from enforcer.engine.subscriber import Imsi
+from enforcer.engine.tacs import rat_of
 
 # No IMEI key is this large (keys are below 10^14), so it is in no list and no registry.
 NO_KEY = np.uint64(np.iinfo(np.uint64).max)
@@ -34,6 +35,7 @@ class AttachEvent(NamedTuple):
     emergency: bool = False
     mcc_mnc: str | None = None  # the serving network, as the core reports it
     cell: str | None = None
+    rat: str | None = None  # the radio of the attach, as the core names it ("NR", "EUTRA")
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,12 +50,16 @@ class AttachBatch:
     # For clone detection, where the core reports them; NO_OPERATOR and None where not.
     operator: np.ndarray = field(default=None)  # type: ignore[assignment]  # uint32 MCC-MNC
     cell: np.ndarray = field(default=None)  # type: ignore[assignment]  # object: str | None
+    # uint8 Rat bits of the attach's radio (enforcer.engine.tacs.rat_of); 0 where not told
+    rat: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.operator is None:
             object.__setattr__(self, "operator", np.zeros(len(self.imei_key), dtype=np.uint32))
         if self.cell is None:
             object.__setattr__(self, "cell", np.full(len(self.imei_key), None, dtype=object))
+        if self.rat is None:
+            object.__setattr__(self, "rat", np.zeros(len(self.imei_key), dtype=np.uint8))
 
     def __len__(self) -> int:
         return len(self.imei_key)
@@ -73,6 +79,7 @@ class AttachBatch:
             operator=np.fromiter((operator_code(e.mcc_mnc) for e in events), np.uint32,
                                  len(events)),
             cell=np.array([e.cell for e in events] + [None], dtype=object)[:-1],
+            rat=np.fromiter((rat_of(e.rat) for e in events), np.uint8, len(events)),
         )
 
     @classmethod

@@ -13,6 +13,7 @@ from enforcer.engine.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.engine.lists import Lists
 from enforcer.engine.overlay import LogPosition, Overlay, empty_overlay
 from enforcer.engine.devices import Devices
+from enforcer.engine.tacs import TacDatabase
 from rules.policy import Policy
 
 
@@ -27,6 +28,9 @@ class EnforcementState:
     # The registry topic's positions (partition -> (incarnation, next offset)) whose events
     # the snapshot's columns hold (a fold's); the overlay holds only those after.
     watermark: Mapping[int, LogPosition] = field(default_factory=dict)
+    # The GSMA's TAC database, imported like the lists; None until one is: the policy's
+    # TAC conditions are then off.
+    tacs: TacDatabase | None = None
 
     def __post_init__(self) -> None:
         if self.devices.rows != len(self.lists.white_index):

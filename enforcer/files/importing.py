@@ -29,12 +29,17 @@ from enforcer.engine.devices import DeviceColumns, DevicesBuild, build_devices
 from enforcer.engine.fold import carry_ids
 from enforcer.files.devicefiles import RegistryFileReader
 from enforcer.engine.state import EnforcementState
+from enforcer.engine.tacs import TAC_SPACE, TacDatabase
+from enforcer.files.tacfile import TacFileReader
+
+ZERO_TAC_BELOW = TAC_SPACE // 10  # TACs below this start with 0 (reporting body 01 …)
 
 
 class Kind(StrEnum):
     WHITE = "white"
     BLACK = "black"
     OWNERS = "owners"
+    TAC = "tac"  # the GSMA's TAC database (enforcer.files.tacfile)
 
 
 @dataclass
@@ -45,9 +50,9 @@ class ImportReport:
     after: int = 0
     added: int = 0
     removed: int = 0
-    changed: int = 0  # black: another reason; owners: another owner
+    changed: int = 0  # black: another reason; owners: another owner; tac: another entry
     # How many IMEIs of this kind start with 0: white or black listed, or (owners) of the
-    # devices, every slot.
+    # devices, every slot; (tac) how many TACs.
     leading_zero_before: int = 0
     leading_zero_after: int = 0
     devices: DevicesBuild | None = None
@@ -72,6 +77,8 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
                                   config.lists.bad_rows_reported)
     generation = state.generation + 1
     old = state.lists
+    if kind is Kind.TAC:
+        return _import_tacs(state, path, config)
     if kind is Kind.WHITE:
         white, loaded = lists_reader.read_white(path)
         report = ImportReport(kind, loaded, before=len(old.white), after=len(white),
@@ -105,7 +112,30 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
             lists, devices))
     report.generation = generation
     # What a fold laid into the snapshot stays in it: the same watermark.
-    return EnforcementState(lists, devices, state.policy, watermark=state.watermark), report
+    return EnforcementState(lists, devices, state.policy, watermark=state.watermark,
+                            tacs=state.tacs), report
+
+
+def _import_tacs(state: EnforcementState, path: Path,
+                 config: Config) -> tuple[EnforcementState | None, ImportReport]:
+    """A new TAC database: the lists and the registry are the current generation's, as they
+    are (the devices stay aligned to the same white list)."""
+    reader = TacFileReader(config.lists.csv_chunk_lines, config.lists.bad_rows_reported)
+    tacs, loaded = reader.read(path)
+    old = state.tacs if state.tacs is not None else TacDatabase.empty()
+    common = len(np.intersect1d(old.tac, tacs.tac, assume_unique=True))
+    report = ImportReport(Kind.TAC, loaded, before=len(old), after=len(tacs),
+                          added=len(tacs) - common, removed=len(old) - common,
+                          changed=old.changed_rows(tacs),
+                          leading_zero_before=int(np.count_nonzero(old.tac < ZERO_TAC_BELOW)),
+                          leading_zero_after=int(np.count_nonzero(tacs.tac < ZERO_TAC_BELOW)))
+    report.refused = _refusal(report, config)
+    if report.refused:
+        return None, report
+    report.generation = state.generation + 1
+    lists = replace(state.lists, generation=report.generation)
+    return EnforcementState(lists, state.devices, state.policy, watermark=state.watermark,
+                            tacs=tacs), report
 
 
 def _refusal(report: ImportReport, config: Config) -> str | None:

@@ -24,6 +24,7 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.overlay import LogPosition
 from enforcer.engine.state import EnforcementState
+from enforcer.engine.tacs import StringTable, TacDatabase
 from rules.policy import Policy
 
 CURRENT = "CURRENT"
@@ -33,6 +34,9 @@ SNAPSHOT_FORMAT = 1
 DEVICE_COLUMNS = ("other_device", "owner", "source", "registered_on")
 # partition -> [incarnation, next offset] of the registry topic: what a fold laid in.
 WATERMARK = "watermark.json"
+TACS = "tacs"  # the TAC database's columns; no such directory: none was imported
+TAC_COLUMNS = ("tac", "rats", "device_type", "manufacturer", "model")
+TAC_TABLES = ("manufacturers", "models")
 
 
 class SnapshotConflict(RuntimeError):
@@ -63,6 +67,8 @@ def _write(state: EnforcementState, directory: Path, previous: int | None) -> Pa
     shutil.rmtree(scratch, ignore_errors=True)
     _save_lists(state.lists, scratch / "lists")
     _save_devices(state.devices, scratch / "registry")
+    if state.tacs is not None:
+        _save_tacs(state.tacs, scratch / TACS)
     (scratch / WATERMARK).write_text(json.dumps(
         {str(partition): list(mark) for partition, mark in state.watermark.items()}))
     shutil.rmtree(target, ignore_errors=True)
@@ -102,7 +108,8 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
                                 f", this version reads format {SNAPSHOT_FORMAT}; rebuild it")
     target = directory / current["dir"]
     return EnforcementState(_load_lists(target / "lists"), _load_devices(target / "registry"),
-                            policy, watermark=snapshot_watermark(target))
+                            policy, watermark=snapshot_watermark(target),
+                            tacs=_load_tacs(target / TACS))
 
 
 def oldest_watermark(directory: Path) -> dict[int, LogPosition] | None:
@@ -180,6 +187,28 @@ def _load_ids(directory: Path) -> DeviceIds:
     if not names.exists():  # written before folds existed: no ids
         return DeviceIds.empty()
     return DeviceIds(np.load(names), np.load(directory / "device-id-device.npy"))
+
+
+def _save_tacs(tacs: TacDatabase, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in TAC_COLUMNS:
+        np.save(directory / f"{name}.npy", getattr(tacs, name))
+    for name in TAC_TABLES:
+        table = getattr(tacs, name)
+        np.save(directory / f"{name}-blob.npy", table.blob)
+        np.save(directory / f"{name}-offsets.npy", table.offsets)
+
+
+def _load_tacs(directory: Path) -> TacDatabase | None:
+    if not directory.is_dir():
+        return None
+
+    def array(name: str) -> np.ndarray:
+        return np.load(directory / f"{name}.npy")
+
+    return TacDatabase(*(array(name) for name in TAC_COLUMNS),
+                       *(StringTable(array(f"{name}-blob"), array(f"{name}-offsets"))
+                         for name in TAC_TABLES))
 
 
 def _save_pairs(pairs: PairSet, stem: str, directory: Path) -> None:

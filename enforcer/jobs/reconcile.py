@@ -93,8 +93,8 @@ def reconcile(holder: StateHolder, config: Config, clock: Clock,
         kind = kind_of(path)
         if kind is None:
             counts["refused"] += 1
-            _set_aside(path, REFUSED, {"refused": "not a white*, black* or owners* .csv "
-                                                  "or .csv.gz file"})
+            _set_aside(path, REFUSED, {"refused": "not a white*, black*, owners* or tac* "
+                                                  ".csv or .csv.gz file"})
             log.warning("snapshot refused", extra={"delivery": path.name, "why": "name"})
             continue
         began = time.perf_counter()
