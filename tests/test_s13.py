@@ -26,10 +26,13 @@ from diameter.message.constants import AVP_FAILED_AVP
 from diameter.node import Node
 from diameter.node.application import SimpleThreadingApplication
 
+from enforcer.app.serve import start_s13
 from enforcer.clock import Clock
+from enforcer.config import ConfigError, load_config
 from enforcer.embedded.services import free_port
 from enforcer.engine.state import StateHolder
 from enforcer.frontends.s13.answers import S13Answers
+from enforcer.frontends.s13.node import S13Server
 from enforcer.frontends.s13.check import (AVP_IMEI, AVP_USER_NAME, DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
                                           DIAMETER_INVALID_AVP_VALUE, DIAMETER_MISSING_AVP,
                                           DIAMETER_SUCCESS, S13_APPLICATION_ID, VENDOR_3GPP,
@@ -182,6 +185,24 @@ def test_a_fault_of_the_request_is_answered_with_the_avp_in_failed_avp(state, ru
     (failed,) = invalid.find_avps((AVP_FAILED_AVP, 0))
     assert [(a.code, a.value) for a in failed.value] == [(AVP_USER_NAME, "not-an-imsi")]
     assert fine.equipment_status == EquipmentStatus.GREYLISTED
+
+
+def test_an_address_or_transport_s13_cannot_have_is_a_configuration_error(state, rules) -> None:
+    """Exit 2 naming the key, as for eic.port: a port in use, SCTP where there is none."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        for env, key in [({"EIR_S13__PORT": str(taken)}, "s13.port"),
+                         ({"EIR_S13__TRANSPORT": "sctp"}, "s13.transport")]:
+            config = load_config(environ={"EIR_S13__BIND": "127.0.0.1",
+                                          "EIR_S13__PORT": str(free_port()), **env})
+            metrics = S13Metrics(CollectorRegistry())
+            answers = S13Answers(StateHolder(state), rules, FixedClock(), metrics, EIR_HOST,
+                                 REALM)
+            server = S13Server(config.s13, answers, metrics)
+            with pytest.raises(ConfigError, match=f"^configuration key '{key}'"):
+                start_s13(server, config)
 
 
 # --- `eir-enforcer serve` with S13 -----------------------------------------------------------
