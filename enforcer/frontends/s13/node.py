@@ -34,6 +34,7 @@ from metrics.s13 import S13Metrics
 log = logging.getLogger("eir.s13")
 
 PRODUCT_NAME = "eir-enforcer"
+MESSAGE_DUMPS = "diameter.peer.msg"
 # Requests decided together at most: a decision's cost grows with it, and the first answer
 # of a batch waits for the last.
 MAX_BATCH = 256
@@ -152,6 +153,9 @@ class S13Server:
         peers = [self.node.add_peer(uri.lower(), config.origin_realm) for uri in config.peers]
         self.node.add_application(self._application, peers, realms=[config.origin_realm])
         metrics.watch_peers(self.node.peers_connected)
+        # At DEBUG python-diameter dumps every message whole, User-Name (the IMSI) unmasked.
+        logging.getLogger(MESSAGE_DUMPS).setLevel(max(logging.INFO,
+                                                      logging.getLogger().getEffectiveLevel()))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._application.answering, args=(self._stop,),
                                         name="eir-s13-answer", daemon=True)
