@@ -19,6 +19,8 @@ from typing import Iterator
 
 import pytest
 from diameter.message import Message
+from hypothesis import example, given
+from hypothesis import strategies as st
 from diameter.message.avp.grouped import TerminalInformation, VendorSpecificApplicationId
 from diameter.message.commands import (CapabilitiesExchangeRequest, DeviceWatchdogRequest,
                                        DisconnectPeerRequest, MeIdentityCheckRequest)
@@ -30,7 +32,10 @@ from enforcer.app.serve import start_s13
 from enforcer.clock import Clock
 from enforcer.config import ConfigError, load_config
 from enforcer.embedded.services import free_port
+from enforcer.engine.identity import Mode, read_imsi
+from enforcer.engine.imei import imei_rules, parse_imei
 from enforcer.engine.state import StateHolder
+from enforcer.engine.subscriber import IdentityError
 from enforcer.frontends.s13.answers import S13Answers
 from enforcer.frontends.s13.node import S13Server
 from enforcer.frontends.s13.check import (AVP_IMEI, AVP_USER_NAME, DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
@@ -125,6 +130,32 @@ def test_a_request_the_check_cannot_read_names_the_avp_at_fault(rules, imei, ims
     fault = read_identity_check(imei, imsi, rules)
     assert isinstance(fault, InvalidAvp)
     assert (fault if len(expected) == 3 else fault[:2]) == expected
+
+
+@given(imei=st.one_of(st.from_regex(r"[0-9]{12,17}", fullmatch=True), st.text(max_size=20)),
+       imsi=st.one_of(st.none(), st.from_regex(r"[0-9]{3,17}", fullmatch=True),
+                      st.text(max_size=20)))
+@example(imei="３５２０９９００１７６１４８", imsi=None)  # digits, but not ASCII ones
+def test_any_imei_and_user_name_are_read_as_the_engine_reads_them_or_refused(imei, imsi) -> None:
+    """The IMEI AVP's key is the engine's (`parse_imei`) for 14 or 15 ASCII digits; the
+    User-Name an IMSI as the strict reader reads `imsi-<digits>`; anything else is 5004
+    naming the AVP at fault."""
+    rules = imei_rules(load_config(environ={}))
+    read = read_identity_check(imei, imsi, rules)
+    imei_ok = imei.isascii() and imei.isdigit() and len(imei) in (14, 15)
+    try:
+        imsi_ok = imsi is None or (imsi.isascii() and
+                                   read_imsi(f"imsi-{imsi}", Mode.STRICT).digits == imsi)
+    except IdentityError:
+        imsi_ok = False
+    if not imei_ok:
+        assert read[:2] == (DIAMETER_INVALID_AVP_VALUE, AVP_IMEI)
+    elif not imsi_ok:
+        assert read[:2] == (DIAMETER_INVALID_AVP_VALUE, AVP_USER_NAME)
+    else:
+        parsed = parse_imei(imei, rules)
+        assert (read.imei_key, read.malformed) == (parsed.imei_key, parsed.malformed)
+        assert read.imsi == (0 if imsi is None else int(imsi))
 
 
 def test_each_equipment_status_is_the_n5g_eir_decision(state, rules) -> None:

@@ -64,8 +64,11 @@ class S13Answers:
     def answer(self, requests: Sequence[MeIdentityCheckRequest]) -> list[MeIdentityCheckAnswer]:
         read: list[Check | InvalidAvp] = []
         for request in requests:
+            # The node answers 5005 to a request without Terminal-Information before it gets
+            # here; without the node's check it is the same 5005 (no IMEI).
             terminal = request.terminal_information
-            read.append(read_identity_check(terminal.imei, request.user_name, self._rules,
+            imei = None if terminal is None else terminal.imei
+            read.append(read_identity_check(imei, request.user_name, self._rules,
                                             self._msisdn_of))
         checks = [r for r in read if isinstance(r, Check)]
         decided = iter(self._decide(checks))
