@@ -456,6 +456,22 @@ def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tm
         assert expected in dissected, expected
 
 
+def test_a_peer_that_leaves_the_watchdog_unanswered_is_disconnected_and_counted(s13) -> None:
+    port, s13_port = s13
+    silent = connected(s13_port, [])
+    assert _metrics(port)["eir_s13_peers_connected"] == 1
+    # Quiet for s13.watchdog_s (1 s): the EIR asks (RFC 6733 §5.5.3) ...
+    dwr = silent.read()
+    assert (dwr.header.command_code, dwr.header.is_request) == (280, True)
+    assert dwr.origin_host == EIR_HOST.encode()
+    # ... and, unanswered as long again, closes the connection.
+    with pytest.raises((ConnectionError, OSError)):
+        silent.read()
+    silent.close()
+    wait_for(lambda: _metrics(port)["eir_s13_watchdog_failures_total"] == 1, timeout_s=10)
+    assert _metrics(port)["eir_s13_peers_connected"] == 0
+
+
 def dissect(record: list[tuple[bool, bytes]], tmp_path: Path) -> str:
     """Wireshark's reading of the messages (tshark -V), from a capture text2pcap makes of
     them: the requests from the MME's port to 3868, the answers back."""
