@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
-from enforcer.configcheck import (ADDRESS, ANY_TEXT, CLOCK_TIME, CRON, DSN, HOST_PORTS, IMEI_DIGITS,
+from enforcer.configcheck import (ADDRESS, ANY_TEXT, CLOCK_TIME, CRON, DIAMETER_IDENTITY,
+                                  DIAMETER_URI, DSN, HOST_PORTS, IMEI_DIGITS, IPV4_ADDRESS,
                                   NONBLANK, PORT_MAX, TAC_PREFIX, TIME_ZONE, TOPIC, Range, shown,
                                   tokens)
 
@@ -258,6 +259,22 @@ class EicConfig:
     backlog: Count
 
 
+# python-diameter checks its peers' timers every second at most: a shorter watchdog is not kept.
+MIN_WATCHDOG_S = 1
+
+
+@dataclass(frozen=True)
+class S13Config:
+    enabled: bool
+    bind: Annotated[str, IPV4_ADDRESS]
+    port: Port
+    transport: Literal["tcp", "sctp"]
+    origin_host: Annotated[str, DIAMETER_IDENTITY]
+    origin_realm: Annotated[str, DIAMETER_IDENTITY]
+    peers: list[Annotated[str, DIAMETER_URI]]
+    watchdog_s: Annotated[Seconds, Range(MIN_WATCHDOG_S)]
+
+
 @dataclass(frozen=True)
 class ClockConfig:
     file: AnyText  # empty: the system clock
@@ -281,6 +298,7 @@ class Config:
     notices: NoticesConfig
     http: HttpConfig
     eic: EicConfig
+    s13: S13Config
     clones: ClonesConfig
 
 

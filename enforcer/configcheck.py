@@ -126,6 +126,14 @@ def _address(text: str) -> bool:
     return True
 
 
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _host_ports(text: str) -> bool:
     for server in text.split(","):
         host, _, port = server.strip().rpartition(":")
@@ -164,6 +172,13 @@ CRON = Form("a cron expression (minute hour day-of-month month day-of-week, or s
 DSN = Form("a PostgreSQL connection string (postgresql://user@host:port/database, or "
            "key=value pairs)", _dsn, secret=True)
 ADDRESS = Form("an IP address or host name to listen on (0.0.0.0: every interface)", _address)
+IPV4_ADDRESS = Form("an IPv4 address of this host to listen on (0.0.0.0: every interface)",
+                    _ipv4)
+DIAMETER_IDENTITY = Form("a host name (a DiameterIdentity, RFC 6733 §4.3.1)",
+                         lambda text: HOST_NAME.match(text) is not None)
+DIAMETER_URI = Form("a DiameterURI aaa://host[:port][;transport=tcp|sctp] (RFC 6733 §4.3.1)",
+                    matching(r"aaas?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?"
+                             r"(?:;transport=(?:tcp|sctp))?(?:;protocol=diameter)?"))
 HOST_PORTS = Form("host:port, or several separated by commas", _host_ports)
 # Kafka's own rule for topic names (kafka.common.internals.Topic).
 TOPIC = Form("a Kafka topic name (1-249 of a-z, A-Z, 0-9, '.', '_', '-'; not '.' or '..')",

@@ -27,17 +27,20 @@ RULES = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "eir-enforcer.json"
 CATALOGUE = ROOT / "docs" / "metrics.md"
 SERIES_SUFFIXES = ("_bucket", "_count", "_sum")
-METRIC = re.compile(r"\b((?:eir|process)_[a-z_]+)\b")
+METRIC = re.compile(r"\b((?:eir|process)_[a-z0-9_]+)\b")
 
 
 EIC_PREFIX = "eir_eic_"  # `eir-enforcer serve`'s own, on its own port
+S13_PREFIX = "eir_s13_"  # serve's too, when s13.enabled
 
 
-def catalogued(serve: bool = False) -> set[str]:
+def catalogued(serve: bool = False, s13: bool = False) -> set[str]:
     """The metric names in the catalogue's tables (first column, in backquotes): the
-    worker's, or `serve`'s."""
-    names = set(re.findall(r"^\| `([a-z_]+)`", CATALOGUE.read_text(), re.MULTILINE))
-    return {n for n in names if n.startswith(EIC_PREFIX) == serve}
+    worker's, or `serve`'s (with S13's when `s13`)."""
+    names = set(re.findall(r"^\| `([a-z0-9_]+)`", CATALOGUE.read_text(), re.MULTILINE))
+    if not serve:
+        return {n for n in names if not n.startswith((EIC_PREFIX, S13_PREFIX))}
+    return {n for n in names if n.startswith(EIC_PREFIX) or (s13 and n.startswith(S13_PREFIX))}
 
 
 def family(series: str) -> str:

@@ -1,6 +1,7 @@
-"""`eir-enforcer serve`: the N5g-eir front end (`enforcer.frontends.server`) wired to its
-configuration, its port, its metrics and the follower that keeps its state in step with what
-the workers store in PostgreSQL."""
+"""`eir-enforcer serve`: the N5g-eir front end (`enforcer.frontends.server`) and, when
+`s13.enabled`, the S13 one (`enforcer.frontends.s13`), wired to their configuration, ports and
+metrics and to the one state both answer from, which the follower keeps in step with what the
+workers store in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,32 +12,59 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import uvloop
 
 from enforcer.app.process import STOP_SIGNALS, stop_on_signals, stop_or_leave
-from enforcer.listening import listen
+from enforcer.listening import cannot_listen, listen
 from enforcer.clock import Clock, clock_from
-from enforcer.config import Config
+from enforcer.config import Config, ConfigError, config_error
 from enforcer.db.migrate import require_migrated
 from enforcer.engine.state import StateHolder
 from enforcer.engine.imei import imei_rules
 from enforcer.files.snapshots import load_snapshot
 from enforcer.follow.followers import StateFollower
+from enforcer.frontends.s13.answers import S13Answers
+from enforcer.frontends.s13.node import S13Server
 from enforcer.frontends.server import CHECK_PATH, EquipmentChecks
 from enforcer.frontends.transport import serve_checks
 from enforcer.logs import LIFECYCLE, describe
 from enforcer.reach import Backoff, Stopped, when_reachable
 from metrics.eic import EicMetrics
+from metrics.s13 import S13Metrics
 from rules.policy import load_policy
 
 log = logging.getLogger("eir.eic")
 lifecycle = logging.getLogger(LIFECYCLE)
 
 
+class Readiness:
+    """serve is ready once the workers' changes were taken in and, with S13 on, while its
+    node answers (/readyz)."""
+
+    def __init__(self) -> None:
+        self.followed = threading.Event()
+        self.s13: S13Server | None = None
+
+    def set(self) -> None:
+        self.followed.set()
+
+    def is_set(self) -> bool:
+        return self.followed.is_set() and (self.s13 is None or self.s13.alive())
+
+
+class Serving(NamedTuple):
+    app: EquipmentChecks
+    follower: StateFollower
+    metrics: EicMetrics
+    ready: Readiness
+    s13: S13Server | None  # None: s13.enabled is false
+
+
 def follow_forever(follower: StateFollower, config: Config, metrics: EicMetrics,
-                   ready: threading.Event, stop: threading.Event) -> None:
+                   ready: Readiness, stop: threading.Event) -> None:
     """Take in the workers' changes every `eic.follow_s`, until `stop`. Ready after the first
     round that worked; a failed round keeps answering from the state held."""
     while True:
@@ -53,11 +81,10 @@ def follow_forever(follower: StateFollower, config: Config, metrics: EicMetrics,
 
 
 def build_checks(config: Config, clock: Clock | None = None,
-                 stop: threading.Event | None = None
-                 ) -> tuple[EquipmentChecks, StateFollower, EicMetrics, threading.Event]:
+                 stop: threading.Event | None = None) -> Serving:
     """The checks on the snapshot, once the database can be reached (tried every
-    eic.follow_s meanwhile, as the following does). Raises Stopped when `stop` is set
-    first."""
+    eic.follow_s meanwhile, as the following does), S13's on the same state when enabled (not
+    started). Raises Stopped when `stop` is set first."""
     when_reachable(partial(require_migrated, config.postgres.dsn), "postgres",
                    Backoff(config.eic.follow_s, config.eic.follow_s), stop or threading.Event())
     holder = StateHolder(load_snapshot(Path(config.state.dir),
@@ -65,9 +92,32 @@ def build_checks(config: Config, clock: Clock | None = None,
     rules = imei_rules(config)
     metrics = EicMetrics()
     metrics.watch(holder)
-    ready = threading.Event()
-    app = EquipmentChecks(holder, rules, clock or clock_from(config.clock.file), metrics, ready)
-    return app, StateFollower(config, holder, rules), metrics, ready
+    ready = Readiness()
+    clock = clock or clock_from(config.clock.file)
+    app = EquipmentChecks(holder, rules, clock, metrics, ready)
+    s13 = None
+    if config.s13.enabled:
+        s13_metrics = S13Metrics(metrics.collectors)
+        answers = S13Answers(holder, rules, clock, s13_metrics, config.s13.origin_host,
+                             config.s13.origin_realm)
+        s13 = ready.s13 = S13Server(config.s13, answers, s13_metrics)
+    return Serving(app, StateFollower(config, holder, rules), metrics, ready, s13)
+
+
+def start_s13(s13: S13Server, config: Config) -> None:
+    """The S13 node listening and answering. Raises ConfigError naming the key at fault when
+    it cannot listen."""
+    try:
+        s13.start()
+    except OSError as exc:
+        raise cannot_listen("s13", config.s13.bind, config.s13.port, exc) from exc
+    except RuntimeError as exc:  # python-diameter's word for SCTP without pysctp
+        raise config_error("s13.transport", f"sctp needs pysctp and a kernel with SCTP "
+                           f"({exc}); use tcp") from exc
+    lifecycle.info("S13 ME-Identity-Check started", extra={
+        "listen": f"{config.s13.bind}:{config.s13.port}", "transport": config.s13.transport,
+        "origin_host": config.s13.origin_host, "origin_realm": config.s13.origin_realm,
+        "peers": len(config.s13.peers)})
 
 
 def run_serve(config: Config) -> int:
@@ -76,11 +126,16 @@ def run_serve(config: Config) -> int:
     # First: a port in use stops nothing half-started.
     listening = listen("eic", config.eic.bind, config.eic.port, config.eic.backlog)
     try:
-        app, follower, metrics, ready = build_checks(config, stop=stop)
+        app, follower, metrics, ready, s13 = build_checks(config, stop=stop)
+        if s13 is not None:
+            start_s13(s13, config)
     except Stopped:
         listening.close()
         log.info("equipment checks stopped before they started")
         return 0
+    except ConfigError:
+        listening.close()
+        raise
     # The first round runs here, so the first answer already has the workers' changes.
     following = threading.Thread(target=follow_forever, name="eir-eic-follow",
                                  args=(follower, config, metrics, ready, stop), daemon=True)
@@ -91,6 +146,8 @@ def run_serve(config: Config) -> int:
         stop.set()
         stop_on_signals(stop)  # the loop's handlers are gone: another signal ends it now
         following.join()
+        if s13 is not None:
+            s13.stop()
     lifecycle.info("equipment checks stopped")
     return 0
 

@@ -8,9 +8,9 @@ brings dozens of checks for the cost of a few; alone, a check waits for nothing 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from http import HTTPStatus
+from typing import Protocol
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -60,11 +60,15 @@ def _label(answer: Answer) -> str:
     return UNKNOWN_ANSWER if answer.status is HTTPStatus.NOT_FOUND else OTHER
 
 
+class Ready(Protocol):
+    def is_set(self) -> bool: ...
+
+
 class EquipmentChecks:
     """The application: a turn's requests in, their responses out."""
 
     def __init__(self, holder: StateHolder, rules: ImeiRules, clock: Clock,
-                 metrics: EicMetrics, ready: threading.Event) -> None:
+                 metrics: EicMetrics, ready: Ready) -> None:
         self._holder = holder
         self._rules = rules
         self._clock = clock

@@ -1,0 +1,493 @@
+"""S13 ME-Identity-Check (3GPP TS 29.272): the pure reading and answers (every
+Equipment-Status, 5422, the request's faults), then `eir-enforcer serve` with S13 on, asked by
+python-diameter's own client node acting as an MME and by its codec over a plain socket (RFC
+6733's peer procedures, 3007, 5005, malformed bytes), and the exchange's bytes read by
+Wireshark's dissector (tshark)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from diameter.message import Message
+from hypothesis import example, given
+from hypothesis import strategies as st
+from diameter.message.avp.grouped import TerminalInformation, VendorSpecificApplicationId
+from diameter.message.commands import (CapabilitiesExchangeRequest, DeviceWatchdogRequest,
+                                       DisconnectPeerRequest, MeIdentityCheckRequest)
+from diameter.message.constants import AVP_FAILED_AVP
+from diameter.node import Node
+from diameter.node.application import SimpleThreadingApplication
+
+from enforcer.app.serve import start_s13
+from enforcer.clock import Clock
+from enforcer.config import ConfigError, load_config
+from enforcer.embedded.services import free_port
+from enforcer.engine.identity import Mode, read_imsi
+from enforcer.engine.imei import imei_rules, parse_imei
+from enforcer.engine.state import StateHolder
+from enforcer.engine.subscriber import IdentityError
+from enforcer.frontends.s13.answers import S13Answers
+from enforcer.frontends.s13.node import S13Server
+from enforcer.frontends.s13.check import (AVP_IMEI, AVP_USER_NAME, DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
+                                          DIAMETER_INVALID_AVP_VALUE, DIAMETER_MISSING_AVP,
+                                          DIAMETER_SUCCESS, S13_APPLICATION_ID, VENDOR_3GPP,
+                                          EquipmentStatus, InvalidAvp, read_identity_check)
+from metrics.s13 import S13Metrics
+from prometheus_client import CollectorRegistry
+from rules.policy import Condition
+from tests.kafkatools import wait_for
+from tests.test_decide import (BUYER, CUT_FOR_BUYER, OWNER, SINGLE, STOLEN, STRANGER, UNREGISTERED,
+                               full, home_imsi, state)
+from tests.test_eic import API, _metrics, _ready
+from tests.test_http import get
+from tests.test_monitoring import catalogued, family
+
+NOW_MS = 1_790_000_000_000
+EIR_HOST, MME_HOST, REALM = "eir.test.example", "mme.test.example", "test.example"
+S6A_APPLICATION_ID = 16777251  # served by an HSS, not by an EIR
+DIAMETER_APPLICATION_UNSUPPORTED = 3007
+DIAMETER_UNKNOWN_PEER = 3010
+HEADER_BYTES = 20
+DIAMETER_PORT = 3868  # the capture's: Wireshark dissects Diameter on it by default
+
+__all__ = ["state"]  # the fixture, shared with test_decide
+
+
+class FixedClock(Clock):
+    def now_ms(self) -> int:
+        return NOW_MS
+
+
+def micr(imei: int | str | None, imsi: str | None = None, software_version: str | None = None,
+         n: int = 1, origin_host: str = MME_HOST) -> MeIdentityCheckRequest:
+    """A ME-Identity-Check-Request as an MME writes it (TS 29.272 §7.2.19)."""
+    request = MeIdentityCheckRequest()
+    request.header.application_id = S13_APPLICATION_ID
+    request.header.hop_by_hop_identifier = 0x1000 + n
+    request.header.end_to_end_identifier = 0x2000 + n
+    request.session_id = f"{origin_host};1;{n}"
+    request.vendor_specific_application_id = VendorSpecificApplicationId(
+        vendor_id=VENDOR_3GPP, auth_application_id=S13_APPLICATION_ID)
+    request.auth_session_state = 1
+    request.origin_host = origin_host.encode()
+    request.origin_realm = REALM.encode()
+    request.destination_realm = REALM.encode()
+    if imei is not None:
+        text = f"{imei:014d}" if isinstance(imei, int) else imei
+        request.terminal_information = TerminalInformation(imei=text,
+                                                           software_version=software_version)
+    request.user_name = imsi
+    return request
+
+
+def answers_of(holder_state, rules, requests, msisdn_of=None):
+    metrics = S13Metrics(CollectorRegistry())
+    extra = {} if msisdn_of is None else {"msisdn_of": msisdn_of}
+    answers = S13Answers(StateHolder(holder_state), rules, FixedClock(), metrics, EIR_HOST,
+                         REALM, **extra)
+    return answers.answer(requests)
+
+
+def reread(answer: Message) -> Message:
+    """An answer as its peer reads it off the wire."""
+    return Message.from_bytes(answer.as_bytes())
+
+
+# --- The pure part ---------------------------------------------------------------------------
+
+def test_terminal_information_and_user_name_are_read_as_an_n5g_eir_check(rules) -> None:
+    check = read_identity_check(full(SINGLE), home_imsi(OWNER), rules)
+    assert (check.imei_key, check.imsi, check.mcc, check.msisdn) == (
+        SINGLE, int(home_imsi(OWNER)), 432, 0)
+    # 14 digits (the spare digit left out) name the same IMEI; no User-Name, no IMSI.
+    assert read_identity_check(f"{SINGLE:014d}", None, rules).imei_key == SINGLE
+    owner = read_identity_check(full(SINGLE), home_imsi(OWNER), rules,
+                                lambda imsi: OWNER if imsi == int(home_imsi(OWNER)) else 0)
+    assert owner.msisdn == OWNER
+
+
+@pytest.mark.parametrize(("imei", "imsi", "expected"), [
+    (None, None, InvalidAvp(DIAMETER_MISSING_AVP, AVP_IMEI, "Terminal-Information carries no "
+                            "IMEI")),
+    ("3520990017614", None, (DIAMETER_INVALID_AVP_VALUE, AVP_IMEI)),
+    ("35209900176148x", None, (DIAMETER_INVALID_AVP_VALUE, AVP_IMEI)),
+    ("3520990017614812", None, (DIAMETER_INVALID_AVP_VALUE, AVP_IMEI)),
+    ("35209900176148", "imsi-432111234567890", (DIAMETER_INVALID_AVP_VALUE, AVP_USER_NAME)),
+    ("35209900176148", "4321", (DIAMETER_INVALID_AVP_VALUE, AVP_USER_NAME)),
+])
+def test_a_request_the_check_cannot_read_names_the_avp_at_fault(rules, imei, imsi,
+                                                                expected) -> None:
+    fault = read_identity_check(imei, imsi, rules)
+    assert isinstance(fault, InvalidAvp)
+    assert (fault if len(expected) == 3 else fault[:2]) == expected
+
+
+@given(imei=st.one_of(st.from_regex(r"[0-9]{12,17}", fullmatch=True), st.text(max_size=20)),
+       imsi=st.one_of(st.none(), st.from_regex(r"[0-9]{3,17}", fullmatch=True),
+                      st.text(max_size=20)))
+@example(imei="３５２０９９００１７６１４８", imsi=None)  # digits, but not ASCII ones
+def test_any_imei_and_user_name_are_read_as_the_engine_reads_them_or_refused(imei, imsi) -> None:
+    """The IMEI AVP's key is the engine's (`parse_imei`) for 14 or 15 ASCII digits; the
+    User-Name an IMSI as the strict reader reads `imsi-<digits>`; anything else is 5004
+    naming the AVP at fault."""
+    rules = imei_rules(load_config(environ={}))
+    read = read_identity_check(imei, imsi, rules)
+    imei_ok = imei.isascii() and imei.isdigit() and len(imei) in (14, 15)
+    try:
+        imsi_ok = imsi is None or (imsi.isascii() and
+                                   read_imsi(f"imsi-{imsi}", Mode.STRICT).digits == imsi)
+    except IdentityError:
+        imsi_ok = False
+    if not imei_ok:
+        assert read[:2] == (DIAMETER_INVALID_AVP_VALUE, AVP_IMEI)
+    elif not imsi_ok:
+        assert read[:2] == (DIAMETER_INVALID_AVP_VALUE, AVP_USER_NAME)
+    else:
+        parsed = parse_imei(imei, rules)
+        assert (read.imei_key, read.malformed) == (parsed.imei_key, parsed.malformed)
+        assert read.imsi == (0 if imsi is None else int(imsi))
+
+
+def test_each_equipment_status_is_the_n5g_eir_decision(state, rules) -> None:
+    owner_imsi = int(home_imsi(OWNER))
+    asked = [micr(full(STOLEN), home_imsi(OWNER), n=1),
+             micr(full(UNREGISTERED), home_imsi(STRANGER), n=2),
+             micr(full(SINGLE), home_imsi(OWNER), n=3),  # no MSISDN known: another SIM's
+             micr(f"{SINGLE:014d}", home_imsi(OWNER), software_version="07", n=4),
+             micr(full(CUT_FOR_BUYER), home_imsi(BUYER), n=5),
+             micr(full(CUT_FOR_BUYER), home_imsi(STRANGER), n=6)]
+    answers = [reread(a) for a in answers_of(
+        state, rules, asked, lambda imsi: OWNER if imsi == owner_imsi else 0)]
+    assert [a.equipment_status for a in answers] == [
+        EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED, EquipmentStatus.WHITELISTED,
+        EquipmentStatus.WHITELISTED, EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED]
+    assert {a.result_code for a in answers} == {DIAMETER_SUCCESS}
+    # Without the IMSI -> MSISDN map the owner is another SIM, as N5g-eir without a GPSI.
+    (alone,) = answers_of(state, rules, [micr(full(SINGLE), home_imsi(OWNER))])
+    assert alone.equipment_status == EquipmentStatus.GREYLISTED
+
+
+def test_an_answer_echoes_the_request_and_names_this_eir(state, rules) -> None:
+    request = micr(full(SINGLE), home_imsi(OWNER), n=7)
+    (answer,) = [reread(a) for a in answers_of(state, rules, [request])]
+    assert not answer.header.is_request and not answer.header.is_error
+    assert (answer.header.hop_by_hop_identifier, answer.header.end_to_end_identifier) == (
+        0x1007, 0x2007)
+    assert answer.header.application_id == S13_APPLICATION_ID
+    assert answer.header.command_code == 324
+    assert answer.session_id == request.session_id
+    assert (answer.origin_host, answer.origin_realm) == (EIR_HOST.encode(), REALM.encode())
+    assert answer.auth_session_state == 1
+
+
+def test_unknown_equipment_as_the_policy_says_is_5422_without_a_result_code(state, rules) -> None:
+    rules_of = tuple(replace(r, unknown_equipment=r.when is Condition.UNREGISTERED_HOME)
+                     for r in state.policy.rules)
+    strict = replace(state, policy=replace(state.policy, rules=rules_of))
+    unknown, known = [reread(a) for a in answers_of(strict, rules, [
+        micr(full(UNREGISTERED), home_imsi(OWNER), n=1), micr(full(STOLEN), None, n=2)])]
+    assert unknown.result_code is None and unknown.equipment_status is None
+    assert (unknown.experimental_result.vendor_id,
+            unknown.experimental_result.experimental_result_code) == (
+        VENDOR_3GPP, DIAMETER_ERROR_EQUIPMENT_UNKNOWN)
+    assert known.equipment_status == EquipmentStatus.BLACKLISTED
+
+
+def test_a_fault_of_the_request_is_answered_with_the_avp_in_failed_avp(state, rules) -> None:
+    no_imei = micr(None, home_imsi(OWNER), n=1)
+    no_imei.terminal_information = TerminalInformation(software_version="07")
+    bad_imsi = micr(full(SINGLE), "not-an-imsi", n=2)
+    missing, invalid, fine = [reread(a) for a in answers_of(
+        state, rules, [no_imei, bad_imsi, micr(full(SINGLE), home_imsi(OWNER), n=3)])]
+    assert missing.result_code == DIAMETER_MISSING_AVP
+    (failed,) = missing.find_avps((AVP_FAILED_AVP, 0))
+    assert [(a.code, a.vendor_id) for a in failed.value] == [(AVP_IMEI, VENDOR_3GPP)]
+    assert invalid.result_code == DIAMETER_INVALID_AVP_VALUE
+    (failed,) = invalid.find_avps((AVP_FAILED_AVP, 0))
+    assert [(a.code, a.value) for a in failed.value] == [(AVP_USER_NAME, "not-an-imsi")]
+    assert fine.equipment_status == EquipmentStatus.GREYLISTED
+
+
+def test_an_address_or_transport_s13_cannot_have_is_a_configuration_error(state, rules) -> None:
+    """Exit 2 naming the key, as for eic.port: a port in use, SCTP where there is none."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        for env, key in [({"EIR_S13__PORT": str(taken)}, "s13.port"),
+                         ({"EIR_S13__TRANSPORT": "sctp"}, "s13.transport")]:
+            config = load_config(environ={"EIR_S13__BIND": "127.0.0.1",
+                                          "EIR_S13__PORT": str(free_port()), **env})
+            metrics = S13Metrics(CollectorRegistry())
+            answers = S13Answers(StateHolder(state), rules, FixedClock(), metrics, EIR_HOST,
+                                 REALM)
+            server = S13Server(config.s13, answers, metrics)
+            with pytest.raises(ConfigError, match=f"^configuration key '{key}'"):
+                start_s13(server, config)
+
+
+# --- `eir-enforcer serve` with S13 -----------------------------------------------------------
+
+def strict_policy(path: Path) -> Path:
+    """The default policy with unregistered home devices answered as unknown equipment."""
+    text = (Path(__file__).parents[1] / "rules" / "default.toml").read_text()
+    marker = 'when = "unregistered_home"\n'
+    assert marker in text
+    path.write_text(text.replace(marker, marker + "unknown_equipment = true\n"))
+    return path
+
+
+@contextmanager
+def running_s13(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """`eir-enforcer serve` with S13 on, ready: its HTTP port and its Diameter port."""
+    port, s13_port = free_port(), free_port()
+    environ = {**os.environ, **env, "EIR_EIC__PORT": str(port), "EIR_EIC__FOLLOW_S": "0.2",
+               "EIR_EIC__BIND": "127.0.0.1", "EIR_S13__ENABLED": "true",
+               "EIR_S13__BIND": "127.0.0.1", "EIR_S13__PORT": str(s13_port),
+               "EIR_S13__ORIGIN_HOST": EIR_HOST, "EIR_S13__ORIGIN_REALM": REALM,
+               "EIR_S13__PEERS": f"aaa://{MME_HOST},aaa://MME2.test.example",
+               "EIR_S13__WATCHDOG_S": "1",
+               "EIR_POLICY__FILE": str(strict_policy(tmp_path / "policy.toml"))}
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "enforcer.app.cli", "serve"],
+                                   env=environ, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: _ready(port), timeout_s=30)
+            yield port, s13_port
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+
+
+@pytest.fixture()
+def s13(env, tmp_path):
+    with running_s13(env, tmp_path) as ports:
+        yield ports
+
+
+class Wire:
+    """A plain TCP connection to the EIR, spoken with python-diameter's codec; every message
+    each way kept, for the capture."""
+
+    def __init__(self, port: int, record: list[tuple[bool, bytes]]) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.record = record
+
+    def send(self, data: bytes) -> None:
+        self.record.append((True, data))
+        self.sock.sendall(data)
+
+    def ask(self, message: Message) -> Message:
+        self.send(message.as_bytes())
+        return self.read()
+
+    def read(self) -> Message:
+        header = self._exactly(HEADER_BYTES)
+        length = struct.unpack("!I", header[:4])[0] & 0xFFFFFF
+        data = header + self._exactly(length - HEADER_BYTES)
+        self.record.append((False, data))
+        return Message.from_bytes(data)
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the EIR closed the connection")
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def cer(origin_host: str = MME_HOST) -> CapabilitiesExchangeRequest:
+    request = CapabilitiesExchangeRequest()
+    request.header.hop_by_hop_identifier = 1
+    request.header.end_to_end_identifier = 1
+    request.origin_host = origin_host.encode()
+    request.origin_realm = REALM.encode()
+    request.host_ip_address = ["127.0.0.1"]
+    request.vendor_id = VENDOR_3GPP
+    request.product_name = "test-mme"
+    request.supported_vendor_id = [VENDOR_3GPP]
+    request.auth_application_id = [S13_APPLICATION_ID]
+    request.vendor_specific_application_id = [VendorSpecificApplicationId(
+        vendor_id=VENDOR_3GPP, auth_application_id=S13_APPLICATION_ID)]
+    return request
+
+
+def connected(port: int, record: list[tuple[bool, bytes]], origin_host: str = MME_HOST) -> Wire:
+    wire = Wire(port, record)
+    answer = wire.ask(cer(origin_host))
+    assert answer.result_code == DIAMETER_SUCCESS
+    return wire
+
+
+def test_serve_answers_an_mme_over_s13(s13, tmp_path) -> None:
+    """python-diameter's own client node as the MME: its capabilities exchange, checks of
+    every kind (a 5422 among them, followed by more), and its watchdog."""
+    port, s13_port = s13
+    mme = Node(MME_HOST, REALM, vendor_ids=[VENDOR_3GPP])
+    mme.idle_timeout = 1
+    mme.wakeup_interval = 1
+    peer = mme.add_peer(f"aaa://{EIR_HOST}:{s13_port};transport=tcp", REALM,
+                        ip_addresses=["127.0.0.1"], is_persistent=True, is_default=True)
+    app = SimpleThreadingApplication(S13_APPLICATION_ID, is_auth_application=True,
+                                     request_handler=lambda _app, _message: None)
+    mme.add_application(app, [peer])
+    mme.start()
+    try:
+        app.wait_for_ready(timeout=20)
+        statuses = []
+        for n, (imei, imsi) in enumerate([(UNREGISTERED, OWNER), (STOLEN, OWNER),
+                                          (SINGLE, OWNER), (UNREGISTERED, OWNER),
+                                          (CUT_FOR_BUYER, BUYER), (CUT_FOR_BUYER, STRANGER)]):
+            request = micr(full(imei), home_imsi(imsi), n=n)
+            request.header.hop_by_hop_identifier = 0
+            answer = app.send_request(request, timeout=5)
+            assert answer.session_id == request.session_id
+            statuses.append(answer.equipment_status if answer.result_code
+                            else answer.experimental_result.experimental_result_code)
+        assert statuses == [DIAMETER_ERROR_EQUIPMENT_UNKNOWN, EquipmentStatus.BLACKLISTED,
+                            EquipmentStatus.GREYLISTED, DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
+                            EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED]
+        # Its Device-Watchdog-Requests, sent after a second of silence, are answered.
+        wait_for(lambda: peer.counters.dwa >= 1, timeout_s=15)
+        # N5g-eir, from the same process and state, answers the same.
+        code, body, _ = get(port, f"{API}?pei=imei-{full(STOLEN)}", None)
+        assert (code, body) == (200, {"status": "BLACKLISTED"})
+        metrics = _metrics(port)
+        assert metrics["eir_s13_peers_connected"] == 1
+    finally:
+        mme.stop(wait_timeout=5)
+    assert metrics['eir_s13_answers_total{equipment_status="none",result_code="5422"}'] == 2
+    # python-diameter 0.9.0 raised a TypeError sending each 5422 (counting answers by
+    # Result-Code), which ended its application's sending thread.
+    assert metrics["eir_s13_unsent_answers_total"] == 0
+    assert metrics['eir_s13_answers_total{equipment_status="BLACKLISTED",'
+                   'result_code="2001"}'] == 2
+    families = {family(name.split("{")[0]) for name in metrics}
+    assert {f for f in families if f.startswith("eir_")} == catalogued(serve=True, s13=True)
+    wait_for(lambda: _metrics(port)["eir_s13_peers_connected"] == 0, timeout_s=15)
+
+
+def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tmp_path) -> None:
+    port, s13_port = s13
+    record: list[tuple[bool, bytes]] = []
+    wire = Wire(s13_port, record)
+    cea = wire.ask(cer())
+    assert cea.result_code == DIAMETER_SUCCESS
+    assert (cea.origin_host, cea.origin_realm) == (EIR_HOST.encode(), REALM.encode())
+    assert [(v.vendor_id, v.auth_application_id) for v in cea.vendor_specific_application_id] \
+        == [(VENDOR_3GPP, S13_APPLICATION_ID)]
+
+    answer = wire.ask(micr(full(STOLEN), home_imsi(OWNER), software_version="07", n=1))
+    assert answer.equipment_status == EquipmentStatus.BLACKLISTED
+    # An application this EIR does not serve.
+    s6a = micr(full(STOLEN), home_imsi(OWNER), n=2)
+    s6a.header.application_id = S6A_APPLICATION_ID
+    refused = wire.ask(s6a)
+    assert refused.result_code == DIAMETER_APPLICATION_UNSUPPORTED and refused.header.is_error
+    assert refused.header.hop_by_hop_identifier == 0x1002
+    # Terminal-Information missing: 5005 naming it; no IMEI in it: 5005 naming the IMEI.
+    missing = wire.ask(micr(None, home_imsi(OWNER), n=3))
+    assert missing.result_code == DIAMETER_MISSING_AVP
+    assert [a.code for a in missing.find_avps((AVP_FAILED_AVP, 0))[0].value] == [1401]
+    no_imei = micr(None, home_imsi(OWNER), n=4)
+    no_imei.terminal_information = TerminalInformation(software_version="07")
+    missing = wire.ask(no_imei)
+    assert missing.result_code == DIAMETER_MISSING_AVP
+    assert [a.code for a in missing.find_avps((AVP_FAILED_AVP, 0))[0].value] == [AVP_IMEI]
+    # A 5422, then more checks on the same connection.
+    assert wire.ask(micr(full(UNREGISTERED), home_imsi(OWNER), n=5)) \
+        .experimental_result.experimental_result_code == DIAMETER_ERROR_EQUIPMENT_UNKNOWN
+    assert wire.ask(micr(full(SINGLE), home_imsi(OWNER), n=6)).equipment_status \
+        == EquipmentStatus.GREYLISTED
+    dwr = DeviceWatchdogRequest()
+    dwr.header.hop_by_hop_identifier = dwr.header.end_to_end_identifier = 7
+    dwr.origin_host, dwr.origin_realm = MME_HOST.encode(), REALM.encode()
+    dwa = wire.ask(dwr)
+    assert (dwa.header.command_code, dwa.result_code) == (280, DIAMETER_SUCCESS)
+    dpr = DisconnectPeerRequest()
+    dpr.header.hop_by_hop_identifier = dpr.header.end_to_end_identifier = 8
+    dpr.origin_host, dpr.origin_realm = MME_HOST.encode(), REALM.encode()
+    dpr.disconnect_cause = 0  # REBOOTING
+    dpa = wire.ask(dpr)
+    assert (dpa.header.command_code, dpa.result_code) == (282, DIAMETER_SUCCESS)
+    wire.close()
+
+    # Bytes that are no Diameter message; then a peer this EIR does not know: refused.
+    garbage = Wire(s13_port, [])
+    garbage.send(b"\x07" * HEADER_BYTES + b"GET / HTTP/1.1\r\n\r\n")
+    garbage.close()
+    stranger = Wire(s13_port, [])
+    assert stranger.ask(cer("hss.elsewhere.example")).result_code == DIAMETER_UNKNOWN_PEER
+    stranger.close()
+    # The server goes on: a good request on a new connection, from the other peer configured.
+    again = connected(s13_port, [], origin_host="mme2.test.example")
+    # A message whose first AVP's length runs past its end: python-diameter discards it
+    # unanswered, and the connection goes on.
+    broken = bytearray(micr(full(STOLEN), None, n=9, origin_host="mme2.test.example").as_bytes())
+    broken[HEADER_BYTES + 5:HEADER_BYTES + 8] = b"\xff\xff\xff"
+    again.send(bytes(broken))
+    answer = again.ask(micr(full(STOLEN), None, n=10, origin_host="mme2.test.example"))
+    assert answer.header.hop_by_hop_identifier == 0x100A
+    assert answer.equipment_status == EquipmentStatus.BLACKLISTED
+    again.close()
+    assert _ready(port)
+
+    dissected = dissect(record, tmp_path)
+    assert "_ws.malformed" not in dissected and "Malformed" not in dissected
+    for expected in ("Capabilities-Exchange", "ME-Identity-Check", "Equipment-Status",
+                     "Terminal-Information", "User-Name", "Experimental-Result-Code: "
+                     "DIAMETER_ERROR_EQUIPMENT_UNKNOWN (5422)", "Failed-AVP",
+                     "Vendor-Specific-Application-Id", "Device-Watchdog", "Disconnect-Peer"):
+        assert expected in dissected, expected
+
+
+def test_a_peer_that_leaves_the_watchdog_unanswered_is_disconnected_and_counted(s13) -> None:
+    port, s13_port = s13
+    silent = connected(s13_port, [])
+    assert _metrics(port)["eir_s13_peers_connected"] == 1
+    # Quiet for s13.watchdog_s (1 s): the EIR asks (RFC 6733 §5.5.3) ...
+    dwr = silent.read()
+    assert (dwr.header.command_code, dwr.header.is_request) == (280, True)
+    assert dwr.origin_host == EIR_HOST.encode()
+    # ... and, unanswered as long again, closes the connection.
+    with pytest.raises((ConnectionError, OSError)):
+        silent.read()
+    silent.close()
+    wait_for(lambda: _metrics(port)["eir_s13_watchdog_failures_total"] == 1, timeout_s=10)
+    assert _metrics(port)["eir_s13_peers_connected"] == 0
+
+
+def dissect(record: list[tuple[bool, bytes]], tmp_path: Path) -> str:
+    """Wireshark's reading of the messages (tshark -V), from a capture text2pcap makes of
+    them: the requests from the MME's port to 3868, the answers back."""
+    for tool in ("tshark", "text2pcap"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} (Debian's tshark package) is not installed: .ci/run installs it")
+    hexdump = tmp_path / "exchange.txt"
+    with hexdump.open("w") as out:
+        for inbound, data in record:
+            out.write("I\n" if inbound else "O\n")
+            for offset in range(0, len(data), 16):
+                chunk = data[offset:offset + 16]
+                out.write(f"{offset:06x} {' '.join(f'{b:02x}' for b in chunk)}\n")
+    capture = tmp_path / "exchange.pcap"
+    subprocess.run(["text2pcap", "-q", "-D", "-4", "10.0.0.1,10.0.0.2", "-T",
+                    f"40000,{DIAMETER_PORT}", str(hexdump), str(capture)], check=True)
+    shown = subprocess.run(["tshark", "-r", str(capture), "-V"], check=True,
+                           capture_output=True, text=True)
+    return shown.stdout
