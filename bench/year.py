@@ -3,7 +3,8 @@ clock, a national registry's changes and steady attach traffic, folds and retent
 schedules, and a SIGKILL and restart at each month's end.
 
     python bench/year.py [--devices 1000000] [--months 12] [--changes-per-day 100000]
-                         [--day-s 2.0] [--attaches-per-s 500] [--fold-every-s 0] [--seed 7]
+                         [--day-s 10.0] [--attaches-per-s 300] [--fold-every-s 0]
+                         [--keep-days 60] [--seed 7]
 
 The worker's clock file moves a simulated day every --day-s wall seconds, in ticks of TICK_S;
 each tick the bench produces the day's share of --changes-per-day registry changes (one
@@ -15,15 +16,19 @@ devices open notices, which the sweep carries to their cutoff). APScheduler runs
 wall time, so the worker's crons are set to wall-time periods that match the simulated ones:
 the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at least one second,
 or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
-as everything else; the outbox and the status queries are judged by the database's clock
-(enforcer/jobs/retention.py), which a fast clock file does not move: in a year compressed to
-minutes, their retention in days never comes.
+as everything else, and every row carries the clock file's time, so retention comes as it
+would in a year. Every retention in days (history.keep_days, closed notices, job runs) is
+set to --keep-days, so that a year shows the level each table keeps: with the product's
+(400 days of slot usage, a year of closed notices) a first year only grows, and the level
+comes in the second.
 
 A change's latency is from the moment before it is produced to the first scrape of /metrics
 (every SCRAPE_S) whose `eir_registry_events_total{outcome="applied"}` counts it. At each
 month's end the registry changes are let drain, RSS and every table's rows are read, and the
 worker is SIGKILLed and started again; restart-to-ready is from the start to /readyz 200.
-One line per month; the last line is JSON.
+Rows are counted at the start of each of the month's last ROW_DAYS days, and the most
+of each table kept: a table pruned by a daily job is read at the same points of its cycle
+in every month. One line per month; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ RSS = "process_resident_memory_bytes"
 FOLD_RUNS = 'eir_job_duration_seconds_count{job_name="fold"}'
 FOLD_SECONDS = 'eir_job_duration_seconds_sum{job_name="fold"}'
 P50, P99 = 50, 99
+ROW_DAYS = 5
 
 
 class Changes:
@@ -229,10 +235,12 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--changes-per-day", type=int, default=100_000)
-    parser.add_argument("--day-s", type=float, default=2.0, help="wall seconds a day lasts")
-    parser.add_argument("--attaches-per-s", type=int, default=500, help="wall seconds")
+    parser.add_argument("--day-s", type=float, default=10.0, help="wall seconds a day lasts")
+    parser.add_argument("--attaches-per-s", type=int, default=300, help="wall seconds")
     parser.add_argument("--fold-every-s", type=int, default=0,
                         help="wall seconds between folds; 0: the product's six simulated hours")
+    parser.add_argument("--keep-days", type=int, default=60,
+                        help="every retention in days (slot usage, closed notices, job runs)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
@@ -248,7 +256,10 @@ def main() -> None:
                "EIR_JOBS__FOLD_CRON": f"*/{fold_s} * * * * *",
                "EIR_JOBS__RETENTION_CRON": f"*/{max(1, round(args.day_s))} * * * * *",
                "EIR_NOTICES__SWEEP_EVERY_S": "1",
-               "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00"}
+               "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00",
+               "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
+               "EIR_RETENTION__CLOSED_NOTICE_DAYS": str(args.keep_days),
+               "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days)}
         migrate(services.postgres.dsn)
         admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
         admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
@@ -292,7 +303,11 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
     produced: list[tuple[float, int, int]] = []
     sent, owed = 0, 0.0
     started = time.monotonic()
+    rows: dict[str, int] = {}
     for day in range((month - 1) * MONTH_DAYS, month * MONTH_DAYS):
+        if day >= month * MONTH_DAYS - ROW_DAYS:
+            rows = {name: max(n, rows.get(name, 0))
+                    for name, n in table_rows(env["EIR_POSTGRES__DSN"]).items()}
         for tick in range(ticks_per_day):
             due = started + ((day - (month - 1) * MONTH_DAYS) * ticks_per_day + tick) * TICK_S
             time.sleep(max(0.0, due - time.monotonic()))
@@ -319,7 +334,6 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
     scraper.join()
     figures = scrape(f"http://127.0.0.1:{port}/metrics")
     waited = latencies(produced, scraper.samples)
-    rows = table_rows(env["EIR_POSTGRES__DSN"])
     worker.restart()
     restart_s = wait_ready(port)
     return Month(month, round(float(np.percentile(waited, P50)), 3),
@@ -345,6 +359,7 @@ def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
     ratios = {name: round(n / max(base.rows.get(name, 0), 1), 2)
               for name, n in last.rows.items() if n or base.rows.get(name)}
     return {"devices": args.devices, "months": len(months), "fold_every_s": args.fold_every_s,
+            "keep_days": args.keep_days,
             "changes_per_day": args.changes_per_day, "day_s": args.day_s,
             "attaches_per_s": args.attaches_per_s, "first_ready_s": round(first_ready, 1),
             "latency_p99_s_max": max(m.latency_p99_s for m in months),
