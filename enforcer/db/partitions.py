@@ -103,6 +103,9 @@ def ensure(conn: psycopg.Connection, spec: TimePartitioned, first: date, last: d
                 continue  # another worker made it meanwhile
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
                 table, sql.Identifier(spec.table)))
+            # Writes of the period wait until the partition is attached: one landing in the
+            # default between the move and the attach would fail the attach (23514).
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(default))
             conn.execute(sql.SQL("WITH moved AS (DELETE FROM {} WHERE {} RETURNING *)"
                                  " INSERT INTO {} SELECT * FROM moved").format(
                 default, in_period, table))
