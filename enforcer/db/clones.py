@@ -3,17 +3,13 @@ the slot-usage history saw with it within the window."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import psycopg
 
-from enforcer.clock import MS_PER_S
+from enforcer.clock import utc_datetime
 
 FlagRow = tuple[int, str, int, int, int]  # imei_key, reason, flagged ms, imsi, msisdn
-
-
-def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / MS_PER_S, tz=timezone.utc)
 
 
 def record_flags(conn: psycopg.Connection, rows: list[FlagRow]) -> None:
@@ -21,7 +17,8 @@ def record_flags(conn: psycopg.Connection, rows: list[FlagRow]) -> None:
         cur.executemany(
             "INSERT INTO clone_flags (imei_key, reason, flagged_at, imsi, msisdn)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (imei_key) DO NOTHING",
-            [(key, reason, _at(ms), imsi, msisdn) for key, reason, ms, imsi, msisdn in rows])
+            [(key, reason, utc_datetime(ms), imsi, msisdn)
+             for key, reason, ms, imsi, msisdn in rows])
 
 
 def flagged_since(conn: psycopg.Connection, since: datetime | None
@@ -54,4 +51,4 @@ def sims_within(conn: psycopg.Connection, imei_keys: list[int], since_ms: int
         "SELECT imei_key, imsi, (array_agg(msisdn ORDER BY last_seen DESC))[1],"
         " (extract(epoch FROM max(last_seen)) * 1000)::bigint FROM slot_usage"
         " WHERE imei_key = ANY(%s) AND last_seen >= %s GROUP BY imei_key, imsi",
-        (imei_keys, _at(since_ms))).fetchall()
+        (imei_keys, utc_datetime(since_ms))).fetchall()

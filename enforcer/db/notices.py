@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from enforcer.clock import MS_PER_S
+from enforcer.clock import MS_PER_S, utc_datetime
 from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.engine.lifecycle import LIVE, SENDING, Notice, NoticeState
 from enforcer.engine.opening import NoticeSightings, Subject
@@ -64,7 +64,7 @@ def _ms(moment: datetime | None) -> int | None:
 
 
 def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / MS_PER_S, timezone.utc)
+    return None if ms is None else utc_datetime(ms)
 
 
 def _notice(row: tuple) -> Notice:

@@ -3,13 +3,13 @@ of registry changes, consistency check, retention."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable
 
 import psycopg
 
-from enforcer.clock import MS_PER_S, Clock
+from enforcer.clock import Clock, utc_datetime
 from enforcer.config import Config
 from enforcer.jobs.consistency import check_consistency
 from enforcer.jobs.fold import fold_changes
@@ -48,13 +48,12 @@ def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Cl
             return check_consistency(holder, conn, rules, config)
 
     def retention_job() -> Counts:
-        today = datetime.fromtimestamp(clock.now_ms() / MS_PER_S, timezone.utc).date()
-        first_kept = first_month_kept(today, config.history.keep_days,
+        now = utc_datetime(clock.now_ms())
+        first_kept = first_month_kept(now.date(), config.history.keep_days,
                                       config.worker.max_event_age_days)
         with connect() as conn:
             return run_retention(conn, RetentionRun(
-                config.retention, first_kept, datetime.fromtimestamp(
-                    clock.now_ms() / MS_PER_S, timezone.utc), config.kafka.registry_topic,
+                config.retention, first_kept, now, config.kafka.registry_topic,
                 oldest_watermark(directory)))
 
     return [Job(RECONCILE, config.jobs.reconcile_cron, reconcile_job),

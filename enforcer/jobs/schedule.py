@@ -15,14 +15,14 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from enforcer.clock import MS_PER_S, Clock
+from enforcer.clock import MS_PER_S, Clock, utc_datetime
 from enforcer.config import ConfigError, JobsConfig
 from enforcer.configcheck import cron_fields
 from enforcer.db.jobs import Outcome, release_lock, run_ended, run_started, take_lock
@@ -76,7 +76,7 @@ class JobRunner:
         return outcome
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock.now_ms() / MS_PER_S, timezone.utc)
+        return utc_datetime(self._clock.now_ms())
 
     def _attempt(self, job: Job, attempt: int) -> Outcome:
         with self._connect() as conn:
