@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enforcer.engine.batchdecode import decode_poll
-from enforcer.engine.attachdecode import DeadLetter, TimeWindow, decode_attach
+from enforcer.engine.attachdecode import (DeadLetter, TimeWindow, decode_attach, duplicate_key,
+                                         may_repeat_a_key)
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.imei import ImeiRules
 
@@ -119,3 +120,32 @@ def test_a_poll_with_bytes_that_are_not_utf8_in_a_string_dead_letters_them(
     poll = decode_poll([b'{"imei": "\xff", "imsi": 1}', encode(GOOD)], rules, WINDOW)
     assert [(i, d.reason) for i, d in poll.dead] == [(0, "not_json")]
     assert poll.positions.tolist() == [1]
+
+
+def written(pairs: list[tuple[str, object]], spaces: list[str]) -> bytes:
+    """An object with these pairs in order (repeats kept), whitespace before each `:` as
+    RFC 8259 §4 allows."""
+    return ("{" + ", ".join(f"{msgspec.json.encode(k).decode()}{s}:{s}"
+                            f"{msgspec.json.encode(v).decode()}"
+                            for (k, v), s in zip(pairs, spaces)) + "}").encode()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["imei", "imsi", "ts", "a:", 'b"', "c\\"]),
+                          st.one_of(st.text(max_size=8), st.integers())),
+                min_size=1, max_size=6),
+       st.lists(st.sampled_from(["", " ", "\t", "\n  "]), min_size=6, max_size=6))
+def test_a_repeated_key_is_always_looked_at_whatever_the_spacing(pairs, spaces) -> None:
+    value = written(pairs, spaces)
+    keys = {k for k, _ in pairs}
+    if len(keys) < len(pairs):
+        assert may_repeat_a_key(value, len(keys))
+        assert duplicate_key(value, len(keys)) is not None
+    else:
+        assert not may_repeat_a_key(value, len(keys))  # strings' colons are not separators
+
+
+def test_an_attach_repeating_a_key_spaced_before_its_colon_is_refused(rules: ImeiRules) -> None:
+    value = written([*GOOD.items(), ("msisdn", "989129999999")], [" "] * 5)
+    decoded = decode_attach(value, rules, WINDOW)
+    assert isinstance(decoded, DeadLetter) and decoded.reason == "duplicate_key"
+    assert decode_poll([value], rules, WINDOW).dead[0][1].reason == "duplicate_key"

@@ -151,3 +151,10 @@ bodies = st.fixed_dictionaries(
 def test_no_input_makes_the_decoder_raise(message: bytes) -> None:
     decoded = decode_registry_event(message, ImeiRules.from_config([], []), WINDOW)
     assert isinstance(decoded, (RegistryEvent, DeadLetter))
+
+
+def test_an_event_repeating_a_key_spaced_before_its_colon_is_refused(rules) -> None:
+    value = event("ownership_set", imeis=[IMEI], owner_msisdn=str(MSISDN), via="transfer_direct")
+    value = value[:-1] + b', "owner_msisdn" : "989129999999"}'
+    decoded = decode_registry_event(value, rules, WINDOW)
+    assert isinstance(decoded, DeadLetter) and decoded.reason == "duplicate_key"

@@ -9,6 +9,7 @@ be any form the core parses (a malformed IMEI is a decision, not a dead letter).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +69,15 @@ class TimeWindow:
         return self.now_ms - self.max_age_ms <= ts_ms <= self.now_ms + self.max_future_ms
 
 
+# A JSON string, escapes and all (RFC 8259 §7): what may hold a `:` that separates nothing.
+STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
 def may_repeat_a_key(value: bytes, keys: int) -> bool:
-    """Cheap: more `":` than the object has keys. Also true of a string holding `":`, or of
-    nested objects; `duplicate_key` tells them apart."""
-    return value.count(b'":') > keys
+    """Cheap: more name separators (`:` outside strings; RFC 8259 §4 lets whitespace stand
+    before one) than the object has keys. Also true of nested objects; `duplicate_key` tells
+    them apart."""
+    return STRINGS.sub(b"", value).count(b":") > keys
 
 
 def duplicate_key(value: bytes, keys: int) -> str | None:

@@ -135,7 +135,7 @@ def decode_registry_event(value: bytes | None, rules: ImeiRules,
         return _shape_letter(value, str(exc))
     except JSON_ERRORS as exc:
         return DeadLetter(Reason.NOT_JSON, str(exc))
-    repeated = duplicate_key(value, 0)  # a few events a second: always looked at
+    repeated = duplicate_key(value, len(msgspec.json.decode(value)))
     if repeated is not None:
         return DeadLetter(Reason.DUPLICATE_KEY, repeated)
     try:
