@@ -4,7 +4,7 @@ schedules, and a SIGKILL and restart at each month's end.
 
     python bench/year.py [--devices 1000000] [--months 12] [--changes-per-day 100000]
                          [--day-s 10.0] [--attaches-per-s 300] [--fold-every-s 0]
-                         [--keep-days 60] [--seed 7]
+                         [--keep-days 30] [--seed 7]
 
 The worker's clock file moves a simulated day every --day-s wall seconds, in ticks of TICK_S;
 each tick the bench produces the day's share of --changes-per-day registry changes (one
@@ -53,8 +53,8 @@ from consumers.publish import ConfluentProducer, Publication
 from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.db.migrate import migrate
 from enforcer.embedded.services import free_port
-from enforcer.embedded.synth import Country, CountrySpec, TrafficMix, attach_traffic, build_country
-from enforcer.engine.devices import NO_DEVICE
+from enforcer.embedded.synth import (Country, CountrySpec, TrafficMix, attach_traffic,
+                                     build_country, unowned_device_rows)
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
@@ -76,6 +76,7 @@ MSISDN_BASE = 989_120_000_000
 MSISDNS = 50_000_000
 NEW_KEY_BASE = 99_000_000_000_000  # IMEIs no snapshot holds: registered or listed by changes
 CARTABLES = 10_000_000
+UNOWNED_TARGETS = 100_000  # devices without an owner that transfers and operator SIMs name
 APPLIED = 'eir_registry_events_total{outcome="applied"}'
 CONSUMED = "eir_events_consumed_total"
 RSS = "process_resident_memory_bytes"
@@ -92,15 +93,19 @@ class Changes:
 
     def __init__(self, country: Country, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
-        keys = country.lists.white_index.keys()
-        self._in_device = keys[country.devices.device_slots(np.arange(len(keys))) != NO_DEVICE]
+        # Transfers and operator SIMs name devices without an owner, which the attach
+        # traffic (drawn from the first snapshot's owned devices) never uses: otherwise a
+        # year of transfers would turn its owners' attaches into another SIM's, and the
+        # notices would grow with the year's transfers, not with the traffic.
+        self._unowned = country.lists.white_index.keys_at(
+            unowned_device_rows(country.devices, UNOWNED_TARGETS))
         self._registered: deque[str] = deque()
         self._black: deque[int] = deque()
         self._next = 0
 
     def take(self, count: int, now_ms: int) -> list[bytes]:
         rng, out = self._rng, []
-        owned = rng.choice(self._in_device, count).tolist()
+        owned = rng.choice(self._unowned, count).tolist()
         msisdns = (MSISDN_BASE + rng.integers(0, MSISDNS, count)).tolist()
         cartables = rng.integers(1, CARTABLES, count).tolist()
         for i in range(count):
@@ -239,7 +244,9 @@ def main() -> None:
     parser.add_argument("--attaches-per-s", type=int, default=300, help="wall seconds")
     parser.add_argument("--fold-every-s", type=int, default=0,
                         help="wall seconds between folds; 0: the product's six simulated hours")
-    parser.add_argument("--keep-days", type=int, default=60,
+    # A notice lives its grace (30 days) and then this long closed: at 30 its table is level
+    # from month 3, the month the ratio is taken against.
+    parser.add_argument("--keep-days", type=int, default=30,
                         help="every retention in days (slot usage, closed notices, job runs)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
