@@ -39,6 +39,8 @@ from rules.policy import Policy, load_policy
 log = logging.getLogger("eir.worker")
 T = TypeVar("T")
 lifecycle = logging.getLogger(LIFECYCLE)
+NO_TAC_DATABASE = ("no TAC database: tac_unallocated and rat_inconsistent are off until one is"
+                   " imported (registry import --kind tac)")
 
 
 class Worker:
@@ -114,8 +116,7 @@ def build_worker(config: Config, clock: Clock | None = None,
     began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     if holder.current.tacs is None:
-        log.warning("no TAC database: tac_unallocated and rat_inconsistent are off until one "
-                    "is imported (registry import --kind tac)")
+        log.warning(NO_TAC_DATABASE)
     metrics = WorkerMetrics()
     metrics.reload_seconds.observe(time.perf_counter() - began)
     metrics.watch_state(holder, Path(config.state.dir))
