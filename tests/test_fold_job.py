@@ -38,6 +38,17 @@ def send(env: dict[str, str], *events: dict[str, object]) -> None:
             list(events), key=b"registry")
 
 
+def transferred(env: dict[str, str], worker):
+    """One worker that has applied one transfer of SINGLE to BUYER."""
+    with_verdicts(env)
+    running = worker()
+    decided_one(env)
+    send(env, registry_event("t1", "ownership_set", imeis=[str(SINGLE)],
+                             owner_msisdn=str(BUYER), via="transfer_direct"))
+    wait_for(lambda: applied(running) == 1)
+    return running
+
+
 def test_folded_changes_survive_pruning_and_restarts(env, worker) -> None:
     with_verdicts(env)
     first = worker()
@@ -98,12 +109,7 @@ def test_another_worker_adopts_a_fold_and_skips_what_it_holds(env, worker) -> No
 
 
 def test_a_fold_and_an_import_together_lose_neither(env, worker) -> None:
-    with_verdicts(env)
-    running = worker()
-    decided_one(env)
-    send(env, registry_event("t1", "ownership_set", imeis=[str(SINGLE)],
-                             owner_msisdn=str(BUYER), via="transfer_direct"))
-    wait_for(lambda: applied(running) == 1)
+    running = transferred(env, worker)
     drop = Path(env["EIR_JOBS__DROP_DIR"])
     drop.mkdir()
     (drop / "black-2026-11-29.csv").write_text(
@@ -132,12 +138,7 @@ def test_a_fold_whose_process_fails_is_recorded_and_changes_nothing(env, worker,
                                                                       capfd) -> None:
     """The fold's own process cannot read the snapshot: the job fails with one line saying
     why, the worker keeps its generation and the change, and the next fold saves it."""
-    with_verdicts(env)
-    running = worker()
-    decided_one(env)
-    send(env, registry_event("t1", "ownership_set", imeis=[str(SINGLE)],
-                             owner_msisdn=str(BUYER), via="transfer_direct"))
-    wait_for(lambda: applied(running) == 1)
+    running = transferred(env, worker)
     white = next(Path(env["EIR_STATE__DIR"]).glob("gen-*/lists/white.roaring"))
     white.rename(white.with_suffix(".aside"))
     assert running.worker.run_job("fold") is Outcome.FAILED
