@@ -50,6 +50,9 @@ class Condition(StrEnum):
     # The attach's radio is none the TAC's model has (a GSM-only model on LTE): a cloned
     # IMEI (DIRBS: inconsistent_rat). Never holds without a TAC database or a `rat`.
     RAT_INCONSISTENT = "rat_inconsistent"
+    # The regulator blocks the IMEI's TAC, the whole model (not type-approved, recalled):
+    # `registry import --kind tac_blocked`. Never holds while no such list was imported.
+    TAC_BLOCKED = "tac_blocked"
 
 
 class Scope(StrEnum):

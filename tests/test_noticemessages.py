@@ -37,7 +37,7 @@ from tests.test_worker import attach
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "messages.md"
 KINDS = ("ownership_transfer", "activation_required", "unregistered", "roamer_grace", "misuse",
-         "counterfeit")
+         "counterfeit", "model_blocked")
 PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
 # A concatenated SMS part holds 67 UCS-2 characters (Persian) or 153 of the GSM 7-bit
 # alphabet (3GPP TS 23.038, TS 23.040 §9.2.3.24.1); three parts and two at most.
@@ -55,6 +55,7 @@ TO_DO = {
     "roamer_grace": {"fa": "گمرک", "en": "customs"},
     "misuse": {"fa": "اپراتور", "en": "operator"},
     "counterfeit": {"fa": "اپراتور", "en": "operator"},
+    "model_blocked": {"fa": "گوشی دیگری", "en": "another phone"},
 }
 NEVER = {
     "ownership_transfer": {"fa": ("ثبت کنید", "گمرک"), "en": ("register it", "customs")},
@@ -64,6 +65,8 @@ NEVER = {
     "misuse": {"fa": ("ثبت کنید", "فروشنده", "گمرک"), "en": ("register it", "seller", "customs")},
     "counterfeit": {"fa": ("ثبت کنید", "فروشنده", "گمرک"),
                     "en": ("register it", "seller", "customs")},
+    "model_blocked": {"fa": ("ثبت کنید", "فروشنده", "گمرک"),
+                      "en": ("register it", "seller", "customs")},
 }
 LIFTED = {"fa": "برداشته شد", "en": "lifted"}
 
