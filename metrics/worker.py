@@ -65,7 +65,7 @@ class WorkerMetrics:
         self.batch_failures = Counter("eir_batch_failures", "Batches that failed and will be "
                                       "consumed again, by stage.", ["stage"], registry=r)
         self.clone_flags = Counter("eir_clone_flags", "IMEIs flagged misused by clone "
-                                   "detection, by reason (imsis, operators, cells).",
+                                   "detection, by reason (imsis, operators, cells, rat).",
                                    ["reason"], registry=r)
         self.clones_flagged = Gauge("eir_clones_flagged", "IMEIs flagged misused, held in "
                                     "memory.", registry=r)

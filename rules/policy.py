@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from enforcer.engine.clones import CloneRules
+from enforcer.engine.clones import MAX_RAT_ATTACHES, CloneRules
 from enforcer.engine.imei import TAC_DIGITS
 
 DEFAULT_POLICY = Path(__file__).with_name("default.toml")
@@ -152,7 +152,7 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
     base = defaults if defaults is not None else dataclasses.asdict(default_clones())
     merged = {f: raw.get(f, base[f]) for f in CLONE_KEYS}
     for key in ("distinct_imsis", "window_days", "operators_within_minutes",
-                "far_cells_within_minutes"):
+                "far_cells_within_minutes", "rat_inconsistent_attaches"):
         value = merged[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise PolicyError(f"clones.{key}: must be a whole number, 0 or more")
@@ -160,6 +160,8 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
         raise PolicyError("clones.distinct_imsis: at least 2 (one SIM is no clone)")
     if not 1 <= merged["window_days"] <= MAX_WINDOW_DAYS:
         raise PolicyError(f"clones.window_days: between 1 and {MAX_WINDOW_DAYS}")
+    if merged["rat_inconsistent_attaches"] > MAX_RAT_ATTACHES:
+        raise PolicyError(f"clones.rat_inconsistent_attaches: at most {MAX_RAT_ATTACHES}")
     km = merged["far_cells_km"]
     if not isinstance(km, (int, float)) or isinstance(km, bool) or km <= 0:
         raise PolicyError("clones.far_cells_km: must be a positive number")
