@@ -34,7 +34,7 @@ from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import load_snapshot
 from enforcer.notices.rounds import NoticeRounds, SweepLoop
 from metrics.worker import WorkerMetrics
-from rules.policy import Policy, load_policy
+from rules.policy import Condition, Policy, load_policy
 
 log = logging.getLogger("eir.worker")
 T = TypeVar("T")
@@ -116,6 +116,10 @@ def build_worker(config: Config, clock: Clock | None = None,
     if holder.current.tacs is None:
         log.warning("no TAC database: tac_unallocated and rat_inconsistent are off until one "
                     "is imported (registry import --kind tac)")
+    if holder.current.blocked_tacs is None and any(
+            rule.when is Condition.TAC_BLOCKED for rule in policy.rules):
+        log.warning("no blocked TACs: tac_blocked is off until the regulator's list is "
+                    "imported (registry import --kind tac_blocked)")
     metrics = WorkerMetrics()
     metrics.reload_seconds.observe(time.perf_counter() - began)
     metrics.watch_state(holder, Path(config.state.dir))

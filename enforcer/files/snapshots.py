@@ -118,6 +118,17 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
                             blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
 
 
+def load_tac_parts(directory: Path) -> tuple[TacDatabase | None, BlockedTacs | None]:
+    """The current generation's TAC database and blocked TACs alone, without its lists (for
+    a command that names models); (None, None) where there is no snapshot or it holds
+    neither."""
+    pointer = directory / CURRENT
+    if not pointer.exists():
+        return None, None
+    target = directory / json.loads(pointer.read_text())["dir"]
+    return _load_tacs(target / TACS), _load_blocked_tacs(target / BLOCKED_TACS)
+
+
 def oldest_watermark(directory: Path) -> dict[int, LogPosition] | None:
     """The watermark of the oldest generation kept in `directory` (a worker may still be
     loading it): the stored registry events below it are read by nobody again. None when
