@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     registry_sub = command_group(sub, "registry", help="the national registry's snapshots",
                                  description="Keep the state in step with the registry's files.")
     p = registry_sub.add_parser(
-        "import", help="a white list, black list or devices file (CSV, gzip accepted)",
+        "import", help="a white list, black list, devices, TAC database or blocked TACs "
+        "file (CSV, gzip accepted)",
         description="Stream FILE, compare it with the current snapshot (added, removed, "
         "changed), and swap in the next generation; refused, with the reason and exit code "
         f"{EXIT_REFUSED}, when FILE cannot be read to its end (a truncated gzip), too many "
@@ -378,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=existing_file)
     p.add_argument("--kind", required=True, choices=[k.value for k in Kind],
                    help="white: imei; black: imei,reason; owners: the devices file "
-                   "(imeis,owner_msisdn,source,registered_on)")
+                   "(imeis,owner_msisdn,source,registered_on); tac: the GSMA's TAC database "
+                   "(its export, or tac,manufacturer,model,device_type,rats); tac_blocked: "
+                   "the regulator's blocked TACs (tac,reason)")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_registry_import)
 
