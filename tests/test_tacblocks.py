@@ -162,6 +162,8 @@ def test_registry_import_replaces_the_list_and_refuses_it_as_it_refuses_lists(
     state = load_snapshot(state_dir, policy)
     assert as_read(state.blocked_tacs) == sorted(newer)  # type: ignore[arg-type]
     assert state.tacs is not None and len(state.tacs) == 5  # the TAC database kept
+    stats = json.loads(run("lists", "stats", "--state", str(state_dir)).stdout)
+    assert (stats["tacs"]["tacs"], stats["blocked_tacs"]) == (5, {"tacs": 4, "bytes": 20})
 
 
 def test_a_list_dropped_for_the_reconcile_job_is_imported_as_blocked_tacs(

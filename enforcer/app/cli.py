@@ -130,6 +130,8 @@ def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
     state = _load_state(args, config)
     stats = state.lists.stats()
     stats["registry"] = {"devices": state.devices.count, "bytes": state.devices.nbytes}
+    for name, part in (("tacs", state.tacs), ("blocked_tacs", state.blocked_tacs)):
+        stats[name] = None if part is None else {"tacs": len(part), "bytes": part.nbytes}
     _print(stats)
     return 0
 

@@ -51,6 +51,10 @@ class BlockedTacs:
     def __len__(self) -> int:
         return len(self.tac)
 
+    @property
+    def nbytes(self) -> int:
+        return self.tac.nbytes + self.reason.nbytes
+
     def reasons(self, imei_keys: np.ndarray) -> np.ndarray:
         """uint8 TAC_BLOCK_REASONS index of each IMEI key's (uint64, 14 digits) TAC,
         NOT_BLOCKED where it is not blocked or the key is no IMEI's."""
