@@ -268,8 +268,9 @@ def test_a_gsm_only_phone_attaching_on_lte_is_flagged_and_recorded(env, worker, 
     with psycopg.connect(dsn) as conn:
         flags = conn.execute("SELECT imei_key, reason, msisdn FROM clone_flags").fetchall()
     assert flags == [(UNOWNED, "rat", BUYER)]
-    collectors = running.worker.metrics.collectors
-    assert collectors.get_sample_value("eir_clone_flags_total", {"reason": "rat"}) == 1
+    collectors = running.worker.metrics.collectors  # counted once the batch is durable
+    wait_for(lambda: collectors.get_sample_value("eir_clone_flags_total",
+                                                 {"reason": "rat"}) == 1)
     listed = lines(run("clones", "list", env={**os.environ, **env}).stdout)
     assert [(c["imei"], c["reason"]) for c in listed] == [(f"{UNOWNED:014d}", "rat")]
 

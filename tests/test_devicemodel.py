@@ -116,8 +116,8 @@ def test_history_status_notices_sms_and_metrics_name_the_model(env, worker, dsn,
     (sms,) = [m for m in sent(env, "notifications") if m["kind"] == "model_blocked"]
     assert "(Nokia 105، شناسه" in sms["text"]  # notices.language fa
     metrics = running.worker.metrics.collectors
-    assert metrics.get_sample_value("eir_events_by_device_type_total", {
-        "device_type": "feature_phone", "verdict": "GREYLISTED"}) == 1
+    wait_for(lambda: metrics.get_sample_value("eir_events_by_device_type_total", {
+        "device_type": "feature_phone", "verdict": "GREYLISTED"}) == 1)
     assert metrics.get_sample_value("eir_events_by_device_type_total", {
         "device_type": "smartphone", "verdict": "WHITELISTED"}) == 1
 
