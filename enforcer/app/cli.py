@@ -230,8 +230,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         state = current_state(snapshot, conn, config)
         answer = ask(state, conn, args.imei, args.msisdn, Caller("cli"),
                      clock_from(config.clock.file).now_ms())
-    _print({"imei": f"{args.imei:014d}",
-            "model": model_json(state.tacs, state.blocked_tacs, args.imei), **answer.as_json()})
+    # As the answer leaves out what it does not know, so is the model left out.
+    model = model_json(state.tacs, state.blocked_tacs, args.imei)
+    _print({"imei": f"{args.imei:014d}", **({"model": model} if model else {}),
+            **answer.as_json()})
     return 0
 
 
