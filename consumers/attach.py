@@ -41,7 +41,9 @@ from enforcer.engine.usagecache import UsageCache
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.opening import notice_sightings
 from enforcer.engine.state import StateHolder
+from enforcer.engine.tacs import DEVICE_TYPES, TacDatabase
 from metrics.worker import WorkerMetrics
+from rules.policy import VERDICTS
 
 log = logging.getLogger("eir.worker")
 
@@ -158,7 +160,7 @@ class AttachWorker:
         self._usage.remember(rows)
         for message in outgoing:
             self._sent.add(message.idempotency_key)
-        self._count(batch, decisions, dead, rows, outgoing, now, started)
+        self._count(batch, decisions, dead, rows, outgoing, now, started, state.tacs)
         if flags.rows:  # the live notices on them are superseded now, not when next due
             self._flagged(set(flags.keys))
         if opened:
@@ -167,11 +169,19 @@ class AttachWorker:
             self._opened()  # their warnings go out now, not at the next sweep
 
     def _count(self, batch: AttachBatch, decisions, dead, rows, outgoing, now: int,
-               started: float) -> None:
+               started: float, tacs: TacDatabase | None) -> None:
         m = self._metrics
         rules = decisions.policy.rules
         for rule, count in zip(*np.unique(decisions.rule, return_counts=True)):
             m.events.labels(rules[rule].verdict.value, rules[rule].name).inc(int(count))
+        if tacs is not None:
+            # One label set a (device type, verdict) of the batch, not one an event.
+            pairs = (tacs.device_types(batch.imei_key).astype(np.int64) * len(VERDICTS)
+                     + decisions.verdict)
+            for pair, count in zip(*np.unique(pairs, return_counts=True)):
+                device_type, verdict = divmod(int(pair), len(VERDICTS))
+                m.events_by_device_type.labels(DEVICE_TYPES[device_type],
+                                               VERDICTS[verdict].value).inc(int(count))
         self._dead.count(letter.reason for _, letter in dead)
         for message in outgoing:
             m.effects.labels(message.stream.value).inc()

@@ -30,6 +30,12 @@ class WorkerMetrics:
         ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU, open files
         self.events = Counter("eir_events_consumed", "Attach events decided, by verdict and "
                               "rule.", ["verdict", "rule"], registry=r)
+        # A dozen device types by three verdicts at most: the TAC database's types are few
+        # on purpose (enforcer.engine.tacs.DEVICE_TYPES), never a TAC or a model.
+        self.events_by_device_type = Counter(
+            "eir_events_by_device_type", "Attach events decided, by the device type the TAC "
+            "database gives their TAC (unknown where it names none) and verdict; counted "
+            "once a TAC database is imported.", ["device_type", "verdict"], registry=r)
         self.dead_letters = Counter("eir_dlq_messages", "Messages sent to a dead-letter "
                                     "topic, by reason.", ["reason"], registry=r)
         self.batch_seconds = Histogram("eir_batch_duration_seconds", "Time to handle one "
@@ -65,7 +71,7 @@ class WorkerMetrics:
         self.batch_failures = Counter("eir_batch_failures", "Batches that failed and will be "
                                       "consumed again, by stage.", ["stage"], registry=r)
         self.clone_flags = Counter("eir_clone_flags", "IMEIs flagged misused by clone "
-                                   "detection, by reason (imsis, operators, cells).",
+                                   "detection, by reason (imsis, operators, cells, rat).",
                                    ["reason"], registry=r)
         self.clones_flagged = Gauge("eir_clones_flagged", "IMEIs flagged misused, held in "
                                     "memory.", registry=r)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from enforcer.engine.clones import CloneRules
+from enforcer.engine.clones import MAX_RAT_ATTACHES, CloneRules
 from enforcer.engine.imei import TAC_DIGITS
 
 DEFAULT_POLICY = Path(__file__).with_name("default.toml")
@@ -50,6 +50,9 @@ class Condition(StrEnum):
     # The attach's radio is none the TAC's model has (a GSM-only model on LTE): a cloned
     # IMEI (DIRBS: inconsistent_rat). Never holds without a TAC database or a `rat`.
     RAT_INCONSISTENT = "rat_inconsistent"
+    # The regulator blocks the IMEI's TAC, the whole model (not type-approved, recalled):
+    # `registry import --kind tac_blocked`. Never holds while no such list was imported.
+    TAC_BLOCKED = "tac_blocked"
 
 
 class Scope(StrEnum):
@@ -149,7 +152,7 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
     base = defaults if defaults is not None else dataclasses.asdict(default_clones())
     merged = {f: raw.get(f, base[f]) for f in CLONE_KEYS}
     for key in ("distinct_imsis", "window_days", "operators_within_minutes",
-                "far_cells_within_minutes"):
+                "far_cells_within_minutes", "rat_inconsistent_attaches"):
         value = merged[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise PolicyError(f"clones.{key}: must be a whole number, 0 or more")
@@ -157,6 +160,8 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
         raise PolicyError("clones.distinct_imsis: at least 2 (one SIM is no clone)")
     if not 1 <= merged["window_days"] <= MAX_WINDOW_DAYS:
         raise PolicyError(f"clones.window_days: between 1 and {MAX_WINDOW_DAYS}")
+    if merged["rat_inconsistent_attaches"] > MAX_RAT_ATTACHES:
+        raise PolicyError(f"clones.rat_inconsistent_attaches: at most {MAX_RAT_ATTACHES}")
     km = merged["far_cells_km"]
     if not isinstance(km, (int, float)) or isinstance(km, bool) or km <= 0:
         raise PolicyError("clones.far_cells_km: must be a positive number")

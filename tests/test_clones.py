@@ -22,7 +22,10 @@ from enforcer.config import load_config
 from enforcer.db.clones import record_flags
 from enforcer.db.notices import see
 from enforcer.engine.decide import decide
-from enforcer.engine.events import AttachBatch
+from enforcer.engine.events import AttachBatch, AttachEvent
+from enforcer.engine.imei import ImeiRules, parse_imei
+from enforcer.engine.subscriber import parse_imsi
+from enforcer.files.tacfile import TacFileReader
 from enforcer.engine.keyindex import ABSENT, KeyIndex
 from enforcer.engine.opening import notice_sightings
 from enforcer.engine.state import StateHolder
@@ -32,15 +35,17 @@ from enforcer.notices.resolve import Resolver
 from metrics.notices import NoticeMetrics
 from tests.kafkatools import produce, wait_for
 from tests.test_cli import lines, run
-from tests.test_decide import (BUYER, HELPER, OWNER, SINGLE, SPOUSE, STRANGER, attach as decided,
-                               full, home_imsi, make_state, state)
+from tests.test_decide import (BUYER, HELPER, OWNER, SINGLE, SPOUSE, STRANGER, UNOWNED,
+                               attach as decided, full, home_imsi, make_state, state)
+from tests.test_tacs import COUNTRY_TACS
 from tests.test_notice_lifecycle import T0, at_day, sent, steps
 from tests.test_worker import attach, now_ms
 
 __all__ = ["state"]  # the fixture, shared with test_decide
 
 RULES = CloneRules(distinct_imsis=3, window_days=20, operators_within_minutes=10,
-                   far_cells_km=300.0, far_cells_within_minutes=10)
+                   far_cells_km=300.0, far_cells_within_minutes=10,
+                   rat_inconsistent_attaches=2)
 DAY0 = 20_400 * MS_PER_DAY
 MINUTE = 60_000
 CELLS = CellSites.of({"tehran": (35.69, 51.39), "karaj": (35.84, 51.01),
@@ -118,6 +123,60 @@ def test_far_apart_cells_within_minutes_flag_the_imei() -> None:
     assert CELLS.distance_km(np.array([TEHRAN]), np.array([MASHHAD]))[0] > 700
 
 
+def off_radio(w: CloneWindow, *events: tuple) -> list[tuple[int, str]]:
+    """Flags of attaches (row, imsi, ts_ms) each on a radio its model lacks."""
+    flags = w.observe(replace(seen(*events), off_radio=np.ones(len(events), dtype=bool)))
+    return [(e, REASONS[r].value) for e, r in zip(flags.event.tolist(), flags.reason.tolist())]
+
+
+def test_attaches_on_a_radio_the_model_lacks_flag_the_imei_at_the_policys_count() -> None:
+    w = window()
+    assert off_radio(w, (6, 61, DAY0)) == []
+    assert flagged(w, (6, 61, DAY0 + MINUTE)) == []  # on a radio it has: not counted
+    assert off_radio(w, (6, 61, DAY0 + 2 * MINUTE)) == [(0, "rat")]
+    at_once = window(replace(RULES, rat_inconsistent_attaches=1))
+    assert off_radio(at_once, (6, 61, DAY0)) == [(0, "rat")]
+    off = window(replace(RULES, rat_inconsistent_attaches=0))
+    assert off_radio(off, *((6, 61, DAY0 + i * MINUTE) for i in range(5))) == []
+
+
+def test_attaches_off_radio_count_once_a_minute_and_within_the_window() -> None:
+    w = window()
+    assert off_radio(w, (7, 71, DAY0), (7, 71, DAY0 + 1_000)) == []  # the same minute
+    assert off_radio(w, (7, 71, DAY0 + 21 * MS_PER_DAY)) == []  # the count began again
+    assert off_radio(w, (7, 71, DAY0 + 22 * MS_PER_DAY), (8, 81, DAY0 + 22 * MS_PER_DAY)) == [
+        (0, "rat")]
+    in_one_batch = window()
+    assert off_radio(in_one_batch, (7, 71, DAY0), (7, 72, DAY0 + MINUTE),
+                     (7, 73, DAY0 + 2 * MINUTE)) == [(1, "rat")]
+
+
+def test_a_replayed_batch_off_radio_flags_again_and_nothing_more() -> None:
+    w = window()
+    batch = ((9, 91, DAY0), (9, 91, DAY0 + MINUTE))
+    assert off_radio(w, *batch) == [(1, "rat")]
+    assert off_radio(w, *batch) == [(0, "rat")]  # the IMEI, as the first time
+    once = window()
+    assert off_radio(once, (9, 91, DAY0)) == []
+    assert off_radio(once, (9, 91, DAY0)) == []  # replayed: still one attach
+
+
+def test_the_window_compares_each_attachs_radio_with_its_models(tmp_path) -> None:
+    tac_file = tmp_path / "tac.csv"
+    tac_file.write_text(COUNTRY_TACS)
+    tacs, _ = TacFileReader(chunk_lines=10, report_limit=5).read(tac_file)
+    nokia, samsung = 35111111000000, 35209900176148  # GSM only; LTE and NR
+    index = KeyIndex.from_sorted_keys(np.array([nokia, samsung], dtype=np.uint64))
+    events = [AttachEvent(parse_imei(f"{key:014d}", ImeiRules((), frozenset())),
+                          parse_imsi(home_imsi(OWNER)), OWNER, DAY0, rat=rat)
+              for key, rat in ((nokia, "LTE"), (nokia, "GERAN"), (nokia, None),
+                               (samsung, "NR"), (samsung, "GERAN"))]
+    batch = AttachBatch.from_events(events)
+    assert sightings_of(batch, index, CELLS, tacs).off_radio.tolist() == [
+        True, False, False, False, True]
+    assert not sightings_of(batch, index, CELLS).off_radio.any()  # no database: none
+
+
 def test_a_window_on_a_new_generation_keeps_what_it_saw() -> None:
     w = window()
     flagged(w, (1, 11, DAY0), (1, 12, DAY0 + 1))
@@ -185,6 +244,35 @@ def test_a_third_sim_flags_the_phone_and_warns_every_sim_but_the_owners(env, wor
     listed = lines(run("clones", "list", env={**os.environ, **env}).stdout)
     assert [(c["imei"], c["reason"]) for c in listed] == [(f"{SINGLE:014d}", "imsis")]
     assert "*" in listed[0]["msisdn"]  # masked unless --reveal
+
+
+def test_a_gsm_only_phone_attaching_on_lte_is_flagged_and_recorded(env, worker, dsn,
+                                                                    tmp_path) -> None:
+    """On the real broker and database, after `registry import --kind tac`: UNOWNED, a
+    GSM-only model, attaches twice on LTE (the policy's two), its IMEI is flagged misused
+    for its radio, recorded in clone_flags and listed by `clones list`."""
+    tac_file = tmp_path / "tac.csv"
+    tac_file.write_text(COUNTRY_TACS)
+    done = run("registry", "import", str(tac_file), "--kind", "tac",
+               "--state", env["EIR_STATE__DIR"], check=False)
+    assert done.returncode == 0, done.stderr
+    running = worker()
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    t = now_ms()
+    produce(bootstrap, topic, [attach(UNOWNED, BUYER, t - 10 * MINUTE, rat="GERAN"),
+                               attach(UNOWNED, BUYER, t - 5 * MINUTE, rat="LTE")])
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM slot_usage") == 1)
+    assert _count(dsn, "SELECT count(*) FROM clone_flags") == 0  # one attach off radio
+    produce(bootstrap, topic, [attach(UNOWNED, BUYER, t, rat="EUTRA")])
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM clone_flags") == 1)
+    with psycopg.connect(dsn) as conn:
+        flags = conn.execute("SELECT imei_key, reason, msisdn FROM clone_flags").fetchall()
+    assert flags == [(UNOWNED, "rat", BUYER)]
+    collectors = running.worker.metrics.collectors  # counted once the batch is durable
+    wait_for(lambda: collectors.get_sample_value("eir_clone_flags_total",
+                                                 {"reason": "rat"}) == 1)
+    listed = lines(run("clones", "list", env={**os.environ, **env}).stdout)
+    assert [(c["imei"], c["reason"]) for c in listed] == [(f"{UNOWNED:014d}", "rat")]
 
 
 def _count(dsn: str, sql: str) -> int:

@@ -47,7 +47,7 @@ def test_a_notices_sms_and_commands_are_keyed_by_14_digits() -> None:
     settings = load_config(environ={}).notices
     n = replace(notice(0), imei_key=int(LEADING_ZERO))
     messages = [m for step in (Step.WARNING, Step.CUTOFF, Step.RESOLVED)
-                for m in step_messages(n, step, settings)]
+                for m in step_messages(n, step, settings, None)]
     assert {m.stream for m in messages} == {"notifications", "commands"}
     assert {m.key for m in messages} == {LEADING_ZERO.encode()}
 

@@ -23,6 +23,7 @@ from enforcer.engine.decide import decide
 from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.config import ConfigError, NoticesConfig, load_config
 from enforcer.engine.imei import CheckDigit, ImeiRules, parse_imei
+from enforcer.engine.devicemodel import MODEL_CHARS
 from enforcer.engine.noticemessages import (LANGUAGES, check_templates, full_imei, sms_text,
                                             step_messages)
 from enforcer.engine.lifecycle import Notice, NoticeState, Step
@@ -37,7 +38,7 @@ from tests.test_worker import attach
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "messages.md"
 KINDS = ("ownership_transfer", "activation_required", "unregistered", "roamer_grace", "misuse",
-         "counterfeit")
+         "counterfeit", "model_blocked")
 PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
 # A concatenated SMS part holds 67 UCS-2 characters (Persian) or 153 of the GSM 7-bit
 # alphabet (3GPP TS 23.038, TS 23.040 §9.2.3.24.1); three parts and two at most.
@@ -55,6 +56,7 @@ TO_DO = {
     "roamer_grace": {"fa": "گمرک", "en": "customs"},
     "misuse": {"fa": "اپراتور", "en": "operator"},
     "counterfeit": {"fa": "اپراتور", "en": "operator"},
+    "model_blocked": {"fa": "گوشی دیگری", "en": "another phone"},
 }
 NEVER = {
     "ownership_transfer": {"fa": ("ثبت کنید", "گمرک"), "en": ("register it", "customs")},
@@ -64,8 +66,14 @@ NEVER = {
     "misuse": {"fa": ("ثبت کنید", "فروشنده", "گمرک"), "en": ("register it", "seller", "customs")},
     "counterfeit": {"fa": ("ثبت کنید", "فروشنده", "گمرک"),
                     "en": ("register it", "seller", "customs")},
+    "model_blocked": {"fa": ("ثبت کنید", "فروشنده", "گمرک"),
+                      "en": ("register it", "seller", "customs")},
 }
 LIFTED = {"fa": "برداشته شد", "en": "lifted"}
+# {model}: the longest a text is given (devicemodel.MODEL_CHARS), and the one docs/messages.md
+# shows (352099001761481's TAC in the tests' TAC file).
+LONG_MODEL = "X" * MODEL_CHARS
+DOC_MODEL = "Samsung Galaxy S21"
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +98,14 @@ def test_every_kind_of_the_shipped_policy_has_its_texts(settings: NoticesConfig)
     check_templates(settings, shipped, shipped)
 
 
+@pytest.mark.parametrize("model", [None, LONG_MODEL])
 @pytest.mark.parametrize("language", ["fa", "en"])
 @pytest.mark.parametrize("step", list(Step))
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_step_and_language_says_what_is_wrong_and_what_to_do(
-        settings: NoticesConfig, kind: str, step: Step, language: str) -> None:
-    text = sms_text(notice(kind), step, in_language(settings, language))
+        settings: NoticesConfig, kind: str, step: Step, language: str,
+        model: str | None) -> None:
+    text = sms_text(notice(kind), step, in_language(settings, language), model)
     imei = LANGUAGES[language].number("352099001761481")
     assert imei in text and imei + LANGUAGES[language].number("0") not in text
     assert LANGUAGES[language].number("*7777#") in text
@@ -115,7 +125,7 @@ def test_each_kind_step_and_language_says_what_is_wrong_and_what_to_do(
 
 
 def test_the_imei_in_a_text_is_the_one_the_phone_shows(settings: NoticesConfig) -> None:
-    text = sms_text(notice(key=49015420323751), Step.WARNING, in_language(settings, "en"))
+    text = sms_text(notice(key=49015420323751), Step.WARNING, in_language(settings, "en"), None)
     assert "490154203237518" in text  # GSMA TS.06's example IMEI, check digit 8
 
 
@@ -145,12 +155,12 @@ def test_persian_digits_read_back_as_the_same_number(digits: str) -> None:
 def test_the_deadline_is_its_local_day_in_the_persian_calendar(
         settings: NoticesConfig, deadline: datetime, fa: str, en: str) -> None:
     late = notice(deadline_ms=int(deadline.timestamp() * MS_PER_S))
-    assert fa in sms_text(late, Step.WARNING, in_language(settings, "fa"))
-    assert en in sms_text(late, Step.WARNING, in_language(settings, "en"))
+    assert fa in sms_text(late, Step.WARNING, in_language(settings, "fa"), None)
+    assert en in sms_text(late, Step.WARNING, in_language(settings, "en"), None)
 
 
 def test_the_message_carries_the_text_and_the_key(settings: NoticesConfig) -> None:
-    (message,) = step_messages(notice("misuse"), Step.WARNING, settings)
+    (message,) = step_messages(notice("misuse"), Step.WARNING, settings, None)
     assert message.stream == "notifications" and message.key == str(KEY).encode()
     assert "۳۵۲۰۹۹۰۰۱۷۶۱۴۸۱" in message.body.decode()
 
@@ -175,7 +185,7 @@ def test_an_operator_overrides_one_text_and_keeps_the_others(tmp_path: Path,
     mine = load(tmp_path, '[notices.templates.misuse]\nwarning.fa = "شناسه {imei} جعلی است؛'
                           ' تا {deadline} با {code} تماس بگیرید."\n')
     check_templates(mine, load_policy(), load_policy())
-    assert sms_text(notice("misuse"), Step.WARNING, mine) == (
+    assert sms_text(notice("misuse"), Step.WARNING, mine, None) == (
         "شناسه ۳۵۲۰۹۹۰۰۱۷۶۱۴۸۱ جعلی است؛ تا ۲ دی ۱۴۰۵ با *۷۷۷۷# تماس بگیرید.")
     shipped = settings.templates["misuse"]["warning"]["en"]
     assert mine.templates["misuse"]["warning"]["en"] == shipped
@@ -186,7 +196,7 @@ def test_a_kind_of_the_operators_own_policy_takes_its_own_texts(tmp_path: Path) 
     steps = "".join(f'{s}.fa = "{s}: گوشی {{imei}} تا {{deadline}}"\n' for s in Step)
     mine = load(tmp_path, f"[notices.templates.court_hold]\n{steps}")
     check_templates(mine, policy_with(tmp_path, "court_hold"), load_policy())
-    assert sms_text(notice("court_hold"), Step.CUTOFF, mine) == (
+    assert sms_text(notice("court_hold"), Step.CUTOFF, mine, None) == (
         "cutoff: گوشی ۳۵۲۰۹۹۰۰۱۷۶۱۴۸۱ تا ۲ دی ۱۴۰۵")
 
 
@@ -274,8 +284,8 @@ def test_a_worker_with_a_bad_template_stops_at_start_naming_it(tmp_path: Path, d
         assert result.returncode == 2, result.stderr
         (line,) = result.stderr.strip().splitlines()
         assert ("configuration key 'notices.templates.misuse.warning.en': unknown placeholder"
-                " '{imsi}' (placeholders: {imei}, {deadline}, {deadline_gregorian}, {code})"
-                in line)
+                " '{imsi}' (placeholders: {imei}, {deadline}, {deadline_gregorian}, {code},"
+                " {model})" in line)
 
 
 def doc_block(settings: NoticesConfig) -> str:
@@ -284,7 +294,8 @@ def doc_block(settings: NoticesConfig) -> str:
     for kind in KINDS:
         out.append(f"- `{kind}`")
         for language in LANGUAGES:
-            text = sms_text(notice(kind), Step.WARNING, in_language(settings, language))
+            text = sms_text(notice(kind), Step.WARNING, in_language(settings, language),
+                            DOC_MODEL)
             out.append(f"  - {language}: {text}")
     return "\n".join(out)
 
@@ -314,3 +325,11 @@ def test_a_real_worker_sends_each_kind_its_own_text(env, worker) -> None:
         assert fa.number(full_imei(key)) in text
         assert DEADLINE["fa"] in text and TO_DO[kind]["fa"] in text
         assert not re.search(r"[0-9]", text)
+
+
+def test_a_text_names_the_phones_model_or_says_it_is_not_on_record(
+        settings: NoticesConfig) -> None:
+    for language, lang in LANGUAGES.items():
+        mine = in_language(settings, language)
+        assert "Nokia 105" in sms_text(notice("model_blocked"), Step.WARNING, mine, "Nokia 105")
+        assert lang.unknown_model in sms_text(notice("model_blocked"), Step.WARNING, mine, None)

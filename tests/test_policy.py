@@ -19,8 +19,8 @@ def test_default_policy_is_the_documented_order() -> None:
     policy = load_policy()
     assert [r.when for r in policy.rules[:-1]] == [
         Condition.EMERGENCY, Condition.BLACKLISTED, Condition.CUT_OFF, Condition.MALFORMED,
-        Condition.TAC_UNALLOCATED, Condition.OWNER_OR_OPERATOR_SIM, Condition.MISUSED,
-        Condition.OTHER_CARTABLE,
+        Condition.TAC_BLOCKED, Condition.TAC_UNALLOCATED, Condition.OWNER_OR_OPERATOR_SIM,
+        Condition.MISUSED, Condition.OTHER_CARTABLE,
         Condition.NO_CARTABLE, Condition.UNREGISTERED_HOME, Condition.UNREGISTERED_ROAMER]
     assert policy.rules[-1].name == "fallback"
     transfer = policy.rule("other_cartable")
@@ -57,23 +57,23 @@ def rule(data: dict, name: str) -> dict:
 
 @pytest.mark.parametrize(("change", "key"), [
     (lambda d: rule(d, "malformed").update(verdict="GREY"), "rules[3].verdict"),
-    (lambda d: rule(d, "other_cartable").update(grace_days=0), "rules[7].grace_days"),
-    (lambda d: rule(d, "other_cartable").update(reminder_days=[40]), "rules[7].reminder_days"),
-    (lambda d: rule(d, "other_cartable").pop("cutoff_scope"), "rules[7].cutoff_scope"),
-    (lambda d: rule(d, "unregistered").update(cutoff_scope="device"), "rules[9].cutoff_scope"),
-    (lambda d: rule(d, "owner").update(when="owner"), "rules[5].when"),
-    (lambda d: rule(d, "owner").update(colour="blue"), "rules[5].colour"),
-    (lambda d: rule(d, "owner").update(grace_days=3), "rules[5].grace_days"),
-    (lambda d: rule(d, "roamer").update(exempt_tacs=["123"]), "rules[10].exempt_tacs"),
-    (lambda d: rule(d, "roamer").update(exempt_when=["sometimes"]), "rules[10].exempt_when[0]"),
+    (lambda d: rule(d, "other_cartable").update(grace_days=0), "rules[8].grace_days"),
+    (lambda d: rule(d, "other_cartable").update(reminder_days=[40]), "rules[8].reminder_days"),
+    (lambda d: rule(d, "other_cartable").pop("cutoff_scope"), "rules[8].cutoff_scope"),
+    (lambda d: rule(d, "unregistered").update(cutoff_scope="device"), "rules[10].cutoff_scope"),
+    (lambda d: rule(d, "owner").update(when="owner"), "rules[6].when"),
+    (lambda d: rule(d, "owner").update(colour="blue"), "rules[6].colour"),
+    (lambda d: rule(d, "owner").update(grace_days=3), "rules[6].grace_days"),
+    (lambda d: rule(d, "roamer").update(exempt_tacs=["123"]), "rules[11].exempt_tacs"),
+    (lambda d: rule(d, "roamer").update(exempt_when=["sometimes"]), "rules[11].exempt_when[0]"),
     (lambda d: rule(d, "roamer").update(exempt_when=["unregistered_roamer"]),
-     "rules[10].exempt_when"),
-    (lambda d: rule(d, "other_cartable").update(reminder_days=7), "rules[7].reminder_days"),
+     "rules[11].exempt_when"),
+    (lambda d: rule(d, "other_cartable").update(reminder_days=7), "rules[8].reminder_days"),
     (lambda d: d["rules"].extend(dict(d["rules"][4], name=f"r{i}") for i in range(250)),
      "rules"),
     (lambda d: rule(d, "emergency").update(verdict="BLACKLISTED"), "rules[0].verdict"),
     (lambda d: d["rules"].reverse(), "rules[0].when"),
-    (lambda d: d["rules"].append(dict(d["rules"][5])), "rules[11].name"),
+    (lambda d: d["rules"].append(dict(d["rules"][6])), "rules[12].name"),
     (lambda d: d.update(home_mcc=[43]), "home_mcc"),
     (lambda d: d.pop("fallback"), "fallback"),
     (lambda d: d.update(colour=1), "colour"),

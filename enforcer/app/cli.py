@@ -29,14 +29,15 @@ from enforcer.config import Config, ConfigError, load_config
 from enforcer.db.migrate import migrate
 from enforcer.app.history import device_history
 from enforcer.engine.decide import decide, decision_at
+from enforcer.engine.devicemodel import model_json
 from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.identity import Mode, read_imei
 from enforcer.engine.imei import parse_imei
 from enforcer.files.importing import Kind, import_file
 from enforcer.logs import LOG_FORMATS, setup_logging
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, next_generation,
-                                      save_snapshot)
+from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, load_tac_parts,
+                                      next_generation, save_snapshot)
 from enforcer.endpoints.statusquery import Caller, ask, current_state
 from enforcer.db.notices import find, kind_stored, live_sms_kinds
 from enforcer.notices.admin import cancel, notice_json, row_json, show
@@ -118,7 +119,10 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     batch = AttachBatch.from_events([AttachEvent(imei, args.imsi, args.msisdn, when,
                                                  args.emergency)])
     decision = decision_at(decide(batch, state), batch, 0)
-    _print({"imei": imei.as_json(), "generation": state.generation, **decision.as_json()})
+    model = None if imei.key is None else model_json(state.tacs, state.blocked_tacs,
+                                                     int(imei.key))
+    _print({"imei": imei.as_json(), "generation": state.generation, "model": model,
+            **decision.as_json()})
     return 0
 
 
@@ -126,6 +130,8 @@ def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
     state = _load_state(args, config)
     stats = state.lists.stats()
     stats["registry"] = {"devices": state.devices.count, "bytes": state.devices.nbytes}
+    for name, part in (("tacs", state.tacs), ("blocked_tacs", state.blocked_tacs)):
+        stats[name] = None if part is None else {"tacs": len(part), "bytes": part.nbytes}
     _print(stats)
     return 0
 
@@ -224,7 +230,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         state = current_state(snapshot, conn, config)
         answer = ask(state, conn, args.imei, args.msisdn, Caller("cli"),
                      clock_from(config.clock.file).now_ms())
-    _print({"imei": f"{args.imei:014d}", **answer.as_json()})
+    # As the answer leaves out what it does not know, so is the model left out.
+    model = model_json(state.tacs, state.blocked_tacs, args.imei)
+    _print({"imei": f"{args.imei:014d}", **({"model": model} if model else {}),
+            **answer.as_json()})
     return 0
 
 
@@ -259,8 +268,9 @@ def cmd_notices_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_notices_show(args: argparse.Namespace, config: Config) -> int:
+    tacs, blocked = load_tac_parts(Path(config.state.dir))
     with psycopg.connect(config.postgres.dsn) as conn:
-        shown = show(conn, args.id, args.reveal)
+        shown = show(conn, args.id, args.reveal, lambda key: model_json(tacs, blocked, key))
     if shown is None:
         print(f"eir-enforcer notices: no notice {args.id}", file=sys.stderr)
         return EXIT_USAGE
@@ -273,7 +283,8 @@ def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
     with psycopg.connect(config.postgres.dsn) as conn:
         check_templates(config.notices, load_policy(config.policy.file or None), load_policy(),
                         live_sms_kinds(conn))
-        cancelled = cancel(conn, args.id, args.reason, config, clock_from(config.clock.file))
+        cancelled = cancel(conn, args.id, args.reason, config, clock_from(config.clock.file),
+                           load_tac_parts(Path(config.state.dir))[0])
     if cancelled is None:
         print(f"eir-enforcer notices: notice {args.id} is not live (or not there)",
               file=sys.stderr)
@@ -361,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     registry_sub = command_group(sub, "registry", help="the national registry's snapshots",
                                  description="Keep the state in step with the registry's files.")
     p = registry_sub.add_parser(
-        "import", help="a white list, black list or devices file (CSV, gzip accepted)",
+        "import", help="a white list, black list, devices, TAC database or blocked TACs "
+        "file (CSV, gzip accepted)",
         description="Stream FILE, compare it with the current snapshot (added, removed, "
         "changed), and swap in the next generation; refused, with the reason and exit code "
         f"{EXIT_REFUSED}, when FILE cannot be read to its end (a truncated gzip), too many "
@@ -371,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=existing_file)
     p.add_argument("--kind", required=True, choices=[k.value for k in Kind],
                    help="white: imei; black: imei,reason; owners: the devices file "
-                   "(imeis,owner_msisdn,source,registered_on)")
+                   "(imeis,owner_msisdn,source,registered_on); tac: the GSMA's TAC database "
+                   "(its export, or tac,manufacturer,model,device_type,rats); tac_blocked: "
+                   "the regulator's blocked TACs (tac,reason)")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_registry_import)
 
@@ -423,8 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Clone detection's flags.")
     p = clones_sub.add_parser("list", help="flagged IMEIs, newest first, as JSON lines",
                               description="Each flagged IMEI with why (imsis: too many SIMs "
-                              "within the window; operators; cells) and the attach that "
-                              "flagged it. Numbers are masked unless --reveal.")
+                              "within the window; operators; cells; rat: attaches on a radio "
+                              "its model lacks) and the attach that flagged it. Numbers are "
+                              "masked unless --reveal.")
     p.add_argument("--limit", type=POSITIVE, default=100,
                    help="the newest this many (default: %(default)s)")
     p.add_argument("--reveal", action="store_true", help="show IMSI and MSISDN in full")

@@ -6,6 +6,7 @@ import psycopg
 
 from enforcer.db.history import usage_of
 from enforcer.engine.device import device_now
+from enforcer.engine.devicemodel import model_json
 from enforcer.engine.state import EnforcementState
 from enforcer.engine.subscriber import mask
 
@@ -18,7 +19,8 @@ def device_history(state: EnforcementState, conn: psycopg.Connection, imei_key: 
     usage = usage_of(conn, [key for _, key in slots])
     return {
         "imei": f"{imei_key:014d}", "device": device.device,
-        "slots": [{"slot": slot, "imei": f"{key:014d}", "sims": [
+        "slots": [{"slot": slot, "imei": f"{key:014d}",
+                   "model": model_json(state.tacs, state.blocked_tacs, key), "sims": [
             {"imsi": show(u.imsi), "msisdn": show(u.msisdn),
              "first_seen": u.first_seen.isoformat(), "last_seen": u.last_seen.isoformat(),
              "days_seen": u.days_seen}

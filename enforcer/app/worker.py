@@ -34,11 +34,13 @@ from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import load_snapshot
 from enforcer.notices.rounds import NoticeRounds, SweepLoop
 from metrics.worker import WorkerMetrics
-from rules.policy import Policy, load_policy
+from rules.policy import Condition, Policy, load_policy
 
 log = logging.getLogger("eir.worker")
 T = TypeVar("T")
 lifecycle = logging.getLogger(LIFECYCLE)
+NO_BLOCKED_TACS = ("no blocked TACs: tac_blocked is off until the regulator's list is imported"
+                   " (registry import --kind tac_blocked)")
 NO_TAC_DATABASE = ("no TAC database: tac_unallocated and rat_inconsistent are off until one is"
                    " imported (registry import --kind tac)")
 
@@ -117,6 +119,9 @@ def build_worker(config: Config, clock: Clock | None = None,
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
     if holder.current.tacs is None:
         log.warning(NO_TAC_DATABASE)
+    if holder.current.blocked_tacs is None and any(
+            rule.when is Condition.TAC_BLOCKED for rule in policy.rules):
+        log.warning(NO_BLOCKED_TACS)
     metrics = WorkerMetrics()
     metrics.reload_seconds.observe(time.perf_counter() - began)
     metrics.watch_state(holder, Path(config.state.dir))

@@ -3,20 +3,24 @@ places, than one device can be.
 
 `CloneWindow` keeps, for every white-listed IMEI (by its row in the generation's white list),
 the last `distinct_imsis - 1` SIMs seen with it within `window_days` (a 32-bit fingerprint of
-the IMSI and the day it was last seen), and its last sighting (minute, operator, cell). A SIM
-whose day left the window is forgotten: its slot is free again. The arrays are fixed in size
-(24 bytes an IMEI with the default policy) and allocated untouched, so the memory is
-what the traffic has touched, never more than the white list's size.
+the IMSI and the day it was last seen), its last sighting (minute, operator, cell), and how
+many of its attaches came on a radio its model lacks (a count, the day it began, the minute
+of the last one counted). A SIM whose day left the window is forgotten: its slot is free
+again. The arrays are fixed in size (31 bytes an IMEI with the default policy) and allocated
+untouched, so the memory is what the traffic has touched, never more than the white list's
+size.
 
 An attach flags its IMEI `misused` when it brings the `distinct_imsis`-th SIM within the
 window, or comes through another operator (MCC-MNC) or from a cell `far_cells_km` away
-within minutes of the last sighting. Observing is idempotent: a batch observed twice (a
+within minutes of the last sighting, or is the `rat_inconsistent_attaches`-th within the
+window on a radio the TAC database says its model lacks (a GSM-only model on LTE carries a
+cloned IMEI: DIRBS's `inconsistent_rat`). Observing is idempotent: a batch observed twice (a
 replay) flags what it flagged the first time and nothing more. No I/O."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -25,6 +29,7 @@ from enforcer.clock import MS_PER_DAY
 from enforcer.engine.events import AttachBatch
 from enforcer.engine.keyindex import ABSENT, KeyIndex
 from enforcer.engine.subscriber import MCC_DIGITS
+from enforcer.engine.tacs import TacDatabase
 
 MS_PER_MINUTE = 60_000
 EARTH_RADIUS_KM = 6371.0
@@ -36,6 +41,7 @@ class CloneReason(StrEnum):
     IMSIS = "imsis"  # too many distinct SIMs within the window
     OPERATORS = "operators"  # two operators within minutes
     CELLS = "cells"  # two far-apart cells within minutes
+    RAT = "rat"  # attaches on a radio the model lacks (the condition rat_inconsistent)
 
 
 REASONS: tuple[CloneReason, ...] = tuple(CloneReason)
@@ -43,13 +49,20 @@ REASONS: tuple[CloneReason, ...] = tuple(CloneReason)
 
 @dataclass(frozen=True)
 class CloneRules:
-    """The policy's [clones] thresholds; a `*_minutes` of 0 turns that test off."""
+    """The policy's [clones] thresholds; a `*_minutes` or `rat_inconsistent_attaches` of 0
+    turns that test off."""
 
     distinct_imsis: int
     window_days: int
     operators_within_minutes: int
     far_cells_km: float
     far_cells_within_minutes: int
+    # Attaches (in distinct minutes, within window_days of the first) on a radio the IMEI's
+    # model lacks that flag it; at most MAX_RAT_ATTACHES, the counter being a uint8.
+    rat_inconsistent_attaches: int
+
+
+MAX_RAT_ATTACHES = int(np.iinfo(np.uint8).max)
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,13 @@ class WindowSightings:
     ts_ms: np.ndarray  # int64
     operator: np.ndarray  # uint32 MCC-MNC, NOWHERE if not carried
     cell: np.ndarray  # uint32, NOWHERE if not carried or not a known cell
+    # bool: the attach's radio is one the IMEI's model lacks (TacDatabase.inconsistent);
+    # all False when not given
+    off_radio: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.off_radio is None:
+            object.__setattr__(self, "off_radio", np.zeros(len(self.row), dtype=bool))
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,11 +169,13 @@ class CloneWindow:
         self._minute = np.zeros(rows, dtype=np.uint32)
         self._operator = np.zeros(rows, dtype=np.uint32)
         self._cell = np.zeros(rows, dtype=np.uint32)
+        self._rat_count = np.zeros(rows, dtype=np.uint8)
+        self._rat_day = np.zeros(rows, dtype=np.uint16)  # when the count began
+        self._rat_minute = np.zeros(rows, dtype=np.uint32)  # the last attach counted
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._fp, self._day, self._minute, self._operator,
-                                      self._cell))
+        return sum(getattr(self, name).nbytes for name in _COLUMNS)
 
     def rebase(self, index: KeyIndex) -> CloneWindow:
         """The same memory of each IMEI, on another generation's white list."""
@@ -163,7 +185,7 @@ class CloneWindow:
         new_rows = index.rows(self.index.keys())
         kept = np.flatnonzero(new_rows != ABSENT)
         to = new_rows[kept]
-        for name in ("_fp", "_day", "_minute", "_operator", "_cell"):
+        for name in _COLUMNS:
             getattr(moved, name)[to] = getattr(self, name)[kept]
         return moved
 
@@ -173,6 +195,7 @@ class CloneWindow:
         flagged_at = np.full(len(seen.row), -1, dtype=np.int8)
         self._imsis(seen, order, flagged_at)
         self._places(seen, order, flagged_at)
+        self._radios(seen, order, flagged_at)
         return self._first_per_imei(seen, flagged_at)
 
     # -- too many SIMs ----------------------------------------------------------------------
@@ -250,6 +273,36 @@ class CloneWindow:
         self._operator[row[last]] = operator[last]
         self._cell[row[last]] = cell[last]
 
+    # -- a radio the model lacks ------------------------------------------------------------
+
+    def _radios(self, seen: WindowSightings, order: np.ndarray, flagged_at: np.ndarray) -> None:
+        threshold = self.rules.rat_inconsistent_attaches
+        at = order[seen.off_radio[order]] if threshold else order[:0]
+        if not len(at):
+            return
+        row = seen.row[at]
+        minute = (seen.ts_ms[at] // MS_PER_MINUTE).astype(np.int64)
+        day = (seen.ts_ms[at] // MS_PER_DAY).astype(np.int64)
+        first = np.r_[True, row[1:] != row[:-1]]
+        group = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        # An attach counts when it is later than the last one counted on its IMEI: a replay,
+        # or a second attach in the same minute, adds nothing.
+        stored = self._rat_minute[row].astype(np.int64)
+        new = minute > np.where(first, stored, np.maximum(stored, np.r_[0, minute[:-1]]))
+        # A count that began window_days ago begins again.
+        group_row = row[starts]
+        restart = (day[starts] - self._rat_day[group_row] >= self.rules.window_days) | (
+            self._rat_count[group_row] == 0)
+        base = np.where(restart, 0, self._rat_count[group_row]).astype(np.int64)
+        counted = np.cumsum(new)
+        total = base[group] + counted - (counted - new)[starts][group]
+        _flag(flagged_at, at[total >= threshold], CloneReason.RAT)
+        last = np.r_[starts[1:] - 1, len(row) - 1]
+        self._rat_count[group_row] = np.minimum(total[last], MAX_RAT_ATTACHES)
+        self._rat_day[group_row] = np.where(restart, day[starts], self._rat_day[group_row])
+        self._rat_minute[group_row] = np.maximum(stored[last], minute[last])
+
     @staticmethod
     def _first_per_imei(seen: WindowSightings, flagged_at: np.ndarray) -> Flags:
         hit = np.flatnonzero(flagged_at >= 0)
@@ -257,6 +310,10 @@ class CloneWindow:
         rows = seen.row[hit]
         event = hit[np.r_[True, rows[1:] != rows[:-1]]] if len(hit) else hit
         return Flags(event.astype(np.int64), flagged_at[event].astype(np.uint8))
+
+
+_COLUMNS = ("_fp", "_day", "_minute", "_operator", "_cell", "_rat_count", "_rat_day",
+            "_rat_minute")
 
 
 def _flag(flagged_at: np.ndarray, events: np.ndarray, reason: CloneReason) -> None:
@@ -280,16 +337,21 @@ def cells_from_csv(text: str) -> CellSites:
     return CellSites.of(sites)
 
 
-def sightings_of(batch: AttachBatch, index: KeyIndex, cells: CellSites) -> WindowSightings:
+def sightings_of(batch: AttachBatch, index: KeyIndex, cells: CellSites,
+                 tacs: TacDatabase | None = None) -> WindowSightings:
     """The batch as the window sees it: white-listed, well-formed IMEIs only (a placeholder
-    or test IMEI is shared by design: the malformed rule's, not a clone)."""
+    or test IMEI is shared by design: the malformed rule's, not a clone); each attach's
+    radio against its model's in `tacs`, when given."""
     row = index.rows(batch.imei_key)
     row[batch.malformed] = ABSENT
     cell = np.zeros(len(batch), dtype=np.uint32)
     if cells.codes:
         carried = np.flatnonzero(batch.cell != None)  # noqa: E711 - elementwise, object array
         cell[carried] = [cells.codes.get(c, NOWHERE) for c in batch.cell[carried].tolist()]
-    return WindowSightings(row, batch.imsi, batch.ts_ms, batch.operator, cell)
+    off_radio = None
+    if tacs is not None:
+        off_radio = tacs.inconsistent(tacs.rows(batch.imei_key), batch.rat)
+    return WindowSightings(row, batch.imsi, batch.ts_ms, batch.operator, cell, off_radio)
 
 
 def window_start_ms(flag_ms: int, rules: CloneRules) -> int:

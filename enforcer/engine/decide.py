@@ -20,6 +20,7 @@ from enforcer.engine.keyindex import ABSENT
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason
 from enforcer.engine.devices import NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK
 from enforcer.engine.state import EnforcementState
+from enforcer.engine.tacblocks import NOT_BLOCKED, BlockedTacs
 from enforcer.engine.tacs import NO_ROW
 from rules.policy import VERDICTS, Condition, Policy, Rule, Scope, Verdict
 
@@ -164,6 +165,7 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
         Condition.UNREGISTERED_ROAMER: lambda: ~registered & roamer,
         Condition.TAC_UNALLOCATED: lambda: tac_condition(Condition.TAC_UNALLOCATED),
         Condition.RAT_INCONSISTENT: lambda: tac_condition(Condition.RAT_INCONSISTENT),
+        Condition.TAC_BLOCKED: lambda: tac_blocked(state.blocked_tacs, keys),
     }
     cache: dict[Condition, np.ndarray] = {}
 
@@ -178,6 +180,13 @@ def _decide_sorted(batch: AttachBatch, state: EnforcementState, with_cutoffs: bo
     for index, rule in enumerate(policy.rules[:-1]):
         applies[index] = _applies(rule, holds, keys)
     return applies.argmax(axis=0).astype(np.uint8), black, device_slot
+
+
+def tac_blocked(blocked: BlockedTacs | None, keys: np.ndarray) -> np.ndarray:
+    """bool per IMEI key: the regulator blocks its TAC; all False without a list."""
+    if blocked is None:
+        return np.zeros(len(keys), dtype=bool)
+    return blocked.reasons(keys) != NOT_BLOCKED
 
 
 def _applies(rule: Rule, holds: Callable[[Condition], np.ndarray],

@@ -71,7 +71,8 @@ def fold(state: EnforcementState, generation: int) -> tuple[EnforcementState, Fo
                               overlay=replace(empty_overlay(devices),
                                               read_to=dict(overlay.read_to)),
                               cutoffs=state.cutoffs, misused=state.misused,
-                              watermark=dict(overlay.read_to), tacs=state.tacs)
+                              watermark=dict(overlay.read_to), tacs=state.tacs,
+                              blocked_tacs=state.blocked_tacs)
     report = FoldReport(generation, len(overlay.events), len(overlay), devices.count,
                         len(overlay.devices), len(columns.owner) - devices.count)
     return folded, report

@@ -38,6 +38,7 @@ class Language:
     numerals: dict[int, str]  # str.translate table from ASCII digits to its own
     jalali_months: tuple[str, ...]  # Farvardin first
     gregorian_months: tuple[str, ...]  # January first
+    unknown_model: str  # {model} where the TAC database does not name the phone's
 
     def number(self, ascii_digits: str) -> str:
         return ascii_digits.translate(self.numerals)
@@ -47,14 +48,17 @@ LANGUAGES = {
     "fa": Language(str.maketrans(ASCII_DIGITS, "۰۱۲۳۴۵۶۷۸۹"),
                    tuple(jdatetime.date.j_months_fa),
                    ("ژانویه", "فوریه", "مارس", "آوریل", "مه", "ژوئن", "ژوئیه", "اوت",
-                    "سپتامبر", "اکتبر", "نوامبر", "دسامبر")),
+                    "سپتامبر", "اکتبر", "نوامبر", "دسامبر"),
+                   "مدل ثبت‌نشده"),
     "en": Language({}, tuple(jdatetime.date.j_months_en),
                    ("January", "February", "March", "April", "May", "June", "July",
-                    "August", "September", "October", "November", "December")),
+                    "August", "September", "October", "November", "December"),
+                   "model not on record"),
 }
 # What a template may name: the IMEI, the deadline's day in the Persian calendar and in the
-# Gregorian one (as "2 Dey 1405", "23 December 2026"), the help code (notices.ussd_code).
-PLACEHOLDERS = ("imei", "deadline", "deadline_gregorian", "code")
+# Gregorian one (as "2 Dey 1405", "23 December 2026"), the help code (notices.ussd_code),
+# the phone's make and model as the TAC database names them (enforcer.engine.devicemodel).
+PLACEHOLDERS = ("imei", "deadline", "deadline_gregorian", "code", "model")
 STEPS = tuple(s.value for s in Step)
 
 
@@ -162,8 +166,9 @@ def full_imei(imei_key: int) -> str:
     return key + luhn_digit(key)
 
 
-def sms_text(notice: Notice, step: Step, settings: NoticesConfig) -> str:
-    """The text of a step's SMS in `notices.language`. The templates must have passed
+def sms_text(notice: Notice, step: Step, settings: NoticesConfig, model: str | None) -> str:
+    """The text of a step's SMS in `notices.language`; `model` is the phone's make and model
+    (`devicemodel.model_name`), None when not known. The templates must have passed
     `check_templates` against the policy that opened the notice (else KeyError)."""
     language = settings.language
     lang = LANGUAGES[language]
@@ -171,15 +176,17 @@ def sms_text(notice: Notice, step: Step, settings: NoticesConfig) -> str:
     jalali, gregorian = _calendar_dates(day.date(), language)
     template = settings.templates[notice.kind][step.value][language]
     return template.format(imei=lang.number(full_imei(notice.imei_key)), deadline=jalali,
-                           deadline_gregorian=gregorian, code=lang.number(settings.ussd_code))
+                           deadline_gregorian=gregorian, code=lang.number(settings.ussd_code),
+                           model=lang.unknown_model if model is None else model)
 
 
-def _sms(notice: Notice, step: Step, settings: NoticesConfig) -> OutboxMessage:
+def _sms(notice: Notice, step: Step, settings: NoticesConfig,
+         model: str | None) -> OutboxMessage:
     key = idempotency_key(notice, step)
     body = {"idempotency_key": key, "notice_id": notice.id, "step": step.value,
             "kind": notice.kind, "msisdn": str(notice.msisdn), "imei": f"{notice.imei_key:014d}",
             "deadline": iso(notice.deadline_ms), "language": settings.language,
-            "text": sms_text(notice, step, settings)}
+            "text": sms_text(notice, step, settings, model)}
     return OutboxMessage(Stream.NOTIFICATIONS.value, message_key(notice.imei_key), key,
                          msgspec.json.encode(body))
 
@@ -194,13 +201,15 @@ def _command(notice: Notice, step: Step, action: str) -> OutboxMessage:
                          msgspec.json.encode(body))
 
 
-def step_messages(notice: Notice, step: Step, settings: NoticesConfig) -> list[OutboxMessage]:
-    """What goes out when `notice` (as it stands after the step) takes `step`."""
+def step_messages(notice: Notice, step: Step, settings: NoticesConfig,
+                  model: str | None) -> list[OutboxMessage]:
+    """What goes out when `notice` (as it stands after the step) takes `step`; `model` as
+    `sms_text` takes it."""
     out = []
     if step is Step.CUTOFF:
         out.append(_command(notice, step, Action.CUTOFF))
     elif step is Step.RESOLVED:
         out.append(_command(notice, step, Action.RESTORE))
     if notice.sms and (step is not Step.RESOLVED or settings.resolved_sms):
-        out.append(_sms(notice, step, settings))
+        out.append(_sms(notice, step, settings, model))
     return out

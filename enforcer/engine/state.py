@@ -13,6 +13,7 @@ from enforcer.engine.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.engine.lists import Lists
 from enforcer.engine.overlay import LogPosition, Overlay, empty_overlay
 from enforcer.engine.devices import Devices
+from enforcer.engine.tacblocks import BlockedTacs
 from enforcer.engine.tacs import TacDatabase
 from rules.policy import Policy
 
@@ -31,6 +32,9 @@ class EnforcementState:
     # The GSMA's TAC database, imported like the lists; None until one is: the policy's
     # TAC conditions are then off.
     tacs: TacDatabase | None = None
+    # The regulator's blocked TACs, imported like the lists; None until a list is: the
+    # condition tac_blocked is then off.
+    blocked_tacs: BlockedTacs | None = None
 
     def __post_init__(self) -> None:
         if self.devices.rows != len(self.lists.white_index):

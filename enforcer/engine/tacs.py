@@ -182,6 +182,15 @@ class TacDatabase:
     def info_of_key(self, imei_key: int) -> TacInfo | None:
         return self.info(imei_key // SNR_SPACE)
 
+    def device_types(self, imei_keys: np.ndarray) -> np.ndarray:
+        """uint8 DEVICE_TYPES index of each IMEI key's TAC; UNKNOWN_DEVICE_TYPE where the
+        TAC was never allocated or the key is no IMEI's."""
+        rows = self.rows(imei_keys)
+        if not len(self.tac):
+            return np.full(len(rows), UNKNOWN_DEVICE_TYPE, dtype=np.uint8)
+        return np.where(rows != NO_ROW, self.device_type[np.maximum(rows, 0)],
+                        np.uint8(UNKNOWN_DEVICE_TYPE))
+
     def inconsistent(self, rows: np.ndarray, rats: np.ndarray) -> np.ndarray:
         """bool per event: its radio (`rats`, Rat bits, 0 when not told) is none the model at
         its TAC `rows` has; False where the TAC is unallocated or its radios are unknown."""

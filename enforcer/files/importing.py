@@ -30,6 +30,8 @@ from enforcer.engine.fold import carry_ids
 from enforcer.files.devicefiles import RegistryFileReader
 from enforcer.engine.state import EnforcementState
 from enforcer.engine.tacs import TAC_SPACE, TacDatabase
+from enforcer.engine.tacblocks import BlockedTacs
+from enforcer.files.tacblockfile import TacBlockFileReader
 from enforcer.files.tacfile import TacFileReader
 
 ZERO_TAC_BELOW = TAC_SPACE // 10  # TACs below this start with 0 (reporting body 01 …)
@@ -40,6 +42,7 @@ class Kind(StrEnum):
     BLACK = "black"
     OWNERS = "owners"
     TAC = "tac"  # the GSMA's TAC database (enforcer.files.tacfile)
+    TAC_BLOCKED = "tac_blocked"  # the regulator's blocked TACs (enforcer.files.tacblockfile)
 
 
 @dataclass
@@ -50,9 +53,11 @@ class ImportReport:
     after: int = 0
     added: int = 0
     removed: int = 0
-    changed: int = 0  # black: another reason; owners: another owner; tac: another entry
+    # black: another reason; owners: another owner; tac: another entry; tac_blocked:
+    # another reason
+    changed: int = 0
     # How many IMEIs of this kind start with 0: white or black listed, or (owners) of the
-    # devices, every slot; (tac) how many TACs.
+    # devices, every slot; (tac, tac_blocked) how many TACs.
     leading_zero_before: int = 0
     leading_zero_after: int = 0
     devices: DevicesBuild | None = None
@@ -79,6 +84,8 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
     old = state.lists
     if kind is Kind.TAC:
         return _import_tacs(state, path, config)
+    if kind is Kind.TAC_BLOCKED:
+        return _import_blocked_tacs(state, path, config)
     if kind is Kind.WHITE:
         white, loaded = lists_reader.read_white(path)
         report = ImportReport(kind, loaded, before=len(old.white), after=len(white),
@@ -113,7 +120,7 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
     report.generation = generation
     # What a fold laid into the snapshot stays in it: the same watermark.
     return EnforcementState(lists, devices, state.policy, watermark=state.watermark,
-                            tacs=state.tacs), report
+                            tacs=state.tacs, blocked_tacs=state.blocked_tacs), report
 
 
 def _import_tacs(state: EnforcementState, path: Path,
@@ -132,10 +139,35 @@ def _import_tacs(state: EnforcementState, path: Path,
     report.refused = _refusal(report, config)
     if report.refused:
         return None, report
+    return _next_generation(state, report, tacs=tacs), report
+
+
+def _import_blocked_tacs(state: EnforcementState, path: Path,
+                         config: Config) -> tuple[EnforcementState | None, ImportReport]:
+    """A new list of blocked TACs, the rest of the generation as it is."""
+    reader = TacBlockFileReader(config.lists.csv_chunk_lines, config.lists.bad_rows_reported)
+    blocked, loaded = reader.read(path)
+    old = state.blocked_tacs if state.blocked_tacs is not None else BlockedTacs.empty()
+    common = len(np.intersect1d(old.tac, blocked.tac, assume_unique=True))
+    report = ImportReport(Kind.TAC_BLOCKED, loaded, before=len(old), after=len(blocked),
+                          added=len(blocked) - common, removed=len(old) - common,
+                          changed=old.changed_rows(blocked),
+                          leading_zero_before=int(np.count_nonzero(old.tac < ZERO_TAC_BELOW)),
+                          leading_zero_after=int(np.count_nonzero(
+                              blocked.tac < ZERO_TAC_BELOW)))
+    report.refused = _refusal(report, config)
+    if report.refused:
+        return None, report
+    return _next_generation(state, report, blocked_tacs=blocked), report
+
+
+def _next_generation(state: EnforcementState, report: ImportReport,
+                     **tac_parts: TacDatabase | BlockedTacs) -> EnforcementState:
+    """The lists and the registry as they are (the devices stay aligned to the same white
+    list), under the next generation number, with the TAC part the report is of."""
     report.generation = state.generation + 1
-    lists = replace(state.lists, generation=report.generation)
-    return EnforcementState(lists, state.devices, state.policy, watermark=state.watermark,
-                            tacs=tacs), report
+    return replace(state, lists=replace(state.lists, generation=report.generation),
+                   **tac_parts)
 
 
 def _refusal(report: ImportReport, config: Config) -> str | None:

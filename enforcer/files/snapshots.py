@@ -24,6 +24,7 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.overlay import LogPosition
 from enforcer.engine.state import EnforcementState
+from enforcer.engine.tacblocks import BlockedTacs
 from enforcer.engine.tacs import StringTable, TacDatabase
 from rules.policy import Policy
 
@@ -37,6 +38,8 @@ WATERMARK = "watermark.json"
 TACS = "tacs"  # the TAC database's columns; no such directory: none was imported
 TAC_COLUMNS = ("tac", "rats", "device_type", "manufacturer", "model")
 TAC_TABLES = ("manufacturers", "models")
+BLOCKED_TACS = "tac-blocked"  # the blocked TACs' columns; no such directory: none imported
+BLOCKED_TAC_COLUMNS = ("tac", "reason")
 
 
 class SnapshotConflict(RuntimeError):
@@ -69,6 +72,8 @@ def _write(state: EnforcementState, directory: Path, previous: int | None) -> Pa
     _save_devices(state.devices, scratch / "registry")
     if state.tacs is not None:
         _save_tacs(state.tacs, scratch / TACS)
+    if state.blocked_tacs is not None:
+        _save_columns(state.blocked_tacs, BLOCKED_TAC_COLUMNS, scratch / BLOCKED_TACS)
     (scratch / WATERMARK).write_text(json.dumps(
         {str(partition): list(mark) for partition, mark in state.watermark.items()}))
     shutil.rmtree(target, ignore_errors=True)
@@ -109,7 +114,19 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
     target = directory / current["dir"]
     return EnforcementState(_load_lists(target / "lists"), _load_devices(target / "registry"),
                             policy, watermark=snapshot_watermark(target),
-                            tacs=_load_tacs(target / TACS))
+                            tacs=_load_tacs(target / TACS),
+                            blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
+
+
+def load_tac_parts(directory: Path) -> tuple[TacDatabase | None, BlockedTacs | None]:
+    """The current generation's TAC database and blocked TACs alone, without its lists (for
+    a command that names models); (None, None) where there is no snapshot or it holds
+    neither."""
+    pointer = directory / CURRENT
+    if not pointer.exists():
+        return None, None
+    target = directory / json.loads(pointer.read_text())["dir"]
+    return _load_tacs(target / TACS), _load_blocked_tacs(target / BLOCKED_TACS)
 
 
 def oldest_watermark(directory: Path) -> dict[int, LogPosition] | None:
@@ -189,10 +206,14 @@ def _load_ids(directory: Path) -> DeviceIds:
     return DeviceIds(np.load(names), np.load(directory / "device-id-device.npy"))
 
 
-def _save_tacs(tacs: TacDatabase, directory: Path) -> None:
+def _save_columns(table: object, columns: tuple[str, ...], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for name in TAC_COLUMNS:
-        np.save(directory / f"{name}.npy", getattr(tacs, name))
+    for name in columns:
+        np.save(directory / f"{name}.npy", getattr(table, name))
+
+
+def _save_tacs(tacs: TacDatabase, directory: Path) -> None:
+    _save_columns(tacs, TAC_COLUMNS, directory)
     for name in TAC_TABLES:
         table = getattr(tacs, name)
         np.save(directory / f"{name}-blob.npy", table.blob)
@@ -209,6 +230,12 @@ def _load_tacs(directory: Path) -> TacDatabase | None:
     return TacDatabase(*(array(name) for name in TAC_COLUMNS),
                        *(StringTable(array(f"{name}-blob"), array(f"{name}-offsets"))
                          for name in TAC_TABLES))
+
+
+def _load_blocked_tacs(directory: Path) -> BlockedTacs | None:
+    if not directory.is_dir():
+        return None
+    return BlockedTacs(*(np.load(directory / f"{name}.npy") for name in BLOCKED_TAC_COLUMNS))
 
 
 def _save_pairs(pairs: PairSet, stem: str, directory: Path) -> None:

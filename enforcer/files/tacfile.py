@@ -30,6 +30,7 @@ from enforcer.files.listfile import (LEADING_ZERO_STRIPPED, UTF8_BOM, BadRow, Lo
                                      line_blocks)
 
 GSMA_SEPARATOR = "|"
+BAD_TAC = "bad_tac"
 GSMA_REQUIRED = ("tac", "manufacturer", "model_name", "device_type", "bands")
 GSMA_MARKETING_NAME = "marketing_name"
 PLAIN_COLUMNS = ("tac", "manufacturer", "model", "device_type", "rats")
@@ -58,6 +59,16 @@ class _Columns:
     manufacturer: list[str] = field(default_factory=list)
     model: list[str] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
+
+
+def tac_fault(text: str) -> str | None:
+    """Why a file's TAC field is no TAC (`bad_tac`, or 7 digits: LEADING_ZERO_STRIPPED);
+    None when it is one."""
+    if not (text.isascii() and text.isdigit()) or len(text) > TAC_DIGITS:
+        return BAD_TAC
+    if len(text) == TAC_DIGITS - 1:
+        return LEADING_ZERO_STRIPPED
+    return None if len(text) == TAC_DIGITS else BAD_TAC
 
 
 def rats_of_bands(bands: str) -> Rat:
@@ -128,15 +139,11 @@ class TacFileReader:
             self._bad(report, number, "field_count", text)
             return
         tac_text = fields[layout.tac]
-        if not (tac_text.isascii() and tac_text.isdigit()) or len(tac_text) > TAC_DIGITS:
-            self._bad(report, number, "bad_tac", text)
-            return
-        if len(tac_text) == TAC_DIGITS - 1:
-            report.leading_zero_stripped += 1
-            self._bad(report, number, LEADING_ZERO_STRIPPED, text)
-            return
-        if len(tac_text) != TAC_DIGITS:
-            self._bad(report, number, "bad_tac", text)
+        fault = tac_fault(tac_text)
+        if fault is not None:
+            if fault == LEADING_ZERO_STRIPPED:
+                report.leading_zero_stripped += 1
+            self._bad(report, number, fault, text)
             return
         rats = layout.rats(fields)
         if rats is None:
@@ -176,7 +183,7 @@ class _Layout:
     @classmethod
     def of_first_line(cls, text: str) -> _Layout:
         if GSMA_SEPARATOR in text:
-            names = [_name(f) for f in text.split(GSMA_SEPARATOR)]
+            names = [header_name(f) for f in text.split(GSMA_SEPARATOR)]
             missing = [n for n in GSMA_REQUIRED if n not in names]
             if missing:
                 raise TacFileError(f"a GSMA TAC export's header lacks {', '.join(missing)}")
@@ -184,8 +191,8 @@ class _Layout:
             return cls(True, True, len(names), names.index("tac"), names.index("manufacturer"),
                        names.index("model_name"), marketing, names.index("device_type"),
                        names.index("bands"))
-        first = _csv_fields(text) or [""]
-        names = [_name(f) for f in first]
+        first = csv_fields(text) or [""]
+        names = [header_name(f) for f in first]
         if names[0] == "tac":
             missing = [n for n in PLAIN_COLUMNS if n not in names]
             if missing:
@@ -197,7 +204,7 @@ class _Layout:
     def fields(self, text: str) -> list[str] | None:
         if self.gsma:
             return [f.strip().replace('"', "") for f in text.split(GSMA_SEPARATOR)]
-        return _csv_fields(text)
+        return csv_fields(text)
 
     def rats(self, fields: list[str]) -> Rat | None:
         radios = fields[self.radios]
@@ -209,11 +216,12 @@ class _Layout:
         return fields[self.model_column]
 
 
-def _name(header_field: str) -> str:
+def header_name(header_field: str) -> str:
+    """A header field as a column name: unquoted, lower-case, spaces as `_`."""
     return header_field.strip().strip('"').strip().lower().replace(" ", "_")
 
 
-def _csv_fields(text: str) -> list[str] | None:
+def csv_fields(text: str) -> list[str] | None:
     """One CSV line's fields, stripped; None when its quotes are not closed."""
     try:
         return [f.strip() for f in next(csv.reader([text], strict=True), [])]

@@ -36,9 +36,13 @@ SUFFIXES = (".csv", ".csv.gz")
 
 
 def kind_of(path: Path) -> Kind | None:
+    """The kind a delivery's name begins with (`-` read as `_`), the longest that fits:
+    `tac_blocked-…` (or `tac-blocked-…`) is a list of blocked TACs, not a TAC database."""
     if not path.name.endswith(SUFFIXES):
         return None
-    return next((kind for kind in Kind if path.name.startswith(kind.value)), None)
+    name = path.name.replace("-", "_")
+    return max((kind for kind in Kind if name.startswith(kind.value)),
+               key=lambda kind: len(kind.value), default=None)
 
 
 def delivered(drop: Path, now_ms: int, settle_s: float) -> list[Path]:
@@ -93,8 +97,8 @@ def reconcile(holder: StateHolder, config: Config, clock: Clock,
         kind = kind_of(path)
         if kind is None:
             counts["refused"] += 1
-            _set_aside(path, REFUSED, {"refused": "not a white*, black*, owners* or tac* "
-                                                  ".csv or .csv.gz file"})
+            _set_aside(path, REFUSED, {"refused": "not a white*, black*, owners*, tac* or "
+                                                  "tac_blocked* .csv or .csv.gz file"})
             log.warning("snapshot refused", extra={"delivery": path.name, "why": "name"})
             continue
         began = time.perf_counter()

@@ -5,15 +5,19 @@ it from its cut-off list when it next follows the table."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import msgspec
 import psycopg
 
 from enforcer.clock import Clock, iso
 from enforcer.config import Config
 from enforcer.db.notices import NoticeRow, enqueue, find, lock, messages_of, record, transitions_of
+from enforcer.engine.devicemodel import model_name
 from enforcer.engine.effects import Stream
 from enforcer.engine.lifecycle import LIVE, Notice
 from enforcer.engine.subscriber import mask
+from enforcer.engine.tacs import TacDatabase
 from enforcer.notices.resolve import cancellation
 
 BY_HAND = "noc"
@@ -36,11 +40,14 @@ def row_json(row: NoticeRow, reveal: bool) -> dict[str, object]:
             "closed_reason": row.closed_reason, "superseded_by": row.superseded_by}
 
 
-def show(conn: psycopg.Connection, notice_id: int, reveal: bool) -> dict[str, object] | None:
+def show(conn: psycopg.Connection, notice_id: int, reveal: bool,
+         model: Callable[[int], dict[str, object] | None]) -> dict[str, object] | None:
+    """The notice, its transitions and its messages; `model` says what the notice's IMEI
+    key's model is (enforcer.engine.devicemodel.model_json)."""
     found = find(conn, notice_id=notice_id, limit=1)
     if not found:
         return None
-    return {**row_json(found[0], reveal),
+    return {**row_json(found[0], reveal), "model": model(found[0].notice.imei_key),
             "transitions": [{"at": at.isoformat(), "from": f, "to": t, "step": step,
                              "reason": reason} for at, f, t, step, reason
                             in transitions_of(conn, notice_id)],
@@ -60,13 +67,15 @@ def _says(stream: str, body: bytes) -> dict[str, object]:
 
 
 def cancel(conn: psycopg.Connection, notice_id: int, reason: str, config: Config,
-           clock: Clock) -> Notice | None:
-    """The notice as cancelled, or None when it is not live (or not there)."""
+           clock: Clock, tacs: TacDatabase | None) -> Notice | None:
+    """The notice as cancelled, or None when it is not live (or not there); a restore's SMS
+    names the phone's model from `tacs` (the snapshot's TAC database, None without one)."""
     with conn.transaction():
         notice = lock(conn, notice_id)
         if notice is None or notice.state not in LIVE:
             return None
-        change, messages = cancellation(notice, f"{BY_HAND}: {reason}", config.notices)
+        change, messages = cancellation(notice, f"{BY_HAND}: {reason}", config.notices,
+                                        model_name(tacs, notice.imei_key))
         now = clock.now_ms()
         record(conn, [change], now)
         enqueue(conn, messages, now)

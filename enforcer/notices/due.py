@@ -14,7 +14,9 @@ from enforcer.clock import MS_PER_DAY, MS_PER_HOUR
 from enforcer.config import NoticesConfig
 from enforcer.db.notices import Change, take_due
 from enforcer.engine.lifecycle import Notice, NoticeState, Pace, QuietHours, advance
+from enforcer.engine.devicemodel import model_name
 from enforcer.engine.noticemessages import step_messages
+from enforcer.engine.state import EnforcementState
 from enforcer.notices.resolve import Resolver, Steps
 
 
@@ -61,7 +63,7 @@ class DueSweep:
             if len(settled.taken) < self._settings.batch and not settled.opened:
                 return total
 
-    def _advance(self, due: list[Notice], now: int) -> Steps:
+    def _advance(self, due: list[Notice], now: int, state: EnforcementState) -> Steps:
         changes, messages, cut = [], [], []
         for notice in due:
             step = advance(notice, now, self._pace)
@@ -73,7 +75,8 @@ class DueSweep:
             changes.append(Change(step.notice, notice.state, step.next_due_ms,
                                   step.sent.value if step.sent else None, reason))
             if step.sent is not None:
-                messages += step_messages(step.notice, step.sent, self._settings)
+                messages += step_messages(step.notice, step.sent, self._settings,
+                                          model_name(state.tacs, notice.imei_key))
             if step.notice.state is NoticeState.CUT:
                 cut.append(notice)
         return Steps(changes, messages, cut)

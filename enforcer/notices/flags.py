@@ -68,7 +68,9 @@ class CloneTracker:
             self._window = CloneWindow(index, state.policy.clones, self._cells)
         elif self._window.index is not index:  # a new generation of the white list
             self._window = self._window.rebase(index)
-        flags = self._window.observe(sightings_of(batch, index, self._cells))
+        # The radios are compared only when the policy counts them: a lookup a batch less.
+        tacs = state.tacs if self._window.rules.rat_inconsistent_attaches else None
+        flags = self._window.observe(sightings_of(batch, index, self._cells, tacs))
         keys = batch.imei_key[flags.event]
         fresh = ~state.misused.contains(keys)
         if not fresh.any():

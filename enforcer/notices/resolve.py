@@ -18,6 +18,7 @@ from enforcer.clock import Clock
 from enforcer.config import NoticesConfig
 from enforcer.db.notices import Change, cut_after, enqueue, live_about, record, see_subjects
 from enforcer.engine.lifecycle import Notice, NoticeState, Step
+from enforcer.engine.devicemodel import model_name
 from enforcer.engine.noticemessages import OutboxMessage, step_messages
 from enforcer.engine.opening import successor_subject, successors
 from enforcer.engine.resolution import resolutions
@@ -31,14 +32,14 @@ log = logging.getLogger("eir.notices")
 CLOSED_UNCUT = (NoticeState.CANCELLED, NoticeState.SUPERSEDED, NoticeState.LAPSED)
 
 
-def cancellation(notice: Notice, reason: str, settings: NoticesConfig,
+def cancellation(notice: Notice, reason: str, settings: NoticesConfig, model: str | None,
                  successor: int | None = None) -> tuple[Change, list[OutboxMessage]]:
     """A live notice cancelled, or superseded by the notice `successor`; if it was cut, the
-    restore and its SMS."""
+    restore and its SMS (naming `model`, the phone's make and model, or None)."""
     closed = replace(notice, state=NoticeState.CANCELLED if successor is None
                      else NoticeState.SUPERSEDED)
     was_cut = notice.state is NoticeState.CUT
-    messages = step_messages(closed, Step.RESOLVED, settings) if was_cut else []
+    messages = step_messages(closed, Step.RESOLVED, settings, model) if was_cut else []
     step = Step.RESOLVED.value if messages else None
     return Change(closed, notice.state, None, step, reason, successor), messages
 
@@ -56,8 +57,9 @@ class Steps:
 NO_STEPS = Steps([], [], [])
 # Locks a batch of notices in the caller's transaction, at a time in epoch ms.
 Take = Callable[[psycopg.Connection, int], list[Notice]]
-# The steps of the notices left standing, at a time in epoch ms.
-Then = Callable[[list[Notice], int], Steps]
+# The steps of the notices left standing, at a time in epoch ms, in the state they are
+# decided in (whose TAC database names the phones' models).
+Then = Callable[[list[Notice], int, EnforcementState], Steps]
 
 
 def _cut_after(after_id: int, limit: int) -> Take:
@@ -105,10 +107,11 @@ class Resolver:
         now = self._clock.now_ms()
         with conn.transaction():
             taken = take(conn, now)
-            closed = self._close(conn, taken, self._cutoffs.deciding(conn), now)
+            state = self._cutoffs.deciding(conn)
+            closed = self._close(conn, taken, state, now)
             closing = {c.notice.id for c in closed.changes}
             steps = NO_STEPS if then is None else then(
-                [n for n in taken if n.id not in closing], now)
+                [n for n in taken if n.id not in closing], now, state)
             changes = closed.changes + steps.changes
             record(conn, changes, now)
             enqueue(conn, closed.messages + steps.messages, now)
@@ -168,20 +171,21 @@ class Resolver:
         for notice in closing:
             rule = resolved[notice.id].successor
             successor = None if rule is None else live[successor_subject(notice, rules[rule])][0]
-            change, more = self._cancel(notice, resolved[notice.id].rule, successor)
+            change, more = self._cancel(notice, resolved[notice.id].rule, successor,
+                                        model_name(state.tacs, notice.imei_key))
             changes.append(change)
             messages += more
             if notice.state is NoticeState.CUT:
                 restored.append(notice)
         return _Closed(changes, messages, restored, opened)
 
-    def _cancel(self, notice: Notice, rule: str, successor: int | None
+    def _cancel(self, notice: Notice, rule: str, successor: int | None, model: str | None
                 ) -> tuple[Change, list[OutboxMessage]]:
         log.info("notice cancelled by the registry" if successor is None
                  else "notice superseded", extra={"notice_id": notice.id, "kind": notice.kind,
                                                   "now_decided_by": rule,
                                                   "superseded_by": successor})
-        return cancellation(notice, rule, self._settings, successor)
+        return cancellation(notice, rule, self._settings, model, successor)
 
     def _count(self, changes: list[Change], opened: Counter[str]) -> None:
         # Counted first, then one increment per label set: a label lookup takes a lock.
