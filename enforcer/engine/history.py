@@ -1,13 +1,15 @@
 """Slot-usage history: which SIM used which IMEI, when first and last, on which days.
 
 `aggregate` turns a decided batch into one row per (month, IMEI key, IMSI), pure numpy;
-`enforcer.engine.usagecache` decides which of those rows the database does not hold yet.
+`enforcer.engine.usagecache` decides which of those rows the database does not hold yet, and
+`learned_pairs` takes from them the subscribers' IMSI -> MSISDN pairs to store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -85,3 +87,30 @@ def aggregate(batch: AttachBatch, decisions: Decisions) -> SlotUsageRows:
         month=month[starts], imei_key=key[starts], imsi=imsi[starts], msisdn=msisdn[ends],
         slot=slot[ends], first_seen_ms=ts[starts], last_seen_ms=ts[ends],
         days=np.bitwise_or.reduceat(day_bit, starts))
+
+
+class LearnedPairs(NamedTuple):
+    """IMSI -> MSISDN pairs an attach batch teaches, one per IMSI, sorted by IMSI."""
+
+    imsi: np.ndarray  # uint64
+    msisdn: np.ndarray  # uint64
+    seen_ms: np.ndarray  # int64, the attach that carried the pair (the latest of the batch)
+
+    def __len__(self) -> int:
+        return len(self.imsi)
+
+
+def learned_pairs(batch: AttachBatch, rows: SlotUsageRows, home_mcc: tuple[int, ...]
+                  ) -> LearnedPairs:
+    """The pairs of the slot-usage rows to be written (`rows`: those the database does not
+    hold yet, so a pair already stored costs nothing), of home IMSIs only (`home_mcc`: an
+    inbound roamer's IMSI would grow the map with every visitor, and no registered device's
+    owner is found by it), the latest of each IMSI."""
+    home = batch.imsi[np.isin(batch.mcc, np.array(home_mcc, np.uint16))]
+    keep = np.flatnonzero(np.isin(rows.imsi, home))
+    imsi, msisdn, seen = rows.imsi[keep], rows.msisdn[keep], rows.last_seen_ms[keep]
+    order = np.lexsort((seen, imsi))
+    imsi, msisdn, seen = imsi[order], msisdn[order], seen[order]
+    last = np.ones(len(imsi), bool)
+    last[:-1] = imsi[1:] != imsi[:-1]
+    return LearnedPairs(imsi[last], msisdn[last], seen[last])

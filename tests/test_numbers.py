@@ -1,0 +1,90 @@
+"""The IMSI -> MSISDN map (enforcer/engine/numbers.py) answers what a dict answers, whatever
+pairs are laid over it and whenever its small layer is merged; and the pairs an attach batch
+teaches it."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enforcer.engine.events import AttachBatch
+from enforcer.engine.history import SlotUsageRows, learned_pairs
+from enforcer.engine.numbers import OFFSET_SPAN, MsisdnsByImsi
+
+IMSIS = st.integers(432_110_000_000_000, 432_110_000_000_040) | st.integers(10**4, 10**15 - 1)
+# A country's numbers, and some far from them (a foreign SIM's, an edge of the span).
+NATIONAL = st.integers(989_120_000_000, 989_129_999_999)
+MSISDNS = NATIONAL | st.integers(10**6, 10**15 - 1) | st.sampled_from(
+    [989_120_000_000 + OFFSET_SPAN, 989_120_000_000 - OFFSET_SPAN, 1, 2**63])
+BATCHES = st.lists(st.lists(st.tuples(IMSIS, MSISDNS), max_size=12), max_size=8)
+
+
+def columns(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([i for i, _ in pairs], np.uint64), np.array([m for _, m in pairs], np.uint64))
+
+
+def agrees(numbers: MsisdnsByImsi, reference: dict[int, int], others: list[int]) -> None:
+    asked = list(reference) + others
+    has, msisdn = numbers.find(np.array(asked, np.uint64))
+    got = {imsi: int(m) for imsi, h, m in zip(asked, has.tolist(), msisdn) if h}
+    assert got == reference
+    assert len(numbers) == len(reference)
+    for imsi in asked[:5]:
+        assert numbers.get(imsi) == reference.get(imsi)
+
+
+@given(st.lists(st.tuples(IMSIS, MSISDNS), max_size=30), BATCHES, st.integers(1, 6),
+       st.lists(IMSIS, max_size=10))
+@settings(max_examples=300, deadline=None)
+def test_the_map_answers_as_a_dict(first, batches, recent_max, others) -> None:
+    numbers = MsisdnsByImsi.of(*columns(first), recent_max=recent_max)
+    reference = dict(first)
+    agrees(numbers, reference, others)
+    for batch in batches:
+        numbers = numbers.with_pairs(*columns(batch))
+        reference.update(batch)
+        agrees(numbers, reference, others)
+        assert numbers.recent_size < recent_max  # merged when it reaches it
+    agrees(numbers.merged(), reference, others)
+
+
+@given(BATCHES)
+@settings(max_examples=100, deadline=None)
+def test_a_map_learned_from_nothing_answers_as_a_dict(batches) -> None:
+    numbers, reference = MsisdnsByImsi.empty(recent_max=4), {}
+    for batch in batches:
+        numbers = numbers.with_pairs(*columns(batch))
+        reference.update(batch)
+    agrees(numbers, reference, [])
+
+
+def test_a_countrys_numbers_take_twelve_bytes_a_subscriber() -> None:
+    n = 10_000
+    imsis = np.arange(432_110_000_000_000, 432_110_000_000_000 + n, dtype=np.uint64)
+    msisdns = np.random.default_rng(7).integers(989_000_000_000, 989_999_999_999, n,
+                                               dtype=np.uint64)
+    numbers = MsisdnsByImsi.of(imsis, msisdns)
+    assert numbers.nbytes == 12 * n
+    assert numbers.get(int(imsis[17])) == int(msisdns[17])
+
+
+HOME, ROAMER = 432, 262
+
+
+def test_an_attach_batch_teaches_the_latest_number_of_each_home_imsi() -> None:
+    imsi = np.array([43211_0000000001, 43211_0000000001, 26201_0000000009, 43211_0000000002],
+                    np.uint64)
+    batch = AttachBatch(imei_key=np.arange(4, dtype=np.uint64), malformed=np.zeros(4, bool),
+                        imsi=imsi, mcc=np.array([HOME, HOME, ROAMER, HOME], np.uint16),
+                        msisdn=np.array([989121, 989122, 49151, 989123], np.uint64),
+                        ts_ms=np.array([2_000, 1_000, 1_000, 1_000], np.int64),
+                        emergency=np.zeros(4, bool))
+    # The rows to be written: the second IMSI's is not (the database holds it already).
+    rows = SlotUsageRows(month=np.zeros(3, np.int32), imei_key=np.arange(3, dtype=np.uint64),
+                         imsi=imsi[:3], msisdn=batch.msisdn[:3], slot=np.zeros(3, np.int16),
+                         first_seen_ms=batch.ts_ms[:3], last_seen_ms=batch.ts_ms[:3],
+                         days=np.ones(3, np.int32))
+    learned = learned_pairs(batch, rows, (HOME,))
+    assert (learned.imsi.tolist(), learned.msisdn.tolist(), learned.seen_ms.tolist()) == (
+        [43211_0000000001], [989121], [2_000])
