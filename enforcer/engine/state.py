@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 from enforcer.engine.clones import NOT_MISUSED, Misused
 from enforcer.engine.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.engine.lists import Lists
+from enforcer.engine.numbers import NO_NUMBERS, MsisdnsByImsi
 from enforcer.engine.overlay import LogPosition, Overlay, empty_overlay
 from enforcer.engine.devices import Devices
 from enforcer.engine.tacs import TacDatabase
@@ -31,6 +32,9 @@ class EnforcementState:
     # The GSMA's TAC database, imported like the lists; None until one is: the policy's
     # TAC conditions are then off.
     tacs: TacDatabase | None = None
+    # The subscribers' numbers by IMSI, for checks that carry no MSISDN: learned from the
+    # attaches the workers store (`serve` follows them); empty in a worker, which needs none.
+    numbers: MsisdnsByImsi = NO_NUMBERS
 
     def __post_init__(self) -> None:
         if self.devices.rows != len(self.lists.white_index):
@@ -66,5 +70,5 @@ class StateHolder:
                                  f"{self._state.generation}")
             overlay, stale = self._state.overlay.rebase(new.lists, new.devices, new.watermark)
             self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs,
-                                  misused=self._state.misused)
+                                  misused=self._state.misused, numbers=self._state.numbers)
             return stale
