@@ -1,16 +1,18 @@
 """The IMSI -> MSISDN map (enforcer/engine/numbers.py) answers what a dict answers, whatever
-pairs are laid over it and whenever its small layer is merged; and the pairs an attach batch
-teaches it."""
+pairs are laid over it and whenever its small layer is merged; the pairs an attach batch
+teaches it; and their table in PostgreSQL (enforcer/db/subscribers.py)."""
 
 from __future__ import annotations
 
 import numpy as np
+import psycopg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enforcer.engine.events import AttachBatch
+from enforcer.db.subscribers import numbers_since, record_numbers
 from enforcer.engine.history import SlotUsageRows, learned_pairs
-from enforcer.engine.numbers import OFFSET_SPAN, MsisdnsByImsi
+from enforcer.engine.numbers import OFFSET_SPAN, LearnedPairs, MsisdnsByImsi
 
 IMSIS = st.integers(432_110_000_000_000, 432_110_000_000_040) | st.integers(10**4, 10**15 - 1)
 # A country's numbers, and some far from them (a foreign SIM's, an edge of the span).
@@ -41,11 +43,15 @@ def test_the_map_answers_as_a_dict(first, batches, recent_max, others) -> None:
     numbers = MsisdnsByImsi.of(*columns(first), recent_max=recent_max)
     reference = dict(first)
     agrees(numbers, reference, others)
+    # Sorted and unique, as serve reads them: taken as they come.
+    agrees(MsisdnsByImsi.of(*columns(sorted(reference.items()))), reference, others)
     for batch in batches:
         numbers = numbers.with_pairs(*columns(batch))
         reference.update(batch)
         agrees(numbers, reference, others)
         assert numbers.recent_size < recent_max  # merged when it reaches it
+        # What it holds already, a follower's overlap read again, takes no room.
+        assert numbers.with_pairs(*columns(list(reference.items()))) is numbers
     agrees(numbers.merged(), reference, others)
 
 
@@ -88,3 +94,42 @@ def test_an_attach_batch_teaches_the_latest_number_of_each_home_imsi() -> None:
     learned = learned_pairs(batch, rows, (HOME,))
     assert (learned.imsi.tolist(), learned.msisdn.tolist(), learned.seen_ms.tolist()) == (
         [43211_0000000001], [989121], [2_000])
+
+
+def pairs(imsis: list[int], msisdns: list[int], seen_ms: list[int]) -> LearnedPairs:
+    return LearnedPairs(np.array(imsis, np.uint64), np.array(msisdns, np.uint64),
+                        np.array(seen_ms, np.int64))
+
+
+def held(conn: psycopg.Connection, since=None) -> dict[int, int]:
+    imsis, msisdns, _ = numbers_since(conn, since)
+    return dict(zip(imsis.tolist(), msisdns.tolist()))
+
+
+def test_the_table_keeps_each_imsis_latest_number(dsn) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        record_numbers(conn, pairs([1, 2], [10, 20], [1_000, 1_000]))
+        _, _, asked = numbers_since(conn, None)
+        assert held(conn) == {1: 10, 2: 20}
+        # An older attach (a replay, a partition read late) changes nothing; a newer one does.
+        record_numbers(conn, pairs([1, 2], [11, 21], [500, 2_000]))
+        _, _, after = numbers_since(conn, None)
+        # The same number seen again is no change, to write or to follow.
+        record_numbers(conn, pairs([2], [21], [3_000]))
+        assert held(conn) == {1: 10, 2: 21}
+        assert held(conn, asked) == {2: 21}
+        assert held(conn, after) == {}
+
+
+def test_the_whole_table_is_read_back_across_copy_chunks(dsn) -> None:
+    n = 50_000  # COPY's rows arrive in chunks that cut rows anywhere
+    imsis = np.arange(432_110_000_000_000, 432_110_000_000_000 + n, dtype=np.uint64)
+    msisdns = np.random.default_rng(3).integers(989_000_000_000, 989_999_999_999, n,
+                                               dtype=np.uint64)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        record_numbers(conn, pairs(imsis.tolist(), msisdns.tolist(), [1_000] * n))
+        read_imsis, read_msisdns, _ = numbers_since(conn, None)
+    order = np.argsort(read_imsis)
+    assert read_imsis[order].tolist() == imsis.tolist()
+    assert read_msisdns[order].tolist() == msisdns.tolist()
+

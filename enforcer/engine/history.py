@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 import numpy as np
 
 from enforcer.engine.decide import Decisions
 from enforcer.engine.events import NO_KEY, AttachBatch
 from enforcer.engine.devices import NO_DEVICE, SLOT_MASK
+from enforcer.engine.numbers import LearnedPairs, latest_pairs
 
 NO_SLOT = -1
 
@@ -89,17 +89,6 @@ def aggregate(batch: AttachBatch, decisions: Decisions) -> SlotUsageRows:
         days=np.bitwise_or.reduceat(day_bit, starts))
 
 
-class LearnedPairs(NamedTuple):
-    """IMSI -> MSISDN pairs an attach batch teaches, one per IMSI, sorted by IMSI."""
-
-    imsi: np.ndarray  # uint64
-    msisdn: np.ndarray  # uint64
-    seen_ms: np.ndarray  # int64, the attach that carried the pair (the latest of the batch)
-
-    def __len__(self) -> int:
-        return len(self.imsi)
-
-
 def learned_pairs(batch: AttachBatch, rows: SlotUsageRows, home_mcc: tuple[int, ...]
                   ) -> LearnedPairs:
     """The pairs of the slot-usage rows to be written (`rows`: those the database does not
@@ -108,9 +97,4 @@ def learned_pairs(batch: AttachBatch, rows: SlotUsageRows, home_mcc: tuple[int, 
     owner is found by it), the latest of each IMSI."""
     home = batch.imsi[np.isin(batch.mcc, np.array(home_mcc, np.uint16))]
     keep = np.flatnonzero(np.isin(rows.imsi, home))
-    imsi, msisdn, seen = rows.imsi[keep], rows.msisdn[keep], rows.last_seen_ms[keep]
-    order = np.lexsort((seen, imsi))
-    imsi, msisdn, seen = imsi[order], msisdn[order], seen[order]
-    last = np.ones(len(imsi), bool)
-    last[:-1] = imsi[1:] != imsi[:-1]
-    return LearnedPairs(imsi[last], msisdn[last], seen[last])
+    return latest_pairs(rows.imsi[keep], rows.msisdn[keep], rows.last_seen_ms[keep])

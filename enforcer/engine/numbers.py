@@ -66,8 +66,11 @@ class _Sorted(NamedTuple):
 
 
 def _unique_last(imsis: np.ndarray, msisdns: np.ndarray) -> _Sorted:
-    """Sorted by IMSI, the last pair given for each."""
+    """Sorted by IMSI, the last pair given for each. Pairs already sorted and unique (as
+    `serve` reads them, in the table's key order) are taken as they are: no copy."""
     imsis, msisdns = np.asarray(imsis, np.uint64), np.asarray(msisdns, np.uint64)
+    if (imsis[1:] > imsis[:-1]).all():
+        return _Sorted(imsis, msisdns)
     order = np.argsort(imsis, kind="stable")
     imsis, msisdns = imsis[order], msisdns[order]
     last = np.ones(len(imsis), bool)
@@ -104,7 +107,8 @@ class MsisdnsByImsi:
     def of(cls, imsis: np.ndarray, msisdns: np.ndarray,
            recent_max: int = RECENT_MAX) -> MsisdnsByImsi:
         """A map of these pairs, all in the frozen layer; where an IMSI is given twice, the
-        later pair counts."""
+        later pair counts. Arrays already sorted and unique become the map's own columns:
+        the caller does not change them afterwards."""
         pairs = _unique_last(imsis, msisdns)
         base = _base_for(pairs.values)
         narrow, wide = cls._split(base, pairs)
@@ -114,6 +118,9 @@ class MsisdnsByImsi:
     def _split(base: int, pairs: _Sorted) -> tuple[_Sorted, _Sorted]:
         offset = pairs.values - np.uint64(base)  # wraps below the base: then not narrow
         fits = (pairs.values >= np.uint64(base)) & (offset < np.uint64(OFFSET_SPAN))
+        if fits.all():  # a country's numbers: the keys kept as they are, no copy
+            return (_Sorted(pairs.keys, offset.astype(OFFSET_DTYPE)),
+                    _Sorted.empty(np.uint64))
         return (_Sorted(pairs.keys[fits], offset[fits].astype(OFFSET_DTYPE)),
                 _Sorted(pairs.keys[~fits], pairs.values[~fits]))
 
@@ -150,11 +157,14 @@ class MsisdnsByImsi:
     def with_pairs(self, imsis: np.ndarray, msisdns: np.ndarray) -> MsisdnsByImsi:
         """This map with these pairs laid over it (the later pair where an IMSI is given
         twice): O(r + k log k) in the small layer's size, or a merge, O(n), when the small
-        layer reaches `recent_max`."""
+        layer reaches `recent_max`. Pairs it holds already change nothing (a follower reads
+        some again) and take no room."""
         new = _unique_last(imsis, msisdns)
-        if not len(new.keys):
+        held, number = self.find(new.keys)
+        changed = ~held | (number != new.values)
+        if not changed.any():
             return self
-        held, _ = self.find(new.keys)
+        held, new = held[changed], _Sorted(new.keys[changed], new.values[changed])
         recent = self._recent.laid_over(new)
         grown = MsisdnsByImsi(self.base, self._narrow, self._wide, recent,
                               self._size + int((~held).sum()), self.recent_max)
@@ -177,3 +187,23 @@ class MsisdnsByImsi:
 
 NO_NUMBERS = MsisdnsByImsi.empty()
 
+
+class LearnedPairs(NamedTuple):
+    """IMSI -> MSISDN pairs to store, one per IMSI, sorted by IMSI."""
+
+    imsi: np.ndarray  # uint64
+    msisdn: np.ndarray  # uint64
+    seen_ms: np.ndarray  # int64, when the pair was seen (the attach's time)
+
+    def __len__(self) -> int:
+        return len(self.imsi)
+
+
+def latest_pairs(imsi: np.ndarray, msisdn: np.ndarray, seen_ms: np.ndarray) -> LearnedPairs:
+    """One pair per IMSI, sorted by IMSI: the one seen last, the last given among those seen
+    at the same time."""
+    order = np.lexsort((seen_ms, imsi))  # stable: ties keep the order given
+    imsi, msisdn, seen_ms = imsi[order], msisdn[order], seen_ms[order]
+    last = np.ones(len(imsi), bool)
+    last[:-1] = imsi[1:] != imsi[:-1]
+    return LearnedPairs(imsi[last], msisdn[last], seen_ms[last])
