@@ -1,15 +1,26 @@
 """The IMSI -> MSISDN map (enforcer/engine/numbers.py) answers what a dict answers, whatever
 pairs are laid over it and whenever its small layer is merged; the pairs an attach batch
-teaches it; and their table in PostgreSQL (enforcer/db/subscribers.py)."""
+teaches it; an operator's provisioning file of them (enforcer/files/subscriberfile.py,
+`subscribers import`); and their table in PostgreSQL (enforcer/db/subscribers.py)."""
 
 from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import psycopg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.test_cli import run
+from tests.test_lists import GZIP_FAULTS, reader
+
 from enforcer.engine.events import AttachBatch
+from enforcer.files.subscriberfile import SubscriberFileReader
+from enforcer.files.listfile import LoadReport
 from enforcer.db.subscribers import numbers_since, record_numbers
 from enforcer.engine.history import SlotUsageRows, learned_pairs
 from enforcer.engine.numbers import OFFSET_SPAN, LearnedPairs, MsisdnsByImsi
@@ -133,3 +144,52 @@ def test_the_whole_table_is_read_back_across_copy_chunks(dsn) -> None:
     assert read_imsis[order].tolist() == imsis.tolist()
     assert read_msisdns[order].tolist() == msisdns.tolist()
 
+
+PROVISIONING = """imsi,msisdn
+432110000000001,989120000001
+432110000000002, +989120000002
+262011234567890,491510000003
+432110000000004
+43211000000000x,989120000005
+432110000000006,0912 000 0006
+
+432110000000001,989120000007
+"""
+
+
+def test_a_provisioning_file_gives_each_home_imsis_last_number_and_bad_rows_by_line(
+        tmp_path: Path, rules) -> None:
+    path = tmp_path / "subscribers.csv"
+    path.write_text(PROVISIONING)
+    report = LoadReport(str(path))
+    chunks = list(SubscriberFileReader(reader(rules, chunk_lines=100), 100, (432,)).chunks(
+        path, report, 5_000))
+    (pairs,) = chunks
+    assert dict(zip(pairs.imsi.tolist(), pairs.msisdn.tolist())) == {
+        432110000000001: 989120000007, 432110000000002: 989120000002}
+    assert pairs.seen_ms.tolist() == [5_000, 5_000]
+    assert [(b.line, b.reason) for b in report.bad_rows] == [
+        (4, "not_home_imsi"), (5, "not_imsi_and_msisdn"), (6, "bad_imsi"), (7, "bad_msisdn")]
+    assert (report.rows, report.loaded, report.bad) == (7, 3, 4)
+
+
+def test_subscribers_import_stores_a_file_and_one_refused_nothing(tmp_path, dsn) -> None:
+    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    path = tmp_path / "subscribers.csv.gz"
+    path.write_bytes(gzip.compress(PROVISIONING.encode()))
+    # Four bad rows of seven: refused unless the bad share allowed is raised.
+    refused = run("subscribers", "import", str(path), check=False, env=env)
+    assert refused.returncode == 3 and "4 of 7 rows are bad" in refused.stderr
+    done = run("subscribers", "import", str(path), env={**env, "EIR_LISTS__MAX_BAD_SHARE": "0.6"})
+    assert (json.loads(done.stdout)["loaded"], json.loads(done.stdout)["refused"]) == (3, None)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert held(conn) == {432110000000001: 989120000007, 432110000000002: 989120000002}
+        conn.execute("DELETE FROM subscribers")
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(GZIP_FAULTS["truncated.csv.gz"])
+    refused = run("subscribers", "import", str(cut), check=False, env=env)
+    assert refused.returncode == 3
+    assert refused.stderr.startswith(f"eir-enforcer subscribers import: refused: {cut}: not "
+                                     "readable: truncated gzip")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert held(conn) == {}

@@ -1,6 +1,7 @@
 """subscribers: the subscribers' numbers by IMSI (migration 0013), one row per home IMSI,
-written in the attach batch's transaction (`record_numbers`) and read by `serve`
-(`numbers_since`), which keeps them in memory (`enforcer.engine.numbers`)."""
+written in the attach batch's transaction and by `subscribers import` (`record_numbers`),
+and read by `serve` (`numbers_since`), which keeps them in memory
+(`enforcer.engine.numbers`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import psycopg
 
 from enforcer.engine.numbers import LearnedPairs
 
-# A number seen later replaces the one held (seen at the same time, the one written last);
-# the same number, or one seen earlier (a replay, a partition read late), writes nothing.
-# Rows are locked in IMSI order (the pairs come sorted), so two workers' batches never wait
-# on each other in a cycle.
+# A number seen later replaces the one held (seen at the same time, the one written last: a
+# provisioning file's later row); the same number, or one seen earlier (a replay, a partition
+# read late), writes nothing. Rows are locked in IMSI order (the pairs come sorted), so two
+# workers' batches never wait on each other in a cycle.
 UPSERT = """
 INSERT INTO subscribers (imsi, msisdn, seen_at)
 SELECT i, m, to_timestamp(s / 1000.0)

@@ -193,7 +193,7 @@ class LearnedPairs(NamedTuple):
 
     imsi: np.ndarray  # uint64
     msisdn: np.ndarray  # uint64
-    seen_ms: np.ndarray  # int64, when the pair was seen (the attach's time)
+    seen_ms: np.ndarray  # int64, when the pair was seen (an attach's time, a file's import)
 
     def __len__(self) -> int:
         return len(self.imsi)
