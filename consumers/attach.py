@@ -29,6 +29,7 @@ from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
 from enforcer.db.notices import see
+from enforcer.db.subscribers import record_numbers
 from enforcer.engine.decide import decide
 from enforcer.notices.flags import CloneTracker
 from enforcer.logs import describe
@@ -36,7 +37,7 @@ from enforcer.reach import Backoff
 from enforcer.engine.effects import (FLUSH_TIMEOUT_S, IDEMPOTENCY_HEADER, Stream, effects_of,
                                      verdicts_of)
 from enforcer.engine.events import AttachBatch
-from enforcer.engine.history import aggregate
+from enforcer.engine.history import aggregate, learned_pairs
 from enforcer.engine.usagecache import UsageCache
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.opening import notice_sightings
@@ -131,11 +132,13 @@ class AttachWorker:
         rows = rows.take(np.flatnonzero(self._usage.needed(rows)))
         sightings = notice_sightings(batch, decisions, set(zip(
             rows.imei_key.tolist(), rows.imsi.tolist())))
+        numbers = learned_pairs(batch, rows, decisions.policy.home_mcc)
         try:
             conn = self._loop.database.connection()
             self._store.ensure_partitions(conn, set(rows.month.tolist()))
             with conn.transaction():
                 self._store.write(conn, rows)
+                record_numbers(conn, numbers)  # what checks without an MSISDN look up
                 opened = see(conn, sightings, decisions.policy.rules)
                 opened += self._clones.record(conn, flags, state)
         except Exception:

@@ -29,6 +29,10 @@ class EicMetrics:
                                  "changes were last taken in.", registry=r)
         self.generation = Gauge("eir_eic_state_generation", "The snapshot generation "
                                 "answered from.", registry=r)
+        self.numbers = Gauge("eir_eic_subscriber_numbers", "Subscribers whose MSISDN is known "
+                             "by IMSI, for checks that carry none (S13, N5g-eir without a "
+                             "GPSI).", registry=r)
 
     def watch(self, holder: StateHolder) -> None:
         self.generation.set_function(lambda: holder.current.generation)
+        self.numbers.set_function(lambda: len(holder.current.numbers))

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 import h2.config
 import h2.connection
 import h2.events
+import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -101,8 +102,24 @@ def test_a_cut_off_imei_is_blacklisted_without_a_supi(state, rules) -> None:
     assert ask(state, rules, imei=CUT_IMEI).status == "BLACKLISTED"
 
 
-def test_without_a_gpsi_the_owner_cannot_be_told_and_is_greylisted(state, rules) -> None:
+def knowing_owner(state):
+    """The state with OWNER's number known by the IMSI, as an attach of the SIM teaches it."""
+    numbers = state.numbers.with_pairs(np.array([int(home_imsi(OWNER))], np.uint64),
+                                       np.array([OWNER], np.uint64))
+    return replace(state, numbers=numbers)
+
+
+def test_without_a_gpsi_the_owner_known_by_the_imsi_is_whitelisted(state, rules) -> None:
+    assert ask(knowing_owner(state), rules, imei=SINGLE, supi=OWNER) == EirResponseData(
+        "WHITELISTED", "owner")
+    # A GPSI given is the number: the IMSI's known one does not replace it.
+    assert ask(knowing_owner(state), rules, imei=SINGLE, supi=OWNER, gpsi=STRANGER).status \
+        == "GREYLISTED"
+
+
+def test_without_a_gpsi_an_imsi_not_known_cannot_be_told_and_is_greylisted(state, rules) -> None:
     assert ask(state, rules, imei=SINGLE, supi=OWNER).status == "GREYLISTED"
+    assert ask(knowing_owner(state), rules, imei=SINGLE, supi=STRANGER).status == "GREYLISTED"
 
 
 def test_a_placeholder_imei_is_greylisted_as_malformed(state, rules) -> None:

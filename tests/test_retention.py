@@ -269,7 +269,8 @@ def test_migration_0012_moves_the_rows_it_partitions(unmigrated) -> None:
         add_outbox(conn, "notice-1-cutoff", NOW - DAY, sent=False)
         conn.execute("INSERT INTO status_queries (asked_at, channel, imei_key) VALUES"
                      " (%s, 'cli', 7)", (NOW - 100 * DAY,))
-    assert migrate(unmigrated) == ["0012_retention"]
+    assert migrate(unmigrated) == [f"{m.version:04d}_{m.name}" for m in migrations()
+                                   if m.version >= 12]
     assert rows(unmigrated, "SELECT idempotency_key, sent_at IS NULL FROM outbox ORDER BY id"
                 ) == [("notice-1-warning", False), ("notice-1-cutoff", True)]
     assert rows(unmigrated, "SELECT id, closed_at FROM notices ORDER BY id") == [

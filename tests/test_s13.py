@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
+import psycopg
 import pytest
 from diameter.message import Message
 from hypothesis import example, given
@@ -45,12 +46,13 @@ from enforcer.frontends.s13.check import (AVP_IMEI, AVP_USER_NAME, DIAMETER_ERRO
 from metrics.s13 import S13Metrics
 from prometheus_client import CollectorRegistry
 from rules.policy import Condition
-from tests.kafkatools import wait_for
+from tests.kafkatools import produce, wait_for
 from tests.test_decide import (BUYER, CUT_FOR_BUYER, OWNER, SINGLE, STOLEN, STRANGER, UNREGISTERED,
                                full, home_imsi, state)
-from tests.test_eic import API, _metrics, _ready
+from tests.test_eic import API, _metrics, _ready, knowing_owner
 from tests.test_http import get
 from tests.test_monitoring import catalogued, family
+from tests.test_worker import attach, now_ms
 
 NOW_MS = 1_790_000_000_000
 EIR_HOST, MME_HOST, REALM = "eir.test.example", "mme.test.example", "test.example"
@@ -90,11 +92,10 @@ def micr(imei: int | str | None, imsi: str | None = None, software_version: str 
     return request
 
 
-def answers_of(holder_state, rules, requests, msisdn_of=None):
+def answers_of(holder_state, rules, requests):
     metrics = S13Metrics(CollectorRegistry())
-    extra = {} if msisdn_of is None else {"msisdn_of": msisdn_of}
     answers = S13Answers(StateHolder(holder_state), rules, FixedClock(), metrics, EIR_HOST,
-                         REALM, **extra)
+                         REALM)
     return answers.answer(requests)
 
 
@@ -107,13 +108,11 @@ def reread(answer: Message) -> Message:
 
 def test_terminal_information_and_user_name_are_read_as_an_n5g_eir_check(rules) -> None:
     check = read_identity_check(full(SINGLE), home_imsi(OWNER), rules)
+    # No MSISDN: the decision takes the IMSI's from the subscribers' numbers.
     assert (check.imei_key, check.imsi, check.mcc, check.msisdn) == (
         SINGLE, int(home_imsi(OWNER)), 432, 0)
     # 14 digits (the spare digit left out) name the same IMEI; no User-Name, no IMSI.
     assert read_identity_check(f"{SINGLE:014d}", None, rules).imei_key == SINGLE
-    owner = read_identity_check(full(SINGLE), home_imsi(OWNER), rules,
-                                lambda imsi: OWNER if imsi == int(home_imsi(OWNER)) else 0)
-    assert owner.msisdn == OWNER
 
 
 @pytest.mark.parametrize(("imei", "imsi", "expected"), [
@@ -159,20 +158,18 @@ def test_any_imei_and_user_name_are_read_as_the_engine_reads_them_or_refused(ime
 
 
 def test_each_equipment_status_is_the_n5g_eir_decision(state, rules) -> None:
-    owner_imsi = int(home_imsi(OWNER))
     asked = [micr(full(STOLEN), home_imsi(OWNER), n=1),
              micr(full(UNREGISTERED), home_imsi(STRANGER), n=2),
-             micr(full(SINGLE), home_imsi(OWNER), n=3),  # no MSISDN known: another SIM's
+             micr(full(SINGLE), home_imsi(OWNER), n=3),  # the owner, known by the IMSI
              micr(f"{SINGLE:014d}", home_imsi(OWNER), software_version="07", n=4),
              micr(full(CUT_FOR_BUYER), home_imsi(BUYER), n=5),
              micr(full(CUT_FOR_BUYER), home_imsi(STRANGER), n=6)]
-    answers = [reread(a) for a in answers_of(
-        state, rules, asked, lambda imsi: OWNER if imsi == owner_imsi else 0)]
+    answers = [reread(a) for a in answers_of(knowing_owner(state), rules, asked)]
     assert [a.equipment_status for a in answers] == [
         EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED, EquipmentStatus.WHITELISTED,
         EquipmentStatus.WHITELISTED, EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED]
     assert {a.result_code for a in answers} == {DIAMETER_SUCCESS}
-    # Without the IMSI -> MSISDN map the owner is another SIM, as N5g-eir without a GPSI.
+    # An IMSI whose number is not known is another SIM, as N5g-eir without a GPSI.
     (alone,) = answers_of(state, rules, [micr(full(SINGLE), home_imsi(OWNER))])
     assert alone.equipment_status == EquipmentStatus.GREYLISTED
 
@@ -491,3 +488,35 @@ def dissect(record: list[tuple[bool, bytes]], tmp_path: Path) -> str:
     shown = subprocess.run(["tshark", "-r", str(capture), "-V"], check=True,
                            capture_output=True, text=True)
     return shown.stdout
+
+
+def test_an_attach_teaches_serve_the_owners_number(s13, env, worker, dsn) -> None:
+    """Issue 22 part 2: S13 carries no MSISDN, and this N5g-eir check no GPSI. The owner's SIM
+    attaching teaches the workers its number; serve follows it, and its owner is WHITELISTED
+    on both; an inbound roamer's attach teaches nothing."""
+    port, s13_port = s13
+    owner_check = f"{API}?pei=imei-{full(SINGLE)}&supi=imsi-{home_imsi(OWNER)}"
+    # serve asks a connection silent for s13.watchdog_s (1 s) for a DWA, which a Wire leaves
+    # unanswered: a connection for each moment.
+    before = connected(s13_port, [])
+    assert before.ask(micr(full(SINGLE), home_imsi(OWNER), n=1)).equipment_status \
+        == EquipmentStatus.GREYLISTED
+    before.close()
+    assert get(port, owner_check, None)[1] == {"status": "GREYLISTED"}
+
+    worker()
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
+        attach(full(SINGLE), OWNER, now_ms()),
+        attach(full(UNREGISTERED), STRANGER, now_ms(), imsi="262011234567890")])
+    wait_for(lambda: get(port, owner_check, None)[1] == {"status": "WHITELISTED"}, timeout_s=30)
+    after = connected(s13_port, [], origin_host="mme2.test.example")
+    statuses = [after.ask(micr(full(SINGLE), home_imsi(imsi), n=n,
+                               origin_host="mme2.test.example")).equipment_status
+                for n, imsi in ((2, OWNER), (3, STRANGER))]
+    after.close()
+    # Another SIM on the owner's device is still another SIM's.
+    assert statuses == [EquipmentStatus.WHITELISTED, EquipmentStatus.GREYLISTED]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT imsi, msisdn FROM subscribers").fetchall() == [
+            (int(home_imsi(OWNER)), OWNER)]
+    assert _metrics(port)["eir_eic_subscriber_numbers"] == 1

@@ -47,7 +47,11 @@ from enforcer.embedded.synth import CountrySpec, build_country
 from enforcer.embedded.services import EmbeddedServices, ServiceError, ServicePorts
 from enforcer.embedded.demo import DemoOptions, run_demo
 from enforcer.db.clones import list_flags
-from enforcer.db.migrate import NotMigrated
+from enforcer.db.migrate import NotMigrated, require_migrated
+from enforcer.db.subscribers import record_numbers
+from enforcer.files.delivery import file_refusal
+from enforcer.files.listfile import ListFileReader, LoadReport
+from enforcer.files.subscriberfile import SubscriberFileReader
 from enforcer.app.serve import run_serve
 from enforcer.app.worker import run_worker
 from enforcer.app.options import (BIGINT_MAX, EXIT_USAGE, IMEI_KEY, IMSI, LOG_LEVELS, MSISDN,
@@ -56,7 +60,7 @@ from enforcer.app.options import (BIGINT_MAX, EXIT_USAGE, IMEI_KEY, IMSI, LOG_LE
 from enforcer.engine.subscriber import mask
 from rules.policy import PolicyError, load_policy
 
-EXIT_REFUSED = 3  # a registry file failed its safety checks: nothing was swapped or written
+EXIT_REFUSED = 3  # a registry or provisioning file failed its safety checks: nothing written
 EXIT_READER_GONE = 128 + signal.SIGPIPE
 
 
@@ -161,6 +165,34 @@ def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
     _print(report.as_json())
     if report.refused:
         print(f"eir-enforcer registry import: refused: {args.file}: {report.refused}",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    return 0
+
+
+def cmd_subscribers_import(args: argparse.Namespace, config: Config) -> int:
+    require_migrated(config.postgres.dsn)
+    rows = ListFileReader(imei_rules(config), config.lists.csv_chunk_lines,
+                          config.lists.bad_rows_reported)
+    reader = SubscriberFileReader(rows, config.lists.csv_chunk_lines,
+                                  load_policy(config.policy.file or None).home_mcc)
+    seen_ms = clock_from(config.clock.file).now_ms()
+    # Read through once first: a file refused (not readable to its end, too many bad rows)
+    # writes nothing, as a registry file refused swaps nothing.
+    report = LoadReport(str(args.file))
+    for _ in reader.chunks(args.file, report, seen_ms):
+        pass
+    refused = file_refusal(report, config.lists.max_bad_share)
+    if refused is None:
+        # A chunk a transaction: `serve` follows rows by when they were written, within a
+        # minute of their commit (follow.followers.FOLLOW_OVERLAP); one transaction for a
+        # whole country would commit rows written long before.
+        with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
+            for pairs in reader.chunks(args.file, LoadReport(str(args.file)), seen_ms):
+                record_numbers(conn, pairs)
+    _print({**report.as_json(), "refused": refused})
+    if refused is not None:
+        print(f"eir-enforcer subscribers import: refused: {args.file}: {refused}",
               file=sys.stderr)
         return EXIT_REFUSED
     return 0
@@ -394,6 +426,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "and PostgreSQL under services.dir, on the configured loopback ports.")
     p.add_argument("action", choices=("up", "down", "status"))
     p.set_defaults(run=cmd_services)
+
+    subscribers_sub = command_group(
+        sub, "subscribers", help="the operator's subscribers' numbers by IMSI",
+        description="The MSISDN of each home IMSI, which checks without an MSISDN (S13, "
+        "N5g-eir without a GPSI) look up; the workers learn them from the attaches.")
+    p = subscribers_sub.add_parser(
+        "import", help="a provisioning file: imsi,msisdn (CSV, gzip accepted)",
+        description="Stream FILE into the subscribers' numbers, each IMSI's number replacing "
+        "the one held (an attach seen later replaces it in turn); bad rows (not two fields, "
+        "no IMSI or MSISDN, an IMSI of another country than the policy's home_mcc) are "
+        "reported by line and skipped. Prints the report as JSON; refused, with the reason "
+        f"and exit code {EXIT_REFUSED}, importing nothing, when FILE cannot be read to its "
+        "end (a truncated gzip), has no rows, or too many rows are bad "
+        "(lists.max_bad_share).")
+    p.add_argument("file", type=existing_file)
+    p.set_defaults(run=cmd_subscribers_import)
 
     db_sub = command_group(sub, "db", help="the database", description="Database maintenance.")
     p = db_sub.add_parser("migrate", help="apply the schema migrations",

@@ -1,7 +1,8 @@
 """Slot-usage history: which SIM used which IMEI, when first and last, on which days.
 
 `aggregate` turns a decided batch into one row per (month, IMEI key, IMSI), pure numpy;
-`enforcer.engine.usagecache` decides which of those rows the database does not hold yet.
+`enforcer.engine.usagecache` decides which of those rows the database does not hold yet, and
+`learned_pairs` takes from them the subscribers' IMSI -> MSISDN pairs to store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from enforcer.engine.decide import Decisions
 from enforcer.engine.events import NO_KEY, AttachBatch
 from enforcer.engine.devices import NO_DEVICE, SLOT_MASK
+from enforcer.engine.numbers import LearnedPairs, latest_pairs
 
 NO_SLOT = -1
 
@@ -85,3 +87,14 @@ def aggregate(batch: AttachBatch, decisions: Decisions) -> SlotUsageRows:
         month=month[starts], imei_key=key[starts], imsi=imsi[starts], msisdn=msisdn[ends],
         slot=slot[ends], first_seen_ms=ts[starts], last_seen_ms=ts[ends],
         days=np.bitwise_or.reduceat(day_bit, starts))
+
+
+def learned_pairs(batch: AttachBatch, rows: SlotUsageRows, home_mcc: tuple[int, ...]
+                  ) -> LearnedPairs:
+    """The pairs of the slot-usage rows to be written (`rows`: those the database does not
+    hold yet, so a pair already stored costs nothing), of home IMSIs only (`home_mcc`: an
+    inbound roamer's IMSI would grow the map with every visitor, and no registered device's
+    owner is found by it), the latest of each IMSI."""
+    home = batch.imsi[np.isin(batch.mcc, np.array(home_mcc, np.uint16))]
+    keep = np.flatnonzero(np.isin(rows.imsi, home))
+    return latest_pairs(rows.imsi[keep], rows.msisdn[keep], rows.last_seen_ms[keep])

@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 from enforcer.engine.clones import NOT_MISUSED, Misused
 from enforcer.engine.cutoffs import NO_CUTOFFS, CutOffs
 from enforcer.engine.lists import Lists
+from enforcer.engine.numbers import NO_NUMBERS, MsisdnsByImsi
 from enforcer.engine.overlay import LogPosition, Overlay, empty_overlay
 from enforcer.engine.devices import Devices
 from enforcer.engine.tacblocks import BlockedTacs
@@ -35,6 +36,9 @@ class EnforcementState:
     # The regulator's blocked TACs, imported like the lists; None until a list is: the
     # condition tac_blocked is then off.
     blocked_tacs: BlockedTacs | None = None
+    # The subscribers' numbers by IMSI, for checks that carry no MSISDN: learned from the
+    # attaches the workers store (`serve` follows them); empty in a worker, which needs none.
+    numbers: MsisdnsByImsi = NO_NUMBERS
 
     def __post_init__(self) -> None:
         if self.devices.rows != len(self.lists.white_index):
@@ -70,5 +74,5 @@ class StateHolder:
                                  f"{self._state.generation}")
             overlay, stale = self._state.overlay.rebase(new.lists, new.devices, new.watermark)
             self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs,
-                                  misused=self._state.misused)
+                                  misused=self._state.misused, numbers=self._state.numbers)
             return stale

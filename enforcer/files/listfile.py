@@ -28,7 +28,7 @@ from enforcer.engine.lists import BLACK_REASONS, BlackReason
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 
 GZIP_MAGIC = b"\x1f\x8b"
-HEADER_NAMES = frozenset({"imei", "imei_key", "pei", "imeisv", "imeis", "cartable_id"})
+HEADER_NAMES = frozenset({"imei", "imei_key", "pei", "imeisv", "imeis", "cartable_id", "imsi"})
 UTF8_BOM = b"\xef\xbb\xbf"
 NEWLINE, CARRIAGE_RETURN = ord("\n"), ord("\r")
 SPARE = int(SPARE_CHECK_DIGIT)

@@ -1,6 +1,7 @@
 """Following what the workers store in PostgreSQL, into a state held in memory: the
 cut-off list and the IMEIs flagged misused (every worker, and `eir-enforcer serve`), and for
-`serve`, which reads no topic, the registry changes and the snapshot generation too."""
+`serve`, which reads no topic, the registry changes, the snapshot generation and the
+subscribers' numbers by IMSI too."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from enforcer.engine.cutoffs import CutOffs
 from enforcer.db.clones import flagged_since
 from enforcer.db.notices import cut_subjects
 from enforcer.db.registry_events import applied_events, applied_seqs_after
+from enforcer.db.subscribers import numbers_since
 from enforcer.engine.imei import ImeiRules
+from enforcer.engine.numbers import MsisdnsByImsi
 from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import load_snapshot, snapshot_generation
 from rules.policy import Scope
@@ -76,9 +79,28 @@ class FlagFollower(_TableFollower):
         return len(keys)
 
 
+class NumberFollower(_TableFollower):
+    """The subscribers' numbers the workers learned from the attaches; all of them the first
+    time, laid into the frozen columns at once."""
+
+    def follow(self, conn: psycopg.Connection) -> int:
+        since = self._since()
+        imsis, msisdns, self._followed_to = numbers_since(conn, since)
+        if since is None:
+            numbers = MsisdnsByImsi.of(imsis, msisdns)
+        elif len(imsis):
+            numbers = self._holder.current.numbers.with_pairs(imsis, msisdns)
+        else:
+            return 0
+        # Built outside the swap lock (a merge is O(n)): this follower alone sets them.
+        self._holder.update(lambda s: replace(s, numbers=numbers))
+        return len(imsis)
+
+
 class StateFollower:
     """For a process that reads no topic: the registry changes the workers stored, the
-    cutoffs, and the newest snapshot generation, laid over its state at each `follow`."""
+    cutoffs, the misuse flags, the subscribers' numbers and the newest snapshot generation,
+    laid over its state at each `follow`."""
 
     def __init__(self, config: Config, holder: StateHolder, rules: ImeiRules) -> None:
         self._config = config
@@ -86,6 +108,7 @@ class StateFollower:
         self._rules = rules
         self._cutoffs = CutoffFollower(holder)
         self._flags = FlagFollower(holder)
+        self._numbers = NumberFollower(holder)
         self._seen: set[int] = set()  # registry_events.seq already laid over
 
     def follow(self, conn: psycopg.Connection) -> dict[str, int]:
@@ -100,7 +123,8 @@ class StateFollower:
             lay_over(self._holder, events, self._rules, self._config)
             self._seen.update(e.seq for e in events)
         return {"generation_swapped": swapped, "registry_events": len(events),
-                "cutoffs": self._cutoffs.follow(conn), "flags": self._flags.follow(conn)}
+                "cutoffs": self._cutoffs.follow(conn), "flags": self._flags.follow(conn),
+                "numbers": self._numbers.follow(conn)}
 
     def _newer_snapshot(self) -> int:
         directory = Path(self._config.state.dir)

@@ -3,10 +3,12 @@ parameters read into a `Check` or a `Problem`, and a batch of checks answered by
 decision as the stream, over the same state and policy.
 
 SUPI and PEI are asked together: a pair cut off for this SUPI is BLACKLISTED, and only for
-it; without a SUPI only what holds for the IMEI itself counts. Without a GPSI nobody can be
-told apart from the owner, so a registered device answers as for another SIM (GREYLISTED
-under the default policy: allowed, and tracked). The check has no effects: the stream
-records sightings and opens notices, the check only answers."""
+it; without a SUPI only what holds for the IMEI itself counts. Without a GPSI the SUPI's
+MSISDN is taken from the subscribers' numbers the state holds (learned from the attach
+stream, `enforcer.engine.numbers`), so the owner is WHITELISTED; an IMSI not known there is
+told apart from nobody, and a registered device answers as for another SIM (GREYLISTED under
+the default policy: allowed, and tracked). The check has no effects: the stream records
+sightings and opens notices, the check only answers."""
 
 from __future__ import annotations
 
@@ -180,21 +182,29 @@ UNKNOWN = Problem(HTTPStatus.NOT_FOUND, Cause.ERROR_EQUIPMENT_UNKNOWN,
 
 
 def answer_checks(checks: list[Check], state: EnforcementState, now_ms: int) -> list[Answer]:
-    """Each check's answer, from one decision over all of them."""
+    """Each check's answer, from one decision over all of them; a check without an MSISDN
+    takes its IMSI's from `state.numbers` where that knows it."""
     rules = state.policy.rules
     home = state.policy.home_mcc[0]
     if not checks:
         return []
     keys, malformed, imsis, mccs, msisdns = zip(*checks)
     n = len(checks)
+    imsi = np.array(imsis, dtype=np.uint64)
+    msisdn = np.array(msisdns, dtype=np.uint64)
+    # No MSISDN given (S13 never gives one, N5g-eir without a GPSI): the IMSI's, where known.
+    asks = np.flatnonzero((msisdn == NO_MSISDN) & (imsi != NO_IMSI))
+    if len(asks) and len(state.numbers):
+        known, number = state.numbers.find(imsi[asks])
+        msisdn[asks[known]] = number[known]
     # A PEI that is no IMEI is in no list: it is decided as the IMEI nobody has.
     batch = AttachBatch(
         imei_key=np.array([NO_KEY_INT if k is None else k for k in keys], dtype=np.uint64),
         malformed=np.array(malformed, dtype=bool),
-        imsi=np.array(imsis, dtype=np.uint64),
+        imsi=imsi,
         # Without a SUPI the check cannot tell an inbound roamer: it answers as for home.
         mcc=np.array([home if m is None else m for m in mccs], dtype=np.uint16),
-        msisdn=np.array(msisdns, dtype=np.uint64),
+        msisdn=msisdn,
         ts_ms=np.full(n, now_ms, dtype=np.int64),
         emergency=np.zeros(n, dtype=bool))
     by_rule = [UNKNOWN if rule.unknown_equipment else EirResponseData(rule.verdict.value, rule.name)

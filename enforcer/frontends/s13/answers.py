@@ -19,8 +19,8 @@ from enforcer.engine.imei import ImeiRules
 from enforcer.engine.state import StateHolder
 from enforcer.frontends.eic import Check, answer_checks
 from enforcer.frontends.s13.check import (AVP_USER_NAME, FAILED_ANSWER, S13_APPLICATION_ID,
-                                          VENDOR_3GPP, InvalidAvp, MsisdnLookup, S13Answer,
-                                          no_msisdn, read_identity_check, s13_answer)
+                                          VENDOR_3GPP, InvalidAvp, S13Answer,
+                                          read_identity_check, s13_answer)
 from enforcer.logs import describe
 from metrics.s13 import S13Metrics
 
@@ -51,15 +51,13 @@ class S13Answers:
     Origin-Realm."""
 
     def __init__(self, holder: StateHolder, rules: ImeiRules, clock: Clock, metrics: S13Metrics,
-                 origin_host: str, origin_realm: str,
-                 msisdn_of: MsisdnLookup = no_msisdn) -> None:
+                 origin_host: str, origin_realm: str) -> None:
         self._holder = holder
         self._rules = rules
         self._clock = clock
         self._metrics = metrics
         self._origin_host = origin_host.encode()
         self._origin_realm = origin_realm.encode()
-        self._msisdn_of = msisdn_of
 
     def answer(self, requests: Sequence[MeIdentityCheckRequest]) -> list[MeIdentityCheckAnswer]:
         read: list[Check | InvalidAvp] = []
@@ -68,8 +66,7 @@ class S13Answers:
             # here; without the node's check it is the same 5005 (no IMEI).
             terminal = request.terminal_information
             imei = None if terminal is None else terminal.imei
-            read.append(read_identity_check(imei, request.user_name, self._rules,
-                                            self._msisdn_of))
+            read.append(read_identity_check(imei, request.user_name, self._rules))
         checks = [r for r in read if isinstance(r, Check)]
         decided = iter(self._decide(checks))
         answers = []

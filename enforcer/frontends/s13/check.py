@@ -2,15 +2,16 @@
 User-Name read into the N5g-eir front end's `Check`, and its answer from the very same
 decision (`enforcer.frontends.eic.answer_checks`) as Equipment-Status or a result code.
 
-The MME sends no MSISDN: the check asks `MsisdnLookup` for the IMSI's number, which today
-knows none (`no_msisdn`), so a registered device answers as for another SIM, as an N5g-eir
-check without a GPSI does. A map from IMSI to MSISDN plugs in there."""
+The MME sends no MSISDN: the decision takes the IMSI's number from the subscribers' numbers
+the state holds (learned from the attach stream), as for an N5g-eir check without a GPSI, so
+the owner is WHITELISTED; an IMSI not known there answers a registered device as for another
+SIM."""
 
 from __future__ import annotations
 
 import re
 from enum import IntEnum
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from enforcer.engine.imei import ImeiRules, key_problems
 from enforcer.engine.subscriber import IMSI_MAX_DIGITS, IMSI_MIN_DIGITS, MCC_DIGITS
@@ -33,15 +34,6 @@ DIAMETER_ERROR_EQUIPMENT_UNKNOWN = 5422
 IMEI_AVP = re.compile(r"([0-9]{14})[0-9]?\Z")
 # TS 23.003 §2.2: the User-Name of S13 is the IMSI, digits only.
 IMSI_USER_NAME = re.compile(rf"[0-9]{{{IMSI_MIN_DIGITS},{IMSI_MAX_DIGITS}}}\Z")
-
-MsisdnLookup = Callable[[int], int]
-"""The MSISDN of an IMSI (both as integers), or NO_MSISDN when it is not known."""
-
-
-def no_msisdn(imsi: int) -> int:
-    """The lookup before an IMSI -> MSISDN map exists: nobody's number is known."""
-    return NO_MSISDN
-
 
 class EquipmentStatus(IntEnum):
     """TS 29.272 §7.3.51 Equipment-Status (AVP 1445)."""
@@ -77,10 +69,11 @@ UNKNOWN_ANSWER = S13Answer(None, DIAMETER_ERROR_EQUIPMENT_UNKNOWN, experimental=
 FAILED_ANSWER = S13Answer(None, DIAMETER_UNABLE_TO_COMPLY, experimental=False)
 
 
-def read_identity_check(imei: str | None, imsi: str | None, rules: ImeiRules,
-                        msisdn_of: MsisdnLookup = no_msisdn) -> Check | InvalidAvp:
+def read_identity_check(imei: str | None, imsi: str | None, rules: ImeiRules
+                        ) -> Check | InvalidAvp:
     """A request's IMEI (Terminal-Information's, Software-Version aside) and User-Name as the
-    check N5g-eir decides, the MSISDN from `msisdn_of`; or the request's fault: no IMEI
+    check N5g-eir decides, without an MSISDN (`answer_checks` finds the IMSI's); or the
+    request's fault: no IMEI
     (5005, DIAMETER_MISSING_AVP), or an IMEI or User-Name that is no IMEI or IMSI (5004,
     DIAMETER_INVALID_AVP_VALUE; RFC 6733 §7.1.5)."""
     if imei is None:
@@ -97,9 +90,8 @@ def read_identity_check(imei: str | None, imsi: str | None, rules: ImeiRules,
         return InvalidAvp(DIAMETER_INVALID_AVP_VALUE, AVP_USER_NAME,
                           f"User-Name must be an IMSI ({IMSI_MIN_DIGITS}-{IMSI_MAX_DIGITS} "
                           "digits)")
-    imsi_int = int(imsi)
-    return Check(int(key), bool(key_problems(key, rules)), imsi_int, int(imsi[:MCC_DIGITS]),
-                 msisdn_of(imsi_int))
+    return Check(int(key), bool(key_problems(key, rules)), int(imsi), int(imsi[:MCC_DIGITS]),
+                 NO_MSISDN)
 
 
 def s13_answer(answer: Answer) -> S13Answer:
