@@ -28,7 +28,7 @@ from consumers.receive import Polled
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.db.history import HistoryStore
-from enforcer.db.notices import see
+from enforcer.db.notices import see, see_cut
 from enforcer.db.subscribers import record_numbers
 from enforcer.engine.decide import decide
 from enforcer.notices.flags import CloneTracker
@@ -40,7 +40,7 @@ from enforcer.engine.events import AttachBatch
 from enforcer.engine.history import aggregate, learned_pairs
 from enforcer.engine.usagecache import UsageCache
 from enforcer.engine.imei import ImeiRules
-from enforcer.engine.opening import notice_sightings
+from enforcer.engine.opening import cut_sightings, notice_sightings
 from enforcer.engine.state import StateHolder
 from enforcer.engine.tacs import DEVICE_TYPES, TacDatabase
 from metrics.worker import WorkerMetrics
@@ -130,8 +130,9 @@ class AttachWorker:
 
         rows = aggregate(batch, decisions)
         rows = rows.take(np.flatnonzero(self._usage.needed(rows)))
-        sightings = notice_sightings(batch, decisions, set(zip(
-            rows.imei_key.tolist(), rows.imsi.tolist())))
+        fresh_pairs = set(zip(rows.imei_key.tolist(), rows.imsi.tolist()))
+        sightings = notice_sightings(batch, decisions, fresh_pairs)
+        refused = cut_sightings(batch, decisions, fresh_pairs)
         numbers = learned_pairs(batch, rows, decisions.policy.home_mcc)
         try:
             conn = self._loop.database.connection()
@@ -140,6 +141,7 @@ class AttachWorker:
                 self._store.write(conn, rows)
                 record_numbers(conn, numbers)  # what checks without an MSISDN look up
                 opened = see(conn, sightings, decisions.policy.rules)
+                see_cut(conn, refused)  # when an unused cut is released
                 opened += self._clones.record(conn, flags, state)
         except Exception:
             self._metrics.batch_failures.labels("database").inc()

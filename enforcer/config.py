@@ -194,6 +194,8 @@ class RetentionConfig:
     status_query_days: Days
     job_run_days: Days
     clone_flag_days: Annotated[int, Range(0, CENTURY_DAYS)]  # 0: kept
+    # Twice db.subscribers.SEEN_AT_STEP_DAYS at least: a SIM in use is never taken.
+    subscriber_days: Annotated[int, Range(60, CENTURY_DAYS)]
     batch_rows: Count
     partitions_ahead: Count
     lock_timeout_s: Seconds
@@ -225,6 +227,7 @@ class NoticesConfig:
     timezone: TimeZone
     sms_gap_hours: Annotated[float, Range(0, CENTURY_HOURS)]
     lapse_days: Days
+    cut_idle_days: Days
     # One of enforcer.engine.noticemessages.LANGUAGES, checked with the texts at start.
     language: Text
     ussd_code: Text

@@ -131,6 +131,36 @@ def test_warning_reminders_cutoff_then_a_transfer_restores(env, worker, client) 
         ("reminded", "cut", "cutoff", None), ("cut", "cancelled", "resolved", "owner")]
 
 
+def test_a_cut_pair_not_seen_for_a_year_is_released_and_starts_again(env, worker) -> None:
+    """notices.cut_idle_days (365) after the pair's last attempt, refused, its cut notice
+    lapses and a restore command goes, without SMS; the pair's next attach is warned
+    again, as a device new to the network."""
+    clock, metrics = warned(env, worker)
+    at_day(clock, 29 + 1 / 1440)
+    wait_for(lambda: steps(env) == ["warning", "reminder-2"])
+    seen_again(env, clock.now_ms())
+    at_day(clock, 30 + 1 / 1440)
+    wait_for(lambda: [m["action"] for m in sent(env, "commands")] == ["cutoff"])
+    at_day(clock, 100)
+    refused = clock.now_ms()
+    assert ((f"{SINGLE:014d}", str(BUYER), "cut_off")
+            in verdicts_of(env, [attach(SINGLE, BUYER, refused)]))
+    wait_for(lambda: last_seen_is(env["EIR_POSTGRES__DSN"], refused))
+    at_day(clock, 30 + 365 + 1 / 1440)  # a year after the cut, but not after the attempt
+    after_a_round(metrics)
+    assert [m["action"] for m in sent(env, "commands")] == ["cutoff"]
+    at_day(clock, 100 + 365 + 1 / 1440)
+    wait_for(lambda: [m["action"] for m in sent(env, "commands")] == ["cutoff", "restore"])
+    release = sent(env, "commands")[1]
+    assert release["idempotency_key"].endswith("-released")
+    assert steps(env) == ["warning", "reminder-2", "cutoff"]  # no SMS to a SIM gone a year
+    assert transitions(env["EIR_POSTGRES__DSN"])[-1] == ("cut", "lapsed", "released", "not_seen")
+    wait_for(lambda: metrics.get_sample_value("eir_cutoffs", {"scope": "pair"}) == 0)
+    produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"],
+            [attach(SINGLE, BUYER, clock.now_ms())])
+    wait_for(lambda: steps(env) == ["warning", "reminder-2", "cutoff", "warning"])
+
+
 def test_an_operator_sim_set_for_a_cut_pair_restores_it(env, worker) -> None:
     bootstrap = env["EIR_KAFKA__BOOTSTRAP_SERVERS"]
     clock, metrics = warned(env, worker)

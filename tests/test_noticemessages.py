@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 from hypothesis import given
@@ -24,8 +25,8 @@ from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.config import ConfigError, NoticesConfig, load_config
 from enforcer.engine.imei import CheckDigit, ImeiRules, parse_imei
 from enforcer.engine.devicemodel import MODEL_CHARS
-from enforcer.engine.noticemessages import (LANGUAGES, check_templates, full_imei, sms_text,
-                                            step_messages)
+from enforcer.engine.noticemessages import (LANGUAGES, SMS_STEPS, STEPS, check_templates,
+                                            full_imei, sms_text, step_messages)
 from enforcer.engine.lifecycle import Notice, NoticeState, Step
 from enforcer.engine.opening import notice_sightings
 from enforcer.engine.subscriber import parse_imsi
@@ -100,7 +101,7 @@ def test_every_kind_of_the_shipped_policy_has_its_texts(settings: NoticesConfig)
 
 @pytest.mark.parametrize("model", [None, LONG_MODEL])
 @pytest.mark.parametrize("language", ["fa", "en"])
-@pytest.mark.parametrize("step", list(Step))
+@pytest.mark.parametrize("step", SMS_STEPS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_step_and_language_says_what_is_wrong_and_what_to_do(
         settings: NoticesConfig, kind: str, step: Step, language: str,
@@ -122,6 +123,17 @@ def test_each_kind_step_and_language_says_what_is_wrong_and_what_to_do(
         assert not re.search("[يك]", text)  # Persian yeh and kaf, not the Arabic letters
     else:
         assert text.isascii()
+
+
+def test_a_release_is_the_restore_command_alone(settings: NoticesConfig) -> None:
+    """A cut subject gone for notices.cut_idle_days: the provisioning side lifts the cutoff,
+    and no SMS goes to a SIM nobody has used in that phone for a year."""
+    released = replace(notice(), state=NoticeState.LAPSED)
+    (command,) = step_messages(released, Step.RELEASED, settings, None)
+    body = msgspec.json.decode(command.body)
+    assert (command.stream, body["action"], body["imei"], body["imsi"]) == (
+        "commands", "restore", f"{KEY:014d}", "432111234567890")
+    assert command.idempotency_key.endswith("-released")
 
 
 def test_the_imei_in_a_text_is_the_one_the_phone_shows(settings: NoticesConfig) -> None:
@@ -193,7 +205,7 @@ def test_an_operator_overrides_one_text_and_keeps_the_others(tmp_path: Path,
 
 
 def test_a_kind_of_the_operators_own_policy_takes_its_own_texts(tmp_path: Path) -> None:
-    steps = "".join(f'{s}.fa = "{s}: گوشی {{imei}} تا {{deadline}}"\n' for s in Step)
+    steps = "".join(f'{s}.fa = "{s}: گوشی {{imei}} تا {{deadline}}"\n' for s in STEPS)
     mine = load(tmp_path, f"[notices.templates.court_hold]\n{steps}")
     check_templates(mine, policy_with(tmp_path, "court_hold"), load_policy())
     assert sms_text(notice("court_hold"), Step.CUTOFF, mine, None) == (

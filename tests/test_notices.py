@@ -1,5 +1,5 @@
 """A notice's lifecycle, pure: warning, reminders, cutoff; quiet hours, one SMS a day,
-overtaken reminders, lapse."""
+overtaken reminders, lapse, the release of a cut subject gone."""
 
 from __future__ import annotations
 
@@ -12,12 +12,22 @@ from hypothesis import strategies as st
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.engine.lifecycle import (Advance, Notice, NoticeState, Pace, QuietHours, Step,
-                                       advance, due_at)
+                                       advance, due_at, release_at)
+from enforcer.engine.decide import decide
+from enforcer.engine.events import AttachBatch, AttachEvent
+from enforcer.engine.imei import parse_imei
+from enforcer.engine.opening import cut_sightings
+from enforcer.engine.subscriber import parse_imsi
 from rules.policy import Scope
+from tests.test_decide import (BUYER, CUT_FOR_BUYER, CUT_IMEI, OWNER, STRANGER, T0, UNREGISTERED,
+                               home_imsi, state)
+
+__all__ = ["state"]  # the fixture, shared with test_decide
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 QUIET = QuietHours.parse("22:00", "08:00", "Asia/Tehran")
-PACE = Pace(QUIET, MS_PER_DAY, 14 * MS_PER_DAY)
+CUT_IDLE_DAYS = 365
+PACE = Pace(QUIET, MS_PER_DAY, 14 * MS_PER_DAY, CUT_IDLE_DAYS * MS_PER_DAY)
 HOUR = 3_600_000
 
 
@@ -96,10 +106,46 @@ def test_a_subject_not_seen_for_the_lapse_period_lapses_at_the_deadline() -> Non
     assert (result.sent, result.notice.state) == (None, NoticeState.LAPSED)
 
 
-def test_cut_and_closed_notices_have_nothing_due() -> None:
-    for state in (NoticeState.CUT, NoticeState.CANCELLED, NoticeState.LAPSED):
-        n = replace(notice(at(0, 10)), state=state)
-        assert due_at(n) is None and advance(n, at(40, 10), PACE).sent is None
+def test_closed_notices_have_nothing_due() -> None:
+    for closed in (NoticeState.CANCELLED, NoticeState.SUPERSEDED, NoticeState.LAPSED):
+        n = replace(notice(at(0, 10)), state=closed)
+        assert due_at(n) is None and advance(n, at(40, 10), PACE) == Advance(n, None, None)
+
+
+def cut(opened: int) -> Notice:
+    """The notice as its cutoff left it: seen the day before its deadline."""
+    reminded = replace(notice(opened), state=NoticeState.REMINDED, reminders_done=2,
+                       last_seen_ms=opened + 29 * MS_PER_DAY)
+    result = advance(reminded, opened + 30 * MS_PER_DAY, PACE)
+    assert result.sent is Step.CUTOFF
+    assert result.next_due_ms == opened + (30 + CUT_IDLE_DAYS) * MS_PER_DAY
+    return result.notice
+
+
+def test_a_cut_subject_not_seen_since_is_released_without_sms() -> None:
+    opened = at(0, 10)
+    n = cut(opened)
+    released = opened + (30 + CUT_IDLE_DAYS) * MS_PER_DAY
+    assert advance(n, released - 1, PACE) == Advance(n, None, released)
+    result = advance(n, released, PACE)
+    assert (result.sent, result.notice.state, result.next_due_ms) == (
+        Step.RELEASED, NoticeState.LAPSED, None)
+
+
+@given(st.integers(min_value=0, max_value=2 * CUT_IDLE_DAYS * MS_PER_DAY))
+def test_a_cut_subject_refused_again_waits_from_its_last_attach(since_cut_ms: int) -> None:
+    """However long after its cut it was seen (refused), it is released cut_idle_days after
+    that, not before."""
+    opened = at(0, 10)
+    n = cut(opened)
+    seen = replace(n, last_seen_ms=n.deadline_ms + since_cut_ms)
+    release = seen.last_seen_ms + CUT_IDLE_DAYS * MS_PER_DAY
+    assert release_at(seen, PACE) == release
+    # The sweep takes it when first scheduled, and again when told.
+    first = advance(seen, opened + (30 + CUT_IDLE_DAYS) * MS_PER_DAY, PACE)
+    if since_cut_ms:
+        assert first == Advance(seen, None, release)
+    assert advance(seen, release, PACE).sent is Step.RELEASED
 
 
 @given(st.integers(min_value=at(0, 0), max_value=at(400, 0)),
@@ -129,3 +175,21 @@ def test_the_cutoff_sms_comes_a_day_after_a_late_reminder() -> None:
     held = advance(n, opened + 30 * MS_PER_DAY, PACE)
     assert (held.sent, held.next_due_ms) == (None, late + MS_PER_DAY)
     assert advance(n, late + MS_PER_DAY, PACE).sent is Step.CUTOFF
+
+
+def test_a_batch_sees_each_refused_cut_pair_once_at_its_last_attach(state, rules) -> None:
+    """The cut pair's three attempts are one sighting at the last; a cut IMEI's is its own;
+    the owner's attach on the pair's phone and an unregistered phone are no cut sighting."""
+    buyer, stranger = parse_imsi(home_imsi(BUYER)), parse_imsi(home_imsi(STRANGER))
+    events = [AttachEvent(parse_imei(str(imei), rules), imsi, msisdn, ts, False)
+              for imei, imsi, msisdn, ts in [
+                  (CUT_FOR_BUYER, buyer, BUYER, T0 + 2), (CUT_IMEI, stranger, STRANGER, T0),
+                  (CUT_FOR_BUYER, buyer, BUYER, T0 + 5), (UNREGISTERED, buyer, BUYER, T0),
+                  (CUT_FOR_BUYER, parse_imsi(home_imsi(OWNER)), OWNER, T0 + 9),
+                  (CUT_FOR_BUYER, buyer, BUYER, T0 + 1)]]
+    batch = AttachBatch.from_events(events)
+    seen = cut_sightings(batch, decide(batch, state))
+    assert list(zip(seen.imei_key.tolist(), seen.imsi.tolist(), seen.last_ms.tolist())) == [
+        (CUT_FOR_BUYER, buyer.value, T0 + 5), (CUT_IMEI, stranger.value, T0)]
+    only_fresh = cut_sightings(batch, decide(batch, state), fresh_pairs=set())
+    assert len(only_fresh) == 0  # the history wrote none of them: seen within its resolution

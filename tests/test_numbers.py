@@ -21,7 +21,8 @@ from tests.test_lists import GZIP_FAULTS, reader
 from enforcer.engine.events import AttachBatch
 from enforcer.files.subscriberfile import SubscriberFileReader
 from enforcer.files.listfile import LoadReport
-from enforcer.db.subscribers import numbers_since, record_numbers
+from enforcer.clock import MS_PER_DAY, MS_PER_S
+from enforcer.db.subscribers import SEEN_AT_STEP_DAYS, numbers_since, record_numbers
 from enforcer.engine.history import SlotUsageRows, learned_pairs
 from enforcer.engine.numbers import OFFSET_SPAN, LearnedPairs, MsisdnsByImsi
 
@@ -130,6 +131,23 @@ def test_the_table_keeps_each_imsis_latest_number(dsn) -> None:
         assert held(conn) == {1: 10, 2: 21}
         assert held(conn, asked) == {2: 21}
         assert held(conn, after) == {}
+
+
+def seen_at(conn: psycopg.Connection) -> dict[int, int]:
+    return {imsi: int(at.timestamp() * MS_PER_S) for imsi, at in conn.execute(
+        "SELECT imsi, seen_at FROM subscribers")}
+
+
+def test_a_subscriber_still_attaching_is_seen_again_monthly_unfollowed(dsn) -> None:
+    """Retention counts from seen_at: the same number seen SEEN_AT_STEP_DAYS later moves it
+    on (sooner writes nothing), and serve, which follows new numbers, reads nothing."""
+    step = SEEN_AT_STEP_DAYS * MS_PER_DAY
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        record_numbers(conn, pairs([1, 2], [10, 20], [1_000, 1_000]))
+        _, _, asked = numbers_since(conn, None)
+        record_numbers(conn, pairs([1, 2], [10, 20], [1_000 + step - 1, 1_000 + step]))
+        assert seen_at(conn) == {1: 1_000, 2: 1_000 + step}
+        assert held(conn, asked) == {}
 
 
 def test_the_whole_table_is_read_back_across_copy_chunks(dsn) -> None:

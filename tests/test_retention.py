@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Iterator
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -20,6 +21,8 @@ from enforcer.db.partitions import OUTBOX, STATUS_QUERIES, TRANSITIONS, partitio
 from enforcer.db.registry_events import (EventRow, Position, Resume, prune_registry_events,
                                          renew, resume_points, store_all)
 from enforcer.db.status_queries import record_query
+from enforcer.db.subscribers import record_numbers
+from enforcer.engine.numbers import LearnedPairs
 from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.jobs.retention import RetentionRun, run_retention
 
@@ -179,6 +182,16 @@ def test_old_job_runs_and_expired_clone_flags_go(dsn) -> None:
     assert rows(dsn, "SELECT count(*) FROM clone_flags") == [(2,)]
     assert run(dsn, retention(clone_flag_days=30))["clone_flags_deleted"] == 1
     assert rows(dsn, "SELECT imei_key FROM clone_flags") == [(2,)]
+
+
+def test_subscribers_not_seen_for_the_setting_go(dsn) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        record_numbers(conn, LearnedPairs(
+            np.array([432110000000001, 432110000000002], np.uint64),
+            np.array([989120000001, 989120000002], np.uint64),
+            np.array([NOW_MS - 401 * MS_PER_DAY, NOW_MS - 399 * MS_PER_DAY], np.int64)))
+    assert run(dsn, retention(subscriber_days=400))["subscribers_deleted"] == 1
+    assert rows(dsn, "SELECT imsi FROM subscribers") == [(432110000000002,)]
 
 
 def store_events(conn: psycopg.Connection, partition: int, incarnation: int,

@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from enforcer.clock import MS_PER_S, utc_datetime
 from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.engine.lifecycle import LIVE, SENDING, Notice, NoticeState
-from enforcer.engine.opening import NoticeSightings, Subject
+from enforcer.engine.opening import IMEI_SUBJECT, CutSightings, NoticeSightings, Subject
 from rules.policy import Rule, Scope
 
 # The advisory lock of the outbox relay (one worker publishes at a time).
@@ -104,6 +104,20 @@ def _see(conn: psycopg.Connection, sightings: NoticeSightings,
                      " SELECT unnest(%s::bigint[]), unnest(%s::timestamptz[]), 'open'",
                      ([i for i, _ in opened], [a for _, a in opened]), binary=True)
     return seen
+
+
+def see_cut(conn: psycopg.Connection, sightings: CutSightings) -> None:
+    """The cut notices of pairs refused again (pair-scoped ones of the SIM, IMEI-scoped ones
+    of the IMEI) seen at their last time; nothing else of the notice changes, so no worker's
+    cut-off list reads it again."""
+    if not len(sightings):
+        return
+    conn.execute(
+        "UPDATE notices n SET last_seen = greatest(n.last_seen, to_timestamp(u.l / 1e3))"
+        " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(k, i, l)"
+        " WHERE n.state = 'cut' AND n.imei_key = u.k AND n.subject_imsi IN (u.i, %s)",
+        (sightings.imei_key.tolist(), sightings.imsi.tolist(), sightings.last_ms.tolist(),
+         IMEI_SUBJECT), binary=True)
 
 
 def take_due(conn: psycopg.Connection, now_ms: int, limit: int) -> list[Notice]:

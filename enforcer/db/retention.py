@@ -79,3 +79,13 @@ def delete_clone_flags(conn: psycopg.Connection, flagged_before: datetime, limit
             "DELETE FROM clone_flags WHERE imei_key IN (SELECT imei_key FROM clone_flags"
             " WHERE flagged_at < %s ORDER BY flagged_at LIMIT %s)",
             (flagged_before, limit)).rowcount
+
+
+def delete_subscribers(conn: psycopg.Connection, seen_before: datetime, limit: int) -> int:
+    """Up to `limit` subscribers' numbers last seen before `seen_before` (a SIM that has not
+    attached for that long: its seen_at moves on at least monthly while it attaches); returns
+    how many."""
+    with conn.transaction():
+        return conn.execute(
+            "DELETE FROM subscribers WHERE imsi IN (SELECT imsi FROM subscribers"
+            " WHERE seen_at < %s ORDER BY seen_at LIMIT %s)", (seen_before, limit)).rowcount

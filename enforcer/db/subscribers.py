@@ -12,18 +12,26 @@ import psycopg
 
 from enforcer.engine.numbers import LearnedPairs
 
+# seen_at moves on with the same number only once it is this old: retention
+# (retention.subscriber_days, far longer) counts from it, and a subscriber who attaches all
+# day long costs one write a month, not one a batch.
+SEEN_AT_STEP_DAYS = 30
 # A number seen later replaces the one held (seen at the same time, the one written last: a
-# provisioning file's later row); the same number, or one seen earlier (a replay, a partition
-# read late), writes nothing. Rows are locked in IMSI order (the pairs come sorted), so two
-# workers' batches never wait on each other in a cycle.
-UPSERT = """
+# provisioning file's later row); the same number seen SEEN_AT_STEP_DAYS later moves seen_at
+# on, and only that; anything else (a replay, a partition read late) writes nothing. Only a
+# new number moves recorded_at, which `serve` follows. Rows are locked in IMSI order (the
+# pairs come sorted), so two workers' batches never wait on each other in a cycle.
+UPSERT = f"""
 INSERT INTO subscribers (imsi, msisdn, seen_at)
 SELECT i, m, to_timestamp(s / 1000.0)
 FROM unnest(%b::int8[], %b::int8[], %b::int8[]) AS u(i, m, s)
 ON CONFLICT (imsi) DO UPDATE SET msisdn = excluded.msisdn, seen_at = excluded.seen_at,
-    recorded_at = clock_timestamp()
-WHERE excluded.msisdn <> subscribers.msisdn AND excluded.seen_at >= subscribers.seen_at
-"""
+    recorded_at = CASE WHEN excluded.msisdn <> subscribers.msisdn THEN clock_timestamp()
+                       ELSE subscribers.recorded_at END
+WHERE excluded.seen_at >= subscribers.seen_at
+    AND (excluded.msisdn <> subscribers.msisdn
+         OR excluded.seen_at >= subscribers.seen_at + interval '{SEEN_AT_STEP_DAYS} days')
+"""  # noqa: S608
 
 # COPY's binary form (PostgreSQL docs, "COPY", Binary Format): a 19-byte header (signature,
 # flags, no extension), then per row a field count and each field's length and bytes, big

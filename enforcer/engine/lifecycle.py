@@ -5,7 +5,9 @@ warning at once, reminders at the rule's offsets before the deadline, the cutoff
 SMS steps (a cutoff with SMS too) wait out the quiet hours, and a notice gets at most one
 SMS a day; a reminder overtaken by a later step is skipped; a notice whose subject had not
 been seen for `lapse_days` when its deadline came lapses instead of being cut (nothing is
-using it).
+using it), and a cut one whose subject has not been seen for `cut_idle_days` since its cut
+is released (it lapses, and the cutoff is lifted): the cut notices follow the devices in
+use, not every device ever cut.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ class NoticeState(StrEnum):
     OPEN = "open"  # opened; the warning not sent yet
     WARNED = "warned"
     REMINDED = "reminded"
-    CUT = "cut"  # stays cut until the registry resolves it
+    CUT = "cut"  # until the registry resolves it or its subject is gone (released)
     CANCELLED = "cancelled"  # resolved by the registry; `reason` says how
     # Another kind's rule decides the subject now: its notice (`superseded_by`) took over.
     SUPERSEDED = "superseded"
-    LAPSED = "lapsed"
+    LAPSED = "lapsed"  # its subject not seen: never cut, or released
 
 
 # A subject has at most one notice of a kind in these states (a partial unique index).
@@ -40,6 +42,7 @@ class Step(StrEnum):
     REMINDER = "reminder"
     CUTOFF = "cutoff"
     RESOLVED = "resolved"  # the SMS that goes with a restore
+    RELEASED = "released"  # the restore of a cut subject not seen since: no SMS
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Pace:
     quiet: QuietHours
     sms_gap_ms: int  # at least this long between two SMS of one notice
     lapse_ms: int  # not seen for this long at the deadline: lapsed, not cut
+    cut_idle_ms: int  # cut and not seen for this long: released
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,19 @@ def due_at(n: Notice) -> int | None:
     return None
 
 
+def release_at(n: Notice, pace: Pace) -> int:
+    """When a cut notice is released if its subject is not seen again: `cut_idle_ms` after
+    the later of its deadline (about when it was cut) and its last sighting."""
+    return max(n.deadline_ms, n.last_seen_ms) + pace.cut_idle_ms
+
+
 def advance(n: Notice, now_ms: int, pace: Pace) -> Advance:
     """The next step of a due notice, or how long it must wait."""
+    if n.state is NoticeState.CUT:
+        # A refused attach since the cut moved last_seen on: the notice waits again.
+        if now_ms < release_at(n, pace):
+            return Advance(n, None, release_at(n, pace))
+        return Advance(replace(n, state=NoticeState.LAPSED), Step.RELEASED, None)
     if n.state not in SENDING:
         return Advance(n, None, None)
     skipped = 0
@@ -164,4 +179,5 @@ def advance(n: Notice, now_ms: int, pace: Pace) -> Advance:
         sent = replace(n, state=NoticeState.REMINDED, reminders_done=n.reminders_done + 1,
                        last_sms_ms=last_sms)
         return Advance(sent, step, due_at(sent), skipped)
-    return Advance(replace(n, state=NoticeState.CUT, last_sms_ms=last_sms), step, None, skipped)
+    cut = replace(n, state=NoticeState.CUT, last_sms_ms=last_sms)
+    return Advance(cut, step, release_at(cut, pace), skipped)

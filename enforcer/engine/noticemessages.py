@@ -59,7 +59,9 @@ LANGUAGES = {
 # Gregorian one (as "2 Dey 1405", "23 December 2026"), the help code (notices.ussd_code),
 # the phone's make and model as the TAC database names them (enforcer.engine.devicemodel).
 PLACEHOLDERS = ("imei", "deadline", "deadline_gregorian", "code", "model")
-STEPS = tuple(s.value for s in Step)
+# The steps with an SMS, each needing its texts (a release has none).
+SMS_STEPS = tuple(s for s in Step if s is not Step.RELEASED)
+STEPS = tuple(s.value for s in SMS_STEPS)
 
 
 class Action:
@@ -208,8 +210,10 @@ def step_messages(notice: Notice, step: Step, settings: NoticesConfig,
     out = []
     if step is Step.CUTOFF:
         out.append(_command(notice, step, Action.CUTOFF))
-    elif step is Step.RESOLVED:
+    elif step in (Step.RESOLVED, Step.RELEASED):
         out.append(_command(notice, step, Action.RESTORE))
+    if step not in SMS_STEPS:  # released: nobody has used that SIM in that phone for long
+        return out
     if notice.sms and (step is not Step.RESOLVED or settings.resolved_sms):
         out.append(_sms(notice, step, settings, model))
     return out

@@ -1,8 +1,9 @@
 """Which notices a decided batch opens or sees again, pure: one row per subject (kind, IMEI
 key, and IMSI when the notice is pair-scoped), anchored at its first sighting in the batch.
 Whether the subject already has a live notice is the database's to say (it keeps the
-earlier deadline). And the notices that take over from superseded ones
-(`enforcer/engine/resolution.py`)."""
+earlier deadline). The cut subjects a batch saw again, refused (their cut notices' last
+sighting, which decides when one is released). And the notices that take over from
+superseded ones (`enforcer/engine/resolution.py`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from enforcer.clock import MS_PER_DAY
 from enforcer.engine.decide import Decisions
 from enforcer.engine.events import AttachBatch
 from enforcer.engine.lifecycle import Notice
-from rules.policy import Rule, Scope
+from rules.policy import Condition, Rule, Scope
 
 IMEI_SUBJECT = 0  # subject_imsi of an IMEI-scoped notice
 
@@ -82,6 +83,40 @@ def notice_sightings(batch: AttachBatch, decisions: Decisions,
     last = np.r_[first[1:] - 1, len(order) - 1] if len(first) else first
     return NoticeSightings(rule[first], key[first], subject[first], batch.imsi[at[first]],
                            batch.msisdn[at[first]], ts[first], ts[last])
+
+
+@dataclass(frozen=True, eq=False)
+class CutSightings:
+    """The (IMEI, SIM) pairs a batch refused as cut off, once each with their last time, as
+    columns in (IMEI key, IMSI) order."""
+
+    imei_key: np.ndarray  # uint64
+    imsi: np.ndarray  # uint64
+    last_ms: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.imei_key)
+
+
+def cut_sightings(batch: AttachBatch, decisions: Decisions,
+                  fresh_pairs: set[tuple[int, int]] | None = None) -> CutSightings:
+    """The pairs decided by a `cut_off` rule. `fresh_pairs` as for `notice_sightings`: a
+    refused phone retries every few minutes, and a pair the history skips was seen within
+    `history.resolution_s`, which changes no release by days."""
+    rules = decisions.policy.rules
+    cut = np.array([r.when is Condition.CUT_OFF for r in rules], dtype=bool)
+    recorded = np.array([r.record for r in rules], dtype=bool)
+    at = np.flatnonzero(cut[decisions.rule])
+    if fresh_pairs is not None and len(at):
+        keep = [not recorded[r] or (k, i) in fresh_pairs for r, k, i in zip(
+            decisions.rule[at].tolist(), batch.imei_key[at].tolist(), batch.imsi[at].tolist())]
+        at = at[np.array(keep, dtype=bool)]
+    key, imsi, ts = batch.imei_key[at], batch.imsi[at], batch.ts_ms[at]
+    order = np.lexsort((ts, imsi, key))
+    key, imsi, ts = key[order], imsi[order], ts[order]
+    last = np.r_[(key[1:] != key[:-1]) | (imsi[1:] != imsi[:-1]), True] if len(key) \
+        else np.zeros(0, dtype=bool)
+    return CutSightings(key[last], imsi[last], ts[last])
 
 
 Subject = tuple[str, int, int]  # (kind, IMEI key, subject IMSI): one live notice each

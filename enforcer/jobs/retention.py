@@ -18,8 +18,8 @@ from enforcer.config import RetentionConfig
 from enforcer.db import partitions as parts
 from enforcer.db.history import drop_months_before
 from enforcer.db.registry_events import prune_registry_events
-from enforcer.db.retention import (all_sent, delete_clone_flags,
-                                   delete_closed_notices, delete_job_runs, fill_closed_at,
+from enforcer.db.retention import (all_sent, delete_clone_flags, delete_closed_notices,
+                                   delete_job_runs, delete_subscribers, fill_closed_at,
                                    transitions_expired)
 
 # Per partition of the registry topic, the (incarnation, next offset) a fold has laid into
@@ -61,6 +61,8 @@ def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]
     counts["clone_flags_deleted"] = 0 if not settings.clone_flag_days else _in_batches(
         lambda: delete_clone_flags(conn, run.now - timedelta(days=settings.clone_flag_days),
                                    settings.batch_rows))
+    counts["subscribers_deleted"] = _in_batches(lambda: delete_subscribers(
+        conn, run.now - timedelta(days=settings.subscriber_days), settings.batch_rows))
     counts["registry_events_deleted"] = 0 if run.registry_watermark is None else _in_batches(
         lambda: prune_registry_events(conn, run.registry_topic, run.registry_watermark,
                                       settings.batch_rows))

@@ -22,7 +22,8 @@ from enforcer.notices.resolve import Resolver, Steps
 
 def pace_of(settings: NoticesConfig) -> Pace:
     return Pace(QuietHours.parse(settings.quiet_start, settings.quiet_end, settings.timezone),
-                int(settings.sms_gap_hours * MS_PER_HOUR), settings.lapse_days * MS_PER_DAY)
+                int(settings.sms_gap_hours * MS_PER_HOUR), settings.lapse_days * MS_PER_DAY,
+                settings.cut_idle_days * MS_PER_DAY)
 
 
 class DueSweep:
@@ -64,12 +65,14 @@ class DueSweep:
                 return total
 
     def _advance(self, due: list[Notice], now: int, state: EnforcementState) -> Steps:
-        changes, messages, cut = [], [], []
+        changes, messages, cut, released = [], [], [], []
         for notice in due:
             step = advance(notice, now, self._pace)
             reason = None
             if step.notice.state is NoticeState.LAPSED:
                 reason = "not_seen"
+                if notice.state is NoticeState.CUT:
+                    released.append(notice)
             elif step.skipped:
                 reason = f"{step.skipped} reminder(s) overtaken"
             changes.append(Change(step.notice, notice.state, step.next_due_ms,
@@ -79,4 +82,4 @@ class DueSweep:
                                           model_name(state.tacs, notice.imei_key))
             if step.notice.state is NoticeState.CUT:
                 cut.append(notice)
-        return Steps(changes, messages, cut)
+        return Steps(changes, messages, cut, released)

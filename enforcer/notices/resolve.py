@@ -46,15 +46,16 @@ def cancellation(notice: Notice, reason: str, settings: NoticesConfig, model: st
 
 @dataclass(frozen=True)
 class Steps:
-    """What the caller makes of the notices left standing: their changes, messages, and
-    those among them cut."""
+    """What the caller makes of the notices left standing: their changes, messages, those
+    among them cut and those released (cut before, restored now)."""
 
     changes: list[Change]
     messages: list[OutboxMessage]
     cut: list[Notice]
+    released: list[Notice]
 
 
-NO_STEPS = Steps([], [], [])
+NO_STEPS = Steps([], [], [], [])
 # Locks a batch of notices in the caller's transaction, at a time in epoch ms.
 Take = Callable[[psycopg.Connection, int], list[Notice]]
 # The steps of the notices left standing, at a time in epoch ms, in the state they are
@@ -115,7 +116,7 @@ class Resolver:
             changes = closed.changes + steps.changes
             record(conn, changes, now)
             enqueue(conn, closed.messages + steps.messages, now)
-        self._cutoffs.remember(steps.cut, closed.restored)
+        self._cutoffs.remember(steps.cut, closed.restored + steps.released)
         self._count(changes, closed.opened)
         return Settled(taken, changes, closed.opened)
 
