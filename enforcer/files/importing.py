@@ -130,12 +130,7 @@ def _import_tacs(state: EnforcementState, path: Path,
     reader = TacFileReader(config.lists.csv_chunk_lines, config.lists.bad_rows_reported)
     tacs, loaded = reader.read(path)
     old = state.tacs if state.tacs is not None else TacDatabase.empty()
-    common = len(np.intersect1d(old.tac, tacs.tac, assume_unique=True))
-    report = ImportReport(Kind.TAC, loaded, before=len(old), after=len(tacs),
-                          added=len(tacs) - common, removed=len(old) - common,
-                          changed=old.changed_rows(tacs),
-                          leading_zero_before=int(np.count_nonzero(old.tac < ZERO_TAC_BELOW)),
-                          leading_zero_after=int(np.count_nonzero(tacs.tac < ZERO_TAC_BELOW)))
+    report = _tac_report(Kind.TAC, loaded, old, tacs)
     report.refused = _refusal(report, config)
     if report.refused:
         return None, report
@@ -148,17 +143,23 @@ def _import_blocked_tacs(state: EnforcementState, path: Path,
     reader = TacBlockFileReader(config.lists.csv_chunk_lines, config.lists.bad_rows_reported)
     blocked, loaded = reader.read(path)
     old = state.blocked_tacs if state.blocked_tacs is not None else BlockedTacs.empty()
-    common = len(np.intersect1d(old.tac, blocked.tac, assume_unique=True))
-    report = ImportReport(Kind.TAC_BLOCKED, loaded, before=len(old), after=len(blocked),
-                          added=len(blocked) - common, removed=len(old) - common,
-                          changed=old.changed_rows(blocked),
-                          leading_zero_before=int(np.count_nonzero(old.tac < ZERO_TAC_BELOW)),
-                          leading_zero_after=int(np.count_nonzero(
-                              blocked.tac < ZERO_TAC_BELOW)))
+    report = _tac_report(Kind.TAC_BLOCKED, loaded, old, blocked)
     report.refused = _refusal(report, config)
     if report.refused:
         return None, report
     return _next_generation(state, report, blocked_tacs=blocked), report
+
+
+def _tac_report(kind: Kind, loaded: LoadReport, old: TacDatabase | BlockedTacs,
+                new: TacDatabase | BlockedTacs) -> ImportReport:
+    """What replacing one table keyed by TAC with another changes: TACs added, removed and
+    changed, and those written without their leading zero before and after."""
+    common = len(np.intersect1d(old.tac, new.tac, assume_unique=True))
+    return ImportReport(kind, loaded, before=len(old), after=len(new),
+                        added=len(new) - common, removed=len(old) - common,
+                        changed=old.changed_rows(new),
+                        leading_zero_before=int(np.count_nonzero(old.tac < ZERO_TAC_BELOW)),
+                        leading_zero_after=int(np.count_nonzero(new.tac < ZERO_TAC_BELOW)))
 
 
 def _next_generation(state: EnforcementState, report: ImportReport,
