@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import psycopg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -37,7 +38,7 @@ from tests.test_decide import (BUYER, OWNER, SINGLE, STRANGER, UNREGISTERED, ful
 from tests.test_eic import API, _metrics, _ready, knowing_owner, running_serve
 from tests.test_http import get
 from tests.test_s13 import (EIR_HOST, NOW_MS, REALM, FixedClock, connected, micr, running_s13)
-from tests.test_worker import history
+from tests.test_worker import CLIENTS, history
 
 __all__ = ["state"]  # the fixture, shared with test_decide
 
@@ -190,13 +191,15 @@ def notices(dsn: str) -> list[tuple]:
                             " ORDER BY imei_key").fetchall()
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_checks_over_s13_and_n5g_eir_are_recorded_and_noticed_by_a_worker(
-        env, worker, dsn, tmp_path) -> None:
+        env, worker, dsn, tmp_path, client) -> None:
     """Issue 22 part 3: a core that only asks the EIR. An MME's S13 check (answered 5422, the
     policy serve runs calling unregistered equipment unknown) and an AMF's N5g-eir check of
     unregistered IMEIs reach a worker as attaches: a slot-usage row for each pair and an
     `unregistered` notice to each SIM's number (S13's known by its IMSI from the operator's
     provisioning file)."""
+    env["EIR_KAFKA__CLIENT"] = client
     provisioning = tmp_path / "subscribers.csv"
     provisioning.write_text(f"{home_imsi(STRANGER)},{STRANGER}\n")
     run("subscribers", "import", str(provisioning), env={**os.environ, **env})
@@ -219,10 +222,13 @@ def test_checks_over_s13_and_n5g_eir_are_recorded_and_noticed_by_a_worker(
         (OTHER_UNREGISTERED, int(home_imsi(BUYER)), BUYER)]
 
 
-def test_with_no_broker_the_checks_are_answered_and_their_drops_counted(env, tmp_path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_with_no_broker_the_checks_are_answered_and_their_drops_counted(env, tmp_path,
+                                                                        client) -> None:
     """Kafka away (a bootstrap to a port nobody listens on): every check is answered as
     before, serve stays ready, and each check is counted as dropped, none lost silently."""
-    closed = {**env, "EIR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+    closed = {**env, "EIR_KAFKA__CLIENT": client,
+              "EIR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
               "EIR_CHECK_FEED__PUBLISH_CHECKS": "true", "EIR_CHECK_FEED__QUEUE_SIZE": "2",
               "EIR_CHECK_FEED__ACK_TIMEOUT_S": "1"}
     asked = 20

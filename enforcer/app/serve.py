@@ -103,7 +103,8 @@ def build_checks(config: Config, clock: Clock | None = None,
     feed = publisher = None
     if config.check_feed.publish_checks:
         feed = CheckFeed(config.check_feed.queue_size, feed_metrics)
-        publisher = CheckPublisher(feed, partial(producer, config.kafka),
+        publisher = CheckPublisher(feed, partial(producer, config.kafka,
+                                                 config.check_feed.ack_timeout_s),
                                    config.kafka.attach_topic, config.check_feed.ack_timeout_s,
                                    feed_metrics)
     app = EquipmentChecks(holder, rules, clock, metrics, ready, feed)
