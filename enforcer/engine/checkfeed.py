@@ -62,7 +62,7 @@ _encode = msgspec.json.Encoder().encode
 
 def imei_received(pei: str) -> str:
     """An N5g-eir PEI's IMEI as the network sent it: the digits of `imei-`/`imeisv-`, any
-    other form whole (the worker records it as a malformed IMEI)."""
+    other form whole (the worker decides it as a malformed IMEI)."""
     lowered = pei[:len(PEI_IMEI_FORMS[1])].lower()
     for form in PEI_IMEI_FORMS:
         if lowered.startswith(form):
