@@ -78,15 +78,20 @@ def attach_consumer(config: KafkaConfig, max_records: int) -> Consumer:
         (config.attach_topic,))
 
 
-def producer(config: KafkaConfig) -> Producer:
+def producer(config: KafkaConfig, give_up_s: float | None = None) -> Producer:
+    """With `give_up_s`, librdkafka drops what it could not deliver in that long instead of
+    holding it for a later delivery: a message a publication reported unacknowledged is
+    then never sent behind the caller's back (kafka-python's producer is renewed after
+    such a publication, the old one closed without waiting, which abandons what it held)."""
     # acks=all: a message counts as sent only once every in-sync replica has it.
     if config.client == KAFKA_PYTHON:
         with _bootstrapping(config):
             return KafkaPythonProducer(dict(acks="all", linger_ms=PRODUCER_LINGER_MS,
                                             max_request_size=MAX_REQUEST_BYTES,
                                             **security(config)))
+    expiry = {} if give_up_s is None else {"message.timeout.ms": int(give_up_s * 1000)}
     return ConfluentProducer({"acks": "all", "linger.ms": PRODUCER_LINGER_MS,
-                              "message.max.bytes": MAX_REQUEST_BYTES,
+                              "message.max.bytes": MAX_REQUEST_BYTES, **expiry,
                               **rdkafka_security(config)})
 
 

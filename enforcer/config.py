@@ -262,6 +262,13 @@ class EicConfig:
     backlog: Count
 
 
+@dataclass(frozen=True)
+class CheckFeedConfig:
+    publish_checks: bool
+    queue_size: Count
+    ack_timeout_s: Seconds
+
+
 # python-diameter checks its peers' timers every second at most: a shorter watchdog is not kept.
 MIN_WATCHDOG_S = 1
 
@@ -302,6 +309,7 @@ class Config:
     http: HttpConfig
     eic: EicConfig
     s13: S13Config
+    check_feed: CheckFeedConfig
     clones: ClonesConfig
 
 

@@ -57,8 +57,20 @@ def test_prometheus_configuration_passes_promtool() -> None:
 def test_the_equipment_check_service_serves_on_the_port_prometheus_scrapes() -> None:
     eic = compose()["services"]["eic"]
     config = load_config(environ={k: str(v) for k, v in eic["environment"].items()})
-    assert eic["command"] == ["serve"] and eic["ports"] == [f"{config.eic.port}:9110"]
+    assert eic["command"] == ["serve"] and f"{config.eic.port}:9110" in eic["ports"]
     assert "9110/readyz" in " ".join(eic["healthcheck"]["test"])
     unit = (DEPLOY / "eir-enforcer-serve@.service").read_text()
     assert "Environment=EIR_EIC__PORT=%i" in unit and unit.rstrip().endswith(
         "WantedBy=multi-user.target") and " serve\n" in unit
+
+
+def test_serve_answers_s13_on_the_diameter_port_in_compose_and_in_one_systemd_instance() -> None:
+    """Issue 22 part 4: compose's serve answers MMEs on 3868, its S13 settings accepted; the
+    systemd template keeps S13 to the instance whose drop-in turns it on (one port a host)."""
+    eic = compose()["services"]["eic"]
+    config = load_config(environ={k: str(v) for k, v in eic["environment"].items()})
+    assert config.s13.enabled and config.s13.peers
+    assert f"{config.s13.port}:3868" in eic["ports"]
+    drop_in = (DEPLOY / "eir-enforcer-serve-s13.conf").read_text()
+    assert "\nEnvironment=EIR_S13__ENABLED=true\n" in drop_in
+    assert "eir-enforcer-serve-s13.conf" in (DEPLOY / "eir-enforcer-serve@.service").read_text()

@@ -1,7 +1,8 @@
 """`eir-enforcer serve`: the N5g-eir front end (`enforcer.frontends.server`) and, when
 `s13.enabled`, the S13 one (`enforcer.frontends.s13`), wired to their configuration, ports and
 metrics and to the one state both answer from, which the follower keeps in step with what the
-workers store in PostgreSQL."""
+workers store in PostgreSQL; with `check_feed.publish_checks`, the checks both answer
+published to the attach topic (`consumers.checkfeed`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import NamedTuple
 import psycopg
 import uvloop
 
+from consumers.checkfeed import CheckFeed, CheckPublisher
+from consumers.kafka import producer
 from enforcer.app.process import STOP_SIGNALS, stop_on_signals, stop_or_leave
 from enforcer.listening import cannot_listen, listen
 from enforcer.clock import Clock, clock_from
@@ -32,6 +35,7 @@ from enforcer.frontends.server import CHECK_PATH, EquipmentChecks
 from enforcer.frontends.transport import serve_checks
 from enforcer.logs import LIFECYCLE, describe
 from enforcer.reach import Backoff, Stopped, when_reachable
+from metrics.checkfeed import CheckFeedMetrics
 from metrics.eic import EicMetrics
 from metrics.s13 import S13Metrics
 from rules.policy import load_policy
@@ -61,6 +65,7 @@ class Serving(NamedTuple):
     metrics: EicMetrics
     ready: Readiness
     s13: S13Server | None  # None: s13.enabled is false
+    publisher: CheckPublisher | None  # None: check_feed.publish_checks is false
 
 
 def follow_forever(follower: StateFollower, config: Config, metrics: EicMetrics,
@@ -94,14 +99,22 @@ def build_checks(config: Config, clock: Clock | None = None,
     metrics.watch(holder)
     ready = Readiness()
     clock = clock or clock_from(config.clock.file)
-    app = EquipmentChecks(holder, rules, clock, metrics, ready)
+    feed_metrics = CheckFeedMetrics(metrics.collectors)
+    feed = publisher = None
+    if config.check_feed.publish_checks:
+        feed = CheckFeed(config.check_feed.queue_size, feed_metrics)
+        publisher = CheckPublisher(feed, partial(producer, config.kafka,
+                                                 config.check_feed.ack_timeout_s),
+                                   config.kafka.attach_topic, config.check_feed.ack_timeout_s,
+                                   feed_metrics)
+    app = EquipmentChecks(holder, rules, clock, metrics, ready, feed)
     s13 = None
     if config.s13.enabled:
         s13_metrics = S13Metrics(metrics.collectors)
         answers = S13Answers(holder, rules, clock, s13_metrics, config.s13.origin_host,
-                             config.s13.origin_realm)
+                             config.s13.origin_realm, feed)
         s13 = ready.s13 = S13Server(config.s13, answers, s13_metrics)
-    return Serving(app, StateFollower(config, holder, rules), metrics, ready, s13)
+    return Serving(app, StateFollower(config, holder, rules), metrics, ready, s13, publisher)
 
 
 def start_s13(s13: S13Server, config: Config) -> None:
@@ -126,7 +139,7 @@ def run_serve(config: Config) -> int:
     # First: a port in use stops nothing half-started.
     listening = listen("eic", config.eic.bind, config.eic.port, config.eic.backlog)
     try:
-        app, follower, metrics, ready, s13 = build_checks(config, stop=stop)
+        app, follower, metrics, ready, s13, publisher = build_checks(config, stop=stop)
         if s13 is not None:
             start_s13(s13, config)
     except Stopped:
@@ -140,6 +153,14 @@ def run_serve(config: Config) -> int:
     following = threading.Thread(target=follow_forever, name="eir-eic-follow",
                                  args=(follower, config, metrics, ready, stop), daemon=True)
     following.start()
+    # Its own stop: the checks answered until the front ends stop are published after them.
+    feed_stop = threading.Event()
+    publishing = threading.Thread(target=publisher.run, name="eir-check-feed",
+                                  args=(feed_stop,), daemon=True) if publisher else None
+    if publishing is not None:
+        publishing.start()
+        lifecycle.info("checks published as attach events", extra={
+            "topic": config.kafka.attach_topic, "queue_size": config.check_feed.queue_size})
     try:
         uvloop.run(_serve(app, config, listening, stop))
     finally:
@@ -148,6 +169,9 @@ def run_serve(config: Config) -> int:
         following.join()
         if s13 is not None:
             s13.stop()
+        if publishing is not None:
+            feed_stop.set()
+            publishing.join()
     lifecycle.info("equipment checks stopped")
     return 0
 

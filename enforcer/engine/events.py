@@ -13,6 +13,10 @@ from enforcer.engine.tacs import rat_of
 
 # No IMEI key is this large (keys are below 10^14), so it is in no list and no registry.
 NO_KEY = np.uint64(np.iinfo(np.uint64).max)
+# An equipment check's SIM identities when it names none (N5g-eir without a SUPI or GPSI, S13
+# without an MSISDN): 0 is nobody's IMSI or number, so never in a cut pair, never the owner.
+NO_IMSI = 0
+NO_MSISDN = 0
 NO_OPERATOR = 0
 MCC_MNC_DIGITS = (5, 6)
 

@@ -8,7 +8,8 @@ MSISDN is taken from the subscribers' numbers the state holds (learned from the 
 stream, `enforcer.engine.numbers`), so the owner is WHITELISTED; an IMSI not known there is
 told apart from nobody, and a registered device answers as for another SIM (GREYLISTED under
 the default policy: allowed, and tracked). The check has no effects: the stream records
-sightings and opens notices, the check only answers."""
+sightings and opens notices, the check only answers (serve may hand `check_batch`'s batch to
+the stream as attach events: `enforcer.engine.checkfeed`)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,13 @@ from typing import Any, Callable, Mapping, NamedTuple
 import numpy as np
 
 from enforcer.engine.decide import decide
-from enforcer.engine.events import NO_KEY, AttachBatch
+from enforcer.engine.events import NO_IMSI, NO_KEY, NO_MSISDN, AttachBatch
 from enforcer.engine.identity import Mode, OtherForm, read_imei, read_imsi, read_msisdn
 from enforcer.engine.imei import ImeiRules, key_problems
 from enforcer.engine.state import EnforcementState
 from enforcer.engine.subscriber import (IMSI_MAX_DIGITS, IMSI_MIN_DIGITS, MCC_DIGITS,
                                         MSISDN_MAX_DIGITS, MSISDN_MIN_DIGITS, IdentityError)
 
-NO_IMSI = 0  # in no cut pair: the check is for the PEI alone
-NO_MSISDN = 0  # nobody's number: never the owner
 NO_KEY_INT = int(NO_KEY)
 
 SUPPORTED_FEATURES = re.compile(r"[A-Fa-f0-9]*\Z")
@@ -184,10 +183,16 @@ UNKNOWN = Problem(HTTPStatus.NOT_FOUND, Cause.ERROR_EQUIPMENT_UNKNOWN,
 def answer_checks(checks: list[Check], state: EnforcementState, now_ms: int) -> list[Answer]:
     """Each check's answer, from one decision over all of them; a check without an MSISDN
     takes its IMSI's from `state.numbers` where that knows it."""
-    rules = state.policy.rules
-    home = state.policy.home_mcc[0]
     if not checks:
         return []
+    return answers_of(checks, check_batch(checks, state, now_ms), state)
+
+
+def check_batch(checks: list[Check], state: EnforcementState, now_ms: int) -> AttachBatch:
+    """The checks (at least one) as the batch of attach events the decision reads, at
+    `now_ms`; a check without an MSISDN takes its IMSI's from `state.numbers` where that
+    knows it (the MSISDN column stays NO_MSISDN where not)."""
+    home = state.policy.home_mcc[0]
     keys, malformed, imsis, mccs, msisdns = zip(*checks)
     n = len(checks)
     imsi = np.array(imsis, dtype=np.uint64)
@@ -198,7 +203,7 @@ def answer_checks(checks: list[Check], state: EnforcementState, now_ms: int) -> 
         known, number = state.numbers.find(imsi[asks])
         msisdn[asks[known]] = number[known]
     # A PEI that is no IMEI is in no list: it is decided as the IMEI nobody has.
-    batch = AttachBatch(
+    return AttachBatch(
         imei_key=np.array([NO_KEY_INT if k is None else k for k in keys], dtype=np.uint64),
         malformed=np.array(malformed, dtype=bool),
         imsi=imsi,
@@ -207,7 +212,12 @@ def answer_checks(checks: list[Check], state: EnforcementState, now_ms: int) -> 
         msisdn=msisdn,
         ts_ms=np.full(n, now_ms, dtype=np.int64),
         emergency=np.zeros(n, dtype=bool))
+
+
+def answers_of(checks: list[Check], batch: AttachBatch, state: EnforcementState
+               ) -> list[Answer]:
+    """Each check's answer, `batch` being `check_batch`'s of the same checks and state."""
     by_rule = [UNKNOWN if rule.unknown_equipment else EirResponseData(rule.verdict.value, rule.name)
-               for rule in rules]
-    return [UNKNOWN if key is None else by_rule[index]
-            for key, index in zip(keys, decide(batch, state).rule.tolist())]
+               for rule in state.policy.rules]
+    return [UNKNOWN if check.imei_key is None else by_rule[index]
+            for check, index in zip(checks, decide(batch, state).rule.tolist())]

@@ -18,8 +18,9 @@ from prometheus_client import Counter as MetricCounter
 
 from enforcer.clock import Clock
 from enforcer.querystring import query_values
-from enforcer.frontends.eic import (Answer, Cause, Check, Problem, EirResponseData, answer_checks,
-                                    given_twice, read_check)
+from enforcer.engine.checkfeed import N5G_EIR_RAT, CheckedBatch, Feed, imei_received
+from enforcer.frontends.eic import (Answer, Cause, Check, Problem, EirResponseData, answers_of,
+                                    check_batch, given_twice, read_check)
 from enforcer.frontends.transport import Request, Response
 from enforcer.engine.imei import ImeiRules
 from enforcer.logs import describe
@@ -65,15 +66,17 @@ class Ready(Protocol):
 
 
 class EquipmentChecks:
-    """The application: a turn's requests in, their responses out."""
+    """The application: a turn's requests in, their responses out; with a `feed`, the checks
+    answered handed to it as attach events (`enforcer.engine.checkfeed`)."""
 
     def __init__(self, holder: StateHolder, rules: ImeiRules, clock: Clock,
-                 metrics: EicMetrics, ready: Ready) -> None:
+                 metrics: EicMetrics, ready: Ready, feed: Feed | None = None) -> None:
         self._holder = holder
         self._rules = rules
         self._clock = clock
         self._metrics = metrics
         self._ready = ready
+        self._feed = feed
         # What a decision answers is one of a few constants (the statuses, 404, 500): each
         # is encoded once.
         self._encoded: dict[Answer, tuple[Response, str]] = {}
@@ -83,6 +86,7 @@ class EquipmentChecks:
         responses: list[Response | None] = []
         checks: list[Check] = []
         at: list[int] = []
+        received: list[str] = []  # the PEIs of the checks, for the feed
         labels: dict[str, int] = {}
         for request in requests:
             path, _, query = request.target.partition("?")
@@ -96,12 +100,14 @@ class EquipmentChecks:
                 else:
                     at.append(len(responses))
                     checks.append(check)
+                    if self._feed is not None:
+                        received.append(imei_received(values["pei"]))
                     responses.append(None)
             else:
                 responses.append(self._other(request.method, path, labels))
         if checks:
             encoded = self._encoded
-            for i, answer in zip(at, self._decide(checks)):
+            for i, answer in zip(at, self._decide(checks, received)):
                 held = encoded.get(answer)
                 if held is None:
                     held = encoded[answer] = (_encode(answer), _label(answer))
@@ -118,10 +124,14 @@ class EquipmentChecks:
             child = self._counters[label] = self._metrics.answers.labels(label)
         return child
 
-    def _decide(self, checks: list[Check]) -> list[Answer]:
+    def _decide(self, checks: list[Check], received: list[str]) -> list[Answer]:
         began = time.perf_counter()
         try:
-            answers = answer_checks(checks, self._holder.current, self._clock.now_ms())
+            state = self._holder.current
+            batch = check_batch(checks, state, self._clock.now_ms())
+            answers = answers_of(checks, batch, state)
+            if self._feed is not None:
+                self._feed.offer(CheckedBatch(received, batch, N5G_EIR_RAT))
         except Exception as exc:  # noqa: BLE001 - every check of the turn gets its 500
             log.error("equipment checks failed", extra={"error": describe(exc),
                                                         "checks": len(checks)})

@@ -17,7 +17,8 @@ from diameter.message.constants import AVP_RESULT_CODE
 from enforcer.clock import Clock
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.state import StateHolder
-from enforcer.frontends.eic import Check, answer_checks
+from enforcer.engine.checkfeed import S13_RAT, CheckedBatch, Feed
+from enforcer.frontends.eic import Check, answers_of, check_batch
 from enforcer.frontends.s13.check import (AVP_USER_NAME, FAILED_ANSWER, S13_APPLICATION_ID,
                                           VENDOR_3GPP, InvalidAvp, S13Answer,
                                           read_identity_check, s13_answer)
@@ -48,27 +49,33 @@ def _s13_application() -> VendorSpecificApplicationId:
 class S13Answers:
     """A batch of requests in, their answers out, each with the request's Hop-by-Hop and
     End-to-End identifiers, Session-Id and Proxy-Info, and this EIR's Origin-Host and
-    Origin-Realm."""
+    Origin-Realm; with a `feed`, the checks answered handed to it as attach events
+    (`enforcer.engine.checkfeed`)."""
 
     def __init__(self, holder: StateHolder, rules: ImeiRules, clock: Clock, metrics: S13Metrics,
-                 origin_host: str, origin_realm: str) -> None:
+                 origin_host: str, origin_realm: str, feed: Feed | None = None) -> None:
         self._holder = holder
         self._rules = rules
         self._clock = clock
         self._metrics = metrics
         self._origin_host = origin_host.encode()
         self._origin_realm = origin_realm.encode()
+        self._feed = feed
 
     def answer(self, requests: Sequence[MeIdentityCheckRequest]) -> list[MeIdentityCheckAnswer]:
         read: list[Check | InvalidAvp] = []
+        received: list[str] = []  # the IMEI AVPs of the checks, for the feed
         for request in requests:
             # The node answers 5005 to a request without Terminal-Information before it gets
             # here; without the node's check it is the same 5005 (no IMEI).
             terminal = request.terminal_information
             imei = None if terminal is None else terminal.imei
-            read.append(read_identity_check(imei, request.user_name, self._rules))
+            check = read_identity_check(imei, request.user_name, self._rules)
+            read.append(check)
+            if self._feed is not None and isinstance(check, Check) and imei is not None:
+                received.append(imei)
         checks = [r for r in read if isinstance(r, Check)]
-        decided = iter(self._decide(checks))
+        decided = iter(self._decide(checks, received))
         answers = []
         for request, r in zip(requests, read):
             answer = self._invalid(request, r) if isinstance(r, InvalidAvp) \
@@ -76,13 +83,16 @@ class S13Answers:
             answers.append(answer)
         return answers
 
-    def _decide(self, checks: list[Check]) -> list[S13Answer]:
+    def _decide(self, checks: list[Check], received: list[str]) -> list[S13Answer]:
         if not checks:
             return []
         began = time.perf_counter()
         try:
-            decided = [s13_answer(a) for a in
-                       answer_checks(checks, self._holder.current, self._clock.now_ms())]
+            state = self._holder.current
+            batch = check_batch(checks, state, self._clock.now_ms())
+            decided = [s13_answer(a) for a in answers_of(checks, batch, state)]
+            if self._feed is not None:
+                self._feed.offer(CheckedBatch(received, batch, S13_RAT))
         except Exception as exc:  # noqa: BLE001 - every check of the batch gets its 5012
             log.error("equipment checks failed", extra={"error": describe(exc),
                                                         "checks": len(checks)})
