@@ -68,7 +68,8 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     """The error classes of the Kafka clients this process has loaded."""
     loaded = ((sys.modules.get("kafka.errors"), "KafkaError"),
               (sys.modules.get("confluent_kafka"), "KafkaException"))
-    return tuple(getattr(module, name) for module, name in loaded if module is not None)
+    found = (getattr(module, name, None) for module, name in loaded if module is not None)
+    return tuple(error for error in found if error is not None)
 
 
 def setup_logging(level: str = "INFO", form: str = "json", path: str | None = None) -> None:
