@@ -57,6 +57,9 @@ def load_cells(config: Config) -> CellSites:
 class CloneTracker:
     def __init__(self, config: Config, metrics: WorkerMetrics) -> None:
         self._cells = load_cells(config)
+        # No attach older than this reaches the window (the decoder dead-letters it), so it
+        # forgets no SIM such an attach could still find.
+        self._late_days = config.worker.max_event_age_days
         self._metrics = metrics
         self._window: CloneWindow | None = None
 
@@ -65,7 +68,7 @@ class CloneTracker:
         """The state to decide the batch with (its new flags laid over), and those flags."""
         index = state.lists.white_index
         if self._window is None:
-            self._window = CloneWindow(index, state.policy.clones, self._cells)
+            self._window = CloneWindow(index, state.policy.clones, self._cells, self._late_days)
         elif self._window.index is not index:  # a new generation of the white list
             self._window = self._window.rebase(index)
         # The radios are compared only when the policy counts them: a lookup a batch less.
