@@ -127,3 +127,16 @@ def test_a_place_without_an_operator_or_a_cell_is_not_kept() -> None:
     flagged(w, (4, 41, DAY0 + MINUTE, 43211))
     flagged(w, (4, 41, DAY0 + 2 * MINUTE))
     assert not (w._minute.any() or w._operator.any())  # noqa: SLF001
+
+
+def test_the_imeis_lately_with_more_sims_are_found_as_the_others() -> None:
+    keys = np.arange(1, 61, dtype=np.uint64) + np.uint64(35_000_000_000_000)
+    compact = CloneWindow(KeyIndex.from_sorted_keys(keys), RULES, CELLS)
+    reference = ReferenceCloneWindow(KeyIndex.from_sorted_keys(keys), RULES, CELLS)
+    many = [(row, sim, DAY0 + row) for row in range(40) for sim in (1, 2)]
+    lately = [(row, sim, DAY0 + MINUTE) for row in (50, 51) for sim in (1, 2)]
+    third = [(row, 3, DAY0 + 2 * MINUTE) for row in (7, 50, 55)]
+    for batch in (many, lately, third, lately + third):
+        assert flagged(compact, *batch) == flagged(reference, *batch)
+    assert compact.imeis_with_more_sims == 42
+    assert flagged(compact, *third) == [(0, "imsis"), (1, "imsis")]

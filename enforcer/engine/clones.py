@@ -210,6 +210,13 @@ class MoreSims:
         return MoreSims(to[order].astype(np.uint32), self.fp[order], self.day[order])
 
 
+Found = tuple[np.ndarray, np.ndarray]  # MoreSims.find's (position, held)
+# The lately added entries of MoreSims join the others once they are this share of them:
+# a batch copies at most 1/MERGE_SHARE of the entries, and every entry is copied into the
+# others about MERGE_SHARE times as they grow.
+MERGE_SHARE = 16
+
+
 class CloneWindow:
     """The window over a generation's white list. Most IMEIs are only ever seen with one
     SIM, so a row holds one SIM (its fingerprint and day: 6 bytes); the other
@@ -238,7 +245,10 @@ class CloneWindow:
         rows = len(index)
         self._fp = np.zeros(rows, dtype=np.uint32)  # the first SIM's slot
         self._day = np.zeros(rows, dtype=np.uint16)
+        # Two levels, so that a batch adding entries copies the small one: the IMEIs that
+        # took a second SIM lately join the others once they are a MERGE_SHARE of them.
         self._more = MoreSims.empty(rules.distinct_imsis - 2)
+        self._lately = MoreSims.empty(rules.distinct_imsis - 2)
         self._newest_day = 0  # of the attaches observed, for forgetting MoreSims' entries
         self._minute = np.zeros(rows, dtype=np.uint32)
         self._operator = np.zeros(rows, dtype=np.uint32)
@@ -250,11 +260,12 @@ class CloneWindow:
     @property
     def nbytes(self) -> int:
         """Bytes allocated (pages never written are not resident)."""
-        return sum(getattr(self, name).nbytes for name in _COLUMNS) + self._more.nbytes
+        return (sum(getattr(self, name).nbytes for name in _COLUMNS) + self._more.nbytes
+                + self._lately.nbytes)
 
     @property
     def imeis_with_more_sims(self) -> int:
-        return len(self._more)
+        return len(self._more) + len(self._lately)
 
     def rebase(self, index: KeyIndex) -> CloneWindow:
         """The same memory of each IMEI, on another generation's white list."""
@@ -267,6 +278,7 @@ class CloneWindow:
         for name in _COLUMNS:
             getattr(moved, name)[to] = getattr(self, name)[kept]
         moved._more = self._more.moved(new_rows)
+        moved._lately = self._lately.moved(new_rows)
         moved._newest_day = self._newest_day
         return moved
 
@@ -307,7 +319,7 @@ class CloneWindow:
     def _one_new_sim(self, row: np.ndarray, fp: np.ndarray, day: np.ndarray,
                      event: np.ndarray, flagged_at: np.ndarray) -> None:
         """Rows distinct and ascending, one SIM each."""
-        slots_fp, slots_day, at, held = self._slots(row)
+        slots_fp, slots_day, found = self._slots(row)
         live = (slots_fp != EMPTY) & (
             day[:, None].astype(np.int64) - slots_day < self.rules.window_days)
         match = live & (slots_fp == fp[:, None])
@@ -324,29 +336,39 @@ class CloneWindow:
         free = np.argmin(live[take], axis=1)
         slots_fp[take, free] = fp[take]
         slots_day[take, free] = day[take]
-        self._store(row, slots_fp, slots_day, at, held)
+        self._store(row, slots_fp, slots_day, found)
 
-    def _slots(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Each row's slots (fingerprints, days: copies), and where MoreSims holds it."""
+    def _slots(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Found]]:
+        """Each row's slots (fingerprints, days: copies), and where each level of MoreSims
+        holds it."""
         more = self.rules.distinct_imsis - 2
         slots_fp = np.zeros((len(row), 1 + more), dtype=np.uint32)
         slots_day = np.zeros((len(row), 1 + more), dtype=np.uint16)
         slots_fp[:, 0], slots_day[:, 0] = self._fp[row], self._day[row]
-        at, held = self._more.find(row.astype(np.uint32))
-        slots_fp[held, 1:] = self._more.fp[at[held]]
-        slots_day[held, 1:] = self._more.day[at[held]]
-        return slots_fp, slots_day, at, held
+        found = []
+        for level in (self._more, self._lately):
+            at, held = level.find(row.astype(np.uint32))
+            slots_fp[held, 1:] = level.fp[at[held]]
+            slots_day[held, 1:] = level.day[at[held]]
+            found.append((at, held))
+        return slots_fp, slots_day, found
 
     def _store(self, row: np.ndarray, slots_fp: np.ndarray, slots_day: np.ndarray,
-               at: np.ndarray, held: np.ndarray) -> None:
+               found: list[Found]) -> None:
         self._fp[row], self._day[row] = slots_fp[:, 0], slots_day[:, 0]
         if slots_fp.shape[1] == 1:
             return
-        self._more.fp[at[held]] = slots_fp[held, 1:]
-        self._more.day[at[held]] = slots_day[held, 1:]
-        grown = np.flatnonzero(~held & (slots_fp[:, 1:] != EMPTY).any(axis=1))
-        self._more = self._more.with_rows(row[grown].astype(np.uint32), slots_fp[grown, 1:],
-                                          slots_day[grown, 1:])
+        for level, (at, held) in zip((self._more, self._lately), found):
+            level.fp[at[held]] = slots_fp[held, 1:]
+            level.day[at[held]] = slots_day[held, 1:]
+        anywhere = found[0][1] | found[1][1]
+        grown = np.flatnonzero(~anywhere & (slots_fp[:, 1:] != EMPTY).any(axis=1))
+        self._lately = self._lately.with_rows(row[grown].astype(np.uint32),
+                                              slots_fp[grown, 1:], slots_day[grown, 1:])
+        if len(self._lately) * MERGE_SHARE > len(self._more):
+            self._more = self._more.with_rows(self._lately.rows, self._lately.fp,
+                                              self._lately.day)
+            self._lately = MoreSims.empty(slots_fp.shape[1] - 1)
 
     def _forget(self, seen: WindowSightings, order: np.ndarray) -> None:
         """MoreSims' entries out of reach: a slot is live for an attach on day d when it was
@@ -358,7 +380,9 @@ class CloneWindow:
         if newest <= self._newest_day:
             return
         self._newest_day = newest
-        self._more = self._more.live_after(newest - self.late_days - self.rules.window_days)
+        dead_day = newest - self.late_days - self.rules.window_days
+        self._more = self._more.live_after(dead_day)
+        self._lately = self._lately.live_after(dead_day)
 
     # -- two places at once -------------------------------------------------------------------
 
