@@ -230,9 +230,10 @@ class CloneWindow:
 
     It flags exactly what the window before it did (tests/harness/clonewindow.py, the
     reference, held to it by tests/test_clonewindow.py) for every attach at most `late_days`
-    older than the newest it has observed; the worker's decoder refuses attaches older than
-    worker.max_event_age_days, which is what it passes. An older one finds fewer SIMs (it
-    errs towards not flagging). `late_days` defaults to `window_days`."""
+    older than the newest it has observed; the worker passes how far behind the decoder lets
+    an attach be (worker.max_event_age_days and max_event_future_s, in whole days). An older
+    one finds fewer SIMs (it errs towards not flagging). `late_days` defaults to
+    `window_days`."""
 
     def __init__(self, index: KeyIndex, rules: CloneRules, cells: CellSites = NO_CELLS,
                  late_days: int | None = None) -> None:
