@@ -17,10 +17,10 @@ wall time, so the worker's crons are set to wall-time periods that match the sim
 the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at least one second,
 or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
 as everything else, and every row carries the clock file's time, so retention comes as it
-would in a year. Every retention in days (history.keep_days, closed notices, job runs) is
-set to --keep-days, so that a year shows the level each table keeps: with the product's
-(400 days of slot usage, a year of closed notices) a first year only grows, and the level
-comes in the second.
+would in a year. Every retention in days (history.keep_days, closed notices, job runs, the
+subscribers' numbers, at least 60) is set to --keep-days, so that a year shows the level
+each table keeps: with the product's (400 days of slot usage, a year of closed notices) a
+first year only grows, and the level comes in the second.
 
 A change's latency is from the moment before it is produced to the first scrape of /metrics
 (every SCRAPE_S) whose `eir_registry_events_total{outcome="applied"}` counts it. At each
@@ -76,9 +76,12 @@ FLUSH_S = 30.0
 HTTP_TIMEOUT_S = 5
 MSISDN_BASE = 989_120_000_000
 MSISDNS = 50_000_000
+LINKED_MSISDN_BASE = MSISDN_BASE + MSISDNS  # numbers the bench links, one each
 NEW_KEY_BASE = 99_000_000_000_000  # IMEIs no snapshot holds: registered or listed by changes
 CARTABLES = 10_000_000
 UNOWNED_TARGETS = 100_000  # devices without an owner that transfers and operator SIMs name
+KINDS = 12  # of registry change, drawn in turn (Changes)
+SUBSCRIBER_DAYS_MIN = 60  # retention.subscriber_days' least (a SIM's time moves on monthly)
 APPLIED = 'eir_registry_events_total{outcome="applied"}'
 CONSUMED = "eir_events_consumed_total"
 RSS = "process_resident_memory_bytes"
@@ -89,9 +92,11 @@ ROW_DAYS = 5
 
 
 class Changes:
-    """Registry changes as the registry sends them, drawn ten kinds in turn; registrations and
-    black-listings are matched by deregistrations and liftings of the oldest the bench made,
-    so that the state holds about as many devices in month 12 as in month 1."""
+    """Registry changes as the registry sends them, drawn twelve kinds in turn; registrations,
+    black-listings, cartable links and operator SIMs are matched by deregistrations,
+    liftings, unlinks and removals of the oldest the bench made, so that the state holds
+    about as much in month 12 as in month 1 (unmatched, links and operator SIMs added 1.4 M
+    entries in a year at 20,000 changes a day, and the folds' time grew with them)."""
 
     def __init__(self, country: Country, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
@@ -103,6 +108,8 @@ class Changes:
             unowned_device_rows(country.devices, UNOWNED_TARGETS))
         self._registered: deque[str] = deque()
         self._black: deque[int] = deque()
+        self._linked: deque[tuple[int, int]] = deque()  # (cartable, MSISDN)
+        self._operator_sims: deque[tuple[int, int]] = deque()  # (IMEI key, MSISDN)
         self._next = 0
 
     def take(self, count: int, now_ms: int) -> list[bytes]:
@@ -115,7 +122,7 @@ class Changes:
             self._next += 1
             key = NEW_KEY_BASE + 10 * n
             event: dict[str, object] = {"event_id": f"year-{n}", "time": now_ms}
-            kind = n % 10
+            kind = n % KINDS
             if kind in (2, 3) and self._registered:
                 event |= {"type": "device_deregistered", "device_id": self._registered.popleft()}
             elif kind in (0, 1):
@@ -127,10 +134,22 @@ class Changes:
                 event |= {"type": "blacklisted", "imeis": [f"{key:014d}"], "reason": "stolen"}
             elif kind == 5 and self._black:
                 event |= {"type": "unblacklisted", "imeis": [f"{self._black.popleft():014d}"]}
-            elif kind == 6:
+            elif kind == 7 and self._linked:
+                cartable, msisdn = self._linked.popleft()
+                event |= {"type": "cartable_unlinked", "cartable_id": cartable,
+                          "msisdns": [str(msisdn)]}
+            elif kind in (6, 7):
+                # A number of its own, so that its unlink finds it where it was linked.
+                linked = LINKED_MSISDN_BASE + n
+                self._linked.append((cartables[i], linked))
                 event |= {"type": "cartable_linked", "cartable_id": cartables[i],
-                          "msisdns": [str(msisdns[i])]}
-            elif kind == 7:
+                          "msisdns": [str(linked)]}
+            elif kind == 9 and self._operator_sims:
+                imei, msisdn = self._operator_sims.popleft()
+                event |= {"type": "operator_sim_removed", "imei": f"{imei:014d}",
+                          "msisdn": str(msisdn)}
+            elif kind in (8, 9):
+                self._operator_sims.append((owned[i], msisdns[i]))
                 event |= {"type": "operator_sim_set", "imei": f"{owned[i]:014d}",
                           "msisdn": str(msisdns[i])}
             else:
@@ -253,7 +272,8 @@ def main() -> None:
     # A notice lives its grace (30 days) and then this long closed: at 30 its table is level
     # from month 3, the month the ratio is taken against.
     parser.add_argument("--keep-days", type=int, default=30,
-                        help="every retention in days (slot usage, closed notices, job runs)")
+                        help="every retention in days (slot usage, closed notices, job runs; "
+                             "subscribers' numbers at least 60)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
@@ -272,7 +292,8 @@ def main() -> None:
                "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00",
                "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
                "EIR_RETENTION__CLOSED_NOTICE_DAYS": str(args.keep_days),
-               "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days)}
+               "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days),
+               "EIR_RETENTION__SUBSCRIBER_DAYS": str(max(args.keep_days, SUBSCRIBER_DAYS_MIN))}
         migrate(services.postgres.dsn)
         admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
         admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
