@@ -18,7 +18,8 @@ the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at leas
 or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
 as everything else, and every row carries the clock file's time, so retention comes as it
 would in a year. Every retention in days (history.keep_days, closed notices, job runs, the
-subscribers' numbers, at least 60) is set to --keep-days, so that a year shows the level
+subscribers' numbers, at least 60, and the life of a clone flag, the policy's
+clones.flag_days, at least the clone window) is set to --keep-days, so that a year shows the level
 each table keeps: with the product's (400 days of slot usage, a year of closed notices) a
 first year only grows, and the level comes in the second.
 
@@ -60,7 +61,7 @@ from enforcer.embedded.synth import (Country, CountrySpec, TrafficMix, attach_tr
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
-from rules.policy import load_policy
+from rules.policy import DEFAULT_POLICY, default_clones, load_policy
 from tests.harness.faults import HTTP_OK, MALFORMED_IMEI, WorkerProcess, ready
 
 START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: the run repeats with its seed
@@ -260,6 +261,17 @@ def wait_ready(port: int) -> float:
     return time.monotonic() - started
 
 
+def flags_lasting(days: int, path: Path) -> Path:
+    """The default policy with clone flags lasting `days` (at least the clone window)."""
+    text = DEFAULT_POLICY.read_text()
+    default = f"\nflag_days = {default_clones().flag_days}\n"
+    if default not in text:
+        raise SystemExit(f"{DEFAULT_POLICY}: no '{default.strip()}' to change")
+    days = max(days, default_clones().window_days)
+    path.write_text(text.replace(default, f"\nflag_days = {days}\n"))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=1_000_000)
@@ -293,7 +305,8 @@ def main() -> None:
                "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
                "EIR_RETENTION__CLOSED_NOTICE_DAYS": str(args.keep_days),
                "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days),
-               "EIR_RETENTION__SUBSCRIBER_DAYS": str(max(args.keep_days, SUBSCRIBER_DAYS_MIN))}
+               "EIR_RETENTION__SUBSCRIBER_DAYS": str(max(args.keep_days, SUBSCRIBER_DAYS_MIN)),
+               "EIR_POLICY__FILE": str(flags_lasting(args.keep_days, scratch / "policy.toml"))}
         migrate(services.postgres.dsn)
         admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
         admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
@@ -301,7 +314,8 @@ def main() -> None:
                                       replication_factor=1)])
         admin.close()
         country = build_country(CountrySpec(devices=args.devices))
-        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
+        save_snapshot(EnforcementState(country.lists, country.devices,
+                                       load_policy(env["EIR_POLICY__FILE"])),
                       Path(env["EIR_STATE__DIR"]))
         changes = Changes(country, args.seed)
         producer = ConfluentProducer({"bootstrap.servers": services.broker.bootstrap,
