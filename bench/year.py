@@ -284,7 +284,7 @@ def main() -> None:
     # A notice lives its grace (30 days) and then this long closed: at 30 its table is level
     # from month 3, the month the ratio is taken against.
     parser.add_argument("--keep-days", type=int, default=30,
-                        help="every retention in days (slot usage, closed notices, job runs; "
+                        help="every retention in days (slot usage, closed notices, clone flags, job runs; "
                              "subscribers' numbers at least 60)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
