@@ -284,8 +284,8 @@ def main() -> None:
     # A notice lives its grace (30 days) and then this long closed: at 30 its table is level
     # from month 3, the month the ratio is taken against.
     parser.add_argument("--keep-days", type=int, default=30,
-                        help="every retention in days (slot usage, closed notices, clone flags, job runs; "
-                             "subscribers' numbers at least 60)")
+                        help="every retention in days (slot usage, closed notices, clone "
+                             "flags, job runs; subscribers' numbers at least 60)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
