@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-
 from unittest.mock import patch
 
 import numpy as np
