@@ -4,7 +4,7 @@ schedules, and a SIGKILL and restart at each month's end.
 
     python bench/year.py [--devices 1000000] [--months 12] [--changes-per-day 100000]
                          [--day-s 10.0] [--attaches-per-s 300] [--fold-every-s 0]
-                         [--keep-days 30] [--seed 7]
+                         [--keep-days 30] [--clones-per-day 20] [--seed 7]
 
 The worker's clock file moves a simulated day every --day-s wall seconds, in ticks of TICK_S;
 each tick the bench produces the day's share of --changes-per-day registry changes (one
@@ -12,15 +12,17 @@ partition, so that "applied" can be counted: registrations of new devices, dereg
 the oldest the bench registered, black-listings and their lifting, cartable links, operator
 SIMs, transfers by IMEI; the mix keeps the registry's size about level) and of the attach
 traffic (the synthetic country's usual mix: SIMs of another cartable and unregistered
-devices open notices, which the sweep carries to their cutoff). APScheduler runs the jobs on
+devices open notices, which the sweep carries to their cutoff), and at each day's start
+--clones-per-day owned IMEIs seen with enough SIMs at once to be flagged misused (their misuse
+notices among the rest). APScheduler runs the jobs on
 wall time, so the worker's crons are set to wall-time periods that match the simulated ones:
 the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at least one second,
 or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
 as everything else, and every row carries the clock file's time, so retention comes as it
 would in a year. Every retention in days (history.keep_days, closed notices, job runs, the
 subscribers' numbers, at least 60, and the life of a clone flag, the policy's
-clones.flag_days, at least the clone window) is set to --keep-days, so that a year shows the level
-each table keeps: with the product's (400 days of slot usage, a year of closed notices) a
+clones.flag_days, at least the clone window) is set to --keep-days, so that a year shows the
+level each table keeps: with the product's (400 days of slot usage, a year of closed notices) a
 first year only grows, and the level comes in the second.
 
 A change's latency is from the moment before it is produced to the first scrape of /metrics
@@ -57,7 +59,8 @@ from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.db.migrate import migrate
 from enforcer.embedded.services import free_port
 from enforcer.embedded.synth import (Country, CountrySpec, TrafficMix, attach_traffic,
-                                     build_country, unowned_device_rows)
+                                     build_country, home_imsi, owned_rows,
+                                     unowned_device_rows)
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
@@ -82,6 +85,7 @@ NEW_KEY_BASE = 99_000_000_000_000  # IMEIs no snapshot holds: registered or list
 CARTABLES = 10_000_000
 UNOWNED_TARGETS = 100_000  # devices without an owner that transfers and operator SIMs name
 KINDS = 12  # of registry change, drawn in turn (Changes)
+CLONE_SEED = 31  # the clones' own stream: the usual mix is drawn as without them
 SUBSCRIBER_DAYS_MIN = 60  # retention.subscriber_days' least (a SIM's time moves on monthly)
 APPLIED = 'eir_registry_events_total{outcome="applied"}'
 CONSUMED = "eir_events_consumed_total"
@@ -237,6 +241,22 @@ def attach_messages(country: Country, topic: str, count: int, seed: int,
     return out
 
 
+def clone_messages(country: Country, topic: str, count: int, seed: int,
+                   now_ms: int) -> list[Publication]:
+    """count owned IMEIs each seen at once with as many subscribers' SIMs as flag an IMEI
+    (clones.distinct_imsis): a steady stream of flags, whose rows the flags' life bounds."""
+    rng = np.random.default_rng([seed, CLONE_SEED])
+    keys = country.lists.white_index.keys_at(owned_rows(rng, country.devices, count))
+    sims = default_clones().distinct_imsis
+    msisdns = country.subscribers[rng.integers(0, len(country.subscribers), count * sims)]
+    out = []
+    for key, msisdn, imsi in zip(np.repeat(keys, sims).tolist(), msisdns.tolist(),
+                                 home_imsi(msisdns).tolist()):
+        out.append(Publication(topic, f"{key:014d}".encode(), msgspec.json.encode(
+            {"imei": f"{key:014d}", "imsi": str(imsi), "msisdn": str(msisdn), "ts": now_ms})))
+    return out
+
+
 @dataclass
 class Month:
     month: int
@@ -286,6 +306,8 @@ def main() -> None:
     parser.add_argument("--keep-days", type=int, default=30,
                         help="every retention in days (slot usage, closed notices, clone "
                              "flags, job runs; subscribers' numbers at least 60)")
+    parser.add_argument("--clones-per-day", type=int, default=20,
+                        help="registered IMEIs a day seen with enough SIMs to be flagged")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
@@ -369,9 +391,12 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
                               for e in events], FLUSH_S)
             sent += count
             produced.append((at, sent, count))
-            producer.publish(attach_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
-                                             per_tick_attaches, day * ticks_per_day + tick,
-                                             now_ms), FLUSH_S)
+            attaches = attach_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
+                                       per_tick_attaches, day * ticks_per_day + tick, now_ms)
+            if tick == 0:
+                attaches += clone_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
+                                           args.clones_per_day, day, now_ms)
+            producer.publish(attaches, FLUSH_S)
     wall_s = time.monotonic() - started
     drain = time.monotonic() + DRAIN_TIMEOUT_S
     while scraper.applied() < sent:
@@ -409,7 +434,7 @@ def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
     ratios = {name: round(n / max(base.rows.get(name, 0), 1), 2)
               for name, n in last.rows.items() if n or base.rows.get(name)}
     return {"devices": args.devices, "months": len(months), "fold_every_s": args.fold_every_s,
-            "keep_days": args.keep_days,
+            "keep_days": args.keep_days, "clones_per_day": args.clones_per_day,
             "changes_per_day": args.changes_per_day, "day_s": args.day_s,
             "attaches_per_s": args.attaches_per_s, "first_ready_s": round(first_ready, 1),
             "latency_p99_s_max": max(m.latency_p99_s for m in months),
