@@ -20,10 +20,11 @@ the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at leas
 or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
 as everything else, and every row carries the clock file's time, so retention comes as it
 would in a year. Every retention in days (history.keep_days, closed notices, job runs, the
-subscribers' numbers, at least 60, and the life of a clone flag, the policy's
-clones.flag_days, at least the clone window) is set to --keep-days, so that a year shows the
-level each table keeps: with the product's (400 days of slot usage, a year of closed notices) a
-first year only grows, and the level comes in the second.
+subscribers' numbers, at least 60, the life of a clone flag, the policy's clones.flag_days,
+at least the clone window, and the wait before a cut notice unseen is released) is set to
+--keep-days, so that a year shows the level each table keeps: with the product's (400 days of
+slot usage, a year of closed notices) a first year only grows, and the level comes in the
+second.
 
 A change's latency is from the moment before it is produced to the first scrape of /metrics
 (every SCRAPE_S) whose `eir_registry_events_total{outcome="applied"}` counts it. At each
@@ -304,8 +305,9 @@ def main() -> None:
     # A notice lives its grace (30 days) and then this long closed: at 30 its table is level
     # from month 3, the month the ratio is taken against.
     parser.add_argument("--keep-days", type=int, default=30,
-                        help="every retention in days (slot usage, closed notices, clone "
-                             "flags, job runs; subscribers' numbers at least 60)")
+                        help="every retention in days (slot usage, closed notices, cut "
+                             "notices unseen, clone flags, job runs; subscribers' numbers at "
+                             "least 60)")
     parser.add_argument("--clones-per-day", type=int, default=20,
                         help="registered IMEIs a day seen with enough SIMs to be flagged")
     parser.add_argument("--seed", type=int, default=7)
@@ -327,6 +329,7 @@ def main() -> None:
                "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
                "EIR_RETENTION__CLOSED_NOTICE_DAYS": str(args.keep_days),
                "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days),
+               "EIR_NOTICES__CUT_IDLE_DAYS": str(args.keep_days),
                "EIR_RETENTION__SUBSCRIBER_DAYS": str(max(args.keep_days, SUBSCRIBER_DAYS_MIN)),
                "EIR_POLICY__FILE": str(flags_lasting(args.keep_days, scratch / "policy.toml"))}
         migrate(services.postgres.dsn)
