@@ -31,7 +31,11 @@ A change's latency is from the moment before it is produced to the first scrape 
 month's end the registry changes are let drain and the worker is SIGKILLed and started
 again; restart-to-ready is from the start to /readyz 200. RSS is the median of the month's
 scrapes (and their most): a single reading lands anywhere in a fold's adoption, when the
-old generation and the new are both held, and moved by a third from month to month.
+old generation and the new are both held, and moved by a third from month to month. Each
+month also says how many cores the worker took (its folds' processes apart) and how many
+the embedded broker took, and the broker's memory: tansu keeps every
+message in memory and has no retention, so its cost grows with the year where a production
+Kafka's follows its retention, and it shares the two cores with the worker.
 Rows are counted at the start of each of the month's last ROW_DAYS days, and the most
 of each table kept: a table pruned by a daily job is read at the same points of its cycle
 in every month. One line per month; the last line is JSON.
@@ -40,6 +44,7 @@ in every month. One line per month; the last line is JSON.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 import urllib.request
@@ -87,10 +92,12 @@ CARTABLES = 10_000_000
 UNOWNED_TARGETS = 100_000  # devices without an owner that transfers and operator SIMs name
 KINDS = 12  # of registry change, drawn in turn (Changes)
 CLONE_SEED = 31  # the clones' own stream: the usual mix is drawn as without them
+KIB_PER_MIB = 1024
 SUBSCRIBER_DAYS_MIN = 60  # retention.subscriber_days' least (a SIM's time moves on monthly)
 APPLIED = 'eir_registry_events_total{outcome="applied"}'
 CONSUMED = "eir_events_consumed_total"
 RSS = "process_resident_memory_bytes"
+CPU = "process_cpu_seconds_total"
 FOLD_RUNS = 'eir_job_duration_seconds_count{job_name="fold"}'
 FOLD_SECONDS = 'eir_job_duration_seconds_sum{job_name="fold"}'
 P50, P99 = 50, 99
@@ -271,6 +278,31 @@ class Month:
     restart_s: float
     folds: int  # fold runs in the month, and their mean seconds: the CPU they take
     fold_s_mean: float  # from the registry thread in this compressed year
+    worker_cores: float  # the worker's CPU seconds a wall second (its folds' children apart)
+    # The embedded broker keeps every message in memory, without retention: its cost grows
+    # with the year's traffic where a production Kafka's follows its retention.
+    broker_cores: float  # its CPU seconds a wall second over the month's traffic
+    broker_rss_mb: float
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User and system CPU seconds of a process so far (Linux /proc); 0 without one."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime, fields 14 and 15 of proc(5), the 12th and 13th after the name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def wait_ready(port: int) -> float:
@@ -356,7 +388,7 @@ def main() -> None:
         try:
             for month in range(1, args.months + 1):
                 months.append(run_month(month, args, worker, producer, changes, country,
-                                        env, port))
+                                        env, port, services.broker.pid()))
                 say(line(months[-1]))
         finally:
             producer.close()
@@ -366,10 +398,13 @@ def main() -> None:
 
 
 def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProducer,
-              changes: Changes, country: Country, env: dict[str, str], port: int) -> Month:
+              changes: Changes, country: Country, env: dict[str, str], port: int,
+              broker_pid: int | None) -> Month:
     scraper = Scraper(port)
     scraper.start()
-    consumed_before = scrape(f"http://127.0.0.1:{port}/metrics").get(CONSUMED, 0.0)
+    broker_cpu_before = cpu_seconds(broker_pid)
+    before = scrape(f"http://127.0.0.1:{port}/metrics")
+    consumed_before, worker_cpu_before = before.get(CONSUMED, 0.0), before.get(CPU, 0.0)
     ticks_per_day = max(1, round(args.day_s / TICK_S))
     per_tick_changes = args.changes_per_day / ticks_per_day
     per_tick_attaches = round(args.attaches_per_s * TICK_S)
@@ -401,6 +436,9 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
                                            args.clones_per_day, day, now_ms)
             producer.publish(attaches, FLUSH_S)
     wall_s = time.monotonic() - started
+    broker_cpu = (cpu_seconds(broker_pid) - broker_cpu_before) / wall_s
+    worker_cpu = (scrape(f"http://127.0.0.1:{port}/metrics").get(CPU, 0.0)
+                  - worker_cpu_before) / wall_s
     drain = time.monotonic() + DRAIN_TIMEOUT_S
     while scraper.applied() < sent:
         if time.monotonic() > drain:
@@ -418,7 +456,9 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
                  round(float(np.median(scraper.rss)) / (1 << 20)),
                  round(max(scraper.rss) / (1 << 20)), rows, round(restart_s, 1),
                  round(figures.get(FOLD_RUNS, 0.0)),
-                 round(figures.get(FOLD_SECONDS, 0.0) / max(figures.get(FOLD_RUNS, 0.0), 1), 2))
+                 round(figures.get(FOLD_SECONDS, 0.0) / max(figures.get(FOLD_RUNS, 0.0), 1), 2),
+                 round(worker_cpu, 2), round(broker_cpu, 2),
+                 round(rss_kib(broker_pid) / KIB_PER_MIB))
 
 
 def line(m: Month) -> str:
@@ -427,8 +467,9 @@ def line(m: Month) -> str:
             f"{m.latency_p99_s * MS_PER_S:.0f} ms ({m.changes:,} changes), "
             f"{m.attaches_per_s:,.0f} attaches/s, RSS {m.rss_mb:,.0f} MB "
             f"(max {m.rss_max_mb:,.0f}), "
-            f"{m.folds} folds of {m.fold_s_mean:.1f} s, restart {m.restart_s:.1f} s; "
-            f"rows {rows}")
+            f"{m.folds} folds of {m.fold_s_mean:.1f} s, restart {m.restart_s:.1f} s, "
+            f"worker {m.worker_cores:.2f} cores, broker {m.broker_cores:.2f} cores "
+            f"{m.broker_rss_mb:,.0f} MB; rows {rows}")
 
 
 def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
