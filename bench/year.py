@@ -92,6 +92,7 @@ CARTABLES = 10_000_000
 UNOWNED_TARGETS = 100_000  # devices without an owner that transfers and operator SIMs name
 KINDS = 12  # of registry change, drawn in turn (Changes)
 CLONE_SEED = 31  # the clones' own stream: the usual mix is drawn as without them
+DAYS_SEEDED = 100_000  # a run's days are fewer: each (seed, day) draws its own clones
 KIB_PER_MIB = 1024
 SUBSCRIBER_DAYS_MIN = 60  # retention.subscriber_days' least (a SIM's time moves on monthly)
 APPLIED = 'eir_registry_events_total{outcome="applied"}'
@@ -253,7 +254,7 @@ def clone_messages(country: Country, topic: str, count: int, seed: int,
                    now_ms: int) -> list[Publication]:
     """count owned IMEIs each seen at once with as many subscribers' SIMs as flag an IMEI
     (clones.distinct_imsis): a steady stream of flags, whose rows the flags' life bounds."""
-    rng = np.random.default_rng([seed, CLONE_SEED])
+    rng = np.random.default_rng([seed, CLONE_SEED])  # seed: the run's and the day's
     keys = country.lists.white_index.keys_at(owned_rows(rng, country.devices, count))
     sims = default_clones().distinct_imsis
     msisdns = country.subscribers[rng.integers(0, len(country.subscribers), count * sims)]
@@ -315,12 +316,11 @@ def wait_ready(port: int) -> float:
 
 
 def flags_lasting(days: int, path: Path) -> Path:
-    """The default policy with clone flags lasting `days` (at least the clone window)."""
+    """The default policy with clone flags lasting `days`."""
     text = DEFAULT_POLICY.read_text()
     default = f"\nflag_days = {default_clones().flag_days}\n"
     if default not in text:
         raise SystemExit(f"{DEFAULT_POLICY}: no '{default.strip()}' to change")
-    days = max(days, default_clones().window_days)
     path.write_text(text.replace(default, f"\nflag_days = {days}\n"))
     return path
 
@@ -345,6 +345,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
+    flag_days = max(args.keep_days, default_clones().window_days)
     with embedded_services("eir-year-") as (services, scratch):
         port = free_port()
         env = {"EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
@@ -363,7 +364,10 @@ def main() -> None:
                "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days),
                "EIR_NOTICES__CUT_IDLE_DAYS": str(args.keep_days),
                "EIR_RETENTION__SUBSCRIBER_DAYS": str(max(args.keep_days, SUBSCRIBER_DAYS_MIN)),
-               "EIR_POLICY__FILE": str(flags_lasting(args.keep_days, scratch / "policy.toml"))}
+               "EIR_POLICY__FILE": str(flags_lasting(flag_days, scratch / "policy.toml")),
+               # The bench's attaches are stamped now: none is late. A worker refuses flags
+               # that a late attach could outlive.
+               "EIR_WORKER__MAX_EVENT_AGE_DAYS": str(flag_days - 1)}
         migrate(services.postgres.dsn)
         admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
         admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
@@ -433,7 +437,8 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
                                        per_tick_attaches, day * ticks_per_day + tick, now_ms)
             if tick == 0:
                 attaches += clone_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
-                                           args.clones_per_day, day, now_ms)
+                                           args.clones_per_day, args.seed * DAYS_SEEDED + day,
+                                           now_ms)
             producer.publish(attaches, FLUSH_S)
     wall_s = time.monotonic() - started
     broker_cpu = (cpu_seconds(broker_pid) - broker_cpu_before) / wall_s

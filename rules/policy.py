@@ -20,7 +20,6 @@ MAX_RULES = 256  # the decision keeps each event's rule in a uint8
 CLONE_KEYS = {f.name for f in dataclasses.fields(CloneRules)}
 # Days are kept as uint16 day numbers; the window must fit well inside.
 MAX_WINDOW_DAYS = 366
-MAX_FLAG_DAYS = 36_525  # a century: for ever is 0
 
 
 class Verdict(StrEnum):
@@ -93,6 +92,11 @@ class Policy:
     def rule(self, name: str) -> Rule:
         return next(r for r in self.rules if r.name == name)
 
+    @property
+    def misuse_grace_days(self) -> int:
+        """The longest grace of a rule on `misused` that opens a notice (0: none)."""
+        return _misuse_grace_days(self.rules)
+
 
 RULE_KEYS = {
     "name", "when", "verdict", "reason", "record", "opens_notice", "notice_kind",
@@ -164,9 +168,8 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
     if not 1 <= merged["window_days"] <= MAX_WINDOW_DAYS:
         raise PolicyError(f"clones.window_days: between 1 and {MAX_WINDOW_DAYS}")
     flag_days = merged["flag_days"]
-    if flag_days and not merged["window_days"] <= flag_days <= MAX_FLAG_DAYS:
-        raise PolicyError(f"clones.flag_days: 0 (for ever), or from clones.window_days"
-                          f" to {MAX_FLAG_DAYS}")
+    if flag_days and flag_days < merged["window_days"]:
+        raise PolicyError("clones.flag_days: 0 (for ever), or clones.window_days or more")
     if merged["rat_inconsistent_attaches"] > MAX_RAT_ATTACHES:
         raise PolicyError(f"clones.rat_inconsistent_attaches: at most {MAX_RAT_ATTACHES}")
     km = merged["far_cells_km"]
@@ -176,9 +179,14 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
     return CloneRules(**merged)
 
 
+def _misuse_grace_days(rules: tuple[Rule, ...] | list[Rule]) -> int:
+    return max((r.grace_days for r in rules if r.when is Condition.MISUSED and r.opens_notice),
+               default=0)
+
+
 def _flags_outlast_notices(rules: list[Rule], clones: CloneRules) -> None:
-    # A notice on `misused` rechecked at its deadline after the flag ended would be cancelled:
-    # the flag would never cut anyone.
+    # A notice on `misused` rechecked at its deadline after the flag ended is judged without
+    # it: a flag shorter than the grace would never cut anyone.
     for i, rule in enumerate(rules):
         if (clones.flag_days and rule.when is Condition.MISUSED and rule.opens_notice
                 and rule.grace_days >= clones.flag_days):

@@ -22,7 +22,7 @@ from enforcer.clock import MS_PER_DAY, ManualClock
 from enforcer.engine.clones import (NOT_MISUSED, REASONS, CellSites, CloneRules, CloneWindow,
                                     Misused, WindowSightings, sightings_of, sims_batch)
 from enforcer.config import load_config
-from enforcer.db.clones import record_flags
+from enforcer.db.clones import FlagRow, record_flags
 from enforcer.db.notices import see
 from enforcer.engine.decide import decide
 from enforcer.engine.events import AttachBatch, AttachEvent
@@ -34,8 +34,10 @@ from enforcer.engine.opening import notice_sightings
 from enforcer.engine.state import StateHolder
 from enforcer.follow.cutofflist import CutoffList
 from enforcer.notices.due import DueSweep
+from enforcer.notices.flags import CloneTracker
 from enforcer.notices.resolve import Resolver
 from metrics.notices import NoticeMetrics
+from metrics.worker import WorkerMetrics
 from tests.kafkatools import produce, wait_for
 from tests.test_cli import lines, run
 from tests.test_decide import (BUYER, HELPER, OWNER, SINGLE, SPOUSE, STRANGER, UNOWNED,
@@ -323,34 +325,76 @@ def test_a_gsm_only_phone_attaching_on_lte_is_flagged_and_recorded(env, worker, 
 
 def test_a_flag_ends_after_flag_days_and_a_clone_still_seen_is_flagged_anew(
         env, worker, dsn, tmp_path) -> None:
-    """Flagged 25 days ago under a policy whose flags last 20 days: a new SIM on the IMEI
-    today is judged as on any owned phone (an ownership-transfer notice, not a misuse one);
-    three SIMs within the window today flag it again, and the row says so."""
+    """Flags of 20 days (attaches accepted up to 19 days late): 25 days after the flag, a new
+    SIM on the IMEI is judged as on any owned phone (an ownership-transfer notice, not a
+    misuse one); three SIMs within the window then flag it again, and the row says so."""
     text = (Path(__file__).parents[1] / "rules" / "default.toml").read_text()
     assert "\nflag_days = 365\n" in text
-    (tmp_path / "policy.toml").write_text(text.replace("\nflag_days = 365\n", "\nflag_days = 20\n"))
+    (tmp_path / "policy.toml").write_text(text.replace("\nflag_days = 365\n",
+                                                       "\nflag_days = 20\n"))
     env["EIR_POLICY__FILE"] = str(tmp_path / "policy.toml")
-    running = worker()
-    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    env["EIR_WORKER__MAX_EVENT_AGE_DAYS"] = "19"
     t = now_ms()
-    then = t - 25 * MS_PER_DAY
-    produce(bootstrap, topic, [attach(SINGLE, OWNER, then), attach(SINGLE, STRANGER, then + 1),
-                               attach(SINGLE, BUYER, then + 2)])
+    clock = ManualClock(t)
+    running = worker(clock)
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    produce(bootstrap, topic, [attach(SINGLE, OWNER, t), attach(SINGLE, STRANGER, t + 1),
+                               attach(SINGLE, BUYER, t + 2)])
     wait_for(lambda: _count(dsn, "SELECT count(*) FROM clone_flags") == 1)
 
-    produce(bootstrap, topic, [attach(SINGLE, HELPER, t)])
+    later = t + 25 * MS_PER_DAY
+    clock.advance(later - clock.now_ms())
+    produce(bootstrap, topic, [attach(SINGLE, HELPER, later)])
     wait_for(lambda: _count(dsn, "SELECT count(*) FROM notices WHERE msisdn = %s", HELPER) == 1)
     with psycopg.connect(dsn) as conn:
         (kind,) = conn.execute("SELECT kind FROM notices WHERE msisdn = %s", (HELPER,)).fetchone()
     assert kind == "ownership_transfer"
 
-    produce(bootstrap, topic, [attach(SINGLE, STRANGER, t + 1), attach(SINGLE, BUYER, t + 2)])
+    produce(bootstrap, topic, [attach(SINGLE, STRANGER, later + 1),
+                               attach(SINGLE, BUYER, later + 2)])
     wait_for(lambda: _count(dsn, "SELECT count(*) FROM clone_flags"
-                                 " WHERE flagged_at >= to_timestamp(%s)", t / 1000) == 1)
+                                 " WHERE flagged_at >= to_timestamp(%s)", later / 1000) == 1)
+    clock.advance(MINUTE)  # the warning is due at the attach, a moment after the clock
     wait_for(lambda: _count(dsn, "SELECT count(*) FROM notices WHERE kind = 'misuse'"
                                  " AND msisdn = %s AND state = 'warned'", HELPER) == 1)
     collectors = running.worker.metrics.collectors
     assert collectors.get_sample_value("eir_clone_flags_total", {"reason": "imsis"}) == 2
+
+
+def test_a_worker_refuses_flags_a_late_attach_could_outlive(env, tmp_path) -> None:
+    """clones.flag_days no longer than worker.max_event_age_days: exit 2, one line."""
+    text = (Path(__file__).parents[1] / "rules" / "default.toml").read_text()
+    (tmp_path / "policy.toml").write_text(text.replace("\nflag_days = 365\n",
+                                                       "\nflag_days = 60\n"))
+    done = run("run", check=False,
+               env={**os.environ, **env, "EIR_POLICY__FILE": str(tmp_path / "policy.toml"),
+                    "EIR_WORKER__MAX_EVENT_AGE_DAYS": "60"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "eir-enforcer: clones.flag_days: more than worker.max_event_age_days (60), or a late"
+        " attach could be judged by a flag this worker has dropped"]
+
+
+def test_a_flag_in_its_last_grace_is_raised_again_when_the_window_sees_the_clone(
+        policy) -> None:
+    """A misuse notice (7 days' grace) opened on a 20-day flag must find it at its deadline:
+    three SIMs seen with 15 days of the flag left raise nothing new; with 6 left, a flag."""
+    twenty = replace(policy, clones=replace(policy.clones, flag_days=20))
+    state = replace(make_state(twenty), misused=misused_by(SINGLE))
+    sims = (STRANGER, BUYER, HELPER)
+
+    def seen_on_day(day: int) -> list[FlagRow]:
+        batch = AttachBatch(
+            imei_key=np.full(3, SINGLE, np.uint64), malformed=np.zeros(3, bool),
+            imsi=np.array([int(home_imsi(m)) for m in sims], np.uint64),
+            mcc=np.full(3, twenty.home_mcc[0], np.uint16), msisdn=np.array(sims, np.uint64),
+            ts_ms=np.full(3, DAY0 + day * MS_PER_DAY, np.int64), emergency=np.zeros(3, bool))
+        tracker = CloneTracker(load_config(environ={}), WorkerMetrics())
+        return list(tracker.observe(batch, state)[1].rows)
+
+    assert seen_on_day(5) == []
+    assert [(key, ms) for key, _, ms, _, _ in seen_on_day(14)] == [
+        (SINGLE, DAY0 + 14 * MS_PER_DAY)]
 
 
 def _count(dsn: str, sql: str, *params: object) -> int:

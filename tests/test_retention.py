@@ -4,6 +4,7 @@ of the tables it partitions."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
@@ -26,6 +27,7 @@ from enforcer.db.subscribers import record_numbers
 from enforcer.engine.numbers import LearnedPairs
 from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.jobs.retention import RetentionRun, run_retention
+from tests.kafkatools import wait_for
 
 NOW = datetime.now(timezone.utc)  # the worker's clock, which wrote the rows
 NOW_MS = int(NOW.timestamp() * MS_PER_S)
@@ -191,6 +193,27 @@ def test_old_job_runs_and_expired_clone_flags_go(dsn) -> None:
                      (NOW - 40 * DAY,))
     assert run(dsn, retention(clone_flag_days=30))["clone_flags_deleted"] == 1
     assert rows(dsn, "SELECT imei_key FROM clone_flags") == [(2,)]
+
+
+def test_a_flag_raised_again_while_retention_deletes_it_stays(dsn) -> None:
+    """A worker raises an ended flag anew (its batch's transaction holds the row) as the
+    retention run deletes it: the delete, having waited for the row, judges its time again
+    and leaves it."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO clone_flags (imei_key, reason, flagged_at, imsi, msisdn)"
+                     " VALUES (1, 'imsis', %s, 1, 1)", (NOW - 40 * DAY,))
+    counts: dict[str, int] = {}
+    with psycopg.connect(dsn) as worker:
+        record_flags(worker, [(1, "imsis", int(NOW.timestamp() * 1000), 3, 3)])
+        retention_run = threading.Thread(
+            target=lambda: counts.update(run(dsn, retention(clone_flag_days=30))))
+        retention_run.start()
+        wait_for(lambda: rows(dsn, "SELECT count(*) FROM pg_stat_activity"
+                                   " WHERE wait_event_type = 'Lock'") == [(1,)])
+        worker.commit()
+    retention_run.join(timeout=60)
+    assert counts["clone_flags_deleted"] == 0
+    assert rows(dsn, "SELECT imei_key, imsi FROM clone_flags") == [(1, 3)]
 
 
 def test_a_cut_notice_left_unscheduled_is_made_due_once(dsn) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from enforcer.clock import MS_PER_DAY
 from enforcer.db.clones import record_flags
 from enforcer.db.history import EPOCH, HistoryStore
 from enforcer.engine.history import Usage
@@ -132,6 +133,20 @@ def test_each_answer_of_the_command_against_the_database_audited(
     got.pop("previous_seen", None)
     assert got.pop("message") and got == {"imei": f"{key:014d}", **answer}
     assert audited(dsn) == [(key, BUYER, answer["status"], revealed, "cli")]
+
+
+@pytest.mark.parametrize("flag_age_days, status", [(380, "misused"), (500, "previous_user")])
+def test_a_flag_ended_hides_the_last_other_sim_while_the_history_may_hold_the_cloner_s(
+        flag_age_days: int, status: str, dsn: str, policy, tmp_path: Path) -> None:
+    """Flags last 365 days (clones.flag_days), the history keeps 400 (history.keep_days): a
+    flag ended 15 days ago still withholds the number; one older than the history, no."""
+    save_snapshot(make_state(policy), tmp_path / "state")
+    now = seen_on(dsn, UNOWNED, (STRANGER, BUYER))
+    with psycopg.connect(dsn) as conn:
+        record_flags(conn, [(UNOWNED, "imsis",
+                             int(now.timestamp() * 1000) - flag_age_days * MS_PER_DAY,
+                             int(home_imsi(OWNER)), OWNER)])
+    assert status_by_command(dsn, tmp_path / "state", UNOWNED, BUYER)["status"] == status
 
 
 def test_the_command_answers_from_history_and_registry_changes_and_audits(

@@ -261,7 +261,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
         state = current_state(snapshot, conn, config)
         answer = ask(state, conn, args.imei, args.msisdn, Caller("cli"),
-                     clock_from(config.clock.file).now_ms())
+                     clock_from(config.clock.file).now_ms(), config.history.keep_days)
     # As the answer leaves out what it does not know, so is the model left out.
     model = model_json(state.tacs, state.blocked_tacs, args.imei)
     _print({"imei": f"{args.imei:014d}", **({"model": model} if model else {}),

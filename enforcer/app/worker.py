@@ -34,7 +34,7 @@ from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import load_snapshot
 from enforcer.notices.rounds import NoticeRounds, SweepLoop
 from metrics.worker import WorkerMetrics
-from rules.policy import Condition, Policy, load_policy
+from rules.policy import Condition, Policy, PolicyError, load_policy
 
 log = logging.getLogger("eir.worker")
 T = TypeVar("T")
@@ -114,6 +114,7 @@ def build_worker(config: Config, clock: Clock | None = None,
         return when_reachable(step, "kafka", backoff, stop)
 
     policy = load_policy(config.policy.file or None)
+    flags_outlast_late_attaches(policy, config)
     database(partial(_check_database, config, policy))
     began = time.perf_counter()
     holder = StateHolder(load_snapshot(Path(config.state.dir), policy))
@@ -177,6 +178,18 @@ def tune_gc(threshold: int) -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(threshold, older, oldest)
+
+
+def flags_outlast_late_attaches(policy: Policy, config: Config) -> None:
+    """Raises PolicyError when an attach the decoder accepts (worker.max_event_age_days old)
+    could meet a clone flag a worker has already dropped from memory (one ended a life
+    before the newest, engine/clones.py Misused.with_flags), which serve and the record
+    still hold."""
+    days = policy.clones.flag_days
+    if days and days <= config.worker.max_event_age_days:
+        raise PolicyError(f"clones.flag_days: more than worker.max_event_age_days"
+                          f" ({config.worker.max_event_age_days}), or a late attach could be"
+                          " judged by a flag this worker has dropped")
 
 
 def run_worker(config: Config) -> int:

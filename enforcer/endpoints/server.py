@@ -87,8 +87,9 @@ class StatusQueries:
 
     def __init__(self, settings: HttpConfig, clients: list[Client], holder: StateHolder,
                  rules: ImeiRules, pool: ConnectionPool, metrics: WorkerMetrics, clock: Clock,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 history_days: int, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
+        self._history_days = history_days  # history.keep_days
         self._clock = clock
         self._clients = clients
         self._holder = holder
@@ -153,7 +154,7 @@ class StatusQueries:
         try:
             with self._pool.connection(timeout=self._settings.db_wait_s) as conn:
                 answer = ask(self._holder.current, conn, imei.imei_key, requester, caller,
-                             self._clock.now_ms())
+                             self._clock.now_ms(), self._history_days)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("status query not answered", extra={"error": describe(exc)})
             return Reply(HTTPStatus.SERVICE_UNAVAILABLE,
@@ -236,7 +237,8 @@ def serve_endpoints(config: Config, server: ThreadingHTTPServer | None, holder: 
     metrics.http.watch_pool(pool)
     readiness = Readiness({**checks, "database": database_check(pool, config.http.db_wait_s)})
     http = HttpServer(server, config.http, metrics,
-                      StatusQueries(config.http, clients, holder, rules, pool, metrics, clock),
+                      StatusQueries(config.http, clients, holder, rules, pool, metrics, clock,
+                                    config.history.keep_days),
                       pool, readiness)
     http.start()
     return http

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
 from enforcer.follow.layover import lay_over
 from enforcer.engine.imei import imei_rules
-from enforcer.clock import utc_datetime
+from enforcer.clock import MS_PER_DAY, utc_datetime
 from enforcer.config import Config
 from enforcer.db.clones import any_flagged
 from enforcer.db.history import usage_of
@@ -20,6 +21,7 @@ from enforcer.db.status_queries import record_query
 from enforcer.engine.device import device_now
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.engine.status import StatusAnswer, imei_status
+from rules.policy import Policy
 
 
 def current_state(snapshot: EnforcementState, conn: psycopg.Connection,
@@ -41,18 +43,28 @@ class Caller:
 
 
 def ask(state: EnforcementState, conn: psycopg.Connection, imei_key: int, requester: int,
-        caller: Caller, now_ms: int) -> StatusAnswer:
-    """The answer, given only once its audit row is written."""
+        caller: Caller, now_ms: int, history_days: int) -> StatusAnswer:
+    """The answer, given only once its audit row is written. `history_days`: how long the
+    slot-usage history keeps an attach (history.keep_days)."""
     device = device_now(state, imei_key)
     keys = [key for _, key in device.slots]
     # The flags' record, not a copy: the CLI follows none, a worker's lags behind the others'.
-    life_ms = state.policy.clones.flag_ms
-    in_force_after = utc_datetime(now_ms - life_ms) if life_ms else None
+    # A flag ended still hides the last other SIM while the history may hold the cloner's.
+    hiding_after = flags_hiding_after(state.policy, history_days, now_ms)
     answer = imei_status(device, usage_of(conn, keys), requester,
-                         any_flagged(conn, keys, in_force_after))
+                         any_flagged(conn, keys, hiding_after))
     _audit(conn, imei_key, requester, caller, answer.status.value, answer.previous_msisdn, None,
            now_ms)
     return answer
+
+
+def flags_hiding_after(policy: Policy, history_days: int, now_ms: int) -> datetime | None:
+    """The flags that still hide the last other SIM are those raised after this time: within
+    a flag's life or the history's, the longer (a SIM seen before a flag ended may be the
+    cloner's while the history shows it); None, all of them, when flags last for ever. The
+    retention job keeps their rows as long."""
+    days = policy.clones.told_days(history_days)
+    return utc_datetime(now_ms - days * MS_PER_DAY) if days else None
 
 
 def refuse(conn: psycopg.Connection, imei_key: int | None, requester: int | None,

@@ -71,6 +71,12 @@ class CloneRules:
         """A flag's life in ms; 0 for ever."""
         return self.flag_days * MS_PER_DAY
 
+    def told_days(self, history_days: int) -> int:
+        """Days from a flag that the status query still counts it, and its row is kept (0:
+        for ever): its life, or the slot-usage history's (`history_days`) if longer, for a
+        SIM seen before the flag ended may be the cloner's while the history shows it."""
+        return max(self.flag_days, history_days) if self.flag_days else 0
+
 
 MAX_RAT_ATTACHES = int(np.iinfo(np.uint8).max)
 
@@ -144,7 +150,8 @@ class Misused:
         return len(self.keys)
 
     def holds(self, keys: np.ndarray, ts_ms: np.ndarray, life_ms: int) -> np.ndarray:
-        """bool per key: flagged, and the flag still in force at its ts_ms."""
+        """bool per key: flagged, by a flag not ended at its ts_ms (an attach before the flag
+        is judged by it too, as a late one was before flags ended)."""
         if not len(self.keys):
             return np.zeros(len(keys), dtype=bool)
         at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
@@ -157,22 +164,39 @@ class Misused:
                    life_ms: int) -> Misused:
         """These flags laid over (the later time where a key has two), and every flag that
         ended a life or more before the latest one began dropped: what is held follows the
-        flags raised, and an attach late enough to meet a dropped flag is refused as too old
-        (worker.max_event_age_days is far shorter than a flag's life)."""
+        flags raised. A worker refuses to start where an attach late enough to meet a dropped
+        flag would be accepted (clones.flag_days against worker.max_event_age_days).
+
+        Costs O(n) only when a flag is new or later than the one held: the followers read
+        their last minute of flags again at every look."""
         added = np.asarray(keys, dtype=np.uint64)
+        added_ms = np.asarray(flagged_ms, dtype=np.int64)
         if not len(added):
             return self
-        keys_all = np.concatenate([self.keys, added])
-        ms_all = np.concatenate([self.flagged_ms, np.asarray(flagged_ms, dtype=np.int64)])
-        order = np.lexsort((-ms_all, keys_all))  # by key, the latest flag first
-        keys_all, ms_all = keys_all[order], ms_all[order]
-        first = np.ones(len(keys_all), dtype=bool)
-        first[1:] = keys_all[1:] != keys_all[:-1]
-        keys_all, ms_all = keys_all[first], ms_all[first]
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, added), len(self.keys) - 1)
+            newer = (self.keys[at] != added) | (self.flagged_ms[at] < added_ms)
+            if not newer.any():
+                return self
+            added, added_ms = added[newer], added_ms[newer]
+        order = np.lexsort((-added_ms, added))  # by key, the latest flag first
+        added, added_ms = added[order], added_ms[order]
+        first = np.ones(len(added), dtype=bool)
+        first[1:] = added[1:] != added[:-1]
+        added, added_ms = added[first], added_ms[first]
+        at = np.searchsorted(self.keys, added)
+        present = np.zeros(len(added), dtype=bool)
+        inside = at < len(self.keys)
+        present[inside] = self.keys[at[inside]] == added[inside]
+        flagged_ms_all = self.flagged_ms.copy()
+        flagged_ms_all[at[present]] = added_ms[present]
+        keys_all = np.insert(self.keys, at[~present], added[~present])
+        flagged_ms_all = np.insert(flagged_ms_all, at[~present], added_ms[~present])
         if life_ms:
-            live = ms_all + life_ms > ms_all.max() - life_ms
-            keys_all, ms_all = keys_all[live], ms_all[live]
-        return Misused(keys_all, ms_all)
+            live = flagged_ms_all + life_ms > int(flagged_ms_all.max()) - life_ms
+            if not live.all():
+                keys_all, flagged_ms_all = keys_all[live], flagged_ms_all[live]
+        return Misused(keys_all, flagged_ms_all)
 
 
 NOT_MISUSED = Misused(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))

@@ -15,7 +15,8 @@ BIT_MASK = np.uint64(WORD_BITS - 1)
 BYTES_PER_WORD = 8
 ONE = np.uint64(1)
 MAX_ROWS = 1 << 32  # counts are uint32
-# Positions set per step of `from_positions`: 16 bytes of transient each (word, bit).
+# Positions set per step of `from_positions`: some 32 bytes of transient each (the position,
+# its word and its bit as uint64, and numpy's temporaries).
 POSITIONS_AT_ONCE = 1 << 20
 # Up to this many rows, lookups read row by row in plain Python (`bit_and_rank`): each
 # vectorized lookup is a dozen numpy calls of about a microsecond whatever their length, a
@@ -42,11 +43,14 @@ class RankBits:
     def from_positions(cls, rows: int, positions: np.ndarray) -> RankBits:
         """The rows at `positions` (any order, repeats allowed) set. The bits are set in
         place, POSITIONS_AT_ONCE at a time: a byte-a-row mask would be a transient of 300 MB
-        at 300 M rows, larger than the bits it builds (issue 21 part 4)."""
+        at 300 M rows, larger than the bits it builds (issue 21 part 4). Raises ValueError
+        for a position outside 0 .. rows - 1."""
         if rows >= MAX_ROWS:
             raise ValueError(f"at most {MAX_ROWS} rows")
         words = np.zeros(-(-rows // WORD_BITS), dtype=np.uint64)
         positions = np.asarray(positions)
+        if len(positions) and not 0 <= int(positions.min()) <= int(positions.max()) < rows:
+            raise ValueError(f"positions must be rows 0 to {rows - 1}")
         for start in range(0, len(positions), POSITIONS_AT_ONCE):
             at = positions[start:start + POSITIONS_AT_ONCE].astype(np.uint64)
             np.bitwise_or.at(words, at >> WORD_SHIFT, ONE << (at & BIT_MASK))

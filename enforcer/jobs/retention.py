@@ -34,7 +34,7 @@ class RetentionRun:
     now: datetime  # the worker's clock
     registry_topic: str
     registry_watermark: RegistryWatermark | None
-    clone_flag_days: int  # the policy's [clones] flag_days: a flag's life, 0 for ever
+    clone_flag_days: int  # CloneRules.told_days: a flag's row kept this long, 0 for ever
 
 
 def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]:

@@ -80,7 +80,10 @@ class CloneTracker:
         flags = self._window.observe(sightings_of(batch, index, self._cells, tacs))
         keys = batch.imei_key[flags.event]
         life_ms = state.policy.clones.flag_ms
-        fresh = ~state.misused.holds(keys, batch.ts_ms[flags.event], life_ms)
+        # A flag in its last grace is raised again when the window sees the clone: a misuse
+        # notice opened now must find a flag in force at its deadline.
+        renew_ms = state.policy.misuse_grace_days * MS_PER_DAY
+        fresh = ~state.misused.holds(keys, batch.ts_ms[flags.event] + renew_ms, life_ms)
         if not fresh.any():
             return state, NO_FLAGS
         rows = tuple((int(batch.imei_key[e]), REASONS[r].value, int(batch.ts_ms[e]),
