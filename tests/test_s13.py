@@ -39,6 +39,7 @@ from enforcer.engine.state import StateHolder
 from enforcer.engine.subscriber import IdentityError
 from enforcer.frontends.s13.answers import S13Answers
 from enforcer.frontends.s13.node import S13Server
+from enforcer.frontends.s13.wire import read_micr
 from enforcer.frontends.s13.check import (AVP_IMEI, AVP_USER_NAME, DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
                                           DIAMETER_INVALID_AVP_VALUE, DIAMETER_MISSING_AVP,
                                           DIAMETER_SUCCESS, S13_APPLICATION_ID, VENDOR_3GPP,
@@ -59,6 +60,7 @@ EIR_HOST, MME_HOST, REALM = "eir.test.example", "mme.test.example", "test.exampl
 S6A_APPLICATION_ID = 16777251  # served by an HSS, not by an EIR
 DIAMETER_APPLICATION_UNSUPPORTED = 3007
 DIAMETER_UNKNOWN_PEER = 3010
+DIAMETER_INVALID_AVP_LENGTH = 5014
 HEADER_BYTES = 20
 DIAMETER_PORT = 3868  # the capture's: Wireshark dissects Diameter on it by default
 
@@ -96,7 +98,8 @@ def answers_of(holder_state, rules, requests):
     metrics = S13Metrics(CollectorRegistry())
     answers = S13Answers(StateHolder(holder_state), rules, FixedClock(), metrics, EIR_HOST,
                          REALM)
-    return answers.answer(requests)
+    return [Message.from_bytes(a)
+            for a in answers.answer([read_micr(r.as_bytes()) for r in requests])]
 
 
 def reread(answer: Message) -> Message:
@@ -284,8 +287,8 @@ class Wire:
         self.record.append((True, data))
         self.sock.sendall(data)
 
-    def ask(self, message: Message) -> Message:
-        self.send(message.as_bytes())
+    def ask(self, message: Message | bytes) -> Message:
+        self.send(message if isinstance(message, bytes) else message.as_bytes())
         return self.read()
 
     def read(self) -> Message:
@@ -433,11 +436,14 @@ def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tm
     stranger.close()
     # The server goes on: a good request on a new connection, from the other peer configured.
     again = connected(s13_port, [], origin_host="mme2.test.example")
-    # A message whose first AVP's length runs past its end: python-diameter discards it
-    # unanswered, and the connection goes on.
+    # A message whose first AVP's length runs past its end: 5014 naming the AVP, its data
+    # zeros (RFC 6733 §7.1.5), and the connection goes on.
     broken = bytearray(micr(full(STOLEN), None, n=9, origin_host="mme2.test.example").as_bytes())
     broken[HEADER_BYTES + 5:HEADER_BYTES + 8] = b"\xff\xff\xff"
-    again.send(bytes(broken))
+    invalid = again.ask(bytes(broken))
+    assert (invalid.header.hop_by_hop_identifier, invalid.result_code) == (
+        0x1009, DIAMETER_INVALID_AVP_LENGTH)
+    assert [a.code for a in invalid.find_avps((AVP_FAILED_AVP, 0))[0].value] == [263]
     answer = again.ask(micr(full(STOLEN), None, n=10, origin_host="mme2.test.example"))
     assert answer.header.hop_by_hop_identifier == 0x100A
     assert answer.equipment_status == EquipmentStatus.BLACKLISTED

@@ -7,6 +7,7 @@ published to the attach topic (`consumers.checkfeed`)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import threading
@@ -39,6 +40,9 @@ from metrics.checkfeed import CheckFeedMetrics
 from metrics.eic import EicMetrics
 from metrics.s13 import S13Metrics
 from rules.policy import load_policy
+
+# What socket() says of SCTP on a kernel without it.
+NO_SCTP = (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EAFNOSUPPORT)
 
 log = logging.getLogger("eir.eic")
 lifecycle = logging.getLogger(LIFECYCLE)
@@ -123,10 +127,10 @@ def start_s13(s13: S13Server, config: Config) -> None:
     try:
         s13.start()
     except OSError as exc:
+        if config.s13.transport == "sctp" and exc.errno in NO_SCTP:
+            raise config_error("s13.transport", f"sctp needs a kernel with SCTP ({exc}); "
+                               "use tcp") from exc
         raise cannot_listen("s13", config.s13.bind, config.s13.port, exc) from exc
-    except RuntimeError as exc:  # python-diameter's word for SCTP without pysctp
-        raise config_error("s13.transport", f"sctp needs pysctp and a kernel with SCTP "
-                           f"({exc}); use tcp") from exc
     lifecycle.info("S13 ME-Identity-Check started", extra={
         "listen": f"{config.s13.bind}:{config.s13.port}", "transport": config.s13.transport,
         "origin_host": config.s13.origin_host, "origin_realm": config.s13.origin_realm,

@@ -1,175 +1,450 @@
-"""The S13 Diameter node: python-diameter's peer state machine (RFC 6733: CER/CEA, DWR/DWA,
-DPR/DPA, the peer table, TCP or SCTP) carrying ME-Identity-Check, whose requests a thread of
-ours answers in batches (`answers.S13Answers`).
+"""The S13 Diameter node: connections from MMEs and DRAs on a uvloop event loop of its own
+thread, with the peer procedures RFC 6733 asks of a server that dials nobody, and
+ME-Identity-Check answered in batches (`answers.S13Answers`).
 
-The node reads every connection on one thread and hands each request to the application
-there; the application only queues it, and the answering thread takes whatever has queued
-since its last turn and decides it in one call, as the N5g-eir server decides a loop turn's
-requests. So a slow decision never holds the node's watchdogs, and under load a batch costs
-little more than one check."""
+- Capabilities exchange (§5.3): a connection's first message must be a CER from a peer of
+  `s13.peers` (else 3010 DIAMETER_UNKNOWN_PEER, with the E bit, and the connection closed)
+  that names S13 or the relay application (else 5010 DIAMETER_NO_COMMON_APPLICATION, closed);
+  the CEA advertises S13 as Vendor-Specific-Application-Id (Vendor-Id 10415, TS 29.272
+  §7.1.8) and as Auth-Application-Id. A second connection of a peer replaces its first.
+- Watchdog (§5.5, RFC 3539): a connection silent for `s13.watchdog_s` is sent a DWR; one
+  that leaves it unanswered as long again is closed and counted. A DWR is answered.
+- Disconnection (§5.4): a DPR is answered and the connection closed; at a stop each peer is
+  sent a DPR and its DPA waited for DPA_WAIT_S at most.
+- Requests (§6-7): ME-Identity-Check-Requests of one loop turn, from every connection, are
+  read by hand (`wire.read_micr`) and decided in one call, as the N5g-eir transport decides a
+  turn's requests; another S13 command is answered 3001 DIAMETER_COMMAND_UNSUPPORTED,
+  another application 3007 DIAMETER_APPLICATION_UNSUPPORTED (both with the E bit), an AVP
+  whose length cannot be 5014 DIAMETER_INVALID_AVP_LENGTH with the AVP in Failed-AVP; a
+  header that cannot be (version, length) closes the connection, whose framing is lost.
+
+The rare messages (CER/CEA, DWR/DWA, DPR/DPA) are coded with python-diameter; the checks
+never are."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
-import queue
 import socket
 import threading
+import time
+from typing import Callable
 
+import uvloop
 from diameter.message import Message
 from diameter.message.avp.grouped import VendorSpecificApplicationId
-from diameter.message.commands import CapabilitiesExchangeAnswer, MeIdentityCheckRequest
-from diameter.message.constants import (E_RESULT_CODE_DIAMETER_COMMAND_UNSUPPORTED,
-                                        E_RESULT_CODE_DIAMETER_SUCCESS)
-from diameter.node import Node
-from diameter.node.application import Application
-from diameter.node.peer import (DISCONNECT_REASON_DWA_TIMEOUT, DISCONNECT_REASON_UNKNOWN,
-                                PEER_READY_STATES, PeerConnection)
+from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesExchangeRequest,
+                                       DeviceWatchdogAnswer, DeviceWatchdogRequest,
+                                       DisconnectPeerAnswer, DisconnectPeerRequest)
 
-from enforcer.config import MIN_WATCHDOG_S, S13Config
+from enforcer.config import S13Config
 from enforcer.frontends.s13.answers import S13Answers
-from enforcer.frontends.s13.check import S13_APPLICATION_ID, VENDOR_3GPP
+from enforcer.frontends.s13.check import (DIAMETER_SUCCESS, ME_IDENTITY_CHECK,
+                                          S13_APPLICATION_ID, VENDOR_3GPP)
+from enforcer.frontends.s13.wire import (FLAG_REQUEST, HEADER_BYTES, Header, Micr, WireError,
+                                         read_header, read_micr, refusal)
 from enforcer.logs import describe
 from metrics.s13 import S13Metrics
 
 log = logging.getLogger("eir.s13")
 
 PRODUCT_NAME = "eir-enforcer"
-MESSAGE_DUMPS = "diameter.peer.msg"
-# Requests decided together at most: a decision's cost grows with it, and the first answer
-# of a batch waits for the last.
-MAX_BATCH = 256
-# How often the answering thread looks whether it is asked to stop.
-STOP_POLL_S = 0.5
-# python-diameter checks peer timers (the watchdog among them) at this period at the least,
-# so no watchdog shorter than it can be kept.
-WAKEUP_S = MIN_WATCHDOG_S
-# At a stop, each peer is sent a Disconnect-Peer-Request (RFC 6733 §5.4) and its answer waited
-# for this long at most.
+# RFC 6733 §2.4 and §3.1: the base protocol's application and commands.
+BASE_APPLICATION = 0
+RELAY_APPLICATION = 0xFFFFFFFF
+CAPABILITIES_EXCHANGE = 257
+DEVICE_WATCHDOG = 280
+DISCONNECT_PEER = 282
+# RFC 6733 §7.1.3-5.
+DIAMETER_COMMAND_UNSUPPORTED = 3001
+DIAMETER_APPLICATION_UNSUPPORTED = 3007
+DIAMETER_UNKNOWN_PEER = 3010
+DIAMETER_NO_COMMON_APPLICATION = 5010
+# RFC 6733 §5.4.3: Disconnect-Cause.
+REBOOTING = 0
+# At a stop, each peer is sent a Disconnect-Peer-Request and its answer waited for this long
+# at most.
 DPA_WAIT_S = 2
+# The watchdog looks at every connection this many times a watchdog_s: a DWR goes after
+# watchdog_s to 1.25 watchdog_s of silence.
+WATCHDOG_LOOKS = 4
+# No peer message of S13 comes near this (a MICR is some 200 bytes, a CER a few hundred): a
+# header saying more is not believed, and its connection closed.
+MAX_MESSAGE_BYTES = 1 << 16
+# As the N5g-eir transport: past this much unsent, a connection is not read until it drains.
+HIGH_WATER_BYTES = 1 << 20
+# RFC 6733 §3: End-to-End identifiers start with the low 12 bits of the time in seconds.
+END_TO_END_TIME_SHIFT = 20
 
 
-# RFC 6733 §7.1.3: protocol errors, the answers whose E bit must be set.
-PROTOCOL_ERRORS = range(3000, 4000)
+def peer_host(uri: str) -> str:
+    """The DiameterIdentity of a DiameterURI (aaa://host[:port][;params], RFC 6733 §4.3.1),
+    lower case: a CER's Origin-Host is compared with it so."""
+    return uri.split("://", 1)[1].split(";", 1)[0].split(":", 1)[0].lower()
 
 
-class S13Node(Node):
-    """python-diameter's node, advertising S13 as 3GPP's application in its CEA
-    (Vendor-Specific-Application-Id, TS 29.272 §7.1.8), setting the E bit of the protocol
-    errors it answers (0.9.0 leaves it clear), and counting watchdog failures."""
+class _Batch:
+    """The ME-Identity-Check-Requests of one loop turn, with the connection of each."""
 
-    def __init__(self, config: S13Config, metrics: S13Metrics) -> None:
-        tcp = config.transport == "tcp"
-        super().__init__(config.origin_host, config.origin_realm, ip_addresses=[config.bind],
-                         tcp_port=config.port if tcp else None,
-                         sctp_port=None if tcp else config.port, vendor_ids=[VENDOR_3GPP])
-        self.product_name = PRODUCT_NAME
-        self.vendor_id = VENDOR_3GPP
-        self.idle_timeout = config.watchdog_s
-        self.dwa_timeout = config.watchdog_s
-        self.wakeup_interval = WAKEUP_S
-        self._metrics = metrics
+    def __init__(self) -> None:
+        self.requests: list[Micr] = []
+        self.connections: list[_Connection] = []
 
-    def send_message(self, conn: PeerConnection, message: Message) -> None:
-        if not message.header.is_request and \
-                getattr(message, "result_code", None) in PROTOCOL_ERRORS:
-            message.header.is_error = True
-        if isinstance(message, CapabilitiesExchangeAnswer):
-            # The node names its listening address, 0.0.0.0 when it listens on every one:
-            # RFC 6733 §5.3.2 wants an address of this host.
-            with socket.fromfd(conn.socket_fileno, socket.AF_INET, socket.SOCK_STREAM) as own:
-                message.host_ip_address = [own.getsockname()[0]]
-            if message.result_code == E_RESULT_CODE_DIAMETER_SUCCESS:
-                message.vendor_specific_application_id = [VendorSpecificApplicationId(
-                    vendor_id=VENDOR_3GPP, auth_application_id=S13_APPLICATION_ID)]
-        super().send_message(conn, message)
 
-    def close_connection_socket(self, conn: PeerConnection,
-                                disconnect_reason: int = DISCONNECT_REASON_UNKNOWN) -> None:
-        if disconnect_reason == DISCONNECT_REASON_DWA_TIMEOUT:
-            self._metrics.watchdog_failures.inc()
-        super().close_connection_socket(conn, disconnect_reason)
+class _Node:
+    """What the connections share: the configuration, the answers, the open peers, the
+    turn's batch and the identifiers of the requests this node sends."""
+
+    def __init__(self, config: S13Config, answers: S13Answers, metrics: S13Metrics,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.answers = answers
+        self.metrics = metrics
+        self.loop = loop
+        self.origin_host = config.origin_host.encode()
+        self.origin_realm = config.origin_realm.encode()
+        self.peers = {peer_host(uri) for uri in config.peers}
+        self.connections: set[_Connection] = set()
+        self.open: dict[str, _Connection] = {}  # by peer, past the capabilities exchange
+        self._batch = _Batch()
+        self._hop_by_hop = itertools.count(1)
+        self._end_to_end = itertools.count(
+            (int(time.time()) & 0xFFF) << END_TO_END_TIME_SHIFT)
+
+    def identifiers(self, message: Message) -> Message:
+        """`message`, a request of this node's, with its own Hop-by-Hop and End-to-End
+        identifiers (RFC 6733 §3)."""
+        message.header.hop_by_hop_identifier = next(self._hop_by_hop) & 0xFFFFFFFF
+        message.header.end_to_end_identifier = next(self._end_to_end) & 0xFFFFFFFF
+        return message
+
+    def add(self, connection: _Connection, request: Micr) -> None:
+        batch = self._batch
+        if not batch.requests:
+            self.loop.call_soon(self._flush)
+        batch.requests.append(request)
+        batch.connections.append(connection)
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, _Batch()
+        try:
+            answers = self.answers.answer(batch.requests)
+        except Exception as exc:  # noqa: BLE001 - each request still gets its answer
+            log.error("ME-Identity-Check batch failed", extra={
+                "error": describe(exc), "checks": len(batch.requests)})
+            answers = [self.answers.failed(r) for r in batch.requests]
+        touched: dict[int, _Connection] = {}
+        for connection, answer in zip(batch.connections, answers):
+            connection.out.append(answer)
+            touched[id(connection)] = connection
+        for connection in touched.values():
+            connection.send()
+
+    def watch(self) -> None:
+        """One look of the watchdog at every connection, and the next one scheduled."""
+        now = self.loop.time()
+        for connection in list(self.connections):
+            connection.watch(now)
+        self.loop.call_later(self.config.watchdog_s / WATCHDOG_LOOKS, self.watch)
 
     def peers_connected(self) -> int:
-        return sum(1 for conn in list(self.connections.values())
-                   if conn.state in PEER_READY_STATES)
+        return len(self.open)
 
 
-class S13Application(Application):
-    """ME-Identity-Check for the node: requests queued by the node's thread, answered by
-    `answering` in batches."""
+class _Connection(asyncio.Protocol):
+    """One peer's connection: waiting for its CER, then open; its watchdog."""
 
-    def __init__(self, answers: S13Answers, metrics: S13Metrics) -> None:
-        super().__init__(S13_APPLICATION_ID, is_auth_application=True)
-        self._answers = answers
-        self._metrics = metrics
-        self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
+    def __init__(self, node: _Node) -> None:
+        self._node = node
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self.out: list[bytes] = []
+        self.peer: str | None = None  # its Origin-Host, once its CER is taken
+        self._heard = True  # since the watchdog's last look
+        self._quiet_since = 0.0
+        self._dwr_sent_at: float | None = None
+        self._leaving = False  # a DPR was sent: the DPA closes it
 
-    def handle_request(self, message: Message) -> None:
-        self._queue.put(message)
+    # asyncio's callbacks.
 
-    def answering(self, stop: threading.Event) -> None:
-        """Answer what is queued until `stop`. No fault of one batch ends it."""
-        while not stop.is_set():
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=HIGH_WATER_BYTES)  # type: ignore[attr-defined]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.proto == socket.IPPROTO_TCP:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._quiet_since = self._node.loop.time()
+        self._node.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._node.connections.discard(self)
+        if self.peer is not None and self._node.open.get(self.peer) is self:
+            del self._node.open[self.peer]
+            log.info("Diameter peer disconnected", extra={"peer": self.peer})
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        buffer = self._buffer + data if self._buffer else data
+        at = 0
+        while len(buffer) - at >= HEADER_BYTES and self._transport is not None:
             try:
-                first = self._queue.get(timeout=STOP_POLL_S)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._answer(batch)
+                header = read_header(buffer[at:at + HEADER_BYTES])
+            except WireError as exc:
+                self._lose(str(exc))
+                return
+            if header.length > MAX_MESSAGE_BYTES:
+                self._lose(f"a message of {header.length} bytes")
+                return
+            if len(buffer) - at < header.length:
+                break
+            message = buffer[at:at + header.length]
+            at += header.length
+            self._receive(header, message)
+        self._buffer = buffer[at:]
+        self.send()
 
-    def _answer(self, batch: list[Message]) -> None:
-        checks = [m for m in batch if isinstance(m, MeIdentityCheckRequest)]
-        answers = []
+    # Messages.
+
+    def _receive(self, header: Header, data: bytes) -> None:
+        node = self._node
+        request = bool(header.flags & FLAG_REQUEST)
+        if header.command_code == ME_IDENTITY_CHECK and request and self.peer is not None \
+                and header.application_id == S13_APPLICATION_ID:
+            try:
+                node.add(self, read_micr(data))
+            except WireError as exc:
+                # An AVP whose length cannot be (5014): the rest of the message cannot be
+                # read, the next one can.
+                log.warning("ME-Identity-Check unreadable", extra={
+                    "peer": self.peer, "error": str(exc)})
+                self.out.append(refusal(data, header, exc.result_code, node.origin_host,
+                                        node.origin_realm, exc.failed_avp))
+            return
+        if header.command_code == CAPABILITIES_EXCHANGE and request:
+            self._capabilities(data)
+        elif self.peer is None:
+            # RFC 6733 §5.6 (Wait-CER): nothing but a CER is taken before one.
+            self._lose(f"command {header.command_code} before a CER")
+        elif header.command_code == DEVICE_WATCHDOG:
+            if request:
+                self._base_answer(data, DeviceWatchdogAnswer)
+            else:
+                self._dwr_sent_at = None
+        elif header.command_code == DISCONNECT_PEER:
+            if request:
+                self._base_answer(data, DisconnectPeerAnswer)
+                self._close_after_send()
+            elif self._leaving:
+                self._close_after_send()
+        elif request:
+            # RFC 6733 §7.1.3: a command this node does not serve, in an application it
+            # serves (S13, the base protocol), or an application it does not.
+            code = DIAMETER_COMMAND_UNSUPPORTED if header.application_id in (
+                S13_APPLICATION_ID, BASE_APPLICATION) else DIAMETER_APPLICATION_UNSUPPORTED
+            self.out.append(refusal(data, header, code, node.origin_host, node.origin_realm))
+        # An answer to nothing this node asked is dropped (RFC 6733 §6.2.1).
+
+    def _decode(self, data: bytes) -> Message | None:
         try:
-            answers = self._answers.answer(checks)
-        except Exception as exc:  # noqa: BLE001 - the next batch is answered all the same
-            log.error("ME-Identity-Check batch failed", extra={"error": describe(exc),
-                                                               "checks": len(checks)})
-        # S13 has no other request: any other command of the application (RFC 6733 §7.1.3).
-        others = [self.generate_answer(m, E_RESULT_CODE_DIAMETER_COMMAND_UNSUPPORTED)
-                  for m in batch if not isinstance(m, MeIdentityCheckRequest)]
-        for answer in answers + others:
-            try:
-                self.send_answer(answer)
-            except Exception as exc:  # noqa: BLE001 - its peer went away: the others are sent
-                self._metrics.unsent.inc()
-                log.warning("ME-Identity-Check answer not sent", extra={"error": describe(exc)})
+            return Message.from_bytes(data)
+        except Exception as exc:  # noqa: BLE001 - python-diameter's faults have no one class
+            self._lose(f"unreadable base protocol message: {describe(exc)}")
+            return None
+
+    def _capabilities(self, data: bytes) -> None:
+        node = self._node
+        cer = self._decode(data)
+        if not isinstance(cer, CapabilitiesExchangeRequest):
+            return
+        host = (cer.origin_host or b"").decode("utf-8", "replace").lower()
+        applications = set(cer.auth_application_id or []) | {
+            v.auth_application_id for v in cer.vendor_specific_application_id or []
+            if getattr(v, "auth_application_id", None) is not None}
+        cea = self._answer_to(cer, CapabilitiesExchangeAnswer)
+        sockname = self._transport.get_extra_info("sockname")  # type: ignore[union-attr]
+        # RFC 6733 §5.3.2: an address of this host, the one the peer reached.
+        cea.host_ip_address = [sockname[0]]
+        cea.vendor_id = VENDOR_3GPP
+        cea.product_name = PRODUCT_NAME
+        cea.supported_vendor_id = [VENDOR_3GPP]
+        cea.auth_application_id = [S13_APPLICATION_ID]
+        if host not in node.peers:
+            cea.result_code = DIAMETER_UNKNOWN_PEER
+            cea.header.is_error = True
+            log.warning("CER from an unknown peer refused", extra={"peer": host})
+        elif not applications & {S13_APPLICATION_ID, RELAY_APPLICATION}:
+            cea.result_code = DIAMETER_NO_COMMON_APPLICATION
+            log.warning("CER without S13 refused", extra={"peer": host})
+        else:
+            cea.result_code = DIAMETER_SUCCESS
+            cea.vendor_specific_application_id = [VendorSpecificApplicationId(
+                vendor_id=VENDOR_3GPP, auth_application_id=S13_APPLICATION_ID)]
+            replaced = node.open.get(host)
+            if replaced is not None and replaced is not self:
+                log.info("Diameter peer connected again: its earlier connection closed",
+                         extra={"peer": host})
+                replaced.peer = None
+                replaced.close()
+            if self.peer is None:
+                log.info("Diameter peer connected", extra={"peer": host})
+            self.peer = host
+            node.open[host] = self
+        self.out.append(cea.as_bytes())
+        if cea.result_code != DIAMETER_SUCCESS:
+            self._close_after_send()
+
+    def _answer_to(self, request: Message, kind: type[Message]) -> Message:
+        answer = kind()
+        answer.header.hop_by_hop_identifier = request.header.hop_by_hop_identifier
+        answer.header.end_to_end_identifier = request.header.end_to_end_identifier
+        answer.origin_host = self._node.origin_host
+        answer.origin_realm = self._node.origin_realm
+        return answer
+
+    def _base_answer(self, data: bytes, kind: type[Message]) -> None:
+        request = self._decode(data)
+        if request is not None:
+            answer = self._answer_to(request, kind)
+            answer.result_code = DIAMETER_SUCCESS
+            self.out.append(answer.as_bytes())
+
+    def _request(self, message: Message) -> None:
+        message.origin_host = self._node.origin_host
+        message.origin_realm = self._node.origin_realm
+        self.out.append(self._node.identifiers(message).as_bytes())
+        self.send()
+
+    # Writing and closing.
+
+    def send(self) -> None:
+        """Write what is waiting, in one write."""
+        if self._transport is not None and self.out:
+            self._transport.write(b"".join(self.out))
+            self.out.clear()
+
+    def _close_after_send(self) -> None:
+        self.send()
+        if self._transport is not None:
+            self._transport.close()  # once what was written is sent
+
+    def close(self) -> None:
+        self._close_after_send()
+
+    def _lose(self, why: str) -> None:
+        log.warning("Diameter connection closed", extra={"peer": self.peer, "error": why})
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+
+    def watch(self, now: float) -> None:
+        """The watchdog's look (RFC 6733 §5.5.3; RFC 3539 §3.4.1): a DWR to a peer quiet for
+        watchdog_s; closed when it is unanswered as long; closed when no CER came in as
+        long."""
+        watchdog_s = self._node.config.watchdog_s
+        if self._heard:
+            self._heard = False
+            self._quiet_since = now
+        if self._dwr_sent_at is not None:
+            if now - self._dwr_sent_at >= watchdog_s:
+                self._node.metrics.watchdog_failures.inc()
+                self._lose("DWR unanswered")
+        elif now - self._quiet_since >= watchdog_s:
+            if self.peer is None:
+                self._lose("no CER")
+            else:
+                self._dwr_sent_at = now
+                self._request(DeviceWatchdogRequest())
+
+    def disconnect(self) -> None:
+        """A DPR (RFC 6733 §5.4): the peer's DPA closes the connection."""
+        if self.peer is None:
+            self.close()
+            return
+        self._leaving = True
+        dpr = DisconnectPeerRequest()
+        dpr.disconnect_cause = REBOOTING
+        self._request(dpr)
+
+
+def _listening(config: S13Config) -> socket.socket:
+    """The listening socket. Raises OSError when the address or the transport cannot be
+    had (SCTP where the kernel has none: EPROTONOSUPPORT)."""
+    proto = socket.IPPROTO_TCP if config.transport == "tcp" else socket.IPPROTO_SCTP
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.bind, config.port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 class S13Server:
-    """The node, its application and the answering thread, started and stopped together."""
+    """The node on its thread, started and stopped with serve."""
 
     def __init__(self, config: S13Config, answers: S13Answers, metrics: S13Metrics) -> None:
-        self.node = S13Node(config, metrics)
-        self._application = S13Application(answers, metrics)
-        # Only the peers configured may connect (RFC 6733 §5.3: a CER from another is
-        # answered DIAMETER_UNKNOWN_PEER); they dial in, this node dials nobody.
-        # The node looks a CER's Origin-Host up in lower case.
-        peers = [self.node.add_peer(uri.lower(), config.origin_realm) for uri in config.peers]
-        self.node.add_application(self._application, peers, realms=[config.origin_realm])
-        metrics.watch_peers(self.node.peers_connected)
-        # At DEBUG python-diameter dumps every message whole, User-Name (the IMSI) unmasked.
-        logging.getLogger(MESSAGE_DUMPS).setLevel(max(logging.INFO,
-                                                      logging.getLogger().getEffectiveLevel()))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._application.answering, args=(self._stop,),
-                                        name="eir-s13-answer", daemon=True)
+        self._config = config
+        self._answers = answers
+        self._metrics = metrics
+        self._loop = uvloop.new_event_loop()
+        self._node = _Node(config, answers, metrics, self._loop)
+        metrics.watch_peers(self._node.peers_connected)
+        self._stopped = asyncio.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Listen and answer. Raises OSError when the address cannot be had."""
-        self.node.start()
+        """Listen and answer. Raises OSError when the address or transport cannot be had."""
+        sock = _listening(self._config)
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(sock, started),
+                                        name="eir-s13", daemon=True)
         self._thread.start()
+        started.wait()
+
+    def _run(self, sock: socket.socket, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve(sock, started.set))
+        finally:
+            started.set()
+            self._loop.close()
+
+    async def _serve(self, sock: socket.socket, started: Callable[[], None]) -> None:
+        node = self._node
+        server = await self._loop.create_server(lambda: _Connection(node), sock=sock)
+        node.watch()
+        started()
+        await self._stopped.wait()
+        server.close()
+        for connection in list(node.connections):
+            connection.disconnect()
+        deadline = self._loop.time() + DPA_WAIT_S
+        while node.connections and self._loop.time() < deadline:
+            await asyncio.sleep(DPA_WAIT_S / WATCHDOG_LOOKS / 2)
+        for connection in list(node.connections):
+            connection.close()
 
     def alive(self) -> bool:
         """Whether requests are still answered."""
-        return self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
-        self.node.stop(wait_timeout=DPA_WAIT_S)
-        self._stop.set()
+        if self._thread is None:
+            return
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join()
+

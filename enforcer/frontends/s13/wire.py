@@ -1,0 +1,285 @@
+"""ME-Identity-Check on the wire, by hand (RFC 6733 §3-4; 3GPP TS 29.272 §7.2.19-20, §7.3),
+pure: a request's bytes read into the few fields the check needs (`read_micr`), and its
+answer written (`MicaWriter`), without python-diameter's codec on the hot path.
+
+A Diameter message is a 20-byte header (version 1, length, flags R/P/E/T, command code,
+Application-Id, Hop-by-Hop and End-to-End identifiers) and AVPs, each a code, flags (V
+vendor, M mandatory), a 24-bit length that leaves out the padding to 4 bytes, the Vendor-Id
+when V is set, and the data. The reference for what is read and written is python-diameter
+(tests/test_s13_wire.py): a request it builds reads to the fields it reads, and an answer
+written here decodes there to what `answers.S13Answers` answered with its codec.
+
+Nothing malformed raises anything but `WireError`."""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from enforcer.frontends.s13.check import AVP_IMEI, AVP_TERMINAL_INFORMATION, AVP_USER_NAME, \
+    S13_APPLICATION_ID, VENDOR_3GPP
+
+# RFC 6733 §3: the header.
+HEADER_BYTES = 20
+DIAMETER_VERSION = 1
+FLAG_REQUEST = 0x80
+FLAG_PROXYABLE = 0x40
+FLAG_ERROR = 0x20
+MAX_MESSAGE_BYTES = 0xFFFFFF
+# RFC 6733 §4.1: an AVP's header, with and without its Vendor-Id.
+AVP_HEADER_BYTES = 8
+VENDOR_AVP_HEADER_BYTES = 12
+AVP_FLAG_VENDOR = 0x80
+AVP_FLAG_MANDATORY = 0x40
+# RFC 6733 §8.8, §6.3-4, §6.10, §6.7.2, §8.6-7 and §7.5; TS 29.272 §7.3.5 and §7.3.51.
+AVP_SESSION_ID = 263
+AVP_ORIGIN_HOST = 264
+AVP_ORIGIN_REALM = 296
+AVP_DESTINATION_REALM = 283
+AVP_VENDOR_SPECIFIC_APPLICATION_ID = 260
+AVP_VENDOR_ID = 266
+AVP_AUTH_APPLICATION_ID = 258
+AVP_AUTH_SESSION_STATE = 277
+AVP_RESULT_CODE = 268
+AVP_EXPERIMENTAL_RESULT = 297
+AVP_EXPERIMENTAL_RESULT_CODE = 298
+AVP_FAILED_AVP = 279
+AVP_PROXY_INFO = 284
+AVP_SOFTWARE_VERSION = 1403
+AVP_EQUIPMENT_STATUS = 1445
+# RFC 6733 §7.1.3 (protocol errors: the E bit) and §7.1.5.
+PROTOCOL_ERRORS = range(3000, 4000)
+DIAMETER_MISSING_AVP = 5005
+DIAMETER_INVALID_AVP_LENGTH = 5014
+
+# TS 29.272 §7.2.19: the AVPs a ME-Identity-Check-Request must carry (code, vendor), in the
+# order python-diameter names them in a 5005's Failed-AVP.
+REQUIRED = ((AVP_SESSION_ID, 0), (AVP_AUTH_SESSION_STATE, 0), (AVP_ORIGIN_HOST, 0),
+            (AVP_ORIGIN_REALM, 0), (AVP_DESTINATION_REALM, 0),
+            (AVP_TERMINAL_INFORMATION, VENDOR_3GPP))
+
+_HEADER = struct.Struct("!B3sB3sI8s")
+_AVP = struct.Struct("!II")
+_VENDOR = struct.Struct("!I")
+_U32 = struct.Struct("!I")
+
+
+class WireError(Exception):
+    """A message whose bytes cannot be read as Diameter: the result code to answer (5014
+    DIAMETER_INVALID_AVP_LENGTH) and the AVP at fault as Failed-AVP's content, or no code when
+    the header itself is wrong and the connection cannot be trusted to frame the next one
+    (RFC 6733 §7.1.5 and §3)."""
+
+    def __init__(self, detail: str, result_code: int | None = None,
+                 failed_avp: bytes = b"") -> None:
+        super().__init__(detail)
+        self.result_code = result_code
+        self.failed_avp = failed_avp
+
+
+class Header(NamedTuple):
+    """A message's header (RFC 6733 §3): `length` in bytes with the header, `flags` the byte
+    of R, P, E and T, `identifiers` the Hop-by-Hop and End-to-End ones as their 8 bytes."""
+
+    length: int
+    flags: int
+    command_code: int
+    application_id: int
+    identifiers: bytes
+
+
+class Micr(NamedTuple):
+    """What a ME-Identity-Check-Request says that its answer needs (TS 29.272 §7.2.19):
+    None for an AVP it lacks; `missing` the AVPs it must carry and does not, each an example
+    of it with no data (RFC 6733 §7.5); the IMEI and User-Name AVPs as received, for a
+    Failed-AVP naming them; each Proxy-Info's data, echoed in order (§6.7.2)."""
+
+    header: Header
+    session_id: bytes | None
+    imei: str | None
+    imei_avp: bytes
+    user_name: str | None
+    user_name_avp: bytes
+    proxy_infos: tuple[bytes, ...]
+    missing: tuple[bytes, ...]
+
+
+def read_header(data: bytes) -> Header:
+    """The header of the message `data` begins with (at least HEADER_BYTES of it). Raises
+    WireError, with no result code, for a version other than 1 or a length that cannot be
+    a message's (under 20 bytes or not a multiple of 4)."""
+    version, length, flags, command, application, identifiers = _HEADER.unpack_from(data)
+    size = int.from_bytes(length, "big")
+    if version != DIAMETER_VERSION:
+        raise WireError(f"Diameter version {version}, not {DIAMETER_VERSION}")
+    if size < HEADER_BYTES or size % 4:
+        raise WireError(f"a message of {size} bytes")
+    return Header(size, flags, int.from_bytes(command, "big"), application, identifiers)
+
+
+def _avps(data: bytes, start: int, end: int):
+    """Each AVP between start and end: (code, vendor, data's start, data's end, the AVP's
+    start). Raises WireError (5014) at the first whose length is shorter than its header or
+    runs past `end`."""
+    at = start
+    while at < end:
+        if end - at < AVP_HEADER_BYTES:
+            raise WireError("an AVP header runs past the message", DIAMETER_INVALID_AVP_LENGTH,
+                            data[at:end] + bytes(AVP_HEADER_BYTES - (end - at)))
+        code, flags_length = _AVP.unpack_from(data, at)
+        flags, length = flags_length >> 24, flags_length & 0xFFFFFF
+        header = AVP_HEADER_BYTES
+        vendor = 0
+        if flags & AVP_FLAG_VENDOR:
+            header = VENDOR_AVP_HEADER_BYTES
+            if end - at >= header:
+                (vendor,) = _VENDOR.unpack_from(data, at + AVP_HEADER_BYTES)
+        if length < header or at + length > end:
+            raise WireError(f"AVP {code}'s length {length} does not fit",
+                            DIAMETER_INVALID_AVP_LENGTH, example(code, vendor))
+        yield code, vendor, at + header, at + length, at
+        at += (length + 3) & ~3
+
+
+def _text(data: bytes, start: int, end: int) -> str:
+    # A UTF8String that is none (RFC 6733 §4.3.1) is read with U+FFFD where it goes wrong,
+    # which no IMEI or IMSI has: the check refuses it as 5004, naming the AVP.
+    return data[start:end].decode("utf-8", "replace")
+
+
+def _padded(avp_bytes: bytes) -> bytes:
+    return avp_bytes + bytes(-len(avp_bytes) % 4)
+
+
+def read_micr(data: bytes) -> Micr:
+    """A whole ME-Identity-Check-Request (`data` is the message, its header's length long)
+    read. Raises WireError: the header's (no result code) or an AVP's length (5014)."""
+    header = read_header(data)
+    if header.length != len(data):
+        raise WireError(f"a message of {len(data)} bytes says {header.length}")
+    session_id = imei = user_name = None
+    imei_avp = user_name_avp = b""
+    proxy_infos: list[bytes] = []
+    seen: set[tuple[int, int]] = set()
+    for code, vendor, start, end, at in _avps(data, HEADER_BYTES, header.length):
+        seen.add((code, vendor))
+        if code == AVP_SESSION_ID and vendor == 0:
+            session_id = data[start:end]
+        elif code == AVP_TERMINAL_INFORMATION and vendor == VENDOR_3GPP:
+            for inner, inner_vendor, i_start, i_end, i_at in _avps(data, start, end):
+                if inner == AVP_IMEI and inner_vendor == VENDOR_3GPP:
+                    imei = _text(data, i_start, i_end)
+                    imei_avp = _padded(data[i_at:i_end])
+        elif code == AVP_USER_NAME and vendor == 0:
+            user_name = _text(data, start, end)
+            user_name_avp = _padded(data[at:end])
+        elif code == AVP_PROXY_INFO and vendor == 0:
+            proxy_infos.append(data[start:end])
+    missing = tuple(example(code, vendor) for code, vendor in REQUIRED
+                    if (code, vendor) not in seen)
+    return Micr(header, session_id, imei, imei_avp, user_name, user_name_avp,
+                tuple(proxy_infos), missing)
+
+
+def avp(code: int, value: bytes, vendor: int = 0) -> bytes:
+    """One AVP with its padding, M set (and V with a vendor), as python-diameter writes it."""
+    if vendor:
+        head = _AVP.pack(code, ((AVP_FLAG_VENDOR | AVP_FLAG_MANDATORY) << 24)
+                         | (VENDOR_AVP_HEADER_BYTES + len(value))) + _VENDOR.pack(vendor)
+    else:
+        head = _AVP.pack(code, (AVP_FLAG_MANDATORY << 24) | (AVP_HEADER_BYTES + len(value)))
+    return head + value + bytes(-len(value) % 4)
+
+
+def example(code: int, vendor: int) -> bytes:
+    """An AVP with no data, as Failed-AVP names one missing or unreadable (RFC 6733 §7.5)."""
+    return avp(code, b"", vendor)
+
+
+def unsigned(code: int, value: int, vendor: int = 0) -> bytes:
+    """An Unsigned32 or Enumerated AVP."""
+    return avp(code, _U32.pack(value), vendor)
+
+
+def header_bytes(length: int, flags: int, command_code: int, application_id: int,
+                 identifiers: bytes) -> bytes:
+    """A message's header (RFC 6733 §3)."""
+    return _HEADER.pack(DIAMETER_VERSION, length.to_bytes(3, "big"), flags,
+                        command_code.to_bytes(3, "big"), application_id, identifiers)
+
+
+def answer_flags(request: Header, error: bool = False) -> int:
+    """An answer's flags: R clear, P as the request's (RFC 6733 §6.2), E for a protocol
+    error (§7.1.3)."""
+    return (request.flags & FLAG_PROXYABLE) | (FLAG_ERROR if error else 0)
+
+
+class MicaWriter:
+    """ME-Identity-Check-Answers (TS 29.272 §7.2.20) of one EIR, in python-diameter's AVP
+    order: Session-Id, Vendor-Specific-Application-Id, the result, Auth-Session-State
+    (NO_STATE_MAINTAINED), Origin-Host and Origin-Realm, Equipment-Status, Failed-AVP,
+    Proxy-Info. What follows the Session-Id up to Proxy-Info is the same for every answer
+    of a kind, and is written once."""
+
+    def __init__(self, origin_host: bytes, origin_realm: bytes,
+                 auth_session_state: int) -> None:
+        self._application = avp(AVP_VENDOR_SPECIFIC_APPLICATION_ID,
+                                unsigned(AVP_VENDOR_ID, VENDOR_3GPP)
+                                + unsigned(AVP_AUTH_APPLICATION_ID, S13_APPLICATION_ID))
+        self._rest = unsigned(AVP_AUTH_SESSION_STATE, auth_session_state) \
+            + avp(AVP_ORIGIN_HOST, origin_host) + avp(AVP_ORIGIN_REALM, origin_realm)
+        self._bodies: dict[tuple[int, int | None, bool], bytes] = {}
+
+    def body(self, result_code: int, equipment_status: int | None,
+             experimental: bool) -> bytes:
+        """The answer's AVPs from Vendor-Specific-Application-Id to Equipment-Status: a
+        Result-Code with the status, or an Experimental-Result (3GPP's) and no status."""
+        key = (result_code, equipment_status, experimental)
+        body = self._bodies.get(key)
+        if body is None:
+            result = avp(AVP_EXPERIMENTAL_RESULT, unsigned(AVP_VENDOR_ID, VENDOR_3GPP)
+                         + unsigned(AVP_EXPERIMENTAL_RESULT_CODE, result_code)) \
+                if experimental else unsigned(AVP_RESULT_CODE, result_code)
+            status = b"" if equipment_status is None \
+                else unsigned(AVP_EQUIPMENT_STATUS, equipment_status, VENDOR_3GPP)
+            body = self._bodies[key] = self._application + result + self._rest + status
+        return body
+
+    def answer(self, request: Micr, body: bytes, failed: bytes = b"") -> bytes:
+        """The answer to `request` with `body` (from `body`), and a Failed-AVP holding the
+        AVPs `failed` (already coded) when given."""
+        parts = [avp(AVP_SESSION_ID, request.session_id)] if request.session_id is not None \
+            else []
+        parts.append(body)
+        if failed:
+            parts.append(avp(AVP_FAILED_AVP, failed))
+        parts.extend(avp(AVP_PROXY_INFO, p) for p in request.proxy_infos)
+        avps = b"".join(parts)
+        head = request.header
+        return header_bytes(HEADER_BYTES + len(avps), answer_flags(head), head.command_code,
+                            head.application_id, head.identifiers) + avps
+
+
+def refusal(data: bytes, header: Header, result_code: int, origin_host: bytes,
+            origin_realm: bytes, failed: bytes = b"") -> bytes:
+    """The answer to a request refused as a whole (RFC 6733 §7.2): its Session-Id and
+    Proxy-Info echoed, Result-Code, Origin-Host, Origin-Realm, and a Failed-AVP holding
+    `failed` when given; the E bit for a protocol error (3xxx, §7.1.3). A request whose AVPs
+    cannot all be read still gets it, without what could not be read."""
+    session: list[bytes] = []
+    proxies: list[bytes] = []
+    try:
+        for code, vendor, start, end, _ in _avps(data, HEADER_BYTES, min(header.length,
+                                                                          len(data))):
+            if code == AVP_SESSION_ID and vendor == 0 and not session:
+                session.append(avp(AVP_SESSION_ID, data[start:end]))
+            elif code == AVP_PROXY_INFO and vendor == 0:
+                proxies.append(avp(AVP_PROXY_INFO, data[start:end]))
+    except WireError:
+        pass  # what was read before the fault is echoed; the rest cannot be
+    error = result_code in PROTOCOL_ERRORS
+    avps = b"".join([*session, unsigned(AVP_RESULT_CODE, result_code),
+                     avp(AVP_ORIGIN_HOST, origin_host), avp(AVP_ORIGIN_REALM, origin_realm),
+                     *([avp(AVP_FAILED_AVP, failed)] if failed else []), *proxies])
+    return header_bytes(HEADER_BYTES + len(avps), answer_flags(header, error),
+                        header.command_code, header.application_id, header.identifiers) + avps
