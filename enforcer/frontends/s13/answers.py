@@ -15,7 +15,7 @@ from enforcer.clock import Clock
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.state import StateHolder
 from enforcer.engine.checkfeed import S13_RAT, CheckedBatch, Feed
-from enforcer.frontends.eic import Check, answers_of, check_batch
+from enforcer.frontends.eic import Answer, Check, answers_of, check_batch
 from enforcer.frontends.s13.check import (AVP_IMEI, DIAMETER_MISSING_AVP, FAILED_ANSWER,
                                           VENDOR_3GPP, InvalidAvp, S13Answer, read_identity_check,
                                           s13_answer)
@@ -47,6 +47,7 @@ class S13Answers:
         self._feed = feed
         # prometheus_client's labels() takes a lock and builds a key each call.
         self._counters: dict[tuple[str, int], MetricCounter] = {}
+        self._written: dict[Answer, tuple[bytes, tuple[str, int]]] = {}
 
     def answer(self, requests: Sequence[Micr]) -> list[bytes]:
         read: list[Check | InvalidAvp] = []
@@ -64,18 +65,14 @@ class S13Answers:
         decided = iter(self._decide(checks, received))
         counted: dict[tuple[str, int], int] = {}
         answers = []
+        writer = self._writer
         for request, r in zip(requests, read):
             if isinstance(r, InvalidAvp):
                 answers.append(self._invalid(request, r))
                 key = (NO_STATUS, r.result_code)
             else:
-                answer = next(decided)
-                answers.append(self._writer.answer(request, self._writer.body(
-                    answer.result_code,
-                    None if answer.equipment_status is None else int(answer.equipment_status),
-                    answer.experimental)))
-                key = (NO_STATUS if answer.equipment_status is None
-                       else answer.equipment_status.name, answer.result_code)
+                body, key = next(decided)
+                answers.append(writer.answer(request, body))
             counted[key] = counted.get(key, 0) + 1
         for key, n in counted.items():
             self._counter(key).inc(n)
@@ -87,22 +84,37 @@ class S13Answers:
             child = self._counters[key] = self._metrics.answers.labels(key[0], str(key[1]))
         return child
 
-    def _decide(self, checks: list[Check], received: list[str]) -> list[S13Answer]:
+    def _decide(self, checks: list[Check], received: list[str]
+                ) -> list[tuple[bytes, tuple[str, int]]]:
+        """Each check's answer: the answer's AVPs after its Session-Id (`MicaWriter.body`)
+        and its metric's labels."""
         if not checks:
             return []
         began = time.perf_counter()
+        written = self._written
         try:
             state = self._holder.current
             batch = check_batch(checks, state, self._clock.now_ms())
-            decided = [s13_answer(a) for a in answers_of(checks, batch, state)]
+            decided = []
+            for answer in answers_of(checks, batch, state):
+                held = written.get(answer)
+                if held is None:  # a decision answers one of a few constants
+                    held = written[answer] = self._write(s13_answer(answer))
+                decided.append(held)
             if self._feed is not None:
                 self._feed.offer(CheckedBatch(received, batch, S13_RAT))
         except Exception as exc:  # noqa: BLE001 - every check of the batch gets its 5012
             log.error("equipment checks failed", extra={"error": describe(exc),
                                                         "checks": len(checks)})
-            decided = [FAILED_ANSWER] * len(checks)
+            decided = [self._write(FAILED_ANSWER)] * len(checks)
         self._metrics.batch_seconds.observe(time.perf_counter() - began)
         return decided
+
+    def _write(self, decided: S13Answer) -> tuple[bytes, tuple[str, int]]:
+        status = decided.equipment_status
+        return (self._writer.body(decided.result_code, None if status is None else int(status),
+                                  decided.experimental),
+                (NO_STATUS if status is None else status.name, decided.result_code))
 
     def failed(self, request: Micr) -> bytes:
         """The answer to a request whose answering failed: 5012 DIAMETER_UNABLE_TO_COMPLY."""

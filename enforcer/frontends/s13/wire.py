@@ -58,7 +58,10 @@ REQUIRED = ((AVP_SESSION_ID, 0), (AVP_AUTH_SESSION_STATE, 0), (AVP_ORIGIN_HOST, 
             (AVP_ORIGIN_REALM, 0), (AVP_DESTINATION_REALM, 0),
             (AVP_TERMINAL_INFORMATION, VENDOR_3GPP))
 
+_REQUIRED_BITS = {required: 1 << i for i, required in enumerate(REQUIRED)}
+_ALL_REQUIRED = (1 << len(REQUIRED)) - 1
 _HEADER = struct.Struct("!B3sB3sI8s")
+_HEADER_WORDS = struct.Struct("!III8s")  # the same, read a word at a time
 _AVP = struct.Struct("!II")
 _VENDOR = struct.Struct("!I")
 _U32 = struct.Struct("!I")
@@ -107,38 +110,47 @@ class Micr(NamedTuple):
 def read_header(data: bytes) -> Header:
     """The header of the message `data` begins with (at least HEADER_BYTES of it). Raises
     WireError, with no result code, for a version other than 1 or a length that cannot be
-    a message's (under 20 bytes or not a multiple of 4)."""
-    version, length, flags, command, application, identifiers = _HEADER.unpack_from(data)
-    size = int.from_bytes(length, "big")
+    a message's (under 20 bytes or not a multiple of 4), or fewer than 20 bytes."""
+    if len(data) < HEADER_BYTES:
+        raise WireError(f"a header of {len(data)} bytes")
+    version_length, flags_command, application, identifiers = _HEADER_WORDS.unpack_from(data)
+    version, size = version_length >> 24, version_length & 0xFFFFFF
     if version != DIAMETER_VERSION:
         raise WireError(f"Diameter version {version}, not {DIAMETER_VERSION}")
     if size < HEADER_BYTES or size % 4:
         raise WireError(f"a message of {size} bytes")
-    return Header(size, flags, int.from_bytes(command, "big"), application, identifiers)
+    return Header(size, flags_command >> 24, flags_command & 0xFFFFFF, application,
+                  identifiers)
+
+
+def _avp_at(data: bytes, at: int, end: int) -> tuple[int, int, int, int]:
+    """The AVP at `at` of a message or group ending at `end`: its code, vendor, and where its
+    data starts and ends. Raises WireError (5014) when its length is shorter than its header
+    or runs past `end`."""
+    if end - at < AVP_HEADER_BYTES:
+        raise WireError("an AVP header runs past the message", DIAMETER_INVALID_AVP_LENGTH,
+                        data[at:end] + bytes(AVP_HEADER_BYTES - (end - at)))
+    code, flags_length = _AVP.unpack_from(data, at)
+    length = flags_length & 0xFFFFFF
+    header, vendor = AVP_HEADER_BYTES, 0
+    if flags_length >> 24 & AVP_FLAG_VENDOR:
+        header = VENDOR_AVP_HEADER_BYTES
+        if end - at >= header:
+            (vendor,) = _VENDOR.unpack_from(data, at + AVP_HEADER_BYTES)
+    if length < header or at + length > end:
+        raise WireError(f"AVP {code}'s length {length} does not fit",
+                        DIAMETER_INVALID_AVP_LENGTH, example(code, vendor))
+    return code, vendor, at + header, at + length
 
 
 def _avps(data: bytes, start: int, end: int):
     """Each AVP between start and end: (code, vendor, data's start, data's end, the AVP's
-    start). Raises WireError (5014) at the first whose length is shorter than its header or
-    runs past `end`."""
+    start). Raises WireError (5014) at the first whose length cannot be."""
     at = start
     while at < end:
-        if end - at < AVP_HEADER_BYTES:
-            raise WireError("an AVP header runs past the message", DIAMETER_INVALID_AVP_LENGTH,
-                            data[at:end] + bytes(AVP_HEADER_BYTES - (end - at)))
-        code, flags_length = _AVP.unpack_from(data, at)
-        flags, length = flags_length >> 24, flags_length & 0xFFFFFF
-        header = AVP_HEADER_BYTES
-        vendor = 0
-        if flags & AVP_FLAG_VENDOR:
-            header = VENDOR_AVP_HEADER_BYTES
-            if end - at >= header:
-                (vendor,) = _VENDOR.unpack_from(data, at + AVP_HEADER_BYTES)
-        if length < header or at + length > end:
-            raise WireError(f"AVP {code}'s length {length} does not fit",
-                            DIAMETER_INVALID_AVP_LENGTH, example(code, vendor))
-        yield code, vendor, at + header, at + length, at
-        at += (length + 3) & ~3
+        code, vendor, data_at, data_end = _avp_at(data, at, end)
+        yield code, vendor, data_at, data_end, at
+        at += (data_end - at + 3) & ~3
 
 
 def _text(data: bytes, start: int, end: int) -> str:
@@ -155,28 +167,34 @@ def read_micr(data: bytes) -> Micr:
     """A whole ME-Identity-Check-Request (`data` is the message, its header's length long)
     read. Raises WireError: the header's (no result code) or an AVP's length (5014)."""
     header = read_header(data)
-    if header.length != len(data):
-        raise WireError(f"a message of {len(data)} bytes says {header.length}")
+    end = header.length
+    if end != len(data):
+        raise WireError(f"a message of {len(data)} bytes says {end}")
     session_id = imei = user_name = None
     imei_avp = user_name_avp = b""
     proxy_infos: list[bytes] = []
-    seen: set[tuple[int, int]] = set()
-    for code, vendor, start, end, at in _avps(data, HEADER_BYTES, header.length):
-        seen.add((code, vendor))
-        if code == AVP_SESSION_ID and vendor == 0:
-            session_id = data[start:end]
+    seen = 0  # the REQUIRED found, a bit each
+    at = HEADER_BYTES
+    while at < end:  # the hot path: no generator
+        code, vendor, start, stop = _avp_at(data, at, end)
+        seen |= _REQUIRED_BITS.get((code, vendor), 0)
+        if vendor == 0:
+            if code == AVP_SESSION_ID:
+                session_id = data[start:stop]
+            elif code == AVP_USER_NAME:
+                user_name = _text(data, start, stop)
+                user_name_avp = _padded(data[at:stop])
+            elif code == AVP_PROXY_INFO:
+                proxy_infos.append(data[start:stop])
         elif code == AVP_TERMINAL_INFORMATION and vendor == VENDOR_3GPP:
-            for inner, inner_vendor, i_start, i_end, i_at in _avps(data, start, end):
+            for inner, inner_vendor, i_start, i_stop, i_at in _avps(data, start, stop):
                 if inner == AVP_IMEI and inner_vendor == VENDOR_3GPP:
-                    imei = _text(data, i_start, i_end)
-                    imei_avp = _padded(data[i_at:i_end])
-        elif code == AVP_USER_NAME and vendor == 0:
-            user_name = _text(data, start, end)
-            user_name_avp = _padded(data[at:end])
-        elif code == AVP_PROXY_INFO and vendor == 0:
-            proxy_infos.append(data[start:end])
-    missing = tuple(example(code, vendor) for code, vendor in REQUIRED
-                    if (code, vendor) not in seen)
+                    imei = _text(data, i_start, i_stop)
+                    imei_avp = _padded(data[i_at:i_stop])
+        at += (stop - at + 3) & ~3
+    missing = () if seen == _ALL_REQUIRED else tuple(
+        example(code, vendor) for (code, vendor), bit in _REQUIRED_BITS.items()
+        if not seen & bit)
     return Micr(header, session_id, imei, imei_avp, user_name, user_name_avp,
                 tuple(proxy_infos), missing)
 
