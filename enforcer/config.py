@@ -269,7 +269,8 @@ class CheckFeedConfig:
     ack_timeout_s: Seconds
 
 
-# python-diameter checks its peers' timers every second at most: a shorter watchdog is not kept.
+# The watchdog is looked at a quarter of it at a time; under a second it would take a peer
+# that is busy a moment for a dead one (RFC 3539 §3.4.1 asks for 6 s at least in the field).
 MIN_WATCHDOG_S = 1
 
 

@@ -59,6 +59,7 @@ NOW_MS = 1_790_000_000_000
 EIR_HOST, MME_HOST, REALM = "eir.test.example", "mme.test.example", "test.example"
 S6A_APPLICATION_ID = 16777251  # served by an HSS, not by an EIR
 DIAMETER_APPLICATION_UNSUPPORTED = 3007
+DIAMETER_COMMAND_UNSUPPORTED = 3001
 DIAMETER_UNKNOWN_PEER = 3010
 DIAMETER_INVALID_AVP_LENGTH = 5014
 HEADER_BYTES = 20
@@ -457,6 +458,40 @@ def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tm
                      "DIAMETER_ERROR_EQUIPMENT_UNKNOWN (5422)", "Failed-AVP",
                      "Vendor-Specific-Application-Id", "Device-Watchdog", "Disconnect-Peer"):
         assert expected in dissected, expected
+
+
+def test_serve_answers_other_commands_and_takes_nothing_before_a_cer(s13) -> None:
+    """RFC 6733 §5.6 and §7.1.3: another S13 command is 3001 with the E bit and the Session-Id
+    echoed; a MICR before any CER closes the connection; a peer that connects again replaces
+    its first connection, and a 5005 names each mandatory AVP its check lacks."""
+    port, s13_port = s13
+    early = Wire(s13_port, [])
+    early.send(micr(full(STOLEN), None, n=1).as_bytes())
+    with pytest.raises((ConnectionError, OSError)):
+        early.read()
+    early.close()
+
+    first = connected(s13_port, [])
+    other = micr(full(STOLEN), None, n=2)
+    other.header.command_code = 325  # no S13 command
+    refused = first.ask(other)
+    assert (refused.header.command_code, refused.result_code, refused.header.is_error) == (
+        325, DIAMETER_COMMAND_UNSUPPORTED, True)
+    assert refused.find_avps((263, 0))[0].value == other.session_id
+    second = connected(s13_port, [])
+    with pytest.raises((ConnectionError, OSError)):
+        first.read()
+    first.close()
+    assert _metrics(port)["eir_s13_peers_connected"] == 1
+    no_session = micr(full(STOLEN), None, n=3)
+    no_session.session_id = None
+    no_session.destination_realm = None
+    missing = second.ask(no_session)
+    assert missing.result_code == DIAMETER_MISSING_AVP
+    assert [a.code for a in missing.find_avps((AVP_FAILED_AVP, 0))[0].value] == [263, 283]
+    assert second.ask(micr(full(STOLEN), None, n=4)).equipment_status \
+        == EquipmentStatus.BLACKLISTED
+    second.close()
 
 
 def test_a_peer_that_leaves_the_watchdog_unanswered_is_disconnected_and_counted(s13) -> None:

@@ -327,10 +327,14 @@ class _Connection(asyncio.Protocol):
     # Writing and closing.
 
     def send(self) -> None:
-        """Write what is waiting, in one write."""
-        if self._transport is not None and self.out:
+        """Write what is waiting, in one write; counted unsent when the peer went away."""
+        if not self.out:
+            return
+        if self._transport is None:
+            self._node.metrics.unsent.inc(len(self.out))
+        else:
             self._transport.write(b"".join(self.out))
-            self.out.clear()
+        self.out.clear()
 
     def _close_after_send(self) -> None:
         self.send()
