@@ -198,7 +198,7 @@ class _Connection(asyncio.Protocol):
         at = 0
         while len(buffer) - at >= HEADER_BYTES and self._transport is not None:
             try:
-                header = read_header(buffer[at:at + HEADER_BYTES])
+                header = read_header(buffer, at)
             except WireError as exc:
                 self._lose(str(exc))
                 return
@@ -221,7 +221,7 @@ class _Connection(asyncio.Protocol):
         if header.command_code == ME_IDENTITY_CHECK and request and self.peer is not None \
                 and header.application_id == S13_APPLICATION_ID:
             try:
-                node.add(self, read_micr(data))
+                node.add(self, read_micr(data, header))
             except WireError as exc:
                 # An AVP whose length cannot be (5014): the rest of the message cannot be
                 # read, the next one can.

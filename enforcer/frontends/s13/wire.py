@@ -94,12 +94,12 @@ class Header(NamedTuple):
 class Micr(NamedTuple):
     """What a ME-Identity-Check-Request says that its answer needs (TS 29.272 §7.2.19):
     None for an AVP it lacks; `missing` the AVPs it must carry and does not, each an example
-    of it with no data (RFC 6733 §7.5); the IMEI and User-Name AVPs as received, for a
-    Failed-AVP naming them; each Proxy-Info's data, echoed in order (§6.7.2)."""
+    of it with no data (RFC 6733 §7.5); the IMEI and User-Name AVPs as received (without their
+    padding), for a Failed-AVP naming them; each Proxy-Info's data, echoed in order (§6.7.2)."""
 
     header: Header
     session_id: bytes | None
-    imei: str | None
+    imei: str | None  # a UTF8String that is none read with U+FFFD (no IMEI has it: 5004)
     imei_avp: bytes
     user_name: str | None
     user_name_avp: bytes
@@ -107,13 +107,14 @@ class Micr(NamedTuple):
     missing: tuple[bytes, ...]
 
 
-def read_header(data: bytes) -> Header:
-    """The header of the message `data` begins with (at least HEADER_BYTES of it). Raises
+def read_header(data: bytes, at: int = 0) -> Header:
+    """The header of the message at `at` of `data` (at least HEADER_BYTES of it). Raises
     WireError, with no result code, for a version other than 1 or a length that cannot be
     a message's (under 20 bytes or not a multiple of 4), or fewer than 20 bytes."""
-    if len(data) < HEADER_BYTES:
-        raise WireError(f"a header of {len(data)} bytes")
-    version_length, flags_command, application, identifiers = _HEADER_WORDS.unpack_from(data)
+    if len(data) - at < HEADER_BYTES:
+        raise WireError(f"a header of {len(data) - at} bytes")
+    version_length, flags_command, application, identifiers = _HEADER_WORDS.unpack_from(data,
+                                                                                       at)
     version, size = version_length >> 24, version_length & 0xFFFFFF
     if version != DIAMETER_VERSION:
         raise WireError(f"Diameter version {version}, not {DIAMETER_VERSION}")
@@ -153,20 +154,12 @@ def _avps(data: bytes, start: int, end: int):
         at += (data_end - at + 3) & ~3
 
 
-def _text(data: bytes, start: int, end: int) -> str:
-    # A UTF8String that is none (RFC 6733 §4.3.1) is read with U+FFFD where it goes wrong,
-    # which no IMEI or IMSI has: the check refuses it as 5004, naming the AVP.
-    return data[start:end].decode("utf-8", "replace")
-
-
-def _padded(avp_bytes: bytes) -> bytes:
-    return avp_bytes + bytes(-len(avp_bytes) % 4)
-
-
-def read_micr(data: bytes) -> Micr:
-    """A whole ME-Identity-Check-Request (`data` is the message, its header's length long)
-    read. Raises WireError: the header's (no result code) or an AVP's length (5014)."""
-    header = read_header(data)
+def read_micr(data: bytes, header: Header | None = None) -> Micr:
+    """A whole ME-Identity-Check-Request (`data` is the message, its header's length long;
+    `header` its header when already read) read. Raises WireError: the header's (no result
+    code) or an AVP's length (5014)."""
+    if header is None:
+        header = read_header(data)
     end = header.length
     if end != len(data):
         raise WireError(f"a message of {len(data)} bytes says {end}")
@@ -175,22 +168,25 @@ def read_micr(data: bytes) -> Micr:
     proxy_infos: list[bytes] = []
     seen = 0  # the REQUIRED found, a bit each
     at = HEADER_BYTES
-    while at < end:  # the hot path: no generator
+    while at < end:  # the hot path: no generator, and the AVPs' bytes cut out only here
         code, vendor, start, stop = _avp_at(data, at, end)
         seen |= _REQUIRED_BITS.get((code, vendor), 0)
         if vendor == 0:
             if code == AVP_SESSION_ID:
                 session_id = data[start:stop]
             elif code == AVP_USER_NAME:
-                user_name = _text(data, start, stop)
-                user_name_avp = _padded(data[at:stop])
+                user_name = data[start:stop].decode("utf-8", "replace")
+                user_name_avp = data[at:stop]
             elif code == AVP_PROXY_INFO:
                 proxy_infos.append(data[start:stop])
         elif code == AVP_TERMINAL_INFORMATION and vendor == VENDOR_3GPP:
-            for inner, inner_vendor, i_start, i_stop, i_at in _avps(data, start, stop):
+            inner_at = start
+            while inner_at < stop:
+                inner, inner_vendor, i_start, i_stop = _avp_at(data, inner_at, stop)
                 if inner == AVP_IMEI and inner_vendor == VENDOR_3GPP:
-                    imei = _text(data, i_start, i_stop)
-                    imei_avp = _padded(data[i_at:i_stop])
+                    imei = data[i_start:i_stop].decode("utf-8", "replace")
+                    imei_avp = data[inner_at:i_stop]
+                inner_at += (i_stop - inner_at + 3) & ~3
         at += (stop - at + 3) & ~3
     missing = () if seen == _ALL_REQUIRED else tuple(
         example(code, vendor) for (code, vendor), bit in _REQUIRED_BITS.items()
@@ -269,8 +265,8 @@ class MicaWriter:
         parts = [avp(AVP_SESSION_ID, request.session_id)] if request.session_id is not None \
             else []
         parts.append(body)
-        if failed:
-            parts.append(avp(AVP_FAILED_AVP, failed))
+        if failed:  # an AVP as received comes without its padding
+            parts.append(avp(AVP_FAILED_AVP, failed + bytes(-len(failed) % 4)))
         parts.extend(avp(AVP_PROXY_INFO, p) for p in request.proxy_infos)
         avps = b"".join(parts)
         head = request.header
