@@ -4,9 +4,10 @@ Diameter stack on the same core.
     python bench/s13.py [--devices 10000000] [--connections 4] [--window 16] [--seconds 15]
 
 Saves a synthetic country of --devices as the snapshot and starts, pinned to the first core,
-the S13 node serve runs (enforcer/frontends/s13: python-diameter's node, the answering thread,
-the N5g-eir decision) over that state; then, on the same core, the same node with an answerer
-that reads each request and answers WHITELISTED without deciding. The load runs on the second
+the S13 node serve runs (enforcer/frontends/s13: the uvloop node, requests read and answers
+written by hand, a loop turn's checks decided together by the N5g-eir decision) over that
+state; then, on the same core, the same node with an answerer that reads each request and
+answers WHITELISTED without deciding. The load runs on the second
 core, here: --connections Diameter connections, each past its capabilities exchange, each
 keeping --window ME-Identity-Check-Requests in flight (IMEI and IMSI from attach traffic in
 the decision benchmark's mix; a malformed IMEI sent as "123": 5004), for --seconds on each
