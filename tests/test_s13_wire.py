@@ -15,12 +15,11 @@ from hypothesis import strategies as st
 
 from enforcer.frontends.s13.check import (AVP_IMEI, AVP_TERMINAL_INFORMATION,
                                           DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
-                                          DIAMETER_INVALID_AVP_VALUE, DIAMETER_SUCCESS,
-                                          DIAMETER_UNABLE_TO_COMPLY, S13_APPLICATION_ID,
-                                          VENDOR_3GPP)
-from enforcer.frontends.s13.wire import (DIAMETER_INVALID_AVP_LENGTH, DIAMETER_MISSING_AVP,
-                                         HEADER_BYTES, MicaWriter, WireError, read_micr,
-                                         refusal)
+                                          DIAMETER_INVALID_AVP_VALUE, DIAMETER_MISSING_AVP,
+                                          DIAMETER_SUCCESS, DIAMETER_UNABLE_TO_COMPLY,
+                                          S13_APPLICATION_ID, VENDOR_3GPP)
+from enforcer.frontends.s13.wire import (DIAMETER_INVALID_AVP_LENGTH, HEADER_BYTES, MicaWriter,
+                                         WireError, read_micr, refusal)
 
 NO_STATE_MAINTAINED = 1
 EIR_HOST, REALM = b"eir.test.example", b"test.example"
