@@ -1,12 +1,16 @@
-"""Clone detection's memory at national scale, and its speed, against a dict per IMEI.
+"""Clone detection's memory at national scale, and its speed, against the window before
+issue 21 and a dict per IMEI.
 
-    python bench/clones.py [--imeis 300000000] [--second-sim 0.08] [--clones 0.001]
+    python bench/clones.py [--imeis 300000000] [--second-sim 0.08] [--clones 0.001] [--no-before]
 
 Every IMEI attaches once with its own SIM on a day within the window; a share of them
 (`--second-sim`: SIM swaps, a family phone) with a second SIM, and a few (`--clones`) with
 two more, which must flag exactly those. The window's memory is read as the process's
 resident growth while it fills, not from its arrays' sizes: untouched pages cost nothing,
-and the figure is what the worker would hold. The baseline is the obvious structure,
+and the figure is what the worker would hold. The same traffic then goes through the window
+before issue 21 (tests/harness/clonewindow.py, a row of fixed slots an IMEI), measured the
+same way once the compact one is freed (`window_gib_before`; `--no-before` skips it), and
+the two must raise the same flags. The baseline is the obvious structure,
 {imei_key: {imsi: last_day}}, measured on `--baseline-imeis` IMEIs with the same mix and
 scaled; the last line is JSON.
 """
@@ -15,8 +19,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing as mp
 import time
 import tracemalloc
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 
@@ -26,6 +34,7 @@ from enforcer.clock import MS_PER_DAY
 from enforcer.engine.clones import CloneWindow, WindowSightings
 from enforcer.engine.keyindex import KeyIndex
 from rules.policy import default_clones
+from tests.harness.clonewindow import ReferenceCloneWindow
 
 DAY0 = 20_400
 BATCH = 2_000_000
@@ -50,10 +59,22 @@ def traffic(rows: np.ndarray, rng: np.random.Generator, second: float, clones: f
     return row, imsi, ts
 
 
-def fill(window: CloneWindow, imeis: int, second: float, clones: float) -> tuple[int, int, float]:
-    """(events, IMEIs flagged, seconds) of the whole country through the window."""
+@dataclass(frozen=True)
+class Filled:
+    grown_mb: float  # the process's resident growth
+    events: int
+    flagged: np.ndarray  # rows of the IMEIs flagged
+    seconds: float  # in observe
+    nbytes: int  # the window's arrays
+    more_sims: int  # IMEIs holding more than one SIM (the compact window's MoreSims)
+    peak_rss_mb: float
+
+
+def fill(window: CloneWindow | ReferenceCloneWindow, imeis: int, second: float, clones: float
+         ) -> tuple[int, np.ndarray, float]:
+    """(events, rows of the IMEIs flagged, seconds) of the whole country through the window."""
     rng = np.random.default_rng(3)
-    events = flags = 0
+    events = 0
     spent = 0.0
     done = np.zeros(0, dtype=np.int64)
     for start in range(0, imeis, BATCH):
@@ -66,11 +87,30 @@ def fill(window: CloneWindow, imeis: int, second: float, clones: float) -> tuple
             began = time.perf_counter()
             # An IMEI flagged once is misused from then on; the worker records it once.
             flagged = np.unique(seen.row[window.observe(seen).event])
-            flags += len(np.setdiff1d(flagged, done))
             done = np.union1d(done, flagged)
             spent += time.perf_counter() - began
         events += len(row)
-    return events, flags, spent
+    return events, done, spent
+
+
+def measured(window: Callable[[], CloneWindow | ReferenceCloneWindow],
+             args: argparse.Namespace) -> Filled:
+    """The window made and filled in a child of this process (forked: the white list is
+    shared), so that each window's growth is its own and not what the one before it left in
+    the allocator."""
+    with mp.get_context("fork").Pool(1) as pool:
+        return pool.apply(_filled, (window, args))
+
+
+def _filled(window: Callable[[], CloneWindow | ReferenceCloneWindow],
+            args: argparse.Namespace) -> Filled:
+    gc.collect()
+    start = rss_mb()
+    made = window()
+    events, flagged, seconds = fill(made, args.imeis, args.second_sim, args.clones)
+    gc.collect()
+    return Filled(rss_mb() - start, events, flagged, seconds, made.nbytes,
+                  getattr(made, "imeis_with_more_sims", 0), peak_rss_mb())
 
 
 def baseline_bytes_per_imei(imeis: int, second: float, clones: float) -> tuple[float, int]:
@@ -102,22 +142,34 @@ def main() -> None:
     parser.add_argument("--clones", type=float, default=0.001,
                         help="share that see three more SIMs: these must be flagged")
     parser.add_argument("--baseline-imeis", type=int, default=1_000_000)
+    parser.add_argument("--no-before", dest="before", action="store_false",
+                        help="skip the window before issue 21")
     args = parser.parse_args()
     core = pin_to_one_core()
     say(f"clone window: {args.imeis:,} IMEIs, {args.second_sim:.0%} with a second SIM, "
         f"{args.clones:.1%} cloned, core {core}")
 
     index = KeyIndex.from_sorted_keys(np.arange(args.imeis, dtype=np.uint64))
-    gc.collect()
-    before = rss_mb()
-    window = CloneWindow(index, default_clones())
-    events, flags, seconds = fill(window, args.imeis, args.second_sim, args.clones)
-    gc.collect()
-    grown_mb = rss_mb() - before
+    now = measured(partial(CloneWindow, index, default_clones()), args)
+    events, flags, seconds = now.events, len(now.flagged), now.seconds
+    grown_mb, peak_mb = now.grown_mb, now.peak_rss_mb
     per_imei = grown_mb * MIB / args.imeis
     say(f"  window: {grown_mb / 1024:.2f} GiB resident ({per_imei:.1f} bytes an IMEI; "
-        f"arrays {window.nbytes / MIB / 1024:.2f} GiB), {events:,} events, {flags:,} flags, "
-        f"{events / seconds:,.0f} events/s")
+        f"arrays {now.nbytes / MIB / 1024:.2f} GiB, {now.more_sims:,} IMEIs with more "
+        f"SIMs), {events:,} events, {flags:,} flags, {events / seconds:,.0f} events/s")
+    before: dict[str, object] = {}
+    if args.before:
+        then = measured(partial(ReferenceCloneWindow, index, default_clones()), args)
+        peak_mb = max(peak_mb, then.peak_rss_mb)
+        say(f"  before issue 21: {then.grown_mb / 1024:.2f} GiB resident "
+            f"({then.grown_mb * MIB / args.imeis:.1f} bytes an IMEI), {len(then.flagged):,} "
+            f"flags, {events / then.seconds:,.0f} events/s")
+        if not np.array_equal(now.flagged, then.flagged):
+            raise SystemExit(f"the windows disagree: {flags:,} IMEIs flagged against "
+                             f"{len(then.flagged):,}")
+        before = {"window_gib_before": round(then.grown_mb / 1024, 2),
+                  "window_bytes_per_imei_before": round(then.grown_mb * MIB / args.imeis, 1),
+                  "events_per_s_before": round(events / then.seconds)}
 
     base_per_imei, base_flags = baseline_bytes_per_imei(args.baseline_imeis, args.second_sim,
                                                         args.clones)
@@ -128,10 +180,11 @@ def main() -> None:
     expected = round(args.imeis * args.clones)
     emit({"imeis": args.imeis, "second_sim_share": args.second_sim,
           "clone_share": args.clones, "events": events, "flags": flags,
-          "flags_expected_about": expected, "window_resident_gib": round(grown_mb / 1024, 2),
+          "flags_expected_about": expected, "window_gib": round(grown_mb / 1024, 2),
           "window_bytes_per_imei": round(per_imei, 1),
-          "window_array_gib": round(window.nbytes / MIB / 1024, 2),
-          "events_per_s": round(events / seconds), "peak_rss_gib": round(peak_rss_mb() / 1024, 2),
+          "window_array_gib": round(now.nbytes / MIB / 1024, 2),
+          "imeis_with_more_sims": now.more_sims, "events_per_s": round(events / seconds), **before,
+          "peak_rss_gib": round(max(peak_mb, peak_rss_mb()) / 1024, 2),
           "baseline_bytes_per_imei": round(base_per_imei), "baseline_scaled_gib":
           round(scaled_gib, 1), "ratio": round(base_per_imei / per_imei, 1), "cores": 1})
 

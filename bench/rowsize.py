@@ -59,6 +59,10 @@ FILL = {
         "INSERT INTO clone_flags (imei_key, reason, flagged_at, imsi, msisdn)"
         " SELECT 35693803564380 + g, 'many_sims', now(), 432111234567890 + g,"
         " 989121234567 + g FROM generate_series(1, %(rows)s) g"),
+    "subscribers": (
+        "INSERT INTO subscribers (imsi, msisdn, seen_at)"
+        " SELECT 432110000000000 + g * 7, 989120000000 + g, now()"
+        " FROM generate_series(1, %(rows)s) g"),
     "job_runs": (
         "INSERT INTO job_runs (job, worker, attempt, started_at, ended_at, outcome, counts)"
         " SELECT 'retention', 'host-a:1234', 1, now(), now(), 'ok',"

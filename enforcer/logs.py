@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 import msgspec
-import psycopg
-from confluent_kafka import KafkaException
-from kafka.errors import KafkaError
 
 from enforcer.clock import MS_PER_S, iso
 
@@ -55,13 +52,24 @@ def describe(exc: BaseException) -> str:
     failed on, and others the value they choked on (numbers and all): only network and
     broker errors, and a database connection that failed (libpq's words: host, port, why;
     no statement, so no row), are told in full; the rest by class (and SQLSTATE)."""
-    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    if isinstance(exc, psycopg.Error):
+    # An error can only be of a client this process loaded: looked up, never imported, so
+    # that a process that logs (the fold's, a CLI command) does not load both Kafka clients.
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+            return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
-    if isinstance(exc, (OSError, KafkaError, KafkaException)):
+    if isinstance(exc, (OSError, *_broker_errors())):
         return repr(exc)
     return type(exc).__name__
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    """The error classes of the Kafka clients this process has loaded."""
+    loaded = ((sys.modules.get("kafka.errors"), "KafkaError"),
+              (sys.modules.get("confluent_kafka"), "KafkaException"))
+    found = (getattr(module, name, None) for module, name in loaded if module is not None)
+    return tuple(error for error in found if error is not None)
 
 
 def setup_logging(level: str = "INFO", form: str = "json", path: str | None = None) -> None:

@@ -72,3 +72,36 @@ def test_run_says_once_at_the_default_level_what_it_listens_on_and_consumes(env)
     assert "worker stopped" in [e["event"] for e in events]
     # Asked for errors only, it says nothing of it.
     assert not any("worker started" in line for line in worker_log(env, "json", "ERROR"))
+
+
+def test_an_error_is_told_in_full_only_when_it_cannot_quote_a_row() -> None:
+    """Network and broker errors of either client and a failed database connection in full;
+    a statement's error by class and SQLSTATE; anything else by class (it may quote the
+    number it choked on)."""
+    import confluent_kafka
+    import psycopg
+    from kafka.errors import KafkaTimeoutError
+
+    from enforcer.logs import describe
+
+    refused = psycopg.OperationalError("connection to server at \"10.0.0.5\", port 5432\n failed")
+    unique = psycopg.errors.UniqueViolation("duplicate key value (989121234567)")
+    assert describe(refused) == ('OperationalError: connection to server at "10.0.0.5", '
+                                 'port 5432 failed')
+    assert describe(unique) == "UniqueViolation (SQLSTATE 23505)"
+    assert describe(KafkaTimeoutError("no broker")) == repr(KafkaTimeoutError("no broker"))
+    broker = confluent_kafka.KafkaException(confluent_kafka.KafkaError(
+        confluent_kafka.KafkaError._TRANSPORT))
+    assert describe(broker) == repr(broker)
+    assert describe(ConnectionResetError(104, "reset")) == repr(ConnectionResetError(104, "reset"))
+    assert describe(ValueError("989121234567")) == "ValueError"
+
+
+def test_a_process_that_only_logs_loads_no_kafka_client() -> None:
+    """The fold's process imports the logs and no consumer: neither client is loaded (about
+    half a second of its start)."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, enforcer.jobs.fold; "
+         "print(sorted(m for m in ('kafka', 'confluent_kafka') if m in sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

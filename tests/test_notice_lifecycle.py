@@ -16,8 +16,10 @@ import psycopg
 import pytest
 
 from enforcer.app.worker import NO_TAC_DATABASE
+from enforcer.db.notices import see_cut
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
 from enforcer.engine.lists import Lists
+from enforcer.engine.opening import CutSightings
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_devices
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
@@ -288,3 +290,37 @@ def test_the_noc_lists_shows_and_cancels_notices(env, worker) -> None:
     again = run("notices", "cancel", str(notice_id), "--reason", "twice", check=False,
                 env=cli_env)
     assert again.returncode == 2 and "not live" in again.stderr
+
+
+def test_a_refused_attach_moves_its_cut_notices_last_sighting_and_never_waits(dsn) -> None:
+    """db.notices.see_cut: a pair-scoped cut notice is seen by its SIM only, an IMEI-scoped
+    one by any SIM on the IMEI (at the latest time), an earlier time moves nothing back, and
+    a notice another transaction holds is skipped at once."""
+    at = datetime(2026, 11, 1, tzinfo=ZoneInfo("UTC"))
+    pair, imei, held = 35000000000001, 35000000000002, 35000000000003
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for key, subject in ((pair, 432110000000001), (imei, 0), (held, 432110000000003)):
+            conn.execute(
+                "INSERT INTO notices (kind, scope, imei_key, subject_imsi, imsi, msisdn, rule,"
+                " state, opened_at, deadline, last_seen, reminder_days, sms)"
+                " VALUES ('k', %s, %s, %s, 1, 1, 'r', 'cut', %s, %s, %s, '{}', true)",
+                ("imei" if subject == 0 else "pair", key, subject, at, at, at))
+        t0 = int(at.timestamp() * MS_PER_S)
+        sightings = CutSightings(
+            np.array([pair, pair, imei, imei, held], np.uint64),
+            np.array([432110000000001, 432110000000009, 432110000000007, 432110000000008,
+                      432110000000003], np.uint64),
+            np.array([t0 + 5_000, t0 + 9_000, t0 + 3_000, t0 + 4_000, t0 + 6_000], np.int64))
+        with psycopg.connect(dsn) as other:
+            other.execute("SELECT 1 FROM notices WHERE imei_key = %s FOR UPDATE", (held,))
+            conn.execute("SET statement_timeout = '5s'")  # it would wait for ever otherwise
+            with conn.transaction():
+                see_cut(conn, sightings)
+            other.rollback()
+        with conn.transaction():
+            see_cut(conn, CutSightings(np.array([pair], np.uint64),
+                                       np.array([432110000000001], np.uint64),
+                                       np.array([t0 - 100_000], np.int64)))
+        seen = {key: int(last.timestamp() * MS_PER_S) - t0 for key, last in conn.execute(
+            "SELECT imei_key, last_seen FROM notices")}
+    assert seen == {pair: 5_000, imei: 4_000, held: 0}

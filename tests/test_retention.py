@@ -184,6 +184,21 @@ def test_old_job_runs_and_expired_clone_flags_go(dsn) -> None:
     assert rows(dsn, "SELECT imei_key FROM clone_flags") == [(2,)]
 
 
+def test_a_cut_notice_left_unscheduled_is_made_due_once(dsn) -> None:
+    """A worker older than migration 0014, during a rolling upgrade, cuts (or sweeps) a notice
+    and schedules nothing: the retention run makes it due, for the sweep to schedule its
+    release; a live one already scheduled is not touched."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        unscheduled = add_notice(conn, "cut", NOW - 40 * DAY, None)
+        scheduled = add_notice(conn, "cut", NOW - 40 * DAY, None)
+        conn.execute("UPDATE notices SET next_due = %s WHERE id = %s",
+                     (NOW + 300 * DAY, scheduled))
+    assert run(dsn, retention())["cuts_scheduled"] == 1
+    assert run(dsn, retention())["cuts_scheduled"] == 0
+    due = dict(rows(dsn, "SELECT id, next_due FROM notices"))
+    assert due == {unscheduled: NOW, scheduled: NOW + 300 * DAY}
+
+
 def test_subscribers_not_seen_for_the_setting_go(dsn) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         record_numbers(conn, LearnedPairs(

@@ -74,6 +74,25 @@ def _notice(row: tuple) -> Notice:
                   opened, deadline, last_seen, tuple(days), done, sms, last_sms)
 
 
+SEE_CUT = """
+WITH seen AS (
+    SELECT m.id, max(u.l) AS l
+    FROM notices m
+    JOIN unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(k, i, l)
+      ON m.imei_key = u.k AND m.subject_imsi IN (u.i, %s)
+    WHERE m.state = 'cut'
+    GROUP BY m.id),
+locked AS (
+    SELECT n.id, seen.l
+    FROM notices n JOIN seen ON seen.id = n.id
+    WHERE n.state = 'cut' AND n.last_seen < to_timestamp(seen.l / 1e3)
+    ORDER BY n.id
+    FOR UPDATE OF n SKIP LOCKED)
+UPDATE notices n SET last_seen = to_timestamp(locked.l / 1e3)
+FROM locked WHERE n.id = locked.id
+"""
+
+
 def see(conn: psycopg.Connection, sightings: NoticeSightings,
         rules: tuple[Rule, ...]) -> Counter[str]:
     """Open a notice for each subject that has no live one; the others are seen again.
@@ -108,16 +127,14 @@ def _see(conn: psycopg.Connection, sightings: NoticeSightings,
 
 def see_cut(conn: psycopg.Connection, sightings: CutSightings) -> None:
     """The cut notices of pairs refused again (pair-scoped ones of the SIM, IMEI-scoped ones
-    of the IMEI) seen at their last time; nothing else of the notice changes, so no worker's
-    cut-off list reads it again."""
+    of the IMEI) seen at their last time, where that is later; nothing else of the notice
+    changes, so no worker's cut-off list reads it again. A notice another transaction holds
+    (a recheck, a sweep) is skipped, never waited for: the attach batch keeps its pace and
+    takes no part in a lock cycle, and a refused phone tries again within the hour."""
     if not len(sightings):
         return
-    conn.execute(
-        "UPDATE notices n SET last_seen = greatest(n.last_seen, to_timestamp(u.l / 1e3))"
-        " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(k, i, l)"
-        " WHERE n.state = 'cut' AND n.imei_key = u.k AND n.subject_imsi IN (u.i, %s)",
-        (sightings.imei_key.tolist(), sightings.imsi.tolist(), sightings.last_ms.tolist(),
-         IMEI_SUBJECT), binary=True)
+    conn.execute(SEE_CUT, (sightings.imei_key.tolist(), sightings.imsi.tolist(),
+                           sightings.last_ms.tolist(), IMEI_SUBJECT), binary=True)
 
 
 def take_due(conn: psycopg.Connection, now_ms: int, limit: int) -> list[Notice]:

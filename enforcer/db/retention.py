@@ -87,5 +87,18 @@ def delete_subscribers(conn: psycopg.Connection, seen_before: datetime, limit: i
     how many."""
     with conn.transaction():
         return conn.execute(
+            # Judged again as deleted: an attach may have moved seen_at on meanwhile.
             "DELETE FROM subscribers WHERE imsi IN (SELECT imsi FROM subscribers"
-            " WHERE seen_at < %s ORDER BY seen_at LIMIT %s)", (seen_before, limit)).rowcount
+            " WHERE seen_at < %(before)s ORDER BY seen_at LIMIT %(limit)s)"
+            " AND seen_at < %(before)s", {"before": seen_before, "limit": limit}).rowcount
+
+
+def schedule_cuts(conn: psycopg.Connection, now: datetime, limit: int) -> int:
+    """Up to `limit` cut notices with nothing scheduled (cut, or swept, by a worker older than
+    migration 0014 during a rolling upgrade) made due at `now`, so that the sweep schedules
+    their release; returns how many."""
+    with conn.transaction():
+        return conn.execute(
+            "UPDATE notices SET next_due = %s WHERE id IN (SELECT id FROM notices"
+            " WHERE state = 'cut' AND next_due IS NULL LIMIT %s FOR UPDATE SKIP LOCKED)",
+            (now, limit)).rowcount

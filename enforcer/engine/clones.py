@@ -6,9 +6,11 @@ the last `distinct_imsis - 1` SIMs seen with it within `window_days` (a 32-bit f
 the IMSI and the day it was last seen), its last sighting (minute, operator, cell), and how
 many of its attaches came on a radio its model lacks (a count, the day it began, the minute
 of the last one counted). A SIM whose day left the window is forgotten: its slot is free
-again. The arrays are fixed in size (31 bytes an IMEI with the default policy) and allocated
-untouched, so the memory is what the traffic has touched, never more than the white list's
-size.
+again. Most IMEIs are only ever seen with one SIM: a row holds that one (6 bytes), and the
+other slots live in `MoreSims`, only for the IMEIs seen with more (issue 21 part 2); the
+sightings and radio counts are columns allocated untouched and written only by the attaches
+that carry an operator or a cell, or come on a radio the model lacks, so the memory is what
+the traffic has touched, never more than the white list's size.
 
 An attach flags its IMEI `misused` when it brings the `distinct_imsis`-th SIM within the
 window, or comes through another operator (MCC-MNC) or from a cell `far_cells_km` away
@@ -156,16 +158,99 @@ def fingerprint(imsi: np.ndarray) -> np.ndarray:
     return ((x >> np.uint64(32)).astype(np.uint32)) | np.uint32(1)
 
 
+@dataclass(frozen=True, eq=False)
+class MoreSims:
+    """The window's slots beyond the first, for the IMEIs seen with more than one SIM: one
+    entry a row, rows ascending; a row absent has those slots empty."""
+
+    rows: np.ndarray  # uint32, ascending, distinct
+    fp: np.ndarray  # uint32 (entries, distinct_imsis - 2), EMPTY where no SIM
+    day: np.ndarray  # uint16 (entries, distinct_imsis - 2)
+
+    @classmethod
+    def empty(cls, slots: int) -> MoreSims:
+        return cls(np.zeros(0, dtype=np.uint32), np.zeros((0, slots), dtype=np.uint32),
+                   np.zeros((0, slots), dtype=np.uint16))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.fp.nbytes + self.day.nbytes
+
+    def find(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position, held) of each row (uint32); position is meaningful where held."""
+        if not len(self.rows):
+            return np.zeros(len(row), dtype=np.int64), np.zeros(len(row), dtype=bool)
+        at = np.minimum(np.searchsorted(self.rows, row), len(self.rows) - 1)
+        return at, self.rows[at] == row
+
+    def with_rows(self, row: np.ndarray, fp: np.ndarray, day: np.ndarray) -> MoreSims:
+        """These rows (ascending, none held) added."""
+        if not len(row):
+            return self
+        at = np.searchsorted(self.rows, row)
+        return MoreSims(np.insert(self.rows, at, row), np.insert(self.fp, at, fp, axis=0),
+                        np.insert(self.day, at, day, axis=0))
+
+    def live_after(self, dead_day: int) -> MoreSims:
+        """Without the entries whose every SIM is empty or was last seen on dead_day or
+        before."""
+        keep = ((self.fp != EMPTY) & (self.day > dead_day)).any(axis=1)
+        if keep.all():
+            return self
+        return MoreSims(self.rows[keep], self.fp[keep], self.day[keep])
+
+    def moved(self, new_rows: np.ndarray) -> MoreSims:
+        """On another white list: new_rows[old row] is each row's there (ABSENT: gone)."""
+        to = new_rows[self.rows.astype(np.int64)]
+        kept = np.flatnonzero(to != ABSENT)
+        order = kept[np.argsort(to[kept], kind="stable")]
+        return MoreSims(to[order].astype(np.uint32), self.fp[order], self.day[order])
+
+
+Found = tuple[np.ndarray, np.ndarray]  # MoreSims.find's (position, held)
+# The lately added entries of MoreSims join the others once they are this share of them:
+# a batch copies at most 1/MERGE_SHARE of the entries, and every entry is copied into the
+# others about MERGE_SHARE times as they grow.
+MERGE_SHARE = 16
+
+
 class CloneWindow:
-    def __init__(self, index: KeyIndex, rules: CloneRules, cells: CellSites = NO_CELLS) -> None:
+    """The window over a generation's white list. Most IMEIs are only ever seen with one
+    SIM, so a row holds one SIM (its fingerprint and day: 6 bytes); the other
+    `distinct_imsis - 2` slots an IMEI needs live in `MoreSims`, only for the IMEIs seen
+    with more than one SIM, and an entry goes once all its SIMs are out of reach of any
+    attach still to come (last seen `window_days + late_days` days before the newest attach
+    observed). An attach's last place (minute, operator, cell) is kept only when it carries
+    an operator or a known cell, the only ones a later attach is compared with, and the
+    radio counts only for IMEIs seen on a radio their model lacks: pages never written cost
+    no memory.
+
+    It flags exactly what the window before it did (tests/harness/clonewindow.py, the
+    reference, held to it by tests/test_clonewindow.py) for every attach at most `late_days`
+    older than the newest it has observed; the worker passes how far behind the decoder lets
+    an attach be (worker.max_event_age_days and max_event_future_s, in whole days). An older
+    one finds fewer SIMs (it errs towards not flagging). `late_days` defaults to
+    `window_days`."""
+
+    def __init__(self, index: KeyIndex, rules: CloneRules, cells: CellSites = NO_CELLS,
+                 late_days: int | None = None) -> None:
         if rules.distinct_imsis < 2:
             raise ValueError("clones.distinct_imsis must be at least 2")
         self.index = index  # the white list the rows belong to
         self.rules = rules
         self.cells = cells
-        rows, slots = len(index), rules.distinct_imsis - 1
-        self._fp = np.zeros((rows, slots), dtype=np.uint32)
-        self._day = np.zeros((rows, slots), dtype=np.uint16)
+        self.late_days = rules.window_days if late_days is None else late_days
+        rows = len(index)
+        self._fp = np.zeros(rows, dtype=np.uint32)  # the first SIM's slot
+        self._day = np.zeros(rows, dtype=np.uint16)
+        # Two levels, so that a batch adding entries copies the small one: the IMEIs that
+        # took a second SIM lately join the others once they are a MERGE_SHARE of them.
+        self._more = MoreSims.empty(rules.distinct_imsis - 2)
+        self._lately = MoreSims.empty(rules.distinct_imsis - 2)
+        self._newest_day = 0  # of the attaches observed, for forgetting MoreSims' entries
         self._minute = np.zeros(rows, dtype=np.uint32)
         self._operator = np.zeros(rows, dtype=np.uint32)
         self._cell = np.zeros(rows, dtype=np.uint32)
@@ -175,18 +260,27 @@ class CloneWindow:
 
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, name).nbytes for name in _COLUMNS)
+        """Bytes allocated (pages never written are not resident)."""
+        return (sum(getattr(self, name).nbytes for name in _COLUMNS) + self._more.nbytes
+                + self._lately.nbytes)
+
+    @property
+    def imeis_with_more_sims(self) -> int:
+        return len(self._more) + len(self._lately)
 
     def rebase(self, index: KeyIndex) -> CloneWindow:
         """The same memory of each IMEI, on another generation's white list."""
         if index is self.index:
             return self
-        moved = CloneWindow(index, self.rules, self.cells)
+        moved = CloneWindow(index, self.rules, self.cells, self.late_days)
         new_rows = index.rows(self.index.keys())
         kept = np.flatnonzero(new_rows != ABSENT)
         to = new_rows[kept]
         for name in _COLUMNS:
             getattr(moved, name)[to] = getattr(self, name)[kept]
+        moved._more = self._more.moved(new_rows)
+        moved._lately = self._lately.moved(new_rows)
+        moved._newest_day = self._newest_day
         return moved
 
     def observe(self, seen: WindowSightings) -> Flags:
@@ -196,6 +290,7 @@ class CloneWindow:
         self._imsis(seen, order, flagged_at)
         self._places(seen, order, flagged_at)
         self._radios(seen, order, flagged_at)
+        self._forget(seen, order)
         return self._first_per_imei(seen, flagged_at)
 
     # -- too many SIMs ----------------------------------------------------------------------
@@ -224,24 +319,71 @@ class CloneWindow:
 
     def _one_new_sim(self, row: np.ndarray, fp: np.ndarray, day: np.ndarray,
                      event: np.ndarray, flagged_at: np.ndarray) -> None:
-        """Rows distinct, one SIM each."""
-        slots_fp, slots_day = self._fp[row], self._day[row]
+        """Rows distinct and ascending, one SIM each."""
+        slots_fp, slots_day, found = self._slots(row)
         live = (slots_fp != EMPTY) & (
             day[:, None].astype(np.int64) - slots_day < self.rules.window_days)
         match = live & (slots_fp == fp[:, None])
         known = match.any(axis=1)
         slot = np.argmax(match, axis=1)
         again = np.flatnonzero(known)
-        newer = day[again] > slots_day[again, slot[again]]
-        self._day[row[again[newer]], slot[again[newer]]] = day[again[newer]]
+        newer = again[day[again] > slots_day[again, slot[again]]]
+        slots_day[newer, slot[newer]] = day[newer]
         new = np.flatnonzero(~known)
         full = live[new].all(axis=1)
         flagged_at[event[new[full]]] = REASONS.index(CloneReason.IMSIS)
         # Kept out of the window once it flags, so a replay of the batch flags it again.
         take = new[~full]
         free = np.argmin(live[take], axis=1)
-        self._fp[row[take], free] = fp[take]
-        self._day[row[take], free] = day[take]
+        slots_fp[take, free] = fp[take]
+        slots_day[take, free] = day[take]
+        self._store(row, slots_fp, slots_day, found)
+
+    def _slots(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Found]]:
+        """Each row's slots (fingerprints, days: copies), and where each level of MoreSims
+        holds it."""
+        more = self.rules.distinct_imsis - 2
+        slots_fp = np.zeros((len(row), 1 + more), dtype=np.uint32)
+        slots_day = np.zeros((len(row), 1 + more), dtype=np.uint16)
+        slots_fp[:, 0], slots_day[:, 0] = self._fp[row], self._day[row]
+        found = []
+        for level in (self._more, self._lately):
+            at, held = level.find(row.astype(np.uint32))
+            slots_fp[held, 1:] = level.fp[at[held]]
+            slots_day[held, 1:] = level.day[at[held]]
+            found.append((at, held))
+        return slots_fp, slots_day, found
+
+    def _store(self, row: np.ndarray, slots_fp: np.ndarray, slots_day: np.ndarray,
+               found: list[Found]) -> None:
+        self._fp[row], self._day[row] = slots_fp[:, 0], slots_day[:, 0]
+        if slots_fp.shape[1] == 1:
+            return
+        for level, (at, held) in zip((self._more, self._lately), found):
+            level.fp[at[held]] = slots_fp[held, 1:]
+            level.day[at[held]] = slots_day[held, 1:]
+        anywhere = found[0][1] | found[1][1]
+        grown = np.flatnonzero(~anywhere & (slots_fp[:, 1:] != EMPTY).any(axis=1))
+        self._lately = self._lately.with_rows(row[grown].astype(np.uint32),
+                                              slots_fp[grown, 1:], slots_day[grown, 1:])
+        if len(self._lately) * MERGE_SHARE > len(self._more):
+            self._more = self._more.with_rows(self._lately.rows, self._lately.fp,
+                                              self._lately.day)
+            self._lately = MoreSims.empty(slots_fp.shape[1] - 1)
+
+    def _forget(self, seen: WindowSightings, order: np.ndarray) -> None:
+        """MoreSims' entries out of reach: a slot is live for an attach on day d when it was
+        last seen after d - window_days, and no attach to come is older than the newest
+        day less late_days."""
+        if not len(order):
+            return
+        newest = int(seen.ts_ms[order].max() // MS_PER_DAY)
+        if newest <= self._newest_day:
+            return
+        self._newest_day = newest
+        dead_day = newest - self.late_days - self.rules.window_days
+        self._more = self._more.live_after(dead_day)
+        self._lately = self._lately.live_after(dead_day)
 
     # -- two places at once -------------------------------------------------------------------
 
@@ -268,10 +410,16 @@ class CloneWindow:
                                   & (apart <= rules.far_cells_within_minutes))
             far = self.cells.distance_km(prev_cell[both], cell[both]) >= rules.far_cells_km
             _flag(flagged_at, order[both[far]], CloneReason.CELLS)
-        last = np.r_[row[1:] != row[:-1], True]
-        self._minute[row[last]] = minute[last]
-        self._operator[row[last]] = operator[last]
-        self._cell[row[last]] = cell[last]
+        # An attach carrying neither an operator nor a cell is compared with nothing after
+        # it (both tests want the earlier attach's), so it is kept as no attach at all: a
+        # row written only when it carries one, or to forget the one it held.
+        last = np.flatnonzero(np.r_[row[1:] != row[:-1], True])
+        carries = (operator[last] != NOWHERE) | (cell[last] != NOWHERE)
+        held = (self._operator[row[last]] != NOWHERE) | (self._cell[row[last]] != NOWHERE)
+        write = last[carries | held]
+        self._minute[row[write]] = np.where(carries[carries | held], minute[write], 0)
+        self._operator[row[write]] = operator[write]
+        self._cell[row[write]] = cell[write]
 
     # -- a radio the model lacks ------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from enforcer.db.history import drop_months_before
 from enforcer.db.registry_events import prune_registry_events
 from enforcer.db.retention import (all_sent, delete_clone_flags, delete_closed_notices,
                                    delete_job_runs, delete_subscribers, fill_closed_at,
-                                   transitions_expired)
+                                   schedule_cuts, transitions_expired)
 
 # Per partition of the registry topic, the (incarnation, next offset) a fold has laid into
 # the snapshot; None until a fold has run (nothing is pruned).
@@ -51,6 +51,8 @@ def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]
         conn, parts.TRANSITIONS, closed_before, settings,
         lambda name: transitions_expired(conn, name, closed_before))
     counts["closed_at_filled"] = _in_batches(lambda: fill_closed_at(conn, settings.batch_rows))
+    counts["cuts_scheduled"] = _in_batches(
+        lambda: schedule_cuts(conn, run.now, settings.batch_rows))
     counts["notices_deleted"] = _in_batches(
         lambda: delete_closed_notices(conn, closed_before, settings.batch_rows))
     counts["status_query_partitions_dropped"] = _drop_expired(

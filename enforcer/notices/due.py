@@ -80,6 +80,6 @@ class DueSweep:
             if step.sent is not None:
                 messages += step_messages(step.notice, step.sent, self._settings,
                                           model_name(state.tacs, notice.imei_key))
-            if step.notice.state is NoticeState.CUT:
-                cut.append(notice)
+            if step.notice.state is NoticeState.CUT and notice.state is not NoticeState.CUT:
+                cut.append(notice)  # cut now; one that only waits on is on the list already
         return Steps(changes, messages, cut, released)

@@ -8,6 +8,7 @@ worker asks to look at the flagged IMEIs once the batch is durable."""
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.engine.clones import (NO_CELLS, REASONS, CellSites, CloneWindow, cells_from_csv,
                                     sightings_of, sims_batch, window_start_ms)
 from enforcer.config import Config, ConfigError
@@ -57,6 +59,11 @@ def load_cells(config: Config) -> CellSites:
 class CloneTracker:
     def __init__(self, config: Config, metrics: WorkerMetrics) -> None:
         self._cells = load_cells(config)
+        # The decoder dead-letters an attach older than max_event_age_days or later than
+        # max_event_future_s, so none it lets through is more days behind the newest than
+        # this: the window forgets no SIM such an attach could still find.
+        self._late_days = config.worker.max_event_age_days + math.ceil(
+            config.worker.max_event_future_s * MS_PER_S / MS_PER_DAY)
         self._metrics = metrics
         self._window: CloneWindow | None = None
 
@@ -65,7 +72,7 @@ class CloneTracker:
         """The state to decide the batch with (its new flags laid over), and those flags."""
         index = state.lists.white_index
         if self._window is None:
-            self._window = CloneWindow(index, state.policy.clones, self._cells)
+            self._window = CloneWindow(index, state.policy.clones, self._cells, self._late_days)
         elif self._window.index is not index:  # a new generation of the white list
             self._window = self._window.rebase(index)
         # The radios are compared only when the policy counts them: a lookup a batch less.

@@ -1,0 +1,142 @@
+"""The compact clone window (issue 21 part 2) against the window before it: on random traffic
+(any mix of IMEIs, SIMs, days, minutes, operators, cells and radios, batches split anywhere,
+replayed, the white list moved to a new generation between them) it flags exactly what the
+reference flags, for attaches no older than its late_days behind the newest; and it holds
+more than one SIM only for the IMEIs seen with more, forgetting them as the window moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enforcer.clock import MS_PER_DAY
+from enforcer.engine.clones import CloneRules, CloneWindow, WindowSightings
+from enforcer.engine.keyindex import KeyIndex
+from tests.harness.clonewindow import ReferenceCloneWindow
+from tests.test_clones import CELLS, DAY0, MINUTE, RULES, flagged
+
+KEYS = np.arange(1, 13, dtype=np.uint64) * np.uint64(1000) + np.uint64(35_000_000_000_000)
+OPERATORS = (0, 43211, 43235)
+DAYS = 24  # several windows, so that entries are forgotten and slots come free
+
+
+@dataclass(frozen=True)
+class Attach:
+    key: int  # index into KEYS
+    imsi: int
+    day: int
+    minute: int
+    operator: int
+    cell: int
+    off_radio: bool
+
+
+attaches = st.builds(
+    Attach, key=st.integers(0, len(KEYS) - 1), imsi=st.integers(1, 5),
+    day=st.integers(0, DAYS), minute=st.integers(0, 40), operator=st.sampled_from(OPERATORS),
+    cell=st.integers(0, len(CELLS.codes)), off_radio=st.booleans())
+# A step: a batch of new attaches, a replay of an earlier batch, or a new generation of the
+# white list (these keys of KEYS in it).
+steps = st.one_of(
+    st.tuples(st.just("batch"), st.lists(attaches, max_size=12)),
+    st.tuples(st.just("replay"), st.integers(0, 20)),
+    st.tuples(st.just("rebase"), st.sets(st.integers(0, len(KEYS) - 1), min_size=1)))
+rules = st.builds(
+    CloneRules, distinct_imsis=st.integers(2, 4), window_days=st.integers(1, 5),
+    operators_within_minutes=st.sampled_from([0, 10]), far_cells_km=st.just(300.0),
+    far_cells_within_minutes=st.sampled_from([0, 10]),
+    rat_inconsistent_attaches=st.integers(0, 3))
+
+
+def sightings(batch: list[Attach], index: KeyIndex) -> WindowSightings:
+    ts = np.array([(DAY0 // MS_PER_DAY + a.day) * MS_PER_DAY + a.minute * MINUTE
+                   for a in batch], dtype=np.int64)
+    return WindowSightings(
+        index.rows(KEYS[[a.key for a in batch]]) if batch else np.zeros(0, np.int64),
+        np.array([a.imsi for a in batch], np.uint64), ts,
+        np.array([a.operator for a in batch], np.uint32),
+        np.array([a.cell for a in batch], np.uint32),
+        np.array([a.off_radio for a in batch], bool))
+
+
+@settings(max_examples=600, deadline=None)
+@given(rules=rules, late_days=st.one_of(st.none(), st.integers(0, 4)),
+       script=st.lists(steps, max_size=14))
+def test_the_compact_window_flags_what_the_reference_flags(
+        rules: CloneRules, late_days: int | None, script: list) -> None:
+    index = KeyIndex.from_sorted_keys(KEYS[::2].copy())
+    compact = CloneWindow(index, rules, CELLS, late_days)
+    reference = ReferenceCloneWindow(index, rules, CELLS)
+    late = compact.late_days
+    batches: list[list[Attach]] = []
+    newest = None
+    for kind, what in script:
+        if kind == "rebase":
+            index = KeyIndex.from_sorted_keys(KEYS[sorted(what)].copy())
+            compact, reference = compact.rebase(index), reference.rebase(index)
+            continue
+        if kind == "replay":
+            if what >= len(batches):
+                continue
+            batch = batches[what]
+            if newest is not None and any(a.day < newest - late for a in batch):
+                continue  # older than the window promises to answer as the reference does
+        else:
+            floor = 0 if newest is None else newest - late
+            batch = [Attach(a.key, a.imsi, max(a.day, floor), a.minute, a.operator, a.cell,
+                            a.off_radio) for a in what]
+            batches.append(batch)
+        got = compact.observe(sightings(batch, index))
+        want = reference.observe(sightings(batch, index))
+        assert got.event.tolist() == want.event.tolist()
+        assert got.reason.tolist() == want.reason.tolist()
+        if batch:
+            newest = max([a.day for a in batch] + ([] if newest is None else [newest]))
+
+
+def test_one_sim_an_imei_takes_no_more_than_its_row() -> None:
+    w = CloneWindow(KeyIndex.from_sorted_keys(KEYS.copy()), RULES, CELLS)
+    assert flagged(w, *((row, 100 + row, DAY0) for row in range(len(KEYS)))) == []
+    assert flagged(w, (1, 101, DAY0 + MS_PER_DAY)) == []  # its own SIM again
+    assert w.imeis_with_more_sims == 0
+    assert flagged(w, (1, 12, DAY0 + MS_PER_DAY), (2, 13, DAY0 + MS_PER_DAY)) == []
+    assert w.imeis_with_more_sims == 2
+
+
+def test_the_imeis_with_more_sims_are_forgotten_as_the_window_moves() -> None:
+    w = CloneWindow(KeyIndex.from_sorted_keys(KEYS.copy()), RULES, CELLS, late_days=5)
+    flagged(w, (1, 11, DAY0), (1, 12, DAY0))
+    flagged(w, (3, 31, DAY0 + 24 * MS_PER_DAY))  # 20 days' window and 5 late: still held
+    assert w.imeis_with_more_sims == 1
+    # The latest attach it answers as the reference does, 5 days late: both SIMs in reach.
+    assert flagged(w, (1, 13, DAY0 + 19 * MS_PER_DAY)) == [(0, "imsis")]
+    flagged(w, (3, 31, DAY0 + 25 * MS_PER_DAY))
+    assert w.imeis_with_more_sims == 0
+    # Still its row's SIM, and the window counts from there as the reference does.
+    assert flagged(w, (1, 13, DAY0 + 25 * MS_PER_DAY), (1, 14, DAY0 + 25 * MS_PER_DAY),
+                   (1, 15, DAY0 + 25 * MS_PER_DAY + 1)) == [(2, "imsis")]
+
+
+def test_a_place_without_an_operator_or_a_cell_is_not_kept() -> None:
+    w = CloneWindow(KeyIndex.from_sorted_keys(KEYS.copy()), RULES, CELLS)
+    flagged(w, (4, 41, DAY0))
+    assert not w._minute.any()  # noqa: SLF001 - what is written is what is resident
+    flagged(w, (4, 41, DAY0 + MINUTE, 43211))
+    flagged(w, (4, 41, DAY0 + 2 * MINUTE))
+    assert not (w._minute.any() or w._operator.any())  # noqa: SLF001
+
+
+def test_the_imeis_lately_with_more_sims_are_found_as_the_others() -> None:
+    keys = np.arange(1, 61, dtype=np.uint64) + np.uint64(35_000_000_000_000)
+    compact = CloneWindow(KeyIndex.from_sorted_keys(keys), RULES, CELLS)
+    reference = ReferenceCloneWindow(KeyIndex.from_sorted_keys(keys), RULES, CELLS)
+    many = [(row, sim, DAY0 + row) for row in range(40) for sim in (1, 2)]
+    lately = [(row, sim, DAY0 + MINUTE) for row in (50, 51) for sim in (1, 2)]
+    third = [(row, 3, DAY0 + 2 * MINUTE) for row in (7, 50, 55)]
+    for batch in (many, lately, third, lately + third):
+        assert flagged(compact, *batch) == flagged(reference, *batch)
+    assert compact.imeis_with_more_sims == 42
+    assert flagged(compact, *third) == [(0, "imsis"), (1, "imsis")]
