@@ -438,13 +438,19 @@ def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tm
     # The server goes on: a good request on a new connection, from the other peer configured.
     again = connected(s13_port, [], origin_host="mme2.test.example")
     # A message whose first AVP's length runs past its end: 5014 naming the AVP, its data
-    # zeros (RFC 6733 §7.1.5), and the connection goes on.
+    # zeros (RFC 6733 §7.1.5), in a ME-Identity-Check-Answer as any other (TS 29.272
+    # §7.2.20), and the connection goes on.
     broken = bytearray(micr(full(STOLEN), None, n=9, origin_host="mme2.test.example").as_bytes())
     broken[HEADER_BYTES + 5:HEADER_BYTES + 8] = b"\xff\xff\xff"
     invalid = again.ask(bytes(broken))
     assert (invalid.header.hop_by_hop_identifier, invalid.result_code) == (
         0x1009, DIAMETER_INVALID_AVP_LENGTH)
+    assert not invalid.header.is_error  # a permanent failure, no protocol error
     assert [a.code for a in invalid.find_avps((AVP_FAILED_AVP, 0))[0].value] == [263]
+    assert invalid.auth_session_state == 1  # NO_STATE_MAINTAINED
+    application = invalid.vendor_specific_application_id
+    assert (application.vendor_id, application.auth_application_id) == (
+        VENDOR_3GPP, S13_APPLICATION_ID)
     answer = again.ask(micr(full(STOLEN), None, n=10, origin_host="mme2.test.example"))
     assert answer.header.hop_by_hop_identifier == 0x100A
     assert answer.equipment_status == EquipmentStatus.BLACKLISTED

@@ -1,9 +1,13 @@
 """ME-Identity-Check written and read by hand (enforcer/frontends/s13/wire.py) against
 python-diameter as the reference: a request it builds reads to its fields; an answer written
 by hand is, byte for byte, the one python-diameter writes for the same fields (as
-S13Answers wrote them with it before); any bytes whatever raise nothing but WireError."""
+S13Answers wrote them with it before), a 5005's and a 5014's Failed-AVP among them; any AVPs
+behind a header that is right reach the AVP reader and raise nothing but 5014, and any bytes
+whatever nothing but WireError."""
 
 from __future__ import annotations
+
+import struct
 
 from diameter.message import Avp, Message
 from diameter.message.avp.grouped import (ExperimentalResult, FailedAvp, ProxyInfo,
@@ -13,13 +17,17 @@ from diameter.message.constants import AVP_RESULT_CODE
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from enforcer.frontends.s13.check import (AVP_IMEI, AVP_TERMINAL_INFORMATION,
+from enforcer.frontends.s13.check import (AVP_IMEI, AVP_TERMINAL_INFORMATION, AVP_USER_NAME,
                                           DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
                                           DIAMETER_INVALID_AVP_VALUE, DIAMETER_MISSING_AVP,
                                           DIAMETER_SUCCESS, DIAMETER_UNABLE_TO_COMPLY,
-                                          S13_APPLICATION_ID, VENDOR_3GPP)
-from enforcer.frontends.s13.wire import (DIAMETER_INVALID_AVP_LENGTH, HEADER_BYTES, MicaWriter,
-                                         WireError, read_micr, refusal)
+                                          ME_IDENTITY_CHECK, S13_APPLICATION_ID, VENDOR_3GPP)
+from enforcer.frontends.s13.wire import (AVP_AUTH_SESSION_STATE, AVP_FLAG_MANDATORY,
+                                         AVP_FLAG_VENDOR, AVP_HEADER_BYTES, AVP_PROXY_INFO,
+                                         AVP_SESSION_ID, DIAMETER_INVALID_AVP_LENGTH,
+                                         FLAG_PROXYABLE, FLAG_REQUEST, HEADER_BYTES, MicaWriter,
+                                         WireError, header_bytes, read_header, read_micr,
+                                         refusal, salvage)
 
 NO_STATE_MAINTAINED = 1
 EIR_HOST, REALM = b"eir.test.example", b"test.example"
@@ -147,14 +155,47 @@ def test_a_failed_avp_holds_the_avp_as_received(request) -> None:
 
 @given(requests())
 def test_a_request_lacking_avps_names_each_in_failed_avp(request) -> None:
+    """The 5005 names in Failed-AVP each mandatory AVP python-diameter finds the request
+    lacking, in its order, as an AVP without data (RFC 6733 §7.5): byte for byte the answer
+    python-diameter writes with those AVPs."""
+    data = request.as_bytes()
+    reference = Message.from_bytes(data)
+    lacking = [Avp.new(d.avp_code, d.vendor_id, is_mandatory=True)
+               for d in MeIdentityCheckRequest.avp_def
+               if d.is_required and getattr(reference, d.attr_name) is None]
     writer = MicaWriter(EIR_HOST, REALM, NO_STATE_MAINTAINED)
-    read = read_micr(request.as_bytes())
-    ours = Message.from_bytes(writer.answer(read, writer.body(DIAMETER_MISSING_AVP, None,
-                                                              False), b"".join(read.missing)))
-    named = [(a.code, a.vendor_id) for f in ours.failed_avp for a in f.additional_avps] \
-        if read.missing else []
-    assert named == [(Avp.from_bytes(m).code, Avp.from_bytes(m).vendor_id)
-                     for m in read.missing]
+    read = read_micr(data)
+    ours = writer.answer(read, writer.body(DIAMETER_MISSING_AVP, None, False),
+                         b"".join(read.missing))
+    assert ours == reference_answer(request, DIAMETER_MISSING_AVP, None, False, lacking)
+
+
+@given(requests(), st.sampled_from([AVP_USER_NAME, AVP_SESSION_ID, 9999]),
+       st.sampled_from([AVP_HEADER_BYTES - 4, 0xFFFFFF]))
+def test_an_avp_whose_length_cannot_be_is_answered_5014_as_a_mica(request, code,
+                                                                  length) -> None:
+    """RFC 6733 §7.1.5 and TS 29.272 §7.2.20: a request whose last AVP's length is shorter
+    than its header or runs past the message is answered 5014 in a ME-Identity-Check-Answer
+    (Auth-Session-State among its AVPs) with the Session-Id and Proxy-Info read before it
+    and the AVP at fault in Failed-AVP: byte for byte the answer python-diameter writes."""
+    raw = bytearray(request.as_bytes() + struct.pack("!II", code,
+                                                     (AVP_FLAG_MANDATORY << 24) | length))
+    raw[1:4] = len(raw).to_bytes(3, "big")
+    data = bytes(raw)
+    try:
+        read_micr(data)
+    except WireError as error:
+        fault = error
+    else:
+        raise AssertionError("an AVP whose length cannot be was read")
+    assert fault.result_code == DIAMETER_INVALID_AVP_LENGTH
+    writer = MicaWriter(EIR_HOST, REALM, NO_STATE_MAINTAINED)
+    ours = writer.answer(salvage(data, read_header(data)),
+                         writer.body(DIAMETER_INVALID_AVP_LENGTH, None, False), fault.failed_avp)
+    assert ours == reference_answer(request, DIAMETER_INVALID_AVP_LENGTH, None, False,
+                                    [Avp.new(code, is_mandatory=True) if code != 9999
+                                     else Avp(9999, flags=AVP_FLAG_MANDATORY)])
+    assert Message.from_bytes(ours).auth_session_state == NO_STATE_MAINTAINED
 
 
 @given(requests(), st.integers(0, 2**32 - 1))
@@ -172,6 +213,74 @@ def test_a_refusal_is_a_protocol_error_with_the_session_echoed(request, applicat
     assert len(answer.find_avps((284, 0))) == len(request.proxy_info)
 
 
+def framed(body: bytes) -> bytes:
+    """`body`, padded, as the AVPs of a ME-Identity-Check-Request whose header is right."""
+    body += bytes(-len(body) % 4)
+    return header_bytes(HEADER_BYTES + len(body), FLAG_REQUEST | FLAG_PROXYABLE,
+                        ME_IDENTITY_CHECK, S13_APPLICATION_ID, bytes(8)) + body
+
+
+AVP_CODES = st.one_of(st.sampled_from([AVP_SESSION_ID, AVP_AUTH_SESSION_STATE, AVP_USER_NAME,
+                                       AVP_TERMINAL_INFORMATION, AVP_IMEI, AVP_PROXY_INFO]),
+                      st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def raw_avps(draw, inside: bool = False) -> bytes:
+    """AVPs of any code, flags, vendor or none, data (a Terminal-Information's AVPs among
+    them) and length, right or a little or a lot off."""
+    parts = []
+    for _ in range(draw(st.integers(0, 6))):
+        code = draw(AVP_CODES)
+        vendor = draw(st.one_of(st.none(), st.just(VENDOR_3GPP), st.integers(0, 2**32 - 1)))
+        flags = draw(st.integers(0, 0x7F)) | (AVP_FLAG_VENDOR if vendor is not None else 0)
+        if code == AVP_TERMINAL_INFORMATION and not inside and draw(st.booleans()):
+            data = draw(raw_avps(inside=True))
+        else:
+            data = draw(st.binary(max_size=20))
+        head = AVP_HEADER_BYTES + (0 if vendor is None else 4)
+        length = head + len(data) + draw(st.sampled_from([0, 0, 0, -1, 1, -4, 4, -head, 2**20]))
+        parts.append(struct.pack("!II", code, flags << 24 | max(0, min(length, 0xFFFFFF)))
+                     + (b"" if vendor is None else struct.pack("!I", vendor))
+                     + data + bytes(-len(data) % 4))
+    return b"".join(parts)
+
+
+def mutated(request: MeIdentityCheckRequest, edits: list[tuple[int, bytes]]) -> bytes:
+    """A request's AVPs with bytes overwritten (or added at the end) at a few places."""
+    body = bytearray(request.as_bytes()[HEADER_BYTES:])
+    for at, chunk in edits:
+        at %= len(body) + 1
+        body[at:at + len(chunk)] = chunk
+    return framed(bytes(body))
+
+
+EDITS = st.lists(st.tuples(st.integers(0, 2**16), st.binary(min_size=1, max_size=4)),
+                 min_size=1, max_size=4)
+
+
+@given(st.one_of(raw_avps().map(framed), st.binary(max_size=300).map(framed),
+                 st.builds(mutated, requests(), EDITS)))
+@example(framed(b"\x00\x00\x01\x07\x40\xff\xff\xff"))
+@example(framed(b"\x00\x00\x05\x79\xc0\x00\x00\x0c\x00\x00\x28\xaf"))
+def test_any_avps_raise_nothing_but_5014_and_are_answered(data) -> None:
+    """Behind a header that is right, any AVPs whatever reach the AVP reader: read, or 5014
+    with the AVP at fault, whose answer is a message our reader reads."""
+    try:
+        read = read_micr(data)
+    except WireError as error:
+        assert error.result_code == DIAMETER_INVALID_AVP_LENGTH  # never the header's fault
+        assert len(error.failed_avp) >= AVP_HEADER_BYTES and len(error.failed_avp) % 4 == 0
+        request = salvage(data, read_header(data))
+        writer = MicaWriter(EIR_HOST, REALM, NO_STATE_MAINTAINED)
+        answer = read_micr(writer.answer(request, writer.body(DIAMETER_INVALID_AVP_LENGTH,
+                                                              None, False), error.failed_avp))
+        assert (answer.session_id, answer.proxy_infos) == (request.session_id,
+                                                           request.proxy_infos)
+    else:
+        assert read.header.length == len(data)
+
+
 @given(st.binary(max_size=300))
 @example(b"\x01\x00\x00\x1c" + bytes(16) + b"\x00\x00\x01\x07\x40\xff\xff\xff")
 @example(b"\x01\x00\x00\x20" + bytes(16) + b"\x00\x00\x05\x79\xc0\x00\x00\x0c\x00\x00\x28\xaf")
@@ -180,7 +289,6 @@ def test_any_bytes_raise_nothing_but_wire_error(data) -> None:
         read_micr(data)
     except WireError as error:
         assert error.result_code in (None, DIAMETER_INVALID_AVP_LENGTH)
-
 
 @given(requests().filter(lambda r: len(r.as_bytes()) > HEADER_BYTES), st.data())
 def test_a_request_cut_or_overwritten_anywhere_raises_nothing_but_wire_error(request,

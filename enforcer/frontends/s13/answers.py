@@ -19,7 +19,8 @@ from enforcer.frontends.eic import Answer, Check, answers_of, check_batch
 from enforcer.frontends.s13.check import (AVP_IMEI, DIAMETER_MISSING_AVP, FAILED_ANSWER,
                                           VENDOR_3GPP, InvalidAvp, S13Answer, read_identity_check,
                                           s13_answer)
-from enforcer.frontends.s13.wire import Micr, MicaWriter, example
+from enforcer.frontends.s13.wire import (DIAMETER_INVALID_AVP_LENGTH, Header, Micr, MicaWriter,
+                                         WireError, example, salvage)
 from enforcer.logs import describe
 from metrics.s13 import S13Metrics
 
@@ -134,3 +135,13 @@ class S13Answers:
             failed = request.user_name_avp
         return self._writer.answer(request, self._writer.body(fault.result_code, None, False),
                                    failed)
+
+    def unreadable(self, data: bytes, header: Header, fault: WireError) -> bytes:
+        """The answer to a request whose AVPs cannot all be read (`fault`: 5014
+        DIAMETER_INVALID_AVP_LENGTH, RFC 6733 §7.1.5): a ME-Identity-Check-Answer as any
+        other (TS 29.272 §7.2.20, Auth-Session-State among its AVPs) with the Session-Id and
+        Proxy-Info read before the AVP at fault, and that AVP in Failed-AVP."""
+        code = fault.result_code or DIAMETER_INVALID_AVP_LENGTH
+        self._counter((NO_STATUS, code)).inc()
+        return self._writer.answer(salvage(data, header), self._writer.body(code, None, False),
+                                   fault.failed_avp)

@@ -15,8 +15,9 @@ ME-Identity-Check answered in batches (`answers.S13Answers`).
   read by hand (`wire.read_micr`) and decided in one call, as the N5g-eir transport decides a
   turn's requests; another S13 command is answered 3001 DIAMETER_COMMAND_UNSUPPORTED,
   another application 3007 DIAMETER_APPLICATION_UNSUPPORTED (both with the E bit), an AVP
-  whose length cannot be 5014 DIAMETER_INVALID_AVP_LENGTH with the AVP in Failed-AVP; a
-  header that cannot be (version, length) closes the connection, whose framing is lost.
+  whose length cannot be 5014 DIAMETER_INVALID_AVP_LENGTH in a ME-Identity-Check-Answer
+  with the AVP in Failed-AVP; a header that cannot be (version, length) closes the
+  connection, whose framing is lost.
 
 The rare messages (CER/CEA, DWR/DWA, DPR/DPA) are coded with python-diameter; the checks
 never are."""
@@ -227,8 +228,7 @@ class _Connection(asyncio.Protocol):
                 # read, the next one can.
                 log.warning("ME-Identity-Check unreadable", extra={
                     "peer": self.peer, "error": str(exc)})
-                self.out.append(refusal(data, header, exc.result_code, node.origin_host,
-                                        node.origin_realm, exc.failed_avp))
+                self.out.append(node.answers.unreadable(data, header, exc))
             return
         if header.command_code == CAPABILITIES_EXCHANGE and request:
             self._capabilities(data)

@@ -271,26 +271,33 @@ class MicaWriter:
                             head.application_id, head.identifiers) + avps
 
 
-def refusal(data: bytes, header: Header, result_code: int, origin_host: bytes,
-            origin_realm: bytes, failed: bytes = b"") -> bytes:
-    """The answer to a request refused as a whole (RFC 6733 §7.2): its Session-Id and
-    Proxy-Info echoed, Result-Code, Origin-Host, Origin-Realm, and a Failed-AVP holding
-    `failed` when given; the E bit for a protocol error (3xxx, §7.1.3). A request whose AVPs
-    cannot all be read still gets it, without what could not be read."""
-    session: list[bytes] = []
-    proxies: list[bytes] = []
+def salvage(data: bytes, header: Header) -> Micr:
+    """What its answer echoes of a request whose AVPs cannot all be read (5014, or refused
+    as a whole): its first Session-Id and its Proxy-Info, as far as they can be read."""
+    session_id = None
+    proxy_infos: list[bytes] = []
     try:
         for code, vendor, start, end, _ in _avps(data, HEADER_BYTES, min(header.length,
                                                                           len(data))):
-            if code == AVP_SESSION_ID and vendor == 0 and not session:
-                session.append(avp(AVP_SESSION_ID, data[start:end]))
+            if code == AVP_SESSION_ID and vendor == 0 and session_id is None:
+                session_id = data[start:end]
             elif code == AVP_PROXY_INFO and vendor == 0:
-                proxies.append(avp(AVP_PROXY_INFO, data[start:end]))
+                proxy_infos.append(data[start:end])
     except WireError:
         pass  # what was read before the fault is echoed; the rest cannot be
+    return Micr(header, session_id, None, b"", None, b"", tuple(proxy_infos), ())
+
+
+def refusal(data: bytes, header: Header, result_code: int, origin_host: bytes,
+            origin_realm: bytes) -> bytes:
+    """The answer to a request refused as a whole (RFC 6733 §7.2), of an application or a
+    command this node does not serve: its Session-Id and Proxy-Info echoed (`salvage`),
+    Result-Code, Origin-Host, Origin-Realm; the E bit for a protocol error (3xxx, §7.1.3)."""
+    read = salvage(data, header)
     error = result_code in PROTOCOL_ERRORS
-    avps = b"".join([*session, unsigned(AVP_RESULT_CODE, result_code),
+    avps = b"".join([*([] if read.session_id is None else [avp(AVP_SESSION_ID, read.session_id)]),
+                     unsigned(AVP_RESULT_CODE, result_code),
                      avp(AVP_ORIGIN_HOST, origin_host), avp(AVP_ORIGIN_REALM, origin_realm),
-                     *([avp(AVP_FAILED_AVP, failed)] if failed else []), *proxies])
+                     *(avp(AVP_PROXY_INFO, p) for p in read.proxy_infos)])
     return header_bytes(HEADER_BYTES + len(avps), answer_flags(header, error),
                         header.command_code, header.application_id, header.identifiers) + avps
