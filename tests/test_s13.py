@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -23,8 +24,9 @@ from diameter.message import Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 from diameter.message.avp.grouped import TerminalInformation, VendorSpecificApplicationId
-from diameter.message.commands import (CapabilitiesExchangeRequest, DeviceWatchdogRequest,
-                                       DisconnectPeerRequest, MeIdentityCheckRequest)
+from diameter.message.commands import (CapabilitiesExchangeRequest, DeviceWatchdogAnswer,
+                                       DeviceWatchdogRequest, DisconnectPeerRequest,
+                                       MeIdentityCheckRequest)
 from diameter.message.constants import AVP_FAILED_AVP
 from diameter.node import Node
 from diameter.node.application import SimpleThreadingApplication
@@ -64,6 +66,7 @@ DIAMETER_UNKNOWN_PEER = 3010
 DIAMETER_INVALID_AVP_LENGTH = 5014
 HEADER_BYTES = 20
 DIAMETER_PORT = 3868  # the capture's: Wireshark dissects Diameter on it by default
+WATCHDOG_S = 1  # s13.watchdog_s of the serve these tests run
 
 __all__ = ["state"]  # the fixture, shared with test_decide
 
@@ -220,21 +223,25 @@ def test_a_fault_of_the_request_is_answered_with_the_avp_in_failed_avp(state, ru
 
 
 def test_an_address_or_transport_s13_cannot_have_is_a_configuration_error(state, rules) -> None:
-    """Exit 2 naming the key, as for eic.port: a port in use, SCTP where there is none."""
+    """Exit 2 naming the key, as for eic.port: a port in use; SCTP, which the node does not
+    serve (uvloop makes every socket it accepts a TCP transport)."""
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        for env, key in [({"EIR_S13__PORT": str(taken)}, "s13.port"),
-                         ({"EIR_S13__TRANSPORT": "sctp"}, "s13.transport")]:
+        for env, complaint in [({"EIR_S13__PORT": str(taken)}, "'s13.port'"),
+                               ({"EIR_S13__TRANSPORT": "sctp"},
+                                "'s13.transport': sctp is not served: the S13 node "
+                                r"\(uvloop\) serves TCP only")]:
             config = load_config(environ={"EIR_S13__BIND": "127.0.0.1",
                                           "EIR_S13__PORT": str(free_port()), **env})
             metrics = S13Metrics(CollectorRegistry())
             answers = S13Answers(StateHolder(state), rules, FixedClock(), metrics, EIR_HOST,
                                  REALM)
             server = S13Server(config.s13, answers, metrics)
-            with pytest.raises(ConfigError, match=f"^configuration key '{key}'"):
+            with pytest.raises(ConfigError, match=f"^configuration key {complaint}"):
                 start_s13(server, config)
+            assert not server.alive()
 
 
 # --- `eir-enforcer serve` with S13 -----------------------------------------------------------
@@ -257,7 +264,7 @@ def running_s13(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[int, int]
                "EIR_S13__BIND": "127.0.0.1", "EIR_S13__PORT": str(s13_port),
                "EIR_S13__ORIGIN_HOST": EIR_HOST, "EIR_S13__ORIGIN_REALM": REALM,
                "EIR_S13__PEERS": f"aaa://{MME_HOST},aaa://MME2.test.example",
-               "EIR_S13__WATCHDOG_S": "1",
+               "EIR_S13__WATCHDOG_S": str(WATCHDOG_S),
                "EIR_POLICY__FILE": str(strict_policy(tmp_path / "policy.toml"))}
     with (tmp_path / "serve.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "enforcer.app.cli", "serve"],
@@ -326,6 +333,15 @@ def cer(origin_host: str = MME_HOST) -> CapabilitiesExchangeRequest:
     request.vendor_specific_application_id = [VendorSpecificApplicationId(
         vendor_id=VENDOR_3GPP, auth_application_id=S13_APPLICATION_ID)]
     return request
+
+
+def disconnect(n: int) -> DisconnectPeerRequest:
+    """A peer's Disconnect-Peer-Request (RFC 6733 §5.4.1)."""
+    dpr = DisconnectPeerRequest()
+    dpr.header.hop_by_hop_identifier = dpr.header.end_to_end_identifier = n
+    dpr.origin_host, dpr.origin_realm = MME_HOST.encode(), REALM.encode()
+    dpr.disconnect_cause = 0  # REBOOTING
+    return dpr
 
 
 def connected(port: int, record: list[tuple[bool, bytes]], origin_host: str = MME_HOST) -> Wire:
@@ -420,11 +436,7 @@ def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tm
     dwr.origin_host, dwr.origin_realm = MME_HOST.encode(), REALM.encode()
     dwa = wire.ask(dwr)
     assert (dwa.header.command_code, dwa.result_code) == (280, DIAMETER_SUCCESS)
-    dpr = DisconnectPeerRequest()
-    dpr.header.hop_by_hop_identifier = dpr.header.end_to_end_identifier = 8
-    dpr.origin_host, dpr.origin_realm = MME_HOST.encode(), REALM.encode()
-    dpr.disconnect_cause = 0  # REBOOTING
-    dpa = wire.ask(dpr)
+    dpa = wire.ask(disconnect(8))
     assert (dpa.header.command_code, dpa.result_code) == (282, DIAMETER_SUCCESS)
     wire.close()
 
@@ -489,6 +501,9 @@ def test_serve_answers_other_commands_and_takes_nothing_before_a_cer(s13) -> Non
         first.read()
     first.close()
     assert _metrics(port)["eir_s13_peers_connected"] == 1
+    # A CER again on the open connection, naming the other peer: still one peer connected.
+    assert second.ask(cer("mme2.test.example")).result_code == DIAMETER_SUCCESS
+    assert _metrics(port)["eir_s13_peers_connected"] == 1
     no_session = micr(full(STOLEN), None, n=3)
     no_session.session_id = None
     no_session.destination_realm = None
@@ -501,19 +516,100 @@ def test_serve_answers_other_commands_and_takes_nothing_before_a_cer(s13) -> Non
 
 
 def test_a_peer_that_leaves_the_watchdog_unanswered_is_disconnected_and_counted(s13) -> None:
+    """RFC 3539 §3.4.1: Tw (s13.watchdog_s) without a message sends a DWR; Tw more without
+    one makes the peer suspect, and Tw more again closes the connection."""
     port, s13_port = s13
     silent = connected(s13_port, [])
     assert _metrics(port)["eir_s13_peers_connected"] == 1
     # Quiet for s13.watchdog_s (1 s): the EIR asks (RFC 6733 §5.5.3) ...
     dwr = silent.read()
+    asked = time.monotonic()
     assert (dwr.header.command_code, dwr.header.is_request) == (280, True)
     assert dwr.origin_host == EIR_HOST.encode()
-    # ... and, unanswered as long again, closes the connection.
+    # ... and, with nothing heard for twice as long again, closes the connection.
     with pytest.raises((ConnectionError, OSError)):
         silent.read()
+    assert time.monotonic() - asked >= 1.5 * WATCHDOG_S  # suspect first, not closed
     silent.close()
     wait_for(lambda: _metrics(port)["eir_s13_watchdog_failures_total"] == 1, timeout_s=10)
     assert _metrics(port)["eir_s13_peers_connected"] == 0
+
+
+def test_checks_while_a_dwr_is_unanswered_keep_the_connection(s13) -> None:
+    """Every message received sets the watchdog again (RFC 3539 §3.4.1): a peer that leaves
+    a DWR unanswered for three watchdog_s while it sends checks is kept, and once it
+    answers the DWR, a new one comes after watchdog_s of silence."""
+    port, s13_port = s13
+    busy = connected(s13_port, [])
+    dwr = busy.read()
+    assert (dwr.header.command_code, dwr.header.is_request) == (280, True)
+    began = time.monotonic()
+    n = 0
+    while time.monotonic() - began < 3 * WATCHDOG_S:
+        n += 1
+        answer = busy.ask(micr(full(STOLEN), None, n=n))
+        assert (answer.header.command_code, answer.header.hop_by_hop_identifier) == (
+            324, 0x1000 + n)
+        assert answer.equipment_status == EquipmentStatus.BLACKLISTED
+        time.sleep(0.4 * WATCHDOG_S)
+    dwa = DeviceWatchdogAnswer()
+    dwa.header.hop_by_hop_identifier = dwr.header.hop_by_hop_identifier
+    dwa.header.end_to_end_identifier = dwr.header.end_to_end_identifier
+    dwa.origin_host, dwa.origin_realm = MME_HOST.encode(), REALM.encode()
+    dwa.result_code = DIAMETER_SUCCESS
+    busy.send(dwa.as_bytes())
+    again = busy.read()
+    assert (again.header.command_code, again.header.is_request) == (280, True)
+    assert again.header.hop_by_hop_identifier != dwr.header.hop_by_hop_identifier
+    busy.close()
+    assert _metrics(port)["eir_s13_watchdog_failures_total"] == 0
+
+
+def test_a_connection_without_its_cer_is_closed_in_time_whatever_it_sends(s13) -> None:
+    """The CER's deadline counts from the connection (s13.watchdog_s): a host that sends a
+    CER a byte at a time, never whole, is closed within it, bytes or not."""
+    port, s13_port = s13
+    data = cer().as_bytes()
+    closed = False
+    with socket.create_connection(("127.0.0.1", s13_port), timeout=10) as sock:
+        began = time.monotonic()
+        sock.settimeout(0.1 * WATCHDOG_S)
+        for byte in data[:-1]:  # some 15 watchdog_s of bytes, never the whole CER
+            try:
+                sock.sendall(bytes([byte]))
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        took = time.monotonic() - began
+    assert closed
+    assert 0.9 * WATCHDOG_S <= took < 2.5 * WATCHDOG_S
+    assert _ready(port)
+
+
+def test_a_peer_that_disconnects_after_its_checks_is_answered_first(s13) -> None:
+    """Checks and a DPR in one segment: the checks' answers come before the DPA, and then
+    the connection closes (RFC 6733 §5.4); nothing counted unsent."""
+    port, s13_port = s13
+    leaving = connected(s13_port, [])
+    leaving.send(micr(full(STOLEN), home_imsi(OWNER), n=1).as_bytes()
+                 + micr(full(SINGLE), home_imsi(OWNER), n=2).as_bytes()
+                 + disconnect(3).as_bytes())
+    first, second, dpa = leaving.read(), leaving.read(), leaving.read()
+    assert [(m.header.command_code, m.header.hop_by_hop_identifier) for m in (first, second)] \
+        == [(324, 0x1001), (324, 0x1002)]
+    assert [first.equipment_status, second.equipment_status] == [
+        EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED]
+    assert (dpa.header.command_code, dpa.header.hop_by_hop_identifier, dpa.result_code) == (
+        282, 3, DIAMETER_SUCCESS)
+    with pytest.raises((ConnectionError, OSError)):
+        leaving.read()
+    leaving.close()
+    assert _metrics(port)["eir_s13_unsent_answers_total"] == 0
+    wait_for(lambda: _metrics(port)["eir_s13_peers_connected"] == 0, timeout_s=10)
 
 
 def dissect(record: list[tuple[bool, bytes]], tmp_path: Path) -> str:

@@ -6,11 +6,17 @@ ME-Identity-Check answered in batches (`answers.S13Answers`).
   `s13.peers` (else 3010 DIAMETER_UNKNOWN_PEER, with the E bit, and the connection closed)
   that names S13 or the relay application (else 5010 DIAMETER_NO_COMMON_APPLICATION, closed);
   the CEA advertises S13 as Vendor-Specific-Application-Id (Vendor-Id 10415, TS 29.272
-  §7.1.8) and as Auth-Application-Id. A second connection of a peer replaces its first.
-- Watchdog (§5.5, RFC 3539): a connection silent for `s13.watchdog_s` is sent a DWR; one
-  that leaves it unanswered as long again is closed and counted. A DWR is answered.
+  §7.1.8) and as Auth-Application-Id. A second connection of a peer replaces its first. A
+  connection whose CER has not come `s13.watchdog_s` after it opened is closed, whatever
+  bytes it sends meanwhile.
+- Watchdog (§5.5, RFC 3539 §3.4.1, Tw = `s13.watchdog_s`, no jitter): every message
+  received sets the timer again; Tw without one sends a DWR, Tw more without one makes the
+  peer suspect (logged), and Tw more closes the connection, counted. A DWA clears the DWR;
+  a DWR is answered.
 - Disconnection (§5.4): a DPR is answered and the connection closed; at a stop each peer is
-  sent a DPR and its DPA waited for DPA_WAIT_S at most.
+  sent a DPR and its DPA waited for DPA_WAIT_S at most. A connection closed for any reason
+  but a fault is first sent the answers to what it asked: the turn's batch is answered at
+  once when it holds one of its requests.
 - Requests (§6-7): ME-Identity-Check-Requests of one loop turn, from every connection, are
   read by hand (`wire.read_micr`) and decided in one call, as the N5g-eir transport decides a
   turn's requests; another S13 command is answered 3001 DIAMETER_COMMAND_UNSUPPORTED,
@@ -18,6 +24,9 @@ ME-Identity-Check answered in batches (`answers.S13Answers`).
   whose length cannot be 5014 DIAMETER_INVALID_AVP_LENGTH in a ME-Identity-Check-Answer
   with the AVP in Failed-AVP; a header that cannot be (version, length) closes the
   connection, whose framing is lost.
+- Transport: TCP only. uvloop makes every accepted socket a TCP transport (TCP_NODELAY set,
+  which an SCTP socket refuses, and libuv closes it unsaid), so `s13.transport = "sctp"`
+  is refused at start.
 
 The rare messages (CER/CEA, DWR/DWA, DPR/DPA) are coded with python-diameter; the checks
 never are."""
@@ -39,7 +48,7 @@ from diameter.message.commands import (CapabilitiesExchangeAnswer, CapabilitiesE
                                        DeviceWatchdogAnswer, DeviceWatchdogRequest,
                                        DisconnectPeerAnswer, DisconnectPeerRequest)
 
-from enforcer.config import S13Config
+from enforcer.config import S13Config, config_error
 from enforcer.frontends.s13.answers import S13Answers
 from enforcer.frontends.s13.check import (DIAMETER_SUCCESS, ME_IDENTITY_CHECK,
                                           S13_APPLICATION_ID, VENDOR_3GPP)
@@ -67,9 +76,12 @@ REBOOTING = 0
 # At a stop, each peer is sent a Disconnect-Peer-Request and its answer waited for this long
 # at most.
 DPA_WAIT_S = 2
-# The watchdog looks at every connection this many times a watchdog_s: a DWR goes after
-# watchdog_s to 1.25 watchdog_s of silence.
+# The watchdog looks at every connection this many times a watchdog_s: each of its steps
+# (the CER's deadline, a DWR, suspect, closed) comes watchdog_s to 1.25 watchdog_s after
+# the one before.
 WATCHDOG_LOOKS = 4
+# The only transport the node serves (see the module's docstring).
+TRANSPORT = "tcp"
 # No peer message of S13 comes near this (a MICR is some 200 bytes, a CER a few hundred): a
 # header saying more is not believed, and its connection closed.
 MAX_MESSAGE_BYTES = 1 << 16
@@ -127,8 +139,16 @@ class _Node:
         batch.requests.append(request)
         batch.connections.append(connection)
 
+    def answer_now(self, connection: _Connection) -> None:
+        """The turn's batch answered at once when it holds a request of `connection`, which
+        is about to close: what it asked is answered before (a rare path, scanned)."""
+        if any(c is connection for c in self._batch.connections):
+            self._flush()
+
     def _flush(self) -> None:
         batch, self._batch = self._batch, _Batch()
+        if not batch.requests:  # answered already, by answer_now
+            return
         try:
             answers = self.answers.answer(batch.requests)
         except Exception as exc:  # noqa: BLE001 - each request still gets its answer
@@ -143,11 +163,17 @@ class _Node:
             connection.send()
 
     def watch(self) -> None:
-        """One look of the watchdog at every connection, and the next one scheduled."""
+        """The next look scheduled, and this one at every connection: a connection whose
+        look fails is closed, the others are still watched."""
+        self.loop.call_later(self.config.watchdog_s / WATCHDOG_LOOKS, self.watch)
         now = self.loop.time()
         for connection in list(self.connections):
-            connection.watch(now)
-        self.loop.call_later(self.config.watchdog_s / WATCHDOG_LOOKS, self.watch)
+            try:
+                connection.watch(now)
+            except Exception as exc:  # noqa: BLE001 - the other connections are still watched
+                log.error("Diameter watchdog failed", extra={
+                    "peer": connection.peer, "error": describe(exc)})
+                connection.abort(f"its watchdog failed: {describe(exc)}")
 
     def peers_connected(self) -> int:
         return len(self.open)
@@ -158,29 +184,36 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, node: _Node) -> None:
         self._node = node
+        # None once it is closed or aborted: what is written after is counted unsent.
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self.out: list[bytes] = []
         self.peer: str | None = None  # its Origin-Host, once its CER is taken
-        self._heard = True  # since the watchdog's last look
+        # The watchdog (RFC 3539 §3.4.1): a message came since its last look; since when
+        # none came (its timer); a DWR unanswered; the peer suspect.
+        self._heard = False
+        self._opened_at = 0.0  # the CER's deadline counts from here
         self._quiet_since = 0.0
-        self._dwr_sent_at: float | None = None
+        self._dwr_pending = False
+        self._suspect = False
         self._leaving = False  # a DPR was sent: the DPA closes it
 
     # asyncio's callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop sets TCP_NODELAY on every TCP transport it makes.
         self._transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=HIGH_WATER_BYTES)  # type: ignore[attr-defined]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.proto == socket.IPPROTO_TCP:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._quiet_since = self._node.loop.time()
+        self._opened_at = self._quiet_since = self._node.loop.time()
         self._node.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._node.connections.discard(self)
+        self._no_longer_open()
+
+    def _no_longer_open(self) -> None:
+        """Its peer no longer counted connected by this connection."""
         if self.peer is not None and self._node.open.get(self.peer) is self:
             del self._node.open[self.peer]
             log.info("Diameter peer disconnected", extra={"peer": self.peer})
@@ -194,17 +227,16 @@ class _Connection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self._heard = True
         buffer = self._buffer + data if self._buffer else data
         at = 0
         while len(buffer) - at >= HEADER_BYTES and self._transport is not None:
             try:
                 header = read_header(buffer, at)
             except WireError as exc:
-                self._lose(str(exc))
+                self.abort(str(exc))
                 return
             if header.length > MAX_MESSAGE_BYTES:
-                self._lose(f"a message of {header.length} bytes")
+                self.abort(f"a message of {header.length} bytes")
                 return
             if len(buffer) - at < header.length:
                 break
@@ -212,6 +244,8 @@ class _Connection(asyncio.Protocol):
             at += header.length
             self._receive(header, message)
         self._buffer = buffer[at:]
+        if at:  # a whole message came: bytes alone do not set the watchdog again
+            self._heard = True
         self.send()
 
     # Messages.
@@ -224,6 +258,9 @@ class _Connection(asyncio.Protocol):
             try:
                 node.add(self, read_micr(data, header))
             except WireError as exc:
+                if exc.result_code is None:  # its framing, which data_received checked
+                    self.abort(str(exc))
+                    return
                 # An AVP whose length cannot be (5014): the rest of the message cannot be
                 # read, the next one can.
                 log.warning("ME-Identity-Check unreadable", extra={
@@ -234,14 +271,15 @@ class _Connection(asyncio.Protocol):
             self._capabilities(data)
         elif self.peer is None:
             # RFC 6733 §5.6 (Wait-CER): nothing but a CER is taken before one.
-            self._lose(f"command {header.command_code} before a CER")
+            self.abort(f"command {header.command_code} before a CER")
         elif header.command_code == DEVICE_WATCHDOG:
             if request:
                 self._base_answer(data, DeviceWatchdogAnswer)
             else:
-                self._dwr_sent_at = None
+                self._dwr_pending = False
         elif header.command_code == DISCONNECT_PEER:
             if request:
+                node.answer_now(self)  # what it asked before its DPR is answered before
                 self._base_answer(data, DisconnectPeerAnswer)
                 self._close_after_send()
             elif self._leaving:
@@ -258,7 +296,7 @@ class _Connection(asyncio.Protocol):
         try:
             return Message.from_bytes(data)
         except Exception as exc:  # noqa: BLE001 - python-diameter's faults have no one class
-            self._lose(f"unreadable base protocol message: {describe(exc)}")
+            self.abort(f"unreadable base protocol message: {describe(exc)}")
             return None
 
     def _capabilities(self, data: bytes) -> None:
@@ -297,6 +335,8 @@ class _Connection(asyncio.Protocol):
                 replaced.close()
             if self.peer is None:
                 log.info("Diameter peer connected", extra={"peer": host})
+            elif self.peer != host:  # a CER again, naming another host: now that host's
+                self._no_longer_open()
             self.peer = host
             node.open[host] = self
         self.out.append(cea.as_bytes())
@@ -327,50 +367,76 @@ class _Connection(asyncio.Protocol):
     # Writing and closing.
 
     def send(self) -> None:
-        """Write what is waiting, in one write; counted unsent when the peer went away."""
+        """Write what is waiting, in one write; counted unsent when the connection is closed
+        or closing (the peer went away, or this node closed it)."""
         if not self.out:
             return
-        if self._transport is None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
             self._node.metrics.unsent.inc(len(self.out))
         else:
-            self._transport.write(b"".join(self.out))
+            transport.write(b"".join(self.out))
         self.out.clear()
 
     def _close_after_send(self) -> None:
+        """Closed once the answers to what it asked, and what waits, are written and sent."""
+        self._node.answer_now(self)
         self.send()
-        if self._transport is not None:
-            self._transport.close()  # once what was written is sent
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()  # once what was written is sent
 
     def close(self) -> None:
         self._close_after_send()
 
-    def _lose(self, why: str) -> None:
-        log.warning("Diameter connection closed", extra={"peer": self.peer, "error": why})
-        if self._transport is not None:
-            self._transport.abort()
-            self._transport = None
+    def abort(self, why: str) -> None:
+        """Closed at once, what it was not sent dropped: the answers waiting counted unsent,
+        the bytes written and not sent logged."""
+        transport, self._transport = self._transport, None
+        if transport is None:
+            return
+        log.warning("Diameter connection closed", extra={
+            "peer": self.peer, "error": why, "unsent_bytes": transport.get_write_buffer_size()})
+        self.send()  # counted unsent, the transport being gone
+        transport.abort()
 
     def watch(self, now: float) -> None:
-        """The watchdog's look (RFC 6733 §5.5.3; RFC 3539 §3.4.1): a DWR to a peer quiet for
-        watchdog_s; closed when it is unanswered as long; closed when no CER came in as
-        long."""
+        """The watchdog's look (RFC 6733 §5.5.3; RFC 3539 §3.4.1 with Tw = watchdog_s): a
+        connection without its CER watchdog_s after it opened is closed; past it, the timer
+        is set again by every message received, and watchdog_s without one sends a DWR, as
+        long again makes the peer suspect, and as long again closes the connection."""
+        if self._transport is None:  # closed, waiting for asyncio to say it is lost
+            return
         watchdog_s = self._node.config.watchdog_s
+        if self.peer is None:
+            if now - self._opened_at >= watchdog_s:
+                self.abort("no CER in s13.watchdog_s")
+            return
         if self._heard:
             self._heard = False
             self._quiet_since = now
-        if self._dwr_sent_at is not None:
-            if now - self._dwr_sent_at >= watchdog_s:
-                self._node.metrics.watchdog_failures.inc()
-                self._lose("DWR unanswered")
-        elif now - self._quiet_since >= watchdog_s:
-            if self.peer is None:
-                self._lose("no CER")
-            else:
-                self._dwr_sent_at = now
-                self._request(DeviceWatchdogRequest())
+            if self._suspect:
+                self._suspect = False
+                log.info("Diameter peer heard again", extra={"peer": self.peer})
+            return
+        if now - self._quiet_since < watchdog_s:
+            return
+        self._quiet_since = now  # the timer set again
+        if self._suspect:
+            self._node.metrics.watchdog_failures.inc()
+            self.abort("watchdog: a DWR unanswered, nothing received in two s13.watchdog_s")
+        elif self._dwr_pending:
+            self._suspect = True
+            log.warning("Diameter peer suspect: a DWR unanswered, nothing received in "
+                        "s13.watchdog_s", extra={"peer": self.peer})
+        else:
+            self._dwr_pending = True
+            self._request(DeviceWatchdogRequest())
 
     def disconnect(self) -> None:
         """A DPR (RFC 6733 §5.4): the peer's DPA closes the connection."""
+        if self._transport is None:  # closed already
+            return
         if self.peer is None:
             self.close()
             return
@@ -381,10 +447,8 @@ class _Connection(asyncio.Protocol):
 
 
 def _listening(config: S13Config) -> socket.socket:
-    """The listening socket. Raises OSError when the address or the transport cannot be
-    had (SCTP where the kernel has none: EPROTONOSUPPORT)."""
-    proto = socket.IPPROTO_TCP if config.transport == "tcp" else socket.IPPROTO_SCTP
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+    """The listening TCP socket. Raises OSError when the address cannot be had."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((config.bind, config.port))
@@ -401,8 +465,6 @@ class S13Server:
 
     def __init__(self, config: S13Config, answers: S13Answers, metrics: S13Metrics) -> None:
         self._config = config
-        self._answers = answers
-        self._metrics = metrics
         self._loop = uvloop.new_event_loop()
         self._node = _Node(config, answers, metrics, self._loop)
         metrics.watch_peers(self._node.peers_connected)
@@ -410,7 +472,12 @@ class S13Server:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Listen and answer. Raises OSError when the address or transport cannot be had."""
+        """Listen and answer. Raises ConfigError naming s13.transport for another transport
+        than TCP, OSError when the address cannot be had."""
+        if self._config.transport != TRANSPORT:
+            raise config_error("s13.transport", f"{self._config.transport} is not served: the "
+                               "S13 node (uvloop) serves TCP only; set "
+                               f"s13.transport = \"{TRANSPORT}\"")
         sock = _listening(self._config)
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sock, started),
