@@ -47,8 +47,10 @@ proxies = st.lists(st.builds(ProxyInfo, proxy_host=identities.map(str.encode),
 
 
 @st.composite
-def requests(draw) -> MeIdentityCheckRequest:
-    """Any ME-Identity-Check-Request python-diameter writes, some of its AVPs left out."""
+def requests(draw, imei: bool = False) -> MeIdentityCheckRequest:
+    """Any ME-Identity-Check-Request python-diameter writes, some of its AVPs left out (with
+    `imei`, never its Terminal-Information's IMEI: drawn so, not filtered, which a loaded
+    machine took too long over)."""
     request = MeIdentityCheckRequest()
     request.header.application_id = S13_APPLICATION_ID
     request.header.hop_by_hop_identifier = draw(st.integers(0, 2**32 - 1))
@@ -64,10 +66,10 @@ def requests(draw) -> MeIdentityCheckRequest:
     request.origin_host = draw(st.one_of(st.none(), identities.map(str.encode)))
     request.origin_realm = draw(st.one_of(st.none(), identities.map(str.encode)))
     request.destination_realm = draw(st.one_of(st.none(), identities.map(str.encode)))
-    if draw(st.booleans()):
+    if imei or draw(st.booleans()):
         request.terminal_information = TerminalInformation(
-            imei=draw(st.one_of(st.none(), st.from_regex(r"[0-9]{14,15}", fullmatch=True),
-                                texts)),
+            imei=draw(st.one_of(*([] if imei else [st.none()]),
+                                st.from_regex(r"[0-9]{14,15}", fullmatch=True), texts)),
             software_version=draw(st.one_of(st.none(), st.from_regex(r"[0-9]{2}",
                                                                       fullmatch=True))))
     request.user_name = draw(st.one_of(st.none(), st.from_regex(r"[0-9]{6,15}", fullmatch=True),
@@ -142,8 +144,7 @@ def test_an_answer_written_by_hand_is_python_diameters_byte_for_byte(request, ki
     assert answer.equipment_status == status
 
 
-@given(requests().filter(lambda r: r.terminal_information is not None
-                         and r.terminal_information.imei is not None))
+@given(requests(imei=True))
 def test_a_failed_avp_holds_the_avp_as_received(request) -> None:
     writer = MicaWriter(EIR_HOST, REALM, NO_STATE_MAINTAINED)
     read = read_micr(request.as_bytes())
