@@ -284,6 +284,7 @@ class S13Config:
     origin_realm: Annotated[str, DIAMETER_IDENTITY]
     peers: list[Annotated[str, DIAMETER_URI]]
     watchdog_s: Annotated[Seconds, Range(MIN_WATCHDOG_S)]
+    max_connections: Count
 
 
 @dataclass(frozen=True)

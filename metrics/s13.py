@@ -29,6 +29,9 @@ class S13Metrics:
                                          "closed by the watchdog: nothing received in two "
                                          "s13.watchdog_s after a Device-Watchdog-Request "
                                          "(RFC 3539 §3.4.1).", registry=r)
+        self.refused_connections = Counter("eir_s13_refused_connections", "Connections "
+                                           "closed as they opened: s13.max_connections were "
+                                           "open.", registry=r)
         self.unsent = Counter("eir_s13_unsent_answers", "Answers that could not be sent: the "
                               "peer that asked went away, or its connection was closed, first.",
                               registry=r)

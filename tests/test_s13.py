@@ -6,6 +6,7 @@ Wireshark's dissector (tshark)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -588,6 +589,36 @@ def test_a_connection_without_its_cer_is_closed_in_time_whatever_it_sends(s13) -
     assert closed
     assert 0.9 * WATCHDOG_S <= took < 2.5 * WATCHDOG_S
     assert _ready(port)
+
+
+def test_a_connection_past_s13_max_connections_is_closed_as_it_opens(env, tmp_path) -> None:
+    """s13.max_connections (2 here) open, past their CER or not: one more is closed at once,
+    counted, and logged in one line; the connections open are answered all the while, and
+    once one of them closes, a connection is taken again."""
+    with running_s13({**env, "EIR_S13__MAX_CONNECTIONS": "2"}, tmp_path) as (port, s13_port):
+        peer = connected(s13_port, [])
+        waiting = Wire(s13_port, [])  # no CER yet: it counts all the same
+        extra = Wire(s13_port, [])
+        with pytest.raises(ConnectionError):  # closed, reset: not a read timing out
+            extra.read()
+        extra.close()
+        assert peer.ask(micr(full(STOLEN), None, n=1)).equipment_status \
+            == EquipmentStatus.BLACKLISTED
+        assert waiting.ask(cer("mme2.test.example")).result_code == DIAMETER_SUCCESS
+        metrics = _metrics(port)
+        assert (metrics["eir_s13_refused_connections_total"],
+                metrics["eir_s13_peers_connected"]) == (1, 2)
+        waiting.close()
+        wait_for(lambda: _metrics(port)["eir_s13_peers_connected"] == 1, timeout_s=10)
+        again = connected(s13_port, [], origin_host="mme2.test.example")
+        assert again.ask(micr(full(STOLEN), None, n=2, origin_host="mme2.test.example")) \
+            .equipment_status == EquipmentStatus.BLACKLISTED
+        again.close()
+        peer.close()
+        assert _metrics(port)["eir_s13_refused_connections_total"] == 1
+    events = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
+    refused = [e for e in events if e["event"].startswith("Diameter connection refused")]
+    assert [(e["address"], e["max_connections"]) for e in refused] == [("127.0.0.1", 2)]
 
 
 def test_a_peer_that_disconnects_after_its_checks_is_answered_first(s13) -> None:

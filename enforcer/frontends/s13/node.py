@@ -8,7 +8,8 @@ ME-Identity-Check answered in batches (`answers.S13Answers`).
   the CEA advertises S13 as Vendor-Specific-Application-Id (Vendor-Id 10415, TS 29.272
   §7.1.8) and as Auth-Application-Id. A second connection of a peer replaces its first. A
   connection whose CER has not come `s13.watchdog_s` after it opened is closed, whatever
-  bytes it sends meanwhile.
+  bytes it sends meanwhile. Past `s13.max_connections` open, a connection is closed as it
+  opens, counted and logged.
 - Watchdog (§5.5, RFC 3539 §3.4.1, Tw = `s13.watchdog_s`, no jitter): every message
   received sets the timer again; Tw without one sends a DWR, Tw more without one makes the
   peer suspect (logged), and Tw more closes the connection, counted. A DWA clears the DWR;
@@ -189,6 +190,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = b""
         self.out: list[bytes] = []
         self.peer: str | None = None  # its Origin-Host, once its CER is taken
+        self.address = ""  # the peer's IP address
         # The watchdog (RFC 3539 §3.4.1): a message came since its last look; since when
         # none came (its timer); a DWR unanswered; the peer suspect.
         self._heard = False
@@ -201,11 +203,22 @@ class _Connection(asyncio.Protocol):
     # asyncio's callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        node = self._node
+        self.address = transport.get_extra_info("peername")[0]
+        limit = node.config.max_connections
+        if len(node.connections) >= limit:
+            # Before anything is read or held: a host that opens connections without end
+            # costs a count and a line each, and takes nothing from the peers connected.
+            node.metrics.refused_connections.inc()
+            log.warning("Diameter connection refused: s13.max_connections are open", extra={
+                "address": self.address, "max_connections": limit})
+            transport.abort()
+            return
         # uvloop sets TCP_NODELAY on every TCP transport it makes.
         self._transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=HIGH_WATER_BYTES)  # type: ignore[attr-defined]
-        self._opened_at = self._quiet_since = self._node.loop.time()
-        self._node.connections.add(self)
+        self._opened_at = self._quiet_since = node.loop.time()
+        node.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
