@@ -64,10 +64,12 @@ S6A_APPLICATION_ID = 16777251  # served by an HSS, not by an EIR
 DIAMETER_APPLICATION_UNSUPPORTED = 3007
 DIAMETER_COMMAND_UNSUPPORTED = 3001
 DIAMETER_UNKNOWN_PEER = 3010
+DIAMETER_ELECTION_LOST = 4003
 DIAMETER_INVALID_AVP_LENGTH = 5014
 HEADER_BYTES = 20
 DIAMETER_PORT = 3868  # the capture's: Wireshark dissects Diameter on it by default
 WATCHDOG_S = 1  # s13.watchdog_s of the serve these tests run
+OTHER_ADDRESS = "127.0.0.2"  # another host's, on the loopback interface
 
 __all__ = ["state"]  # the fixture, shared with test_decide
 
@@ -288,8 +290,10 @@ class Wire:
     """A plain TCP connection to the EIR, spoken with python-diameter's codec; every message
     each way kept, for the capture."""
 
-    def __init__(self, port: int, record: list[tuple[bool, bytes]]) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, record: list[tuple[bool, bytes]],
+                 source: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                             source_address=(source, 0))
         self.record = record
 
     def send(self, data: bytes) -> None:
@@ -345,8 +349,9 @@ def disconnect(n: int) -> DisconnectPeerRequest:
     return dpr
 
 
-def connected(port: int, record: list[tuple[bool, bytes]], origin_host: str = MME_HOST) -> Wire:
-    wire = Wire(port, record)
+def connected(port: int, record: list[tuple[bool, bytes]], origin_host: str = MME_HOST,
+              source: str = "127.0.0.1") -> Wire:
+    wire = Wire(port, record, source)
     answer = wire.ask(cer(origin_host))
     assert answer.result_code == DIAMETER_SUCCESS
     return wire
@@ -514,6 +519,33 @@ def test_serve_answers_other_commands_and_takes_nothing_before_a_cer(s13) -> Non
     assert second.ask(micr(full(STOLEN), None, n=4)).equipment_status \
         == EquipmentStatus.BLACKLISTED
     second.close()
+
+
+def test_a_peer_is_replaced_only_from_the_address_it_is_connected_from(s13) -> None:
+    """A CER naming a peer connected from another address is refused 4003
+    DIAMETER_ELECTION_LOST with the reason (RFC 6733 §5.6.4: the connection open is kept)
+    and its connection closed, and the peer is answered as before; once the peer's
+    connection is gone, the other address may connect. (From the same address a CER
+    replaces: test_serve_answers_other_commands_and_takes_nothing_before_a_cer.)"""
+    port, s13_port = s13
+    first = connected(s13_port, [])
+    other = Wire(s13_port, [], source=OTHER_ADDRESS)
+    cea = other.ask(cer())
+    assert (cea.result_code, cea.header.is_error, cea.error_message) == (
+        DIAMETER_ELECTION_LOST, False, "this peer is connected from another address")
+    assert cea.vendor_specific_application_id == []  # nothing granted
+    with pytest.raises((ConnectionError, OSError)):
+        other.read()
+    other.close()
+    assert first.ask(micr(full(STOLEN), None, n=1)).equipment_status \
+        == EquipmentStatus.BLACKLISTED
+    assert _metrics(port)["eir_s13_peers_connected"] == 1
+    first.close()
+    wait_for(lambda: _metrics(port)["eir_s13_peers_connected"] == 0, timeout_s=10)
+    moved = connected(s13_port, [], source=OTHER_ADDRESS)
+    assert moved.ask(micr(full(STOLEN), None, n=2)).equipment_status \
+        == EquipmentStatus.BLACKLISTED
+    moved.close()
 
 
 def test_a_peer_that_leaves_the_watchdog_unanswered_is_disconnected_and_counted(s13) -> None:

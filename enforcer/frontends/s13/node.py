@@ -6,7 +6,9 @@ ME-Identity-Check answered in batches (`answers.S13Answers`).
   `s13.peers` (else 3010 DIAMETER_UNKNOWN_PEER, with the E bit, and the connection closed)
   that names S13 or the relay application (else 5010 DIAMETER_NO_COMMON_APPLICATION, closed);
   the CEA advertises S13 as Vendor-Specific-Application-Id (Vendor-Id 10415, TS 29.272
-  §7.1.8) and as Auth-Application-Id. A second connection of a peer replaces its first. A
+  §7.1.8) and as Auth-Application-Id. A second connection of a peer replaces its first
+  when it comes from the same address (the peer restarted), and is refused 4003
+  DIAMETER_ELECTION_LOST (the open one kept, as §5.6.4's election does) from another. A
   connection whose CER has not come `s13.watchdog_s` after it opened is closed, whatever
   bytes it sends meanwhile. Past `s13.max_connections` open, a connection is closed as it
   opens, counted and logged.
@@ -71,7 +73,10 @@ DISCONNECT_PEER = 282
 DIAMETER_COMMAND_UNSUPPORTED = 3001
 DIAMETER_APPLICATION_UNSUPPORTED = 3007
 DIAMETER_UNKNOWN_PEER = 3010
+DIAMETER_ELECTION_LOST = 4003
 DIAMETER_NO_COMMON_APPLICATION = 5010
+# RFC 6733 §7.3: the Error-Message of a CER refused for its peer's connection open elsewhere.
+ELECTION_LOST_MESSAGE = "this peer is connected from another address"
 # RFC 6733 §5.4.3: Disconnect-Cause.
 REBOOTING = 0
 # At a stop, each peer is sent a Disconnect-Peer-Request and its answer waited for this long
@@ -329,6 +334,9 @@ class _Connection(asyncio.Protocol):
         cea.product_name = PRODUCT_NAME
         cea.supported_vendor_id = [VENDOR_3GPP]
         cea.auth_application_id = [S13_APPLICATION_ID]
+        replaced = node.open.get(host)
+        if replaced is self:
+            replaced = None
         if host not in node.peers:
             cea.result_code = DIAMETER_UNKNOWN_PEER
             cea.header.is_error = True
@@ -336,12 +344,19 @@ class _Connection(asyncio.Protocol):
         elif not applications & {S13_APPLICATION_ID, RELAY_APPLICATION}:
             cea.result_code = DIAMETER_NO_COMMON_APPLICATION
             log.warning("CER without S13 refused", extra={"peer": host})
+        elif replaced is not None and replaced.address != self.address:
+            # RFC 6733 §5.6.4 keeps one connection a peer, the one open: naming a peer is
+            # not enough to take its place from another address (a peer that moved is
+            # taken once the watchdog closed its old connection).
+            cea.result_code = DIAMETER_ELECTION_LOST
+            cea.error_message = ELECTION_LOST_MESSAGE
+            log.warning("CER refused: its peer is connected from another address", extra={
+                "peer": host, "address": self.address, "connected_from": replaced.address})
         else:
             cea.result_code = DIAMETER_SUCCESS
             cea.vendor_specific_application_id = [VendorSpecificApplicationId(
                 vendor_id=VENDOR_3GPP, auth_application_id=S13_APPLICATION_ID)]
-            replaced = node.open.get(host)
-            if replaced is not None and replaced is not self:
+            if replaced is not None:  # from the same address: the peer connected again
                 log.info("Diameter peer connected again: its earlier connection closed",
                          extra={"peer": host})
                 replaced.peer = None
