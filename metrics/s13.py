@@ -16,8 +16,9 @@ class S13Metrics:
         self.answers = Counter("eir_s13_answers", "ME-Identity-Check answers, by "
                                "Equipment-Status (WHITELISTED, BLACKLISTED, GREYLISTED; none "
                                "for an answer without one) and result code (2001 success, "
-                               "5422 equipment unknown, 5004, 5005 or 5014 a request at fault, "
-                               "5012 a failed decision).", ["equipment_status", "result_code"],
+                               "5422 equipment unknown, 5001, 5004, 5005, 5009 or 5014 a "
+                               "request at fault, 5012 a failed decision).",
+                               ["equipment_status", "result_code"],
                                registry=r)
         self.batch_seconds = Histogram("eir_s13_batch_duration_seconds", "Time to decide "
                                        "one batch of the checks that arrived together.",

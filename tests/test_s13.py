@@ -21,7 +21,7 @@ from typing import Iterator
 
 import psycopg
 import pytest
-from diameter.message import Message
+from diameter.message import Avp, Message
 from hypothesis import example, given
 from hypothesis import strategies as st
 from diameter.message.avp.grouped import TerminalInformation, VendorSpecificApplicationId
@@ -43,7 +43,8 @@ from enforcer.engine.subscriber import IdentityError
 from enforcer.frontends.s13.answers import S13Answers
 from enforcer.frontends.s13.node import S13Server
 from enforcer.frontends.s13.wire import read_micr
-from enforcer.frontends.s13.check import (AVP_IMEI, AVP_USER_NAME, DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
+from enforcer.frontends.s13.check import (AVP_IMEI, AVP_TERMINAL_INFORMATION, AVP_USER_NAME,
+                                          DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
                                           DIAMETER_INVALID_AVP_VALUE, DIAMETER_MISSING_AVP,
                                           DIAMETER_SUCCESS, S13_APPLICATION_ID, VENDOR_3GPP,
                                           EquipmentStatus, InvalidAvp, read_identity_check)
@@ -65,7 +66,10 @@ DIAMETER_APPLICATION_UNSUPPORTED = 3007
 DIAMETER_COMMAND_UNSUPPORTED = 3001
 DIAMETER_UNKNOWN_PEER = 3010
 DIAMETER_ELECTION_LOST = 4003
+DIAMETER_AVP_UNSUPPORTED = 5001
+DIAMETER_AVP_OCCURS_TOO_MANY_TIMES = 5009
 DIAMETER_INVALID_AVP_LENGTH = 5014
+UNKNOWN_AVP_CODE = 999_999  # no AVP of RFC 6733 nor of TS 29.272
 HEADER_BYTES = 20
 DIAMETER_PORT = 3868  # the capture's: Wireshark dissects Diameter on it by default
 WATCHDOG_S = 1  # s13.watchdog_s of the serve these tests run
@@ -432,6 +436,24 @@ def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tm
     missing = wire.ask(no_imei)
     assert missing.result_code == DIAMETER_MISSING_AVP
     assert [a.code for a in missing.find_avps((AVP_FAILED_AVP, 0))[0].value] == [AVP_IMEI]
+    # RFC 6733 §7.1.5: an AVP this EIR does not know, with the M bit: 5001 with it in
+    # Failed-AVP; Terminal-Information twice (once in TS 29.272 §7.2.19): 5009 with the second.
+    unknown = micr(full(STOLEN), home_imsi(OWNER), n=11)
+    unknown.append_avp(Avp(UNKNOWN_AVP_CODE, payload=b"\x00\x00\x00\x01", flags=0x40))
+    unsupported = wire.ask(unknown)
+    assert (unsupported.result_code, unsupported.header.is_error) == (
+        DIAMETER_AVP_UNSUPPORTED, False)
+    assert [(a.code, a.payload) for a in unsupported.find_avps((AVP_FAILED_AVP, 0))[0].value] \
+        == [(UNKNOWN_AVP_CODE, b"\x00\x00\x00\x01")]
+    twice = micr(full(STOLEN), home_imsi(OWNER), n=12)
+    twice.append_avp(Avp.new(AVP_TERMINAL_INFORMATION, VENDOR_3GPP, value=[
+        Avp.new(AVP_IMEI, VENDOR_3GPP, value=full(SINGLE))]))
+    too_many = wire.ask(twice)
+    assert (too_many.result_code, too_many.equipment_status) == (
+        DIAMETER_AVP_OCCURS_TOO_MANY_TIMES, None)
+    (failed,) = too_many.find_avps((AVP_FAILED_AVP, 0))[0].value
+    assert (failed.code, [a.value for a in failed.value]) == (AVP_TERMINAL_INFORMATION,
+                                                              [full(SINGLE)])
     # A 5422, then more checks on the same connection.
     assert wire.ask(micr(full(UNREGISTERED), home_imsi(OWNER), n=5)) \
         .experimental_result.experimental_result_code == DIAMETER_ERROR_EQUIPMENT_UNKNOWN
@@ -480,7 +502,9 @@ def test_serve_keeps_rfc_6733s_peer_procedures_and_outlives_bad_requests(s13, tm
     for expected in ("Capabilities-Exchange", "ME-Identity-Check", "Equipment-Status",
                      "Terminal-Information", "User-Name", "Experimental-Result-Code: "
                      "DIAMETER_ERROR_EQUIPMENT_UNKNOWN (5422)", "Failed-AVP",
-                     "Vendor-Specific-Application-Id", "Device-Watchdog", "Disconnect-Peer"):
+                     "Vendor-Specific-Application-Id", "Device-Watchdog", "Disconnect-Peer",
+                     "DIAMETER_AVP_UNSUPPORTED (5001)",
+                     "DIAMETER_AVP_OCCURS_TOO_MANY_TIMES (5009)"):
         assert expected in dissected, expected
 
 

@@ -7,6 +7,7 @@ whatever nothing but WireError."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 from diameter.message import Avp, Message
@@ -22,12 +23,14 @@ from enforcer.frontends.s13.check import (AVP_IMEI, AVP_TERMINAL_INFORMATION, AV
                                           DIAMETER_INVALID_AVP_VALUE, DIAMETER_MISSING_AVP,
                                           DIAMETER_SUCCESS, DIAMETER_UNABLE_TO_COMPLY,
                                           ME_IDENTITY_CHECK, S13_APPLICATION_ID, VENDOR_3GPP)
-from enforcer.frontends.s13.wire import (AVP_AUTH_SESSION_STATE, AVP_FLAG_MANDATORY,
-                                         AVP_FLAG_VENDOR, AVP_HEADER_BYTES, AVP_PROXY_INFO,
-                                         AVP_SESSION_ID, DIAMETER_INVALID_AVP_LENGTH,
-                                         FLAG_PROXYABLE, FLAG_REQUEST, HEADER_BYTES, MicaWriter,
-                                         WireError, header_bytes, read_header, read_micr,
-                                         refusal, salvage)
+from enforcer.frontends.s13.wire import (AVP_AUTH_SESSION_STATE, AVP_FAILED_AVP,
+                                         AVP_FLAG_MANDATORY, AVP_FLAG_VENDOR, AVP_HEADER_BYTES,
+                                         AVP_PROXY_INFO, AVP_SESSION_ID,
+                                         DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
+                                         DIAMETER_AVP_UNSUPPORTED, DIAMETER_INVALID_AVP_LENGTH,
+                                         FLAG_ERROR, FLAG_PROXYABLE, FLAG_REQUEST, HEADER_BYTES,
+                                         ONCE, REPEATED, TERMINAL_ONCE, MicaWriter, WireError,
+                                         header_bytes, read_header, read_micr, refusal, salvage)
 
 NO_STATE_MAINTAINED = 1
 EIR_HOST, REALM = b"eir.test.example", b"test.example"
@@ -120,9 +123,18 @@ def test_a_request_python_diameter_writes_reads_to_its_fields(request) -> None:
     required = [d for d in MeIdentityCheckRequest.avp_def if d.is_required]
     lacking = [(d.avp_code, d.vendor_id) for d in required
                if getattr(reference, d.attr_name) is None]
-    assert [Avp.from_bytes(m).code for m in read.missing] == [c for c, _ in lacking]
-    assert [Avp.from_bytes(m).vendor_id for m in read.missing] == [v for _, v in lacking]
+    if lacking:
+        assert read.fault.result_code == DIAMETER_MISSING_AVP
+        assert [(a.code, a.vendor_id) for a in failed_avps(read.fault.failed_avp)] == lacking
+    else:
+        assert read.fault is None
     assert len(read.proxy_infos) == len(reference.proxy_info)
+
+
+def failed_avps(failed: bytes) -> list[Avp]:
+    """The AVPs a Failed-AVP holds, as python-diameter reads them."""
+    return Avp.from_bytes(struct.pack("!II", AVP_FAILED_AVP, AVP_FLAG_MANDATORY << 24
+                                      | AVP_HEADER_BYTES + len(failed)) + failed).value
 
 
 ANSWERS = st.sampled_from([(DIAMETER_SUCCESS, 0, False), (DIAMETER_SUCCESS, 1, False),
@@ -164,10 +176,14 @@ def test_a_request_lacking_avps_names_each_in_failed_avp(request) -> None:
     lacking = [Avp.new(d.avp_code, d.vendor_id, is_mandatory=True)
                for d in MeIdentityCheckRequest.avp_def
                if d.is_required and getattr(reference, d.attr_name) is None]
+    fault = read_micr(data).fault
+    if not lacking:
+        assert fault is None
+        return
+    assert fault.result_code == DIAMETER_MISSING_AVP
     writer = MicaWriter(EIR_HOST, REALM, NO_STATE_MAINTAINED)
-    read = read_micr(data)
-    ours = writer.answer(read, writer.body(DIAMETER_MISSING_AVP, None, False),
-                         b"".join(read.missing))
+    ours = writer.answer(read_micr(data), writer.body(DIAMETER_MISSING_AVP, None, False),
+                         fault.failed_avp)
     assert ours == reference_answer(request, DIAMETER_MISSING_AVP, None, False, lacking)
 
 
@@ -310,5 +326,104 @@ def test_a_request_cut_or_overwritten_anywhere_raises_nothing_but_wire_error(req
 def test_terminal_information_is_named_when_missing() -> None:
     request = MeIdentityCheckRequest()
     request.session_id = "mme;1"
-    read = read_micr(request.as_bytes())
-    assert AVP_TERMINAL_INFORMATION in [Avp.from_bytes(m).code for m in read.missing]
+    fault = read_micr(request.as_bytes()).fault
+    assert fault.result_code == DIAMETER_MISSING_AVP
+    assert AVP_TERMINAL_INFORMATION in [a.code for a in failed_avps(fault.failed_avp)]
+
+
+def _defined(avp_def, annotations) -> tuple[set, set]:
+    """python-diameter's definition of a message or grouped AVP: the AVPs (code, vendor) it
+    holds once at most, and those it may repeat (a list)."""
+    once = {(d.avp_code, d.vendor_id) for d in avp_def
+            if not annotations[d.attr_name].startswith("list")}
+    return once, {(d.avp_code, d.vendor_id) for d in avp_def} - once
+
+
+def test_the_avps_known_are_python_diameters_definition_of_the_request() -> None:
+    """TS 29.272 §7.2.19 and §7.3.3 as python-diameter defines them: what is not there and
+    has the M bit is a 5001, what is there once at most a 5009 when twice."""
+    assert _defined(MeIdentityCheckRequest.avp_def, MeIdentityCheckRequest.__annotations__) \
+        == (set(ONCE), set(REPEATED))
+    terminal = {f.name: str(f.type) for f in dataclasses.fields(TerminalInformation)}
+    assert _defined(TerminalInformation.avp_def, terminal) == (set(TERMINAL_ONCE), set())
+
+
+KNOWN = set(ONCE) | set(REPEATED)
+unknown_avps = st.builds(
+    lambda code, vendor, mandatory, payload: Avp(
+        code, vendor_id=vendor, payload=payload,
+        flags=(AVP_FLAG_VENDOR if vendor else 0) | (AVP_FLAG_MANDATORY if mandatory else 0)),
+    st.integers(1, 2**32 - 1), st.sampled_from([0, VENDOR_3GPP, 9]), st.booleans(),
+    st.binary(max_size=9)).filter(lambda a: (a.code, a.vendor_id) not in KNOWN)
+unknown_in_terminal = unknown_avps.filter(
+    lambda a: (a.code, a.vendor_id) not in set(TERMINAL_ONCE))
+
+
+def in_terminal_information(inner: Avp) -> Avp:
+    return Avp.new(AVP_TERMINAL_INFORMATION, VENDOR_3GPP, value=[inner])
+
+
+def reference_fault(avps: list[Avp]) -> tuple[int, list[Avp]] | None:
+    """The fault of the AVPs in this order by python-diameter's definition (RFC 6733
+    §7.1.5): 5001 with each AVP unknown with the M bit, else 5009 with the first seen once
+    too often, an AVP inside Terminal-Information inside one of its own (§7.5)."""
+    unsupported: list[Avp] = []
+    repeated: list[Avp] = []
+    seen: set = set()
+    for a in avps:
+        key = (a.code, a.vendor_id)
+        if key not in KNOWN:
+            unsupported += [a] if a.is_mandatory else []
+        elif key in seen and key in ONCE:
+            repeated.append(a)
+        else:
+            seen.add(key)
+            if key == (AVP_TERMINAL_INFORMATION, VENDOR_3GPP):
+                inner_seen: set = set()
+                for i in a.value:
+                    inner = (i.code, i.vendor_id)
+                    if inner not in TERMINAL_ONCE:
+                        unsupported += [in_terminal_information(i)] if i.is_mandatory else []
+                    elif inner in inner_seen:
+                        repeated.append(in_terminal_information(i))
+                    inner_seen.add(inner)
+    if unsupported:
+        return DIAMETER_AVP_UNSUPPORTED, unsupported
+    return (DIAMETER_AVP_OCCURS_TOO_MANY_TIMES, repeated[:1]) if repeated else None
+
+
+@given(requests().filter(lambda r: r.terminal_information is not None), st.data())
+def test_avps_unknown_or_too_many_are_answered_5001_or_5009_as_python_diameter_writes_it(
+        request, data) -> None:
+    """RFC 6733 §7.1.5: AVPs this EIR does not know with the M bit (outside or inside
+    Terminal-Information) are a 5001 with each in Failed-AVP, and those without it are
+    ignored; else an AVP of those TS 29.272 §7.2.19 has once at most (Terminal-Information,
+    User-Name, Session-Id ..., or IMEI inside Terminal-Information) seen again is a 5009
+    with the first seen once too often. Inserted anywhere; the answer is, byte for byte,
+    the ME-Identity-Check-Answer python-diameter writes with that Failed-AVP."""
+    terminal = request.terminal_information
+    terminal.additional_avps = data.draw(st.lists(st.one_of(
+        unknown_in_terminal, st.builds(lambda imei: Avp.new(AVP_IMEI, VENDOR_3GPP, value=imei),
+                                       st.from_regex(r"[0-9]{14}", fullmatch=True))),
+        max_size=2))
+    avps = list(request.avps)
+    assert b"".join(a.as_bytes() for a in avps) == request.as_bytes()[HEADER_BYTES:]
+    once = [a for a in avps if (a.code, a.vendor_id) in ONCE]
+    extras = data.draw(st.lists(st.one_of(unknown_avps, *(
+        [st.sampled_from(once)] if once else [])), max_size=3))
+    for extra in extras:
+        avps.insert(data.draw(st.integers(1, len(avps))), extra)  # the Session-Id first
+    body = b"".join(a.as_bytes() for a in avps)
+    raw = bytearray(request.as_bytes()[:HEADER_BYTES] + body)
+    raw[1:4] = len(raw).to_bytes(3, "big")
+    read = read_micr(bytes(raw))
+    expected = reference_fault(avps)
+    if expected is None:
+        assert read.fault is None or read.fault.result_code == DIAMETER_MISSING_AVP
+        return
+    code, failed = expected
+    assert read.fault.result_code == code
+    writer = MicaWriter(EIR_HOST, REALM, NO_STATE_MAINTAINED)
+    ours = writer.answer(read, writer.body(code, None, False), read.fault.failed_avp)
+    assert ours == reference_answer(request, code, None, False, failed)
+    assert not read_header(ours).flags & FLAG_ERROR  # a permanent failure (§7.1)

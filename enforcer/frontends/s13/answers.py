@@ -16,11 +16,10 @@ from enforcer.engine.imei import ImeiRules
 from enforcer.engine.state import StateHolder
 from enforcer.engine.checkfeed import S13_RAT, CheckedBatch, Feed
 from enforcer.frontends.eic import Answer, Check, answers_of, check_batch
-from enforcer.frontends.s13.check import (AVP_IMEI, DIAMETER_MISSING_AVP, FAILED_ANSWER,
-                                          VENDOR_3GPP, InvalidAvp, S13Answer, read_identity_check,
-                                          s13_answer)
-from enforcer.frontends.s13.wire import (DIAMETER_INVALID_AVP_LENGTH, Header, Micr, MicaWriter,
-                                         WireError, example, salvage)
+from enforcer.frontends.s13.check import (AVP_IMEI, FAILED_ANSWER, VENDOR_3GPP, InvalidAvp,
+                                          S13Answer, read_identity_check, s13_answer)
+from enforcer.frontends.s13.wire import (DIAMETER_INVALID_AVP_LENGTH, Fault, Header, Micr,
+                                         MicaWriter, WireError, example, salvage)
 from enforcer.logs import describe
 from metrics.s13 import S13Metrics
 
@@ -51,12 +50,11 @@ class S13Answers:
         self._written: dict[Answer, tuple[bytes, tuple[str, int]]] = {}
 
     def answer(self, requests: Sequence[Micr]) -> list[bytes]:
-        read: list[Check | InvalidAvp] = []
+        read: list[Check | InvalidAvp | Fault] = []
         received: list[str] = []  # the IMEI AVPs of the checks, for the feed
         for request in requests:
-            if request.missing:
-                read.append(InvalidAvp(DIAMETER_MISSING_AVP, AVP_IMEI,
-                                       "a mandatory AVP is missing"))
+            if request.fault is not None:
+                read.append(request.fault)
                 continue
             check = read_identity_check(request.imei, request.user_name, self._rules)
             read.append(check)
@@ -68,12 +66,12 @@ class S13Answers:
         answers = []
         writer = self._writer
         for request, r in zip(requests, read):
-            if isinstance(r, InvalidAvp):
-                answers.append(self._invalid(request, r))
-                key = (NO_STATUS, r.result_code)
-            else:
+            if isinstance(r, Check):
                 body, key = next(decided)
                 answers.append(writer.answer(request, body))
+            else:
+                answers.append(self._invalid(request, r))
+                key = (NO_STATUS, r.result_code)
             counted[key] = counted.get(key, 0) + 1
         for key, n in counted.items():
             self._counter(key).inc(n)
@@ -123,11 +121,12 @@ class S13Answers:
         return self._writer.answer(request, self._writer.body(FAILED_ANSWER.result_code, None,
                                                               False))
 
-    def _invalid(self, request: Micr, fault: InvalidAvp) -> bytes:
-        """5005 naming what is missing, or 5004 with the AVP as received (RFC 6733 §7.5):
-        a permanent failure, not a protocol error, so no E bit (§7.1)."""
-        if request.missing:
-            failed = b"".join(request.missing)
+    def _invalid(self, request: Micr, fault: InvalidAvp | Fault) -> bytes:
+        """The AVPs' fault (`wire.Fault`: 5001, 5009, 5005) with its Failed-AVP, or the
+        check's: 5005 naming the IMEI, 5004 with the AVP as received (RFC 6733 §7.5); a
+        permanent failure, not a protocol error, so no E bit (§7.1)."""
+        if isinstance(fault, Fault):
+            failed = fault.failed_avp
         elif fault.avp_code == AVP_IMEI:
             # No IMEI in the Terminal-Information: an example of one (§7.1.5, 5005).
             failed = request.imei_avp or example(AVP_IMEI, VENDOR_3GPP)

@@ -17,7 +17,7 @@ import struct
 from typing import NamedTuple
 
 from enforcer.frontends.s13.check import AVP_IMEI, AVP_TERMINAL_INFORMATION, AVP_USER_NAME, \
-    S13_APPLICATION_ID, VENDOR_3GPP
+    DIAMETER_MISSING_AVP, S13_APPLICATION_ID, VENDOR_3GPP
 
 # RFC 6733 §3: the header.
 HEADER_BYTES = 20
@@ -30,11 +30,17 @@ AVP_HEADER_BYTES = 8
 VENDOR_AVP_HEADER_BYTES = 12
 AVP_FLAG_VENDOR = 0x80
 AVP_FLAG_MANDATORY = 0x40
-# RFC 6733 §8.8, §6.3-4, §6.10, §6.7.2, §8.6-7 and §7.5; TS 29.272 §7.3.51.
+# RFC 6733 §8.8, §6.3-4, §6.5-6, §6.7.1-2, §6.10, §8.6-7 and §7.5; RFC 7944 §9.1;
+# TS 29.272 §7.3.51, §7.3.4-6 (3GPP2-MEID, Software-Version).
 AVP_SESSION_ID = 263
 AVP_ORIGIN_HOST = 264
 AVP_ORIGIN_REALM = 296
+AVP_DESTINATION_HOST = 293
 AVP_DESTINATION_REALM = 283
+AVP_ROUTE_RECORD = 282
+AVP_DRMP = 301
+AVP_3GPP2_MEID = 1471
+AVP_SOFTWARE_VERSION = 1403
 AVP_VENDOR_SPECIFIC_APPLICATION_ID = 260
 AVP_VENDOR_ID = 266
 AVP_AUTH_APPLICATION_ID = 258
@@ -47,16 +53,30 @@ AVP_PROXY_INFO = 284
 AVP_EQUIPMENT_STATUS = 1445
 # RFC 6733 §7.1.3 (protocol errors: the E bit) and §7.1.5.
 PROTOCOL_ERRORS = range(3000, 4000)
+DIAMETER_AVP_UNSUPPORTED = 5001
+DIAMETER_AVP_OCCURS_TOO_MANY_TIMES = 5009
 DIAMETER_INVALID_AVP_LENGTH = 5014
 
-# TS 29.272 §7.2.19: the AVPs a ME-Identity-Check-Request must carry (code, vendor), in the
-# order python-diameter names them in a 5005's Failed-AVP.
+# TS 29.272 §7.2.19: the AVPs of a ME-Identity-Check-Request (code, vendor) that occur once
+# at most, and those that may repeat; any other with the M bit is one this EIR does not
+# support (RFC 6733 §4.1).
+ONCE = ((AVP_SESSION_ID, 0), (AVP_DRMP, 0), (AVP_VENDOR_SPECIFIC_APPLICATION_ID, 0),
+        (AVP_AUTH_SESSION_STATE, 0), (AVP_ORIGIN_HOST, 0), (AVP_ORIGIN_REALM, 0),
+        (AVP_DESTINATION_HOST, 0), (AVP_DESTINATION_REALM, 0),
+        (AVP_TERMINAL_INFORMATION, VENDOR_3GPP), (AVP_USER_NAME, 0))
+REPEATED = ((AVP_PROXY_INFO, 0), (AVP_ROUTE_RECORD, 0))
+# Those it must carry, in the order python-diameter names them in a 5005's Failed-AVP.
 REQUIRED = ((AVP_SESSION_ID, 0), (AVP_AUTH_SESSION_STATE, 0), (AVP_ORIGIN_HOST, 0),
             (AVP_ORIGIN_REALM, 0), (AVP_DESTINATION_REALM, 0),
             (AVP_TERMINAL_INFORMATION, VENDOR_3GPP))
+# TS 29.272 §7.3.3: Terminal-Information's AVPs, each once at most.
+TERMINAL_ONCE = ((AVP_IMEI, VENDOR_3GPP), (AVP_3GPP2_MEID, VENDOR_3GPP),
+                 (AVP_SOFTWARE_VERSION, VENDOR_3GPP))
 
-_REQUIRED_BITS = {required: 1 << i for i, required in enumerate(REQUIRED)}
-_ALL_REQUIRED = (1 << len(REQUIRED)) - 1
+# A bit each for those that occur once (seen twice: 5009), none for those that repeat.
+_BITS = {**{once: 1 << i for i, once in enumerate(ONCE)}, **dict.fromkeys(REPEATED, 0)}
+_ALL_REQUIRED = sum(_BITS[required] for required in REQUIRED)
+_TERMINAL_BITS = {once: 1 << i for i, once in enumerate(TERMINAL_ONCE)}
 _HEADER = struct.Struct("!B3sB3sI8s")
 _HEADER_WORDS = struct.Struct("!III8s")  # the same, read a word at a time
 _AVP = struct.Struct("!II")
@@ -77,6 +97,14 @@ class WireError(Exception):
         self.failed_avp = failed_avp
 
 
+class Fault(NamedTuple):
+    """A request read whole that its command's definition refuses (RFC 6733 §7.1.5): the
+    result code, and what its Failed-AVP holds (AVPs, each with its padding)."""
+
+    result_code: int
+    failed_avp: bytes
+
+
 class Header(NamedTuple):
     """A message's header (RFC 6733 §3): `length` in bytes with the header, `flags` the byte
     of R, P, E and T, `identifiers` the Hop-by-Hop and End-to-End ones as their 8 bytes."""
@@ -90,9 +118,14 @@ class Header(NamedTuple):
 
 class Micr(NamedTuple):
     """What a ME-Identity-Check-Request says that its answer needs (TS 29.272 §7.2.19):
-    None for an AVP it lacks; `missing` the AVPs it must carry and does not, each an example
-    of it with no data (RFC 6733 §7.5); the IMEI and User-Name AVPs as received (without their
-    padding), for a Failed-AVP naming them; each Proxy-Info's data, echoed in order (§6.7.2)."""
+    None for an AVP it lacks; the IMEI and User-Name AVPs as received (without their
+    padding), for a Failed-AVP naming them; each Proxy-Info's data, echoed in order (§6.7.2);
+    `fault` when the AVPs break the command's definition, the first of (RFC 6733 §7.1.5):
+    5001 DIAMETER_AVP_UNSUPPORTED, each AVP with the M bit this EIR does not know in
+    Failed-AVP; 5009 DIAMETER_AVP_OCCURS_TOO_MANY_TIMES, the first AVP seen once too often;
+    5005 DIAMETER_MISSING_AVP, an example of each AVP it must carry and does not (§7.5).
+    One inside Terminal-Information is named inside a Terminal-Information of its own
+    (§7.5). The AVPs it reads are the first of their kind."""
 
     header: Header
     session_id: bytes | None
@@ -101,7 +134,7 @@ class Micr(NamedTuple):
     user_name: str | None
     user_name_avp: bytes
     proxy_infos: tuple[bytes, ...]
-    missing: tuple[bytes, ...]
+    fault: Fault | None
 
 
 def read_header(data: bytes, at: int = 0) -> Header:
@@ -121,40 +154,50 @@ def read_header(data: bytes, at: int = 0) -> Header:
                   identifiers)
 
 
-def _avp_at(data: bytes, at: int, end: int) -> tuple[int, int, int, int]:
-    """The AVP at `at` of a message or group ending at `end`: its code, vendor, and where its
-    data starts and ends. Raises WireError (5014) when its length is shorter than its header
-    or runs past `end`."""
+def _avp_at(data: bytes, at: int, end: int) -> tuple[int, int, int, int, int]:
+    """The AVP at `at` of a message or group ending at `end`: its code, flags, vendor, and
+    where its data starts and ends. Raises WireError (5014) when its length is shorter than
+    its header or runs past `end`."""
     if end - at < AVP_HEADER_BYTES:
         raise WireError("an AVP header runs past the message", DIAMETER_INVALID_AVP_LENGTH,
                         data[at:end] + bytes(AVP_HEADER_BYTES - (end - at)))
     code, flags_length = _AVP.unpack_from(data, at)
-    length = flags_length & 0xFFFFFF
+    length, flags = flags_length & 0xFFFFFF, flags_length >> 24
     header, vendor = AVP_HEADER_BYTES, 0
-    if flags_length >> 24 & AVP_FLAG_VENDOR:
+    if flags & AVP_FLAG_VENDOR:
         header = VENDOR_AVP_HEADER_BYTES
         if end - at >= header:
             (vendor,) = _VENDOR.unpack_from(data, at + AVP_HEADER_BYTES)
     if length < header or at + length > end:
         raise WireError(f"AVP {code}'s length {length} does not fit",
                         DIAMETER_INVALID_AVP_LENGTH, example(code, vendor))
-    return code, vendor, at + header, at + length
+    return code, flags, vendor, at + header, at + length
 
 
 def _avps(data: bytes, start: int, end: int):
-    """Each AVP between start and end: (code, vendor, data's start, data's end, the AVP's
-    start). Raises WireError (5014) at the first whose length cannot be."""
+    """Each AVP between start and end: (code, vendor, data's start, data's end). Raises
+    WireError (5014) at the first whose length cannot be."""
     at = start
     while at < end:
-        code, vendor, data_at, data_end = _avp_at(data, at, end)
-        yield code, vendor, data_at, data_end, at
+        code, _, vendor, data_at, data_end = _avp_at(data, at, end)
+        yield code, vendor, data_at, data_end
         at += (data_end - at + 3) & ~3
+
+
+def _padded(avp_bytes: bytes) -> bytes:
+    return avp_bytes + bytes(-len(avp_bytes) % 4)
+
+
+def _in_terminal_information(avp_bytes: bytes) -> bytes:
+    """An AVP of a Terminal-Information, for a Failed-AVP, in a Terminal-Information of its
+    own (RFC 6733 §7.5)."""
+    return avp(AVP_TERMINAL_INFORMATION, _padded(avp_bytes), VENDOR_3GPP)
 
 
 def read_micr(data: bytes, header: Header | None = None) -> Micr:
     """A whole ME-Identity-Check-Request (`data` is the message, its header's length long;
-    `header` its header when already read) read. Raises WireError: the header's (no result
-    code) or an AVP's length (5014)."""
+    `header` its header when already read) read, its faults of definition in `fault`.
+    Raises WireError: the header's (no result code) or an AVP's length (5014)."""
     if header is None:
         header = read_header(data)
     end = header.length
@@ -163,12 +206,21 @@ def read_micr(data: bytes, header: Header | None = None) -> Micr:
     session_id = imei = user_name = None
     imei_avp = user_name_avp = b""
     proxy_infos: list[bytes] = []
-    seen = 0  # the REQUIRED found, a bit each
+    unsupported: list[bytes] = []  # the AVPs with the M bit not known, padded
+    repeated = b""  # the first AVP seen once too often, padded
+    seen = 0  # the ONCE found, a bit each
     at = HEADER_BYTES
     while at < end:  # the hot path: no generator, and the AVPs' bytes cut out only here
-        code, vendor, start, stop = _avp_at(data, at, end)
-        seen |= _REQUIRED_BITS.get((code, vendor), 0)
-        if vendor == 0:
+        code, flags, vendor, start, stop = _avp_at(data, at, end)
+        bit = _BITS.get((code, vendor))
+        if bit is None:
+            if flags & AVP_FLAG_MANDATORY:
+                unsupported.append(_padded(data[at:stop]))
+        elif seen & bit:
+            if not repeated:
+                repeated = _padded(data[at:stop])
+        else:  # a code known is of one vendor
+            seen |= bit
             if code == AVP_SESSION_ID:
                 session_id = data[start:stop]
             elif code == AVP_USER_NAME:
@@ -176,20 +228,35 @@ def read_micr(data: bytes, header: Header | None = None) -> Micr:
                 user_name_avp = data[at:stop]
             elif code == AVP_PROXY_INFO:
                 proxy_infos.append(data[start:stop])
-        elif code == AVP_TERMINAL_INFORMATION and vendor == VENDOR_3GPP:
-            inner_at = start
-            while inner_at < stop:
-                inner, inner_vendor, i_start, i_stop = _avp_at(data, inner_at, stop)
-                if inner == AVP_IMEI and inner_vendor == VENDOR_3GPP:
-                    imei = data[i_start:i_stop].decode("utf-8", "replace")
-                    imei_avp = data[inner_at:i_stop]
-                inner_at += (i_stop - inner_at + 3) & ~3
+            elif code == AVP_TERMINAL_INFORMATION:
+                inner_at, inner_seen = start, 0
+                while inner_at < stop:
+                    inner, i_flags, i_vendor, i_start, i_stop = _avp_at(data, inner_at, stop)
+                    bit = _TERMINAL_BITS.get((inner, i_vendor))
+                    if bit is None:
+                        if i_flags & AVP_FLAG_MANDATORY:
+                            unsupported.append(_in_terminal_information(data[inner_at:i_stop]))
+                    elif inner_seen & bit:
+                        if not repeated:
+                            repeated = _in_terminal_information(data[inner_at:i_stop])
+                    else:
+                        inner_seen |= bit
+                        if inner == AVP_IMEI:
+                            imei = data[i_start:i_stop].decode("utf-8", "replace")
+                            imei_avp = data[inner_at:i_stop]
+                    inner_at += (i_stop - inner_at + 3) & ~3
         at += (stop - at + 3) & ~3
-    missing = () if seen == _ALL_REQUIRED else tuple(
-        example(code, vendor) for (code, vendor), bit in _REQUIRED_BITS.items()
-        if not seen & bit)
+    fault = None
+    if unsupported:
+        fault = Fault(DIAMETER_AVP_UNSUPPORTED, b"".join(unsupported))
+    elif repeated:
+        fault = Fault(DIAMETER_AVP_OCCURS_TOO_MANY_TIMES, repeated)
+    elif (seen & _ALL_REQUIRED) != _ALL_REQUIRED:
+        fault = Fault(DIAMETER_MISSING_AVP, b"".join(
+            example(code, vendor) for code, vendor in REQUIRED
+            if not seen & _BITS[code, vendor]))
     return Micr(header, session_id, imei, imei_avp, user_name, user_name_avp,
-                tuple(proxy_infos), missing)
+                tuple(proxy_infos), fault)
 
 
 def avp(code: int, value: bytes, vendor: int = 0) -> bytes:
@@ -277,15 +344,15 @@ def salvage(data: bytes, header: Header) -> Micr:
     session_id = None
     proxy_infos: list[bytes] = []
     try:
-        for code, vendor, start, end, _ in _avps(data, HEADER_BYTES, min(header.length,
-                                                                          len(data))):
+        for code, vendor, start, end in _avps(data, HEADER_BYTES, min(header.length,
+                                                                       len(data))):
             if code == AVP_SESSION_ID and vendor == 0 and session_id is None:
                 session_id = data[start:end]
             elif code == AVP_PROXY_INFO and vendor == 0:
                 proxy_infos.append(data[start:end])
     except WireError:
         pass  # what was read before the fault is echoed; the rest cannot be
-    return Micr(header, session_id, None, b"", None, b"", tuple(proxy_infos), ())
+    return Micr(header, session_id, None, b"", None, b"", tuple(proxy_infos), None)
 
 
 def refusal(data: bytes, header: Header, result_code: int, origin_host: bytes,
