@@ -269,9 +269,9 @@ class CheckFeedConfig:
     ack_timeout_s: Seconds
 
 
-# The watchdog is looked at a quarter of it at a time; under a second it would take a peer
-# that is busy a moment for a dead one (RFC 3539 §3.4.1 asks for 6 s at least in the field).
-MIN_WATCHDOG_S = 1
+# RFC 3539 §3.4.1: Tw is 6 s at least, so that a peer busy for a moment (or a network
+# slow for one) is not taken for a dead one.
+MIN_WATCHDOG_S = 6
 
 
 @dataclass(frozen=True)
