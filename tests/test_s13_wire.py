@@ -11,6 +11,7 @@ import dataclasses
 import struct
 
 from diameter.message import Avp, Message
+from diameter.message.avp import AvpInteger32, AvpUnsigned32
 from diameter.message.avp.grouped import (ExperimentalResult, FailedAvp, ProxyInfo,
                                           TerminalInformation, VendorSpecificApplicationId)
 from diameter.message.commands import MeIdentityCheckAnswer, MeIdentityCheckRequest
@@ -166,15 +167,31 @@ def test_a_failed_avp_holds_the_avp_as_received(request) -> None:
     assert ours == reference_answer(request, DIAMETER_INVALID_AVP_VALUE, None, False, [imei])
 
 
+def least(code: int, vendor: int) -> Avp:
+    """An AVP as an example of it (RFC 6733 §7.1.5): zeros of its type's least length, by
+    python-diameter's dictionary (an Enumerated's 4 bytes; none for text and grouped)."""
+    example = Avp.new(code, vendor, is_mandatory=True)
+    if isinstance(example, (AvpInteger32, AvpUnsigned32)):
+        example.value = 0
+    return example
+
+
+def test_an_example_has_its_types_least_data() -> None:
+    assert least(AVP_AUTH_SESSION_STATE, 0).as_bytes() == bytes.fromhex("00000115 4000000c") \
+        + bytes(4)
+    assert read_micr(MeIdentityCheckRequest().as_bytes()).fault.failed_avp.startswith(
+        Avp.new(AVP_SESSION_ID, is_mandatory=True).as_bytes()
+        + least(AVP_AUTH_SESSION_STATE, 0).as_bytes())
+
+
 @given(requests())
 def test_a_request_lacking_avps_names_each_in_failed_avp(request) -> None:
     """The 5005 names in Failed-AVP each mandatory AVP python-diameter finds the request
-    lacking, in its order, as an AVP without data (RFC 6733 §7.5): byte for byte the answer
-    python-diameter writes with those AVPs."""
+    lacking, in its order, as an example of it (RFC 6733 §7.1.5, §7.5: zeros of its type's
+    least length): byte for byte the answer python-diameter writes with those AVPs."""
     data = request.as_bytes()
     reference = Message.from_bytes(data)
-    lacking = [Avp.new(d.avp_code, d.vendor_id, is_mandatory=True)
-               for d in MeIdentityCheckRequest.avp_def
+    lacking = [least(d.avp_code, d.vendor_id) for d in MeIdentityCheckRequest.avp_def
                if d.is_required and getattr(reference, d.attr_name) is None]
     fault = read_micr(data).fault
     if not lacking:

@@ -73,6 +73,12 @@ REQUIRED = ((AVP_SESSION_ID, 0), (AVP_AUTH_SESSION_STATE, 0), (AVP_ORIGIN_HOST, 
 TERMINAL_ONCE = ((AVP_IMEI, VENDOR_3GPP), (AVP_3GPP2_MEID, VENDOR_3GPP),
                  (AVP_SOFTWARE_VERSION, VENDOR_3GPP))
 
+# RFC 6733 §7.1.5: the example of an AVP missing (5005), or of one whose length cannot be
+# (5014), holds zeros of its type's least length: an Enumerated's 4 bytes (the request's
+# Auth-Session-State, DRMP), none for text, identities and grouped AVPs.
+ENUMERATED_BYTES = 4
+_LEAST_DATA = {(AVP_AUTH_SESSION_STATE, 0): ENUMERATED_BYTES, (AVP_DRMP, 0): ENUMERATED_BYTES}
+
 # A bit each for those that occur once (seen twice: 5009), none for those that repeat.
 _BITS = {**{once: 1 << i for i, once in enumerate(ONCE)}, **dict.fromkeys(REPEATED, 0)}
 _ALL_REQUIRED = sum(_BITS[required] for required in REQUIRED)
@@ -270,8 +276,9 @@ def avp(code: int, value: bytes, vendor: int = 0) -> bytes:
 
 
 def example(code: int, vendor: int) -> bytes:
-    """An AVP with no data, as Failed-AVP names one missing or unreadable (RFC 6733 §7.5)."""
-    return avp(code, b"", vendor)
+    """An example of an AVP, as Failed-AVP names one missing or unreadable (RFC 6733 §7.1.5,
+    §7.5): its data zeros of its type's least length (`_LEAST_DATA`; none for others)."""
+    return avp(code, bytes(_LEAST_DATA.get((code, vendor), 0)), vendor)
 
 
 def unsigned(code: int, value: int, vendor: int = 0) -> bytes:
