@@ -73,6 +73,7 @@ UNKNOWN_AVP_CODE = 999_999  # no AVP of RFC 6733 nor of TS 29.272
 HEADER_BYTES = 20
 DIAMETER_PORT = 3868  # the capture's: Wireshark dissects Diameter on it by default
 WATCHDOG_S = 6  # s13.watchdog_s of the serve these tests run: the least it may be
+RESETS = 100  # connections reset as they open, in a row
 OTHER_ADDRESS = "127.0.0.2"  # another host's, on the loopback interface
 
 __all__ = ["state"]  # the fixture, shared with test_decide
@@ -684,6 +685,21 @@ def test_a_connection_past_s13_max_connections_is_closed_as_it_opens(env, tmp_pa
     events = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
     refused = [e for e in events if e["event"].startswith("Diameter connection refused")]
     assert [(e["address"], e["max_connections"]) for e in refused] == [("127.0.0.1", 2)]
+
+
+def test_connections_reset_as_they_open_leave_nothing_behind(env, tmp_path) -> None:
+    """Hosts that connect and reset at once (SO_LINGER 0), before the node takes their
+    socket: nothing logged as an error, and the node answers as before."""
+    with running_s13(env, tmp_path) as (port, s13_port):
+        for _ in range(RESETS):
+            with socket.create_connection(("127.0.0.1", s13_port)) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer = connected(s13_port, [])
+        assert peer.ask(micr(full(STOLEN), None, n=1)).equipment_status \
+            == EquipmentStatus.BLACKLISTED
+        peer.close()
+    events = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
+    assert [e for e in events if e["level"] in ("error", "critical")] == []
 
 
 def test_a_peer_that_disconnects_after_its_checks_is_answered_first(s13) -> None:

@@ -209,7 +209,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         node = self._node
-        self.address = transport.get_extra_info("peername")[0]
+        peername = transport.get_extra_info("peername")
+        if peername is not None:  # None for a socket the peer reset before it was taken
+            self.address = peername[0]
         limit = node.config.max_connections
         if len(node.connections) >= limit:
             # Before anything is read or held: a host that opens connections without end
