@@ -4,7 +4,7 @@ schedules, and a SIGKILL and restart at each month's end.
 
     python bench/year.py [--devices 1000000] [--months 12] [--changes-per-day 100000]
                          [--day-s 10.0] [--attaches-per-s 300] [--fold-every-s 0]
-                         [--keep-days 30] [--seed 7]
+                         [--keep-days 30] [--clones-per-day 20] [--seed 7]
 
 The worker's clock file moves a simulated day every --day-s wall seconds, in ticks of TICK_S;
 each tick the bench produces the day's share of --changes-per-day registry changes (one
@@ -12,15 +12,19 @@ partition, so that "applied" can be counted: registrations of new devices, dereg
 the oldest the bench registered, black-listings and their lifting, cartable links, operator
 SIMs, transfers by IMEI; the mix keeps the registry's size about level) and of the attach
 traffic (the synthetic country's usual mix: SIMs of another cartable and unregistered
-devices open notices, which the sweep carries to their cutoff). APScheduler runs the jobs on
+devices open notices, which the sweep carries to their cutoff), and at each day's start
+--clones-per-day owned IMEIs seen with enough SIMs at once to be flagged misused (their misuse
+notices among the rest). APScheduler runs the jobs on
 wall time, so the worker's crons are set to wall-time periods that match the simulated ones:
 the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at least one second,
 or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
 as everything else, and every row carries the clock file's time, so retention comes as it
-would in a year. Every retention in days (history.keep_days, closed notices, job runs) is
-set to --keep-days, so that a year shows the level each table keeps: with the product's
-(400 days of slot usage, a year of closed notices) a first year only grows, and the level
-comes in the second.
+would in a year. Every retention in days (history.keep_days, closed notices, job runs, the
+subscribers' numbers, at least 60, the life of a clone flag, the policy's clones.flag_days,
+at least the clone window, and the wait before a cut notice unseen is released) is set to
+--keep-days, so that a year shows the level each table keeps: with the product's (400 days of
+slot usage, a year of closed notices) a first year only grows, and the level comes in the
+second.
 
 A change's latency is from the moment before it is produced to the first scrape of /metrics
 (every SCRAPE_S) whose `eir_registry_events_total{outcome="applied"}` counts it. At each
@@ -56,11 +60,12 @@ from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.db.migrate import migrate
 from enforcer.embedded.services import free_port
 from enforcer.embedded.synth import (Country, CountrySpec, TrafficMix, attach_traffic,
-                                     build_country, unowned_device_rows)
+                                     build_country, home_imsi, owned_rows,
+                                     unowned_device_rows)
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
-from rules.policy import load_policy
+from rules.policy import DEFAULT_POLICY, default_clones, load_policy
 from tests.harness.faults import HTTP_OK, MALFORMED_IMEI, WorkerProcess, ready
 
 START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: the run repeats with its seed
@@ -76,9 +81,13 @@ FLUSH_S = 30.0
 HTTP_TIMEOUT_S = 5
 MSISDN_BASE = 989_120_000_000
 MSISDNS = 50_000_000
+LINKED_MSISDN_BASE = MSISDN_BASE + MSISDNS  # numbers the bench links, one each
 NEW_KEY_BASE = 99_000_000_000_000  # IMEIs no snapshot holds: registered or listed by changes
 CARTABLES = 10_000_000
 UNOWNED_TARGETS = 100_000  # devices without an owner that transfers and operator SIMs name
+KINDS = 12  # of registry change, drawn in turn (Changes)
+CLONE_SEED = 31  # the clones' own stream: the usual mix is drawn as without them
+SUBSCRIBER_DAYS_MIN = 60  # retention.subscriber_days' least (a SIM's time moves on monthly)
 APPLIED = 'eir_registry_events_total{outcome="applied"}'
 CONSUMED = "eir_events_consumed_total"
 RSS = "process_resident_memory_bytes"
@@ -89,9 +98,11 @@ ROW_DAYS = 5
 
 
 class Changes:
-    """Registry changes as the registry sends them, drawn ten kinds in turn; registrations and
-    black-listings are matched by deregistrations and liftings of the oldest the bench made,
-    so that the state holds about as many devices in month 12 as in month 1."""
+    """Registry changes as the registry sends them, drawn twelve kinds in turn; registrations,
+    black-listings, cartable links and operator SIMs are matched by deregistrations,
+    liftings, unlinks and removals of the oldest the bench made, so that the state holds
+    about as much in month 12 as in month 1 (unmatched, links and operator SIMs added 1.4 M
+    entries in a year at 20,000 changes a day, and the folds' time grew with them)."""
 
     def __init__(self, country: Country, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
@@ -103,6 +114,8 @@ class Changes:
             unowned_device_rows(country.devices, UNOWNED_TARGETS))
         self._registered: deque[str] = deque()
         self._black: deque[int] = deque()
+        self._linked: deque[tuple[int, int]] = deque()  # (cartable, MSISDN)
+        self._operator_sims: deque[tuple[int, int]] = deque()  # (IMEI key, MSISDN)
         self._next = 0
 
     def take(self, count: int, now_ms: int) -> list[bytes]:
@@ -115,7 +128,7 @@ class Changes:
             self._next += 1
             key = NEW_KEY_BASE + 10 * n
             event: dict[str, object] = {"event_id": f"year-{n}", "time": now_ms}
-            kind = n % 10
+            kind = n % KINDS
             if kind in (2, 3) and self._registered:
                 event |= {"type": "device_deregistered", "device_id": self._registered.popleft()}
             elif kind in (0, 1):
@@ -127,10 +140,22 @@ class Changes:
                 event |= {"type": "blacklisted", "imeis": [f"{key:014d}"], "reason": "stolen"}
             elif kind == 5 and self._black:
                 event |= {"type": "unblacklisted", "imeis": [f"{self._black.popleft():014d}"]}
-            elif kind == 6:
+            elif kind == 7 and self._linked:
+                cartable, msisdn = self._linked.popleft()
+                event |= {"type": "cartable_unlinked", "cartable_id": cartable,
+                          "msisdns": [str(msisdn)]}
+            elif kind in (6, 7):
+                # A number of its own, so that its unlink finds it where it was linked.
+                linked = LINKED_MSISDN_BASE + n
+                self._linked.append((cartables[i], linked))
                 event |= {"type": "cartable_linked", "cartable_id": cartables[i],
-                          "msisdns": [str(msisdns[i])]}
-            elif kind == 7:
+                          "msisdns": [str(linked)]}
+            elif kind == 9 and self._operator_sims:
+                imei, msisdn = self._operator_sims.popleft()
+                event |= {"type": "operator_sim_removed", "imei": f"{imei:014d}",
+                          "msisdn": str(msisdn)}
+            elif kind in (8, 9):
+                self._operator_sims.append((owned[i], msisdns[i]))
                 event |= {"type": "operator_sim_set", "imei": f"{owned[i]:014d}",
                           "msisdn": str(msisdns[i])}
             else:
@@ -217,6 +242,22 @@ def attach_messages(country: Country, topic: str, count: int, seed: int,
     return out
 
 
+def clone_messages(country: Country, topic: str, count: int, seed: int,
+                   now_ms: int) -> list[Publication]:
+    """count owned IMEIs each seen at once with as many subscribers' SIMs as flag an IMEI
+    (clones.distinct_imsis): a steady stream of flags, whose rows the flags' life bounds."""
+    rng = np.random.default_rng([seed, CLONE_SEED])
+    keys = country.lists.white_index.keys_at(owned_rows(rng, country.devices, count))
+    sims = default_clones().distinct_imsis
+    msisdns = country.subscribers[rng.integers(0, len(country.subscribers), count * sims)]
+    out = []
+    for key, msisdn, imsi in zip(np.repeat(keys, sims).tolist(), msisdns.tolist(),
+                                 home_imsi(msisdns).tolist()):
+        out.append(Publication(topic, f"{key:014d}".encode(), msgspec.json.encode(
+            {"imei": f"{key:014d}", "imsi": str(imsi), "msisdn": str(msisdn), "ts": now_ms})))
+    return out
+
+
 @dataclass
 class Month:
     month: int
@@ -241,6 +282,17 @@ def wait_ready(port: int) -> float:
     return time.monotonic() - started
 
 
+def flags_lasting(days: int, path: Path) -> Path:
+    """The default policy with clone flags lasting `days` (at least the clone window)."""
+    text = DEFAULT_POLICY.read_text()
+    default = f"\nflag_days = {default_clones().flag_days}\n"
+    if default not in text:
+        raise SystemExit(f"{DEFAULT_POLICY}: no '{default.strip()}' to change")
+    days = max(days, default_clones().window_days)
+    path.write_text(text.replace(default, f"\nflag_days = {days}\n"))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=1_000_000)
@@ -253,7 +305,11 @@ def main() -> None:
     # A notice lives its grace (30 days) and then this long closed: at 30 its table is level
     # from month 3, the month the ratio is taken against.
     parser.add_argument("--keep-days", type=int, default=30,
-                        help="every retention in days (slot usage, closed notices, job runs)")
+                        help="every retention in days (slot usage, closed notices, cut "
+                             "notices unseen, clone flags, job runs; subscribers' numbers at "
+                             "least 60)")
+    parser.add_argument("--clones-per-day", type=int, default=20,
+                        help="registered IMEIs a day seen with enough SIMs to be flagged")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
@@ -272,7 +328,10 @@ def main() -> None:
                "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00",
                "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
                "EIR_RETENTION__CLOSED_NOTICE_DAYS": str(args.keep_days),
-               "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days)}
+               "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days),
+               "EIR_NOTICES__CUT_IDLE_DAYS": str(args.keep_days),
+               "EIR_RETENTION__SUBSCRIBER_DAYS": str(max(args.keep_days, SUBSCRIBER_DAYS_MIN)),
+               "EIR_POLICY__FILE": str(flags_lasting(args.keep_days, scratch / "policy.toml"))}
         migrate(services.postgres.dsn)
         admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
         admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
@@ -280,7 +339,8 @@ def main() -> None:
                                       replication_factor=1)])
         admin.close()
         country = build_country(CountrySpec(devices=args.devices))
-        save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
+        save_snapshot(EnforcementState(country.lists, country.devices,
+                                       load_policy(env["EIR_POLICY__FILE"])),
                       Path(env["EIR_STATE__DIR"]))
         changes = Changes(country, args.seed)
         producer = ConfluentProducer({"bootstrap.servers": services.broker.bootstrap,
@@ -334,9 +394,12 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
                               for e in events], FLUSH_S)
             sent += count
             produced.append((at, sent, count))
-            producer.publish(attach_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
-                                             per_tick_attaches, day * ticks_per_day + tick,
-                                             now_ms), FLUSH_S)
+            attaches = attach_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
+                                       per_tick_attaches, day * ticks_per_day + tick, now_ms)
+            if tick == 0:
+                attaches += clone_messages(country, env["EIR_KAFKA__ATTACH_TOPIC"],
+                                           args.clones_per_day, day, now_ms)
+            producer.publish(attaches, FLUSH_S)
     wall_s = time.monotonic() - started
     drain = time.monotonic() + DRAIN_TIMEOUT_S
     while scraper.applied() < sent:
@@ -374,7 +437,7 @@ def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
     ratios = {name: round(n / max(base.rows.get(name, 0), 1), 2)
               for name, n in last.rows.items() if n or base.rows.get(name)}
     return {"devices": args.devices, "months": len(months), "fold_every_s": args.fold_every_s,
-            "keep_days": args.keep_days,
+            "keep_days": args.keep_days, "clones_per_day": args.clones_per_day,
             "changes_per_day": args.changes_per_day, "day_s": args.day_s,
             "attaches_per_s": args.attaches_per_s, "first_ready_s": round(first_ready, 1),
             "latency_p99_s_max": max(m.latency_p99_s for m in months),

@@ -193,7 +193,6 @@ class RetentionConfig:
     closed_notice_days: Days
     status_query_days: Days
     job_run_days: Days
-    clone_flag_days: Annotated[int, Range(0, CENTURY_DAYS)]  # 0: kept
     # Twice db.subscribers.SEEN_AT_STEP_DAYS at least: a SIM in use is never taken.
     subscriber_days: Annotated[int, Range(60, CENTURY_DAYS)]
     batch_rows: Count

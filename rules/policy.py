@@ -20,6 +20,7 @@ MAX_RULES = 256  # the decision keeps each event's rule in a uint8
 CLONE_KEYS = {f.name for f in dataclasses.fields(CloneRules)}
 # Days are kept as uint16 day numbers; the window must fit well inside.
 MAX_WINDOW_DAYS = 366
+MAX_FLAG_DAYS = 36_525  # a century: for ever is 0
 
 
 class Verdict(StrEnum):
@@ -131,7 +132,9 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         if name in names[:i] or name == FALLBACK_NAME:
             raise PolicyError(f"rules[{i}].name: '{name}' is used twice or reserved")
     _emergency_first(rules)
-    return Policy(tuple(home), tuple(rules) + (fallback,), _clones(data.get("clones", {})))
+    clones = _clones(data.get("clones", {}))
+    _flags_outlast_notices(rules, clones)
+    return Policy(tuple(home), tuple(rules) + (fallback,), clones)
 
 
 @functools.cache
@@ -152,7 +155,7 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
     base = defaults if defaults is not None else dataclasses.asdict(default_clones())
     merged = {f: raw.get(f, base[f]) for f in CLONE_KEYS}
     for key in ("distinct_imsis", "window_days", "operators_within_minutes",
-                "far_cells_within_minutes", "rat_inconsistent_attaches"):
+                "far_cells_within_minutes", "rat_inconsistent_attaches", "flag_days"):
         value = merged[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise PolicyError(f"clones.{key}: must be a whole number, 0 or more")
@@ -160,6 +163,10 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
         raise PolicyError("clones.distinct_imsis: at least 2 (one SIM is no clone)")
     if not 1 <= merged["window_days"] <= MAX_WINDOW_DAYS:
         raise PolicyError(f"clones.window_days: between 1 and {MAX_WINDOW_DAYS}")
+    flag_days = merged["flag_days"]
+    if flag_days and not merged["window_days"] <= flag_days <= MAX_FLAG_DAYS:
+        raise PolicyError(f"clones.flag_days: 0 (for ever), or from clones.window_days"
+                          f" to {MAX_FLAG_DAYS}")
     if merged["rat_inconsistent_attaches"] > MAX_RAT_ATTACHES:
         raise PolicyError(f"clones.rat_inconsistent_attaches: at most {MAX_RAT_ATTACHES}")
     km = merged["far_cells_km"]
@@ -167,6 +174,16 @@ def _clones(raw: Any, defaults: dict[str, Any] | None = None) -> CloneRules:
         raise PolicyError("clones.far_cells_km: must be a positive number")
     merged["far_cells_km"] = float(km)
     return CloneRules(**merged)
+
+
+def _flags_outlast_notices(rules: list[Rule], clones: CloneRules) -> None:
+    # A notice on `misused` rechecked at its deadline after the flag ended would be cancelled:
+    # the flag would never cut anyone.
+    for i, rule in enumerate(rules):
+        if (clones.flag_days and rule.when is Condition.MISUSED and rule.opens_notice
+                and rule.grace_days >= clones.flag_days):
+            raise PolicyError(f"rules[{i}].grace_days: less than clones.flag_days"
+                              f" ({clones.flag_days}), or the flag ends before the deadline")
 
 
 def _emergency_first(rules: list[Rule]) -> None:

@@ -10,14 +10,17 @@ import os
 from dataclasses import replace
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import psycopg
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from enforcer.clock import MS_PER_DAY, ManualClock
-from enforcer.engine.clones import (REASONS, CellSites, CloneRules, CloneWindow, Misused,
-                                    WindowSightings, sightings_of, sims_batch)
+from enforcer.engine.clones import (NOT_MISUSED, REASONS, CellSites, CloneRules, CloneWindow,
+                                    Misused, WindowSightings, sightings_of, sims_batch)
 from enforcer.config import load_config
 from enforcer.db.clones import record_flags
 from enforcer.db.notices import see
@@ -70,6 +73,10 @@ def seen(*events: tuple) -> WindowSightings:
 def flagged(w: CloneWindow, *events: tuple) -> list[tuple[int, str]]:
     flags = w.observe(seen(*events))
     return [(e, REASONS[r].value) for e, r in zip(flags.event.tolist(), flags.reason.tolist())]
+
+
+def misused_by(*keys: int, ms: int = DAY0) -> Misused:
+    return NOT_MISUSED.with_flags(list(keys), [ms] * len(keys), 0)
 
 
 def test_the_third_sim_within_the_window_flags_the_imei() -> None:
@@ -200,7 +207,7 @@ def test_placeholder_and_test_imeis_are_not_clones(state, rules) -> None:
 
 def test_on_a_misused_imei_the_owner_keeps_working_and_others_get_a_misuse_notice(
         state, rules) -> None:
-    misused = replace(state, misused=Misused(np.array([SINGLE], np.uint64)))
+    misused = replace(state, misused=misused_by(SINGLE))
     assert decided(misused, rules, full(SINGLE), OWNER).rule == "owner"
     assert decided(misused, rules, full(SINGLE), SPOUSE).rule == "owner"  # the owner's cartable
     other = decided(misused, rules, full(SINGLE), STRANGER)
@@ -211,9 +218,48 @@ def test_on_a_misused_imei_the_owner_keeps_working_and_others_get_a_misuse_notic
 
 
 def test_misused_is_looked_up_per_imei() -> None:
-    flags = Misused(np.array([5, 9], np.uint64)).with_keys([7])
-    assert flags.contains(np.array([5, 6, 7, 9, 10], np.uint64)).tolist() == [
+    flags = misused_by(5, 9).with_flags([7], [DAY0], 0)
+    assert flags.holds(np.array([5, 6, 7, 9, 10], np.uint64), np.full(5, DAY0), 0).tolist() == [
         True, False, True, True, False]
+
+
+def test_a_flag_holds_for_its_life_from_its_attach_and_a_later_flag_renews_it() -> None:
+    life = 10 * MS_PER_DAY
+    flags = misused_by(5, 9)
+    keys = np.array([5, 9], np.uint64)
+    assert flags.holds(keys, np.full(2, DAY0 + life - 1), life).tolist() == [True, True]
+    assert flags.holds(keys, np.full(2, DAY0 + life), life).tolist() == [False, False]
+    assert flags.holds(keys, np.full(2, DAY0 + life), 0).tolist() == [True, True]  # for ever
+    renewed = flags.with_flags([9], [DAY0 + life], life)
+    assert renewed.holds(keys, np.full(2, DAY0 + life), life).tolist() == [False, True]
+    assert renewed.with_flags([9], [DAY0], life).flagged_ms.tolist() == [DAY0, DAY0 + life]
+
+
+def test_flags_that_ended_a_life_before_the_latest_are_dropped() -> None:
+    life = 10 * MS_PER_DAY
+    flags = misused_by(5, 9).with_flags([7], [DAY0 + 2 * life - 1], life)
+    assert flags.keys.tolist() == [5, 7, 9]
+    assert flags.with_flags([8], [DAY0 + 2 * life], life).keys.tolist() == [7, 8]
+    assert flags.with_flags([8], [DAY0 + 2 * life], 0).keys.tolist() == [5, 7, 8, 9]
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 40)), max_size=30),
+       st.integers(0, 40), st.sampled_from([0, 5, 10]))
+def test_misused_holds_what_the_latest_flag_of_each_key_says(flags, at, life_days) -> None:
+    """Against a dict of each key's latest flag, whatever order the flags come in."""
+    life = life_days * MS_PER_DAY
+    misused, latest = NOT_MISUSED, {}
+    for key, day in flags:
+        misused = misused.with_flags([key], [DAY0 + day * MS_PER_DAY], life)
+        latest[key] = max(latest.get(key, 0), DAY0 + day * MS_PER_DAY)
+    keys = np.arange(21, dtype=np.uint64)
+    ts = DAY0 + at * MS_PER_DAY
+    newest = max(latest.values(), default=0)
+    expected = [k in latest and (not life or ts < latest[k] + life) for k in range(21)]
+    # A flag dropped ended a life before the newest: only an attach that old could miss it.
+    judged = [k for k in range(21) if not life or ts >= newest - life]
+    held = misused.holds(keys, np.full(21, ts), life).tolist()
+    assert [held[k] for k in judged] == [expected[k] for k in judged]
 
 
 # --- end to end: the worker, the broker, the database ----------------------------------------
@@ -275,9 +321,41 @@ def test_a_gsm_only_phone_attaching_on_lte_is_flagged_and_recorded(env, worker, 
     assert [(c["imei"], c["reason"]) for c in listed] == [(f"{UNOWNED:014d}", "rat")]
 
 
-def _count(dsn: str, sql: str) -> int:
+def test_a_flag_ends_after_flag_days_and_a_clone_still_seen_is_flagged_anew(
+        env, worker, dsn, tmp_path) -> None:
+    """Flagged 25 days ago under a policy whose flags last 20 days: a new SIM on the IMEI
+    today is judged as on any owned phone (an ownership-transfer notice, not a misuse one);
+    three SIMs within the window today flag it again, and the row says so."""
+    text = (Path(__file__).parents[1] / "rules" / "default.toml").read_text()
+    assert "\nflag_days = 365\n" in text
+    (tmp_path / "policy.toml").write_text(text.replace("\nflag_days = 365\n", "\nflag_days = 20\n"))
+    env["EIR_POLICY__FILE"] = str(tmp_path / "policy.toml")
+    running = worker()
+    bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
+    t = now_ms()
+    then = t - 25 * MS_PER_DAY
+    produce(bootstrap, topic, [attach(SINGLE, OWNER, then), attach(SINGLE, STRANGER, then + 1),
+                               attach(SINGLE, BUYER, then + 2)])
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM clone_flags") == 1)
+
+    produce(bootstrap, topic, [attach(SINGLE, HELPER, t)])
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM notices WHERE msisdn = %s", HELPER) == 1)
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql).fetchone()[0]
+        (kind,) = conn.execute("SELECT kind FROM notices WHERE msisdn = %s", (HELPER,)).fetchone()
+    assert kind == "ownership_transfer"
+
+    produce(bootstrap, topic, [attach(SINGLE, STRANGER, t + 1), attach(SINGLE, BUYER, t + 2)])
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM clone_flags"
+                                 " WHERE flagged_at >= to_timestamp(%s)", t / 1000) == 1)
+    wait_for(lambda: _count(dsn, "SELECT count(*) FROM notices WHERE kind = 'misuse'"
+                                 " AND msisdn = %s AND state = 'warned'", HELPER) == 1)
+    collectors = running.worker.metrics.collectors
+    assert collectors.get_sample_value("eir_clone_flags_total", {"reason": "imsis"}) == 2
+
+
+def _count(dsn: str, sql: str, *params: object) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchone()[0]
 
 
 def test_a_flag_leaves_a_sim_with_an_older_transfer_notice_a_misuse_notice_at_once(
@@ -329,7 +407,7 @@ def test_a_worker_behind_a_flag_leaves_the_misuse_notices_raised_with_it_standin
     this worker's sweep takes the notice before it has followed the flag. It decides it with
     the flag all the same: warned, not found resolved by `other_cartable`."""
     imsi = int(home_imsi(STRANGER))
-    flagged_state = replace(make_state(policy), misused=Misused(np.array([SINGLE], np.uint64)))
+    flagged_state = replace(make_state(policy), misused=misused_by(SINGLE, ms=T0))
     earlier = sims_batch([(SINGLE, imsi, STRANGER, T0)], {SINGLE: T0})
     decisions = decide(earlier, flagged_state)
     config = load_config(environ=env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import given
@@ -107,6 +108,20 @@ def test_rank_bits_agree_with_counting(bits: list[bool]) -> None:
     assert [ranked.select(k) for k in range(sum(bits))] == [i for i, b in enumerate(bits) if b]
     assert [ranked.bit_and_rank(i) for i in range(len(bits))] == list(
         zip(bits, ranked.rank(rows).tolist()))
+
+
+@given(st.integers(0, 700), st.lists(st.integers(0, 699), max_size=200))
+def test_rank_bits_set_by_position_are_the_mask_s(rows: int, positions: list[int]) -> None:
+    """The bits set in place, in steps, against the byte-a-row mask they replace."""
+    positions = [p for p in positions if p < rows]
+    mask = np.zeros(rows, dtype=bool)
+    mask[positions] = True
+    want = RankBits.from_mask(mask)
+    with patch("enforcer.engine.rankbits.POSITIONS_AT_ONCE", 7):  # several steps
+        got = RankBits.from_positions(rows, np.array(positions, dtype=np.int64))
+    assert got.words.tolist() == want.words.tolist()
+    assert got.before.tolist() == want.before.tolist()
+    assert (got.rows, got.count) == (want.rows, want.count)
 
 
 @given(st.lists(st.tuples(st.lists(st.integers(0, 199), min_size=1, max_size=3),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 
 import psycopg
@@ -16,11 +17,12 @@ from consumers.loop import BatchLoop, LazyConnection, Waits
 from consumers.receive import Polled
 from enforcer.config import load_config
 from enforcer.reach import Backoff
-from tests.kafkatools import produce
+from tests.kafkatools import produce, wait_for
 from tests.test_worker import CLIENTS
 
 FAILED = "batch failed, will be consumed again"
 GIVE_UP_S = 60.0
+POLL_TIMEOUT_MS = 6000
 
 
 def test_the_wait_doubles_with_each_failure_up_to_the_most() -> None:
@@ -33,6 +35,30 @@ def test_a_handled_batch_starts_the_waits_again() -> None:
     waits.failed(), waits.failed()
     waits.handled()
     assert waits.failed() == 0.5
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_poll_returns_what_has_come_without_waiting_out_its_timeout(env, client) -> None:
+    """A registry change counts within a second: a poll that waited for a full batch, or
+    for its whole timeout, would hold the first change of a quiet minute that long."""
+    kafka = replace(load_config(environ=env).kafka, client=client)
+    topic = kafka.registry_topic
+    produce(kafka.bootstrap_servers, topic, [b"first"])
+    consumer = registry_consumer(kafka)
+    try:
+        consumer.assign(topic, {p: None for p in consumer.partitions_for(topic)})
+        first: list[bytes | None] = []
+        wait_for(lambda: first.extend(consumer.poll(POLL_TIMEOUT_MS, 5000).values) or first)
+        assert first == [b"first"]
+        produce(kafka.bootstrap_servers, topic, [b"second", b"third"])
+        started = time.monotonic()
+        values = []
+        while len(values) < 2 and time.monotonic() - started < POLL_TIMEOUT_MS / 1000:
+            values += consumer.poll(POLL_TIMEOUT_MS, 5000).values
+        assert values == [b"second", b"third"]
+        assert time.monotonic() - started < POLL_TIMEOUT_MS / 1000 / 2
+    finally:
+        consumer.close()
 
 
 def test_a_fixed_wait_stays_fixed() -> None:

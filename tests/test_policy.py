@@ -82,6 +82,12 @@ def rule(data: dict, name: str) -> dict:
     (lambda d: d["clones"].update(far_cells_km=-1), "clones.far_cells_km"),
     (lambda d: d["clones"].update(operators_within_minutes="5"), "clones.operators_within"),
     (lambda d: d["clones"].update(colour=1), "clones.colour"),
+    (lambda d: d["clones"].update(flag_days=19), "clones.flag_days"),  # under window_days
+    (lambda d: d["clones"].update(flag_days=-1), "clones.flag_days"),
+    (lambda d: d["clones"].update(flag_days=7), "clones.flag_days"),
+    (lambda d: d["clones"].update(flag_days=20, window_days=20)
+     or next(r for r in d["rules"] if r["when"] == "misused").update(grace_days=20),
+     "rules[7].grace_days"),
 ])
 def test_invalid_policy_is_refused_naming_the_key(change, key: str) -> None:
     with pytest.raises(PolicyError, match="^" + re.escape(key)):

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from enforcer.clock import MS_PER_DAY
-from enforcer.engine.clones import Misused
+from enforcer.engine.clones import NOT_MISUSED
 from enforcer.engine.lifecycle import Notice, NoticeState
 from enforcer.engine.opening import IMEI_SUBJECT, successors
 from enforcer.engine.resolution import Resolution, resolutions
@@ -28,7 +26,7 @@ def transfer(id_: int, msisdn: int, key: int = SINGLE, state_: NoticeState = Not
 
 
 def flagged(state):
-    return replace(state, misused=Misused(np.array([SINGLE], np.uint64)))
+    return replace(state, misused=NOT_MISUSED.with_flags([SINGLE], [FLAG_MS], 0))
 
 
 def index_of(state, name: str) -> int:

@@ -15,6 +15,7 @@ import pytest
 
 from enforcer.clock import MS_PER_DAY, MS_PER_S, utc_datetime
 from enforcer.config import load_config
+from enforcer.db.clones import record_flags
 from enforcer.db.migrate import MIGRATION_LOCK, migrate, migrations
 from enforcer.db.notices import DuplicateMessage, enqueue, mark_sent, transitions_of
 from enforcer.db.partitions import OUTBOX, STATUS_QUERIES, TRANSITIONS, partitions
@@ -32,10 +33,10 @@ DAY = timedelta(days=1)
 REGISTRY = "registry-events"
 
 
-def retention(**settings: int) -> RetentionRun:
+def retention(clone_flag_days: int = 0, **settings: int) -> RetentionRun:
     config = load_config(environ={})
     return RetentionRun(replace(config.retention, **settings), date(1970, 1, 1), NOW,
-                        REGISTRY, None)
+                        REGISTRY, None, clone_flag_days)
 
 
 def run(dsn: str, plan: RetentionRun) -> dict[str, int]:
@@ -177,9 +178,17 @@ def test_old_job_runs_and_expired_clone_flags_go(dsn) -> None:
         for imei_key, days in ((1, 40), (2, 10)):
             conn.execute("INSERT INTO clone_flags (imei_key, reason, flagged_at, imsi, msisdn)"
                          " VALUES (%s, 'many_sims', %s, 1, 1)", (imei_key, NOW - days * DAY))
-    assert run(dsn, retention(job_run_days=90))["clone_flags_deleted"] == 0  # 0: kept
+    assert run(dsn, retention(job_run_days=90))["clone_flags_deleted"] == 0  # 0: for ever
     assert rows(dsn, "SELECT job FROM job_runs") == [("young",)]
     assert rows(dsn, "SELECT count(*) FROM clone_flags") == [(2,)]
+    with psycopg.connect(dsn) as conn:  # IMEI 1 flagged again today: the row rewritten
+        record_flags(conn, [(1, "imsis", int(NOW.timestamp() * 1000), 3, 3)])
+        record_flags(conn, [(2, "imsis", int((NOW - 20 * DAY).timestamp() * 1000), 4, 4)])
+    assert run(dsn, retention(clone_flag_days=30))["clone_flags_deleted"] == 0
+    assert rows(dsn, "SELECT imei_key, imsi FROM clone_flags ORDER BY 1") == [(1, 3), (2, 1)]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE clone_flags SET flagged_at = %s WHERE imei_key = 1",
+                     (NOW - 40 * DAY,))
     assert run(dsn, retention(clone_flag_days=30))["clone_flags_deleted"] == 1
     assert rows(dsn, "SELECT imei_key FROM clone_flags") == [(2,)]
 

@@ -13,27 +13,38 @@ FlagRow = tuple[int, str, int, int, int]  # imei_key, reason, flagged ms, imsi, 
 
 
 def record_flags(conn: psycopg.Connection, rows: list[FlagRow]) -> None:
+    """A flag replaces an IMEI's earlier one (ended, or raised by another worker at the same
+    time), and is recorded again so that the followers see it."""
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO clone_flags (imei_key, reason, flagged_at, imsi, msisdn)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (imei_key) DO NOTHING",
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (imei_key) DO UPDATE"
+            " SET reason = EXCLUDED.reason, flagged_at = EXCLUDED.flagged_at,"
+            " imsi = EXCLUDED.imsi, msisdn = EXCLUDED.msisdn, recorded_at = clock_timestamp()"
+            " WHERE clone_flags.flagged_at < EXCLUDED.flagged_at",
             [(key, reason, utc_datetime(ms), imsi, msisdn)
              for key, reason, ms, imsi, msisdn in rows])
 
 
 def flagged_since(conn: psycopg.Connection, since: datetime | None
-                  ) -> tuple[list[int], datetime]:
-    """IMEI keys recorded since `since` (all when None), and the time to ask from next."""
+                  ) -> tuple[list[tuple[int, int]], datetime]:
+    """(imei_key, flagged ms) of the flags recorded since `since` (all when None), and the
+    time to ask from next."""
     (now,) = conn.execute("SELECT clock_timestamp()").fetchone()
-    rows = conn.execute("SELECT imei_key FROM clone_flags WHERE %(since)s::timestamptz IS NULL"
+    rows = conn.execute("SELECT imei_key, (extract(epoch FROM flagged_at) * 1000)::bigint"
+                        " FROM clone_flags WHERE %(since)s::timestamptz IS NULL"
                         " OR recorded_at >= %(since)s", {"since": since}).fetchall()
-    return [key for (key,) in rows], now
+    return rows, now
 
 
-def any_flagged(conn: psycopg.Connection, imei_keys: list[int]) -> bool:
-    """Is one of these IMEIs flagged misused?"""
-    (flagged,) = conn.execute("SELECT EXISTS (SELECT 1 FROM clone_flags"
-                              " WHERE imei_key = ANY(%s))", (imei_keys,)).fetchone()
+def any_flagged(conn: psycopg.Connection, imei_keys: list[int],
+                flagged_after: datetime | None) -> bool:
+    """Is one of these IMEIs flagged misused by a flag raised after `flagged_after` (a flag
+    still in force; None: any)?"""
+    (flagged,) = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM clone_flags WHERE imei_key = ANY(%s)"
+        " AND (%s::timestamptz IS NULL OR flagged_at > %s))",
+        (imei_keys, flagged_after, flagged_after)).fetchone()
     return flagged
 
 

@@ -73,12 +73,14 @@ def delete_job_runs(conn: psycopg.Connection, started_before: datetime, limit: i
 
 
 def delete_clone_flags(conn: psycopg.Connection, flagged_before: datetime, limit: int) -> int:
-    """Up to `limit` clone flags raised before `flagged_before`; returns how many."""
+    """Up to `limit` clone flags raised before `flagged_before`; returns how many. The time
+    is judged again as each row is deleted: a flag raised anew meanwhile stays."""
     with conn.transaction():
         return conn.execute(
             "DELETE FROM clone_flags WHERE imei_key IN (SELECT imei_key FROM clone_flags"
-            " WHERE flagged_at < %s ORDER BY flagged_at LIMIT %s)",
-            (flagged_before, limit)).rowcount
+            " WHERE flagged_at < %(before)s ORDER BY flagged_at LIMIT %(limit)s)"
+            " AND flagged_at < %(before)s",
+            {"before": flagged_before, "limit": limit}).rowcount
 
 
 def delete_subscribers(conn: psycopg.Connection, seen_before: datetime, limit: int) -> int:

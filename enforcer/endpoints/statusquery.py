@@ -46,7 +46,10 @@ def ask(state: EnforcementState, conn: psycopg.Connection, imei_key: int, reques
     device = device_now(state, imei_key)
     keys = [key for _, key in device.slots]
     # The flags' record, not a copy: the CLI follows none, a worker's lags behind the others'.
-    answer = imei_status(device, usage_of(conn, keys), requester, any_flagged(conn, keys))
+    life_ms = state.policy.clones.flag_ms
+    in_force_after = utc_datetime(now_ms - life_ms) if life_ms else None
+    answer = imei_status(device, usage_of(conn, keys), requester,
+                         any_flagged(conn, keys, in_force_after))
     _audit(conn, imei_key, requester, caller, answer.status.value, answer.previous_msisdn, None,
            now_ms)
     return answer

@@ -62,6 +62,14 @@ class CloneRules:
     # Attaches (in distinct minutes, within window_days of the first) on a radio the IMEI's
     # model lacks that flag it; at most MAX_RAT_ATTACHES, the counter being a uint8.
     rat_inconsistent_attaches: int
+    # Days a flag lasts from the attach that raised it (0: for ever); then the IMEI is judged
+    # afresh, and flagged again if the window still sees it misused.
+    flag_days: int = 0
+
+    @property
+    def flag_ms(self) -> int:
+        """A flag's life in ms; 0 for ever."""
+        return self.flag_days * MS_PER_DAY
 
 
 MAX_RAT_ATTACHES = int(np.iinfo(np.uint8).max)
@@ -125,27 +133,49 @@ class Flags:
 
 @dataclass(frozen=True, eq=False)
 class Misused:
-    """IMEI keys flagged misused, sorted; PostgreSQL (clone_flags) is the record."""
+    """IMEIs flagged misused, with the time of each flag; PostgreSQL (clone_flags) is the
+    record. A flag holds from its attach for the policy's `flag_days` (`life_ms`, 0: for
+    ever), so every process that holds it judges its end alike, by the events' clock."""
 
     keys: np.ndarray  # uint64, ascending, distinct
+    flagged_ms: np.ndarray  # int64, the attach that raised each key's flag
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def contains(self, keys: np.ndarray) -> np.ndarray:
+    def holds(self, keys: np.ndarray, ts_ms: np.ndarray, life_ms: int) -> np.ndarray:
+        """bool per key: flagged, and the flag still in force at its ts_ms."""
         if not len(self.keys):
             return np.zeros(len(keys), dtype=bool)
         at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return self.keys[at] == keys
+        held = self.keys[at] == keys
+        if life_ms:
+            held &= np.asarray(ts_ms, dtype=np.int64) < self.flagged_ms[at] + life_ms
+        return held
 
-    def with_keys(self, keys: np.ndarray | list[int]) -> Misused:
+    def with_flags(self, keys: np.ndarray | list[int], flagged_ms: np.ndarray | list[int],
+                   life_ms: int) -> Misused:
+        """These flags laid over (the later time where a key has two), and every flag that
+        ended a life or more before the latest one began dropped: what is held follows the
+        flags raised, and an attach late enough to meet a dropped flag is refused as too old
+        (worker.max_event_age_days is far shorter than a flag's life)."""
         added = np.asarray(keys, dtype=np.uint64)
-        if not len(added) or self.contains(added).all():
+        if not len(added):
             return self
-        return Misused(np.union1d(self.keys, added))
+        keys_all = np.concatenate([self.keys, added])
+        ms_all = np.concatenate([self.flagged_ms, np.asarray(flagged_ms, dtype=np.int64)])
+        order = np.lexsort((-ms_all, keys_all))  # by key, the latest flag first
+        keys_all, ms_all = keys_all[order], ms_all[order]
+        first = np.ones(len(keys_all), dtype=bool)
+        first[1:] = keys_all[1:] != keys_all[:-1]
+        keys_all, ms_all = keys_all[first], ms_all[first]
+        if life_ms:
+            live = ms_all + life_ms > ms_all.max() - life_ms
+            keys_all, ms_all = keys_all[live], ms_all[live]
+        return Misused(keys_all, ms_all)
 
 
-NOT_MISUSED = Misused(np.zeros(0, dtype=np.uint64))
+NOT_MISUSED = Misused(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
 
 
 def fingerprint(imsi: np.ndarray) -> np.ndarray:

@@ -72,11 +72,13 @@ class FlagFollower(_TableFollower):
     """IMEIs any worker flagged misused; all of them the first time."""
 
     def follow(self, conn: psycopg.Connection) -> int:
-        keys, self._followed_to = flagged_since(conn, self._since())
-        if keys:
-            added = np.array(keys, dtype=np.uint64)
-            self._holder.update(lambda s: replace(s, misused=s.misused.with_keys(added)))
-        return len(keys)
+        rows, self._followed_to = flagged_since(conn, self._since())
+        if rows:
+            keys = np.array([key for key, _ in rows], dtype=np.uint64)
+            flagged_ms = np.array([ms for _, ms in rows], dtype=np.int64)
+            self._holder.update(lambda s: replace(s, misused=s.misused.with_flags(
+                keys, flagged_ms, s.policy.clones.flag_ms)))
+        return len(rows)
 
 
 class NumberFollower(_TableFollower):

@@ -54,7 +54,7 @@ def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Cl
         with connect() as conn:
             return run_retention(conn, RetentionRun(
                 config.retention, first_kept, now, config.kafka.registry_topic,
-                oldest_watermark(directory)))
+                oldest_watermark(directory), holder.current.policy.clones.flag_days))
 
     return [Job(RECONCILE, config.jobs.reconcile_cron, reconcile_job),
             Job(FOLD, config.jobs.fold_cron, fold_job),

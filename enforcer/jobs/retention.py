@@ -34,6 +34,7 @@ class RetentionRun:
     now: datetime  # the worker's clock
     registry_topic: str
     registry_watermark: RegistryWatermark | None
+    clone_flag_days: int  # the policy's [clones] flag_days: a flag's life, 0 for ever
 
 
 def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]:
@@ -60,8 +61,8 @@ def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]
         settings, lambda name: True)
     counts["job_runs_deleted"] = _in_batches(lambda: delete_job_runs(
         conn, run.now - timedelta(days=settings.job_run_days), settings.batch_rows))
-    counts["clone_flags_deleted"] = 0 if not settings.clone_flag_days else _in_batches(
-        lambda: delete_clone_flags(conn, run.now - timedelta(days=settings.clone_flag_days),
+    counts["clone_flags_deleted"] = 0 if not run.clone_flag_days else _in_batches(
+        lambda: delete_clone_flags(conn, run.now - timedelta(days=run.clone_flag_days),
                                    settings.batch_rows))
     counts["subscribers_deleted"] = _in_batches(lambda: delete_subscribers(
         conn, run.now - timedelta(days=settings.subscriber_days), settings.batch_rows))

@@ -34,7 +34,7 @@ log = logging.getLogger("eir.clones")
 
 @dataclass(frozen=True)
 class NewFlags:
-    """IMEIs this batch flagged that were not flagged before."""
+    """IMEIs this batch flagged that had no flag in force."""
 
     rows: tuple[FlagRow, ...] = ()
 
@@ -79,13 +79,15 @@ class CloneTracker:
         tacs = state.tacs if self._window.rules.rat_inconsistent_attaches else None
         flags = self._window.observe(sightings_of(batch, index, self._cells, tacs))
         keys = batch.imei_key[flags.event]
-        fresh = ~state.misused.contains(keys)
+        life_ms = state.policy.clones.flag_ms
+        fresh = ~state.misused.holds(keys, batch.ts_ms[flags.event], life_ms)
         if not fresh.any():
             return state, NO_FLAGS
         rows = tuple((int(batch.imei_key[e]), REASONS[r].value, int(batch.ts_ms[e]),
                       int(batch.imsi[e]), int(batch.msisdn[e]))
                      for e, r in zip(flags.event[fresh].tolist(), flags.reason[fresh].tolist()))
-        return replace(state, misused=state.misused.with_keys(keys[fresh])), NewFlags(rows)
+        return (replace(state, misused=state.misused.with_flags(
+            keys[fresh], batch.ts_ms[flags.event][fresh], life_ms)), NewFlags(rows))
 
     def record(self, conn: psycopg.Connection, flags: NewFlags,
                state: EnforcementState) -> Counter[str]:
@@ -119,7 +121,9 @@ class CloneTracker:
         if not flags.rows:
             return
         keys = np.array(flags.keys, dtype=np.uint64)
-        holder.update(lambda s: replace(s, misused=s.misused.with_keys(keys)))
+        flagged_ms = np.array([ms for _, _, ms, _, _ in flags.rows], dtype=np.int64)
+        holder.update(lambda s: replace(s, misused=s.misused.with_flags(
+            keys, flagged_ms, s.policy.clones.flag_ms)))
         for key, reason, _, imsi, msisdn in flags.rows:
             self._metrics.clone_flags.labels(reason).inc()
             log.warning("IMEI flagged misused", extra={"imei_key": f"{key:014d}",
