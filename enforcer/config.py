@@ -268,8 +268,9 @@ class CheckFeedConfig:
     ack_timeout_s: Seconds
 
 
-# python-diameter checks its peers' timers every second at most: a shorter watchdog is not kept.
-MIN_WATCHDOG_S = 1
+# RFC 3539 §3.4.1: Tw is 6 s at least, so that a peer busy for a moment (or a network
+# slow for one) is not taken for a dead one.
+MIN_WATCHDOG_S = 6
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ class S13Config:
     origin_realm: Annotated[str, DIAMETER_IDENTITY]
     peers: list[Annotated[str, DIAMETER_URI]]
     watchdog_s: Annotated[Seconds, Range(MIN_WATCHDOG_S)]
+    max_connections: Count
 
 
 @dataclass(frozen=True)

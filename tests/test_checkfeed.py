@@ -26,6 +26,7 @@ from enforcer.engine.state import StateHolder
 from enforcer.engine.tacs import rat_of
 from enforcer.frontends.s13.answers import S13Answers
 from enforcer.frontends.s13.check import DIAMETER_ERROR_EQUIPMENT_UNKNOWN
+from enforcer.frontends.s13.wire import read_micr
 from enforcer.frontends.server import EquipmentChecks
 from enforcer.frontends.transport import Request
 from metrics.checkfeed import QUEUE_FULL, CheckFeedMetrics
@@ -141,9 +142,10 @@ def test_s13_hands_its_checks_to_the_feed_with_the_number_known_by_the_imsi(
     handed = Handed()
     answers = S13Answers(StateHolder(knowing_owner(state)), rules, FixedClock(),
                          S13Metrics(CollectorRegistry()), EIR_HOST, REALM, handed)
-    answers.answer([micr(SINGLE, home_imsi(OWNER), "01", n=1),
-                    micr(full(UNREGISTERED), home_imsi(STRANGER), n=2),
-                    micr("12", home_imsi(OWNER), n=3)])  # a 5004: no check
+    answers.answer([read_micr(m.as_bytes()) for m in [
+        micr(SINGLE, home_imsi(OWNER), "01", n=1),
+        micr(full(UNREGISTERED), home_imsi(STRANGER), n=2),
+        micr("12", home_imsi(OWNER), n=3)]])  # a 5004: no check
     [fed] = handed.batches
     assert (fed.received, fed.rat) == ([f"{SINGLE:014d}", full(UNREGISTERED)], S13_RAT)
     assert fed.batch.imsi.tolist() == [int(home_imsi(OWNER)), int(home_imsi(STRANGER))]

@@ -61,6 +61,8 @@ BAD_VALUES = [
      "'kafka.session_timeout_ms': must be at least 6000, not 100"),
     ("EIR_KAFKA__DEAD_LETTER_MAX_BYTES", "100",
      "'kafka.dead_letter_max_bytes': must be at least 4096, not 100"),
+    # RFC 3539 §3.4.1: Tw of 6 s at least.
+    ("EIR_S13__WATCHDOG_S", "5.9", "'s13.watchdog_s': must be at least 6, not 5.9"),
     # forms of text
     ("EIR_NOTICES__QUIET_START", "25:00",
      "'notices.quiet_start': must be a time of day HH:MM (00:00 to 23:59), not '25:00'"),

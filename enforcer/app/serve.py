@@ -23,7 +23,7 @@ from consumers.kafka import producer
 from enforcer.app.process import STOP_SIGNALS, stop_on_signals, stop_or_leave
 from enforcer.listening import cannot_listen, listen
 from enforcer.clock import Clock, clock_from
-from enforcer.config import Config, ConfigError, config_error
+from enforcer.config import Config, ConfigError
 from enforcer.db.migrate import require_migrated
 from enforcer.engine.state import StateHolder
 from enforcer.engine.imei import imei_rules
@@ -39,6 +39,7 @@ from metrics.checkfeed import CheckFeedMetrics
 from metrics.eic import EicMetrics
 from metrics.s13 import S13Metrics
 from rules.policy import load_policy
+
 
 log = logging.getLogger("eir.eic")
 lifecycle = logging.getLogger(LIFECYCLE)
@@ -119,14 +120,11 @@ def build_checks(config: Config, clock: Clock | None = None,
 
 def start_s13(s13: S13Server, config: Config) -> None:
     """The S13 node listening and answering. Raises ConfigError naming the key at fault when
-    it cannot listen."""
+    it cannot listen, or for a transport the node does not serve (s13.transport: TCP only)."""
     try:
         s13.start()
     except OSError as exc:
         raise cannot_listen("s13", config.s13.bind, config.s13.port, exc) from exc
-    except RuntimeError as exc:  # python-diameter's word for SCTP without pysctp
-        raise config_error("s13.transport", f"sctp needs pysctp and a kernel with SCTP "
-                           f"({exc}); use tcp") from exc
     lifecycle.info("S13 ME-Identity-Check started", extra={
         "listen": f"{config.s13.bind}:{config.s13.port}", "transport": config.s13.transport,
         "origin_host": config.s13.origin_host, "origin_realm": config.s13.origin_realm,

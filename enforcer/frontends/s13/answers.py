@@ -1,6 +1,7 @@
-"""ME-Identity-Check-Requests answered: the requests that arrived together read
-(`check.read_identity_check`), decided in one call of the N5g-eir front end's decision over
-the state `serve` follows, and each answer built (TS 29.272 §7.2.20) and counted."""
+"""ME-Identity-Check-Requests answered: the requests that arrived together (each read by
+`wire.read_micr`) checked (`check.read_identity_check`), decided in one call of the N5g-eir
+front end's decision over the state `serve` follows, and each answer written (TS 29.272
+§7.2.20, `wire.MicaWriter`) and counted."""
 
 from __future__ import annotations
 
@@ -8,20 +9,17 @@ import logging
 import time
 from typing import Sequence
 
-from diameter.message import Avp
-from diameter.message.avp.grouped import (ExperimentalResult, FailedAvp,
-                                          VendorSpecificApplicationId)
-from diameter.message.commands import MeIdentityCheckAnswer, MeIdentityCheckRequest
-from diameter.message.constants import AVP_RESULT_CODE
+from prometheus_client import Counter as MetricCounter
 
 from enforcer.clock import Clock
 from enforcer.engine.imei import ImeiRules
 from enforcer.engine.state import StateHolder
 from enforcer.engine.checkfeed import S13_RAT, CheckedBatch, Feed
-from enforcer.frontends.eic import Check, answers_of, check_batch
-from enforcer.frontends.s13.check import (AVP_USER_NAME, FAILED_ANSWER, S13_APPLICATION_ID,
-                                          VENDOR_3GPP, InvalidAvp, S13Answer,
-                                          read_identity_check, s13_answer)
+from enforcer.frontends.eic import Answer, Check, answers_of, check_batch
+from enforcer.frontends.s13.check import (AVP_IMEI, FAILED_ANSWER, VENDOR_3GPP, InvalidAvp,
+                                          S13Answer, read_identity_check, s13_answer)
+from enforcer.frontends.s13.wire import (DIAMETER_INVALID_AVP_LENGTH, Fault, Header, Micr,
+                                         MicaWriter, WireError, example, salvage)
 from enforcer.logs import describe
 from metrics.s13 import S13Metrics
 
@@ -32,23 +30,9 @@ NO_STATE_MAINTAINED = 1
 NO_STATUS = "none"
 
 
-class ExperimentalAnswer(MeIdentityCheckAnswer):
-    """A ME-Identity-Check-Answer that has no Result-Code to have: one whose result is an
-    Experimental-Result (5422). python-diameter 0.9.0 counts every answer it sends by its
-    `result_code`, and divides None by 1000 when the AVP is absent: the TypeError ends the
-    thread that sent it. Without the attribute at all it skips the count."""
-
-    avp_def = tuple(d for d in MeIdentityCheckAnswer.avp_def if d.avp_code != AVP_RESULT_CODE)
-
-
-def _s13_application() -> VendorSpecificApplicationId:
-    return VendorSpecificApplicationId(vendor_id=VENDOR_3GPP,
-                                       auth_application_id=S13_APPLICATION_ID)
-
-
 class S13Answers:
-    """A batch of requests in, their answers out, each with the request's Hop-by-Hop and
-    End-to-End identifiers, Session-Id and Proxy-Info, and this EIR's Origin-Host and
+    """A batch of requests in, their answers' bytes out, each with the request's Hop-by-Hop
+    and End-to-End identifiers, Session-Id and Proxy-Info, and this EIR's Origin-Host and
     Origin-Realm; with a `feed`, the checks answered handed to it as attach events
     (`enforcer.engine.checkfeed`)."""
 
@@ -58,89 +42,105 @@ class S13Answers:
         self._rules = rules
         self._clock = clock
         self._metrics = metrics
-        self._origin_host = origin_host.encode()
-        self._origin_realm = origin_realm.encode()
+        self._writer = MicaWriter(origin_host.encode(), origin_realm.encode(),
+                                  NO_STATE_MAINTAINED)
         self._feed = feed
+        # prometheus_client's labels() takes a lock and builds a key each call.
+        self._counters: dict[tuple[str, int], MetricCounter] = {}
+        self._written: dict[Answer, tuple[bytes, tuple[str, int]]] = {}
 
-    def answer(self, requests: Sequence[MeIdentityCheckRequest]) -> list[MeIdentityCheckAnswer]:
-        read: list[Check | InvalidAvp] = []
+    def answer(self, requests: Sequence[Micr]) -> list[bytes]:
+        read: list[Check | InvalidAvp | Fault] = []
         received: list[str] = []  # the IMEI AVPs of the checks, for the feed
         for request in requests:
-            # The node answers 5005 to a request without Terminal-Information before it gets
-            # here; without the node's check it is the same 5005 (no IMEI).
-            terminal = request.terminal_information
-            imei = None if terminal is None else terminal.imei
-            check = read_identity_check(imei, request.user_name, self._rules)
+            if request.fault is not None:
+                read.append(request.fault)
+                continue
+            check = read_identity_check(request.imei, request.user_name, self._rules)
             read.append(check)
-            if self._feed is not None and isinstance(check, Check) and imei is not None:
-                received.append(imei)
+            if self._feed is not None and isinstance(check, Check):
+                received.append(request.imei)  # type: ignore[arg-type] - a check has one
         checks = [r for r in read if isinstance(r, Check)]
         decided = iter(self._decide(checks, received))
+        counted: dict[tuple[str, int], int] = {}
         answers = []
+        writer = self._writer
         for request, r in zip(requests, read):
-            answer = self._invalid(request, r) if isinstance(r, InvalidAvp) \
-                else self._build(request, next(decided))
-            answers.append(answer)
+            if isinstance(r, Check):
+                body, key = next(decided)
+                answers.append(writer.answer(request, body))
+            else:
+                answers.append(self._invalid(request, r))
+                key = (NO_STATUS, r.result_code)
+            counted[key] = counted.get(key, 0) + 1
+        for key, n in counted.items():
+            self._counter(key).inc(n)
         return answers
 
-    def _decide(self, checks: list[Check], received: list[str]) -> list[S13Answer]:
+    def _counter(self, key: tuple[str, int]) -> MetricCounter:
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self._metrics.answers.labels(key[0], str(key[1]))
+        return child
+
+    def _decide(self, checks: list[Check], received: list[str]
+                ) -> list[tuple[bytes, tuple[str, int]]]:
+        """Each check's answer: the answer's AVPs after its Session-Id (`MicaWriter.body`)
+        and its metric's labels."""
         if not checks:
             return []
         began = time.perf_counter()
+        written = self._written
         try:
             state = self._holder.current
             batch = check_batch(checks, state, self._clock.now_ms())
-            decided = [s13_answer(a) for a in answers_of(checks, batch, state)]
+            decided = []
+            for answer in answers_of(checks, batch, state):
+                held = written.get(answer)
+                if held is None:  # a decision answers one of a few constants
+                    held = written[answer] = self._write(s13_answer(answer))
+                decided.append(held)
             if self._feed is not None:
                 self._feed.offer(CheckedBatch(received, batch, S13_RAT))
         except Exception as exc:  # noqa: BLE001 - every check of the batch gets its 5012
             log.error("equipment checks failed", extra={"error": describe(exc),
                                                         "checks": len(checks)})
-            decided = [FAILED_ANSWER] * len(checks)
+            decided = [self._write(FAILED_ANSWER)] * len(checks)
         self._metrics.batch_seconds.observe(time.perf_counter() - began)
         return decided
 
-    def _base(self, request: MeIdentityCheckRequest,
-              kind: type[MeIdentityCheckAnswer]) -> MeIdentityCheckAnswer:
-        answer = kind(request.to_answer().header)
-        answer.session_id = request.session_id
-        answer.vendor_specific_application_id = _s13_application()
-        answer.auth_session_state = NO_STATE_MAINTAINED
-        answer.origin_host = self._origin_host
-        answer.origin_realm = self._origin_realm
-        answer.proxy_info = request.proxy_info
-        return answer
+    def _write(self, decided: S13Answer) -> tuple[bytes, tuple[str, int]]:
+        status = decided.equipment_status
+        return (self._writer.body(decided.result_code, None if status is None else int(status),
+                                  decided.experimental),
+                (NO_STATUS if status is None else status.name, decided.result_code))
 
-    def _build(self, request: MeIdentityCheckRequest, decided: S13Answer
-               ) -> MeIdentityCheckAnswer:
-        if decided.experimental:
-            answer = self._base(request, ExperimentalAnswer)
-            answer.experimental_result = ExperimentalResult(
-                vendor_id=VENDOR_3GPP, experimental_result_code=decided.result_code)
+    def failed(self, request: Micr) -> bytes:
+        """The answer to a request whose answering failed: 5012 DIAMETER_UNABLE_TO_COMPLY."""
+        self._counter((NO_STATUS, FAILED_ANSWER.result_code)).inc()
+        return self._writer.answer(request, self._writer.body(FAILED_ANSWER.result_code, None,
+                                                              False))
+
+    def _invalid(self, request: Micr, fault: InvalidAvp | Fault) -> bytes:
+        """The AVPs' fault (`wire.Fault`: 5001, 5009, 5005) with its Failed-AVP, or the
+        check's: 5005 naming the IMEI, 5004 with the AVP as received (RFC 6733 §7.5); a
+        permanent failure, not a protocol error, so no E bit (§7.1)."""
+        if isinstance(fault, Fault):
+            failed = fault.failed_avp
+        elif fault.avp_code == AVP_IMEI:
+            # No IMEI in the Terminal-Information: an example of one (§7.1.5, 5005).
+            failed = request.imei_avp or example(AVP_IMEI, VENDOR_3GPP)
         else:
-            answer = self._base(request, MeIdentityCheckAnswer)
-            answer.result_code = decided.result_code
-            if decided.equipment_status is not None:
-                answer.equipment_status = int(decided.equipment_status)
-        status = NO_STATUS if decided.equipment_status is None else decided.equipment_status.name
-        self._metrics.answers.labels(status, str(decided.result_code)).inc()
-        return answer
+            failed = request.user_name_avp
+        return self._writer.answer(request, self._writer.body(fault.result_code, None, False),
+                                   failed)
 
-    def _invalid(self, request: MeIdentityCheckRequest, fault: InvalidAvp
-                 ) -> MeIdentityCheckAnswer:
-        answer = self._base(request, MeIdentityCheckAnswer)
-        # A 5xxx is a permanent failure, not a protocol error: no E bit (RFC 6733 §7.1).
-        answer.result_code = fault.result_code
-        answer.failed_avp = FailedAvp(additional_avps=[_failed(request, fault.avp_code)])
-        self._metrics.answers.labels(NO_STATUS, str(fault.result_code)).inc()
-        return answer
-
-
-def _failed(request: MeIdentityCheckRequest, avp_code: int) -> Avp:
-    """The AVP at fault as the request carried it (RFC 6733 §7.5), or, for one it lacked, an
-    example of it with no data (§7.1.5, 5005)."""
-    for avp in request.avps:
-        for inner in [avp, *(avp.value if isinstance(avp.value, list) else [])]:
-            if isinstance(inner, Avp) and inner.code == avp_code:
-                return inner
-    return Avp.new(avp_code, 0 if avp_code == AVP_USER_NAME else VENDOR_3GPP)
+    def unreadable(self, data: bytes, header: Header, fault: WireError) -> bytes:
+        """The answer to a request whose AVPs cannot all be read (`fault`: 5014
+        DIAMETER_INVALID_AVP_LENGTH, RFC 6733 §7.1.5): a ME-Identity-Check-Answer as any
+        other (TS 29.272 §7.2.20, Auth-Session-State among its AVPs) with the Session-Id and
+        Proxy-Info read before the AVP at fault, and that AVP in Failed-AVP."""
+        code = fault.result_code or DIAMETER_INVALID_AVP_LENGTH
+        self._counter((NO_STATUS, code)).inc()
+        return self._writer.answer(salvage(data, header), self._writer.body(code, None, False),
+                                   fault.failed_avp)
