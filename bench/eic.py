@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from measure import emit, say
+from measure import cpu_seconds, emit, say
 
 from enforcer.engine.imei import imei_rules
 from enforcer.config import load_config
@@ -295,12 +295,6 @@ def metrics(port: int) -> dict[str, float]:
 def answers_of(sample: dict[str, float]) -> dict[str, int]:
     found = (re.fullmatch(r'eir_eic_answers_total\{answer="([^"]+)"\}', k) for k in sample)
     return {m.group(1): int(sample[m.group(0)]) for m in found if m}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system time of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_once(name: str, wrk: list[str], script: Path, port: int, pid: int,

@@ -30,12 +30,12 @@ def pin_to_one_core() -> int:
     return core
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
+def _status_kib(field: str, pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
 def rss_mb() -> float:
@@ -44,6 +44,39 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return _status_kib("VmHWM") / KIB_PER_MIB
+
+
+def process_rss_kib(pid: int | None) -> int:
+    """Another process's resident set now (Linux /proc); 0 without one."""
+    return _status_kib("VmRSS", pid) if pid is not None else 0
+
+
+def process_peak_kib(pid: int | None) -> int:
+    """Another process's largest resident set so far; 0 without one."""
+    return _status_kib("VmHWM", pid) if pid is not None else 0
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User and system CPU seconds of a process so far, all its threads (Linux /proc); 0
+    without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime, fields 14 and 15 of proc(5), the 12th and 13th after the name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(port: int, timeout_s: float, every_s: float) -> float:
+    """Seconds until the process on `port` answers /readyz with 200, asked every `every_s`.
+    Raises TimeoutError after `timeout_s`."""
+    from tests.harness.faults import HTTP_OK, ready
+
+    started = time.monotonic()
+    while ready(port) != HTTP_OK:
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"not ready after {timeout_s:g} s")
+        time.sleep(every_s)
+    return time.monotonic() - started
 
 
 def best_of(runs: int, work: Callable[[], object]) -> tuple[float, object]:

@@ -44,7 +44,6 @@ in every month. One line per month; the last line is JSON.
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 import urllib.request
@@ -58,7 +57,7 @@ import psycopg
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from measure import embedded_services, emit, say
+from measure import cpu_seconds, embedded_services, emit, process_rss_kib, say, wait_ready
 
 from consumers.publish import ConfluentProducer, Publication
 from enforcer.clock import MS_PER_DAY, MS_PER_S
@@ -71,7 +70,7 @@ from enforcer.engine.events import NO_KEY
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
 from rules.policy import DEFAULT_POLICY, default_clones, load_policy
-from tests.harness.faults import HTTP_OK, MALFORMED_IMEI, WorkerProcess, ready
+from tests.harness.faults import MALFORMED_IMEI, WorkerProcess
 
 START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: the run repeats with its seed
 MONTH_DAYS = 30
@@ -286,35 +285,6 @@ class Month:
     broker_rss_mb: float
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User and system CPU seconds of a process so far (Linux /proc); 0 without one."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # utime and stime, fields 14 and 15 of proc(5), the 12th and 13th after the name
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int | None) -> int:
-    if pid is None:
-        return 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def wait_ready(port: int) -> float:
-    started = time.monotonic()
-    while ready(port) != HTTP_OK:
-        if time.monotonic() - started > READY_TIMEOUT_S:
-            raise TimeoutError(f"not ready after {READY_TIMEOUT_S} s")
-        time.sleep(SCRAPE_S)
-    return time.monotonic() - started
-
-
 def flags_lasting(days: int, path: Path) -> Path:
     """The default policy with clone flags lasting `days`."""
     text = DEFAULT_POLICY.read_text()
@@ -384,7 +354,7 @@ def main() -> None:
         worker = WorkerProcess(env, scratch / "clock")
         worker.set_time(START_MS)
         worker.start()
-        first_ready = wait_ready(port)
+        first_ready = wait_ready(port, READY_TIMEOUT_S, SCRAPE_S)
         say(f"{args.devices:,} devices; {args.changes_per_day:,} changes and "
             f"{args.attaches_per_s * args.day_s:,.0f} attaches a simulated day of "
             f"{args.day_s:g} s; fold every {fold_s} s; first start ready in {first_ready:.1f} s")
@@ -454,7 +424,7 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
     figures = scrape(f"http://127.0.0.1:{port}/metrics")
     waited = latencies(produced, scraper.samples)
     worker.restart()
-    restart_s = wait_ready(port)
+    restart_s = wait_ready(port, READY_TIMEOUT_S, SCRAPE_S)
     return Month(month, round(float(np.percentile(waited, P50)), 3),
                  round(float(np.percentile(waited, P99)), 3), sent,
                  round((figures.get(CONSUMED, 0.0) - consumed_before) / wall_s),
@@ -463,7 +433,7 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
                  round(figures.get(FOLD_RUNS, 0.0)),
                  round(figures.get(FOLD_SECONDS, 0.0) / max(figures.get(FOLD_RUNS, 0.0), 1), 2),
                  round(worker_cpu, 2), round(broker_cpu, 2),
-                 round(rss_kib(broker_pid) / KIB_PER_MIB))
+                 round(process_rss_kib(broker_pid) / KIB_PER_MIB))
 
 
 def line(m: Month) -> str:

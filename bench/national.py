@@ -1,0 +1,304 @@
+"""The processes an operator runs, at national scale: a real `eir-enforcer run` and a real
+`eir-enforcer serve` over the national state, with every feature on, after the country's
+attaches: resident memory, ready seconds, attach throughput.
+
+    python bench/national.py [--imeis 300000000] [--attaches 10000000] [--dir DIR]
+
+Stages:
+  build  (a fresh process, its memory apart) builds a synthetic country of --imeis IMEIs on
+         --imeis / 2 devices (every one dual-SIM, as `bench/country.py`), with its owners,
+         national-ID cartables, operator SIMs and black list, adds --cut-pairs cut (IMEI,
+         IMSI) pairs, saves the snapshot, and writes --attaches attaches of the decision
+         benchmark's mix (94 % owners, 3 % another cartable's SIM, 1 % unregistered, 1 %
+         malformed, 0.5 % black-listed, 0.5 % roamers) with CLONE_SHARE of the IMEIs they
+         name each seen with as many subscribers' SIMs as flag an IMEI;
+  run    (this process) starts the embedded broker and PostgreSQL, starts `eir-enforcer run`
+         on the snapshot with the product's defaults (clone detection on, the sighting cache
+         at history.dedupe_pairs, notices opened and swept), produces the attaches to its
+         four-partition topic as fast as the broker takes them, waits until the worker has
+         decided them all, SIGKILLs it and starts it again; then starts `eir-enforcer serve`
+         on the same snapshot and asks it for CHECKS equipment statuses.
+The scheduled jobs that make a new generation (reconcile, fold) are off: a fold's and an
+import's memory at this scale are `bench/importing.py`'s. The registry's year of changes
+is not replayed: the state a fold leaves has the snapshot's shape, which the build makes.
+`clone_window_gb` is the worker's resident growth over the attaches: the clone window as
+the attaches fill it, with what else they grow (the sighting cache, the broker client's
+buffers). The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import msgspec
+import numpy as np
+from confluent_kafka import Producer
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+
+from measure import (embedded_services, emit, peak_rss_mb, process_peak_kib,
+                     process_rss_kib, say, wait_ready)
+
+from enforcer.db.migrate import migrate
+from enforcer.embedded.services import free_port
+from enforcer.frontends.server import CHECK_PATH
+from enforcer.embedded.synth import (CountrySpec, TrafficMix, attach_traffic, build_country,
+                                     home_imsi, owned_rows)
+from enforcer.engine.imei import luhn_digit
+from enforcer.engine.events import NO_KEY
+from enforcer.engine.keyindex import ABSENT
+from enforcer.engine.lists import Lists
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.state import EnforcementState
+from enforcer.files.snapshots import save_snapshot
+from rules.policy import default_clones, load_policy
+from tests.harness.faults import MALFORMED_IMEI, WorkerProcess
+
+START_MS = 1_790_000_000_000  # the attaches' time and the worker's clock: a fixed day
+ATTACH_TOPIC = "attach-national"
+PARTITIONS = 4
+CLONE_SHARE = 0.001  # of the IMEIs the attaches name: bench/clones.py's mix
+CUT_SEED, CLONE_SEED = 11, 31
+TRAFFIC = "attaches.npz"
+PRODUCE_CHUNK = 100_000
+READY_TIMEOUT_S = 900
+DRAIN_TIMEOUT_S = 3600
+POLL_S = 0.5
+CHECKS = 1_000
+INVALID_PEI = "imei-123"  # what a malformed attach is asked as
+CONSUMED = "eir_events_consumed_total"
+KIB_PER_GIB = 1024 ** 2
+
+
+def stage_build(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    country = build_country(CountrySpec(devices=args.imeis // 2, imeis=args.imeis))
+    rng = np.random.default_rng(CUT_SEED)
+    lists = country.lists
+    cut = lists.white_index.keys_at(owned_rows(rng, country.devices, args.cut_pairs))
+    cut_imsis = home_imsi(country.subscribers[rng.integers(0, len(country.subscribers),
+                                                           len(cut))])
+    lists = Lists.build(lists.generation, lists.white, lists.black, lists.cut_imeis,
+                        PairSet.from_pairs(cut, cut_imsis), white_index=lists.white_index)
+    build_s = time.perf_counter() - started
+    batch = attach_traffic(country, args.attaches, TrafficMix(), args.seed, START_MS, step_ms=0)
+    keys, imsis, msisdns = batch.imei_key, batch.imsi, batch.msisdn
+    clones = _clones(country, keys, np.random.default_rng(CLONE_SEED))
+    keys = np.concatenate([keys, clones[0]])
+    imsis = np.concatenate([imsis, clones[1]])
+    msisdns = np.concatenate([msisdns, clones[2]])
+    order = np.random.default_rng(args.seed).permutation(len(keys))
+    np.savez(args.dir / TRAFFIC, imei_key=keys[order], imsi=imsis[order],
+             msisdn=msisdns[order])
+    save_snapshot(EnforcementState(lists, country.devices, load_policy()), args.dir / "state")
+    return {"build_s": round(build_s, 1), "attaches": len(keys), "clone_imeis": len(clones[0])
+            // default_clones().distinct_imsis, "build_peak_rss_gb": round(peak_rss_mb() / 1024, 2)}
+
+
+def _clones(country, keys: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CLONE_SHARE of the owned IMEIs in `keys`, each seen with clones.distinct_imsis
+    subscribers' SIMs more: (IMEI keys, IMSIs, MSISDNs)."""
+    named = np.unique(keys[keys != NO_KEY])
+    owned = named[country.lists.white_index.rows(named) != ABSENT]
+    picked = rng.choice(owned, int(len(owned) * CLONE_SHARE), replace=False)
+    sims = default_clones().distinct_imsis
+    msisdns = country.subscribers[rng.integers(0, len(country.subscribers), len(picked) * sims)]
+    return np.repeat(picked, sims), home_imsi(msisdns), msisdns
+
+
+def produce(bootstrap: str, traffic: Path) -> tuple[int, float]:
+    """Every attach of the traffic file on ATTACH_TOPIC, keyed by IMEI: (count, seconds)."""
+    data = np.load(traffic)
+    keys, imsis, msisdns = data["imei_key"], data["imsi"], data["msisdn"]
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
+                         "queue.buffering.max.messages": 1_000_000})
+    started = time.perf_counter()
+    encode = msgspec.json.encode
+    for start in range(0, len(keys), PRODUCE_CHUNK):
+        chunk = slice(start, start + PRODUCE_CHUNK)
+        for key, imsi, msisdn in zip(keys[chunk].tolist(), imsis[chunk].tolist(),
+                                     msisdns[chunk].tolist()):
+            imei = MALFORMED_IMEI if key == NO_KEY else f"{key:014d}"
+            value = encode({"imei": imei, "imsi": str(imsi), "msisdn": str(msisdn),
+                            "ts": START_MS})
+            while True:
+                try:
+                    producer.produce(ATTACH_TOPIC, value, imei.encode())
+                    break
+                except BufferError:  # the local queue is full: let the broker take some
+                    producer.poll(POLL_S)
+        producer.poll(0)
+    producer.flush()
+    return len(keys), time.perf_counter() - started
+
+
+def consumed(port: int) -> float:
+    """The worker's decided attaches so far (0 while it is starting)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",  # noqa: S310
+                                    timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(CONSUMED + "{"))
+
+
+def wait_consumed(port: int, count: int) -> float:
+    """Seconds from the first attach decided until `count` are."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    first = None
+    while (done := consumed(port)) < count:
+        if done and first is None:
+            first = time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{done:,.0f} of {count:,} attaches decided after "
+                               f"{DRAIN_TIMEOUT_S} s")
+        time.sleep(POLL_S)
+    return time.monotonic() - (first or time.monotonic())
+
+
+def checks(port: int, traffic: Path) -> dict[str, int]:
+    """CHECKS equipment-status answers for the traffic's first attaches, counted by status
+    (a malformed IMEI asked as an invalid PEI: 400)."""
+    data = np.load(traffic)
+    answers: dict[str, int] = {}
+    for key, imsi, msisdn in zip(*(data[name][:CHECKS].tolist()
+                                   for name in ("imei_key", "imsi", "msisdn"))):
+        digits = f"{key:014d}"
+        pei = INVALID_PEI if key == NO_KEY else f"imei-{digits}{luhn_digit(digits)}"
+        query = urlencode({"pei": pei, "supi": f"imsi-{imsi}", "gpsi": f"msisdn-{msisdn}"})
+        url = f"http://127.0.0.1:{port}{CHECK_PATH}?{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
+                status = json.loads(answer.read())["status"]
+        except urllib.error.HTTPError as error:
+            status = str(error.code)
+        answers[status] = answers.get(status, 0) + 1
+    return answers
+
+
+def gib(kib: int) -> float:
+    return round(kib / KIB_PER_GIB, 2)
+
+
+def stage_run(args: argparse.Namespace) -> dict:
+    with embedded_services("eir-national-") as (services, scratch):
+        port, eic_port = free_port(), free_port()
+        env = {"EIR_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
+               "EIR_KAFKA__CLIENT": "confluent", "EIR_KAFKA__ATTACH_TOPIC": ATTACH_TOPIC,
+               "EIR_KAFKA__GROUP_ID": "national", "EIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+               "EIR_POSTGRES__DSN": services.postgres.dsn,
+               "EIR_STATE__DIR": str(args.dir / "state"), "EIR_HTTP__PORT": str(port),
+               "EIR_EIC__PORT": str(eic_port), "EIR_EIC__BIND": "127.0.0.1",
+               "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__FOLD_CRON": "",
+               "EIR_JOBS__CONSISTENCY_CRON": ""}
+        migrate(services.postgres.dsn)
+        admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
+        admin.create_topics([NewTopic(ATTACH_TOPIC, num_partitions=PARTITIONS,
+                                      replication_factor=1)])
+        admin.close()
+        worker = WorkerProcess(env, scratch / "clock")
+        worker.set_time(START_MS)
+        worker.start()
+        with worker:
+            ready_s = wait_ready(port, READY_TIMEOUT_S, POLL_S)
+            at_ready = process_rss_kib(worker.proc.pid)
+            say(f"  worker ready in {ready_s:.1f} s, resident {gib(at_ready)} GiB")
+            count, produce_s = produce(services.broker.bootstrap, args.dir / TRAFFIC)
+            say(f"  {count:,} attaches produced in {produce_s:.0f} s")
+            decide_s = wait_consumed(port, count)
+            after = process_rss_kib(worker.proc.pid)
+            peak = process_peak_kib(worker.proc.pid)
+            say(f"  decided in {decide_s:.0f} s ({count / decide_s:,.0f}/s); resident "
+                f"{gib(after)} GiB, at most {gib(peak)} GiB")
+            worker.restart()
+            restart_s = wait_ready(port, READY_TIMEOUT_S, POLL_S)
+            say(f"  SIGKILLed and started again: ready in {restart_s:.1f} s")
+            with serving(env, scratch / "serve.log") as serve_pid:
+                serve_ready_s = wait_ready(eic_port, READY_TIMEOUT_S, POLL_S)
+                answers = checks(eic_port, args.dir / TRAFFIC)
+                serve_rss = process_rss_kib(serve_pid)
+                serve_peak = process_peak_kib(serve_pid)
+            say(f"  serve ready in {serve_ready_s:.1f} s, resident {gib(serve_rss)} GiB "
+                f"(at most {gib(serve_peak)}); {CHECKS:,} checks: {answers}")
+        return {"worker_ready_s": round(ready_s, 1), "worker_restart_s": round(restart_s, 1),
+                "serve_ready_s": round(serve_ready_s, 1),
+                "ready_s": round(max(ready_s, restart_s, serve_ready_s), 1),
+                "worker_rss_gb": gib(after), "worker_peak_rss_gb": gib(peak),
+                "worker_rss_at_ready_gb": gib(at_ready),
+                "clone_window_gb": gib(after - at_ready),
+                "serve_rss_gb": gib(serve_rss), "serve_peak_rss_gb": gib(serve_peak),
+                "attaches_per_s": round(count / decide_s), "produce_s": round(produce_s),
+                "checks": answers}
+
+
+class serving:
+    """`eir-enforcer serve` on the worker's configuration, terminated afterwards: its pid."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+
+    def __enter__(self) -> int:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "enforcer.app.cli", "serve"],
+                env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=log)
+        return self.process.pid
+
+    def __exit__(self, *_: object) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def run_build(args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--stage", "build", "--imeis", str(args.imeis),
+               "--attaches", str(args.attaches), "--cut-pairs", str(args.cut_pairs),
+               "--seed", str(args.seed), "--dir", str(args.dir)]
+    # This very script, run by this interpreter: no outside input reaches the command.
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout  # noqa: S603
+    return json.loads(out.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--imeis", type=int, default=300_000_000)
+    parser.add_argument("--attaches", type=int, default=10_000_000)
+    parser.add_argument("--cut-pairs", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dir", type=Path, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--stage", choices=("build",), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        emit(stage_build(args))
+        return
+    scratch = args.dir is None
+    args.dir = args.dir or Path(tempfile.mkdtemp(prefix="eir-national-"))
+    try:
+        say(f"building {args.imeis // 2:,} devices with {args.imeis:,} IMEIs, "
+            f"{args.cut_pairs:,} cut pairs and {args.attaches:,} attaches ...")
+        built = run_build(args)
+        say(f"  built in {built['build_s']} s (peak {built['build_peak_rss_gb']} GiB); "
+            f"{built['attaches']:,} attaches with {built['clone_imeis']:,} cloned IMEIs")
+        figures = stage_run(args)
+        emit({"imeis": args.imeis, "devices": args.imeis // 2, "cut_pairs": args.cut_pairs,
+              **built, **figures})
+    finally:
+        if scratch:
+            shutil.rmtree(args.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
