@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from measure import emit, peak_rss_mb, pin_to_one_core, rss_mb, say
+from measure import emit, peak_rss_mb, pin_to_one_core, reset_peak_rss, rss_mb, say
 
 from enforcer.clock import MS_PER_DAY
 from enforcer.engine.clones import CloneWindow, WindowSightings
@@ -39,6 +39,7 @@ from tests.harness.clonewindow import ReferenceCloneWindow
 DAY0 = 20_400
 BATCH = 2_000_000
 MIB = 1 << 20
+NEXT_GONE_EVERY = 100  # the next generation: 1 % of the IMEIs gone, as many new
 
 
 def traffic(rows: np.ndarray, rng: np.random.Generator, second: float, clones: float
@@ -68,6 +69,17 @@ class Filled:
     nbytes: int  # the window's arrays
     more_sims: int  # IMEIs holding more than one SIM (the compact window's MoreSims)
     peak_rss_mb: float
+    rebase: Rebased | None = None
+
+
+@dataclass(frozen=True)
+class Rebased:
+    """The filled window moved to the next generation's white list (the worker does it when
+    it adopts a fold or an import)."""
+
+    seconds: float
+    extra_mb: float  # the most the process held beyond the window and both white lists
+    window_mb: float  # the moved window's resident size
 
 
 def fill(window: CloneWindow | ReferenceCloneWindow, imeis: int, second: float, clones: float
@@ -95,23 +107,46 @@ def fill(window: CloneWindow | ReferenceCloneWindow, imeis: int, second: float, 
 
 
 def measured(window: Callable[[], CloneWindow | ReferenceCloneWindow],
-             args: argparse.Namespace) -> Filled:
+             args: argparse.Namespace, rebase: bool = False) -> Filled:
     """The window made and filled in a child of this process (forked: the white list is
     shared), so that each window's growth is its own and not what the one before it left in
-    the allocator."""
+    the allocator; and, if asked, moved to the next generation."""
     with mp.get_context("fork").Pool(1) as pool:
-        return pool.apply(_filled, (window, args))
+        return pool.apply(_filled, (window, args, rebase))
 
 
 def _filled(window: Callable[[], CloneWindow | ReferenceCloneWindow],
-            args: argparse.Namespace) -> Filled:
+            args: argparse.Namespace, rebase: bool = False) -> Filled:
     gc.collect()
     start = rss_mb()
     made = window()
     events, flagged, seconds = fill(made, args.imeis, args.second_sim, args.clones)
     gc.collect()
-    return Filled(rss_mb() - start, events, flagged, seconds, made.nbytes,
-                  getattr(made, "imeis_with_more_sims", 0), peak_rss_mb())
+    grown, peak = rss_mb() - start, peak_rss_mb()
+    return Filled(grown, events, flagged, seconds, made.nbytes,
+                  getattr(made, "imeis_with_more_sims", 0), peak,
+                  rebased(made, args.imeis, grown) if rebase else None)
+
+
+def rebased(window: CloneWindow, imeis: int, window_mb: float) -> Rebased:
+    """`window` moved to a white list without every NEXT_GONE_EVERY-th IMEI and with as many
+    new ones after the last: its time, and the resident memory it took beyond the window."""
+    keys = np.arange(imeis, dtype=np.uint64)
+    gone = keys[::NEXT_GONE_EVERY]
+    index = KeyIndex.from_sorted_keys(np.r_[np.delete(keys, np.s_[::NEXT_GONE_EVERY]),
+                                            np.uint64(imeis) + np.arange(len(gone),
+                                                                         dtype=np.uint64)])
+    del keys, gone
+    gc.collect()
+    before = rss_mb()
+    reset_peak_rss()
+    began = time.perf_counter()
+    moved = window.rebase(index)
+    seconds = time.perf_counter() - began
+    extra = peak_rss_mb() - before
+    del window
+    gc.collect()
+    return Rebased(seconds, extra, window_mb - (before - rss_mb()) if moved else 0.0)
 
 
 def baseline_bytes_per_imei(imeis: int, second: float, clones: float) -> tuple[float, int]:
@@ -151,13 +186,16 @@ def main() -> None:
         f"{args.clones:.1%} cloned, core {core}")
 
     index = KeyIndex.from_sorted_keys(np.arange(args.imeis, dtype=np.uint64))
-    now = measured(partial(CloneWindow, index, default_clones()), args)
+    now = measured(partial(CloneWindow, index, default_clones()), args, rebase=True)
     events, flags, seconds = now.events, len(now.flagged), now.seconds
     grown_mb, peak_mb = now.grown_mb, now.peak_rss_mb
     per_imei = grown_mb * MIB / args.imeis
     say(f"  window: {grown_mb / 1024:.2f} GiB resident ({per_imei:.1f} bytes an IMEI; "
         f"arrays {now.nbytes / MIB / 1024:.2f} GiB, {now.more_sims:,} IMEIs with more "
         f"SIMs), {events:,} events, {flags:,} flags, {events / seconds:,.0f} events/s")
+    moved = now.rebase
+    say(f"  moved to the next generation in {moved.seconds:.1f} s, holding at most "
+        f"{moved.extra_mb:,.0f} MB more meanwhile; {moved.window_mb / 1024:.2f} GiB after")
     before: dict[str, object] = {}
     if args.before:
         then = measured(partial(ReferenceCloneWindow, index, default_clones()), args)
@@ -184,7 +222,9 @@ def main() -> None:
           "flags_expected_about": expected, "window_gib": round(grown_mb / 1024, 2),
           "window_bytes_per_imei": round(per_imei, 1),
           "window_array_gib": round(now.nbytes / MIB / 1024, 2),
-          "imeis_with_more_sims": now.more_sims, "events_per_s": round(events / seconds), **before,
+          "imeis_with_more_sims": now.more_sims, "events_per_s": round(events / seconds),
+          "rebase_s": round(moved.seconds, 1), "rebase_extra_mb": round(moved.extra_mb),
+          "window_gib_after_rebase": round(moved.window_mb / 1024, 2), **before,
           "peak_rss_gib": round(max(peak_mb, peak_rss_mb()) / 1024, 2),
           "baseline_bytes_per_imei": round(base_per_imei), "baseline_scaled_gib":
           round(scaled_gib, 1), "ratio": round(base_per_imei / per_imei, 1), "cores": 1})

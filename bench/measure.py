@@ -46,6 +46,12 @@ def peak_rss_mb() -> float:
     return _status_kib("VmHWM") / KIB_PER_MIB
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident set (VmHWM) again from its resident set now
+    (Linux's /proc/self/clear_refs, proc(5))."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def process_rss_kib(pid: int | None) -> int:
     """Another process's resident set now (Linux /proc); 0 without one."""
     return _status_kib("VmRSS", pid) if pid is not None else 0

@@ -7,12 +7,14 @@ more than one SIM only for the IMEIs seen with more, forgetting them as the wind
 from __future__ import annotations
 
 from dataclasses import dataclass
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enforcer.clock import MS_PER_DAY
+from enforcer.engine import clones
 from enforcer.engine.clones import CloneRules, CloneWindow, WindowSightings
 from enforcer.engine.keyindex import KeyIndex
 from tests.harness.clonewindow import ReferenceCloneWindow
@@ -64,9 +66,15 @@ def sightings(batch: list[Attach], index: KeyIndex) -> WindowSightings:
 
 @settings(max_examples=600, deadline=None)
 @given(rules=rules, late_days=st.one_of(st.none(), st.integers(0, 4)),
-       script=st.lists(steps, max_size=14))
+       script=st.lists(steps, max_size=14), chunk_rows=st.integers(1, len(KEYS)))
 def test_the_compact_window_flags_what_the_reference_flags(
-        rules: CloneRules, late_days: int | None, script: list) -> None:
+        rules: CloneRules, late_days: int | None, script: list, chunk_rows: int) -> None:
+    # A rebase moves the rows a chunk at a time: chunks of every size, edges anywhere.
+    with patch.object(clones, "REBASE_CHUNK_ROWS", chunk_rows):
+        compare(rules, late_days, script)
+
+
+def compare(rules: CloneRules, late_days: int | None, script: list) -> None:
     index = KeyIndex.from_sorted_keys(KEYS[::2].copy())
     compact = CloneWindow(index, rules, CELLS, late_days)
     reference = ReferenceCloneWindow(index, rules, CELLS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -36,6 +38,18 @@ def test_rows_are_ranks_in_the_set(keys: list[int], others: list[int]) -> None:
            for i in range(0, len(queries), 3)]
     assert sum(few, []) == got.tolist()
     assert index.keys().tolist() == keys
+
+
+@given(key_sets, st.lists(st.integers(0, KEY_LIMIT), max_size=50), st.integers(0, 400),
+       st.integers(0, 400))
+@settings(max_examples=300)
+def test_a_range_of_rows_and_the_rank_of_any_key(keys: list[int], others: list[int],
+                                                 start: int, end: int) -> None:
+    """keys_between and rank, the rebase's fast paths, against the whole index and bisect."""
+    index = KeyIndex.from_sorted_keys(np.array(keys, dtype=np.uint64))
+    assert index.keys_between(start, end).tolist() == keys[start:end]
+    for key in others + keys[::7] + [k + 1 for k in keys[:10]]:
+        assert index.rank(key) == bisect_left(keys, key)
 
 
 @given(key_sets)

@@ -22,6 +22,7 @@ replay) flags what it flagged the first time and nothing more. No I/O."""
 from __future__ import annotations
 
 import math
+import mmap
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from enforcer.clock import MS_PER_DAY
 from enforcer.engine.events import AttachBatch
-from enforcer.engine.keyindex import ABSENT, KeyIndex
+from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in
 from enforcer.engine.subscriber import MCC_DIGITS
 from enforcer.engine.tacs import TacDatabase
 
@@ -256,12 +257,12 @@ class MoreSims:
             return self
         return MoreSims(self.rows[keep], self.fp[keep], self.day[keep])
 
-    def moved(self, new_rows: np.ndarray) -> MoreSims:
-        """On another white list: new_rows[old row] is each row's there (ABSENT: gone)."""
-        to = new_rows[self.rows.astype(np.int64)]
-        kept = np.flatnonzero(to != ABSENT)
-        order = kept[np.argsort(to[kept], kind="stable")]
-        return MoreSims(to[order].astype(np.uint32), self.fp[order], self.day[order])
+    def moved(self, old: KeyIndex, new: KeyIndex) -> MoreSims:
+        """On another white list: each row's IMEI at its row in `new` (gone when absent).
+        Rows ascend with keys in both, so the entries stay in order."""
+        to = new.rows_sorted(old.keys_at(self.rows))
+        kept = to != ABSENT
+        return MoreSims(to[kept].astype(np.uint32), self.fp[kept], self.day[kept])
 
 
 Found = tuple[np.ndarray, np.ndarray]  # MoreSims.find's (position, held)
@@ -298,19 +299,21 @@ class CloneWindow:
         self.cells = cells
         self.late_days = rules.window_days if late_days is None else late_days
         rows = len(index)
-        self._fp = np.zeros(rows, dtype=np.uint32)  # the first SIM's slot
-        self._day = np.zeros(rows, dtype=np.uint16)
+        self._fp = _zeros(rows, np.uint32)  # the first SIM's slot
+        self._day = _zeros(rows, np.uint16)
         # Two levels, so that a batch adding entries copies the small one: the IMEIs that
         # took a second SIM lately join the others once they are a MERGE_SHARE of them.
         self._more = MoreSims.empty(rules.distinct_imsis - 2)
         self._lately = MoreSims.empty(rules.distinct_imsis - 2)
         self._newest_day = 0  # of the attaches observed, for forgetting MoreSims' entries
-        self._minute = np.zeros(rows, dtype=np.uint32)
-        self._operator = np.zeros(rows, dtype=np.uint32)
-        self._cell = np.zeros(rows, dtype=np.uint32)
-        self._rat_count = np.zeros(rows, dtype=np.uint8)
-        self._rat_day = np.zeros(rows, dtype=np.uint16)  # when the count began
-        self._rat_minute = np.zeros(rows, dtype=np.uint32)  # the last attach counted
+        self._minute = _zeros(rows, np.uint32)
+        self._operator = _zeros(rows, np.uint32)
+        self._cell = _zeros(rows, np.uint32)
+        self._rat_count = _zeros(rows, np.uint8)
+        self._rat_day = _zeros(rows, np.uint16)  # when the count began
+        self._rat_minute = _zeros(rows, np.uint32)  # the last attach counted
+        # Which groups of columns an attach has written: a rebase reads no other.
+        self._written = {group: False for group in _GROUPS}
 
     @property
     def nbytes(self) -> int:
@@ -323,17 +326,28 @@ class CloneWindow:
         return len(self._more) + len(self._lately)
 
     def rebase(self, index: KeyIndex) -> CloneWindow:
-        """The same memory of each IMEI, on another generation's white list."""
+        """The same memory of each IMEI, on another generation's white list. Consumes this
+        window: its pages are given back as their rows move, REBASE_CHUNK_ROWS at a time, so
+        that the two windows together hold about one window and a chunk (issue 21 part 4),
+        and only rows an attach has written are looked up and copied."""
         if index is self.index:
             return self
         moved = CloneWindow(index, self.rules, self.cells, self.late_days)
-        new_rows = index.rows(self.index.keys())
-        kept = np.flatnonzero(new_rows != ABSENT)
-        to = new_rows[kept]
-        for name in _COLUMNS:
-            getattr(moved, name)[to] = getattr(self, name)[kept]
-        moved._more = self._more.moved(new_rows)
-        moved._lately = self._lately.moved(new_rows)
+        groups = [columns for group, columns in _GROUPS.items() if self._written[group]]
+        for start in range(0, len(self.index), REBASE_CHUNK_ROWS):
+            end = min(start + REBASE_CHUNK_ROWS, len(self.index))
+            to = rows_in(self.index, index, start, end) if groups else None
+            for columns in groups:
+                sources = [getattr(self, name)[start:end] for name in columns]
+                held = np.flatnonzero(np.logical_or.reduce([s != 0 for s in sources]))
+                held = held[to[held] != ABSENT]
+                for name, source in zip(columns, sources):
+                    getattr(moved, name)[to[held]] = source[held]
+                for name in columns:
+                    _release(getattr(self, name), start, end)
+        moved._written = dict(self._written)
+        moved._more = self._more.moved(self.index, index)
+        moved._lately = self._lately.moved(self.index, index)
         moved._newest_day = self._newest_day
         return moved
 
@@ -410,6 +424,7 @@ class CloneWindow:
 
     def _store(self, row: np.ndarray, slots_fp: np.ndarray, slots_day: np.ndarray,
                found: list[Found]) -> None:
+        self._written[SIMS] |= bool(len(row))
         self._fp[row], self._day[row] = slots_fp[:, 0], slots_day[:, 0]
         if slots_fp.shape[1] == 1:
             return
@@ -471,6 +486,7 @@ class CloneWindow:
         carries = (operator[last] != NOWHERE) | (cell[last] != NOWHERE)
         held = (self._operator[row[last]] != NOWHERE) | (self._cell[row[last]] != NOWHERE)
         write = last[carries | held]
+        self._written[PLACES] |= bool(len(write))
         self._minute[row[write]] = np.where(carries[carries | held], minute[write], 0)
         self._operator[row[write]] = operator[write]
         self._cell[row[write]] = cell[write]
@@ -501,6 +517,7 @@ class CloneWindow:
         total = base[group] + counted - (counted - new)[starts][group]
         _flag(flagged_at, at[total >= threshold], CloneReason.RAT)
         last = np.r_[starts[1:] - 1, len(row) - 1]
+        self._written[RADIOS] = True
         self._rat_count[group_row] = np.minimum(total[last], MAX_RAT_ATTACHES)
         self._rat_day[group_row] = np.where(restart, day[starts], self._rat_day[group_row])
         self._rat_minute[group_row] = np.maximum(stored[last], minute[last])
@@ -514,8 +531,35 @@ class CloneWindow:
         return Flags(event.astype(np.int64), flagged_at[event].astype(np.uint8))
 
 
-_COLUMNS = ("_fp", "_day", "_minute", "_operator", "_cell", "_rat_count", "_rat_day",
-            "_rat_minute")
+SIMS, PLACES, RADIOS = "sims", "places", "radios"
+# A row's columns by what writes them: a group no attach has written is all zeros.
+_GROUPS = {SIMS: ("_fp", "_day"), PLACES: ("_minute", "_operator", "_cell"),
+           RADIOS: ("_rat_count", "_rat_day", "_rat_minute")}
+_COLUMNS = tuple(name for columns in _GROUPS.values() for name in columns)
+# Rows a rebase moves at a time: its transients (the chunk's keys in both lists, its new
+# rows: about 32 bytes a row) stay near a hundred MB whatever the white list's size.
+REBASE_CHUNK_ROWS = 1 << 22
+PAGE = mmap.PAGESIZE
+
+
+def _zeros(count: int, dtype: type) -> np.ndarray:
+    """A column of zeros on anonymous pages of its own: untouched pages cost no memory, and
+    `_release` can give pages back (numpy's own allocations cannot)."""
+    size = count * np.dtype(dtype).itemsize
+    # Private: a shared anonymous mapping gives a page to every read as well as every write.
+    pages = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(pages, dtype=dtype, count=count)
+
+
+def _release(column: np.ndarray, start: int, end: int) -> None:
+    """The whole pages under column[start:end] given back to the kernel (they read as zeros
+    again). Only for a column made by `_zeros`."""
+    pages = column.base.obj  # frombuffer's memoryview of the mapping
+    size = column.itemsize
+    first = -(-start * size // PAGE) * PAGE  # the part-pages at the ends are kept
+    last = end * size // PAGE * PAGE if end < len(column) else len(pages)
+    if last > first:
+        pages.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _flag(flagged_at: np.ndarray, events: np.ndarray, reason: CloneReason) -> None:
