@@ -336,13 +336,15 @@ class CloneWindow:
         groups = [columns for group, columns in _GROUPS.items() if self._written[group]]
         for start in range(0, len(self.index), REBASE_CHUNK_ROWS):
             end = min(start + REBASE_CHUNK_ROWS, len(self.index))
-            to = rows_in(self.index, index, start, end) if groups else None
+            to = None
             for columns in groups:
                 sources = [getattr(self, name)[start:end] for name in columns]
                 held = np.flatnonzero(np.logical_or.reduce([s != 0 for s in sources]))
-                held = held[to[held] != ABSENT]
-                for name, source in zip(columns, sources):
-                    getattr(moved, name)[to[held]] = source[held]
+                if len(held):
+                    to = rows_in(self.index, index, start, end) if to is None else to
+                    held = held[to[held] != ABSENT]
+                    for name, source in zip(columns, sources):
+                        getattr(moved, name)[to[held]] = source[held]
                 for name in columns:
                     _release(getattr(self, name), start, end)
         moved._written = dict(self._written)
