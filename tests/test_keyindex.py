@@ -118,3 +118,19 @@ def test_sorted_unique_is_numpys_unique(keys: list[int]) -> None:
     array = np.array(keys, dtype=np.int64)
     assert np.array_equal(sorted_unique(array), np.unique(array))
     assert sorted_unique(array).dtype == array.dtype
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, (3 << 16) + 100), max_size=300),
+       st.lists(st.integers(0, (3 << 16) + 200), max_size=100), st.data())
+def test_ranks_and_slices_of_keys_are_the_sorted_array_s(keys, probes, data) -> None:
+    """Across roaring containers: keys below each probe (in the set or not) and the keys of
+    any run of rows, as a sorted array gives them."""
+    keys = np.array(sorted(set(keys)), dtype=np.uint64)
+    index = KeyIndex.from_sorted_keys(keys)
+    probes = np.array(probes, dtype=np.uint64)
+    assert index.ranks(probes).tolist() == np.searchsorted(keys, probes).tolist()
+    if len(keys):
+        start = data.draw(st.integers(0, len(keys) - 1))
+        stop = data.draw(st.integers(start + 1, len(keys)))
+        assert index.keys_between(start, stop).tolist() == keys[start:stop].tolist()

@@ -83,6 +83,27 @@ class KeyIndex:
         high = np.repeat(self.chunk_high, counts)
         return (high << np.uint64(CHUNK_BITS)) | self.low.astype(np.uint64)
 
+    def keys_between(self, start: int, stop: int) -> np.ndarray:
+        """The keys of rows start .. stop - 1, in order: a slice of `keys` made without it."""
+        first, last = np.searchsorted(self.chunk_start, [start, stop - 1], side="right") - 1
+        bounds = np.clip(self.chunk_start[first:last + 2], start, stop)
+        high = np.repeat(self.chunk_high[first:last + 1], np.diff(bounds))
+        return (high << np.uint64(CHUNK_BITS)) | self.low[start:stop].astype(np.uint64)
+
+    def ranks(self, keys: np.ndarray) -> np.ndarray:
+        """How many keys of the set are below each key, in the set or not; int64."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        high = keys >> np.uint64(CHUNK_BITS)
+        chunk = np.searchsorted(self.chunk_high, high)
+        start = self.chunk_start[chunk]
+        in_chunk = np.zeros(len(keys), dtype=bool)
+        known = chunk < len(self.chunk_high)
+        in_chunk[known] = self.chunk_high[chunk[known]] == high[known]
+        end = np.where(in_chunk, self.chunk_start[np.minimum(chunk + 1, len(self.chunk_high))],
+                       start)
+        low = (keys & LOW_MASK).astype(np.uint16)
+        return lower_bounds(self.low, start, end, low, self.search_steps)
+
     def keys_at(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(self.low)):
@@ -140,15 +161,28 @@ class KeyIndex:
 
 def find_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray,
                    targets: np.ndarray, steps: int) -> np.ndarray:
-    """Position of each target within its sorted slice values[start:end], or ABSENT.
-
-    A branchless lower bound run on the whole batch at once: the answer stays within
-    [base, base + span), and `steps` halvings bring every span down to one.
-    """
+    """Position of each target within its sorted slice values[start:end], or ABSENT."""
     if not len(values):
         return np.full(len(targets), ABSENT, dtype=np.int64)
     if len(targets) <= FEW_TARGETS:
         return _find_each(values, start, end, targets)
+    base = lower_bounds(values, start, end, targets, steps)
+    inside = (end > start) & (base < end)
+    found = inside & (values[np.minimum(base, len(values) - 1)] == targets)
+    return np.where(found, base, ABSENT)
+
+
+def lower_bounds(values: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 targets: np.ndarray, steps: int) -> np.ndarray:
+    """The first position of each sorted slice values[start:end] whose value is not below
+    its target (end when none is); int64.
+
+    A branchless lower bound run on the whole batch at once: the answer stays within
+    [base, base + span), and `steps` halvings bring every span down to one.
+    """
+    start = np.asarray(start, dtype=np.int64)
+    if not len(values) or not len(targets):
+        return start.copy()
     base = np.minimum(start, len(values) - 1)
     span = end - start
     # Most chunks are far narrower than the widest: a batch that misses the wide ones
@@ -164,10 +198,7 @@ def find_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray,
         np.copyto(base, probe, where=below)
         span -= half
     nonempty = end > start
-    base = np.where(nonempty & (values[base] < targets), base + 1, base)
-    inside = nonempty & (base < end)
-    found = inside & (values[np.minimum(base, len(values) - 1)] == targets)
-    return np.where(found, base, ABSENT)
+    return np.where(nonempty & (values[base] < targets), base + 1, np.where(nonempty, base, start))
 
 
 def _find_each(values: np.ndarray, start: np.ndarray, end: np.ndarray,
