@@ -29,8 +29,8 @@ from typing import Mapping
 import numpy as np
 
 from enforcer.engine.deviceids import DeviceIds
-from enforcer.engine.devices import (NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK,
-                                     SOURCES, Cartables, Devices, day_number, unpack_msisdns)
+from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
+                                     SLOT_MASK, Cartables, Devices, unpack_msisdns)
 from enforcer.engine.keyindex import sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
@@ -136,23 +136,32 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
                            (devices.other_device[at] & SLOT_MASK).astype(np.uint8)])
     order = np.argsort(rows, kind="stable")
     old_keys = state.lists.white_index.keys_at(rows[order])
-    kept = order[~np.isin(old_keys, keys)]
+    unnamed = ~_among(old_keys, keys)
+    kept = order[unnamed]
     placed = slots != NO_DEVICE
     device = np.concatenate([device[kept], (slots[placed] >> np.uint32(SLOT_BITS))
                              .astype(np.int64)])
-    added = [overlay.devices[d] for d in range(overlay.base_devices, overlay.next_device)]
-    number = np.concatenate([touched, np.arange(overlay.base_devices, overlay.next_device)])
+    added, sources, ordinals = overlay.columns("devices")  # numbered base_devices, ... on
+    number = np.concatenate([touched, added.astype(np.int64)])
     return Rebuilt(
-        number, np.concatenate([old_keys[~np.isin(old_keys, keys)], keys[placed]]),
+        number, np.concatenate([old_keys[unnamed], keys[placed]]),
         np.searchsorted(number, device),
         numbered_in_order(device, np.concatenate([slot[kept], (slots[placed] & SLOT_MASK)
                                                   .astype(np.uint8)])),
         np.concatenate([unpack_msisdns(devices.owner[touched]),
                         np.full(len(added), NO_OWNER, np.uint64)]),
-        np.concatenate([devices.source[touched],
-                        np.array([SOURCES.index(d.source) for d in added], np.uint8)]),
-        np.concatenate([devices.registered_on[touched], np.array(
-            [day_number(d.registered_on) for d in added], np.uint16)]))
+        np.concatenate([devices.source[touched], sources]),
+        np.concatenate([devices.registered_on[touched],
+                        (ordinals - EPOCH.toordinal()).astype(np.uint16)]))
+
+
+def _among(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """np.isin against sorted keys, by search: numpy 2's isin hashes, some ten times slower
+    on millions of keys."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
 
 
 def _other_slots_of(devices: Devices, touched: np.ndarray) -> np.ndarray:

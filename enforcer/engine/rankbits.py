@@ -96,6 +96,13 @@ class RankBits:
     def _views(self) -> tuple[memoryview, memoryview]:
         return memoryview(self.words), memoryview(self.before)
 
+    def mask_between(self, start: int, stop: int) -> np.ndarray:
+        """`test` of rows start .. stop - 1, a bool a row: the words unpacked, no lookup."""
+        first = start // WORD_BITS
+        words = self.words[first:-(-stop // WORD_BITS)]
+        bits = np.unpackbits(words.view(np.uint8), bitorder="little")
+        return bits[start - first * WORD_BITS:stop - first * WORD_BITS].view(bool)
+
     def select_many(self, ks: np.ndarray) -> np.ndarray:
         """The row of each k-th set bit (0-based, each below `count`); int64. Each k's word
         is unpacked to its 64 bits: POSITIONS_AT_ONCE ks at a time (64 bytes of transient
