@@ -14,8 +14,8 @@ What the decision reads from the overlay, and what the fold writes for it:
 
 The devices are realigned to the new white list in chunks of rows (`realign`): only the
 devices an event changed the IMEIs of, or registered, are rebuilt from their IMEIs; the
-others keep their slots, their owners written over where an event changed them. A year of
-changes against 300 M IMEIs touches a few million devices at most.
+others keep their slots, their owners written over where an event changed them (a year of
+a national registry's changes rebuilds some 10 M devices of 150 M, most of them new).
 
 The snapshot's devices keep slots numbered 0, 1, ... in order: a device an event took an
 IMEI from keeps its other IMEIs, numbered again from 0 in their order.

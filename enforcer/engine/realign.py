@@ -117,7 +117,7 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     if len(rebuilt.imei_slot) and int(rebuilt.imei_slot.max()) >= MAX_SLOTS:
         raise ValueError(f"a device has at most {MAX_SLOTS} slots")
     touched_bits = RankBits.from_positions(devices.count, touched)
-    order, first, others = _rebuilt_rows(rebuilt, new_index)
+    rows, order, first, others = _rebuilt_rows(rebuilt, new_index)
     below = _count_below(devices.first_slot, old_index.ranks(rebuilt.imei_key[first]))
     before = below - _count_below(touched_bits, below)
     new_of_order = np.arange(len(order)) + before
@@ -129,7 +129,6 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
         raise ValueError(f"at most {MAX_DEVICES} devices fit, got {count}")
 
     first_bits, other_bits = BitsDraft(len(new_index)), BitsDraft(len(new_index))
-    rows = new_index.rows(rebuilt.imei_key)
     first_bits.set(rows[first])
     other_rows = rows[others]
     other_bits.set(other_rows)
@@ -147,10 +146,11 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
                    registered_on, cartables, operator_sims), renumbering
 
 
-def _rebuilt_rows(rebuilt: Rebuilt,
-                  new_index: KeyIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rebuilt devices kept, in their new order (indexes into `number`); the IMEI of each
-    one's slot 0, in that order; their other IMEIs in new-row order (indexes into `imei_*`)."""
+def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rebuilt IMEIs' new rows (ABSENT: not registered); the rebuilt devices kept, in
+    their new order (indexes into `number`); the IMEI of each one's slot 0, in that order;
+    their other IMEIs in new-row order (indexes into `imei_*`)."""
     n = len(rebuilt.number)
     rows = new_index.rows(rebuilt.imei_key)
     device = rebuilt.imei_device
@@ -162,7 +162,7 @@ def _rebuilt_rows(rebuilt: Rebuilt,
     first = first[np.argsort(rows[first], kind="stable")]
     others = live[rebuilt.imei_slot[live] != 0]
     others = others[np.argsort(rows[others], kind="stable")]
-    return device[first], first, others
+    return rows, device[first], first, others
 
 
 def _count_below(bits: RankBits, rows: np.ndarray) -> np.ndarray:
