@@ -1,13 +1,19 @@
-"""A national white list imported: time and peak memory, against reading it line by line.
+"""A national white list imported into a state with devices, and a year of registry changes
+folded into it: time and peak memory, against reading the list line by line.
 
     python bench/importing.py --rows 300000000 [--dir DIR]
 
 Stages, each in a fresh process so that one's memory does not count against another:
-  prepare  builds a synthetic country of --rows registered IMEIs and writes (a) a snapshot
-           of its white list without every 100th of them, with no devices, and (b) the
-           national white list of all of them as CSV (15 digits with check digit, one a line);
-  import   `registry import --kind white` as the command runs it: stream the file, compare,
-           check, swap; wall time and peak resident memory;
+  prepare  builds a synthetic country of --rows registered IMEIs on --rows / 2 devices
+           (`bench/country.py`'s) and writes its snapshot, lists and devices;
+  list     writes the next national white list as CSV (15 digits with check digit, one a
+           line): the country's IMEIs without every 1,000th (their devices leave) and 1 %
+           more, new IMEIs of TACs the country does not use;
+  import   `registry import --kind white` as the command runs it: load, stream the file,
+           compare, check, realign the devices, save; wall time and peak resident memory;
+  fold     the fold job's process: load the imported snapshot, lay a year of registry
+           changes over it (the overlay's maps built from columns: `YEAR` below, scaled to
+           --rows), fold, save; wall time and peak resident memory;
   baseline the same file's first rows read line by line (the reader's general path), to
            give the block reader's speed-up measured in the same run.
 The last line is JSON.
@@ -22,27 +28,40 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from measure import emit, peak_rss_mb, say
+from measure import emit, peak_rss_mb, rss_mb, say
 
 from enforcer.engine.imei import imei_rules
 from enforcer.config import load_config
 from enforcer.engine.digits import luhn_digits
-from enforcer.engine.imei import KEY_DIGITS
+from enforcer.engine.imei import KEY_DIGITS, SNR_SPACE
+from enforcer.engine.devices import NO_DEVICE, NO_DEVICE_INT, SLOT_BITS, SOURCES, Source
+from enforcer.engine.fold import fold
+from enforcer.engine.keyindex import sorted_unique
+from enforcer.engine.layers import CodedLayer, LayeredMap, SlotLayer, SortedLayer, _DeviceIndex
+from enforcer.engine.overlay import _DAY_BITS, Overlay, _packed, _unpacked
 from enforcer.files.importing import Kind, import_file
 from enforcer.files.listfile import ListFileReader, LoadReport
-from enforcer.engine.lists import Lists, keys_of
-from enforcer.engine.devices import Devices
-from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
+from enforcer.engine.lists import keys_of
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import load_snapshot, save_snapshot
-from enforcer.embedded.synth import CountrySpec, build_country
+from enforcer.embedded.synth import MSISDN_BASE, MSISDN_SPAN, CountrySpec, build_country
 from rules.policy import load_policy
 
-MISSING_EVERY = 100  # 1 % registered since the current snapshot: the import adds them
+NEW_EVERY = 100  # 1 % registered since the current snapshot: the import adds them
+GONE_EVERY = 1000  # 0.1 % no longer registered: the import leaves their devices out
+NATIONAL_ROWS = 300_000_000
+# A year of registry changes at a national registry's 100,000 a day, at NATIONAL_ROWS:
+# devices registered (half dual-SIM, each then activated: an owner), snapshot devices
+# deregistered, repaired (one IMEI replaced), transferred (a new owner), IMEIs black-listed.
+YEAR = {"registered": 8_000_000, "deregistered": 1_000_000, "repaired": 500_000,
+        "transferred": 15_000_000, "black_listed": 1_500_000}
+DAY_OF_THE_YEAR = date(2027, 1, 1)
 BASELINE_ROWS = 2_000_000
 WRITE_ROWS = 10_000_000  # keys turned into CSV lines at a time
 
@@ -60,17 +79,34 @@ def write_csv(keys: np.ndarray, path: Path) -> None:
             lines.tofile(out)
 
 
+def new_keys(rng: np.random.Generator, tacs: np.ndarray, count: int) -> np.ndarray:
+    """`count` distinct keys or a few fewer, sorted, of the TACs `tacs`."""
+    return sorted_unique(tacs[rng.integers(0, len(tacs), count)] * np.uint64(SNR_SPACE)
+                         + rng.integers(0, SNR_SPACE, count, dtype=np.uint64))
+
+
 def stage_prepare(args: argparse.Namespace) -> dict:
-    keys = keys_of(build_country(CountrySpec(devices=args.rows // 2, imeis=args.rows))
-                   .lists.white).copy()  # the country goes: only its keys are needed
-    write_csv(keys, args.dir / "white.csv")
-    current = keys[np.arange(len(keys)) % MISSING_EVERY != 0]  # sorted, as keys are
-    del keys
-    lists = Lists.build(1, bitmap_from_sorted_keys(current))
-    save_snapshot(EnforcementState(lists, Devices.empty(len(lists.white_index)),
-                                   load_policy()), args.dir / "state")
-    return {"current": len(current),
-            "file_bytes": (args.dir / "white.csv").stat().st_size}
+    country = build_country(CountrySpec(devices=args.rows // 2, imeis=args.rows))
+    save_snapshot(EnforcementState(country.lists, country.devices, load_policy()),
+                  args.dir / "state")
+    np.save(args.dir / "spare-tacs.npy", country.unregistered_tacs)
+    return {"imeis": len(country.lists.white_index), "devices": country.devices.count}
+
+
+def stage_list(args: argparse.Namespace) -> dict:
+    """The next white list, from the saved snapshot's: in a process of its own, so that the
+    country's build (11.6 GB at its peak) has given its memory back."""
+    keys = keys_of(load_snapshot(args.dir / "state", load_policy()).lists.white).copy()
+    kept = np.ones(len(keys), dtype=bool)
+    kept[::GONE_EVERY] = False
+    listed = keys[kept]
+    del keys, kept
+    # Sorted and deduplicated by sorting: numpy 2's union1d hashes, for ever at this size.
+    listed = sorted_unique(np.concatenate([listed, new_keys(
+        np.random.default_rng(1), np.load(args.dir / "spare-tacs.npy"),
+        args.rows // NEW_EVERY)]))
+    write_csv(listed, args.dir / "white.csv")
+    return {"listed": len(listed), "file_bytes": (args.dir / "white.csv").stat().st_size}
 
 
 def stage_import(args: argparse.Namespace) -> dict:
@@ -78,14 +114,92 @@ def stage_import(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     state = load_snapshot(args.dir / "state", load_policy())
     loaded = time.perf_counter()
+    loaded_rss = rss_mb()
     new, report = import_file(state, Kind.WHITE, args.dir / "white.csv", config)
     imported = time.perf_counter()
     save_snapshot(new, args.dir / "state")
     done = time.perf_counter()
-    return {"load_s": round(loaded - started, 1), "read_and_diff_s": round(imported - loaded, 1),
+    return {"load_s": round(loaded - started, 1),
+            "read_diff_realign_s": round(imported - loaded, 1),
             "save_s": round(done - imported, 1), "total_s": round(done - started, 1),
-            "peak_rss_mb": round(peak_rss_mb()), "added": report.added,
-            "removed": report.removed, "rows": report.file.rows}
+            "loaded_rss_mb": round(loaded_rss), "peak_rss_mb": round(peak_rss_mb()),
+            "added": report.added, "removed": report.removed, "file_rows": report.file.rows,
+            "devices": report.devices.devices,
+            "devices_left_out": report.devices.left_out_unregistered}
+
+
+def a_year(state: EnforcementState, spare_tacs: np.ndarray, scale: float) -> Overlay:
+    """A year of registry changes (YEAR, times `scale`) as an overlay, its maps built from
+    columns as a merge leaves them: applying tens of millions of events one by one would
+    take the bench an hour and their objects more memory than the state."""
+    rng = np.random.default_rng(2)
+    year = {name: int(count * scale) for name, count in YEAR.items()}
+    devices, index = state.devices, state.lists.white_index
+    count = devices.count
+    # Registered: new devices numbered after the snapshot's, half with a second IMEI.
+    fresh = new_keys(rng, spare_tacs, year["registered"] * 3 // 2)
+    fresh = fresh[~index.contains(fresh)]
+    rng.shuffle(fresh)
+    added = min(year["registered"], len(fresh) * 2 // 3)
+    second = rng.random(added) < 0.5
+    new_device = np.concatenate([np.arange(added), np.flatnonzero(second)]) + count
+    new_slot = np.concatenate([np.zeros(added, np.uint32), np.ones(int(second.sum()),
+                                                                    np.uint32)])
+    new_keys_placed = fresh[:len(new_device)]
+    # Deregistered and repaired: snapshot devices' IMEIs taken off, a repair's replaced.
+    chosen = rng.choice(count, year["deregistered"] + year["repaired"], replace=False)
+    rows = devices.first_slot.select_many(chosen)
+    gone = index.keys_at(rows)
+    dual = np.flatnonzero(devices.device_slots(np.minimum(rows + 1, len(index) - 1))
+                          == (chosen.astype(np.uint32) << np.uint32(SLOT_BITS)) + 1)
+    dual = dual[dual < year["deregistered"]]  # a repair replaces the first IMEI alone
+    gone_keys = np.concatenate([gone, index.keys_at(rows[dual] + 1)])
+    repaired = chosen[year["deregistered"]:]
+    repair_keys = fresh[len(new_device):len(new_device) + len(repaired)]
+    keys = np.concatenate([new_keys_placed, repair_keys, gone_keys])
+    slots = np.concatenate([(new_device.astype(np.uint32) << np.uint32(SLOT_BITS)) | new_slot,
+                            repaired[:len(repair_keys)].astype(np.uint32)
+                            << np.uint32(SLOT_BITS),
+                            np.full(len(gone_keys), NO_DEVICE, np.uint32)])
+    order = np.argsort(keys)
+    keys, slots = keys[order], slots[order]
+    placed = slots != NO_DEVICE
+    imeis = SlotLayer(keys, slots, SLOT_BITS, NO_DEVICE_INT, _DeviceIndex.of(
+        slots[placed] >> np.uint32(SLOT_BITS), keys[placed]))
+    # Transferred, and every registered device activated: an owner each.
+    owned = sorted_unique(np.concatenate([
+        rng.integers(0, count, year["transferred"]), np.arange(count, count + added)]))
+    owners = SortedLayer(owned.astype(np.uint64),
+                         MSISDN_BASE + rng.integers(0, MSISDN_SPAN, len(owned), np.uint64))
+    black = new_keys(rng, spare_tacs, year["black_listed"])
+    packed = np.uint64(SOURCES.index(Source.IMPORT) << _DAY_BITS
+                       | DAY_OF_THE_YEAR.toordinal())
+    return Overlay(
+        base_devices=count, imeis=LayeredMap(imeis), owners=LayeredMap(owners),
+        devices=LayeredMap(CodedLayer(SortedLayer(
+            np.arange(count, count + added, dtype=np.uint64), np.full(added, packed)),
+            _packed, _unpacked)),
+        black=LayeredMap(SortedLayer(black, np.zeros(len(black), np.uint8))))
+
+
+def stage_fold(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    state = load_snapshot(args.dir / "state", load_policy())
+    loaded = time.perf_counter()
+    overlay = a_year(state, np.load(args.dir / "spare-tacs.npy"), args.rows / NATIONAL_ROWS)
+    state = replace(state, overlay=overlay)
+    laid = time.perf_counter()
+    laid_rss = rss_mb()
+    folded, report = fold(state, state.generation + 1)
+    done_fold = time.perf_counter()
+    save_snapshot(folded, args.dir / "state")
+    done = time.perf_counter()
+    return {"fold_load_s": round(loaded - started, 1), "year_s": round(laid - loaded, 1),
+            "fold_s": round(done_fold - laid, 1), "fold_save_s": round(done - done_fold, 1),
+            "fold_total_s": round(loaded - started + done - laid, 1),
+            "year_rss_mb": round(laid_rss), "fold_peak_rss_mb": round(peak_rss_mb()),
+            "overlay_entries": report.entries, "fold_devices": report.devices,
+            "devices_added": report.devices_added, "devices_gone": report.devices_gone}
 
 
 def stage_baseline(args: argparse.Namespace) -> dict:
@@ -106,7 +220,8 @@ def stage_baseline(args: argparse.Namespace) -> dict:
             "line_rows_per_s": round(BASELINE_ROWS / line_s)}
 
 
-STAGES = {"prepare": stage_prepare, "import": stage_import, "baseline": stage_baseline}
+STAGES = {"prepare": stage_prepare, "list": stage_list, "import": stage_import,
+          "fold": stage_fold, "baseline": stage_baseline}
 
 
 def main() -> None:
@@ -122,7 +237,7 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {}
     try:
-        for stage in ("prepare", "import", "baseline"):
+        for stage in ("prepare", "list", "import", "fold", "baseline"):
             say(f"{stage} ({args.rows:,} rows) ...")
             # This very script, run by this interpreter: no outside input reaches the command.
             out = subprocess.run(  # noqa: S603
@@ -135,7 +250,7 @@ def main() -> None:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)
     speedup = figures["baseline"]["block_rows_per_s"] / figures["baseline"]["line_rows_per_s"]
-    emit({"rows": args.rows, **figures["import"],
+    emit({"rows": args.rows, **figures["import"], **figures["fold"],
           "block_vs_line_reader": round(speedup, 1)})
 
 

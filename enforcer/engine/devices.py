@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from datetime import date
 from enum import StrEnum
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -337,3 +337,23 @@ def build_devices(white_index: KeyIndex, columns: DeviceColumns,
         np.asarray(columns.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
     return devices, DevicesBuild(len(old_of_new), int(unregistered.sum()),
                                  int((conflicting & ~unregistered).sum()))
+
+
+def carry_ids(named: Mapping[str, int], columns: DeviceColumns, white_index: KeyIndex,
+              devices: Devices) -> DeviceIds:
+    """The registry's ids of devices numbered as in `columns`, numbered as in `devices`
+    (built aligned to `white_index`): each id goes with one of its device's IMEIs; an id
+    whose device has none left, or whose IMEI is in no device now, names KEYLESS_DEVICE."""
+    if not named:
+        return DeviceIds.empty()
+    any_key = np.zeros(len(columns.owner), dtype=np.uint64)
+    has_key = np.zeros(len(columns.owner), dtype=bool)
+    any_key[columns.imei_device] = columns.imei_key
+    has_key[columns.imei_device] = True
+    old = np.fromiter(named.values(), np.int64, len(named))
+    live = old < len(has_key)
+    live[live] = has_key[old[live]]
+    slots = np.full(len(old), NO_DEVICE, dtype=np.uint32)
+    slots[live] = devices.device_slots(white_index.rows(any_key[old[live]]))
+    now = np.where(slots != NO_DEVICE, slots >> np.uint32(SLOT_BITS), KEYLESS_DEVICE)
+    return DeviceIds.from_mapping(dict(zip(named, now.tolist())))

@@ -9,8 +9,13 @@ What the decision reads from the overlay, and what the fold writes for it:
 - a black-listing or its end overrides every reason the lists give the IMEI;
 - owners, cartables and operator SIMs override the snapshot's;
 - devices registered by events are numbered after the snapshot's; after the fold every
-  device is numbered again, in the order of its first IMEI (`build_devices`), and the
+  device is numbered again, in the order of its first IMEI (`build_devices`' rule), and the
   registry's ids of those devices go with the snapshot (`DeviceIds`).
+
+The devices are realigned to the new white list in chunks of rows (`realign`): only the
+devices an event changed the IMEIs of, or registered, are rebuilt from their IMEIs; the
+others keep their slots, their owners written over where an event changed them (a year of
+a national registry's changes rebuilds some 10 M devices of 150 M, most of them new).
 
 The snapshot's devices keep slots numbered 0, 1, ... in order: a device an event took an
 IMEI from keeps its other IMEIs, numbered again from 0 in their order.
@@ -24,12 +29,14 @@ from typing import Mapping
 import numpy as np
 
 from enforcer.engine.deviceids import DeviceIds
-from enforcer.engine.devices import (KEYLESS_DEVICE, NO_CARTABLE, NO_DEVICE, NO_OWNER,
-                                     SLOT_BITS, SLOT_MASK, SOURCES, Cartables, DeviceColumns,
-                                     Devices, build_devices, day_number)
+from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
+                                     SLOT_MASK, Cartables, Devices, unpack_msisdns)
+from enforcer.engine.keyindex import sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
 from enforcer.engine.pairset import PairSet
+from enforcer.engine.rankbits import RankBits
+from enforcer.engine.realign import DEVICES_AT_ONCE, REALIGN_ROWS, Rebuilt, realign, set_owners
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
 
@@ -51,30 +58,37 @@ class FoldReport:
                 "devices_gone": self.devices_gone}
 
 
-def fold(state: EnforcementState, generation: int) -> tuple[EnforcementState, FoldReport]:
+def fold(state: EnforcementState, generation: int,
+         chunk_rows: int = REALIGN_ROWS) -> tuple[EnforcementState, FoldReport]:
     """The next generation, `generation`, with `state.overlay` laid into its columns, its
     watermark the overlay's `read_to` (every registry event stored before those positions is
-    in it). Raises ValueError when `generation` is not newer than the state's."""
+    in it). The devices are realigned `chunk_rows` white-list rows at a time
+    (`enforcer.engine.realign`). Raises ValueError when `generation` is not newer than the
+    state's."""
     if generation <= state.generation:
         raise ValueError(f"generation {generation} is not newer than {state.generation}")
     overlay = state.overlay
     keys, slots = _columns(overlay, "imeis", np.uint32)
     lists = _fold_lists(state.lists, overlay, keys, slots, generation)
-    columns = _device_columns(state, keys, slots)
-    devices, built = build_devices(lists.white_index, columns,
-                                   _fold_cartables(state.devices.cartables,
-                                                   *_columns(overlay, "cartables", np.uint32)),
-                                   _fold_operator_sims(state.devices.operator_sims,
-                                                       overlay.operator_sims))
-    devices = replace(devices, ids=_fold_ids(state, overlay, columns, lists, devices))
+    touched = _touched(state, keys, slots)
+    devices, renumbering = realign(
+        state.devices, state.lists.white_index, lists.white_index, touched,
+        _rebuilt(state, touched, keys, slots),
+        _fold_cartables(state.devices.cartables, *_columns(overlay, "cartables", np.uint32)),
+        _fold_operator_sims(state.devices.operator_sims, overlay.operator_sims), chunk_rows)
+    set_owners(devices, renumbering, *_columns(overlay, "owners", np.uint64))
+    named = {**dict(state.devices.ids.items()), **overlay.device_ids}
+    devices = replace(devices, ids=renumbering.ids(DeviceIds.from_mapping(
+        {name: d for name, d in named.items() if d != NO_DEVICE})))
     folded = EnforcementState(lists, devices, state.policy,
                               overlay=replace(empty_overlay(devices),
                                               read_to=dict(overlay.read_to)),
                               cutoffs=state.cutoffs, misused=state.misused,
                               watermark=dict(overlay.read_to), tacs=state.tacs,
                               blocked_tacs=state.blocked_tacs)
-    report = FoldReport(generation, len(overlay.events), len(overlay), devices.count,
-                        len(overlay.devices), len(columns.owner) - devices.count)
+    added = overlay.next_device - overlay.base_devices
+    report = FoldReport(generation, len(overlay.events), len(overlay), devices.count, added,
+                        state.devices.count + added - devices.count)
     return folded, report
 
 
@@ -96,33 +110,70 @@ def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndar
     return Lists.build(generation, white, black, lists.cut_imeis, lists.cut_pairs)
 
 
-def _device_columns(state: EnforcementState, keys: np.ndarray,
-                    slots: np.ndarray) -> DeviceColumns:
-    """Every device, the snapshot's and the events', in the snapshot's numbering, with the
-    overlay's IMEIs in their slots and its owners."""
+def _touched(state: EnforcementState, keys: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """The snapshot's devices the overlay changes the IMEIs of: those its IMEIs leave and
+    those it puts IMEIs into; sorted."""
+    devices = state.devices
+    held = devices.device_slots(state.lists.white_index.rows(keys))
+    into = slots[slots != NO_DEVICE] >> np.uint32(SLOT_BITS)
+    return sorted_unique(np.concatenate([held[held != NO_DEVICE] >> np.uint32(SLOT_BITS),
+                                         into[into < devices.count]]).astype(np.int64))
+
+
+def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
+             slots: np.ndarray) -> Rebuilt:
+    """The `touched` devices and the events' devices as they are after the overlay: the
+    snapshot's IMEIs the overlay does not name, then the overlay's in their slots, each
+    device's slots numbered 0, 1, ... in that order; the snapshot's owner, source and day,
+    or the events'."""
     overlay, devices = state.overlay, state.devices
-    old = devices.device_columns(state.lists.white_index)
-    kept = ~np.isin(old.imei_key, keys)
+    at = _other_slots_of(devices, touched)
+    rows = np.concatenate([devices.first_slot.select_many(touched),
+                           devices.other_slot.select_many(at)])
+    device = np.concatenate([touched, (devices.other_device[at] >> np.uint32(SLOT_BITS))
+                             .astype(np.int64)])
+    slot = np.concatenate([np.zeros(len(touched), np.uint8),
+                           (devices.other_device[at] & SLOT_MASK).astype(np.uint8)])
+    order = np.argsort(rows, kind="stable")
+    old_keys = state.lists.white_index.keys_at(rows[order])
+    unnamed = ~_among(old_keys, keys)
+    kept = order[unnamed]
     placed = slots != NO_DEVICE
-    imei_key = np.concatenate([old.imei_key[kept], keys[placed]])
-    imei_device = np.concatenate([old.imei_device[kept],
-                                  (slots[placed] >> np.uint32(SLOT_BITS)).astype(np.int64)])
-    imei_slot = np.concatenate([old.imei_slot[kept],
-                                (slots[placed] & SLOT_MASK).astype(np.uint8)])
-    added = [overlay.devices[d] for d in range(overlay.base_devices, overlay.next_device)]
-    owner = np.concatenate([old.owner, np.full(len(added), NO_OWNER, np.uint64)])
-    owned, msisdns = _columns(overlay, "owners", np.uint64)
-    numbered = owned < len(owner)  # not KEYLESS_DEVICE's: it has no column
-    owner[owned[numbered].astype(np.int64)] = msisdns[numbered]
-    source = np.concatenate([old.source, np.array([SOURCES.index(d.source) for d in added],
-                                                  np.uint8)])
-    registered_on = np.concatenate([old.registered_on, np.array(
-        [day_number(d.registered_on) for d in added], np.uint16)])
-    return DeviceColumns(imei_key, imei_device, _numbered_in_order(imei_device, imei_slot),
-                         owner, source, registered_on)
+    device = np.concatenate([device[kept], (slots[placed] >> np.uint32(SLOT_BITS))
+                             .astype(np.int64)])
+    added, sources, ordinals = overlay.columns("devices")  # numbered base_devices, ... on
+    number = np.concatenate([touched, added.astype(np.int64)])
+    return Rebuilt(
+        number, np.concatenate([old_keys[unnamed], keys[placed]]),
+        np.searchsorted(number, device),
+        numbered_in_order(device, np.concatenate([slot[kept], (slots[placed] & SLOT_MASK)
+                                                  .astype(np.uint8)])),
+        np.concatenate([unpack_msisdns(devices.owner[touched]),
+                        np.full(len(added), NO_OWNER, np.uint64)]),
+        np.concatenate([devices.source[touched], sources]),
+        np.concatenate([devices.registered_on[touched],
+                        (ordinals - EPOCH.toordinal()).astype(np.uint16)]))
 
 
-def _numbered_in_order(device: np.ndarray, slot: np.ndarray) -> np.ndarray:
+def _among(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """np.isin against sorted keys, by search: numpy 2's isin hashes, some ten times slower
+    on millions of keys."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
+def _other_slots_of(devices: Devices, touched: np.ndarray) -> np.ndarray:
+    """Where `other_device` holds a slot of a `touched` device, read a slice at a time."""
+    bits = RankBits.from_positions(devices.count, touched)
+    found = [start + np.flatnonzero(bits.test(
+        devices.other_device[start:start + DEVICES_AT_ONCE] >> np.uint32(SLOT_BITS)))
+        for start in range(0, len(devices.other_device), DEVICES_AT_ONCE)]
+    return np.concatenate([np.zeros(0, np.int64), *found])
+
+
+def numbered_in_order(device: np.ndarray, slot: np.ndarray) -> np.ndarray:
     """Each device's slots numbered 0, 1, ... in their order (unchanged where they were)."""
     order = np.lexsort((slot, device))
     sorted_device = device[order]
@@ -153,29 +204,3 @@ def _fold_operator_sims(pairs: PairSet, changes: Mapping[tuple[int, int], bool])
     return PairSet.from_pairs(
         np.concatenate([imeis[kept], np.array([k for k, _ in added], np.uint64)]),
         np.concatenate([numbers[kept], np.array([n for _, n in added], np.uint64)]))
-
-
-def _fold_ids(state: EnforcementState, overlay: Overlay, columns: DeviceColumns,
-              lists: Lists, devices: Devices) -> DeviceIds:
-    named = {**dict(state.devices.ids.items()), **overlay.device_ids}
-    return carry_ids({name: d for name, d in named.items() if d != NO_DEVICE}, columns,
-                     lists, devices)
-
-
-def carry_ids(named: Mapping[str, int], columns: DeviceColumns, lists: Lists,
-              devices: Devices) -> DeviceIds:
-    """The registry's ids of devices numbered as in `columns`, numbered as in `devices`
-    (built aligned to `lists`): each id goes with one of its device's IMEIs; an id whose
-    device has none left, or whose IMEI is in no device now, names KEYLESS_DEVICE."""
-    if not named:
-        return DeviceIds.empty()
-    any_key = np.zeros(len(columns.owner), dtype=np.uint64)
-    has_key = np.zeros(len(columns.owner), dtype=bool)
-    any_key[columns.imei_device] = columns.imei_key
-    has_key[columns.imei_device] = True
-    old = np.fromiter(named.values(), np.int64, len(named))
-    live = (old < len(has_key)) & has_key[np.minimum(old, len(has_key) - 1)]
-    slots = np.full(len(old), NO_DEVICE, dtype=np.uint32)
-    slots[live] = devices.device_slots(lists.white_index.rows(any_key[old[live]]))
-    now = np.where(slots != NO_DEVICE, slots >> np.uint32(SLOT_BITS), KEYLESS_DEVICE)
-    return DeviceIds.from_mapping(dict(zip(named, now.tolist())))

@@ -94,14 +94,19 @@ class KeyIndex:
         high = np.repeat(self.chunk_high[first:last], np.diff(bounds))
         return (high << np.uint64(CHUNK_BITS)) | self.low[start:end].astype(np.uint64)
 
-    def rank(self, key: int) -> int:
-        """How many keys of the set are below `key` (its row when present), in plain Python."""
-        high_of, low_of, start_of = self._views
-        high = key >> CHUNK_BITS
-        chunk = bisect_left(high_of, high)
-        if chunk == len(high_of) or high_of[chunk] != high:
-            return start_of[chunk]
-        return bisect_left(low_of, key & LOW_BITS_MASK, start_of[chunk], start_of[chunk + 1])
+    def ranks(self, keys: np.ndarray) -> np.ndarray:
+        """How many keys of the set are below each key, in the set or not; int64."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        high = keys >> np.uint64(CHUNK_BITS)
+        chunk = np.searchsorted(self.chunk_high, high)
+        start = self.chunk_start[chunk]
+        in_chunk = np.zeros(len(keys), dtype=bool)
+        known = chunk < len(self.chunk_high)
+        in_chunk[known] = self.chunk_high[chunk[known]] == high[known]
+        end = np.where(in_chunk, self.chunk_start[np.minimum(chunk + 1, len(self.chunk_high))],
+                       start)
+        low = (keys & LOW_MASK).astype(np.uint16)
+        return lower_bounds(self.low, start, end, low, self.search_steps)
 
     def keys_at(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -165,8 +170,8 @@ def rows_in(old: KeyIndex, new: KeyIndex, start: int, end: int) -> np.ndarray:
     keys = old.keys_between(start, end)
     if not len(keys):
         return np.zeros(0, dtype=np.int64)
-    first = new.rank(int(keys[0]))
-    there = new.keys_between(first, new.rank(int(keys[-1])) + 1)
+    first, last = new.ranks(keys[[0, -1]]).tolist()
+    there = new.keys_between(first, last + 1)
     at = np.searchsorted(there, keys)
     found = at < len(there)
     found[found] = there[at[found]] == keys[found]
@@ -175,15 +180,28 @@ def rows_in(old: KeyIndex, new: KeyIndex, start: int, end: int) -> np.ndarray:
 
 def find_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray,
                    targets: np.ndarray, steps: int) -> np.ndarray:
-    """Position of each target within its sorted slice values[start:end], or ABSENT.
-
-    A branchless lower bound run on the whole batch at once: the answer stays within
-    [base, base + span), and `steps` halvings bring every span down to one.
-    """
+    """Position of each target within its sorted slice values[start:end], or ABSENT."""
     if not len(values):
         return np.full(len(targets), ABSENT, dtype=np.int64)
     if len(targets) <= FEW_TARGETS:
         return _find_each(values, start, end, targets)
+    base = lower_bounds(values, start, end, targets, steps)
+    inside = (end > start) & (base < end)
+    found = inside & (values[np.minimum(base, len(values) - 1)] == targets)
+    return np.where(found, base, ABSENT)
+
+
+def lower_bounds(values: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 targets: np.ndarray, steps: int) -> np.ndarray:
+    """The first position of each sorted slice values[start:end] whose value is not below
+    its target (end when none is); int64.
+
+    A branchless lower bound run on the whole batch at once: the answer stays within
+    [base, base + span), and `steps` halvings bring every span down to one.
+    """
+    start = np.asarray(start, dtype=np.int64)
+    if not len(values) or not len(targets):
+        return start.copy()
     base = np.minimum(start, len(values) - 1)
     span = end - start
     # Most chunks are far narrower than the widest: a batch that misses the wide ones
@@ -199,10 +217,7 @@ def find_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray,
         np.copyto(base, probe, where=below)
         span -= half
     nonempty = end > start
-    base = np.where(nonempty & (values[base] < targets), base + 1, base)
-    inside = nonempty & (base < end)
-    found = inside & (values[np.minimum(base, len(values) - 1)] == targets)
-    return np.where(found, base, ABSENT)
+    return np.where(nonempty & (values[base] < targets), base + 1, np.where(nonempty, base, start))
 
 
 def _find_each(values: np.ndarray, start: np.ndarray, end: np.ndarray,

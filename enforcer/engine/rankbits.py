@@ -41,20 +41,11 @@ class RankBits:
 
     @classmethod
     def from_positions(cls, rows: int, positions: np.ndarray) -> RankBits:
-        """The rows at `positions` (any order, repeats allowed) set. The bits are set in
-        place, POSITIONS_AT_ONCE at a time: a byte-a-row mask would be a transient of 300 MB
-        at 300 M rows, larger than the bits it builds (issue 21 part 4). Raises ValueError
-        for a position outside 0 .. rows - 1."""
-        if rows >= MAX_ROWS:
-            raise ValueError(f"at most {MAX_ROWS} rows")
-        words = np.zeros(-(-rows // WORD_BITS), dtype=np.uint64)
-        positions = np.asarray(positions)
-        if len(positions) and not 0 <= int(positions.min()) <= int(positions.max()) < rows:
-            raise ValueError(f"positions must be rows 0 to {rows - 1}")
-        for start in range(0, len(positions), POSITIONS_AT_ONCE):
-            at = positions[start:start + POSITIONS_AT_ONCE].astype(np.uint64)
-            np.bitwise_or.at(words, at >> WORD_SHIFT, ONE << (at & BIT_MASK))
-        return cls._counted(words, rows)
+        """The rows at `positions` (any order, repeats allowed) set (`BitsDraft.set`).
+        Raises ValueError for a position outside 0 .. rows - 1."""
+        draft = BitsDraft(rows)
+        draft.set(positions)
+        return draft.finish()
 
     @classmethod
     def _counted(cls, words: np.ndarray, rows: int) -> RankBits:
@@ -105,6 +96,29 @@ class RankBits:
     def _views(self) -> tuple[memoryview, memoryview]:
         return memoryview(self.words), memoryview(self.before)
 
+    def mask_between(self, start: int, stop: int) -> np.ndarray:
+        """`test` of rows start .. stop - 1, a bool a row: the words unpacked, no lookup."""
+        first = start // WORD_BITS
+        words = self.words[first:-(-stop // WORD_BITS)]
+        bits = np.unpackbits(words.view(np.uint8), bitorder="little")
+        return bits[start - first * WORD_BITS:stop - first * WORD_BITS].view(bool)
+
+    def select_many(self, ks: np.ndarray) -> np.ndarray:
+        """The row of each k-th set bit (0-based, each below `count`); int64. Each k's word
+        is unpacked to its 64 bits: POSITIONS_AT_ONCE ks at a time (64 bytes of transient
+        each)."""
+        ks = np.asarray(ks, dtype=np.int64)
+        out = np.empty(len(ks), dtype=np.int64)
+        for start in range(0, len(ks), POSITIONS_AT_ONCE):
+            k = ks[start:start + POSITIONS_AT_ONCE]
+            word = np.searchsorted(self.before, k, side="right") - 1
+            bits = np.unpackbits(self.words[word].view(np.uint8).reshape(-1, BYTES_PER_WORD),
+                                 axis=1, bitorder="little")
+            seen = np.cumsum(bits, axis=1)
+            left = k - self.before[word].astype(np.int64)
+            out[start:start + len(k)] = word * WORD_BITS + np.argmax(seen > left[:, None], axis=1)
+        return out
+
     def select(self, k: int) -> int:
         """The row of the k-th set bit (0-based)."""
         word = int(np.searchsorted(self.before, k, side="right")) - 1
@@ -115,3 +129,29 @@ class RankBits:
                     return word * WORD_BITS + bit
                 left -= 1
         raise IndexError(k)
+
+
+class BitsDraft:
+    """Rows set a few at a time, then counted into a `RankBits`: a bit vector built from a
+    stream of positions without holding them all."""
+
+    def __init__(self, rows: int) -> None:
+        if rows >= MAX_ROWS:
+            raise ValueError(f"at most {MAX_ROWS} rows")
+        self.rows = rows
+        self._words = np.zeros(-(-rows // WORD_BITS), dtype=np.uint64)
+
+    def set(self, positions: np.ndarray) -> None:
+        """The rows at `positions` (any order, repeats allowed) set in place,
+        POSITIONS_AT_ONCE at a time: a byte-a-row mask would be a transient of 300 MB at
+        300 M rows, larger than the bits it builds (issue 21 part 4). Raises ValueError for
+        a position outside 0 .. rows - 1."""
+        positions = np.asarray(positions)
+        if len(positions) and not 0 <= int(positions.min()) <= int(positions.max()) < self.rows:
+            raise ValueError(f"positions must be rows 0 to {self.rows - 1}")
+        for start in range(0, len(positions), POSITIONS_AT_ONCE):
+            at = positions[start:start + POSITIONS_AT_ONCE].astype(np.uint64)
+            np.bitwise_or.at(self._words, at >> WORD_SHIFT, ONE << (at & BIT_MASK))
+
+    def finish(self) -> RankBits:
+        return RankBits._counted(self._words, self.rows)

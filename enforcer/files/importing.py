@@ -6,8 +6,9 @@ with the current generation (added, removed, changed), and checked the way DIRBS
 delivery (`enforcer.files.delivery`): too many bad rows (leading zeros stripped among them), a
 list that shrinks too much, or whose IMEIs starting with 0 fall sharply in number, and
 nothing is swapped. What the file does not cover is carried over: a new white list keeps
-every device whose IMEIs are all still registered (the registry is rebuilt against it), a
-new black list keeps the white list and the registry, new devices keep both lists.
+every device whose IMEIs are all still registered (the registry realigned to it in chunks
+of rows, `enforcer.engine.realign`), a new black list keeps the white list and the registry
+as they are, new devices keep both lists (the registry built from the file's columns).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading
                                      shrink_refusal)
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import BlackReason, Lists, keys_of
-from enforcer.engine.devices import DeviceColumns, DevicesBuild, build_devices
-from enforcer.engine.fold import carry_ids
+from enforcer.engine.devices import DeviceColumns, DevicesBuild, build_devices, carry_ids
+from enforcer.engine.realign import realign_white
 from enforcer.files.devicefiles import RegistryFileReader
 from enforcer.engine.state import EnforcementState
 from enforcer.engine.tacs import TAC_SPACE, TacDatabase
@@ -93,30 +94,39 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
                               removed=old.white.difference_cardinality(white),
                               leading_zero_before=leading_zero_count(old.white),
                               leading_zero_after=leading_zero_count(white))
+        report.refused = _refusal(report, config)
+        if report.refused:
+            return None, report
         lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
-        columns = state.devices.device_columns(old.white_index)
+        devices, report.devices = realign_white(state.devices, old.white_index,
+                                                lists.white_index, keys_of(old.white - white))
     elif kind is Kind.BLACK:
         black, loaded = lists_reader.read_black(path)
         report = _black_diff(old, black, loaded)
+        report.refused = _refusal(report, config)
+        if report.refused:
+            return None, report
         lists = Lists.build(generation, old.white, black, old.cut_imeis, old.cut_pairs,
                             white_index=old.white_index)
-        columns = state.devices.device_columns(old.white_index)
+        # The same white list: the devices are aligned to it as they are.
+        devices = state.devices
+        report.devices = DevicesBuild(devices.count, 0, 0)
     else:
         registry_reader = RegistryFileReader(rules, lists_reader, config.lists.csv_chunk_lines)
         columns, loaded = registry_reader.read_devices(path)
-        report = _owner_diff(state.devices.device_columns(old.white_index), columns, loaded)
+        current = state.devices.device_columns(old.white_index)
+        report = _owner_diff(current, columns, loaded)
+        report.refused = _refusal(report, config)
+        if report.refused:
+            return None, report
         lists = Lists.build(generation, old.white, old.black, old.cut_imeis, old.cut_pairs,
                             white_index=old.white_index)
-    report.refused = _refusal(report, config)
-    if report.refused:
-        return None, report
-    devices, report.devices = build_devices(lists.white_index, columns,
-                                            state.devices.cartables,
-                                            state.devices.operator_sims)
-    if len(state.devices.ids):  # devices are numbered again: their ids follow their IMEIs
-        devices = replace(devices, ids=carry_ids(
-            dict(state.devices.ids.items()), state.devices.device_columns(old.white_index),
-            lists, devices))
+        devices, report.devices = build_devices(lists.white_index, columns,
+                                                state.devices.cartables,
+                                                state.devices.operator_sims)
+        if len(state.devices.ids):  # devices are numbered again: their ids follow their IMEIs
+            devices = replace(devices, ids=carry_ids(dict(state.devices.ids.items()), current,
+                                                     lists.white_index, devices))
     report.generation = generation
     # What a fold laid into the snapshot stays in it: the same watermark.
     return EnforcementState(lists, devices, state.policy, watermark=state.watermark,

@@ -1,0 +1,299 @@
+"""The registry realigned to the next generation's white list in bounded memory, a chunk of
+rows at a time, without the per-IMEI columns of the whole registry (`Devices.device_columns`
+and `build_devices`: some 17 bytes an IMEI, 5 GB at 300 M IMEIs; issue 21 parts 3 to 5).
+
+Both white lists are sorted key sets, so the IMEIs that stay keep their order: old row ->
+new row is monotone, and a device an import or a fold does not touch keeps its IMEIs, its
+slots and its place among the others. Only the touched devices change: those that leave
+(an IMEI no longer registered) and those rebuilt from their IMEIs (a fold's devices that an
+event changed or registered: at most the overlay's entries). A device's new number is the
+rank of its first IMEI among all first IMEIs (`build_devices`' rule), so an untouched device
+is numbered by the untouched devices before it and the rebuilt ones before it, both counted
+with arrays as small as the change:
+
+    new(d) = k + #{rebuilt t : before(t) <= k},  k = d - #{touched devices below d},
+
+where before(t) counts the untouched devices whose first IMEI is below t's.
+
+The stream reads REALIGN_ROWS old rows at a time (their keys, device slots and new rows:
+some 50 bytes a row of transient); every output is written in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_DEVICE,
+                                     OWNER_DTYPE, SLOT_BITS, SLOT_MASK, Cartables, Devices,
+                                     DevicesBuild, pack_msisdns)
+from enforcer.engine.deviceids import DeviceIds
+from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
+from enforcer.engine.pairset import PairSet
+from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
+
+# Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: about
+# 100 MB of transient, under 3 % of a national state's 3.7 GB (issue 21 part 4: 5 %).
+REALIGN_ROWS = 1 << 21
+# Old devices (or other slots) whose columns are read at a time: 16 bytes each at most.
+DEVICES_AT_ONCE = 1 << 22
+_SHIFT = np.uint32(SLOT_BITS)
+
+
+@dataclass(frozen=True, eq=False)
+class Rebuilt:
+    """Devices rebuilt from their IMEIs, each once, their IMEIs in slots 0, 1, ... each
+    once: a fold's devices that its events changed or registered (few)."""
+
+    number: np.ndarray  # int64 per device, sorted: its number before (events' after the old)
+    imei_key: np.ndarray  # uint64 per IMEI
+    imei_device: np.ndarray  # int64 per IMEI: index into `number`
+    imei_slot: np.ndarray  # uint8 per IMEI
+    owner: np.ndarray  # uint64 per device, NO_OWNER when in no cartable
+    source: np.ndarray  # uint8 per device
+    registered_on: np.ndarray  # uint16 per device
+
+    @classmethod
+    def none(cls) -> Rebuilt:
+        no = np.zeros(0, np.int64)
+        return cls(no, np.zeros(0, np.uint64), no, np.zeros(0, np.uint8),
+                   np.zeros(0, np.uint64), np.zeros(0, np.uint8), np.zeros(0, np.uint16))
+
+
+@dataclass(frozen=True, eq=False)
+class Renumbering:
+    """Old device numbers (events' devices numbered after the old generation's) to new."""
+
+    touched: RankBits  # per old device: left out of the stream (gone or rebuilt)
+    before: np.ndarray  # int64 per rebuilt device kept, in new order: untouched ones before it
+    rebuilt_old: np.ndarray  # int64, sorted: the old numbers of the rebuilt devices kept
+    rebuilt_new: np.ndarray  # int64 per rebuilt_old: its new number
+
+    def untouched(self, old: np.ndarray) -> np.ndarray:
+        """New numbers of old devices none of which is touched; int64."""
+        k = old - self.touched.rank(old)
+        return k + np.searchsorted(self.before, k, side="right")
+
+    def untouched_run(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The untouched old devices of start .. stop - 1 (less start) and their new
+        numbers, both int64: counted along the run, not ranked one by one."""
+        at = np.flatnonzero(~self.touched.mask_between(start, stop)) if self.touched.count \
+            else np.arange(stop - start)
+        k = start - int(_count_below(self.touched, np.array([start]))[0]) + np.arange(len(at))
+        return at, k + np.searchsorted(self.before, k, side="right")
+
+    def of(self, old: np.ndarray) -> np.ndarray:
+        """New number of each old device, KEYLESS_DEVICE for one left out or not known;
+        int64."""
+        old = np.asarray(old, dtype=np.int64)
+        out = np.full(len(old), KEYLESS_DEVICE, dtype=np.int64)
+        if len(self.rebuilt_old):
+            at = np.minimum(np.searchsorted(self.rebuilt_old, old), len(self.rebuilt_old) - 1)
+            hit = self.rebuilt_old[at] == old
+            out[hit] = self.rebuilt_new[at[hit]]
+        stream = np.flatnonzero((old >= 0) & (old < self.touched.rows))
+        untouched = stream[~self.touched.test(old[stream])]
+        out[untouched] = self.untouched(old[untouched])
+        return out
+
+    def ids(self, ids: DeviceIds) -> DeviceIds:
+        """`ids` naming the devices' new numbers (KEYLESS_DEVICE those left out)."""
+        return DeviceIds(ids.names, self.of(ids.device).astype(np.uint32))
+
+
+def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched: np.ndarray,
+            rebuilt: Rebuilt, cartables: Cartables, operator_sims: PairSet,
+            chunk_rows: int = REALIGN_ROWS) -> tuple[Devices, Renumbering]:
+    """`devices` (aligned to `old_index`) aligned to `new_index`, every device numbered again
+    in the order of its first IMEI: the old devices in `touched` (unique numbers; it must
+    hold every device with an IMEI not in `new_index`) left out of the stream, the `rebuilt`
+    ones laid in, a rebuilt device with no IMEI or one not in `new_index` left out. The ids
+    are left empty (`Renumbering.ids` carries them). Raises ValueError past MAX_DEVICES
+    devices, for a rebuilt IMEI in slot MAX_SLOTS or above, or for an untouched device with
+    an IMEI not in `new_index`."""
+    if chunk_rows <= 0 or chunk_rows % WORD_BITS:
+        raise ValueError(f"chunk_rows must be a positive multiple of {WORD_BITS}")
+    if len(rebuilt.imei_slot) and int(rebuilt.imei_slot.max()) >= MAX_SLOTS:
+        raise ValueError(f"a device has at most {MAX_SLOTS} slots")
+    touched_bits = RankBits.from_positions(devices.count, touched)
+    rows, order, first, others = _rebuilt_rows(rebuilt, new_index)
+    below = _count_below(devices.first_slot, old_index.ranks(rebuilt.imei_key[first]))
+    before = below - _count_below(touched_bits, below)
+    new_of_order = np.arange(len(order)) + before
+    by_old = np.argsort(rebuilt.number[order])
+    renumbering = Renumbering(touched_bits, before, rebuilt.number[order][by_old],
+                              new_of_order[by_old])
+    count = devices.count - touched_bits.count + len(order)
+    if count > MAX_DEVICES:
+        raise ValueError(f"at most {MAX_DEVICES} devices fit, got {count}")
+
+    first_bits, other_bits = BitsDraft(len(new_index)), BitsDraft(len(new_index))
+    first_bits.set(rows[first])
+    other_rows = rows[others]
+    other_bits.set(other_rows)
+    other_device = np.empty(_untouched_others(devices, touched_bits) + len(others), np.uint32)
+    others_below = _stream(devices, old_index, new_index, renumbering, first_bits, other_bits,
+                           other_device, other_rows, chunk_rows)
+    new_of_rebuilt = np.empty(len(rebuilt.number), dtype=np.int64)
+    new_of_rebuilt[order] = new_of_order
+    other_device[np.arange(len(others)) + others_below] = (
+        (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
+        | rebuilt.imei_slot[others].astype(np.uint32))
+    owner, source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
+                                                   new_of_order, count)
+    return Devices(first_bits.finish(), other_bits.finish(), other_device, owner, source,
+                   registered_on, cartables, operator_sims), renumbering
+
+
+def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rebuilt IMEIs' new rows (ABSENT: not registered); the rebuilt devices kept, in
+    their new order (indexes into `number`); the IMEI of each one's slot 0, in that order;
+    their other IMEIs in new-row order (indexes into `imei_*`)."""
+    n = len(rebuilt.number)
+    rows = new_index.rows(rebuilt.imei_key)
+    device = rebuilt.imei_device
+    has = np.bincount(device, minlength=n) > 0
+    unregistered = np.bincount(device[rows == ABSENT], minlength=n) > 0
+    kept = has & ~unregistered
+    live = np.flatnonzero(kept[device])
+    first = live[rebuilt.imei_slot[live] == 0]
+    first = first[np.argsort(rows[first], kind="stable")]
+    others = live[rebuilt.imei_slot[live] != 0]
+    others = others[np.argsort(rows[others], kind="stable")]
+    return rows, device[first], first, others
+
+
+def _count_below(bits: RankBits, rows: np.ndarray) -> np.ndarray:
+    """Set bits below each row, for rows 0 .. bits.rows (all of them at bits.rows); int64."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not bits.rows:
+        return np.zeros(len(rows), dtype=np.int64)
+    last = bits.rows - 1
+    inside = np.minimum(rows, last)
+    past = (rows > last) & bits.test(np.full(len(rows), last, dtype=np.int64))
+    return bits.rank(inside) + past
+
+
+def _untouched_others(devices: Devices, touched: RankBits) -> int:
+    """Other slots of devices not touched."""
+    total = len(devices.other_device)
+    if not touched.count:
+        return total
+    for start in range(0, total, DEVICES_AT_ONCE):
+        values = devices.other_device[start:start + DEVICES_AT_ONCE]
+        total -= int(np.count_nonzero(touched.test(values >> _SHIFT)))
+    return total
+
+
+def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
+            renumbering: Renumbering, first_bits: BitsDraft, other_bits: BitsDraft,
+            other_device: np.ndarray, rebuilt_rows: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """The untouched devices' slots set in the new bits and their other slots written to
+    `other_device`, leaving a place for each rebuilt other slot (its new row in the sorted
+    `rebuilt_rows`); returns how many untouched other slots precede each of those."""
+    touched = renumbering.touched
+    below = np.empty(len(rebuilt_rows), dtype=np.int64)
+    written = placed = 0
+    for start in range(0, devices.rows, chunk_rows):
+        stop = min(start + chunk_rows, devices.rows)
+        word = start // WORD_BITS
+        first = np.flatnonzero(devices.first_slot.mask_between(start, stop))
+        other = np.flatnonzero(devices.other_slot.mask_between(start, stop))
+        at = int(devices.other_slot.before[word])
+        values = devices.other_device[at:at + len(other)]
+        if touched.count:
+            device = int(devices.first_slot.before[word])
+            first = first[~touched.mask_between(device, device + len(first))]
+            keep = ~touched.test(values >> _SHIFT)
+            other, values = other[keep], values[keep]
+        keys = old_index.keys_between(start, stop)
+        new_rows = _NewRows(new_index, keys)
+        first_rows, other_rows = new_rows.of(keys[first]), new_rows.of(keys[other])
+        first_bits.set(first_rows)
+        other_bits.set(other_rows)
+        other_device[written + np.arange(len(other_rows))
+                     + np.searchsorted(rebuilt_rows, other_rows)] = (
+            (renumbering.untouched(values >> _SHIFT).astype(np.uint32) << _SHIFT)
+            | (values & SLOT_MASK))
+        if len(other_rows):
+            reached = int(np.searchsorted(rebuilt_rows, other_rows[-1], side="right"))
+            below[placed:reached] = written + np.searchsorted(other_rows,
+                                                              rebuilt_rows[placed:reached])
+            placed = reached
+        written += len(other_rows)
+    below[placed:] = written
+    return below
+
+
+class _NewRows:
+    """New rows of a chunk's old keys (sorted), found among the new list's keys of the same
+    span: a merge of two sorted runs, where a search of the whole index per key would take
+    five times as long."""
+
+    def __init__(self, new_index: KeyIndex, keys: np.ndarray) -> None:
+        self.start, stop = new_index.ranks(keys[[0, -1]]).tolist()
+        stop = min(stop + 1, len(new_index))
+        self.keys = new_index.keys_between(self.start, stop) if stop > self.start \
+            else np.zeros(0, np.uint64)
+
+    def of(self, keys: np.ndarray) -> np.ndarray:
+        """int64; raises ValueError for a key the new list lacks."""
+        at = np.searchsorted(self.keys, keys)
+        if len(keys) and not (self.keys[np.minimum(at, len(self.keys) - 1)] == keys).all() \
+                or len(keys) and not len(self.keys):
+            raise ValueError("an untouched device has an IMEI the new white list lacks")
+        return at + self.start
+
+
+def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt,
+                    order: np.ndarray, new_of_order: np.ndarray,
+                    count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Owner, source and registration day per new device: the untouched devices' copied a
+    slice at a time, the rebuilt ones' laid in."""
+    owner = np.empty(count, dtype=OWNER_DTYPE)
+    source = np.empty(count, dtype=np.uint8)
+    registered_on = np.empty(count, dtype=np.uint16)
+    for start in range(0, devices.count, DEVICES_AT_ONCE):
+        stop = min(start + DEVICES_AT_ONCE, devices.count)
+        keep, new = renumbering.untouched_run(start, stop)
+        owner[new] = devices.owner[start:stop][keep]
+        source[new] = devices.source[start:stop][keep]
+        registered_on[new] = devices.registered_on[start:stop][keep]
+    owner[new_of_order] = pack_msisdns(rebuilt.owner[order])
+    source[new_of_order] = rebuilt.source[order]
+    registered_on[new_of_order] = rebuilt.registered_on[order]
+    return owner, source, registered_on
+
+
+def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
+               msisdns: np.ndarray) -> None:
+    """The owners of old devices (`old`, their MSISDNs) written into freshly realigned
+    `devices`, in place; those of devices left out dropped."""
+    new = renumbering.of(old)
+    kept = new != KEYLESS_DEVICE
+    devices.owner[new[kept]] = pack_msisdns(msisdns[kept])
+
+
+def realign_white(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
+                  gone: np.ndarray,
+                  chunk_rows: int = REALIGN_ROWS) -> tuple[Devices, DevicesBuild]:
+    """`devices` aligned to a new white list, `new_index`, which lacks the keys `gone` of
+    `old_index` (and may have others): every device with an IMEI gone is left out
+    (`build_devices`' rule: one IMEI not registered leaves its device out), the others keep
+    their slots and owners, numbered again in order; ids follow their devices. Raises
+    ValueError as `realign` does."""
+    touched = [_devices_at(devices, old_index.rows(gone[start:start + DEVICES_AT_ONCE]))
+               for start in range(0, len(gone), DEVICES_AT_ONCE)]
+    touched = sorted_unique(np.concatenate([np.zeros(0, np.int64), *touched]))
+    new, renumbering = realign(devices, old_index, new_index, touched, Rebuilt.none(),
+                               devices.cartables, devices.operator_sims, chunk_rows)
+    new = replace(new, ids=renumbering.ids(devices.ids))
+    return new, DevicesBuild(new.count, len(touched), 0)
+
+
+def _devices_at(devices: Devices, rows: np.ndarray) -> np.ndarray:
+    """The device of each row that has one; int64."""
+    slots = devices.device_slots(rows)
+    return (slots[slots != NO_DEVICE] >> _SHIFT).astype(np.int64)
