@@ -259,10 +259,17 @@ class MoreSims:
 
     def moved(self, old: KeyIndex, new: KeyIndex) -> MoreSims:
         """On another white list: each row's IMEI at its row in `new` (gone when absent).
-        Rows ascend with keys in both, so the entries stay in order."""
-        to = new.rows_sorted(old.keys_at(self.rows))
-        kept = to != ABSENT
-        return MoreSims(to[kept].astype(np.uint32), self.fp[kept], self.day[kept])
+        Rows ascend with keys in both, so the entries stay in order. Looked up
+        REBASE_CHUNK_ROWS entries at a time: a lookup's transients are some 40 bytes a key,
+        a gigabyte for the 24 M entries of a national window at once."""
+        rows, keep = [np.zeros(0, np.uint32)], [np.zeros(0, bool)]
+        for start in range(0, len(self.rows), REBASE_CHUNK_ROWS):
+            to = new.rows_sorted(old.keys_at(self.rows[start:start + REBASE_CHUNK_ROWS]))
+            kept = to != ABSENT
+            rows.append(to[kept].astype(np.uint32))
+            keep.append(kept)
+        kept = np.concatenate(keep)
+        return MoreSims(np.concatenate(rows), self.fp[kept], self.day[kept])
 
 
 Found = tuple[np.ndarray, np.ndarray]  # MoreSims.find's (position, held)
@@ -539,8 +546,8 @@ _GROUPS = {SIMS: ("_fp", "_day"), PLACES: ("_minute", "_operator", "_cell"),
            RADIOS: ("_rat_count", "_rat_day", "_rat_minute")}
 _COLUMNS = tuple(name for columns in _GROUPS.values() for name in columns)
 # Rows a rebase moves at a time: its transients (the chunk's keys in both lists, its new
-# rows: about 32 bytes a row) stay near a hundred MB whatever the white list's size.
-REBASE_CHUNK_ROWS = 1 << 22
+# rows: some 40 bytes a row) stay under a hundred MB whatever the white list's size.
+REBASE_CHUNK_ROWS = 1 << 21
 PAGE = mmap.PAGESIZE
 
 
