@@ -16,8 +16,10 @@ Stages:
          on the snapshot with the product's defaults (clone detection on, the sighting cache
          at history.dedupe_pairs, notices opened and swept), produces the attaches to its
          four-partition topic as fast as the broker takes them, waits until the worker has
-         decided them all, SIGKILLs it and starts it again; then starts `eir-enforcer serve`
-         on the same snapshot and asks it for CHECKS equipment statuses.
+         decided them all (its rate from the first decided to the last, read from its
+         /metrics while the bench produces), SIGKILLs it and starts it again; then starts
+         `eir-enforcer serve` on the same snapshot and asks it for CHECKS equipment
+         statuses.
 The scheduled jobs that make a new generation (reconcile, fold) are off: a fold's and an
 import's memory at this scale are `bench/importing.py`'s. The registry's year of changes
 is not replayed: the state a fold leaves has the snapshot's shape, which the build makes.
@@ -35,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -78,6 +81,7 @@ POLL_S = 0.5
 CHECKS = 1_000
 INVALID_PEI = "imei-123"  # what a malformed attach is asked as
 CONSUMED = "eir_events_consumed_total"
+FLAGS = "eir_clone_flags_total"
 KIB_PER_GIB = 1024 ** 2
 
 
@@ -144,8 +148,9 @@ def produce(bootstrap: str, traffic: Path) -> tuple[int, float]:
     return len(keys), time.perf_counter() - started
 
 
-def consumed(port: int) -> float:
-    """The worker's decided attaches so far (0 while it is starting)."""
+def counted(port: int, name: str = CONSUMED) -> float:
+    """A counter of the worker's /metrics summed over its labels: by default the attaches
+    decided so far (0 while it is starting)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",  # noqa: S310
                                     timeout=5) as answer:
@@ -153,21 +158,36 @@ def consumed(port: int) -> float:
     except OSError:
         return 0.0
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(CONSUMED + "{"))
+               if line.startswith(name + "{"))
 
 
-def wait_consumed(port: int, count: int) -> float:
-    """Seconds from the first attach decided until `count` are."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    first = None
-    while (done := consumed(port)) < count:
-        if done and first is None:
-            first = time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{done:,.0f} of {count:,} attaches decided after "
-                               f"{DRAIN_TIMEOUT_S} s")
-        time.sleep(POLL_S)
-    return time.monotonic() - (first or time.monotonic())
+class Decided(threading.Thread):
+    """The worker's decided attaches, read every POLL_S from the moment it starts, also
+    while the bench produces: (monotonic seconds, count) pairs."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(POLL_S):
+            self.samples.append((time.monotonic(), counted(self.port)))
+
+    def rate(self, count: int) -> float:
+        """Attaches decided a second, from the first sample that counts any to the first
+        that counts `count`, waiting for it. Raises TimeoutError after DRAIN_TIMEOUT_S."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while not self.samples or self.samples[-1][1] < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.samples[-1][1] if self.samples else 0:,.0f} of "
+                                   f"{count:,} attaches decided after {DRAIN_TIMEOUT_S} s")
+            time.sleep(POLL_S)
+        self.stop.set()
+        began, first = next((at, done) for at, done in self.samples if done)
+        ended, last = self.samples[-1]
+        return (last - first) / max(ended - began, POLL_S)
 
 
 def checks(port: int, traffic: Path) -> dict[str, int]:
@@ -217,13 +237,16 @@ def stage_run(args: argparse.Namespace) -> dict:
             ready_s = wait_ready(port, READY_TIMEOUT_S, POLL_S)
             at_ready = process_rss_kib(worker.proc.pid)
             say(f"  worker ready in {ready_s:.1f} s, resident {gib(at_ready)} GiB")
+            decided = Decided(port)
+            decided.start()
             count, produce_s = produce(services.broker.bootstrap, args.dir / TRAFFIC)
             say(f"  {count:,} attaches produced in {produce_s:.0f} s")
-            decide_s = wait_consumed(port, count)
+            rate = decided.rate(count)
             after = process_rss_kib(worker.proc.pid)
             peak = process_peak_kib(worker.proc.pid)
-            say(f"  decided in {decide_s:.0f} s ({count / decide_s:,.0f}/s); resident "
-                f"{gib(after)} GiB, at most {gib(peak)} GiB")
+            flags = round(counted(port, FLAGS))
+            say(f"  decided at {rate:,.0f} a second, {flags:,} IMEIs flagged misused; "
+                f"resident {gib(after)} GiB, at most {gib(peak)} GiB")
             worker.restart()
             restart_s = wait_ready(port, READY_TIMEOUT_S, POLL_S)
             say(f"  SIGKILLed and started again: ready in {restart_s:.1f} s")
@@ -241,7 +264,7 @@ def stage_run(args: argparse.Namespace) -> dict:
                 "worker_rss_at_ready_gb": gib(at_ready),
                 "clone_window_gb": gib(after - at_ready),
                 "serve_rss_gb": gib(serve_rss), "serve_peak_rss_gb": gib(serve_peak),
-                "attaches_per_s": round(count / decide_s), "produce_s": round(produce_s),
+                "attaches_per_s": round(rate), "flags": flags, "produce_s": round(produce_s),
                 "checks": answers}
 
 
@@ -286,6 +309,7 @@ def main() -> None:
         return
     scratch = args.dir is None
     args.dir = args.dir or Path(tempfile.mkdtemp(prefix="eir-national-"))
+    args.dir.mkdir(parents=True, exist_ok=True)
     try:
         say(f"building {args.imeis // 2:,} devices with {args.imeis:,} IMEIs, "
             f"{args.cut_pairs:,} cut pairs and {args.attaches:,} attaches ...")

@@ -148,3 +148,39 @@ def test_the_imeis_lately_with_more_sims_are_found_as_the_others() -> None:
         assert flagged(compact, *batch) == flagged(reference, *batch)
     assert compact.imeis_with_more_sims == 42
     assert flagged(compact, *third) == [(0, "imsis"), (1, "imsis")]
+
+
+def test_a_window_of_many_pages_moved_in_odd_chunks_flags_what_the_reference_flags() -> None:
+    """Every group of columns written over many pages, then moved to a new generation in
+    chunks that end mid-page (the pages given back at each chunk's edges), flags on the new
+    list what the reference flags: nothing the window saw is lost or shifted."""
+    rng = np.random.default_rng(5)
+    keys = np.sort(rng.choice(10**9, 60_000, replace=False).astype(np.uint64)) \
+        + np.uint64(35_000_000_000_000)
+    rules = CloneRules(distinct_imsis=3, window_days=5, operators_within_minutes=10,
+                       far_cells_km=300.0, far_cells_within_minutes=10,
+                       rat_inconsistent_attaches=2)
+    index = KeyIndex.from_sorted_keys(keys)
+    compact = CloneWindow(index, rules, CELLS)
+    reference = ReferenceCloneWindow(index, rules, CELLS)
+
+    def attaches(index: KeyIndex, seen: np.ndarray, minute: int) -> WindowSightings:
+        n = len(seen)
+        return WindowSightings(
+            index.rows(seen), rng.integers(1, 4, n, dtype=np.uint64),
+            np.full(n, DAY0 + minute * MINUTE, np.int64),
+            rng.choice(np.array(OPERATORS, np.uint32), n),
+            rng.integers(0, len(CELLS.codes) + 1, n).astype(np.uint32),
+            rng.random(n) < 0.3)
+
+    first = attaches(index, rng.choice(keys, 150_000), 0)
+    assert compact.observe(first).event.tolist() == reference.observe(first).event.tolist()
+    kept = np.delete(keys, np.s_[::97])
+    new = KeyIndex.from_sorted_keys(np.sort(np.r_[kept, keys[::97] + np.uint64(1)]))
+    with patch.object(clones, "REBASE_CHUNK_ROWS", 1531):
+        compact, reference = compact.rebase(new), reference.rebase(new)
+    again = attaches(new, rng.choice(kept, 150_000), 5)
+    got, want = compact.observe(again), reference.observe(again)
+    assert len(want.event) > 1_000
+    assert got.event.tolist() == want.event.tolist()
+    assert got.reason.tolist() == want.reason.tolist()

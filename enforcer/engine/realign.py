@@ -241,8 +241,8 @@ class _NewRows:
     def of(self, keys: np.ndarray) -> np.ndarray:
         """int64; raises ValueError for a key the new list lacks."""
         at = np.searchsorted(self.keys, keys)
-        if len(keys) and not (self.keys[np.minimum(at, len(self.keys) - 1)] == keys).all() \
-                or len(keys) and not len(self.keys):
+        if len(keys) and (not len(self.keys)
+                          or not (self.keys[np.minimum(at, len(self.keys) - 1)] == keys).all()):
             raise ValueError("an untouched device has an IMEI the new white list lacks")
         return at + self.start
 

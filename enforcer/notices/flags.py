@@ -74,7 +74,11 @@ class CloneTracker:
         if self._window is None:
             self._window = CloneWindow(index, state.policy.clones, self._cells, self._late_days)
         elif self._window.index is not index:  # a new generation of the white list
-            self._window = self._window.rebase(index)
+            # The rebase gives the old window's pages back as it goes: should it fail
+            # half-way, a fresh window (SIMs seen again from now on) is the next batch's,
+            # not one with holes.
+            old, self._window = self._window, None
+            self._window = old.rebase(index)
         # The radios are compared only when the policy counts them: a lookup a batch less.
         tacs = state.tacs if self._window.rules.rat_inconsistent_attaches else None
         flags = self._window.observe(sightings_of(batch, index, self._cells, tacs))
