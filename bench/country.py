@@ -15,17 +15,14 @@ The last line is JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from measure import best_of, emit, peak_rss_mb, pin_to_one_core, rss_mb, say
+from measure import best_of, emit, peak_rss_mb, pin_to_one_core, rss_mb, run_stage, say
 
 from enforcer.engine.decide import decide
 from enforcer.engine.state import EnforcementState
@@ -89,12 +86,9 @@ def stage_dicts(args: argparse.Namespace) -> dict:
             "dict_mb_extrapolated": round(used * args.devices / n)}
 
 
-def run_stage(stage: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--stage", stage, "--imeis", str(args.imeis),
-               "--devices", str(args.devices), "--dir", str(args.dir)]
-    # This very script, run by this interpreter: no outside input reaches the command.
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout  # noqa: S603
-    return json.loads(out.splitlines()[-1])
+def stage(name: str, args: argparse.Namespace) -> dict:
+    return run_stage(__file__, name, "--imeis", str(args.imeis), "--devices", str(args.devices),
+                     "--dir", str(args.dir))
 
 
 def main() -> None:
@@ -112,15 +106,15 @@ def main() -> None:
     args.dir = args.dir or Path(tempfile.mkdtemp(prefix="eir-country-"))
     try:
         say(f"building {args.devices:,} devices with {args.imeis:,} IMEIs ...")
-        built = run_stage("build", args)
+        built = stage("build", args)
         say(f"  built in {built['build_s']} s, snapshot written in {built['save_s']} s "
             f"({built['snapshot_bytes'] / 2**30:.2f} GiB)")
-        loaded = run_stage("load", args)
+        loaded = stage("load", args)
         say(f"  snapshot loaded in {loaded['load_s']} s; resident {loaded['rss_mb']:,} MB "
             f"(white list {loaded['white_bitmap_mb']} MB roaring + {loaded['white_index_mb']} MB"
             f" index, registry {loaded['registry_mb']:,} MB); "
             f"{loaded['decisions_per_s_national']:,} decisions/s at this scale")
-        dicts = run_stage("dicts", args)
+        dicts = stage("dicts", args)
         say(f"  baseline: Python dicts take {dicts['dict_mb_per_million_devices']} MB per "
             f"million devices, {dicts['dict_mb_extrapolated']:,} MB for this country")
         emit({"imeis": args.imeis, "devices": args.devices, **built, **loaded, **dicts,

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from measure import emit, peak_rss_mb, rss_mb, say
+from measure import emit, peak_rss_mb, rss_mb, run_stage, say
 
 from enforcer.engine.imei import imei_rules
 from enforcer.config import load_config
@@ -239,11 +237,7 @@ def main() -> None:
     try:
         for stage in ("prepare", "list", "import", "fold", "baseline"):
             say(f"{stage} ({args.rows:,} rows) ...")
-            # This very script, run by this interpreter: no outside input reaches the command.
-            out = subprocess.run(  # noqa: S603
-                [sys.executable, __file__, "--stage", stage, "--rows", str(args.rows),
-                 "--dir", str(scratch)], check=True, capture_output=True, text=True)
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            result = run_stage(__file__, stage, "--rows", str(args.rows), "--dir", str(scratch))
             say(f"  {result}")
             figures[stage] = result
     finally:

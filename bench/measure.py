@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,6 +100,19 @@ def counter(worker, name: str) -> float:
     """A metric of an in-process worker, summed over its labels."""
     return sum(s.value for f in worker.metrics.collectors.collect() for s in f.samples
                if s.name == name)
+
+
+def run_stage(script: str, stage: str, *arguments: str) -> dict:
+    """A benchmark's stage in a fresh process of this interpreter (`script --stage stage
+    ...`), so that its memory is its own: the figures of its last line (JSON). Raises
+    CalledProcessError, with the stage's output, when it fails."""
+    # This very script, run by this interpreter: no outside input reaches the command.
+    done = subprocess.run([sys.executable, script, "--stage", stage, *arguments],  # noqa: S603
+                          capture_output=True, text=True)
+    if done.returncode:
+        sys.stderr.write(done.stderr)
+        done.check_returncode()
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def say(text: str) -> None:

@@ -51,7 +51,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from measure import (embedded_services, emit, peak_rss_mb, process_peak_kib,
-                     process_rss_kib, say, wait_ready)
+                     process_rss_kib, run_stage, say, wait_ready)
 
 from enforcer.db.migrate import migrate
 from enforcer.embedded.services import free_port
@@ -287,12 +287,9 @@ class serving:
 
 
 def run_build(args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--stage", "build", "--imeis", str(args.imeis),
-               "--attaches", str(args.attaches), "--cut-pairs", str(args.cut_pairs),
-               "--seed", str(args.seed), "--dir", str(args.dir)]
-    # This very script, run by this interpreter: no outside input reaches the command.
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout  # noqa: S603
-    return json.loads(out.splitlines()[-1])
+    return run_stage(__file__, "build", "--imeis", str(args.imeis), "--attaches",
+                     str(args.attaches), "--cut-pairs", str(args.cut_pairs), "--seed",
+                     str(args.seed), "--dir", str(args.dir))
 
 
 def main() -> None:
