@@ -29,7 +29,7 @@ from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_
                                      OWNER_DTYPE, SLOT_BITS, SLOT_MASK, Cartables, Devices,
                                      DevicesBuild, pack_msisdns)
 from enforcer.engine.deviceids import DeviceIds
-from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
+from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
 
@@ -208,9 +208,10 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             first = first[~touched.mask_between(device, device + len(first))]
             keep = ~touched.test(values >> _SHIFT)
             other, values = other[keep], values[keep]
-        keys = old_index.keys_between(start, stop)
-        new_rows = _NewRows(new_index, keys)
-        first_rows, other_rows = new_rows.of(keys[first]), new_rows.of(keys[other])
+        new_rows = rows_in(old_index, new_index, start, stop)
+        first_rows, other_rows = new_rows[first], new_rows[other]
+        if (first_rows == ABSENT).any() or (other_rows == ABSENT).any():
+            raise ValueError("an untouched device has an IMEI the new white list lacks")
         first_bits.set(first_rows)
         other_bits.set(other_rows)
         other_device[written + np.arange(len(other_rows))
@@ -225,26 +226,6 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
         written += len(other_rows)
     below[placed:] = written
     return below
-
-
-class _NewRows:
-    """New rows of a chunk's old keys (sorted), found among the new list's keys of the same
-    span: a merge of two sorted runs, where a search of the whole index per key would take
-    five times as long."""
-
-    def __init__(self, new_index: KeyIndex, keys: np.ndarray) -> None:
-        self.start, stop = new_index.ranks(keys[[0, -1]]).tolist()
-        stop = min(stop + 1, len(new_index))
-        self.keys = new_index.keys_between(self.start, stop) if stop > self.start \
-            else np.zeros(0, np.uint64)
-
-    def of(self, keys: np.ndarray) -> np.ndarray:
-        """int64; raises ValueError for a key the new list lacks."""
-        at = np.searchsorted(self.keys, keys)
-        if len(keys) and (not len(self.keys)
-                          or not (self.keys[np.minimum(at, len(self.keys) - 1)] == keys).all()):
-            raise ValueError("an untouched device has an IMEI the new white list lacks")
-        return at + self.start
 
 
 def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt,
