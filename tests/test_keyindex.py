@@ -143,3 +143,43 @@ def test_ranks_and_slices_of_keys_are_the_sorted_array_s(keys, probes, data) -> 
         start = data.draw(st.integers(0, len(keys) - 1))
         stop = data.draw(st.integers(start + 1, len(keys)))
         assert index.keys_between(start, stop).tolist() == keys[start:stop].tolist()
+
+
+@settings(max_examples=300)
+@given(key_sets, st.data())
+def test_keys_added_or_kept_give_the_index_of_the_keys_built_afresh(keys, data) -> None:
+    """with_keys, compress and from_chunks (pieces of a chunk in any order) against an index
+    built from the sorted keys themselves."""
+    keys = np.array(keys, dtype=np.uint64)
+    index = KeyIndex.from_sorted_keys(keys)
+    more = np.array(sorted(set(data.draw(st.lists(
+        st.one_of(st.integers(0, KEY_LIMIT), st.sampled_from(
+            [int(k) + d for k in keys[:50] for d in (1, 2, 70_000)] or [0])),
+        max_size=60))) - set(keys.tolist())), dtype=np.uint64)
+    more = more[more <= KEY_LIMIT]
+    both = np.union1d(keys, more)
+    assert_same(index.with_keys(more), KeyIndex.from_sorted_keys(both))
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=len(both),
+                                       max_size=len(both))), dtype=bool)
+    assert_same(KeyIndex.from_sorted_keys(both).compress(keep),
+                KeyIndex.from_sorted_keys(both[keep]))
+    cut = data.draw(st.integers(0, len(both)))
+    pieces = [KeyIndex.from_sorted_keys(both[:cut]), KeyIndex.from_sorted_keys(both[cut:])]
+    assert_same(KeyIndex.from_chunks(
+        np.concatenate([p.chunk_high for p in reversed(pieces)]),
+        np.concatenate([np.diff(p.chunk_start) for p in reversed(pieces)]),
+        np.concatenate([p.low for p in pieces])), KeyIndex.from_sorted_keys(both))
+
+
+def assert_same(got: KeyIndex, want: KeyIndex) -> None:
+    assert got.keys().tolist() == want.keys().tolist()
+    assert got.chunk_high.tolist() == want.chunk_high.tolist()
+    assert got.chunk_start.tolist() == want.chunk_start.tolist()
+    assert got.search_steps == want.search_steps
+    probes = np.r_[want.keys(), want.keys() + np.uint64(1)]
+    assert got.rows(probes).tolist() == want.rows(probes).tolist()
+
+
+def test_chunks_that_do_not_add_up_to_the_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="add up"):
+        KeyIndex.from_chunks(np.array([1], np.uint64), np.array([2]), np.zeros(1, np.uint16))

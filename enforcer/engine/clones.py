@@ -1,16 +1,17 @@
 """Clone detection in the stream: which attaches show an IMEI in use by more SIMs, or in more
 places, than one device can be.
 
-`CloneWindow` keeps, for every white-listed IMEI (by its row in the generation's white list),
-the last `distinct_imsis - 1` SIMs seen with it within `window_days` (a 32-bit fingerprint of
-the IMSI and the day it was last seen), its last sighting (minute, operator, cell), and how
-many of its attaches came on a radio its model lacks (a count, the day it began, the minute
-of the last one counted). A SIM whose day left the window is forgotten: its slot is free
-again. Most IMEIs are only ever seen with one SIM: a row holds that one (6 bytes), and the
-other slots live in `MoreSims`, only for the IMEIs seen with more (issue 21 part 2); the
-sightings and radio counts are columns allocated untouched and written only by the attaches
-that carry an operator or a cell, or come on a radio the model lacks, so the memory is what
-the traffic has touched, never more than the white list's size.
+`CloneWindow` keeps, for every white-listed IMEI (by its row in the generation's white
+list), the last `distinct_imsis - 1` SIMs seen with it within `window_days` (a 16-bit
+fingerprint of the IMSI and the day it was last seen, modulo 256), its last sighting
+(minute, operator, cell), and how many of its attaches came on a radio its model lacks (a
+count, the day it began, the minute of the last one counted). A SIM whose day left the
+window is forgotten: its slot is free again. Most IMEIs are only ever seen with one SIM: a
+row holds that one (3 bytes), and the other slots live in `MoreSims`, only for the IMEIs
+seen with more (issue 21 part 2); the sightings and radio counts are columns allocated
+untouched and written only by the attaches that carry an operator or a cell, or come on a
+radio the model lacks, so the memory is what the traffic has touched, never more than the
+white list's size.
 
 An attach flags its IMEI `misused` when it brings the `distinct_imsis`-th SIM within the
 window, or comes through another operator (MCC-MNC) or from a cell `far_cells_km` away
@@ -204,28 +205,61 @@ NOT_MISUSED = Misused(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
 
 
 def fingerprint(imsi: np.ndarray) -> np.ndarray:
-    """32 bits of a mixed IMSI (splitmix64's finaliser), never 0. Two SIMs sharing one
-    (about one pair in four billion) count once: the window errs towards not flagging."""
+    """uint16 per IMSI: the top 16 bits of the IMSI mixed (splitmix64's finaliser), never 0.
+    Two SIMs of one IMEI sharing one (one pair in 65,535) count once: the window errs
+    towards not flagging. Two bytes, not four, are what keep a row at 3 bytes and the window
+    of 300 M IMEIs under a GiB (issue 21 part 2)."""
     x = imsi.astype(np.uint64)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     x = x ^ (x >> np.uint64(31))
-    return ((x >> np.uint64(32)).astype(np.uint32)) | np.uint32(1)
+    fp = (x >> np.uint64(48)).astype(np.uint16)
+    return fp + (fp == 0).astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class DayCodes:
+    """A slot's day kept modulo `span` (a byte where it can be): a day is read back as the
+    one at or before the window's reference day with that code, right while every slot
+    held is less than `span` days older than the reference. The window keeps it so by
+    clearing, before the reference gets that far, the slots no attach to come can see
+    (`CloneWindow._sweep`). A slot is live `reach` days at most (window_days + late_days);
+    `span` is at least twice that, so a sweep is needed once every `span - reach` days or
+    more seldom."""
+
+    reach: int
+
+    @property
+    def dtype(self) -> type:
+        return next(t for t in (np.uint8, np.uint16, np.uint32)
+                    if 2 * self.reach <= 1 << (8 * np.dtype(t).itemsize))
+
+    @property
+    def span(self) -> int:
+        return 1 << (8 * np.dtype(self.dtype).itemsize)
+
+    def encode(self, day: np.ndarray) -> np.ndarray:
+        return (np.asarray(day, dtype=np.int64) & (self.span - 1)).astype(self.dtype)
+
+    def decode(self, code: np.ndarray, reference: int) -> np.ndarray:
+        """int64 days: for each code, the latest day at or before `reference` with it."""
+        return reference - ((reference - code.astype(np.int64)) & (self.span - 1))
 
 
 @dataclass(frozen=True, eq=False)
 class MoreSims:
     """The window's slots beyond the first, for the IMEIs seen with more than one SIM: one
-    entry a row, rows ascending; a row absent has those slots empty."""
+    entry a row, the rows held as the keys of an index (2 bytes an entry, where an array of
+    them took 4), entry i the row of rank i; a row absent has those slots empty."""
 
-    rows: np.ndarray  # uint32, ascending, distinct
-    fp: np.ndarray  # uint32 (entries, distinct_imsis - 2), EMPTY where no SIM
-    day: np.ndarray  # uint16 (entries, distinct_imsis - 2)
+    rows: KeyIndex  # the white-list rows held
+    fp: np.ndarray  # uint16 (entries, distinct_imsis - 2), EMPTY where no SIM
+    day: np.ndarray  # DayCodes.dtype (entries, distinct_imsis - 2), the day's code
 
     @classmethod
-    def empty(cls, slots: int) -> MoreSims:
-        return cls(np.zeros(0, dtype=np.uint32), np.zeros((0, slots), dtype=np.uint32),
-                   np.zeros((0, slots), dtype=np.uint16))
+    def empty(cls, slots: int, codes: DayCodes) -> MoreSims:
+        return cls(KeyIndex.from_sorted_keys(np.zeros(0, dtype=np.uint64)),
+                   np.zeros((0, slots), dtype=np.uint16), np.zeros((0, slots), dtype=codes.dtype))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -235,41 +269,51 @@ class MoreSims:
         return self.rows.nbytes + self.fp.nbytes + self.day.nbytes
 
     def find(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position, held) of each row (uint32); position is meaningful where held."""
-        if not len(self.rows):
-            return np.zeros(len(row), dtype=np.int64), np.zeros(len(row), dtype=bool)
-        at = np.minimum(np.searchsorted(self.rows, row), len(self.rows) - 1)
-        return at, self.rows[at] == row
+        """(position, held) of each row (ascending); position is meaningful where held."""
+        at = self.rows.rows(row.astype(np.uint64))
+        held = at != ABSENT
+        return np.where(held, at, 0), held
 
     def with_rows(self, row: np.ndarray, fp: np.ndarray, day: np.ndarray) -> MoreSims:
         """These rows (ascending, none held) added."""
         if not len(row):
             return self
-        at = np.searchsorted(self.rows, row)
-        return MoreSims(np.insert(self.rows, at, row), np.insert(self.fp, at, fp, axis=0),
+        row = row.astype(np.uint64)
+        at = self.rows.ranks(row)
+        return MoreSims(self.rows.with_keys(row), np.insert(self.fp, at, fp, axis=0),
                         np.insert(self.day, at, day, axis=0))
 
-    def live_after(self, dead_day: int) -> MoreSims:
-        """Without the entries whose every SIM is empty or was last seen on dead_day or
-        before."""
-        keep = ((self.fp != EMPTY) & (self.day > dead_day)).any(axis=1)
+    def live_after(self, dead_day: int, codes: DayCodes, reference: int) -> MoreSims:
+        """The SIMs last seen on dead_day or before emptied (in place), and without the
+        entries left empty. Days are read at `reference`."""
+        dead = (self.fp != EMPTY) & (codes.decode(self.day, reference) <= dead_day)
+        self.fp[dead] = EMPTY
+        self.day[dead] = 0
+        keep = (self.fp != EMPTY).any(axis=1)
         if keep.all():
             return self
-        return MoreSims(self.rows[keep], self.fp[keep], self.day[keep])
+        return MoreSims(self.rows.compress(keep), self.fp[keep], self.day[keep])
 
     def moved(self, old: KeyIndex, new: KeyIndex) -> MoreSims:
         """On another white list: each row's IMEI at its row in `new` (gone when absent).
         Rows ascend with keys in both, so the entries stay in order. Looked up
         REBASE_CHUNK_ROWS entries at a time: a lookup's transients are some 40 bytes a key,
         a gigabyte for the 24 M entries of a national window at once."""
-        rows, keep = [np.zeros(0, np.uint32)], [np.zeros(0, bool)]
+        high, count, low, keep = [], [], [], [np.zeros(0, bool)]
         for start in range(0, len(self.rows), REBASE_CHUNK_ROWS):
-            to = new.rows_sorted(old.keys_at(self.rows[start:start + REBASE_CHUNK_ROWS]))
+            to = new.rows_sorted(old.keys_at(
+                self.rows.keys_between(start, start + REBASE_CHUNK_ROWS)))
             kept = to != ABSENT
-            rows.append(to[kept].astype(np.uint32))
+            piece = KeyIndex.from_sorted_keys(to[kept].astype(np.uint64))
+            high.append(piece.chunk_high)
+            count.append(np.diff(piece.chunk_start))
+            low.append(piece.low)
             keep.append(kept)
         kept = np.concatenate(keep)
-        return MoreSims(np.concatenate(rows), self.fp[kept], self.day[kept])
+        rows = KeyIndex.from_chunks(np.concatenate(high or [np.zeros(0, np.uint64)]),
+                                    np.concatenate(count or [np.zeros(0, np.int64)]),
+                                    np.concatenate(low or [np.zeros(0, np.uint16)]))
+        return MoreSims(rows, self.fp[kept], self.day[kept])
 
 
 Found = tuple[np.ndarray, np.ndarray]  # MoreSims.find's (position, held)
@@ -281,7 +325,7 @@ MERGE_SHARE = 16
 
 class CloneWindow:
     """The window over a generation's white list. Most IMEIs are only ever seen with one
-    SIM, so a row holds one SIM (its fingerprint and day: 6 bytes); the other
+    SIM, so a row holds one SIM (its fingerprint and day's code: 3 bytes); the other
     `distinct_imsis - 2` slots an IMEI needs live in `MoreSims`, only for the IMEIs seen
     with more than one SIM, and an entry goes once all its SIMs are out of reach of any
     attach still to come (last seen `window_days + late_days` days before the newest attach
@@ -306,13 +350,18 @@ class CloneWindow:
         self.cells = cells
         self.late_days = rules.window_days if late_days is None else late_days
         rows = len(index)
-        self._fp = _zeros(rows, np.uint32)  # the first SIM's slot
-        self._day = _zeros(rows, np.uint16)
+        self._codes = DayCodes(rules.window_days + self.late_days)
+        self._fp = _zeros(rows, np.uint16)  # the first SIM's slot
+        self._day = _zeros(rows, self._codes.dtype)
         # Two levels, so that a batch adding entries copies the small one: the IMEIs that
         # took a second SIM lately join the others once they are a MERGE_SHARE of them.
-        self._more = MoreSims.empty(rules.distinct_imsis - 2)
-        self._lately = MoreSims.empty(rules.distinct_imsis - 2)
+        self._more = MoreSims.empty(rules.distinct_imsis - 2, self._codes)
+        self._lately = MoreSims.empty(rules.distinct_imsis - 2, self._codes)
         self._newest_day = 0  # of the attaches observed, for forgetting MoreSims' entries
+        # The day the slots' codes are read at (the newest attach of the batch observed or
+        # of those before it), and the earliest day a slot may hold (None: none written).
+        self._reference = 0
+        self._low: int | None = None
         self._minute = _zeros(rows, np.uint32)
         self._operator = _zeros(rows, np.uint32)
         self._cell = _zeros(rows, np.uint32)
@@ -358,17 +407,51 @@ class CloneWindow:
         moved._more = self._more.moved(self.index, index)
         moved._lately = self._lately.moved(self.index, index)
         moved._newest_day = self._newest_day
+        moved._reference, moved._low = self._reference, self._low
         return moved
 
     def observe(self, seen: WindowSightings) -> Flags:
         at = np.flatnonzero(seen.row != ABSENT)
         order = at[np.lexsort((seen.ts_ms[at], seen.row[at]))]
         flagged_at = np.full(len(seen.row), -1, dtype=np.int8)
+        if len(order):
+            self._advance(int(seen.ts_ms[order].max() // MS_PER_DAY))
         self._imsis(seen, order, flagged_at)
         self._places(seen, order, flagged_at)
         self._radios(seen, order, flagged_at)
         self._forget(seen, order)
         return self._first_per_imei(seen, flagged_at)
+
+    # -- days kept as codes -----------------------------------------------------------------
+
+    def _advance(self, top: int) -> None:
+        """The reference day for a batch whose newest attach is on day `top`, swept first
+        where some slot's day could be read back wrong at it."""
+        reference = max(self._newest_day, top)
+        if self._low is None:
+            self._low = reference - self._codes.span + 1
+        elif reference - self._low >= self._codes.span:
+            self._sweep(reference)
+        self._reference = reference
+
+    def _sweep(self, reference: int) -> None:
+        """Every slot no attach to come can see emptied, and every slot that would read back
+        wrong at `reference` (only after a jump of more than `span - reach` days: a worker's
+        events never jump so far), REBASE_CHUNK_ROWS rows at a time. Days are read at the
+        newest day observed, where they still read right; an attach to come is at most
+        late_days older than it, so one last seen reach days before it is out of the
+        window for all of them."""
+        codes, newest = self._codes, self._newest_day
+        dead_day = max(newest - codes.reach, reference - codes.span)
+        for start in range(0, len(self._fp), REBASE_CHUNK_ROWS):
+            fp = self._fp[start:start + REBASE_CHUNK_ROWS]
+            day = self._day[start:start + REBASE_CHUNK_ROWS]
+            held = np.flatnonzero(fp != EMPTY)
+            dead = held[codes.decode(day[held], newest) <= dead_day]
+            fp[dead], day[dead] = EMPTY, 0
+        self._more = self._more.live_after(dead_day, codes, newest)
+        self._lately = self._lately.live_after(dead_day, codes, newest)
+        self._low = dead_day + 1
 
     # -- too many SIMs ----------------------------------------------------------------------
 
@@ -376,9 +459,9 @@ class CloneWindow:
         if not len(order):
             return
         row, fp = seen.row[order], fingerprint(seen.imsi[order])
-        day = (seen.ts_ms[order] // MS_PER_DAY).astype(np.uint16)
+        day = (seen.ts_ms[order] // MS_PER_DAY).astype(np.int64)
         # One SIM on one IMEI counts once a batch, on its latest day.
-        pair = np.lexsort((-day.astype(np.int64), fp, row))
+        pair = np.lexsort((-day, fp, row))
         row, fp, day, event = row[pair], fp[pair], day[pair], order[pair]
         first = np.r_[True, (row[1:] != row[:-1]) | (fp[1:] != fp[:-1])]
         row, fp, day, event = row[first], fp[first], day[first], event[first]
@@ -398,8 +481,7 @@ class CloneWindow:
                      event: np.ndarray, flagged_at: np.ndarray) -> None:
         """Rows distinct and ascending, one SIM each."""
         slots_fp, slots_day, found = self._slots(row)
-        live = (slots_fp != EMPTY) & (
-            day[:, None].astype(np.int64) - slots_day < self.rules.window_days)
+        live = (slots_fp != EMPTY) & (day[:, None] - slots_day < self.rules.window_days)
         match = live & (slots_fp == fp[:, None])
         known = match.any(axis=1)
         slot = np.argmax(match, axis=1)
@@ -409,45 +491,49 @@ class CloneWindow:
         new = np.flatnonzero(~known)
         full = live[new].all(axis=1)
         flagged_at[event[new[full]]] = REASONS.index(CloneReason.IMSIS)
-        # Kept out of the window once it flags, so a replay of the batch flags it again.
+        # Kept out of the window once it flags, so a replay of the batch flags it again; and
+        # one seen before the earliest day a slot may hold is out of every window to come.
         take = new[~full]
+        take = take[day[take] >= self._low]
         free = np.argmin(live[take], axis=1)
         slots_fp[take, free] = fp[take]
         slots_day[take, free] = day[take]
         self._store(row, slots_fp, slots_day, found)
 
     def _slots(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Found]]:
-        """Each row's slots (fingerprints, days: copies), and where each level of MoreSims
-        holds it."""
+        """Each row's slots (fingerprints, and days as int64: copies), and where each level
+        of MoreSims holds it."""
         more = self.rules.distinct_imsis - 2
-        slots_fp = np.zeros((len(row), 1 + more), dtype=np.uint32)
-        slots_day = np.zeros((len(row), 1 + more), dtype=np.uint16)
-        slots_fp[:, 0], slots_day[:, 0] = self._fp[row], self._day[row]
+        slots_fp = np.zeros((len(row), 1 + more), dtype=np.uint16)
+        codes = np.zeros((len(row), 1 + more), dtype=self._codes.dtype)
+        slots_fp[:, 0], codes[:, 0] = self._fp[row], self._day[row]
         found = []
         for level in (self._more, self._lately):
-            at, held = level.find(row.astype(np.uint32))
+            at, held = level.find(row)
             slots_fp[held, 1:] = level.fp[at[held]]
-            slots_day[held, 1:] = level.day[at[held]]
+            codes[held, 1:] = level.day[at[held]]
             found.append((at, held))
-        return slots_fp, slots_day, found
+        return slots_fp, self._codes.decode(codes, self._reference), found
 
     def _store(self, row: np.ndarray, slots_fp: np.ndarray, slots_day: np.ndarray,
                found: list[Found]) -> None:
         self._written[SIMS] |= bool(len(row))
-        self._fp[row], self._day[row] = slots_fp[:, 0], slots_day[:, 0]
+        codes = np.where(slots_fp != EMPTY, self._codes.encode(slots_day), 0).astype(
+            self._codes.dtype)
+        self._fp[row], self._day[row] = slots_fp[:, 0], codes[:, 0]
         if slots_fp.shape[1] == 1:
             return
         for level, (at, held) in zip((self._more, self._lately), found):
             level.fp[at[held]] = slots_fp[held, 1:]
-            level.day[at[held]] = slots_day[held, 1:]
+            level.day[at[held]] = codes[held, 1:]
         anywhere = found[0][1] | found[1][1]
         grown = np.flatnonzero(~anywhere & (slots_fp[:, 1:] != EMPTY).any(axis=1))
-        self._lately = self._lately.with_rows(row[grown].astype(np.uint32),
-                                              slots_fp[grown, 1:], slots_day[grown, 1:])
+        self._lately = self._lately.with_rows(row[grown], slots_fp[grown, 1:],
+                                              codes[grown, 1:])
         if len(self._lately) * MERGE_SHARE > len(self._more):
-            self._more = self._more.with_rows(self._lately.rows, self._lately.fp,
+            self._more = self._more.with_rows(self._lately.rows.keys(), self._lately.fp,
                                               self._lately.day)
-            self._lately = MoreSims.empty(slots_fp.shape[1] - 1)
+            self._lately = MoreSims.empty(slots_fp.shape[1] - 1, self._codes)
 
     def _forget(self, seen: WindowSightings, order: np.ndarray) -> None:
         """MoreSims' entries out of reach: a slot is live for an attach on day d when it was
@@ -459,9 +545,9 @@ class CloneWindow:
         if newest <= self._newest_day:
             return
         self._newest_day = newest
-        dead_day = newest - self.late_days - self.rules.window_days
-        self._more = self._more.live_after(dead_day)
-        self._lately = self._lately.live_after(dead_day)
+        dead_day = newest - self._codes.reach
+        self._more = self._more.live_after(dead_day, self._codes, newest)
+        self._lately = self._lately.live_after(dead_day, self._codes, newest)
 
     # -- two places at once -------------------------------------------------------------------
 

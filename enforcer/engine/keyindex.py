@@ -62,6 +62,22 @@ class KeyIndex:
         )
 
     @classmethod
+    def from_chunks(cls, chunk_high: np.ndarray, counts: np.ndarray, low: np.ndarray
+                    ) -> KeyIndex:
+        """From the low bits of a set's keys (uint16, in key order) and the chunks they fall
+        in: each chunk's high bits (in any order, a chunk may come in several pieces) and its
+        number of keys (a chunk of none is dropped). Builds without the keys themselves: 8
+        bytes a key that a merge of millions need not hold."""
+        high, piece = np.unique(np.asarray(chunk_high, dtype=np.uint64), return_inverse=True)
+        total = np.zeros(len(high), dtype=np.int64)
+        np.add.at(total, piece, np.asarray(counts, dtype=np.int64))
+        held = total > 0
+        chunk_start = np.r_[0, np.cumsum(total[held])].astype(np.int64)
+        if chunk_start[-1] != len(low):
+            raise ValueError("the chunks' counts must add up to the keys")
+        return cls(high[held], chunk_start, low, steps_for(chunk_start))
+
+    @classmethod
     def from_bitmap(cls, bitmap: BitMap64) -> KeyIndex:
         return cls.from_portable(bitmap.serialize())
 
@@ -107,6 +123,26 @@ class KeyIndex:
                        start)
         low = (keys & LOW_MASK).astype(np.uint16)
         return lower_bounds(self.low, start, end, low, self.search_steps)
+
+    def with_keys(self, keys: np.ndarray) -> KeyIndex:
+        """This set and `keys` (ascending, none of them in it): the keys here move up a row
+        for each new key below them (`ranks`). O(n) for the copy, without the keys."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if not len(keys):
+            return self
+        high = keys >> np.uint64(CHUNK_BITS)
+        starts = run_starts(high)
+        low = np.insert(self.low, self.ranks(keys), (keys & LOW_MASK).astype(np.uint16))
+        return KeyIndex.from_chunks(np.r_[self.chunk_high, high[starts]],
+                                    np.r_[np.diff(self.chunk_start),
+                                          np.diff(np.append(starts, len(keys)))], low)
+
+    def compress(self, keep: np.ndarray) -> KeyIndex:
+        """The keys of the rows where `keep` (bool, a row each) is true."""
+        if not len(self.low):
+            return self
+        counts = np.add.reduceat(keep, self.chunk_start[:-1], dtype=np.int64)
+        return KeyIndex.from_chunks(self.chunk_high, counts, self.low[keep])
 
     def keys_at(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)

@@ -1,8 +1,9 @@
-"""Clone detection's window as it was before issue 21 (a row of fixed slots for every IMEI:
-31 bytes an IMEI with the default policy), kept as the reference the compact window
-(enforcer/engine/clones.CloneWindow) is held to: tests/test_clonewindow.py's differential
-test feeds both the same traffic and wants the same flags, and bench/clones.py measures it
-beside the compact one (`window_gib_before`). Its text is the engine's at d129bc3, renamed."""
+"""Clone detection's window as it was before issue 21 (a row of fixed slots for every IMEI,
+SIMs as 32-bit fingerprints: 31 bytes an IMEI with the default policy), kept as the
+reference the compact window (enforcer/engine/clones.CloneWindow) is held to:
+tests/test_clonewindow.py's differential test feeds both the same traffic and wants the same
+flags, and bench/clones.py measures it beside the compact one (`window_gib_before`). Its
+text is the engine's at d129bc3, renamed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,18 @@ import numpy as np
 from enforcer.clock import MS_PER_DAY
 from enforcer.engine.clones import (EMPTY, MAX_RAT_ATTACHES, MS_PER_MINUTE, NO_CELLS, NOWHERE,
                                     REASONS, CellSites, CloneReason, CloneRules, Flags,
-                                    WindowSightings, fingerprint)
+                                    WindowSightings)
 from enforcer.engine.keyindex import ABSENT, KeyIndex
+
+
+def fingerprint(imsi: np.ndarray) -> np.ndarray:
+    """32 bits of a mixed IMSI (splitmix64's finaliser), never 0: the window's before issue
+    21 part 2 took it to 16."""
+    x = imsi.astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return ((x >> np.uint64(32)).astype(np.uint32)) | np.uint32(1)
 
 
 class ReferenceCloneWindow:
