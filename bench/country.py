@@ -63,7 +63,6 @@ def stage_load(args: argparse.Namespace) -> dict:
     took, _ = best_of(3, lambda: decide(batch, state))
     return {"load_s": round(load_s, 1), "rss_mb": round(resident),
             "interpreter_mb": round(before), "load_peak_rss_mb": round(load_peak),
-            "white_bitmap_mb": round(stats["white"]["bitmap_bytes"] / 2**20),
             "white_index_mb": round(stats["white"]["index_bytes"] / 2**20),
             "registry_mb": round(state.devices.nbytes / 2**20),
             "decisions_per_s_national": round(DECIDE_EVENTS / took),
@@ -111,8 +110,8 @@ def main() -> None:
             f"({built['snapshot_bytes'] / 2**30:.2f} GiB)")
         loaded = stage("load", args)
         say(f"  snapshot loaded in {loaded['load_s']} s; resident {loaded['rss_mb']:,} MB "
-            f"(white list {loaded['white_bitmap_mb']} MB roaring + {loaded['white_index_mb']} MB"
-            f" index, registry {loaded['registry_mb']:,} MB); "
+            f"(white list {loaded['white_index_mb']} MB as its index, registry "
+            f"{loaded['registry_mb']:,} MB); "
             f"{loaded['decisions_per_s_national']:,} decisions/s at this scale")
         dicts = stage("dicts", args)
         say(f"  baseline: Python dicts take {dicts['dict_mb_per_million_devices']} MB per "

@@ -89,7 +89,7 @@ def main() -> None:
     started = time.perf_counter()
     country = build_country(CountrySpec(devices=args.devices))
     state = EnforcementState(country.lists, country.devices, policy)
-    say(f"country: {args.devices:,} devices, {len(country.lists.white):,} IMEIs, "
+    say(f"country: {args.devices:,} devices, {len(country.lists.white_index):,} IMEIs, "
         f"{len(country.lists.white_index.chunk_high):,} chunks, "
         f"{len(country.lists.black_index):,} black-listed; built in "
         f"{time.perf_counter() - started:.1f} s")
@@ -121,7 +121,7 @@ def main() -> None:
     say(f"agreement between engine and baseline: {agreement:.4%}; engine RSS {engine_rss:,.0f} MB,"
         f" with the baseline's dicts {rss_mb():,.0f} MB")
     mix = dict(zip(*np.unique(names, return_counts=True)))
-    emit({"devices": args.devices, "imeis": len(country.lists.white), "events": args.events,
+    emit({"devices": args.devices, "imeis": len(country.lists.white_index), "events": args.events,
           "decisions_per_s": round(per_s), "baseline_per_s": round(base_per_s),
           "ratio": round(per_s / base_per_s, 2),
           "decisions_per_s_batch_10k": round(sizes[10_000]),

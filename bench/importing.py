@@ -45,7 +45,6 @@ from enforcer.engine.layers import CodedLayer, LayeredMap, SlotLayer, SortedLaye
 from enforcer.engine.overlay import _DAY_BITS, Overlay, _packed, _unpacked
 from enforcer.files.importing import Kind, import_file
 from enforcer.files.listfile import ListFileReader, LoadReport
-from enforcer.engine.lists import keys_of
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import load_snapshot, save_snapshot
 from enforcer.embedded.synth import MSISDN_BASE, MSISDN_SPAN, CountrySpec, build_country
@@ -94,7 +93,7 @@ def stage_prepare(args: argparse.Namespace) -> dict:
 def stage_list(args: argparse.Namespace) -> dict:
     """The next white list, from the saved snapshot's: in a process of its own, so that the
     country's build (11.6 GB at its peak) has given its memory back."""
-    keys = keys_of(load_snapshot(args.dir / "state", load_policy()).lists.white).copy()
+    keys = load_snapshot(args.dir / "state", load_policy()).lists.white_index.keys()
     kept = np.ones(len(keys), dtype=bool)
     kept[::GONE_EVERY] = False
     listed = keys[kept]

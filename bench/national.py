@@ -93,8 +93,8 @@ def stage_build(args: argparse.Namespace) -> dict:
     cut = lists.white_index.keys_at(owned_rows(rng, country.devices, args.cut_pairs))
     cut_imsis = home_imsi(country.subscribers[rng.integers(0, len(country.subscribers),
                                                            len(cut))])
-    lists = Lists.build(lists.generation, lists.white, lists.black, lists.cut_imeis,
-                        PairSet.from_pairs(cut, cut_imsis), white_index=lists.white_index)
+    lists = Lists.build(lists.generation, lists.white_index, lists.black, lists.cut_imeis,
+                        PairSet.from_pairs(cut, cut_imsis))
     build_s = time.perf_counter() - started
     batch = attach_traffic(country, args.attaches, TrafficMix(), args.seed, START_MS, step_ms=0)
     keys, imsis, msisdns = batch.imei_key, batch.imsi, batch.msisdn

@@ -91,7 +91,7 @@ class WorkerMetrics:
 
         self.generation.set_function(lambda: lists().generation)
         self.snapshot_time.set_function(saved_at)
-        self.list_size.labels("white").set_function(lambda: len(lists().white))
+        self.list_size.labels("white").set_function(lambda: len(lists().white_index))
         self.list_size.labels("black").set_function(lambda: len(lists().black_index))
         self.list_size.labels("cut_imeis").set_function(lambda: len(lists().cut_imeis))
         self.list_size.labels("cut_pairs").set_function(lambda: len(lists().cut_pairs))

@@ -132,7 +132,7 @@ def test_rebuilding_makes_the_next_generation(registry_files, tmp_path) -> None:
     assert stats["white"]["count"] == 10 and stats["black"]["count"] == 2
     assert stats["black"]["by_reason"]["lost"]["count"] == 1
     assert stats["registry"]["devices"] == 2
-    assert stats["white"]["bitmap_bytes"] > 0
+    assert stats["white"]["index_bytes"] > 0
 
 
 def test_state_build_refuses_a_devices_file_with_its_columns_in_the_wrong_order(

@@ -54,6 +54,14 @@ def test_bulk_bitmap_equals_pyroaring(keys: list[int]) -> None:
     assert built == BitMap64(keys)
 
 
+@given(key_sets)
+@settings(max_examples=200)
+def test_an_index_written_as_a_bitmap_is_pyroaring_s_bitmap_of_its_keys(keys: list[int]) -> None:
+    index = KeyIndex.from_sorted_keys(np.array(keys, dtype=np.uint64))
+    assert index.to_bitmap() == BitMap64(keys)
+    assert KeyIndex.from_portable(index.portable()).keys().tolist() == keys
+
+
 @given(key_sets, st.booleans())
 @settings(max_examples=200)
 def test_index_read_from_any_pyroaring_bitmap(keys: list[int], optimize: bool) -> None:
@@ -84,6 +92,7 @@ def dense_keys(seed: int) -> np.ndarray:
 def test_bulk_build_of_dense_chunks_equals_pyroaring(seed: int) -> None:
     keys = dense_keys(seed)
     assert bitmap_from_sorted_keys(keys) == BitMap64(keys.tolist())
+    assert KeyIndex.from_sorted_keys(keys).to_bitmap() == BitMap64(keys.tolist())
 
 
 @pytest.mark.parametrize(("seed", "optimize"), [(s, o) for s in range(4) for o in (False, True)])

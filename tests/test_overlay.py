@@ -143,7 +143,7 @@ def test_applying_a_change_twice_is_applying_it_once(state, rules) -> None:
 
 def next_generation_without_single(state: EnforcementState) -> EnforcementState:
     """Generation 2: SINGLE's device is gone from the registry's snapshot."""
-    lists = Lists.build(2, state.lists.white, {}, white_index=state.lists.white_index)
+    lists = Lists.build(2, state.lists.white_index, {})
     columns = DeviceColumns.from_records([
         DeviceRecord(DUAL, OWNER, Source.IMPORT, date(2024, 3, 1))])
     devices, _ = build_devices(lists.white_index, columns, state.devices.cartables,

@@ -213,7 +213,7 @@ def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
     with _state_dir(args, config) as directory:
         target = save_snapshot(state, directory)
     _print({"snapshot": str(target), "devices": country.devices.count,
-            "imeis": len(country.lists.white)})
+            "imeis": len(country.lists.white_index)})
     return 0
 
 

@@ -45,15 +45,14 @@ def run_tour(config: Config, size: int, events: int) -> Country:
     directory = Path(config.state.dir)
     country = build_country(CountrySpec(devices=size), next_generation(directory))
     lists, devices = country.lists, country.devices
-    say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white):,} registered "
-         f"IMEIs ({len(lists.white_index.chunk_high):,} chunks of 65,536 keys), "
+    say(f"1. Built in {time.perf_counter() - started:.1f} s: {len(lists.white_index):,} "
+         f"registered IMEIs ({len(lists.white_index.chunk_high):,} chunks of 65,536 keys), "
          f"{len(lists.black_index):,} black-listed, {devices.count:,} devices, "
          f"{len(devices.cartables.msisdn):,} SIMs in national-ID cartables, "
          f"{len(devices.operator_sims):,} operator SIMs")
     stats = lists.stats()
-    say(f"   memory: white list {stats['white']['bitmap_bytes'] / MB:.1f} MB as roaring "
-         f"+ {stats['white']['index_bytes'] / MB:.1f} MB lookup index; registry "
-         f"{devices.nbytes / MB:.1f} MB")
+    say(f"   memory: white list {stats['white']['index_bytes'] / MB:.1f} MB (its lookup "
+         f"index); registry {devices.nbytes / MB:.1f} MB")
 
     save_snapshot(EnforcementState(lists, devices, policy), directory)
     started = time.perf_counter()

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.engine.roaringfmt import CONTAINER_BITS, index_arrays, run_starts
+from enforcer.engine.roaringfmt import CONTAINER_BITS, index_arrays, run_starts, serialize_chunks
 
 CHUNK_BITS = CONTAINER_BITS  # the same grouping as roaring's containers
 LOW_BITS_MASK = (1 << CHUNK_BITS) - 1
@@ -89,6 +89,13 @@ class KeyIndex:
 
     def __len__(self) -> int:
         return len(self.low)
+
+    def portable(self) -> bytes:
+        """The set in pyroaring's portable format (what `from_portable` reads)."""
+        return serialize_chunks(self.chunk_high, self.chunk_start, self.low)
+
+    def to_bitmap(self) -> BitMap64:
+        return BitMap64.deserialize(self.portable())
 
     @property
     def nbytes(self) -> int:

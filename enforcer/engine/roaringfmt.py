@@ -56,18 +56,43 @@ def run_starts(values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
 
 
+def serialize_chunks(chunk_high: np.ndarray, chunk_start: np.ndarray, low: np.ndarray
+                     ) -> bytes:
+    """The portable BitMap64 of a set held as a KeyIndex's arrays (each chunk's high 48
+    bits, its first row, and the keys' low 16 bits): written a 32-bit bucket at a time from
+    the low bits as they are, without the set's keys (8 bytes each) in between."""
+    bucket = (chunk_high >> np.uint64(BUCKET_BITS - CONTAINER_BITS)).astype(np.uint32)
+    bucket_starts = run_starts(bucket)
+    bounds = np.append(bucket_starts, len(chunk_high))
+    parts = [struct.pack("<Q", len(bucket_starts))]
+    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        rows = chunk_start[first:last + 1]
+        parts.append(struct.pack("<I", int(bucket[first])))
+        parts.append(_serialize_containers(
+            (chunk_high[first:last] & np.uint64(LOW16)).astype(np.uint16),
+            rows[:-1] - rows[0], np.diff(rows), low[rows[0]:rows[-1]]))
+    return b"".join(parts)
+
+
 def _serialize32(values: np.ndarray) -> bytes:
     container = (values >> np.uint32(CONTAINER_BITS)).astype(np.uint16)
     starts = run_starts(container)
     cards = np.diff(np.append(starts, len(values)))
+    return _serialize_containers(container[starts], starts, cards,
+                                 (values & np.uint32(LOW16)).astype("<u2"))
+
+
+def _serialize_containers(keys16: np.ndarray, starts: np.ndarray, cards: np.ndarray,
+                          low: np.ndarray) -> bytes:
+    """A 32-bit roaring bitmap: containers keyed `keys16`, the i-th of `cards[i]` values
+    low[starts[i]:...] (uint16, ascending)."""
     n = len(starts)
     header = np.empty(2 * n, dtype="<u2")
-    header[0::2] = container[starts]
+    header[0::2] = keys16
     header[1::2] = cards - 1
     sizes = np.where(cards > ARRAY_MAX, BITSET_BYTES, 2 * cards)
     first = COOKIE_HEADER_BYTES + (DESCRIPTION_BYTES + OFFSET_BYTES) * n
     offsets = (first + np.concatenate(([0], np.cumsum(sizes)[:-1]))).astype("<u4")
-    low = (values & np.uint32(LOW16)).astype("<u2")
     body = []
     for i in np.flatnonzero(cards > ARRAY_MAX):
         bits = np.zeros(1 << CONTAINER_BITS, dtype=np.uint8)

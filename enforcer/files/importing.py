@@ -106,8 +106,7 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
         report.refused = _refusal(report, config)
         if report.refused:
             return None, report
-        lists = Lists.build(generation, old.white, black, old.cut_imeis, old.cut_pairs,
-                            white_index=old.white_index)
+        lists = Lists.build(generation, old.white_index, black, old.cut_imeis, old.cut_pairs)
         # The same white list: the devices are aligned to it as they are.
         devices = state.devices
         report.devices = DevicesBuild(devices.count, 0, 0)
@@ -119,8 +118,8 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
         report.refused = _refusal(report, config)
         if report.refused:
             return None, report
-        lists = Lists.build(generation, old.white, old.black, old.cut_imeis, old.cut_pairs,
-                            white_index=old.white_index)
+        lists = Lists.build(generation, old.white_index, old.black, old.cut_imeis,
+                            old.cut_pairs)
         devices, report.devices = build_devices(lists.white_index, columns,
                                                 state.devices.cartables,
                                                 state.devices.operator_sims)

@@ -149,7 +149,7 @@ def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
 
 def _save_lists(lists: Lists, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "white.roaring").write_bytes(lists.white.serialize())
+    (directory / "white.roaring").write_bytes(lists.white_index.portable())
     for reason, bitmap in lists.black.items():
         (directory / f"black-{reason.value}.roaring").write_bytes(bitmap.serialize())
     (directory / "cut-imeis.roaring").write_bytes(lists.cut_imeis.serialize())
@@ -164,14 +164,12 @@ def _load_lists(directory: Path) -> Lists:
         path = directory / name
         return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
 
-    white = (directory / "white.roaring").read_bytes()
     return Lists.build(
         meta["generation"],
-        BitMap64.deserialize(white),
+        KeyIndex.from_portable((directory / "white.roaring").read_bytes()),
         {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
         bitmap("cut-imeis.roaring"),
         _load_pairs("cut-pairs", directory),
-        white_index=KeyIndex.from_portable(white),
     )
 
 
