@@ -8,7 +8,7 @@ moves."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from unittest.mock import patch
 
 import numpy as np
@@ -49,7 +49,8 @@ steps = st.one_of(
     st.tuples(st.just("batch"), st.lists(attaches, max_size=12)),
     st.tuples(st.just("replay"), st.integers(0, 20)),
     st.tuples(st.just("rebase"), st.sets(st.integers(0, len(KEYS) - 1), min_size=1)),
-    st.tuples(st.just("later"), st.one_of(st.integers(1, 600), st.sampled_from([256, 512]))))
+    st.tuples(st.just("later"), st.one_of(st.integers(1, 600), st.integers(225, 260),
+                                          st.sampled_from([256, 512]))))
 rules = st.builds(
     CloneRules, distinct_imsis=st.integers(2, 4), window_days=st.integers(1, 5),
     operators_within_minutes=st.sampled_from([0, 10]), far_cells_km=st.just(300.0),
@@ -119,22 +120,78 @@ def test_the_small_imsis_of_the_traffic_have_distinct_fingerprints() -> None:
     assert len(set(clones.fingerprint(np.arange(1, 6, dtype=np.uint64)).tolist())) == 5
 
 
+IMSIS = np.arange(432_110_000_000_000, 432_110_000_200_000, dtype=np.uint64)
+TWIN = int(IMSIS[np.flatnonzero(clones.fingerprint(IMSIS) == clones.fingerprint(IMSIS[:1]))[1]])
+SIMS_RULES = CloneRules(distinct_imsis=2, window_days=20, operators_within_minutes=0,
+                        far_cells_km=300.0, far_cells_within_minutes=0,
+                        rat_inconsistent_attaches=0)
+
+
 def test_two_sims_sharing_a_fingerprint_count_once() -> None:
     """One pair of SIMs in 65,535 shares a 16-bit fingerprint: the compact window counts them
-    as one SIM and errs towards not flagging, where the window before (32 bits) flags."""
-    imsis = np.arange(432_110_000_000_000, 432_110_000_200_000, dtype=np.uint64)
-    fp = clones.fingerprint(imsis)
-    first = np.flatnonzero(fp == fp[0])[1]
-    assert fp[first] == fp[0] and imsis[first] != imsis[0]
-    rules = CloneRules(distinct_imsis=2, window_days=20, operators_within_minutes=0,
-                       far_cells_km=300.0, far_cells_within_minutes=0,
-                       rat_inconsistent_attaches=0)
+    as one SIM and flags less, where the window before (32 bits) flags."""
+    assert TWIN != int(IMSIS[0])
     index = KeyIndex.from_sorted_keys(KEYS.copy())
-    twins = [(0, int(imsis[0]), DAY0), (0, int(imsis[first]), DAY0 + MINUTE)]
-    assert flagged(CloneWindow(index, rules, CELLS), *twins) == []
-    assert flagged(ReferenceCloneWindow(index, rules, CELLS), *twins) == [(1, "imsis")]
-    others = [(1, int(imsis[0]), DAY0), (1, int(imsis[1]), DAY0 + MINUTE)]
-    assert flagged(CloneWindow(index, rules, CELLS), *others) == [(1, "imsis")]
+    twins = [(0, int(IMSIS[0]), DAY0), (0, TWIN, DAY0 + MINUTE)]
+    assert flagged(CloneWindow(index, SIMS_RULES, CELLS), *twins) == []
+    assert flagged(ReferenceCloneWindow(index, SIMS_RULES, CELLS), *twins) == [(1, "imsis")]
+    others = [(1, int(IMSIS[0]), DAY0), (1, int(IMSIS[1]), DAY0 + MINUTE)]
+    assert flagged(CloneWindow(index, SIMS_RULES, CELLS), *others) == [(1, "imsis")]
+
+
+def test_sims_sharing_a_fingerprint_may_flag_a_later_attach_than_the_reference() -> None:
+    """The twins fill one slot where the reference fills two, so the SIM the reference
+    flagged (and kept out) is kept, and the window flags two SIMs later."""
+    rules = replace(SIMS_RULES, distinct_imsis=3)
+    sims = [(int(IMSIS[0]), 0), (TWIN, 1), (int(IMSIS[1]), 10), (int(IMSIS[2]), 21),
+            (int(IMSIS[3]), 22)]
+    for window, flagged_on in ((CloneWindow, 22), (ReferenceCloneWindow, 10)):
+        w = window(KeyIndex.from_sorted_keys(KEYS.copy()), rules, CELLS)
+        seen = [day for imsi, day in sims if flagged(w, (0, imsi, DAY0 + day * MS_PER_DAY))]
+        assert seen == [flagged_on]
+
+
+@settings(max_examples=300)
+@given(reach=st.sampled_from([1, 81, 128, 129, 200, 32_768, 40_000]),
+       reference=st.integers(0, 10**6), data=st.data())
+def test_a_day_s_code_reads_back_while_less_than_a_span_old(reach: int, reference: int,
+                                                            data) -> None:
+    codes = clones.DayCodes(reach)
+    assert codes.span >= 2 * reach
+    ages = np.array(data.draw(st.lists(st.integers(0, codes.span - 1), min_size=1)), np.int64)
+    code = codes.encode(reference - ages)
+    assert codes.decode(code, reference).tolist() == (reference - ages).tolist()
+    for days in (-1, 0, 1, reach, codes.span - 1, codes.span):
+        assert codes.aged(code, reference, days).tolist() == (ages >= days).tolist()
+
+
+def test_a_sweep_keeps_the_sims_a_late_attach_can_still_see() -> None:
+    """SIMs seen 24 days before the newest attach (20 days' window, 5 late) are still in
+    reach of an attach 5 days behind it: the sweep that a batch 251 days on brings must not
+    empty them."""
+    index = KeyIndex.from_sorted_keys(KEYS.copy())
+    compact = CloneWindow(index, RULES, CELLS, late_days=5)
+    reference = ReferenceCloneWindow(index, RULES, CELLS)
+    got = []
+    for batch in [[(0, 1, DAY0), (0, 2, DAY0)], [(5, 51, DAY0 + 24 * MS_PER_DAY)],
+                  [(0, 3, DAY0 + 19 * MS_PER_DAY), (5, 51, DAY0 + 251 * MS_PER_DAY)]]:
+        got.append(flagged(compact, *batch))
+        assert got[-1] == flagged(reference, *batch)
+    assert got == [[], [], [(0, "imsis")]]
+
+
+def test_a_jump_of_exactly_a_span_reads_no_sim_as_seen_today() -> None:
+    """256 days on, a day's code is the same: the SIMs seen then (in the row and in
+    MoreSims) are emptied before they could be read as seen today, with or without a batch
+    between."""
+    for between in ([], [[(5, 51, DAY0 + 10 * MS_PER_DAY)]]):
+        index = KeyIndex.from_sorted_keys(KEYS.copy())
+        compact = CloneWindow(index, RULES, CELLS, late_days=5)
+        reference = ReferenceCloneWindow(index, RULES, CELLS)
+        later = DAY0 + 256 * MS_PER_DAY
+        for batch in [[(0, 1, DAY0), (0, 2, DAY0)], *between,
+                      [(0, 3, later), (0, 4, later + MINUTE)], [(0, 5, later + 2 * MINUTE)]]:
+            assert flagged(compact, *batch) == flagged(reference, *batch)
 
 
 def test_a_sim_seen_512_days_ago_is_not_read_as_seen_today() -> None:

@@ -3,12 +3,12 @@ places, than one device can be.
 
 `CloneWindow` keeps, for every white-listed IMEI (by its row in the generation's white
 list), the last `distinct_imsis - 1` SIMs seen with it within `window_days` (a 16-bit
-fingerprint of the IMSI and the day it was last seen, modulo 256), its last sighting
-(minute, operator, cell), and how many of its attaches came on a radio its model lacks (a
-count, the day it began, the minute of the last one counted). A SIM whose day left the
-window is forgotten: its slot is free again. Most IMEIs are only ever seen with one SIM: a
-row holds that one (3 bytes), and the other slots live in `MoreSims`, only for the IMEIs
-seen with more (issue 21 part 2); the sightings and radio counts are columns allocated
+fingerprint of the IMSI and the day it was last seen, modulo 256 with the default policy),
+its last sighting (minute, operator, cell), and how many of its attaches came on a radio its
+model lacks (a count, the day it began, the minute of the last one counted). A SIM whose day
+left the window is forgotten: its slot is free again. Most IMEIs are only ever seen with one
+SIM: a row holds that one (3 bytes), and the other slots live in `MoreSims`, only for the
+IMEIs seen with more (issue 21 part 2); the sightings and radio counts are columns allocated
 untouched and written only by the attaches that carry an operator or a cell, or come on a
 radio the model lacks, so the memory is what the traffic has touched, never more than the
 white list's size.
@@ -38,6 +38,7 @@ from enforcer.engine.tacs import TacDatabase
 MS_PER_MINUTE = 60_000
 EARTH_RADIUS_KM = 6371.0
 EMPTY = 0  # no SIM in the slot; fingerprints are never 0
+FINGERPRINT_BITS = 16
 NOWHERE = 0  # no operator or cell known
 
 
@@ -206,14 +207,14 @@ NOT_MISUSED = Misused(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
 
 def fingerprint(imsi: np.ndarray) -> np.ndarray:
     """uint16 per IMSI: the top 16 bits of the IMSI mixed (splitmix64's finaliser), never 0.
-    Two SIMs of one IMEI sharing one (one pair in 65,535) count once: the window errs
-    towards not flagging. Two bytes, not four, are what keep a row at 3 bytes and the window
+    Two SIMs of one IMEI sharing one (one pair in 65,535) count once: the window mostly
+    flags less for it. Two bytes, not four, are what keep a row at 3 bytes and the window
     of 300 M IMEIs under a GiB (issue 21 part 2)."""
     x = imsi.astype(np.uint64)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     x = x ^ (x >> np.uint64(31))
-    fp = (x >> np.uint64(48)).astype(np.uint16)
+    fp = (x >> np.uint64(64 - FINGERPRINT_BITS)).astype(np.uint16)
     return fp + (fp == 0).astype(np.uint16)
 
 
@@ -244,6 +245,16 @@ class DayCodes:
     def decode(self, code: np.ndarray, reference: int) -> np.ndarray:
         """int64 days: for each code, the latest day at or before `reference` with it."""
         return reference - ((reference - code.astype(np.int64)) & (self.span - 1))
+
+    def aged(self, code: np.ndarray, reference: int, days: int) -> np.ndarray:
+        """bool per code: its day, read at `reference`, is `days` or more before it. In the
+        codes' own width (a byte a code, where `decode` takes eight)."""
+        if days <= 0:
+            return np.ones(code.shape, dtype=bool)
+        if days >= self.span:
+            return np.zeros(code.shape, dtype=bool)
+        age = np.subtract(self.dtype(reference & (self.span - 1)), code, dtype=self.dtype)
+        return age >= days
 
 
 @dataclass(frozen=True, eq=False)
@@ -286,7 +297,7 @@ class MoreSims:
     def live_after(self, dead_day: int, codes: DayCodes, reference: int) -> MoreSims:
         """The SIMs last seen on dead_day or before emptied (in place), and without the
         entries left empty. Days are read at `reference`."""
-        dead = (self.fp != EMPTY) & (codes.decode(self.day, reference) <= dead_day)
+        dead = (self.fp != EMPTY) & codes.aged(self.day, reference, reference - dead_day)
         self.fp[dead] = EMPTY
         self.day[dead] = 0
         keep = (self.fp != EMPTY).any(axis=1)
@@ -336,10 +347,13 @@ class CloneWindow:
 
     It flags exactly what the window before it did (tests/harness/clonewindow.py, the
     reference, held to it by tests/test_clonewindow.py) for every attach at most `late_days`
-    older than the newest it has observed; the worker passes how far behind the decoder lets
-    an attach be (worker.max_event_age_days and max_event_future_s, in whole days). An older
-    one finds fewer SIMs (it errs towards not flagging). `late_days` defaults to
-    `window_days`."""
+    older than the newest it has observed, in batches whose attaches lie less than
+    `DayCodes.span - window_days` days apart (232 with the defaults), but for the SIMs of one
+    IMEI that share a fingerprint (one pair in 65,535): those count once, which mostly
+    flags less, and now and then flags a later attach than the reference would. The worker
+    passes how far behind the decoder lets an attach be (worker.max_event_age_days and
+    max_event_future_s, in whole days), which bounds its batches too. An older attach finds
+    fewer SIMs (it errs towards not flagging). `late_days` defaults to `window_days`."""
 
     def __init__(self, index: KeyIndex, rules: CloneRules, cells: CellSites = NO_CELLS,
                  late_days: int | None = None) -> None:
@@ -415,7 +429,8 @@ class CloneWindow:
         order = at[np.lexsort((seen.ts_ms[at], seen.row[at]))]
         flagged_at = np.full(len(seen.row), -1, dtype=np.int8)
         if len(order):
-            self._advance(int(seen.ts_ms[order].max() // MS_PER_DAY))
+            days = seen.ts_ms[order] // MS_PER_DAY
+            self._advance(int(days.min()), int(days.max()))
         self._imsis(seen, order, flagged_at)
         self._places(seen, order, flagged_at)
         self._radios(seen, order, flagged_at)
@@ -424,20 +439,22 @@ class CloneWindow:
 
     # -- days kept as codes -----------------------------------------------------------------
 
-    def _advance(self, top: int) -> None:
-        """The reference day for a batch whose newest attach is on day `top`, swept first
+    def _advance(self, oldest: int, top: int) -> None:
+        """The reference day for a batch whose attaches are on days oldest..top, swept first
         where some slot's day could be read back wrong at it."""
         reference = max(self._newest_day, top)
         if self._low is None:
-            self._low = reference - self._codes.span + 1
+            # The batch's SIMs, and those of attaches late_days behind it, are kept; the
+            # first sweep comes no sooner than it must.
+            self._low = max(reference - self._codes.span + 1, min(oldest, top - self.late_days))
         elif reference - self._low >= self._codes.span:
             self._sweep(reference)
         self._reference = reference
 
     def _sweep(self, reference: int) -> None:
         """Every slot no attach to come can see emptied, and every slot that would read back
-        wrong at `reference` (only after a jump of more than `span - reach` days: a worker's
-        events never jump so far), REBASE_CHUNK_ROWS rows at a time. Days are read at the
+        wrong at `reference` (only after a jump of more than `span - reach` days, such as a
+        worker idle for months), REBASE_CHUNK_ROWS rows at a time. Days are read at the
         newest day observed, where they still read right; an attach to come is at most
         late_days older than it, so one last seen reach days before it is out of the
         window for all of them."""
@@ -446,8 +463,7 @@ class CloneWindow:
         for start in range(0, len(self._fp), REBASE_CHUNK_ROWS):
             fp = self._fp[start:start + REBASE_CHUNK_ROWS]
             day = self._day[start:start + REBASE_CHUNK_ROWS]
-            held = np.flatnonzero(fp != EMPTY)
-            dead = held[codes.decode(day[held], newest) <= dead_day]
+            dead = np.flatnonzero((fp != EMPTY) & codes.aged(day, newest, newest - dead_day))
             fp[dead], day[dead] = EMPTY, 0
         self._more = self._more.live_after(dead_day, codes, newest)
         self._lately = self._lately.live_after(dead_day, codes, newest)

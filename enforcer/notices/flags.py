@@ -61,7 +61,8 @@ class CloneTracker:
         self._cells = load_cells(config)
         # The decoder dead-letters an attach older than max_event_age_days or later than
         # max_event_future_s, so none it lets through is more days behind the newest than
-        # this: the window forgets no SIM such an attach could still find.
+        # this: the window forgets no SIM such an attach could still find. It bounds how far
+        # apart a batch's attaches lie too, as the window asks.
         self._late_days = config.worker.max_event_age_days + math.ceil(
             config.worker.max_event_future_s * MS_PER_S / MS_PER_DAY)
         self._metrics = metrics
