@@ -43,6 +43,8 @@ DAY0 = 20_400
 BATCH = 2_000_000
 MIB = 1 << 20
 NEXT_GONE_EVERY = 100  # the next generation: 1 % of the IMEIs gone, as many new
+# Past the 256 days a day's code holds: the attach brings a sweep of every row.
+SWEEP_AFTER_DAYS = 300
 
 
 def own_imsi(rows: np.ndarray) -> np.ndarray:
@@ -88,6 +90,7 @@ class Rebased:
     seconds: float
     extra_mb: float  # the most the process held beyond the window and both white lists
     window_mb: float  # the moved window's resident size
+    sweep_s: float  # an attach SWEEP_AFTER_DAYS later: the sweep of every row it brings
 
 
 def fill(window: CloneWindow | ReferenceCloneWindow, imeis: int, second: float, clones: float
@@ -158,7 +161,12 @@ def rebased(window: CloneWindow, imeis: int, window_mb: float) -> Rebased:
     del window
     gc.collect()
     give_back_heap()
-    return Rebased(seconds, extra, window_mb - (before - rss_mb()) if moved else 0.0)
+    after_mb = window_mb - (before - rss_mb())
+    later = np.array([(DAY0 + SWEEP_AFTER_DAYS) * MS_PER_DAY], dtype=np.int64)
+    one = np.zeros(1, np.uint32)
+    began = time.perf_counter()
+    moved.observe(WindowSightings(np.zeros(1, np.int64), own_imsi(np.zeros(1)), later, one, one))
+    return Rebased(seconds, extra, after_mb, time.perf_counter() - began)
 
 
 def shared_fingerprints(before: np.ndarray, now: np.ndarray) -> int:
@@ -221,7 +229,8 @@ def main() -> None:
         f"SIMs), {events:,} events, {flags:,} flags, {events / seconds:,.0f} events/s")
     moved = now.rebase
     say(f"  moved to the next generation in {moved.seconds:.1f} s, holding at most "
-        f"{moved.extra_mb:,.0f} MB more meanwhile; {moved.window_mb / 1024:.2f} GiB after")
+        f"{moved.extra_mb:,.0f} MB more meanwhile; {moved.window_mb / 1024:.2f} GiB after; "
+        f"an attach {SWEEP_AFTER_DAYS} days later swept every row in {moved.sweep_s:.1f} s")
     before: dict[str, object] = {}
     if args.before:
         then = measured(partial(ReferenceCloneWindow, index, default_clones()), args)
@@ -251,7 +260,8 @@ def main() -> None:
           "window_array_gib": round(now.nbytes / MIB / 1024, 2),
           "imeis_with_more_sims": now.more_sims, "events_per_s": round(events / seconds),
           "rebase_s": round(moved.seconds, 1), "rebase_extra_mb": round(moved.extra_mb),
-          "window_gib_after_rebase": round(moved.window_mb / 1024, 2), **before,
+          "window_gib_after_rebase": round(moved.window_mb / 1024, 2),
+          "sweep_s": round(moved.sweep_s, 2), **before,
           "peak_rss_gib": round(max(peak_mb, peak_rss_mb()) / 1024, 2),
           "baseline_bytes_per_imei": round(base_per_imei), "baseline_scaled_gib":
           round(scaled_gib, 1), "ratio": round(base_per_imei / per_imei, 1), "cores": 1})
