@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from enforcer.engine.events import AttachBatch
 from enforcer.engine.imei import ImeiRules, luhn_digit
 from enforcer.files.listfile import ListFileReader, LoadReport
-from enforcer.engine.lists import BlackReason, Lists, keys_of
+from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists, keys_of
 from enforcer.engine.devices import Devices
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.files.snapshots import SnapshotConflict, load_snapshot, save_snapshot
@@ -249,15 +249,25 @@ def test_a_gzip_delivery_with_any_byte_changed_is_read_whole_or_refused(
 
 
 def test_snapshot_round_trip(tmp_path: Path, policy: Policy) -> None:
+    """A loaded generation holds its lists as indexes alone, and gives back every list, and
+    every reason of an IMEI black-listed for several, as they were saved."""
+    black = {BlackReason.LOST: [7], BlackReason.STOLEN: [9, 10**13 + 5],
+             BlackReason.FRAUD: [9], BlackReason.COURT_ORDER: [2, 9, 10**13 + 5]}
     lists = Lists.from_keys(3, np.array([1, 2, 3, 10**13], np.uint64),
-                            {BlackReason.LOST: np.array([7], np.uint64)})
+                            {r: np.array(k, np.uint64) for r, k in black.items()})
     state = EnforcementState(lists, Devices.empty(len(lists.white_index)), policy)
     save_snapshot(state, tmp_path)
     again = load_snapshot(tmp_path, policy)
+    assert "white" not in again.lists.__dict__ and "black" not in again.lists.__dict__
     assert again.generation == 3
     assert list(again.lists.white) == [1, 2, 3, 10**13]
-    assert list(again.lists.black[BlackReason.LOST]) == [7]
+    assert {r: list(b) for r, b in again.lists.black.items()} == {
+        r: black.get(r, []) for r in BLACK_REASONS}
     assert again.lists.stats() == lists.stats()
+    keys = np.array([7, 9, 2, 10**13 + 5, 1], np.uint64)
+    assert [BLACK_REASONS[c].value if c != NO_REASON else None
+            for c in again.lists.black_reasons(keys).tolist()] == [
+        "lost", "stolen", "court_order", "stolen", None]  # the first in BLACK_REASONS' order
 
 
 def test_snapshot_keeps_the_current_generation_and_the_one_before(

@@ -3,9 +3,11 @@
 The roaring bitmaps are the lists of record: what snapshots store and what set algebra
 (diffs, unions) works on. Each generation also carries lookup views built from them once,
 aside, before it is swapped in: vectorized indexes for the decision's hot path. The white
-list is held as its index alone (the same set, in roaring's layout): its bitmap is derived
-when a fold, an import or a report first asks for it, so that a worker and `serve`, which
-never do, do not hold the national list twice (some 0.5 GB at 300 M IMEIs, issue 21).
+and black lists are held as their indexes alone (the same sets, in roaring's layout; the
+black list's reasons a bit each per key): their bitmaps are derived when a fold, an import
+or a snapshot first asks for them, so that a worker and `serve`, which never do, do not hold
+the national lists twice (some 0.5 GB for 300 M white-listed IMEIs, 0.2 GB for 3 M
+scattered black-listed ones: issue 21).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class BlackReason(StrEnum):
 # An IMEI black-listed for several reasons reports the first of this order.
 BLACK_REASONS: tuple[BlackReason, ...] = tuple(BlackReason)
 NO_REASON = 255
+# The first reason (its code) of each set of reasons held as bits (bit i: BLACK_REASONS[i]).
+FIRST_REASON = np.array([next((i for i in range(len(BLACK_REASONS)) if mask >> i & 1),
+                              NO_REASON) for mask in range(1 << len(BLACK_REASONS))],
+                        dtype=np.uint8)
 
 
 def keys_of(bitmap: BitMap64) -> np.ndarray:
@@ -49,12 +55,12 @@ def bitmap_bytes(bitmap: BitMap64) -> int:
 @dataclass(frozen=True, eq=False)
 class Lists:
     generation: int
-    black: dict[BlackReason, BitMap64]
     cut_imeis: BitMap64
     cut_pairs: PairSet
     white_index: KeyIndex = field(repr=False)
     black_index: KeyIndex = field(repr=False)
-    black_reason: np.ndarray = field(repr=False)  # uint8 per black_index row: BLACK_REASONS
+    # uint8 per black_index row: bit i set when black-listed for BLACK_REASONS[i]
+    black_reasons_held: np.ndarray = field(repr=False)
     cut_imei_index: KeyIndex = field(repr=False)
     # Per white_index row: black-listed too. Most IMEIs a decision meets are white-listed;
     # this bit spares them the search of the black index, whose keys are scattered one to a
@@ -64,16 +70,23 @@ class Lists:
     @cached_property
     def white(self) -> BitMap64:
         """The white list as a bitmap, made from its index on first use (1-2 s and 0.5 GB at
-        300 M IMEIs) unless the generation was built from it."""
+        300 M IMEIs)."""
         return self.white_index.to_bitmap()
+
+    @cached_property
+    def black(self) -> dict[BlackReason, BitMap64]:
+        """The black list by reason, as bitmaps made from its index on first use."""
+        keys = self.black_index.keys()
+        return {reason: bitmap_from_sorted_keys(keys[self.black_reasons_held >> code & 1 == 1])
+                for code, reason in enumerate(BLACK_REASONS)}
 
     @classmethod
     def build(cls, generation: int, white: BitMap64 | KeyIndex,
               black: dict[BlackReason, BitMap64] | None = None,
               cut_imeis: BitMap64 | None = None,
               cut_pairs: PairSet | None = None) -> Lists:
-        """The lists with their indexes; the white list as a bitmap (kept, for the set
-        algebra of whoever built it) or as its index (a snapshot's, another generation's)."""
+        """The lists with their indexes; the white list as a bitmap or as its index (a
+        snapshot's, another generation's). The bitmaps given are not kept."""
         black = {r: (black or {}).get(r, BitMap64()) for r in BLACK_REASONS}
         cut_imeis = cut_imeis if cut_imeis is not None else BitMap64()
         cut_pairs = cut_pairs if cut_pairs is not None else PairSet.empty()
@@ -81,17 +94,14 @@ class Lists:
         # (about 70 bytes a key), so a second bitmap of them all would cost hundreds of MB.
         by_reason = [keys_of(black[r]) for r in BLACK_REASONS]
         black_index = KeyIndex.from_sorted_keys(sorted_unique(np.concatenate(by_reason)))
-        reason = np.full(len(black_index), NO_REASON, dtype=np.uint8)
-        for code in reversed(range(len(BLACK_REASONS))):
-            reason[black_index.rows(by_reason[code])] = code
+        held = np.zeros(len(black_index), dtype=np.uint8)
+        for code, keys in enumerate(by_reason):
+            held[black_index.rows(keys)] |= np.uint8(1 << code)
         white_index = white if isinstance(white, KeyIndex) else KeyIndex.from_bitmap(white)
         black_rows = white_index.rows(black_index.keys())
-        lists = cls(generation, black, cut_imeis, cut_pairs, white_index, black_index, reason,
-                    KeyIndex.from_bitmap(cut_imeis),
-                    RankBits.from_positions(len(white_index), black_rows[black_rows != ABSENT]))
-        if isinstance(white, BitMap64):
-            lists.__dict__["white"] = white  # what cached_property would have stored
-        return lists
+        return cls(generation, cut_imeis, cut_pairs, white_index, black_index, held,
+                   KeyIndex.from_bitmap(cut_imeis),
+                   RankBits.from_positions(len(white_index), black_rows[black_rows != ABSENT]))
 
     @classmethod
     def from_keys(cls, generation: int, white: np.ndarray,
@@ -107,9 +117,10 @@ class Lists:
     def black_reasons(self, imei_keys: np.ndarray) -> np.ndarray:
         """BLACK_REASONS code per key, NO_REASON where the key is not black-listed."""
         rows = self.black_index.rows(imei_keys)
-        if not len(self.black_reason):
+        if not len(self.black_reasons_held):
             return np.full(len(rows), NO_REASON, dtype=np.uint8)
-        return np.where(rows != ABSENT, self.black_reason[np.maximum(rows, 0)], NO_REASON)
+        return np.where(rows != ABSENT,
+                        FIRST_REASON[self.black_reasons_held[np.maximum(rows, 0)]], NO_REASON)
 
     def black_reasons_at(self, imei_keys: np.ndarray, white_rows: np.ndarray) -> np.ndarray:
         """`black_reasons` for keys whose white_index rows the caller has (ABSENT: not
@@ -129,7 +140,7 @@ class Lists:
         if white_row != ABSENT and not self.white_black.bit_and_rank(white_row)[0]:
             return NO_REASON
         row = self.black_index.row(imei_key)
-        return NO_REASON if row == ABSENT else int(self.black_reason[row])
+        return NO_REASON if row == ABSENT else int(FIRST_REASON[self.black_reasons_held[row]])
 
     def stats(self) -> dict[str, object]:
         def one(bitmap: BitMap64, index: KeyIndex | None) -> dict[str, int]:
@@ -138,7 +149,8 @@ class Lists:
                 entry["index_bytes"] = index.nbytes
             return entry
 
-        black = {r.value: one(b, None) for r, b in self.black.items()}
+        black = {r.value: {"count": int(np.count_nonzero(self.black_reasons_held >> code & 1))}
+                 for code, r in enumerate(BLACK_REASONS)}
         return {
             "generation": self.generation,
             "white": {"count": len(self.white_index), "index_bytes": self.white_index.nbytes},
