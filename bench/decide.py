@@ -38,7 +38,7 @@ def baseline_tables(country: Country) -> dict:
         "white": set(keys),
         "device_of": dict(zip(keys, device)),
         "owner_of": unpack_msisdns(devices.owner).tolist(),
-        "black": {k: r for r, b in lists.black.items() for k in keys_of(b).tolist()},
+        "black": {k: r for r, keys in lists.black_keys().items() for k in keys.tolist()},
         "cut_imeis": set(keys_of(lists.cut_imeis).tolist()),
         "cut_pairs": set(zip(*(a.tolist() for a in lists.cut_pairs.pairs()))),
         "cartable": dict(zip(devices.cartables.msisdn.tolist(),

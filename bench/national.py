@@ -41,6 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -61,7 +62,6 @@ from enforcer.embedded.synth import (CountrySpec, TrafficMix, attach_traffic, bu
 from enforcer.engine.imei import luhn_digit
 from enforcer.engine.events import NO_KEY
 from enforcer.engine.keyindex import ABSENT
-from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import save_snapshot
@@ -93,8 +93,7 @@ def stage_build(args: argparse.Namespace) -> dict:
     cut = lists.white_index.keys_at(owned_rows(rng, country.devices, args.cut_pairs))
     cut_imsis = home_imsi(country.subscribers[rng.integers(0, len(country.subscribers),
                                                            len(cut))])
-    lists = Lists.build(lists.generation, lists.white_index, lists.black, lists.cut_imeis,
-                        PairSet.from_pairs(cut, cut_imsis))
+    lists = replace(lists, cut_pairs=PairSet.from_pairs(cut, cut_imsis))
     build_s = time.perf_counter() - started
     batch = attach_traffic(country, args.attaches, TrafficMix(), args.seed, START_MS, step_ms=0)
     keys, imsis, msisdns = batch.imei_key, batch.imsi, batch.msisdn

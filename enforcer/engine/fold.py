@@ -100,11 +100,12 @@ def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray
 
 def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndarray,
                 generation: int) -> Lists:
-    white = ((lists.white - bitmap_from_sorted_keys(keys[slots == NO_DEVICE]))
+    white = ((lists.white_bitmap() - bitmap_from_sorted_keys(keys[slots == NO_DEVICE]))
              | bitmap_from_sorted_keys(keys[slots != NO_DEVICE]))
     black_keys, codes = _columns(overlay, "black", np.uint8)
     named = bitmap_from_sorted_keys(black_keys)
-    black = {reason: (lists.black[reason] - named)
+    old_black = lists.black_bitmaps()
+    black = {reason: (old_black[reason] - named)
              | bitmap_from_sorted_keys(black_keys[codes == code])
              for code, reason in enumerate(BLACK_REASONS)}
     return Lists.build(generation, white, black, lists.cut_imeis, lists.cut_pairs)

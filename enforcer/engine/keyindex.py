@@ -10,6 +10,7 @@ The position it returns (the key's rank) lets other columns be aligned to the se
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -90,9 +91,13 @@ class KeyIndex:
     def __len__(self) -> int:
         return len(self.low)
 
-    def portable(self) -> bytes:
-        """The set in pyroaring's portable format (what `from_portable` reads)."""
+    def portable_parts(self) -> Iterator[bytes]:
+        """The set in pyroaring's portable format (what `from_portable` reads), a 32-bit
+        bucket at a time."""
         return serialize_chunks(self.chunk_high, self.chunk_start, self.low)
+
+    def portable(self) -> bytes:
+        return b"".join(self.portable_parts())
 
     def to_bitmap(self) -> BitMap64:
         return BitMap64.deserialize(self.portable())

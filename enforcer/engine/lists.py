@@ -1,20 +1,18 @@
 """The white, black and cut-off lists of one generation.
 
-The roaring bitmaps are the lists of record: what snapshots store and what set algebra
-(diffs, unions) works on. Each generation also carries lookup views built from them once,
-aside, before it is swapped in: vectorized indexes for the decision's hot path. The white
-and black lists are held as their indexes alone (the same sets, in roaring's layout; the
-black list's reasons a bit each per key): their bitmaps are derived when a fold, an import
-or a snapshot first asks for them, so that a worker and `serve`, which never do, do not hold
+Snapshots store the lists in roaring's portable format, and set algebra (a fold's, an
+import's diffs) works on pyroaring bitmaps. In memory a generation holds the white and black
+lists as their lookup indexes alone (the same sets in roaring's layout, vectorized for the
+decision's hot path; the black list's reasons a bit each per key): a bitmap is made from an
+index only for the fold or import that asks, and dropped with it, so that no process holds
 the national lists twice (some 0.5 GB for 300 M white-listed IMEIs, 0.2 GB for 3 M
-scattered black-listed ones: issue 21).
+scattered black-listed ones: issue 21). The cut-off IMEIs, few, are held as both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
 
 import numpy as np
 from pyroaring import BitMap64
@@ -36,7 +34,10 @@ class BlackReason(StrEnum):
 # An IMEI black-listed for several reasons reports the first of this order.
 BLACK_REASONS: tuple[BlackReason, ...] = tuple(BlackReason)
 NO_REASON = 255
-# The first reason (its code) of each set of reasons held as bits (bit i: BLACK_REASONS[i]).
+# The first reason (its code) of each set of reasons held as bits (bit i: BLACK_REASONS[i]),
+# a byte a key: at most eight reasons.
+if len(BLACK_REASONS) > np.iinfo(np.uint8).bits:
+    raise ImportError("more black-list reasons than the bits of black_reasons_held")
 FIRST_REASON = np.array([next((i for i in range(len(BLACK_REASONS)) if mask >> i & 1),
                               NO_REASON) for mask in range(1 << len(BLACK_REASONS))],
                         dtype=np.uint8)
@@ -67,18 +68,21 @@ class Lists:
     # chunk and cost a dozen cache misses each to look for.
     white_black: RankBits = field(repr=False)
 
-    @cached_property
-    def white(self) -> BitMap64:
-        """The white list as a bitmap, made from its index on first use (1-2 s and 0.5 GB at
-        300 M IMEIs)."""
+    def white_bitmap(self) -> BitMap64:
+        """The white list as a bitmap, made from its index (seconds and 0.5 GB at 300 M
+        IMEIs), kept by no one but the caller."""
         return self.white_index.to_bitmap()
 
-    @cached_property
-    def black(self) -> dict[BlackReason, BitMap64]:
-        """The black list by reason, as bitmaps made from its index on first use."""
+    def black_keys(self) -> dict[BlackReason, np.ndarray]:
+        """The black list's keys by reason (uint64, ascending; an IMEI under each of its
+        reasons)."""
         keys = self.black_index.keys()
-        return {reason: bitmap_from_sorted_keys(keys[self.black_reasons_held >> code & 1 == 1])
+        return {reason: keys[self.black_reasons_held >> code & 1 == 1]
                 for code, reason in enumerate(BLACK_REASONS)}
+
+    def black_bitmaps(self) -> dict[BlackReason, BitMap64]:
+        """`black_keys` as bitmaps, kept by no one but the caller."""
+        return {reason: bitmap_from_sorted_keys(keys) for reason, keys in self.black_keys().items()}
 
     @classmethod
     def build(cls, generation: int, white: BitMap64 | KeyIndex,
@@ -86,7 +90,8 @@ class Lists:
               cut_imeis: BitMap64 | None = None,
               cut_pairs: PairSet | None = None) -> Lists:
         """The lists with their indexes; the white list as a bitmap or as its index (a
-        snapshot's, another generation's). The bitmaps given are not kept."""
+        snapshot's, another generation's). The white and black bitmaps given are not kept
+        (the cut-off IMEIs' is)."""
         black = {r: (black or {}).get(r, BitMap64()) for r in BLACK_REASONS}
         cut_imeis = cut_imeis if cut_imeis is not None else BitMap64()
         cut_pairs = cut_pairs if cut_pairs is not None else PairSet.empty()

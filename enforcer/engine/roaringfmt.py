@@ -12,6 +12,7 @@ list never exists as a 2.4 GB array of uint64.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,21 +58,21 @@ def run_starts(values: np.ndarray) -> np.ndarray:
 
 
 def serialize_chunks(chunk_high: np.ndarray, chunk_start: np.ndarray, low: np.ndarray
-                     ) -> bytes:
+                     ) -> Iterator[bytes]:
     """The portable BitMap64 of a set held as a KeyIndex's arrays (each chunk's high 48
-    bits, its first row, and the keys' low 16 bits): written a 32-bit bucket at a time from
-    the low bits as they are, without the set's keys (8 bytes each) in between."""
+    bits, its first row, and the keys' low 16 bits), in parts to be written one after the
+    other: a 32-bit bucket at a time from the low bits as they are, without the set's keys
+    (8 bytes each) in between."""
     bucket = (chunk_high >> np.uint64(BUCKET_BITS - CONTAINER_BITS)).astype(np.uint32)
     bucket_starts = run_starts(bucket)
     bounds = np.append(bucket_starts, len(chunk_high))
-    parts = [struct.pack("<Q", len(bucket_starts))]
+    yield struct.pack("<Q", len(bucket_starts))
     for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         rows = chunk_start[first:last + 1]
-        parts.append(struct.pack("<I", int(bucket[first])))
-        parts.append(_serialize_containers(
+        yield struct.pack("<I", int(bucket[first]))
+        yield _serialize_containers(
             (chunk_high[first:last] & np.uint64(LOW16)).astype(np.uint16),
-            rows[:-1] - rows[0], np.diff(rows), low[rows[0]:rows[-1]]))
-    return b"".join(parts)
+            rows[:-1] - rows[0], np.diff(rows), low[rows[0]:rows[-1]])
 
 
 def _serialize32(values: np.ndarray) -> bytes:

@@ -89,17 +89,19 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
         return _import_blocked_tacs(state, path, config)
     if kind is Kind.WHITE:
         white, loaded = lists_reader.read_white(path)
-        report = ImportReport(kind, loaded, before=len(old.white), after=len(white),
-                              added=white.difference_cardinality(old.white),
-                              removed=old.white.difference_cardinality(white),
-                              leading_zero_before=leading_zero_count(old.white),
+        old_white = old.white_bitmap()
+        report = ImportReport(kind, loaded, before=len(old_white), after=len(white),
+                              added=white.difference_cardinality(old_white),
+                              removed=old_white.difference_cardinality(white),
+                              leading_zero_before=leading_zero_count(old_white),
                               leading_zero_after=leading_zero_count(white))
         report.refused = _refusal(report, config)
         if report.refused:
             return None, report
-        lists = Lists.build(generation, white, old.black, old.cut_imeis, old.cut_pairs)
+        lists = Lists.build(generation, white, old.black_bitmaps(), old.cut_imeis,
+                            old.cut_pairs)
         devices, report.devices = realign_white(state.devices, old.white_index,
-                                                lists.white_index, keys_of(old.white - white))
+                                                lists.white_index, keys_of(old_white - white))
     elif kind is Kind.BLACK:
         black, loaded = lists_reader.read_black(path)
         report = _black_diff(old, black, loaded)
@@ -118,8 +120,7 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
         report.refused = _refusal(report, config)
         if report.refused:
             return None, report
-        lists = Lists.build(generation, old.white_index, old.black, old.cut_imeis,
-                            old.cut_pairs)
+        lists = replace(old, generation=generation)  # the same lists
         devices, report.devices = build_devices(lists.white_index, columns,
                                                 state.devices.cartables,
                                                 state.devices.operator_sims)

@@ -22,6 +22,7 @@ from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
+from enforcer.engine.roaringfmt import serialize_sorted_keys
 from enforcer.engine.overlay import LogPosition
 from enforcer.engine.state import EnforcementState
 from enforcer.engine.tacblocks import BlockedTacs
@@ -149,9 +150,10 @@ def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
 
 def _save_lists(lists: Lists, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "white.roaring").write_bytes(lists.white_index.portable())
-    for reason, bitmap in lists.black.items():
-        (directory / f"black-{reason.value}.roaring").write_bytes(bitmap.serialize())
+    with (directory / "white.roaring").open("wb") as f:
+        f.writelines(lists.white_index.portable_parts())  # a bucket at a time
+    for reason, keys in lists.black_keys().items():
+        (directory / f"black-{reason.value}.roaring").write_bytes(serialize_sorted_keys(keys))
     (directory / "cut-imeis.roaring").write_bytes(lists.cut_imeis.serialize())
     _save_pairs(lists.cut_pairs, "cut-pairs", directory)
     (directory / "lists.json").write_text(json.dumps({"generation": lists.generation}))
