@@ -136,14 +136,20 @@ def _filled(window: Callable[[], CloneWindow | ReferenceCloneWindow],
     gc.collect()
     give_back_heap()  # the traffic's batches, freed: not the window's
     grown, peak = rss_mb() - start, peak_rss_mb()
-    return Filled(grown, events, flagged, seconds, made.nbytes,
-                  getattr(made, "imeis_with_more_sims", 0), peak,
-                  rebased(made, args.imeis, grown) if rebase else None)
+    nbytes, more_sims = made.nbytes, getattr(made, "imeis_with_more_sims", 0)
+    # Handed over, not passed: as in the worker, nothing else holds the old window once it
+    # has moved (its MoreSims would count in the new one's memory).
+    held = [made]
+    del made
+    return Filled(grown, events, flagged, seconds, nbytes, more_sims, peak,
+                  rebased(held, args.imeis, grown) if rebase else None)
 
 
-def rebased(window: CloneWindow, imeis: int, window_mb: float) -> Rebased:
-    """`window` moved to a white list without every NEXT_GONE_EVERY-th IMEI and with as many
-    new ones after the last: its time, and the resident memory it took beyond the window."""
+def rebased(held: list[CloneWindow], imeis: int, window_mb: float) -> Rebased:
+    """The window `held` alone moved to a white list without every NEXT_GONE_EVERY-th IMEI
+    and with as many new ones after the last: its time, and the resident memory it took
+    beyond the window."""
+    window = held.pop()
     keys = np.arange(imeis, dtype=np.uint64)
     gone = keys[::NEXT_GONE_EVERY]
     index = KeyIndex.from_sorted_keys(np.r_[np.delete(keys, np.s_[::NEXT_GONE_EVERY]),

@@ -308,22 +308,24 @@ class MoreSims:
     def moved(self, old: KeyIndex, new: KeyIndex) -> MoreSims:
         """On another white list: each row's IMEI at its row in `new` (gone when absent).
         Rows ascend with keys in both, so the entries stay in order. Looked up
-        REBASE_CHUNK_ROWS entries at a time: a lookup's transients are some 40 bytes a key,
-        a gigabyte for the 24 M entries of a national window at once."""
-        high, count, low, keep = [], [], [], [np.zeros(0, bool)]
+        REBASE_CHUNK_ROWS entries at a time: a lookup's transients are some 100 bytes an
+        entry, a few GB for the 24 M entries of a national window at once."""
+        # Written in place as the chunks go: lists of pieces joined at the end would hold
+        # the entries' low bits and the kept mask twice.
+        kept = np.empty(len(self.rows), dtype=bool)
+        low = np.empty(len(self.rows), dtype=np.uint16)
+        high, count, written = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)], 0
         for start in range(0, len(self.rows), REBASE_CHUNK_ROWS):
             to = new.rows_sorted(old.keys_at(
                 self.rows.keys_between(start, start + REBASE_CHUNK_ROWS)))
-            kept = to != ABSENT
-            piece = KeyIndex.from_sorted_keys(to[kept].astype(np.uint64))
+            kept[start:start + len(to)] = to != ABSENT
+            piece = KeyIndex.from_sorted_keys(to[to != ABSENT].astype(np.uint64))
             high.append(piece.chunk_high)
             count.append(np.diff(piece.chunk_start))
-            low.append(piece.low)
-            keep.append(kept)
-        kept = np.concatenate(keep)
-        rows = KeyIndex.from_chunks(np.concatenate(high or [np.zeros(0, np.uint64)]),
-                                    np.concatenate(count or [np.zeros(0, np.int64)]),
-                                    np.concatenate(low or [np.zeros(0, np.uint16)]))
+            low[written:written + len(piece)] = piece.low
+            written += len(piece)
+        rows = KeyIndex.from_chunks(np.concatenate(high), np.concatenate(count),
+                                    low[:written])
         return MoreSims(rows, self.fp[kept], self.day[kept])
 
 
@@ -647,9 +649,11 @@ SIMS, PLACES, RADIOS = "sims", "places", "radios"
 _GROUPS = {SIMS: ("_fp", "_day"), PLACES: ("_minute", "_operator", "_cell"),
            RADIOS: ("_rat_count", "_rat_day", "_rat_minute")}
 _COLUMNS = tuple(name for columns in _GROUPS.values() for name in columns)
-# Rows a rebase moves at a time: its transients (the chunk's keys in both lists, its new
-# rows: some 40 bytes a row) stay under a hundred MB whatever the white list's size.
-REBASE_CHUNK_ROWS = 1 << 21
+# Rows (or MoreSims entries) a rebase or a sweep moves at a time: the transients are some 40
+# bytes a row for the columns and 100 an entry for MoreSims' lookups, about 13 MB a chunk
+# whatever the white list's size (issue 21 part 4: 5 % of the state; chunks of 2^21 held
+# 634 MB beyond the window at 300 M IMEIs, and were no faster).
+REBASE_CHUNK_ROWS = 1 << 17
 PAGE = mmap.PAGESIZE
 
 
