@@ -124,7 +124,13 @@ class KeyIndex:
 
     def ranks(self, keys: np.ndarray) -> np.ndarray:
         """How many keys of the set are below each key, in the set or not; int64."""
-        keys = np.asarray(keys, dtype=np.uint64)
+        return lower_bounds(self.low, *self._slices(np.asarray(keys, dtype=np.uint64)),
+                            self.search_steps)
+
+    def _slices(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each key: the rows of its chunk (start, end: an empty slice at the rows above
+        it when no chunk holds its high bits) and its low bits, what `lower_bounds` and
+        `find_in_ranges` search."""
         high = keys >> np.uint64(CHUNK_BITS)
         chunk = np.searchsorted(self.chunk_high, high)
         start = self.chunk_start[chunk]
@@ -133,8 +139,7 @@ class KeyIndex:
         in_chunk[known] = self.chunk_high[chunk[known]] == high[known]
         end = np.where(in_chunk, self.chunk_start[np.minimum(chunk + 1, len(self.chunk_high))],
                        start)
-        low = (keys & LOW_MASK).astype(np.uint16)
-        return lower_bounds(self.low, start, end, low, self.search_steps)
+        return start, end, (keys & LOW_MASK).astype(np.uint16)
 
     def with_keys(self, keys: np.ndarray) -> KeyIndex:
         """This set and `keys` (ascending, none of them in it): the keys here move up a row
@@ -201,14 +206,7 @@ class KeyIndex:
             return np.full(len(keys), ABSENT, dtype=np.int64)
         if len(keys) <= FEW_KEYS:
             return np.array([self.row(key) for key in keys.tolist()], dtype=np.int64)
-        high = keys >> np.uint64(CHUNK_BITS)
-        low = (keys & LOW_MASK).astype(np.uint16)
-        chunk = np.searchsorted(self.chunk_high, high)
-        np.minimum(chunk, len(self.chunk_high) - 1, out=chunk)
-        in_chunk = self.chunk_high[chunk] == high
-        start = self.chunk_start[chunk]
-        end = np.where(in_chunk, self.chunk_start[chunk + 1], start)
-        return find_in_ranges(self.low, start, end, low, self.search_steps)
+        return find_in_ranges(self.low, *self._slices(keys), self.search_steps)
 
 
 def rows_in(old: KeyIndex, new: KeyIndex, start: int, end: int) -> np.ndarray:
