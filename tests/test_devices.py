@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
+from enforcer.engine.otherslots import FAR_GAP, SLOT_BITS, OtherSlots
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import load_snapshot, save_snapshot
+from enforcer.files.snapshots import CURRENT, load_snapshot, save_snapshot
 from enforcer.engine.devices import (NO_DEVICE, Cartables, DeviceColumns, DeviceRecord, DeviceSlot,
                                      Devices, DevicesBuild, Source, build_devices)
 
@@ -96,6 +97,73 @@ def test_registry_snapshot_round_trip(tmp_path: Path, policy) -> None:
     rows = np.arange(len(WHITE))
     assert again.device_slots(rows).tolist() == devices.device_slots(rows).tolist()
     assert again.device(0, index) == devices.device(0, index)
+
+
+def test_a_snapshot_of_the_format_before_coded_other_slots_still_loads(tmp_path: Path,
+                                                                        policy) -> None:
+    """Format 1 held each other slot's `device << SLOT_BITS | slot` in full: an operator's
+    snapshot from before the upgrade loads, its other slots coded as it is read."""
+    devices, _, index = build([DeviceRecord((32, 30, 31), 989120000003, Source.IMPORT, DAY),
+                               DeviceRecord((12, 40), 989120000001, Source.IMPORT, DAY),
+                               DeviceRecord((11,), None, Source.IMPORT, DAY)])
+    target = save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), devices, policy),
+                           tmp_path)
+    registry = target / "registry"
+    rows = np.arange(len(WHITE))
+    slots = devices.device_slots(rows)
+    np.save(registry / "other_device.npy", slots[devices.other_slot.test(rows)])
+    for name in ("other-code.npy", "other-far-device.npy", "other-far-words.npy",
+                 "other-far-before.npy", "other-far-rows.txt"):
+        (registry / name).unlink()
+    pointer = tmp_path / CURRENT
+    pointer.write_text(pointer.read_text().replace('"format": 2', '"format": 1'))
+    again = load_snapshot(tmp_path, policy).devices
+    assert again.device_slots(rows).tolist() == slots.tolist()
+    assert [again.device(d, index) for d in range(3)] == [devices.device(d, index)
+                                                         for d in range(3)]
+
+
+@given(st.lists(st.tuples(st.integers(-3, FAR_GAP + 3), st.integers(1, 7),
+                          st.integers(0, 3)), max_size=120),
+       st.integers(1, 40))
+def test_other_slots_decode_what_they_were_coded_from(slots, step) -> None:
+    """Gaps of every size, near (a byte) and far (held in full, negative too), coded in
+    steps of any length and decoded a batch at a time or one by one."""
+    ranks = np.cumsum([0] + [advance for _, _, advance in slots])[:len(slots)] + 40
+    values = np.array([(rank - 1 - gap) << SLOT_BITS | slot
+                       for (gap, slot, _), rank in zip(slots, ranks.tolist())], np.uint32)
+    with patch("enforcer.engine.otherslots.ENCODE_AT_ONCE", 3):
+        coded = OtherSlots.from_steps(len(values), [
+            (values[at:at + step], ranks[at:at + step]) for at in range(0, len(values), step)])
+    at = np.arange(len(values))
+    assert coded.decode(at, ranks).tolist() == values.tolist()
+    assert [coded.decode_one(i, r) for i, r in zip(at.tolist(), ranks.tolist())] == \
+        values.tolist()
+    far = [not 0 <= gap < FAR_GAP for gap, _, _ in slots]
+    assert coded.far.count == sum(far) and len(coded.far_device) == sum(far)
+
+
+@given(st.lists(st.lists(st.integers(0, 299), min_size=1, max_size=4), max_size=80))
+def test_devices_read_in_steps_of_rows_find_every_slot(records) -> None:
+    """`Devices.device` and the other slots scanned a step of rows at a time (64 rows here,
+    so that a country's worth of steps is crossed) agree with the row lookups."""
+    index = KeyIndex.from_sorted_keys(np.arange(300, dtype=np.uint64))
+    devices, _ = build_devices(index, DeviceColumns.from_records(
+        [DeviceRecord(tuple(keys), None, Source.IMPORT, DAY) for keys in records]),
+        Cartables.empty(), PairSet.empty())
+    rows = np.arange(300)
+    slots = devices.device_slots(rows)
+    with patch("enforcer.engine.otherslots.SCAN_ROWS", 64):
+        scanned = list(devices.other_device_slots())
+        views = [devices.device(d, index) for d in range(devices.count)]
+    found = np.concatenate([np.zeros(0, np.int64), *(r for r, _ in scanned)])
+    assert found.tolist() == np.flatnonzero(devices.other_slot.test(rows)).tolist()
+    assert np.concatenate([np.zeros(0, np.uint32), *(v for _, v in scanned)]).tolist() == \
+        slots[found].tolist()
+    for device, view in enumerate(views):
+        assert sorted((s.slot, s.imei_key) for s in view.slots) == sorted(
+            (int(v) & 7, int(r)) for r, v in zip(rows.tolist(), slots.tolist())
+            if v != NO_DEVICE and v >> SLOT_BITS == device)
 
 
 @given(st.lists(st.booleans(), max_size=300))

@@ -70,8 +70,11 @@ def assert_same(got: Devices, want: Devices) -> None:
         a, b = getattr(got, bits), getattr(want, bits)
         assert a.rows == b.rows
         assert a.words.tolist() == b.words.tolist() and a.before.tolist() == b.before.tolist()
-    for column in ("other_device", "source", "registered_on"):
+    for column in ("source", "registered_on"):
         assert getattr(got, column).tolist() == getattr(want, column).tolist(), column
+    for column in ("code", "far_device"):
+        assert getattr(got.others, column).tolist() == getattr(want.others, column).tolist()
+    assert got.others.far.words.tolist() == want.others.far.words.tolist()
     assert got.owner.tobytes() == want.owner.tobytes()
     assert list(got.ids.items()) == list(want.ids.items())
     assert got.cartables is want.cartables or (

@@ -19,6 +19,7 @@ from enforcer.engine.imei import SNR_SPACE
 from enforcer.engine.keyindex import CHUNK_BITS
 from enforcer.engine.lists import BLACK_REASONS, BlackReason, Lists
 from enforcer.engine.pairset import PairSet
+from enforcer.engine.otherslots import OtherSlots
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.devices import (NO_OWNER, SLOT_BITS, SOURCES, Cartables, Devices, day_number,
                                      pack_msisdns)
@@ -110,10 +111,11 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
                          < spec.national_cartable_share]
     op_imeis = keys[rng.choice(len(keys), int(len(keys) * spec.operator_sim_share))]
     first_imei = slot == 0  # rows are `keys`, in order; devices numbered by first IMEI
+    first_slot, other_slot = RankBits.from_mask(first_imei), RankBits.from_mask(~first_imei)
     devices = Devices(
-        first_slot=RankBits.from_mask(first_imei),
-        other_slot=RankBits.from_mask(~first_imei),
-        other_device=(device[~first_imei] << np.uint32(SLOT_BITS)) | slot[~first_imei],
+        first_slot=first_slot, other_slot=other_slot,
+        others=OtherSlots.of_rows((device[~first_imei] << np.uint32(SLOT_BITS))
+                                  | slot[~first_imei], first_slot, other_slot),
         owner=pack_msisdns(owner),
         source=rng.choice(len(SOURCES), n_dev, p=spec.source_share).astype(np.uint8),
         registered_on=rng.integers(first, last, n_dev).astype(np.uint16),

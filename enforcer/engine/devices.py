@@ -6,8 +6,8 @@ Rows are the white list's rows (registered IMEIs in key order, as ranked by
 `Lists.white_index`), so the decision finds an IMEI's device with the same lookup that told
 it the IMEI is registered. Devices are numbered in the order of their first IMEI, so a bit
 per row and its rank give a first slot its device; only the other slots (a dual-SIM
-phone's second IMEI) store their device. Per device: owner MSISDN, source and date.
-150 M devices with 300 M IMEIs take about 2.1 GB.
+phone's second IMEI) store their device, as the distance back to it (`OtherSlots`). Per
+device: owner MSISDN, source and date. 150 M devices with 300 M IMEIs take about 1.7 GB.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from datetime import date
 from enum import StrEnum
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
 from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.deviceids import NO_IDS, DeviceIds
+from enforcer.engine.otherslots import SLOT_BITS, SLOT_MASK, OtherSlots, scan_other_slots
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
 
-SLOT_BITS = 3
-SLOT_MASK = np.uint32((1 << SLOT_BITS) - 1)
 MAX_SLOTS = 1 << SLOT_BITS
 NO_DEVICE = np.uint32(np.iinfo(np.uint32).max)
 MAX_DEVICES = int(NO_DEVICE) >> SLOT_BITS
@@ -122,7 +121,7 @@ class DeviceView:
 class Devices:
     first_slot: RankBits  # per white-list row: the first IMEI of a device; rank = device
     other_slot: RankBits  # per white-list row: another slot of a device
-    other_device: np.ndarray  # uint32 per other_slot row, in row order: device << SLOT_BITS | slot
+    others: OtherSlots  # per other_slot row, in row order: its device and slot
     owner: np.ndarray  # OWNER_DTYPE: packed MSISDN per device, NO_OWNER when in no cartable
     source: np.ndarray  # uint8 per device, index into SOURCES
     registered_on: np.ndarray  # uint16 per device, days since 1970-01-01
@@ -133,7 +132,7 @@ class Devices:
     @classmethod
     def empty(cls, rows: int) -> Devices:
         none = RankBits.from_mask(np.zeros(rows, dtype=bool))
-        return cls(none, none, np.zeros(0, np.uint32), np.zeros(0, OWNER_DTYPE),
+        return cls(none, none, OtherSlots.empty(), np.zeros(0, OWNER_DTYPE),
                    np.zeros(0, np.uint8), np.zeros(0, np.uint16), Cartables.empty(),
                    PairSet.empty())
 
@@ -147,9 +146,9 @@ class Devices:
 
     @property
     def nbytes(self) -> int:
-        columns = (self.other_device, self.owner, self.source, self.registered_on,
-                   self.cartables.msisdn, self.cartables.cartable)
-        return (sum(c.nbytes for c in columns) + self.first_slot.nbytes
+        columns = (self.owner, self.source, self.registered_on, self.cartables.msisdn,
+                   self.cartables.cartable)
+        return (sum(c.nbytes for c in columns) + self.others.nbytes + self.first_slot.nbytes
                 + self.other_slot.nbytes + self.operator_sims.nbytes + self.ids.nbytes)
 
     def device_slots(self, rows: np.ndarray) -> np.ndarray:
@@ -165,7 +164,8 @@ class Devices:
         if not first.all():
             rest = valid[~first]
             other, at = self.other_slot.test_and_rank(rows[rest])
-            out[rest[other]] = self.other_device[at[other]]
+            # A row's rank among first slots is the one its other slot's code counts from.
+            out[rest[other]] = self.others.decode(at[other], device[~first][other])
         return out
 
     def device_slot(self, row: int) -> int:
@@ -176,7 +176,7 @@ class Devices:
         if first:
             return device << SLOT_BITS
         other, at = self.other_slot.bit_and_rank(row)
-        return int(self.other_device[at]) if other else NO_DEVICE_INT
+        return self.others.decode_one(at, device) if other else NO_DEVICE_INT
 
     def owners(self, device_slots: np.ndarray) -> np.ndarray:
         """NO_OWNER too for devices numbered past this registry's (registered since)."""
@@ -220,10 +220,19 @@ class Devices:
             np.concatenate(slots or [np.zeros(0, np.uint8)]),
             unpack_msisdns(self.owner), self.source.copy(), self.registered_on.copy())
 
+    def other_device_slots(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every other slot in row order, a step of rows at a time: (their rows (int64),
+        their `device << SLOT_BITS | slot` (uint32))."""
+        for at, rows, first_ranks in scan_other_slots(self.first_slot, self.other_slot):
+            yield rows, self.others.decode(np.arange(at, at + len(rows)), first_ranks)
+
     def device(self, device: int, white_index: KeyIndex) -> DeviceView:
-        others = np.flatnonzero((self.other_device >> np.uint32(SLOT_BITS)) == device)
-        rows = [self.first_slot.select(device)] + [self.other_slot.select(int(j)) for j in others]
-        slot_numbers = [0] + [int(s) for s in self.other_device[others] & SLOT_MASK]
+        first = self.first_slot.select(device)
+        rows, slot_numbers = [first], [0]
+        for found, values in self.other_device_slots():
+            mine = (values >> np.uint32(SLOT_BITS)) == device
+            rows += found[mine].tolist()
+            slot_numbers += (values[mine] & SLOT_MASK).tolist()
         keys = white_index.keys_at(np.array(rows, dtype=np.int64))
         slots = sorted((DeviceSlot(int(k), s) for k, s in zip(keys, slot_numbers)),
                        key=lambda s: s.slot)
@@ -329,10 +338,11 @@ def build_devices(white_index: KeyIndex, columns: DeviceColumns,
     order = np.argsort(other_rows, kind="stable")
     other_device = ((new_of_old[old[~first]] << np.uint32(SLOT_BITS))
                     | slot[~first].astype(np.uint32))[order]
+    first_slot = RankBits.from_positions(len(white_index), rows[first])
+    other_slot = RankBits.from_positions(len(white_index), other_rows)
     devices = Devices(
-        RankBits.from_positions(len(white_index), rows[first]),
-        RankBits.from_positions(len(white_index), other_rows),
-        other_device, pack_msisdns(np.asarray(columns.owner, np.uint64)[old_of_new]),
+        first_slot, other_slot, OtherSlots.of_rows(other_device, first_slot, other_slot),
+        pack_msisdns(np.asarray(columns.owner, np.uint64)[old_of_new]),
         np.asarray(columns.source, np.uint8)[old_of_new],
         np.asarray(columns.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
     return devices, DevicesBuild(len(old_of_new), int(unregistered.sum()),

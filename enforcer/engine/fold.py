@@ -36,7 +36,7 @@ from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
-from enforcer.engine.realign import DEVICES_AT_ONCE, REALIGN_ROWS, Rebuilt, realign, set_owners
+from enforcer.engine.realign import REALIGN_ROWS, Rebuilt, realign, set_owners
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
 
@@ -128,13 +128,11 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
     device's slots numbered 0, 1, ... in that order; the snapshot's owner, source and day,
     or the events'."""
     overlay, devices = state.overlay, state.devices
-    at = _other_slots_of(devices, touched)
-    rows = np.concatenate([devices.first_slot.select_many(touched),
-                           devices.other_slot.select_many(at)])
-    device = np.concatenate([touched, (devices.other_device[at] >> np.uint32(SLOT_BITS))
-                             .astype(np.int64)])
+    other_rows, other_values = _other_slots_of(devices, touched)
+    rows = np.concatenate([devices.first_slot.select_many(touched), other_rows])
+    device = np.concatenate([touched, (other_values >> np.uint32(SLOT_BITS)).astype(np.int64)])
     slot = np.concatenate([np.zeros(len(touched), np.uint8),
-                           (devices.other_device[at] & SLOT_MASK).astype(np.uint8)])
+                           (other_values & SLOT_MASK).astype(np.uint8)])
     order = np.argsort(rows, kind="stable")
     old_keys = state.lists.white_index.keys_at(rows[order])
     unnamed = ~_among(old_keys, keys)
@@ -165,13 +163,16 @@ def _among(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == keys
 
 
-def _other_slots_of(devices: Devices, touched: np.ndarray) -> np.ndarray:
-    """Where `other_device` holds a slot of a `touched` device, read a slice at a time."""
+def _other_slots_of(devices: Devices, touched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The other slots of `touched` devices, read a step of rows at a time: their rows
+    (int64) and `device << SLOT_BITS | slot` (uint32)."""
     bits = RankBits.from_positions(devices.count, touched)
-    found = [start + np.flatnonzero(bits.test(
-        devices.other_device[start:start + DEVICES_AT_ONCE] >> np.uint32(SLOT_BITS)))
-        for start in range(0, len(devices.other_device), DEVICES_AT_ONCE)]
-    return np.concatenate([np.zeros(0, np.int64), *found])
+    rows, values = [np.zeros(0, np.int64)], [np.zeros(0, np.uint32)]
+    for found, slots in devices.other_device_slots():
+        mine = bits.test(slots >> np.uint32(SLOT_BITS))
+        rows.append(found[mine])
+        values.append(slots[mine])
+    return np.concatenate(rows), np.concatenate(values)
 
 
 def numbered_in_order(device: np.ndarray, slot: np.ndarray) -> np.ndarray:

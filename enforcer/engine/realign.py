@@ -29,6 +29,7 @@ from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_
                                      OWNER_DTYPE, SLOT_BITS, SLOT_MASK, Cartables, Devices,
                                      DevicesBuild, pack_msisdns)
 from enforcer.engine.deviceids import DeviceIds
+from enforcer.engine.otherslots import OtherSlots
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
@@ -142,8 +143,9 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
         | rebuilt.imei_slot[others].astype(np.uint32))
     owner, source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
                                                    new_of_order, count)
-    return Devices(first_bits.finish(), other_bits.finish(), other_device, owner, source,
-                   registered_on, cartables, operator_sims), renumbering
+    first_slot, other_slot = first_bits.finish(), other_bits.finish()
+    return Devices(first_slot, other_slot, OtherSlots.of_rows(other_device, first_slot, other_slot),
+                   owner, source, registered_on, cartables, operator_sims), renumbering
 
 
 def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex
@@ -178,11 +180,10 @@ def _count_below(bits: RankBits, rows: np.ndarray) -> np.ndarray:
 
 def _untouched_others(devices: Devices, touched: RankBits) -> int:
     """Other slots of devices not touched."""
-    total = len(devices.other_device)
+    total = len(devices.others)
     if not touched.count:
         return total
-    for start in range(0, total, DEVICES_AT_ONCE):
-        values = devices.other_device[start:start + DEVICES_AT_ONCE]
+    for _, values in devices.other_device_slots():
         total -= int(np.count_nonzero(touched.test(values >> _SHIFT)))
     return total
 
@@ -202,7 +203,8 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
         first = np.flatnonzero(devices.first_slot.mask_between(start, stop))
         other = np.flatnonzero(devices.other_slot.mask_between(start, stop))
         at = int(devices.other_slot.before[word])
-        values = devices.other_device[at:at + len(other)]
+        values = devices.others.decode(np.arange(at, at + len(other)),
+                                       devices.first_slot.rank(start + other))
         if touched.count:
             device = int(devices.first_slot.before[word])
             first = first[~touched.mask_between(device, device + len(first))]

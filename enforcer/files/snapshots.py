@@ -20,6 +20,7 @@ from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import Cartables, Devices
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, Lists
+from enforcer.engine.otherslots import OtherSlots
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.roaringfmt import serialize_sorted_keys
@@ -31,9 +32,11 @@ from rules.policy import Policy
 
 CURRENT = "CURRENT"
 LOCK = ".lock"
-# Bumped whenever the files of a snapshot change meaning; older snapshots are refused.
-SNAPSHOT_FORMAT = 1
-DEVICE_COLUMNS = ("other_device", "owner", "source", "registered_on")
+# Bumped whenever the files of a snapshot change meaning; formats not in READABLE_FORMATS
+# are refused. Format 1 held each other slot's device in full (`other_device.npy`).
+SNAPSHOT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+DEVICE_COLUMNS = ("owner", "source", "registered_on")
 # partition -> [incarnation, next offset] of the registry topic: what a fold laid in.
 WATERMARK = "watermark.json"
 TACS = "tacs"  # the TAC database's columns; no such directory: none was imported
@@ -109,7 +112,7 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
         raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
                                 "with 'eir-enforcer state build' or 'eir-enforcer state synth'")
     current = json.loads(pointer.read_text())
-    if current.get("format") != SNAPSHOT_FORMAT:
+    if current.get("format") not in READABLE_FORMATS:
         raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
                                 f", this version reads format {SNAPSHOT_FORMAT}; rebuild it")
     target = directory / current["dir"]
@@ -179,6 +182,9 @@ def _save_devices(devices: Devices, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     _save_rank_bits(devices.first_slot, "first-slot", directory)
     _save_rank_bits(devices.other_slot, "other-slot", directory)
+    np.save(directory / "other-code.npy", devices.others.code)
+    _save_rank_bits(devices.others.far, "other-far", directory)
+    np.save(directory / "other-far-device.npy", devices.others.far_device)
     for name in DEVICE_COLUMNS:
         np.save(directory / f"{name}.npy", getattr(devices, name))
     np.save(directory / "cartable-msisdn.npy", devices.cartables.msisdn)
@@ -192,9 +198,14 @@ def _load_devices(directory: Path) -> Devices:
     def column(name: str) -> np.ndarray:
         return np.load(directory / f"{name}.npy")
 
-    return Devices(_load_rank_bits("first-slot", directory),
-                   _load_rank_bits("other-slot", directory),
-                   *(column(name) for name in DEVICE_COLUMNS),
+    first_slot = _load_rank_bits("first-slot", directory)
+    other_slot = _load_rank_bits("other-slot", directory)
+    if (directory / "other_device.npy").exists():  # format 1: coded as it is read
+        others = OtherSlots.of_rows(column("other_device"), first_slot, other_slot)
+    else:
+        others = OtherSlots(column("other-code"), _load_rank_bits("other-far", directory),
+                            column("other-far-device"))
+    return Devices(first_slot, other_slot, others, *(column(name) for name in DEVICE_COLUMNS),
                    Cartables(column("cartable-msisdn"), column("cartable-id")),
                    _load_pairs("operator-sims", directory), _load_ids(directory))
 
