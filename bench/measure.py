@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from enforcer.heap import give_back
 from enforcer.embedded.services import EmbeddedServices, ServicePorts, free_port
 
 # The harnesses the benchmarks share with the tests (tests/harness/) are imported from the
@@ -52,7 +52,7 @@ def give_back_heap() -> None:
     """Return the heap's free pages to the kernel (glibc malloc_trim(3)): arrays under
     malloc's mmap threshold that a benchmark freed stay resident in its heap otherwise, and
     would be counted in what it measures next."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    give_back()
 
 
 def reset_peak_rss() -> None:

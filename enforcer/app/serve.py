@@ -21,6 +21,7 @@ import uvloop
 from consumers.checkfeed import CheckFeed, CheckPublisher
 from consumers.kafka import producer
 from enforcer.app.process import STOP_SIGNALS, stop_on_signals, stop_or_leave
+from enforcer.heap import give_back
 from enforcer.listening import cannot_listen, listen
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config, ConfigError
@@ -115,6 +116,7 @@ def build_checks(config: Config, clock: Clock | None = None,
         answers = S13Answers(holder, rules, clock, s13_metrics, config.s13.origin_host,
                              config.s13.origin_realm, feed)
         s13 = ready.s13 = S13Server(config.s13, answers, s13_metrics)
+    give_back()  # the load's transients
     return Serving(app, StateFollower(config, holder, rules), metrics, ready, s13, publisher)
 
 

@@ -25,6 +25,7 @@ from enforcer.db.migrate import require_migrated
 from enforcer.endpoints.server import HttpServer, listen_http, serve_endpoints
 from enforcer.jobs.catalog import worker_jobs
 from enforcer.app.process import stop_on_signals
+from enforcer.heap import give_back
 from enforcer.logs import LIFECYCLE
 from enforcer.reach import Backoff, Stopped, when_reachable
 from enforcer.db.notices import live_sms_kinds
@@ -161,6 +162,7 @@ def build_worker(config: Config, clock: Clock | None = None,
     worker = Worker(attach, registry_events, rounds, sweeps, jobs, runner, stopping, scheduler,
                     http)
     tune_gc(config.worker.gc_threshold)
+    give_back()  # the load's transients
     return worker
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from enforcer.heap import give_back
 from enforcer.follow.layover import lay_over
 from enforcer.config import Config
 from enforcer.engine.cutoffs import CutOffs
@@ -134,5 +135,6 @@ class StateFollower:
         if newest is None or newest <= self._holder.current.generation:
             return 0
         self._holder.swap(load_snapshot(directory, self._holder.current.policy))
+        give_back()  # the load's transients and the generation before
         log.info("snapshot generation taken in", extra={"generation": newest})
         return 1

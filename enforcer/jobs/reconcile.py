@@ -22,6 +22,7 @@ from pathlib import Path
 
 import msgspec
 
+from enforcer.heap import give_back
 from enforcer.clock import MS_PER_S, Clock
 from enforcer.config import Config
 from enforcer.files.importing import Kind, import_file
@@ -81,6 +82,7 @@ def adopt_newer(holder: StateHolder, directory: Path,
         return 0, 0
     began = time.perf_counter()
     stale = holder.swap(load_snapshot(directory, holder.current.policy))
+    give_back()  # the load's transients and the generation before
     reloaded(time.perf_counter() - began)
     log.info("snapshot adopted", extra={"generation": on_disk})
     return 1, stale
@@ -111,6 +113,7 @@ def reconcile(holder: StateHolder, config: Config, clock: Clock,
             continue
         save_snapshot(new, directory)
         counts["stale_events"] += holder.swap(new)
+        give_back()  # the import's transients and the generation before
         reloaded(time.perf_counter() - began)
         counts["imported"] += 1
         _set_aside(path, DONE, report.as_json())

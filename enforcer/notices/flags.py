@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from enforcer.heap import give_back
 from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.engine.clones import (NO_CELLS, REASONS, CellSites, CloneWindow, cells_from_csv,
                                     sightings_of, sims_batch, window_start_ms)
@@ -80,6 +81,7 @@ class CloneTracker:
             # not one with holes.
             old, self._window = self._window, None
             self._window = old.rebase(index)
+            give_back()  # the rebase's steps
         # The radios are compared only when the policy counts them: a lookup a batch less.
         tacs = state.tacs if self._window.rules.rat_inconsistent_attaches else None
         flags = self._window.observe(sightings_of(batch, index, self._cells, tacs))
