@@ -133,7 +133,9 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     first_bits.set(rows[first])
     other_rows = rows[others]
     other_bits.set(other_rows)
-    other_device = np.empty(_untouched_others(devices, touched_bits) + len(others), np.uint32)
+    # Room for every old other slot, the touched devices' too (few): counting the untouched
+    # ones first would be a scan of them all more.
+    other_device = np.empty(len(devices.others) + len(others), np.uint32)
     others_below = _stream(devices, old_index, new_index, renumbering, first_bits, other_bits,
                            other_device, other_rows, chunk_rows)
     new_of_rebuilt = np.empty(len(rebuilt.number), dtype=np.int64)
@@ -144,7 +146,8 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     owner, source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
                                                    new_of_order, count)
     first_slot, other_slot = first_bits.finish(), other_bits.finish()
-    return Devices(first_slot, other_slot, OtherSlots.of_rows(other_device, first_slot, other_slot),
+    coded = OtherSlots.of_rows(other_device[:other_slot.count], first_slot, other_slot)
+    return Devices(first_slot, other_slot, coded,
                    owner, source, registered_on, cartables, operator_sims), renumbering
 
 
@@ -176,16 +179,6 @@ def _count_below(bits: RankBits, rows: np.ndarray) -> np.ndarray:
     inside = np.minimum(rows, last)
     past = (rows > last) & bits.test(np.full(len(rows), last, dtype=np.int64))
     return bits.rank(inside) + past
-
-
-def _untouched_others(devices: Devices, touched: RankBits) -> int:
-    """Other slots of devices not touched."""
-    total = len(devices.others)
-    if not touched.count:
-        return total
-    for _, values in devices.other_device_slots():
-        total -= int(np.count_nonzero(touched.test(values >> _SHIFT)))
-    return total
 
 
 def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
