@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 import psycopg
 
+from enforcer.heap import give_back
 from enforcer.engine.batchdecode import decode_poll
 from enforcer.engine.attachdecode import TimeWindow
 from consumers.deadletters import DeadLetters
@@ -49,6 +50,9 @@ from rules.policy import VERDICTS
 log = logging.getLogger("eir.worker")
 
 LAG_EVERY_S = 5.0
+# Batches free some 200 MB a national worker's heap keeps resident for reuse (issue 21: 3.75
+# GiB after 10 M attaches, 3.56 once given back); a walk of the heap once a minute returns it.
+HEAP_EVERY_S = 60.0
 
 
 class RecentKeys:
@@ -98,6 +102,7 @@ class AttachWorker:
                         Stream.COMMANDS: config.kafka.commands_topic,
                         Stream.VERDICTS: config.kafka.verdicts_topic}
         self._last_lag = 0.0
+        self._last_give_back = time.monotonic()
 
     @property
     def metrics(self) -> WorkerMetrics:
@@ -109,7 +114,7 @@ class AttachWorker:
         return None
 
     def run(self, stop: threading.Event) -> None:
-        self._loop.run(stop, self.handle, self._report_lag)
+        self._loop.run(stop, self.handle, self._turned)
         log.info("worker stopping")
 
     def close(self) -> None:
@@ -194,6 +199,12 @@ class AttachWorker:
         if len(batch):  # once a batch, not once an event: observing costs a lock each time
             m.event_age.observe((now - int(batch.ts_ms.min())) / MS_PER_S)
         m.batch_seconds.observe(time.perf_counter() - started)
+
+    def _turned(self) -> None:
+        self._report_lag()
+        if time.monotonic() - self._last_give_back >= HEAP_EVERY_S:
+            give_back()
+            self._last_give_back = time.monotonic()
 
     def _report_lag(self) -> None:
         if time.monotonic() - self._last_lag < LAG_EVERY_S:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from consumers.attach import AttachWorker
+from enforcer.clock import ManualClock
+from enforcer.config import load_config
+from enforcer.engine.imei import imei_rules
+from enforcer.engine.state import StateHolder
 from enforcer.heap import give_back
+from metrics.worker import WorkerMetrics
+from tests.test_decide import make_state
 
 BLOCK = 64 * 1024  # under glibc's smallest mmap threshold: always from the heap
 BLOCKS = 3_000  # some 190 MB
@@ -24,3 +31,31 @@ def test_the_heap_s_free_pages_leave_the_resident_set() -> None:
     before = resident_kib()
     give_back()
     assert before - resident_kib() > BLOCK * BLOCKS // 1024 // 2
+
+
+class Unread:
+    """A consumer that has read nothing: no lag to report."""
+
+    def lag(self) -> dict:
+        return {}
+
+
+def attach_worker(policy) -> AttachWorker:
+    config = load_config(environ={})
+    return AttachWorker(config, StateHolder(make_state(policy)), imei_rules(config),
+                        ManualClock(0), WorkerMetrics(), Unread(), None, lambda: None)
+
+
+def test_the_attach_loop_gives_the_heap_back_once_a_while(policy, monkeypatch) -> None:
+    """Between polls, at most once every HEAP_EVERY_S: the walk of a heap costs some 10 ms
+    at national scale (measured), too much for every poll of a busy worker."""
+    calls = []
+    monkeypatch.setattr("consumers.attach.give_back", lambda: calls.append(1))
+    worker = attach_worker(policy)
+    for _ in range(3):
+        worker._turned()
+    assert calls == []
+    monkeypatch.setattr("consumers.attach.HEAP_EVERY_S", 0.0)
+    for _ in range(3):
+        worker._turned()
+    assert len(calls) == 3
