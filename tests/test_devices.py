@@ -166,6 +166,27 @@ def test_devices_read_in_steps_of_rows_find_every_slot(records) -> None:
             if v != NO_DEVICE and v >> SLOT_BITS == device)
 
 
+def test_other_slots_at_the_edges_of_a_byte_s_gap() -> None:
+    """Sixty devices' first IMEIs at the even keys (device d at 2d); some have a second IMEI
+    just after device d + gap's first: gaps 0, 29 and 30 fit a byte, 31 does not, and a
+    second IMEI sorting before its first (gap -1) is held in full too."""
+    white = np.arange(120, dtype=np.uint64)
+    second = {0: 0, 2: 29, 4: 30, 6: 31, 8: -1}  # device -> gap
+    records = [DeviceRecord((2 * d, 2 * (d + second[d]) + 1) if d in second else (2 * d,),
+                            None, Source.IMPORT, DAY) for d in range(60)]
+    index = KeyIndex.from_sorted_keys(white)
+    devices, built = build_devices(index, DeviceColumns.from_records(records),
+                                   Cartables.empty(), PairSet.empty())
+    assert built == DevicesBuild(60, 0, 0)
+    assert devices.others.far.count == 2  # gaps 31 and -1
+    for d, gap in second.items():
+        key = 2 * (d + gap) + 1
+        assert devices.device(d, index).slots == (DeviceSlot(2 * d, 0), DeviceSlot(key, 1))
+        assert devices.device_slot(key) == d << SLOT_BITS | 1
+        assert devices.device_slots(np.full(30, key)).tolist() == [d << SLOT_BITS | 1] * 30
+    assert devices.device(59, index).slots == (DeviceSlot(118, 0),)
+
+
 @given(st.lists(st.booleans(), max_size=300))
 def test_rank_bits_agree_with_counting(bits: list[bool]) -> None:
     ranked = RankBits.from_mask(np.array(bits, dtype=bool))

@@ -23,7 +23,8 @@ import numpy as np
 from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.deviceids import NO_IDS, DeviceIds
-from enforcer.engine.otherslots import SLOT_BITS, SLOT_MASK, OtherSlots, scan_other_slots
+from enforcer.engine.otherslots import (FAR_CODE, FAR_GAP, SLOT_BITS, SLOT_MASK, OtherSlots,
+                                        scan_other_slots)
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
 
 MAX_SLOTS = 1 << SLOT_BITS
@@ -226,13 +227,29 @@ class Devices:
         for at, rows, first_ranks in scan_other_slots(self.first_slot, self.other_slot):
             yield rows, self.others.decode(np.arange(at, at + len(rows)), first_ranks)
 
+    def other_slots_of(self, device: int) -> tuple[np.ndarray, np.ndarray]:
+        """One device's other slots: their rows (int64) and `device << SLOT_BITS | slot`
+        (uint32). Those coded near lie between its first slot and the FAR_GAP-th first slot
+        after it (their gap is below FAR_GAP); the far ones are among the few held in full:
+        a few rows read, not the registry."""
+        start = self.first_slot.select(device) + 1
+        stop = (self.first_slot.select(device + FAR_GAP) if device + FAR_GAP < self.count
+                else self.rows)
+        rows = start + np.flatnonzero(self.other_slot.mask_between(start, stop))
+        at = self.other_slot.rank(rows)
+        near = self.others.code[at] != FAR_CODE
+        rows, at = rows[near], at[near]
+        values = self.others.decode(at, self.first_slot.rank(rows))
+        mine = (values >> np.uint32(SLOT_BITS)) == device
+        far = np.flatnonzero((self.others.far_device >> np.uint32(SLOT_BITS)) == device)
+        far_rows = self.other_slot.select_many(self.others.far.select_many(far))
+        return (np.concatenate([rows[mine], far_rows]),
+                np.concatenate([values[mine], self.others.far_device[far]]))
+
     def device(self, device: int, white_index: KeyIndex) -> DeviceView:
-        first = self.first_slot.select(device)
-        rows, slot_numbers = [first], [0]
-        for found, values in self.other_device_slots():
-            mine = (values >> np.uint32(SLOT_BITS)) == device
-            rows += found[mine].tolist()
-            slot_numbers += (values[mine] & SLOT_MASK).tolist()
+        other_rows, values = self.other_slots_of(device)
+        rows = [self.first_slot.select(device)] + other_rows.tolist()
+        slot_numbers = [0] + (values & SLOT_MASK).tolist()
         keys = white_index.keys_at(np.array(rows, dtype=np.int64))
         slots = sorted((DeviceSlot(int(k), s) for k, s in zip(keys, slot_numbers)),
                        key=lambda s: s.slot)
