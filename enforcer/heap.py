@@ -14,6 +14,8 @@ from __future__ import annotations
 import ctypes
 
 _TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
+if _TRIM is not None:
+    _TRIM.argtypes, _TRIM.restype = [ctypes.c_size_t], ctypes.c_int
 
 
 def give_back() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
-from enforcer.engine.otherslots import FAR_GAP, SLOT_BITS, OtherSlots
+from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import CURRENT, load_snapshot, save_snapshot
@@ -123,7 +123,7 @@ def test_a_snapshot_of_the_format_before_coded_other_slots_still_loads(tmp_path:
                                                          for d in range(3)]
 
 
-@given(st.lists(st.tuples(st.integers(-3, FAR_GAP + 3), st.integers(1, 7),
+@given(st.lists(st.tuples(st.integers(-NEAR_BEFORE - 3, NEAR_AFTER + 3), st.integers(1, 7),
                           st.integers(0, 3)), max_size=120),
        st.integers(1, 40))
 def test_other_slots_decode_what_they_were_coded_from(slots, step) -> None:
@@ -139,7 +139,7 @@ def test_other_slots_decode_what_they_were_coded_from(slots, step) -> None:
     assert coded.decode(at, ranks).tolist() == values.tolist()
     assert [coded.decode_one(i, r) for i, r in zip(at.tolist(), ranks.tolist())] == \
         values.tolist()
-    far = [not 0 <= gap < FAR_GAP for gap, _, _ in slots]
+    far = [not -NEAR_BEFORE <= gap <= NEAR_AFTER for gap, _, _ in slots]
     assert coded.far.count == sum(far) and len(coded.far_device) == sum(far)
 
 
@@ -162,29 +162,33 @@ def test_devices_read_in_steps_of_rows_find_every_slot(records) -> None:
         slots[found].tolist()
     for device, view in enumerate(views):
         assert sorted((s.slot, s.imei_key) for s in view.slots) == sorted(
-            (int(v) & 7, int(r)) for r, v in zip(rows.tolist(), slots.tolist())
+            (int(v) & int(SLOT_MASK), int(r)) for r, v in zip(rows.tolist(), slots.tolist())
             if v != NO_DEVICE and v >> SLOT_BITS == device)
 
 
-def test_other_slots_at_the_edges_of_a_byte_s_gap() -> None:
+def test_other_slots_at_the_edges_of_a_byte_s_gap(monkeypatch) -> None:
     """Sixty devices' first IMEIs at the even keys (device d at 2d); some have a second IMEI
-    just after device d + gap's first: gaps 0, 29 and 30 fit a byte, 31 does not, and a
-    second IMEI sorting before its first (gap -1) is held in full too."""
+    just after device d + gap's first (before its own first for a negative gap): gaps
+    -15, 0 and 15 fit a byte, -16 and 16 do not. A device's slots are read from the rows
+    near it and the few held in full, never from a scan of every other slot."""
     white = np.arange(120, dtype=np.uint64)
-    second = {0: 0, 2: 29, 4: 30, 6: 31, 8: -1}  # device -> gap
+    second = {20: 0, 22: NEAR_AFTER, 24: NEAR_AFTER + 1, 40: -NEAR_BEFORE,
+              42: -NEAR_BEFORE - 1}  # device -> gap
     records = [DeviceRecord((2 * d, 2 * (d + second[d]) + 1) if d in second else (2 * d,),
                             None, Source.IMPORT, DAY) for d in range(60)]
     index = KeyIndex.from_sorted_keys(white)
     devices, built = build_devices(index, DeviceColumns.from_records(records),
                                    Cartables.empty(), PairSet.empty())
     assert built == DevicesBuild(60, 0, 0)
-    assert devices.others.far.count == 2  # gaps 31 and -1
+    assert devices.others.far.count == 2
+    monkeypatch.setattr("enforcer.engine.devices.scan_other_slots", None)
     for d, gap in second.items():
         key = 2 * (d + gap) + 1
         assert devices.device(d, index).slots == (DeviceSlot(2 * d, 0), DeviceSlot(key, 1))
         assert devices.device_slot(key) == d << SLOT_BITS | 1
         assert devices.device_slots(np.full(30, key)).tolist() == [d << SLOT_BITS | 1] * 30
-    assert devices.device(59, index).slots == (DeviceSlot(118, 0),)
+    for d in (0, 1, 59):
+        assert devices.device(d, index).slots == (DeviceSlot(2 * d, 0),)
 
 
 @given(st.lists(st.booleans(), max_size=300))

@@ -23,8 +23,8 @@ import numpy as np
 from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.deviceids import NO_IDS, DeviceIds
-from enforcer.engine.otherslots import (FAR_CODE, FAR_GAP, SLOT_BITS, SLOT_MASK, OtherSlots,
-                                        scan_other_slots)
+from enforcer.engine.otherslots import (FAR_CODE, NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK,
+                                        OtherSlots, scan_other_slots)
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
 
 MAX_SLOTS = 1 << SLOT_BITS
@@ -229,12 +229,13 @@ class Devices:
 
     def other_slots_of(self, device: int) -> tuple[np.ndarray, np.ndarray]:
         """One device's other slots: their rows (int64) and `device << SLOT_BITS | slot`
-        (uint32). Those coded near lie between its first slot and the FAR_GAP-th first slot
-        after it (their gap is below FAR_GAP); the far ones are among the few held in full:
-        a few rows read, not the registry."""
-        start = self.first_slot.select(device) + 1
-        stop = (self.first_slot.select(device + FAR_GAP) if device + FAR_GAP < self.count
-                else self.rows)
+        (uint32). Those coded near lie between the first slots NEAR_BEFORE devices before
+        it and NEAR_AFTER + 1 after it (engine/otherslots.py); the far ones are among the
+        few held in full: a few rows read, not the registry."""
+        start = (self.first_slot.select(device - NEAR_BEFORE) + 1 if device >= NEAR_BEFORE
+                 else 0)
+        last = device + NEAR_AFTER + 1
+        stop = self.first_slot.select(last) if last < self.count else self.rows
         rows = start + np.flatnonzero(self.other_slot.mask_between(start, stop))
         at = self.other_slot.rank(rows)
         near = self.others.code[at] != FAR_CODE

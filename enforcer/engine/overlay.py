@@ -158,8 +158,8 @@ class _Lookups:
         raise Inapplicable(" ".join(filter(None, ("no device", device_id, imeis))))
 
     def device_keys(self, device: int, lists: Lists, devices: Devices) -> list[int]:
-        """The IMEI keys that are the device's slots now: O(log n), whatever the overlay
-        holds."""
+        """The IMEI keys that are the device's slots now: the snapshot's rows near the
+        device (`Devices.other_slots_of`) and the overlay's lookups, whatever either holds."""
         keys = set()
         if device < self.base_devices:
             keys = {s.imei_key for s in devices.device(device, lists.white_index).slots}

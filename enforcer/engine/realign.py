@@ -37,7 +37,7 @@ from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
 # Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: about
 # 100 MB of transient, under 3 % of a national state's 3.7 GB (issue 21 part 4: 5 %).
 REALIGN_ROWS = 1 << 21
-# Old devices (or other slots) whose columns are read at a time: 16 bytes each at most.
+# Old devices whose columns are read at a time: 16 bytes each at most.
 DEVICES_AT_ONCE = 1 << 22
 _SHIFT = np.uint32(SLOT_BITS)
 

@@ -114,9 +114,10 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
     current = json.loads(pointer.read_text())
     if current.get("format") not in READABLE_FORMATS:
         raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
-                                f", this version reads format {SNAPSHOT_FORMAT}; rebuild it")
+                                f", this version reads formats {READABLE_FORMATS}; rebuild it")
     target = directory / current["dir"]
-    return EnforcementState(_load_lists(target / "lists"), _load_devices(target / "registry"),
+    return EnforcementState(_load_lists(target / "lists"),
+                            _load_devices(target / "registry", current["format"]),
                             policy, watermark=snapshot_watermark(target),
                             tacs=_load_tacs(target / TACS),
                             blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
@@ -194,14 +195,14 @@ def _save_devices(devices: Devices, directory: Path) -> None:
     np.save(directory / "device-id-device.npy", devices.ids.device)
 
 
-def _load_devices(directory: Path) -> Devices:
-    def column(name: str) -> np.ndarray:
-        return np.load(directory / f"{name}.npy")
+def _load_devices(directory: Path, snapshot_format: int) -> Devices:
+    def column(name: str, mmap_mode: str | None = None) -> np.ndarray:
+        return np.load(directory / f"{name}.npy", mmap_mode=mmap_mode)
 
     first_slot = _load_rank_bits("first-slot", directory)
     other_slot = _load_rank_bits("other-slot", directory)
-    if (directory / "other_device.npy").exists():  # format 1: coded as it is read
-        others = OtherSlots.of_rows(column("other_device"), first_slot, other_slot)
+    if snapshot_format == 1:  # coded as it is read, from the file a step at a time
+        others = OtherSlots.of_rows(column("other_device", "r"), first_slot, other_slot)
     else:
         others = OtherSlots(column("other-code"), _load_rank_bits("other-far", directory),
                             column("other-far-device"))
