@@ -37,7 +37,7 @@ def baseline_tables(country: Country) -> dict:
     return {
         "white": set(keys),
         "device_of": dict(zip(keys, device)),
-        "owner_of": unpack_msisdns(devices.owner).tolist(),
+        "owner_of": unpack_msisdns(devices.owner_source).tolist(),
         "black": {k: r for r, keys in lists.black_keys().items() for k in keys.tolist()},
         "cut_imeis": set(keys_of(lists.cut_imeis).tolist()),
         "cut_pairs": set(zip(*(a.tolist() for a in lists.cut_pairs.pairs()))),

@@ -8,6 +8,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,8 +19,9 @@ from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import CURRENT, load_snapshot, save_snapshot
-from enforcer.engine.devices import (NO_DEVICE, Cartables, DeviceColumns, DeviceRecord, DeviceSlot,
-                                     Devices, DevicesBuild, Source, build_devices)
+from enforcer.engine.devices import (NO_DEVICE, OWNER_LIMIT, SOURCES, Cartables,
+                                     DeviceColumns, DeviceRecord, DeviceSlot, Devices,
+                                     DevicesBuild, Source, build_devices)
 
 WHITE = np.array([11, 12, 20, 30, 31, 32, 40], dtype=np.uint64)
 DAY = date(2025, 1, 2)
@@ -84,6 +86,22 @@ def test_a_device_with_an_unregistered_imei_is_left_out_and_counted() -> None:
     assert owners_of(devices, index, [40, 20]) == [0, 989120000002]
 
 
+def test_owners_of_thirteen_digits_and_every_source_share_six_bytes() -> None:
+    """The owner's number and the device's source packed together read back apart, in the
+    vectorized and the one-by-one lookups; a longer number is refused."""
+    owners = [OWNER_LIMIT - 1, 989120000001, None, 1]
+    devices, _, index = build([DeviceRecord((key,), owner, source, DAY) for key, owner, source
+                               in zip((11, 12, 20, 30), owners, SOURCES)])
+    slots = devices.device_slots(index.rows(np.array([11, 12, 20, 30] * 6, np.uint64)))
+    want = [owner or 0 for owner in owners] * 6
+    assert devices.owners(slots).tolist() == want
+    assert [devices.owner_of(d) for d in slots.tolist()] == want
+    views = [devices.device(d, index) for d in range(4)]
+    assert [(v.owner, v.source) for v in views] == list(zip(owners, SOURCES))
+    with pytest.raises(ValueError, match="more than 13 digits"):
+        build([DeviceRecord((11,), OWNER_LIMIT, Source.IMPORT, DAY)])
+
+
 def test_an_empty_registry_answers_no_device() -> None:
     empty = Devices.empty(0)
     assert empty.device_slots(np.array([-1, -1])).tolist() == [int(NO_DEVICE)] * 2
@@ -101,10 +119,11 @@ def test_registry_snapshot_round_trip(tmp_path: Path, policy) -> None:
 
 def test_a_snapshot_of_the_format_before_coded_other_slots_still_loads(tmp_path: Path,
                                                                         policy) -> None:
-    """Format 1 held each other slot's `device << SLOT_BITS | slot` in full: an operator's
-    snapshot from before the upgrade loads, its other slots coded as it is read."""
-    devices, _, index = build([DeviceRecord((32, 30, 31), 989120000003, Source.IMPORT, DAY),
-                               DeviceRecord((12, 40), 989120000001, Source.IMPORT, DAY),
+    """Format 1 held each other slot's `device << SLOT_BITS | slot` in full, and owners and
+    sources apart: an operator's snapshot from before the upgrade loads, coded as it is
+    read."""
+    devices, _, index = build([DeviceRecord((32, 30, 31), 989120000003, Source.PASSENGER, DAY),
+                               DeviceRecord((12, 40), 989120000001, Source.REPAIR, DAY),
                                DeviceRecord((11,), None, Source.IMPORT, DAY)])
     target = save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), devices, policy),
                            tmp_path)
@@ -112,8 +131,14 @@ def test_a_snapshot_of_the_format_before_coded_other_slots_still_loads(tmp_path:
     rows = np.arange(len(WHITE))
     slots = devices.device_slots(rows)
     np.save(registry / "other_device.npy", slots[devices.other_slot.test(rows)])
+    owners = devices.owners(np.arange(3, dtype=np.uint32) << np.uint32(SLOT_BITS))
+    format_1_owner = np.empty(3, dtype=[("low", "<u4"), ("high", "<u2")])
+    format_1_owner["low"], format_1_owner["high"] = owners & 0xFFFFFFFF, owners >> 32
+    np.save(registry / "owner.npy", format_1_owner)
+    np.save(registry / "source.npy", np.array([SOURCES.index(devices.device(d, index).source)
+                                               for d in range(3)], np.uint8))
     for name in ("other-code.npy", "other-far-device.npy", "other-far-words.npy",
-                 "other-far-before.npy", "other-far-rows.txt"):
+                 "other-far-before.npy", "other-far-rows.txt", "owner_source.npy"):
         (registry / name).unlink()
     pointer = tmp_path / CURRENT
     pointer.write_text(pointer.read_text().replace('"format": 2', '"format": 1'))
@@ -224,7 +249,7 @@ def test_rank_bits_set_by_position_are_the_mask_s(rows: int, positions: list[int
 
 
 @given(st.lists(st.tuples(st.lists(st.integers(0, 199), min_size=1, max_size=3),
-                          st.integers(1, (1 << 48) - 1)), max_size=60),
+                          st.integers(1, OWNER_LIMIT - 1)), max_size=60),
        st.lists(st.integers(-1, 220), min_size=21, max_size=80))
 def test_a_few_rows_read_one_by_one_as_many_are_read_at_once(records, asked) -> None:
     index = KeyIndex.from_sorted_keys(np.arange(200, dtype=np.uint64))

@@ -22,7 +22,7 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import OtherSlots
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.devices import (NO_OWNER, SLOT_BITS, SOURCES, Cartables, Devices, day_number,
-                                     pack_msisdns)
+                                     pack_owners)
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
 
@@ -116,8 +116,7 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
         first_slot=first_slot, other_slot=other_slot,
         others=OtherSlots.of_rows((device[~first_imei] << np.uint32(SLOT_BITS))
                                   | slot[~first_imei], first_slot, other_slot),
-        owner=pack_msisdns(owner),
-        source=rng.choice(len(SOURCES), n_dev, p=spec.source_share).astype(np.uint8),
+        owner_source=pack_owners(owner, rng.choice(len(SOURCES), n_dev, p=spec.source_share)),
         registered_on=rng.integers(first, last, n_dev).astype(np.uint16),
         cartables=Cartables.from_links(linked, np.arange(len(linked), dtype=np.uint32) // 2),
         operator_sims=PairSet.from_pairs(

@@ -31,14 +31,20 @@ MAX_SLOTS = 1 << SLOT_BITS
 NO_DEVICE = np.uint32(np.iinfo(np.uint32).max)
 MAX_DEVICES = int(NO_DEVICE) >> SLOT_BITS
 NO_OWNER = np.uint64(0)
-# An owner's MSISDN is kept in 48 bits (6 bytes instead of 8: 300 MB less for 150 M devices).
-# E.164 allows 15 digits, 48 bits hold every number of up to 14 (Iran's have 12); a longer
-# owner number is a bad row of the devices file. Packed, not aligned: itemsize 6.
-OWNER_DTYPE = np.dtype([("low", "<u4"), ("high", "<u2")])
+# A device's owner MSISDN and its source share 6 bytes (where they took 9: 430 MB less for
+# 150 M devices): the MSISDN's low 32 bits, then 16 bits of which the top SOURCE_BITS are the
+# source and the rest the MSISDN's bits from 32 up. E.164 allows 15 digits; 46 bits hold
+# every number of up to 13 (Iran's, Pakistan's, Turkey's and Azerbaijan's have 12), and a
+# longer owner number is a bad row of the devices file. Packed, not aligned: itemsize 6.
+OWNER_SOURCE_DTYPE = np.dtype([("low", "<u4"), ("high", "<u2")])
 LOW_BITS = 32
 LOW_MASK = np.uint64((1 << LOW_BITS) - 1)
-OWNER_LIMIT = 1 << 48
-OWNER_WORDS = OWNER_DTYPE.itemsize // 2
+SOURCE_BITS = 2
+HIGH_BITS = 16 - SOURCE_BITS  # the MSISDN's bits in "high"
+HIGH_MASK = (1 << HIGH_BITS) - 1
+OWNER_DIGITS = 13
+OWNER_LIMIT = 10 ** OWNER_DIGITS  # below 2 ** (LOW_BITS + HIGH_BITS)
+OWNER_WORDS = OWNER_SOURCE_DTYPE.itemsize // 2
 NO_DEVICE_INT, NO_OWNER_INT = int(NO_DEVICE), int(NO_OWNER)
 # The device of a registry id whose device has no IMEI left (later registrations took them):
 # it still exists for the registry, so an event naming the id applies to it and to nothing
@@ -58,25 +64,36 @@ class Source(StrEnum):
 
 
 SOURCES: tuple[Source, ...] = tuple(Source)
+if len(SOURCES) > 1 << SOURCE_BITS:
+    raise ImportError(f"{len(SOURCES)} sources do not fit SOURCE_BITS ({SOURCE_BITS})")
 
 
 def day_number(day: date) -> int:
     return (day - EPOCH).days
 
 
-def pack_msisdns(msisdns: np.ndarray) -> np.ndarray:
+def pack_owners(msisdns: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """OWNER_SOURCE_DTYPE per device from its owner MSISDN (uint64, NO_OWNER for none) and
+    its source (an index into SOURCES). Raises ValueError for an MSISDN of more than
+    OWNER_DIGITS digits."""
     msisdns = np.asarray(msisdns, dtype=np.uint64)
     if len(msisdns) and int(msisdns.max()) >= OWNER_LIMIT:
-        raise ValueError("an owner MSISDN has more than 14 digits")
-    packed = np.empty(len(msisdns), dtype=OWNER_DTYPE)
+        raise ValueError(f"an owner MSISDN has more than {OWNER_DIGITS} digits")
+    packed = np.empty(len(msisdns), dtype=OWNER_SOURCE_DTYPE)
     packed["low"] = msisdns & LOW_MASK
-    packed["high"] = msisdns >> np.uint64(LOW_BITS)
+    packed["high"] = ((msisdns >> np.uint64(LOW_BITS)).astype(np.uint16)
+                      | (np.asarray(sources, dtype=np.uint16) << np.uint16(HIGH_BITS)))
     return packed
 
 
 def unpack_msisdns(packed: np.ndarray) -> np.ndarray:
-    return packed["low"].astype(np.uint64) | (packed["high"].astype(np.uint64)
-                                              << np.uint64(LOW_BITS))
+    high = (packed["high"] & np.uint16(HIGH_MASK)).astype(np.uint64)
+    return packed["low"].astype(np.uint64) | (high << np.uint64(LOW_BITS))
+
+
+def unpack_sources(packed: np.ndarray) -> np.ndarray:
+    """uint8 index into SOURCES per device."""
+    return (packed["high"] >> np.uint16(HIGH_BITS)).astype(np.uint8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,8 +140,9 @@ class Devices:
     first_slot: RankBits  # per white-list row: the first IMEI of a device; rank = device
     other_slot: RankBits  # per white-list row: another slot of a device
     others: OtherSlots  # per other_slot row, in row order: its device and slot
-    owner: np.ndarray  # OWNER_DTYPE: packed MSISDN per device, NO_OWNER when in no cartable
-    source: np.ndarray  # uint8 per device, index into SOURCES
+    # OWNER_SOURCE_DTYPE per device: its owner's MSISDN (NO_OWNER when in no cartable) and
+    # its source, `pack_owners`
+    owner_source: np.ndarray
     registered_on: np.ndarray  # uint16 per device, days since 1970-01-01
     cartables: Cartables
     operator_sims: PairSet  # (IMEI key, MSISDN)
@@ -133,9 +151,8 @@ class Devices:
     @classmethod
     def empty(cls, rows: int) -> Devices:
         none = RankBits.from_mask(np.zeros(rows, dtype=bool))
-        return cls(none, none, OtherSlots.empty(), np.zeros(0, OWNER_DTYPE),
-                   np.zeros(0, np.uint8), np.zeros(0, np.uint16), Cartables.empty(),
-                   PairSet.empty())
+        return cls(none, none, OtherSlots.empty(), np.zeros(0, OWNER_SOURCE_DTYPE),
+                   np.zeros(0, np.uint16), Cartables.empty(), PairSet.empty())
 
     @property
     def rows(self) -> int:
@@ -143,11 +160,11 @@ class Devices:
 
     @property
     def count(self) -> int:
-        return len(self.owner)
+        return len(self.owner_source)
 
     @property
     def nbytes(self) -> int:
-        columns = (self.owner, self.source, self.registered_on, self.cartables.msisdn,
+        columns = (self.owner_source, self.registered_on, self.cartables.msisdn,
                    self.cartables.cartable)
         return (sum(c.nbytes for c in columns) + self.others.nbytes + self.first_slot.nbytes
                 + self.other_slot.nbytes + self.operator_sims.nbytes + self.ids.nbytes)
@@ -186,24 +203,26 @@ class Devices:
         # NO_DEVICE's device part is past any registry's last device (SLOT_BITS leave room
         # for fewer): one comparison rules out both.
         devices = device_slots >> np.uint32(SLOT_BITS)
-        has = devices < len(self.owner)
-        if not len(self.owner):
+        has = devices < self.count
+        if not self.count:
             return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
-        return np.where(has, unpack_msisdns(self.owner[np.where(has, devices, 0)]), NO_OWNER)
+        return np.where(has, unpack_msisdns(self.owner_source[np.where(has, devices, 0)]),
+                        NO_OWNER)
 
     def owner_of(self, device_slot: int) -> int:
         """`owners` of one device slot, in plain Python."""
         device = device_slot >> SLOT_BITS
-        if device >= len(self.owner):
+        if device >= self.count:
             return NO_OWNER_INT
-        # OWNER_DTYPE's 6 bytes as three 16-bit words, low first (a little-endian host).
+        # OWNER_SOURCE_DTYPE's 6 bytes as three 16-bit words, low first (a little-endian
+        # host).
         words = self._owner_words
         at = device * OWNER_WORDS
-        return words[at] | words[at + 1] << 16 | words[at + 2] << LOW_BITS
+        return words[at] | words[at + 1] << 16 | (words[at + 2] & HIGH_MASK) << LOW_BITS
 
     @cached_property
     def _owner_words(self) -> memoryview:
-        return memoryview(self.owner.view(np.uint16))
+        return memoryview(self.owner_source.view(np.uint16))
 
     def device_columns(self, white_index: KeyIndex) -> DeviceColumns:
         """Every device as `build_devices` takes it: to rebuild against another white list."""
@@ -219,7 +238,8 @@ class Devices:
             np.concatenate(keys or [np.zeros(0, np.uint64)]),
             np.concatenate(devices or [np.zeros(0, np.int64)]),
             np.concatenate(slots or [np.zeros(0, np.uint8)]),
-            unpack_msisdns(self.owner), self.source.copy(), self.registered_on.copy())
+            unpack_msisdns(self.owner_source), unpack_sources(self.owner_source),
+            self.registered_on.copy())
 
     def other_device_slots(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every other slot in row order, a step of rows at a time: (their rows (int64),
@@ -254,9 +274,10 @@ class Devices:
         keys = white_index.keys_at(np.array(rows, dtype=np.int64))
         slots = sorted((DeviceSlot(int(k), s) for k, s in zip(keys, slot_numbers)),
                        key=lambda s: s.slot)
-        owner = int(unpack_msisdns(self.owner[device:device + 1])[0])
+        packed = self.owner_source[device:device + 1]
+        owner = int(unpack_msisdns(packed)[0])
         return DeviceView(
-            device, owner if owner != NO_OWNER else None, SOURCES[self.source[device]],
+            device, owner if owner != NO_OWNER else None, SOURCES[unpack_sources(packed)[0]],
             date.fromordinal(EPOCH.toordinal() + int(self.registered_on[device])),
             tuple(slots))
 
@@ -360,8 +381,8 @@ def build_devices(white_index: KeyIndex, columns: DeviceColumns,
     other_slot = RankBits.from_positions(len(white_index), other_rows)
     devices = Devices(
         first_slot, other_slot, OtherSlots.of_rows(other_device, first_slot, other_slot),
-        pack_msisdns(np.asarray(columns.owner, np.uint64)[old_of_new]),
-        np.asarray(columns.source, np.uint8)[old_of_new],
+        pack_owners(np.asarray(columns.owner, np.uint64)[old_of_new],
+                    np.asarray(columns.source, np.uint8)[old_of_new]),
         np.asarray(columns.registered_on, np.uint16)[old_of_new], cartables, operator_sims)
     return devices, DevicesBuild(len(old_of_new), int(unregistered.sum()),
                                  int((conflicting & ~unregistered).sum()))

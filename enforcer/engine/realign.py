@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_DEVICE,
-                                     OWNER_DTYPE, SLOT_BITS, SLOT_MASK, Cartables, Devices,
-                                     DevicesBuild, pack_msisdns)
+                                     OWNER_SOURCE_DTYPE, SLOT_BITS, SLOT_MASK, Cartables,
+                                     Devices, DevicesBuild, pack_owners, unpack_sources)
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.otherslots import OtherSlots
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
@@ -143,12 +143,12 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     other_device[np.arange(len(others)) + others_below] = (
         (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
         | rebuilt.imei_slot[others].astype(np.uint32))
-    owner, source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
-                                                   new_of_order, count)
+    owner_source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
+                                                  new_of_order, count)
     first_slot, other_slot = first_bits.finish(), other_bits.finish()
     coded = OtherSlots.of_rows(other_device[:other_slot.count], first_slot, other_slot)
-    return Devices(first_slot, other_slot, coded,
-                   owner, source, registered_on, cartables, operator_sims), renumbering
+    return Devices(first_slot, other_slot, coded, owner_source, registered_on, cartables,
+                   operator_sims), renumbering
 
 
 def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex
@@ -225,22 +225,19 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
 
 def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt,
                     order: np.ndarray, new_of_order: np.ndarray,
-                    count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Owner, source and registration day per new device: the untouched devices' copied a
-    slice at a time, the rebuilt ones' laid in."""
-    owner = np.empty(count, dtype=OWNER_DTYPE)
-    source = np.empty(count, dtype=np.uint8)
+                    count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Owner and source, and registration day, per new device: the untouched devices'
+    copied a slice at a time, the rebuilt ones' laid in."""
+    owner_source = np.empty(count, dtype=OWNER_SOURCE_DTYPE)
     registered_on = np.empty(count, dtype=np.uint16)
     for start in range(0, devices.count, DEVICES_AT_ONCE):
         stop = min(start + DEVICES_AT_ONCE, devices.count)
         keep, new = renumbering.untouched_run(start, stop)
-        owner[new] = devices.owner[start:stop][keep]
-        source[new] = devices.source[start:stop][keep]
+        owner_source[new] = devices.owner_source[start:stop][keep]
         registered_on[new] = devices.registered_on[start:stop][keep]
-    owner[new_of_order] = pack_msisdns(rebuilt.owner[order])
-    source[new_of_order] = rebuilt.source[order]
+    owner_source[new_of_order] = pack_owners(rebuilt.owner[order], rebuilt.source[order])
     registered_on[new_of_order] = rebuilt.registered_on[order]
-    return owner, source, registered_on
+    return owner_source, registered_on
 
 
 def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
@@ -249,7 +246,9 @@ def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
     `devices`, in place; those of devices left out dropped."""
     new = renumbering.of(old)
     kept = new != KEYLESS_DEVICE
-    devices.owner[new[kept]] = pack_msisdns(msisdns[kept])
+    at = new[kept]
+    devices.owner_source[at] = pack_owners(msisdns[kept],
+                                           unpack_sources(devices.owner_source[at]))
 
 
 def realign_white(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,

@@ -31,7 +31,7 @@ from enforcer.engine.lists import BlackReason
 from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Change, Device,
                                              DeviceDeregistered, DeviceRegistered, ImeiReplaced,
                                              OperatorSimChanged, OwnershipSet, RegistryEvent, Via)
-from enforcer.engine.devices import MAX_SLOTS, NO_CARTABLE, OWNER_LIMIT, Source
+from enforcer.engine.devices import MAX_SLOTS, NO_CARTABLE, OWNER_DIGITS, OWNER_LIMIT, Source
 from enforcer.engine.subscriber import IdentityError, parse_msisdn
 
 MAX_LISTED = 10_000  # IMEIs or MSISDNs in one event; a sweep of more comes as several events
@@ -179,7 +179,8 @@ def _change(wire: _Wire, rules: ImeiRules) -> Change:
         case _OwnershipSet():
             owner = _msisdn(wire.owner_msisdn)
             if owner >= OWNER_LIMIT:
-                raise _Refused(Reason.BAD_MSISDN, "an owner MSISDN has at most 14 digits")
+                raise _Refused(Reason.BAD_MSISDN,
+                               f"an owner MSISDN has at most {OWNER_DIGITS} digits")
             return OwnershipSet(_device(wire.device_id, wire.imeis, rules), owner, wire.via)
         case _CartableLinked() | _CartableUnlinked():
             if not 0 <= wire.cartable_id < int(NO_CARTABLE):

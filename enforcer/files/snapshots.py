@@ -17,7 +17,7 @@ import numpy as np
 from pyroaring import BitMap64
 
 from enforcer.engine.deviceids import DeviceIds
-from enforcer.engine.devices import Cartables, Devices
+from enforcer.engine.devices import OWNER_SOURCE_DTYPE, Cartables, Devices, pack_owners
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.otherslots import OtherSlots
@@ -33,10 +33,12 @@ from rules.policy import Policy
 CURRENT = "CURRENT"
 LOCK = ".lock"
 # Bumped whenever the files of a snapshot change meaning; formats not in READABLE_FORMATS
-# are refused. Format 1 held each other slot's device in full (`other_device.npy`).
+# are refused. Format 1 held each other slot's device in full (`other_device.npy`), and each
+# device's owner (48 bits) apart from its source.
 SNAPSHOT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
-DEVICE_COLUMNS = ("owner", "source", "registered_on")
+DEVICE_COLUMNS = ("owner_source", "registered_on")
+FORMAT_1_DEVICES_AT_ONCE = 1 << 22  # devices' owners packed at a time: ~100 MB of transient
 # partition -> [incarnation, next offset] of the registry topic: what a fold laid in.
 WATERMARK = "watermark.json"
 TACS = "tacs"  # the TAC database's columns; no such directory: none was imported
@@ -201,14 +203,28 @@ def _load_devices(directory: Path, snapshot_format: int) -> Devices:
 
     first_slot = _load_rank_bits("first-slot", directory)
     other_slot = _load_rank_bits("other-slot", directory)
-    if snapshot_format == 1:  # coded as it is read, from the file a step at a time
+    if snapshot_format == 1:  # coded as it is read, from the files a step at a time
         others = OtherSlots.of_rows(column("other_device", "r"), first_slot, other_slot)
+        owner_source = _owner_source_of_format_1(column("owner", "r"), column("source", "r"))
     else:
         others = OtherSlots(column("other-code"), _load_rank_bits("other-far", directory),
                             column("other-far-device"))
-    return Devices(first_slot, other_slot, others, *(column(name) for name in DEVICE_COLUMNS),
+        owner_source = column("owner_source")
+    return Devices(first_slot, other_slot, others, owner_source, column("registered_on"),
                    Cartables(column("cartable-msisdn"), column("cartable-id")),
                    _load_pairs("operator-sims", directory), _load_ids(directory))
+
+
+def _owner_source_of_format_1(owner: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Format 1's owners (48 bits: low 32, high 16) and sources packed together, a slice of
+    devices at a time."""
+    packed = np.empty(len(owner), dtype=OWNER_SOURCE_DTYPE)
+    for start in range(0, len(owner), FORMAT_1_DEVICES_AT_ONCE):
+        part = slice(start, start + FORMAT_1_DEVICES_AT_ONCE)
+        packed[part] = pack_owners(owner["low"][part].astype(np.uint64)
+                                   | owner["high"][part].astype(np.uint64) << np.uint64(32),
+                                   source[part])
+    return packed
 
 
 def _load_ids(directory: Path) -> DeviceIds:
