@@ -7,7 +7,7 @@ Rows are the white list's rows (registered IMEIs in key order, as ranked by
 it the IMEI is registered. Devices are numbered in the order of their first IMEI, so a bit
 per row and its rank give a first slot its device; only the other slots (a dual-SIM
 phone's second IMEI) store their device, as the distance back to it (`OtherSlots`). Per
-device: owner MSISDN, source and date. 150 M devices with 300 M IMEIs take about 1.7 GB.
+device: owner MSISDN, source and date. 150 M devices with 300 M IMEIs take about 1.6 GB.
 """
 
 from __future__ import annotations

@@ -40,20 +40,13 @@ class OtherSlots:
 
     @classmethod
     def empty(cls) -> OtherSlots:
-        return cls.encode(np.zeros(0, np.uint32), np.zeros(0, np.int64))
-
-    @classmethod
-    def encode(cls, device_slots: np.ndarray, first_ranks: np.ndarray) -> OtherSlots:
-        """From each other slot's `device << SLOT_BITS | slot` (uint32, in row order) and
-        the number of first slots before its row (int64, aligned; `RankBits.rank` of the
-        first slots)."""
-        return cls.from_steps(len(device_slots), [(device_slots, first_ranks)])
+        return cls.from_steps(0, [])
 
     @classmethod
     def of_rows(cls, device_slots: np.ndarray, first_slot: RankBits, other_slot: RankBits
                 ) -> OtherSlots:
-        """`encode` of every other slot `other_slot` sets, its `device << SLOT_BITS | slot`
-        given in row order, ranked against `first_slot` a step of rows at a time."""
+        """Every other slot `other_slot` sets, its `device << SLOT_BITS | slot` given in row
+        order (uint32), coded against `first_slot` a step of rows at a time."""
         return cls.from_steps(len(device_slots), (
             (device_slots[at:at + len(rows)], first_ranks)
             for at, rows, first_ranks in scan_other_slots(first_slot, other_slot)))
@@ -61,8 +54,10 @@ class OtherSlots:
     @classmethod
     def from_steps(cls, count: int, steps: Iterable[tuple[np.ndarray, np.ndarray]]
                    ) -> OtherSlots:
-        """`encode` of `count` other slots given as consecutive steps of (device slots,
-        first ranks), so that no caller holds a rank for every other slot (8 bytes each)."""
+        """`count` other slots given as consecutive steps of (each one's `device <<
+        SLOT_BITS | slot` (uint32, in row order), the first slots before its row (int64,
+        aligned)), so that no caller holds a rank for every other slot (8 bytes each).
+        Raises ValueError when the steps do not hold `count` slots."""
         code = np.empty(count, dtype=np.uint8)
         far_bits = BitsDraft(count)
         far_device: list[np.ndarray] = [np.zeros(0, np.uint32)]
