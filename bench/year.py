@@ -4,7 +4,7 @@ schedules, and a SIGKILL and restart at each month's end.
 
     python bench/year.py [--devices 1000000] [--months 12] [--changes-per-day 100000]
                          [--day-s 10.0] [--attaches-per-s 300] [--fold-every-s 0]
-                         [--keep-days 30] [--clones-per-day 20] [--seed 7]
+                         [--keep-days 30] [--clones-per-day 20] [--seed 7] [--keep-broker]
 
 The worker's clock file moves a simulated day every --day-s wall seconds, in ticks of TICK_S;
 each tick the bench produces the day's share of --changes-per-day registry changes (one
@@ -29,13 +29,18 @@ second.
 A change's latency is from the moment before it is produced to the first scrape of /metrics
 (every SCRAPE_S) whose `eir_registry_events_total{outcome="applied"}` counts it. At each
 month's end the registry changes are let drain and the worker is SIGKILLed and started
-again; restart-to-ready is from the start to /readyz 200. RSS is the median of the month's
+again; restart-to-ready is from the start to /readyz 200. While the worker is down the
+embedded broker is restarted empty and the topics made again (unless --keep-broker): tansu
+keeps every message in memory and has no retention (nor DeleteRecords), so its cost grows
+with what it holds, where a production Kafka's follows its retention. Emptied monthly, it
+holds at most a month of messages in every month, as a broker with a month's retention
+would, and the worker meets a recreated registry topic at each restart (a new incarnation:
+docs/operations.md). RSS is the median of the month's
 scrapes (and their most): a single reading lands anywhere in a fold's adoption, when the
 old generation and the new are both held, and moved by a third from month to month. Each
 month also says how many cores the worker took (its folds' processes apart) and how many
-the embedded broker took, and the broker's memory: tansu keeps every
-message in memory and has no retention, so its cost grows with the year where a production
-Kafka's follows its retention, and it shares the two cores with the worker.
+the embedded broker took, and the broker's memory: it shares the two cores with the
+worker.
 Rows are counted at the start of each of the month's last ROW_DAYS days, and the most
 of each table kept: a table pruned by a daily job is read at the same points of its cycle
 in every month. One line per month; the last line is JSON.
@@ -62,7 +67,7 @@ from measure import cpu_seconds, embedded_services, emit, process_rss_kib, say, 
 from consumers.publish import ConfluentProducer, Publication
 from enforcer.clock import MS_PER_DAY, MS_PER_S
 from enforcer.db.migrate import migrate
-from enforcer.embedded.services import free_port
+from enforcer.embedded.services import EmbeddedBroker, free_port
 from enforcer.embedded.synth import (Country, CountrySpec, TrafficMix, attach_traffic,
                                      build_country, home_imsi, owned_rows,
                                      unowned_device_rows)
@@ -280,7 +285,7 @@ class Month:
     fold_s_mean: float  # from the registry thread in this compressed year
     worker_cores: float  # the worker's CPU seconds a wall second (its folds' children apart)
     # The embedded broker keeps every message in memory, without retention: its cost grows
-    # with the year's traffic where a production Kafka's follows its retention.
+    # with what it holds (emptied at each month's end unless --keep-broker).
     broker_cores: float  # its CPU seconds a wall second over the month's traffic
     broker_rss_mb: float
 
@@ -313,6 +318,9 @@ def main() -> None:
     parser.add_argument("--clones-per-day", type=int, default=20,
                         help="registered IMEIs a day seen with enough SIMs to be flagged")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep-broker", action="store_true",
+                        help="keep the embedded broker's messages all year (it has no "
+                             "retention) instead of restarting it empty at each month's end")
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
     flag_days = max(args.keep_days, default_clones().window_days)
@@ -332,6 +340,7 @@ def main() -> None:
                "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
                "EIR_RETENTION__CLOSED_NOTICE_DAYS": str(args.keep_days),
                "EIR_RETENTION__JOB_RUN_DAYS": str(args.keep_days),
+               "EIR_RETENTION__REGISTRY_INCARNATION_DAYS": str(args.keep_days),
                "EIR_NOTICES__CUT_IDLE_DAYS": str(args.keep_days),
                "EIR_RETENTION__SUBSCRIBER_DAYS": str(max(args.keep_days, SUBSCRIBER_DAYS_MIN)),
                "EIR_POLICY__FILE": str(flags_lasting(flag_days, scratch / "policy.toml")),
@@ -339,18 +348,12 @@ def main() -> None:
                # that a late attach could outlive.
                "EIR_WORKER__MAX_EVENT_AGE_DAYS": str(flag_days - 1)}
         migrate(services.postgres.dsn)
-        admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
-        admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
-                             NewTopic(ATTACH_TOPIC, num_partitions=PARTITIONS,
-                                      replication_factor=1)])
-        admin.close()
+        feed = Feed(services.broker)
         country = build_country(CountrySpec(devices=args.devices))
         save_snapshot(EnforcementState(country.lists, country.devices,
                                        load_policy(env["EIR_POLICY__FILE"])),
                       Path(env["EIR_STATE__DIR"]))
         changes = Changes(country, args.seed)
-        producer = ConfluentProducer({"bootstrap.servers": services.broker.bootstrap,
-                                      "linger.ms": 5})
         worker = WorkerProcess(env, scratch / "clock")
         worker.set_time(START_MS)
         worker.start()
@@ -361,19 +364,48 @@ def main() -> None:
         months = []
         try:
             for month in range(1, args.months + 1):
-                months.append(run_month(month, args, worker, producer, changes, country,
-                                        env, port, services.broker.pid()))
+                months.append(run_month(month, args, worker, feed, changes, country, env,
+                                        port))
                 say(line(months[-1]))
         finally:
-            producer.close()
+            feed.producer.close()
             if worker.alive():
                 worker.kill()
         emit(summary(months, args, first_ready))
 
 
-def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProducer,
-              changes: Changes, country: Country, env: dict[str, str], port: int,
-              broker_pid: int | None) -> Month:
+class Feed:
+    """The embedded broker with the bench's topics on it, and the bench's producer."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self.broker = broker
+        self._topics()
+        self.producer = self._producer()
+
+    def empty(self) -> None:
+        """The broker restarted with nothing in it, the topics made again: what a broker
+        with retention would hold of a month gone by."""
+        self.producer.close()
+        self.broker.stop()
+        self.broker.start()
+        self._topics()
+        self.producer = self._producer()
+
+    def _topics(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        admin.create_topics([NewTopic(REGISTRY_TOPIC, num_partitions=1, replication_factor=1),
+                             NewTopic(ATTACH_TOPIC, num_partitions=PARTITIONS,
+                                      replication_factor=1)])
+        admin.close()
+
+    def _producer(self) -> ConfluentProducer:
+        return ConfluentProducer({"bootstrap.servers": self.broker.bootstrap, "linger.ms": 5})
+
+
+def run_month(month: int, args, worker: WorkerProcess, feed: Feed, changes: Changes,
+              country: Country, env: dict[str, str], port: int) -> Month:
+    broker_pid = feed.broker.pid()
+    producer = feed.producer
     scraper = Scraper(port)
     scraper.start()
     broker_cpu_before = cpu_seconds(broker_pid)
@@ -423,7 +455,11 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
     scraper.join()
     figures = scrape(f"http://127.0.0.1:{port}/metrics")
     waited = latencies(produced, scraper.samples)
-    worker.restart()
+    broker_rss_mb = round(process_rss_kib(broker_pid) / KIB_PER_MIB)
+    worker.kill()
+    if not args.keep_broker:
+        feed.empty()
+    worker.start()
     restart_s = wait_ready(port, READY_TIMEOUT_S, SCRAPE_S)
     return Month(month, round(float(np.percentile(waited, P50)), 3),
                  round(float(np.percentile(waited, P99)), 3), sent,
@@ -432,8 +468,7 @@ def run_month(month: int, args, worker: WorkerProcess, producer: ConfluentProduc
                  round(max(scraper.rss) / (1 << 20)), rows, round(restart_s, 1),
                  round(figures.get(FOLD_RUNS, 0.0)),
                  round(figures.get(FOLD_SECONDS, 0.0) / max(figures.get(FOLD_RUNS, 0.0), 1), 2),
-                 round(worker_cpu, 2), round(broker_cpu, 2),
-                 round(process_rss_kib(broker_pid) / KIB_PER_MIB))
+                 round(worker_cpu, 2), round(broker_cpu, 2), broker_rss_mb)
 
 
 def line(m: Month) -> str:
@@ -453,6 +488,7 @@ def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
     ratios = {name: round(n / max(base.rows.get(name, 0), 1), 2)
               for name, n in last.rows.items() if n or base.rows.get(name)}
     return {"devices": args.devices, "months": len(months), "fold_every_s": args.fold_every_s,
+            "broker_emptied_monthly": not args.keep_broker,
             "keep_days": args.keep_days, "clones_per_day": args.clones_per_day,
             "changes_per_day": args.changes_per_day, "day_s": args.day_s,
             "attaches_per_s": args.attaches_per_s, "first_ready_s": round(first_ready, 1),

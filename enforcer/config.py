@@ -193,6 +193,7 @@ class RetentionConfig:
     closed_notice_days: Days
     status_query_days: Days
     job_run_days: Days
+    registry_incarnation_days: Days
     # Twice db.subscribers.SEEN_AT_STEP_DAYS at least: a SIM in use is never taken.
     subscriber_days: Annotated[int, Range(60, CENTURY_DAYS)]
     batch_rows: Count

@@ -266,6 +266,26 @@ def test_registry_events_below_the_fold_watermark_go_but_each_partitions_last(ds
         assert prune_registry_events(conn, REGISTRY, {0: (0, 10)}, 10) == 0
 
 
+def test_old_records_of_new_logs_go_but_each_partitions_newest(dsn) -> None:
+    """A partition recreated three times, another once, long ago: a restart still resumes
+    each in its newest incarnation, with the events stored there."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for partition, found in ((0, (200, 100, 10)), (1, (200,))):
+            store_events(conn, partition, 0, range(3))
+            for incarnation, days in enumerate(found, start=1):
+                renew(conn, REGISTRY, partition, Resume(incarnation - 1, 3, b"{}", True),
+                      "another event", NOW - days * DAY)
+                store_events(conn, partition, incarnation, range(3))
+        before = resume_points(conn, REGISTRY)
+    assert run(dsn, retention(registry_incarnation_days=90))[
+        "registry_incarnations_deleted"] == 2
+    assert rows(dsn, "SELECT source_partition, incarnation FROM registry_incarnations"
+                     " ORDER BY 1, 2") == [(0, 3), (1, 1)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert resume_points(conn, REGISTRY) == before
+    assert before[0].incarnation == 3 and before[1].incarnation == 1
+
+
 def test_an_interrupted_run_is_finished_by_the_next(dsn) -> None:
     with psycopg.connect(dsn) as conn:
         add_outbox(conn, "old", NOW - 20 * DAY, sent=True)

@@ -197,6 +197,20 @@ def prune_registry_events(conn: psycopg.Connection, topic: str,
              "off": [below[p][1] for p in partitions], "topic": topic, "limit": limit}).rowcount
 
 
+def prune_incarnations(conn: psycopg.Connection, found_before: datetime, limit: int) -> int:
+    """Delete up to `limit` records of new logs found before `found_before`, but each
+    partition's newest: the incarnation a restart resumes in (resume_points) is the newest
+    recorded, and the events keep their own. Returns how many were deleted."""
+    with conn.transaction():
+        return conn.execute(
+            "DELETE FROM registry_incarnations WHERE (source_topic, source_partition,"
+            " incarnation) IN (SELECT i.source_topic, i.source_partition, i.incarnation"
+            " FROM registry_incarnations i WHERE i.found_at < %s AND EXISTS (SELECT 1"
+            " FROM registry_incarnations n WHERE n.source_topic = i.source_topic"
+            " AND n.source_partition = i.source_partition AND n.incarnation > i.incarnation)"
+            " ORDER BY i.found_at LIMIT %s)", (found_before, limit)).rowcount
+
+
 def repeatable_read(conn: psycopg.Connection) -> None:
     """The transaction begun on `conn` sees one snapshot of the tables, whatever commits
     meanwhile: the events laid over a state and the places to read on from agree."""

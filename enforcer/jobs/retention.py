@@ -17,7 +17,7 @@ import psycopg
 from enforcer.config import RetentionConfig
 from enforcer.db import partitions as parts
 from enforcer.db.history import drop_months_before
-from enforcer.db.registry_events import prune_registry_events
+from enforcer.db.registry_events import prune_incarnations, prune_registry_events
 from enforcer.db.retention import (all_sent, delete_clone_flags, delete_closed_notices,
                                    delete_job_runs, delete_subscribers, fill_closed_at,
                                    schedule_cuts, transitions_expired)
@@ -69,6 +69,9 @@ def run_retention(conn: psycopg.Connection, run: RetentionRun) -> dict[str, int]
     counts["registry_events_deleted"] = 0 if run.registry_watermark is None else _in_batches(
         lambda: prune_registry_events(conn, run.registry_topic, run.registry_watermark,
                                       settings.batch_rows))
+    counts["registry_incarnations_deleted"] = _in_batches(lambda: prune_incarnations(
+        conn, run.now - timedelta(days=settings.registry_incarnation_days),
+        settings.batch_rows))
     return counts
 
 
