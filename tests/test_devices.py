@@ -16,7 +16,7 @@ from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
-from enforcer.engine.rankbits import RankBits
+from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import CURRENT, load_snapshot, save_snapshot
 from enforcer.engine.devices import (NO_DEVICE, OWNER_LIMIT, SOURCES, Cartables,
@@ -246,6 +246,38 @@ def test_rank_bits_set_by_position_are_the_mask_s(rows: int, positions: list[int
     assert got.words.tolist() == want.words.tolist()
     assert got.before.tolist() == want.before.tolist()
     assert (got.rows, got.count) == (want.rows, want.count)
+
+
+@given(st.lists(st.booleans(), max_size=400), st.lists(st.integers(0, 400), max_size=8),
+       st.integers(0, 400))
+def test_a_draft_ranks_its_settled_rows_as_the_finished_bits(bits: list[bool], cuts: list[int],
+                                                             kept: int) -> None:
+    """Rows set a step at a time, each step's rows ranked once every bit below them is set
+    (as `realign` codes a chunk's other slots), against the finished bits; and the bits
+    finished at fewer rows."""
+    want = RankBits.from_mask(np.array(bits, dtype=bool))
+    draft = BitsDraft(len(bits))
+    ranked: list[int] = []
+    done = 0
+    for cut in sorted(c for c in cuts if c <= len(bits)) + [len(bits)]:
+        draft.set(np.flatnonzero(bits[done:cut]) + done)
+        ranked += draft.rank_settled(np.arange(done, cut)).tolist()
+        done = max(done, cut)
+    assert ranked == want.rank(np.arange(len(bits))).tolist()
+    kept = min(kept, len(bits))
+    cut = BitsDraft(len(bits))
+    cut.set(np.flatnonzero(bits[:kept]))
+    short, whole = cut.finish(kept), RankBits.from_mask(np.array(bits[:kept], dtype=bool))
+    assert (short.rows, short.words.tolist(), short.before.tolist()) == (
+        whole.rows, whole.words.tolist(), whole.before.tolist())
+
+
+def test_a_draft_refuses_to_rank_rows_before_those_it_counted_to() -> None:
+    draft = BitsDraft(3 * WORD_BITS)
+    draft.set(np.array([1, WORD_BITS + 1]))
+    assert draft.rank_settled(np.array([2 * WORD_BITS])).tolist() == [2]
+    with pytest.raises(ValueError, match="ascending"):
+        draft.rank_settled(np.array([WORD_BITS + 5]))
 
 
 @given(st.lists(st.tuples(st.lists(st.integers(0, 199), min_size=1, max_size=3),

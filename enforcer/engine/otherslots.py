@@ -58,27 +58,12 @@ class OtherSlots:
         SLOT_BITS | slot` (uint32, in row order), the first slots before its row (int64,
         aligned)), so that no caller holds a rank for every other slot (8 bytes each).
         Raises ValueError when the steps do not hold `count` slots."""
-        code = np.empty(count, dtype=np.uint8)
-        far_bits = BitsDraft(count)
-        far_device: list[np.ndarray] = [np.zeros(0, np.uint32)]
-        done = 0
+        draft = OtherSlotsDraft(count)
         for device_slots, first_ranks in steps:
-            for start in range(0, len(device_slots), ENCODE_AT_ONCE):
-                values = np.asarray(device_slots[start:start + ENCODE_AT_ONCE], np.uint32)
-                field = (np.asarray(first_ranks[start:start + ENCODE_AT_ONCE], np.int64)
-                         - 1 - (values >> np.uint32(SLOT_BITS)).astype(np.int64) + NEAR_BEFORE)
-                far = (field < 0) | (field > NEAR_BEFORE + NEAR_AFTER)
-                code[done:done + len(values)] = np.where(
-                    far, FAR_CODE,
-                    (np.where(far, 0, field).astype(np.uint8) << np.uint8(SLOT_BITS))
-                    | (values & SLOT_MASK).astype(np.uint8))
-                at = np.flatnonzero(far)
-                far_bits.set(done + at)
-                far_device.append(values[at])
-                done += len(values)
-        if done != count:
-            raise ValueError(f"{done} other slots given, {count} announced")
-        return cls(code, far_bits.finish(), np.concatenate(far_device))
+            draft.add(device_slots, first_ranks)
+        if draft.count != count:
+            raise ValueError(f"{draft.count} other slots given, {count} announced")
+        return draft.finish()
 
     def __len__(self) -> int:
         return len(self.code)
@@ -106,6 +91,42 @@ class OtherSlots:
             return int(self.far_device[self.far.bit_and_rank(at)[1]])
         return ((first_rank - 1 + NEAR_BEFORE - (code >> SLOT_BITS)) << SLOT_BITS
                 | code & int(SLOT_MASK))
+
+
+class OtherSlotsDraft:
+    """Other slots coded as they come, a step at a time in row order, up to `capacity` of
+    them: a stream that learns each slot's device as it goes (`realign`) holds no column of
+    them in full (4 bytes an other slot)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._code = np.empty(capacity, dtype=np.uint8)
+        self._far = BitsDraft(capacity)
+        self._far_device: list[np.ndarray] = [np.zeros(0, np.uint32)]
+        self.count = 0
+
+    def add(self, device_slots: np.ndarray, first_ranks: np.ndarray) -> None:
+        """The next other slots: each one's `device << SLOT_BITS | slot` (uint32, in row
+        order) and the first slots before its row (int64, aligned). Raises ValueError past
+        the capacity."""
+        if self.count + len(device_slots) > len(self._code):
+            raise ValueError(f"more than {len(self._code)} other slots")
+        for start in range(0, len(device_slots), ENCODE_AT_ONCE):
+            values = np.asarray(device_slots[start:start + ENCODE_AT_ONCE], np.uint32)
+            field = (np.asarray(first_ranks[start:start + ENCODE_AT_ONCE], np.int64)
+                     - 1 - (values >> np.uint32(SLOT_BITS)).astype(np.int64) + NEAR_BEFORE)
+            far = (field < 0) | (field > NEAR_BEFORE + NEAR_AFTER)
+            self._code[self.count:self.count + len(values)] = np.where(
+                far, FAR_CODE,
+                (np.where(far, 0, field).astype(np.uint8) << np.uint8(SLOT_BITS))
+                | (values & SLOT_MASK).astype(np.uint8))
+            at = np.flatnonzero(far)
+            self._far.set(self.count + at)
+            self._far_device.append(values[at])
+            self.count += len(values)
+
+    def finish(self) -> OtherSlots:
+        return OtherSlots(self._code[:self.count], self._far.finish(self.count),
+                          np.concatenate(self._far_device))
 
 
 def scan_other_slots(first_slot: RankBits, other_slot: RankBits

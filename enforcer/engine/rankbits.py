@@ -140,6 +140,7 @@ class BitsDraft:
             raise ValueError(f"at most {MAX_ROWS} rows")
         self.rows = rows
         self._words = np.zeros(-(-rows // WORD_BITS), dtype=np.uint64)
+        self._counted_words = self._counted = 0  # `rank_settled`'s running count
 
     def set(self, positions: np.ndarray) -> None:
         """The rows at `positions` (any order, repeats allowed) set in place,
@@ -153,5 +154,28 @@ class BitsDraft:
             at = positions[start:start + POSITIONS_AT_ONCE].astype(np.uint64)
             np.bitwise_or.at(self._words, at >> WORD_SHIFT, ONE << (at & BIT_MASK))
 
-    def finish(self) -> RankBits:
-        return RankBits._counted(self._words, self.rows)
+    def rank_settled(self, rows: np.ndarray) -> np.ndarray:
+        """Set bits strictly before each row (int64), for rows below which every bit is set
+        already, ascending, each call's at or after the last call's words: counted on from
+        the last call, so that no count is held per word. Raises ValueError for rows before
+        the last call's words."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64)
+        low, high = int(rows[0]) >> WORD_BITS_LOG2, (int(rows[-1]) >> WORD_BITS_LOG2) + 1
+        if low < self._counted_words:
+            raise ValueError("rows must come in ascending order")
+        self._counted += int(np.bitwise_count(self._words[self._counted_words:low]).sum())
+        self._counted_words = low
+        counts = np.bitwise_count(self._words[low:high]).astype(np.int64)
+        before = np.cumsum(counts) - counts
+        at = rows >> WORD_BITS_LOG2
+        below = (ONE << (rows.astype(np.uint64) & BIT_MASK)) - ONE
+        return self._counted + before[at - low] + np.bitwise_count(self._words[at] & below)
+
+    def finish(self, rows: int | None = None) -> RankBits:
+        """The bits counted; of their first `rows` rows only (none set past them), or all."""
+        rows = self.rows if rows is None else rows
+        if not 0 <= rows <= self.rows:
+            raise ValueError(f"rows must be 0 to {self.rows}")
+        return RankBits._counted(self._words[:-(-rows // WORD_BITS)], rows)

@@ -30,7 +30,7 @@ from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_
                                      Devices, DevicesBuild, pack_owners, put_owners,
                                      take_owners, unpack_sources)
 from enforcer.engine.deviceids import DeviceIds
-from enforcer.engine.otherslots import OtherSlots
+from enforcer.engine.otherslots import OtherSlotsDraft
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
@@ -134,22 +134,18 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     first_bits.set(rows[first])
     other_rows = rows[others]
     other_bits.set(other_rows)
-    # Room for every old other slot, the touched devices' too (few): counting the untouched
-    # ones first would be a scan of them all more.
-    other_device = np.empty(len(devices.others) + len(others), np.uint32)
-    others_below = _stream(devices, old_index, new_index, renumbering, first_bits, other_bits,
-                           other_device, other_rows, chunk_rows)
     new_of_rebuilt = np.empty(len(rebuilt.number), dtype=np.int64)
     new_of_rebuilt[order] = new_of_order
-    other_device[np.arange(len(others)) + others_below] = (
-        (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
-        | rebuilt.imei_slot[others].astype(np.uint32))
+    # Room for every old other slot, the touched devices' too (few): counting the untouched
+    # ones first would be a scan of them all more.
+    coded = OtherSlotsDraft(len(devices.others) + len(others))
+    _stream(devices, old_index, new_index, renumbering, first_bits, other_bits, coded,
+            other_rows, (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
+            | rebuilt.imei_slot[others].astype(np.uint32), chunk_rows)
     owner_source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
                                                   new_of_order, count)
-    first_slot, other_slot = first_bits.finish(), other_bits.finish()
-    coded = OtherSlots.of_rows(other_device[:other_slot.count], first_slot, other_slot)
-    return Devices(first_slot, other_slot, coded, owner_source, registered_on, cartables,
-                   operator_sims), renumbering
+    return Devices(first_bits.finish(), other_bits.finish(), coded.finish(), owner_source,
+                   registered_on, cartables, operator_sims), renumbering
 
 
 def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex
@@ -184,13 +180,16 @@ def _count_below(bits: RankBits, rows: np.ndarray) -> np.ndarray:
 
 def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             renumbering: Renumbering, first_bits: BitsDraft, other_bits: BitsDraft,
-            other_device: np.ndarray, rebuilt_rows: np.ndarray, chunk_rows: int) -> np.ndarray:
-    """The untouched devices' slots set in the new bits and their other slots written to
-    `other_device`, leaving a place for each rebuilt other slot (its new row in the sorted
-    `rebuilt_rows`); returns how many untouched other slots precede each of those."""
+            coded: OtherSlotsDraft, rebuilt_rows: np.ndarray, rebuilt_values: np.ndarray,
+            chunk_rows: int) -> None:
+    """The untouched devices' slots set in the new bits, and every other slot coded in new
+    row order, the rebuilt ones (their new rows `rebuilt_rows`, ascending, and their
+    `device << SLOT_BITS | slot`) merged in. An other slot is coded against the first slots
+    before its row: the rebuilt ones are set before the stream starts and the untouched
+    ones come in row order, so once a chunk is read no first slot is set below its last
+    row again."""
     touched = renumbering.touched
-    below = np.empty(len(rebuilt_rows), dtype=np.int64)
-    written = placed = 0
+    placed = 0
     for start in range(0, devices.rows, chunk_rows):
         stop = min(start + chunk_rows, devices.rows)
         word = start // WORD_BITS
@@ -210,18 +209,25 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             raise ValueError("an untouched device has an IMEI the new white list lacks")
         first_bits.set(first_rows)
         other_bits.set(other_rows)
-        other_device[written + np.arange(len(other_rows))
-                     + np.searchsorted(rebuilt_rows, other_rows)] = (
-            (renumbering.untouched(values >> _SHIFT).astype(np.uint32) << _SHIFT)
-            | (values & SLOT_MASK))
-        if len(other_rows):
-            reached = int(np.searchsorted(rebuilt_rows, other_rows[-1], side="right"))
-            below[placed:reached] = written + np.searchsorted(other_rows,
-                                                              rebuilt_rows[placed:reached])
-            placed = reached
-        written += len(other_rows)
-    below[placed:] = written
-    return below
+        present = new_rows[new_rows != ABSENT]
+        if not len(present):
+            continue
+        reached = int(np.searchsorted(rebuilt_rows, present[-1], side="right"))
+        _code(coded, first_bits, np.concatenate([other_rows, rebuilt_rows[placed:reached]]),
+              np.concatenate([(renumbering.untouched(values >> _SHIFT).astype(np.uint32)
+                               << _SHIFT) | (values & SLOT_MASK),
+                              rebuilt_values[placed:reached]]))
+        placed = reached
+    _code(coded, first_bits, rebuilt_rows[placed:], rebuilt_values[placed:])
+
+
+def _code(coded: OtherSlotsDraft, first_bits: BitsDraft, rows: np.ndarray,
+          values: np.ndarray) -> None:
+    """Other slots at new `rows` (each below every first slot still to be set; in any
+    order), their `device << SLOT_BITS | slot` in `values`, coded in row order."""
+    order = np.argsort(rows, kind="stable")
+    at = rows[order]
+    coded.add(values[order], first_bits.rank_settled(at))
 
 
 def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt,
