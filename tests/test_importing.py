@@ -55,6 +55,8 @@ def test_a_white_list_adds_removes_and_keeps_the_devices_it_still_covers(
     assert check(state_dir, DUAL[1], OWNER)["rule"] == "owner"
     assert check(state_dir, UNOWNED, BUYER)["rule"] == "unregistered"
     assert check(state_dir, FRESH, BUYER)["rule"] == "no_cartable"
+    # Still black-listed: the new white list's rows of the black list's keys.
+    assert check(state_dir, STOLEN, OWNER)["rule"] == "blacklisted"
 
 
 def test_a_file_with_too_many_bad_rows_is_refused(state_dir: Path, tmp_path: Path) -> None:

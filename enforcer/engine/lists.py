@@ -11,7 +11,7 @@ scattered black-listed ones: issue 21). The cut-off IMEIs, few, are held as both
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -107,6 +107,15 @@ class Lists:
         return cls(generation, cut_imeis, cut_pairs, white_index, black_index, held,
                    KeyIndex.from_bitmap(cut_imeis),
                    RankBits.from_positions(len(white_index), black_rows[black_rows != ABSENT]))
+
+    def with_white(self, generation: int, white: BitMap64) -> Lists:
+        """Generation `generation` with another white list, the black and cut-off lists
+        this one's (their indexes shared, not built again)."""
+        white_index = KeyIndex.from_bitmap(white)
+        black_rows = white_index.rows(self.black_index.keys())
+        return replace(self, generation=generation, white_index=white_index,
+                       white_black=RankBits.from_positions(len(white_index),
+                                                           black_rows[black_rows != ABSENT]))
 
     @classmethod
     def from_keys(cls, generation: int, white: np.ndarray,

@@ -88,20 +88,11 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
     if kind is Kind.TAC_BLOCKED:
         return _import_blocked_tacs(state, path, config)
     if kind is Kind.WHITE:
-        white, loaded = lists_reader.read_white(path)
-        old_white = old.white_bitmap()
-        report = ImportReport(kind, loaded, before=len(old_white), after=len(white),
-                              added=white.difference_cardinality(old_white),
-                              removed=old_white.difference_cardinality(white),
-                              leading_zero_before=leading_zero_count(old_white),
-                              leading_zero_after=leading_zero_count(white))
-        report.refused = _refusal(report, config)
-        if report.refused:
+        lists, gone, report = _white(old, lists_reader, path, generation, config)
+        if lists is None:
             return None, report
-        lists = Lists.build(generation, white, old.black_bitmaps(), old.cut_imeis,
-                            old.cut_pairs)
         devices, report.devices = realign_white(state.devices, old.white_index,
-                                                lists.white_index, keys_of(old_white - white))
+                                                lists.white_index, gone)
     elif kind is Kind.BLACK:
         black, loaded = lists_reader.read_black(path)
         report = _black_diff(old, black, loaded)
@@ -131,6 +122,27 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
     # What a fold laid into the snapshot stays in it: the same watermark.
     return EnforcementState(lists, devices, state.policy, watermark=state.watermark,
                             tacs=state.tacs, blocked_tacs=state.blocked_tacs), report
+
+
+def _white(old: Lists, reader: ListFileReader, path: Path, generation: int,
+           config: Config) -> tuple[Lists | None, np.ndarray, ImportReport]:
+    """The next generation's lists with the white list of `path` (None if refused), the
+    keys of `old`'s white list it lacks (uint64, ascending) and the report. The file's
+    bitmap and the old list's (some 0.6 GB each at 300 M IMEIs) are dropped here, before
+    the registry is realigned."""
+    white, loaded = reader.read_white(path)
+    old_white = old.white_bitmap()
+    report = ImportReport(Kind.WHITE, loaded, before=len(old_white), after=len(white),
+                          added=white.difference_cardinality(old_white),
+                          removed=old_white.difference_cardinality(white),
+                          leading_zero_before=leading_zero_count(old_white),
+                          leading_zero_after=leading_zero_count(white))
+    report.refused = _refusal(report, config)
+    if report.refused:
+        return None, np.zeros(0, np.uint64), report
+    gone = keys_of(old_white - white)
+    del old_white
+    return old.with_white(generation, white), gone, report
 
 
 def _import_tacs(state: EnforcementState, path: Path,
