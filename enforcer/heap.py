@@ -1,5 +1,5 @@
-"""Freed memory given back to the kernel after a large step (a generation loaded, adopted or
-rebased to).
+"""Memory given back to the kernel: the heap's freed pages after a large step (a generation
+loaded, adopted or rebased to), and the pages of arrays mapped from files once read.
 
 glibc keeps memory freed below its mmap threshold in the process's heap, resident, for
 reuse; the threshold rises with each large block freed, up to 32 MB (mallopt(3),
@@ -7,11 +7,19 @@ M_MMAP_THRESHOLD). Loading a national generation frees hundreds of MB of such pi
 transients of work done a step at a time, and they would stay in the resident figure an
 operator sizes the host by (0.23 GiB of a 2.6 GiB load at 300 M IMEIs). malloc_trim(3)
 returns the heap's free pages; where the C library has none (musl), nothing is done.
+
+A process that reads a generation once, front to back (an import's or a fold's realign),
+maps its columns from the snapshot's files instead of reading them in; the pages it has
+read count in its resident memory until it lets them go (`let_go`): they stay in the page
+cache, and a later read maps them again.
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
+
+import numpy as np
 
 _TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
 if _TRIM is not None:
@@ -23,3 +31,24 @@ def give_back() -> None:
     GB, so once a large step, never per batch."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+def let_go(*arrays: np.ndarray) -> None:
+    """The pages of arrays mapped from files (np.load's mmap_mode, or views of them) dropped
+    from this process's resident memory; arrays in memory are left as they are. A walk of
+    the mapping's page table, some microseconds a MB mapped."""
+    for array in arrays:
+        mapping = _mapping(array)
+        if mapping is not None:
+            mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _mapping(array: object) -> mmap.mmap | None:
+    while array is not None:
+        if isinstance(array, mmap.mmap):
+            return array
+        mapped = getattr(array, "_mmap", None)  # np.memmap's own
+        if mapped is not None:
+            return mapped
+        array = getattr(array, "base", None)
+    return None

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
 from consumers.attach import AttachWorker
 from enforcer.clock import ManualClock
 from enforcer.config import load_config
 from enforcer.engine.imei import imei_rules
 from enforcer.engine.state import StateHolder
-from enforcer.heap import give_back
+from enforcer.heap import give_back, let_go
 from metrics.worker import WorkerMetrics
 from tests.test_decide import make_state
 
 BLOCK = 64 * 1024  # under glibc's smallest mmap threshold: always from the heap
 BLOCKS = 3_000  # some 190 MB
+COLUMN_WORDS = 8 << 20  # a mapped column of 64 MB
+WORDS_A_PAGE = 512  # of 4 KB
 
 
 def resident_kib() -> int:
@@ -29,6 +35,23 @@ def test_the_heap_s_free_pages_leave_the_resident_set() -> None:
     before = resident_kib()
     give_back()
     assert before - resident_kib() > BLOCK * BLOCKS // 1024 // 2
+
+
+def test_a_mapped_column_s_pages_leave_the_resident_set_once_let_go(tmp_path: Path) -> None:
+    """Read through a view, as a realign reads a chunk: the view finds its file's mapping.
+    The column reads the same afterwards (from the page cache); arrays in memory are left
+    as they are."""
+    path = tmp_path / "column.npy"
+    np.save(path, np.arange(COLUMN_WORDS, dtype=np.uint64))
+    column = np.load(path, mmap_mode="r")
+    before = resident_kib()
+    want = int(column[::WORDS_A_PAGE].sum())  # a word a page: every page mapped in
+    read = resident_kib()
+    assert read - before > COLUMN_WORDS * 8 // 1024 // 2
+    in_memory = np.ones(3)
+    let_go(column[WORDS_A_PAGE:], in_memory)
+    assert read - resident_kib() > COLUMN_WORDS * 8 // 1024 // 2
+    assert int(column[::WORDS_A_PAGE].sum()) == want and in_memory.tolist() == [1.0] * 3
 
 
 class Unread:

@@ -88,9 +88,10 @@ def _state_dir(args: argparse.Namespace, config: Config) -> Iterator[Path]:
         raise UnusableDirectory(f"{where}: {_os_error(exc)}") from exc
 
 
-def _load_state(args: argparse.Namespace, config: Config) -> EnforcementState:
+def _load_state(args: argparse.Namespace, config: Config,
+                mapped: bool = False) -> EnforcementState:
     with _state_dir(args, config) as directory:
-        return load_snapshot(directory, load_policy(config.policy.file or None))
+        return load_snapshot(directory, load_policy(config.policy.file or None), mapped)
 
 
 def _one_more(limit: int) -> int:
@@ -157,7 +158,8 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
-    state = _load_state(args, config)
+    # Mapped: the realign reads the registry once and lets it go as it reads (load_snapshot).
+    state = _load_state(args, config, mapped=True)
     new, report = import_file(state, Kind(args.kind), args.file, config)
     if new is not None:
         with _state_dir(args, config) as directory:

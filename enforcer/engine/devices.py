@@ -185,6 +185,13 @@ class Devices:
         return (sum(c.nbytes for c in columns) + self.others.nbytes + self.first_slot.nbytes
                 + self.other_slot.nbytes + self.operator_sims.nbytes + self.ids.nbytes)
 
+    def columns(self) -> tuple[np.ndarray, ...]:
+        """The arrays held per white-list row, per other slot and per device."""
+        return (self.first_slot.words, self.first_slot.before, self.other_slot.words,
+                self.other_slot.before, self.others.code, self.others.far.words,
+                self.others.far.before, self.others.far_device, self.owner_source,
+                self.registered_on)
+
     def device_slots(self, rows: np.ndarray) -> np.ndarray:
         """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""
         if len(rows) <= FEW_ROWS:

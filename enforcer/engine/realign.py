@@ -16,7 +16,9 @@ with arrays as small as the change:
 where before(t) counts the untouched devices whose first IMEI is below t's.
 
 The stream reads REALIGN_ROWS old rows at a time (their keys, device slots and new rows:
-some 50 bytes a row of transient); every output is written in place.
+some 50 bytes a row of transient); every output is written in place. Old columns mapped
+from a snapshot's files (`load_snapshot(mapped=True)`) are let go of as each chunk is read,
+so that the old generation's registry is never resident whole beside the new one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from enforcer.heap import let_go
 from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_DEVICE,
                                      OWNER_SOURCE_DTYPE, SLOT_BITS, SLOT_MASK, Cartables,
                                      Devices, DevicesBuild, pack_owners, put_owners,
@@ -209,6 +212,7 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             raise ValueError("an untouched device has an IMEI the new white list lacks")
         first_bits.set(first_rows)
         other_bits.set(other_rows)
+        let_go(*devices.columns())
         present = new_rows[new_rows != ABSENT]
         if not len(present):
             continue
@@ -243,6 +247,7 @@ def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt
         for field in OWNER_SOURCE_DTYPE.names:  # a field at a time, as `take_owners`
             owner_source[field][new] = devices.owner_source[field][start:stop][keep]
         registered_on[new] = devices.registered_on[start:stop][keep]
+        let_go(*devices.columns())
     put_owners(owner_source, new_of_order, pack_owners(rebuilt.owner[order],
                                                        rebuilt.source[order]))
     registered_on[new_of_order] = rebuilt.registered_on[order]

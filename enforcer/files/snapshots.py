@@ -108,7 +108,11 @@ def next_generation(directory: Path) -> int:
     return (snapshot_generation(directory) or 0) + 1
 
 
-def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
+def load_snapshot(directory: Path, policy: Policy, mapped: bool = False) -> EnforcementState:
+    """The generation CURRENT points at. `mapped`: the registry's columns mapped from the
+    files, read-only, not read in (for a process that reads them once, front to back: an
+    import, a fold; enforcer.heap.let_go). Raises FileNotFoundError where there is none or
+    its format is not one this version reads."""
     pointer = directory / CURRENT
     if not pointer.exists():
         raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
@@ -119,7 +123,7 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
                                 f", this version reads formats {READABLE_FORMATS}; rebuild it")
     target = directory / current["dir"]
     return EnforcementState(_load_lists(target / "lists"),
-                            _load_devices(target / "registry", current["format"]),
+                            _load_devices(target / "registry", current["format"], mapped),
                             policy, watermark=snapshot_watermark(target),
                             tacs=_load_tacs(target / TACS),
                             blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
@@ -197,17 +201,19 @@ def _save_devices(devices: Devices, directory: Path) -> None:
     np.save(directory / "device-id-device.npy", devices.ids.device)
 
 
-def _load_devices(directory: Path, snapshot_format: int) -> Devices:
-    def column(name: str, mmap_mode: str | None = None) -> np.ndarray:
+def _load_devices(directory: Path, snapshot_format: int, mapped: bool) -> Devices:
+    mode = "r" if mapped else None
+
+    def column(name: str, mmap_mode: str | None = mode) -> np.ndarray:
         return np.load(directory / f"{name}.npy", mmap_mode=mmap_mode)
 
-    first_slot = _load_rank_bits("first-slot", directory)
-    other_slot = _load_rank_bits("other-slot", directory)
+    first_slot = _load_rank_bits("first-slot", directory, mode)
+    other_slot = _load_rank_bits("other-slot", directory, mode)
     if snapshot_format == 1:  # coded as it is read, from the files a step at a time
         others = OtherSlots.of_rows(column("other_device", "r"), first_slot, other_slot)
         owner_source = _owner_source_of_format_1(column("owner", "r"), column("source", "r"))
     else:
-        others = OtherSlots(column("other-code"), _load_rank_bits("other-far", directory),
+        others = OtherSlots(column("other-code"), _load_rank_bits("other-far", directory, mode),
                             column("other-far-device"))
         owner_source = column("owner_source")
     return Devices(first_slot, other_slot, others, owner_source, column("registered_on"),
@@ -283,7 +289,7 @@ def _save_rank_bits(bits: RankBits, stem: str, directory: Path) -> None:
     (directory / f"{stem}-rows.txt").write_text(str(bits.rows))
 
 
-def _load_rank_bits(stem: str, directory: Path) -> RankBits:
-    return RankBits(np.load(directory / f"{stem}-words.npy"),
-                    np.load(directory / f"{stem}-before.npy"),
+def _load_rank_bits(stem: str, directory: Path, mmap_mode: str | None = None) -> RankBits:
+    return RankBits(np.load(directory / f"{stem}-words.npy", mmap_mode=mmap_mode),
+                    np.load(directory / f"{stem}-before.npy", mmap_mode=mmap_mode),
                     int((directory / f"{stem}-rows.txt").read_text()))

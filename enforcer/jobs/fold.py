@@ -89,7 +89,10 @@ def fold_stored(config: Config) -> dict[str, int]:
     `folded` 0 when there was nothing to fold. Raises SnapshotConflict, psycopg.Error,
     OSError."""
     directory = Path(config.state.dir)
-    holder = StateHolder(load_snapshot(directory, load_policy(config.policy.file or None)))
+    # Mapped: the realign reads the registry once, front to back, and lets it go as it
+    # reads, so that the old generation is not resident whole beside the new one.
+    holder = StateHolder(load_snapshot(directory, load_policy(config.policy.file or None),
+                                       mapped=True))
     read, inapplicable, _ = lay_over_stored(
         holder, partial(psycopg.connect, config.postgres.dsn, autocommit=True),
         imei_rules(config), config)
