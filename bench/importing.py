@@ -46,7 +46,7 @@ from enforcer.engine.overlay import _DAY_BITS, Overlay, _packed, _unpacked
 from enforcer.files.importing import Kind, import_file
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import load_snapshot, save_snapshot
+from enforcer.files.snapshots import SnapshotDraft, load_snapshot, save_snapshot
 from enforcer.embedded.synth import MSISDN_BASE, MSISDN_SPAN, CountrySpec, build_country
 from rules.policy import load_policy
 
@@ -112,9 +112,11 @@ def stage_import(args: argparse.Namespace) -> dict:
     state = load_snapshot(args.dir / "state", load_policy(), mapped=True)  # as the command
     loaded = time.perf_counter()
     loaded_rss = rss_mb()
-    new, report = import_file(state, Kind.WHITE, args.dir / "white.csv", config)
-    imported = time.perf_counter()
-    save_snapshot(new, args.dir / "state")
+    with SnapshotDraft(args.dir / "state", state.generation + 1) as draft:
+        new, report = import_file(state, Kind.WHITE, args.dir / "white.csv", config,
+                                  draft.column)
+        imported = time.perf_counter()
+        save_snapshot(new, args.dir / "state", draft)
     done = time.perf_counter()
     return {"load_s": round(loaded - started, 1),
             "read_diff_realign_s": round(imported - loaded, 1),
@@ -187,9 +189,10 @@ def stage_fold(args: argparse.Namespace) -> dict:
     state = replace(state, overlay=overlay)
     laid = time.perf_counter()
     laid_rss = rss_mb()
-    folded, report = fold(state, state.generation + 1)
-    done_fold = time.perf_counter()
-    save_snapshot(folded, args.dir / "state")
+    with SnapshotDraft(args.dir / "state", state.generation + 1) as draft:
+        folded, report = fold(state, state.generation + 1, columns=draft.column)
+        done_fold = time.perf_counter()
+        save_snapshot(folded, args.dir / "state", draft)
     done = time.perf_counter()
     return {"fold_load_s": round(loaded - started, 1), "year_s": round(laid - loaded, 1),
             "fold_s": round(done_fold - laid, 1), "fold_save_s": round(done - done_fold, 1),

@@ -13,12 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enforcer.engine.keyindex import KeyIndex
+from enforcer.engine.realign import realign_white
+from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
 from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import CURRENT, load_snapshot, save_snapshot
+from enforcer.files.snapshots import CURRENT, SnapshotDraft, load_snapshot, save_snapshot
 from enforcer.engine.devices import (NO_DEVICE, OWNER_LIMIT, SOURCES, Cartables,
                                      DeviceColumns, DeviceRecord, DeviceSlot, Devices,
                                      DevicesBuild, Source, build_devices)
@@ -115,6 +117,36 @@ def test_registry_snapshot_round_trip(tmp_path: Path, policy) -> None:
     rows = np.arange(len(WHITE))
     assert again.device_slots(rows).tolist() == devices.device_slots(rows).tolist()
     assert again.device(0, index) == devices.device(0, index)
+
+
+def test_a_registry_written_into_its_files_as_it_is_built_saves_as_one_held_whole(
+        tmp_path: Path, policy) -> None:
+    """As `registry import` runs a white import: the old generation mapped, the realigned
+    columns mapped from the files a SnapshotDraft saves as they are. It loads as the same
+    realign held in memory. A draft a killed process left goes when a later generation is
+    saved; one not saved goes on the way out."""
+    devices, _, index = build([DeviceRecord((32, 30, 31), 989120000003, Source.PASSENGER, DAY),
+                               DeviceRecord((12, 40), 989120000001, Source.REPAIR, DAY),
+                               DeviceRecord((20,), None, Source.IMPORT, DAY)])
+    save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), devices, policy), tmp_path)
+    old = load_snapshot(tmp_path, policy, mapped=True)
+    gone = np.array([12], dtype=np.uint64)  # its device leaves
+    lists = old.lists.with_white(2, bitmap_from_sorted_keys(np.setdiff1d(WHITE, gone)))
+    want, _ = realign_white(old.devices, old.lists.white_index, lists.white_index, gone)
+    (tmp_path / ".gen-00000001.999.partial").mkdir()  # a killed process's
+    with SnapshotDraft(tmp_path, 2) as draft:
+        got, _ = realign_white(old.devices, old.lists.white_index, lists.white_index, gone,
+                               columns=draft.column)
+        save_snapshot(EnforcementState(lists, got, policy), tmp_path, draft)
+    with SnapshotDraft(tmp_path, 3):
+        pass
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+    again = load_snapshot(tmp_path, policy).devices
+    assert again.owner_source.tobytes() == want.owner_source.tobytes()
+    assert again.registered_on.tolist() == want.registered_on.tolist()
+    assert [again.device(d, lists.white_index) for d in range(want.count)] == [
+        want.device(d, lists.white_index) for d in range(want.count)]
+    assert want.count == 2
 
 
 def test_a_snapshot_of_the_format_before_coded_other_slots_still_loads(tmp_path: Path,

@@ -1,12 +1,13 @@
 """The registry realigned in chunks of rows (engine/realign.py), held to the whole-array path
 it replaced (tests/harness/wholearray.py) on random registries: a white import's new list and
 a fold's random registry changes give the same devices, numbers, owners, ids and counts,
-with chunks of 64 rows that cut through devices' IMEIs."""
+with chunks of 64 rows that cut through devices' IMEIs and of 7 devices."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ from tests.harness.wholearray import folded_devices, realigned_white
 from tests.test_decide import CLONED, STOLEN, make_state
 
 CHUNK = WORD_BITS  # the least chunk: a device's IMEIs fall in several
+DEVICES = 7  # devices' columns copied, laid in and given owners this many at a time
 # Keys over four roaring containers (the key index's chunks), a few hundred of them.
 SPACE = 4 << 16
 MSISDN = 989_120_000_000
@@ -92,8 +94,9 @@ def test_a_white_import_realigns_as_the_whole_array_path_builds(
     new_white = np.union1d(white[rng.random(len(white)) >= removed],
                            rng.integers(0, SPACE, added).astype(np.uint64))
     old_index, new_index = KeyIndex.from_sorted_keys(white), KeyIndex.from_sorted_keys(new_white)
-    got, built = realign_white(registry, old_index, new_index,
-                               np.setdiff1d(white, new_white), CHUNK)
+    with patch("enforcer.engine.realign.DEVICES_AT_ONCE", DEVICES):
+        got, built = realign_white(registry, old_index, new_index,
+                                   np.setdiff1d(white, new_white), CHUNK)
     want, want_built = realigned_white(registry, old_index, new_index)
     assert built == want_built
     assert_same(got, want)
@@ -144,7 +147,8 @@ def test_a_fold_realigns_as_the_whole_array_path_builds(seed, keys, devices, cha
     overlay, _ = state.overlay.apply_all(events_of(random_changes(rng, white, changes)),
                                          state.lists, state.devices)
     state = replace(state, overlay=overlay)
-    folded, report = fold(state, 2, CHUNK)
+    with patch("enforcer.engine.realign.DEVICES_AT_ONCE", DEVICES):
+        folded, report = fold(state, 2, CHUNK)
     want, gone = folded_devices(state, folded.lists.white_index)
     assert (report.devices, report.devices_gone) == (want.count, gone)
     assert_same(folded.devices, want)

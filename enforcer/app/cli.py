@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -36,8 +36,8 @@ from enforcer.engine.imei import parse_imei
 from enforcer.files.importing import Kind, import_file
 from enforcer.logs import LOG_FORMATS, setup_logging
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, load_tac_parts,
-                                      next_generation, save_snapshot)
+from enforcer.files.snapshots import (SnapshotConflict, SnapshotDraft, load_snapshot,
+                                      load_tac_parts, next_generation, save_snapshot)
 from enforcer.endpoints.statusquery import Caller, ask, current_state
 from enforcer.db.notices import find, kind_stored, live_sms_kinds
 from enforcer.notices.admin import cancel, notice_json, row_json, show
@@ -158,12 +158,16 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
-    # Mapped: the realign reads the registry once and lets it go as it reads (load_snapshot).
+    # Mapped: the realign reads the registry once and lets it go as it reads (load_snapshot),
+    # and writes the new one's columns into the files they are saved as (SnapshotDraft).
     state = _load_state(args, config, mapped=True)
-    new, report = import_file(state, Kind(args.kind), args.file, config)
-    if new is not None:
+    with ExitStack() as stack:
         with _state_dir(args, config) as directory:
-            save_snapshot(new, directory)
+            draft = stack.enter_context(SnapshotDraft(directory, state.generation + 1))
+        new, report = import_file(state, Kind(args.kind), args.file, config, draft.column)
+        if new is not None:
+            with _state_dir(args, config) as directory:
+                save_snapshot(new, directory, draft)
     _print(report.as_json())
     if report.refused:
         print(f"eir-enforcer registry import: refused: {args.file}: {report.refused}",

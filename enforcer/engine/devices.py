@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from datetime import date
 from enum import StrEnum
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -54,6 +54,17 @@ FIRST_DAY, LAST_DAY = 0, int(np.iinfo(np.uint16).max)  # registered_on's range
 NO_CARTABLE = np.uint32(np.iinfo(np.uint32).max)
 EPOCH = date(1970, 1, 1)
 COLUMN_CHUNK_ROWS = 1 << 24  # rows turned back into device columns at a time
+
+# Makes one per-device column of a generation being built: (its name in Devices, its
+# length, its dtype) -> a writable array. In memory (`in_memory`), or mapped from the file
+# the generation will be saved as (enforcer.files.snapshots.SnapshotDraft), so that a
+# process building a national generation need not hold it whole (issue 21 parts 3 and 5).
+ColumnMaker = Callable[[str, int, np.dtype], np.ndarray]
+
+
+def in_memory(name: str, count: int, dtype: np.dtype) -> np.ndarray:
+    """The ColumnMaker of a generation held in memory."""
+    return np.empty(count, dtype=dtype)
 
 
 class Source(StrEnum):

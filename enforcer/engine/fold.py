@@ -30,8 +30,8 @@ import numpy as np
 
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
-                                     SLOT_MASK, Cartables, Devices, take_owners,
-                                     unpack_msisdns, unpack_sources)
+                                     SLOT_MASK, Cartables, ColumnMaker, Devices, in_memory,
+                                     take_owners, unpack_msisdns, unpack_sources)
 from enforcer.engine.keyindex import sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
@@ -59,13 +59,13 @@ class FoldReport:
                 "devices_gone": self.devices_gone}
 
 
-def fold(state: EnforcementState, generation: int,
-         chunk_rows: int = REALIGN_ROWS) -> tuple[EnforcementState, FoldReport]:
+def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROWS,
+         columns: ColumnMaker = in_memory) -> tuple[EnforcementState, FoldReport]:
     """The next generation, `generation`, with `state.overlay` laid into its columns, its
     watermark the overlay's `read_to` (every registry event stored before those positions is
     in it). The devices are realigned `chunk_rows` white-list rows at a time
-    (`enforcer.engine.realign`). Raises ValueError when `generation` is not newer than the
-    state's."""
+    (`enforcer.engine.realign`), its per-device columns made by `columns`. Raises ValueError
+    when `generation` is not newer than the state's."""
     if generation <= state.generation:
         raise ValueError(f"generation {generation} is not newer than {state.generation}")
     overlay = state.overlay
@@ -76,7 +76,8 @@ def fold(state: EnforcementState, generation: int,
         state.devices, state.lists.white_index, lists.white_index, touched,
         _rebuilt(state, touched, keys, slots),
         _fold_cartables(state.devices.cartables, *_columns(overlay, "cartables", np.uint32)),
-        _fold_operator_sims(state.devices.operator_sims, overlay.operator_sims), chunk_rows)
+        _fold_operator_sims(state.devices.operator_sims, overlay.operator_sims), chunk_rows,
+        columns)
     set_owners(devices, renumbering, *_columns(overlay, "owners", np.uint64))
     named = {**dict(state.devices.ids.items()), **overlay.device_ids}
     devices = replace(devices, ids=renumbering.ids(DeviceIds.from_mapping(
@@ -101,8 +102,10 @@ def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray
 
 def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndarray,
                 generation: int) -> Lists:
-    white = ((lists.white_bitmap() - bitmap_from_sorted_keys(keys[slots == NO_DEVICE]))
-             | bitmap_from_sorted_keys(keys[slots != NO_DEVICE]))
+    # In place: a national white list's bitmap is some 0.6 GB, and `a - b | c` makes two.
+    white = lists.white_bitmap()
+    white -= bitmap_from_sorted_keys(keys[slots == NO_DEVICE])
+    white |= bitmap_from_sorted_keys(keys[slots != NO_DEVICE])
     black_keys, codes = _columns(overlay, "black", np.uint8)
     named = bitmap_from_sorted_keys(black_keys)
     old_black = lists.black_bitmaps()

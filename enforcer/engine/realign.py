@@ -30,8 +30,8 @@ import numpy as np
 from enforcer.heap import let_go
 from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_DEVICE,
                                      OWNER_SOURCE_DTYPE, SLOT_BITS, SLOT_MASK, Cartables,
-                                     Devices, DevicesBuild, pack_owners, put_owners,
-                                     take_owners, unpack_sources)
+                                     ColumnMaker, Devices, DevicesBuild, in_memory,
+                                     pack_owners, put_owners, take_owners, unpack_sources)
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.otherslots import OtherSlotsDraft
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
@@ -109,12 +109,14 @@ class Renumbering:
 
 def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched: np.ndarray,
             rebuilt: Rebuilt, cartables: Cartables, operator_sims: PairSet,
-            chunk_rows: int = REALIGN_ROWS) -> tuple[Devices, Renumbering]:
+            chunk_rows: int = REALIGN_ROWS,
+            columns: ColumnMaker = in_memory) -> tuple[Devices, Renumbering]:
     """`devices` (aligned to `old_index`) aligned to `new_index`, every device numbered again
     in the order of its first IMEI: the old devices in `touched` (unique numbers; it must
     hold every device with an IMEI not in `new_index`) left out of the stream, the `rebuilt`
     ones laid in, a rebuilt device with no IMEI or one not in `new_index` left out. The ids
-    are left empty (`Renumbering.ids` carries them). Raises ValueError past MAX_DEVICES
+    are left empty (`Renumbering.ids` carries them); the per-device columns are made by
+    `columns` and written in order. Raises ValueError past MAX_DEVICES
     devices, for a rebuilt IMEI in slot MAX_SLOTS or above, or for an untouched device with
     an IMEI not in `new_index`."""
     if chunk_rows <= 0 or chunk_rows % WORD_BITS:
@@ -146,7 +148,7 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
             other_rows, (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
             | rebuilt.imei_slot[others].astype(np.uint32), chunk_rows)
     owner_source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
-                                                  new_of_order, count)
+                                                  new_of_order, count, columns)
     return Devices(first_bits.finish(), other_bits.finish(), coded.finish(), owner_source,
                    registered_on, cartables, operator_sims), renumbering
 
@@ -235,49 +237,60 @@ def _code(coded: OtherSlotsDraft, first_bits: BitsDraft, rows: np.ndarray,
 
 
 def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt,
-                    order: np.ndarray, new_of_order: np.ndarray,
-                    count: int) -> tuple[np.ndarray, np.ndarray]:
+                    order: np.ndarray, new_of_order: np.ndarray, count: int,
+                    columns: ColumnMaker) -> tuple[np.ndarray, np.ndarray]:
     """Owner and source, and registration day, per new device: the untouched devices'
-    copied a slice at a time, the rebuilt ones' laid in."""
-    owner_source = np.empty(count, dtype=OWNER_SOURCE_DTYPE)
-    registered_on = np.empty(count, dtype=np.uint16)
+    copied a slice at a time, the rebuilt ones' laid in (`new_of_order` ascending), a slice
+    at a time too, the pages of each slice let go of once written where `columns` maps
+    them from files."""
+    owner_source = columns("owner_source", count, OWNER_SOURCE_DTYPE)
+    registered_on = columns("registered_on", count, np.dtype(np.uint16))
     for start in range(0, devices.count, DEVICES_AT_ONCE):
         stop = min(start + DEVICES_AT_ONCE, devices.count)
         keep, new = renumbering.untouched_run(start, stop)
         for field in OWNER_SOURCE_DTYPE.names:  # a field at a time, as `take_owners`
             owner_source[field][new] = devices.owner_source[field][start:stop][keep]
         registered_on[new] = devices.registered_on[start:stop][keep]
-        let_go(*devices.columns())
-    put_owners(owner_source, new_of_order, pack_owners(rebuilt.owner[order],
-                                                       rebuilt.source[order]))
-    registered_on[new_of_order] = rebuilt.registered_on[order]
+        let_go(*devices.columns(), owner_source, registered_on)
+    for start in range(0, len(order), DEVICES_AT_ONCE):
+        part = order[start:start + DEVICES_AT_ONCE]
+        at = new_of_order[start:start + DEVICES_AT_ONCE]
+        put_owners(owner_source, at, pack_owners(rebuilt.owner[part], rebuilt.source[part]))
+        registered_on[at] = rebuilt.registered_on[part]
+        let_go(owner_source, registered_on)
     return owner_source, registered_on
 
 
 def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
                msisdns: np.ndarray) -> None:
     """The owners of old devices (`old`, their MSISDNs) written into freshly realigned
-    `devices`, in place; those of devices left out dropped."""
+    `devices`, in place, in the order of their new numbers a slice at a time (the pages of
+    each let go of, where the column is mapped from a file); those of devices left out
+    dropped."""
     new = renumbering.of(old)
-    kept = new != KEYLESS_DEVICE
-    at = new[kept]
-    put_owners(devices.owner_source, at, pack_owners(
-        msisdns[kept], unpack_sources(take_owners(devices.owner_source, at))))
+    kept = np.flatnonzero(new != KEYLESS_DEVICE)
+    kept = kept[np.argsort(new[kept], kind="stable")]
+    for start in range(0, len(kept), DEVICES_AT_ONCE):
+        part = kept[start:start + DEVICES_AT_ONCE]
+        at = new[part]
+        put_owners(devices.owner_source, at, pack_owners(
+            msisdns[part], unpack_sources(take_owners(devices.owner_source, at))))
+        let_go(devices.owner_source)
 
 
 def realign_white(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
-                  gone: np.ndarray,
-                  chunk_rows: int = REALIGN_ROWS) -> tuple[Devices, DevicesBuild]:
+                  gone: np.ndarray, chunk_rows: int = REALIGN_ROWS,
+                  columns: ColumnMaker = in_memory) -> tuple[Devices, DevicesBuild]:
     """`devices` aligned to a new white list, `new_index`, which lacks the keys `gone` of
     `old_index` (and may have others): every device with an IMEI gone is left out
     (`build_devices`' rule: one IMEI not registered leaves its device out), the others keep
-    their slots and owners, numbered again in order; ids follow their devices. Raises
-    ValueError as `realign` does."""
+    their slots and owners, numbered again in order; ids follow their devices; the
+    per-device columns made by `columns`. Raises ValueError as `realign` does."""
     touched = [_devices_at(devices, old_index.rows(gone[start:start + DEVICES_AT_ONCE]))
                for start in range(0, len(gone), DEVICES_AT_ONCE)]
     touched = sorted_unique(np.concatenate([np.zeros(0, np.int64), *touched]))
     new, renumbering = realign(devices, old_index, new_index, touched, Rebuilt.none(),
-                               devices.cartables, devices.operator_sims, chunk_rows)
+                               devices.cartables, devices.operator_sims, chunk_rows, columns)
     new = replace(new, ids=renumbering.ids(devices.ids))
     return new, DevicesBuild(new.count, len(touched), 0)
 

@@ -26,7 +26,8 @@ from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading
                                      shrink_refusal)
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.lists import BlackReason, Lists, keys_of
-from enforcer.engine.devices import DeviceColumns, DevicesBuild, build_devices, carry_ids
+from enforcer.engine.devices import (ColumnMaker, DeviceColumns, DevicesBuild, build_devices,
+                                     carry_ids, in_memory)
 from enforcer.engine.realign import realign_white
 from enforcer.files.devicefiles import RegistryFileReader
 from enforcer.engine.state import EnforcementState
@@ -75,9 +76,10 @@ class ImportReport:
                 "refused": self.refused, "generation": self.generation}
 
 
-def import_file(state: EnforcementState, kind: Kind, path: Path,
-                config: Config) -> tuple[EnforcementState | None, ImportReport]:
-    """The next generation built from `path`, or None (and the reason in the report)."""
+def import_file(state: EnforcementState, kind: Kind, path: Path, config: Config,
+                columns: ColumnMaker = in_memory) -> tuple[EnforcementState | None, ImportReport]:
+    """The next generation built from `path`, or None (and the reason in the report); a
+    white list's realigned registry columns made by `columns`."""
     rules = imei_rules(config)
     lists_reader = ListFileReader(rules, config.lists.csv_chunk_lines,
                                   config.lists.bad_rows_reported)
@@ -92,7 +94,7 @@ def import_file(state: EnforcementState, kind: Kind, path: Path,
         if lists is None:
             return None, report
         devices, report.devices = realign_white(state.devices, old.white_index,
-                                                lists.white_index, gone)
+                                                lists.white_index, gone, columns=columns)
     elif kind is Kind.BLACK:
         black, loaded = lists_reader.read_black(path)
         report = _black_diff(old, black, loaded)

@@ -3,7 +3,11 @@ beside a `CURRENT` pointer. The lists are roaring bitmaps in their portable form
 lookup index loads without a rebuild), the device columns numpy arrays.
 
 Two importers may race (a worker's reconcile job, an operator's command): a file lock lets
-one write at a time, and a generation not newer than CURRENT's is refused, not written."""
+one write at a time, and a generation not newer than CURRENT's is refused, not written.
+
+A process that builds a national generation (an import, a fold) writes its largest columns
+straight into the files they are saved as (`SnapshotDraft`), so that it never holds the new
+registry whole beside the old one (issue 21 parts 3 and 5)."""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 from pyroaring import BitMap64
 
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import OWNER_SOURCE_DTYPE, Cartables, Devices, pack_owners
+from enforcer.heap import let_go
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.otherslots import OtherSlots
@@ -38,6 +44,7 @@ LOCK = ".lock"
 SNAPSHOT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 DEVICE_COLUMNS = ("owner_source", "registered_on")
+REGISTRY = "registry"  # the devices' directory in a generation
 FORMAT_1_DEVICES_AT_ONCE = 1 << 22  # devices' owners packed at a time: ~100 MB of transient
 # partition -> [incarnation, next offset] of the registry topic: what a fold laid in.
 WATERMARK = "watermark.json"
@@ -52,10 +59,51 @@ class SnapshotConflict(RuntimeError):
     """Another process saved this generation, or a later one, first."""
 
 
-def save_snapshot(state: EnforcementState, directory: Path) -> Path:
-    """Write the generation beside the others, then point CURRENT at it (atomic rename).
-    Two importers (a worker's job, an operator's command) may race: the file lock lets one
-    write at a time, and a generation not newer than CURRENT's is refused, not written."""
+class SnapshotDraft:
+    """A generation's files while it is built, in a directory of this process's own beside
+    the generations: `column` makes a registry column (a `ColumnMaker`) mapped from the
+    file `save_snapshot(..., draft)` then keeps as it is. Used as a context manager: what
+    was not saved is removed on the way out, whatever happened."""
+
+    def __init__(self, directory: Path, generation: int) -> None:
+        self.scratch = directory / f".{snapshot_dir_name(generation)}.{os.getpid()}.partial"
+        self._mapped: dict[str, np.ndarray] = {}
+
+    def __enter__(self) -> SnapshotDraft:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        (self.scratch / REGISTRY).mkdir(parents=True)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._mapped.clear()
+        shutil.rmtree(self.scratch, ignore_errors=True)  # gone already once saved
+
+    def column(self, name: str, count: int, dtype: np.dtype) -> np.ndarray:
+        """A writable column of the registry mapped from its file, or in memory when
+        empty (nothing to map). Raises OSError when the file cannot be made."""
+        if not count:
+            return np.empty(0, dtype=dtype)
+        mapped = np.lib.format.open_memmap(self.scratch / REGISTRY / f"{name}.npy", mode="w+",
+                                           dtype=dtype, shape=(count,))
+        self._mapped[name] = mapped
+        return mapped
+
+    def written(self) -> dict[str, np.ndarray]:
+        """The mapped columns, flushed to their files and let go of; by name."""
+        for mapped in self._mapped.values():
+            mapped.flush()
+            let_go(mapped)
+        return dict(self._mapped)
+
+
+def save_snapshot(state: EnforcementState, directory: Path,
+                  draft: SnapshotDraft | None = None) -> Path:
+    """Write the generation beside the others, then point CURRENT at it (atomic rename); the
+    registry columns `draft` mapped, which the state holds, are kept as written. Two
+    importers (a worker's job, an operator's command) may race: the file lock lets one
+    write at a time, and a generation not newer than CURRENT's is refused, not written
+    (SnapshotConflict)."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / LOCK).open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -63,19 +111,23 @@ def save_snapshot(state: EnforcementState, directory: Path) -> Path:
         if current is not None and current >= state.generation:
             raise SnapshotConflict(f"generation {state.generation} is not newer than "
                                    f"{current}, saved meanwhile in {directory}; run again")
-        return _write(state, directory, current)
+        return _write(state, directory, current, draft)
 
 
 def snapshot_dir_name(generation: int) -> str:
     return f"gen-{generation:08d}"
 
 
-def _write(state: EnforcementState, directory: Path, previous: int | None) -> Path:
+def _write(state: EnforcementState, directory: Path, previous: int | None,
+           draft: SnapshotDraft | None) -> Path:
     target = directory / snapshot_dir_name(state.generation)
-    scratch = directory / f".gen-{state.generation:08d}.partial"
-    shutil.rmtree(scratch, ignore_errors=True)
+    if draft is None:
+        scratch, written = directory / f".{target.name}.partial", {}
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        scratch, written = draft.scratch, draft.written()
     _save_lists(state.lists, scratch / "lists")
-    _save_devices(state.devices, scratch / "registry")
+    _save_devices(state.devices, scratch / REGISTRY, written)
     if state.tacs is not None:
         _save_tacs(state.tacs, scratch / TACS)
     if state.blocked_tacs is not None:
@@ -93,7 +145,20 @@ def _write(state: EnforcementState, directory: Path, previous: int | None) -> Pa
     for old in directory.glob("gen-*"):
         if old not in keep:
             shutil.rmtree(old, ignore_errors=True)
+    # Drafts of an older generation can no longer be saved (SnapshotConflict): those of a
+    # process killed while it built one would stay for ever. One of this generation may be
+    # a live process's, which finds the conflict and removes its own.
+    for partial in directory.glob(".gen-*.partial"):
+        if _draft_generation(partial) < state.generation:
+            shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def _draft_generation(partial: Path) -> int | float:
+    """The generation of a `.gen-NNNNNNNN[.PID].partial` directory; infinity for a name
+    not made so (never removed)."""
+    number = partial.name.split(".")[1].removeprefix("gen-")
+    return int(number) if number.isdigit() else float("inf")
 
 
 def snapshot_generation(directory: Path) -> int | None:
@@ -123,7 +188,7 @@ def load_snapshot(directory: Path, policy: Policy, mapped: bool = False) -> Enfo
                                 f", this version reads formats {READABLE_FORMATS}; rebuild it")
     target = directory / current["dir"]
     return EnforcementState(_load_lists(target / "lists"),
-                            _load_devices(target / "registry", current["format"], mapped),
+                            _load_devices(target / REGISTRY, current["format"], mapped),
                             policy, watermark=snapshot_watermark(target),
                             tacs=_load_tacs(target / TACS),
                             blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
@@ -185,7 +250,10 @@ def _load_lists(directory: Path) -> Lists:
     )
 
 
-def _save_devices(devices: Devices, directory: Path) -> None:
+def _save_devices(devices: Devices, directory: Path,
+                  written: dict[str, np.ndarray]) -> None:
+    """The registry's files; a column in `written` (mapped from its file already) is kept
+    as it is, unless the devices hold another array under its name."""
     directory.mkdir(parents=True, exist_ok=True)
     _save_rank_bits(devices.first_slot, "first-slot", directory)
     _save_rank_bits(devices.other_slot, "other-slot", directory)
@@ -193,7 +261,12 @@ def _save_devices(devices: Devices, directory: Path) -> None:
     _save_rank_bits(devices.others.far, "other-far", directory)
     np.save(directory / "other-far-device.npy", devices.others.far_device)
     for name in DEVICE_COLUMNS:
-        np.save(directory / f"{name}.npy", getattr(devices, name))
+        column, path = getattr(devices, name), directory / f"{name}.npy"
+        if written.get(name) is column:
+            continue
+        # Unlinked, not truncated: a mapping of it stays readable.
+        path.unlink(missing_ok=True)
+        np.save(path, column)
     np.save(directory / "cartable-msisdn.npy", devices.cartables.msisdn)
     np.save(directory / "cartable-id.npy", devices.cartables.cartable)
     _save_pairs(devices.operator_sims, "operator-sims", directory)

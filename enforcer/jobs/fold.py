@@ -33,8 +33,8 @@ from enforcer.config import Config
 from enforcer.engine.fold import fold
 from enforcer.engine.imei import imei_rules
 from enforcer.engine.state import StateHolder
-from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, next_generation,
-                                      save_snapshot)
+from enforcer.files.snapshots import (SnapshotConflict, SnapshotDraft, load_snapshot,
+                                      next_generation, save_snapshot)
 from enforcer.follow.layover import lay_over_stored
 from enforcer.jobs.reconcile import adopt_newer
 from enforcer.logs import describe, logging_now, setup_logging
@@ -90,7 +90,8 @@ def fold_stored(config: Config) -> dict[str, int]:
     OSError."""
     directory = Path(config.state.dir)
     # Mapped: the realign reads the registry once, front to back, and lets it go as it
-    # reads, so that the old generation is not resident whole beside the new one.
+    # reads, and writes the new one's columns into the files they are saved as
+    # (SnapshotDraft), so that neither generation's registry is resident whole.
     holder = StateHolder(load_snapshot(directory, load_policy(config.policy.file or None),
                                        mapped=True))
     read, inapplicable, _ = lay_over_stored(
@@ -100,8 +101,10 @@ def fold_stored(config: Config) -> dict[str, int]:
     if not len(state.overlay):
         return {"folded": 0, "events": 0, "entries": 0, "read": read,
                 "inapplicable": inapplicable}
-    folded, report = fold(state, max(next_generation(directory), state.generation + 1))
-    save_snapshot(folded, directory)
+    generation = max(next_generation(directory), state.generation + 1)
+    with SnapshotDraft(directory, generation) as draft:
+        folded, report = fold(state, generation, columns=draft.column)
+        save_snapshot(folded, directory, draft)
     return {"folded": 1, **report.as_json(), "read": read, "inapplicable": inapplicable}
 
 
