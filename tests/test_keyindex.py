@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -178,6 +180,27 @@ def test_keys_added_or_kept_give_the_index_of_the_keys_built_afresh(keys, data) 
         np.concatenate([p.chunk_high for p in reversed(pieces)]),
         np.concatenate([np.diff(p.chunk_start) for p in reversed(pieces)]),
         np.concatenate([p.low for p in pieces])), KeyIndex.from_sorted_keys(both))
+
+
+@settings(max_examples=300)
+@given(key_sets, st.data())
+def test_keys_removed_then_added_give_the_index_of_the_keys_built_afresh(keys, data) -> None:
+    """`changed` (a fold's white list) against the set built afresh: keys removed in the set
+    or not, keys added new, already there, or removed and added back; slices of rows that
+    cut through chunks."""
+    keys = np.array(keys, dtype=np.uint64)
+    index = KeyIndex.from_sorted_keys(keys)
+    near = [int(k) + d for k in keys[:50] for d in (0, 1, 70_000)] or [0]
+
+    def some() -> np.ndarray:
+        drawn = data.draw(st.lists(st.one_of(st.integers(0, KEY_LIMIT), st.sampled_from(near)),
+                                   max_size=60))
+        return np.array(sorted({k for k in drawn if k <= KEY_LIMIT}), dtype=np.uint64)
+
+    removed, added = some(), some()
+    want = KeyIndex.from_sorted_keys(np.union1d(np.setdiff1d(keys, removed), added))
+    with patch("enforcer.engine.keyindex.CHANGED_ROWS", 7):
+        assert_same(index.changed(removed, added), want)
 
 
 def assert_same(got: KeyIndex, want: KeyIndex) -> None:

@@ -28,6 +28,7 @@ from typing import Mapping
 
 import numpy as np
 
+from enforcer.heap import give_back
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
                                      SLOT_MASK, Cartables, ColumnMaker, Devices, in_memory,
@@ -72,9 +73,10 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
     keys, slots = _columns(overlay, "imeis", np.uint32)
     lists = _fold_lists(state.lists, overlay, keys, slots, generation)
     touched = _touched(state, keys, slots)
+    rebuilt = _rebuilt(state, touched, keys, slots)
+    give_back()  # the steps' transients, freed in pieces, before the new registry is built
     devices, renumbering = realign(
-        state.devices, state.lists.white_index, lists.white_index, touched,
-        _rebuilt(state, touched, keys, slots),
+        state.devices, state.lists.white_index, lists.white_index, touched, rebuilt,
         _fold_cartables(state.devices.cartables, *_columns(overlay, "cartables", np.uint32)),
         _fold_operator_sims(state.devices.operator_sims, overlay.operator_sims), chunk_rows,
         columns)
@@ -102,10 +104,9 @@ def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray
 
 def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndarray,
                 generation: int) -> Lists:
-    # In place: a national white list's bitmap is some 0.6 GB, and `a - b | c` makes two.
-    white = lists.white_bitmap()
-    white -= bitmap_from_sorted_keys(keys[slots == NO_DEVICE])
-    white |= bitmap_from_sorted_keys(keys[slots != NO_DEVICE])
+    # The index changed where the overlay names keys: no bitmap of the national list (0.6
+    # GB, and as much again to index it).
+    white = lists.white_index.changed(keys[slots == NO_DEVICE], keys[slots != NO_DEVICE])
     black_keys, codes = _columns(overlay, "black", np.uint8)
     named = bitmap_from_sorted_keys(black_keys)
     old_black = lists.black_bitmaps()
