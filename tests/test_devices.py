@@ -20,7 +20,8 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
 from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import CURRENT, SnapshotDraft, load_snapshot, save_snapshot
+from enforcer.files.snapshots import (CURRENT, DRAFT_LOCK, SnapshotDraft, load_snapshot,
+                                      save_snapshot)
 from enforcer.engine.devices import (NO_DEVICE, OWNER_LIMIT, SOURCES, Cartables,
                                      DeviceColumns, DeviceRecord, DeviceSlot, Devices,
                                      DevicesBuild, Source, build_devices)
@@ -123,8 +124,8 @@ def test_a_registry_written_into_its_files_as_it_is_built_saves_as_one_held_whol
         tmp_path: Path, policy) -> None:
     """As `registry import` runs a white import: the old generation mapped, the realigned
     columns mapped from the files a SnapshotDraft saves as they are. It loads as the same
-    realign held in memory. A draft a killed process left goes when a later generation is
-    saved; one not saved goes on the way out."""
+    realign held in memory, the draft's files kept as written. A draft a killed process left
+    goes at the next save, a live one stays; one not saved goes on the way out."""
     devices, _, index = build([DeviceRecord((32, 30, 31), 989120000003, Source.PASSENGER, DAY),
                                DeviceRecord((12, 40), 989120000001, Source.REPAIR, DAY),
                                DeviceRecord((20,), None, Source.IMPORT, DAY)])
@@ -133,11 +134,18 @@ def test_a_registry_written_into_its_files_as_it_is_built_saves_as_one_held_whol
     gone = np.array([12], dtype=np.uint64)  # its device leaves
     lists = old.lists.with_white(2, bitmap_from_sorted_keys(np.setdiff1d(WHITE, gone)))
     want, _ = realign_white(old.devices, old.lists.white_index, lists.white_index, gone)
-    (tmp_path / ".gen-00000001.999.partial").mkdir()  # a killed process's
-    with SnapshotDraft(tmp_path, 2) as draft:
+    killed = tmp_path / ".gen-00000002.k1ll3d.partial"  # its process gone: its lock free
+    (killed / "registry").mkdir(parents=True)
+    (killed / DRAFT_LOCK).touch()
+    with SnapshotDraft(tmp_path, 2) as live, SnapshotDraft(tmp_path, 2) as draft:
         got, _ = realign_white(old.devices, old.lists.white_index, lists.white_index, gone,
                                columns=draft.column)
-        save_snapshot(EnforcementState(lists, got, policy), tmp_path, draft)
+        with pytest.raises(ValueError, match="made already"):
+            draft.column("owner_source", 1, got.owner_source.dtype)
+        written = (draft.scratch / "registry" / "owner_source.npy").stat().st_ino
+        target = save_snapshot(EnforcementState(lists, got, policy), tmp_path, draft)
+        assert (target / "registry" / "owner_source.npy").stat().st_ino == written  # kept
+        assert live.scratch.is_dir() and not killed.exists()
     with SnapshotDraft(tmp_path, 3):
         pass
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from pyroaring import BitMap64
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -395,3 +396,26 @@ def test_black_reasons_where_white_rows_are_known_are_those_of_the_black_list(
     keys = np.array(asked, np.uint64)
     assert (lists.black_reasons_at(keys, lists.white_index.rows(keys)).tolist()
             == lists.black_reasons(keys).tolist())
+
+
+@given(st.lists(st.integers(0, 1 << 20), max_size=300), st.lists(st.integers(0, 1 << 20),
+                                                                 max_size=300),
+       st.lists(st.tuples(st.integers(0, 1 << 20), st.sampled_from(BLACK_REASONS)),
+                max_size=60))
+def test_a_new_white_list_beside_the_old_black_list_is_the_lists_built_afresh(
+        old_white: list[int], new_white: list[int],
+        black: list[tuple[int, BlackReason]]) -> None:
+    """`with_white` (a white import) shares the black and cut-off indexes, and finds the
+    black-listed rows of the new white list, as `Lists.build` would."""
+    def bitmap(keys) -> BitMap64:
+        return BitMap64(sorted(set(keys)))
+
+    by_reason = {r: bitmap(k for k, reason in black if reason is r) for r in BLACK_REASONS}
+    old = Lists.build(1, bitmap(old_white), by_reason, bitmap(old_white[:3]))
+    got = old.with_white(2, bitmap(new_white))
+    want = Lists.build(2, bitmap(new_white), old.black_bitmaps(), old.cut_imeis, old.cut_pairs)
+    for index in ("white_index", "black_index", "cut_imei_index"):
+        assert getattr(got, index).keys().tolist() == getattr(want, index).keys().tolist()
+    assert got.black_reasons_held.tolist() == want.black_reasons_held.tolist()
+    assert (got.white_black.words.tolist(), got.white_black.rows, got.generation) == (
+        want.white_black.words.tolist(), want.white_black.rows, want.generation)

@@ -173,11 +173,17 @@ class KeyIndex:
         low = np.empty(len(self.low) - len(gone) + len(fresh), dtype=np.uint16)
         low[fresh_rank - np.searchsorted(gone, fresh_rank) + np.arange(len(fresh))] = (
             fresh & LOW_MASK).astype(np.uint16)
+        # A kept row moves up one for each fresh key ranked at or below it and down one for
+        # each gone row below it: both counted along the slice, not searched row by row.
         for start in range(0, len(self.low), CHANGED_ROWS):
-            rows = np.arange(start, min(start + CHANGED_ROWS, len(self.low)), dtype=np.int64)
-            rows = rows[~_among(rows, gone)]
-            low[rows - np.searchsorted(gone, rows)
-                + np.searchsorted(fresh_rank, rows, side="right")] = self.low[rows]
+            stop = min(start + CHANGED_ROWS, len(self.low))
+            gone_from, gone_to = np.searchsorted(gone, [start, stop]).tolist()
+            fresh_from, fresh_to = np.searchsorted(fresh_rank, [start, stop]).tolist()
+            out = np.bincount(gone[gone_from:gone_to] - start, minlength=stop - start)
+            into = np.bincount(fresh_rank[fresh_from:fresh_to] - start, minlength=stop - start)
+            shift = np.cumsum(into) - np.cumsum(out) + out + (fresh_from - gone_from)
+            kept = np.flatnonzero(out == 0)
+            low[start + kept + shift[kept]] = self.low[start:stop][kept]
         gone_high = self.keys_at(gone) >> np.uint64(CHUNK_BITS)
         return KeyIndex.from_chunks(
             np.r_[self.chunk_high, gone_high, fresh >> np.uint64(CHUNK_BITS)],

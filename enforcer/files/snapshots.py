@@ -15,6 +15,8 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -45,6 +47,9 @@ SNAPSHOT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 DEVICE_COLUMNS = ("owner_source", "registered_on")
 REGISTRY = "registry"  # the devices' directory in a generation
+DRAFT_LOCK = ".draft"  # in a draft's directory: locked while its process lives
+# A draft directory without its lock file yet is another process's for this long at most.
+DRAFT_STARTING_S = 60.0
 FORMAT_1_DEVICES_AT_ONCE = 1 << 22  # devices' owners packed at a time: ~100 MB of transient
 # partition -> [incarnation, next offset] of the registry topic: what a fold laid in.
 WATERMARK = "watermark.json"
@@ -60,32 +65,49 @@ class SnapshotConflict(RuntimeError):
 
 
 class SnapshotDraft:
-    """A generation's files while it is built, in a directory of this process's own beside
-    the generations: `column` makes a registry column (a `ColumnMaker`) mapped from the
-    file `save_snapshot(..., draft)` then keeps as it is. Used as a context manager: what
-    was not saved is removed on the way out, whatever happened."""
+    """A generation's files while it is built, in a directory of its own beside the
+    generations (unique on a `state.dir` that hosts share): `column` makes a registry column
+    (a `ColumnMaker`) mapped from the file `save_snapshot(..., draft)` then keeps as it is.
+    Used as a context manager: what was not saved is removed on the way out, whatever
+    happened. The draft holds a lock on a file in its directory while it lives, so that a
+    save can tell a killed process's draft (removed) from a live one (kept)."""
 
     def __init__(self, directory: Path, generation: int) -> None:
-        self.scratch = directory / f".{snapshot_dir_name(generation)}.{os.getpid()}.partial"
+        self._directory, self._generation = directory, generation
         self._mapped: dict[str, np.ndarray] = {}
+        self._lock: int | None = None
+        self.scratch = directory  # until entered
 
     def __enter__(self) -> SnapshotDraft:
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        (self.scratch / REGISTRY).mkdir(parents=True)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f".{snapshot_dir_name(self._generation)}.",
+                                             suffix=".partial", dir=self._directory))
+        self._lock = os.open(self.scratch / DRAFT_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        (self.scratch / REGISTRY).mkdir()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._mapped.clear()
         shutil.rmtree(self.scratch, ignore_errors=True)  # gone already once saved
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def column(self, name: str, count: int, dtype: np.dtype) -> np.ndarray:
-        """A writable column of the registry mapped from its file, or in memory when
-        empty (nothing to map). Raises OSError when the file cannot be made."""
+        """A writable column of the registry mapped from its file, its disk space taken
+        now, or in memory when empty (nothing to map). Raises OSError when the file cannot
+        be made or the disk has no room for it (a write to a mapping past the disk's room
+        would kill the process with SIGBUS), ValueError for a column made twice."""
+        if name in self._mapped:
+            raise ValueError(f"the draft's column {name} is made already")
         if not count:
             return np.empty(0, dtype=dtype)
-        mapped = np.lib.format.open_memmap(self.scratch / REGISTRY / f"{name}.npy", mode="w+",
-                                           dtype=dtype, shape=(count,))
+        path = self.scratch / REGISTRY / f"{name}.npy"
+        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(count,))
+        with path.open("r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, path.stat().st_size)
         self._mapped[name] = mapped
         return mapped
 
@@ -136,6 +158,7 @@ def _write(state: EnforcementState, directory: Path, previous: int | None,
         {str(partition): list(mark) for partition, mark in state.watermark.items()}))
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
+    (target / DRAFT_LOCK).unlink(missing_ok=True)
     pointer = directory / f".{CURRENT}.partial"
     pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name,
                                    "format": SNAPSHOT_FORMAT}))
@@ -145,20 +168,32 @@ def _write(state: EnforcementState, directory: Path, previous: int | None,
     for old in directory.glob("gen-*"):
         if old not in keep:
             shutil.rmtree(old, ignore_errors=True)
-    # Drafts of an older generation can no longer be saved (SnapshotConflict): those of a
-    # process killed while it built one would stay for ever. One of this generation may be
-    # a live process's, which finds the conflict and removes its own.
+    # A process killed while it built a generation leaves its draft (1.2 GB at 150 M
+    # devices), and a job's retries could leave one each: those whose lock no process holds
+    # go. A live process's draft stays; it finds the conflict at its own save.
     for partial in directory.glob(".gen-*.partial"):
-        if _draft_generation(partial) < state.generation:
+        if _abandoned(partial):
             shutil.rmtree(partial, ignore_errors=True)
     return target
 
 
-def _draft_generation(partial: Path) -> int | float:
-    """The generation of a `.gen-NNNNNNNN[.PID].partial` directory; infinity for a name
-    not made so (never removed)."""
-    number = partial.name.split(".")[1].removeprefix("gen-")
-    return int(number) if number.isdigit() else float("inf")
+def _abandoned(partial: Path) -> bool:
+    """Whether a draft's process is gone: its lock free, or never made (a save killed
+    before its rename) and not just being made."""
+    try:
+        lock = os.open(partial / DRAFT_LOCK, os.O_RDWR)
+    except FileNotFoundError:
+        try:
+            return time.time() - partial.stat().st_mtime > DRAFT_STARTING_S
+        except FileNotFoundError:
+            return False
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(lock)
+    return True
 
 
 def snapshot_generation(directory: Path) -> int | None:

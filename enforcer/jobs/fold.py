@@ -34,7 +34,7 @@ from enforcer.engine.fold import fold
 from enforcer.engine.imei import imei_rules
 from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import (SnapshotConflict, SnapshotDraft, load_snapshot,
-                                      next_generation, save_snapshot)
+                                      save_snapshot)
 from enforcer.follow.layover import lay_over_stored
 from enforcer.jobs.reconcile import adopt_newer
 from enforcer.logs import describe, logging_now, setup_logging
@@ -101,7 +101,9 @@ def fold_stored(config: Config) -> dict[str, int]:
     if not len(state.overlay):
         return {"folded": 0, "events": 0, "entries": 0, "read": read,
                 "inapplicable": inapplicable}
-    generation = max(next_generation(directory), state.generation + 1)
+    # The one after what was loaded: if an import saved it meanwhile, the save finds the
+    # conflict and the job's retry folds over the import (a later number would drop it).
+    generation = state.generation + 1
     with SnapshotDraft(directory, generation) as draft:
         folded, report = fold(state, generation, columns=draft.column)
         save_snapshot(folded, directory, draft)
