@@ -38,6 +38,12 @@ def test_rows_are_ranks_in_the_set(keys: list[int], others: list[int]) -> None:
            for i in range(0, len(queries), 3)]
     assert sum(few, []) == got.tolist()
     assert index.keys().tolist() == keys
+    # Many keys are searched a step at a time (LOOKUP_KEYS), with the same answers.
+    probes = np.array(queries, dtype=np.uint64)
+    with patch("enforcer.engine.keyindex.LOOKUP_KEYS", 9):
+        assert index.rows(probes).tolist() == got.tolist()
+        stepped = index.ranks(probes).tolist()
+    assert stepped == index.ranks(probes).tolist()
 
 
 @given(key_sets, st.integers(0, 400), st.integers(0, 400))
@@ -199,7 +205,8 @@ def test_keys_removed_then_added_give_the_index_of_the_keys_built_afresh(keys, d
 
     removed, added = some(), some()
     want = KeyIndex.from_sorted_keys(np.union1d(np.setdiff1d(keys, removed), added))
-    with patch("enforcer.engine.keyindex.CHANGED_ROWS", 7):
+    with patch("enforcer.engine.keyindex.CHANGED_ROWS", 7), \
+            patch("enforcer.engine.keyindex.LOOKUP_KEYS", 9):
         assert_same(index.changed(removed, added), want)
 
 

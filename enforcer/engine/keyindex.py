@@ -32,6 +32,9 @@ FEW_TARGETS = 64
 FEW_KEYS = 8
 # Rows of a set placed at a time by `changed`: some 40 bytes of transient each (80 MB).
 CHANGED_ROWS = 1 << 21
+# Keys searched at a time by `rows_sorted` and `ranks`: the batch search's arrays take some
+# 40 bytes a key (0.6 GB for a fold's 15 M keys at once), 40 MB a step, as fast.
+LOOKUP_KEYS = 1 << 20
 
 
 def sorted_unique(keys: np.ndarray) -> np.ndarray:
@@ -125,9 +128,13 @@ class KeyIndex:
         return (high << np.uint64(CHUNK_BITS)) | self.low[start:end].astype(np.uint64)
 
     def ranks(self, keys: np.ndarray) -> np.ndarray:
-        """How many keys of the set are below each key, in the set or not; int64."""
-        return lower_bounds(self.low, *self._slices(np.asarray(keys, dtype=np.uint64)),
-                            self.search_steps)
+        """How many keys of the set are below each key, in the set or not; int64. Searched
+        LOOKUP_KEYS at a time."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if len(keys) <= LOOKUP_KEYS:
+            return lower_bounds(self.low, *self._slices(keys), self.search_steps)
+        return np.concatenate([self.ranks(keys[start:start + LOOKUP_KEYS])
+                               for start in range(0, len(keys), LOOKUP_KEYS)])
 
     def _slices(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each key: the rows of its chunk (start, end: an empty slice at the rows above
@@ -242,6 +249,9 @@ class KeyIndex:
             return np.full(len(keys), ABSENT, dtype=np.int64)
         if len(keys) <= FEW_KEYS:
             return np.array([self.row(key) for key in keys.tolist()], dtype=np.int64)
+        if len(keys) > LOOKUP_KEYS:
+            return np.concatenate([self.rows_sorted(keys[start:start + LOOKUP_KEYS])
+                                   for start in range(0, len(keys), LOOKUP_KEYS)])
         return find_in_ranges(self.low, *self._slices(keys), self.search_steps)
 
 
