@@ -210,6 +210,13 @@ def test_keys_removed_then_added_give_the_index_of_the_keys_built_afresh(keys, d
         assert_same(index.changed(removed, added), want)
 
 
+def test_keys_changed_must_come_in_increasing_order() -> None:
+    index = KeyIndex.from_sorted_keys(np.array([1, 2, 3, 4], dtype=np.uint64))
+    for removed, added in (([1, 1], []), ([], [5, 5]), ([], [51, 3])):
+        with pytest.raises(ValueError, match="strictly increasing"):
+            index.changed(np.array(removed, np.uint64), np.array(added, np.uint64))
+
+
 def assert_same(got: KeyIndex, want: KeyIndex) -> None:
     assert got.keys().tolist() == want.keys().tolist()
     assert got.chunk_high.tolist() == want.chunk_high.tolist()
