@@ -33,7 +33,7 @@ from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
                                      SLOT_MASK, Cartables, ColumnMaker, Devices, in_memory,
                                      take_owners, unpack_msisdns, unpack_sources)
-from enforcer.engine.keyindex import sorted_unique
+from enforcer.engine.keyindex import among, sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
 from enforcer.engine.pairset import PairSet
@@ -140,7 +140,7 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
                            (other_values & SLOT_MASK).astype(np.uint8)])
     order = np.argsort(rows, kind="stable")
     old_keys = state.lists.white_index.keys_at(rows[order])
-    unnamed = ~_among(old_keys, keys)
+    unnamed = ~among(old_keys, keys)
     kept = order[unnamed]
     placed = slots != NO_DEVICE
     device = np.concatenate([device[kept], (slots[placed] >> np.uint32(SLOT_BITS))
@@ -157,15 +157,6 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
         np.concatenate([unpack_sources(owners), sources]),
         np.concatenate([devices.registered_on[touched],
                         (ordinals - EPOCH.toordinal()).astype(np.uint16)]))
-
-
-def _among(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """np.isin against sorted keys, by search: numpy 2's isin hashes, some ten times slower
-    on millions of keys."""
-    if not len(sorted_keys):
-        return np.zeros(len(keys), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
 
 
 def _other_slots_of(devices: Devices, touched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
