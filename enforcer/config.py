@@ -213,6 +213,7 @@ class JobsConfig:
     retry_delay_s: SecondsOrZero
     drop_dir: Text
     drop_settle_s: SecondsOrZero
+    import_failures: Count
     consistency_shards: Count
 
 

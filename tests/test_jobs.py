@@ -5,6 +5,7 @@ retried; every run is in job_runs."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -68,6 +69,50 @@ def test_a_dropped_black_list_reaches_every_worker(env, worker, tmp_path: Path) 
     first.close()  # the second worker takes every partition and decides alone
     assert ((f"{SINGLE:014d}", str(OWNER), "blacklisted")
             in verdicts_of(env, [attach(SINGLE, OWNER, now_ms())]))
+
+
+def current_white(env: dict[str, str]) -> Path:
+    """The white list's file of the generation CURRENT points at."""
+    state = Path(env["EIR_STATE__DIR"])
+    generation = json.loads((state / "CURRENT").read_text())["dir"]
+    return state / generation / "lists" / "white.roaring"
+
+
+def test_a_delivery_whose_import_process_fails_stays_then_is_refused(env, worker,
+                                                                       capfd) -> None:
+    """A white list's import process cannot read the snapshot: the job fails with a line
+    saying why at each attempt, the worker decides as before, and the delivery stays for the
+    next run. Once its process failed jobs.import_failures times it is refused with why, and
+    the deliveries after it are taken."""
+    env["EIR_JOBS__IMPORT_FAILURES"] = "4"  # a run's three attempts, and one of the next
+    with_verdicts(env)
+    running = worker()
+    drop = Path(env["EIR_JOBS__DROP_DIR"])
+    drop.mkdir()
+    delivery = "".join(f"{full_imei(k)}\n" for k in [*CURRENT_WHITE, ZERO_TAC_KEY])
+    (drop / "white-2026-11-23.csv").write_text(delivery)
+    white = current_white(env)
+    white.rename(white.with_suffix(".aside"))
+    assert running.worker.run_job("reconcile") is Outcome.FAILED
+    assert runs(env["EIR_POSTGRES__DSN"], "reconcile")[-1].error == "ImportFailed"
+    said = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+            if '"import failed"' in line]
+    assert [line["file"] for line in said] == [str(white)] * 3
+    assert (drop / "white-2026-11-23.csv").exists()
+    assert ((f"{ZERO_TAC_KEY:014d}", str(BUYER), "no_cartable")
+            not in verdicts_of(env, [attach(full_imei(ZERO_TAC_KEY), BUYER, now_ms())]))
+
+    assert running.worker.run_job("reconcile") is Outcome.OK
+    report = msgspec.json.decode(
+        (drop / "refused" / "white-2026-11-23.csv.report.json").read_bytes())
+    assert report["refused"].startswith("its import's process failed 4 times")
+    white.with_suffix(".aside").rename(white)
+    (drop / "white-2026-11-24.csv").write_text(delivery)
+    assert running.worker.run_job("reconcile") is Outcome.OK
+    assert (drop / "done" / "white-2026-11-24.csv").exists()
+    assert not list(drop.glob(".*"))  # no count of failures left behind
+    assert ((f"{ZERO_TAC_KEY:014d}", str(BUYER), "no_cartable")
+            in verdicts_of(env, [attach(full_imei(ZERO_TAC_KEY), BUYER, now_ms())]))
 
 
 def test_a_truncated_snapshot_is_set_aside_and_changes_nothing(env, worker) -> None:

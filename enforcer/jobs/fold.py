@@ -4,11 +4,9 @@ adopt a reconcile's. A restart loads it and lays over it only the events stored 
 watermark, and the stored events below the watermark of the oldest generation kept on disk
 can go (the retention job prunes them).
 
-The fold runs in a process of its own, started afresh each time: it loads the snapshot from
-disk and lays the stored events over it as a restart does, folds and saves. Its seconds of
-numpy work then never hold this process's interpreter lock, which the registry thread needs
-to apply a change within a second, and the memory it builds with is given back when it
-ends. The worker then adopts the generation it saved.
+The fold runs in a process of its own (`enforcer.jobs.child`), started afresh each time: it
+loads the snapshot from disk and lays the stored events over it as a restart does, folds and
+saves. The worker then adopts the generation it saved.
 
 One worker folds at a time (the job's lock). A fold and a national import racing for the
 same generation: the snapshot file lock lets one save it, the other fails with
@@ -19,31 +17,27 @@ other's changes.
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-import msgspec
 import psycopg
 
 from enforcer.config import Config
 from enforcer.engine.fold import fold
 from enforcer.engine.imei import imei_rules
 from enforcer.engine.state import StateHolder
-from enforcer.files.snapshots import (SnapshotConflict, SnapshotDraft, load_snapshot,
-                                      save_snapshot)
+from enforcer.files.snapshots import SnapshotDraft, load_snapshot, save_snapshot
 from enforcer.follow.layover import lay_over_stored
+from enforcer.jobs.child import Report, child_main, run_child
 from enforcer.jobs.reconcile import adopt_newer
-from enforcer.logs import describe, logging_now, setup_logging
 from rules.policy import load_policy
 
 log = logging.getLogger("eir.fold")
 
 CHILD = "enforcer.jobs.fold"
-EXIT_CONFLICT = 3  # the child's exit status for SnapshotConflict (1 is any other fault)
 
 
 class FoldFailed(RuntimeError):
@@ -63,18 +57,7 @@ def fold_changes(holder: StateHolder, config: Config,
     if not len(holder.current.overlay):
         return counts
     began = time.perf_counter()
-    # A fresh interpreter, not a fork: the worker's threads (Kafka clients, the scheduler)
-    # may hold locks a forked child would inherit held. A worker killed meanwhile leaves
-    # the child to finish and end: it waits for nothing of the worker's.
-    level, form, path = logging_now()
-    child = subprocess.run([sys.executable, "-m", CHILD, level, form, path or ""],  # noqa: S603
-                           input=msgspec.json.encode(config), stdout=subprocess.PIPE,
-                           check=False)
-    if child.returncode == EXIT_CONFLICT:
-        raise SnapshotConflict("another process saved the generation the fold was saving")
-    if child.returncode:
-        raise FoldFailed(f"the fold's process ended with status {child.returncode}")
-    report = msgspec.json.decode(child.stdout, type=dict[str, int])
+    report = run_child(CHILD, config, (), FoldFailed)
     _, stale = adopt_newer(holder, directory, reloaded)
     counts["stale_events"] += stale
     counts.update({key: report[key] for key in ("folded", "events", "entries")})
@@ -83,11 +66,11 @@ def fold_changes(holder: StateHolder, config: Config,
     return counts
 
 
-def fold_stored(config: Config) -> dict[str, int]:
-    """In the child: the snapshot on disk with the stored events after its watermark laid
-    over it and folded into the next generation, saved. Returns the FoldReport's figures,
-    `folded` 0 when there was nothing to fold. Raises SnapshotConflict, psycopg.Error,
-    OSError."""
+def fold_stored(config: Config, args: Sequence[str] = ()) -> Report:
+    """In the child (no arguments): the snapshot on disk with the stored events after its
+    watermark laid over it and folded into the next generation, saved. Returns the
+    FoldReport's figures, `folded` 0 when there was nothing to fold. Raises
+    SnapshotConflict, psycopg.Error, OSError."""
     directory = Path(config.state.dir)
     # Mapped: the realign reads the registry once, front to back, and lets it go as it
     # reads, and writes the new one's columns into the files they are saved as
@@ -111,21 +94,8 @@ def fold_stored(config: Config) -> dict[str, int]:
 
 
 def main() -> int:
-    """The child: logging as argv says (setup_logging's level, form and file, "" for
-    stderr), the configuration as JSON on stdin; the report as JSON on stdout."""
-    level, form, path = sys.argv[1:]
-    setup_logging(level, form, path or None)
-    try:
-        report = fold_stored(msgspec.json.decode(sys.stdin.buffer.read(), type=Config))
-    except SnapshotConflict as exc:
-        log.warning("fold not saved", extra={"error": describe(exc)})
-        return EXIT_CONFLICT
-    except Exception as exc:  # noqa: BLE001 - one log line for the worker's log, not a traceback
-        log.error("fold failed", extra={"error": describe(exc),
-                                        "file": getattr(exc, "filename", None)})
-        return 1
-    sys.stdout.buffer.write(msgspec.json.encode(report))
-    return 0
+    """The child: see enforcer.jobs.child."""
+    return child_main(fold_stored, log, "fold failed")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""A job's heavy work in a process of its own: the fold of the registry's changes
+(`enforcer.jobs.fold`) and the import of a national delivery (`enforcer.jobs.reconcile`).
+
+The child is a fresh interpreter, not a fork: the worker's threads (Kafka clients, the
+scheduler) may hold locks a forked child would inherit held. It loads the snapshot from disk,
+builds and saves the next generation, and ends; the worker then adopts what it saved. Its
+seconds of numpy work never hold the worker's interpreter lock, which the registry thread
+needs to apply a change within a second, and the memory it builds with (the next generation
+beside the one it read) is given back when it ends, never held by the worker.
+
+The protocol: `python -m MODULE LEVEL FORM LOGFILE ARGS...` (setup_logging's arguments, ""
+for stderr), the worker's configuration as JSON on stdin, a report as a JSON object on
+stdout; exit 0 with the report, EXIT_CONFLICT when another process saved the generation it
+was saving (SnapshotConflict), 1 on any other fault, after one log line saying why. A worker
+killed meanwhile leaves the child to finish and end: it waits for nothing of the worker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from typing import Any, Callable, Sequence
+
+import msgspec
+
+from enforcer.config import Config
+from enforcer.files.snapshots import SnapshotConflict
+from enforcer.logs import describe, logging_now, setup_logging
+
+EXIT_CONFLICT = 3  # 1 is any other fault
+
+Report = dict[str, Any]  # the JSON object a child prints
+
+
+def run_child(module: str, config: Config, args: Sequence[str],
+              failed: Callable[[str], Exception]) -> Report:
+    """The child's report. Raises SnapshotConflict when it met one, `failed(why)` when it
+    ended otherwise without a report (its own log line says why, unless it was killed) or
+    printed something else."""
+    level, form, path = logging_now()
+    child = subprocess.run([sys.executable, "-m", module, level, form, path or "", *args],  # noqa: S603
+                           input=msgspec.json.encode(config), stdout=subprocess.PIPE,
+                           check=False)
+    if child.returncode == EXIT_CONFLICT:
+        raise SnapshotConflict("another process saved the generation the job was saving")
+    if child.returncode:
+        raise failed(f"the job's process ended with status {child.returncode}")
+    try:
+        return msgspec.json.decode(child.stdout, type=Report)
+    except msgspec.DecodeError as exc:
+        raise failed(f"the job's process printed no report: {exc}") from exc
+
+
+def child_main(work: Callable[[Config, Sequence[str]], Report], log: logging.Logger,
+               failure: str) -> int:
+    """The child's side: logging and arguments from argv, the configuration from stdin,
+    `work`'s report to stdout; a fault is one line (`failure`, with the error and the file
+    it names) in the worker's log, never a traceback. Returns the exit status."""
+    level, form, path, *args = sys.argv[1:]
+    setup_logging(level, form, path or None)
+    try:
+        report = work(msgspec.json.decode(sys.stdin.buffer.read(), type=Config), args)
+    except SnapshotConflict as exc:
+        log.warning("generation not saved", extra={"error": describe(exc)})
+        return EXIT_CONFLICT
+    except Exception as exc:  # noqa: BLE001 - one log line for the worker's log
+        log.error(failure, extra={"error": describe(exc),
+                                  "file": getattr(exc, "filename", None)})
+        return 1
+    sys.stdout.buffer.write(msgspec.json.encode(report))
+    return 0
