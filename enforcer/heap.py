@@ -52,3 +52,19 @@ def _mapping(array: object) -> mmap.mmap | None:
             return mapped
         array = getattr(array, "base", None)
     return None
+
+
+class LetGoBehind:
+    """A file mapped and read front to back once (a snapshot's white list parsed): the pages
+    behind the reader dropped from this process's resident memory every `every` bytes
+    read, so that the file is never resident whole beside what is made of it."""
+
+    def __init__(self, mapped: mmap.mmap, every: int) -> None:
+        self.mapped, self.every, self.done = mapped, every, 0
+
+    def read_to(self, offset: int) -> None:
+        """Nothing below `offset` is read again."""
+        end = offset - offset % mmap.PAGESIZE
+        if end - self.done >= self.every:
+            self.mapped.madvise(mmap.MADV_DONTNEED, self.done, end - self.done)
+            self.done = end

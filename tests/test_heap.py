@@ -10,7 +10,9 @@ from consumers.attach import AttachWorker
 from enforcer.clock import ManualClock
 from enforcer.config import load_config
 from enforcer.engine.imei import imei_rules
+from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import load_white_index
 from enforcer.heap import give_back, let_go
 from metrics.worker import WorkerMetrics
 from tests.test_decide import make_state
@@ -19,6 +21,8 @@ BLOCK = 64 * 1024  # under glibc's smallest mmap threshold: always from the heap
 BLOCKS = 3_000  # some 190 MB
 COLUMN_WORDS = 8 << 20  # a mapped column of 64 MB
 WORDS_A_PAGE = 512  # of 4 KB
+# A white list of 20 M keys, 40 MB as a file: array containers (a key every 20), 400 buckets.
+WHITE_BUCKETS, KEYS_A_BUCKET, KEY_SPACING = 400, 50_000, 20
 
 
 def resident_kib() -> int:
@@ -52,6 +56,37 @@ def test_a_mapped_column_s_pages_leave_the_resident_set_once_let_go(tmp_path: Pa
     let_go(column[WORDS_A_PAGE:], in_memory)
     assert read - resident_kib() > COLUMN_WORDS * 8 // 1024 // 2
     assert int(column[::WORDS_A_PAGE].sum()) == want and in_memory.tolist() == [1.0] * 3
+
+
+def peak_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
+
+def test_a_white_list_loads_without_its_file_resident_whole(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """A snapshot's white list is read from its file mapped, let go of behind the reader:
+    the load's peak is the index it makes and a stretch of the file, where reading the file
+    whole made a transient as large as the index. Keys spread over many 32-bit buckets, as
+    IMEIs are (the reader lets go after each)."""
+    monkeypatch.setattr("enforcer.files.snapshots.LET_GO_BYTES", 1 << 20)
+    keys = ((np.arange(WHITE_BUCKETS, dtype=np.uint64)[:, None] << np.uint64(32))
+            | np.arange(0, KEYS_A_BUCKET * KEY_SPACING, KEY_SPACING,
+                        dtype=np.uint64)[None, :]).ravel()
+    path = tmp_path / "white.roaring"
+    with path.open("wb") as f:
+        f.writelines(KeyIndex.from_sorted_keys(keys).portable_parts())
+    first, last = int(keys[0]), int(keys[-1])
+    del keys
+    give_back()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from now (proc(5))
+    before = peak_kib()
+    index = load_white_index(path)
+    grew = peak_kib() - before
+    assert (len(index), int(index.keys_between(0, 1)[0]),
+            int(index.keys_between(len(index) - 1, len(index))[0])) == (
+        WHITE_BUCKETS * KEYS_A_BUCKET, first, last)
+    assert grew < index.nbytes // 1024 + path.stat().st_size // 1024 // 2
 
 
 class Unread:

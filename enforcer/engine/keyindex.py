@@ -10,14 +10,15 @@ The position it returns (the key's rank) lets other columns be aligned to the se
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.engine.roaringfmt import CONTAINER_BITS, index_arrays, run_starts, serialize_chunks
+from enforcer.engine.roaringfmt import (CONTAINER_BITS, Buffer, index_arrays, run_starts,
+                                       serialize_chunks)
 
 CHUNK_BITS = CONTAINER_BITS  # the same grouping as roaring's containers
 LOW_BITS_MASK = (1 << CHUNK_BITS) - 1
@@ -86,9 +87,11 @@ class KeyIndex:
         return cls.from_portable(bitmap.serialize())
 
     @classmethod
-    def from_portable(cls, serialized: bytes) -> KeyIndex:
-        """From a BitMap64 in its portable serialization, e.g. a snapshot file's bytes."""
-        chunk_high, chunk_start, low = index_arrays(serialized)
+    def from_portable(cls, serialized: Buffer,
+                      read_to: Callable[[int], None] = lambda offset: None) -> KeyIndex:
+        """From a BitMap64 in its portable serialization, e.g. a snapshot file's bytes or the
+        file mapped (`read_to`: roaringfmt.index_arrays)."""
+        chunk_high, chunk_start, low = index_arrays(serialized, read_to)
         return cls(chunk_high, chunk_start, low, steps_for(chunk_start))
 
     def __len__(self) -> int:

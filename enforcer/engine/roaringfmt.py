@@ -11,8 +11,9 @@ list never exists as a 2.4 GB array of uint64.
 
 from __future__ import annotations
 
+import mmap
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ COOKIE_HEADER_BYTES = 8  # cookie and container count, in the format without run
 DESCRIPTION_BYTES = 4  # per container: uint16 key and uint16 cardinality - 1
 OFFSET_BYTES = 4  # per container: uint32 offset
 RUN_BYTES = 4  # per run: uint16 start and uint16 length - 1
+Buffer = bytes | mmap.mmap  # a file's bytes read, or the file mapped
 
 
 def bitmap_from_sorted_keys(keys: np.ndarray) -> BitMap64:
@@ -128,19 +130,24 @@ class _Bucket:
     data: int  # where the containers start
 
 
-def index_arrays(buf: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk_high, chunk_start, low) of a KeyIndex, read from a portable BitMap64.
+def index_arrays(buf: Buffer, read_to: Callable[[int], None] = lambda offset: None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chunk_high, chunk_start, low) of a KeyIndex, read from a portable BitMap64 (bytes,
+    or a file mapped); `read_to` is told, after each 32-bit bucket, the offset below which
+    `buf` is not read again (a mapped file's pages can go). The arrays are copies: none
+    refers to `buf`.
 
     Headers first, then the containers straight into one preallocated array: building
     pieces and concatenating them leaves the heap fragmented by hundreds of MB at scale."""
     (n_buckets,) = struct.unpack_from("<Q", buf, 0)
     pos = 8
-    buckets = []
+    buckets, ends = [], []
     for _ in range(n_buckets):
         (high,) = struct.unpack_from("<I", buf, pos)
         bucket = _read_header(buf, pos + 4, high)
         buckets.append(bucket)
         pos = _containers_end(buf, bucket)
+        ends.append(pos)
     if not buckets:
         return np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, np.uint16)
     card = np.concatenate([b.card for b in buckets])
@@ -150,12 +157,13 @@ def index_arrays(buf: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         for b in buckets])
     low = np.empty(int(chunk_start[-1]), dtype=np.uint16)
     at = 0
-    for bucket in buckets:
+    for bucket, end in zip(buckets, ends):
         at = _fill_containers(buf, bucket, low, at)
+        read_to(end)
     return chunk_high, chunk_start, low
 
 
-def _read_header(buf: bytes, pos: int, high: int) -> _Bucket:
+def _read_header(buf: Buffer, pos: int, high: int) -> _Bucket:
     start = pos
     (cookie,) = struct.unpack_from("<I", buf, pos)
     if cookie == COOKIE_NO_RUNS:
@@ -181,7 +189,7 @@ def _read_header(buf: bytes, pos: int, high: int) -> _Bucket:
     return _Bucket(high, keys16, card, is_run, offsets, pos)
 
 
-def _container_spans(buf: bytes, bucket: _Bucket) -> tuple[np.ndarray, np.ndarray]:
+def _container_spans(buf: Buffer, bucket: _Bucket) -> tuple[np.ndarray, np.ndarray]:
     """Offset and size in bytes of each container of the bucket."""
     card = bucket.card
     size = np.where(card <= ARRAY_MAX, 2 * card, BITSET_BYTES)
@@ -199,19 +207,19 @@ def _container_spans(buf: bytes, bucket: _Bucket) -> tuple[np.ndarray, np.ndarra
     return offsets, size
 
 
-def _run_container_bytes(buf: bytes, offset: int) -> int:
+def _run_container_bytes(buf: Buffer, offset: int) -> int:
     (n_runs,) = struct.unpack_from("<H", buf, offset)
     return 2 + RUN_BYTES * n_runs
 
 
-def _containers_end(buf: bytes, bucket: _Bucket) -> int:
+def _containers_end(buf: Buffer, bucket: _Bucket) -> int:
     if not len(bucket.card):
         return bucket.data
     offsets, size = _container_spans(buf, bucket)
     return int(offsets[-1] + size[-1])
 
 
-def _fill_containers(buf: bytes, bucket: _Bucket, low: np.ndarray, at: int) -> int:
+def _fill_containers(buf: Buffer, bucket: _Bucket, low: np.ndarray, at: int) -> int:
     card = bucket.card
     offsets, _ = _container_spans(buf, bucket)
     starts = at + np.concatenate(([0], np.cumsum(card)))
@@ -228,7 +236,7 @@ def _fill_containers(buf: bytes, bucket: _Bucket, low: np.ndarray, at: int) -> i
     return int(starts[-1])
 
 
-def _fill_special(buf: bytes, bucket: _Bucket, i: int, offset: int, out: np.ndarray) -> None:
+def _fill_special(buf: Buffer, bucket: _Bucket, i: int, offset: int, out: np.ndarray) -> None:
     if bucket.is_run[i]:
         (n_runs,) = struct.unpack_from("<H", buf, offset)
         runs = np.frombuffer(buf, "<u2", 2 * n_runs, offset + 2).astype(np.int64)
