@@ -298,11 +298,11 @@ def cut_for_each_imsi(policy: Policy) -> EnforcementState:
     """The test state (generation 2), with CUT_FOR_BUYER also cut off for each short IMSI."""
     base = make_state(policy)
     imsis = np.array([int(IMSI), *SHORT_IMSIS], np.uint64)
-    lists = Lists.build(base.lists.generation + 1, base.lists.white_index,
-                        base.lists.black_bitmaps(),
-                        cut_imeis=base.lists.cut_imeis,
-                        cut_pairs=PairSet.from_pairs(np.full(len(imsis), CUT_FOR_BUYER,
-                                                             np.uint64), imsis))
+    lists = Lists.from_black_keys(base.lists.generation + 1, base.lists.white_index,
+                                  base.lists.black_keys(),
+                                  cut_imeis=base.lists.cut_imeis,
+                                  cut_pairs=PairSet.from_pairs(
+                                      np.full(len(imsis), CUT_FOR_BUYER, np.uint64), imsis))
     return EnforcementState(lists, base.devices, policy)
 
 

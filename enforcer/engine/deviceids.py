@@ -1,7 +1,7 @@
 """The registry's ids of devices registered by events, once folded into a snapshot: an event
 may name a device by its id alone (`Device("D9", ())`), after the event that registered it
 is no longer held in memory. Sorted columns, looked up by binary search: a year of
-registrations (about a million ids) costs tens of MB, not the hundreds a dict of strings
+registrations (8 M ids at national scale) costs some 130 MB, not the GB a dict of strings
 would."""
 
 from __future__ import annotations
@@ -48,6 +48,26 @@ class DeviceIds:
         if at < len(self.names) and self.names[at] == key:
             return int(self.device[at])
         return None
+
+    def with_changes(self, names: np.ndarray, devices: np.ndarray,
+                     gone: int) -> DeviceIds:
+        """These ids with `names` (text, any order, unique) naming `devices` over them, a
+        name naming `gone` taken out: a fold's, in numpy, O(n + k log k), where a dict of
+        every id held a Python object each (a year of registrations: 8 M ids at national
+        scale)."""
+        encoded = np.char.encode(names, ENCODING)
+        order = np.argsort(encoded, kind="stable")
+        named, devices = encoded[order], devices[order]
+        at = np.searchsorted(named, self.names)
+        held = at < len(named)
+        held[held] = named[at[held]] == self.names[held]
+        live = devices != gone
+        # Both sorted: the new names inserted, in one width (a narrower one would cut them).
+        width = np.result_type(self.names.dtype, named.dtype)
+        kept, added = self.names[~held].astype(width), named[live].astype(width)
+        into = np.searchsorted(kept, added)
+        return DeviceIds(np.insert(kept, into, added),
+                         np.insert(self.device[~held], into, devices[live].astype(np.uint32)))
 
     def names_of(self, device: int) -> list[str]:
         """The ids that name `device`."""

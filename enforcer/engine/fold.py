@@ -29,17 +29,15 @@ from typing import Mapping
 import numpy as np
 
 from enforcer.heap import give_back
-from enforcer.engine.deviceids import DeviceIds
-from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_OWNER, SLOT_BITS,
-                                     SLOT_MASK, Cartables, ColumnMaker, Devices, in_memory,
-                                     take_owners, unpack_msisdns, unpack_sources)
+from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_DEVICE_INT, NO_OWNER,
+                                     SLOT_BITS, SLOT_MASK, Cartables, ColumnMaker, Devices,
+                                     in_memory, take_owners, unpack_msisdns, unpack_sources)
 from enforcer.engine.keyindex import among, sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.realign import REALIGN_ROWS, Rebuilt, realign, set_owners
-from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import EnforcementState
 
 
@@ -81,9 +79,8 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
         _fold_operator_sims(state.devices.operator_sims, overlay.operator_sims), chunk_rows,
         columns)
     set_owners(devices, renumbering, *_columns(overlay, "owners", np.uint64))
-    named = {**dict(state.devices.ids.items()), **overlay.device_ids}
-    devices = replace(devices, ids=renumbering.ids(DeviceIds.from_mapping(
-        {name: d for name, d in named.items() if d != NO_DEVICE})))
+    devices = replace(devices, ids=renumbering.ids(state.devices.ids.with_changes(
+        *overlay.columns("device_ids"), gone=NO_DEVICE_INT)))
     folded = EnforcementState(lists, devices, state.policy,
                               overlay=replace(empty_overlay(devices),
                                               read_to=dict(overlay.read_to)),
@@ -107,13 +104,13 @@ def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndar
     # The index changed where the overlay names keys: no bitmap of the national list (0.6
     # GB, and as much again to index it).
     white = lists.white_index.changed(keys[slots == NO_DEVICE], keys[slots != NO_DEVICE])
-    black_keys, codes = _columns(overlay, "black", np.uint8)
-    named = bitmap_from_sorted_keys(black_keys)
-    old_black = lists.black_bitmaps()
-    black = {reason: (old_black[reason] - named)
-             | bitmap_from_sorted_keys(black_keys[codes == code])
+    # Keys, not bitmaps: black-listed IMEIs are scattered, some 70 bytes a key as a bitmap.
+    named, codes = _columns(overlay, "black", np.uint8)
+    old = lists.black_keys()
+    black = {reason: sorted_unique(np.concatenate([old[reason][~among(old[reason], named)],
+                                                   named[codes == code]]))
              for code, reason in enumerate(BLACK_REASONS)}
-    return Lists.build(generation, white, black, lists.cut_imeis, lists.cut_pairs)
+    return Lists.from_black_keys(generation, white, black, lists.cut_imeis, lists.cut_pairs)
 
 
 def _touched(state: EnforcementState, keys: np.ndarray, slots: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from pyroaring import BitMap64
 from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
-from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 
 
 class BlackReason(StrEnum):
@@ -80,10 +79,6 @@ class Lists:
         return {reason: keys[self.black_reasons_held >> code & 1 == 1]
                 for code, reason in enumerate(BLACK_REASONS)}
 
-    def black_bitmaps(self) -> dict[BlackReason, BitMap64]:
-        """`black_keys` as bitmaps, kept by no one but the caller."""
-        return {reason: bitmap_from_sorted_keys(keys) for reason, keys in self.black_keys().items()}
-
     @classmethod
     def build(cls, generation: int, white: BitMap64 | KeyIndex,
               black: dict[BlackReason, BitMap64] | None = None,
@@ -92,12 +87,22 @@ class Lists:
         """The lists with their indexes; the white list as a bitmap or as its index (a
         snapshot's, another generation's). The white and black bitmaps given are not kept
         (the cut-off IMEIs' is)."""
-        black = {r: (black or {}).get(r, BitMap64()) for r in BLACK_REASONS}
+        return cls.from_black_keys(generation, white,
+                                   {r: keys_of(b) for r, b in (black or {}).items()},
+                                   cut_imeis, cut_pairs)
+
+    @classmethod
+    def from_black_keys(cls, generation: int, white: BitMap64 | KeyIndex,
+                        black: dict[BlackReason, np.ndarray],
+                        cut_imeis: BitMap64 | None = None,
+                        cut_pairs: PairSet | None = None) -> Lists:
+        """`build` with the black list as its keys by reason (uint64, ascending; a reason
+        left out has none): a fold's, which bitmaps of would cost some 70 bytes a key."""
         cut_imeis = cut_imeis if cut_imeis is not None else BitMap64()
         cut_pairs = cut_pairs if cut_pairs is not None else PairSet.empty()
         # Not a union bitmap: black-listed IMEIs are scattered, one roaring container each
         # (about 70 bytes a key), so a second bitmap of them all would cost hundreds of MB.
-        by_reason = [keys_of(black[r]) for r in BLACK_REASONS]
+        by_reason = [black.get(r, np.zeros(0, np.uint64)) for r in BLACK_REASONS]
         black_index = KeyIndex.from_sorted_keys(sorted_unique(np.concatenate(by_reason)))
         held = np.zeros(len(black_index), dtype=np.uint8)
         for code, keys in enumerate(by_reason):
@@ -121,11 +126,10 @@ class Lists:
     def from_keys(cls, generation: int, white: np.ndarray,
                   black: dict[BlackReason, np.ndarray] | None = None) -> Lists:
         """Build from arrays of keys, e.g. a synthetic country."""
-        return cls.build(
+        return cls.from_black_keys(
             generation,
-            bitmap_from_sorted_keys(sorted_unique(np.asarray(white, dtype=np.uint64))),
-            {r: bitmap_from_sorted_keys(sorted_unique(np.asarray(k, dtype=np.uint64)))
-             for r, k in (black or {}).items()},
+            KeyIndex.from_sorted_keys(sorted_unique(np.asarray(white, dtype=np.uint64))),
+            {r: sorted_unique(np.asarray(k, dtype=np.uint64)) for r, k in (black or {}).items()},
         )
 
     def black_reasons(self, imei_keys: np.ndarray) -> np.ndarray:
