@@ -10,10 +10,12 @@ Stages, each in a fresh process so that one's memory does not count against anot
            line): the country's IMEIs without every 1,000th (their devices leave) and 1 %
            more, new IMEIs of TACs the country does not use;
   import   `registry import --kind white` as the command runs it: load, stream the file,
-           compare, check, realign the devices, save; wall time and peak resident memory;
+           compare, check, realign the devices, save; wall time and peak resident memory,
+           and where it peaks (the stack's project frames: `peak_at`);
   fold     the fold job's process: load the imported snapshot, lay a year of registry
            changes over it (the overlay's maps built from columns: `YEAR` below, scaled to
-           --rows), fold, save; wall time and peak resident memory;
+           --rows), fold, save; wall time and peak resident memory, and where
+           (`fold_peak_at`);
   baseline the same file's first rows read line by line (the reader's general path), to
            give the block reader's speed-up measured in the same run.
 The last line is JSON.
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from measure import emit, peak_rss_mb, rss_mb, run_stage, say
+from measure import PeakWhere, emit, peak_rss_mb, rss_mb, run_stage, say
 
 from enforcer.engine.imei import imei_rules
 from enforcer.config import load_config
@@ -112,7 +114,8 @@ def stage_import(args: argparse.Namespace) -> dict:
     state = load_snapshot(args.dir / "state", load_policy(), mapped=True)  # as the command
     loaded = time.perf_counter()
     loaded_rss = rss_mb()
-    with SnapshotDraft(args.dir / "state", state.generation + 1) as draft:
+    with PeakWhere() as peak, SnapshotDraft(args.dir / "state",
+                                            state.generation + 1) as draft:
         new, report = import_file(state, Kind.WHITE, args.dir / "white.csv", config,
                                   draft.column)
         imported = time.perf_counter()
@@ -122,7 +125,8 @@ def stage_import(args: argparse.Namespace) -> dict:
             "read_diff_realign_s": round(imported - loaded, 1),
             "save_s": round(done - imported, 1), "total_s": round(done - started, 1),
             "loaded_rss_mb": round(loaded_rss), "peak_rss_mb": round(peak_rss_mb()),
-            "added": report.added, "removed": report.removed, "file_rows": report.file.rows,
+            "peak_at": peak.at, "added": report.added, "removed": report.removed,
+            "file_rows": report.file.rows,
             "devices": report.devices.devices,
             "devices_left_out": report.devices.left_out_unregistered}
 
@@ -189,7 +193,8 @@ def stage_fold(args: argparse.Namespace) -> dict:
     state = replace(state, overlay=overlay)
     laid = time.perf_counter()
     laid_rss = rss_mb()
-    with SnapshotDraft(args.dir / "state", state.generation + 1) as draft:
+    with PeakWhere() as peak, SnapshotDraft(args.dir / "state",
+                                            state.generation + 1) as draft:
         folded, report = fold(state, state.generation + 1, columns=draft.column)
         done_fold = time.perf_counter()
         save_snapshot(folded, args.dir / "state", draft)
@@ -198,6 +203,7 @@ def stage_fold(args: argparse.Namespace) -> dict:
             "fold_s": round(done_fold - laid, 1), "fold_save_s": round(done - done_fold, 1),
             "fold_total_s": round(loaded - started + done - laid, 1),
             "year_rss_mb": round(laid_rss), "fold_peak_rss_mb": round(peak_rss_mb()),
+            "fold_peak_at": peak.at,
             "overlay_entries": report.entries, "fold_devices": report.devices,
             "devices_added": report.devices_added, "devices_gone": report.devices_gone}
 

@@ -8,9 +8,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Callable, Iterator
 
 from enforcer.heap import give_back
@@ -46,6 +48,46 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return _status_kib("VmHWM") / KIB_PER_MIB
+
+
+class PeakWhere:
+    """Where this process's resident set peaks: a thread reads VmRSS every `every_s` seconds
+    and, at each new most, takes the main thread's stack. `at` is that stack's frames in the
+    project (not numpy's or the interpreter's), outermost first, as `file:line function`;
+    `most_mb` the most seen (VmHWM may be a little higher: it is not sampled)."""
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        self.every_s, self.most_mb, self.at = every_s, 0.0, []
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakWhere:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            now = rss_mb()
+            if now > self.most_mb:
+                # No frame held across the wait: a frame keeps its function's locals (the
+                # arrays whose peak this measures) alive after the function returns.
+                self.most_mb, self.at = now, _project_frames(
+                    sys._current_frames().get(self._main))
+
+
+def _project_frames(frame: FrameType | None) -> list[str]:
+    frames = []
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.startswith(PROJECT_ROOT) and "/.venv/" not in path:
+            frames.append(f"{Path(path).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        frame = frame.f_back
+    return frames[::-1]
 
 
 def give_back_heap() -> None:
