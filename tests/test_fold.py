@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
-from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +15,6 @@ from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.fold import fold
 from enforcer.engine.imei import ImeiRules, parse_imei
 from enforcer.engine.lists import BlackReason
-from enforcer.engine.overlay import Overlay
 from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Device,
                                              DeviceDeregistered, DeviceRegistered, ImeiReplaced,
                                              OperatorSimChanged, OwnershipSet, RegistryEvent,
@@ -139,33 +137,3 @@ def test_an_id_folded_into_the_snapshot_still_names_its_device(base, rules) -> N
 def test_a_fold_is_a_newer_generation(base) -> None:
     with pytest.raises(ValueError, match="not newer"):
         fold(base, base.generation)
-
-
-@settings(max_examples=100, deadline=None)
-@given(before=st.lists(changes, max_size=10), during=st.lists(changes, min_size=1, max_size=6))
-def test_changes_applied_while_a_fold_is_adopted_are_kept(base, rules, before,
-                                                          during) -> None:
-    """A swap lays the changes over the new generation outside its lock, while the registry
-    goes on applying its own; those it applied meanwhile are laid over too: the worker ends
-    where a swap holding the lock throughout would have left it."""
-    early, late = events_of(before), events_of(during, first=len(before))
-    folding, _ = laid(base, early)
-    folded, _ = fold(replace(folding, overlay=folding.overlay.at({0: (0, len(before))})),
-                     base.generation + 1)
-    holder = StateHolder(folding)
-    rebase, calls = Overlay.rebase, []
-
-    def rebase_while_the_registry_applies(overlay, *args):
-        rebased = rebase(overlay, *args)
-        if not calls:  # the swap's rebase outside the lock: the registry applies meanwhile
-            calls.append(1)
-            holder.update(lambda s: laid(s, late)[0])
-        return rebased
-
-    with patch.object(Overlay, "rebase", rebase_while_the_registry_applies):
-        holder.swap(folded)
-    everything, _ = laid(base, early + late)
-    assert calls and holder.current.generation == folded.generation
-    assert [e.event_id for e in holder.current.overlay.events] == [
-        e.event_id for e in everything.overlay.events if e.read_at.offset >= len(before)]
-    assert decisions(holder.current, rules) == decisions(everything, rules)

@@ -67,33 +67,12 @@ class StateHolder:
 
     def swap(self, new: EnforcementState) -> int:
         """Put a newer generation in place, with the registry's changes laid over it again;
-        returns how many of those no longer apply to it. Raises ValueError when `new` is not
-        newer than the state held.
-
-        The changes are laid over it outside the lock, while `update` goes on applying the
-        registry's: a fold's adoption lays again every change read while the fold ran (tens
-        of thousands at a national registry's rate), and the registry thread waited for
-        them all. Under the lock, only those it applied meanwhile are laid over too."""
-        base = self._state
-        self._newer(new, base)
-        rebased, stale = base.overlay.rebase(new.lists, new.devices, new.watermark)
+        returns how many of those no longer apply to it."""
         with self._swap_lock:
-            current = self._state
-            self._newer(new, current)
-            caught = (current.overlay.caught_up(rebased, base.overlay, new.lists, new.devices,
-                                                new.watermark)
-                      if current.lists is base.lists else None)
-            if caught is None:  # a generation or a repaired overlay came in meanwhile
-                overlay, stale = current.overlay.rebase(new.lists, new.devices, new.watermark)
-            else:
-                overlay, late = caught
-                stale += late
-            self._state = replace(new, overlay=overlay, cutoffs=current.cutoffs,
-                                  misused=current.misused, numbers=current.numbers)
+            if new.generation <= self._state.generation:
+                raise ValueError(f"generation {new.generation} is not newer than "
+                                 f"{self._state.generation}")
+            overlay, stale = self._state.overlay.rebase(new.lists, new.devices, new.watermark)
+            self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs,
+                                  misused=self._state.misused, numbers=self._state.numbers)
             return stale
-
-    @staticmethod
-    def _newer(new: EnforcementState, held: EnforcementState) -> None:
-        if new.generation <= held.generation:
-            raise ValueError(f"generation {new.generation} is not newer than "
-                             f"{held.generation}")
