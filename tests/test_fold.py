@@ -3,6 +3,7 @@ is decided after the fold as before it, and the changes that come after apply al
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from datetime import date
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from enforcer.engine.decide import decide, decision_at
 from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.fold import fold
+from enforcer.files.changes import read_changes, write_changes
 from enforcer.engine.imei import ImeiRules, parse_imei
 from enforcer.engine.lists import BlackReason
 from enforcer.engine.registry_events import (BlacklistChanged, CartableChanged, Device,
@@ -137,3 +139,25 @@ def test_an_id_folded_into_the_snapshot_still_names_its_device(base, rules) -> N
 def test_a_fold_is_a_newer_generation(base) -> None:
     with pytest.raises(ValueError, match="not newer"):
         fold(base, base.generation)
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=st.lists(changes, max_size=12))
+def test_the_changes_handed_to_the_fold_s_process_decide_and_fold_as_held(base, rules,
+                                                                          before) -> None:
+    """A worker hands its fold's process its changes as columns in a file: read back, they
+    decide every attach as the overlay they came from, and fold to the same generation."""
+    held, _ = laid(base, events_of(before))
+    held = replace(held, overlay=held.overlay.at({0: (0, len(before))}))
+    file = io.BytesIO()
+    write_changes(held.overlay, held.generation, file)
+    handed = read_changes(file)
+    assert (handed.generation, handed.events, handed.overlay.read_to) == (
+        held.generation, len(held.overlay.events), {0: (0, len(before))})
+    taken = replace(held, overlay=handed.overlay)
+    assert len(taken.overlay) == len(held.overlay)
+    assert decisions(taken, rules) == decisions(held, rules)
+    folded, _ = fold(taken, held.generation + 1)
+    want, _ = fold(held, held.generation + 1)
+    assert decisions(folded, rules) == decisions(want, rules)
+    assert dict(folded.devices.ids.items()) == dict(want.devices.ids.items())

@@ -129,6 +129,14 @@ class SlotLayer(SortedLayer):
         self._slot_bits, self._no_device, self._index = slot_bits, no_device, index
 
     @classmethod
+    def of_arrays(cls, keys: np.ndarray, values: np.ndarray, slot_bits: int,
+                  no_device: int) -> SlotLayer:
+        """From a layer's columns (sorted uint64 keys, uint32 values), its index built."""
+        placed = values != no_device
+        return cls(keys, values, slot_bits, no_device, _DeviceIndex.of(
+            values[placed] >> np.uint32(slot_bits), keys[placed]))
+
+    @classmethod
     def empty_slots(cls, slot_bits: int, no_device: int) -> SlotLayer:
         index = _DeviceIndex(np.zeros(0, np.uint32), np.zeros(0, np.uint64))
         return cls(np.zeros(0, np.uint64), np.zeros(0, np.uint32), slot_bits, no_device, index)
@@ -161,6 +169,11 @@ class IdLayer:
         values = np.array([value for _, value in live], np.uint64)
         order = np.argsort(keys)
         return cls(keys[order], values[order], _DeviceIndex.of(values, keys))
+
+    @classmethod
+    def of_arrays(cls, keys: np.ndarray, values: np.ndarray) -> IdLayer:
+        """From a layer's columns (sorted text keys, uint64 values), its index built."""
+        return cls(keys, values, _DeviceIndex.of(values, keys))
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -34,14 +34,14 @@ Report = dict[str, Any]  # the JSON object a child prints
 
 
 def run_child(module: str, config: Config, args: Sequence[str],
-              failed: Callable[[str], Exception]) -> Report:
-    """The child's report. Raises SnapshotConflict when it met one, `failed(why)` when it
-    ended otherwise without a report (its own log line says why, unless it was killed) or
-    printed something else."""
+              failed: Callable[[str], Exception], pass_fds: Sequence[int] = ()) -> Report:
+    """The child's report; `pass_fds` are files it inherits (their numbers among `args`).
+    Raises SnapshotConflict when it met one, `failed(why)` when it ended otherwise without a
+    report (its own log line says why, unless it was killed) or printed something else."""
     level, form, path = logging_now()
     child = subprocess.run([sys.executable, "-m", module, level, form, path or "", *args],  # noqa: S603
                            input=msgspec.json.encode(config), stdout=subprocess.PIPE,
-                           check=False)
+                           check=False, pass_fds=tuple(pass_fds))
     if child.returncode == EXIT_CONFLICT:
         raise SnapshotConflict("another process saved the generation the job was saving")
     if child.returncode:
