@@ -18,6 +18,7 @@ killed meanwhile leaves the child to finish and end: it waits for nothing of the
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from typing import Any, Callable, Sequence
@@ -68,5 +69,11 @@ def child_main(work: Callable[[Config, Sequence[str]], Report], log: logging.Log
         log.error(failure, extra={"error": describe(exc),
                                   "file": getattr(exc, "filename", None)})
         return 1
-    sys.stdout.buffer.write(msgspec.json.encode(report))
+    try:
+        sys.stdout.buffer.write(msgspec.json.encode(report))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the worker that asked was killed meanwhile: nobody to tell
+        log.info("job's process outlived its worker", extra={"report": report})
+        # Python flushes stdout again as it exits: into nothing, not a second traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
