@@ -24,6 +24,7 @@ from enforcer.jobs.catalog import first_month_kept
 from enforcer.jobs.reconcile import reconcile
 from enforcer.jobs.schedule import Job, JobRunner, cron_trigger
 from enforcer.engine.state import StateHolder
+from enforcer.files.snapshots import SnapshotConflict
 from metrics.worker import WorkerMetrics
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, CLONED, OWNER, SINGLE, STOLEN, make_state
@@ -113,6 +114,24 @@ def test_a_delivery_whose_import_process_fails_stays_then_is_refused(env, worker
     assert not list(drop.glob(".*"))  # no count of failures left behind
     assert ((f"{ZERO_TAC_KEY:014d}", str(BUYER), "no_cartable")
             in verdicts_of(env, [attach(full_imei(ZERO_TAC_KEY), BUYER, now_ms())]))
+
+
+def test_a_delivery_whose_import_met_a_conflict_stays_uncounted(tmp_path: Path, policy,
+                                                                monkeypatch) -> None:
+    """Another process saved the generation the import's process was saving: the job fails
+    with SnapshotConflict (its retry imports over the winner), and the delivery stays, with
+    no failure counted against it."""
+    monkeypatch.setattr("enforcer.jobs.reconcile.CHILD", "tests.harness.jobchild")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = load_config(environ={"EIR_STATE__DIR": str(tmp_path / "state"),
+                                  "EIR_JOBS__DROP_DIR": str(drop),
+                                  "EIR_JOBS__DROP_SETTLE_S": "0"})
+    (drop / "white-2026-11-23.csv").write_text(
+        "".join(f"{full_imei(k)}\n" for k in CURRENT_WHITE))
+    with pytest.raises(SnapshotConflict, match="saved the generation"):
+        reconcile(StateHolder(make_state(policy)), config, SystemClock())
+    assert sorted(path.name for path in drop.iterdir()) == ["white-2026-11-23.csv"]
 
 
 def test_a_truncated_snapshot_is_set_aside_and_changes_nothing(env, worker) -> None:

@@ -1,0 +1,20 @@
+"""A job's process (enforcer/jobs/child.py's protocol) that meets a SnapshotConflict, as an
+import's does when another process saved the generation it was saving."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Sequence
+
+from enforcer.config import Config
+from enforcer.files.snapshots import SnapshotConflict
+from enforcer.jobs.child import Report, child_main
+
+
+def saved_first(config: Config, args: Sequence[str]) -> Report:
+    raise SnapshotConflict("generation 2 is not newer than 2, saved meanwhile; run again")
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(saved_first, logging.getLogger("eir.reconcile"), "import failed"))
