@@ -40,11 +40,10 @@ from enforcer.engine.imei import imei_rules
 from enforcer.config import load_config
 from enforcer.engine.digits import luhn_digits
 from enforcer.engine.imei import KEY_DIGITS, SNR_SPACE
-from enforcer.engine.devices import NO_DEVICE, NO_DEVICE_INT, SLOT_BITS, SOURCES, Source
+from enforcer.engine.devices import NO_DEVICE, SLOT_BITS, SOURCES, Source
 from enforcer.engine.fold import fold
 from enforcer.engine.keyindex import sorted_unique
-from enforcer.engine.layers import CodedLayer, LayeredMap, SlotLayer, SortedLayer, _DeviceIndex
-from enforcer.engine.overlay import _DAY_BITS, Overlay, _packed, _unpacked
+from enforcer.engine.overlay import _DAY_BITS, Overlay
 from enforcer.files.importing import Kind, import_file
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.state import EnforcementState
@@ -166,23 +165,22 @@ def a_year(state: EnforcementState, spare_tacs: np.ndarray, scale: float) -> Ove
                             np.full(len(gone_keys), NO_DEVICE, np.uint32)])
     order = np.argsort(keys)
     keys, slots = keys[order], slots[order]
-    placed = slots != NO_DEVICE
-    imeis = SlotLayer(keys, slots, SLOT_BITS, NO_DEVICE_INT, _DeviceIndex.of(
-        slots[placed] >> np.uint32(SLOT_BITS), keys[placed]))
     # Transferred, and every registered device activated: an owner each.
     owned = sorted_unique(np.concatenate([
         rng.integers(0, count, year["transferred"]), np.arange(count, count + added)]))
-    owners = SortedLayer(owned.astype(np.uint64),
-                         MSISDN_BASE + rng.integers(0, MSISDN_SPAN, len(owned), np.uint64))
     black = new_keys(rng, spare_tacs, year["black_listed"])
     packed = np.uint64(SOURCES.index(Source.IMPORT) << _DAY_BITS
                        | DAY_OF_THE_YEAR.toordinal())
-    return Overlay(
-        base_devices=count, imeis=LayeredMap(imeis), owners=LayeredMap(owners),
-        devices=LayeredMap(CodedLayer(SortedLayer(
-            np.arange(count, count + added, dtype=np.uint64), np.full(added, packed)),
-            _packed, _unpacked)),
-        black=LayeredMap(SortedLayer(black, np.zeros(len(black), np.uint8))))
+    none = np.zeros(0, np.uint64)
+    return Overlay.from_frozen_arrays(count, {
+        "imeis": (keys, slots),
+        "owners": (owned.astype(np.uint64),
+                   MSISDN_BASE + rng.integers(0, MSISDN_SPAN, len(owned), np.uint64)),
+        "device_ids": (np.zeros(0, "U1"), none),
+        "devices": (np.arange(count, count + added, dtype=np.uint64), np.full(added, packed)),
+        "cartables": (none, np.zeros(0, np.uint32)),
+        "operator_sims": (none, none, np.zeros(0, bool)),
+        "black": (black, np.zeros(len(black), np.uint8))}, {})
 
 
 def stage_fold(args: argparse.Namespace) -> dict:
