@@ -29,6 +29,8 @@ BOOTSTRAP_TIMEOUT_MS = int(METADATA_TIMEOUT_S * 1000)
 # allows it delivers, stopped its partition for good. The protocol's own limit (an int32
 # size) lets any message the broker holds be read and dead-lettered.
 MAX_RESPONSE_BYTES = 2**31 - 1
+# Both clients' default: the outbox relay reads its topics back only to resume a round.
+OUTBOX_FETCH_WAIT_MS = 500
 
 
 def security(config: KafkaConfig) -> dict[str, Any]:
@@ -97,24 +99,27 @@ def producer(config: KafkaConfig, give_up_s: float | None = None) -> Producer:
 
 def registry_consumer(config: KafkaConfig) -> Consumer:
     """No group: every worker reads every partition, from positions kept in PostgreSQL."""
-    return _reader(config, "registry")
+    return _reader(config, "registry", config.registry_fetch_wait_ms)
 
 
 def outbox_reader(config: KafkaConfig) -> Consumer:
     """No group: the outbox relay reads its own topics back after an interrupted round."""
-    return _reader(config, "outbox")
+    return _reader(config, "outbox", OUTBOX_FETCH_WAIT_MS)
 
 
-def _reader(config: KafkaConfig, purpose: str) -> Consumer:
+def _reader(config: KafkaConfig, purpose: str, fetch_wait_ms: int) -> Consumer:
+    """`fetch_wait_ms`: the most a fetch waits at the broker for a message."""
     if config.client == KAFKA_PYTHON:
         with _bootstrapping(config):
             return KafkaPythonConsumer(dict(group_id=None, enable_auto_commit=False,
                                             auto_offset_reset="earliest",
+                                            fetch_max_wait_ms=fetch_wait_ms,
                                             receive_message_max_bytes=MAX_RESPONSE_BYTES,
                                             **security(config)))
     # librdkafka wants a group id even for assigned partitions; nothing is ever committed.
     return ConfluentConsumer({"group.id": f"{config.group_id}.{purpose}",
                               "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                              "fetch.wait.max.ms": fetch_wait_ms,
                               "receive.message.max.bytes": MAX_RESPONSE_BYTES,
                               "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                               **rdkafka_security(config)})

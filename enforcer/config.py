@@ -41,6 +41,8 @@ MAX_CONNECTIONS = 100
 # A stock broker's group.min.session.timeout.ms and group.max.session.timeout.ms: outside
 # them it refuses the consumer group's join, and the worker would consume nothing.
 SESSION_TIMEOUT_MS = Range(6_000, 1_800_000)
+# librdkafka's range for fetch.wait.max.ms.
+FETCH_WAIT_MS = Range(0, 300_000)
 # The largest request a producer sends: librdkafka's default message.max.bytes, set on
 # kafka-python's max_request_size too (1 MiB by its default), so both clients refuse alike.
 MAX_REQUEST_BYTES = 1_000_000
@@ -131,6 +133,7 @@ class KafkaConfig:
     publish_verdicts: bool
     registry_topic: Topic
     registry_dlq_topic: Topic
+    registry_fetch_wait_ms: Annotated[int, FETCH_WAIT_MS]
     dead_letter_max_bytes: Annotated[int, Range(MIN_DEAD_LETTER_BYTES,
                                                 MAX_REQUEST_BYTES - RECORD_FRAMING_BYTES)]
 
