@@ -120,6 +120,42 @@ def test_a_worker_adopting_a_fold_keeps_only_the_changes_after_its_watermark(
     assert decisions(holder.current, rules) == decisions(everything, rules)
 
 
+@settings(max_examples=100, deadline=None)
+@given(before=st.lists(changes, max_size=10), during=st.lists(changes, min_size=1, max_size=6),
+       after=st.lists(changes, max_size=4))
+def test_changes_applied_while_a_fold_is_rebased_are_kept(base, rules, before, during,
+                                                          after) -> None:
+    """An adoption lays the changes over the new generation outside the lock (`rebased`)
+    while the registry goes on applying its own; those applied meanwhile are laid over too
+    as it is put in place: the worker ends where a swap holding the lock throughout would
+    have left it, and goes on from there."""
+    early = events_of(before)
+    late = events_of(during, first=len(before))
+    later = events_of(after, first=len(before) + len(during))
+    folding, _ = laid(base, early)
+    folded, _ = fold(replace(folding, overlay=folding.overlay.at({0: (0, len(before))})),
+                     base.generation + 1)
+    holder = StateHolder(folding)
+    rebased = holder.rebased(folded)
+    holder.update(lambda s: laid(s, late)[0])
+    holder.put(rebased)
+    holder.update(lambda s: laid(s, later)[0])
+    everything, _ = laid(base, early + late + later)
+    assert holder.current.generation == folded.generation
+    assert [e.event_id for e in holder.current.overlay.events] == [
+        e.event_id for e in everything.overlay.events if e.read_at.offset >= len(before)]
+    assert decisions(holder.current, rules) == decisions(everything, rules)
+
+
+def test_a_generation_put_after_another_came_in_is_refused(base) -> None:
+    holder = StateHolder(base)
+    rebased = holder.rebased(replace(base, lists=replace(base.lists,
+                                                         generation=base.generation + 1)))
+    holder.swap(replace(base, lists=replace(base.lists, generation=base.generation + 2)))
+    with pytest.raises(ValueError, match="not newer"):
+        holder.put(rebased)
+
+
 def test_an_id_folded_into_the_snapshot_still_names_its_device(base, rules) -> None:
     registered = [DeviceRegistered(Device("D9", NEW[:2]), Source.PASSENGER, None)]
     held, _ = laid(base, events_of(registered))

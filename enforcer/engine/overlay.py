@@ -336,6 +336,21 @@ class Overlay(_Lookups):
         rebased, refused = fresh.apply_all(after, lists, devices)
         return rebased, len(refused)
 
+    def caught_up(self, rebased: Overlay, since: Overlay, lists: Lists, devices: Devices,
+                  watermark: Mapping[int, LogPosition]) -> tuple[Overlay, int] | None:
+        """`rebased` (`since.rebase(lists, devices, watermark)`) with the events this overlay
+        applied after `since` laid over it too, read as far as this one: what this overlay
+        rebases to, at the cost of those events alone; and how many of them no longer apply.
+        None when this overlay does not descend from `since` by events added (its log was
+        replaced: a repair, a poll applied again over a state that moved on); then only a
+        whole rebase will do."""
+        if self.log is not since.log or self.log_end < since.log_end:
+            return None
+        arrived = [e for e in self.log.upto(self.log_end)[since.log_end:]
+                   if e.read_at is None or not e.read_at.before(watermark)]
+        caught, refused = rebased.apply_all(arrived, lists, devices)
+        return replace(caught, read_to=_later(self.read_to, watermark)), len(refused)
+
     def at(self, positions: Mapping[int, LogPosition]) -> Overlay:
         return replace(self, read_to={**self.read_to, **positions})
 

@@ -67,12 +67,52 @@ class StateHolder:
 
     def swap(self, new: EnforcementState) -> int:
         """Put a newer generation in place, with the registry's changes laid over it again;
-        returns how many of those no longer apply to it."""
+        returns how many of those no longer apply to it. Raises ValueError when `new` is not
+        newer than the state held."""
+        return self.put(self.rebased(new))
+
+    def rebased(self, new: EnforcementState) -> Rebased:
+        """`new` with the registry's changes held now laid over it, outside the lock, while
+        `update` goes on applying the registry's: a fold's adoption lays again every change
+        read while the fold ran (tens of thousands at a national registry's rate), and the
+        registry thread waited for them all. Raises ValueError as `swap`."""
+        base = self._state
+        _newer(new, base)
+        overlay, stale = base.overlay.rebase(new.lists, new.devices, new.watermark)
+        return Rebased(new, base, overlay, stale)
+
+    def put(self, rebased: Rebased) -> int:
+        """The generation `rebased` holds in place, with the changes applied since it was
+        made laid over it too, under the lock; how many changes no longer apply. Raises
+        ValueError as `swap`."""
+        new = rebased.new
         with self._swap_lock:
-            if new.generation <= self._state.generation:
-                raise ValueError(f"generation {new.generation} is not newer than "
-                                 f"{self._state.generation}")
-            overlay, stale = self._state.overlay.rebase(new.lists, new.devices, new.watermark)
-            self._state = replace(new, overlay=overlay, cutoffs=self._state.cutoffs,
-                                  misused=self._state.misused, numbers=self._state.numbers)
+            current = self._state
+            _newer(new, current)
+            caught = (current.overlay.caught_up(rebased.overlay, rebased.base.overlay,
+                                                new.lists, new.devices, new.watermark)
+                      if current.lists is rebased.base.lists else None)
+            if caught is None:  # a generation or a repaired overlay came in meanwhile
+                overlay, stale = current.overlay.rebase(new.lists, new.devices, new.watermark)
+            else:
+                overlay, late = caught
+                stale = rebased.stale + late
+            self._state = replace(new, overlay=overlay, cutoffs=current.cutoffs,
+                                  misused=current.misused, numbers=current.numbers)
             return stale
+
+
+@dataclass(frozen=True, eq=False)
+class Rebased:
+    """A newer generation with the registry's changes of `base` (the state held when it was
+    made) laid over it as `overlay`, of which `stale` no longer apply."""
+
+    new: EnforcementState
+    base: EnforcementState
+    overlay: Overlay
+    stale: int
+
+
+def _newer(new: EnforcementState, held: EnforcementState) -> None:
+    if new.generation <= held.generation:
+        raise ValueError(f"generation {new.generation} is not newer than {held.generation}")
