@@ -41,6 +41,8 @@ MAX_CONNECTIONS = 100
 # A stock broker's group.min.session.timeout.ms and group.max.session.timeout.ms: outside
 # them it refuses the consumer group's join, and the worker would consume nothing.
 SESSION_TIMEOUT_MS = Range(6_000, 1_800_000)
+# The most a process may lower its own priority by (nice(2)).
+MAX_NICE = 19
 # librdkafka's range for fetch.wait.max.ms.
 FETCH_WAIT_MS = Range(0, 300_000)
 # The largest request a producer sends: librdkafka's default message.max.bytes, set on
@@ -217,6 +219,7 @@ class JobsConfig:
     drop_dir: Text
     drop_settle_s: SecondsOrZero
     import_failures: Count
+    child_nice: Annotated[int, Range(0, MAX_NICE)]
     consistency_shards: Count
 
 

@@ -6,6 +6,7 @@ retried; every run is in job_runs."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -16,11 +17,12 @@ import psycopg
 import pytest
 
 from enforcer.clock import SystemClock
-from enforcer.config import ConfigError, load_config
+from enforcer.config import MAX_NICE, ConfigError, load_config
 from enforcer.db.history import monthly_partitions
 from enforcer.db.jobs import Outcome, recent_runs
 from enforcer.db.registry_events import EventRow, Position, store_all
 from enforcer.jobs.catalog import first_month_kept
+from enforcer.jobs.child import run_child
 from enforcer.jobs.reconcile import reconcile
 from enforcer.jobs.schedule import Job, JobRunner, cron_trigger
 from enforcer.engine.state import StateHolder
@@ -132,6 +134,14 @@ def test_a_delivery_whose_import_met_a_conflict_stays_uncounted(tmp_path: Path, 
     with pytest.raises(SnapshotConflict, match="saved the generation"):
         reconcile(StateHolder(make_state(policy)), config, SystemClock())
     assert sorted(path.name for path in drop.iterdir()) == ["white-2026-11-23.csv"]
+
+
+def test_a_jobs_process_runs_nicer_than_its_worker() -> None:
+    """On a worker host's few cores the fold's or an import's seconds of work take what the
+    worker leaves: the registry thread keeps applying changes within a second."""
+    config = load_config(environ={"EIR_JOBS__CHILD_NICE": "7"})
+    report = run_child("tests.harness.jobchild", config, ("nice",), RuntimeError)
+    assert report == {"nice": min(os.nice(0) + 7, MAX_NICE)}
 
 
 def test_a_truncated_snapshot_is_set_aside_and_changes_nothing(env, worker) -> None:

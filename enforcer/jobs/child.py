@@ -13,6 +13,10 @@ for stderr), the worker's configuration as JSON on stdin, a report as a JSON obj
 stdout; exit 0 with the report, EXIT_CONFLICT when another process saved the generation it
 was saving (SnapshotConflict), 1 on any other fault, after one log line saying why. A worker
 killed meanwhile leaves the child to finish and end: it waits for nothing of the worker's.
+
+The child runs `jobs.child_nice` nicer than the worker: on a worker host's few cores its
+seconds of work would otherwise delay the registry thread's changes, and the database's and
+broker's work for them, past the second they may take.
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ def child_main(work: Callable[[Config, Sequence[str]], Report], log: logging.Log
     level, form, path, *args = sys.argv[1:]
     setup_logging(level, form, path or None)
     try:
-        report = work(msgspec.json.decode(sys.stdin.buffer.read(), type=Config), args)
+        config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
+        os.nice(config.jobs.child_nice)
+        report = work(config, args)
     except SnapshotConflict as exc:
         log.warning("generation not saved", extra={"error": describe(exc)})
         return EXIT_CONFLICT
