@@ -41,6 +41,9 @@ MAX_CONNECTIONS = 100
 # A stock broker's group.min.session.timeout.ms and group.max.session.timeout.ms: outside
 # them it refuses the consumer group's join, and the worker would consume nothing.
 SESSION_TIMEOUT_MS = Range(6_000, 1_800_000)
+# A thread's turn with the interpreter lock (sys.setswitchinterval): above 0, and past a
+# second no thread waiting for it would count a change within one.
+SWITCH_INTERVAL_MS = Range(0, 1000, above=True)
 # The most a process may lower its own priority by (nice(2)).
 MAX_NICE = 19
 # librdkafka's range for fetch.wait.max.ms.
@@ -172,6 +175,7 @@ class WorkerConfig:
     retry_first_s: Seconds
     retry_max_s: Seconds
     gc_threshold: Count
+    switch_interval_ms: Annotated[float, SWITCH_INTERVAL_MS]
     name: AnyText  # empty: host:pid
 
     def __post_init__(self) -> None:

@@ -301,6 +301,19 @@ def test_every_verdict_can_be_published(env, worker) -> None:
                                                      "blacklisted")])
 
 
+def test_a_worker_passes_the_interpreter_lock_between_its_threads_as_configured(
+        env, worker) -> None:
+    """A thread that computes keeps the lock at most worker.switch_interval_ms while the
+    registry thread waits for it."""
+    before = sys.getswitchinterval()
+    env["EIR_WORKER__SWITCH_INTERVAL_MS"] = "2.5"
+    try:
+        worker()
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_history_lists_the_sims_of_each_slot_masked_unless_revealed(env, worker, dsn) -> None:
     t = now_ms()
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [

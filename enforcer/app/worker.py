@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
 from functools import partial
@@ -18,7 +19,7 @@ from consumers.kafka import attach_consumer, outbox_reader, producer, registry_c
 from consumers.outbox import OutboxRelay
 from consumers.registry_events import RegistryEventConsumer
 from enforcer.engine.imei import imei_rules
-from enforcer.clock import Clock, clock_from
+from enforcer.clock import MS_PER_S, Clock, clock_from
 from enforcer.config import Config
 from enforcer.db.jobs import Outcome
 from enforcer.db.migrate import require_migrated
@@ -162,6 +163,7 @@ def build_worker(config: Config, clock: Clock | None = None,
     worker = Worker(attach, registry_events, rounds, sweeps, jobs, runner, stopping, scheduler,
                     http)
     tune_gc(config.worker.gc_threshold)
+    sys.setswitchinterval(config.worker.switch_interval_ms / MS_PER_S)
     give_back()  # the load's transients
     return worker
 
