@@ -14,17 +14,18 @@ SIMs, transfers by IMEI; the mix keeps the registry's size about level) and of t
 traffic (the synthetic country's usual mix: SIMs of another cartable and unregistered
 devices open notices, which the sweep carries to their cutoff), and at each day's start
 --clones-per-day owned IMEIs seen with enough SIMs at once to be flagged misused (their misuse
-notices among the rest). APScheduler runs the jobs on
-wall time, so the worker's crons are set to wall-time periods that match the simulated ones:
-the fold every --day-s / FOLDS_PER_DAY seconds (the product's six hours; at least one second,
-or --fold-every-s), retention every --day-s (daily). Jobs read the time from the clock file,
-as everything else, and every row carries the clock file's time, so retention comes as it
-would in a year. Every retention in days (history.keep_days, closed notices, job runs, the
-subscribers' numbers, at least 60, the life of a clone flag, the policy's clones.flag_days,
-at least the clone window, and the wait before a cut notice unseen is released) is set to
---keep-days, so that a year shows the level each table keeps: with the product's (400 days of
-slot usage, a year of closed notices) a first year only grows, and the level comes in the
-second.
+notices among the rest). APScheduler runs the jobs on wall time, so the worker's crons are
+set to wall-time periods that match the simulated ones: the fold every --day-s /
+FOLDS_PER_DAY seconds (the product's six hours; at least one second, or --fold-every-s),
+retention every --day-s (daily), half a fold's period after a fold (the product's defaults
+keep the two apart: folds at 25 past every sixth hour, retention at 03:40). Jobs read the
+time from the clock file, as everything else, and every row carries the clock file's time,
+so retention comes as it would in a year. Every retention in days (history.keep_days, closed
+notices, job runs, the subscribers' numbers, at least 60, the life of a clone flag, the
+policy's clones.flag_days, at least the clone window, and the wait before a cut notice
+unseen is released) is set to --keep-days, so that a year shows the level each table
+keeps: with the product's (400 days of slot usage, a year of closed notices) a first year
+only grows, and the level comes in the second.
 
 A change's latency is from the moment before it is produced to the first scrape of /metrics
 (every SCRAPE_S) whose `eir_registry_events_total{outcome="applied"}` counts it. At each
@@ -334,7 +335,9 @@ def main() -> None:
                "EIR_STATE__DIR": str(scratch / "state"), "EIR_HTTP__PORT": str(port),
                "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__CONSISTENCY_CRON": "",
                "EIR_JOBS__FOLD_CRON": f"*/{fold_s} * * * * *",
-               "EIR_JOBS__RETENTION_CRON": f"*/{max(1, round(args.day_s))} * * * * *",
+               # Half a fold's period after a fold, as the product's defaults keep them apart.
+               "EIR_JOBS__RETENTION_CRON":
+                   f"{fold_s // 2}/{max(1, round(args.day_s))} * * * * *",
                "EIR_NOTICES__SWEEP_EVERY_S": "1",
                "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00",
                "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
