@@ -260,16 +260,13 @@ class RegistryEventConsumer:
         if isinstance(decoded, DeadLetter):
             self._refuse(event_id, record, decoded, at, received, handled)
             return
-        try:
-            draft.check(decoded.change)
+        try:  # changes nothing when it raises
+            draft.apply(RegistryEvent(decoded.event_id, decoded.time_ms, decoded.change, place))
         except Inapplicable as exc:
             self._refuse(event_id, record, DeadLetter(INAPPLICABLE, str(exc)), at, received,
                          handled)
             return
         handled.rows.append(EventRow(event_id, True, None, record.value or b"", at, received))
-        draft.apply(replace(decoded, read_at=place))
-        log.debug("registry event applied", extra={"event_id": event_id,
-                                                   "type": type(decoded.change).__name__})
 
     def _refuse(self, event_id: str, record: Record, letter: DeadLetter, at: Position,
                 received: datetime, handled: Handled) -> None:

@@ -459,7 +459,7 @@ class OverlayDraft(_Lookups):
         super().prefetch([k for c in changes for k in mentioned_keys(c)], self._lists,
                          self._devices)
 
-    def check(self, change: Change) -> None:
+    def _check(self, change: Change) -> None:
         """Raises Inapplicable when the change names something the state does not have."""
         lists, devices = self._lists, self._devices
         match change:
@@ -472,7 +472,7 @@ class OverlayDraft(_Lookups):
 
     def apply(self, event: RegistryEvent) -> None:
         """Raises Inapplicable, and changes nothing, when the change does not apply."""
-        self.check(event.change)
+        self._check(event.change)
         self._mutate(event.change, event.time_ms)
         self.applied.append(event)
 
