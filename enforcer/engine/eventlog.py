@@ -9,7 +9,8 @@ applied again over a state that moved on) starts a list of its own: a copy, rare
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Iterable, overload
 
 from enforcer.engine.registry_events import RegistryEvent
@@ -47,6 +48,10 @@ class Events(Sequence[RegistryEvent]):
 
     def __len__(self) -> int:
         return self._end
+
+    def __iter__(self) -> Iterator[RegistryEvent]:
+        # Sequence's own calls __getitem__ once an event: a rebase walks a day's events.
+        return islice(self._events, self._end)
 
     @overload
     def __getitem__(self, at: int) -> RegistryEvent: ...
