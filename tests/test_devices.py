@@ -20,8 +20,8 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
 from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import (CURRENT, DRAFT_LOCK, SnapshotDraft, load_snapshot,
-                                      save_snapshot)
+from enforcer.files.snapshots import (CURRENT, DRAFT_LOCK, SNAPSHOT_FORMAT, WHITE_ARRAYS,
+                                      SnapshotDraft, load_snapshot, save_snapshot)
 from enforcer.engine.devices import (NO_DEVICE, OWNER_LIMIT, SOURCES, Cartables,
                                      DeviceColumns, DeviceRecord, DeviceSlot, Devices,
                                      DevicesBuild, Source, build_devices)
@@ -180,12 +180,41 @@ def test_a_snapshot_of_the_format_before_coded_other_slots_still_loads(tmp_path:
     for name in ("other-code.npy", "other-far-device.npy", "other-far-words.npy",
                  "other-far-before.npy", "other-far-rows.txt", "owner_source.npy"):
         (registry / name).unlink()
+    as_roaring(target / "lists")
     pointer = tmp_path / CURRENT
-    pointer.write_text(pointer.read_text().replace('"format": 2', '"format": 1'))
+    pointer.write_text(pointer.read_text().replace(f'"format": {SNAPSHOT_FORMAT}',
+                                                   '"format": 1'))
     again = load_snapshot(tmp_path, policy).devices
     assert again.device_slots(rows).tolist() == slots.tolist()
     assert [again.device(d, index) for d in range(3)] == [devices.device(d, index)
                                                          for d in range(3)]
+
+
+def as_roaring(lists: Path) -> None:
+    """A generation's white list written as formats 1 and 2 held it."""
+    index = KeyIndex.from_arrays(*(np.load(lists / f"white-{name}.npy")
+                                   for name in WHITE_ARRAYS))
+    (lists / "white.roaring").write_bytes(index.portable())
+    for name in WHITE_ARRAYS:
+        (lists / f"white-{name}.npy").unlink()
+
+
+def test_a_snapshot_whose_white_list_is_a_roaring_file_still_loads(tmp_path: Path,
+                                                                   policy) -> None:
+    """Format 2 held the white list as a roaring bitmap: an operator's snapshot from before
+    the upgrade loads, and decides alike."""
+    devices, _, index = build([DeviceRecord((32, 30, 31), 989120000003, Source.PASSENGER, DAY),
+                               DeviceRecord((11,), None, Source.IMPORT, DAY)])
+    state = EnforcementState(Lists.from_keys(1, WHITE), devices, policy)
+    target = save_snapshot(state, tmp_path)
+    as_roaring(target / "lists")
+    pointer = tmp_path / CURRENT
+    pointer.write_text(pointer.read_text().replace(f'"format": {SNAPSHOT_FORMAT}',
+                                                   '"format": 2'))
+    again = load_snapshot(tmp_path, policy)
+    assert again.lists.white_index.keys().tolist() == state.lists.white_index.keys().tolist()
+    rows = np.arange(len(WHITE))
+    assert again.devices.device_slots(rows).tolist() == devices.device_slots(rows).tolist()
 
 
 @given(st.lists(st.tuples(st.integers(-NEAR_BEFORE - 3, NEAR_AFTER + 3), st.integers(1, 7),

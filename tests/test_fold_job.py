@@ -139,7 +139,7 @@ def test_a_fold_whose_process_fails_is_recorded_and_changes_nothing(env, worker,
     """The fold's own process cannot read the snapshot: the job fails with one line saying
     why, the worker keeps its generation and the change, and the next fold saves it."""
     running = transferred(env, worker)
-    white = next(Path(env["EIR_STATE__DIR"]).glob("gen-*/lists/white.roaring"))
+    white = next(Path(env["EIR_STATE__DIR"]).glob("gen-*/lists/white-low.npy"))
     white.rename(white.with_suffix(".aside"))
     assert running.worker.run_job("fold") is Outcome.FAILED
     assert runs(env["EIR_POSTGRES__DSN"], "fold")[-1].error == "FoldFailed"

@@ -78,7 +78,7 @@ def current_white(env: dict[str, str]) -> Path:
     """The white list's file of the generation CURRENT points at."""
     state = Path(env["EIR_STATE__DIR"])
     generation = json.loads((state / "CURRENT").read_text())["dir"]
-    return state / generation / "lists" / "white.roaring"
+    return state / generation / "lists" / "white-low.npy"
 
 
 def test_a_delivery_whose_import_process_fails_stays_then_is_refused(env, worker,

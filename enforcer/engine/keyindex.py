@@ -83,6 +83,12 @@ class KeyIndex:
         return cls(high[held], chunk_start, low, steps_for(chunk_start))
 
     @classmethod
+    def from_arrays(cls, chunk_high: np.ndarray, chunk_start: np.ndarray, low: np.ndarray
+                    ) -> KeyIndex:
+        """From the arrays of an index (a snapshot's files, mapped, say)."""
+        return cls(chunk_high, chunk_start, low, steps_for(chunk_start))
+
+    @classmethod
     def from_bitmap(cls, bitmap: BitMap64) -> KeyIndex:
         return cls.from_portable(bitmap.serialize())
 

@@ -1,6 +1,8 @@
 """Snapshots: a state's generation written to files and read back, `gen-NNNNNNNN/` directories
-beside a `CURRENT` pointer. The lists are roaring bitmaps in their portable format (so the
-lookup index loads without a rebuild), the device columns numpy arrays.
+beside a `CURRENT` pointer. The white list is its lookup index's arrays (`KeyIndex`), mapped
+as it is loaded: nothing to parse, and only the pages a lookup touches are read in (a worker
+adopting a national generation no longer holds its white list whole beside the old one). The
+black lists are roaring bitmaps in their portable format, the device columns numpy arrays.
 
 Two importers may race (a worker's reconcile job, an operator's command): a file lock lets
 one write at a time, and a generation not newer than CURRENT's is refused, not written.
@@ -43,9 +45,13 @@ CURRENT = "CURRENT"
 LOCK = ".lock"
 # Bumped whenever the files of a snapshot change meaning; formats not in READABLE_FORMATS
 # are refused. Format 1 held each other slot's device in full (`other_device.npy`), and each
-# device's owner (48 bits) apart from its source.
-SNAPSHOT_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# device's owner (48 bits) apart from its source; formats 1 and 2 the white list as a roaring
+# bitmap (`white.roaring`), parsed at each load.
+SNAPSHOT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
+WHITE_ROARING_FORMATS = (1, 2)
+# The white list's index, a file an array (format 3 on).
+WHITE_ARRAYS = ("chunk_high", "chunk_start", "low")
 DEVICE_COLUMNS = ("owner_source", "registered_on")
 REGISTRY = "registry"  # the devices' directory in a generation
 DRAFT_LOCK = ".draft"  # in a draft's directory: locked while its process lives
@@ -224,7 +230,7 @@ def load_snapshot(directory: Path, policy: Policy, mapped: bool = False) -> Enfo
         raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
                                 f", this version reads formats {READABLE_FORMATS}; rebuild it")
     target = directory / current["dir"]
-    return EnforcementState(_load_lists(target / "lists"),
+    return EnforcementState(_load_lists(target / "lists", current["format"]),
                             _load_devices(target / REGISTRY, current["format"], mapped),
                             policy, watermark=snapshot_watermark(target),
                             tacs=_load_tacs(target / TACS),
@@ -262,8 +268,8 @@ def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
 
 def _save_lists(lists: Lists, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "white.roaring").open("wb") as f:
-        f.writelines(lists.white_index.portable_parts())  # a bucket at a time
+    for name in WHITE_ARRAYS:
+        np.save(directory / f"white-{name}.npy", getattr(lists.white_index, name))
     for reason, keys in lists.black_keys().items():
         (directory / f"black-{reason.value}.roaring").write_bytes(serialize_sorted_keys(keys))
     (directory / "cut-imeis.roaring").write_bytes(lists.cut_imeis.serialize())
@@ -271,7 +277,7 @@ def _save_lists(lists: Lists, directory: Path) -> None:
     (directory / "lists.json").write_text(json.dumps({"generation": lists.generation}))
 
 
-def _load_lists(directory: Path) -> Lists:
+def _load_lists(directory: Path, snapshot_format: int) -> Lists:
     meta = json.loads((directory / "lists.json").read_text())
 
     def bitmap(name: str) -> BitMap64:
@@ -280,7 +286,10 @@ def _load_lists(directory: Path) -> Lists:
 
     return Lists.build(
         meta["generation"],
-        load_white_index(directory / "white.roaring"),
+        (load_white_index(directory / "white.roaring")
+         if snapshot_format in WHITE_ROARING_FORMATS else
+         KeyIndex.from_arrays(*(np.load(directory / f"white-{name}.npy", mmap_mode="r")
+                                for name in WHITE_ARRAYS))),
         {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
         bitmap("cut-imeis.roaring"),
         _load_pairs("cut-pairs", directory),
@@ -288,8 +297,8 @@ def _load_lists(directory: Path) -> Lists:
 
 
 def load_white_index(path: Path) -> KeyIndex:
-    """The white list's index, its file mapped and let go of a stretch at a time as it is
-    read: read whole, the file was a transient as large as the index it makes (0.6 GB at
+    """The white list's index from a roaring file (formats 1 and 2), mapped and let go of a
+    stretch at a time as it is read: read whole, the file was a transient as large as the index it makes (0.6 GB at
     300 M IMEIs, in every load and adoption; issue 21 part 4)."""
     with path.open("rb") as f:
         if not os.fstat(f.fileno()).st_size:
