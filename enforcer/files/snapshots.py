@@ -298,8 +298,8 @@ def _load_lists(directory: Path, snapshot_format: int) -> Lists:
 
 def load_white_index(path: Path) -> KeyIndex:
     """The white list's index from a roaring file (formats 1 and 2), mapped and let go of a
-    stretch at a time as it is read: read whole, the file was a transient as large as the index it makes (0.6 GB at
-    300 M IMEIs, in every load and adoption; issue 21 part 4)."""
+    stretch at a time as it is read: read whole, the file was a transient as large as the
+    index it makes (0.6 GB at 300 M IMEIs, in every load and adoption; issue 21 part 4)."""
     with path.open("rb") as f:
         if not os.fstat(f.fileno()).st_size:
             return KeyIndex.from_portable(b"")  # fails as read whole; mmap cannot map it
