@@ -85,7 +85,16 @@ class KeyIndex:
     @classmethod
     def from_arrays(cls, chunk_high: np.ndarray, chunk_start: np.ndarray, low: np.ndarray
                     ) -> KeyIndex:
-        """From the arrays of an index (a snapshot's files, mapped, say)."""
+        """From the arrays of an index (a snapshot's files, say). Raises ValueError when they
+        are not one index's (a type, or chunks that do not cover the keys): files mixed by
+        hand would otherwise answer wrongly, silently."""
+        kinds = (chunk_high.dtype, chunk_start.dtype, low.dtype)
+        if kinds != (np.dtype(np.uint64), np.dtype(np.int64), np.dtype(np.uint16)):
+            raise ValueError(f"an index's arrays are uint64, int64 and uint16, not {kinds}")
+        if (len(chunk_start) != len(chunk_high) + 1 or chunk_start[0] != 0
+                or chunk_start[-1] != len(low)):
+            raise ValueError(f"{len(chunk_high)} chunks bounded by {len(chunk_start)} starts "
+                             f"do not cover {len(low)} keys")
         return cls(chunk_high, chunk_start, low, steps_for(chunk_start))
 
     @classmethod

@@ -1,8 +1,9 @@
 """Snapshots: a state's generation written to files and read back, `gen-NNNNNNNN/` directories
-beside a `CURRENT` pointer. The white list is its lookup index's arrays (`KeyIndex`), mapped
-as it is loaded: nothing to parse, and only the pages a lookup touches are read in (a worker
-adopting a national generation no longer holds its white list whole beside the old one). The
-black lists are roaring bitmaps in their portable format, the device columns numpy arrays.
+beside a `CURRENT` pointer. The white list is its lookup index's arrays (`KeyIndex`, format 3
+on): loaded without parsing, read in by a worker or `serve` (pages of a file that another
+host may prune, or the kernel reclaim in a decision's path, are no place for what every
+decision reads), mapped by a process that reads it once (a fold, an import). The black
+lists are roaring bitmaps in their portable format, the device columns numpy arrays.
 
 Two importers may race (a worker's reconcile job, an operator's command): a file lock lets
 one write at a time, and a generation not newer than CURRENT's is refused, not written.
@@ -217,10 +218,11 @@ def next_generation(directory: Path) -> int:
 
 
 def load_snapshot(directory: Path, policy: Policy, mapped: bool = False) -> EnforcementState:
-    """The generation CURRENT points at. `mapped`: the registry's columns mapped from the
-    files, read-only, not read in (for a process that reads them once, front to back: an
-    import, a fold; enforcer.heap.let_go). Raises FileNotFoundError where there is none or
-    its format is not one this version reads."""
+    """The generation CURRENT points at. `mapped`: the registry's columns and the white
+    list's index mapped from the files, read-only, not read in (for a process that reads
+    them once, front to back: an import, a fold; enforcer.heap.let_go). Raises
+    FileNotFoundError where there is none or its format is not one this version reads,
+    ValueError when its white list's files are not one index's."""
     pointer = directory / CURRENT
     if not pointer.exists():
         raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
@@ -230,7 +232,7 @@ def load_snapshot(directory: Path, policy: Policy, mapped: bool = False) -> Enfo
         raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
                                 f", this version reads formats {READABLE_FORMATS}; rebuild it")
     target = directory / current["dir"]
-    return EnforcementState(_load_lists(target / "lists", current["format"]),
+    return EnforcementState(_load_lists(target / "lists", current["format"], mapped),
                             _load_devices(target / REGISTRY, current["format"], mapped),
                             policy, watermark=snapshot_watermark(target),
                             tacs=_load_tacs(target / TACS),
@@ -277,7 +279,7 @@ def _save_lists(lists: Lists, directory: Path) -> None:
     (directory / "lists.json").write_text(json.dumps({"generation": lists.generation}))
 
 
-def _load_lists(directory: Path, snapshot_format: int) -> Lists:
+def _load_lists(directory: Path, snapshot_format: int, mapped: bool) -> Lists:
     meta = json.loads((directory / "lists.json").read_text())
 
     def bitmap(name: str) -> BitMap64:
@@ -288,7 +290,8 @@ def _load_lists(directory: Path, snapshot_format: int) -> Lists:
         meta["generation"],
         (load_white_index(directory / "white.roaring")
          if snapshot_format in WHITE_ROARING_FORMATS else
-         KeyIndex.from_arrays(*(np.load(directory / f"white-{name}.npy", mmap_mode="r")
+         KeyIndex.from_arrays(*(np.load(directory / f"white-{name}.npy",
+                                        mmap_mode="r" if mapped else None)
                                 for name in WHITE_ARRAYS))),
         {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
         bitmap("cut-imeis.roaring"),
