@@ -41,13 +41,15 @@ MAX_CONNECTIONS = 100
 # A stock broker's group.min.session.timeout.ms and group.max.session.timeout.ms: outside
 # them it refuses the consumer group's join, and the worker would consume nothing.
 SESSION_TIMEOUT_MS = Range(6_000, 1_800_000)
-# A thread's turn with the interpreter lock (sys.setswitchinterval): above 0, and past a
+# A thread's turn with the interpreter lock (sys.setswitchinterval): CPython counts it in
+# microseconds, and below some 50 its threads would pass the lock more than they run; past a
 # second no thread waiting for it would count a change within one.
-SWITCH_INTERVAL_MS = Range(0, 1000, above=True)
+SWITCH_INTERVAL_MS = Range(0.05, 1000)
 # The most a process may lower its own priority by (nice(2)).
 MAX_NICE = 19
-# librdkafka's range for fetch.wait.max.ms.
-FETCH_WAIT_MS = Range(0, 300_000)
+# A fetch's wait at the broker: kafka-python refuses one as long as its request timeout (30 s
+# by default), and a change may take a second to count anyway.
+FETCH_WAIT_MS = Range(0, 10_000)
 # The largest request a producer sends: librdkafka's default message.max.bytes, set on
 # kafka-python's max_request_size too (1 MiB by its default), so both clients refuse alike.
 MAX_REQUEST_BYTES = 1_000_000

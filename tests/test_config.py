@@ -59,8 +59,10 @@ BAD_VALUES = [
     ("EIR_HTTP__RATE_PER_S", "0", "'http.rate_per_s': must be above 0, not 0"),
     ("EIR_KAFKA__SESSION_TIMEOUT_MS", "100",
      "'kafka.session_timeout_ms': must be at least 6000, not 100"),
-    ("EIR_KAFKA__REGISTRY_FETCH_WAIT_MS", "300001",
-     "'kafka.registry_fetch_wait_ms': must be at most 300000, not 300001"),
+    ("EIR_KAFKA__REGISTRY_FETCH_WAIT_MS", "10001",
+     "'kafka.registry_fetch_wait_ms': must be at most 10000, not 10001"),
+    ("EIR_WORKER__SWITCH_INTERVAL_MS", "0.01",
+     "'worker.switch_interval_ms': must be at least 0.05, not 0.01"),
     ("EIR_KAFKA__DEAD_LETTER_MAX_BYTES", "100",
      "'kafka.dead_letter_max_bytes': must be at least 4096, not 100"),
     # RFC 3539 §3.4.1: Tw of 6 s at least.

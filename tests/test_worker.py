@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer
+from consumers.kafka import CONFLUENT, KAFKA_PYTHON, producer, registry_consumer
 from consumers.publish import NotAcknowledged, Publication, publish_all
-from enforcer.config import load_config
+from enforcer.config import FETCH_WAIT_MS, load_config
 from enforcer.embedded.services import free_port
 from tests.harness.faults import committed_offsets
 from tests.kafkatools import committed, produce, read_all, wait_for
@@ -312,6 +312,16 @@ def test_a_worker_passes_the_interpreter_lock_between_its_threads_as_configured(
         assert sys.getswitchinterval() == pytest.approx(0.0025)
     finally:
         sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize("client", [KAFKA_PYTHON, CONFLUENT])
+def test_either_client_reads_the_registry_with_the_longest_fetch_wait_allowed(env,
+                                                                             client) -> None:
+    """kafka-python refuses a fetch wait as long as its request timeout: the configuration
+    allows none that a client refuses."""
+    config = load_config(environ={**env, "EIR_KAFKA__CLIENT": client,
+                                  "EIR_KAFKA__REGISTRY_FETCH_WAIT_MS": str(FETCH_WAIT_MS.highest)})
+    registry_consumer(config.kafka).close()
 
 
 def test_history_lists_the_sims_of_each_slot_masked_unless_revealed(env, worker, dsn) -> None:
