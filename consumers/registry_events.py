@@ -39,7 +39,8 @@ from enforcer.db.registry_events import (EventRow, Position, Resume, renew, stor
                                          stored_at)
 from enforcer.follow.layover import lay_over_stored, registry_window
 from enforcer.engine.imei import ImeiRules
-from enforcer.engine.overlay import Inapplicable, LogPosition, OverlayDraft, touched_by
+from enforcer.engine.overlay import (Inapplicable, LogPosition, OverlayDraft, not_held,
+                                     touched_by)
 from enforcer.engine.registry_events import RegistryEvent, TopicPlace
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.reach import Backoff
@@ -168,9 +169,10 @@ class RegistryEventConsumer:
         def change(state: EnforcementState) -> EnforcementState:
             if state.overlay is draft.origin:
                 return replace(state, overlay=draft.finish(positions))
-            # A new generation came in meanwhile: the same events over it.
-            overlay, refused = state.overlay.apply_all(draft.applied, state.lists,
-                                                       state.devices)
+            # A new generation came in meanwhile: the same events over it, but those it
+            # holds (another worker's fold, past this poll).
+            overlay, refused = state.overlay.apply_all(
+                not_held(draft.applied, state.watermark), state.lists, state.devices)
             self._metrics.registry_events.labels("inapplicable_after_swap").inc(len(refused))
             return replace(state, overlay=overlay.at(positions))
 
@@ -260,7 +262,7 @@ class RegistryEventConsumer:
         if isinstance(decoded, DeadLetter):
             self._refuse(event_id, record, decoded, at, received, handled)
             return
-        try:  # changes nothing when it raises
+        try:  # changes nothing when it raises Inapplicable
             draft.apply(RegistryEvent(decoded.event_id, decoded.time_ms, decoded.change, place))
         except Inapplicable as exc:
             self._refuse(event_id, record, DeadLetter(INAPPLICABLE, str(exc)), at, received,

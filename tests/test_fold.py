@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from enforcer.engine.decide import decide, decision_at
 from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.fold import fold
+from enforcer.engine.overlay import Overlay
 from enforcer.files.changes import read_changes, write_changes
 from enforcer.engine.imei import ImeiRules, parse_imei
 from enforcer.engine.lists import BlackReason
@@ -145,6 +146,55 @@ def test_changes_applied_while_a_fold_is_rebased_are_kept(base, rules, before, d
     assert [e.event_id for e in holder.current.overlay.events] == [
         e.event_id for e in everything.overlay.events if e.read_at.offset >= len(before)]
     assert decisions(holder.current, rules) == decisions(everything, rules)
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=st.lists(changes, max_size=8), during=st.lists(changes, max_size=6),
+       held_too=st.integers(0, 6), merged=st.booleans())
+def test_catching_up_gives_what_the_whole_rebase_gives(base, rules, before, during, held_too,
+                                                       merged) -> None:
+    """Over a generation folded past some of the changes that arrived meanwhile (another
+    worker's fold, this worker reading behind it), the changes arrived are laid over the
+    rebase made before them as the whole rebase lays them all: the same events, positions
+    and count of those that no longer apply. A merge of the overlay's layers meanwhile keeps
+    the catching up; a repair (a lineage of its own) does not allow it."""
+    early, late = events_of(before), events_of(during, first=len(before))
+    held = len(before) + min(held_too, len(during))
+    # An overlay of its own: `base`'s log is shared by every example, and a draft of an
+    # overlay that is not its lineage's newest starts a log of its own, as a repair does.
+    start = replace(base, overlay=Overlay(base_devices=base.devices.count))
+    since, _ = laid(start, early)
+    since = replace(since, overlay=since.overlay.at({0: (0, len(before))}))
+    current, _ = laid(since, late)
+    current = replace(current, overlay=current.overlay.at({0: (0, len(before) + len(late))}))
+    if merged:
+        current = replace(current, overlay=current.overlay.merged())
+    folding, _ = laid(base, early + late[:held - len(before)])
+    new, _ = fold(replace(folding, overlay=folding.overlay.at({0: (0, held)})),
+                  base.generation + 1)
+    rebased, stale = since.overlay.rebase(new.lists, new.devices, new.watermark)
+    caught = current.overlay.caught_up(rebased, since.overlay, new.lists, new.devices,
+                                       new.watermark)
+    whole, whole_stale = current.overlay.rebase(new.lists, new.devices, new.watermark)
+    assert caught is not None
+    overlay, late_stale = caught
+    assert [e.event_id for e in overlay.events] == [e.event_id for e in whole.events]
+    assert overlay.read_to == whole.read_to == {0: (0, max(held, len(before) + len(late)))}
+    assert stale + late_stale == whole_stale
+    assert (decisions(replace(new, overlay=overlay), rules)
+            == decisions(replace(new, overlay=whole), rules))
+    repaired, _ = laid(replace(base, overlay=Overlay(base_devices=base.devices.count)),
+                       early + late)  # the database's picture, as a repair lays it
+    assert repaired.overlay.caught_up(rebased, since.overlay, new.lists, new.devices,
+                                      new.watermark) is None
+
+
+def test_an_overlay_is_read_as_far_as_the_furthest_position_it_was_told() -> None:
+    """A poll laid over a generation folded past it does not take its overlay back to
+    before the fold's watermark; a partition's next log is further than any of the last."""
+    overlay = Overlay(base_devices=0).at({0: (0, 5), 1: (0, 2)})
+    assert overlay.at({0: (0, 3), 1: (0, 4)}).read_to == {0: (0, 5), 1: (0, 4)}
+    assert overlay.at({0: (1, 0)}).read_to == {0: (1, 0), 1: (0, 2)}
 
 
 def test_a_generation_put_after_another_came_in_is_refused(base) -> None:

@@ -332,8 +332,7 @@ class Overlay(_Lookups):
         snapshot does not have)."""
         fresh = Overlay(base_devices=devices.count, read_to=_later(self.read_to, watermark),
                         merge_at=self.merge_at)
-        after = [e for e in self.events if e.read_at is None or not e.read_at.before(watermark)]
-        rebased, refused = fresh.apply_all(after, lists, devices)
+        rebased, refused = fresh.apply_all(not_held(self.events, watermark), lists, devices)
         return rebased, len(refused)
 
     def caught_up(self, rebased: Overlay, since: Overlay, lists: Lists, devices: Devices,
@@ -346,13 +345,14 @@ class Overlay(_Lookups):
         whole rebase will do."""
         if self.log is not since.log or self.log_end < since.log_end:
             return None
-        arrived = [e for e in self.log.upto(self.log_end)[since.log_end:]
-                   if e.read_at is None or not e.read_at.before(watermark)]
+        arrived = not_held(self.log.upto(self.log_end)[since.log_end:], watermark)
         caught, refused = rebased.apply_all(arrived, lists, devices)
         return replace(caught, read_to=_later(self.read_to, watermark)), len(refused)
 
     def at(self, positions: Mapping[int, LogPosition]) -> Overlay:
-        return replace(self, read_to={**self.read_to, **positions})
+        """Read as far as `positions` too: per partition, the further (a snapshot folded past
+        a poll holds its events already, and its watermark is how far this overlay is)."""
+        return replace(self, read_to=_later(self.read_to, positions))
 
     # Merging the small layers into the frozen ones.
 
@@ -391,6 +391,13 @@ def _by_device(recent: Mapping[Any, Any], shift: int) -> dict[int, tuple[Any, ..
         if value is not GONE and value != NO_DEVICE_INT:
             out[value >> shift] = out.get(value >> shift, ()) + (key,)
     return out
+
+
+def not_held(events: Iterable[RegistryEvent],
+             watermark: Mapping[int, LogPosition]) -> list[RegistryEvent]:
+    """The events a snapshot folded to `watermark` does not hold: those read at or after it,
+    and those not read from the topic."""
+    return [e for e in events if e.read_at is None or not e.read_at.before(watermark)]
 
 
 def _later(read_to: Mapping[int, LogPosition],
@@ -486,7 +493,7 @@ class OverlayDraft(_Lookups):
         return done.at(positions) if positions else done
 
     def _mutate(self, change: Change, time_ms: int) -> None:
-        """`check` has passed."""
+        """`_check` has passed."""
         lists, devices = self._lists, self._devices
         match change:
             case DeviceRegistered():

@@ -16,7 +16,7 @@ from enforcer.db.registry_events import (Resume, StoredEvent, applied_events_aft
                                          repeatable_read, resume_points)
 from enforcer.engine.attachdecode import TimeWindow
 from enforcer.engine.imei import ImeiRules
-from enforcer.engine.overlay import Inapplicable, LogPosition
+from enforcer.engine.overlay import Inapplicable, LogPosition, not_held
 from enforcer.engine.registry_events import RegistryEvent, TopicPlace
 from enforcer.engine.registrydecode import decode_registry_event
 from enforcer.engine.state import EnforcementState, StateHolder
@@ -58,8 +58,8 @@ def lay_over(holder: StateHolder, stored: list[StoredEvent], rules: ImeiRules, c
 
     def change(state: EnforcementState) -> EnforcementState:
         nonlocal refused
-        after = [e for e in events if e.read_at is None or not e.read_at.before(state.watermark)]
-        overlay, refused = state.overlay.apply_all(after, state.lists, state.devices)
+        overlay, refused = state.overlay.apply_all(not_held(events, state.watermark),
+                                                   state.lists, state.devices)
         return replace(state, overlay=overlay.at(positions or {}))
 
     holder.update(change)
