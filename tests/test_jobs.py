@@ -139,9 +139,11 @@ def test_a_delivery_whose_import_met_a_conflict_stays_uncounted(tmp_path: Path, 
 def test_a_jobs_process_runs_nicer_than_its_worker() -> None:
     """On a worker host's few cores the fold's or an import's seconds of work take what the
     worker leaves: the registry thread keeps applying changes within a second."""
+    if os.nice(0) + 7 > MAX_NICE:
+        pytest.skip("the tests run too nice to tell a nicer process")
     config = load_config(environ={"EIR_JOBS__CHILD_NICE": "7"})
     report = run_child("tests.harness.jobchild", config, ("nice",), RuntimeError)
-    assert report == {"nice": min(os.nice(0) + 7, MAX_NICE)}
+    assert report == {"nice": os.nice(0) + 7}
 
 
 def test_a_truncated_snapshot_is_set_aside_and_changes_nothing(env, worker) -> None:

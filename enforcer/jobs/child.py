@@ -15,8 +15,8 @@ was saving (SnapshotConflict), 1 on any other fault, after one log line saying w
 killed meanwhile leaves the child to finish and end: it waits for nothing of the worker's.
 
 The child runs `jobs.child_nice` nicer than the worker: on a worker host's few cores its
-seconds of work would otherwise delay the registry thread's changes, and the database's and
-broker's work for them, past the second they may take.
+seconds of work would otherwise delay the registry thread's changes past the second they may
+take (and, where they share the worker's cgroup, the database's and the broker's work).
 """
 
 from __future__ import annotations
@@ -57,6 +57,16 @@ def run_child(module: str, config: Config, args: Sequence[str],
         raise failed(f"the job's process printed no report: {exc}") from exc
 
 
+def _nicer(increment: int, log: logging.Logger) -> None:
+    """Lower this process's priority; where that is refused (a sandbox's policy), the job
+    runs at the worker's, which is slower for the worker, not wrong."""
+    try:
+        os.nice(increment)
+    except OSError as exc:
+        log.warning("job's process runs at its worker's priority",
+                    extra={"error": describe(exc)})
+
+
 def child_main(work: Callable[[Config, Sequence[str]], Report], log: logging.Logger,
                failure: str) -> int:
     """The child's side: logging and arguments from argv, the configuration from stdin,
@@ -66,7 +76,7 @@ def child_main(work: Callable[[Config, Sequence[str]], Report], log: logging.Log
     setup_logging(level, form, path or None)
     try:
         config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
-        os.nice(config.jobs.child_nice)
+        _nicer(config.jobs.child_nice, log)
         report = work(config, args)
     except SnapshotConflict as exc:
         log.warning("generation not saved", extra={"error": describe(exc)})
