@@ -107,6 +107,7 @@ CPU = "process_cpu_seconds_total"
 FOLD_RUNS = 'eir_job_duration_seconds_count{job_name="fold"}'
 FOLD_SECONDS = 'eir_job_duration_seconds_sum{job_name="fold"}'
 P50, P99 = 50, 99
+MINUTE_S = 60
 ROW_DAYS = 5
 
 
@@ -324,6 +325,12 @@ def main() -> None:
                              "retention) instead of restarting it empty at each month's end")
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
+    retention_s = max(1, round(args.day_s))
+    # A cron's seconds step from a first second, within the minute.
+    retention_at = min(fold_s // 2, MINUTE_S - 1 - retention_s)
+    if retention_at < 0:
+        raise SystemExit(f"--day-s {args.day_s:g}: a day's retention must come at most "
+                         f"every {MINUTE_S - 1} s (cron's seconds)")
     flag_days = max(args.keep_days, default_clones().window_days)
     with embedded_services("eir-year-") as (services, scratch):
         port = free_port()
@@ -336,8 +343,7 @@ def main() -> None:
                "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__CONSISTENCY_CRON": "",
                "EIR_JOBS__FOLD_CRON": f"*/{fold_s} * * * * *",
                # Half a fold's period after a fold, as the product's defaults keep them apart.
-               "EIR_JOBS__RETENTION_CRON":
-                   f"{fold_s // 2}/{max(1, round(args.day_s))} * * * * *",
+               "EIR_JOBS__RETENTION_CRON": f"{retention_at}/{retention_s} * * * * *",
                "EIR_NOTICES__SWEEP_EVERY_S": "1",
                "EIR_NOTICES__QUIET_START": "00:00", "EIR_NOTICES__QUIET_END": "00:00",
                "EIR_HISTORY__KEEP_DAYS": str(args.keep_days),
