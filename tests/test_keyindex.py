@@ -229,3 +229,18 @@ def assert_same(got: KeyIndex, want: KeyIndex) -> None:
 def test_chunks_that_do_not_add_up_to_the_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="add up"):
         KeyIndex.from_chunks(np.array([1], np.uint64), np.array([2]), np.zeros(1, np.uint16))
+
+
+def test_arrays_that_are_not_one_index_are_refused() -> None:
+    """A snapshot's white list files mixed by hand (two generations', say) would answer
+    wrongly, silently: refused as they are read."""
+    one = KeyIndex.from_sorted_keys(np.array([1, 2, 70000, 70001, 2**40], np.uint64))
+    other = KeyIndex.from_sorted_keys(np.array([5, 6], np.uint64))
+    again = KeyIndex.from_arrays(one.chunk_high, one.chunk_start, one.low)
+    assert again.keys().tolist() == one.keys().tolist()
+    with pytest.raises(ValueError, match="do not cover"):
+        KeyIndex.from_arrays(one.chunk_high, one.chunk_start, other.low)
+    with pytest.raises(ValueError, match="do not cover"):
+        KeyIndex.from_arrays(other.chunk_high, one.chunk_start, one.low)
+    with pytest.raises(ValueError, match="uint64, int64 and uint16"):
+        KeyIndex.from_arrays(one.chunk_high, one.chunk_start, one.low.astype(np.uint32))
