@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
+from enforcer.engine.keyindex import KeyIndex
 from enforcer.files.delivery import (ZERO_TAC_BELOW, file_refusal, leading_zero_count,
                                      leading_zero_refusal)
 from enforcer.files.listfile import LoadReport
@@ -18,6 +19,8 @@ def test_the_count_of_a_bitmap_is_that_of_its_keys(keys: set[int]) -> None:
     expected = sum(k < ZERO_TAC_BELOW for k in keys)
     assert leading_zero_count(BitMap64(keys)) == expected
     assert leading_zero_count(np.array(sorted(keys), np.uint64)) == expected
+    index = KeyIndex.from_sorted_keys(np.array(sorted(keys), np.uint64))
+    assert leading_zero_count(index) == expected
 
 
 def test_the_imeis_starting_with_0_may_fall_by_as_many_as_allowed_not_more() -> None:

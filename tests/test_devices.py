@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.realign import realign_white
-from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
@@ -132,7 +131,7 @@ def test_a_registry_written_into_its_files_as_it_is_built_saves_as_one_held_whol
     save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), devices, policy), tmp_path)
     old = load_snapshot(tmp_path, policy, mapped=True)
     gone = np.array([12], dtype=np.uint64)  # its device leaves
-    lists = old.lists.with_white(2, bitmap_from_sorted_keys(np.setdiff1d(WHITE, gone)))
+    lists = old.lists.with_white(2, KeyIndex.from_sorted_keys(np.setdiff1d(WHITE, gone)))
     want, _ = realign_white(old.devices, old.lists.white_index, lists.white_index, gone)
     killed = tmp_path / ".gen-00000002.k1ll3d.partial"  # its process gone: its lock free
     (killed / "registry").mkdir(parents=True)

@@ -11,6 +11,7 @@ from enforcer.clock import ManualClock
 from enforcer.config import load_config
 from enforcer.engine.imei import imei_rules
 from enforcer.engine.keyindex import KeyIndex
+from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import load_white_index
 from enforcer.heap import give_back, let_go
@@ -87,6 +88,27 @@ def test_a_white_list_loads_without_its_file_resident_whole(tmp_path: Path,
             int(index.keys_between(len(index) - 1, len(index))[0])) == (
         WHITE_BUCKETS * KEYS_A_BUCKET, first, last)
     assert grew < index.nbytes // 1024 + path.stat().st_size // 1024 // 2
+
+
+def test_a_national_bitmap_is_indexed_without_its_serialization() -> None:
+    """A white list's bitmap (a delivery's) is indexed a step at a time: the peak grows by
+    the index and a step, where serializing the bitmap whole first made a transient as large
+    as the index."""
+    keys = ((np.arange(WHITE_BUCKETS, dtype=np.uint64)[:, None] << np.uint64(32))
+            | np.arange(0, KEYS_A_BUCKET * KEY_SPACING, KEY_SPACING,
+                        dtype=np.uint64)[None, :]).ravel()
+    bitmap = bitmap_from_sorted_keys(keys)
+    serialized_kib = len(bitmap.serialize()) // 1024
+    first, last = int(keys[0]), int(keys[-1])
+    del keys
+    give_back()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = peak_kib()
+    index = KeyIndex.from_bitmap(bitmap, whole=0, step=1 << 16)
+    grew = peak_kib() - before
+    assert (len(index), int(index.keys_between(0, 1)[0]),
+            int(index.keys_between(len(index) - 1, len(index))[0])) == (len(bitmap), first, last)
+    assert grew < index.nbytes // 1024 + serialized_kib // 2
 
 
 class Unread:

@@ -75,7 +75,10 @@ def test_a_list_that_shrinks_too_much_is_refused(state_dir: Path, tmp_path: Path
     path.write_text(f"{DUAL[0]:014d}\n{DUAL[1]:014d}\n")  # 7 -> 2: a truncated file
     done = import_(state_dir, "white", path)
     assert done.returncode == 3
-    assert "would shrink from 7 to 2 (71.43%)" in json.loads(done.stdout)["refused"]
+    report = json.loads(done.stdout)
+    assert "would shrink from 7 to 2 (71.43%)" in report["refused"]
+    assert (report["before"], report["after"], report["added"], report["removed"]) == (
+        7, 2, 0, 5)
     assert check(state_dir, SINGLE, OWNER)["rule"] == "owner"
 
 

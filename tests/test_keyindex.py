@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
-from enforcer.engine.keyindex import ABSENT, KeyIndex, sorted_unique
+from enforcer.engine.keyindex import ABSENT, KeyIndex, missing_from, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 
@@ -80,6 +80,36 @@ def test_index_read_from_any_pyroaring_bitmap(keys: list[int], optimize: bool) -
     assert index.keys().tolist() == keys
     rows = np.arange(len(keys))
     assert index.keys_at(rows).tolist() == keys
+
+
+@given(key_sets, st.integers(0, 40), st.integers(1, 40))
+@settings(max_examples=200)
+def test_an_index_read_from_a_bitmap_a_step_at_a_time_is_the_whole_read(
+        keys: list[int], whole: int, step: int) -> None:
+    """Small bitmaps are read whole, larger ones a step at a time; a step that ends inside
+    a chunk gives it in two pieces, which the index adds up."""
+    index = KeyIndex.from_bitmap(BitMap64(keys), whole=whole, step=step)
+    expected = KeyIndex.from_sorted_keys(np.array(keys, dtype=np.uint64))
+    assert index.keys().tolist() == keys
+    assert (index.chunk_high.tolist(), index.chunk_start.tolist(), index.search_steps) == (
+        expected.chunk_high.tolist(), expected.chunk_start.tolist(), expected.search_steps)
+
+
+@given(key_sets, st.lists(st.integers(0, KEY_LIMIT), max_size=50), st.integers(1, 20),
+       key_sets, st.booleans(), st.integers(1, 40))
+@settings(max_examples=300)
+def test_the_keys_missing_from_another_index_are_the_sets_difference(
+        old: list[int], added: list[int], every: int, other: list[int], related: bool,
+        step: int) -> None:
+    """A new list is most often the old one less some keys, with others (a delivery); or
+    any other set, denser or sparser than the old one (searched by the index then)."""
+    new = sorted(set(old) - set(old[::every]) | set(added)) if related else other
+    pieces = list(missing_from(KeyIndex.from_sorted_keys(np.array(old, dtype=np.uint64)),
+                               KeyIndex.from_sorted_keys(np.array(new, dtype=np.uint64)),
+                               step))
+    assert all(piece.dtype == np.uint64 for piece in pieces)
+    assert np.concatenate([np.zeros(0, np.uint64), *pieces]).tolist() == sorted(
+        set(old) - set(new))
 
 
 def dense_keys(seed: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from enforcer.engine.events import AttachBatch
 from enforcer.engine.imei import ImeiRules, luhn_digit
 from enforcer.files.listfile import ListFileReader, LoadReport
+from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists, keys_of
 from enforcer.engine.devices import Devices
 from enforcer.engine.state import EnforcementState, StateHolder
@@ -260,7 +261,7 @@ def test_snapshot_round_trip(tmp_path: Path, policy: Policy) -> None:
     save_snapshot(state, tmp_path)
     again = load_snapshot(tmp_path, policy)
     assert again.generation == 3
-    assert list(again.lists.white_bitmap()) == [1, 2, 3, 10**13]
+    assert again.lists.white_index.keys().tolist() == [1, 2, 3, 10**13]
     assert {r: k.tolist() for r, k in again.lists.black_keys().items()} == {
         r: black.get(r, []) for r in BLACK_REASONS}
     assert again.lists.stats() == lists.stats()
@@ -412,9 +413,9 @@ def test_a_new_white_list_beside_the_old_black_list_is_the_lists_built_afresh(
 
     by_reason = {r: bitmap(k for k, reason in black if reason is r) for r in BLACK_REASONS}
     old = Lists.build(1, bitmap(old_white), by_reason, bitmap(old_white[:3]))
-    got = old.with_white(2, bitmap(new_white))
-    want = Lists.from_black_keys(2, bitmap(new_white), old.black_keys(), old.cut_imeis,
-                                 old.cut_pairs)
+    new_index = KeyIndex.from_sorted_keys(np.array(sorted(set(new_white)), np.uint64))
+    got = old.with_white(2, new_index)
+    want = Lists.from_black_keys(2, new_index, old.black_keys(), old.cut_imeis, old.cut_pairs)
     for index in ("white_index", "black_index", "cut_imei_index"):
         assert getattr(got, index).keys().tolist() == getattr(want, index).keys().tolist()
     assert got.black_reasons_held.tolist() == want.black_reasons_held.tolist()

@@ -16,7 +16,7 @@ from pyroaring import BitMap64
 
 from enforcer.engine.events import NO_KEY, AttachBatch
 from enforcer.engine.imei import SNR_SPACE
-from enforcer.engine.keyindex import CHUNK_BITS
+from enforcer.engine.keyindex import CHUNK_BITS, KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, BlackReason, Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import OtherSlots
@@ -105,8 +105,8 @@ def build_country(spec: CountrySpec, generation: int = 1) -> Country:
     owner = subscribers[rng.integers(0, len(subscribers), n_dev)]
     owner[rng.random(n_dev, dtype=np.float32) < spec.unowned_share] = NO_OWNER
     first, last = day_number(FIRST_REGISTRATION), day_number(LAST_REGISTRATION)
-    lists = Lists.build(generation, bitmap_from_sorted_keys(keys), _black(rng, spec, keys,
-                                                                          spare_tacs))
+    lists = Lists.build(generation, KeyIndex.from_sorted_keys(keys), _black(rng, spec, keys,
+                                                                             spare_tacs))
     linked = subscribers[rng.random(len(subscribers), dtype=np.float32)
                          < spec.national_cartable_share]
     op_imeis = keys[rng.choice(len(keys), int(len(keys) * spec.operator_sim_share))]

@@ -13,10 +13,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import islice
 
 import numpy as np
 from pyroaring import BitMap64
 
+from enforcer.heap import let_go
 from enforcer.engine.roaringfmt import (CONTAINER_BITS, Buffer, index_arrays, run_starts,
                                        serialize_chunks)
 
@@ -36,6 +38,14 @@ CHANGED_ROWS = 1 << 21
 # Keys searched at a time by `rows_sorted` and `ranks`: the batch search's arrays take some
 # 40 bytes a key (0.6 GB for a fold's 15 M keys at once), 40 MB a step, as fast.
 LOOKUP_KEYS = 1 << 20
+# A bitmap of at most this many keys is indexed from its serialization (at most some 10
+# bytes a key, 80 MB, and a few nanoseconds each); a larger one (a national white list) a
+# step of BITMAP_STEP_KEYS at a time through its iterator, slower, in bounded memory.
+BITMAP_WHOLE_KEYS = 1 << 23
+BITMAP_STEP_KEYS = 1 << 20
+# `rows_in` searches the rows of the new set its keys span when they are at most this many
+# a key (a copy of them, 8 bytes each); beyond, each key is looked up in the index.
+SPAN_PER_KEY = 4
 
 
 def sorted_unique(keys: np.ndarray) -> np.ndarray:
@@ -98,8 +108,27 @@ class KeyIndex:
         return cls(chunk_high, chunk_start, low, steps_for(chunk_start))
 
     @classmethod
-    def from_bitmap(cls, bitmap: BitMap64) -> KeyIndex:
-        return cls.from_portable(bitmap.serialize())
+    def from_bitmap(cls, bitmap: BitMap64, whole: int = BITMAP_WHOLE_KEYS,
+                    step: int = BITMAP_STEP_KEYS) -> KeyIndex:
+        """The bitmap's keys as an index: serialized whole and parsed when there are at most
+        `whole`; else `step` at a time from its iterator into the index's columns (60-110 ns
+        a key against a few: 20-30 s at 300 M), some 30 bytes a key of one step in
+        transient, where the serialization would be some 2 bytes a key of the whole set
+        (0.6 GB at 300 M IMEIs beside the bitmap and the index: issue 21 part 4)."""
+        if len(bitmap) <= whole:
+            return cls.from_portable(bitmap.serialize())
+        low = np.empty(len(bitmap), dtype=np.uint16)
+        highs, counts = [], []
+        keys = iter(bitmap)
+        for start in range(0, len(low), step):
+            size = min(step, len(low) - start)
+            piece = np.fromiter(islice(keys, size), np.uint64, size)
+            low[start:start + size] = (piece & LOW_MASK).astype(np.uint16)
+            high, count = _runs(piece >> np.uint64(CHUNK_BITS))
+            highs.append(high)
+            counts.append(count)
+        # A chunk split between two steps comes in two pieces, which from_chunks adds up.
+        return cls.from_chunks(np.concatenate(highs), np.concatenate(counts), low)
 
     @classmethod
     def from_portable(cls, serialized: Buffer,
@@ -210,6 +239,7 @@ class KeyIndex:
             shift = np.cumsum(into) - np.cumsum(out) + (fresh_from - gone_from)
             kept = np.flatnonzero(out == 0)
             low[start + kept + shift[kept]] = self.low[start:stop][kept]
+            let_go(self.low)  # where mapped (a fold's process): read once, not held
         # Each chunk's change a piece: the keys changed are sorted, so a run of them each.
         gone_high, gone_count = _runs(self.keys_at(gone) >> np.uint64(CHUNK_BITS))
         fresh_high, fresh_count = _runs(fresh >> np.uint64(CHUNK_BITS))
@@ -279,10 +309,29 @@ def rows_in(old: KeyIndex, new: KeyIndex, start: int, end: int) -> np.ndarray:
     """For old's rows start..end-1, each one's key's row in `new` (ABSENT where `new` lacks
     it); int64. Both are sorted, so the rows' keys lie in one range of `new`: one search of
     the chunk's keys within that range (36 ns a row), not an index lookup a key."""
-    keys = old.keys_between(start, end)
+    return _rows_of_ascending(new, old.keys_between(start, end))
+
+
+def missing_from(old: KeyIndex, new: KeyIndex, step: int = LOOKUP_KEYS
+                 ) -> Iterator[np.ndarray]:
+    """The keys of `old` that `new` lacks (uint64, ascending), in pieces: `step` of old's
+    rows at a time (as `rows_in`), so that counting them holds one step, and without a
+    bitmap of either set (0.5 GB each at 300 M IMEIs, and as much again to make one from an
+    index)."""
+    for start in range(0, len(old), step):
+        keys = old.keys_between(start, start + step)
+        yield keys[_rows_of_ascending(new, keys) == ABSENT]
+
+
+def _rows_of_ascending(new: KeyIndex, keys: np.ndarray) -> np.ndarray:
+    """`new.rows(keys)` for ascending keys: by one search within the rows of `new` they
+    span where those are few, else by the index (an old list sparse beside the new one
+    would span most of it: a copy of its keys, 2.4 GB at 300 M)."""
     if not len(keys):
         return np.zeros(0, dtype=np.int64)
     first, last = new.ranks(keys[[0, -1]]).tolist()
+    if last + 1 - first > SPAN_PER_KEY * len(keys):
+        return new.rows_sorted(keys)
     there = new.keys_between(first, last + 1)
     at = np.searchsorted(there, keys)
     found = at < len(there)

@@ -1,12 +1,13 @@
 """The white, black and cut-off lists of one generation.
 
-Snapshots store the lists in roaring's portable format, and set algebra (a fold's, an
-import's diffs) works on pyroaring bitmaps. In memory a generation holds the white and black
-lists as their lookup indexes alone (the same sets in roaring's layout, vectorized for the
-decision's hot path; the black list's reasons a bit each per key): a bitmap is made from an
-index only for the fold or import that asks, and dropped with it, so that no process holds
-the national lists twice (some 0.5 GB for 300 M white-listed IMEIs, 0.2 GB for 3 M
-scattered black-listed ones: issue 21). The cut-off IMEIs, few, are held as both.
+In memory a generation holds the white and black lists as their lookup indexes alone (the
+same sets in roaring's layout, vectorized for the decision's hot path; the black list's
+reasons a bit each per key), so that no process holds the national lists twice (some 0.5 GB
+for 300 M white-listed IMEIs as a bitmap, 0.2 GB for 3 M scattered black-listed ones: issue
+21). A delivery's file is read into a bitmap, indexed and dropped; a fold changes the white
+list and a white list's import compares it through the indexes (`KeyIndex.changed`,
+`missing_from`). Snapshots store the white list as its index's arrays, the black and cut-off
+lists in roaring's portable format. The cut-off IMEIs, few, are held as both.
 """
 
 from __future__ import annotations
@@ -67,11 +68,6 @@ class Lists:
     # chunk and cost a dozen cache misses each to look for.
     white_black: RankBits = field(repr=False)
 
-    def white_bitmap(self) -> BitMap64:
-        """The white list as a bitmap, made from its index (seconds and 0.5 GB at 300 M
-        IMEIs), kept by no one but the caller."""
-        return self.white_index.to_bitmap()
-
     def black_keys(self) -> dict[BlackReason, np.ndarray]:
         """The black list's keys by reason (uint64, ascending; an IMEI under each of its
         reasons)."""
@@ -113,10 +109,9 @@ class Lists:
                    KeyIndex.from_bitmap(cut_imeis),
                    RankBits.from_positions(len(white_index), black_rows[black_rows != ABSENT]))
 
-    def with_white(self, generation: int, white: BitMap64) -> Lists:
+    def with_white(self, generation: int, white_index: KeyIndex) -> Lists:
         """Generation `generation` with another white list, the black and cut-off lists
         this one's (their indexes shared, not built again)."""
-        white_index = KeyIndex.from_bitmap(white)
         black_rows = white_index.rows(self.black_index.keys())
         return replace(self, generation=generation, white_index=white_index,
                        white_black=RankBits.from_positions(len(white_index),

@@ -18,7 +18,8 @@ where before(t) counts the untouched devices whose first IMEI is below t's.
 The stream reads REALIGN_ROWS old rows at a time (their keys, device slots and new rows:
 some 50 bytes a row of transient); every output is written in place. Old columns mapped
 from a snapshot's files (`load_snapshot(mapped=True)`) are let go of as each chunk is read,
-so that the old generation's registry is never resident whole beside the new one.
+the old white list's keys with them (2 bytes a row, mapped from format 3), so that the old
+generation's registry is never resident whole beside the new one.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             raise ValueError("an untouched device has an IMEI the new white list lacks")
         first_bits.set(first_rows)
         other_bits.set(other_rows)
-        let_go(*devices.columns())
+        let_go(*devices.columns(), old_index.low)
         present = new_rows[new_rows != ABSENT]
         if not len(present):
             continue

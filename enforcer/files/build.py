@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enforcer.config import Config
+from enforcer.heap import give_back
 from enforcer.files.delivery import file_refusal
 from enforcer.engine.imei import imei_rules
 from enforcer.files.listfile import ListFileReader, LoadReport
@@ -57,6 +58,10 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
     if files.black:
         black, report.files["black"] = lists_reader.read_black(files.black)
     lists = Lists.build(generation, white, black)
+    # The files' bitmaps (some 0.5 GB for a national white list) are indexed now: not held
+    # beside the registry's columns, the build's largest.
+    del white, black
+    give_back()
     columns = DeviceColumns.empty()
     if files.devices:
         columns, report.files["devices"] = registry_reader.read_devices(files.devices)

@@ -22,9 +22,11 @@ from pyroaring import BitMap64
 
 from enforcer.engine.imei import imei_rules
 from enforcer.config import Config
+from enforcer.heap import give_back, let_go
 from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading_zero_count,
                                      shrink_refusal)
 from enforcer.files.listfile import ListFileReader, LoadReport
+from enforcer.engine.keyindex import KeyIndex, missing_from
 from enforcer.engine.lists import BlackReason, Lists, keys_of
 from enforcer.engine.devices import (ColumnMaker, DeviceColumns, DevicesBuild, build_devices,
                                      carry_ids, in_memory)
@@ -130,21 +132,33 @@ def _white(old: Lists, reader: ListFileReader, path: Path, generation: int,
            config: Config) -> tuple[Lists | None, np.ndarray, ImportReport]:
     """The next generation's lists with the white list of `path` (None if refused), the
     keys of `old`'s white list it lacks (uint64, ascending) and the report. The file's
-    bitmap and the old list's (some 0.5 GB each at 300 M IMEIs) are dropped here, before
-    the registry is realigned."""
+    bitmap (some 0.5 GB at 300 M IMEIs) is dropped once the new list's index is made from
+    it; the two lists are compared through their indexes (`missing_from`), with no bitmap of
+    the old one. The checks need only the lists' sizes: the keys a refused delivery lacks (a
+    truncated file's, most of the list) are counted, not collected."""
     white, loaded = reader.read_white(path)
-    old_white = old.white_bitmap()
-    report = ImportReport(Kind.WHITE, loaded, before=len(old_white), after=len(white),
-                          added=white.difference_cardinality(old_white),
-                          removed=old_white.difference_cardinality(white),
-                          leading_zero_before=leading_zero_count(old_white),
-                          leading_zero_after=leading_zero_count(white))
+    white_index = KeyIndex.from_bitmap(white)
+    del white
+    give_back()  # the bitmap's containers, freed in pieces among the index's
+    report = ImportReport(Kind.WHITE, loaded, before=len(old.white_index),
+                          after=len(white_index),
+                          leading_zero_before=leading_zero_count(old.white_index),
+                          leading_zero_after=leading_zero_count(white_index))
     report.refused = _refusal(report, config)
+    pieces = missing_from(old.white_index, white_index)
     if report.refused:
-        return None, np.zeros(0, np.uint64), report
-    gone = keys_of(old_white - white)
-    del old_white
-    return old.with_white(generation, white), gone, report
+        gone = np.zeros(0, np.uint64)
+        report.removed = sum(len(piece) for piece in pieces)
+    else:
+        gone = np.concatenate([np.zeros(0, np.uint64), *pieces])
+        report.removed = len(gone)
+    report.added = report.after - (report.before - report.removed)
+    # Where mapped (an import's process), read whole here; the realign reads it again a
+    # chunk of rows at a time and lets each go.
+    let_go(old.white_index.low)
+    if report.refused:
+        return None, gone, report
+    return old.with_white(generation, white_index), gone, report
 
 
 def _import_tacs(state: EnforcementState, path: Path,

@@ -286,7 +286,7 @@ def _load_lists(directory: Path, snapshot_format: int, mapped: bool) -> Lists:
         path = directory / name
         return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
 
-    return Lists.build(
+    lists = Lists.build(
         meta["generation"],
         (load_white_index(directory / "white.roaring")
          if snapshot_format in WHITE_ROARING_FORMATS else
@@ -297,6 +297,9 @@ def _load_lists(directory: Path, snapshot_format: int, mapped: bool) -> Lists:
         bitmap("cut-imeis.roaring"),
         _load_pairs("cut-pairs", directory),
     )
+    # Where mapped: the black list's rows were looked up in it, over most of its pages.
+    let_go(lists.white_index.low)
+    return lists
 
 
 def load_white_index(path: Path) -> KeyIndex:
