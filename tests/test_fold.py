@@ -228,11 +228,14 @@ def test_a_fold_is_a_newer_generation(base) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(before=st.lists(changes, max_size=12))
+@given(before=st.lists(changes, max_size=12), after=st.lists(changes, max_size=6))
 def test_the_changes_handed_to_the_fold_s_process_decide_and_fold_as_held(base, rules,
-                                                                          before) -> None:
+                                                                          before,
+                                                                          after) -> None:
     """A worker hands its fold's process its changes as columns in a file: read back, they
-    decide every attach as the overlay they came from, and fold to the same generation."""
+    decide every attach as the overlay they came from, and fold to the same generation.
+    Changes laid over them afterwards find each device's IMEIs and ids as over the
+    overlay they came from (whose indexes of them the read-back builds only then)."""
     held, _ = laid(base, events_of(before))
     held = replace(held, overlay=held.overlay.at({0: (0, len(before))}))
     file = io.BytesIO()
@@ -247,3 +250,7 @@ def test_the_changes_handed_to_the_fold_s_process_decide_and_fold_as_held(base, 
     want, _ = fold(held, held.generation + 1)
     assert decisions(folded, rules) == decisions(want, rules)
     assert dict(folded.devices.ids.items()) == dict(want.devices.ids.items())
+    later = events_of(after, first=len(before))
+    more, refused = laid(taken, later)
+    same, refused_too = laid(held, later)
+    assert (decisions(more, rules), refused) == (decisions(same, rules), refused_too)

@@ -121,20 +121,29 @@ class _DeviceIndex:
 
 class SlotLayer(SortedLayer):
     """IMEI key -> device_slot, with the keys of each device found in O(log n): the index is
-    built with the layer, so a device's keys never cost a scan of the map."""
+    kept with the layer (merges extend it), so a device's keys never cost a scan of the map
+    (but for the first ask of a layer made `of_arrays`, which builds it)."""
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, slot_bits: int,
-                 no_device: int, index: _DeviceIndex) -> None:
+                 no_device: int, index: _DeviceIndex | None) -> None:
+        """`index` None: built when first asked for (`of_arrays`)."""
         super().__init__(keys, values)
         self._slot_bits, self._no_device, self._index = slot_bits, no_device, index
 
     @classmethod
     def of_arrays(cls, keys: np.ndarray, values: np.ndarray, slot_bits: int,
                   no_device: int) -> SlotLayer:
-        """From a layer's columns (sorted uint64 keys, uint32 values), its index built."""
-        placed = values != no_device
-        return cls(keys, values, slot_bits, no_device, _DeviceIndex.of(
-            values[placed] >> np.uint32(slot_bits), keys[placed]))
+        """From a layer's columns (sorted uint64 keys, uint32 values); its index is built
+        when a device's keys are first asked for, which a fold's process never does (12
+        bytes an entry, and 20 more while it is sorted, for a national year's changes)."""
+        return cls(keys, values, slot_bits, no_device, None)
+
+    def _devices(self) -> _DeviceIndex:
+        if self._index is None:  # two threads may both build it: the same index
+            placed = self.values != self._no_device
+            self._index = _DeviceIndex.of(self.values[placed] >> np.uint32(self._slot_bits),
+                                          self.keys[placed])
+        return self._index
 
     @classmethod
     def empty_slots(cls, slot_bits: int, no_device: int) -> SlotLayer:
@@ -143,13 +152,13 @@ class SlotLayer(SortedLayer):
 
     def keys_of(self, device: int) -> list[int]:
         """The keys this layer puts on the device, and maybe some a newer layer moved."""
-        return self._index.keys_of(device)
+        return self._devices().keys_of(device)
 
     def merged(self, recent: Mapping[int, int]) -> SlotLayer:
         plain = SortedLayer.merged(self, recent)
         new = SortedLayer.of(recent, np.uint32)
         on_device = new.values != self._no_device
-        index = self._index.with_pairs(new.values[on_device] >> np.uint32(self._slot_bits),
+        index = self._devices().with_pairs(new.values[on_device] >> np.uint32(self._slot_bits),
                                        new.keys[on_device])
         return SlotLayer(plain.keys, plain.values, self._slot_bits, self._no_device, index)
 
@@ -158,7 +167,9 @@ class IdLayer:
     """The registry's device ids (text) -> device, sorted, with each device's ids indexed:
     no dict of every id to copy when merged, or to free when replaced."""
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray, index: _DeviceIndex) -> None:
+    def __init__(self, keys: np.ndarray, values: np.ndarray,
+                 index: _DeviceIndex | None) -> None:
+        """`index` None: built when first asked for (`of_arrays`)."""
         self.keys, self.values, self._index = keys, values, index
         self._width = keys.dtype.itemsize // np.dtype("U1").itemsize  # characters
 
@@ -172,8 +183,15 @@ class IdLayer:
 
     @classmethod
     def of_arrays(cls, keys: np.ndarray, values: np.ndarray) -> IdLayer:
-        """From a layer's columns (sorted text keys, uint64 values), its index built."""
-        return cls(keys, values, _DeviceIndex.of(values, keys))
+        """From a layer's columns (sorted text keys, uint64 values); its index is built when
+        a device's ids are first asked for, which a fold's process never does (a copy of
+        every id, 4 bytes a character)."""
+        return cls(keys, values, None)
+
+    def _devices(self) -> _DeviceIndex:
+        if self._index is None:  # two threads may both build it: the same index
+            self._index = _DeviceIndex.of(self.values, self.keys)
+        return self._index
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -194,7 +212,7 @@ class IdLayer:
 
     def ids_of(self, device: int) -> list[str]:
         """The ids this layer gives the device, and maybe some a newer layer took out."""
-        return self._index.keys_of(device)
+        return self._devices().keys_of(device)
 
     def merged(self, recent: Mapping[str, int]) -> IdLayer:
         """O(n + k log k): ids taken out dropped, new ones inserted, changed ones set."""
@@ -217,7 +235,7 @@ class IdLayer:
         shift = np.cumsum(~keep)
         into = at[fresh][order]
         into = into - np.concatenate([[0], shift])[into]
-        index = self._index.with_pairs(live[~gone], named[~gone])
+        index = self._devices().with_pairs(live[~gone], named[~gone])
         return IdLayer(np.insert(keys[keep], into, named[fresh][order]),
                        np.insert(values[keep], into, live[fresh][order]), index)
 
