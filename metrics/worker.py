@@ -25,7 +25,9 @@ AGE_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0, 86400.0)
 
 class WorkerMetrics:
     def __init__(self) -> None:
-        self.collectors = CollectorRegistry()
+        # Described at registration, the process collector too (it has no describe()), so
+        # that `/metrics?name[]=process_resident_memory_bytes` finds it.
+        self.collectors = CollectorRegistry(auto_describe=True)
         r = self.collectors
         ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU, open files
         self.events = Counter("eir_events_consumed", "Attach events decided, by verdict and "

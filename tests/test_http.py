@@ -141,6 +141,12 @@ def test_metrics_are_served_beside_the_query(env, worker) -> None:
         text = response.read().decode()
     assert "# TYPE eir_job_runs_total counter" in text
     assert "# TYPE eir_status_queries_total counter" in text
+    named = (f"http://127.0.0.1:{port}/metrics?name[]=eir_lists_generation"
+             "&name[]=process_resident_memory_bytes")
+    with urllib.request.urlopen(named, timeout=10) as response:  # noqa: S310
+        samples = [line.split(" ")[0] for line in response.read().decode().splitlines()
+                   if not line.startswith("#")]
+    assert sorted(samples) == ["eir_lists_generation", "process_resident_memory_bytes"]
 
 
 def test_calls_without_a_token_past_the_rate_are_counted_not_recorded(env, worker) -> None:
