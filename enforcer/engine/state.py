@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 from enforcer.engine.clones import NOT_MISUSED, Misused
 from enforcer.engine.cutoffs import NO_CUTOFFS, CutOffs
@@ -69,7 +69,7 @@ class StateHolder:
         """Put a newer generation in place, with the registry's changes laid over it again;
         returns how many of those no longer apply to it. Raises ValueError when `new` is not
         newer than the state held."""
-        return self.put(self.rebased(new))
+        return self.put(self.rebased(new)).stale
 
     def rebased(self, new: EnforcementState) -> Rebased:
         """`new` with the registry's changes held now laid over it, outside the lock, while
@@ -81,10 +81,9 @@ class StateHolder:
         overlay, stale = base.overlay.rebase(new.lists, new.devices, new.watermark)
         return Rebased(new, base, overlay, stale)
 
-    def put(self, rebased: Rebased) -> int:
+    def put(self, rebased: Rebased) -> Put:
         """The generation `rebased` holds in place, with the changes applied since it was
-        made laid over it too, under the lock; how many changes no longer apply. Raises
-        ValueError as `swap`."""
+        made laid over it too, under the lock. Raises ValueError as `swap`."""
         new = rebased.new
         with self._swap_lock:
             current = self._state
@@ -99,7 +98,16 @@ class StateHolder:
                 stale = rebased.stale + late
             self._state = replace(new, overlay=overlay, cutoffs=current.cutoffs,
                                   misused=current.misused, numbers=current.numbers)
-            return stale
+            return Put(stale, caught is None)
+
+
+class Put(NamedTuple):
+    """What `StateHolder.put` did: how many of the registry's changes no longer apply to the
+    new generation, and whether all of them were laid again under the lock (a generation or
+    a repaired overlay came in meanwhile: the registry thread waited for the whole rebase)."""
+
+    stale: int
+    whole: bool
 
 
 @dataclass(frozen=True, eq=False)
