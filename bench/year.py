@@ -5,6 +5,7 @@ schedules, and a SIGKILL and restart at each month's end.
     python bench/year.py [--devices 1000000] [--months 12] [--changes-per-day 100000]
                          [--day-s 10.0] [--attaches-per-s 300] [--fold-every-s 0]
                          [--keep-days 30] [--clones-per-day 20] [--seed 7] [--keep-broker]
+                         [--timeline DIR]
 
 The worker's clock file moves a simulated day every --day-s wall seconds, in ticks of TICK_S;
 each tick the bench produces the day's share of --changes-per-day registry changes (one
@@ -44,7 +45,11 @@ the embedded broker took, and the broker's memory: it shares the two cores with 
 worker.
 Rows are counted at the start of each of the month's last ROW_DAYS days, and the most
 of each table kept: a table pruned by a daily job is read at the same points of its cycle
-in every month. One line per month; the last line is JSON.
+in every month. Each month also gives its slowest change (when in the month it was produced,
+and how many folds and retentions ended while it waited) and the share of its changes that
+took over a second: where a p99 comes from. With --timeline DIR, each month's timeline
+(every tick's changes produced, every scrape's count of changes applied and of jobs ended)
+is saved as DIR/month-NN.npz for a closer look. One line per month; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ MONTH_DAYS = 30
 ATTACH_TOPIC, REGISTRY_TOPIC = "attach-year", "registry-year"
 PARTITIONS = 4
 TICK_S = 0.1
-SCRAPE_S = 0.1  # a change's latency to 0.1 s; a scrape costs the worker a few ms of its GIL
+SCRAPE_S = 0.1  # a change's latency to 0.1 s; each scrape names the few samples it reads
 FOLDS_PER_DAY = 4  # jobs.fold_cron's default: every six hours
 READY_TIMEOUT_S = 600
 DRAIN_TIMEOUT_S = 600
@@ -106,6 +111,8 @@ RSS = "process_resident_memory_bytes"
 CPU = "process_cpu_seconds_total"
 FOLD_RUNS = 'eir_job_duration_seconds_count{job_name="fold"}'
 FOLD_SECONDS = 'eir_job_duration_seconds_sum{job_name="fold"}'
+RETENTION_RUNS = 'eir_job_duration_seconds_count{job_name="retention"}'
+SLOW_S = 1.0  # a change slower than the goal's p99
 P50, P99 = 50, 99
 MINUTE_S = 60
 ROW_DAYS = 5
@@ -181,22 +188,32 @@ class Changes:
 
 class Scraper(threading.Thread):
     """The worker's applied-changes counter every SCRAPE_S, as (monotonic s, count) of the
-    current life (the counter starts again at each start), and its resident memory."""
+    current life (the counter starts again at each start), its folds and retentions ended
+    so far, as (monotonic s, folds, retentions), and its resident memory."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
-        self._url = f"http://127.0.0.1:{port}/metrics"
+        # Only what it reads: every family rendered ten times a second took the worker's
+        # interpreter lock some milliseconds each time, from the threads it measures.
+        self._url = f"http://127.0.0.1:{port}/metrics?" + "&".join(
+            f"name[]={name.split('{')[0]}" for name in (APPLIED, RSS, FOLD_RUNS, RETENTION_RUNS))
         self.samples: list[tuple[float, float]] = []
+        self.jobs: list[tuple[float, float, float]] = []
         self.rss: list[float] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
-        while not self.halt.wait(SCRAPE_S):
+        while True:  # a first scrape at once: the jobs' counts before the month's first tick
             at, figures = time.monotonic(), scrape(self._url)
+            if figures:
+                self.jobs.append((at, figures.get(FOLD_RUNS, 0.0),
+                                  figures.get(RETENTION_RUNS, 0.0)))
             if APPLIED in figures:
                 self.samples.append((at, figures[APPLIED]))
             if RSS in figures:
                 self.rss.append(figures[RSS])
+            if self.halt.wait(SCRAPE_S):
+                return
 
     def applied(self) -> float:
         return self.samples[-1][1] if self.samples else 0.0
@@ -227,9 +244,60 @@ def latencies(produced: list[tuple[float, int, int]],
     counts = np.array([c for _, c in samples])
     out = []
     for at, target, n in produced:
+        if not n:  # no change this tick (fewer a day than ticks): no scrape need follow it
+            continue
         seen = np.flatnonzero((counts >= target) & (times >= at))
         out.append(np.full(n, times[seen[0]] - at))
     return np.concatenate(out) if out else np.zeros(1)
+
+
+@dataclass(frozen=True)
+class Slowest:
+    """A month's slowest change: its seconds, when it was produced (days into the month),
+    the folds and retentions that ended while it waited (to a scrape: from the last one
+    before it was produced to the one that counted it applied), and the share of the
+    month's changes slower than SLOW_S."""
+
+    latency_s: float
+    at_day: float
+    folds: int
+    retentions: int
+    slow_share: float
+
+
+def slowest(produced: list[tuple[float, int, int]], waited: np.ndarray,
+            jobs: list[tuple[float, float, float]], started: float,
+            day_s: float) -> Slowest:
+    """`waited` is `latencies(produced, ...)`: one value per change, in `produced`'s order;
+    `jobs` begins before the month's first tick (`Scraper`)."""
+    if not produced or not len(waited):
+        return Slowest(0.0, 0.0, 0, 0, 0.0)
+    ends = np.cumsum([n for _, _, n in produced]) - 1
+    at = np.array([t for t, _, _ in produced])
+    tick = int(np.searchsorted(ends, int(np.argmax(waited))))
+    worst = float(waited.max())
+    done = np.array(jobs, dtype=np.float64).reshape(-1, 3)
+    before = done[done[:, 0] < at[tick]]
+    until = done[done[:, 0] <= at[tick] + worst]
+    ended = (until[-1, 1:] - before[-1, 1:]) if len(before) else np.zeros(2)
+    return Slowest(round(worst, 3), round(float(at[tick] - started) / day_s, 2),
+                   int(ended[0]), int(ended[1]), round(float(np.mean(waited > SLOW_S)), 4))
+
+
+def save_timeline(path: Path, produced: list[tuple[float, int, int]],
+                  samples: list[tuple[float, float]],
+                  jobs: list[tuple[float, float, float]], started: float) -> None:
+    """A month's timeline, seconds from its start: `produced` (s, changes produced this life
+    so far, this tick's), `applied` (s, applied this life so far), `jobs` (s, folds ended,
+    retentions ended: counters of this life)."""
+    def since(rows: list) -> np.ndarray:
+        out = np.array(rows, dtype=np.float64)
+        if len(out):
+            out[:, 0] -= started
+        return out
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, produced=since(produced), applied=since(samples), jobs=since(jobs))
 
 
 def table_rows(dsn: str) -> dict[str, int]:
@@ -290,6 +358,7 @@ class Month:
     # with what it holds (emptied at each month's end unless --keep-broker).
     broker_cores: float  # its CPU seconds a wall second over the month's traffic
     broker_rss_mb: float
+    slowest: Slowest
 
 
 def flags_lasting(days: int, path: Path) -> Path:
@@ -323,6 +392,8 @@ def main() -> None:
     parser.add_argument("--keep-broker", action="store_true",
                         help="keep the embedded broker's messages all year (it has no "
                              "retention) instead of restarting it empty at each month's end")
+    parser.add_argument("--timeline", type=Path,
+                        help="save each month's timeline as DIR/month-NN.npz")
     args = parser.parse_args()
     fold_s = args.fold_every_s or max(1, round(args.day_s / FOLDS_PER_DAY))
     retention_s = max(1, round(args.day_s))
@@ -462,8 +533,14 @@ def run_month(month: int, args, worker: WorkerProcess, feed: Feed, changes: Chan
         time.sleep(SCRAPE_S)
     scraper.halt.set()
     scraper.join()
+    if not scraper.rss:
+        raise RuntimeError(f"the worker's /metrics never gave {RSS}")
     figures = scrape(f"http://127.0.0.1:{port}/metrics")
     waited = latencies(produced, scraper.samples)
+    worst = slowest(produced, waited, scraper.jobs, started, args.day_s)
+    if args.timeline is not None:
+        save_timeline(args.timeline / f"month-{month:02d}.npz", produced, scraper.samples,
+                      scraper.jobs, started)
     broker_rss_mb = round(process_rss_kib(broker_pid) / KIB_PER_MIB)
     worker.kill()
     if not args.keep_broker:
@@ -477,7 +554,7 @@ def run_month(month: int, args, worker: WorkerProcess, feed: Feed, changes: Chan
                  round(max(scraper.rss) / (1 << 20)), rows, round(restart_s, 1),
                  round(figures.get(FOLD_RUNS, 0.0)),
                  round(figures.get(FOLD_SECONDS, 0.0) / max(figures.get(FOLD_RUNS, 0.0), 1), 2),
-                 round(worker_cpu, 2), round(broker_cpu, 2), broker_rss_mb)
+                 round(worker_cpu, 2), round(broker_cpu, 2), broker_rss_mb, worst)
 
 
 def line(m: Month) -> str:
@@ -488,7 +565,10 @@ def line(m: Month) -> str:
             f"(max {m.rss_max_mb:,.0f}), "
             f"{m.folds} folds of {m.fold_s_mean:.1f} s, restart {m.restart_s:.1f} s, "
             f"worker {m.worker_cores:.2f} cores, broker {m.broker_cores:.2f} cores "
-            f"{m.broker_rss_mb:,.0f} MB; rows {rows}")
+            f"{m.broker_rss_mb:,.0f} MB; slowest {m.slowest.latency_s:.1f} s, produced on day "
+            f"{m.slowest.at_day:.1f}, {m.slowest.folds} folds and {m.slowest.retentions} "
+            f"retentions ended while it waited; {m.slowest.slow_share:.2%} of changes over "
+            f"{SLOW_S:g} s; rows {rows}")
 
 
 def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
@@ -507,7 +587,8 @@ def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
             "rss_growth": round(last.rss_mb / first.rss_mb - 1, 3),
             "table_rows_ratio_max": max(ratios.values(), default=0.0),
             "table_rows_ratio": ratios, "restart_s_max": max(m.restart_s for m in months),
-            "months_detail": [m.__dict__ for m in months]}
+            "months_detail": [{**m.__dict__, "slowest": m.slowest.__dict__}
+                              for m in months]}
 
 
 if __name__ == "__main__":
