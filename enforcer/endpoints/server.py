@@ -249,8 +249,7 @@ def _scraped(metrics: WorkerMetrics, query: str) -> CollectorRegistry | Restrict
     """Every metric, or only the samples named by `name[]` parameters (prometheus_client's
     own filter: `/metrics?name[]=eir_registry_events_total`), whose collectors alone are
     asked: a scraper that polls one figure often costs the worker that figure's work, not
-    every family's (some milliseconds of the interpreter's lock each). A name that is no
-    sample's, or blank, gives nothing."""
+    every family's. A name that is no sample's, or blank, gives nothing."""
     names = parse_qs(query, keep_blank_values=True).get("name[]")
     if names is None:
         return metrics.collectors
