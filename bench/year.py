@@ -566,9 +566,13 @@ def line(m: Month) -> str:
             f"{m.folds} folds of {m.fold_s_mean:.1f} s, restart {m.restart_s:.1f} s, "
             f"worker {m.worker_cores:.2f} cores, broker {m.broker_cores:.2f} cores "
             f"{m.broker_rss_mb:,.0f} MB; slowest {m.slowest.latency_s:.1f} s, produced on day "
-            f"{m.slowest.at_day:.1f}, {m.slowest.folds} folds and {m.slowest.retentions} "
-            f"retentions ended while it waited; {m.slowest.slow_share:.2%} of changes over "
-            f"{SLOW_S:g} s; rows {rows}")
+            f"{m.slowest.at_day:.1f}, while {plural(m.slowest.folds, 'fold')} and "
+            f"{plural(m.slowest.retentions, 'retention')} ended; "
+            f"{m.slowest.slow_share:.2%} of changes over {SLOW_S:g} s; rows {rows}")
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def summary(months: list[Month], args, first_ready: float) -> dict[str, object]:
