@@ -17,7 +17,7 @@ from enforcer.files.listfile import LoadReport
     st.integers(ZERO_TAC_BELOW - 5, ZERO_TAC_BELOW + 5), max_size=11))
 def test_the_count_of_a_bitmap_is_that_of_its_keys(keys: set[int]) -> None:
     expected = sum(k < ZERO_TAC_BELOW for k in keys)
-    assert leading_zero_count(BitMap64(keys)) == expected
+    assert leading_zero_count(KeyIndex.from_bitmap(BitMap64(keys))) == expected
     assert leading_zero_count(np.array(sorted(keys), np.uint64)) == expected
     index = KeyIndex.from_sorted_keys(np.array(sorted(keys), np.uint64))
     assert leading_zero_count(index) == expected

@@ -193,7 +193,7 @@ def as_roaring(lists: Path) -> None:
     """A generation's white list written as formats 1 and 2 held it."""
     index = KeyIndex.from_arrays(*(np.load(lists / f"white-{name}.npy")
                                    for name in WHITE_ARRAYS))
-    (lists / "white.roaring").write_bytes(index.portable())
+    (lists / "white.roaring").write_bytes(b"".join(index.portable_parts()))
     for name in WHITE_ARRAYS:
         (lists / f"white-{name}.npy").unlink()
 

@@ -146,12 +146,6 @@ class KeyIndex:
         bucket at a time."""
         return serialize_chunks(self.chunk_high, self.chunk_start, self.low)
 
-    def portable(self) -> bytes:
-        return b"".join(self.portable_parts())
-
-    def to_bitmap(self) -> BitMap64:
-        return BitMap64.deserialize(self.portable())
-
     @property
     def nbytes(self) -> int:
         return self.chunk_high.nbytes + self.chunk_start.nbytes + self.low.nbytes

@@ -15,7 +15,6 @@ with other TACs (a black-listing sweep of 30,000 phones of TAC 35…) leaves it 
 from __future__ import annotations
 
 import numpy as np
-from pyroaring import BitMap64
 
 from enforcer.engine.imei import KEY_DIGITS
 from enforcer.engine.keyindex import KeyIndex
@@ -24,10 +23,8 @@ from enforcer.files.listfile import LoadReport
 ZERO_TAC_BELOW = 10 ** (KEY_DIGITS - 1)  # IMEI keys below this start with 0 (e.g. TAC 01…)
 
 
-def leading_zero_count(keys: np.ndarray | BitMap64 | KeyIndex) -> int:
-    """How many of the IMEI keys (uint64 array, bitmap or index) start with 0."""
-    if isinstance(keys, BitMap64):
-        return keys.rank(ZERO_TAC_BELOW - 1) if len(keys) else 0
+def leading_zero_count(keys: np.ndarray | KeyIndex) -> int:
+    """How many of the IMEI keys (uint64 array or index) start with 0."""
     if isinstance(keys, KeyIndex):
         return int(keys.ranks(np.array([ZERO_TAC_BELOW], np.uint64))[0])
     return int(np.count_nonzero(keys < ZERO_TAC_BELOW))
