@@ -23,7 +23,8 @@ from enforcer.heap import give_back
 from enforcer.engine.batchdecode import decode_poll
 from enforcer.engine.attachdecode import TimeWindow
 from consumers.deadletters import DeadLetters
-from consumers.loop import BatchLoop, LazyConnection
+from consumers.loop import BatchLoop
+from enforcer.db.connection import LazyConnection
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled
 from enforcer.clock import MS_PER_S, Clock

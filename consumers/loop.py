@@ -14,9 +14,9 @@ import logging
 import threading
 from typing import Callable
 
-import psycopg
 
 from consumers.receive import Consumer, Partition, Polled
+from enforcer.db.connection import LazyConnection
 from enforcer.logs import describe
 from enforcer.reach import Backoff
 
@@ -45,27 +45,6 @@ class Waits:
 
     def handled(self) -> None:
         self._next = self._backoff.first_s
-
-
-class LazyConnection:
-    """A loop's PostgreSQL connection: opened when first asked for, dropped after a failure,
-    so that the next batch opens a fresh one."""
-
-    def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
-        self._connect = connect
-        self._conn: psycopg.Connection | None = None
-
-    def connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-        return self._conn
-
-    def drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
 
 
 class BatchLoop:

@@ -25,7 +25,8 @@ import psycopg
 
 from consumers.continuity import read_at, renewal
 from consumers.deadletters import DeadLetters
-from consumers.loop import BatchLoop, LazyConnection
+from consumers.loop import BatchLoop
+from enforcer.db.connection import LazyConnection
 from enforcer.follow.overlaymerge import BackgroundMerge
 from consumers.publish import Publication, publish_all
 from consumers.receive import Polled, Record

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from consumers.kafka import registry_consumer
-from consumers.loop import BatchLoop, LazyConnection, Waits
+from consumers.loop import BatchLoop, Waits
+from enforcer.db.connection import LazyConnection
 from consumers.receive import Polled
 from enforcer.config import load_config
 from enforcer.reach import Backoff

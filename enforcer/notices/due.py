@@ -38,11 +38,15 @@ class DueSweep:
         self._pace = pace_of(settings)
 
     def sweep_together(self, conn: psycopg.Connection) -> int:
-        """Sweep on `conn` and on notices.sweepers - 1 connections of their own, until
-        nothing is due; how many notices were taken."""
+        """Sweep on `conn` until nothing is due; how many notices were taken. When more than
+        a batch is due, notices.sweepers - 1 connections of their own sweep beside it (opened
+        for the backlog: most rounds find less than a batch)."""
+        taken, more = self._batch(conn)
         others = self._settings.sweepers - 1
+        if not more:
+            return taken
         if others < 1:
-            return self.sweep(conn)
+            return taken + self.sweep(conn)
 
         def on_own_connection() -> int:
             with self._connect() as own:
@@ -51,18 +55,24 @@ class DueSweep:
         with ThreadPoolExecutor(others, thread_name_prefix="sweeper") as pool:
             running = [pool.submit(on_own_connection) for _ in range(others)]
             swept = self.sweep(conn)
-            return swept + sum(f.result() for f in running)
+            return taken + swept + sum(f.result() for f in running)
 
     def sweep(self, conn: psycopg.Connection) -> int:
         """Sweep on `conn` until nothing is due; how many notices were taken."""
-        total = 0
-        while True:
-            settled = self._resolver.settle(
-                conn, lambda c, now: take_due(c, now, self._settings.batch), self._advance)
-            total += len(settled.taken)
-            # Notices that took over are due at once: their warnings go in this sweep.
-            if len(settled.taken) < self._settings.batch and not settled.opened:
-                return total
+        total, more = 0, True
+        while more:
+            taken, more = self._batch(conn)
+            total += taken
+        return total
+
+    def _batch(self, conn: psycopg.Connection) -> tuple[int, bool]:
+        """One batch of due notices taken and settled: how many, and whether more may be
+        due (a full batch, or notices that took over: due at once, their warnings go in this
+        sweep)."""
+        settled = self._resolver.settle(
+            conn, lambda c, now: take_due(c, now, self._settings.batch), self._advance)
+        taken = len(settled.taken)
+        return taken, taken >= self._settings.batch or bool(settled.opened)
 
     def _advance(self, due: list[Notice], now: int, state: EnforcementState) -> Steps:
         changes, messages, cut, released = [], [], [], []

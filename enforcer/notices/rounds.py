@@ -19,6 +19,7 @@ import psycopg
 
 from enforcer.clock import Clock
 from enforcer.config import Config
+from enforcer.db.connection import LazyConnection
 from enforcer.db.notices import live_counts
 from enforcer.engine.state import StateHolder
 from enforcer.follow.cutofflist import CutoffList
@@ -46,14 +47,16 @@ class Relay(Protocol):
 
 class NoticeRounds:
     """The parts of a round (the cut-off list, the resolver, the due sweep, the relay) in
-    their order, on one connection; closed together."""
+    their order, on one connection kept from round to round (a round runs after every poll
+    that changed something, several a second under load: a connection a round was a
+    PostgreSQL backend forked each time); closed together."""
 
     def __init__(self, config: Config, holder: StateHolder, clock: Clock,
                  metrics: NoticeMetrics, connect: Callable[[], psycopg.Connection],
                  relay: Relay) -> None:
         self._count_every_s = config.notices.count_every_s
         self._metrics = metrics
-        self._connect = connect
+        self._database = LazyConnection(connect)
         self._cutoffs = CutoffList(holder, metrics)
         self._resolver = Resolver(config.notices, clock, metrics, self._cutoffs)
         self._due = DueSweep(config.notices, connect, self._resolver)
@@ -69,14 +72,14 @@ class NoticeRounds:
         """At the worker's start: the cut-off list into memory, and cut notices the registry
         resolved while nobody looked. The first due sweep waits for the schedule, by which
         time the registry topic has been read."""
-        with self._connect() as conn:
+        with self._database.held() as conn:
             self._cutoffs.follow(conn)
             self._resolver.recheck_cut(conn)
 
     def run_once(self) -> dict[str, int]:
         """One round: follow other workers' cutoffs, cancel what the registry resolved,
         take the due steps, publish the outbox. Returns how many of each."""
-        with self._connect() as conn:
+        with self._database.held() as conn:
             followed = self._cutoffs.follow(conn)
             cancelled = self._resolver.cancel_resolved(conn)
             swept = self._due.sweep_together(conn)
@@ -91,6 +94,7 @@ class NoticeRounds:
 
     def close(self) -> None:
         self._relay.close()
+        self._database.drop()
 
     def _count_live(self, conn: psycopg.Connection) -> None:
         counts = {(kind, state): n for kind, state, n in live_counts(conn)}
