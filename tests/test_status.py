@@ -78,8 +78,13 @@ def test_no_other_sim_seen() -> None:
 
 
 def seen_on(dsn: str, key: int, sims: tuple[int, ...]) -> datetime:
-    """The history: each SIM used the IMEI, a day apart, the last one a day ago; now."""
-    now = datetime.now(timezone.utc).replace(day=15)  # one month, whatever the day
+    """The history: each SIM used the IMEI, a day apart, the last one a day before the
+    moment returned: the 15th of this month, or of the last one before this month's 15th
+    (one month, whatever the day, and never the future)."""
+    today = datetime.now(timezone.utc)
+    now = today.replace(day=15)
+    if now > today:
+        now = (today.replace(day=1) - timedelta(days=1)).replace(day=15)
     with psycopg.connect(dsn) as conn:
         HistoryStore().ensure_partitions(conn, {(now.date().replace(day=1) - EPOCH).days})
         for ago, msisdn in enumerate(reversed(sims), 1):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 import urllib.request
 
 import msgspec
@@ -35,6 +36,17 @@ TAKEOVER_MARGIN_S = 15
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def ending_within_a_month_ms(span_ms: int) -> int:
+    """Now; or, when the `span_ms` before now would cross this month's start, the month's
+    last millisecond before it. Slot usage is kept by month: a pair seen on both sides of a
+    month's start is a row in each, which a test counting rows would not expect."""
+    now = now_ms()
+    day = datetime.fromtimestamp(now / 1000, timezone.utc)
+    month_start = int(day.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+                      .timestamp() * 1000)
+    return now if now - span_ms >= month_start else month_start - 1
 
 
 def attach(imei: str | int, msisdn: int, ts: int, **extra: object) -> dict[str, object]:
@@ -166,8 +178,9 @@ def spawn(env: dict[str, str]) -> subprocess.Popen:
 
 
 def stream(count: int) -> list[dict[str, object]]:
-    """count attaches of 50 SIMs on SINGLE, a minute apart, ending now: 50 pairs over days."""
-    start = now_ms() - count * MINUTE_MS
+    """count attaches of 50 SIMs on SINGLE, a minute apart, ending now (or before this
+    month's start, if they would cross it): 50 pairs over days."""
+    start = ending_within_a_month_ms(count * MINUTE_MS) - count * MINUTE_MS
     return [attach(SINGLE, 989120000000 + i % 50, start + i * MINUTE_MS) for i in range(count)]
 
 
@@ -325,7 +338,7 @@ def test_either_client_reads_the_registry_with_the_longest_fetch_wait_allowed(en
 
 
 def test_history_lists_the_sims_of_each_slot_masked_unless_revealed(env, worker, dsn) -> None:
-    t = now_ms()
+    t = ending_within_a_month_ms(3 * 86_400_000)
     produce(env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"], [
         attach(DUAL[0], OWNER, t - 3 * 86_400_000), attach(DUAL[0], OWNER, t),
         attach(DUAL[1], BUYER, t)])
