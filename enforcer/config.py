@@ -232,6 +232,7 @@ class JobsConfig:
 @dataclass(frozen=True)
 class NoticesConfig:
     sweep_every_s: Interval
+    woken_gap_s: SecondsOrZero
     sweepers: Connections
     batch: Count
     count_every_s: SecondsOrZero

@@ -44,7 +44,7 @@ from tests.test_decide import (BUYER, HELPER, OWNER, SINGLE, SPOUSE, STRANGER, U
                                attach as decided, full, home_imsi, make_state, state)
 from tests.test_tacs import COUNTRY_TACS
 from tests.test_notice_lifecycle import T0, at_day, sent, steps
-from tests.test_worker import attach, now_ms
+from tests.test_worker import attach, ending_within_a_month_ms, now_ms
 
 __all__ = ["state"]  # the fixture, shared with test_decide
 
@@ -306,7 +306,7 @@ def test_a_gsm_only_phone_attaching_on_lte_is_flagged_and_recorded(env, worker, 
     assert done.returncode == 0, done.stderr
     running = worker()
     bootstrap, topic = env["EIR_KAFKA__BOOTSTRAP_SERVERS"], env["EIR_KAFKA__ATTACH_TOPIC"]
-    t = now_ms()
+    t = ending_within_a_month_ms(10 * MINUTE)  # one slot_usage row: one month
     produce(bootstrap, topic, [attach(UNOWNED, BUYER, t - 10 * MINUTE, rat="GERAN"),
                                attach(UNOWNED, BUYER, t - 5 * MINUTE, rat="LTE")])
     wait_for(lambda: _count(dsn, "SELECT count(*) FROM slot_usage") == 1)

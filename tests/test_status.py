@@ -146,11 +146,10 @@ def test_a_flag_ended_hides_the_last_other_sim_while_the_history_may_hold_the_cl
     """Flags last 365 days (clones.flag_days), the history keeps 400 (history.keep_days): a
     flag ended 15 days ago still withholds the number; one older than the history, no."""
     save_snapshot(make_state(policy), tmp_path / "state")
-    now = seen_on(dsn, UNOWNED, (STRANGER, BUYER))
-    with psycopg.connect(dsn) as conn:
-        record_flags(conn, [(UNOWNED, "imsis",
-                             int(now.timestamp() * 1000) - flag_age_days * MS_PER_DAY,
-                             int(home_imsi(OWNER)), OWNER)])
+    seen_on(dsn, UNOWNED, (STRANGER, BUYER))
+    flagged_ms = int(datetime.now(timezone.utc).timestamp() * 1000) - flag_age_days * MS_PER_DAY
+    with psycopg.connect(dsn) as conn:  # its age is the command's, told by the real clock
+        record_flags(conn, [(UNOWNED, "imsis", flagged_ms, int(home_imsi(OWNER)), OWNER)])
     assert status_by_command(dsn, tmp_path / "state", UNOWNED, BUYER)["status"] == status
 
 

@@ -25,6 +25,7 @@ from enforcer.heap import give_back
 from enforcer.listening import cannot_listen, listen
 from enforcer.clock import Clock, clock_from
 from enforcer.config import Config, ConfigError
+from enforcer.db.connection import LazyConnection
 from enforcer.db.migrate import require_migrated
 from enforcer.engine.state import StateHolder
 from enforcer.engine.imei import imei_rules
@@ -72,19 +73,24 @@ class Serving(NamedTuple):
 
 def follow_forever(follower: StateFollower, config: Config, metrics: EicMetrics,
                    ready: Readiness, stop: threading.Event) -> None:
-    """Take in the workers' changes every `eic.follow_s`, until `stop`. Ready after the first
-    round that worked; a failed round keeps answering from the state held."""
-    while True:
-        try:
-            with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
-                follower.follow(conn)
-            metrics.followed_at.set(time.time())
-            ready.set()
-        except Exception as exc:  # noqa: BLE001 - the database away: retry next round
-            metrics.follow_failures.inc()
-            log.warning("workers' changes not taken in", extra={"error": describe(exc)})
-        if stop.wait(config.eic.follow_s):
-            return
+    """Take in the workers' changes every `eic.follow_s`, until `stop`, on one connection
+    (opened again after a failure). Ready after the first round that worked; a failed round
+    keeps answering from the state held."""
+    database = LazyConnection(partial(psycopg.connect, config.postgres.dsn, autocommit=True))
+    try:
+        while True:
+            try:
+                with database.held() as conn:
+                    follower.follow(conn)
+                metrics.followed_at.set(time.time())
+                ready.set()
+            except Exception as exc:  # noqa: BLE001 - the database away: retry next round
+                metrics.follow_failures.inc()
+                log.warning("workers' changes not taken in", extra={"error": describe(exc)})
+            if stop.wait(config.eic.follow_s):
+                return
+    finally:
+        database.drop()
 
 
 def build_checks(config: Config, clock: Clock | None = None,

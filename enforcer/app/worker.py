@@ -141,7 +141,7 @@ def build_worker(config: Config, clock: Clock | None = None,
     relay = OutboxRelay(config, clock, metrics.notices, messages,
                         broker(partial(outbox_reader, config.kafka)))
     rounds = NoticeRounds(config, holder, clock, metrics.notices, connect, relay)
-    sweeps = SweepLoop(rounds, config.notices.sweep_every_s)
+    sweeps = SweepLoop(rounds, config.notices.sweep_every_s, config.notices.woken_gap_s)
 
     def touched(imeis: set[int], msisdns: set[int]) -> None:
         rounds.touch(imeis, msisdns)

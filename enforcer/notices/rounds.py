@@ -93,8 +93,10 @@ class NoticeRounds:
                 "published": published}
 
     def close(self) -> None:
-        self._relay.close()
-        self._database.drop()
+        try:
+            self._relay.close()
+        finally:
+            self._database.drop()
 
     def _count_live(self, conn: psycopg.Connection) -> None:
         counts = {(kind, state): n for kind, state, n in live_counts(conn)}
@@ -108,12 +110,15 @@ class NoticeRounds:
 
 class SweepLoop:
     """The rounds' own thread: a round every notices.sweep_every_s (start to start), and
-    one at once when woken; one round at a time. A round that outlasts the interval (a big
-    backlog, a slow database) is followed by the next at once: expected, so not a warning."""
+    one when woken, `woken_gap_s` (at most `every_s`) after the last one started at the
+    earliest: the wake-ups of a busy second make one round, not one each. One round at a
+    time. A round that outlasts the interval (a big backlog, a slow database) is followed by
+    the next at once: expected, so not a warning."""
 
-    def __init__(self, rounds: NoticeRounds, every_s: float) -> None:
+    def __init__(self, rounds: NoticeRounds, every_s: float, woken_gap_s: float) -> None:
         self._rounds = rounds
         self._every_s = every_s
+        self._woken_gap_s = min(woken_gap_s, every_s)
         self._woken = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,9 +128,9 @@ class SweepLoop:
         self._thread.start()
 
     def wake(self) -> None:
-        """A round now rather than at the next interval; woken during a round, one more
-        after it. Before the start, nothing: the first round waits an interval, by which
-        time the registry topic has been read."""
+        """A round soon (the woken gap after the last one started) rather than at the next
+        interval; woken during a round, one more after it. Before the start, nothing: the
+        first round waits an interval, by which time the registry topic has been read."""
         if self._thread is not None:
             self._woken.set()
 
@@ -139,8 +144,11 @@ class SweepLoop:
     def _run(self) -> None:
         started = time.monotonic()
         while True:
-            self._woken.wait(max(self._every_s - (time.monotonic() - started), 0))
+            woken = self._woken.wait(max(self._every_s - (time.monotonic() - started), 0))
             if self._stopping.is_set():
+                return
+            early = self._woken_gap_s - (time.monotonic() - started)
+            if woken and early > 0 and self._stopping.wait(early):
                 return
             self._woken.clear()
             started = time.monotonic()
