@@ -142,6 +142,7 @@ class RegistryEventConsumer:
         conn = self._loop.database.connection()
         # One reading of the clock for the poll: its events arrived together.
         now_ms = self._clock.now_ms()
+        received = utc_datetime(now_ms)
         window = registry_window(self._config, now_ms)
         decoded = [decode_registry_event(r.value, self._rules, window) for r in records]
         draft.prefetch([d.change for d in decoded if isinstance(d, RegistryEvent)])
@@ -152,7 +153,7 @@ class RegistryEventConsumer:
             handled = Handled(stored_at(conn, ids))
             for record, event, event_id, position in zip(records, decoded, ids, at):
                 self._handle(record, event, event_id, position, draft, state.watermark,
-                             handled, utc_datetime(now_ms))
+                             handled, received)
             stored = store_all(conn, handled.rows)
             letters = [letter for event_id, letter in handled.letters if event_id in stored]
             # Published before the poll's rows commit: a dead letter stored is one the broker
