@@ -270,6 +270,11 @@ def test_live_notices_of_a_kind_the_policy_dropped_still_need_their_texts(
     check_templates(settings, load_policy(), load_policy(), frozenset({"misuse"}))
 
 
+# The worker binds its HTTP port before it checks the texts: not the default one, which
+# another eir-enforcer on the host (a demo) may hold.
+ANY_PORT = {"EIR_HTTP__PORT": "0"}
+
+
 def test_a_worker_stops_at_start_while_notices_of_a_kind_without_texts_are_live(
         tmp_path: Path, dsn, rules: ImeiRules) -> None:
     """An operator's own kind, taken out of the policy with its texts while some of its
@@ -280,7 +285,7 @@ def test_a_worker_stops_at_start_while_notices_of_a_kind_without_texts_are_live(
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert see(conn, notice_sightings(batch, decide(batch, make_state(own))),
                    own.rules) == {"court_hold": 1}
-    result = run("run", check=False, env={**os.environ, "EIR_POSTGRES__DSN": dsn})
+    result = run("run", check=False, env={**os.environ, "EIR_POSTGRES__DSN": dsn, **ANY_PORT})
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert ("configuration key 'notices.templates.court_hold.warning.fa' is missing: live "
@@ -290,7 +295,7 @@ def test_a_worker_stops_at_start_while_notices_of_a_kind_without_texts_are_live(
 def test_a_worker_with_a_bad_template_stops_at_start_naming_it(tmp_path: Path, dsn) -> None:
     path = tmp_path / "eir.toml"
     path.write_text("[notices.templates.misuse]\nwarning.en = 'IMEI {imsi}'\n")
-    env = {**os.environ, "EIR_POSTGRES__DSN": dsn}
+    env = {**os.environ, "EIR_POSTGRES__DSN": dsn, **ANY_PORT}
     for command in (["run"], ["notices", "cancel", "1", "--reason", "x"]):
         result = run("--config", str(path), *command, check=False, env=env)
         assert result.returncode == 2, result.stderr
