@@ -14,7 +14,6 @@ import logging
 import threading
 from typing import Callable
 
-
 from consumers.receive import Consumer, Partition, Polled
 from enforcer.db.connection import LazyConnection
 from enforcer.logs import describe
