@@ -17,6 +17,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 WHOLE_SHOWN_UP_TO = 1e15
 PORT_MAX = 65535
 CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+# libpq's parameters with a fixed set of values, and those that are whole numbers (libpq's
+# manual, "Parameter Key Words", PostgreSQL 18): it checks them only when it connects.
+DSN_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby",
+                             "prefer-standby"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslnegotiation": ("postgres", "direct"),
+    "sslcertmode": ("disable", "allow", "require"),
+}
+DSN_WHOLE_NUMBERS = frozenset({"connect_timeout", "keepalives", "keepalives_idle",
+                               "keepalives_interval", "keepalives_count", "tcp_user_timeout"})
 # RFC 1123 host names, dot-separated labels of letters, digits and inner hyphens.
 HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
@@ -108,14 +122,31 @@ def _time_zone(name: str) -> bool:
 
 
 def _dsn(text: str) -> bool:
+    """libpq's parse of the string, then the values libpq itself checks only when it
+    connects (PostgreSQL's libpq manual, "Parameter Key Words"). Nothing the operator wrote
+    is quoted back but a parameter's name: a word without "=" may be a password."""
     from psycopg import ProgrammingError  # as the scheduler in _cron
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        conninfo_to_dict(text)
+        params = conninfo_to_dict(text)
     except ProgrammingError as exc:
-        raise ValueError(str(exc)) from None
+        why = str(exc)
+        if not why.startswith(("invalid connection option", "invalid URI query parameter")):
+            why = re.sub(r'"[^"]*"', "…", why).replace("… after …", '"=" after a word')
+        raise ValueError(why) from None
+    for name, value in params.items():
+        if name in DSN_CHOICES and value not in DSN_CHOICES[name]:
+            raise ValueError(f"{name} must be one of {', '.join(DSN_CHOICES[name])}")
+        if name in DSN_WHOLE_NUMBERS and not str(value).strip().lstrip("-").isdigit():
+            raise ValueError(f"{name} must be a whole number")
+        if name == "port" and not all(_port_or_empty(p) for p in str(value).split(",")):
+            raise ValueError(f"port must be 1 to {PORT_MAX} (several: separated by commas)")
     return True
+
+
+def _port_or_empty(text: str) -> bool:
+    return not text or (text.isdigit() and 1 <= int(text) <= PORT_MAX)
 
 
 def _address(text: str) -> bool:

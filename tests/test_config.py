@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from enforcer.config import DEFAULTS, Config, ConfigError, load_config
+from enforcer.configcheck import DSN_CHOICES, DSN_WHOLE_NUMBERS
 from enforcer.reach import Backoff, Stopped, Unreachable, when_reachable
 from enforcer.embedded.services import free_port
 
@@ -82,7 +83,17 @@ BAD_VALUES = [
     ("EIR_JOBS__RETENTION_CRON", "daily", "'jobs.retention_cron': must be a cron expression"),
     ("EIR_POSTGRES__DSN", "not a dsn",
      "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
-     "database, or key=value pairs): missing \"=\" after \"not\" in connection info string"),
+     "database, or key=value pairs): missing \"=\" after a word in connection info string"),
+    ("EIR_POSTGRES__DSN", "host=pg sslmode=bogus",
+     "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
+     "database, or key=value pairs): sslmode must be one of disable, allow, prefer, require, "
+     "verify-ca, verify-full"),
+    ("EIR_POSTGRES__DSN", "postgresql://eir@pg:99999/eir",
+     "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
+     "database, or key=value pairs): port must be 1 to 65535 (several: separated by commas)"),
+    ("EIR_POSTGRES__DSN", "host=pg keepalives_idle=half",
+     "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
+     "database, or key=value pairs): keepalives_idle must be a whole number"),
     ("EIR_NOTICES__USSD_CODE", "", "'notices.ussd_code': must be some text, not ''"),
     ("EIR_STATE__DIR", " ", "'state.dir': must be some text, not ' '"),
     ("EIR_KAFKA__GROUP_ID", "", "'kafka.group_id': must be some text, not ''"),
@@ -169,6 +180,22 @@ def test_a_dsn_is_never_quoted_back() -> None:
     assert "hunter2" not in str(refused.value)
 
 
+@pytest.mark.parametrize("dsn", ["hunter2", "host=pg password='hunter2", "host=pg hunter2",
+                                 "postgresql://eir:hunter2@pg:5432,pg2:port/eir"])
+def test_a_dsn_libpq_cannot_read_is_not_quoted_back_either(dsn: str) -> None:
+    with pytest.raises(ConfigError, match="^configuration key 'postgres.dsn'") as refused:
+        load_config(environ={"EIR_POSTGRES__DSN": dsn})
+    assert "hunter2" not in str(refused.value)
+
+
+def test_every_libpq_parameter_with_a_fixed_form_is_checked_as_libpq_names_it() -> None:
+    """A name misspelled here would let a bad value through to the connection."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    for name in (*DSN_CHOICES, *DSN_WHOLE_NUMBERS):
+        assert conninfo_to_dict(f"{name}=1") == {name: "1"}
+
+
 def leaves(cls: type, where: str = "") -> list[tuple[str, Any]]:
     hints = get_type_hints(cls, include_extras=True)
     found = []
@@ -215,6 +242,16 @@ def test_every_command_stops_at_a_bad_value_with_one_line(command: list[str]) ->
     assert result.returncode == 2, result.stderr
     assert result.stderr == ("eir-enforcer: configuration key 'notices.sweep_every_s': must be "
                              "above 0, not -5\n")
+
+
+@pytest.mark.parametrize("command", [["db", "migrate"], ["notices", "list"]])
+def test_a_database_that_refuses_is_one_line_naming_the_key(command: list[str]) -> None:
+    result = cli(*command, env={"EIR_POSTGRES__DSN": f"postgresql://eir@{LOOPBACK}:1/eir"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("eir-enforcer: PostgreSQL of postgres.dsn: connection "), \
+        result.stderr
+    assert "Connection refused" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(("command", "section"), [("run", "http"), ("serve", "eic")])

@@ -558,8 +558,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_READER_GONE
     except (ConfigError, PolicyError, UnusableDirectory, NotMigrated, ServiceError,
-            SnapshotConflict, psycopg.OperationalError) as exc:
+            SnapshotConflict) as exc:
         print(f"eir-enforcer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except psycopg.OperationalError as exc:
+        # libpq adds hints on lines of their own ("Is the server running on that host…?").
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"eir-enforcer: PostgreSQL of postgres.dsn: {first}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a path of the configuration's (services.dir, clock.file, …)
         print(f"eir-enforcer: {_os_error(exc)}", file=sys.stderr)
