@@ -18,6 +18,7 @@ from consumers.kafka import outbox_reader, producer
 from consumers.outbox import OutboxRelay
 from enforcer.clock import ManualClock, SystemClock
 from enforcer.config import load_config
+from enforcer.db.connection import LazyConnection, NotAutocommit
 from enforcer.db.notices import see
 from enforcer.db.migrate import migrate
 from enforcer.embedded.services import EmbeddedPostgres, free_port
@@ -95,6 +96,14 @@ def test_a_round_after_the_database_came_back_runs_on_a_fresh_session(
         postgres.stop()
     assert len(before) == len(after) == 1
     assert before != after
+
+
+def test_a_kept_connection_not_in_autocommit_is_refused_and_closed(dsn) -> None:
+    """Its implicit transaction would stay open from round to round (vacuum held back)."""
+    kept = LazyConnection(partial(psycopg.connect, dsn))
+    with pytest.raises(NotAutocommit):
+        kept.connection()
+    wait_for(lambda: sessions_of(dsn) == [])
 
 
 def test_serve_takes_in_the_workers_changes_on_one_database_session(env, dsn, tmp_path) -> None:

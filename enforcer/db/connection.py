@@ -13,9 +13,16 @@ from typing import Callable, Iterator
 import psycopg
 
 
+class NotAutocommit(ValueError):
+    """A loop was handed a `connect` whose connections are not in autocommit."""
+
+
 class LazyConnection:
     """A loop's PostgreSQL connection: opened when first asked for, dropped after a failure,
-    so that the next batch opens a fresh one."""
+    so that the next batch opens a fresh one. `connect` must give autocommit connections
+    (NotAutocommit, raised at the first open, otherwise): a kept connection's implicit
+    transaction would stay open between batches, holding back vacuum and blocking the
+    partitions' drops (enforcer/db/partitions.py); each batch opens `transaction()` itself."""
 
     def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
         self._connect = connect
@@ -23,7 +30,11 @@ class LazyConnection:
 
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
+            conn = self._connect()
+            if not conn.autocommit:
+                conn.close()
+                raise NotAutocommit("a loop's kept connection must be in autocommit")
+            self._conn = conn
         return self._conn
 
     def drop(self) -> None:
