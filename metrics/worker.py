@@ -52,7 +52,10 @@ class WorkerMetrics:
                                     registry=r)
         self.effects = Counter("eir_effects_sent", "Effect messages produced, by stream.",
                                ["stream"], registry=r)
-        self.list_size = Gauge("eir_list_size", "Entries in each list.", ["list"], registry=r)
+        self.list_size = Gauge("eir_list_size", "Entries in each list of the snapshot "
+                               "generation in use (cut_imeis, cut_pairs: the cut-off lists "
+                               "the snapshot carries; the notices' cutoffs since are "
+                               "eir_cutoffs).", ["list"], registry=r)
         self.generation = Gauge("eir_lists_generation", "Generation of the lists in use.",
                                 registry=r)
         self.snapshot_time = Gauge("eir_lists_snapshot_timestamp_seconds", "When the "
