@@ -29,8 +29,9 @@ DSN_CHOICES = {
     "sslnegotiation": ("postgres", "direct"),
     "sslcertmode": ("disable", "allow", "require"),
 }
-DSN_WHOLE_NUMBERS = frozenset({"connect_timeout", "keepalives", "keepalives_idle",
-                               "keepalives_interval", "keepalives_count", "tcp_user_timeout"})
+DSN_WHOLE_NUMBERS = frozenset({"keepalives", "keepalives_idle", "keepalives_interval",
+                               "keepalives_count", "tcp_user_timeout"})
+DSN_WHOLE_NUMBER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)  # as libpq's strtol reads one
 # RFC 1123 host names, dot-separated labels of letters, digits and inner hyphens.
 HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
@@ -124,21 +125,25 @@ def _time_zone(name: str) -> bool:
 def _dsn(text: str) -> bool:
     """libpq's parse of the string, then the values libpq itself checks only when it
     connects (PostgreSQL's libpq manual, "Parameter Key Words"). Nothing the operator wrote
-    is quoted back but a parameter's name: a word without "=" may be a password."""
+    is quoted back: a word libpq could not read may be a password."""
     from psycopg import ProgrammingError  # as the scheduler in _cron
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, timeout_from_conninfo
 
     try:
         params = conninfo_to_dict(text)
     except ProgrammingError as exc:
-        why = str(exc)
-        if not why.startswith(("invalid connection option", "invalid URI query parameter")):
-            why = re.sub(r'"[^"]*"', "…", why).replace("… after …", '"=" after a word')
-        raise ValueError(why) from None
+        # libpq quotes what it read (a word, an option's name, a token): cut there, since a
+        # quote inside a password would put the quoting out of step.
+        why = str(exc).split('"', 1)[0].rstrip(": ")
+        raise ValueError('missing "=" after a word' if why == "missing" else why) from None
+    try:
+        timeout_from_conninfo(params)  # psycopg reads connect_timeout itself, not libpq
+    except ProgrammingError:
+        raise ValueError("connect_timeout must be a number of seconds") from None
     for name, value in params.items():
         if name in DSN_CHOICES and value not in DSN_CHOICES[name]:
             raise ValueError(f"{name} must be one of {', '.join(DSN_CHOICES[name])}")
-        if name in DSN_WHOLE_NUMBERS and not str(value).strip().lstrip("-").isdigit():
+        if name in DSN_WHOLE_NUMBERS and not DSN_WHOLE_NUMBER.fullmatch(str(value)):
             raise ValueError(f"{name} must be a whole number")
         if name == "port" and not all(_port_or_empty(p) for p in str(value).split(",")):
             raise ValueError(f"port must be 1 to {PORT_MAX} (several: separated by commas)")
@@ -146,7 +151,8 @@ def _dsn(text: str) -> bool:
 
 
 def _port_or_empty(text: str) -> bool:
-    return not text or (text.isdigit() and 1 <= int(text) <= PORT_MAX)
+    return not text.strip() or (DSN_WHOLE_NUMBER.fullmatch(text) is not None
+                                and 1 <= int(text) <= PORT_MAX)
 
 
 def _address(text: str) -> bool:

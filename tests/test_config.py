@@ -83,7 +83,13 @@ BAD_VALUES = [
     ("EIR_JOBS__RETENTION_CRON", "daily", "'jobs.retention_cron': must be a cron expression"),
     ("EIR_POSTGRES__DSN", "not a dsn",
      "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
-     "database, or key=value pairs): missing \"=\" after a word in connection info string"),
+     "database, or key=value pairs): missing \"=\" after a word"),
+    ("EIR_POSTGRES__DSN", "host=pg nosuch=1",
+     "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
+     "database, or key=value pairs): invalid connection option"),
+    ("EIR_POSTGRES__DSN", "host=pg connect_timeout=soon",
+     "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
+     "database, or key=value pairs): connect_timeout must be a number of seconds"),
     ("EIR_POSTGRES__DSN", "host=pg sslmode=bogus",
      "'postgres.dsn': must be a PostgreSQL connection string (postgresql://user@host:port/"
      "database, or key=value pairs): sslmode must be one of disable, allow, prefer, require, "
@@ -181,11 +187,24 @@ def test_a_dsn_is_never_quoted_back() -> None:
 
 
 @pytest.mark.parametrize("dsn", ["hunter2", "host=pg password='hunter2", "host=pg hunter2",
-                                 "postgresql://eir:hunter2@pg:5432,pg2:port/eir"])
+                                 "postgresql://eir:hunter2@pg:5432,pg2:port/eir",
+                                 'host=pg hu"nter2', 'postgresql://eir:hu"nter2@[::1/eir',
+                                 "password=foo hunter2=baz"])
 def test_a_dsn_libpq_cannot_read_is_not_quoted_back_either(dsn: str) -> None:
     with pytest.raises(ConfigError, match="^configuration key 'postgres.dsn'") as refused:
         load_config(environ={"EIR_POSTGRES__DSN": dsn})
     assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://eir@pg1:5432,pg2:5433/eir", "postgresql://eir@a,b:2/eir",
+    "postgresql://eir@a:,b/eir", "host=/var/run/postgresql dbname=eir",
+    "postgresql://%2Fvar%2Frun%2Fpostgresql/eir", "host=pg port=", "host=pg port=' 5432'",
+    "host=pg connect_timeout=-5", "host=pg connect_timeout=2.5", "host=pg password='a b\\' c'",
+    "host=pg sslmode=verify-full target_session_attrs=read-write keepalives_idle=+30",
+    "service=eir"])
+def test_a_dsn_libpq_takes_is_taken(dsn: str) -> None:
+    load_config(environ={"EIR_POSTGRES__DSN": dsn})
 
 
 def test_every_libpq_parameter_with_a_fixed_form_is_checked_as_libpq_names_it() -> None:
@@ -248,7 +267,7 @@ def test_every_command_stops_at_a_bad_value_with_one_line(command: list[str]) ->
 def test_a_database_that_refuses_is_one_line_naming_the_key(command: list[str]) -> None:
     result = cli(*command, env={"EIR_POSTGRES__DSN": f"postgresql://eir@{LOOPBACK}:1/eir"})
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("eir-enforcer: PostgreSQL of postgres.dsn: connection "), \
+    assert result.stderr.startswith("eir-enforcer: PostgreSQL (postgres.dsn): connection "), \
         result.stderr
     assert "Connection refused" in result.stderr
     assert result.stderr.count("\n") == 1

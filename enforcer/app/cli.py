@@ -563,8 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except psycopg.OperationalError as exc:
         # libpq adds hints on lines of their own ("Is the server running on that host…?").
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"eir-enforcer: PostgreSQL of postgres.dsn: {first}", file=sys.stderr)
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        print(f"eir-enforcer: PostgreSQL (postgres.dsn): {lines[0]}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a path of the configuration's (services.dir, clock.file, …)
         print(f"eir-enforcer: {_os_error(exc)}", file=sys.stderr)
