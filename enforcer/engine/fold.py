@@ -68,13 +68,12 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
     if generation <= state.generation:
         raise ValueError(f"generation {generation} is not newer than {state.generation}")
     overlay = state.overlay
-    _let_go_of_old(state)  # what was read before (the overlay's making, say)
+    _let_go_of_old(state)  # pages a caller read before (a bench laying a year over it)
     keys, slots = _columns(overlay, "imeis", np.uint32)
     lists = _fold_lists(state.lists, overlay, keys, slots, generation)
     touched = _touched(state, keys, slots)
     rebuilt = _rebuilt(state, touched, keys, slots)
     give_back()  # the steps' transients, freed in pieces, before the new registry is built
-    _let_go_of_old(state)
     devices, renumbering = realign(
         state.devices, state.lists.white_index, lists.white_index, touched, rebuilt,
         _fold_cartables(state.devices.cartables, *_columns(overlay, "cartables", np.uint32)),
