@@ -4,6 +4,7 @@ is decided after the fold as before it, and the changes that come after apply al
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from dataclasses import replace
 from datetime import date
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from enforcer.engine.decide import decide, decision_at
 from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.fold import fold
+from enforcer.files.snapshots import SnapshotDraft, load_snapshot, save_snapshot
 from enforcer.engine.overlay import Overlay
 from enforcer.files.changes import read_changes, write_changes
 from enforcer.engine.imei import ImeiRules, parse_imei
@@ -220,6 +222,30 @@ def test_an_id_folded_into_the_snapshot_still_names_its_device(base, rules) -> N
     _, refused = laid(gone, events_of([OwnershipSet(Device("D9", ()), BUYER, Via.ACTIVATION)],
                                       first=2))
     assert refused == ["e2"]
+
+
+def test_a_fold_s_process_writes_the_white_list_into_the_next_snapshot_s_file(
+        base, rules, tmp_path: Path) -> None:
+    """As the fold job's process runs it: the snapshot mapped, the new white list's keys
+    and the registry's columns written into the draft's files, which the save moves into
+    place rather than copying. It loads to decide as the fold held in memory."""
+    save_snapshot(base, tmp_path)
+    mapped = load_snapshot(tmp_path, base.policy, mapped=True)
+    held, refused = laid(mapped, events_of([
+        DeviceRegistered(Device("D1", (NEW[0], NEW[1])), Source.PASSENGER, date(2026, 9, 1)),
+        DeviceDeregistered(Device(None, (SINGLE,))),
+        BlacklistChanged((NEW[2], UNOWNED), BlackReason.STOLEN)]))
+    assert refused == []
+    want, _ = fold(held, held.generation + 1)
+    with SnapshotDraft(tmp_path, held.generation + 1) as draft:
+        folded, _ = fold(held, held.generation + 1, columns=draft.column)
+        drafted = (draft.scratch / "registry" / "white-low.npy").stat().st_ino
+        target = save_snapshot(folded, tmp_path, draft)
+    assert (target / "lists" / "white-low.npy").stat().st_ino == drafted  # moved, not copied
+    assert not (target / "registry" / "white-low.npy").exists()
+    again = load_snapshot(tmp_path, base.policy)
+    assert again.lists.white_index.keys().tolist() == want.lists.white_index.keys().tolist()
+    assert decisions(again, rules) == decisions(want, rules) != decisions(base, rules)
 
 
 def test_a_fold_is_a_newer_generation(base) -> None:

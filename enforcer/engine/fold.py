@@ -33,7 +33,7 @@ from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_DEVICE_IN
                                      SLOT_BITS, SLOT_MASK, Cartables, ColumnMaker, Devices,
                                      in_memory, take_owners, unpack_msisdns, unpack_sources)
 from enforcer.engine.keyindex import among, sorted_unique
-from enforcer.engine.lists import BLACK_REASONS, Lists
+from enforcer.engine.lists import BLACK_REASONS, WHITE_LOW_COLUMN, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
@@ -70,7 +70,7 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
     overlay = state.overlay
     _let_go_of_old(state)  # pages a caller read before (a bench laying a year over it)
     keys, slots = _columns(overlay, "imeis", np.uint32)
-    lists = _fold_lists(state.lists, overlay, keys, slots, generation)
+    lists = _fold_lists(state.lists, overlay, keys, slots, generation, columns)
     touched = _touched(state, keys, slots)
     rebuilt = _rebuilt(state, touched, keys, slots)
     give_back()  # the steps' transients, freed in pieces, before the new registry is built
@@ -109,17 +109,22 @@ def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray
 
 
 def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndarray,
-                generation: int) -> Lists:
+                generation: int, columns: ColumnMaker) -> Lists:
     # The index changed where the overlay names keys: no bitmap of the national list (0.6
-    # GB, and as much again to index it).
-    white = lists.white_index.changed(keys[slots == NO_DEVICE], keys[slots != NO_DEVICE])
+    # GB, and as much again to index it). Its keys' low bits are a column `columns` makes,
+    # like the registry's: mapped from the next snapshot's file in a fold's process.
+    white = lists.white_index.changed(
+        keys[slots == NO_DEVICE], keys[slots != NO_DEVICE],
+        lambda count: columns(WHITE_LOW_COLUMN, count, np.dtype(np.uint16)))
     # Keys, not bitmaps: black-listed IMEIs are scattered, some 70 bytes a key as a bitmap.
     named, codes = _columns(overlay, "black", np.uint8)
     old = lists.black_keys()
     black = {reason: sorted_unique(np.concatenate([old[reason][~among(old[reason], named)],
                                                    named[codes == code]]))
              for code, reason in enumerate(BLACK_REASONS)}
-    return Lists.from_black_keys(generation, white, black, lists.cut_imeis, lists.cut_pairs)
+    folded = Lists.from_black_keys(generation, white, black, lists.cut_imeis, lists.cut_pairs)
+    let_go(white.low)  # the black-listed keys' rows were looked up all over it
+    return folded
 
 
 def _touched(state: EnforcementState, keys: np.ndarray, slots: np.ndarray) -> np.ndarray:

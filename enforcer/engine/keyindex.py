@@ -200,13 +200,15 @@ class KeyIndex:
         return KeyIndex.from_chunks(np.r_[self.chunk_high, high],
                                     np.r_[np.diff(self.chunk_start), count], low)
 
-    def changed(self, removed: np.ndarray, added: np.ndarray) -> KeyIndex:
+    def changed(self, removed: np.ndarray, added: np.ndarray,
+                low_column: Callable[[int], np.ndarray] | None = None) -> KeyIndex:
         """This set less the keys `removed`, then with the keys `added` (each strictly
         increasing, in the set or not): a fold's white list, its low bits placed
         CHANGED_ROWS rows at a time into the new column, without a bitmap of the set or all
         its keys (some 3 GB of transient at 300 M keys, where this needs the new column, 80
-        MB and some 30 bytes a key changed). Raises ValueError for keys not strictly
-        increasing."""
+        MB and some 30 bytes a key changed). The new column (uint16, a key each) is
+        `low_column(count)`'s, or in memory: one mapped from a file is let go of as it is
+        written. Raises ValueError for keys not strictly increasing."""
         removed = _increasing(removed, "removed")
         added = _increasing(added, "added")
         gone = self.rows_sorted(removed)
@@ -217,7 +219,8 @@ class KeyIndex:
         fresh = added[~stays]
         del held, stays
         fresh_rank = self.ranks(fresh)
-        low = np.empty(len(self.low) - len(gone) + len(fresh), dtype=np.uint16)
+        count = len(self.low) - len(gone) + len(fresh)
+        low = low_column(count) if low_column else np.empty(count, dtype=np.uint16)
         for start in range(0, len(fresh), LOOKUP_KEYS):
             ranks = fresh_rank[start:start + LOOKUP_KEYS]
             low[ranks - np.searchsorted(gone, ranks) + np.arange(start, start + len(ranks))] = (
@@ -233,7 +236,7 @@ class KeyIndex:
             shift = np.cumsum(into) - np.cumsum(out) + (fresh_from - gone_from)
             kept = np.flatnonzero(out == 0)
             low[start + kept + shift[kept]] = self.low[start:stop][kept]
-            let_go(self.low)  # where mapped (a fold's process): read once, not held
+            let_go(self.low, low)  # where mapped (a fold's process): read once, not held
         # Each chunk's change a piece: the keys changed are sorted, so a run of them each.
         gone_high, gone_count = _runs(self.keys_at(gone) >> np.uint64(CHUNK_BITS))
         fresh_high, fresh_count = _runs(fresh >> np.uint64(CHUNK_BITS))

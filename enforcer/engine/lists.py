@@ -47,6 +47,10 @@ def keys_of(bitmap: BitMap64) -> np.ndarray:
     return np.frombuffer(bitmap.to_array(), dtype=np.uint64)
 
 
+# The white list's keys' low bits (its index's `low`) among a snapshot draft's columns: a
+# fold writes them into the next generation's file, as it does the registry's columns.
+WHITE_LOW_COLUMN = "white-low"
+
 def bitmap_bytes(bitmap: BitMap64) -> int:
     stats = bitmap.get_statistics()
     return (stats["n_bytes_array_containers"] + stats["n_bytes_bitset_containers"]

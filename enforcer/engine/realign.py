@@ -152,9 +152,9 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     # Room for every old other slot, the touched devices' too (few): counting the untouched
     # ones first would be a scan of them all more.
     coded = OtherSlotsDraft(len(devices.others) + len(others))
-    # The rebuilt devices' lookups above read old pages all over; the stream lets go of each
+    # The rebuilt devices' lookups above read pages all over; the stream lets go of each
     # chunk only once it has read it.
-    let_go(*devices.columns(), old_index.low)
+    let_go(*devices.columns(), old_index.low, new_index.low)
     _stream(devices, old_index, new_index, renumbering, first_bits, other_bits, coded,
             other_rows, (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
             | rebuilt.imei_slot[others].astype(np.uint32), chunk_rows)
@@ -225,7 +225,7 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             raise ValueError("an untouched device has an IMEI the new white list lacks")
         first_bits.set(first_rows)
         other_bits.set(other_rows)
-        let_go(*devices.columns(), old_index.low)
+        let_go(*devices.columns(), old_index.low, new_index.low)
         present = new_rows[new_rows != ABSENT]
         if not len(present):
             continue

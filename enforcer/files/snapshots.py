@@ -31,7 +31,7 @@ from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import OWNER_SOURCE_DTYPE, Cartables, Devices, pack_owners
 from enforcer.heap import LetGoBehind, let_go
 from enforcer.engine.keyindex import KeyIndex
-from enforcer.engine.lists import BLACK_REASONS, Lists
+from enforcer.engine.lists import BLACK_REASONS, WHITE_LOW_COLUMN, Lists
 from enforcer.engine.otherslots import OtherSlots
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
@@ -157,7 +157,7 @@ def _write(state: EnforcementState, directory: Path, previous: int | None,
         shutil.rmtree(scratch, ignore_errors=True)
     else:
         scratch, written = draft.scratch, draft.written()
-    _save_lists(state.lists, scratch / "lists")
+    _save_lists(state.lists, scratch / "lists", written, scratch / REGISTRY)
     _save_devices(state.devices, scratch / REGISTRY, written)
     if state.tacs is not None:
         _save_tacs(state.tacs, scratch / TACS)
@@ -268,10 +268,19 @@ def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
             for partition, mark in json.loads(path.read_text()).items()}
 
 
-def _save_lists(lists: Lists, directory: Path) -> None:
+def _save_lists(lists: Lists, directory: Path, written: dict[str, np.ndarray] | None = None,
+                drafted: Path | None = None) -> None:
+    """The lists' files; the white list's low bits, if `written` holds them (a draft's
+    column, mapped from its file in `drafted`), moved into place rather than copied."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in WHITE_ARRAYS:
-        np.save(directory / f"white-{name}.npy", getattr(lists.white_index, name))
+        path = directory / f"white-{name}.npy"
+        array = getattr(lists.white_index, name)
+        if drafted is not None and name == "low" \
+                and (written or {}).get(WHITE_LOW_COLUMN) is array:
+            os.replace(drafted / f"{WHITE_LOW_COLUMN}.npy", path)
+        else:
+            np.save(path, array)
     for reason, keys in lists.black_keys().items():
         (directory / f"black-{reason.value}.roaring").write_bytes(serialize_sorted_keys(keys))
     (directory / "cut-imeis.roaring").write_bytes(lists.cut_imeis.serialize())
