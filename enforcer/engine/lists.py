@@ -51,6 +51,7 @@ def keys_of(bitmap: BitMap64) -> np.ndarray:
 # fold writes them into the next generation's file, as it does the registry's columns.
 WHITE_LOW_COLUMN = "white-low"
 
+
 def bitmap_bytes(bitmap: BitMap64) -> int:
     stats = bitmap.get_statistics()
     return (stats["n_bytes_array_containers"] + stats["n_bytes_bitset_containers"]

@@ -268,16 +268,15 @@ def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
             for partition, mark in json.loads(path.read_text()).items()}
 
 
-def _save_lists(lists: Lists, directory: Path, written: dict[str, np.ndarray] | None = None,
-                drafted: Path | None = None) -> None:
+def _save_lists(lists: Lists, directory: Path, written: dict[str, np.ndarray],
+                drafted: Path) -> None:
     """The lists' files; the white list's low bits, if `written` holds them (a draft's
     column, mapped from its file in `drafted`), moved into place rather than copied."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in WHITE_ARRAYS:
         path = directory / f"white-{name}.npy"
         array = getattr(lists.white_index, name)
-        if drafted is not None and name == "low" \
-                and (written or {}).get(WHITE_LOW_COLUMN) is array:
+        if name == "low" and written.get(WHITE_LOW_COLUMN) is array:
             os.replace(drafted / f"{WHITE_LOW_COLUMN}.npy", path)
         else:
             np.save(path, array)
