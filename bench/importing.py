@@ -110,7 +110,7 @@ def stage_list(args: argparse.Namespace) -> dict:
 def stage_import(args: argparse.Namespace) -> dict:
     config = load_config(environ={})
     started = time.perf_counter()
-    state = load_snapshot(args.dir / "state", load_policy(), mapped=True)  # as the command
+    state = load_snapshot(args.dir / "state", load_policy())  # as the command
     loaded = time.perf_counter()
     loaded_rss = rss_mb()
     with PeakWhere() as peak, SnapshotDraft(args.dir / "state",
@@ -185,7 +185,7 @@ def a_year(state: EnforcementState, spare_tacs: np.ndarray, scale: float) -> Ove
 
 def stage_fold(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
-    state = load_snapshot(args.dir / "state", load_policy(), mapped=True)  # as the fold job
+    state = load_snapshot(args.dir / "state", load_policy())  # as the fold job
     loaded = time.perf_counter()
     overlay = a_year(state, np.load(args.dir / "spare-tacs.npy"), args.rows / NATIONAL_ROWS)
     state = replace(state, overlay=overlay)

@@ -34,7 +34,9 @@ def pin_to_one_core() -> int:
     return core
 
 
-def _status_kib(field: str, pid: int | str = "self") -> int:
+def status_kib(pid: int | str, field: str) -> int:
+    """A figure of a process's /proc status (VmRSS, VmHWM, RssAnon, RssFile...), in KiB.
+    Raises OSError when the process is gone, RuntimeError without the field."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -43,11 +45,11 @@ def _status_kib(field: str, pid: int | str = "self") -> int:
 
 
 def rss_mb() -> float:
-    return _status_kib("VmRSS") / KIB_PER_MIB
+    return status_kib("self", "VmRSS") / KIB_PER_MIB
 
 
 def peak_rss_mb() -> float:
-    return _status_kib("VmHWM") / KIB_PER_MIB
+    return status_kib("self", "VmHWM") / KIB_PER_MIB
 
 
 class PeakWhere:
@@ -105,12 +107,12 @@ def reset_peak_rss() -> None:
 
 def process_rss_kib(pid: int | None) -> int:
     """Another process's resident set now (Linux /proc); 0 without one."""
-    return _status_kib("VmRSS", pid) if pid is not None else 0
+    return status_kib(pid, "VmRSS") if pid is not None else 0
 
 
 def process_peak_kib(pid: int | None) -> int:
     """Another process's largest resident set so far; 0 without one."""
-    return _status_kib("VmHWM", pid) if pid is not None else 0
+    return status_kib(pid, "VmHWM") if pid is not None else 0
 
 
 def cpu_seconds(pid: int | None) -> float:

@@ -19,8 +19,16 @@ Stages:
          decided them all (its rate from the first decided to the last, read from its
          /metrics while the bench produces), SIGKILLs it and starts it again; then starts
          `eir-enforcer serve` on the same snapshot and asks it for CHECKS equipment
-         statuses.
-The scheduled jobs that make a new generation (reconcile, fold) are off: a fold's and an
+         statuses;
+  next   (a fresh process) saves the snapshot again as the next generation (the same lists
+         and registry in new files, as a fold or an import leaves them, in the page cache as
+         their save wrote them): after the attaches the worker adopts one (its reconcile
+         job, every five seconds here) and decides ADOPT_ATTACHES
+         more (the first of them moves its clone window to the new generation); `serve`,
+         after its checks, adopts another (its follower) and answers the checks again. Each
+         process's resident memory is read every RSS_EVERY_S meanwhile: `*_adopt_peak_rss_gb`
+         (issue 21 part 1: an adoption used to load the new generation beside the old one).
+The jobs that make a new generation themselves (fold, imports) are off: a fold's and an
 import's memory at this scale are `bench/importing.py`'s. The registry's year of changes
 is not replayed: the state a fold leaves has the snapshot's shape, which the build makes.
 `clone_window_gb` is the worker's resident growth over the attaches: the clone window as
@@ -52,7 +60,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from measure import (embedded_services, emit, peak_rss_mb, process_peak_kib,
-                     process_rss_kib, run_stage, say, wait_ready)
+                     process_rss_kib, run_stage, say, status_kib, wait_ready)
 
 from enforcer.db.migrate import migrate
 from enforcer.embedded.services import free_port
@@ -64,7 +72,7 @@ from enforcer.engine.events import NO_KEY
 from enforcer.engine.keyindex import ABSENT
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.state import EnforcementState
-from enforcer.files.snapshots import save_snapshot
+from enforcer.files.snapshots import load_snapshot, save_snapshot
 from rules.policy import default_clones, load_policy
 from tests.harness.faults import MALFORMED_IMEI, WorkerProcess
 
@@ -77,6 +85,13 @@ TRAFFIC = "attaches.npz"
 PRODUCE_CHUNK = 100_000
 READY_TIMEOUT_S = 900
 DRAIN_TIMEOUT_S = 3600
+ADOPT_TIMEOUT_S = 900
+ADOPT_ATTACHES = 200_000
+RSS_EVERY_S = 0.1
+# The worker's reconcile job every five seconds (wall time, as APScheduler runs it): it finds
+# the next generation soon after its save.
+RECONCILE_CRON = "*/5 * * * * *"
+WORKER_GENERATION, SERVE_GENERATION = "eir_lists_generation", "eir_eic_state_generation"
 POLL_S = 0.5
 CHECKS = 1_000
 INVALID_PEI = "imei-123"  # what a malformed attach is asked as
@@ -121,10 +136,20 @@ def _clones(country, keys: np.ndarray,
     return np.repeat(picked, sims), home_imsi(msisdns), msisdns
 
 
-def produce(bootstrap: str, traffic: Path) -> tuple[int, float]:
-    """Every attach of the traffic file on ATTACH_TOPIC, keyed by IMEI: (count, seconds)."""
+def stage_next(args: argparse.Namespace) -> dict:
+    """The snapshot saved again as the next generation, in files of its own."""
+    started = time.perf_counter()
+    state = load_snapshot(args.dir / "state", load_policy())
+    lists = replace(state.lists, generation=state.generation + 1)
+    save_snapshot(replace(state, lists=lists), args.dir / "state")
+    return {"generation": lists.generation, "save_s": round(time.perf_counter() - started, 1)}
+
+
+def produce(bootstrap: str, traffic: Path, limit: int | None = None) -> tuple[int, float]:
+    """The traffic file's attaches (its first `limit`, or every one) on ATTACH_TOPIC, keyed
+    by IMEI: (count, seconds)."""
     data = np.load(traffic)
-    keys, imsis, msisdns = data["imei_key"], data["imsi"], data["msisdn"]
+    keys, imsis, msisdns = (data[name][:limit] for name in ("imei_key", "imsi", "msisdn"))
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
                          "queue.buffering.max.messages": 1_000_000})
     started = time.perf_counter()
@@ -189,6 +214,56 @@ class Decided(threading.Thread):
         return (last - first) / max(ended - began, POLL_S)
 
 
+def gauge(port: int, name: str) -> float | None:
+    """An unlabelled gauge of a process's /metrics; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",  # noqa: S310
+                                    timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    return next((float(line.split()[1]) for line in text.splitlines()
+                 if line.startswith(name + " ")), None)
+
+
+class Resident(threading.Thread):
+    """A process's resident memory read every RSS_EVERY_S until stopped: the most, in KiB,
+    with its file-backed part (pages mapped from the snapshot's files) at that moment."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.most_kib, self.file_kib = pid, 0, 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(RSS_EVERY_S):
+            try:
+                rss, mapped = status_kib(self.pid, "VmRSS"), status_kib(self.pid, "RssFile")
+            except (OSError, RuntimeError):
+                return
+            if rss > self.most_kib:
+                self.most_kib, self.file_kib = rss, mapped
+
+    def __enter__(self) -> Resident:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.halt.set()
+        self.join()
+
+
+def adopted(port: int, name: str, generation: int) -> float:
+    """Seconds until the process's generation gauge shows `generation`. Raises TimeoutError
+    after ADOPT_TIMEOUT_S."""
+    began = time.monotonic()
+    while gauge(port, name) != generation:
+        if time.monotonic() - began > ADOPT_TIMEOUT_S:
+            raise TimeoutError(f"generation {generation} not adopted in {ADOPT_TIMEOUT_S} s")
+        time.sleep(RSS_EVERY_S)
+    return time.monotonic() - began
+
+
 def checks(port: int, traffic: Path) -> dict[str, int]:
     """CHECKS equipment-status answers for the traffic's first attaches, counted by status
     (a malformed IMEI asked as an invalid PEI: 400)."""
@@ -222,7 +297,7 @@ def stage_run(args: argparse.Namespace) -> dict:
                "EIR_POSTGRES__DSN": services.postgres.dsn,
                "EIR_STATE__DIR": str(args.dir / "state"), "EIR_HTTP__PORT": str(port),
                "EIR_EIC__PORT": str(eic_port), "EIR_EIC__BIND": "127.0.0.1",
-               "EIR_JOBS__RECONCILE_CRON": "", "EIR_JOBS__FOLD_CRON": "",
+               "EIR_JOBS__RECONCILE_CRON": RECONCILE_CRON, "EIR_JOBS__FOLD_CRON": "",
                "EIR_JOBS__CONSISTENCY_CRON": ""}
         migrate(services.postgres.dsn)
         admin = KafkaAdminClient(bootstrap_servers=services.broker.bootstrap)
@@ -246,6 +321,18 @@ def stage_run(args: argparse.Namespace) -> dict:
             flags = round(counted(port, FLAGS))
             say(f"  decided at {rate:,.0f} a second, {flags:,} IMEIs flagged misused; "
                 f"resident {gib(after)} GiB, at most {gib(peak)} GiB")
+            generation = run_stage(__file__, "next", "--dir", str(args.dir))["generation"]
+            with Resident(worker.proc.pid) as adopting:
+                worker_adopt_s = adopted(port, WORKER_GENERATION, generation)
+                more = Decided(port)
+                more.start()
+                produce(services.broker.bootstrap, args.dir / TRAFFIC, ADOPT_ATTACHES)
+                more.rate(count + ADOPT_ATTACHES)
+            worker_adopted = process_rss_kib(worker.proc.pid)
+            say(f"  generation {generation} adopted in {worker_adopt_s:.1f} s and "
+                f"{ADOPT_ATTACHES:,} attaches decided on it: resident at most "
+                f"{gib(adopting.most_kib)} GiB ({gib(adopting.file_kib)} mapped from files), "
+                f"{gib(worker_adopted)} GiB after")
             worker.restart()
             restart_s = wait_ready(port, READY_TIMEOUT_S, POLL_S)
             say(f"  SIGKILLed and started again: ready in {restart_s:.1f} s")
@@ -254,8 +341,16 @@ def stage_run(args: argparse.Namespace) -> dict:
                 answers = checks(eic_port, args.dir / TRAFFIC)
                 serve_rss = process_rss_kib(serve_pid)
                 serve_peak = process_peak_kib(serve_pid)
-            say(f"  serve ready in {serve_ready_s:.1f} s, resident {gib(serve_rss)} GiB "
-                f"(at most {gib(serve_peak)}); {CHECKS:,} checks: {answers}")
+                say(f"  serve ready in {serve_ready_s:.1f} s, resident {gib(serve_rss)} GiB "
+                    f"(at most {gib(serve_peak)}); {CHECKS:,} checks: {answers}")
+                generation = run_stage(__file__, "next", "--dir", str(args.dir))["generation"]
+                with Resident(serve_pid) as serve_adopting:
+                    serve_adopt_s = adopted(eic_port, SERVE_GENERATION, generation)
+                    again = checks(eic_port, args.dir / TRAFFIC)
+                serve_adopted = process_rss_kib(serve_pid)
+            say(f"  serve adopted generation {generation} in {serve_adopt_s:.1f} s: resident at "
+                f"most {gib(serve_adopting.most_kib)} GiB ({gib(serve_adopting.file_kib)} mapped"
+                f" from files), {gib(serve_adopted)} GiB after; the checks again: {again}")
         return {"worker_ready_s": round(ready_s, 1), "worker_restart_s": round(restart_s, 1),
                 "serve_ready_s": round(serve_ready_s, 1),
                 "ready_s": round(max(ready_s, restart_s, serve_ready_s), 1),
@@ -264,7 +359,14 @@ def stage_run(args: argparse.Namespace) -> dict:
                 "clone_window_gb": gib(after - at_ready),
                 "serve_rss_gb": gib(serve_rss), "serve_peak_rss_gb": gib(serve_peak),
                 "attaches_per_s": round(rate), "flags": flags, "produce_s": round(produce_s),
-                "checks": answers}
+                "checks": answers, "worker_adopt_s": round(worker_adopt_s, 1),
+                "worker_adopt_peak_rss_gb": gib(adopting.most_kib),
+                "worker_adopt_peak_file_gb": gib(adopting.file_kib),
+                "worker_rss_after_adopt_gb": gib(worker_adopted),
+                "serve_adopt_s": round(serve_adopt_s, 1),
+                "serve_adopt_peak_rss_gb": gib(serve_adopting.most_kib),
+                "serve_adopt_peak_file_gb": gib(serve_adopting.file_kib),
+                "serve_rss_after_adopt_gb": gib(serve_adopted), "checks_after_adopt": again}
 
 
 class serving:
@@ -298,10 +400,10 @@ def main() -> None:
     parser.add_argument("--cut-pairs", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", type=Path, help="scratch directory (default: a temporary one)")
-    parser.add_argument("--stage", choices=("build",), help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=("build", "next"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        emit(stage_build(args))
+        emit((stage_build if args.stage == "build" else stage_next)(args))
         return
     scratch = args.dir is None
     args.dir = args.dir or Path(tempfile.mkdtemp(prefix="eir-national-"))

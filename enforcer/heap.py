@@ -8,10 +8,11 @@ transients of work done a step at a time, and they would stay in the resident fi
 operator sizes the host by (0.23 GiB of a 2.6 GiB load at 300 M IMEIs). malloc_trim(3)
 returns the heap's free pages; where the C library has none (musl), nothing is done.
 
-A process that reads a generation once, front to back (an import's or a fold's realign),
-maps its columns from the snapshot's files instead of reading them in; the pages it has
-read count in its resident memory until it lets them go (`let_go`): they stay in the page
-cache, and a later read maps them again.
+Every process maps a generation's columns from the snapshot's files instead of reading them
+in; the pages it has read count in its resident memory until it lets them go (`let_go`):
+they stay in the page cache, and a later read maps them again. One that reads a generation
+once, front to back (an import's or a fold's realign, a clone window's rebase off the old
+generation), lets go behind it.
 """
 
 from __future__ import annotations

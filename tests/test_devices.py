@@ -129,7 +129,7 @@ def test_a_registry_written_into_its_files_as_it_is_built_saves_as_one_held_whol
                                DeviceRecord((12, 40), 989120000001, Source.REPAIR, DAY),
                                DeviceRecord((20,), None, Source.IMPORT, DAY)])
     save_snapshot(EnforcementState(Lists.from_keys(1, WHITE), devices, policy), tmp_path)
-    old = load_snapshot(tmp_path, policy, mapped=True)
+    old = load_snapshot(tmp_path, policy)
     gone = np.array([12], dtype=np.uint64)  # its device leaves
     lists = old.lists.with_white(2, KeyIndex.from_sorted_keys(np.setdiff1d(WHITE, gone)))
     want, _ = realign_white(old.devices, old.lists.white_index, lists.white_index, gone)

@@ -230,7 +230,7 @@ def test_a_fold_s_process_writes_the_white_list_into_the_next_snapshot_s_file(
     and the registry's columns written into the draft's files, which the save moves into
     place rather than copying. It loads to decide as the fold held in memory."""
     save_snapshot(base, tmp_path)
-    mapped = load_snapshot(tmp_path, base.policy, mapped=True)
+    mapped = load_snapshot(tmp_path, base.policy)
     held, refused = laid(mapped, events_of([
         DeviceRegistered(Device("D1", (NEW[0], NEW[1])), Source.PASSENGER, date(2026, 9, 1)),
         DeviceDeregistered(Device(None, (SINGLE,))),

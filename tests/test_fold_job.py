@@ -72,9 +72,12 @@ def test_folded_changes_survive_pruning_and_restarts(env, worker) -> None:
     assert snapshot_generation(state_dir) == 3
     assert [r.counts["events"] for r in runs(env["EIR_POSTGRES__DSN"], "fold")] == [2, 1]
 
-    # Generation 1 is gone from disk: what generation 2 holds is read by nobody again, but
-    # the partition's last event, against which a restart checks the topic.
+    # Generation 1 is gone from disk once the worker's next attaches have moved its clone
+    # window to generation 3 (nothing maps it any more): what generation 2 holds is read by
+    # nobody again, but the partition's last event, against which a restart checks the topic.
+    decided_one(env)
     assert first.worker.run_job("retention") is Outcome.OK
+    assert sorted(p.name for p in state_dir.glob("gen-*")) == ["gen-00000002", "gen-00000003"]
     assert stored_events(env["EIR_POSTGRES__DSN"]) == ["r3"]
 
     first.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists, keys_of
 from enforcer.engine.devices import Devices
 from enforcer.engine.state import EnforcementState, StateHolder
-from enforcer.files.snapshots import SnapshotConflict, load_snapshot, save_snapshot
+from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, prune_generations,
+                                      save_snapshot)
 from enforcer.engine.decide import decide
 from enforcer.files.delivery import file_refusal
 from enforcer.files.devicefiles import RegistryFileReader
@@ -279,6 +283,44 @@ def test_snapshot_keeps_the_current_generation_and_the_one_before(
         save_snapshot(EnforcementState(lists, Devices.empty(generation), policy), tmp_path)
     assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000002", "gen-00000003"]
     assert load_snapshot(tmp_path, policy).generation == 3
+
+
+def test_a_generation_a_process_maps_stays_on_disk_until_it_lets_go(
+        tmp_path: Path, policy: Policy) -> None:
+    """A worker or `serve` maps its generation's files: saves and the retention's prune
+    leave them on disk until every process mapping them has let go (this one's hold, and
+    another process's)."""
+    def save(generation: int) -> None:
+        lists = Lists.from_keys(generation, np.arange(generation, dtype=np.uint64) + 7)
+        save_snapshot(EnforcementState(lists, Devices.empty(generation), policy), tmp_path)
+
+    def on_disk() -> list[int]:
+        return sorted(int(p.name[4:]) for p in tmp_path.glob("gen-*"))
+
+    save(1)
+    held = load_snapshot(tmp_path, policy)
+    save(2)
+    other = subprocess.Popen(  # noqa: S603 - this interpreter
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from enforcer.files.snapshots import load_snapshot; from rules.policy import "
+         f"load_policy; s = load_snapshot(Path({str(tmp_path)!r}), load_policy()); "
+         "print(s.generation, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "2"
+        save(3)
+        save(4)
+        assert on_disk() == [1, 2, 3, 4]
+        assert held.lists.white_index.keys().tolist() == [7]  # still read from its files
+        del held
+        gc.collect()
+        assert prune_generations(tmp_path) == 1
+        assert on_disk() == [2, 3, 4]
+    finally:
+        other.stdin.close()
+        other.wait()
+    assert prune_generations(tmp_path) == 1
+    assert on_disk() == [3, 4]
 
 
 def test_decisions_in_flight_see_one_generation_or_the_other(policy: Policy) -> None:

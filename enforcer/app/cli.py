@@ -88,10 +88,9 @@ def _state_dir(args: argparse.Namespace, config: Config) -> Iterator[Path]:
         raise UnusableDirectory(f"{where}: {_os_error(exc)}") from exc
 
 
-def _load_state(args: argparse.Namespace, config: Config,
-                mapped: bool = False) -> EnforcementState:
+def _load_state(args: argparse.Namespace, config: Config) -> EnforcementState:
     with _state_dir(args, config) as directory:
-        return load_snapshot(directory, load_policy(config.policy.file or None), mapped)
+        return load_snapshot(directory, load_policy(config.policy.file or None))
 
 
 def _one_more(limit: int) -> int:
@@ -158,9 +157,9 @@ def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
-    # Mapped: the realign reads the registry once and lets it go as it reads (load_snapshot),
+    # The realign reads the mapped registry once and lets it go as it reads (load_snapshot),
     # and writes the new one's columns into the files they are saved as (SnapshotDraft).
-    state = _load_state(args, config, mapped=True)
+    state = _load_state(args, config)
     with ExitStack() as stack:
         with _state_dir(args, config) as directory:
             draft = stack.enter_context(SnapshotDraft(directory, state.generation + 1))

@@ -31,6 +31,7 @@ import numpy as np
 
 from enforcer.clock import MS_PER_DAY
 from enforcer.engine.events import AttachBatch
+from enforcer.heap import let_go
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in
 from enforcer.engine.subscriber import MCC_DIGITS
 from enforcer.engine.tacs import TacDatabase
@@ -421,6 +422,11 @@ class CloneWindow:
                         getattr(moved, name)[to[held]] = source[held]
                 for name in columns:
                     _release(getattr(self, name), start, end)
+            if not end % INDEX_LET_GO_ROWS:
+                # The old generation's white list, mapped from its files, is read by this
+                # rebase alone now: its pages behind go back as they are read, so that the
+                # two generations' keys are never resident whole together (issue 21 part 1).
+                let_go(self.index.low)
         moved._written = dict(self._written)
         moved._more = self._more.moved(self.index, index)
         moved._lately = self._lately.moved(self.index, index)
@@ -656,6 +662,9 @@ _COLUMNS = tuple(name for columns in _GROUPS.values() for name in columns)
 # whatever the white list's size (issue 21 part 4: 5 % of the state; chunks of 2^21 held
 # 634 MB beyond the window at 300 M IMEIs, and were no faster).
 REBASE_CHUNK_ROWS = 1 << 17
+# Old white-list rows a rebase reads between two let-gos of their keys' pages (64 MB of them,
+# at 2 bytes a row): a let-go walks the whole mapping's page table, so not every chunk.
+INDEX_LET_GO_ROWS = REBASE_CHUNK_ROWS << 8
 PAGE = mmap.PAGESIZE
 
 

@@ -17,7 +17,7 @@ where before(t) counts the untouched devices whose first IMEI is below t's.
 
 The stream reads REALIGN_ROWS old rows at a time (their keys, device slots and new rows:
 some 50 bytes a row of transient); every output is written in place. Old columns mapped
-from a snapshot's files (`load_snapshot(mapped=True)`) are let go of as each chunk is read,
+from a snapshot's files (as `load_snapshot` maps them) are let go of as each chunk is read,
 the old white list's keys with them (2 bytes a row, mapped from format 3), so that the old
 generation's registry is never resident whole beside the new one.
 """

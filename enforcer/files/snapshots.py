@@ -1,9 +1,18 @@
 """Snapshots: a state's generation written to files and read back, `gen-NNNNNNNN/` directories
 beside a `CURRENT` pointer. The white list is its lookup index's arrays (`KeyIndex`, format 3
-on): loaded without parsing, read in by a worker or `serve` (pages of a file that another
-host may prune, or the kernel reclaim in a decision's path, are no place for what every
-decision reads), mapped by a process that reads it once (a fold, an import). The black
-lists are roaring bitmaps in their portable format, the device columns numpy arrays.
+on): loaded without parsing. The black lists are roaring bitmaps in their portable format,
+the device columns numpy arrays.
+
+Every process maps a generation's columns from its files (read-only) rather than reading
+them in: a worker or `serve` adopting the next generation then holds no second copy of the
+state in memory (issue 21 part 1), its pages coming from the page cache as decisions read
+them and the old generation's going back when it is let go of; the pages of a worker and of
+a `serve` on one host are the same pages. A process holds a shared lock on its generation's
+`.held` file while any column mapped from it lives, and a save prunes no generation so held:
+a file another host removed under a mapping would fail the process's next read of it
+(SIGBUS) where a local unlink would not. Under memory pressure the kernel may drop mapped
+pages (clean, in the page cache) where it would otherwise kill the process: a decision then
+waits for a disk read.
 
 Two importers may race (a worker's reconcile job, an operator's command): a file lock lets
 one write at a time, and a generation not newer than CURRENT's is refused, not written.
@@ -20,7 +29,9 @@ import mmap
 import os
 import shutil
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 
@@ -56,6 +67,7 @@ WHITE_ARRAYS = ("chunk_high", "chunk_start", "low")
 DEVICE_COLUMNS = ("owner_source", "registered_on")
 REGISTRY = "registry"  # the devices' directory in a generation
 DRAFT_LOCK = ".draft"  # in a draft's directory: locked while its process lives
+HELD = ".held"  # in a generation's directory: share-locked while a process maps it
 # A draft directory without its lock file yet is another process's for this long at most.
 DRAFT_STARTING_S = 60.0
 LET_GO_BYTES = 64 << 20  # a mapped file read front to back: its pages behind dropped this often
@@ -142,15 +154,14 @@ def save_snapshot(state: EnforcementState, directory: Path,
         if current is not None and current >= state.generation:
             raise SnapshotConflict(f"generation {state.generation} is not newer than "
                                    f"{current}, saved meanwhile in {directory}; run again")
-        return _write(state, directory, current, draft)
+        return _write(state, directory, draft)
 
 
 def snapshot_dir_name(generation: int) -> str:
     return f"gen-{generation:08d}"
 
 
-def _write(state: EnforcementState, directory: Path, previous: int | None,
-           draft: SnapshotDraft | None) -> Path:
+def _write(state: EnforcementState, directory: Path, draft: SnapshotDraft | None) -> Path:
     target = directory / snapshot_dir_name(state.generation)
     if draft is None:
         scratch, written = directory / f".{target.name}.partial", {}
@@ -168,15 +179,12 @@ def _write(state: EnforcementState, directory: Path, previous: int | None,
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
     (target / DRAFT_LOCK).unlink(missing_ok=True)
+    (target / HELD).touch()
     pointer = directory / f".{CURRENT}.partial"
     pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name,
                                    "format": SNAPSHOT_FORMAT}))
     os.replace(pointer, directory / CURRENT)
-    # The one before stays: a worker may be loading it, having read CURRENT just before.
-    keep = {target, directory / snapshot_dir_name(previous)} if previous else {target}
-    for old in directory.glob("gen-*"):
-        if old not in keep:
-            shutil.rmtree(old, ignore_errors=True)
+    _prune(directory, state.generation)
     # A process killed while it built a generation leaves its draft (1.2 GB at 150 M
     # devices), and a job's retries could leave one each: those whose lock no process holds
     # go. A live process's draft stays; it finds the conflict at its own save.
@@ -184,6 +192,92 @@ def _write(state: EnforcementState, directory: Path, previous: int | None,
         if _abandoned(partial):
             shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def prune_generations(directory: Path) -> int:
+    """Generations older than the one before CURRENT's that no process holds, removed (the
+    retention job's, and each save's); how many."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = snapshot_generation(directory)
+        return 0 if current is None else _prune(directory, current)
+
+
+def _prune(directory: Path, current: int) -> int:
+    """Under the save lock. The one before `current` stays: a worker may be loading it,
+    having read CURRENT just before; one a process maps stays until it lets go of it."""
+    older = sorted(path for path in directory.glob("gen-*")
+                   if path.name < snapshot_dir_name(current))
+    return sum(_remove_unless_held(old) for old in older[:-1])
+
+
+def _remove_unless_held(generation: Path) -> bool:
+    """The generation's directory removed, unless a process holds its `.held` file (locked
+    meanwhile, so that no load takes it half-removed)."""
+    try:
+        lock = os.open(generation / HELD, os.O_RDWR)
+    except FileNotFoundError:
+        shutil.rmtree(generation, ignore_errors=True)  # saved before holds, or half-removed
+        return True
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    try:
+        shutil.rmtree(generation, ignore_errors=True)
+    finally:
+        os.close(lock)
+    return True
+
+
+class GenerationHold:
+    """A shared lock on a generation's `.held` file, kept while any column mapped from the
+    generation lives (each column's finalizer lets go of its share), so that no save prunes
+    it from under a mapping. Without a `.held` file (a generation saved before holds) one is
+    made; where none can be (a read-only `state.dir`), nothing is held."""
+
+    def __init__(self, generation: Path) -> None:
+        self._lock = threading.Lock()
+        self._columns = 0
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(generation / HELD, os.O_RDONLY)
+        except FileNotFoundError:
+            try:
+                self._fd = os.open(generation / HELD, os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                return
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def keep_while(self, column: np.ndarray) -> np.ndarray:
+        """`column`, with the hold kept while it lives."""
+        if self._fd is not None and isinstance(column, np.memmap):
+            with self._lock:
+                self._columns += 1
+            weakref.finalize(column, self._let_go_of_one)
+        return column
+
+    def settle(self) -> None:
+        """The load is done: with no column mapped, nothing is held."""
+        with self._lock:
+            if not self._columns:
+                self._close()
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def _let_go_of_one(self) -> None:
+        with self._lock:
+            self._columns -= 1
+            if not self._columns:
+                self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _abandoned(partial: Path) -> bool:
@@ -217,12 +311,11 @@ def next_generation(directory: Path) -> int:
     return (snapshot_generation(directory) or 0) + 1
 
 
-def load_snapshot(directory: Path, policy: Policy, mapped: bool = False) -> EnforcementState:
-    """The generation CURRENT points at. `mapped`: the registry's columns and the white
-    list's index mapped from the files, read-only, not read in (for a process that reads
-    them once, front to back: an import, a fold; enforcer.heap.let_go). Raises
-    FileNotFoundError where there is none or its format is not one this version reads,
-    ValueError when its white list's files are not one index's."""
+def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
+    """The generation CURRENT points at, its registry's columns and white list's index
+    mapped from the files, read-only, and held (`GenerationHold`) while any of them lives.
+    Raises FileNotFoundError where there is none or its format is not one this version
+    reads, ValueError when its white list's files are not one index's."""
     pointer = directory / CURRENT
     if not pointer.exists():
         raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
@@ -232,11 +325,14 @@ def load_snapshot(directory: Path, policy: Policy, mapped: bool = False) -> Enfo
         raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
                                 f", this version reads formats {READABLE_FORMATS}; rebuild it")
     target = directory / current["dir"]
-    return EnforcementState(_load_lists(target / "lists", current["format"], mapped),
-                            _load_devices(target / REGISTRY, current["format"], mapped),
-                            policy, watermark=snapshot_watermark(target),
-                            tacs=_load_tacs(target / TACS),
-                            blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
+    hold = GenerationHold(target)
+    state = EnforcementState(_load_lists(target / "lists", current["format"], hold),
+                             _load_devices(target / REGISTRY, current["format"], hold),
+                             policy, watermark=snapshot_watermark(target),
+                             tacs=_load_tacs(target / TACS),
+                             blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
+    hold.settle()
+    return state
 
 
 def load_tac_parts(directory: Path) -> tuple[TacDatabase | None, BlockedTacs | None]:
@@ -287,7 +383,7 @@ def _save_lists(lists: Lists, directory: Path, written: dict[str, np.ndarray],
     (directory / "lists.json").write_text(json.dumps({"generation": lists.generation}))
 
 
-def _load_lists(directory: Path, snapshot_format: int, mapped: bool) -> Lists:
+def _load_lists(directory: Path, snapshot_format: int, hold: GenerationHold) -> Lists:
     meta = json.loads((directory / "lists.json").read_text())
 
     def bitmap(name: str) -> BitMap64:
@@ -298,14 +394,15 @@ def _load_lists(directory: Path, snapshot_format: int, mapped: bool) -> Lists:
         meta["generation"],
         (load_white_index(directory / "white.roaring")
          if snapshot_format in WHITE_ROARING_FORMATS else
-         KeyIndex.from_arrays(*(np.load(directory / f"white-{name}.npy",
-                                        mmap_mode="r" if mapped else None)
+         KeyIndex.from_arrays(*(hold.keep_while(np.load(directory / f"white-{name}.npy",
+                                                        mmap_mode="r"))
                                 for name in WHITE_ARRAYS))),
         {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
         bitmap("cut-imeis.roaring"),
         _load_pairs("cut-pairs", directory),
     )
-    # Where mapped: the black list's rows were looked up in it, over most of its pages.
+    # The black list's rows were looked up in it, over most of its pages: a decision maps
+    # again those it reads.
     let_go(lists.white_index.low)
     return lists
 
@@ -347,19 +444,17 @@ def _save_devices(devices: Devices, directory: Path,
     np.save(directory / "device-id-device.npy", devices.ids.device)
 
 
-def _load_devices(directory: Path, snapshot_format: int, mapped: bool) -> Devices:
-    mode = "r" if mapped else None
+def _load_devices(directory: Path, snapshot_format: int, hold: GenerationHold) -> Devices:
+    def column(name: str) -> np.ndarray:
+        return hold.keep_while(np.load(directory / f"{name}.npy", mmap_mode="r"))
 
-    def column(name: str, mmap_mode: str | None = mode) -> np.ndarray:
-        return np.load(directory / f"{name}.npy", mmap_mode=mmap_mode)
-
-    first_slot = _load_rank_bits("first-slot", directory, mode)
-    other_slot = _load_rank_bits("other-slot", directory, mode)
+    first_slot = _load_rank_bits("first-slot", directory, hold)
+    other_slot = _load_rank_bits("other-slot", directory, hold)
     if snapshot_format == 1:  # coded as it is read, from the files a step at a time
-        others = OtherSlots.of_rows(column("other_device", "r"), first_slot, other_slot)
-        owner_source = _owner_source_of_format_1(column("owner", "r"), column("source", "r"))
+        others = OtherSlots.of_rows(column("other_device"), first_slot, other_slot)
+        owner_source = _owner_source_of_format_1(column("owner"), column("source"))
     else:
-        others = OtherSlots(column("other-code"), _load_rank_bits("other-far", directory, mode),
+        others = OtherSlots(column("other-code"), _load_rank_bits("other-far", directory, hold),
                             column("other-far-device"))
         owner_source = column("owner_source")
     return Devices(first_slot, other_slot, others, owner_source, column("registered_on"),
@@ -435,7 +530,7 @@ def _save_rank_bits(bits: RankBits, stem: str, directory: Path) -> None:
     (directory / f"{stem}-rows.txt").write_text(str(bits.rows))
 
 
-def _load_rank_bits(stem: str, directory: Path, mmap_mode: str | None = None) -> RankBits:
-    return RankBits(np.load(directory / f"{stem}-words.npy", mmap_mode=mmap_mode),
-                    np.load(directory / f"{stem}-before.npy", mmap_mode=mmap_mode),
+def _load_rank_bits(stem: str, directory: Path, hold: GenerationHold) -> RankBits:
+    return RankBits(hold.keep_while(np.load(directory / f"{stem}-words.npy", mmap_mode="r")),
+                    hold.keep_while(np.load(directory / f"{stem}-before.npy", mmap_mode="r")),
                     int((directory / f"{stem}-rows.txt").read_text()))

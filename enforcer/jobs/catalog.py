@@ -18,7 +18,7 @@ from enforcer.jobs.reconcile import reconcile
 from enforcer.jobs.retention import RetentionRun, run_retention
 from enforcer.jobs.schedule import Counts, Job
 from enforcer.engine.state import StateHolder
-from enforcer.files.snapshots import oldest_watermark
+from enforcer.files.snapshots import oldest_watermark, prune_generations
 
 RECONCILE = "reconcile"
 CONSISTENCY = "consistency"
@@ -51,11 +51,13 @@ def worker_jobs(config: Config, holder: StateHolder, rules: ImeiRules, clock: Cl
         now = utc_datetime(clock.now_ms())
         first_kept = first_month_kept(now.date(), config.history.keep_days,
                                       config.worker.max_event_age_days)
+        # Generations first: the oldest one left on disk bounds the registry events kept.
+        removed = prune_generations(directory)
         with connect() as conn:
-            return run_retention(conn, RetentionRun(
+            return {"generations_removed": removed, **run_retention(conn, RetentionRun(
                 config.retention, first_kept, now, config.kafka.registry_topic,
                 oldest_watermark(directory),
-                holder.current.policy.clones.told_days(config.history.keep_days)))
+                holder.current.policy.clones.told_days(config.history.keep_days)))}
 
     return [Job(RECONCILE, config.jobs.reconcile_cron, reconcile_job),
             Job(FOLD, config.jobs.fold_cron, fold_job),

@@ -88,7 +88,7 @@ def fold_held(config: Config, args: Sequence[str]) -> Report:
     # Mapped: the realign reads the registry once, front to back, and lets it go as it
     # reads, and writes the new one's columns into the files they are saved as
     # (SnapshotDraft), so that neither generation's registry is resident whole.
-    state = load_snapshot(directory, load_policy(config.policy.file or None), mapped=True)
+    state = load_snapshot(directory, load_policy(config.policy.file or None))
     if state.generation != held.generation:
         raise SnapshotConflict(f"the changes lie over generation {held.generation}, the "
                                f"snapshot in {directory} is generation {state.generation}")

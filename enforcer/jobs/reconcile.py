@@ -105,8 +105,10 @@ def adopt_newer(holder: StateHolder, directory: Path,
                 reloaded: Callable[[float], None]) -> tuple[int, int]:
     """A generation on disk newer than the holder's (another worker's import or fold, or this
     worker's import process) swapped in; (1 if one was, how many of the registry's changes
-    in memory no longer apply). One adoption at a time: the fold and reconcile jobs run on
-    threads of their own, and two loads of one generation would hold it twice."""
+    in memory no longer apply). The generation is mapped (`load_snapshot`): its pages come
+    from the page cache as decisions read them, the old one's go back as it is let go of.
+    One adoption at a time: the fold and reconcile jobs run on threads of their own, and
+    two loads of one generation would do the work twice."""
     with _ADOPTING:
         on_disk = snapshot_generation(directory)
         if on_disk is None or on_disk <= holder.current.generation:
@@ -219,7 +221,7 @@ def import_delivery(config: Config, args: Sequence[str]) -> Report:
     SnapshotConflict, OSError (the state directory's)."""
     kind, path = Kind(args[0]), Path(args[1])
     directory = Path(config.state.dir)
-    state = load_snapshot(directory, load_policy(config.policy.file or None), mapped=True)
+    state = load_snapshot(directory, load_policy(config.policy.file or None))
     with SnapshotDraft(directory, state.generation + 1) as draft:
         new, report = import_file(state, kind, path, config, draft.column)
         if new is not None:
