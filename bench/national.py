@@ -31,9 +31,10 @@ Stages:
 The jobs that make a new generation themselves (fold, imports) are off: a fold's and an
 import's memory at this scale are `bench/importing.py`'s. The registry's year of changes
 is not replayed: the state a fold leaves has the snapshot's shape, which the build makes.
-`clone_window_gb` is the worker's resident growth over the attaches: the clone window as
-the attaches fill it, with what else they grow (the sighting cache, the broker client's
-buffers). The last line is JSON.
+`clone_window_gb` is the worker's anonymous resident growth over the attaches: the clone
+window as the attaches fill it, with what else they grow (the sighting cache, the broker
+client's buffers); the rest of its growth is the snapshot's pages the decisions map
+(`worker_rss_file_gb` after them). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -310,6 +311,7 @@ def stage_run(args: argparse.Namespace) -> dict:
         with worker:
             ready_s = wait_ready(port, READY_TIMEOUT_S, POLL_S)
             at_ready = process_rss_kib(worker.proc.pid)
+            anon_at_ready = status_kib(worker.proc.pid, "RssAnon")
             say(f"  worker ready in {ready_s:.1f} s, resident {gib(at_ready)} GiB")
             decided = Decided(port)
             decided.start()
@@ -317,10 +319,12 @@ def stage_run(args: argparse.Namespace) -> dict:
             say(f"  {count:,} attaches produced in {produce_s:.0f} s")
             rate = decided.rate(count)
             after = process_rss_kib(worker.proc.pid)
+            anon_after = status_kib(worker.proc.pid, "RssAnon")
             peak = process_peak_kib(worker.proc.pid)
             flags = round(counted(port, FLAGS))
             say(f"  decided at {rate:,.0f} a second, {flags:,} IMEIs flagged misused; "
-                f"resident {gib(after)} GiB, at most {gib(peak)} GiB")
+                f"resident {gib(after)} GiB ({gib(after - anon_after)} mapped from files), "
+                f"at most {gib(peak)} GiB")
             generation = run_stage(__file__, "next", "--dir", str(args.dir))["generation"]
             with Resident(worker.proc.pid) as adopting:
                 worker_adopt_s = adopted(port, WORKER_GENERATION, generation)
@@ -356,7 +360,8 @@ def stage_run(args: argparse.Namespace) -> dict:
                 "ready_s": round(max(ready_s, restart_s, serve_ready_s), 1),
                 "worker_rss_gb": gib(after), "worker_peak_rss_gb": gib(peak),
                 "worker_rss_at_ready_gb": gib(at_ready),
-                "clone_window_gb": gib(after - at_ready),
+                "clone_window_gb": gib(anon_after - anon_at_ready),
+                "worker_rss_file_gb": gib(after - anon_after),
                 "serve_rss_gb": gib(serve_rss), "serve_peak_rss_gb": gib(serve_peak),
                 "attaches_per_s": round(rate), "flags": flags, "produce_s": round(produce_s),
                 "checks": answers, "worker_adopt_s": round(worker_adopt_s, 1),

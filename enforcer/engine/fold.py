@@ -95,11 +95,10 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
 
 
 def _let_go_of_old(state: EnforcementState) -> None:
-    """The old registry's and white list's pages dropped from the resident set, where they
-    are mapped (a fold's process): each step reads them once, and a step's pages left
-    resident would sit beside all the next one builds (2 GB at 300 M IMEIs; issue 21 part
-    5). Arrays in memory are left as they are."""
-    let_go(*state.devices.columns(), state.lists.white_index.low)
+    """The old registry's and white list's pages dropped from the resident set: each step
+    reads them once, and a step's pages left resident would sit beside all the next one
+    builds (2 GB at 300 M IMEIs; issue 21 part 5)."""
+    state.let_go_of_pages()
 
 
 def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray, np.ndarray]:

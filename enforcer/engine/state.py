@@ -16,6 +16,7 @@ from enforcer.engine.overlay import LogPosition, Overlay, empty_overlay
 from enforcer.engine.devices import Devices
 from enforcer.engine.tacblocks import BlockedTacs
 from enforcer.engine.tacs import TacDatabase
+from enforcer.heap import let_go
 from rules.policy import Policy
 
 
@@ -49,6 +50,16 @@ class EnforcementState:
     @property
     def generation(self) -> int:
         return self.lists.generation
+
+    def let_go_of_pages(self) -> None:
+        """The pages of its registry and white list mapped from the snapshot's files (every
+        process maps them) dropped from the resident set; arrays in memory are left as they
+        are. For a generation read once more, front to back, or no more: the one a swap
+        replaced, which a batch in flight or the clone window's rebase may still read (their
+        reads map the pages again from the page cache), and which would otherwise stay
+        resident beside the new one's until the last of them lets go of it (issue 21 part 1:
+        one generation's pages a process, not two)."""
+        let_go(*self.devices.columns(), self.lists.white_index.low)
 
 
 class StateHolder:
@@ -98,7 +109,8 @@ class StateHolder:
                 stale = rebased.stale + late
             self._state = replace(new, overlay=overlay, cutoffs=current.cutoffs,
                                   misused=current.misused, numbers=current.numbers)
-            return Put(stale, caught is None)
+        current.let_go_of_pages()
+        return Put(stale, caught is None)
 
 
 class Put(NamedTuple):
