@@ -401,9 +401,6 @@ def _load_lists(directory: Path, snapshot_format: int, hold: GenerationHold) -> 
         bitmap("cut-imeis.roaring"),
         _load_pairs("cut-pairs", directory),
     )
-    # The black list's rows were looked up in it, over most of its pages: a decision maps
-    # again those it reads.
-    let_go(lists.white_index.low)
     return lists
 
 
