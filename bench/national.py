@@ -228,34 +228,39 @@ def gauge(port: int, name: str) -> float | None:
 
 
 class Resident(threading.Thread):
-    """A process's resident memory read every RSS_EVERY_S until stopped: the most, in KiB,
-    with its file-backed part (pages mapped from the snapshot's files) at that moment."""
+    """A process's resident memory over a phase: its peak (the kernel's, VmHWM, reset as the
+    phase begins: /proc/PID/clear_refs), and, read every RSS_EVERY_S, the part mapped from
+    files (RssFile and RssShmem: a snapshot on tmpfs is shmem) at the most sampled; KiB."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.most_kib, self.file_kib = pid, 0, 0
+        self.pid, self.most_kib, self.file_kib, self.sampled_kib = pid, 0, 0, 0
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.wait(RSS_EVERY_S):
             try:
-                rss, mapped = status_kib(self.pid, "VmRSS"), status_kib(self.pid, "RssFile")
+                rss = status_kib(self.pid, "VmRSS")
+                mapped = status_kib(self.pid, "RssFile") + status_kib(self.pid, "RssShmem")
             except (OSError, RuntimeError):
                 return
-            if rss > self.most_kib:
-                self.most_kib, self.file_kib = rss, mapped
+            if rss > self.sampled_kib:
+                self.sampled_kib, self.file_kib = rss, mapped
 
     def __enter__(self) -> Resident:
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
         self.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.halt.set()
         self.join()
+        self.most_kib = max(self.sampled_kib, process_peak_kib(self.pid))
 
 
 def adopted(port: int, name: str, generation: int) -> float:
-    """Seconds until the process's generation gauge shows `generation`. Raises TimeoutError
+    """Seconds from the next generation's save until the process's gauge shows it in use
+    (0 when it already was). Raises TimeoutError
     after ADOPT_TIMEOUT_S."""
     began = time.monotonic()
     while gauge(port, name) != generation:
@@ -311,7 +316,7 @@ def stage_run(args: argparse.Namespace) -> dict:
         with worker:
             ready_s = wait_ready(port, READY_TIMEOUT_S, POLL_S)
             at_ready = process_rss_kib(worker.proc.pid)
-            anon_at_ready = status_kib(worker.proc.pid, "RssAnon")
+            anon_at_ready = status_kib(worker.proc.pid, "RssAnon")  # the window's: private
             say(f"  worker ready in {ready_s:.1f} s, resident {gib(at_ready)} GiB")
             decided = Decided(port)
             decided.start()
@@ -325,8 +330,8 @@ def stage_run(args: argparse.Namespace) -> dict:
             say(f"  decided at {rate:,.0f} a second, {flags:,} IMEIs flagged misused; "
                 f"resident {gib(after)} GiB ({gib(after - anon_after)} mapped from files), "
                 f"at most {gib(peak)} GiB")
-            generation = run_stage(__file__, "next", "--dir", str(args.dir))["generation"]
             with Resident(worker.proc.pid) as adopting:
+                generation = run_stage(__file__, "next", "--dir", str(args.dir))["generation"]
                 worker_adopt_s = adopted(port, WORKER_GENERATION, generation)
                 more = Decided(port)
                 more.start()
@@ -347,8 +352,9 @@ def stage_run(args: argparse.Namespace) -> dict:
                 serve_peak = process_peak_kib(serve_pid)
                 say(f"  serve ready in {serve_ready_s:.1f} s, resident {gib(serve_rss)} GiB "
                     f"(at most {gib(serve_peak)}); {CHECKS:,} checks: {answers}")
-                generation = run_stage(__file__, "next", "--dir", str(args.dir))["generation"]
                 with Resident(serve_pid) as serve_adopting:
+                    generation = run_stage(__file__, "next", "--dir",
+                                           str(args.dir))["generation"]
                     serve_adopt_s = adopted(eic_port, SERVE_GENERATION, generation)
                     again = checks(eic_port, args.dir / TRAFFIC)
                 serve_adopted = process_rss_kib(serve_pid)

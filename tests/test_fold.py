@@ -8,13 +8,14 @@ from pathlib import Path
 from dataclasses import replace
 from datetime import date
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enforcer.engine.decide import decide, decision_at
 from enforcer.engine.events import AttachBatch, AttachEvent
-from enforcer.engine.fold import fold
+from enforcer.engine.fold import _index_in, fold
 from enforcer.files.snapshots import SnapshotDraft, load_snapshot, save_snapshot
 from enforcer.engine.overlay import Overlay
 from enforcer.files.changes import read_changes, write_changes
@@ -280,3 +281,14 @@ def test_the_changes_handed_to_the_fold_s_process_decide_and_fold_as_held(base, 
     more, refused = laid(taken, later)
     same, refused_too = laid(held, later)
     assert (decisions(more, rules), refused) == (decisions(same, rules), refused_too)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.integers(0, 5_000), max_size=300), st.data())
+def test_a_device_s_index_by_rank_is_the_search_s(numbers: set[int], data) -> None:
+    """The fold's fast path for where each device lies among the rebuilt ones (a rank in a
+    bitmap) against its reference, a binary search."""
+    number = np.array(sorted(numbers), dtype=np.int64)
+    device = np.array(data.draw(st.lists(st.sampled_from(sorted(numbers)), max_size=500))
+                      if numbers else [], dtype=np.int64)
+    assert _index_in(number, device).tolist() == np.searchsorted(number, device).tolist()

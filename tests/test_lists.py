@@ -323,6 +323,38 @@ def test_a_generation_a_process_maps_stays_on_disk_until_it_lets_go(
     assert on_disk() == [3, 4]
 
 
+def test_pruning_around_a_held_generation_and_failed_loads_keep_no_file_open(
+        tmp_path: Path, policy: Policy) -> None:
+    """A worker prunes at every save and retention run, and its reconcile retries a load
+    that failed: neither leaves a file open (the process's files would grow with time),
+    and a failed load holds nothing, so its generation is pruned like any other."""
+    def save(generation: int) -> None:
+        lists = Lists.from_keys(generation, np.arange(generation, dtype=np.uint64) + 7)
+        save_snapshot(EnforcementState(lists, Devices.empty(generation), policy), tmp_path)
+
+    def open_files() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    save(1)
+    held = load_snapshot(tmp_path, policy)
+    save(2)
+    save(3)
+    before = open_files()
+    for _ in range(5):
+        assert prune_generations(tmp_path) == 0  # generation 1 is held here
+    assert open_files() == before
+    (tmp_path / "gen-00000003" / "lists" / "lists.json").unlink()
+    for _ in range(3):
+        with pytest.raises(FileNotFoundError):
+            load_snapshot(tmp_path, policy)
+    assert open_files() == before
+    del held
+    gc.collect()
+    save(4)
+    save(5)
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-00000004", "gen-00000005"]
+
+
 def test_decisions_in_flight_see_one_generation_or_the_other(policy: Policy) -> None:
     """Even generations register the even keys, odd ones the odd keys: every batch decided
     while generations are being swapped sees exactly one of the two."""

@@ -37,7 +37,7 @@ from enforcer.engine.lists import BLACK_REASONS, WHITE_LOW_COLUMN, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
-from enforcer.engine.realign import REALIGN_ROWS, Rebuilt, realign, set_owners
+from enforcer.engine.realign import DEVICES_AT_ONCE, REALIGN_ROWS, Rebuilt, realign, set_owners
 from enforcer.engine.state import EnforcementState
 
 
@@ -107,6 +107,21 @@ def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray
     return keys.astype(np.uint64, copy=False), values.astype(value_dtype, copy=False)
 
 
+def _index_in(number: np.ndarray, device: np.ndarray) -> np.ndarray:
+    """Each device's index in `number` (sorted, distinct, holding every device): as
+    `np.searchsorted(number, device)`, by a rank in a bitmap of `number` (two reads a device
+    where a search takes some 25, each a cache miss for the events' devices, which come in
+    no order: 12 s of a year's fold at 300 M IMEIs), DEVICES_AT_ONCE at a time; int64."""
+    if not len(number):
+        return np.zeros(len(device), dtype=np.int64)
+    bits = RankBits.from_positions(int(number[-1]) + 1, number)
+    index = np.empty(len(device), dtype=np.int64)
+    for start in range(0, len(device), DEVICES_AT_ONCE):
+        part = slice(start, start + DEVICES_AT_ONCE)
+        index[part] = bits.rank(device[part])
+    return index
+
+
 def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndarray,
                 generation: int, columns: ColumnMaker) -> Lists:
     # The index changed where the overlay names keys: no bitmap of the national list (0.6
@@ -163,7 +178,7 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
     number = np.concatenate([touched, added.astype(np.int64)])
     return Rebuilt(
         number, np.concatenate([old_keys[unnamed], keys[placed]]),
-        np.searchsorted(number, device),
+        _index_in(number, device),
         numbered_in_order(device, np.concatenate([slot[kept], (slots[placed] & SLOT_MASK)
                                                   .astype(np.uint8)])),
         np.concatenate([unpack_msisdns(owners), np.full(len(added), NO_OWNER, np.uint64)]),

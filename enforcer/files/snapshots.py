@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import mmap
 import os
 import shutil
@@ -53,6 +54,8 @@ from enforcer.engine.tacblocks import BlockedTacs
 from enforcer.engine.tacs import StringTable, TacDatabase
 from rules.policy import Policy
 
+log = logging.getLogger("eir.snapshots")
+
 CURRENT = "CURRENT"
 LOCK = ".lock"
 # Bumped whenever the files of a snapshot change meaning; formats not in READABLE_FORMATS
@@ -68,6 +71,10 @@ DEVICE_COLUMNS = ("owner_source", "registered_on")
 REGISTRY = "registry"  # the devices' directory in a generation
 DRAFT_LOCK = ".draft"  # in a draft's directory: locked while its process lives
 HELD = ".held"  # in a generation's directory: share-locked while a process maps it
+HELD_MODE = 0o644  # a `serve` running as another user takes its share too
+# CURRENT read again when the generation it named was removed before its hold was taken
+# (two saves while a load began); after that the load goes on and fails as it would have.
+LOAD_TRIES = 3
 # A draft directory without its lock file yet is another process's for this long at most.
 DRAFT_STARTING_S = 60.0
 LET_GO_BYTES = 64 << 20  # a mapped file read front to back: its pages behind dropped this often
@@ -179,7 +186,7 @@ def _write(state: EnforcementState, directory: Path, draft: SnapshotDraft | None
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
     (target / DRAFT_LOCK).unlink(missing_ok=True)
-    (target / HELD).touch()
+    (target / HELD).touch(HELD_MODE)
     pointer = directory / f".{CURRENT}.partial"
     pointer.write_text(json.dumps({"generation": state.generation, "dir": target.name,
                                    "format": SNAPSHOT_FORMAT}))
@@ -206,78 +213,128 @@ def prune_generations(directory: Path) -> int:
 
 def _prune(directory: Path, current: int) -> int:
     """Under the save lock. The one before `current` stays: a worker may be loading it,
-    having read CURRENT just before; one a process maps stays until it lets go of it."""
+    having read CURRENT just before; one a process maps stays until it lets go of it. A
+    generation that cannot be removed (a permission, a lock the file system refuses) is
+    said and left for the next run: the save that called it has happened."""
     older = sorted(path for path in directory.glob("gen-*")
                    if path.name < snapshot_dir_name(current))
-    return sum(_remove_unless_held(old) for old in older[:-1])
+    removed = 0
+    for old in older[:-1]:
+        try:
+            removed += _remove_unless_held(old)
+        except OSError as exc:
+            log.warning("snapshot generation not removed", extra={
+                "generation": old.name, "error": f"{type(exc).__name__}: {exc}"})
+    return removed
 
 
 def _remove_unless_held(generation: Path) -> bool:
     """The generation's directory removed, unless a process holds its `.held` file (locked
-    meanwhile, so that no load takes it half-removed)."""
-    try:
-        lock = os.open(generation / HELD, os.O_RDWR)
-    except FileNotFoundError:
-        shutil.rmtree(generation, ignore_errors=True)  # saved before holds, or half-removed
-        return True
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    meanwhile, so that no load takes it half-removed): whether it is gone. A generation this
+    process maps is never tried: where the file system's locks are a process's own (Linux's
+    NFS client makes flock POSIX locks), its own hold would not stop it, and closing the
+    file would drop that hold."""
+    if _held_here(generation):
         return False
     try:
+        lock = os.open(generation / HELD, os.O_RDWR)
+    except FileNotFoundError:  # saved before holds, or half-removed
         shutil.rmtree(generation, ignore_errors=True)
+        return not generation.exists()
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(generation, ignore_errors=True)
+    except BlockingIOError:
+        return False
     finally:
         os.close(lock)
-    return True
+    return not generation.exists()
+
+
+# Generations this process maps, by directory: how many holds on each.
+_HELD: dict[Path, int] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _held_here(generation: Path) -> bool:
+    with _HELD_LOCK:
+        return _HELD.get(generation.resolve(), 0) > 0
 
 
 class GenerationHold:
-    """A shared lock on a generation's `.held` file, kept while any column mapped from the
-    generation lives (each column's finalizer lets go of its share), so that no save prunes
-    it from under a mapping. Without a `.held` file (a generation saved before holds) one is
-    made; where none can be (a read-only `state.dir`), nothing is held."""
+    """A shared lock on a generation's `.held` file, kept while the load runs and then while
+    any column mapped from the generation lives (each column's finalizer lets go of its
+    share), so that no save prunes it from under a mapping. Without a `.held` file (a
+    generation saved before holds) one is made beside the generation's files; where none
+    can be (a read-only `state.dir`), nothing is held. `removed`: the generation was
+    removed before its lock was taken (the load reads CURRENT again)."""
 
     def __init__(self, generation: Path) -> None:
         self._lock = threading.Lock()
-        self._columns = 0
+        self._shares = 1  # the load's own, until `settle` or `close`
         self._fd: int | None = None
+        self._generation = generation.resolve()
+        self.removed = False
         try:
             self._fd = os.open(generation / HELD, os.O_RDONLY)
         except FileNotFoundError:
+            if not (generation / "lists" / "lists.json").exists():
+                self.removed = True  # or half-removed: nothing to hold
+                return
             try:
-                self._fd = os.open(generation / HELD, os.O_CREAT | os.O_RDWR, 0o600)
+                self._fd = os.open(generation / HELD, os.O_CREAT | os.O_RDWR, HELD_MODE)
             except OSError:
                 return
+        except OSError:
+            return
         fcntl.flock(self._fd, fcntl.LOCK_SH)
-
-    def keep_while(self, column: np.ndarray) -> np.ndarray:
-        """`column`, with the hold kept while it lives."""
-        if self._fd is not None and isinstance(column, np.memmap):
-            with self._lock:
-                self._columns += 1
-            weakref.finalize(column, self._let_go_of_one)
-        return column
-
-    def settle(self) -> None:
-        """The load is done: with no column mapped, nothing is held."""
-        with self._lock:
-            if not self._columns:
-                self._close()
+        if os.fstat(self._fd).st_nlink == 0:  # removed while the lock was awaited
+            os.close(self._fd)
+            self._fd = None
+            self.removed = True
+            return
+        with _HELD_LOCK:
+            _HELD[self._generation] = _HELD.get(self._generation, 0) + 1
 
     @property
     def held(self) -> bool:
         return self._fd is not None
 
+    def keep_while(self, column: np.ndarray) -> np.ndarray:
+        """`column`, with the hold kept while it lives."""
+        if self._fd is not None and isinstance(column, np.memmap):
+            with self._lock:
+                self._shares += 1
+            weakref.finalize(column, self._let_go_of_one)
+        return column
+
+    def settle(self) -> None:
+        """The load is done: the hold stays only while a column mapped by it lives."""
+        self._let_go_of_one()
+
+    def close(self) -> None:
+        """The load failed: nothing of it is held."""
+        with self._lock:
+            self._shares = 0
+            self._close()
+
     def _let_go_of_one(self) -> None:
         with self._lock:
-            self._columns -= 1
-            if not self._columns:
+            self._shares -= 1
+            if self._shares <= 0:
                 self._close()
 
     def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        with _HELD_LOCK:
+            left = _HELD.get(self._generation, 0) - 1
+            if left > 0:
+                _HELD[self._generation] = left
+            else:
+                _HELD.pop(self._generation, None)
 
 
 def _abandoned(partial: Path) -> bool:
@@ -316,6 +373,27 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
     mapped from the files, read-only, and held (`GenerationHold`) while any of them lives.
     Raises FileNotFoundError where there is none or its format is not one this version
     reads, ValueError when its white list's files are not one index's."""
+    for _ in range(LOAD_TRIES):
+        current = _current(directory)
+        target = directory / current["dir"]
+        hold = GenerationHold(target)
+        if not hold.removed:
+            break
+    try:
+        state = EnforcementState(_load_lists(target / "lists", current["format"], hold),
+                                 _load_devices(target / REGISTRY, current["format"], hold),
+                                 policy, watermark=snapshot_watermark(target),
+                                 tacs=_load_tacs(target / TACS),
+                                 blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
+    except BaseException:
+        hold.close()
+        raise
+    hold.settle()
+    return state
+
+
+def _current(directory: Path) -> dict:
+    """CURRENT's pointer. Raises FileNotFoundError as `load_snapshot`."""
     pointer = directory / CURRENT
     if not pointer.exists():
         raise FileNotFoundError(f"no snapshot in {directory} (no {CURRENT} file); build one "
@@ -324,15 +402,7 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
     if current.get("format") not in READABLE_FORMATS:
         raise FileNotFoundError(f"the snapshot in {directory} has format {current.get('format')}"
                                 f", this version reads formats {READABLE_FORMATS}; rebuild it")
-    target = directory / current["dir"]
-    hold = GenerationHold(target)
-    state = EnforcementState(_load_lists(target / "lists", current["format"], hold),
-                             _load_devices(target / REGISTRY, current["format"], hold),
-                             policy, watermark=snapshot_watermark(target),
-                             tacs=_load_tacs(target / TACS),
-                             blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
-    hold.settle()
-    return state
+    return current
 
 
 def load_tac_parts(directory: Path) -> tuple[TacDatabase | None, BlockedTacs | None]:
@@ -347,11 +417,17 @@ def load_tac_parts(directory: Path) -> tuple[TacDatabase | None, BlockedTacs | N
 
 
 def oldest_watermark(directory: Path) -> dict[int, LogPosition] | None:
-    """The watermark of the oldest generation kept in `directory` (a worker may still be
-    loading it): the stored registry events below it are read by nobody again. None when
-    that generation has none (built from files only) or there is none."""
-    generations = sorted(directory.glob("gen-*"))
-    return (snapshot_watermark(generations[0]) or None) if generations else None
+    """The watermark of the oldest generation a start may load: the one before CURRENT's
+    (a worker may be loading it, having read CURRENT just before a save), or CURRENT's. The
+    stored registry events below it are read by nobody again: older generations still on
+    disk are mapped by running processes, which read no stored event. None when that
+    generation has none (built from files only) or there is none."""
+    current = snapshot_generation(directory)
+    if current is None:
+        return None
+    generations = sorted(path for path in directory.glob("gen-*")
+                         if path.name <= snapshot_dir_name(current))
+    return (snapshot_watermark(generations[-2:][0]) or None) if generations else None
 
 
 def snapshot_watermark(target: Path) -> dict[int, LogPosition]:
