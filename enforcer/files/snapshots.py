@@ -296,10 +296,6 @@ class GenerationHold:
         with _HELD_LOCK:
             _HELD[self._generation] = _HELD.get(self._generation, 0) + 1
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def keep_while(self, column: np.ndarray) -> np.ndarray:
         """`column`, with the hold kept while it lives."""
         if self._fd is not None and isinstance(column, np.memmap):
