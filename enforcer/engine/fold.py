@@ -111,7 +111,8 @@ def _index_in(number: np.ndarray, device: np.ndarray) -> np.ndarray:
     """Each device's index in `number` (sorted, distinct, holding every device): as
     `np.searchsorted(number, device)`, by a rank in a bitmap of `number` (two reads a device
     where a search takes some 25, each a cache miss for the events' devices, which come in
-    no order: 12 s of a year's fold at 300 M IMEIs), DEVICES_AT_ONCE at a time; int64."""
+    no order: 30 s of a year's fold at 300 M IMEIs, 162 -> 133 s), DEVICES_AT_ONCE at a time;
+    int64."""
     if not len(number):
         return np.zeros(len(device), dtype=np.int64)
     bits = RankBits.from_positions(int(number[-1]) + 1, number)
