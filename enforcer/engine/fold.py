@@ -68,7 +68,10 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
     if generation <= state.generation:
         raise ValueError(f"generation {generation} is not newer than {state.generation}")
     overlay = state.overlay
-    _let_go_of_old(state)  # pages a caller read before (a bench laying a year over it)
+    # The old registry and white list are read once a step: pages a step (or a caller, a
+    # bench laying a year over it) left resident would sit beside all the next one builds
+    # (2 GB at 300 M IMEIs; issue 21 part 5).
+    state.let_go_of_pages()
     keys, slots = _columns(overlay, "imeis", np.uint32)
     lists = _fold_lists(state.lists, overlay, keys, slots, generation, columns)
     touched = _touched(state, keys, slots)
@@ -92,13 +95,6 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
     report = FoldReport(generation, len(overlay.events), len(overlay), devices.count, added,
                         state.devices.count + added - devices.count)
     return folded, report
-
-
-def _let_go_of_old(state: EnforcementState) -> None:
-    """The old registry's and white list's pages dropped from the resident set: each step
-    reads them once, and a step's pages left resident would sit beside all the next one
-    builds (2 GB at 300 M IMEIs; issue 21 part 5)."""
-    state.let_go_of_pages()
 
 
 def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +162,7 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
                            (other_values & SLOT_MASK).astype(np.uint8)])
     order = np.argsort(rows, kind="stable")
     old_keys = state.lists.white_index.keys_at(rows[order])
-    _let_go_of_old(state)
+    state.let_go_of_pages()
     unnamed = ~among(old_keys, keys)
     kept = order[unnamed]
     placed = slots != NO_DEVICE
@@ -175,7 +171,7 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
     added, sources, ordinals = overlay.columns("devices")  # numbered base_devices, ... on
     owners = take_owners(devices.owner_source, touched)
     registered_on = devices.registered_on[touched]
-    _let_go_of_old(state)
+    state.let_go_of_pages()
     number = np.concatenate([touched, added.astype(np.int64)])
     return Rebuilt(
         number, np.concatenate([old_keys[unnamed], keys[placed]]),
