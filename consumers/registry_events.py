@@ -150,11 +150,12 @@ class RegistryEventConsumer:
             at = [self._position(record) for record in records]
             ids = [d.event_id if isinstance(d, RegistryEvent) else place_id(a)
                    for d, a in zip(decoded, at)]
-            handled = Handled(stored_at(conn, ids))
+            before = stored_at(conn, ids)
+            handled = Handled(dict(before))
             for record, event, event_id, position in zip(records, decoded, ids, at):
                 self._handle(record, event, event_id, position, draft, state.watermark,
                              handled, received)
-            stored = store_all(conn, handled.rows)
+            stored = store_all(conn, [r for r in handled.rows if r.event_id not in before])
             letters = [letter for event_id, letter in handled.letters if event_id in stored]
             # Published before the poll's rows commit: a dead letter stored is one the broker
             # has (a crash in between stores nothing; all is read again).

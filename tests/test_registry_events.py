@@ -5,6 +5,7 @@ topic; replayed, invalid and inapplicable events."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
@@ -14,6 +15,7 @@ from kafka.admin import KafkaAdminClient
 
 from enforcer.config import load_config
 from enforcer.db.jobs import Outcome, recent_runs
+from enforcer.db.registry_events import EventRow, Position, store_all
 from enforcer.engine.devices import Devices
 from enforcer.files.snapshots import save_snapshot
 from tests.kafkatools import committed, produce, read_all, unique, wait_for
@@ -295,3 +297,25 @@ def test_a_recreated_topic_is_read_from_its_start(env, worker, dsn, caplog, clie
                     ("new-1", True, 1, 0), (f"{topic}:{partition}:1@1", False, 1, 1),
                     *[(f"new-b{i}", True, 1, 3 + i) for i in range(len(new_log) - 3)],
                     ("new-last", True, 1, len(new_log))]
+
+
+def test_a_poll_stored_over_rows_another_worker_stored_keeps_theirs_and_adds_the_rest(
+        dsn) -> None:
+    """The straight copy's fallback: a row whose event_id or position is stored already
+    leaves the other worker's row standing; the rest are stored, numbered in their order."""
+    at = datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+    def row(event_id: str, offset: int) -> EventRow:
+        return EventRow(event_id, True, None, event_id.encode(),
+                        Position("registry", 0, offset), at)
+
+    with psycopg.connect(dsn) as conn:
+        assert store_all(conn, [row("a", 0), row("b", 1)]) == {"a", "b"}
+        conn.commit()
+        # "b" again at its position, "c" at b's position, "d" and "e" new.
+        assert store_all(conn, [row("d", 3), row("b", 1), row("c", 1), row("e", 2)]) == {
+            "d", "e"}
+        conn.commit()
+        assert conn.execute("SELECT event_id, source_offset FROM registry_events"
+                            " ORDER BY seq").fetchall() == [
+            ("a", 0), ("b", 1), ("d", 3), ("e", 2)]
