@@ -11,8 +11,11 @@ from typing import Mapping, NamedTuple
 import psycopg
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):
+    """Where a message of the registry topic was read. A tuple, not a dataclass: the registry
+    thread makes one a message, and a frozen dataclass took it 1.2 µs to make where a
+    tuple takes 0.4."""
+
     topic: str
     partition: int
     offset: int

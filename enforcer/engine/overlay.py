@@ -551,7 +551,9 @@ class OverlayDraft(_Lookups):
         if device_id is not None:
             self._set_id(device_id, device)
         self.owners[device] = NO_OWNER_INT
-        if device >= self.base_devices:  # a folded device keeps its source and date: no
+        if known is None:  # numbered after every device the map holds
+            self.devices.add(device, NewDevice(change.source, day))
+        elif device >= self.base_devices:  # a folded device keeps its source and date: no
             self.devices[device] = NewDevice(change.source, day)  # decision reads them
 
     def _set_slot(self, key: int, slot: int) -> None:
