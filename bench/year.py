@@ -43,13 +43,17 @@ old generation and the new are both held, and moved by a third from month to mon
 month also says how many cores the worker took (its folds' processes apart) and how many
 the embedded broker took, and the broker's memory: it shares the two cores with the
 worker.
-Rows are counted at the start of each of the month's last ROW_DAYS days, and the most
-of each table kept: a table pruned by a daily job is read at the same points of its cycle
-in every month. Each month also gives its slowest change (when in the month it was produced,
-and how many folds and retentions ended while it waited) and the share of its changes that
-took over a second: where a p99 comes from. With --timeline DIR, each month's timeline
-(every tick's changes produced, every scrape's count of changes applied and of jobs ended)
-is saved as DIR/month-NN.npz for a closer look. One line per month; the last line is JSON.
+Rows are counted ROW_PHASES times a day in each of the month's last ROW_DAYS days, each day
+at points shifted by a fifth of the interval, and the most of each table kept: a table that a
+daily job prunes (registry_events: below the generation before the current) rises and falls
+every day, and the retention cron runs on wall time, so one count a day at the day's start
+read a different point of that cycle in every month and gave the phase, not the growth; 20
+points spread over the cycle read its peak in every month. Each month also gives its slowest
+change (when in the month it was produced, and how many folds and retentions ended while it
+waited) and the share of its changes that took over a second: where a p99 comes from. With
+--timeline DIR, each month's timeline (every tick's changes produced, every scrape's count of
+changes applied and of jobs ended) is saved as DIR/month-NN.npz for a closer look. One line
+per month; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ SLOW_S = 1.0  # a change slower than the goal's p99
 P50, P99 = 50, 99
 MINUTE_S = 60
 ROW_DAYS = 5
+ROW_PHASES = 4  # row counts a day in the last ROW_DAYS days
 
 
 class Changes:
@@ -498,11 +503,13 @@ def run_month(month: int, args, worker: WorkerProcess, feed: Feed, changes: Chan
     sent, owed = 0, 0.0
     started = time.monotonic()
     rows: dict[str, int] = {}
+    row_step = max(1, ticks_per_day // ROW_PHASES)
     for day in range((month - 1) * MONTH_DAYS, month * MONTH_DAYS):
-        if day >= month * MONTH_DAYS - ROW_DAYS:
-            rows = {name: max(n, rows.get(name, 0))
-                    for name, n in table_rows(env["EIR_POSTGRES__DSN"]).items()}
+        row_tick = (day % ROW_DAYS) * row_step // ROW_DAYS
         for tick in range(ticks_per_day):
+            if day >= month * MONTH_DAYS - ROW_DAYS and tick % row_step == row_tick:
+                rows = {name: max(n, rows.get(name, 0))
+                        for name, n in table_rows(env["EIR_POSTGRES__DSN"]).items()}
             due = started + ((day - (month - 1) * MONTH_DAYS) * ticks_per_day + tick) * TICK_S
             time.sleep(max(0.0, due - time.monotonic()))
             now_ms = START_MS + day * MS_PER_DAY + tick * MS_PER_DAY // ticks_per_day
