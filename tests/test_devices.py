@@ -292,9 +292,12 @@ def test_rank_bits_agree_with_counting(bits: list[bool]) -> None:
     assert ranked.rank(rows).tolist() == [sum(bits[:i]) for i in range(len(bits))]
     assert ranked.count == sum(bits)
     assert [ranked.select(k) for k in range(sum(bits))] == [i for i, b in enumerate(bits) if b]
-    with patch("enforcer.engine.rankbits.POSITIONS_AT_ONCE", 7):  # several steps
+    with patch("enforcer.engine.rankbits.POSITIONS_AT_ONCE", 7), \
+            patch("enforcer.engine.rankbits.SELECTS_AT_ONCE", 5):  # several steps
         assert ranked.select_many(np.arange(sum(bits))).tolist() == [
             i for i, b in enumerate(bits) if b]
+        assert ranked.test(rows).tolist() == bits
+        assert ranked.rank(rows).tolist() == [sum(bits[:i]) for i in range(len(bits))]
     for start in range(0, len(bits), 37):
         assert ranked.mask_between(start, len(bits)).tolist() == bits[start:]
         assert ranked.mask_between(0, start).tolist() == bits[:start]

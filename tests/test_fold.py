@@ -4,6 +4,7 @@ is decided after the fold as before it, and the changes that come after apply al
 from __future__ import annotations
 
 import io
+from unittest.mock import patch
 from pathlib import Path
 from dataclasses import replace
 from datetime import date
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from enforcer.engine.decide import decide, decision_at
 from enforcer.engine.events import AttachBatch, AttachEvent
-from enforcer.engine.fold import _index_in, fold
+from enforcer.engine.fold import _index_in, fold, numbered_in_order
 from enforcer.files.snapshots import SnapshotDraft, load_snapshot, save_snapshot
 from enforcer.engine.overlay import Overlay
 from enforcer.files.changes import read_changes, write_changes
@@ -29,6 +30,7 @@ from enforcer.engine.devices import Source
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.engine.subscriber import parse_imsi
 from rules.policy import load_policy
+from tests.harness import wholearray
 from tests.test_decide import (BUYER, CLONED, CUT_FOR_BUYER, DUAL, HELPER, OWNER, SINGLE,
                                SPOUSE, STOLEN, STRANGER, T0, UNOWNED, UNREGISTERED, WHITE_ONLY,
                                home_imsi, make_state)
@@ -292,3 +294,17 @@ def test_a_device_s_index_by_rank_is_the_search_s(numbers: set[int], data) -> No
     device = np.array(data.draw(st.lists(st.sampled_from(sorted(numbers)), max_size=500))
                       if numbers else [], dtype=np.int64)
     assert _index_in(number, device).tolist() == np.searchsorted(number, device).tolist()
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 4)), max_size=80))
+def test_slots_numbered_a_range_of_devices_at_a_time_are_numbered_as_all_at_once(
+        entries: list[tuple[int, int]]) -> None:
+    """Ranges of a few devices (buckets of 4) and steps of 5 IMEIs, against each device's
+    IMEIs sorted by slot in plain Python."""
+    device = np.array([d for d, _ in entries], dtype=np.int64)
+    slot = np.array([s for _, s in entries], dtype=np.uint8)
+    with patch("enforcer.engine.fold.NUMBERED_AT_ONCE", 5), \
+            patch("enforcer.engine.fold.DEVICE_BUCKET_BITS", 2):
+        got = numbered_in_order(device, slot)
+    assert got.tolist() == wholearray.numbered_in_order(device, slot).tolist()

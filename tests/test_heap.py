@@ -111,6 +111,26 @@ def test_a_national_bitmap_is_indexed_without_its_serialization() -> None:
     assert grew < index.nbytes // 1024 + serialized_kib // 2
 
 
+def test_a_delivery_emptied_into_its_index_is_never_whole_beside_it() -> None:
+    """An import's bitmap is emptied as its index is made, its containers' pages given
+    back a step at a time: the peak grows by what the index needs beyond the bitmap it
+    replaces, not by the whole index (issue 21 part 4)."""
+    keys = ((np.arange(WHITE_BUCKETS, dtype=np.uint64)[:, None] << np.uint64(32))
+            | np.arange(0, KEYS_A_BUCKET * KEY_SPACING, KEY_SPACING,
+                        dtype=np.uint64)[None, :]).ravel()
+    bitmap = bitmap_from_sorted_keys(keys)
+    held_kib = sum(bitmap.get_statistics()[f"n_bytes_{kind}_containers"]
+                   for kind in ("array", "bitset", "run")) // 1024
+    del keys
+    give_back()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = peak_kib()
+    index = KeyIndex.from_bitmap(bitmap, whole=0, step=1 << 16, emptying=True)
+    grew = peak_kib() - before
+    assert (len(index), len(bitmap)) == (WHITE_BUCKETS * KEYS_A_BUCKET, 0)
+    assert grew < index.nbytes // 1024 - held_kib // 2
+
+
 class Unread:
     """A consumer that has read nothing: no lag to report."""
 

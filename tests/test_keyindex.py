@@ -83,13 +83,30 @@ def test_index_read_from_any_pyroaring_bitmap(keys: list[int], optimize: bool) -
     assert index.keys_at(rows).tolist() == keys
 
 
-@given(key_sets, st.integers(0, 40), st.integers(1, 40))
+@given(key_sets, st.integers(1, 9))
+@settings(max_examples=200)
+def test_an_index_of_sorted_keys_made_a_step_at_a_time_is_the_bitmap_s(
+        keys: list[int], step: int) -> None:
+    """Steps of a few keys, chunks going on from one step to the next, against the
+    bitmap's own serialization parsed."""
+    with patch("enforcer.engine.keyindex.LOOKUP_KEYS", step):
+        index = KeyIndex.from_sorted_keys(np.array(keys, dtype=np.uint64))
+    expected = KeyIndex.from_portable(BitMap64(keys).serialize())
+    assert index.keys().tolist() == keys
+    assert (index.chunk_high.tolist(), index.chunk_start.tolist(), index.search_steps) == (
+        expected.chunk_high.tolist(), expected.chunk_start.tolist(), expected.search_steps)
+
+
+@given(key_sets, st.integers(0, 40), st.integers(1, 40), st.booleans())
 @settings(max_examples=200)
 def test_an_index_read_from_a_bitmap_a_step_at_a_time_is_the_whole_read(
-        keys: list[int], whole: int, step: int) -> None:
+        keys: list[int], whole: int, step: int, emptying: bool) -> None:
     """Small bitmaps are read whole, larger ones a step at a time; a step that ends inside
-    a chunk gives it in two pieces, which the index adds up."""
-    index = KeyIndex.from_bitmap(BitMap64(keys), whole=whole, step=step)
+    a chunk gives it in two pieces, which the index adds up. An emptied bitmap is left
+    with no keys, another as it was."""
+    bitmap = BitMap64(keys)
+    index = KeyIndex.from_bitmap(bitmap, whole=whole, step=step, emptying=emptying)
+    assert list(bitmap) == ([] if emptying else keys)
     expected = KeyIndex.from_sorted_keys(np.array(keys, dtype=np.uint64))
     assert index.keys().tolist() == keys
     assert (index.chunk_high.tolist(), index.chunk_start.tolist(), index.search_steps) == (
@@ -169,6 +186,13 @@ def test_pair_set_membership(pairs: list[tuple[int, int]], probes: list[tuple[in
     assert [bool(pair_set.contains(np.array([k], np.uint64), np.array([n], np.uint64))[0])
             for k, n in probes] == got.tolist()
     assert len(pair_set) == len(set(pairs))
+    # Pairs given sorted and distinct (a snapshot's) are taken as they are: the same set.
+    again = PairSet.from_pairs(*(np.array(column, np.uint64)
+                                 for column in zip(*sorted(set(pairs)))) if pairs else
+                               (np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
+    assert again.pairs()[0].tolist() == pair_set.pairs()[0].tolist()
+    assert again.pairs()[1].tolist() == pair_set.pairs()[1].tolist()
+    assert again.start.tolist() == pair_set.start.tolist()
 
 
 @given(st.lists(st.integers(0, 2**63 - 1), max_size=300))
@@ -222,31 +246,33 @@ def test_keys_added_or_kept_give_the_index_of_the_keys_built_afresh(keys, data) 
 
 @settings(max_examples=300)
 @given(key_sets, st.data())
-def test_keys_removed_then_added_give_the_index_of_the_keys_built_afresh(keys, data) -> None:
+def test_keys_removed_and_added_give_the_index_of_the_keys_built_afresh(keys, data) -> None:
     """`changed` (a fold's white list) against the set built afresh: keys removed in the set
-    or not, keys added new, already there, or removed and added back; slices of rows that
-    cut through chunks."""
+    or not, keys added new or already there; slices of rows and steps of keys that cut
+    through chunks."""
     keys = np.array(keys, dtype=np.uint64)
     index = KeyIndex.from_sorted_keys(keys)
     near = [int(k) + d for k in keys[:50] for d in (0, 1, 70_000)] or [0]
-
-    def some() -> np.ndarray:
-        drawn = data.draw(st.lists(st.one_of(st.integers(0, KEY_LIMIT), st.sampled_from(near)),
-                                   max_size=60))
-        return np.array(sorted({k for k in drawn if k <= KEY_LIMIT}), dtype=np.uint64)
-
-    removed, added = some(), some()
-    want = KeyIndex.from_sorted_keys(np.union1d(np.setdiff1d(keys, removed), added))
+    drawn = data.draw(st.lists(st.one_of(st.integers(0, KEY_LIMIT), st.sampled_from(near)),
+                               max_size=120))
+    changes = np.array(sorted({k for k in drawn if k <= KEY_LIMIT}), dtype=np.uint64)
+    removing = np.array(data.draw(st.lists(st.booleans(), min_size=len(changes),
+                                           max_size=len(changes))), dtype=bool)
+    want = KeyIndex.from_sorted_keys(np.union1d(np.setdiff1d(keys, changes[removing]),
+                                                changes[~removing]))
     with patch("enforcer.engine.keyindex.CHANGED_ROWS", 7), \
+            patch("enforcer.engine.keyindex.CHANGED_KEYS", 5), \
             patch("enforcer.engine.keyindex.LOOKUP_KEYS", 9):
-        assert_same(index.changed(removed, added), want)
+        assert_same(index.changed(changes, removing), want)
 
 
-def test_keys_changed_must_come_in_increasing_order() -> None:
+def test_keys_changed_must_come_in_increasing_order_one_flag_each() -> None:
     index = KeyIndex.from_sorted_keys(np.array([1, 2, 3, 4], dtype=np.uint64))
-    for removed, added in (([1, 1], []), ([], [5, 5]), ([], [51, 3])):
+    for keys in ([1, 1], [5, 5], [51, 3]):
         with pytest.raises(ValueError, match="strictly increasing"):
-            index.changed(np.array(removed, np.uint64), np.array(added, np.uint64))
+            index.changed(np.array(keys, np.uint64), np.zeros(len(keys), bool))
+    with pytest.raises(ValueError, match="flags"):
+        index.changed(np.array([1, 5], np.uint64), np.zeros(1, bool))
 
 
 def assert_same(got: KeyIndex, want: KeyIndex) -> None:

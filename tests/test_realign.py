@@ -147,7 +147,8 @@ def test_a_fold_realigns_as_the_whole_array_path_builds(seed, keys, devices, cha
     overlay, _ = state.overlay.apply_all(events_of(random_changes(rng, white, changes)),
                                          state.lists, state.devices)
     state = replace(state, overlay=overlay)
-    with patch("enforcer.engine.realign.DEVICES_AT_ONCE", DEVICES):
+    with patch("enforcer.engine.realign.DEVICES_AT_ONCE", DEVICES), \
+            patch("enforcer.engine.realign.POSITIONS_AT_ONCE", DEVICES):
         folded, report = fold(state, 2, CHUNK)
     want, gone = folded_devices(state, folded.lists.white_index)
     assert (report.devices, report.devices_gone) == (want.count, gone)

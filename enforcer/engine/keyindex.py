@@ -18,7 +18,7 @@ from itertools import islice
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.heap import let_go
+from enforcer.heap import give_back, let_go
 from enforcer.engine.roaringfmt import (CONTAINER_BITS, Buffer, index_arrays, run_starts,
                                        serialize_chunks)
 
@@ -33,8 +33,11 @@ FEW_TARGETS = 64
 # decision asks several indexes about the one or two IMEIs of a batch that are not the
 # owner's, and the dozen whole-array calls that find chunks cost more than a Python loop.
 FEW_KEYS = 8
-# Rows of a set placed at a time by `changed`: some 40 bytes of transient each (80 MB).
-CHANGED_ROWS = 1 << 21
+# Rows of a set placed at a time by `changed`: some 50 bytes of transient each (25 MB; 2^21
+# rows with the change's own arrays were 15 % of a national state, issue 21 part 4 allows 5).
+CHANGED_ROWS = 1 << 19
+# Keys changed looked up at a time by `changed`: some 40 bytes each (10 MB).
+CHANGED_KEYS = 1 << 18
 # Keys searched at a time by `rows_sorted` and `ranks`: the batch search's arrays take some
 # 40 bytes a key (0.6 GB for a fold's 15 M keys at once), 40 MB a step, as fast.
 LOOKUP_KEYS = 1 << 20
@@ -64,17 +67,31 @@ class KeyIndex:
 
     @classmethod
     def from_sorted_keys(cls, keys: np.ndarray) -> KeyIndex:
-        """From strictly increasing keys (a duplicate would shift every later rank)."""
+        """From strictly increasing keys (a duplicate would shift every later rank),
+        LOOKUP_KEYS at a time into arrays made once: scattered keys (black-listed IMEIs,
+        operator SIMs) are a chunk each, and their whole-array temporaries were some 50
+        bytes a key (0.15 GB for 3 M, 7 % of a national state: issue 21 part 4)."""
         keys = _increasing(keys, "given")
-        high = keys >> np.uint64(CHUNK_BITS)
-        starts = run_starts(high)
-        chunk_start = np.append(starts, len(keys)).astype(np.int64)
-        return cls(
-            chunk_high=high[starts],
-            chunk_start=chunk_start,
-            low=(keys & LOW_MASK).astype(np.uint16),
-            search_steps=steps_for(chunk_start),
-        )
+        # Room for a chunk a key; the pages past the chunks found are never touched.
+        chunk_high = np.empty(len(keys), dtype=np.uint64)
+        chunk_start = np.empty(len(keys) + 1, dtype=np.int64)
+        low = np.empty(len(keys), dtype=np.uint16)
+        chunks, last = 0, None
+        for start in range(0, len(keys), LOOKUP_KEYS):
+            part = keys[start:start + LOOKUP_KEYS]
+            high = part >> np.uint64(CHUNK_BITS)
+            starts = run_starts(high)
+            if last is not None and high[0] == last:
+                starts = starts[1:]  # the chunk goes on from the step before
+            chunk_high[chunks:chunks + len(starts)] = high[starts]
+            chunk_start[chunks:chunks + len(starts)] = starts + start
+            chunks += len(starts)
+            low[start:start + len(part)] = part & LOW_MASK
+            last = high[-1]
+        chunk_start[chunks] = len(keys)
+        chunk_start = chunk_start[:chunks + 1]
+        return cls(chunk_high=chunk_high[:chunks], chunk_start=chunk_start, low=low,
+                   search_steps=steps_for(chunk_start))
 
     @classmethod
     def from_chunks(cls, chunk_high: np.ndarray, counts: np.ndarray, low: np.ndarray
@@ -109,24 +126,36 @@ class KeyIndex:
 
     @classmethod
     def from_bitmap(cls, bitmap: BitMap64, whole: int = BITMAP_WHOLE_KEYS,
-                    step: int = BITMAP_STEP_KEYS) -> KeyIndex:
+                    step: int = BITMAP_STEP_KEYS, emptying: bool = False) -> KeyIndex:
         """The bitmap's keys as an index: serialized whole and parsed when there are at most
         `whole`; else `step` at a time from its iterator into the index's columns (60-110 ns
         a key against a few: 20-30 s at 300 M), some 30 bytes a key of one step in
         transient, where the serialization would be some 2 bytes a key of the whole set
-        (0.6 GB at 300 M IMEIs beside the bitmap and the index: issue 21 part 4)."""
+        (0.6 GB at 300 M IMEIs beside the bitmap and the index: issue 21 part 4).
+        `emptying`: the bitmap is emptied as it is read, each step's keys removed and their
+        containers' pages given back, so that the bitmap and the index it becomes are never
+        both whole (a delivery's 437 MB at 300 M IMEIs beside its index's 0.6 GB: 20 % of
+        the state, where issue 21 part 4 allows 5 %)."""
         if len(bitmap) <= whole:
-            return cls.from_portable(bitmap.serialize())
+            index = cls.from_portable(bitmap.serialize())
+            if emptying:
+                bitmap.clear()
+            return index
         low = np.empty(len(bitmap), dtype=np.uint16)
         highs, counts = [], []
         keys = iter(bitmap)
         for start in range(0, len(low), step):
             size = min(step, len(low) - start)
+            if emptying:
+                keys = iter(bitmap)  # the removed keys' iterator would read freed containers
             piece = np.fromiter(islice(keys, size), np.uint64, size)
             low[start:start + size] = (piece & LOW_MASK).astype(np.uint16)
             high, count = _runs(piece >> np.uint64(CHUNK_BITS))
             highs.append(high)
             counts.append(count)
+            if emptying:
+                bitmap.remove_range(int(piece[0]), int(piece[-1]) + 1)
+                give_back()
         # A chunk split between two steps comes in two pieces, which from_chunks adds up.
         return cls.from_chunks(np.concatenate(highs), np.concatenate(counts), low)
 
@@ -200,31 +229,51 @@ class KeyIndex:
         return KeyIndex.from_chunks(np.r_[self.chunk_high, high],
                                     np.r_[np.diff(self.chunk_start), count], low)
 
-    def changed(self, removed: np.ndarray, added: np.ndarray,
+    def changed(self, keys: np.ndarray, removing: np.ndarray,
                 low_column: Callable[[int], np.ndarray] | None = None) -> KeyIndex:
-        """This set less the keys `removed`, then with the keys `added` (each strictly
-        increasing, in the set or not): a fold's white list, its low bits placed
-        CHANGED_ROWS rows at a time into the new column, without a bitmap of the set or all
-        its keys (some 3 GB of transient at 300 M keys, where this needs the new column, 80
-        MB and some 30 bytes a key changed). The new column (uint16, a key each) is
-        `low_column(count)`'s, or in memory: one mapped from a file is let go of as it is
-        written. Raises ValueError for keys not strictly increasing."""
-        removed = _increasing(removed, "removed")
-        added = _increasing(added, "added")
-        gone = self.rows_sorted(removed)
-        gone = gone[gone != ABSENT]
-        held = self.rows_sorted(added)
-        stays = held != ABSENT
-        stays[stays] = ~among(held[stays], gone)
-        fresh = added[~stays]
-        del held, stays
-        fresh_rank = self.ranks(fresh)
-        count = len(self.low) - len(gone) + len(fresh)
+        """This set with each of `keys` (strictly increasing) taken out where `removing`
+        (bool, a key each) is set, else put in (kept if there): a fold's white list, the
+        overlay's IMEIs that leave or are placed. The keys are looked up CHANGED_KEYS at a
+        time, of the fresh ones only their ranks (uint32 while the set has fewer than 2^32
+        keys) and low bits are held, and their low bits are placed CHANGED_ROWS rows at a
+        time into the new column: no bitmap of the set or all its keys (some 3 GB at 300 M
+        keys), and some 6 bytes a key changed (the keys, their rows and ranks whole were 15 %
+        of a national state beside a year's changes: issue 21 part 4). The new column
+        (uint16, a key each) is `low_column(count)`'s, or in memory: one mapped from a file
+        is let go of as it is written, and this set's where it is mapped as it is read.
+        Raises ValueError for keys not strictly increasing or a mask of another length."""
+        keys = _increasing(keys, "keys")
+        removing = np.asarray(removing, dtype=bool)
+        if len(removing) != len(keys):
+            raise ValueError(f"{len(removing)} flags for {len(keys)} keys")
+        # The fresh keys' ranks and low bits written in place as they are found (joined from
+        # pieces, they would be held twice), in arrays room for every key put in.
+        adding = len(keys) - int(np.count_nonzero(removing))
+        fresh_rank = np.empty(adding, np.uint32 if len(self.low) < 1 << 32 else np.int64)
+        fresh_low = np.empty(adding, np.uint16)
+        gone, fresh_high, fresh_count = [np.zeros(0, np.int64)], [], []
+        found = 0
+        for start in range(0, len(keys), CHANGED_KEYS):
+            part, out = keys[start:start + CHANGED_KEYS], removing[start:start + CHANGED_KEYS]
+            rows = self.rows_sorted(part)
+            gone.append(rows[out & (rows != ABSENT)])
+            fresh = part[~out & (rows == ABSENT)]
+            fresh_rank[found:found + len(fresh)] = self.ranks(fresh)
+            fresh_low[found:found + len(fresh)] = fresh & LOW_MASK
+            found += len(fresh)
+            high, count = _runs(fresh >> np.uint64(CHUNK_BITS))
+            fresh_high.append(high)
+            fresh_count.append(count)
+            let_go(self.low)  # looked up all over it
+        gone = np.concatenate(gone)
+        fresh_rank, fresh_low = fresh_rank[:found], fresh_low[:found]
+        count = len(self.low) - len(gone) + found
         low = low_column(count) if low_column else np.empty(count, dtype=np.uint16)
-        for start in range(0, len(fresh), LOOKUP_KEYS):
-            ranks = fresh_rank[start:start + LOOKUP_KEYS]
+        for start in range(0, found, CHANGED_KEYS):
+            ranks = fresh_rank[start:start + CHANGED_KEYS].astype(np.int64)
             low[ranks - np.searchsorted(gone, ranks) + np.arange(start, start + len(ranks))] = (
-                fresh[start:start + LOOKUP_KEYS] & LOW_MASK).astype(np.uint16)
+                fresh_low[start:start + CHANGED_KEYS])
+            let_go(low)  # written all over it
         # A kept row moves up one for each fresh key ranked at or below it and down one for
         # each gone row below it: both counted along the slice, not searched row by row.
         for start in range(0, len(self.low), CHANGED_ROWS):
@@ -232,17 +281,18 @@ class KeyIndex:
             gone_from, gone_to = np.searchsorted(gone, [start, stop]).tolist()
             fresh_from, fresh_to = np.searchsorted(fresh_rank, [start, stop]).tolist()
             out = np.bincount(gone[gone_from:gone_to] - start, minlength=stop - start)
-            into = np.bincount(fresh_rank[fresh_from:fresh_to] - start, minlength=stop - start)
+            into = np.bincount(fresh_rank[fresh_from:fresh_to].astype(np.int64) - start,
+                               minlength=stop - start)
             shift = np.cumsum(into) - np.cumsum(out) + (fresh_from - gone_from)
             kept = np.flatnonzero(out == 0)
             low[start + kept + shift[kept]] = self.low[start:stop][kept]
             let_go(self.low, low)  # where mapped (a fold's process): read once, not held
-        # Each chunk's change a piece: the keys changed are sorted, so a run of them each.
+        # Each chunk's change a piece: the keys changed are sorted, so a run of them each (a
+        # chunk split between two steps in two pieces, which from_chunks adds up).
         gone_high, gone_count = _runs(self.keys_at(gone) >> np.uint64(CHUNK_BITS))
-        fresh_high, fresh_count = _runs(fresh >> np.uint64(CHUNK_BITS))
-        return KeyIndex.from_chunks(np.r_[self.chunk_high, gone_high, fresh_high],
-                                    np.r_[np.diff(self.chunk_start), -gone_count, fresh_count],
-                                    low)
+        return KeyIndex.from_chunks(
+            np.concatenate([self.chunk_high, gone_high, *fresh_high]),
+            np.concatenate([np.diff(self.chunk_start), -gone_count, *fresh_count]), low)
 
     def compress(self, keep: np.ndarray) -> KeyIndex:
         """The keys of the rows where `keep` (bool, a row each) is true."""
@@ -314,9 +364,11 @@ def missing_from(old: KeyIndex, new: KeyIndex, step: int = LOOKUP_KEYS
     """The keys of `old` that `new` lacks (uint64, ascending), in pieces: `step` of old's
     rows at a time (as `rows_in`), so that counting them holds one step, and without a
     bitmap of either set (0.5 GB each at 300 M IMEIs, and as much again to make one from an
-    index)."""
+    index). Where `old` is mapped from a file (an import's process), each step's pages are
+    let go of once read: read whole, they were 0.6 GB at 300 M IMEIs beside the new list."""
     for start in range(0, len(old), step):
         keys = old.keys_between(start, start + step)
+        let_go(old.low)
         yield keys[_rows_of_ascending(new, keys) == ABSENT]
 
 

@@ -15,9 +15,13 @@ BIT_MASK = np.uint64(WORD_BITS - 1)
 BYTES_PER_WORD = 8
 ONE = np.uint64(1)
 MAX_ROWS = 1 << 32  # counts are uint32
-# Positions set per step of `from_positions`: some 32 bytes of transient each (the position,
-# its word and its bit as uint64, and numpy's temporaries).
+# Positions set, tested or ranked per step: some 32 to 60 bytes of transient each (the
+# position, its word and its bit as uint64, and numpy's temporaries), 60 MB at most: a fold's
+# 10 M ranks at once were 0.4 GB (issue 21 part 4: 5 % of a 2.2 GB national state).
 POSITIONS_AT_ONCE = 1 << 20
+# ks selected per step of `select_many`: a k's word is unpacked to 64 bytes and counted along
+# (as many again, and a byte each compared), some 200 bytes a k: 25 MB a step.
+SELECTS_AT_ONCE = 1 << 17
 # Up to this many rows, lookups read row by row in plain Python (`bit_and_rank`): each
 # vectorized lookup is a dozen numpy calls of about a microsecond whatever their length, a
 # row read by hand about one microsecond. A turn of N5g-eir checks is that small.
@@ -63,13 +67,28 @@ class RankBits:
         return self.words.nbytes + self.before.nbytes
 
     def test(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.uint64)
+        """Each row's bit; bool. POSITIONS_AT_ONCE rows at a time."""
+        rows = np.asarray(rows)
+        if len(rows) > POSITIONS_AT_ONCE:
+            out = np.empty(len(rows), dtype=bool)
+            for start in range(0, len(rows), POSITIONS_AT_ONCE):
+                out[start:start + POSITIONS_AT_ONCE] = self.test(
+                    rows[start:start + POSITIONS_AT_ONCE])
+            return out
+        rows = rows.astype(np.uint64, copy=False)
         word = self.words[rows >> WORD_SHIFT]
         return ((word >> (rows & BIT_MASK)) & ONE).astype(bool)
 
     def rank(self, rows: np.ndarray) -> np.ndarray:
-        """Set bits strictly before each row; int64."""
-        rows = np.asarray(rows, dtype=np.uint64)
+        """Set bits strictly before each row; int64. POSITIONS_AT_ONCE rows at a time."""
+        rows = np.asarray(rows)
+        if len(rows) > POSITIONS_AT_ONCE:
+            out = np.empty(len(rows), dtype=np.int64)
+            for start in range(0, len(rows), POSITIONS_AT_ONCE):
+                out[start:start + POSITIONS_AT_ONCE] = self.rank(
+                    rows[start:start + POSITIONS_AT_ONCE])
+            return out
+        rows = rows.astype(np.uint64, copy=False)
         at = rows >> WORD_SHIFT
         below = (ONE << (rows & BIT_MASK)) - ONE
         return self.before[at].astype(np.int64) + np.bitwise_count(self.words[at] & below)
@@ -105,17 +124,17 @@ class RankBits:
 
     def select_many(self, ks: np.ndarray) -> np.ndarray:
         """The row of each k-th set bit (0-based, each below `count`); int64. Each k's word
-        is unpacked to its 64 bits: POSITIONS_AT_ONCE ks at a time (64 bytes of transient
-        each)."""
+        is unpacked to its 64 bits and counted along them: SELECTS_AT_ONCE ks at a time."""
         ks = np.asarray(ks, dtype=np.int64)
         out = np.empty(len(ks), dtype=np.int64)
-        for start in range(0, len(ks), POSITIONS_AT_ONCE):
-            k = ks[start:start + POSITIONS_AT_ONCE]
+        for start in range(0, len(ks), SELECTS_AT_ONCE):
+            k = ks[start:start + SELECTS_AT_ONCE]
             word = np.searchsorted(self.before, k, side="right") - 1
             bits = np.unpackbits(self.words[word].view(np.uint8).reshape(-1, BYTES_PER_WORD),
                                  axis=1, bitorder="little")
-            seen = np.cumsum(bits, axis=1)
-            left = k - self.before[word].astype(np.int64)
+            # A byte a count (at most 64): numpy's own would be 8, 0.5 GB a million ks.
+            seen = np.cumsum(bits, axis=1, dtype=np.uint8)
+            left = (k - self.before[word].astype(np.int64)).astype(np.uint8)  # below 64
             out[start:start + len(k)] = word * WORD_BITS + np.argmax(seen > left[:, None], axis=1)
         return out
 

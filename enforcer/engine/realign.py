@@ -16,7 +16,7 @@ with arrays as small as the change:
 where before(t) counts the untouched devices whose first IMEI is below t's.
 
 The stream reads REALIGN_ROWS old rows at a time (their keys, device slots and new rows:
-some 50 bytes a row of transient); every output is written in place. Old columns mapped
+some 50 to 60 bytes a row of transient); every output is written in place. Old columns mapped
 from a snapshot's files (as `load_snapshot` maps them) are let go of as each chunk is read,
 the old white list's keys with them (2 bytes a row, mapped from format 3), so that the old
 generation's registry is never resident whole beside the new one.
@@ -37,13 +37,15 @@ from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.otherslots import OtherSlotsDraft
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
 from enforcer.engine.pairset import PairSet
-from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
+from enforcer.engine.rankbits import POSITIONS_AT_ONCE, WORD_BITS, BitsDraft, RankBits
 
-# Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: about
-# 100 MB of transient, under 3 % of a national state's 3.7 GB (issue 21 part 4: 5 %).
-REALIGN_ROWS = 1 << 21
-# Old devices whose columns are read at a time: 16 bytes each at most.
-DEVICES_AT_ONCE = 1 << 22
+# Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: some
+# 60 MB of transient, under 3 % of a national state's 2.2 GB (issue 21 part 4: 5 %; 2^21
+# rows were 5.6 %, measured by bench/transients.py).
+REALIGN_ROWS = 1 << 20
+# Devices whose columns are read, renumbered or written at a time: 16 to 50 bytes each of
+# transient, 50 MB at most (2^22 were 9 % of the state while a fold wrote its columns).
+DEVICES_AT_ONCE = 1 << 20
 _SHIFT = np.uint32(SLOT_BITS)
 
 
@@ -133,8 +135,11 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
         raise ValueError(f"a device has at most {MAX_SLOTS} slots")
     touched_bits = RankBits.from_positions(devices.count, touched)
     rows, order, first, others = _rebuilt_rows(rebuilt, new_index)
-    below = _count_below(devices.first_slot, old_index.ranks(rebuilt.imei_key[first]))
-    before = below - _count_below(touched_bits, below)
+    before = np.empty(len(first), dtype=np.int64)
+    for start in range(0, len(first), POSITIONS_AT_ONCE):  # 10 M at once were 6 % of a state
+        below = _count_below(devices.first_slot, old_index.ranks(
+            rebuilt.imei_key[first[start:start + POSITIONS_AT_ONCE]]))
+        before[start:start + POSITIONS_AT_ONCE] = below - _count_below(touched_bits, below)
     new_of_order = np.arange(len(order)) + before
     by_old = np.argsort(rebuilt.number[order])
     renumbering = Renumbering(touched_bits, before, rebuilt.number[order][by_old],
@@ -174,24 +179,32 @@ def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex
     device = rebuilt.imei_device
     has = np.bincount(device, minlength=n) > 0
     unregistered = np.bincount(device[rows == ABSENT], minlength=n) > 0
-    kept = has & ~unregistered
-    live = np.flatnonzero(kept[device])
-    first = live[rebuilt.imei_slot[live] == 0]
+    live = (has & ~unregistered)[device]
+    is_first = rebuilt.imei_slot == 0
+    # Each found from masks: the indexes of every live IMEI, then of each kind, were some
+    # 16 bytes a rebuilt IMEI at once (a year's 25 M: 7 % of a national state).
+    first = np.flatnonzero(live & is_first)
     first = first[np.argsort(rows[first], kind="stable")]
-    others = live[rebuilt.imei_slot[live] != 0]
+    others = np.flatnonzero(live & ~is_first)
+    del live, is_first
     others = others[np.argsort(rows[others], kind="stable")]
     return rows, device[first], first, others
 
 
 def _count_below(bits: RankBits, rows: np.ndarray) -> np.ndarray:
-    """Set bits below each row, for rows 0 .. bits.rows (all of them at bits.rows); int64."""
+    """Set bits below each row, for rows 0 .. bits.rows (all of them at bits.rows); int64.
+    POSITIONS_AT_ONCE rows at a time: a fold's 10 M rows at once were 0.4 GB of transient."""
     rows = np.asarray(rows, dtype=np.int64)
     if not bits.rows:
         return np.zeros(len(rows), dtype=np.int64)
     last = bits.rows - 1
-    inside = np.minimum(rows, last)
-    past = (rows > last) & bits.test(np.full(len(rows), last, dtype=np.int64))
-    return bits.rank(inside) + past
+    last_set = bool(bits.test(np.array([last]))[0])
+    out = np.empty(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), POSITIONS_AT_ONCE):
+        part = rows[start:start + POSITIONS_AT_ONCE]
+        out[start:start + POSITIONS_AT_ONCE] = bits.rank(np.minimum(part, last)) + (
+            (part > last) & last_set)
+    return out
 
 
 def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
@@ -275,17 +288,18 @@ def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt
 def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
                msisdns: np.ndarray) -> None:
     """The owners of old devices (`old`, their MSISDNs) written into freshly realigned
-    `devices`, in place, in the order of their new numbers a slice at a time (the pages of
-    each let go of, where the column is mapped from a file); those of devices left out
-    dropped."""
-    new = renumbering.of(old)
-    kept = np.flatnonzero(new != KEYLESS_DEVICE)
-    kept = kept[np.argsort(new[kept], kind="stable")]
-    for start in range(0, len(kept), DEVICES_AT_ONCE):
-        part = kept[start:start + DEVICES_AT_ONCE]
-        at = new[part]
+    `devices`, in place, DEVICES_AT_ONCE at a time, each slice in the order of its
+    new numbers (the pages it wrote let go of, where the column is mapped from a file); those
+    of devices left out dropped. A year's owners are some 23 M devices: renumbered and
+    ordered whole, 0.4 GB of transient."""
+    for start in range(0, len(old), DEVICES_AT_ONCE):
+        new = renumbering.of(old[start:start + DEVICES_AT_ONCE])
+        kept = np.flatnonzero(new != KEYLESS_DEVICE)
+        kept = kept[np.argsort(new[kept], kind="stable")]
+        at = new[kept]
         put_owners(devices.owner_source, at, pack_owners(
-            msisdns[part], unpack_sources(take_owners(devices.owner_source, at))))
+            msisdns[start:start + DEVICES_AT_ONCE][kept],
+            unpack_sources(take_owners(devices.owner_source, at))))
         let_go(devices.owner_source)
 
 
@@ -297,9 +311,14 @@ def realign_white(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
     (`build_devices`' rule: one IMEI not registered leaves its device out), the others keep
     their slots and owners, numbered again in order; ids follow their devices; the
     per-device columns made by `columns`. Raises ValueError as `realign` does."""
-    touched = [_devices_at(devices, old_index.rows(gone[start:start + DEVICES_AT_ONCE]))
-               for start in range(0, len(gone), DEVICES_AT_ONCE)]
-    touched = sorted_unique(np.concatenate([np.zeros(0, np.int64), *touched]))
+    touched = [np.zeros(0, np.int64)]
+    for start in range(0, len(gone), DEVICES_AT_ONCE):
+        touched.append(_devices_at(devices, old_index.rows(gone[start:start + DEVICES_AT_ONCE])))
+        # Where mapped: the gone keys' rows and slots are read all over the old generation
+        # (0.3 M keys touch most pages of its 0.6 GB of keys), and the stream reads them
+        # again a chunk at a time.
+        let_go(*devices.columns(), old_index.low)
+    touched = sorted_unique(np.concatenate(touched))
     new, renumbering = realign(devices, old_index, new_index, touched, Rebuilt.none(),
                                devices.cartables, devices.operator_sims, chunk_rows, columns)
     new = replace(new, ids=renumbering.ids(devices.ids))

@@ -22,7 +22,7 @@ from pyroaring import BitMap64
 
 from enforcer.engine.imei import imei_rules
 from enforcer.config import Config
-from enforcer.heap import give_back, let_go
+from enforcer.heap import give_back
 from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading_zero_count,
                                      shrink_refusal)
 from enforcer.files.listfile import ListFileReader, LoadReport
@@ -137,7 +137,8 @@ def _white(old: Lists, reader: ListFileReader, path: Path, generation: int,
     the old one. The checks need only the lists' sizes: the keys a refused delivery lacks (a
     truncated file's, most of the list) are counted, not collected."""
     white, loaded = reader.read_white(path)
-    white_index = KeyIndex.from_bitmap(white)
+    give_back()  # the reader's blocks, freed in pieces, before the index takes the bitmap's place
+    white_index = KeyIndex.from_bitmap(white, emptying=True)
     del white
     give_back()  # the bitmap's containers, freed in pieces among the index's
     report = ImportReport(Kind.WHITE, loaded, before=len(old.white_index),
@@ -153,9 +154,6 @@ def _white(old: Lists, reader: ListFileReader, path: Path, generation: int,
         gone = np.concatenate([np.zeros(0, np.uint64), *pieces])
         report.removed = len(gone)
     report.added = report.after - (report.before - report.removed)
-    # Where mapped (an import's process), read whole here; the realign reads it again a
-    # chunk of rows at a time and lets each go.
-    let_go(old.white_index.low)
     if report.refused:
         return None, gone, report
     return old.with_white(generation, white_index), gone, report

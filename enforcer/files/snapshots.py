@@ -41,7 +41,7 @@ from pyroaring import BitMap64
 
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.devices import OWNER_SOURCE_DTYPE, Cartables, Devices, pack_owners
-from enforcer.heap import LetGoBehind, let_go
+from enforcer.heap import LetGoBehind, give_back, let_go
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, WHITE_LOW_COLUMN, Lists
 from enforcer.engine.otherslots import OtherSlots
@@ -376,8 +376,9 @@ def load_snapshot(directory: Path, policy: Policy) -> EnforcementState:
         if not hold.removed:
             break
     try:
-        state = EnforcementState(_load_lists(target / "lists", current["format"], hold),
-                                 _load_devices(target / REGISTRY, current["format"], hold),
+        lists = _load_lists(target / "lists", current["format"], hold)
+        give_back()  # the lists' transients, freed in pieces, before the registry's are made
+        state = EnforcementState(lists, _load_devices(target / REGISTRY, current["format"], hold),
                                  policy, watermark=snapshot_watermark(target),
                                  tacs=_load_tacs(target / TACS),
                                  blocked_tacs=_load_blocked_tacs(target / BLOCKED_TACS))
@@ -462,18 +463,25 @@ def _load_lists(directory: Path, snapshot_format: int, hold: GenerationHold) -> 
         path = directory / name
         return BitMap64.deserialize(path.read_bytes()) if path.exists() else BitMap64()
 
-    lists = Lists.build(
+    def black_keys(name: str) -> np.ndarray:
+        # Parsed to keys, not deserialized: black-listed IMEIs are scattered, a roaring
+        # container each, and their bitmaps (some 70 bytes a key, 0.2 GB for 3 M) were a
+        # transient of every load at 10 % of a national state (issue 21 part 4).
+        path = directory / name
+        return (KeyIndex.from_portable(path.read_bytes()).keys() if path.exists()
+                else np.zeros(0, np.uint64))
+
+    return Lists.from_black_keys(
         meta["generation"],
         (load_white_index(directory / "white.roaring")
          if snapshot_format in WHITE_ROARING_FORMATS else
          KeyIndex.from_arrays(*(hold.keep_while(np.load(directory / f"white-{name}.npy",
                                                         mmap_mode="r"))
                                 for name in WHITE_ARRAYS))),
-        {r: bitmap(f"black-{r.value}.roaring") for r in BLACK_REASONS},
+        {r: black_keys(f"black-{r.value}.roaring") for r in BLACK_REASONS},
         bitmap("cut-imeis.roaring"),
-        _load_pairs("cut-pairs", directory),
+        _load_pairs("cut-pairs", directory, hold),
     )
-    return lists
 
 
 def load_white_index(path: Path) -> KeyIndex:
@@ -528,7 +536,7 @@ def _load_devices(directory: Path, snapshot_format: int, hold: GenerationHold) -
         owner_source = column("owner_source")
     return Devices(first_slot, other_slot, others, owner_source, column("registered_on"),
                    Cartables(column("cartable-msisdn"), column("cartable-id")),
-                   _load_pairs("operator-sims", directory), _load_ids(directory))
+                   _load_pairs("operator-sims", directory, hold), _load_ids(directory))
 
 
 def _owner_source_of_format_1(owner: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -588,9 +596,13 @@ def _save_pairs(pairs: PairSet, stem: str, directory: Path) -> None:
     np.save(directory / f"{stem}-number.npy", numbers)
 
 
-def _load_pairs(stem: str, directory: Path) -> PairSet:
-    return PairSet.from_pairs(np.load(directory / f"{stem}-imei.npy"),
-                              np.load(directory / f"{stem}-number.npy"))
+def _load_pairs(stem: str, directory: Path, hold: GenerationHold) -> PairSet:
+    """Mapped, as the registry's columns: a snapshot's pairs come sorted, and their numbers
+    are kept as the file holds them (read in, 3 M operator SIMs' were some 50 MB of
+    transient beside the index made of them)."""
+    return PairSet.from_pairs(
+        *(hold.keep_while(np.load(directory / f"{stem}-{name}.npy", mmap_mode="r"))
+          for name in ("imei", "number")))
 
 
 def _save_rank_bits(bits: RankBits, stem: str, directory: Path) -> None:

@@ -5,6 +5,7 @@ random registries and random changes: same devices, same report, same ids."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import replace
 
 import numpy as np
@@ -12,8 +13,7 @@ import numpy as np
 from enforcer.engine.devices import (NO_DEVICE, NO_OWNER, SLOT_BITS, SLOT_MASK, SOURCES,
                                      DeviceColumns, Devices, DevicesBuild, build_devices,
                                      carry_ids, day_number)
-from enforcer.engine.fold import (_columns, _fold_cartables, _fold_operator_sims,
-                                  numbered_in_order)
+from enforcer.engine.fold import _columns, _fold_cartables, _fold_operator_sims
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.state import EnforcementState
 
@@ -67,3 +67,16 @@ def _device_columns(state: EnforcementState, keys: np.ndarray,
         [day_number(d.registered_on) for d in added], np.uint16)])
     return DeviceColumns(imei_key, imei_device, numbered_in_order(imei_device, imei_slot),
                          owner, source, registered_on)
+
+
+def numbered_in_order(device: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """Each device's slots numbered 0, 1, ... in their order (ties in the order given), a
+    device at a time in plain Python: the reference for the fold's ranges of devices."""
+    by_device: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for i, (one, its_slot) in enumerate(zip(device.tolist(), slot.tolist())):
+        by_device[one].append((its_slot, i))
+    out = np.empty(len(device), dtype=np.uint8)
+    for entries in by_device.values():
+        for number, (_, i) in enumerate(sorted(entries)):
+            out[i] = number
+    return out
