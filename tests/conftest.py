@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -37,14 +39,21 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServices]:
+def services() -> Iterator[EmbeddedServices]:
     """A real broker and a real PostgreSQL for the whole run, started by the same code as
-    `eir-enforcer services up`."""
-    running = EmbeddedServices.at(tmp_path_factory.mktemp("services"),
-                                  ServicePorts(free_port(), free_port()), "eir")
-    running.up()
-    yield running
-    running.down()
+    `eir-enforcer services up`. Not under pytest's temporary root: as root, PostgreSQL runs
+    as a user of its own, and another pytest run started meanwhile closes that root to
+    other users (mode 0700), PostgreSQL's data directory with it (a PANIC mid-run)."""
+    scratch = Path(tempfile.mkdtemp(prefix="eir-test-services-"))
+    running = EmbeddedServices.at(scratch, ServicePorts(free_port(), free_port()), "eir")
+    try:
+        running.up()
+        try:
+            yield running
+        finally:
+            running.down()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture()

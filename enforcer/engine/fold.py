@@ -241,7 +241,8 @@ def _device_ranges(device: np.ndarray) -> list[tuple[int, int]]:
 
 def _between(device: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """The indexes of the entries of `device` in [lo, hi), ascending; int64. Found a step of
-    NUMBERED_AT_ONCE entries at a time, so that no mask of them all is made."""
+    NUMBERED_AT_ONCE entries at a time, so that no mask of them all is made: each range
+    reads every entry, some 25 passes at a year's 25 M rebuilt IMEIs (under 2 s in all)."""
     return np.concatenate([np.zeros(0, np.int64), *(
         np.flatnonzero((part >= lo) & (part < hi)) + start
         for start in range(0, len(device), NUMBERED_AT_ONCE)

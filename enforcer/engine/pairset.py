@@ -22,6 +22,9 @@ class PairSet:
 
     @classmethod
     def from_pairs(cls, imei_keys: np.ndarray, numbers: np.ndarray) -> PairSet:
+        """The set of the pairs (uint64 each, any order, repeats allowed). Pairs already
+        sorted and distinct keep `numbers` as given (a snapshot's, mapped): not to be
+        written to after."""
         imei_keys = np.asarray(imei_keys, dtype=np.uint64)
         numbers = np.asarray(numbers, dtype=np.uint64)
         # A snapshot's pairs come sorted and distinct: sorting them again took copies of

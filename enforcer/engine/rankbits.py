@@ -69,7 +69,7 @@ class RankBits:
     def test(self, rows: np.ndarray) -> np.ndarray:
         """Each row's bit; bool. POSITIONS_AT_ONCE rows at a time."""
         rows = np.asarray(rows)
-        if len(rows) > POSITIONS_AT_ONCE:
+        if rows.ndim and len(rows) > POSITIONS_AT_ONCE:
             out = np.empty(len(rows), dtype=bool)
             for start in range(0, len(rows), POSITIONS_AT_ONCE):
                 out[start:start + POSITIONS_AT_ONCE] = self.test(
@@ -82,7 +82,7 @@ class RankBits:
     def rank(self, rows: np.ndarray) -> np.ndarray:
         """Set bits strictly before each row; int64. POSITIONS_AT_ONCE rows at a time."""
         rows = np.asarray(rows)
-        if len(rows) > POSITIONS_AT_ONCE:
+        if rows.ndim and len(rows) > POSITIONS_AT_ONCE:
             out = np.empty(len(rows), dtype=np.int64)
             for start in range(0, len(rows), POSITIONS_AT_ONCE):
                 out[start:start + POSITIONS_AT_ONCE] = self.rank(
@@ -129,7 +129,9 @@ class RankBits:
         out = np.empty(len(ks), dtype=np.int64)
         for start in range(0, len(ks), SELECTS_AT_ONCE):
             k = ks[start:start + SELECTS_AT_ONCE]
-            word = np.searchsorted(self.before, k, side="right") - 1
+            # In the counts' own dtype (every k is below `count`): int64 ks would have numpy
+            # copy every count to search them, at each step.
+            word = np.searchsorted(self.before, k.astype(self.before.dtype), side="right") - 1
             bits = np.unpackbits(self.words[word].view(np.uint8).reshape(-1, BYTES_PER_WORD),
                                  axis=1, bitorder="little")
             # A byte a count (at most 64): numpy's own would be 8, 0.5 GB a million ks.
