@@ -89,10 +89,13 @@ class KeyIndex:
             low[start:start + len(part)] = part & LOW_MASK
             last = high[-1]
         chunk_start[chunks] = len(keys)
-        # Copied to their size: views would keep the room for a chunk a key reserved (16
-        # bytes a key of address space, 4.8 GB for a dense national list) for the index's life.
-        chunk_start = chunk_start[:chunks + 1].copy()
-        return cls(chunk_high=chunk_high[:chunks].copy(), chunk_start=chunk_start, low=low,
+        chunk_high, chunk_start = chunk_high[:chunks], chunk_start[:chunks + 1]
+        if chunks < len(keys) // 2:
+            # Copied to their size where most of the room is unused (a dense list: 16 bytes a
+            # key of address space, 4.8 GB at 300 M, kept for the index's life); scattered
+            # keys, a chunk each or nearly, keep their arrays rather than copy them again.
+            chunk_high, chunk_start = chunk_high.copy(), chunk_start.copy()
+        return cls(chunk_high=chunk_high, chunk_start=chunk_start, low=low,
                    search_steps=steps_for(chunk_start))
 
     @classmethod
