@@ -52,19 +52,17 @@ def peak_rss_mb() -> float:
     return status_kib("self", "VmHWM") / KIB_PER_MIB
 
 
-class PeakWhere:
-    """Where this process's resident set peaks: a thread reads VmRSS every `every_s` seconds
-    and, at each new most, takes the main thread's stack. `at` is that stack's frames in the
-    project (not numpy's or the interpreter's), outermost first, as `file:line function`;
-    `most_mb` the most seen (VmHWM may be a little higher: it is not sampled)."""
+class MainThreadWatch:
+    """A thread that looks at the main thread every `every_s` seconds while the context is
+    open (`_look`, which subclasses give), as benchmarks that say where memory goes do."""
 
-    def __init__(self, every_s: float = 0.05) -> None:
-        self.every_s, self.most_mb, self.at = every_s, 0.0, []
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
         self._main = threading.main_thread().ident
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def __enter__(self) -> PeakWhere:
+    def __enter__(self) -> MainThreadWatch:
         self._thread.start()
         return self
 
@@ -72,14 +70,33 @@ class PeakWhere:
         self._stop.set()
         self._thread.join()
 
-    def _sample(self) -> None:
+    def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
-            now = rss_mb()
-            if now > self.most_mb:
-                # No frame held across the wait: a frame keeps its function's locals (the
-                # arrays whose peak this measures) alive after the function returns.
-                self.most_mb, self.at = now, _project_frames(
-                    sys._current_frames().get(self._main))
+            self._look()
+
+    def _look(self) -> None:
+        raise NotImplementedError
+
+    def _main_frame(self) -> FrameType | None:
+        return sys._current_frames().get(self._main)
+
+
+class PeakWhere(MainThreadWatch):
+    """Where this process's resident set peaks: a thread reads VmRSS every `every_s` seconds
+    and, at each new most, takes the main thread's stack. `at` is that stack's frames in the
+    project (not numpy's or the interpreter's), outermost first, as `file:line function`;
+    `most_mb` the most seen (VmHWM may be a little higher: it is not sampled)."""
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        super().__init__(every_s)
+        self.most_mb, self.at = 0.0, []
+
+    def _look(self) -> None:
+        now = rss_mb()
+        if now > self.most_mb:
+            # No frame held across the wait: a frame keeps its function's locals (the
+            # arrays whose peak this measures) alive after the function returns.
+            self.most_mb, self.at = now, _project_frames(self._main_frame())
 
 
 def _project_frames(frame: FrameType | None) -> list[str]:

@@ -38,14 +38,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from measure import PROJECT_ROOT, KIB_PER_MIB, emit, run_stage, say
+from measure import PROJECT_ROOT, KIB_PER_MIB, MainThreadWatch, emit, run_stage, say
 
 from enforcer.config import load_config
 from enforcer.engine.fold import fold
@@ -84,34 +83,23 @@ class Call:
     ended: float
 
 
-class Steps:
+class Steps(MainThreadWatch):
     """The main thread's product frames (their functions, outermost first), noted every
     LABEL_EVERY_S: (time, frames)."""
 
     def __init__(self) -> None:
-        self.seen: list[tuple[float, str]] = []
-        self._main = threading.main_thread().ident
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._note, daemon=True)
+        super().__init__(LABEL_EVERY_S)
+        self.seen: list[tuple[float, tuple[str, ...]]] = []
 
-    def __enter__(self) -> Steps:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _note(self) -> None:
-        while not self._stop.wait(LABEL_EVERY_S):
-            frame = sys._current_frames().get(self._main)
-            stack = []
-            while frame is not None:
-                if frame.f_code.co_filename.startswith(PRODUCT):
-                    stack.append(frame.f_code.co_name)
-                frame = frame.f_back
-            del frame
-            self.seen.append((time.monotonic(), tuple(stack[::-1])))
+    def _look(self) -> None:
+        frame = self._main_frame()
+        stack = []
+        while frame is not None:
+            if frame.f_code.co_filename.startswith(PRODUCT):
+                stack.append(frame.f_code.co_name)
+            frame = frame.f_back
+        del frame  # a frame held keeps its function's arrays alive
+        self.seen.append((time.monotonic(), tuple(stack[::-1])))
 
 
 class Sampled:

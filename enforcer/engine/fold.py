@@ -243,10 +243,11 @@ def _between(device: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """The indexes of the entries of `device` in [lo, hi), ascending; int64. Found a step of
     NUMBERED_AT_ONCE entries at a time, so that no mask of them all is made: each range
     reads every entry, some 25 passes at a year's 25 M rebuilt IMEIs (under 2 s in all)."""
-    return np.concatenate([np.zeros(0, np.int64), *(
-        np.flatnonzero((part >= lo) & (part < hi)) + start
-        for start in range(0, len(device), NUMBERED_AT_ONCE)
-        for part in (device[start:start + NUMBERED_AT_ONCE],))])
+    found = [np.zeros(0, np.int64)]
+    for start in range(0, len(device), NUMBERED_AT_ONCE):
+        part = device[start:start + NUMBERED_AT_ONCE]
+        found.append(np.flatnonzero((part >= lo) & (part < hi)) + start)
+    return np.concatenate(found)
 
 
 def _numbered(device: np.ndarray, slot: np.ndarray) -> np.ndarray:

@@ -243,11 +243,11 @@ class KeyIndex:
         keys) and low bits are held, and their low bits are placed CHANGED_ROWS rows at a
         time into the new column: no bitmap of the set or all its keys (some 3 GB at 300 M
         keys), and some 6 bytes a key put in, 8 a key taken out (the keys, their rows and
-        ranks whole were 15 %
-        of a national state beside a year's changes: issue 21 part 4). The new column
-        (uint16, a key each) is `low_column(count)`'s, or in memory: one mapped from a file
-        is let go of as it is written, and this set's where it is mapped as it is read.
-        Raises ValueError for keys not strictly increasing or a mask of another length."""
+        ranks whole were 15 % of a national state beside a year's changes: issue 21 part 4).
+        The new column (uint16, a key each) is `low_column(count)`'s, or in memory: one
+        mapped from a file is let go of as it is written, and this set's where it is mapped
+        as it is read. Raises ValueError for keys not strictly increasing or a mask of
+        another length."""
         keys = _increasing(keys, "keys")
         removing = np.asarray(removing, dtype=bool)
         if len(removing) != len(keys):

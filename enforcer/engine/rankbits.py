@@ -3,6 +3,7 @@ have it (rank), for a whole batch of rows at once. One bit a row plus 4 bytes pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -70,11 +71,7 @@ class RankBits:
         """Each row's bit; bool. POSITIONS_AT_ONCE rows at a time."""
         rows = np.asarray(rows)
         if rows.ndim and len(rows) > POSITIONS_AT_ONCE:
-            out = np.empty(len(rows), dtype=bool)
-            for start in range(0, len(rows), POSITIONS_AT_ONCE):
-                out[start:start + POSITIONS_AT_ONCE] = self.test(
-                    rows[start:start + POSITIONS_AT_ONCE])
-            return out
+            return _in_steps(self.test, rows, bool)
         rows = rows.astype(np.uint64, copy=False)
         word = self.words[rows >> WORD_SHIFT]
         return ((word >> (rows & BIT_MASK)) & ONE).astype(bool)
@@ -83,11 +80,7 @@ class RankBits:
         """Set bits strictly before each row; int64. POSITIONS_AT_ONCE rows at a time."""
         rows = np.asarray(rows)
         if rows.ndim and len(rows) > POSITIONS_AT_ONCE:
-            out = np.empty(len(rows), dtype=np.int64)
-            for start in range(0, len(rows), POSITIONS_AT_ONCE):
-                out[start:start + POSITIONS_AT_ONCE] = self.rank(
-                    rows[start:start + POSITIONS_AT_ONCE])
-            return out
+            return _in_steps(self.rank, rows, np.int64)
         rows = rows.astype(np.uint64, copy=False)
         at = rows >> WORD_SHIFT
         below = (ONE << (rows & BIT_MASK)) - ONE
@@ -150,6 +143,15 @@ class RankBits:
                     return word * WORD_BITS + bit
                 left -= 1
         raise IndexError(k)
+
+
+def _in_steps(lookup: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
+              dtype: type) -> np.ndarray:
+    """`lookup` of `rows`, POSITIONS_AT_ONCE of them at a time, into one array."""
+    out = np.empty(len(rows), dtype=dtype)
+    for start in range(0, len(rows), POSITIONS_AT_ONCE):
+        out[start:start + POSITIONS_AT_ONCE] = lookup(rows[start:start + POSITIONS_AT_ONCE])
+    return out
 
 
 class BitsDraft:
