@@ -9,10 +9,12 @@ import numpy as np
 from consumers.attach import AttachWorker
 from enforcer.clock import ManualClock
 from enforcer.config import load_config
+from enforcer.engine.digits import ZERO, luhn_digits
 from enforcer.engine.imei import imei_rules
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 from enforcer.engine.state import StateHolder
+from enforcer.files.listfile import ListFileReader
 from enforcer.files.snapshots import load_white_index
 from enforcer.heap import give_back, let_go
 from metrics.worker import WorkerMetrics
@@ -24,6 +26,8 @@ COLUMN_WORDS = 8 << 20  # a mapped column of 64 MB
 WORDS_A_PAGE = 512  # of 4 KB
 # A white list of 20 M keys, 40 MB as a file: array containers (a key every 20), 400 buckets.
 WHITE_BUCKETS, KEYS_A_BUCKET, KEY_SPACING = 400, 50_000, 20
+# A delivery of 8 M IMEIs, 128 MB as a file: a key every 20 in 160 stretches of 2^20.
+DELIVERY_BUCKETS = 160
 
 
 def resident_kib() -> int:
@@ -111,24 +115,38 @@ def test_a_national_bitmap_is_indexed_without_its_serialization() -> None:
     assert grew < index.nbytes // 1024 + serialized_kib // 2
 
 
-def test_a_delivery_emptied_into_its_index_is_never_whole_beside_it() -> None:
-    """An import's bitmap is emptied as its index is made, its containers' pages given
-    back a step at a time: the peak grows by what the index needs beyond the bitmap it
-    replaces, not by the whole index (issue 21 part 4)."""
-    keys = ((np.arange(WHITE_BUCKETS, dtype=np.uint64)[:, None] << np.uint64(32))
+def test_a_delivery_is_indexed_with_no_set_of_it_beside_the_index(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A white list's file is read twice, its keys counted by chunk, then placed in the
+    index's rows and sorted a step at a time: the peak grows by the index, a block and a
+    step, where a bitmap of the file was about as large as the index again before it became
+    one (issue 21 part 4)."""
+    monkeypatch.setattr("enforcer.engine.keysort.SORT_ROWS", 1 << 16)
+    keys = ((np.arange(DELIVERY_BUCKETS, dtype=np.uint64)[:, None] << np.uint64(20))
             | np.arange(0, KEYS_A_BUCKET * KEY_SPACING, KEY_SPACING,
-                        dtype=np.uint64)[None, :]).ravel()
-    bitmap = bitmap_from_sorted_keys(keys)
-    held_kib = sum(bitmap.get_statistics()[f"n_bytes_{kind}_containers"]
-                   for kind in ("array", "bitset", "run")) // 1024
+                        dtype=np.uint64)[None, :]).ravel() + np.uint64(35209900000000)
+    path = tmp_path / "white.csv"
+    with path.open("wb") as f:
+        for start in range(0, len(keys), 1 << 20):
+            imei_lines(keys[start:start + (1 << 20)]).tofile(f)
     del keys
     give_back()
     Path("/proc/self/clear_refs").write_text("5")
     before = peak_kib()
-    index = KeyIndex.from_bitmap(bitmap, whole=0, step=1 << 16, emptying=True)
+    index, report = ListFileReader(imei_rules(load_config()), 1 << 12, 5).read_white(path)
     grew = peak_kib() - before
-    assert (len(index), len(bitmap)) == (WHITE_BUCKETS * KEYS_A_BUCKET, 0)
-    assert grew < index.nbytes // 1024 - held_kib // 2
+    assert (len(index), report.bad) == (DELIVERY_BUCKETS * KEYS_A_BUCKET, 0)
+    assert grew < index.nbytes // 1024 * 3 // 2
+
+
+def imei_lines(keys: np.ndarray) -> np.ndarray:
+    """The lines of a file of 15-digit IMEIs, those of 14-digit keys with their check digits
+    (3GPP TS 23.003 Annex B) added: a row of bytes a line."""
+    lines = np.full((len(keys), 16), ord("\n"), dtype=np.uint8)
+    lines[:, :14] = (keys[:, None] // (10 ** np.arange(13, -1, -1, dtype=np.uint64))) % 10 \
+        + np.uint64(ZERO)
+    lines[:, 14] = luhn_digits(lines[:, :14]) + ZERO
+    return lines
 
 
 class Unread:

@@ -18,7 +18,7 @@ from itertools import islice
 import numpy as np
 from pyroaring import BitMap64
 
-from enforcer.heap import give_back, let_go
+from enforcer.heap import let_go
 from enforcer.engine.roaringfmt import (CONTAINER_BITS, Buffer, index_arrays, run_starts,
                                        serialize_chunks)
 
@@ -131,36 +131,25 @@ class KeyIndex:
 
     @classmethod
     def from_bitmap(cls, bitmap: BitMap64, whole: int = BITMAP_WHOLE_KEYS,
-                    step: int = BITMAP_STEP_KEYS, emptying: bool = False) -> KeyIndex:
+                    step: int = BITMAP_STEP_KEYS) -> KeyIndex:
         """The bitmap's keys as an index: serialized whole and parsed when there are at most
         `whole`; else `step` at a time from its iterator into the index's columns (60-110 ns
-        a key against a few: 20-30 s at 300 M), some 30 bytes a key of one step in
-        transient, where the serialization would be some 2 bytes a key of the whole set
-        (0.6 GB at 300 M IMEIs beside the bitmap and the index: issue 21 part 4).
-        `emptying`: the bitmap is emptied as it is read, each step's keys removed and their
-        containers' pages given back, so that the bitmap and the index it becomes are never
-        both whole (a delivery's 437 MB at 300 M IMEIs beside its index's 0.6 GB: 20 % of
-        the state, where issue 21 part 4 allows 5 %)."""
+        a key against a few), some 30 bytes a key of one step in transient, where the
+        serialization would be some 2 bytes a key of the whole set (issue 21 part 4). A
+        national white list is indexed from its file, with no bitmap
+        (`ListFileReader.read_white`)."""
         if len(bitmap) <= whole:
-            index = cls.from_portable(bitmap.serialize())
-            if emptying:
-                bitmap.clear()
-            return index
+            return cls.from_portable(bitmap.serialize())
         low = np.empty(len(bitmap), dtype=np.uint16)
         highs, counts = [], []
         keys = iter(bitmap)
         for start in range(0, len(low), step):
             size = min(step, len(low) - start)
-            if emptying:
-                keys = iter(bitmap)  # the removed keys' iterator would read freed containers
             piece = np.fromiter(islice(keys, size), np.uint64, size)
             low[start:start + size] = (piece & LOW_MASK).astype(np.uint16)
             high, count = _runs(piece >> np.uint64(CHUNK_BITS))
             highs.append(high)
             counts.append(count)
-            if emptying:
-                bitmap.remove_range(int(piece[0]), int(piece[-1]) + 1)
-                give_back()
         # A chunk split between two steps comes in two pieces, which from_chunks adds up.
         return cls.from_chunks(np.concatenate(highs), np.concatenate(counts), low)
 

@@ -58,8 +58,8 @@ def build_from_files(files: SourceFiles, config: Config, policy: Policy,
     if files.black:
         black, report.files["black"] = lists_reader.read_black(files.black)
     lists = Lists.build(generation, white, black)
-    # The files' bitmaps (some 0.5 GB for a national white list) are indexed now: not held
-    # beside the registry's columns, the build's largest.
+    # The black list's bitmaps are indexed now: not held beside the registry's columns,
+    # the build's largest.
     del white, black
     give_back()
     columns = DeviceColumns.empty()

@@ -22,12 +22,11 @@ from pyroaring import BitMap64
 
 from enforcer.engine.imei import imei_rules
 from enforcer.config import Config
-from enforcer.heap import give_back
 from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading_zero_count,
                                      shrink_refusal)
 from enforcer.files.listfile import ListFileReader, LoadReport
 from enforcer.engine.keyindex import KeyIndex, missing_from
-from enforcer.engine.lists import BlackReason, Lists, keys_of
+from enforcer.engine.lists import WHITE_LOW_COLUMN, BlackReason, Lists, keys_of
 from enforcer.engine.devices import (ColumnMaker, DeviceColumns, DevicesBuild, build_devices,
                                      carry_ids, in_memory)
 from enforcer.engine.realign import realign_white
@@ -92,7 +91,7 @@ def import_file(state: EnforcementState, kind: Kind, path: Path, config: Config,
     if kind is Kind.TAC_BLOCKED:
         return _import_blocked_tacs(state, path, config)
     if kind is Kind.WHITE:
-        lists, gone, report = _white(old, lists_reader, path, generation, config)
+        lists, gone, report = _white(old, lists_reader, path, generation, config, columns)
         if lists is None:
             return None, report
         devices, report.devices = realign_white(state.devices, old.white_index,
@@ -129,18 +128,16 @@ def import_file(state: EnforcementState, kind: Kind, path: Path, config: Config,
 
 
 def _white(old: Lists, reader: ListFileReader, path: Path, generation: int,
-           config: Config) -> tuple[Lists | None, np.ndarray, ImportReport]:
+           config: Config, columns: ColumnMaker) -> tuple[Lists | None, np.ndarray, ImportReport]:
     """The next generation's lists with the white list of `path` (None if refused), the
-    keys of `old`'s white list it lacks (uint64, ascending) and the report. The file's
-    bitmap (some 0.5 GB at 300 M IMEIs) is dropped once the new list's index is made from
-    it; the two lists are compared through their indexes (`missing_from`), with no bitmap of
-    the old one. The checks need only the lists' sizes: the keys a refused delivery lacks (a
-    truncated file's, most of the list) are counted, not collected."""
-    white, loaded = reader.read_white(path)
-    give_back()  # the reader's blocks, freed in pieces, before the index takes the bitmap's place
-    white_index = KeyIndex.from_bitmap(white, emptying=True)
-    del white
-    give_back()  # the bitmap's containers, freed in pieces among the index's
+    keys of `old`'s white list it lacks (uint64, ascending) and the report. The file is
+    indexed with no set of it beside the index (`ListFileReader.read_white`), the index's
+    low bits a column `columns` makes, like the registry's (mapped from the next snapshot's
+    file in the command's process); the two lists are compared through their indexes
+    (`missing_from`). The checks need only the lists' sizes: the keys a refused delivery
+    lacks (a truncated file's, most of the list) are counted, not collected."""
+    white_index, loaded = reader.read_white(
+        path, lambda count: columns(WHITE_LOW_COLUMN, count, np.dtype(np.uint16)))
     report = ImportReport(Kind.WHITE, loaded, before=len(old.white_index),
                           after=len(white_index),
                           leading_zero_before=leading_zero_count(old.white_index),

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import IO, Iterator, NamedTuple, TypeVar
+from typing import IO, Callable, Iterator, NamedTuple, TypeVar
 
 import numpy as np
 from pyroaring import BitMap64
@@ -23,7 +23,8 @@ from pyroaring import BitMap64
 from enforcer.engine.digits import ZERO, luhn_digits, matrix_values
 from enforcer.engine.imei import (IMEI_DIGITS, IMEISV_DIGITS, KEY_DIGITS, SPARE_CHECK_DIGIT,
                                   CheckDigit, ImeiRules, luhn_digit, parse_imei)
-from enforcer.engine.keyindex import sorted_unique
+from enforcer.engine.keyindex import KeyIndex, sorted_unique
+from enforcer.engine.keysort import ChunkTally, LowMaker, in_memory_low
 from enforcer.engine.lists import BLACK_REASONS, BlackReason
 from enforcer.engine.roaringfmt import bitmap_from_sorted_keys
 
@@ -34,6 +35,7 @@ NEWLINE, CARRIAGE_RETURN = ord("\n"), ord("\r")
 SPARE = int(SPARE_CHECK_DIGIT)
 TYPICAL_LINE_BYTES = 16  # one IMEI and its newline: blocks hold about csv_chunk_lines lines
 LEADING_ZERO_STRIPPED = "leading_zero_stripped"
+PIECE_KEYS = 1 << 20  # keys held back from a white list's blocks, counted and placed at a time
 T = TypeVar("T")
 # What reading a file raises when the file is at fault, not the product: the operating
 # system's refusals (nothing there, a directory, no permission, an I/O error;
@@ -168,9 +170,35 @@ class ListFileReader:
     def zero_stripped(self, reason: str = LEADING_ZERO_STRIPPED) -> ZeroStripped:
         return ZeroStripped(reason, self._report_limit)
 
-    def read_white(self, path: Path) -> tuple[BitMap64, LoadReport]:
+    def read_white(self, path: Path, make_low: LowMaker = in_memory_low
+                   ) -> tuple[KeyIndex, LoadReport]:
+        """The white list of `path` as an index, and what was read. The file is read twice
+        (`enforcer.engine.keysort`): the keys of each chunk counted, then placed in rows
+        `make_low` makes room for, so that no set of the whole list is held beside the
+        index (a bitmap was 0.44 GB at 300 M IMEIs, 20 % of a national state; issue 21
+        part 4). Raises ValueError when the file changed between the two readings."""
         report = LoadReport(str(path))
-        white = BitMap64()
+        tally = ChunkTally()
+        held = self._white_pass(path, report, tally.add)
+        for keys in _pieces(held):
+            tally.add(keys)
+        placement = tally.placement(make_low)
+        try:
+            self._white_pass(path, LoadReport(str(path)), placement.add)
+            for keys in _pieces(held):
+                placement.add(keys)
+            white = placement.index()
+        except ValueError as error:
+            raise ValueError(f"{path} changed while it was read: {error}") from None
+        report.loaded = len(white)
+        return white, report
+
+    def _white_pass(self, path: Path, report: LoadReport,
+                    take: Callable[[np.ndarray], None]) -> BitMap64:
+        """One reading of a white list: each block's keys given to `take` (uint64, in file
+        order, repeats kept), but those `ZeroStripped` holds, which are returned once the
+        file is read where their width is not settled as bad (a bitmap: in a file of
+        14-digit keys, one in ten is held)."""
         held = {KEY_DIGITS: BitMap64(), IMEI_DIGITS: BitMap64()}
         stripped = self.zero_stripped()
         first = True  # the first non-blank line, which may be a header, is still to come
@@ -192,13 +220,10 @@ class ListFileReader:
                 for width, keys_held in held.items():
                     keys_held |= bitmap_from_sorted_keys(sorted_unique(keys[holds == width]))
                 keys = keys[holds == NOT_HELD]
-            white |= bitmap_from_sorted_keys(sorted_unique(keys))
+            take(keys)
         bad = stripped.settle(report)
-        for width, keys_held in held.items():
-            if width not in bad:
-                white |= keys_held
-        report.loaded = len(white)
-        return white, report
+        return BitMap64.union(BitMap64(), *(keys_held for width, keys_held in held.items()
+                                            if width not in bad))
 
     def read_black(self, path: Path) -> tuple[dict[BlackReason, BitMap64], LoadReport]:
         report = LoadReport(str(path))
@@ -270,6 +295,14 @@ class ListFileReader:
         report.bad += 1
         if len(report.bad_rows) < self._report_limit:
             report.bad_rows.append(BadRow(number, reason, text.decode("utf-8", "replace")))
+
+
+def _pieces(keys: BitMap64) -> Iterator[np.ndarray]:
+    """A bitmap's keys, ascending, PIECE_KEYS at a time (uint64 each)."""
+    iterator = iter(keys)
+    for start in range(0, len(keys), PIECE_KEYS):
+        size = min(PIECE_KEYS, len(keys) - start)
+        yield np.fromiter(islice(iterator, size), np.uint64, size)
 
 
 def _add_by_reason(black: dict[BlackReason, BitMap64], keys: np.ndarray,
