@@ -26,7 +26,8 @@ in (pieces it freed below malloc's mmap threshold, 32 MB at most each, may stay 
 and hide there: the call's figure counts them); the state is the size of the snapshot
 generation's files. The last line is JSON: `state_mb`, and per call its
 `*_overshoot_mb`, `*_overshoot_share` (of the state), their `*_anon_*` forms and
-`*_overshoot_at` (the step at the most); `steps_over_5pct` (every step whose overshoot of
+`*_overshoot_at` (the step at the most), `*_anon_before_mb`, `*_anon_most_mb`,
+`*_anon_after_mb`; `steps_over_5pct` (every step whose overshoot of
 all resident memory passes 5 %), `max_step_share` and `max_step_anon_share`.
 """
 
@@ -147,10 +148,15 @@ def overshoots(sampled: Sampled, steps: Steps, calls: list[Call], state_mb: floa
         at = max(0, int(np.searchsorted(step_at, sampled.time[most])) - 1)
         anon_before = sampled.anon_mb[sampled.time < call.started][-1]
         anon_after = sampled.anon_mb[sampled.time > call.ended][0]
-        anon_most = sampled.anon_mb[inside].max()
-        anon_shoot = anon_most - max(anon_before, anon_after)
+        anon_most = int(np.argmax(np.where(inside, sampled.anon_mb, -1)))
+        anon_shoot = sampled.anon_mb[anon_most] - max(anon_before, anon_after)
+        anon_at = max(0, int(np.searchsorted(step_at, sampled.time[anon_most])) - 1)
         figures.update({f"{call.name}_anon_overshoot_mb": round(anon_shoot),
-                        f"{call.name}_anon_overshoot_share": round(anon_shoot / state_mb, 3)})
+                        f"{call.name}_anon_overshoot_share": round(anon_shoot / state_mb, 3),
+                        f"{call.name}_anon_before_mb": round(anon_before),
+                        f"{call.name}_anon_most_mb": round(sampled.anon_mb[anon_most]),
+                        f"{call.name}_anon_after_mb": round(anon_after),
+                        f"{call.name}_anon_overshoot_at": " > ".join(steps.seen[anon_at][1])})
         figures.update({f"{call.name}_s": round(call.ended - call.started, 1),
                         f"{call.name}_before_mb": round(before),
                         f"{call.name}_most_mb": round(sampled.total_mb[most]),

@@ -1,6 +1,7 @@
 """Streaming reader for the registry's list files: `imei[,reason]`, header optional, gzip
-accepted. A file is read a bounded number of lines at a time and each chunk is merged into
-roaring bitmaps, so a 300 M-row national list never exists as Python objects.
+accepted. A file is read a bounded number of lines at a time, so a 300 M-row national list
+never exists as Python objects: a white list into its index, in two readings
+(`enforcer.engine.keysort`), a black list's chunks merged into roaring bitmaps.
 
 IMEIs whose leading zero a spreadsheet stripped are recognised in every file that holds
 IMEIs (`ZeroStripped`) and reported as bad rows of their own reason. A file that cannot be
