@@ -10,7 +10,9 @@ snapshot is left as it was, so the bench can run again):
   import  the snapshot loaded, then `registry import --kind white` of DIR/white.csv as the
           command runs it (read, index, compare, check, next lists, realign into a draft);
   fold    the snapshot loaded, a year of registry changes laid over it (`bench/importing.py`'s,
-          not measured), then the fold into a draft.
+          not measured), then the fold into a draft;
+  fold_day  the same with a day's changes (the year's, scaled): more than the fold job folds
+          at a time (every six hours, `jobs.fold_cron`).
 
 A sampler process reads the stage's resident memory (/proc status: RssAnon, RssFile,
 RssShmem) every `--every-ms`; a thread in the stage notes, every 20 ms, the product's frames
@@ -55,6 +57,7 @@ from enforcer.heap import give_back
 from rules.policy import load_policy
 
 SHARE_GOAL = 0.05  # issue 21 part 4: of the state
+DAYS_A_YEAR = 365
 LABEL_EVERY_S = 0.02
 SETTLE_S = 0.2
 PRODUCT = tuple(f"{PROJECT_ROOT}/{package}/" for package in ("enforcer", "rules"))
@@ -252,21 +255,27 @@ def stage_import(args: argparse.Namespace) -> dict[str, object]:
     return measured(args, work)
 
 
-def stage_fold(args: argparse.Namespace) -> dict[str, object]:
+def stage_fold(args: argparse.Namespace, name: str = "fold", days: int = DAYS_A_YEAR
+               ) -> dict[str, object]:
     from importing import NATIONAL_ROWS, a_year
 
     def work(call) -> None:
         state = load_snapshot(args.dir / "state", load_policy())
-        year = a_year(state, np.load(args.dir / "spare-tacs.npy"),
-                      len(state.lists.white_index) / NATIONAL_ROWS)
-        state = replace(state, overlay=year)
+        changes = a_year(state, np.load(args.dir / "spare-tacs.npy"),
+                         len(state.lists.white_index) / NATIONAL_ROWS * days / DAYS_A_YEAR)
+        state = replace(state, overlay=changes)
         with SnapshotDraft(args.dir / "state", state.generation + 1) as draft:
-            call("fold", fold, state, state.generation + 1, columns=draft.column)
+            call(name, fold, state, state.generation + 1, columns=draft.column)
 
     return measured(args, work)
 
 
-STAGES = {"load": stage_load, "import": stage_import, "fold": stage_fold}
+def stage_fold_day(args: argparse.Namespace) -> dict[str, object]:
+    return stage_fold(args, "fold_day", 1)
+
+
+STAGES = {"load": stage_load, "import": stage_import, "fold": stage_fold,
+          "fold_day": stage_fold_day}
 
 
 def main() -> None:

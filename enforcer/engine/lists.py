@@ -108,12 +108,18 @@ class Lists:
         # Not a union bitmap: black-listed IMEIs are scattered, one roaring container each
         # (about 70 bytes a key), so a second bitmap of them all would cost hundreds of MB.
         by_reason = [black.get(r, np.zeros(0, np.uint64)) for r in BLACK_REASONS]
-        black_index = KeyIndex.from_sorted_keys(sorted_unique(np.concatenate(by_reason)))
+        # Sorted in place and kept for the white list's lookup: a sorted copy and the
+        # index's keys again were 48 MB more of a national load's transient (3 M keys).
+        keys = np.concatenate(by_reason)
+        keys.sort()
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+        black_index = KeyIndex.from_sorted_keys(keys)
         held = np.zeros(len(black_index), dtype=np.uint8)
-        for code, keys in enumerate(by_reason):
-            held[black_index.rows(keys)] |= np.uint8(1 << code)
+        for code, named in enumerate(by_reason):
+            held[black_index.rows(named)] |= np.uint8(1 << code)
         white_index = white if isinstance(white, KeyIndex) else KeyIndex.from_bitmap(white)
-        black_rows = _white_rows(white_index, black_index.keys())
+        black_rows = _white_rows(white_index, keys)
+        del keys
         return cls(generation, cut_imeis, cut_pairs, white_index, black_index, held,
                    KeyIndex.from_bitmap(cut_imeis),
                    RankBits.from_positions(len(white_index), black_rows[black_rows != ABSENT]))
