@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enforcer.engine.keyindex import KeyIndex
+from enforcer.engine.keyindex import ABSENT, KeyIndex
 from enforcer.engine.realign import realign_white
 from enforcer.engine.lists import Lists
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
-from enforcer.engine.rankbits import WORD_BITS, BitsDraft, RankBits
+from enforcer.engine.rankbits import FEW_ROWS, WORD_BITS, BitsDraft, RankBits
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import (CURRENT, DRAFT_LOCK, SNAPSHOT_FORMAT, WHITE_ARRAYS,
                                       SnapshotDraft, load_snapshot, save_snapshot)
@@ -102,6 +102,18 @@ def test_owners_of_thirteen_digits_and_every_source_share_six_bytes() -> None:
     assert [(v.owner, v.source) for v in views] == list(zip(owners, SOURCES))
     with pytest.raises(ValueError, match="more than 13 digits"):
         build([DeviceRecord((11,), OWNER_LIMIT, Source.IMPORT, DAY)])
+
+
+def test_device_slots_looked_up_a_step_at_a_time_are_each_row_s(monkeypatch) -> None:
+    """Many rows are looked up SLOTS_AT_ONCE at a time (a fold's overlay IMEIs), with the
+    answers of one row at a time: first and other slots, no device, ABSENT."""
+    devices, _, index = build([DeviceRecord((32, 30, 31), 989120000003, Source.PASSENGER, DAY),
+                               DeviceRecord((12, 40), 989120000001, Source.REPAIR, DAY),
+                               DeviceRecord((11,), None, Source.IMPORT, DAY)])
+    rows = np.array([*range(len(WHITE)), ABSENT] * 7)
+    monkeypatch.setattr("enforcer.engine.devices.SLOTS_AT_ONCE", FEW_ROWS + 3)
+    assert devices.device_slots(rows).tolist() == [devices.device_slot(int(row))
+                                                   for row in rows]
 
 
 def test_an_empty_registry_answers_no_device() -> None:

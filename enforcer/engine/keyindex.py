@@ -226,70 +226,72 @@ class KeyIndex:
                 low_column: Callable[[int], np.ndarray] | None = None) -> KeyIndex:
         """This set with each of `keys` (strictly increasing) taken out where `removing`
         (bool, a key each) is set, else put in (kept if there): a fold's white list, the
-        overlay's IMEIs that leave or are placed. The keys are looked up CHANGED_KEYS at a
-        time, of the fresh ones only their ranks (uint32 while the set has fewer than 2^32
-        keys) and low bits are held, and their low bits are placed CHANGED_ROWS rows at a
-        time into the new column: no bitmap of the set or all its keys (some 3 GB at 300 M
-        keys), and some 6 bytes a key put in, 8 a key taken out (the keys, their rows and
-        ranks whole were 15 % of a national state beside a year's changes: issue 21 part 4).
-        The new column (uint16, a key each) is `low_column(count)`'s, or in memory: one
-        mapped from a file is let go of as it is written, and this set's where it is mapped
-        as it is read. Raises ValueError for keys not strictly increasing or a mask of
-        another length."""
+        overlay's IMEIs that leave or are placed. Both are sorted, so the keys' rows and the
+        set's come in one order: the keys are looked up CHANGED_KEYS at a time (twice: once
+        to count the new set), the fresh ones' low bits written into the new column as they
+        are found, and the set's rows moved CHANGED_ROWS at a time, with only the keys a
+        step of rows reaches held (their rows, or runs of equal ranks: a new TAC's IMEIs
+        all rank alike). No bitmap of the set or all its keys (some 3 GB at 300 M keys),
+        nor the fresh keys' ranks and low bits whole (a year's 16 M, 6.5 % of a national
+        state: issue 21 part 4). The new column (uint16, a key each) is
+        `low_column(count)`'s, or in memory: one mapped from a file is let go of as it is
+        written, and this set's where it is mapped as it is read. Raises ValueError for keys
+        not strictly increasing or a mask of another length."""
         keys = _increasing(keys, "keys")
         removing = np.asarray(removing, dtype=bool)
         if len(removing) != len(keys):
             raise ValueError(f"{len(removing)} flags for {len(keys)} keys")
-        # The fresh keys' ranks and low bits written in place as they are found (joined from
-        # pieces, they would be held twice), in arrays room for every key put in.
-        adding = len(keys) - int(np.count_nonzero(removing))
-        fresh_rank = np.empty(adding, np.uint32 if len(self.low) < 1 << 32 else np.int64)
-        fresh_low = np.empty(adding, np.uint16)
-        gone, fresh_high, fresh_count = [np.zeros(0, np.int64)], [], []
-        found = 0
-        for start in range(0, len(keys), CHANGED_KEYS):
-            part, out = keys[start:start + CHANGED_KEYS], removing[start:start + CHANGED_KEYS]
-            rows = self.rows_sorted(part)
-            gone.append(rows[out & (rows != ABSENT)])
-            fresh = part[~out & (rows == ABSENT)]
-            fresh_rank[found:found + len(fresh)] = self.ranks(fresh)
-            fresh_low[found:found + len(fresh)] = fresh & LOW_MASK
-            found += len(fresh)
-            high, count = _runs(fresh >> np.uint64(CHUNK_BITS))
-            fresh_high.append(high)
-            fresh_count.append(count)
+        count = len(self.low)
+        for part, out in _parts(keys, removing):
+            present = self.rows_sorted(part) != ABSENT
+            count += int(np.count_nonzero(~out & ~present)) - int(np.count_nonzero(out & present))
             let_go(self.low)  # looked up all over it
-        gone = np.concatenate(gone)
-        fresh_rank, fresh_low = fresh_rank[:found], fresh_low[:found]
-        count = len(self.low) - len(gone) + found
         low = low_column(count) if low_column else np.empty(count, dtype=np.uint16)
-        for start in range(0, found, CHANGED_KEYS):
-            ranks = fresh_rank[start:start + CHANGED_KEYS].astype(np.int64)
-            low[ranks - np.searchsorted(gone, ranks) + np.arange(start, start + len(ranks))] = (
-                fresh_low[start:start + CHANGED_KEYS])
-            let_go(low)  # written all over it
-        # A kept row moves up one for each fresh key ranked at or below it and down one for
-        # each gone row below it: both counted along the slice, not searched row by row.
+        runs: list[tuple[np.ndarray, np.ndarray]] = []  # each part's chunks changed, +/- keys
+        reached = _Reached(self._changes(keys, removing, low, runs))
         for start in range(0, len(self.low), CHANGED_ROWS):
             stop = min(start + CHANGED_ROWS, len(self.low))
-            gone_from, gone_to = np.searchsorted(gone, [start, stop]).tolist()
-            # Bounds in the ranks' own dtype: a list would be int64, and numpy would copy
-            # every uint32 rank to search them (120 MB and some 20 ms a slice at a year's).
-            fresh_from, fresh_to = np.searchsorted(
-                fresh_rank, np.array([start, stop], dtype=fresh_rank.dtype)).tolist()
-            out = np.bincount(gone[gone_from:gone_to] - start, minlength=stop - start)
-            into = np.bincount(fresh_rank[fresh_from:fresh_to].astype(np.int64) - start,
-                               minlength=stop - start)
-            shift = np.cumsum(into) - np.cumsum(out) + (fresh_from - gone_from)
+            gone, into_at, into_count, before = reached.below(stop)
+            # A kept row moves up one for each fresh key ranked at or below it and down one
+            # for each gone row below it: both counted along the slice.
+            out = np.bincount(gone - start, minlength=stop - start)
+            into = np.zeros(stop - start, dtype=np.int64)
+            np.add.at(into, into_at - start, into_count)  # a rank's run may span two parts
+            shift = np.cumsum(into) - np.cumsum(out) + before
             kept = np.flatnonzero(out == 0)
             low[start + kept + shift[kept]] = self.low[start:stop][kept]
             let_go(self.low, low)  # where mapped (a fold's process): read once, not held
-        # Each chunk's change a piece: the keys changed are sorted, so a run of them each (a
-        # chunk split between two steps in two pieces, which from_chunks adds up).
-        gone_high, gone_count = _runs(self.keys_at(gone) >> np.uint64(CHUNK_BITS))
+        reached.drain()  # fresh keys ranked past every row
         return KeyIndex.from_chunks(
-            np.concatenate([self.chunk_high, gone_high, *fresh_high]),
-            np.concatenate([np.diff(self.chunk_start), -gone_count, *fresh_count]), low)
+            np.concatenate([self.chunk_high, *(high for high, _ in runs)]),
+            np.concatenate([np.diff(self.chunk_start), *(change for _, change in runs)]), low)
+
+    def _changes(self, keys: np.ndarray, removing: np.ndarray, low: np.ndarray,
+                 runs: list[tuple[np.ndarray, np.ndarray]]
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`changed`'s keys, a part at a time, in order: each fresh key's low bits written
+        into `low` at its new row, and the part's changed chunks (high bits, keys added or
+        taken out) appended to `runs`; yields the part's gone rows (ascending, int64) and
+        its fresh keys' ranks as runs of equal ones (ranks, counts; int64)."""
+        gone_before = fresh_before = 0
+        for part, out in _parts(keys, removing):
+            rows = self.rows_sorted(part)
+            gone = rows[out & (rows != ABSENT)]
+            fresh = part[~out & (rows == ABSENT)]
+            ranks = self.ranks(fresh)
+            taken = part[out & (rows != ABSENT)] >> np.uint64(CHUNK_BITS)
+            del rows
+            low[ranks - gone_before - np.searchsorted(gone, ranks)
+                + np.arange(fresh_before, fresh_before + len(fresh))] = fresh & LOW_MASK
+            let_go(self.low, low)  # looked up and written all over them
+            gone_high, gone_count = _runs(taken)
+            fresh_high, fresh_count = _runs(fresh >> np.uint64(CHUNK_BITS))
+            runs.append((np.concatenate([gone_high, fresh_high]),
+                         np.concatenate([-gone_count, fresh_count])))
+            gone_before += len(gone)
+            fresh_before += len(fresh)
+            rank_at, rank_count = _runs(ranks)
+            yield gone, rank_at.astype(np.int64), rank_count
 
     def compress(self, keep: np.ndarray) -> KeyIndex:
         """The keys of the rows where `keep` (bool, a row each) is true."""
@@ -465,6 +467,49 @@ def among(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
         return np.zeros(len(values), dtype=bool)
     at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
     return sorted_values[at] == values
+
+
+def _parts(keys: np.ndarray, removing: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for start in range(0, len(keys), CHANGED_KEYS):
+        yield keys[start:start + CHANGED_KEYS], removing[start:start + CHANGED_KEYS]
+
+
+class _Reached:
+    """`KeyIndex._changes`' parts read as far as a step of rows needs: the gone rows and the
+    fresh ranks below a row, the rest held for the next step."""
+
+    def __init__(self, parts: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        self._parts = parts
+        self._gone: list[np.ndarray] = [np.zeros(0, np.int64)]
+        self._at: list[np.ndarray] = [np.zeros(0, np.int64)]
+        self._count: list[np.ndarray] = [np.zeros(0, np.int64)]
+        self._ended = False
+        self._before = 0  # fresh keys less gone rows below the rows handed out so far
+
+    def below(self, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The gone rows below `stop` and the fresh ranks below it (runs: ranks, counts)
+        not handed out before, and how many fresh keys less gone rows were before them."""
+        while not self._ended and max(self._gone[-1][-1:].tolist() + self._at[-1][-1:].tolist(),
+                                      default=-1) < stop:
+            try:
+                gone, at, count = next(self._parts)
+            except StopIteration:
+                self._ended = True
+                break
+            self._gone.append(gone)
+            self._at.append(at)
+            self._count.append(count)
+        gone, at, count = (np.concatenate(held) for held in (self._gone, self._at, self._count))
+        gone_to = int(np.searchsorted(gone, stop))
+        at_to = int(np.searchsorted(at, stop))
+        self._gone, self._at, self._count = [gone[gone_to:]], [at[at_to:]], [count[at_to:]]
+        before = self._before
+        self._before += int(count[:at_to].sum()) - gone_to
+        return gone[:gone_to], at[:at_to], count[:at_to], before
+
+    def drain(self) -> None:
+        for _ in self._parts:
+            pass
 
 
 def _increasing(keys: np.ndarray, name: str) -> np.ndarray:
