@@ -227,10 +227,10 @@ class KeyIndex:
         """This set with each of `keys` (strictly increasing) taken out where `removing`
         (bool, a key each) is set, else put in (kept if there): a fold's white list, the
         overlay's IMEIs that leave or are placed. Both are sorted, so the keys' rows and the
-        set's come in one order: the keys are looked up CHANGED_KEYS at a time (twice: once
-        to count the new set), the fresh ones' low bits written into the new column as they
-        are found, and the set's rows moved CHANGED_ROWS at a time, with only the keys a
-        step of rows reaches held (their rows, or runs of equal ranks: a new TAC's IMEIs
+        set's come in one order: the keys are looked up CHANGED_KEYS at a time (to count the
+        new set, a bit a key kept), the fresh ones' low bits written into the new column as
+        they are ranked, and the set's rows moved CHANGED_ROWS at a time, with only the keys
+        a step of rows reaches held (their rows, or runs of equal ranks: a new TAC's IMEIs
         all rank alike). No bitmap of the set or all its keys (some 3 GB at 300 M keys),
         nor the fresh keys' ranks and low bits whole (a year's 16 M, 6.5 % of a national
         state: issue 21 part 4). The new column (uint16, a key each) is
@@ -242,13 +242,15 @@ class KeyIndex:
         if len(removing) != len(keys):
             raise ValueError(f"{len(removing)} flags for {len(keys)} keys")
         count = len(self.low)
+        held: list[np.ndarray] = []  # each part's keys in the set, a bit each
         for part, out in _parts(keys, removing):
             present = self.rows_sorted(part) != ABSENT
             count += int(np.count_nonzero(~out & ~present)) - int(np.count_nonzero(out & present))
+            held.append(np.packbits(present))
             let_go(self.low)  # looked up all over it
         low = low_column(count) if low_column else np.empty(count, dtype=np.uint16)
         runs: list[tuple[np.ndarray, np.ndarray]] = []  # each part's chunks changed, +/- keys
-        reached = _Reached(self._changes(keys, removing, low, runs))
+        reached = _Reached(self._changes(keys, removing, held, low, runs))
         for start in range(0, len(self.low), CHANGED_ROWS):
             stop = min(start + CHANGED_ROWS, len(self.low))
             gone, into_at, into_count, before = reached.below(stop)
@@ -266,21 +268,24 @@ class KeyIndex:
             np.concatenate([self.chunk_high, *(high for high, _ in runs)]),
             np.concatenate([np.diff(self.chunk_start), *(change for _, change in runs)]), low)
 
-    def _changes(self, keys: np.ndarray, removing: np.ndarray, low: np.ndarray,
-                 runs: list[tuple[np.ndarray, np.ndarray]]
+    def _changes(self, keys: np.ndarray, removing: np.ndarray, held: list[np.ndarray],
+                 low: np.ndarray, runs: list[tuple[np.ndarray, np.ndarray]]
                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """`changed`'s keys, a part at a time, in order: each fresh key's low bits written
-        into `low` at its new row, and the part's changed chunks (high bits, keys added or
-        taken out) appended to `runs`; yields the part's gone rows (ascending, int64) and
-        its fresh keys' ranks as runs of equal ones (ranks, counts; int64)."""
+        """`changed`'s keys, a part at a time, in order, with `held` (each part's keys in
+        the set, packed bits: only the keys taken out are looked up again): each fresh key's
+        low bits written into `low` at its new row, and the part's changed chunks (high
+        bits, keys added or taken out) appended to `runs`; yields the part's gone rows
+        (ascending, int64) and its fresh keys' ranks as runs of equal ones (ranks, counts;
+        int64)."""
         gone_before = fresh_before = 0
-        for part, out in _parts(keys, removing):
-            rows = self.rows_sorted(part)
-            gone = rows[out & (rows != ABSENT)]
-            fresh = part[~out & (rows == ABSENT)]
+        for (part, out), bits in zip(_parts(keys, removing), held):
+            present = np.unpackbits(bits, count=len(part)).astype(bool)
+            taken = part[out & present]
+            gone = self.rows_sorted(taken)
+            fresh = part[~out & ~present]
             ranks = self.ranks(fresh)
-            taken = part[out & (rows != ABSENT)] >> np.uint64(CHUNK_BITS)
-            del rows
+            taken >>= np.uint64(CHUNK_BITS)
+            del present
             low[ranks - gone_before - np.searchsorted(gone, ranks)
                 + np.arange(fresh_before, fresh_before + len(fresh))] = fresh & LOW_MASK
             let_go(self.low, low)  # looked up and written all over them
