@@ -40,16 +40,13 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import POSITIONS_AT_ONCE, WORD_BITS, BitsDraft, RankBits
 
 # Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: some
-# 60 MB of transient, under 3 % of a national state's 2.2 GB (issue 21 part 4: 5 %; 2^21
-# rows were 5.6 %, measured by bench/transients.py).
-REALIGN_ROWS = 1 << 20
+# 30 MB of transient, under 2 % of a national state's 2.2 GB (issue 21 part 4: 5 %; 2^21
+# rows were 5.6 %, measured by bench/transients.py), and the stream a fifth faster than
+# at 2^20 (36 s against 45 s of a year's fold at 300 M IMEIs).
+REALIGN_ROWS = 1 << 19
 # Devices whose columns are read, renumbered or written at a time: 16 to 50 bytes each of
 # transient, 50 MB at most (2^22 were 9 % of the state while a fold wrote its columns).
 DEVICES_AT_ONCE = 1 << 20
-# The chunks' arrays, freed below malloc's mmap threshold, stay in the heap until given
-# back: some 0.1 GB by the stream's end (4.6 % of a national state); given back after this
-# many chunks (a give-back a chunk cost a third of the stream's time more).
-GIVE_BACK_CHUNKS = 8
 _SHIFT = np.uint32(SLOT_BITS)
 _ROW_SHIFT = np.uint64(32)
 _INDEX_MASK = np.uint64((1 << 32) - 1)
@@ -169,6 +166,9 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     _stream(devices, old_index, new_index, renumbering, first_bits, other_bits, coded,
             other_rows, (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
             | rebuilt.imei_slot[others].astype(np.uint32), chunk_rows)
+    # The stream's and the columns' pieces, freed below malloc's mmap threshold, stay in the
+    # heap until given back (some 0.1 GB by the stream's end), under what comes after them.
+    # Given back within the stream, every few chunks, it took a fifth longer.
     give_back()
     owner_source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
                                                   new_of_order, count, columns)
@@ -266,8 +266,6 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
         first_bits.set(first_rows)
         other_bits.set(other_rows)
         let_go(*devices.columns(), old_index.low, new_index.low)
-        if (start // chunk_rows) % GIVE_BACK_CHUNKS == GIVE_BACK_CHUNKS - 1:
-            give_back()
         present = new_rows[new_rows != ABSENT]
         if not len(present):
             continue
