@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from enforcer.engine.events import AttachBatch
 from enforcer.engine.imei import ImeiRules, luhn_digit
-from enforcer.files.listfile import ListFileReader, LoadReport
+from enforcer.engine.keysort import ChunkTally
+from enforcer.files.listfile import CHANGED_WHILE_READ, ListFileReader, LoadReport
 from enforcer.engine.keyindex import KeyIndex
 from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists, keys_of
 from enforcer.engine.devices import Devices
@@ -163,6 +164,34 @@ def test_a_black_list_row_that_lost_its_leading_zero_is_bad(tmp_path: Path,
     assert [(b.line, b.reason) for b in report.bad_rows] == [
         (2, "leading_zero_stripped"), (5, "leading_zero_stripped")]
     assert (report.bad, report.leading_zero_stripped, report.loaded) == (2, 2, 4)
+
+
+@pytest.mark.parametrize("then", ["more", "fewer", "other", "gone"])
+def test_a_white_list_that_reads_otherwise_the_second_time_is_refused(
+        tmp_path: Path, rules: ImeiRules, monkeypatch, then: str) -> None:
+    """A white list is read twice (counted, then placed): a file replaced, cut or removed
+    between the two readings is not indexed from half of each, but refused, as one that
+    cannot be read to its end."""
+    path = tmp_path / "white.csv"
+    imeis = [f"{key}{luhn_digit(str(key))}" for key in range(35209900176100, 35209900176160)]
+    path.write_text("".join(f"{imei}\n" for imei in imeis))
+    count = ChunkTally.placement
+
+    def changed_first(self, *args):
+        if then == "gone":
+            path.unlink()
+        else:
+            path.write_text("".join(f"{imei}\n" for imei in {
+                "more": imeis + ["490154203237518"], "fewer": imeis[:-1],
+                "other": ["490154203237518", *imeis[1:]]}[then]))
+        return count(self, *args)
+
+    monkeypatch.setattr(ChunkTally, "placement", changed_first)
+    white, report = reader(rules).read_white(path)
+    assert (len(white), report.rows) == (0, 60)
+    assert report.unreadable == (CHANGED_WHILE_READ if then != "gone" else
+                                 "No such file or directory")
+    assert file_refusal(report, 0.5) == f"not readable: {report.unreadable}"
 
 
 def test_bad_row_report_is_bounded_but_counts_all(tmp_path: Path, rules: ImeiRules) -> None:

@@ -41,8 +41,7 @@ from enforcer.engine.rankbits import POSITIONS_AT_ONCE, WORD_BITS, BitsDraft, Ra
 
 # Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: some
 # 30 MB of transient, under 2 % of a national state's 2.2 GB (issue 21 part 4: 5 %; 2^21
-# rows were 5.6 %, measured by bench/transients.py), and the stream a fifth faster than
-# at 2^20 (36 s against 45 s of a year's fold at 300 M IMEIs).
+# rows were 5.6 %, measured by bench/transients.py).
 REALIGN_ROWS = 1 << 19
 # Devices whose columns are read, renumbered or written at a time: 16 to 50 bytes each of
 # transient, 50 MB at most (2^22 were 9 % of the state while a fold wrote its columns).
@@ -167,8 +166,8 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
             other_rows, (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
             | rebuilt.imei_slot[others].astype(np.uint32), chunk_rows)
     # The stream's and the columns' pieces, freed below malloc's mmap threshold, stay in the
-    # heap until given back (some 0.1 GB by the stream's end), under what comes after them.
-    # Given back within the stream, every few chunks, it took a fifth longer.
+    # heap until given back (some 0.1 GB by the stream's end: an import's largest transient,
+    # 4.6 % of a national state), under what comes after them.
     give_back()
     owner_source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
                                                   new_of_order, count, columns)

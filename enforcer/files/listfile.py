@@ -36,6 +36,7 @@ NEWLINE, CARRIAGE_RETURN = ord("\n"), ord("\r")
 SPARE = int(SPARE_CHECK_DIGIT)
 TYPICAL_LINE_BYTES = 16  # one IMEI and its newline: blocks hold about csv_chunk_lines lines
 LEADING_ZERO_STRIPPED = "leading_zero_stripped"
+CHANGED_WHILE_READ = "the file changed while it was read"
 PIECE_KEYS = 1 << 20  # keys held back from a white list's blocks, counted and placed at a time
 T = TypeVar("T")
 # What reading a file raises when the file is at fault, not the product: the operating
@@ -177,20 +178,23 @@ class ListFileReader:
         (`enforcer.engine.keysort`): the keys of each chunk counted, then placed in rows
         `make_low` makes room for, so that no set of the whole list is held beside the
         index (a bitmap was 0.44 GB at 300 M IMEIs, 20 % of a national state; issue 21
-        part 4). Raises ValueError when the file changed between the two readings."""
+        part 4). A file that reads otherwise the second time (changed, cut, gone) is
+        `unreadable` in the report, with an empty list: the delivery is refused."""
         report = LoadReport(str(path))
         tally = ChunkTally()
         held = self._white_pass(path, report, tally.add)
         for keys in _pieces(held):
             tally.add(keys)
         placement = tally.placement(make_low)
+        again = LoadReport(str(path))
         try:
-            self._white_pass(path, LoadReport(str(path)), placement.add)
+            self._white_pass(path, again, placement.add)
             for keys in _pieces(held):
                 placement.add(keys)
             white = placement.index()
-        except ValueError as error:
-            raise ValueError(f"{path} changed while it was read: {error}") from None
+        except ValueError:
+            report.unreadable = again.unreadable or CHANGED_WHILE_READ
+            return KeyIndex.from_sorted_keys(np.zeros(0, np.uint64)), report
         report.loaded = len(white)
         return white, report
 
