@@ -20,7 +20,7 @@ from enforcer.engine.imei import ImeiRules, luhn_digit
 from enforcer.engine.keysort import ChunkTally
 from enforcer.files.listfile import CHANGED_WHILE_READ, ListFileReader, LoadReport
 from enforcer.engine.keyindex import KeyIndex
-from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists, keys_of
+from enforcer.engine.lists import BLACK_REASONS, NO_REASON, BlackReason, Lists
 from enforcer.engine.devices import Devices
 from enforcer.engine.state import EnforcementState, StateHolder
 from enforcer.files.snapshots import (SnapshotConflict, load_snapshot, prune_generations,

@@ -25,7 +25,7 @@ from enforcer.config import Config
 from enforcer.files.delivery import (file_refusal, leading_zero_refusal, leading_zero_count,
                                      shrink_refusal)
 from enforcer.files.listfile import ListFileReader, LoadReport
-from enforcer.engine.keyindex import KeyIndex, missing_from
+from enforcer.engine.keyindex import missing_from
 from enforcer.engine.lists import WHITE_LOW_COLUMN, BlackReason, Lists, keys_of
 from enforcer.engine.devices import (ColumnMaker, DeviceColumns, DevicesBuild, build_devices,
                                      carry_ids, in_memory)
