@@ -26,6 +26,7 @@ from enforcer.engine.deviceids import NO_IDS, DeviceIds
 from enforcer.engine.otherslots import (FAR_CODE, NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK,
                                         OtherSlots, scan_other_slots)
 from enforcer.engine.rankbits import FEW_ROWS, RankBits
+from enforcer.engine.steps import in_steps
 
 MAX_SLOTS = 1 << SLOT_BITS
 NO_DEVICE = np.uint32(np.iinfo(np.uint32).max)
@@ -210,13 +211,10 @@ class Devices:
         """device << SLOT_BITS | slot per white-list row, NO_DEVICE for ABSENT rows."""
         if len(rows) <= FEW_ROWS:
             return np.array([self.device_slot(row) for row in rows.tolist()], dtype=np.uint32)
+        if len(rows) > SLOTS_AT_ONCE:
+            return in_steps(self.device_slots, rows, SLOTS_AT_ONCE, np.uint32)
         out = np.full(len(rows), NO_DEVICE, dtype=np.uint32)
         if not self.rows:
-            return out
-        if len(rows) > SLOTS_AT_ONCE:
-            for start in range(0, len(rows), SLOTS_AT_ONCE):
-                out[start:start + SLOTS_AT_ONCE] = self.device_slots(
-                    rows[start:start + SLOTS_AT_ONCE])
             return out
         valid = np.flatnonzero(rows != ABSENT)
         first, device = self.first_slot.test_and_rank(rows[valid])

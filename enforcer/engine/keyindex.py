@@ -19,6 +19,7 @@ import numpy as np
 from pyroaring import BitMap64
 
 from enforcer.heap import let_go
+from enforcer.engine.steps import in_steps
 from enforcer.engine.roaringfmt import (CONTAINER_BITS, Buffer, index_arrays, run_starts,
                                        serialize_chunks)
 
@@ -195,7 +196,7 @@ class KeyIndex:
         keys = np.asarray(keys, dtype=np.uint64)
         if len(keys) <= LOOKUP_KEYS:
             return lower_bounds(self.low, *self._slices(keys), self.search_steps)
-        return _in_steps(self.ranks, keys)
+        return in_steps(self.ranks, keys, LOOKUP_KEYS, np.int64)
 
     def _slices(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each key: the rows of its chunk (start, end: an empty slice at the rows above
@@ -320,7 +321,7 @@ class KeyIndex:
         if len(keys) > LOOKUP_KEYS:
             # Sorted a step at a time: sorted whole, a fold's 25 M rebuilt IMEIs were some 32
             # bytes each at once, 0.8 GB (issue 21 part 4).
-            return _in_steps(self.rows, keys)
+            return in_steps(self.rows, keys, LOOKUP_KEYS, np.int64)
         # Searching in key order keeps each step's reads close together in memory.
         order = np.argsort(keys)
         ranked = self.rows_sorted(keys[order])
@@ -355,17 +356,8 @@ class KeyIndex:
         if len(keys) <= FEW_KEYS:
             return np.array([self.row(key) for key in keys.tolist()], dtype=np.int64)
         if len(keys) > LOOKUP_KEYS:
-            return _in_steps(self.rows_sorted, keys)
+            return in_steps(self.rows_sorted, keys, LOOKUP_KEYS, np.int64)
         return find_in_ranges(self.low, *self._slices(keys), self.search_steps)
-
-
-def _in_steps(lookup: Callable[[np.ndarray], np.ndarray], keys: np.ndarray) -> np.ndarray:
-    """`lookup` of LOOKUP_KEYS keys at a time, each step's answers written into one int64
-    array: a list of them concatenated was as large again."""
-    out = np.empty(len(keys), dtype=np.int64)
-    for start in range(0, len(keys), LOOKUP_KEYS):
-        out[start:start + LOOKUP_KEYS] = lookup(keys[start:start + LOOKUP_KEYS])
-    return out
 
 
 def rows_in(old: KeyIndex, new: KeyIndex, start: int, end: int) -> np.ndarray:

@@ -3,11 +3,12 @@ have it (rank), for a whole batch of rows at once. One bit a row plus 4 bytes pe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from enforcer.engine.steps import in_steps
 
 WORD_BITS = 64
 WORD_BITS_LOG2 = 6
@@ -71,7 +72,7 @@ class RankBits:
         """Each row's bit; bool. POSITIONS_AT_ONCE rows at a time."""
         rows = np.asarray(rows)
         if rows.ndim and len(rows) > POSITIONS_AT_ONCE:
-            return _in_steps(self.test, rows, bool)
+            return in_steps(self.test, rows, POSITIONS_AT_ONCE, bool)
         rows = rows.astype(np.uint64, copy=False)
         word = self.words[rows >> WORD_SHIFT]
         return ((word >> (rows & BIT_MASK)) & ONE).astype(bool)
@@ -80,7 +81,7 @@ class RankBits:
         """Set bits strictly before each row; int64. POSITIONS_AT_ONCE rows at a time."""
         rows = np.asarray(rows)
         if rows.ndim and len(rows) > POSITIONS_AT_ONCE:
-            return _in_steps(self.rank, rows, np.int64)
+            return in_steps(self.rank, rows, POSITIONS_AT_ONCE, np.int64)
         rows = rows.astype(np.uint64, copy=False)
         at = rows >> WORD_SHIFT
         below = (ONE << (rows & BIT_MASK)) - ONE
@@ -143,15 +144,6 @@ class RankBits:
                     return word * WORD_BITS + bit
                 left -= 1
         raise IndexError(k)
-
-
-def _in_steps(lookup: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
-              dtype: type) -> np.ndarray:
-    """`lookup` of `rows`, POSITIONS_AT_ONCE of them at a time, into one array."""
-    out = np.empty(len(rows), dtype=dtype)
-    for start in range(0, len(rows), POSITIONS_AT_ONCE):
-        out[start:start + POSITIONS_AT_ONCE] = lookup(rows[start:start + POSITIONS_AT_ONCE])
-    return out
 
 
 class BitsDraft:
