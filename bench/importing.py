@@ -193,7 +193,8 @@ def stage_fold(args: argparse.Namespace) -> dict:
     laid_rss = rss_mb()
     with PeakWhere() as peak, SnapshotDraft(args.dir / "state",
                                             state.generation + 1) as draft:
-        folded, report = fold(state, state.generation + 1, columns=draft.column)
+        folded, report = fold(state, state.generation + 1, columns=draft.column,
+                              spill=draft.spill)
         done_fold = time.perf_counter()
         save_snapshot(folded, args.dir / "state", draft)
     done = time.perf_counter()

@@ -265,7 +265,8 @@ def stage_fold(args: argparse.Namespace, name: str = "fold", days: int = DAYS_A_
                          len(state.lists.white_index) / NATIONAL_ROWS * days / DAYS_A_YEAR)
         state = replace(state, overlay=changes)
         with SnapshotDraft(args.dir / "state", state.generation + 1) as draft:
-            call(name, fold, state, state.generation + 1, columns=draft.column)
+            call(name, fold, state, state.generation + 1, columns=draft.column,
+                 spill=draft.spill)
 
     return measured(args, work)
 

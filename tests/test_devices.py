@@ -19,6 +19,7 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.otherslots import NEAR_AFTER, NEAR_BEFORE, SLOT_BITS, SLOT_MASK, OtherSlots
 from enforcer.engine.rankbits import FEW_ROWS, WORD_BITS, BitsDraft, RankBits
 from enforcer.engine.state import EnforcementState
+from enforcer.heap import let_go
 from enforcer.files.snapshots import (CURRENT, DRAFT_LOCK, SNAPSHOT_FORMAT, WHITE_ARRAYS,
                                       SnapshotDraft, load_snapshot, save_snapshot)
 from enforcer.engine.devices import (NO_DEVICE, OWNER_LIMIT, SOURCES, Cartables,
@@ -166,6 +167,21 @@ def test_a_registry_written_into_its_files_as_it_is_built_saves_as_one_held_whol
     assert [again.device(d, lists.white_index) for d in range(want.count)] == [
         want.device(d, lists.white_index) for d in range(want.count)]
     assert want.count == 2
+
+
+def test_a_draft_s_spill_is_a_mapped_file_already_removed_that_keeps_what_is_written(
+        tmp_path: Path) -> None:
+    """A fold's scratch arrays: mapped from files of the draft's own, which no save or
+    listing sees; what is written survives its pages being let go of (a shared mapping,
+    written back to the file, not dropped)."""
+    with SnapshotDraft(tmp_path, 2) as draft:
+        spilled = draft.spill("rows", 1 << 16, np.dtype(np.int64))
+        spilled[:] = np.arange(1 << 16)
+        let_go(spilled)
+        assert not list(draft.scratch.rglob("*.spill"))
+        assert spilled.tolist() == list(range(1 << 16))
+        assert len(draft.spill("none", 0, np.dtype(np.uint8))) == 0
+        assert draft.written() == {}
 
 
 def test_a_snapshot_of_the_format_before_coded_other_slots_still_loads(tmp_path: Path,

@@ -241,11 +241,12 @@ def test_a_fold_s_process_writes_the_white_list_into_the_next_snapshot_s_file(
     assert refused == []
     want, _ = fold(held, held.generation + 1)
     with SnapshotDraft(tmp_path, held.generation + 1) as draft:
-        folded, _ = fold(held, held.generation + 1, columns=draft.column)
+        folded, _ = fold(held, held.generation + 1, columns=draft.column, spill=draft.spill)
         drafted = (draft.scratch / "registry" / "white-low.npy").stat().st_ino
         target = save_snapshot(folded, tmp_path, draft)
     assert (target / "lists" / "white-low.npy").stat().st_ino == drafted  # moved, not copied
     assert not (target / "registry" / "white-low.npy").exists()
+    assert not list(target.rglob("*.spill"))  # the fold's scratch arrays are not saved
     again = load_snapshot(tmp_path, base.policy)
     assert again.lists.white_index.keys().tolist() == want.lists.white_index.keys().tolist()
     assert decisions(again, rules) == decisions(want, rules) != decisions(base, rules)

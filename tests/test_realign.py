@@ -67,6 +67,12 @@ def random_registry(rng: np.random.Generator, keys: int, devices: int,
     return white, replace(built, ids=DeviceIds.from_mapping(named))
 
 
+def noise(name: str, count: int, dtype: np.dtype) -> np.ndarray:
+    """A spill whose arrays start as noise, not zeros: the fold reads only what it wrote."""
+    return np.frombuffer(np.random.default_rng(count).bytes(count * dtype.itemsize),
+                         dtype).copy()
+
+
 def assert_same(got: Devices, want: Devices) -> None:
     for bits in ("first_slot", "other_slot"):
         a, b = getattr(got, bits), getattr(want, bits)
@@ -148,8 +154,10 @@ def test_a_fold_realigns_as_the_whole_array_path_builds(seed, keys, devices, cha
                                          state.lists, state.devices)
     state = replace(state, overlay=overlay)
     with patch("enforcer.engine.realign.DEVICES_AT_ONCE", DEVICES), \
-            patch("enforcer.engine.realign.POSITIONS_AT_ONCE", DEVICES):
-        folded, report = fold(state, 2, CHUNK)
+            patch("enforcer.engine.realign.POSITIONS_AT_ONCE", DEVICES), \
+            patch("enforcer.engine.realign.OWNERS_AT_ONCE", DEVICES), \
+            patch("enforcer.engine.fold.NUMBERED_AT_ONCE", DEVICES):
+        folded, report = fold(state, 2, CHUNK, spill=noise)
     want, gone = folded_devices(state, folded.lists.white_index)
     assert (report.devices, report.devices_gone) == (want.count, gone)
     assert_same(folded.devices, want)

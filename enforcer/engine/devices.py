@@ -71,6 +71,13 @@ def in_memory(name: str, count: int, dtype: np.dtype) -> np.ndarray:
     return np.empty(count, dtype=dtype)
 
 
+def spilled(make: ColumnMaker, name: str, array: np.ndarray) -> np.ndarray:
+    """`array` copied into one `make` makes (a fold's scratch file, where it is mapped)."""
+    out = make(name, len(array), array.dtype)
+    out[:] = array
+    return out
+
+
 class Source(StrEnum):
     IMPORT = "import"
     PASSENGER = "passenger"

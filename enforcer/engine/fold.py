@@ -31,7 +31,8 @@ import numpy as np
 from enforcer.heap import give_back, let_go
 from enforcer.engine.devices import (EPOCH, NO_CARTABLE, NO_DEVICE, NO_DEVICE_INT, NO_OWNER,
                                      SLOT_BITS, SLOT_MASK, Cartables, ColumnMaker, Devices,
-                                     in_memory, take_owners, unpack_msisdns, unpack_sources)
+                                     in_memory, spilled, take_owners, unpack_msisdns,
+                                     unpack_sources)
 from enforcer.engine.keyindex import among, sorted_unique
 from enforcer.engine.lists import BLACK_REASONS, WHITE_LOW_COLUMN, Lists
 from enforcer.engine.overlay import Overlay, empty_overlay
@@ -66,12 +67,16 @@ class FoldReport:
 
 
 def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROWS,
-         columns: ColumnMaker = in_memory) -> tuple[EnforcementState, FoldReport]:
+         columns: ColumnMaker = in_memory,
+         spill: ColumnMaker = in_memory) -> tuple[EnforcementState, FoldReport]:
     """The next generation, `generation`, with `state.overlay` laid into its columns, its
     watermark the overlay's `read_to` (every registry event stored before those positions is
     in it). The devices are realigned `chunk_rows` white-list rows at a time
-    (`enforcer.engine.realign`), its per-device columns made by `columns`. Raises ValueError
-    when `generation` is not newer than the state's."""
+    (`enforcer.engine.realign`), its per-device columns made by `columns`; what the fold
+    derives from the changes and holds from step to step (the rebuilt devices, their rows,
+    the renumbering: some 1 GB at a year's national changes) is made by `spill`, which a
+    fold's process maps from scratch files (`SnapshotDraft.spill`). Raises ValueError when
+    `generation` is not newer than the state's."""
     if generation <= state.generation:
         raise ValueError(f"generation {generation} is not newer than {state.generation}")
     overlay = state.overlay
@@ -81,14 +86,14 @@ def fold(state: EnforcementState, generation: int, chunk_rows: int = REALIGN_ROW
     state.let_go_of_pages()
     keys, slots = _columns(overlay, "imeis", np.uint32)
     lists = _fold_lists(state.lists, overlay, keys, slots, generation, columns)
-    touched = _touched(state, keys, slots)
-    rebuilt = _rebuilt(state, touched, keys, slots)
+    touched = spilled(spill, "fold-touched", _touched(state, keys, slots))
+    rebuilt = _rebuilt(state, touched, keys, slots, spill)
     give_back()  # the steps' transients, freed in pieces, before the new registry is built
     devices, renumbering = realign(
         state.devices, state.lists.white_index, lists.white_index, touched, rebuilt,
         _fold_cartables(state.devices.cartables, *_columns(overlay, "cartables", np.uint32)),
         _fold_operator_sims(state.devices.operator_sims, overlay.operator_sims), chunk_rows,
-        columns)
+        columns, spill)
     set_owners(devices, renumbering, *_columns(overlay, "owners", np.uint64))
     devices = replace(devices, ids=renumbering.ids(state.devices.ids.with_changes(
         *overlay.columns("device_ids"), gone=NO_DEVICE_INT)))
@@ -110,16 +115,18 @@ def _columns(overlay: Overlay, name: str, value_dtype: type) -> tuple[np.ndarray
     return keys.astype(np.uint64, copy=False), values.astype(value_dtype, copy=False)
 
 
-def _index_in(number: np.ndarray, device: np.ndarray) -> np.ndarray:
+def _index_in(number: np.ndarray, device: np.ndarray, out: np.ndarray | None = None
+              ) -> np.ndarray:
     """Each device's index in `number` (sorted, distinct, holding every device): as
     `np.searchsorted(number, device)`, by a rank in a bitmap of `number` (two reads a device
     where a search takes some 25, each a cache miss for the events' devices, which come in
     no order: 30 s of a year's fold at 300 M IMEIs, 162 -> 133 s), DEVICES_AT_ONCE at a time;
-    int64."""
+    int64, written into `out` when given (`device` itself may be)."""
+    index = np.empty(len(device), dtype=np.int64) if out is None else out
     if not len(number):
-        return np.zeros(len(device), dtype=np.int64)
+        index[:] = 0
+        return index
     bits = RankBits.from_positions(int(number[-1]) + 1, number)
-    index = np.empty(len(device), dtype=np.int64)
     for start in range(0, len(device), DEVICES_AT_ONCE):
         part = slice(start, start + DEVICES_AT_ONCE)
         index[part] = bits.rank(device[part])
@@ -156,11 +163,13 @@ def _touched(state: EnforcementState, keys: np.ndarray, slots: np.ndarray) -> np
 
 
 def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
-             slots: np.ndarray) -> Rebuilt:
+             slots: np.ndarray, spill: ColumnMaker) -> Rebuilt:
     """The `touched` devices and the events' devices as they are after the overlay: the
     snapshot's IMEIs the overlay does not name, then the overlay's in their slots, each
     device's slots numbered 0, 1, ... in that order; the snapshot's owner, source and day,
-    or the events'."""
+    or the events'. Its columns are made by `spill` and written a step at a time: held from
+    here to the fold's end, a year's 25 M IMEIs on 10 M devices were some 0.6 GB
+    (issue 21 part 4)."""
     overlay, devices = state.overlay, state.devices
     other_rows, other_values = _other_slots_of(devices, touched)
     rows = np.concatenate([devices.first_slot.select_many(touched), other_rows])
@@ -173,32 +182,44 @@ def _rebuilt(state: EnforcementState, touched: np.ndarray, keys: np.ndarray,
     state.let_go_of_pages()
     unnamed = ~among(old_keys, keys)
     kept = order[unnamed]
-    placed = slots != NO_DEVICE
-    device = np.concatenate([device[kept], (slots[placed] >> np.uint32(SLOT_BITS))
-                             .astype(np.int64)])
-    imei_key = np.concatenate([old_keys[unnamed], keys[placed]])
-    imei_slot = numbered_in_order(device, np.concatenate([slot[kept], (slots[placed] & SLOT_MASK)
-                                                          .astype(np.uint8)]))
-    del old_keys, unnamed, slot, kept, order, rows
+    placed = sum(int(np.count_nonzero(slots[start:start + NUMBERED_AT_ONCE] != NO_DEVICE))
+                 for start in range(0, len(slots), NUMBERED_AT_ONCE))
+    imeis = len(kept) + placed
+    imei_key = spill("rebuilt-imei-key", imeis, np.dtype(np.uint64))
+    imei_device = spill("rebuilt-imei-device", imeis, np.dtype(np.int64))
+    imei_slot = spill("rebuilt-imei-slot", imeis, np.dtype(np.uint8))
+    at = len(kept)
+    imei_key[:at], imei_device[:at], imei_slot[:at] = old_keys[unnamed], device[kept], slot[kept]
+    del old_keys, unnamed, slot, kept, order, rows, device
+    for start in range(0, len(slots), NUMBERED_AT_ONCE):
+        part = slots[start:start + NUMBERED_AT_ONCE]
+        named = part != NO_DEVICE
+        into = slice(at, at + int(np.count_nonzero(named)))
+        imei_key[into] = keys[start:start + NUMBERED_AT_ONCE][named]
+        imei_device[into] = part[named] >> np.uint32(SLOT_BITS)
+        imei_slot[into] = part[named] & SLOT_MASK
+        at = into.stop
+        let_go(imei_key, imei_device, imei_slot)
+    numbered_in_order(imei_device, imei_slot, out=imei_slot)
     added, sources, ordinals = overlay.columns("devices")  # numbered base_devices, ... on
-    number = np.concatenate([touched, added.astype(np.int64)])
-    imei_device = _index_in(number, device)
-    # The IMEIs' columns made, their devices' numbers go before the devices' columns are
-    # read: held beside them, they were 6 % of a national state at a year's changes.
-    del device
+    number = spill("rebuilt-number", len(touched) + len(added), np.dtype(np.int64))
+    number[:len(touched)], number[len(touched):] = touched, added
+    _index_in(number, imei_device, out=imei_device)  # the devices' numbers, then their index
     # The touched devices' columns then the events' devices', each written into its place:
     # joined from parts (and the days counted in int64), they were a year's 8 M registered
     # devices some 20 bytes each more at once (issue 21 part 4).
     owners = take_owners(devices.owner_source, touched)
-    owner = np.full(len(number), NO_OWNER, dtype=np.uint64)
-    owner[:len(touched)] = unpack_msisdns(owners)
-    source = np.concatenate([unpack_sources(owners), sources])
-    del owners
-    registered_on = np.empty(len(number), dtype=np.uint16)
+    owner = spill("rebuilt-owner", len(number), np.dtype(np.uint64))
+    owner[:len(touched)], owner[len(touched):] = unpack_msisdns(owners), NO_OWNER
+    source = spill("rebuilt-source", len(number), np.dtype(np.uint8))
+    source[:len(touched)], source[len(touched):] = unpack_sources(owners), sources
+    del owners, sources
+    registered_on = spill("rebuilt-registered-on", len(number), np.dtype(np.uint16))
     registered_on[:len(touched)] = devices.registered_on[touched]
     for start in range(0, len(ordinals), DEVICES_AT_ONCE):
         registered_on[len(touched) + start:len(touched) + start + DEVICES_AT_ONCE] = (
             ordinals[start:start + DEVICES_AT_ONCE] - EPOCH.toordinal())
+    let_go(imei_key, imei_device, imei_slot, number, owner, source, registered_on)
     state.let_go_of_pages()
     return Rebuilt(number, imei_key, imei_device, imei_slot, owner, source, registered_on)
 
@@ -216,12 +237,15 @@ def _other_slots_of(devices: Devices, touched: np.ndarray) -> tuple[np.ndarray, 
     return np.concatenate(rows), np.concatenate(values)
 
 
-def numbered_in_order(device: np.ndarray, slot: np.ndarray) -> np.ndarray:
+def numbered_in_order(device: np.ndarray, slot: np.ndarray, out: np.ndarray | None = None
+                      ) -> np.ndarray:
     """Each device's slots numbered 0, 1, ... in their order (unchanged where they were):
     uint8 an IMEI, for `device` (int64 each) and `slot` (uint8 each). A range of devices at
     a time, each holding about NUMBERED_AT_ONCE of the IMEIs: sorted whole, a year's 25 M
-    rebuilt IMEIs were 0.45 GB of transient, 21 % of a national state (issue 21 part 4)."""
-    out = np.empty(len(device), dtype=np.uint8)
+    rebuilt IMEIs were 0.45 GB of transient, 21 % of a national state (issue 21 part 4).
+    Written into `out` when given (`slot` itself may be: each range reads its slots before
+    it writes them)."""
+    out = np.empty(len(device), dtype=np.uint8) if out is None else out
     for lo, hi in _device_ranges(device):
         at = _between(device, lo, hi)
         out[at] = _numbered(device[at], slot[at])

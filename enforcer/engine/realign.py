@@ -16,7 +16,10 @@ with arrays as small as the change:
 where before(t) counts the untouched devices whose first IMEI is below t's.
 
 The stream reads REALIGN_ROWS old rows at a time (their keys, device slots and new rows:
-some 50 to 60 bytes a row of transient); every output is written in place. Old columns mapped
+some 50 to 60 bytes a row of transient); every output is written in place. What is as long
+as the rebuilt devices or their IMEIs and held to the end (their rows, order and new
+numbers) is made by the caller's `spill`, a fold's scratch files where it is mapped: a
+year's changes are some 1 GB of it, half a national state (issue 21 part 4). Old columns mapped
 from a snapshot's files (as `load_snapshot` maps them) are let go of as each chunk is read,
 the old white list's keys with them (2 bytes a row, mapped from format 3), so that the old
 generation's registry is never resident whole beside the new one.
@@ -32,7 +35,8 @@ from enforcer.heap import give_back, let_go
 from enforcer.engine.devices import (KEYLESS_DEVICE, MAX_DEVICES, MAX_SLOTS, NO_DEVICE,
                                      OWNER_SOURCE_DTYPE, SLOT_BITS, SLOT_MASK, Cartables,
                                      ColumnMaker, Devices, DevicesBuild, in_memory,
-                                     pack_owners, put_owners, take_owners, unpack_sources)
+                                     pack_owners, put_owners, spilled, take_owners,
+                                     unpack_sources)
 from enforcer.engine.deviceids import DeviceIds
 from enforcer.engine.otherslots import OtherSlotsDraft
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
@@ -46,6 +50,10 @@ REALIGN_ROWS = 1 << 19
 # Devices whose columns are read, renumbered or written at a time: 16 to 50 bytes each of
 # transient, 50 MB at most (2^22 were 9 % of the state while a fold wrote its columns).
 DEVICES_AT_ONCE = 1 << 20
+# Owners set at a time (`set_owners`): each is renumbered, ordered and packed, some 80 bytes
+# of transient (20 MB); 2^20 at a time were 3.7 % of a national state beside the stream's
+# leavings.
+OWNERS_AT_ONCE = 1 << 18
 _SHIFT = np.uint32(SLOT_BITS)
 _ROW_SHIFT = np.uint64(32)
 _INDEX_MASK = np.uint64((1 << 32) - 1)
@@ -77,8 +85,8 @@ class Renumbering:
 
     touched: RankBits  # per old device: left out of the stream (gone or rebuilt)
     before: np.ndarray  # int64 per rebuilt device kept, in new order: untouched ones before it
-    rebuilt_old: np.ndarray  # int64, sorted: the old numbers of the rebuilt devices kept
-    rebuilt_new: np.ndarray  # int64 per rebuilt_old: its new number
+    rebuilt_old: np.ndarray  # int64, sorted: the old numbers of the rebuilt devices
+    rebuilt_new: np.ndarray  # int64 per rebuilt_old: its new number, KEYLESS_DEVICE if left out
 
     def untouched(self, old: np.ndarray) -> np.ndarray:
         """New numbers of old devices none of which is touched; int64."""
@@ -92,6 +100,11 @@ class Renumbering:
             else np.arange(stop - start)
         k = start - int(_count_below(self.touched, np.array([start]))[0]) + np.arange(len(at))
         return at, k + np.searchsorted(self.before, k, side="right")
+
+    def kept_new(self, start: int, stop: int) -> np.ndarray:
+        """The new numbers of the rebuilt devices kept, start .. stop - 1 of them in new
+        order; int64."""
+        return np.arange(start, min(stop, len(self.before))) + self.before[start:stop]
 
     def of(self, old: np.ndarray) -> np.ndarray:
         """New number of each old device, KEYLESS_DEVICE for one left out or not known;
@@ -107,7 +120,7 @@ class Renumbering:
         out = np.full(len(old), KEYLESS_DEVICE, dtype=np.int64)
         if len(self.rebuilt_old):
             at = np.minimum(np.searchsorted(self.rebuilt_old, old), len(self.rebuilt_old) - 1)
-            hit = self.rebuilt_old[at] == old
+            hit = np.flatnonzero(self.rebuilt_old[at] == old)
             out[hit] = self.rebuilt_new[at[hit]]
         stream = np.flatnonzero((old >= 0) & (old < self.touched.rows))
         untouched = stream[~self.touched.test(old[stream])]
@@ -121,41 +134,55 @@ class Renumbering:
 
 def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched: np.ndarray,
             rebuilt: Rebuilt, cartables: Cartables, operator_sims: PairSet,
-            chunk_rows: int = REALIGN_ROWS,
-            columns: ColumnMaker = in_memory) -> tuple[Devices, Renumbering]:
+            chunk_rows: int = REALIGN_ROWS, columns: ColumnMaker = in_memory,
+            spill: ColumnMaker = in_memory) -> tuple[Devices, Renumbering]:
     """`devices` (aligned to `old_index`) aligned to `new_index`, every device numbered again
     in the order of its first IMEI: the old devices in `touched` (unique numbers; it must
     hold every device with an IMEI not in `new_index`) left out of the stream, the `rebuilt`
     ones laid in, a rebuilt device with no IMEI or one not in `new_index` left out. The ids
     are left empty (`Renumbering.ids` carries them); the per-device columns are made by
-    `columns` and written in order. Raises ValueError past MAX_DEVICES
+    `columns` and written in order; the arrays as long as the rebuilt devices or their IMEIs,
+    held to the end, by `spill`, a step at a time. Raises ValueError past MAX_DEVICES
     devices, for a rebuilt IMEI in slot MAX_SLOTS or above, or for an untouched device with
     an IMEI not in `new_index`."""
     if chunk_rows <= 0 or chunk_rows % WORD_BITS:
         raise ValueError(f"chunk_rows must be a positive multiple of {WORD_BITS}")
     if len(rebuilt.imei_slot) and int(rebuilt.imei_slot.max()) >= MAX_SLOTS:
         raise ValueError(f"a device has at most {MAX_SLOTS} slots")
-    touched_bits = RankBits.from_positions(devices.count, touched)
-    rows, order, first, others = _rebuilt_rows(rebuilt, new_index)
-    before = np.empty(len(first), dtype=np.int64)
-    for start in range(0, len(first), POSITIONS_AT_ONCE):  # 10 M at once were 6 % of a state
-        below = _count_below(devices.first_slot, old_index.ranks(
-            rebuilt.imei_key[first[start:start + POSITIONS_AT_ONCE]]))
-        before[start:start + POSITIONS_AT_ONCE] = below - _count_below(touched_bits, below)
-    new_of_order = np.arange(len(order)) + before
-    by_old = np.argsort(rebuilt.number[order])
-    renumbering = Renumbering(touched_bits, before, rebuilt.number[order][by_old],
-                              new_of_order[by_old])
-    count = devices.count - touched_bits.count + len(order)
+    # Spilled too: read a chunk at a time by the stream, held to the fold's end (28 MB at
+    # 150 M devices).
+    bits = RankBits.from_positions(devices.count, touched)
+    touched_bits = RankBits(spilled(spill, "realign-touched-words", bits.words),
+                            spilled(spill, "realign-touched-before", bits.before), bits.rows)
+    del bits
+    rows, first, others = _rebuilt_rows(rebuilt, new_index, spill)
+    count = devices.count - touched_bits.count + len(first)
     if count > MAX_DEVICES:
         raise ValueError(f"at most {MAX_DEVICES} devices fit, got {count}")
-
+    before = spill("realign-before", len(first), np.dtype(np.int64))
+    new_of_rebuilt = spill("realign-new-of-rebuilt", len(rebuilt.number), np.dtype(np.int64))
+    new_of_rebuilt[:] = KEYLESS_DEVICE
     first_bits, other_bits = BitsDraft(len(new_index)), BitsDraft(len(new_index))
-    first_bits.set(rows[first])
-    other_rows = rows[others]
-    other_bits.set(other_rows)
-    new_of_rebuilt = np.empty(len(rebuilt.number), dtype=np.int64)
-    new_of_rebuilt[order] = new_of_order
+    for start in range(0, len(first), POSITIONS_AT_ONCE):  # 10 M at once were 6 % of a state
+        part = slice(start, start + POSITIONS_AT_ONCE)
+        imei = first[part]
+        below = _count_below(devices.first_slot, old_index.ranks(rebuilt.imei_key[imei]))
+        before[part] = below - _count_below(touched_bits, below)
+        new_of_rebuilt[rebuilt.imei_device[imei]] = np.arange(start, start + len(imei)) \
+            + before[part]
+        first_bits.set(rows[imei])
+        let_go(before, new_of_rebuilt, rows, first, *_columns_of(rebuilt))
+    renumbering = Renumbering(touched_bits, before, rebuilt.number, new_of_rebuilt)
+    other_rows = spill("realign-other-rows", len(others), np.dtype(np.int64))
+    other_values = spill("realign-other-values", len(others), np.dtype(np.uint32))
+    for start in range(0, len(others), POSITIONS_AT_ONCE):
+        part = slice(start, start + POSITIONS_AT_ONCE)
+        imei = others[part]
+        other_rows[part] = rows[imei]
+        other_values[part] = ((new_of_rebuilt[rebuilt.imei_device[imei]].astype(np.uint32)
+                               << _SHIFT) | rebuilt.imei_slot[imei].astype(np.uint32))
+        other_bits.set(other_rows[part])
+        let_go(other_rows, other_values, new_of_rebuilt, rows, others, *_columns_of(rebuilt))
     # Room for every old other slot, the touched devices' too (few): counting the untouched
     # ones first would be a scan of them all more.
     coded = OtherSlotsDraft(len(devices.others) + len(others))
@@ -163,49 +190,63 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     # chunk only once it has read it.
     let_go(*devices.columns(), old_index.low, new_index.low)
     _stream(devices, old_index, new_index, renumbering, first_bits, other_bits, coded,
-            other_rows, (new_of_rebuilt[rebuilt.imei_device[others]].astype(np.uint32) << _SHIFT)
-            | rebuilt.imei_slot[others].astype(np.uint32), chunk_rows)
+            other_rows, other_values, chunk_rows)
+    let_go(touched_bits.words, touched_bits.before, other_rows, other_values)
     # The stream's and the columns' pieces, freed below malloc's mmap threshold, stay in the
     # heap until given back (some 0.1 GB by the stream's end: an import's largest transient,
     # 4.6 % of a national state), under what comes after them.
     give_back()
-    owner_source, registered_on = _device_columns(devices, renumbering, rebuilt, order,
-                                                  new_of_order, count, columns)
-    give_back()
-    return Devices(first_bits.finish(), other_bits.finish(), coded.finish(), owner_source,
-                   registered_on, cartables, operator_sims), renumbering
+    owner_source, registered_on = _device_columns(devices, renumbering, rebuilt, first, count,
+                                                  columns)
+    realigned = Devices(first_bits.finish(), other_bits.finish(), coded.finish(), owner_source,
+                        registered_on, cartables, operator_sims)
+    give_back()  # the drafts' finishing frees pieces too: some 70 MB under `set_owners`
+    return realigned, renumbering
 
 
-def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The rebuilt IMEIs' new rows (ABSENT: not registered); the rebuilt devices kept, in
-    their new order (indexes into `number`); the IMEI of each one's slot 0, in that order;
-    their other IMEIs in new-row order (indexes into `imei_*`)."""
-    rows = new_index.rows(rebuilt.imei_key)
+def _columns_of(rebuilt: Rebuilt) -> tuple[np.ndarray, ...]:
+    return (rebuilt.number, rebuilt.imei_key, rebuilt.imei_device, rebuilt.imei_slot,
+            rebuilt.owner, rebuilt.source, rebuilt.registered_on)
+
+
+def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex, spill: ColumnMaker
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rebuilt IMEIs' new rows (ABSENT: not registered); the IMEIs in slot 0 of the
+    rebuilt devices kept, in their new order (the devices' order); their other IMEIs in
+    new-row order (both indexes into `imei_*`)."""
+    rows = spill("realign-rows", len(rebuilt.imei_key), np.dtype(np.int64))
+    for start in range(0, len(rows), POSITIONS_AT_ONCE):
+        part = slice(start, start + POSITIONS_AT_ONCE)
+        rows[part] = new_index.rows(rebuilt.imei_key[part])
+        let_go(rows, rebuilt.imei_key, new_index.low)
     device = rebuilt.imei_device
     # A flag a device, not a count (8 bytes): 10 M devices at a year's changes.
     dead = np.ones(len(rebuilt.number), dtype=bool)  # no IMEI, or one not registered
-    dead[device] = False
-    dead[device[rows == ABSENT]] = True
-    first = _in_row_order(rows, device, dead, rebuilt.imei_slot, True)
-    others = _in_row_order(rows, device, dead, rebuilt.imei_slot, False)
-    return rows, device[first], first, others
+    for start in range(0, len(rows), POSITIONS_AT_ONCE):
+        dead[device[start:start + POSITIONS_AT_ONCE]] = False
+    for start in range(0, len(rows), POSITIONS_AT_ONCE):
+        part = slice(start, start + POSITIONS_AT_ONCE)
+        dead[device[part][rows[part] == ABSENT]] = True
+    first = _in_row_order(rows, device, dead, rebuilt.imei_slot, True, spill)
+    others = _in_row_order(rows, device, dead, rebuilt.imei_slot, False, spill)
+    return rows, first, others
 
 
 def _in_row_order(rows: np.ndarray, device: np.ndarray, dead: np.ndarray, slot: np.ndarray,
-                  first: bool) -> np.ndarray:
+                  first: bool, spill: ColumnMaker) -> np.ndarray:
     """The rebuilt IMEIs of live devices in slot 0 (`first`) or in the others, in the order
-    of their new rows (distinct: each IMEI is in one slot); int64 indexes. Each found as its
-    row and index in one word, sorted in place, the rows then masked off: an argsort of
-    the rows with its copies was some 30 bytes a rebuilt IMEI at once (a year's 25 M: 6 %
-    of a national state). Rows and indexes are below 2^32 (a white list of at most 4 G
-    keys)."""
+    of their new rows (distinct: each IMEI is in one slot); int64 indexes, made by `spill`.
+    Each found as its row and index in one word, sorted in place, the rows then masked off:
+    an argsort of the rows with its copies was some 30 bytes a rebuilt IMEI at once (a
+    year's 25 M: 6 % of a national state). Rows and indexes are below 2^32 (a white list of
+    at most 4 G keys)."""
     def chosen(part: slice) -> np.ndarray:
         return np.flatnonzero(~dead[device[part]] & ((slot[part] == 0) == first)) + part.start
 
     parts = [slice(start, start + POSITIONS_AT_ONCE)
              for start in range(0, len(rows), POSITIONS_AT_ONCE)]
-    found = np.empty(sum(len(chosen(part)) for part in parts), dtype=np.uint64)
+    found = spill("realign-first" if first else "realign-others",
+                  sum(len(chosen(part)) for part in parts), np.dtype(np.uint64))
     at = 0
     for part in parts:
         index = chosen(part)
@@ -214,6 +255,7 @@ def _in_row_order(rows: np.ndarray, device: np.ndarray, dead: np.ndarray, slot: 
         at += len(index)
     found.sort()
     found &= _INDEX_MASK
+    let_go(found, rows, device, slot)
     return found.view(np.int64)
 
 
@@ -264,7 +306,8 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             raise ValueError("an untouched device has an IMEI the new white list lacks")
         first_bits.set(first_rows)
         other_bits.set(other_rows)
-        let_go(*devices.columns(), old_index.low, new_index.low)
+        let_go(*devices.columns(), old_index.low, new_index.low, rebuilt_rows, rebuilt_values,
+               renumbering.before)
         present = new_rows[new_rows != ABSENT]
         if not len(present):
             continue
@@ -287,12 +330,12 @@ def _code(coded: OtherSlotsDraft, first_bits: BitsDraft, rows: np.ndarray,
 
 
 def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt,
-                    order: np.ndarray, new_of_order: np.ndarray, count: int,
+                    first: np.ndarray, count: int,
                     columns: ColumnMaker) -> tuple[np.ndarray, np.ndarray]:
     """Owner and source, and registration day, per new device: the untouched devices'
-    copied a slice at a time, the rebuilt ones' laid in (`new_of_order` ascending), a slice
-    at a time too, the pages of each slice let go of once written where `columns` maps
-    them from files."""
+    copied a slice at a time, the rebuilt ones kept (the devices of their `first` IMEIs, in
+    new order) laid in, a slice at a time too, the pages of each slice let go of once
+    written where `columns` maps them from files."""
     owner_source = columns("owner_source", count, OWNER_SOURCE_DTYPE)
     registered_on = columns("registered_on", count, np.dtype(np.uint16))
     for start in range(0, devices.count, DEVICES_AT_ONCE):
@@ -301,32 +344,33 @@ def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt
         for field in OWNER_SOURCE_DTYPE.names:  # a field at a time, as `take_owners`
             owner_source[field][new] = devices.owner_source[field][start:stop][keep]
         registered_on[new] = devices.registered_on[start:stop][keep]
-        let_go(*devices.columns(), owner_source, registered_on)
-    for start in range(0, len(order), DEVICES_AT_ONCE):
-        part = order[start:start + DEVICES_AT_ONCE]
-        at = new_of_order[start:start + DEVICES_AT_ONCE]
+        let_go(*devices.columns(), owner_source, registered_on, renumbering.before)
+    for start in range(0, len(first), DEVICES_AT_ONCE):
+        part = rebuilt.imei_device[first[start:start + DEVICES_AT_ONCE]]
+        at = renumbering.kept_new(start, start + DEVICES_AT_ONCE)
         put_owners(owner_source, at, pack_owners(rebuilt.owner[part], rebuilt.source[part]))
         registered_on[at] = rebuilt.registered_on[part]
-        let_go(owner_source, registered_on)
+        let_go(owner_source, registered_on, first, renumbering.before, *_columns_of(rebuilt))
     return owner_source, registered_on
 
 
 def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
                msisdns: np.ndarray) -> None:
     """The owners of old devices (`old`, their MSISDNs) written into freshly realigned
-    `devices`, in place, DEVICES_AT_ONCE at a time, each slice in the order of its
+    `devices`, in place, OWNERS_AT_ONCE at a time, each slice in the order of its
     new numbers (the pages it wrote let go of, where the column is mapped from a file); those
     of devices left out dropped. A year's owners are some 23 M devices: renumbered and
     ordered whole, 0.4 GB of transient."""
-    for start in range(0, len(old), DEVICES_AT_ONCE):
-        new = renumbering.of(old[start:start + DEVICES_AT_ONCE])
+    for start in range(0, len(old), OWNERS_AT_ONCE):
+        new = renumbering.of(old[start:start + OWNERS_AT_ONCE])
         kept = np.flatnonzero(new != KEYLESS_DEVICE)
         kept = kept[np.argsort(new[kept], kind="stable")]
         at = new[kept]
         put_owners(devices.owner_source, at, pack_owners(
-            msisdns[start:start + DEVICES_AT_ONCE][kept],
+            msisdns[start:start + OWNERS_AT_ONCE][kept],
             unpack_sources(take_owners(devices.owner_source, at))))
-        let_go(devices.owner_source)
+        let_go(devices.owner_source, renumbering.before, renumbering.rebuilt_old,
+               renumbering.rebuilt_new)
 
 
 def realign_white(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,

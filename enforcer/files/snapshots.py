@@ -139,6 +139,25 @@ class SnapshotDraft:
         self._mapped[name] = mapped
         return mapped
 
+    def spill(self, name: str, count: int, dtype: np.dtype) -> np.ndarray:
+        """A writable scratch array (a `ColumnMaker`) mapped from a file of its own in the
+        draft's directory, removed at once: the save never sees it, and its disk space is
+        the kernel's again when the array is dropped. A fold's derived arrays (a year's
+        changes: some 1 GB) are made so, their pages the kernel's to write out and take
+        back rather than the process's heap (issue 21 part 4). In memory when empty.
+        Raises OSError when the file cannot be made or the disk has no room for it."""
+        if not count:
+            return np.empty(0, dtype=dtype)
+        size = count * np.dtype(dtype).itemsize
+        handle, path = tempfile.mkstemp(prefix=f"{name}.", suffix=".spill", dir=self.scratch)
+        try:
+            os.posix_fallocate(handle, 0, size)
+            with os.fdopen(handle, "r+b", closefd=False) as file:
+                return np.memmap(file, dtype=dtype, mode="r+", shape=(count,))
+        finally:
+            os.close(handle)
+            os.unlink(path)
+
     def written(self) -> dict[str, np.ndarray]:
         """The mapped columns, flushed to their files and let go of; by name."""
         for mapped in self._mapped.values():

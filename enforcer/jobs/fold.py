@@ -97,7 +97,7 @@ def fold_held(config: Config, args: Sequence[str]) -> Report:
     generation = state.generation + 1
     with SnapshotDraft(directory, generation) as draft:
         folded, report = fold(replace(state, overlay=held.overlay), generation,
-                              columns=draft.column)
+                              columns=draft.column, spill=draft.spill)
         save_snapshot(folded, directory, draft)
     return {"folded": 1, **report.as_json(), "events": held.events}
 
