@@ -72,7 +72,10 @@ def in_memory(name: str, count: int, dtype: np.dtype) -> np.ndarray:
 
 
 def spilled(make: ColumnMaker, name: str, array: np.ndarray) -> np.ndarray:
-    """`array` copied into one `make` makes (a fold's scratch file, where it is mapped)."""
+    """`array` copied into one `make` makes (a fold's scratch file, where it is mapped);
+    `array` itself when `make` is `in_memory`."""
+    if make is in_memory:
+        return array
     out = make(name, len(array), array.dtype)
     out[:] = array
     return out

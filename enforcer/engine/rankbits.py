@@ -21,6 +21,8 @@ MAX_ROWS = 1 << 32  # counts are uint32
 # position, its word and its bit as uint64, and numpy's temporaries), 60 MB at most: a fold's
 # 10 M ranks at once were 0.4 GB (issue 21 part 4: 5 % of a 2.2 GB national state).
 POSITIONS_AT_ONCE = 1 << 20
+# Words counted at a time as bits are finished (`_counted`): 5 bytes each of transient.
+COUNT_WORDS = 1 << 20
 # ks selected per step of `select_many`: a k's word is unpacked to 64 bytes and counted along
 # (as many again, and a byte each compared), some 200 bytes a k: 25 MB a step.
 SELECTS_AT_ONCE = 1 << 17
@@ -55,10 +57,16 @@ class RankBits:
 
     @classmethod
     def _counted(cls, words: np.ndarray, rows: int) -> RankBits:
-        # Summed from the bytes' counts into uint32 as it goes: counts widened first were 4
-        # bytes a word more at once (19 MB at 300 M rows, as a fold's registry is finished).
+        # Summed a step of words at a time: the counts of every word widened at once were 5
+        # bytes a word more (24 MB at 300 M rows, as a fold's registry is finished).
         before = np.zeros(len(words), dtype=np.uint32)
-        np.cumsum(np.bitwise_count(words[:-1]), dtype=np.uint32, out=before[1:])
+        total = np.uint32(0)
+        for start in range(0, len(words) - 1, COUNT_WORDS):
+            stop = min(start + COUNT_WORDS, len(words) - 1)
+            np.cumsum(np.bitwise_count(words[start:stop]), dtype=np.uint32,
+                      out=before[start + 1:stop + 1])
+            before[start + 1:stop + 1] += total
+            total = before[stop]
         return cls(words, before, rows)
 
     @property

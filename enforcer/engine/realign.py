@@ -17,12 +17,13 @@ where before(t) counts the untouched devices whose first IMEI is below t's.
 
 The stream reads REALIGN_ROWS old rows at a time (their keys, device slots and new rows:
 some 50 to 60 bytes a row of transient); every output is written in place. What is as long
-as the rebuilt devices or their IMEIs and held to the end (their rows, order and new
-numbers) is made by the caller's `spill`, a fold's scratch files where it is mapped: a
-year's changes are some 1 GB of it, half a national state (issue 21 part 4). Old columns mapped
-from a snapshot's files (as `load_snapshot` maps them) are let go of as each chunk is read,
-the old white list's keys with them (2 bytes a row, mapped from format 3), so that the old
-generation's registry is never resident whole beside the new one.
+as the rebuilt devices or their IMEIs and held to the end (their new rows, their IMEIs in
+new order, their new numbers) is made by the caller's `spill`, a fold's scratch files where
+it is mapped: a year's changes are some 1 GB of it, half a national state (issue 21 part
+4). Old columns mapped from a snapshot's files (as `load_snapshot` maps them) are let go of
+as each chunk is read, the old white list's keys with them (2 bytes a row, mapped from
+format 3), so that the old generation's registry is never resident whole beside the new
+one.
 """
 
 from __future__ import annotations
@@ -149,8 +150,9 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
         raise ValueError(f"chunk_rows must be a positive multiple of {WORD_BITS}")
     if len(rebuilt.imei_slot) and int(rebuilt.imei_slot.max()) >= MAX_SLOTS:
         raise ValueError(f"a device has at most {MAX_SLOTS} slots")
-    # Spilled too: read a chunk at a time by the stream, held to the fold's end (28 MB at
-    # 150 M devices).
+    # Spilled too: held to the fold's end (28 MB at 150 M devices). The stream tests devices
+    # all over them, so they are let go of after it, not a chunk at a time (each chunk
+    # would read every page back).
     bits = RankBits.from_positions(devices.count, touched)
     touched_bits = RankBits(spilled(spill, "realign-touched-words", bits.words),
                             spilled(spill, "realign-touched-before", bits.before), bits.rows)
@@ -171,7 +173,6 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
         new_of_rebuilt[rebuilt.imei_device[imei]] = np.arange(start, start + len(imei)) \
             + before[part]
         first_bits.set(rows[imei])
-        let_go(before, new_of_rebuilt, rows, first, *_columns_of(rebuilt))
     renumbering = Renumbering(touched_bits, before, rebuilt.number, new_of_rebuilt)
     other_rows = spill("realign-other-rows", len(others), np.dtype(np.int64))
     other_values = spill("realign-other-values", len(others), np.dtype(np.uint32))
@@ -182,7 +183,9 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
         other_values[part] = ((new_of_rebuilt[rebuilt.imei_device[imei]].astype(np.uint32)
                                << _SHIFT) | rebuilt.imei_slot[imei].astype(np.uint32))
         other_bits.set(other_rows[part])
-        let_go(other_rows, other_values, new_of_rebuilt, rows, others, *_columns_of(rebuilt))
+    # Read all over a step at a time above: let go of once they are done with.
+    let_go(before, new_of_rebuilt, rows, first, others, other_rows, other_values,
+           *_columns_of(rebuilt))
     # Room for every old other slot, the touched devices' too (few): counting the untouched
     # ones first would be a scan of them all more.
     coded = OtherSlotsDraft(len(devices.others) + len(others))
@@ -191,7 +194,7 @@ def realign(devices: Devices, old_index: KeyIndex, new_index: KeyIndex, touched:
     let_go(*devices.columns(), old_index.low, new_index.low)
     _stream(devices, old_index, new_index, renumbering, first_bits, other_bits, coded,
             other_rows, other_values, chunk_rows)
-    let_go(touched_bits.words, touched_bits.before, other_rows, other_values)
+    let_go(touched_bits.words, touched_bits.before, other_rows, other_values, before)
     # The stream's and the columns' pieces, freed below malloc's mmap threshold, stay in the
     # heap until given back (some 0.1 GB by the stream's end: an import's largest transient,
     # 4.6 % of a national state), under what comes after them.
@@ -306,8 +309,7 @@ def _stream(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
             raise ValueError("an untouched device has an IMEI the new white list lacks")
         first_bits.set(first_rows)
         other_bits.set(other_rows)
-        let_go(*devices.columns(), old_index.low, new_index.low, rebuilt_rows, rebuilt_values,
-               renumbering.before)
+        let_go(*devices.columns(), old_index.low, new_index.low, rebuilt_rows, rebuilt_values)
         present = new_rows[new_rows != ABSENT]
         if not len(present):
             continue
@@ -344,13 +346,14 @@ def _device_columns(devices: Devices, renumbering: Renumbering, rebuilt: Rebuilt
         for field in OWNER_SOURCE_DTYPE.names:  # a field at a time, as `take_owners`
             owner_source[field][new] = devices.owner_source[field][start:stop][keep]
         registered_on[new] = devices.registered_on[start:stop][keep]
-        let_go(*devices.columns(), owner_source, registered_on, renumbering.before)
+        let_go(*devices.columns(), owner_source, registered_on)
     for start in range(0, len(first), DEVICES_AT_ONCE):
         part = rebuilt.imei_device[first[start:start + DEVICES_AT_ONCE]]
         at = renumbering.kept_new(start, start + DEVICES_AT_ONCE)
         put_owners(owner_source, at, pack_owners(rebuilt.owner[part], rebuilt.source[part]))
         registered_on[at] = rebuilt.registered_on[part]
-        let_go(owner_source, registered_on, first, renumbering.before, *_columns_of(rebuilt))
+        let_go(owner_source, registered_on)
+    let_go(first, renumbering.before, *_columns_of(rebuilt))
     return owner_source, registered_on
 
 
@@ -369,8 +372,10 @@ def set_owners(devices: Devices, renumbering: Renumbering, old: np.ndarray,
         put_owners(devices.owner_source, at, pack_owners(
             msisdns[start:start + OWNERS_AT_ONCE][kept],
             unpack_sources(take_owners(devices.owner_source, at))))
-        let_go(devices.owner_source, renumbering.before, renumbering.rebuilt_old,
-               renumbering.rebuilt_new)
+        let_go(devices.owner_source)
+    # Searched all over by every step: let go of once, not a step at a time.
+    let_go(renumbering.touched.words, renumbering.touched.before, renumbering.before,
+           renumbering.rebuilt_old, renumbering.rebuilt_new)
 
 
 def realign_white(devices: Devices, old_index: KeyIndex, new_index: KeyIndex,
