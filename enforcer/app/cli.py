@@ -22,15 +22,11 @@ from typing import Iterator, Sequence
 import msgspec
 import psycopg
 
-from enforcer.files.build import SourceFiles, build_from_files
 from enforcer.engine.imei import imei_rules
 from enforcer.clock import SystemClock, clock_from
 from enforcer.config import Config, ConfigError, load_config
 from enforcer.db.migrate import migrate
-from enforcer.app.history import device_history
-from enforcer.engine.decide import decide, decision_at
 from enforcer.engine.devicemodel import model_json
-from enforcer.engine.events import AttachBatch, AttachEvent
 from enforcer.engine.identity import Mode, read_imei
 from enforcer.engine.imei import parse_imei
 from enforcer.files.importing import Kind, import_file
@@ -38,28 +34,20 @@ from enforcer.logs import LOG_FORMATS, setup_logging
 from enforcer.engine.state import EnforcementState
 from enforcer.files.snapshots import (SnapshotConflict, SnapshotDraft, load_snapshot,
                                       load_tac_parts, next_generation, save_snapshot)
-from enforcer.endpoints.statusquery import Caller, ask, current_state
-from enforcer.db.notices import find, kind_stored, live_sms_kinds
-from enforcer.notices.admin import cancel, notice_json, row_json, show
-from enforcer.engine.noticemessages import check_templates
 from enforcer.engine.lifecycle import NoticeState
-from enforcer.embedded.synth import CountrySpec, build_country
 from enforcer.embedded.services import EmbeddedServices, ServiceError, ServicePorts
-from enforcer.embedded.demo import DemoOptions, run_demo
-from enforcer.db.clones import list_flags
 from enforcer.db.migrate import NotMigrated, require_migrated
-from enforcer.db.subscribers import record_numbers
 from enforcer.files.delivery import file_refusal
 from enforcer.files.listfile import ListFileReader, LoadReport
-from enforcer.files.subscriberfile import SubscriberFileReader
-from enforcer.app.serve import run_serve
-from enforcer.app.worker import run_worker
 from enforcer.app.options import (BIGINT_MAX, EXIT_USAGE, IMEI_KEY, IMSI, LOG_LEVELS, MSISDN,
                                   NON_NEGATIVE, NONBLANK, POSITIVE, TIME, Parser, existing_file,
                                   log_level, number_type)
 from enforcer.engine.subscriber import mask
 from rules.policy import PolicyError, load_policy
 
+# A command imports what only it runs when it runs: the whole application is some 1.5 s of
+# imports (the worker's Kafka clients, serve's Diameter stack, the demo), which a mistyped
+# option or an `imei` lookup need not wait for.
 EXIT_REFUSED = 3  # a registry or provisioning file failed its safety checks: nothing written
 EXIT_READER_GONE = 128 + signal.SIGPIPE
 
@@ -117,6 +105,8 @@ def cmd_imei(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.engine.decide import decide, decision_at
+    from enforcer.engine.events import AttachBatch, AttachEvent
     state = _load_state(args, config)
     when = SystemClock().now_ms() if args.time is None else args.time
     imei = read_imei(args.imei, Mode.LENIENT, imei_rules(config))
@@ -141,6 +131,7 @@ def cmd_lists_stats(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_state_build(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.files.build import SourceFiles, build_from_files
     policy = load_policy(config.policy.file or None)
     with _state_dir(args, config) as directory:
         generation = next_generation(directory)
@@ -176,6 +167,8 @@ def cmd_registry_import(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_subscribers_import(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.db.subscribers import record_numbers
+    from enforcer.files.subscriberfile import SubscriberFileReader
     require_migrated(config.postgres.dsn)
     rows = ListFileReader(imei_rules(config), config.lists.csv_chunk_lines,
                           config.lists.bad_rows_reported)
@@ -204,6 +197,7 @@ def cmd_subscribers_import(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_state_synth(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.embedded.synth import CountrySpec, build_country
     if args.imeis is not None and not args.devices <= args.imeis <= 2 * args.devices:
         print(f"eir-enforcer state synth: argument --imeis: {args.imeis} is not within "
               f"--devices and twice that ({args.devices}-{2 * args.devices}): a device has one "
@@ -246,14 +240,18 @@ def cmd_db_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.app.worker import run_worker
     return run_worker(config)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.app.serve import run_serve
     return run_serve(config)
 
 
 def cmd_history(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.app.history import device_history
+    from enforcer.endpoints.statusquery import current_state
     snapshot = _load_state(args, config)
     with psycopg.connect(config.postgres.dsn) as conn:
         state = current_state(snapshot, conn, config)
@@ -262,6 +260,7 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.endpoints.statusquery import Caller, ask, current_state
     snapshot = _load_state(args, config)
     with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
         state = current_state(snapshot, conn, config)
@@ -275,6 +274,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_clones_list(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.db.clones import list_flags
     with psycopg.connect(config.postgres.dsn) as conn:
         flags = list_flags(conn, _one_more(args.limit))
         for key, reason, flagged, imsi, msisdn, recorded in flags[:args.limit]:
@@ -287,6 +287,8 @@ def cmd_clones_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_notices_list(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.db.notices import find, kind_stored
+    from enforcer.notices.admin import row_json
     kinds = sorted({rule.notice_kind for rule in load_policy(config.policy.file or None).rules
                     if rule.notice_kind})
     with psycopg.connect(config.postgres.dsn) as conn:
@@ -305,6 +307,7 @@ def cmd_notices_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_notices_show(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.notices.admin import show
     tacs, blocked = load_tac_parts(Path(config.state.dir))
     with psycopg.connect(config.postgres.dsn) as conn:
         shown = show(conn, args.id, args.reveal, lambda key: model_json(tacs, blocked, key))
@@ -316,6 +319,9 @@ def cmd_notices_show(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.db.notices import live_sms_kinds
+    from enforcer.engine.noticemessages import check_templates
+    from enforcer.notices.admin import cancel, notice_json
     # A cut notice's restore goes with its SMS, rendered here.
     with psycopg.connect(config.postgres.dsn) as conn:
         check_templates(config.notices, load_policy(config.policy.file or None), load_policy(),
@@ -331,6 +337,7 @@ def cmd_notices_cancel(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    from enforcer.embedded.demo import DemoOptions, run_demo
     return run_demo(config, DemoOptions(args.devices, args.rate, args.duration, args.bad_share,
                                         args.keep_services, args.days))
 
