@@ -331,6 +331,7 @@ BAD_INPUT = [
     (["history", "35209900ABCDEF"], "imei"),
     (["status", "x", "--msisdn", "989121234567"], "imei"),
     (["status", "35209900176148", "--msisdn", "12"], "--msisdn"),
+    (["status", "352099001761482", "--msisdn", "989121234567"], "mistyped"),  # Luhn: 1
     (["clones", "list", "--limit", "0"], "--limit"),
     (["clones", "list", "--limit", "ten"], "--limit"),
     (["notices", "list", "--state", "asleep"], "--state"),

@@ -11,6 +11,7 @@ import msgspec
 import psycopg
 
 from enforcer.endpoints.server import TokenBucket
+from enforcer.engine.imei import luhn_digit
 from enforcer.embedded.services import free_port
 from tests.kafkatools import committed, produce, wait_for
 from tests.test_decide import BUYER, SINGLE, SPOUSE, STOLEN, STRANGER, UNOWNED
@@ -110,6 +111,10 @@ def test_calls_without_a_valid_token_or_arguments_are_refused_and_recorded(env, 
         "WWW-Authenticate"]
     code, body, _ = get(port, status_path("12345", BUYER))
     assert (code, body["error"]) == (400, "bad_imei")
+    # A digit mistyped: the answer would be about another phone.
+    typed = f"{SINGLE:014d}" + str(int(luhn_digit(f"{SINGLE:014d}")) % 9 + 1)
+    code, body, _ = get(port, status_path(typed, BUYER))
+    assert (code, body["error"]) == (400, "bad_imei") and "mistyped" in body["detail"]
     code, body, _ = get(port, f"/v1/imei/{SINGLE:014d}/status")
     assert (code, body["error"]) == (400, "bad_msisdn")
     # Which requester is meant would depend on the reader: refused, naming the parameter.
@@ -120,7 +125,8 @@ def test_calls_without_a_valid_token_or_arguments_are_refused_and_recorded(env, 
     assert get(port, "/v1/nothing")[0] == 404
     assert [(r[0], r[1], r[5], r[6]) for r in audit(env["EIR_POSTGRES__DSN"])] == [
         (SINGLE, BUYER, None, "unauthorized"), (SINGLE, BUYER, None, "unauthorized"),
-        (None, BUYER, "ussd", "bad_imei"), (SINGLE, None, "ussd", "bad_msisdn"),
+        (None, BUYER, "ussd", "bad_imei"), (None, BUYER, "ussd", "bad_imei"),
+        (SINGLE, None, "ussd", "bad_msisdn"),
         (SINGLE, None, "ussd", "duplicate_parameter"),
         (SINGLE, None, "ussd", "duplicate_parameter")]
 

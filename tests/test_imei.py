@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum import imei as stdnum_imei
 
-from enforcer.engine.imei import CheckDigit, ImeiRules, Problem, luhn_digit, parse_imei
+from enforcer.engine.imei import (CheckDigit, ImeiRules, Problem, luhn_digit, mistyped,
+                                  parse_imei)
 
 VALID_IMEI = "490154203237518"  # a published example with a valid check digit
 
@@ -157,3 +158,19 @@ def test_check_digit_agrees_with_python_stdnum(rules: ImeiRules, value: str) -> 
     assert (p.check_digit is CheckDigit.VALID) == stdnum_imei.is_valid(value)
     if p.check_digit is CheckDigit.MISMATCH:
         assert not stdnum_imei.is_valid(value) and value[-1] != "0"
+
+
+@settings(max_examples=300)
+@given(key=st.integers(0, 10**14 - 1), sent=st.sampled_from("0123456789"),
+       form=st.sampled_from(["{}", "imei-{}"]))
+def test_a_typed_imei_is_mistyped_exactly_when_its_check_digit_is_not_luhn_s_nor_spare(
+        key: int, sent: str, form: str) -> None:
+    """The buyer's status query refuses what `mistyped` names: a 15-digit IMEI whose 15th
+    digit is neither the Luhn digit of the other 14 (any one mistyped digit) nor the spare 0;
+    14 digits and an IMEISV are never refused for it."""
+    rules = ImeiRules.from_config([], [])
+    digits = f"{key:014d}"
+    imei = parse_imei(form.format(digits + sent), rules)
+    assert (mistyped(imei) is not None) == (sent not in (luhn_digit(digits), "0"))
+    assert mistyped(parse_imei(digits, rules)) is None
+    assert mistyped(parse_imei(digits + sent + "1", rules)) is None  # an IMEISV

@@ -39,9 +39,9 @@ from enforcer.embedded.services import EmbeddedServices, ServiceError, ServicePo
 from enforcer.db.migrate import NotMigrated, require_migrated
 from enforcer.files.delivery import file_refusal
 from enforcer.files.listfile import ListFileReader, LoadReport
-from enforcer.app.options import (BIGINT_MAX, EXIT_USAGE, IMEI_KEY, IMSI, LOG_LEVELS, MSISDN,
-                                  NON_NEGATIVE, NONBLANK, POSITIVE, TIME, Parser, existing_file,
-                                  log_level, number_type)
+from enforcer.app.options import (ASKED_IMEI_KEY, BIGINT_MAX, EXIT_USAGE, IMEI_KEY, IMSI,
+                                  LOG_LEVELS, MSISDN, NON_NEGATIVE, NONBLANK, POSITIVE, TIME,
+                                  Parser, existing_file, log_level, number_type)
 from enforcer.engine.subscriber import mask
 from rules.policy import PolicyError, load_policy
 
@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "by clone detection: no number); owned (in a cartable: ask the owner); "
                        "previous_user (the last other SIM seen with it, and when); "
                        "no_previous_user. Every query is recorded (status_queries).")
-    p.add_argument("imei", type=IMEI_KEY)
+    p.add_argument("imei", type=ASKED_IMEI_KEY)
     p.add_argument("--msisdn", type=MSISDN, required=True, help="the requester's number")
     p.add_argument("--state", help="snapshot directory (default: state.dir)")
     p.set_defaults(run=cmd_status)

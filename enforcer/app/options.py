@@ -12,7 +12,7 @@ from typing import Callable, NoReturn, TypeVar
 
 from enforcer.clock import parse_time_ms
 from enforcer.engine.identity import Mode, read_imei, read_imsi, read_msisdn
-from enforcer.engine.imei import ImeiRules
+from enforcer.engine.imei import ImeiRules, mistyped
 from enforcer.engine.subscriber import Imsi
 
 EXIT_USAGE = 2
@@ -71,6 +71,16 @@ def _imei_key(text: str) -> int:
         raise ValueError(f"{text!r} is not an IMEI ({', '.join(p.value for p in imei.problems)})"
                          "; give 14-16 digits")
     return imei.imei_key
+
+
+def _asked_imei_key(text: str) -> int:
+    """The key of an IMEI a person typed to ask about a phone: as `_imei_key`, and refused
+    when its check digit does not match (`mistyped`: the answer would be another phone's)."""
+    key = _imei_key(text)
+    why = mistyped(read_imei(text, Mode.LENIENT, ANY_RULES))
+    if why is not None:
+        raise ValueError(f"{text!r}: {why}")
+    return key
 
 
 def whole_number_type(lowest: int, highest: int = BIGINT_MAX) -> Callable[[str], int]:
@@ -140,6 +150,7 @@ TIME = value_type(_time_ms)
 IMSI = value_type(_imsi)
 MSISDN = value_type(_msisdn)
 IMEI_KEY = value_type(_imei_key)
+ASKED_IMEI_KEY = value_type(_asked_imei_key)
 POSITIVE = whole_number_type(1)
 NON_NEGATIVE = whole_number_type(0)
 NONBLANK = value_type(_nonblank)

@@ -28,7 +28,7 @@ from enforcer.clock import Clock
 from enforcer.config import Config, HttpConfig
 from enforcer.db.cluster import ping
 from enforcer.endpoints.health import Check, Readiness
-from enforcer.engine.imei import ImeiRules, parse_imei
+from enforcer.engine.imei import ImeiRules, mistyped, parse_imei
 from enforcer.listening import cannot_listen
 from enforcer.logs import describe
 from enforcer.engine.state import StateHolder
@@ -148,6 +148,9 @@ class StatusQueries:
         if imei.imei_key is None:
             return self._refuse(None, requester, caller, HTTPStatus.BAD_REQUEST, "bad_imei",
                                 f"not an IMEI ({', '.join(p.value for p in imei.problems)})")
+        typo = mistyped(imei)
+        if typo is not None:
+            return self._refuse(None, requester, caller, HTTPStatus.BAD_REQUEST, "bad_imei", typo)
         if requester is None:
             return self._refuse(imei.imei_key, None, caller, HTTPStatus.BAD_REQUEST,
                                 "bad_msisdn", "msisdn= must be the requester's number, in "

@@ -107,6 +107,18 @@ class ImeiParse(NamedTuple):
         }
 
 
+def mistyped(imei: ImeiParse) -> str | None:
+    """Why an IMEI a person typed to ask about a phone (the buyer's status query) is not
+    answered: its check digit is not the one its other 14 digits give (3GPP TS 23.003
+    Annex B, Luhn), as any one digit mistyped makes it, and the answer would be about another
+    phone. None when it checks out, has no check digit (14 digits, an IMEISV) or has the
+    spare 0 a network sends. Networks' IMEIs are never held to it (`CheckDigit`)."""
+    if imei.check_digit is not CheckDigit.MISMATCH or imei.key is None:
+        return None
+    return (f"its check digit is not the {luhn_digit(imei.key)} its first {KEY_DIGITS} digits "
+            "give: a digit mistyped?")
+
+
 # Luhn doubles every second digit from the left; these are the doubled digits' digit sums.
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 _ZERO = ord("0")
