@@ -16,9 +16,10 @@ import psycopg
 import pytest
 
 from enforcer.app.worker import NO_TAC_DATABASE
-from enforcer.db.notices import see_cut
+from enforcer.db.notices import enqueue, see_cut
 from enforcer.clock import MS_PER_DAY, MS_PER_S, ManualClock
 from enforcer.engine.lists import Lists
+from enforcer.engine.noticemessages import OutboxMessage
 from enforcer.engine.opening import CutSightings
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.devices import Cartables, DeviceColumns, DeviceRecord, Source, build_devices
@@ -290,6 +291,20 @@ def test_the_noc_lists_shows_and_cancels_notices(env, worker) -> None:
     again = run("notices", "cancel", str(notice_id), "--reason", "twice", check=False,
                 env=cli_env)
     assert again.returncode == 2 and "not live" in again.stderr
+
+
+def test_a_started_worker_counts_what_waits_in_the_outbox_before_its_first_round(
+        env, worker) -> None:
+    """Messages a worker stopped before relaying (an operator's cancel, a crash): the
+    backlog gauges say so from the start, not 0 until the first round (a trial finding)."""
+    env["EIR_NOTICES__SWEEP_EVERY_S"] = "3600"  # no round in this test
+    with psycopg.connect(env["EIR_POSTGRES__DSN"], autocommit=True) as conn:
+        enqueue(conn, [OutboxMessage("commands", b"k", f"notice-{i}-restore", b"{}")
+                       for i in range(2)], T0)
+    metrics = worker(ManualClock(T0 + 90 * MS_PER_S)).worker.metrics.collectors
+    assert metrics.get_sample_value("eir_outbox_backlog") == 2
+    assert metrics.get_sample_value("eir_outbox_oldest_age_seconds") == 90
+    assert (metrics.get_sample_value("eir_notice_rounds_total") or 0) == 0
 
 
 def test_a_refused_attach_moves_its_cut_notices_last_sighting_and_never_waits(dsn) -> None:

@@ -69,12 +69,15 @@ class NoticeRounds:
         self._resolver.touch(imei_keys, msisdns)
 
     def start(self) -> None:
-        """At the worker's start: the cut-off list into memory, and cut notices the registry
-        resolved while nobody looked. The first due sweep waits for the schedule, by which
-        time the registry topic has been read."""
+        """At the worker's start: the cut-off list into memory, cut notices the registry
+        resolved while nobody looked, and the outbox's backlog counted, so that its gauges
+        say what waits from the start rather than 0 until the first round. The first due
+        sweep (and relay) waits for the schedule, by which time the registry topic has been
+        read."""
         with self._database.held() as conn:
             self._cutoffs.follow(conn)
             self._resolver.recheck_cut(conn)
+            self._relay.count_backlog(conn)
 
     def run_once(self) -> dict[str, int]:
         """One round: follow other workers' cutoffs, cancel what the registry resolved,
