@@ -129,6 +129,8 @@ def existing_file(text: str) -> Path:
     """A file that is there (not a directory) and may be opened for reading: read later, it
     would fail half-way. What its content holds is the reader's to judge."""
     path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no file {text}")
     try:
