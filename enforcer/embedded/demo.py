@@ -231,11 +231,13 @@ def _run_worker(config: Config, country: Country, options: DemoOptions, clock: C
     """The worker and the traffic until the duration is over or Ctrl-C; the worker's
     figures read after it stopped, so that they hold every step it took."""
     worker = build_worker(config, clock)
+    # The transfers come only in a run of that many days (`--days`).
+    transfers = (f" From day {TRANSFER_DAY} the registry transfers some cut devices to their "
+                 "users." if options.days >= TRANSFER_DAY else "")
     say(f"6. The worker consumes '{config.kafka.attach_topic}' ({options.rate:,} attaches/s, "
         f"{options.bad_share:.1%} of them broken); metrics on "
         f"http://127.0.0.1:{config.http.port}/metrics. Its clock runs {speed:,.0f} times "
-        f"fast: {options.days:g} days in {options.duration_s:g} s. From day {TRANSFER_DAY} "
-        f"the registry transfers some cut devices to their users. Ctrl-C stops.")
+        f"fast: {options.days:g} days in {options.duration_s:g} s.{transfers} Ctrl-C stops.")
     stop, sent = threading.Event(), [0]
     producer = threading.Thread(target=_produce,
                                 args=(config, country, options, clock, stop, sent))
