@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
-                               disable_created_metrics)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from enforcer.engine.state import StateHolder
 from enforcer.files.snapshots import snapshot_dir_name
@@ -15,10 +14,6 @@ from metrics.jobs import JobMetrics
 from metrics.notices import NoticeMetrics
 
 BATCH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# No `_created` series beside every counter and histogram: they double what is stored and
-# no dashboard or alert reads them.
-disable_created_metrics()
-
 RELOAD_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
 AGE_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0, 86400.0)
 
