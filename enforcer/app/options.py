@@ -12,7 +12,7 @@ from typing import Callable, NoReturn, TypeVar
 
 from enforcer.clock import parse_time_ms
 from enforcer.engine.identity import Mode, read_imei, read_imsi, read_msisdn
-from enforcer.engine.imei import ImeiRules, mistyped
+from enforcer.engine.imei import ImeiParse, ImeiRules, mistyped
 from enforcer.engine.subscriber import Imsi
 
 EXIT_USAGE = 2
@@ -64,23 +64,28 @@ def _msisdn(text: str) -> int:
     return read_msisdn(text, Mode.LENIENT)
 
 
-def _imei_key(text: str) -> int:
-    """The key of an IMEI a command looks up: one with no key can be in no table."""
+def _keyed_imei(text: str) -> ImeiParse:
+    """An IMEI a command looks up, parsed: one with no key can be in no table."""
     imei = read_imei(text, Mode.LENIENT, ANY_RULES)
     if imei.imei_key is None:
         raise ValueError(f"{text!r} is not an IMEI ({', '.join(p.value for p in imei.problems)})"
                          "; give 14-16 digits")
-    return imei.imei_key
+    return imei
+
+
+def _imei_key(text: str) -> int:
+    """The key of an IMEI a command looks up."""
+    return _keyed_imei(text).imei_key
 
 
 def _asked_imei_key(text: str) -> int:
     """The key of an IMEI a person typed to ask about a phone: as `_imei_key`, and refused
     when its check digit does not match (`mistyped`: the answer would be another phone's)."""
-    key = _imei_key(text)
-    why = mistyped(read_imei(text, Mode.LENIENT, ANY_RULES))
+    imei = _keyed_imei(text)
+    why = mistyped(imei)
     if why is not None:
         raise ValueError(f"{text!r}: {why}")
-    return key
+    return imei.imei_key
 
 
 def whole_number_type(lowest: int, highest: int = BIGINT_MAX) -> Callable[[str], int]:

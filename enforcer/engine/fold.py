@@ -40,6 +40,7 @@ from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import RankBits
 from enforcer.engine.realign import DEVICES_AT_ONCE, REALIGN_ROWS, Rebuilt, realign, set_owners
 from enforcer.engine.state import EnforcementState
+from enforcer.engine.steps import in_steps
 
 # Rebuilt IMEIs numbered at a time (`numbered_in_order`), a range of devices with about this
 # many: some 50 bytes each of transient, 50 MB.
@@ -122,15 +123,12 @@ def _index_in(number: np.ndarray, device: np.ndarray, out: np.ndarray | None = N
     where a search takes some 25, each a cache miss for the events' devices, which come in
     no order: 30 s of a year's fold at 300 M IMEIs, 162 -> 133 s), DEVICES_AT_ONCE at a time;
     int64, written into `out` when given (`device` itself may be)."""
-    index = np.empty(len(device), dtype=np.int64) if out is None else out
     if not len(number):
+        index = np.empty(len(device), dtype=np.int64) if out is None else out
         index[:] = 0
         return index
     bits = RankBits.from_positions(int(number[-1]) + 1, number)
-    for start in range(0, len(device), DEVICES_AT_ONCE):
-        part = slice(start, start + DEVICES_AT_ONCE)
-        index[part] = bits.rank(device[part])
-    return index
+    return in_steps(bits.rank, device, DEVICES_AT_ONCE, np.int64, out)
 
 
 def _fold_lists(lists: Lists, overlay: Overlay, keys: np.ndarray, slots: np.ndarray,

@@ -43,6 +43,7 @@ from enforcer.engine.otherslots import OtherSlotsDraft
 from enforcer.engine.keyindex import ABSENT, KeyIndex, rows_in, sorted_unique
 from enforcer.engine.pairset import PairSet
 from enforcer.engine.rankbits import POSITIONS_AT_ONCE, WORD_BITS, BitsDraft, RankBits
+from enforcer.engine.steps import in_steps
 
 # Old white-list rows realigned at a time, a multiple of a RankBits word's 64 rows: some
 # 30 MB of transient, under 2 % of a national state's 2.2 GB (issue 21 part 4: 5 %; 2^21
@@ -217,11 +218,9 @@ def _rebuilt_rows(rebuilt: Rebuilt, new_index: KeyIndex, spill: ColumnMaker
     """The rebuilt IMEIs' new rows (ABSENT: not registered); the IMEIs in slot 0 of the
     rebuilt devices kept, in their new order (the devices' order); their other IMEIs in
     new-row order (both indexes into `imei_*`)."""
-    rows = spill("realign-rows", len(rebuilt.imei_key), np.dtype(np.int64))
-    for start in range(0, len(rows), POSITIONS_AT_ONCE):
-        part = slice(start, start + POSITIONS_AT_ONCE)
-        rows[part] = new_index.rows(rebuilt.imei_key[part])
-        let_go(rows, rebuilt.imei_key, new_index.low)
+    rows = in_steps(new_index.rows, rebuilt.imei_key, POSITIONS_AT_ONCE, np.int64,
+                    spill("realign-rows", len(rebuilt.imei_key), np.dtype(np.int64)))
+    let_go(rows, rebuilt.imei_key, new_index.low)
     device = rebuilt.imei_device
     # A flag a device, not a count (8 bytes): 10 M devices at a year's changes.
     dead = np.ones(len(rebuilt.number), dtype=bool)  # no IMEI, or one not registered

@@ -9,10 +9,11 @@ import numpy as np
 
 
 def in_steps(lookup: Callable[[np.ndarray], np.ndarray], values: np.ndarray, step: int,
-             dtype: type) -> np.ndarray:
+             dtype: type, out: np.ndarray | None = None) -> np.ndarray:
     """`lookup` of `values`, `step` of them at a time, each step's answers written into one
-    array of `dtype`: a list of them joined would be as large again."""
-    out = np.empty(len(values), dtype=dtype)
+    array of `dtype`, or into `out` (one a fold spills; `values` itself may be): a list of
+    them joined would be as large again."""
+    out = np.empty(len(values), dtype=dtype) if out is None else out
     for start in range(0, len(values), step):
         out[start:start + step] = lookup(values[start:start + step])
     return out
